@@ -1,0 +1,72 @@
+"""hf-cotmi: chain-of-thought distillation for Hugging Face seq2seq students.
+
+Distilling Step-by-Step (Hsieh et al., 2023) trains one student on two tasks, ``predict:`` -> label and
+``explain:`` -> rationale; Chen et al. (Findings of ACL 2024) add a mutual-information term that ties the
+two together. ``DSSMITrainer`` is a drop-in ``Seq2SeqTrainer`` that does both.
+
+Example:
+    >>> from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, DSSDataCollator
+    >>> args = DSSMITrainingArguments("out", mi_loss_weight=0.1)  # doctest: +SKIP
+
+Public names are imported lazily, so ``import hf_cotmi`` stays cheap (no torch or transformers until a
+name that needs them is used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # core (losses, arguments, collator, trainer)
+    "mutual_information_loss": "losses",
+    "DSSMITrainingArguments": "arguments",
+    "DSSDataCollator": "collator",
+    "DSSMITrainer": "trainer",
+    # data
+    "load_dss_dataset": "data.dss",
+    "load_cot_dataset": "data.custom",
+    "prepare_dss_features": "data.features",
+    "DSS_DATASETS": "data.dss",
+    # metrics
+    "safe_eval_arithmetic": "metrics",
+    "equation_accuracy": "metrics",
+    "text_accuracy": "metrics",
+    "build_compute_metrics": "metrics",
+    # calibration
+    "expected_calibration_error": "calibration",
+    "average_confidence": "calibration",
+    "reliability_diagram_data": "calibration",
+    "label_confidences": "confidence",
+    "ECECallback": "callbacks",
+    "evaluate_calibration": "evaluation",
+    "save_reliability_diagram": "plotting",
+    # tiny models and tokenizers built in code (tests, offline demo, notebooks)
+    "build_word_tokenizer": "tiny",
+    "build_tiny_seq2seq": "tiny",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'hf_cotmi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"hf_cotmi.{module_name}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .arguments import DSSMITrainingArguments
+    from .collator import DSSDataCollator
+    from .losses import mutual_information_loss
+    from .trainer import DSSMITrainer
