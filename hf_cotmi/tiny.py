@@ -185,7 +185,8 @@ def build_tiny_seq2seq(
         config = EncoderDecoderConfig.from_encoder_decoder_configs(
             BertConfig(**common), BertConfig(**common, is_decoder=True, add_cross_attention=True)
         )
-        config.decoder_start_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else pad_id
+        bos_id = tokenizer.bos_token_id
+        config.decoder_start_token_id = bos_id if bos_id is not None else pad_id
         config.pad_token_id = pad_id
         config.eos_token_id = eos_id
         config.vocab_size = vocab_size

@@ -1,0 +1,286 @@
+"""The mutual-information (MI) auxiliary loss of Chen et al. (Findings of ACL 2024), as pure tensor functions.
+
+Notation (see ``docs/concepts/mi-loss.md``): ``Z`` are the label-pass decoder logits ``[B, m, V]``, ``R`` the
+rationale-pass logits ``[B, n, V]``. Each side is turned into one distribution-like vector per example by a
+softmax over the vocabulary followed by a reduction over decoder positions (``max`` or ``mean``):
+``p[b, v] = reduce_t softmax(Z[b, t])[v]`` (detached) and ``q[b, v] = reduce_t softmax(R[b, t])[v]``. The loss
+compares ``p`` with ``q``.
+
+Memory: the reduction over positions is a custom autograd function that keeps only the arg-max indices
+(``[B, V]``) and the per-position log-sum-exp (``[B, n]``) besides a reference to its input, and it recomputes
+what the backward pass needs in vocabulary or position chunks. It never stores a ``[B, n, V]`` softmax.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+REDUCTIONS = ("max", "mean")
+DIVERGENCES = ("ce", "kl")
+VARIANTS = ("paper", "masked")
+
+# Elements per temporary chunk (float32): 2**22 elements = 16 MiB.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _chunk_size(total: int, elements_per_unit: int) -> int:
+    return max(1, min(total, _CHUNK_ELEMENTS // max(1, elements_per_unit)))
+
+
+def _log_normaliser(logits: torch.Tensor) -> torch.Tensor:
+    """Per-position log-sum-exp over the vocabulary, ``[B, n]`` in float32, computed in position chunks."""
+    batch, length, vocab = logits.shape
+    out = torch.empty(batch, length, dtype=torch.float32, device=logits.device)
+    step = _chunk_size(length, batch * vocab)
+    for start in range(0, length, step):
+        out[:, start : start + step] = torch.logsumexp(logits[:, start : start + step].float(), dim=-1)
+    return out
+
+
+class _ReducedSoftmax(torch.autograd.Function):
+    """``q[b, v] = reduce_t softmax(x[b, t])[v]`` over the valid positions, without storing the softmax.
+
+    With ``inputs_are_log_probs=True`` the input is taken to be a log-softmax output already, so the
+    normaliser is skipped (``softmax(x) == exp(x)``); the gradient it returns is then the gradient of
+    ``reduce_t exp(x[b, t])``, which gives the same gradient with respect to the logits once it flows back
+    through the caller's ``log_softmax``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, position_mask, reduction, inputs_are_log_probs):  # type: ignore[override]
+        batch, length, vocab = x.shape
+        if inputs_are_log_probs:
+            lse = torch.zeros(batch, length, dtype=torch.float32, device=x.device)
+        else:
+            lse = _log_normaliser(x)
+        q = torch.empty(batch, vocab, dtype=torch.float32, device=x.device)
+        step = _chunk_size(vocab, batch * length)
+        if reduction == "max":
+            argmax = torch.empty(batch, vocab, dtype=torch.long, device=x.device)
+            fast = inputs_are_log_probs and position_mask is None
+            if fast:
+                values, argmax = x.max(dim=1)
+                q = values.float().exp()
+            else:
+                for start in range(0, vocab, step):
+                    chunk = x[:, :, start : start + step].float() - lse[:, :, None]
+                    if position_mask is not None:
+                        chunk.masked_fill_(~position_mask[:, :, None], float("-inf"))
+                    values, idx = chunk.max(dim=1)
+                    q[:, start : start + step] = values.exp()
+                    argmax[:, start : start + step] = idx
+            ctx.save_for_backward(x, lse, argmax, q)
+        else:
+            weights = _position_weights(position_mask, batch, length, x.device)
+            for start in range(0, vocab, step):
+                probs = (x[:, :, start : start + step].float() - lse[:, :, None]).exp_()
+                q[:, start : start + step] = torch.einsum("btv,bt->bv", probs, weights)
+            ctx.save_for_backward(x, lse, weights)
+        ctx.reduction = reduction
+        ctx.inputs_are_log_probs = inputs_are_log_probs
+        return q
+
+    @staticmethod
+    def backward(ctx, grad_q):  # type: ignore[override]
+        grad_q = grad_q.float()
+        if ctx.reduction == "max":
+            x, lse, argmax, q = ctx.saved_tensors
+            weighted = grad_q * q  # d q[b, v] / d x[b, t*, v] = q[b, v]
+            grad_x = torch.zeros_like(x)
+            grad_x.scatter_add_(1, argmax[:, None, :], weighted[:, None, :].to(x.dtype))
+            if not ctx.inputs_are_log_probs:
+                # normaliser term: - sum_{v: t*(v) = t} weighted[b, v] * softmax(x[b, t])
+                per_position = torch.zeros_like(lse)
+                per_position.scatter_add_(1, argmax, weighted)
+                _subtract_scaled_softmax(grad_x, x, lse, per_position)
+            return grad_x, None, None, None
+        x, lse, weights = ctx.saved_tensors
+        batch, length, vocab = x.shape
+        grad_x = torch.empty_like(x)
+        step = _chunk_size(length, batch * vocab)
+        for start in range(0, length, step):
+            sl = slice(start, start + step)
+            probs = (x[:, sl].float() - lse[:, sl, None]).exp_()
+            local = probs * grad_q[:, None, :]
+            if not ctx.inputs_are_log_probs:
+                local -= probs * local.sum(dim=-1, keepdim=True)
+            grad_x[:, sl] = (local * weights[:, sl, None]).to(x.dtype)
+        return grad_x, None, None, None
+
+
+def _subtract_scaled_softmax(
+    grad_x: torch.Tensor, x: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor
+) -> None:
+    batch, length, vocab = x.shape
+    step = _chunk_size(length, batch * vocab)
+    for start in range(0, length, step):
+        sl = slice(start, start + step)
+        probs = (x[:, sl].float() - lse[:, sl, None]).exp_()
+        grad_x[:, sl] -= (probs * scale[:, sl, None]).to(x.dtype)
+
+
+def _position_weights(
+    position_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
+) -> torch.Tensor:
+    """Weights ``[B, n]`` that average over the valid positions of each row (zero for an empty row)."""
+    if position_mask is None:
+        return torch.full((batch, length), 1.0 / length, dtype=torch.float32, device=device)
+    mask = position_mask.float()
+    return mask / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def _reduce_label_side(
+    logits: torch.Tensor, position_mask: torch.Tensor | None, reduction: str
+) -> torch.Tensor:
+    """``p[b, v] = reduce_t softmax(Z[b, t])[v]`` with no gradient, ``[B, V]`` float32."""
+    with torch.no_grad():
+        batch, length, vocab = logits.shape
+        out = torch.empty(batch, vocab, dtype=torch.float32, device=logits.device)
+        step = _chunk_size(length, batch * vocab)
+        weights = _position_weights(position_mask, batch, length, logits.device)
+        if reduction == "max":
+            out.fill_(float("-inf"))
+        else:
+            out.zero_()
+        for start in range(0, length, step):
+            sl = slice(start, start + step)
+            probs = torch.softmax(logits[:, sl].float(), dim=-1)
+            if reduction == "max":
+                if position_mask is not None:
+                    probs.masked_fill_(~position_mask[:, sl, None], float("-inf"))
+                torch.maximum(out, probs.max(dim=1).values, out=out)
+            else:
+                out += torch.einsum("btv,bt->bv", probs, weights[:, sl])
+        return out
+
+
+def _check_inputs(
+    label_logits: torch.Tensor,
+    rationale_logits: torch.Tensor,
+    label_mask: torch.Tensor | None,
+    rationale_mask: torch.Tensor | None,
+    reduction: str,
+    divergence: str,
+    variant: str,
+) -> None:
+    for name, value, choices in (
+        ("reduction", reduction, REDUCTIONS),
+        ("divergence", divergence, DIVERGENCES),
+        ("variant", variant, VARIANTS),
+    ):
+        if value not in choices:
+            expected = ", ".join(map(repr, choices))
+            raise ValueError(f"{name}={value!r} is not supported; expected one of {expected}")
+    for name, tensor in (("label_logits", label_logits), ("rationale_logits", rationale_logits)):
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise ValueError(f"{name} must be a 3-D tensor [batch, positions, vocab], got {shape}")
+        if not tensor.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
+        if tensor.shape[1] == 0:
+            raise ValueError(f"{name} has no decoder positions (shape {tuple(tensor.shape)})")
+    if label_logits.shape[0] != rationale_logits.shape[0]:
+        raise ValueError(
+            f"rationale_logits has batch size {rationale_logits.shape[0]} but label_logits has "
+            f"{label_logits.shape[0]}; both passes must cover the same examples"
+        )
+    if label_logits.shape[2] != rationale_logits.shape[2]:
+        raise ValueError(
+            f"rationale_logits has vocabulary size {rationale_logits.shape[2]} but label_logits has "
+            f"{label_logits.shape[2]}; both must come from the same LM head"
+        )
+    for name, mask, logits in (
+        ("label_mask", label_mask, label_logits),
+        ("rationale_mask", rationale_mask, rationale_logits),
+    ):
+        if mask is None:
+            continue
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(logits.shape[:2]):
+            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(
+                f"{name} must have shape {tuple(logits.shape[:2])} (batch, positions), got {shape}"
+            )
+        if mask.dtype != torch.bool:
+            raise ValueError(
+                f"{name} must be a boolean tensor (True at real positions), got dtype {mask.dtype}"
+            )
+
+
+def mutual_information_loss(
+    label_logits: torch.Tensor,
+    rationale_logits: torch.Tensor,
+    *,
+    label_mask: torch.Tensor | None = None,
+    rationale_mask: torch.Tensor | None = None,
+    reduction: str = "max",
+    divergence: str = "ce",
+    variant: str = "paper",
+    inputs_are_log_probs: bool = False,
+) -> torch.Tensor:
+    """The MI auxiliary loss between the label pass and the rationale pass of a DSS student.
+
+    With ``p[b] = reduce_t softmax(Z[b, t])`` (detached) and ``q[b] = reduce_t softmax(R[b, t])``:
+
+    - ``variant="paper"``, ``divergence="ce"`` (the released code, bit for bit): every position is reduced
+      (masks are ignored) and ``L = mean_b sum_v -p[b, v] * log_softmax(q[b])[v]``, a cross-entropy whose
+      input ``q`` goes through a second softmax, with the unnormalised ``p`` as soft target. It equals
+      ``torch.nn.CrossEntropyLoss()(q, p)``.
+    - ``variant="masked"``, ``divergence="ce"``: positions where the mask is False are left out of the
+      reduction on both sides, and ``L = mean_b sum_v -p_norm[b, v] * log q_norm[b, v]`` with
+      ``x_norm = x / sum_v x`` (no second softmax). Rows with no valid position on either side add 0.
+    - ``divergence="kl"`` (not in the paper): ``L = mean_b KL(p_norm[b] || q_norm[b])``; masking as the
+      variant says.
+
+    The label side never receives a gradient. ``reduction="max"`` routes the gradient of each ``(b, v)`` to
+    the one position that attains the maximum.
+
+    Args:
+        label_logits: ``[B, m, V]`` decoder logits of the ``predict:`` pass.
+        rationale_logits: ``[B, n, V]`` decoder logits of the ``explain:`` pass.
+        label_mask: boolean ``[B, m]``, True at real (non-padding) label positions. Used by ``"masked"``.
+        rationale_mask: boolean ``[B, n]``, True at real rationale positions. Used by ``"masked"``.
+        reduction: ``"max"`` (paper) or ``"mean"`` over decoder positions.
+        divergence: ``"ce"`` (paper) or ``"kl"``.
+        variant: ``"paper"`` (released behaviour: no masking, double softmax) or ``"masked"``.
+        inputs_are_log_probs: set True when both inputs are already ``log_softmax`` outputs (the trainer
+            passes the log-probabilities its cross-entropy computed, so this term saves nothing of size
+            ``[B, n, V]`` for the backward pass). The result is the same; only the work differs.
+
+    Returns:
+        A scalar float32 tensor.
+
+    Raises:
+        ValueError: wrong shapes, mismatched batch or vocabulary sizes, or an unknown option.
+
+    Example:
+        >>> import torch
+        >>> z, r = torch.randn(2, 3, 10), torch.randn(2, 5, 10, requires_grad=True)
+        >>> loss = mutual_information_loss(z, r)
+        >>> loss.backward()
+        >>> r.grad.shape
+        torch.Size([2, 5, 10])
+    """
+    _check_inputs(label_logits, rationale_logits, label_mask, rationale_mask, reduction, divergence, variant)
+    if variant == "paper":
+        label_mask = rationale_mask = None
+    p = _reduce_label_side(label_logits.detach(), label_mask, reduction)
+    q = _ReducedSoftmax.apply(rationale_logits, rationale_mask, reduction, inputs_are_log_probs)
+
+    if variant == "paper" and divergence == "ce":
+        return F.cross_entropy(q, p)
+
+    valid_rows = torch.ones(q.shape[0], dtype=torch.bool, device=q.device)
+    if label_mask is not None:
+        valid_rows &= label_mask.any(dim=1)
+    if rationale_mask is not None:
+        valid_rows &= rationale_mask.any(dim=1)
+    # Empty rows would divide 0 by 0: give them a harmless stand-in and zero their contribution.
+    p = torch.where(valid_rows[:, None], p, torch.ones_like(p))
+    q = torch.where(valid_rows[:, None], q, torch.ones_like(q))
+    p_norm = p / p.sum(dim=1, keepdim=True)
+    log_q_norm = q.clamp_min(torch.finfo(q.dtype).tiny).log() - q.sum(dim=1, keepdim=True).log()
+    per_row = -(p_norm * log_q_norm).sum(dim=1)
+    if divergence == "kl":
+        per_row = per_row + torch.xlogy(p_norm, p_norm).sum(dim=1)
+    return torch.where(valid_rows, per_row, torch.zeros_like(per_row)).mean()
