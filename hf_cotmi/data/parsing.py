@@ -1,0 +1,170 @@
+"""Parsers for PaLM's raw chain-of-thought outputs, as released with Distilling Step-by-Step.
+
+Each string in a release file ``llm/<split>_CoT_<i>.json`` is PaLM's raw few-shot continuation: the
+rationale, an answer sentence, and usually further invented exemplars that must be cut off. The parsers
+here follow the rules DSS used (Hsieh et al., 2023), so that labels and rationales match what DSS users
+expect. They are pure functions: ``str -> PalmOutput``. A string that does not parse gives an empty
+``label`` (``PalmOutput.parsed`` is then False); callers count those.
+
+Example:
+    >>> out = parse_svamp_output("He has 84 / 2 points. The answer is (84 / 2).\\n\\nQ: ...")
+    >>> out.rationale, out.label
+    ('He has 84 / 2 points.', '(84 / 2)')
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "PalmOutput",
+    "PARSERS",
+    "parse_palm_output",
+    "parse_cqa_output",
+    "parse_svamp_output",
+    "parse_esnli_output",
+    "parse_anli_output",
+]
+
+_CHOICE_LETTER = re.compile(r"\(.\)")
+# DSS's greedy pattern: from the first "(" to the last ")" on the same line.
+_PARENTHESISED = re.compile(r"\(.*\)")
+
+
+@dataclass(frozen=True)
+class PalmOutput:
+    """One parsed PaLM output.
+
+    Attributes:
+        rationale: the reasoning text before the answer sentence (may be empty).
+        label: the answer PaLM gave; empty when the string does not parse.
+
+    Example:
+        >>> PalmOutput("Because.", "yes").parsed
+        True
+    """
+
+    rationale: str
+    label: str
+
+    @property
+    def parsed(self) -> bool:
+        """True when a label was found (the DSS rules give an empty label otherwise)."""
+        return bool(self.label)
+
+
+_FAILED = PalmOutput("", "")
+
+
+def _split_once(text: str, marker: str) -> tuple[str, str] | None:
+    """``text.split(marker)`` when it gives exactly two parts (as DSS unpacked it), else None."""
+    parts = text.split(marker)
+    if len(parts) != 2:
+        return None
+    return parts[0], parts[1]
+
+
+def parse_cqa_output(text: str) -> PalmOutput:
+    """Parse a CommonsenseQA output: ``<rationale> So the answer is (c) <answer>.``
+
+    Keeps the text before the first ``Q:``; it must contain ``So the answer is`` exactly once. The
+    rationale is the part before it; the label is the text after the first ``(x)`` choice letter, stripped
+    and without a trailing period.
+
+    Example:
+        >>> parse_cqa_output("Beavers need wood. So the answer is (c) wooded area.\\n\\nQ: next").label
+        'wooded area'
+    """
+    head = text.split("Q:")[0].rstrip()
+    parts = _split_once(head, "So the answer is")
+    if parts is None:
+        return _FAILED
+    rationale, answer = parts
+    pieces = _CHOICE_LETTER.split(answer)
+    if len(pieces) < 2:
+        return PalmOutput(rationale.strip(), "")
+    label = pieces[1].strip()
+    if label.endswith("."):
+        label = label[:-1]
+    return PalmOutput(rationale.strip(), label)
+
+
+def parse_svamp_output(text: str) -> PalmOutput:
+    """Parse a SVAMP output: ``<rationale> The answer is (<equation>).``
+
+    Keeps the text before the first ``Q:``; it must contain ``The answer is`` exactly once. The label is the
+    parenthesised expression after it, matched as DSS did with the greedy pattern ``\\(.*\\)``: from the
+    first ``(`` to the last ``)`` on that line. So ``(10 - (3 + 6)).`` gives ``(10 - (3 + 6))`` and a
+    compound answer such as ``(19 - 6) + (18 - 15)`` is kept whole (one that is not an equation, such as
+    ``(8 / 4) and (6 / 4)``, then fails to evaluate, as it did in DSS).
+
+    Example:
+        >>> parse_svamp_output("10 * 45 is 450. The answer is (10 * 45).").label
+        '(10 * 45)'
+    """
+    head = text.split("Q:")[0].rstrip()
+    parts = _split_once(head, "The answer is")
+    if parts is None:
+        return _FAILED
+    rationale, answer = parts
+    match = _PARENTHESISED.search(answer)
+    return PalmOutput(rationale.strip(), match.group(0) if match else "")
+
+
+def parse_esnli_output(text: str) -> PalmOutput:
+    """Parse an e-SNLI output: ``<rationale>\\nAnswer: <label>\\n\\nPremise: ...``
+
+    The rationale is the text before the first ``Answer:``; the label is the text after the first
+    ``Answer: `` up to ``Premise``, stripped.
+
+    Example:
+        >>> parse_esnli_output("A dog is an animal.\\nAnswer: entailment\\n\\nPremise: x").label
+        'entailment'
+    """
+    rationale = text.split("Answer:")[0].strip()
+    pieces = text.split("Answer: ")
+    if len(pieces) < 2:
+        return PalmOutput(rationale, "")
+    return PalmOutput(rationale, pieces[1].split("Premise")[0].strip())
+
+
+def parse_anli_output(text: str) -> PalmOutput:
+    """Parse an ANLI output: ``<rationale> So the answer is <label>.\\n\\nPremise: ...``
+
+    Keeps the text before the first ``Premise:``; it must contain ``So the answer is`` exactly once. The
+    label is the rest, stripped, without its final character (a period).
+
+    Example:
+        >>> parse_anli_output("Cats are not dogs. So the answer is contradiction.\\n\\nPremise: x").label
+        'contradiction'
+    """
+    head = text.split("Premise:")[0].rstrip()
+    parts = _split_once(head, "So the answer is")
+    if parts is None:
+        return _FAILED
+    rationale, answer = parts
+    return PalmOutput(rationale.strip(), answer.strip()[:-1])
+
+
+PARSERS: dict[str, Callable[[str], PalmOutput]] = {
+    "cqa": parse_cqa_output,
+    "svamp": parse_svamp_output,
+    "esnli": parse_esnli_output,
+    "anli1": parse_anli_output,
+}
+
+
+def parse_palm_output(name: str, text: str) -> PalmOutput:
+    """Parse one PaLM output string with the rules for dataset ``name`` (a key of ``PARSERS``).
+
+    Example:
+        >>> parse_palm_output("anli1", "No. So the answer is neutral.").label
+        'neutral'
+    """
+    try:
+        parser = PARSERS[name]
+    except KeyError:
+        raise ValueError(f"no PaLM output parser for {name!r}; known: {sorted(PARSERS)}") from None
+    return parser(text)

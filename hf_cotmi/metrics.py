@@ -1,0 +1,340 @@
+"""Accuracy metrics for distilled students: text exact match and equation value match.
+
+Everything here is a pure function except :func:`build_compute_metrics`, which wraps them for the
+``compute_metrics`` hook of a ``Seq2SeqTrainer`` run with ``predict_with_generate=True``.
+
+SVAMP labels are equations such as ``( 84.0 / 2.0 )``; DSS scored a predicted equation by the value Python's
+``eval`` gave it. :func:`safe_eval_arithmetic` computes that value with a small recursive-descent parser that
+accepts numbers, ``+ - * /``, parentheses and unary minus and nothing else, so model output is never run.
+
+Example:
+    >>> safe_eval_arithmetic("( 84.0 / 2.0 )")
+    42.0
+    >>> equation_accuracy(["(84 / 2)", "(3 + 4)"], ["( 84.0 / 2.0 )", "( 2.0 * 4.0 )"])
+    0.5
+    >>> text_accuracy(["Wooded area.", "bridge"], ["wooded area", "beach"])
+    0.5
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = [
+    "MAX_EXPRESSION_LENGTH",
+    "MAX_NESTING_DEPTH",
+    "safe_eval_arithmetic",
+    "normalize_text",
+    "equation_accuracy",
+    "text_accuracy",
+    "build_compute_metrics",
+]
+
+MAX_EXPRESSION_LENGTH = 1000
+"""Longest string (in characters) :func:`safe_eval_arithmetic` will look at; longer gives None."""
+
+MAX_NESTING_DEPTH = 64
+"""Deepest nesting of parentheses and unary minus signs :func:`safe_eval_arithmetic` accepts."""
+
+# "39. 0" or "39 .0" (a decimal number split by a subword decoder) -> "39.0"
+_SPLIT_DECIMAL = re.compile(r"(?<=[0-9])[ \t]*\.[ \t]*(?=[0-9])")
+_TOKEN = re.compile(r"\s*(?:(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)|(?P<op>[-+*/()]))")
+_WHITESPACE = re.compile(r"\s+")
+
+
+class _Reject(Exception):
+    """Internal: the expression is not acceptable arithmetic."""
+
+
+def _tokenize(text: str) -> list[str | float]:
+    tokens: list[str | float] = []
+    pos, end = 0, len(text.rstrip())
+    while pos < end:
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise _Reject
+        number = match.group("number")
+        tokens.append(float(number) if number is not None else match.group("op"))
+        pos = match.end()
+    return tokens
+
+
+class _Parser:
+    """expr := term (('+' | '-') term)* ; term := unary (('*' | '/') unary)* ;
+    unary := '-' unary | primary ; primary := NUMBER | '(' expr ')'"""
+
+    def __init__(self, tokens: list[str | float]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.depth = 0
+
+    def _peek(self) -> str | float | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _enter(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING_DEPTH:
+            raise _Reject
+
+    def parse(self) -> float:
+        value = self._expr()
+        if self.pos != len(self.tokens):
+            raise _Reject
+        return value
+
+    def _expr(self) -> float:
+        value = self._term()
+        while self._peek() in ("+", "-"):
+            op = self.tokens[self.pos]
+            self.pos += 1
+            right = self._term()
+            value = _finite(value + right if op == "+" else value - right)
+        return value
+
+    def _term(self) -> float:
+        value = self._unary()
+        while self._peek() in ("*", "/"):
+            op = self.tokens[self.pos]
+            self.pos += 1
+            right = self._unary()
+            if op == "*":
+                value = _finite(value * right)
+            else:
+                if right == 0:
+                    raise _Reject
+                value = _finite(value / right)
+        return value
+
+    def _unary(self) -> float:
+        if self._peek() == "-":
+            self.pos += 1
+            self._enter()
+            value = -self._unary()
+            self.depth -= 1
+            return value
+        return self._primary()
+
+    def _primary(self) -> float:
+        token = self._peek()
+        if isinstance(token, float):
+            self.pos += 1
+            return _finite(token)
+        if token == "(":
+            self.pos += 1
+            self._enter()
+            value = self._expr()
+            if self._peek() != ")":
+                raise _Reject
+            self.pos += 1
+            self.depth -= 1
+            return value
+        raise _Reject
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise _Reject
+    return value
+
+
+def safe_eval_arithmetic(text: str) -> float | None:
+    """Evaluate an arithmetic expression without executing anything; None if it is not one.
+
+    Accepted: decimal numbers (``12``, ``12.5``, ``.5``; ASCII digits, no exponents, signs or separators),
+    the binary operators ``+ - * /`` with the usual precedence and left associativity, parentheses and unary
+    minus, separated by any whitespace. Anything else gives None: names, calls, attributes, subscripts,
+    ``**``, ``//``, ``%``, text around the expression, an empty string, a string longer than
+    :data:`MAX_EXPRESSION_LENGTH` characters, nesting deeper than :data:`MAX_NESTING_DEPTH`, division by zero,
+    and any intermediate or final value that is not finite. The function never raises and never calls
+    ``eval``: the string is scanned by a regular expression and parsed by recursive descent.
+
+    Normalisation: a decimal point with spaces or tabs beside it between two digits is closed up, because
+    subword decoders return ``39.0`` as ``39. 0``; so ``39 . 0`` reads as ``39.0``. Nothing else is rewritten.
+
+    Args:
+        text: the expression, e.g. a SVAMP label ``( 84.0 / 2.0 )`` or a decoded model prediction.
+
+    Returns:
+        The value as a float, or None.
+
+    Example:
+        >>> safe_eval_arithmetic("( ( 17.0 + 15.0 ) + 2.0 )")
+        34.0
+        >>> safe_eval_arithmetic("-(3 - 39. 0) / 4")
+        9.0
+        >>> safe_eval_arithmetic("__import__('os').system('ls')") is None
+        True
+        >>> safe_eval_arithmetic("1 / 0") is None
+        True
+    """
+    try:
+        if not isinstance(text, str) or len(text) > MAX_EXPRESSION_LENGTH:
+            return None
+        tokens = _tokenize(_SPLIT_DECIMAL.sub(".", text))
+        if not tokens:
+            return None
+        return _Parser(tokens).parse()
+    except (_Reject, ArithmeticError, ValueError, RecursionError):
+        return None
+
+
+def normalize_text(text: str) -> str:
+    """Normalise an answer for exact-match comparison.
+
+    Unicode NFKC, case folding, runs of whitespace collapsed to one space, surrounding whitespace removed,
+    then trailing periods removed (PaLM and students often end an answer with one).
+
+    Example:
+        >>> normalize_text("  Wooded   Area. ")
+        'wooded area'
+    """
+    text = unicodedata.normalize("NFKC", str(text)).casefold()
+    text = _WHITESPACE.sub(" ", text).strip()
+    return text.rstrip(".").rstrip()
+
+
+def _check_lengths(predictions: Sequence[Any], references: Sequence[Any]) -> None:
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"predictions and references must have the same length; got {len(predictions)} predictions "
+            f"and {len(references)} references"
+        )
+    if len(predictions) == 0:
+        raise ValueError("accuracy of an empty list is undefined: got 0 predictions and 0 references")
+
+
+def equation_accuracy(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    rel_tol: float = 1e-9,
+    abs_tol: float = 1e-9,
+) -> float:
+    """Fraction of predicted equations whose value equals the reference equation's value.
+
+    Both sides are evaluated with :func:`safe_eval_arithmetic`. A prediction or reference that does not
+    evaluate counts as wrong. Values are compared with ``math.isclose(rel_tol, abs_tol)`` so that
+    ``(a * b) / c`` and ``a * (b / c)`` agree despite rounding; DSS compared exact float values.
+
+    Args:
+        predictions: predicted equations, e.g. ``"(84 / 2)"``.
+        references: gold equations, e.g. ``"( 84.0 / 2.0 )"``.
+        rel_tol: relative tolerance of the value comparison.
+        abs_tol: absolute tolerance of the value comparison.
+
+    Returns:
+        Accuracy in [0, 1].
+
+    Raises:
+        ValueError: the sequences differ in length or are empty.
+
+    Example:
+        >>> equation_accuracy(["(10 - (3 + 6))", "5 +"], ["( ( 10.0 - 3.0 ) - 6.0 )", "( 2.0 + 3.0 )"])
+        0.5
+    """
+    _check_lengths(predictions, references)
+    correct = 0
+    for prediction, reference in zip(predictions, references):
+        predicted, gold = safe_eval_arithmetic(prediction), safe_eval_arithmetic(reference)
+        if predicted is not None and gold is not None:
+            correct += math.isclose(predicted, gold, rel_tol=rel_tol, abs_tol=abs_tol)
+    return correct / len(predictions)
+
+
+def text_accuracy(predictions: Sequence[str], references: Sequence[str], *, normalize: bool = True) -> float:
+    """Fraction of predictions that equal their reference, after :func:`normalize_text` by default.
+
+    Args:
+        predictions: predicted answers.
+        references: gold answers.
+        normalize: compare normalised texts (case-folded, whitespace collapsed, trailing periods removed);
+            False compares the strings exactly, as DSS did.
+
+    Returns:
+        Accuracy in [0, 1].
+
+    Raises:
+        ValueError: the sequences differ in length or are empty.
+
+    Example:
+        >>> text_accuracy(["Neutral", "entailment"], ["neutral", "contradiction"])
+        0.5
+        >>> text_accuracy(["Neutral"], ["neutral"], normalize=False)
+        0.0
+    """
+    _check_lengths(predictions, references)
+    if normalize:
+        correct = sum(normalize_text(p) == normalize_text(r) for p, r in zip(predictions, references))
+    else:
+        correct = sum(p == r for p, r in zip(predictions, references))
+    return correct / len(predictions)
+
+
+_TASKS = ("text", "equation")
+
+
+def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
+    import numpy as np
+
+    if isinstance(array, tuple):  # (generated ids, ...) from the Trainer
+        array = array[0]
+    if isinstance(array, list) and array and not np.isscalar(array[0]):  # rows, possibly ragged
+        return [[pad_id if int(t) < 0 else int(t) for t in row] for row in array]
+    values = np.asarray(array)
+    if values.ndim == 3:  # logits (predict_with_generate=False): take the most likely token
+        values = values.argmax(axis=-1)
+    if values.ndim == 1:
+        values = values[None, :]
+    if values.ndim != 2:
+        raise ValueError(f"expected token ids of shape (batch, length); got an array of shape {values.shape}")
+    values = values.astype(np.int64, copy=True)
+    values[values < 0] = pad_id  # -100 padding from the collator and from the Trainer's gathering
+    return values.tolist()
+
+
+def build_compute_metrics(tokenizer: Any, task: str = "text") -> Callable[[Any], dict[str, float]]:
+    """Build a ``compute_metrics`` function for a ``Seq2SeqTrainer`` with ``predict_with_generate=True``.
+
+    The returned function takes an ``EvalPrediction``. Its ``predictions`` are generated token ids (a tuple
+    is reduced to its first element; an array of logits, shape (batch, length, vocab), is reduced by argmax)
+    and its ``label_ids`` hold the gold ids. Negative ids (the ``-100`` padding) become the pad id, both are
+    decoded with ``skip_special_tokens=True``, and the texts are compared with :func:`text_accuracy`
+    (``task="text"``) or :func:`equation_accuracy` (``task="equation"``).
+
+    Args:
+        tokenizer: the student's tokenizer; it needs a pad token (or an EOS token, used instead).
+        task: ``"text"`` (CQA, e-SNLI, ANLI) or ``"equation"`` (SVAMP).
+
+    Returns:
+        A function ``EvalPrediction -> {"accuracy": float}``.
+
+    Example:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> from transformers import EvalPrediction
+        >>> tok = build_word_tokenizer(["( 84.0 / 2.0 )", "( 42.0 * 1.0 )"])
+        >>> ids = tok(["( 84.0 / 2.0 )"])["input_ids"]
+        >>> gold = tok(["( 42.0 * 1.0 )"])["input_ids"]
+        >>> build_compute_metrics(tok, task="equation")(EvalPrediction(predictions=ids, label_ids=gold))
+        {'accuracy': 1.0}
+    """
+    if task not in _TASKS:
+        raise ValueError(f"task={task!r} is not supported; expected one of {_TASKS}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError(
+            "the tokenizer has neither a pad token nor an EOS token to replace -100 padding with"
+        )
+    score = equation_accuracy if task == "equation" else text_accuracy
+
+    def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+        predictions = _token_id_rows(eval_prediction.predictions, pad_id)
+        references = _token_id_rows(eval_prediction.label_ids, pad_id)
+        decoded_predictions = tokenizer.batch_decode(predictions, skip_special_tokens=True)
+        decoded_references = tokenizer.batch_decode(references, skip_special_tokens=True)
+        return {"accuracy": float(score(decoded_predictions, decoded_references))}
+
+    return compute_metrics
