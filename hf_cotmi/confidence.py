@@ -1,0 +1,465 @@
+"""Confidence of a seq2seq student in its label, in three modes, plus whether the label is correct.
+
+- ``"candidates"``: score every candidate label string by its teacher-forced log-likelihood
+  ``log p(y | x) = sum_t log p(y_t | y_<t, x)`` and take a softmax over the candidates; the prediction is
+  the arg-max candidate and the confidence its softmax probability. Candidates are a fixed label set
+  (``["entailment", "neutral", "contradiction"]``) or a column holding a list per example (CQA's choices).
+- ``"sequence"``: generate the label and take the probability of the generated sequence,
+  ``exp(sum_t log p(y_t | y_<t, x))`` over the generated tokens up to and including end-of-sequence, from
+  the generation scores.
+- ``"first_token"``: generate the label and take the top softmax probability of the first decoding step.
+
+The encoder runs once per batch of examples; its hidden states are reused for generation and for scoring
+all candidates of those examples (expanded to one row per candidate, scored ``batch_size`` rows at a
+time). Works for T5, BART and ``EncoderDecoderModel`` students.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .calibration import average_confidence, expected_calibration_error
+
+ConfidenceMode = Literal["candidates", "sequence", "first_token"]
+CONFIDENCE_MODES: tuple[str, ...] = ("candidates", "sequence", "first_token")
+
+__all__ = ["CONFIDENCE_MODES", "LabelConfidences", "label_confidences", "normalize_label"]
+
+
+def normalize_label(text: str) -> str:
+    """Normalise a label for exact-match comparison: lower-case, trim, collapse runs of whitespace.
+
+    Example:
+        >>> normalize_label("  Entailment\\n")
+        'entailment'
+    """
+    return re.sub(r"\s+", " ", str(text)).strip().lower()
+
+
+def _default_is_correct(prediction: str, reference: str) -> bool:
+    return normalize_label(prediction) == normalize_label(reference)
+
+
+@dataclass
+class LabelConfidences:
+    """Per-example predictions, gold labels, confidences and correctness from :func:`label_confidences`.
+
+    Attributes:
+        mode: the confidence mode used (``"candidates"``, ``"sequence"`` or ``"first_token"``).
+        predictions: predicted label text per example (arg-max candidate, or generated text).
+        references: gold label text per example.
+        confidences: confidence per example, in [0, 1].
+        correct: whether each prediction is correct.
+        candidate_probabilities: in candidates mode, the softmax over each example's candidates (in the
+            order given); otherwise ``None``.
+
+    Example:
+        >>> import numpy as np
+        >>> r = LabelConfidences("sequence", ["a", "b"], ["a", "c"], np.array([0.9, 0.6]), np.array([1, 0]))
+        >>> r.accuracy, round(r.average_confidence, 2)
+        (0.5, 0.75)
+    """
+
+    mode: str
+    predictions: list[str]
+    references: list[str]
+    confidences: np.ndarray
+    correct: np.ndarray
+    candidate_probabilities: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of correct predictions."""
+        return float(np.mean(self.correct)) if len(self.correct) else float("nan")
+
+    @property
+    def average_confidence(self) -> float:
+        """Mean confidence (see :func:`hf_cotmi.average_confidence`)."""
+        return average_confidence(self.confidences)
+
+    def ece(self, n_bins: int = 10, binning: str = "uniform") -> float:
+        """Expected calibration error of these predictions (:func:`hf_cotmi.expected_calibration_error`)."""
+        return expected_calibration_error(self.confidences, self.correct, n_bins=n_bins, binning=binning)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dataset access: datasets.Dataset, a dict of columns, or a list of row dicts
+
+
+def _column_names(dataset: Any) -> list[str]:
+    if hasattr(dataset, "column_names") and not isinstance(dataset, Mapping):
+        names = dataset.column_names
+        if isinstance(names, Mapping):  # a DatasetDict
+            raise ValueError(
+                "`dataset` is a DatasetDict; pass one split (e.g. dataset['test']), or a dict of datasets "
+                "to ECECallback via eval_dataset"
+            )
+        return list(names)
+    if isinstance(dataset, Mapping):
+        return list(dataset.keys())
+    if isinstance(dataset, Sequence) and not isinstance(dataset, str):
+        return list(dataset[0].keys()) if len(dataset) else []
+    raise ValueError(
+        f"`dataset` must be a datasets.Dataset, a dict of columns or a list of row dicts; got {type(dataset)}"
+    )
+
+
+def _num_rows(dataset: Any) -> int:
+    if isinstance(dataset, Mapping):
+        lengths = {len(v) for v in dataset.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"`dataset` columns have different lengths: {sorted(lengths)}")
+        return lengths.pop() if lengths else 0
+    return len(dataset)
+
+
+def _as_list(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_as_list(v) for v in value]
+    return value
+
+
+def _iter_batches(dataset: Any, columns: Sequence[str], batch_size: int) -> Iterator[dict[str, list[Any]]]:
+    n = _num_rows(dataset)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        if isinstance(dataset, Mapping):
+            yield {c: _as_list(list(dataset[c][start:stop])) for c in columns}
+        elif hasattr(dataset, "column_names"):
+            sliced = dataset[start:stop]
+            yield {c: _as_list(list(sliced[c])) for c in columns}
+        else:
+            rows = dataset[start:stop]
+            yield {c: [_as_list(row[c]) for row in rows] for c in columns}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# model helpers
+
+
+def _pad(sequences: Sequence[Sequence[int]], value: int, torch: Any, device: Any) -> Any:
+    width = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), width), value, dtype=torch.long, device=device)
+    for i, s in enumerate(sequences):
+        if len(s):
+            out[i, : len(s)] = torch.tensor(list(s), dtype=torch.long, device=device)
+    return out
+
+
+def _encoder_output(hidden: Any) -> Any:
+    # a fresh object each time: generate() expands encoder outputs for beam search in place
+    from transformers.modeling_outputs import BaseModelOutput
+
+    return BaseModelOutput(last_hidden_state=hidden)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def _score_candidates(
+    model: Any,
+    hidden: Any,
+    mask: Any,
+    candidate_ids: list[list[list[int]]],
+    batch_size: int,
+    torch: Any,
+) -> list[np.ndarray]:
+    """Sum of teacher-forced token log-probabilities of every candidate of every example."""
+    rows = [(i, ids) for i, cands in enumerate(candidate_ids) for ids in cands]
+    totals: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        index = torch.tensor([i for i, _ in chunk], dtype=torch.long, device=hidden.device)
+        labels = _pad([ids for _, ids in chunk], -100, torch, hidden.device)
+        # decoder input = labels shifted right behind the start token (-100 -> pad), as in training; no loss
+        if hasattr(model, "prepare_decoder_input_ids_from_labels"):
+            targets = {"decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels=labels)}
+        else:
+            targets = {"labels": labels}
+        outputs = model(
+            encoder_outputs=_encoder_output(hidden.index_select(0, index)),
+            attention_mask=mask.index_select(0, index),
+            use_cache=False,
+            return_dict=True,
+            **targets,
+        )
+        log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)
+        keep = labels != -100
+        token_lp = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        totals.extend(torch.where(keep, token_lp, torch.zeros_like(token_lp)).sum(-1).tolist())
+    scores, k = [], 0
+    for cands in candidate_ids:
+        scores.append(np.asarray(totals[k : k + len(cands)], dtype=np.float64))
+        k += len(cands)
+    return scores
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - np.max(x))
+    return z / z.sum()
+
+
+def _generation_confidences(
+    model: Any, out: Any, mode: str, num_beams: int, eos_ids: set[int], torch: Any
+) -> list[float]:
+    if mode == "first_token":
+        first = out.scores[0].float()
+        rows = torch.arange(0, first.shape[0], num_beams, device=first.device)
+        return torch.softmax(first.index_select(0, rows), dim=-1).max(dim=-1).values.tolist()
+    beam_indices = getattr(out, "beam_indices", None) if num_beams > 1 else None
+    transition = model.compute_transition_scores(
+        out.sequences, out.scores, beam_indices, normalize_logits=beam_indices is None
+    ).float()
+    steps = transition.shape[1]
+    generated = out.sequences[:, -steps:] if out.sequences.shape[1] >= steps else out.sequences
+    if generated.shape[1] < steps:  # beam search can return fewer tokens than steps run
+        transition = transition[:, : generated.shape[1]]
+    if eos_ids:
+        is_eos = torch.zeros_like(generated, dtype=torch.bool)
+        for e in eos_ids:
+            is_eos |= generated == e
+        ended_before = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0
+    else:
+        ended_before = torch.zeros_like(generated, dtype=torch.bool)
+    finite = torch.where(ended_before, torch.zeros_like(transition), transition)
+    return torch.exp(finite.sum(dim=1)).clamp(0.0, 1.0).tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def label_confidences(
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    *,
+    mode: ConfidenceMode | None = None,
+    label_candidates: Sequence[str] | str | None = None,
+    label_column: str = "label",
+    input_column: str = "input",
+    prefix: str = "predict: ",
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    max_length: int | None = None,
+    num_beams: int = 1,
+    max_source_length: int | None = None,
+    is_correct: Callable[[str, str], bool] | None = None,
+) -> LabelConfidences:
+    """Predict the label of every example with a seq2seq student and measure its confidence.
+
+    Args:
+        model: a seq2seq ``PreTrainedModel`` (T5, BART, ``EncoderDecoderModel``, ...).
+        tokenizer: its tokenizer (decodes generations, tokenises candidates with ``text_target=``).
+        dataset: a ``datasets.Dataset``, a dict of columns or a list of row dicts. Encoder input comes from
+            ``input_ids`` (+ ``attention_mask``) when present (as ``prepare_dss_features`` writes them),
+            otherwise from ``prefix + example[input_column]``. The gold label comes from ``label_column``
+            (text), otherwise from decoding ``labels``.
+        mode: ``"candidates"``, ``"sequence"`` or ``"first_token"`` (module docstring). Default:
+            ``"candidates"`` when ``label_candidates`` is given, otherwise ``"sequence"``.
+        label_candidates: a fixed list of candidate label strings shared by all examples, or the *name of a
+            column* holding each example's own list of candidates (e.g. ``"choices"``). Duplicates are
+            dropped (first kept).
+        label_column: column with the gold label text.
+        input_column: column with the raw input text (used only without ``input_ids``).
+        prefix: prepended to ``input_column`` text (the DSS ``predict:`` task prefix).
+        batch_size: examples per encoder pass; also candidate rows per decoder pass.
+        max_new_tokens: generation length limit (generation modes).
+        max_length: alternative total length limit passed to ``generate`` when ``max_new_tokens`` is unset.
+        num_beams: beams for generation (1 = greedy). With beams, ``"sequence"`` uses the chosen beam's
+            per-token log-probabilities (no length penalty).
+        max_source_length: truncate tokenised ``input_column`` text to this many tokens.
+        is_correct: ``is_correct(prediction, gold) -> bool``; default: exact match after
+            :func:`normalize_label`. Pass e.g. an equation checker for arithmetic tasks.
+
+    Returns:
+        :class:`LabelConfidences` with predictions, references, confidences and correctness.
+
+    Raises:
+        ValueError: for an unknown mode, ``"candidates"`` without candidates, a missing column, an example
+            without candidates, or ``batch_size < 1``.
+
+    Example:
+        >>> from hf_cotmi import build_word_tokenizer, build_tiny_seq2seq
+        >>> tok = build_word_tokenizer(["predict: a cat sleeps", "yes no"])
+        >>> model = build_tiny_seq2seq(tok, "t5")
+        >>> r = label_confidences(model, tok, {"input": ["a cat sleeps"], "label": ["yes"]},
+        ...                       label_candidates=["yes", "no"])
+        >>> r.mode, len(r.candidate_probabilities[0])
+        ('candidates', 2)
+    """
+    import torch
+
+    if mode is None:
+        mode = "candidates" if label_candidates is not None else "sequence"
+    if mode not in CONFIDENCE_MODES:
+        raise ValueError(f"`mode` must be one of {CONFIDENCE_MODES}; got {mode!r}")
+    if mode == "candidates" and label_candidates is None:
+        raise ValueError(
+            "`mode='candidates'` needs `label_candidates`: a list of label strings or the name of a column "
+            "holding each example's candidates"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}")
+    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"`num_beams` must be a positive integer; got {num_beams!r}")
+    check = is_correct or _default_is_correct
+
+    columns = _column_names(dataset)
+    if "input_ids" in columns:
+        needed = ["input_ids"] + (["attention_mask"] if "attention_mask" in columns else [])
+    elif input_column in columns:
+        needed = [input_column]
+    else:
+        raise ValueError(
+            f"`dataset` needs an `input_ids` column or a text column `input_column={input_column!r}`; "
+            f"it has {columns}"
+        )
+    if label_column in columns:
+        needed.append(label_column)
+    elif "labels" in columns:
+        needed.append("labels")
+    else:
+        raise ValueError(
+            f"`dataset` needs the gold label: a text column `label_column={label_column!r}` or a `labels` "
+            f"column of token ids; it has {columns}"
+        )
+    fixed_candidates: list[str] | None = None
+    candidate_column: str | None = None
+    if mode == "candidates":
+        if isinstance(label_candidates, str):
+            if label_candidates not in columns:
+                raise ValueError(
+                    f"`label_candidates={label_candidates!r}` names a column that `dataset` lacks (it has "
+                    f"{columns}); inside a Trainer, set remove_unused_columns=False to keep text columns"
+                )
+            candidate_column = label_candidates
+            needed.append(candidate_column)
+        else:
+            fixed_candidates = list(dict.fromkeys(str(c) for c in label_candidates))  # type: ignore[union-attr]
+            if not fixed_candidates:
+                raise ValueError("`label_candidates` is an empty list; expected at least one label string")
+
+    token_cache: dict[str, list[int]] = {}
+
+    def candidate_token_ids(texts: Sequence[str]) -> list[list[int]]:
+        missing = [t for t in texts if t not in token_cache]
+        if missing:
+            for text, ids in zip(missing, tokenizer(text_target=list(missing))["input_ids"]):
+                token_cache[text] = list(ids)
+        return [token_cache[t] for t in texts]
+
+    eos_ids = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    gen_kwargs: dict[str, Any] = {
+        "num_beams": num_beams,
+        "do_sample": False,
+        "output_scores": True,
+        "return_dict_in_generate": True,
+    }
+    if max_new_tokens is not None:
+        gen_kwargs["max_new_tokens"] = max_new_tokens
+    elif max_length is not None:
+        gen_kwargs["max_length"] = max_length
+
+    predictions: list[str] = []
+    references: list[str] = []
+    confidences: list[float] = []
+    candidate_probs: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            offset = 0
+            for batch in _iter_batches(dataset, needed, batch_size):
+                # encoder input
+                if "input_ids" in batch:
+                    ids = [list(x) for x in batch["input_ids"]]
+                    masks = batch.get("attention_mask") or [[1] * len(x) for x in ids]
+                else:
+                    enc = tokenizer(
+                        [prefix + str(t) for t in batch[input_column]],
+                        truncation=max_source_length is not None,
+                        max_length=max_source_length,
+                    )
+                    ids, masks = enc["input_ids"], enc["attention_mask"]
+                input_ids = _pad(ids, pad_id, torch, device)
+                attention_mask = _pad([list(m) for m in masks], 0, torch, device)
+                # gold labels
+                if label_column in batch:
+                    golds = [str(g) for g in batch[label_column]]
+                else:
+                    golds = tokenizer.batch_decode(
+                        [[t for t in row if t >= 0] for row in batch["labels"]], skip_special_tokens=True
+                    )
+                references.extend(g.strip() for g in golds)
+
+                hidden = model.get_encoder()(
+                    input_ids=input_ids, attention_mask=attention_mask, return_dict=True
+                )[0]
+
+                if mode == "candidates":
+                    if candidate_column is not None:
+                        per_example = []
+                        for j, cands in enumerate(batch[candidate_column]):
+                            if isinstance(cands, str) or not cands:
+                                raise ValueError(
+                                    f"column {candidate_column!r} of example {offset + j} must be a "
+                                    f"non-empty list of candidate strings; got {cands!r}"
+                                )
+                            per_example.append(list(dict.fromkeys(str(c) for c in cands)))
+                    else:
+                        per_example = [fixed_candidates] * len(golds)  # type: ignore[list-item]
+                    scores = _score_candidates(
+                        model,
+                        hidden,
+                        attention_mask,
+                        [candidate_token_ids(c) for c in per_example],
+                        batch_size,
+                        torch,
+                    )
+                    for cands, s in zip(per_example, scores):
+                        probs = _softmax(s)
+                        best = int(np.argmax(probs))
+                        candidate_probs.append(probs)
+                        predictions.append(cands[best])
+                        confidences.append(float(probs[best]))
+                else:
+                    out = model.generate(
+                        encoder_outputs=_encoder_output(hidden), attention_mask=attention_mask, **gen_kwargs
+                    )
+                    texts = tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+                    predictions.extend(t.strip() for t in texts)
+                    confidences.extend(_generation_confidences(model, out, mode, num_beams, eos_ids, torch))
+                offset += len(golds)
+    finally:
+        model.train(was_training)
+
+    conf = np.clip(np.asarray(confidences, dtype=np.float64), 0.0, 1.0)
+    correct = np.asarray([bool(check(p, g)) for p, g in zip(predictions, references)], dtype=bool)
+    return LabelConfidences(
+        mode=mode,
+        predictions=predictions,
+        references=references,
+        confidences=conf,
+        correct=correct,
+        candidate_probabilities=candidate_probs if mode == "candidates" else None,
+    )

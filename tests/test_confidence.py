@@ -1,0 +1,231 @@
+"""Label confidence in the three modes, checked against one-example-at-a-time teacher-forced references."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer, label_confidences
+
+INPUTS = [
+    "a man sleeps",
+    "a cat runs",
+    "two dogs bark",
+    "kids play outside",
+    "the sun is hot",
+    "rain falls now",
+]
+LABELS = ["yes", "no", "not sure at all", "yes", "no", "not sure at all"]
+CANDIDATES = ["yes", "no", "not sure at all"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_word_tokenizer(["predict: " + x for x in INPUTS] + LABELS + ["maybe"])
+
+
+@pytest.fixture(scope="module")
+def trained_t5(tok):
+    """A tiny T5 fitted for a few steps, so that generations end with </s> at different lengths."""
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    enc = tok(["predict: " + x for x in INPUTS], padding=True, return_tensors="pt")
+    labels = tok(text_target=LABELS, padding=True, return_tensors="pt")["input_ids"]
+    labels[labels == tok.pad_token_id] = -100
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        model(**enc, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return model.eval()
+
+
+def data():
+    return {"input": list(INPUTS), "label": list(LABELS)}
+
+
+def encode(tok, text):
+    return tok(["predict: " + text], return_tensors="pt")
+
+
+def ref_log_likelihood(model, tok, text, target_ids):
+    """log p(target | text), one example, full forward pass (encoder included), no reuse."""
+    labels = torch.tensor([target_ids])
+    with torch.no_grad():
+        logits = model(**encode(tok, text), labels=labels).logits
+    return torch.log_softmax(logits.double(), -1)[0, torch.arange(len(target_ids)), labels[0]].sum().item()
+
+
+def ref_candidate_probs(model, tok, text, candidates):
+    scores = np.array(
+        [ref_log_likelihood(model, tok, text, tok(text_target=c)["input_ids"]) for c in candidates]
+    )
+    scores = np.exp(scores - scores.max())
+    return scores / scores.sum()
+
+
+@pytest.mark.parametrize("arch", ["t5", "bart", "encoder-decoder"])
+def test_candidates_mode_matches_reference(tok, arch):
+    model = build_tiny_seq2seq(tok, arch, seed=3)
+    result = label_confidences(model, tok, data(), label_candidates=CANDIDATES, batch_size=4)
+    assert result.mode == "candidates"
+    for i, text in enumerate(INPUTS):
+        expected = ref_candidate_probs(model, tok, text, CANDIDATES)
+        np.testing.assert_allclose(result.candidate_probabilities[i], expected, atol=1e-5)
+        assert result.confidences[i] == pytest.approx(expected.max(), abs=1e-5)
+        assert result.predictions[i] == CANDIDATES[int(expected.argmax())]
+        assert result.correct[i] == (result.predictions[i] == LABELS[i])
+
+
+def test_per_example_candidates_from_column(tok, trained_t5):
+    choices = [
+        ["no", "yes"],
+        ["yes", "maybe", "no", "not sure at all"],
+        ["not sure at all", "yes", "no"],
+        ["maybe", "yes"],
+        ["no", "maybe", "no"],  # duplicate dropped
+        ["yes", "not sure at all"],
+    ]
+    ds = datasets.Dataset.from_dict({**data(), "choices": choices})
+    # batch_size=3 makes candidate chunks straddle examples
+    result = label_confidences(trained_t5, tok, ds, label_candidates="choices", batch_size=3)
+    for i, text in enumerate(INPUTS):
+        cands = list(dict.fromkeys(choices[i]))
+        expected = ref_candidate_probs(trained_t5, tok, text, cands)
+        np.testing.assert_allclose(result.candidate_probabilities[i], expected, atol=1e-5)
+        assert result.predictions[i] == cands[int(expected.argmax())]
+    # the fitted model prefers the gold label wherever the gold label is a candidate
+    assert result.correct.tolist() == [LABELS[i] in choices[i] for i in range(6)]
+
+
+def reference_generation(model, tok, text, num_beams, max_new_tokens=6):
+    with torch.no_grad():
+        seq = model.generate(
+            **encode(tok, text), num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens
+        )[0, 1:].tolist()
+    if tok.eos_token_id in seq:
+        seq = seq[: seq.index(tok.eos_token_id) + 1]
+    return seq
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_sequence_mode_is_probability_of_generated_sequence(tok, trained_t5, num_beams):
+    result = label_confidences(
+        trained_t5, tok, data(), mode="sequence", batch_size=4, max_new_tokens=6, num_beams=num_beams
+    )
+    lengths = set()
+    for i, text in enumerate(INPUTS):
+        seq = reference_generation(trained_t5, tok, text, num_beams)
+        lengths.add(len(seq))
+        assert result.predictions[i] == tok.decode(seq, skip_special_tokens=True)
+        expected = np.exp(ref_log_likelihood(trained_t5, tok, text, seq))
+        assert result.confidences[i] == pytest.approx(expected, abs=1e-5)
+    assert len(lengths) > 1, "the test needs generations of different lengths (padding after </s>)"
+    assert result.correct.all()
+
+
+def test_sequence_mode_untrained_encoder_decoder(tok):
+    # a BERT-to-BERT model: no </s> within the limit, so every generated token counts
+    model = build_tiny_seq2seq(tok, "encoder-decoder", seed=1)
+    result = label_confidences(model, tok, data(), batch_size=4, max_new_tokens=3)
+    assert result.mode == "sequence"
+    for i, text in enumerate(INPUTS):
+        seq = reference_generation(model, tok, text, 1, max_new_tokens=3)
+        expected = np.exp(ref_log_likelihood(model, tok, text, seq))
+        assert result.confidences[i] == pytest.approx(expected, rel=1e-4, abs=1e-9)
+
+
+@pytest.mark.parametrize("arch", ["t5", "bart"])
+def test_first_token_mode(tok, trained_t5, arch):
+    model = trained_t5 if arch == "t5" else build_tiny_seq2seq(tok, "bart", seed=2)
+    result = label_confidences(model, tok, data(), mode="first_token", batch_size=4, max_new_tokens=6)
+    start = model.config.decoder_start_token_id
+    for i, text in enumerate(INPUTS):
+        with torch.no_grad():
+            logits = model(**encode(tok, text), decoder_input_ids=torch.tensor([[start]])).logits[0, 0]
+        assert result.confidences[i] == pytest.approx(torch.softmax(logits, -1).max().item(), abs=1e-5)
+    if arch == "t5":
+        assert result.predictions == LABELS
+
+
+@pytest.mark.parametrize(("mode", "num_beams"), [("candidates", 1), ("sequence", 2), ("first_token", 1)])
+def test_encoder_runs_once_per_example(tok, trained_t5, mode, num_beams):
+    rows = []
+
+    def count(module, args, kwargs, output):
+        rows.append(kwargs["input_ids"].shape[0])
+
+    handle = trained_t5.get_encoder().register_forward_hook(count, with_kwargs=True)
+    try:
+        label_confidences(
+            trained_t5,
+            tok,
+            data(),
+            mode=mode,
+            label_candidates=CANDIDATES,
+            batch_size=4,
+            num_beams=num_beams,
+            max_new_tokens=4,
+        )
+    finally:
+        handle.remove()
+    assert rows == [4, 2]
+
+
+def test_dataset_forms_agree_and_gold_from_label_ids(tok, trained_t5):
+    enc = tok(["predict: " + x for x in INPUTS])
+    tokenised = datasets.Dataset.from_dict(
+        {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "labels": tok(text_target=LABELS)["input_ids"],
+            "input": INPUTS,
+            "label": LABELS,
+        }
+    )
+    from_text = label_confidences(trained_t5, tok, data(), label_candidates=CANDIDATES, batch_size=4)
+    from_ids = label_confidences(trained_t5, tok, tokenised, label_candidates=CANDIDATES, batch_size=5)
+    rows = [{"input": x, "label": y} for x, y in zip(INPUTS, LABELS)]
+    from_rows = label_confidences(trained_t5, tok, rows, label_candidates=CANDIDATES, batch_size=2)
+    np.testing.assert_allclose(from_ids.confidences, from_text.confidences, atol=1e-5)
+    np.testing.assert_allclose(from_rows.confidences, from_text.confidences, atol=1e-5)
+    # no text label column: the gold label is decoded from `labels` (with -100 padding dropped)
+    padded = [ids + [-100] * 2 for ids in tok(text_target=LABELS)["input_ids"]]
+    ids_only = tokenised.remove_columns(["label", "input", "labels"]).add_column("labels", padded)
+    result = label_confidences(trained_t5, tok, ids_only, label_candidates=CANDIDATES)
+    assert result.references == LABELS
+    assert result.correct.all()
+
+
+def test_custom_is_correct_and_normalised_match(tok, trained_t5):
+    shouting = {"input": list(INPUTS), "label": [f"  {x.upper()} " for x in LABELS]}
+    result = label_confidences(trained_t5, tok, shouting, max_new_tokens=6)
+    assert result.correct.all()  # case and whitespace are normalised away
+    never = label_confidences(trained_t5, tok, shouting, max_new_tokens=6, is_correct=lambda p, g: False)
+    assert not never.correct.any()
+    np.testing.assert_allclose(never.confidences, result.confidences)
+    assert 0.0 <= result.ece() <= 1.0 and result.accuracy == 1.0
+
+
+def test_errors_name_the_argument(tok, trained_t5):
+    with pytest.raises(ValueError, match="`mode` must be one of"):
+        label_confidences(trained_t5, tok, data(), mode="tokens")
+    with pytest.raises(ValueError, match="needs `label_candidates`"):
+        label_confidences(trained_t5, tok, data(), mode="candidates")
+    with pytest.raises(ValueError, match="names a column that `dataset` lacks"):
+        label_confidences(trained_t5, tok, data(), label_candidates="choices")
+    with pytest.raises(ValueError, match="`input_column='input'`"):
+        label_confidences(trained_t5, tok, {"text": INPUTS, "label": LABELS})
+    with pytest.raises(ValueError, match="`label_column='label'`"):
+        label_confidences(trained_t5, tok, {"input": INPUTS})
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer"):
+        label_confidences(trained_t5, tok, data(), batch_size=0)
+    with pytest.raises(ValueError, match="example 1 must be a non-empty list"):
+        label_confidences(
+            trained_t5,
+            tok,
+            {**data(), "choices": [["yes"], [], ["no"], ["no"], ["no"], ["no"]]},
+            label_candidates="choices",
+        )
