@@ -66,7 +66,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .arguments import DSSMITrainingArguments
-    from .collator import DSSDataCollator
-    from .losses import mutual_information_loss
-    from .trainer import DSSMITrainer
+    from .arguments import DSSMITrainingArguments as DSSMITrainingArguments
+    from .collator import DSSDataCollator as DSSDataCollator
+    from .losses import mutual_information_loss as mutual_information_loss
+    from .trainer import DSSMITrainer as DSSMITrainer

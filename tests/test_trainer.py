@@ -1,0 +1,376 @@
+"""DSSMITrainer end to end with tiny models built in code (offline)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_task import make_records, tokenise
+from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments, TrainerCallback
+
+from hf_cotmi import DSSDataCollator, DSSMITrainer, DSSMITrainingArguments, build_tiny_seq2seq
+from hf_cotmi.losses import mutual_information_loss
+
+
+def make_args(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        learning_rate=1e-3,
+        generation_max_length=6,
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+    )
+    values.update(overrides)
+    return DSSMITrainingArguments(**values)
+
+
+class GradientSnapshot(TrainerCallback):
+    """Keeps a copy of every parameter gradient just before each optimizer step."""
+
+    def __init__(self):
+        self.grads: list[dict[str, torch.Tensor]] = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grads.append(
+            {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+        )
+
+
+def reference_loss(model, batch, weights=(0.5, 0.5, 0.1)):
+    """The DSS + MI objective written directly with the model's own forward and loss."""
+    pred, expl = batch["pred"], batch["expl"]
+    out_p = model(**pred)
+    out_e = model(**expl)
+    label_loss = F.cross_entropy(out_p.logits.flatten(0, 1), pred["labels"].flatten(), ignore_index=-100)
+    rationale_loss = F.cross_entropy(out_e.logits.flatten(0, 1), expl["labels"].flatten(), ignore_index=-100)
+    p = torch.softmax(out_p.logits.detach(), -1).max(1).values
+    q = torch.softmax(out_e.logits, -1).max(1).values
+    mi = torch.nn.CrossEntropyLoss()(q, p)
+    return weights[0] * label_loss + weights[1] * rationale_loss + weights[2] * mi
+
+
+def test_training_loss_matches_an_independent_reference(tmp_path, tiny_tokenizer, tiny_features):
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    args = make_args(tmp_path, max_steps=1, per_device_train_batch_size=8, learning_rate=0.0)
+    features = tiny_features.select(range(8))
+    batch = DSSDataCollator(tiny_tokenizer, model=model)([features[i] for i in range(8)])
+    expected = reference_loss(model, batch).item()
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer, train_dataset=features)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert math.isclose(logged["loss"], expected, rel_tol=1e-5)
+    for key in ("loss_label", "loss_rationale", "loss_mi"):
+        assert key in logged
+    recombined = 0.5 * logged["loss_label"] + 0.5 * logged["loss_rationale"] + 0.1 * logged["loss_mi"]
+    assert math.isclose(recombined, logged["loss"], rel_tol=1e-5)
+
+
+def _one_step(tmp_path, tokenizer, features, batch_size, accumulation, name, variant, pad_to):
+    model = build_tiny_seq2seq(tokenizer, "t5", seed=1)
+    snapshot = GradientSnapshot()
+    args = make_args(
+        tmp_path / name,
+        max_steps=1,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_grad_norm=0.0,
+        mi_variant=variant,
+    )
+    trainer = DSSMITrainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=features,
+        callbacks=[snapshot],
+        data_collator=DSSDataCollator(tokenizer, model=model, pad_to_multiple_of=pad_to),
+    )
+    trainer.train()
+    return trainer.state.log_history[0], snapshot.grads[0]
+
+
+@pytest.mark.parametrize(
+    "variant,pad_to",
+    [
+        ("masked", None),
+        # The paper variant reduces over padded positions too, so its value depends on how far a batch is
+        # padded; with a fixed padded length it is as invariant as the rest.
+        ("paper", 64),
+    ],
+)
+def test_gradient_accumulation_gives_the_same_loss_and_gradients(tmp_path, tiny_tokenizer, variant, pad_to):
+    # Labels and rationales of different lengths, so per-micro-batch means would differ from the whole mean.
+    records = make_records(8, seed=5)
+    for i, record in enumerate(records):
+        record["rationale"] = record["rationale"] + " so" * (3 * i)
+        record["label"] = record["label"] + " apples" * (i % 3)
+    features = tokenise(records, tiny_tokenizer)
+    log_full, grads_full = _one_step(tmp_path, tiny_tokenizer, features, 8, 1, "full", variant, pad_to)
+    log_accum, grads_accum = _one_step(tmp_path, tiny_tokenizer, features, 2, 4, "accum", variant, pad_to)
+    for key in ("loss", "loss_label", "loss_rationale", "loss_mi"):
+        assert math.isclose(log_full[key], log_accum[key], rel_tol=1e-5), key
+    assert grads_full.keys() == grads_accum.keys()
+    for name in grads_full:
+        torch.testing.assert_close(grads_full[name], grads_accum[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("architecture", ["t5", "bart", "encoder-decoder"])
+def test_trains_evaluates_and_predicts_for_each_architecture(
+    tmp_path, tiny_tokenizer, tiny_features, architecture
+):
+    model = build_tiny_seq2seq(tiny_tokenizer, architecture)
+    calls = []
+
+    def compute_metrics(eval_pred):
+        calls.append(eval_pred)
+        return {"n": float(len(eval_pred.predictions))}
+
+    args = make_args(tmp_path, max_steps=3, eval_strategy="steps", eval_steps=3)
+    trainer = DSSMITrainer(
+        model=model,
+        args=args,
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+        eval_dataset=tiny_features,
+        compute_metrics=compute_metrics,
+    )
+    trainer.train()
+    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+    assert evals, trainer.state.log_history
+    last = evals[-1]
+    for key in ("eval_loss_label", "eval_loss_rationale", "eval_loss_mi", "eval_n"):
+        assert key in last
+    combined = 0.5 * last["eval_loss_label"] + 0.5 * last["eval_loss_rationale"] + 0.1 * last["eval_loss_mi"]
+    assert math.isclose(combined, last["eval_loss"], rel_tol=1e-4)
+    assert calls and calls[-1].predictions.shape[0] == len(tiny_features)
+
+
+def test_evaluation_without_rationales_gives_label_loss_only(tmp_path, tiny_tokenizer):
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    label_only = tokenise(make_records(6), tiny_tokenizer, with_rationale=False)
+    trainer = DSSMITrainer(model=model, args=make_args(tmp_path), processing_class=tiny_tokenizer)
+    metrics = trainer.evaluate(label_only)
+    assert "eval_loss_rationale" not in metrics
+    assert math.isclose(metrics["eval_loss"], 0.5 * metrics["eval_loss_label"], rel_tol=1e-5)
+
+
+def test_predict_with_output_rationale_returns_and_writes_rationales(tmp_path, tiny_tokenizer, tiny_features):
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    args = make_args(tmp_path, output_rationale=True, rationale_max_new_tokens=5)
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer)
+    output = trainer.predict(tiny_features.select(range(5)))
+    label_ids, rationale_ids = output.predictions
+    assert label_ids.shape[0] == rationale_ids.shape[0] == 5
+    assert rationale_ids.shape[1] <= 5 + 1 or (rationale_ids[:, 6:] == tiny_tokenizer.pad_token_id).all()
+    lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert len(rows) == 5 and set(rows[0]) == {"input", "prediction", "rationale"}
+    assert rows[0]["input"] == tiny_features[0]["input"]
+    decoded = tiny_tokenizer.decode(
+        [t for t in rationale_ids[0].tolist() if t != -100], skip_special_tokens=True
+    ).strip()
+    assert rows[0]["rationale"] == decoded
+
+
+def test_weights_zero_skip_terms(tmp_path, tiny_tokenizer, tiny_features):
+    # plain DSS: no MI term
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    trainer = DSSMITrainer(
+        model=model,
+        args=make_args(tmp_path / "dss", max_steps=1, mi_loss_weight=0.0),
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+    )
+    trainer.train()
+    assert "loss_mi" not in trainer.state.log_history[0]
+    assert "loss_rationale" in trainer.state.log_history[0]
+
+    # standard fine-tuning: rationale pass skipped, so features without rationales train
+    label_only = tokenise(make_records(8), tiny_tokenizer, with_rationale=False)
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    trainer = DSSMITrainer(
+        model=model,
+        args=make_args(tmp_path / "ft", max_steps=1, rationale_loss_weight=0.0, mi_loss_weight=0.0),
+        processing_class=tiny_tokenizer,
+        train_dataset=label_only,
+    )
+    trainer.train()
+    log = trainer.state.log_history[0]
+    assert "loss_rationale" not in log
+    assert math.isclose(log["loss"], 0.5 * log["loss_label"], rel_tol=1e-5)
+
+
+def test_missing_rationales_with_rationale_weight_is_a_clear_error(tmp_path, tiny_tokenizer):
+    label_only = tokenise(make_records(8), tiny_tokenizer, with_rationale=False)
+    trainer = DSSMITrainer(
+        model=build_tiny_seq2seq(tiny_tokenizer, "t5"),
+        args=make_args(tmp_path, max_steps=1),
+        processing_class=tiny_tokenizer,
+        train_dataset=label_only,
+    )
+    with pytest.raises(ValueError, match="rationale"):
+        trainer.train()
+
+
+def test_flat_batch_trains_as_plain_seq2seq(tmp_path, tiny_tokenizer):
+    from transformers import DataCollatorForSeq2Seq
+
+    label_only = tokenise(make_records(8), tiny_tokenizer, with_rationale=False).remove_columns(
+        ["input", "label"]
+    )
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    collator = DataCollatorForSeq2Seq(tiny_tokenizer, model=model)
+    batch = collator([label_only[i] for i in range(8)])
+    expected = model(**batch).loss.item()
+    trainer = DSSMITrainer(
+        model=model,
+        args=make_args(tmp_path, max_steps=1, per_device_train_batch_size=8, learning_rate=0.0),
+        processing_class=tiny_tokenizer,
+        data_collator=collator,
+        train_dataset=label_only,
+    )
+    trainer.train()
+    assert math.isclose(trainer.state.log_history[0]["loss"], expected, rel_tol=1e-5)
+
+
+def test_seq2seq_training_arguments_are_converted(tmp_path, tiny_tokenizer, tiny_features):
+    args = Seq2SeqTrainingArguments(
+        str(tmp_path / "o"), max_steps=1, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True
+    )
+    trainer = DSSMITrainer(
+        model=build_tiny_seq2seq(tiny_tokenizer, "t5"),
+        args=args,
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+    )
+    assert isinstance(trainer.args, DSSMITrainingArguments)
+    assert trainer.args.remove_unused_columns is False
+    trainer.train()
+    assert "loss_mi" in trainer.state.log_history[0]
+
+
+def test_peft_trains_and_saves_only_the_adapter(tmp_path, tiny_tokenizer, tiny_features):
+    peft = pytest.importorskip("peft")
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM")
+    trainer = DSSMITrainer(
+        model=model,
+        args=make_args(tmp_path, max_steps=2, learning_rate=1e-2),
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+        peft_config=config,
+    )
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer.train()
+    base = trainer.model.get_base_model()
+    for name, param in base.named_parameters():
+        if "lora_" not in name:
+            torch.testing.assert_close(param, before[name.replace("base_layer.", "")], msg=name)
+    trainer.save_model()
+    saved = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "adapter_model.safetensors" in saved and "adapter_config.json" in saved
+    assert "model.safetensors" not in saved
+
+
+def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, tiny_tokenizer, tiny_features):
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                control.should_training_stop = True
+
+    def run(output, callbacks=(), resume=None):
+        model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=3)
+        args = make_args(tmp_path / output, max_steps=4, save_strategy="steps", save_steps=2, logging_steps=1)
+        trainer = DSSMITrainer(
+            model=model,
+            args=args,
+            processing_class=tiny_tokenizer,
+            train_dataset=tiny_features,
+            callbacks=list(callbacks),
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run("full")
+    # an interrupted run: stops after the checkpoint at step 2, then a fresh trainer resumes it
+    run("resumed", callbacks=[StopAt()])
+    resumed = run("resumed", resume=str(tmp_path / "resumed" / "out" / "checkpoint-2"))
+    final_full = [e for e in full.state.log_history if "loss" in e][-1]
+    final_resumed = [e for e in resumed.state.log_history if "loss" in e][-1]
+    assert final_full["step"] == final_resumed["step"] == 4
+    assert math.isclose(final_full["loss"], final_resumed["loss"], rel_tol=1e-5)
+    assert math.isclose(final_full["loss_mi"], final_resumed["loss_mi"], rel_tol=1e-5)
+
+
+def test_model_card_and_reload(tmp_path, tiny_tokenizer, tiny_features):
+    from huggingface_hub import ModelCard
+
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    args = make_args(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=2, mi_reduction="mean")
+    trainer = DSSMITrainer(
+        model=model,
+        args=args,
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+        eval_dataset=tiny_features,
+    )
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card(model_name="tiny-student", dataset="svamp", finetuned_from="t5-small")
+    card = ModelCard.load(str(tmp_path / "out" / "README.md"))
+    data = card.data.to_dict()
+    for tag in ("hf-cotmi", "distilling-step-by-step", "chain-of-thought-distillation"):
+        assert tag in data["tags"]
+    assert data["base_model"] == "t5-small"
+    assert data["datasets"] == ["svamp"]
+    text = card.text
+    assert "| `mi_loss_weight` | 0.1 |" in text and "| `mi_reduction` | mean |" in text
+    assert "2305.02301" in text and "2403.03348" in text and "@inproceedings" in text
+    metric_names = {m["name"] for m in data["model-index"][0]["results"][0]["metrics"]}
+    assert "eval_loss" in metric_names
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path / "out"))
+    batch = DSSDataCollator(tiny_tokenizer, model=reloaded)([tiny_features[0]])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch["pred"]).logits, model.cpu()(**batch["pred"]).logits)
+
+
+def test_mi_loss_weight_changes_the_gradient(tmp_path, tiny_tokenizer, tiny_features):
+    """The MI term reaches the parameters: its gradient equals the difference of the two runs' gradients."""
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=2)
+    batch = DSSDataCollator(tiny_tokenizer, model=model)([tiny_features[i] for i in range(4)])
+    out_p, out_e = model(**batch["pred"]), model(**batch["expl"])
+    mi = mutual_information_loss(out_p.logits, out_e.logits)
+    names, params = zip(*model.named_parameters())
+    mi_grads = dict(zip(names, torch.autograd.grad(mi, params, allow_unused=True)))
+
+    grads = {}
+    for weight in (0.0, 0.1):
+        snap = GradientSnapshot()
+        trainer = DSSMITrainer(
+            model=build_tiny_seq2seq(tiny_tokenizer, "t5", seed=2),
+            args=make_args(tmp_path / str(weight), max_steps=1, mi_loss_weight=weight, max_grad_norm=0.0),
+            processing_class=tiny_tokenizer,
+            train_dataset=tiny_features.select(range(4)),
+            callbacks=[snap],
+        )
+        trainer.train()
+        grads[weight] = snap.grads[0]
+    checked = 0
+    for name, mi_grad in mi_grads.items():
+        if mi_grad is None:
+            continue
+        torch.testing.assert_close(grads[0.1][name] - grads[0.0][name], 0.1 * mi_grad, atol=1e-6, rtol=1e-3)
+        checked += 1
+    assert checked > 5
