@@ -1,0 +1,53 @@
+"""Train a tiny DSS + MI student for a few steps and write its log history as JSON.
+
+Run as one process (``python ddp_train.py OUT 4``) or under ``torchrun --nproc_per_node 2 ddp_train.py OUT 2``:
+the per-device batch size is the second argument, so both give the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from tiny_task import make_records, make_tokenizer, tokenise  # noqa: E402
+
+from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, build_tiny_seq2seq  # noqa: E402
+
+
+def main() -> None:
+    output_dir, per_device = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(1)
+    tokenizer = make_tokenizer()
+    records = make_records(16, seed=7)
+    for i, record in enumerate(records):  # uneven lengths: token-count normalisation matters
+        record["rationale"] += " so" * (2 * i)
+    features = tokenise(records, tokenizer)
+    model = build_tiny_seq2seq(tokenizer, "t5", seed=11)
+    args = DSSMITrainingArguments(
+        output_dir=output_dir,
+        max_steps=3,
+        per_device_train_batch_size=per_device,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+        mi_variant="masked",
+        dataloader_drop_last=True,
+    )
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tokenizer, train_dataset=features)
+    trainer.train()
+    if trainer.is_world_process_zero():
+        with open(os.path.join(output_dir, "log_history.json"), "w") as handle:
+            json.dump({"world_size": args.world_size, "log_history": trainer.state.log_history}, handle)
+
+
+if __name__ == "__main__":
+    main()
