@@ -1,0 +1,245 @@
+"""``ECECallback``: expected calibration error and average confidence at every evaluation.
+
+Two ways in, depending on the trainer:
+
+- :class:`hf_cotmi.DSSMITrainer` calls ``callback.evaluation_metrics(trainer, eval_dataset,
+  metric_key_prefix)`` during ``evaluate()`` *before* the evaluation metrics are logged, and merges the
+  returned ``{prefix}_ece`` / ``{prefix}_avg_confidence`` into them. They therefore reach
+  ``trainer.state.log_history``, every reporting integration (TensorBoard, W&B, ...), the model card,
+  ``evaluate()``'s return value and ``metric_for_best_model``.
+- A plain ``transformers.Trainer`` / ``Seq2SeqTrainer`` has no such hook. Then :meth:`ECECallback.on_evaluate`
+  computes the same numbers after the fact and adds them to the ``metrics`` dict in place: they reach
+  ``evaluate()``'s return value and best-model selection, but **not** the log history, the integrations or
+  the model card, because the Trainer has already logged by the time ``on_evaluate`` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .calibration import Binning, average_confidence, expected_calibration_error
+from .confidence import CONFIDENCE_MODES, ConfidenceMode, LabelConfidences, label_confidences
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ECECallback"]
+
+
+class ECECallback(TrainerCallback):
+    """Log ``{prefix}_ece`` and ``{prefix}_avg_confidence`` for each evaluation dataset at each evaluation.
+
+    With ``eval_dataset`` a dict (e.g. ``{"id": ..., "ood": ...}``), each named set gets its own keys
+    (``eval_id_ece``, ``eval_ood_ece``, ...): this is how in-domain and out-of-domain calibration are tracked
+    side by side. Any of the keys can serve as ``metric_for_best_model`` (with ``greater_is_better=False``).
+
+    Args:
+        n_bins: number of ECE bins.
+        confidence: ``"candidates"``, ``"sequence"`` or ``"first_token"`` (see
+            :func:`hf_cotmi.label_confidences`); default ``"candidates"`` when ``label_candidates`` is given,
+            otherwise ``"sequence"``.
+        label_candidates: a fixed list of label strings, or the name of a column holding each example's
+            candidates (e.g. ``"choices"``; the column must survive, so keep ``remove_unused_columns=False``).
+        plot: write a reliability diagram per evaluation and dataset to
+            ``{output_dir}/reliability_diagrams/{prefix}_step{global_step}.png`` (needs matplotlib,
+            ``pip install "hf-cotmi[plot]"``; without it a warning is logged once and no diagram is drawn).
+        binning: ``"uniform"`` (equal width) or ``"quantile"`` (equal mass) bins.
+        label_column: column with the gold label text (otherwise the gold label is decoded from ``labels``).
+        is_correct: ``is_correct(prediction, gold) -> bool`` for generation modes and candidates; default:
+            normalised exact match.
+        batch_size: examples per encoder pass; default: ``args.per_device_eval_batch_size``.
+        max_new_tokens: generation limit for ``"sequence"`` / ``"first_token"``; default:
+            ``args.generation_max_length`` (as a total ``max_length``), else the model's generation config.
+
+    After each evaluation, ``callback.last_results[prefix]`` holds the :class:`hf_cotmi.LabelConfidences`
+    and ``callback.last_plots[prefix]`` the diagram path.
+
+    Example:
+        >>> from hf_cotmi import ECECallback
+        >>> callback = ECECallback(n_bins=15, label_candidates=["entailment", "neutral", "contradiction"])
+        >>> # trainer = DSSMITrainer(..., eval_dataset={"anli": anli, "ood": snli}, callbacks=[callback])
+        >>> # trainer.evaluate()  ->  {..., "eval_anli_ece": ..., "eval_ood_ece": ..., ...}
+        >>> callback.mode
+        'candidates'
+    """
+
+    def __init__(
+        self,
+        n_bins: int = 10,
+        confidence: ConfidenceMode | None = None,
+        label_candidates: Sequence[str] | str | None = None,
+        plot: bool = True,
+        *,
+        binning: Binning = "uniform",
+        label_column: str = "label",
+        is_correct: Callable[[str, str], bool] | None = None,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> None:
+        if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+            raise ValueError(f"`n_bins` must be a positive integer; got {n_bins!r}")
+        if binning not in ("uniform", "quantile"):
+            raise ValueError(f"`binning` must be 'uniform' or 'quantile'; got {binning!r}")
+        if confidence is not None and confidence not in CONFIDENCE_MODES:
+            raise ValueError(f"`confidence` must be one of {CONFIDENCE_MODES} or None; got {confidence!r}")
+        if confidence == "candidates" and label_candidates is None:
+            raise ValueError(
+                "`confidence='candidates'` needs `label_candidates` (label strings or a column name)"
+            )
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"`batch_size` must be a positive integer or None; got {batch_size!r}")
+        self.n_bins = n_bins
+        self.mode: str = confidence or ("candidates" if label_candidates is not None else "sequence")
+        self.label_candidates = label_candidates
+        self.binning = binning
+        self.label_column = label_column
+        self.is_correct = is_correct
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.plot = bool(plot)
+        if self.plot:
+            from .plotting import matplotlib_available
+
+            if not matplotlib_available():
+                logger.warning(
+                    "ECECallback(plot=True): matplotlib is not installed, so no reliability diagrams will be "
+                    'drawn; install it with `pip install "hf-cotmi[plot]"` or pass plot=False'
+                )
+                self.plot = False
+        self.last_results: dict[str, LabelConfidences] = {}
+        self.last_plots: dict[str, str] = {}
+        self._handled: set[tuple[int, str]] = set()
+
+    # ------------------------------------------------------------------ hook for DSSMITrainer
+
+    def evaluation_metrics(
+        self, trainer: Any, eval_dataset: Any, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Compute ``{metric_key_prefix}_ece`` and ``{metric_key_prefix}_avg_confidence`` on ``eval_dataset``.
+
+        Called by :class:`hf_cotmi.DSSMITrainer` during ``evaluate()`` before it logs the metrics (once per
+        name when ``eval_dataset`` is a dict); can also be called directly.
+
+        Args:
+            trainer: the trainer (its ``model``, ``processing_class``, ``args`` and ``state`` are used).
+            eval_dataset: the dataset being evaluated (tokenised DSS features or ``input``/``label`` text).
+            metric_key_prefix: e.g. ``"eval"`` or ``"eval_ood"``.
+
+        Returns:
+            ``{f"{metric_key_prefix}_ece": float, f"{metric_key_prefix}_avg_confidence": float}``.
+
+        Example:
+            >>> # ECECallback().evaluation_metrics(trainer, dev_set, "eval")
+            >>> # {'eval_ece': 0.083, 'eval_avg_confidence': 0.71}
+        """
+        step = int(getattr(trainer.state, "global_step", 0))
+        self._handled.add((step, metric_key_prefix))
+        is_main = trainer.is_world_process_zero() if hasattr(trainer, "is_world_process_zero") else True
+        return self._compute(
+            trainer.model,
+            trainer.processing_class,
+            eval_dataset,
+            trainer.args,
+            step,
+            metric_key_prefix,
+            is_main,
+        )
+
+    # ------------------------------------------------------------------ fallback for plain Trainers
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs: Any
+    ):
+        """Fallback for trainers without the ``evaluation_metrics`` hook: add the keys to ``metrics``.
+
+        Reaches ``evaluate()``'s return value and ``metric_for_best_model``, not the log history (the
+        Trainer logged before calling ``on_evaluate``). Does nothing when the hook already ran for this
+        evaluation.
+        """
+        if metrics is None:
+            return
+        prefix = _prefix_of(metrics)
+        step = int(getattr(state, "global_step", 0))
+        if (step, prefix) in self._handled or f"{prefix}_ece" in metrics:
+            self._handled.discard((step, prefix))
+            return
+        model, tokenizer = kwargs.get("model"), kwargs.get("processing_class")
+        dataloader = kwargs.get("eval_dataloader")
+        dataset = getattr(dataloader, "dataset", None)
+        if model is None or tokenizer is None or dataset is None or not hasattr(dataset, "__len__"):
+            logger.warning(
+                "ECECallback.on_evaluate: needs the model, the processing_class (tokenizer) and a sized eval "
+                "dataset; skipping calibration for %s",
+                prefix,
+            )
+            return
+        metrics.update(
+            self._compute(
+                model, tokenizer, dataset, args, step, prefix, getattr(state, "is_world_process_zero", True)
+            )
+        )
+
+    # ------------------------------------------------------------------ shared
+
+    def _compute(
+        self, model: Any, tokenizer: Any, dataset: Any, args: Any, step: int, prefix: str, is_main: bool
+    ) -> dict[str, float]:
+        if tokenizer is None:
+            raise ValueError("ECECallback needs the trainer's `processing_class` (the tokenizer)")
+        if hasattr(tokenizer, "tokenizer") and not hasattr(tokenizer, "batch_decode"):  # a processor
+            tokenizer = tokenizer.tokenizer
+        batch_size = self.batch_size or int(getattr(args, "per_device_eval_batch_size", 8) or 8)
+        max_length = None if self.max_new_tokens is not None else getattr(args, "generation_max_length", None)
+        result = label_confidences(
+            model,
+            tokenizer,
+            dataset,
+            mode=self.mode,  # type: ignore[arg-type]
+            label_candidates=self.label_candidates if self.mode == "candidates" else None,
+            label_column=self.label_column,
+            prefix=getattr(args, "predict_prefix", "predict: "),
+            batch_size=batch_size,
+            max_new_tokens=self.max_new_tokens,
+            max_length=max_length,
+            num_beams=int(getattr(args, "generation_num_beams", None) or 1),
+            is_correct=self.is_correct,
+        )
+        self.last_results[prefix] = result
+        metrics = {
+            f"{prefix}_ece": expected_calibration_error(
+                result.confidences, result.correct, n_bins=self.n_bins, binning=self.binning
+            ),
+            f"{prefix}_avg_confidence": average_confidence(result.confidences),
+        }
+        output_dir = getattr(args, "output_dir", None)
+        if self.plot and is_main and output_dir:
+            from .plotting import save_reliability_diagram
+
+            name = re.sub(r"[^\w.-]+", "_", prefix)
+            path = os.path.join(output_dir, "reliability_diagrams", f"{name}_step{step}.png")
+            try:
+                self.last_plots[prefix] = save_reliability_diagram(
+                    result.confidences,
+                    result.correct,
+                    path,
+                    n_bins=self.n_bins,
+                    binning=self.binning,
+                    title=f"{prefix} at step {step} ({self.mode})",
+                )
+            except (ImportError, OSError) as err:  # a diagram must never stop training
+                logger.warning("ECECallback: could not write the reliability diagram %s: %s", path, err)
+        return metrics
+
+
+def _prefix_of(metrics: dict[str, float]) -> str:
+    """The metric key prefix of an evaluation, read off the Trainer's ``{prefix}_runtime`` key."""
+    for suffix in ("_runtime", "_loss", "_samples_per_second"):
+        for key in metrics:
+            if key.endswith(suffix):
+                return key[: -len(suffix)]
+    return "eval"

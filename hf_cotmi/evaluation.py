@@ -1,0 +1,114 @@
+"""Calibration of a saved student, outside a training run: accuracy, ECE, average confidence, diagram."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .calibration import Binning, expected_calibration_error
+from .confidence import ConfidenceMode, label_confidences
+
+__all__ = ["evaluate_calibration"]
+
+
+def evaluate_calibration(
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    *,
+    confidence: ConfidenceMode | None = None,
+    label_candidates: Sequence[str] | str | None = None,
+    n_bins: int = 10,
+    binning: Binning = "uniform",
+    label_column: str = "label",
+    input_column: str = "input",
+    prefix: str = "predict: ",
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    num_beams: int = 1,
+    is_correct: Callable[[str, str], bool] | None = None,
+    plot_path: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Accuracy, expected calibration error and average confidence of a seq2seq student on a dataset.
+
+    Args:
+        model: a seq2seq ``PreTrainedModel``, or the path (or Hub name) of a saved one, loaded with
+            ``AutoModelForSeq2SeqLM.from_pretrained``.
+        tokenizer: its tokenizer; ``None`` loads ``AutoTokenizer.from_pretrained`` from ``model`` when that is
+            a path.
+        dataset: raw ``input``/``label`` text or tokenised DSS features (see :func:`hf_cotmi.label_confidences`).
+        confidence: ``"candidates"``, ``"sequence"`` or ``"first_token"``; default ``"candidates"`` when
+            ``label_candidates`` is given, otherwise ``"sequence"``.
+        label_candidates: fixed label strings, or the name of a column with each example's candidates.
+        n_bins: number of ECE bins.
+        binning: ``"uniform"`` or ``"quantile"``.
+        label_column: gold label text column.
+        input_column: raw input text column (used when there is no ``input_ids`` column).
+        prefix: prepended to raw inputs (the DSS ``predict:`` prefix).
+        batch_size: examples per encoder pass.
+        max_new_tokens: generation limit (generation modes).
+        num_beams: beams for generation.
+        is_correct: ``is_correct(prediction, gold) -> bool``; default: normalised exact match.
+        plot_path: when given, also save a reliability diagram PNG there (needs ``hf-cotmi[plot]``).
+        device: move a model loaded from a path to this device (default: CUDA when available, else CPU).
+
+    Returns:
+        ``{"accuracy", "ece", "avg_confidence", "num_examples", "confidence_mode", "n_bins", "binning"}`` plus
+        ``"reliability_diagram"`` (the PNG path) when ``plot_path`` is given. All rates are fractions in
+        [0, 1].
+
+    Example:
+        >>> from hf_cotmi import evaluate_calibration
+        >>> # evaluate_calibration("out/checkpoint-500", None, anli_test,
+        >>> #                      label_candidates=["entailment", "neutral", "contradiction"],
+        >>> #                      plot_path="out/reliability.png")
+        >>> # {'accuracy': 0.41, 'ece': 0.12, 'avg_confidence': 0.53, 'num_examples': 1200, ...}
+    """
+    if isinstance(model, (str, os.PathLike)):
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        location = os.fspath(model)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(location)
+        model = AutoModelForSeq2SeqLM.from_pretrained(location)
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if tokenizer is None:
+        raise ValueError("`tokenizer` is None; pass the tokenizer, or give `model` as a path to load both")
+    result = label_confidences(
+        model,
+        tokenizer,
+        dataset,
+        mode=confidence,
+        label_candidates=label_candidates,
+        label_column=label_column,
+        input_column=input_column,
+        prefix=prefix,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        is_correct=is_correct,
+    )
+    report: dict[str, Any] = {
+        "accuracy": result.accuracy,
+        "ece": expected_calibration_error(result.confidences, result.correct, n_bins=n_bins, binning=binning),
+        "avg_confidence": result.average_confidence,
+        "num_examples": len(result),
+        "confidence_mode": result.mode,
+        "n_bins": n_bins,
+        "binning": binning,
+    }
+    if plot_path is not None:
+        from .plotting import save_reliability_diagram
+
+        report["reliability_diagram"] = save_reliability_diagram(
+            result.confidences,
+            result.correct,
+            plot_path,
+            n_bins=n_bins,
+            binning=binning,
+            title=f"{result.mode} confidence, {len(result)} examples",
+        )
+    return report
