@@ -44,6 +44,9 @@ _EXPORTS: dict[str, str] = {
     "ECECallback": "callbacks",
     "evaluate_calibration": "evaluation",
     "save_reliability_diagram": "plotting",
+    "CalibrationBins": "calibration",
+    "LabelConfidences": "confidence",
+    "ece_metric_path": "evaluate_metrics",
     # tiny models and tokenizers built in code (tests, offline demo, notebooks)
     "build_word_tokenizer": "tiny",
     "build_tiny_seq2seq": "tiny",
