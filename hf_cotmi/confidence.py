@@ -16,7 +16,6 @@ time). Works for T5, BART and ``EncoderDecoderModel`` students.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,25 +23,17 @@ from typing import Any, Literal
 import numpy as np
 
 from .calibration import average_confidence, expected_calibration_error
+from .metrics import normalize_text
 
 ConfidenceMode = Literal["candidates", "sequence", "first_token"]
 CONFIDENCE_MODES: tuple[str, ...] = ("candidates", "sequence", "first_token")
 
-__all__ = ["CONFIDENCE_MODES", "LabelConfidences", "label_confidences", "normalize_label"]
-
-
-def normalize_label(text: str) -> str:
-    """Normalise a label for exact-match comparison: lower-case, trim, collapse runs of whitespace.
-
-    Example:
-        >>> normalize_label("  Entailment\\n")
-        'entailment'
-    """
-    return re.sub(r"\s+", " ", str(text)).strip().lower()
+__all__ = ["CONFIDENCE_MODES", "LabelConfidences", "label_confidences"]
 
 
 def _default_is_correct(prediction: str, reference: str) -> bool:
-    return normalize_label(prediction) == normalize_label(reference)
+    # the same normalisation as the library's text accuracy, so that ECE and accuracy agree on "correct"
+    return normalize_text(prediction) == normalize_text(reference)
 
 
 @dataclass
@@ -287,7 +278,7 @@ def label_confidences(
             per-token log-probabilities (no length penalty).
         max_source_length: truncate tokenised ``input_column`` text to this many tokens.
         is_correct: ``is_correct(prediction, gold) -> bool``; default: exact match after
-            :func:`normalize_label`. Pass e.g. an equation checker for arithmetic tasks.
+            :func:`hf_cotmi.metrics.normalize_text`. Pass e.g. an equation checker for arithmetic tasks.
 
     Returns:
         :class:`LabelConfidences` with predictions, references, confidences and correctness.

@@ -200,9 +200,9 @@ def test_dataset_forms_agree_and_gold_from_label_ids(tok, trained_t5):
 
 
 def test_custom_is_correct_and_normalised_match(tok, trained_t5):
-    shouting = {"input": list(INPUTS), "label": [f"  {x.upper()} " for x in LABELS]}
+    shouting = {"input": list(INPUTS), "label": [f"  {x.upper()}. " for x in LABELS]}
     result = label_confidences(trained_t5, tok, shouting, max_new_tokens=6)
-    assert result.correct.all()  # case and whitespace are normalised away
+    assert result.correct.all()  # case, whitespace and a trailing period are normalised away
     never = label_confidences(trained_t5, tok, shouting, max_new_tokens=6, is_correct=lambda p, g: False)
     assert not never.correct.any()
     np.testing.assert_allclose(never.confidences, result.confidences)
