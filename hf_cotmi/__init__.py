@@ -31,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "load_cot_dataset": "data.custom",
     "prepare_dss_features": "data.features",
     "DSS_DATASETS": "data.dss",
+    "DSSLoadReport": "data.report",
+    "CoTLoadReport": "data.report",
+    "FeaturesReport": "data.report",
     # metrics
     "safe_eval_arithmetic": "metrics",
     "equation_accuracy": "metrics",
