@@ -33,7 +33,7 @@ def _import_matplotlib() -> tuple[Any, Any]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ImportError as err:  # pragma: no cover - depends on the environment
+    except ImportError as err:
         raise ImportError(_MISSING) from err
     return Figure, FigureCanvasAgg
 

@@ -261,3 +261,18 @@ def test_evaluate_calibration_saved_model(tok, tmp_path, arch):
     assert in_memory["confidence_mode"] == "sequence" and "reliability_diagram" not in in_memory
     with pytest.raises(ValueError, match="`tokenizer` is None"):
         evaluate_calibration(model, None, raw)
+
+
+def test_without_matplotlib(monkeypatch, tmp_path, caplog):
+    import sys
+
+    from hf_cotmi import save_reliability_diagram
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    with pytest.raises(ImportError, match=r"hf-cotmi\[plot\]"):
+        save_reliability_diagram([0.5], [1], tmp_path / "x.png")
+    with caplog.at_level("WARNING", logger="hf_cotmi.callbacks"):
+        callback = ECECallback()
+    assert callback.plot is False
+    assert "hf-cotmi[plot]" in caplog.text
+    assert not (tmp_path / "x.png").exists()
