@@ -1,0 +1,144 @@
+"""load_cot_dataset: files (JSONL, JSON, CSV, Parquet) and datasets objects, column checks, reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from datasets import Dataset, DatasetDict
+
+from hf_cotmi import load_cot_dataset
+from hf_cotmi.data.jsonfiles import DataFormatError
+
+ROWS = [
+    {"question": "1 + 2 ?", "answer": 3, "why": "1 + 2 = 3 .", "source": "a"},
+    {"question": "2 + 2 ?", "answer": 4, "why": "", "source": "b"},
+    {"question": "5 - 1 ?", "answer": 4, "why": None, "source": "c"},
+    {"question": "3 * 3 ?", "answer": 9, "why": "   ", "source": "d"},
+    {"question": "8 / 2 ?", "answer": 4, "source": "e"},  # no rationale field at all
+]
+MISSING = 4  # "", None, blank, absent
+COLUMNS = {"input_column": "question", "label_column": "answer", "rationale_column": "why"}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def check_rows(dataset: Dataset) -> None:
+    assert dataset["input"] == [row["question"] for row in ROWS]
+    assert dataset["label"] == [str(row["answer"]) for row in ROWS]
+    assert dataset["rationale"][0] == "1 + 2 = 3 ."
+    assert dataset["rationale"][2] == "" and dataset["rationale"][4] == ""  # nulls become ""
+    assert dataset["source"] == [row["source"] for row in ROWS]  # other columns are kept
+
+
+def test_jsonl_with_renamed_columns_and_report(tmp_path: Path, caplog):
+    path = write_jsonl(tmp_path / "cot.jsonl", ROWS)
+    with caplog.at_level(logging.WARNING, logger="hf_cotmi"):
+        data, report = load_cot_dataset(path, **COLUMNS, return_report=True)
+    assert isinstance(data, DatasetDict) and list(data) == ["train"]
+    check_rows(data["train"])
+    assert report.splits["train"].records == len(ROWS)
+    assert report.splits["train"].missing_rationales == MISSING == report.missing_rationales
+    assert f"{MISSING} of {len(ROWS)} records have an empty or missing rationale" in caplog.text
+    assert str(path) in report.source
+
+
+def test_json_array_and_split_name(tmp_path: Path):
+    path = tmp_path / "cot.json"
+    path.write_text(json.dumps(ROWS))
+    data = load_cot_dataset(path, **COLUMNS, split="test")
+    assert list(data) == ["test"]
+    check_rows(data["test"])
+
+
+def test_csv_reads_every_cell_as_text(tmp_path: Path):
+    path = tmp_path / "cot.csv"
+    path.write_text('input,label,rationale\n"a, b",007,r1\nc,NA,\n')
+    data, report = load_cot_dataset(path, return_report=True)
+    assert data["train"]["input"] == ["a, b", "c"]
+    assert data["train"]["label"] == ["007", "NA"]  # no number or missing-value guessing
+    assert data["train"]["rationale"] == ["r1", ""]
+    assert report.missing_rationales == 1
+
+
+def test_parquet(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "cot.parquet"
+    table = pa.table({"input": ["x", "y"], "label": [1, 2], "rationale": ["because", None]})
+    pq.write_table(table, path)
+    data, report = load_cot_dataset(path, return_report=True)
+    assert data["train"]["label"] == ["1", "2"]
+    assert data["train"]["rationale"] == ["because", ""]
+    assert report.missing_rationales == 1
+
+
+def test_dataset_datasetdict_and_mapping(tmp_path: Path):
+    dataset = Dataset.from_list([{"input": "x", "label": "y", "rationale": "z"}])
+    assert load_cot_dataset(dataset)["train"][0] == {"input": "x", "label": "y", "rationale": "z"}
+    both = load_cot_dataset(DatasetDict({"train": dataset, "test": dataset}))
+    assert list(both) == ["train", "test"]
+    path = write_jsonl(tmp_path / "test.jsonl", ROWS)
+    own = Dataset.from_list([{"question": "q", "answer": "a", "why": "w"}])
+    mixed, report = load_cot_dataset({"train": own, "test": path}, **COLUMNS, return_report=True)
+    assert mixed["train"][0] == {"input": "q", "label": "a", "rationale": "w"}
+    check_rows(mixed["test"])
+    assert (
+        report.splits["test"].missing_rationales == MISSING and report.splits["train"].missing_rationales == 0
+    )
+
+
+def test_missing_column_lists_columns(tmp_path: Path):
+    path = write_jsonl(tmp_path / "cot.jsonl", ROWS)
+    with pytest.raises(ValueError) as info:
+        load_cot_dataset(path, input_column="question", label_column="answer")
+    message = str(info.value)
+    assert "no column 'rationale'" in message and "'question', 'answer', 'why', 'source'" in message
+    assert str(path) in message and "rationale_column=" in message
+
+
+def test_null_label_is_an_error_naming_the_row(tmp_path: Path):
+    rows = [dict(ROWS[0]), dict(ROWS[1], answer=None)]
+    path = write_jsonl(tmp_path / "cot.jsonl", rows)
+    with pytest.raises(ValueError, match=r"cot\.jsonl, row 1: 'answer' is missing \(null\)"):
+        load_cot_dataset(path, **COLUMNS)
+
+
+def test_rename_clash(tmp_path: Path):
+    rows = [{"question": "q", "input": "other", "label": "l", "rationale": "r"}]
+    with pytest.raises(ValueError, match="a column named 'input' already exists"):
+        load_cot_dataset(Dataset.from_list(rows), input_column="question")
+
+
+def test_file_errors(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        load_cot_dataset(tmp_path / "nope.jsonl")
+    (tmp_path / "data.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"unsupported file type '\.txt'; expected one of \.jsonl, \.json"):
+        load_cot_dataset(tmp_path / "data.txt")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "label": "b", "rationale": "c"}\n{"input": \n')
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl, line 2: not valid JSON"):
+        load_cot_dataset(bad)
+    mixed = write_jsonl(
+        tmp_path / "mixed.jsonl", [{"input": "a", "label": [1]}, {"input": "b", "label": "x"}]
+    )
+    with pytest.raises(DataFormatError, match=r"mixed\.jsonl: could not build a table"):
+        load_cot_dataset(mixed)
+
+
+def test_argument_errors():
+    dataset = Dataset.from_list([{"input": "x", "label": "y", "rationale": "z"}])
+    with pytest.raises(ValueError, match="must differ"):
+        load_cot_dataset(dataset, label_column="input")
+    with pytest.raises(TypeError, match="source must be a path"):
+        load_cot_dataset(42)
+    nested = Dataset.from_list([{"input": "x", "label": ["y"], "rationale": "z"}])
+    with pytest.raises(ValueError, match="column 'label' holds .*expected text"):
+        load_cot_dataset(nested)

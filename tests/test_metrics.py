@@ -1,0 +1,266 @@
+"""Metrics: safe arithmetic evaluation (including hostile input), equation/text accuracy, compute_metrics."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import math
+import operator
+import random
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from hf_cotmi import build_compute_metrics, equation_accuracy, safe_eval_arithmetic, text_accuracy
+from hf_cotmi.metrics import MAX_EXPRESSION_LENGTH, MAX_NESTING_DEPTH, normalize_text
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("eval/exec/compile was called")
+
+
+def safe_eval(text):
+    """safe_eval_arithmetic with eval, exec and compile made to fail while it runs."""
+    with contextlib.ExitStack() as stack:
+        for name in ("eval", "exec", "compile"):
+            stack.enter_context(mock.patch.object(builtins, name, _refuse))
+        return safe_eval_arithmetic(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("( 84.0 / 2.0 )", 42.0),
+        ("( ( 17.0 + 15.0 ) + 2.0 )", 34.0),
+        ("(10 - (3 + 6))", 1.0),
+        ("2 + 3 * 4", 14.0),
+        ("(2 + 3) * 4", 20.0),
+        ("8 - 3 - 2", 3.0),  # left associative
+        ("8 / 4 / 2", 1.0),
+        ("-3 + 5", 2.0),
+        ("3 * -2", -6.0),
+        ("--3", 3.0),
+        ("-(4 - 10) / 3", 2.0),
+        ("7", 7.0),
+        (".5 + 1.", 1.5),
+        ("  12.25\t*\n4 ", 49.0),
+        ("39. 0 + 1", 40.0),  # subword decoders split decimals
+        ("( 84. 0 / 2 .0 )", 42.0),
+        ("1 - 0.1 - 0.2", 1 - 0.1 - 0.2),
+    ],
+)
+def test_safe_eval_values(text, expected):
+    assert safe_eval(text) == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+HOSTILE = [
+    "__import__('os').system('echo pwned')",
+    "open('/etc/passwd').read()",
+    "().__class__.__bases__[0].__subclasses__()",
+    "(1).__class__",
+    "x",
+    "x + 1",
+    "abs(-1)",
+    "[1, 2][0]",
+    "{1: 2}[1]",
+    "'1' + '2'",
+    "2 ** 10",
+    "2**1000",
+    "7 // 2",
+    "7 % 2",
+    "1 if 1 else 2",
+    "lambda: 1",
+    "1; 2",
+    "1, 2",
+    "1 == 1",
+    "~1",
+    "+1",
+    "1e5",
+    "1E5",
+    "0x10",
+    "1_000",
+    "nan",
+    "inf",
+    "-inf",
+    "1 / 0",
+    "1 / (2 - 2)",
+    "0 / 0",
+    "1.2.3",
+    "1 2",
+    "1 + ",
+    "* 2",
+    "()",
+    "(1",
+    "1)",
+    "",
+    "   ",
+    "\u0661\u0662",  # Arabic-Indic digits: float() would accept them
+    "\uff11\uff12",  # full-width digits
+    "1\u22122",  # a Unicode minus sign
+    "(10 * 45).",
+    "The answer is (10 * 45)",
+    "9" * 400,  # float() gives inf
+    "9" * 200 + " * " + "9" * 200,  # overflows to inf
+    "1 / (" + "9" * 200 + " * " + "9" * 200 + ")",  # finite result through an infinite intermediate
+    "(" * (MAX_NESTING_DEPTH + 1) + "1" + ")" * (MAX_NESTING_DEPTH + 1),
+    "-" * (MAX_NESTING_DEPTH + 1) + "1",
+    "(" * 10_000 + "1" + ")" * 10_000,  # would blow the recursion limit if unchecked
+    "1" + " + 1" * MAX_EXPRESSION_LENGTH,  # too long
+    "\x00",
+    "1\x00",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=lambda s: repr(s[:30]))
+def test_safe_eval_rejects(text):
+    assert safe_eval(text) is None
+
+
+@pytest.mark.parametrize("value", [None, 3, 2.5, b"1 + 1", ["1"], object()])
+def test_safe_eval_non_strings(value):
+    assert safe_eval(value) is None
+
+
+def test_safe_eval_limits_are_inclusive():
+    depth = MAX_NESTING_DEPTH
+    assert safe_eval("(" * depth + "1" + ")" * depth) == 1.0
+    assert safe_eval("-" * depth + "1") == (-1.0) ** depth
+    text = "1" + " + 1" * 100
+    text = text + " " * (MAX_EXPRESSION_LENGTH - len(text))
+    assert len(text) == MAX_EXPRESSION_LENGTH
+    assert safe_eval(text) == 101.0
+
+
+_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+
+
+def _random_expression(rng: random.Random, depth: int) -> tuple[str, float | None]:
+    """A fully parenthesised expression and its value, computed while building it."""
+    if depth == 0 or rng.random() < 0.3:
+        value = rng.choice([rng.randint(0, 99), round(rng.uniform(0, 100), rng.randint(0, 3))])
+        if rng.random() < 0.2:
+            return f"-{value}", -float(value)
+        return str(value), float(value)
+    op = rng.choice(list(_OPS))
+    left, lv = _random_expression(rng, depth - 1)
+    right, rv = _random_expression(rng, depth - 1)
+    if lv is None or rv is None or (op == "/" and rv == 0):
+        value = None
+    else:
+        value = _OPS[op](lv, rv)
+    return f"( {left} {op} {right} )", value
+
+
+def test_safe_eval_random_expressions_match_their_values():
+    rng = random.Random(1234)
+    checked = 0
+    for _ in range(500):
+        text, value = _random_expression(rng, rng.randint(1, 5))
+        result = safe_eval(text)
+        if value is None:
+            assert result is None, text
+        else:
+            assert result == value, text
+            checked += 1
+    assert checked > 300
+
+
+def test_safe_eval_random_garbage_never_raises():
+    rng = random.Random(99)
+    alphabet = "0123456789 .+-*/()eEx_[]'\"abc,;:=%~^\\\n\t\u00a0\u2212\u0661"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        result = safe_eval(text)
+        assert result is None or (isinstance(result, float) and math.isfinite(result)), text
+
+
+def test_equation_accuracy_compares_values():
+    predictions = ["(84 / 2)", "(10 - (3 + 6))", "(3 + 4)", "import os", "(1 / 3) * 3"]
+    references = ["( 84.0 / 2.0 )", "( ( 10.0 - 3.0 ) - 6.0 )", "( 2.0 * 4.0 )", "( 1.0 + 1.0 )", "( 1.0 )"]
+    assert equation_accuracy(predictions, references) == pytest.approx(3 / 5)
+    # exact comparison loses the rounded one
+    assert equation_accuracy(predictions, references, rel_tol=0.0, abs_tol=0.0) == pytest.approx(
+        (2 + (1 / 3 * 3 == 1.0)) / 5
+    )
+
+
+def test_equation_accuracy_unparseable_reference_is_wrong():
+    assert equation_accuracy(["1"], ["one"]) == 0.0
+    assert equation_accuracy(["x"], ["x"]) == 0.0
+
+
+@pytest.mark.parametrize("metric", [equation_accuracy, text_accuracy])
+def test_accuracy_argument_errors(metric):
+    with pytest.raises(ValueError, match="same length; got 2 predictions and 1 references"):
+        metric(["1", "2"], ["1"])
+    with pytest.raises(ValueError, match="empty"):
+        metric([], [])
+
+
+def test_text_accuracy_normalises():
+    predictions = ["Wooded Area.", "  bridge ", "entailment", "neutral", "new  york"]
+    references = ["wooded area", "bridge", "contradiction", "Neutral", "new york"]
+    assert text_accuracy(predictions, references) == pytest.approx(4 / 5)
+    assert text_accuracy(predictions, references, normalize=False) == 0.0
+    assert text_accuracy(["a"], ["a"], normalize=False) == 1.0
+
+
+def test_normalize_text():
+    assert normalize_text(" Washington  D.C. ") == "washington d.c"
+    assert normalize_text("ＡＢＣ") == "abc"  # NFKC
+    assert normalize_text("...") == ""
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from hf_cotmi.tiny import build_word_tokenizer
+
+    return build_word_tokenizer(["( 84.0 / 2.0 ) ( 42.0 * 1.0 ) ( 3.0 + 4.0 ) wooded area bridge beach"])
+
+
+def _ids(tokenizer, texts, width, pad):
+    rows = [tokenizer(text)["input_ids"] for text in texts]
+    return np.array([row + [pad] * (width - len(row)) for row in rows])
+
+
+def test_compute_metrics_equation_handles_minus_100(tokenizer):
+    from transformers import EvalPrediction
+
+    preds = _ids(tokenizer, ["( 84.0 / 2.0 )", "( 3.0 + 4.0 )", "( 42.0 * 1.0 )"], 9, -100)
+    labels = _ids(tokenizer, ["( 42.0 * 1.0 )", "( 42.0 * 1.0 )", "( 84.0 / 2.0 )"], 8, -100)
+    compute = build_compute_metrics(tokenizer, task="equation")
+    assert compute(EvalPrediction(predictions=preds, label_ids=labels)) == {"accuracy": pytest.approx(2 / 3)}
+    # a tuple of (generated ids, something else): the first element is used
+    result = compute(EvalPrediction(predictions=(preds, np.zeros(3)), label_ids=labels))
+    assert result == {"accuracy": pytest.approx(2 / 3)}
+
+
+def test_compute_metrics_text(tokenizer):
+    from transformers import EvalPrediction
+
+    preds = _ids(tokenizer, ["wooded area", "beach"], 5, tokenizer.pad_token_id)
+    labels = _ids(tokenizer, ["wooded area", "bridge"], 4, -100)
+    compute = build_compute_metrics(tokenizer)
+    assert compute(EvalPrediction(predictions=preds, label_ids=labels)) == {"accuracy": 0.5}
+    # ragged lists of rows work too
+    ragged = [tokenizer("beach")["input_ids"], tokenizer("bridge")["input_ids"] + [-100, -100]]
+    assert compute(EvalPrediction(predictions=ragged, label_ids=ragged)) == {"accuracy": 1.0}
+
+
+def test_compute_metrics_logits_are_argmaxed(tokenizer):
+    from transformers import EvalPrediction
+
+    labels = _ids(tokenizer, ["wooded area", "bridge"], 4, -100)
+    logits = np.zeros((2, 4, len(tokenizer)), dtype=np.float32)
+    gold = np.where(labels < 0, tokenizer.pad_token_id, labels)
+    for i in range(2):
+        for j in range(4):
+            logits[i, j, gold[i, j]] = 1.0
+    result = build_compute_metrics(tokenizer)(EvalPrediction(predictions=logits, label_ids=labels))
+    assert result == {"accuracy": 1.0}
+
+
+def test_build_compute_metrics_rejects_unknown_task(tokenizer):
+    with pytest.raises(ValueError, match="task='math'.*'text', 'equation'"):
+        build_compute_metrics(tokenizer, task="math")
