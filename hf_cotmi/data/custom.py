@@ -31,6 +31,8 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".csv", ".parquet")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+_TEXT_DTYPES = ("string", "large_string")
+
 
 def _read_file(path: Path) -> Dataset:
     from datasets import Dataset
@@ -126,7 +128,7 @@ def _standardise(dataset: Dataset, where: str, columns: dict[str, str]) -> tuple
         dataset = dataset.rename_columns(renames)
     for target in columns:
         feature = dataset.features[target]
-        if feature != Value("string"):
+        if not (isinstance(feature, Value) and feature.dtype in _TEXT_DTYPES):
             if not isinstance(feature, Value):
                 raise ValueError(f"{where}: column {columns[target]!r} holds {feature}, expected text")
             dataset = dataset.cast_column(target, Value("string"))
@@ -147,6 +149,18 @@ def _standardise(dataset: Dataset, where: str, columns: dict[str, str]) -> tuple
             desc="null rationales -> ''",
         )
     return dataset, CoTSplitReport(records=dataset.num_rows, missing_rationales=missing)
+
+
+def _describe_source(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Mapping) and not hasattr(source, "column_names"):
+        items = (
+            f"{name}: {item if isinstance(item, (str, os.PathLike)) else type(item).__name__}"
+            for name, item in source.items()
+        )
+        return "{" + ", ".join(items) + "}"
+    return type(source).__name__
 
 
 @overload
@@ -235,9 +249,7 @@ def load_cot_dataset(
     if len(set(columns.values())) != len(columns):
         raise ValueError(f"input_column, label_column and rationale_column must differ; got {columns}")
     splits, where = _as_splits(source, split)
-    report = CoTLoadReport(
-        source=str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
-    )
+    report = CoTLoadReport(source=_describe_source(source))
     result = {}
     for name, dataset in splits.items():
         result[name], report.splits[name] = _standardise(dataset, where[name], columns)
