@@ -268,6 +268,8 @@ def test_without_matplotlib(monkeypatch, tmp_path, caplog):
 
     from hf_cotmi import save_reliability_diagram
 
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)  # restored after the test
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     with pytest.raises(ImportError, match=r"hf-cotmi\[plot\]"):
         save_reliability_diagram([0.5], [1], tmp_path / "x.png")
