@@ -1,0 +1,215 @@
+"""What the MI term costs on top of plain DSS: training-step time and peak memory.
+
+Three variants of one training step (forward of both passes, backward, AdamW step) on a T5-small-shaped
+student built from a config (d_model 512, 6 + 6 layers, vocabulary 32128):
+
+- ``dss``: plain Distilling Step-by-Step (``mi_loss_weight=0``);
+- ``naive``: DSS plus the MI term computed as the released code does (both softmaxes materialised);
+- ``hf_cotmi``: DSS plus ``hf_cotmi``'s MI term (``mi_loss_weight=0.1``).
+
+Time: the variants run interleaved in one process; the median step time of each is reported. Peak memory:
+each variant runs a few steps in a fresh process; on CPU the figure is that process's maximum resident
+set size, on CUDA ``torch.cuda.max_memory_allocated``. The last line is JSON with the ratios against
+``dss``::
+
+    python examples/benchmarks/mi_overhead.py                      # CPU, float32, batch 8
+    python examples/benchmarks/mi_overhead.py --device cuda --dtype bf16 --batch-size 64 --rationale-length 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+from transformers import T5Config, T5ForConditionalGeneration
+
+from hf_cotmi import DSSMITrainer, DSSMITrainingArguments
+
+VARIANTS = ("dss", "naive", "hf_cotmi")
+MI_WEIGHT = 0.1
+
+
+class NaiveMITrainer(DSSMITrainer):
+    """DSS plus the MI term written the way the released code writes it: ``softmax`` of both passes is
+    materialised and kept for the backward pass, reduced with ``max`` and fed to ``CrossEntropyLoss``."""
+
+    def _forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, labels = super()._forward(model, batch)
+        self._reduced.append(torch.softmax(logits, dim=-1).max(dim=1).values)
+        return logits, labels
+
+    def _dss_loss(self, model, inputs, num_items_in_batch):
+        self._reduced: list[torch.Tensor] = []
+        loss, components, outputs = super()._dss_loss(model, inputs, num_items_in_batch)
+        label_side, rationale_side = self._reduced
+        mi = nn.CrossEntropyLoss()(rationale_side, label_side.detach())
+        components["loss_mi"] = mi.detach().item()
+        return loss + MI_WEIGHT * mi, components, outputs
+
+
+def build_model(vocab_size: int, device: str) -> T5ForConditionalGeneration:
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=512,
+        d_kv=64,
+        d_ff=2048,
+        num_layers=6,
+        num_decoder_layers=6,
+        num_heads=8,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return T5ForConditionalGeneration(config).to(device)
+
+
+def make_batch(options: argparse.Namespace, model: T5ForConditionalGeneration) -> dict:
+    """Random token ids of the stated lengths; the last quarter of each target row is padding."""
+    generator = torch.Generator().manual_seed(1)
+    vocab, batch = options.vocab_size, options.batch_size
+
+    def part(input_length: int, target_length: int) -> dict:
+        input_ids = torch.randint(2, vocab, (batch, input_length), generator=generator)
+        labels = torch.randint(2, vocab, (batch, target_length), generator=generator)
+        labels[batch // 2 :, -max(1, target_length // 4) :] = -100
+        out = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "labels": labels,
+            "decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels=labels),
+        }
+        return {k: v.to(options.device) for k, v in out.items()}
+
+    return {
+        "pred": part(options.input_length, options.label_length),
+        "expl": part(options.input_length, options.rationale_length),
+    }
+
+
+def make_trainer(
+    variant: str, model: nn.Module, output_dir: str, options: argparse.Namespace
+) -> DSSMITrainer:
+    args = DSSMITrainingArguments(
+        output_dir=output_dir,
+        report_to="none",
+        use_cpu=options.device == "cpu",
+        mi_loss_weight=MI_WEIGHT if variant == "hf_cotmi" else 0.0,
+        disable_tqdm=True,
+    )
+    cls = NaiveMITrainer if variant == "naive" else DSSMITrainer
+    return cls(model=model, args=args)
+
+
+def train_step(trainer: DSSMITrainer, model: nn.Module, batch: dict, optimizer, options) -> float:
+    autocast = (
+        torch.autocast(device_type=options.device, dtype=torch.bfloat16)
+        if options.dtype == "bf16"
+        else nullcontext()
+    )
+    _sync(options.device)
+    start = time.perf_counter()
+    with autocast:
+        loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    _sync(options.device)
+    return time.perf_counter() - start
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_child(options: argparse.Namespace) -> None:
+    """A fresh process runs a few steps of one variant and prints its peak memory in bytes."""
+    model = build_model(options.vocab_size, options.device)
+    batch = make_batch(options, model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(options.child, model, tmp, options)
+        if options.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(options.memory_steps):
+            train_step(trainer, model, batch, optimizer, options)
+    if options.device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    print(json.dumps({"variant": options.child, "peak_bytes": peak}))
+
+
+def peak_memory(variant: str, options: argparse.Namespace) -> int:
+    command = [sys.executable, os.path.abspath(__file__), "--child", variant]
+    for name in ("device", "dtype", "batch_size", "input_length", "label_length", "rationale_length"):
+        command += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
+    command += ["--vocab-size", str(options.vocab_size), "--memory-steps", str(options.memory_steps)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the memory run of {variant!r} failed:\n{result.stderr[-4000:]}")
+    return int(json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"])
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--input-length", type=int, default=128)
+    parser.add_argument("--label-length", type=int, default=8)
+    parser.add_argument("--rationale-length", type=int, default=128)
+    parser.add_argument("--vocab-size", type=int, default=32128)
+    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per variant")
+    parser.add_argument("--timed-rounds", type=int, default=7, help="timed steps per variant (interleaved)")
+    parser.add_argument("--memory-steps", type=int, default=3, help="steps per fresh memory process")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    if options.child:
+        run_child(options)
+        return {}
+
+    model = build_model(options.vocab_size, options.device)
+    batch = make_batch(options, model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {v: make_trainer(v, model, os.path.join(tmp, v), options) for v in VARIANTS}
+        for variant in VARIANTS:
+            for _ in range(options.warmup_steps):
+                train_step(trainers[variant], model, batch, optimizer, options)
+        for _ in range(options.timed_rounds):
+            for variant in VARIANTS:
+                times[variant].append(train_step(trainers[variant], model, batch, optimizer, options))
+    median = {v: statistics.median(t) for v, t in times.items()}
+    peaks = {v: peak_memory(v, options) for v in VARIANTS}
+    settings = {k: getattr(options, k) for k in ("device", "dtype", "batch_size", "rationale_length")}
+    print(f"settings: {settings}, torch threads: {torch.get_num_threads()}")
+    for v in VARIANTS:
+        print(f"{v:>9}: median step {median[v] * 1000:8.1f} ms   peak memory {peaks[v] / 2**20:8.1f} MiB")
+    result = {
+        "time_ratio": round(median["hf_cotmi"] / median["dss"], 4),
+        "peak_memory_ratio": round(peaks["hf_cotmi"] / peaks["dss"], 4),
+        "naive_time_ratio": round(median["naive"] / median["dss"], 4),
+        "naive_peak_memory_ratio": round(peaks["naive"] / peaks["dss"], 4),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
