@@ -266,7 +266,18 @@ def mutual_information_loss(
         label_mask = rationale_mask = None
     p = _reduce_label_side(label_logits.detach(), label_mask, reduction)
     q = _ReducedSoftmax.apply(rationale_logits, rationale_mask, reduction, inputs_are_log_probs)
+    return _compare(p, q, label_mask, rationale_mask, divergence, variant)
 
+
+def _compare(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    label_mask: torch.Tensor | None,
+    rationale_mask: torch.Tensor | None,
+    divergence: str,
+    variant: str,
+) -> torch.Tensor:
+    """The loss between the reduced label side ``p`` (no gradient) and rationale side ``q``, ``[B, V]`` each."""
     if variant == "paper" and divergence == "ce":
         return F.cross_entropy(q, p)
 
@@ -284,3 +295,81 @@ def mutual_information_loss(
     if divergence == "kl":
         per_row = per_row + torch.xlogy(p_norm, p_norm).sum(dim=1)
     return torch.where(valid_rows, per_row, torch.zeros_like(per_row)).mean()
+
+
+class _NLLAndReducedSoftmax(torch.autograd.Function):
+    """From rationale log-probabilities: the summed NLL of the targets and ``q = reduce_t exp(x)``.
+
+    One backward pass writes one gradient tensor for both terms, where separate ``nll_loss`` and
+    ``_ReducedSoftmax`` nodes would each write a dense ``[B, n, V]`` gradient and autograd would add them.
+    """
+
+    @staticmethod
+    def forward(ctx, log_probs, targets, position_mask, reduction):  # type: ignore[override]
+        valid = targets.ne(-100)
+        safe_targets = targets.masked_fill(~valid, 0)
+        picked = log_probs.gather(-1, safe_targets[..., None]).squeeze(-1).float()
+        nll_sum = -(picked * valid).sum()
+        q = _ReducedSoftmax.forward(ctx, log_probs, position_mask, reduction, True)
+        ctx.targets = (safe_targets, valid)
+        return nll_sum, q
+
+    @staticmethod
+    def backward(ctx, grad_nll, grad_q):  # type: ignore[override]
+        if grad_q is None:
+            grad_x = torch.zeros_like(ctx.saved_tensors[0])
+        else:
+            grad_x = _ReducedSoftmax.backward(ctx, grad_q)[0]
+        if grad_nll is None:
+            return grad_x, None, None, None
+        safe_targets, valid = ctx.targets
+        grad_x.scatter_add_(-1, safe_targets[..., None], (-grad_nll * valid).to(grad_x.dtype)[..., None])
+        return grad_x, None, None, None
+
+
+def rationale_nll_and_mutual_information(
+    rationale_log_probs: torch.Tensor,
+    rationale_labels: torch.Tensor,
+    label_logits: torch.Tensor,
+    *,
+    label_mask: torch.Tensor | None = None,
+    reduction: str = "max",
+    divergence: str = "ce",
+    variant: str = "paper",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed rationale NLL and the MI loss from one ``log_softmax`` of the rationale logits.
+
+    Equal in value and gradient to ``F.nll_loss(rationale_log_probs, rationale_labels, reduction="sum",
+    ignore_index=-100)`` and ``mutual_information_loss(label_logits, rationale_log_probs, ...,
+    inputs_are_log_probs=True)`` with ``rationale_mask = rationale_labels != -100``, but the backward pass
+    writes a single ``[B, n, V]`` gradient for both. This is what :class:`~hf_cotmi.DSSMITrainer` uses.
+
+    Args:
+        rationale_log_probs: ``[B, n, V]`` ``log_softmax`` of the rationale-pass logits.
+        rationale_labels: ``[B, n]`` target ids, ``-100`` at padding.
+        label_logits: ``[B, m, V]`` label-pass logits (no gradient flows into them).
+        label_mask: boolean ``[B, m]``, True at real label positions.
+        reduction: see :func:`mutual_information_loss`.
+        divergence: see :func:`mutual_information_loss`.
+        variant: see :func:`mutual_information_loss`.
+
+    Returns:
+        ``(nll_sum, mi_loss)``, two scalar float32 tensors.
+
+    Example:
+        >>> import torch
+        >>> logp = torch.log_softmax(torch.randn(2, 4, 9, requires_grad=True), -1)
+        >>> nll, mi = rationale_nll_and_mutual_information(logp, torch.tensor([[1, 2, -100, -100]] * 2),
+        ...                                                torch.randn(2, 3, 9))
+        >>> (nll + mi).backward()
+    """
+    rationale_mask = rationale_labels.ne(-100)
+    _check_inputs(
+        label_logits, rationale_log_probs, label_mask, rationale_mask, reduction, divergence, variant
+    )
+    if variant == "paper":
+        label_mask = None
+    position_mask = rationale_mask if variant == "masked" else None
+    p = _reduce_label_side(label_logits.detach(), label_mask, reduction)
+    nll_sum, q = _NLLAndReducedSoftmax.apply(rationale_log_probs, rationale_labels, position_mask, reduction)
+    return nll_sum, _compare(p, q, label_mask, position_mask, divergence, variant)

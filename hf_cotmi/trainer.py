@@ -22,7 +22,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from .arguments import DSSMITrainingArguments
 from .collator import DSSDataCollator
-from .losses import mutual_information_loss
+from .losses import rationale_nll_and_mutual_information
 from .model_card import TAGS, DSSModelCardData, render_model_card
 
 logger = logging.getLogger("hf_cotmi")
@@ -245,26 +245,27 @@ class DSSMITrainer(Seq2SeqTrainer):
             # One log-softmax serves both the rationale cross-entropy and the MI term.
             rationale_log_probs = torch.log_softmax(rationale_logits, dim=-1, dtype=torch.float32)
             del rationale_logits
-            rationale_sum = F.nll_loss(
-                rationale_log_probs.reshape(-1, vocab),
-                rationale_labels.reshape(-1),
-                ignore_index=-100,
-                reduction="sum",
-            )
+            if args.mi_loss_weight > 0:
+                rationale_sum, mi_mean = rationale_nll_and_mutual_information(
+                    rationale_log_probs,
+                    rationale_labels,
+                    label_logits.detach(),
+                    label_mask=labels.ne(-100),
+                    reduction=args.mi_reduction,
+                    divergence=args.mi_divergence,
+                    variant=args.mi_variant,
+                )
+            else:
+                rationale_sum = F.nll_loss(
+                    rationale_log_probs.reshape(-1, vocab),
+                    rationale_labels.reshape(-1),
+                    ignore_index=-100,
+                    reduction="sum",
+                )
             rationale_loss = rationale_sum / denominator(_RATIONALE_TOKENS, rationale_labels.ne(-100).sum())
             loss = loss + args.rationale_loss_weight * rationale_loss
             components["loss_rationale"] = rationale_loss.detach().item()
             if args.mi_loss_weight > 0:
-                mi_mean = mutual_information_loss(
-                    label_logits.detach(),
-                    rationale_log_probs,
-                    label_mask=labels.ne(-100),
-                    rationale_mask=rationale_labels.ne(-100),
-                    reduction=args.mi_reduction,
-                    divergence=args.mi_divergence,
-                    variant=args.mi_variant,
-                    inputs_are_log_probs=True,
-                )
                 local_examples = torch.tensor(float(labels.shape[0]), device=labels.device)
                 mi_loss = mi_mean * local_examples / denominator(_EXAMPLES, local_examples)
                 loss = loss + args.mi_loss_weight * mi_loss
