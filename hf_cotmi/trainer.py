@@ -65,7 +65,11 @@ class DSSMITrainer(Seq2SeqTrainer):
       micro-batches and all processes), and the MI term is an example mean over it, so (batch 8,
       accumulation 1) and (batch 2, accumulation 4) give the same loss and gradients.
     - ``loss_label``, ``loss_rationale`` and ``loss_mi`` are logged beside ``loss`` in training and
-      ``eval_loss_*`` in evaluation.
+      ``eval_loss_*`` in evaluation. The evaluation loss is the same weighted objective as in training,
+      MI term included (the released code left it out of the evaluation loss); features without
+      rationales give the label term only.
+    - ``mi_variant="paper"`` reduces over padded positions too, so its value depends on how far a batch
+      is padded; ``"masked"`` does not.
     - With ``predict_with_generate`` evaluation generates labels from the ``predict:`` input; with
       ``output_rationale=True`` it also generates rationales, and :meth:`predict` returns
       ``predictions=(label_ids, rationale_ids)`` and writes ``predictions.jsonl``.
