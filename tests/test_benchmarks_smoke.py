@@ -1,0 +1,90 @@
+"""The benchmark scripts run end to end and write their files (tiny model; no timing is checked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
+ESNLI = Path(__file__).resolve().parents[2] / "shared" / "data" / "dss"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / "out"
+    args = [
+        "--smoke",
+        "--output-dir",
+        str(out),
+        "--keep-checkpoints",
+        "--max-steps",
+        "2",
+        "--eval-steps",
+        "1",
+    ]
+    summary = replicate.main(args)
+    assert set(summary) == {"finetune", "dss", "dss_mi_paper", "dss_mi_masked"}
+    for name in ("results.json", "results.md", "accuracy.png", "protocol.json"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    assert results["finished_runs"] == results["expected_runs"] == 4
+    assert "| DSS + MI (masked) | 1 |" in (out / "results.md").read_text()
+    for run in results["runs"]:
+        assert 0.0 <= run["test_accuracy"] <= 1.0 and 0.0 <= run["test_ece"] <= 1.0
+        assert run["steps_trained"] == 2 and run["best_step"] in (1, 2)
+
+    # an unfinished run (checkpoints, no done.json) continues from its last checkpoint; finished ones are skipped
+    done = out / "runs" / "dss" / "seed0" / "done.json"
+    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/done.json") if p != done}
+    done.unlink()
+    replicate.main(args)
+    assert json.loads(done.read_text())["resumed"] is True
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+    # other settings in the same folder are refused
+    with pytest.raises(SystemExit):
+        replicate.main([*args[:-2], "--eval-steps", "2"])
+
+
+def test_throughput_smoke_prints_json_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    throughput = _load("throughput")
+    throughput.main(["--smoke"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(last)
+    for key in ("train_ratio", "train_ratio_with_mi", "eval_ratio"):
+        assert result[key] > 0
+    assert set(result["train_examples_per_s"]) == {"dssmi_dss", "dssmi_dss_mi", "original_dss"}
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (ESNLI / "esnli").is_dir(), reason="../shared/data/dss/esnli is not there")
+def test_replicate_on_a_few_esnli_records(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / "esnli"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    replicate.main(
+        [
+            "--dataset", "esnli", "--data-dir", str(ESNLI), "--train-split", "valid",
+            "--train-size", "24", "--valid-size", "8", "--test-size", "8", "--student", "tiny",
+            "--methods", "dss_mi_paper", "--seeds", "0", "--max-steps", "2", "--eval-steps", "2",
+            "--output-dir", str(out),
+        ]
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"]["data"]["valid"]["split"] == "carved from valid"
+    assert results["runs"][0]["confidence_mode"] == "candidates"
+    assert (out / "accuracy.png").is_file()
