@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "load_cot_dataset": "data.custom",
     "prepare_dss_features": "data.features",
     "DSS_DATASETS": "data.dss",
+    "make_arithmetic_cot_dataset": "data.synthetic",
     "DSSLoadReport": "data.report",
     "CoTLoadReport": "data.report",
     "FeaturesReport": "data.report",
@@ -53,6 +54,8 @@ _EXPORTS: dict[str, str] = {
     # tiny models and tokenizers built in code (tests, offline demo, notebooks)
     "build_word_tokenizer": "tiny",
     "build_tiny_seq2seq": "tiny",
+    # the offline demo behind `hf-cotmi demo`
+    "run_demo": "demo",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
