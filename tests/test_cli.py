@@ -1,0 +1,382 @@
+"""The hf-cotmi command: parsing, --config, one-line errors, and train/evaluate/predict end to end.
+
+Training runs use a tiny T5 saved to a temporary folder and a few optimizer steps (offline, a few seconds
+each); the real student is reached through the same `--model PATH` code path as a Hub name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_cotmi import DSSMITrainingArguments, build_tiny_seq2seq, build_word_tokenizer
+from hf_cotmi.cli import build_parser, demo_arguments, main
+from hf_cotmi.cli_workflow import SIDECAR_NAME
+from hf_cotmi.data.synthetic import arithmetic_vocabulary
+
+DSS_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dss"
+needs_dss = pytest.mark.skipif(not (DSS_DATA / "svamp").is_dir(), reason="../shared/data/dss is not here")
+
+FAST = [
+    "--max-steps",
+    "2",
+    "--per-device-train-batch-size",
+    "4",
+    "--per-device-eval-batch-size",
+    "8",
+    "--logging-steps",
+    "1",
+    "--save-strategy",
+    "no",
+    "--use-cpu",
+    "--disable-tqdm",
+    "true",
+    "--report-to",
+    "none",
+    "--generation-max-length",
+    "6",
+    "--rationale-max-new-tokens",
+    "8",
+    "--num-examples-to-show",
+    "2",
+]
+SYNTHETIC = ["--dataset", "synthetic", "--synthetic-train-size", "16", "--synthetic-test-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny T5 and its word-level tokenizer, saved like any pretrained student."""
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    words = arithmetic_vocabulary() + [
+        "the answer is how many what a of to in and entailment neutral contradiction"
+    ]
+    tokenizer = build_word_tokenizer(words)
+    model = build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """A student trained by `hf-cotmi train` on the synthetic task (shared by evaluate/predict tests)."""
+    out = tmp_path_factory.mktemp("trained") / "out"
+    assert main(["train", "--model", tiny_model_dir, *SYNTHETIC, *FAST, "--output-dir", str(out)]) == 0
+    return str(out)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def test_every_training_argument_is_a_flag_of_train_and_demo():
+    for command in ("train", "demo"):
+        options = build_parser(command)._option_string_actions
+        for field in dataclasses.fields(DSSMITrainingArguments):
+            if field.init:
+                assert f"--{field.name}" in options, (command, field.name)
+        for flag in (
+            "--model",
+            "--dataset",
+            "--data-dir",
+            "--train-file",
+            "--use-peft",
+            "--config",
+            "--push-to-hub",
+        ):
+            assert flag in options, (command, flag)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "demo"])
+def test_help_works_for_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"hf-cotmi {command}" in capsys.readouterr().out
+
+
+def test_config_file_sets_options_and_command_line_flags_win(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "model: google-t5/t5-small\n"
+        "dataset: svamp\n"
+        "data-dir: datasets\n"
+        "use_peft: true\n"
+        "lora_target_modules: [q, v]\n"
+        "learning_rate: 1e-4\n"
+        "mi_loss_weight: 0.2\n"
+        "mi_variant: masked\n"
+        "output_dir: from-config\n"
+        "max_steps: 7\n"
+    )
+    from hf_cotmi.cli import _parse
+
+    model_args, data_args, eval_args, training_args, _ = _parse(
+        "train", ["--config", str(config), "--mi-loss-weight", "0.3", "--output-dir", "from-flag"]
+    )
+    assert model_args.model_name_or_path == "google-t5/t5-small"
+    assert model_args.use_peft is True and model_args.lora_target_modules == ["q", "v"]
+    assert data_args.dataset == "svamp" and data_args.data_dir == "datasets"
+    assert training_args.learning_rate == pytest.approx(1e-4)
+    assert training_args.mi_variant == "masked" and training_args.max_steps == 7
+    assert training_args.mi_loss_weight == pytest.approx(0.3)  # the flag wins over the file
+    assert training_args.output_dir == "from-flag"
+
+
+def test_demo_defaults_adapt_to_a_real_model_and_real_data():
+    *_, training_args, _, _ = demo_arguments([])
+    assert training_args.max_steps == 600 and training_args.learning_rate == pytest.approx(5e-3)
+    model_args, data_args, _, training_args, _, _ = demo_arguments(
+        ["--model", "some/t5", "--dataset", "svamp"]
+    )
+    assert training_args.learning_rate == pytest.approx(5e-4)
+    assert data_args.max_input_length == 512 and training_args.per_device_train_batch_size == 16
+    *_, training_args, _, _ = demo_arguments(["--model", "some/t5", "--learning-rate", "0.01"])
+    assert training_args.learning_rate == pytest.approx(0.01)  # explicit flags always win
+
+
+# ------------------------------------------------------------------------------------------------- errors
+
+
+def error_cases(tiny: str, tmp: Path) -> list[tuple[list[str], str]]:
+    bad_key = tmp / "bad.yaml"
+    bad_key.write_text("learning_rat: 0.1\n")
+    not_mapping = tmp / "list.yaml"
+    not_mapping.write_text("- 1\n- 2\n")
+    out = ["--output-dir", str(tmp / "out")]
+    return [
+        (["train", "--model", tiny, "--dataset", "nope", *out], "unknown dataset 'nope'"),
+        (["train", "--model", tiny, "--dataset", "svamp", *out], "--dataset svamp needs --data-dir"),
+        (
+            ["train", "--model", tiny, "--dataset", "svamp", "--data-dir", str(tmp / "nowhere"), *out],
+            "does not exist",
+        ),
+        (["train", "--model", tiny, "--train-file", str(tmp / "missing.jsonl"), *out], "--train-file"),
+        (["train", "--model", str(tmp / "no-model"), *SYNTHETIC, *out], "could not load the tokenizer"),
+        (["train", *SYNTHETIC, *out], "--model is required"),
+        (["train", "--model", tiny, *out], "no data given"),
+        (["train", "--bogus-flag", "1"], "unrecognized arguments: --bogus-flag"),
+        (["train", "--learning-rate", "abc"], "invalid float value: 'abc'"),
+        (["train", "--mi-variant", "nope"], "invalid choice"),
+        (["train", "--model", tiny, *SYNTHETIC, "--mi-loss-weight", "-1", *out], "mi_loss_weight must be"),
+        (["train", "--config", str(tmp / "missing.yaml")], "does not exist"),
+        (["train", "--config", str(bad_key)], "unknown option 'learning_rat'"),
+        (["demo", "--config", str(not_mapping)], "must hold a mapping"),
+        (["evaluate"], "--model is required"),
+        (["evaluate", "--model", tiny], "no data given"),
+        (["predict", "--model", tiny], "no input text"),
+        (["predict", "--model", tiny, "--input-file", str(tmp / "none.txt")], "--input-file"),
+    ]
+
+
+def test_errors_exit_non_zero_with_one_line_and_no_traceback(tiny_model_dir, tmp_path, capsys):
+    for argv, expected in error_cases(tiny_model_dir, tmp_path):
+        code, out, err = run(capsys, *argv)
+        assert code != 0, argv
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, (argv, err)
+        assert expected in lines[0], (argv, lines[0])
+        assert lines[0].startswith(f"hf-cotmi {argv[0]}: error: ")
+        assert "Traceback" not in err + out
+
+
+def test_debug_shows_the_traceback(tiny_model_dir, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--model", tiny_model_dir, "--dataset", "nope", "--debug")
+    assert code == 2
+    assert "Traceback" in err and "unknown dataset 'nope'" in err
+
+
+def test_unknown_command_and_no_command(capsys):
+    code, _, err = run(capsys, "fly")
+    assert code == 2 and err.strip().count("\n") == 0 and "unknown command 'fly'" in err
+    code, _, err = run(capsys)
+    assert code == 2 and "no command given" in err.strip().splitlines()[-1]
+
+
+def test_console_script_reports_one_line(tmp_path):
+    script = Path(sys.executable).with_name("hf-cotmi")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "hf_cotmi.cli"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [*command, "train", "--model", "x", "--dataset", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "hf-cotmi train: error: unknown dataset 'nope'; expected one of synthetic, svamp, cqa, esnli, anli1, "
+        "or your own data with --train-file/--test-file"
+    )
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_train_saves_model_tokenizer_card_and_results(trained_dir):
+    files = set(os.listdir(trained_dir))
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "README.md",
+        "results.json",
+        SIDECAR_NAME,
+    ):
+        assert name in files, name
+    assert "reliability_diagram.png" in files
+    results = json.loads(Path(trained_dir, "results.json").read_text())
+    metrics = results["metrics"]
+    for key in ("test_accuracy", "test_ece", "test_avg_confidence", "test_loss"):
+        assert 0.0 <= metrics[key] or key == "test_loss", key
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and 0.0 <= metrics["test_ece"] <= 1.0
+    assert len(results["examples"]) == 2 and {"label", "rationale", "confidence", "gold"} <= set(
+        results["examples"][0]
+    )
+    card = ModelCard.load(Path(trained_dir, "README.md"))
+    assert "hf-cotmi" in card.data.tags
+    assert {r.metric_name for r in card.data.eval_results} >= {"test_accuracy", "test_ece"}
+    sidecar = json.loads(Path(trained_dir, SIDECAR_NAME).read_text())
+    assert sidecar["predict_prefix"] == "predict: " and sidecar["data"]["dataset"] == "synthetic"
+
+
+def test_evaluate_a_saved_student(trained_dir, tmp_path, capsys):
+    output = tmp_path / "metrics.json"
+    plot = tmp_path / "diagram.png"
+    code, out, err = run(
+        capsys, "evaluate", "--model", trained_dir, "--output-file", str(output), "--plot-file", str(plot)
+    )
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    assert report["num_examples"] == 8  # the sidecar brought back the same synthetic test split
+    assert report["confidence_mode"] == "sequence" and report["split"] == "test"
+    for key in ("accuracy", "ece", "avg_confidence"):
+        assert 0.0 <= report[key] <= 1.0
+        assert f"{key:<15} {report[key]:.4f}" in out
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_predict_prints_label_rationale_and_confidence(trained_dir, tmp_path, capsys):
+    question = "mia has 4 pens . mia buys 3 more . then mia loses 2 . how many pens does mia have now ?"
+    code, out, err = run(capsys, "predict", "--model", trained_dir, question)
+    assert code == 0, err
+    assert f"input:      {question}" in out
+    assert "label:" in out and "rationale:" in out and "confidence:" in out
+
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text(
+        json.dumps({"input": question}) + "\n" + "tom has 2 apples . how many apples does tom have now ?\n"
+    )
+    saved = tmp_path / "predictions.jsonl"
+    code, out, err = run(
+        capsys,
+        "predict",
+        "--model",
+        trained_dir,
+        "--input-file",
+        str(inputs),
+        "--jsonl",
+        "--output-file",
+        str(saved),
+    )
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert [row["input"] for row in rows] == [
+        question,
+        "tom has 2 apples . how many apples does tom have now ?",
+    ]
+    assert all(0.0 <= row["confidence"] <= 1.0 and isinstance(row["rationale"], str) for row in rows)
+    assert [json.loads(line) for line in saved.read_text().splitlines()] == rows
+
+    code, out, _ = run(
+        capsys, "predict", "--model", trained_dir, "--label-candidates", "5,7,9", "--jsonl", question
+    )
+    row = json.loads(out)
+    assert code == 0 and row["label"] in {"5", "7", "9"}
+
+
+def test_train_with_lora_saves_adapters_that_evaluate_and_predict_load(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "lora"
+    code, stdout, err = run(
+        capsys, "train", "--model", tiny_model_dir, *SYNTHETIC, *FAST, "--use-peft", "--lora-r", "4",
+        "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "LoRA" in stdout
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert not (out / "model.safetensors").exists()
+    code, stdout, err = run(capsys, "evaluate", "--model", str(out))
+    assert code == 0, err
+    assert "accuracy" in stdout
+    code, stdout, err = run(capsys, "predict", "--model", str(out), "tom has 2 apples . how many ?")
+    assert code == 0, err
+    assert "rationale:" in stdout
+
+
+def test_train_on_your_own_files_with_other_column_names(tiny_model_dir, tmp_path, capsys):
+    rows = [
+        {
+            "question": f"tom has {a} apples . tom buys {b} more . how many ?",
+            "answer": a + b,
+            "why": f"{a} + {b} = {a + b} .",
+        }
+        for a in range(1, 5)
+        for b in range(1, 4)
+    ]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows[8:]))
+    out = tmp_path / "own"
+    code, _, err = run(
+        capsys, "train", "--model", tiny_model_dir, "--train-file", str(train), "--test-file", str(test),
+        "--input-column", "question", "--label-column", "answer", "--rationale-column", "why", *FAST,
+        "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["examples"][0]["gold"] == str(rows[8]["answer"])
+    assert "test_accuracy" in results["metrics"]
+
+
+@needs_dss
+def test_train_on_svamp_compares_equations(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "svamp"
+    code, stdout, err = run(
+        capsys, "train", "--model", tiny_model_dir, "--dataset", "svamp", "--data-dir", str(DSS_DATA),
+        "--max-train-samples", "16", "--max-test-samples", "8", *FAST, "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "answers compared as equation" in stdout
+    sidecar = json.loads((out / SIDECAR_NAME).read_text())
+    assert sidecar["task"] == "equation" and sidecar["dataset"] == "svamp"
+    assert ModelCard.load(out / "README.md").data.datasets == ["svamp"]
+
+
+@needs_dss
+def test_train_on_esnli_uses_candidate_confidence(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "esnli"
+    code, stdout, err = run(
+        capsys, "train", "--model", tiny_model_dir, "--dataset", "esnli", "--data-dir", str(DSS_DATA),
+        "--train-split", "valid", "--max-train-samples", "16", "--max-test-samples", "8", *FAST,
+        "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "candidates confidence" in stdout
+    sidecar = json.loads((out / SIDECAR_NAME).read_text())
+    assert sidecar["label_candidates"] == ["entailment", "neutral", "contradiction"]
+    results = json.loads((out / "results.json").read_text())
+    assert all(row["label"] in sidecar["label_candidates"] for row in results["examples"])
