@@ -956,20 +956,20 @@ def run_training(
     }
     if trainer.is_world_process_zero():
         files.append(_write_sidecar(output_dir, sidecar))
-    card_kwargs: dict[str, Any] = {"dataset": data.name} if data.name else {}
-    if training_args.push_to_hub:
-        print_fn(f"pushing {output_dir} to the Hub as {trainer.hub_model_id} ...")
-        trainer.push_to_hub(**card_kwargs)
-    else:
-        trainer.save_model()
-        trainer.create_model_card(**card_kwargs)
-    results["total_seconds"] = round(time.monotonic() - started, 1)
-    if trainer.is_world_process_zero():
+        results["total_seconds"] = round(time.monotonic() - started, 1)
         path = os.path.join(output_dir, "results.json")
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(results, handle, indent=2, default=float)
             handle.write("\n")
         files.append(path)
+    card_kwargs: dict[str, Any] = {"dataset": data.name} if data.name else {}
+    if training_args.push_to_hub:
+        print_fn(f"pushing {output_dir} to the Hub as {trainer.hub_model_id} ...")
+        # the full repo id as model name: the card's usage snippet loads from it
+        trainer.push_to_hub(model_name=trainer.hub_model_id, **card_kwargs)
+    else:
+        trainer.save_model()
+        trainer.create_model_card(**card_kwargs)
     results["files"] = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
     results["trainer"] = trainer
     print_fn(f"saved model, tokenizer, model card (README.md) and results to {output_dir}/")

@@ -1,0 +1,189 @@
+"""push_to_hub, offline: everything up to the upload is real; only the two Hub calls are replaced.
+
+`HfApi.create_repo` and `HfApi.upload_folder` are swapped for fakes that record the call and copy the
+folder as it would be uploaded (with the Trainer's ignore patterns). With HF_HUB_OFFLINE=1 any other Hub
+call would fail the test instead of reaching the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from huggingface_hub import HfApi, ModelCard, RepoUrl
+
+from hf_cotmi import (
+    DSSMITrainer,
+    DSSMITrainingArguments,
+    ECECallback,
+    build_compute_metrics,
+    build_tiny_seq2seq,
+    build_word_tokenizer,
+    prepare_dss_features,
+)
+from hf_cotmi.cli import main
+from hf_cotmi.data.synthetic import arithmetic_vocabulary, make_arithmetic_cot_dataset
+
+
+class FakeHub:
+    """Records create_repo/upload_folder calls and keeps a copy of each uploaded folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.repos: list[str] = []
+        self.uploads: list[dict] = []
+
+    def create_repo(self, api, repo_id, *args, **kwargs):
+        self.repos.append(repo_id)
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, api, *, repo_id, folder_path, ignore_patterns=None, **kwargs):
+        copy = self.root / f"upload-{len(self.uploads)}"
+        patterns = list(ignore_patterns or [])
+        for path in Path(folder_path).rglob("*"):
+            relative = path.relative_to(folder_path).as_posix()
+            if path.is_file() and not any(fnmatch.fnmatch(relative, p) for p in patterns):
+                target = copy / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+        self.uploads.append({"repo_id": repo_id, "folder": copy, **kwargs})
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0" * 40)
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    hub = FakeHub(tmp_path / "hub")
+    monkeypatch.setattr(
+        HfApi, "create_repo", lambda api, repo_id, *a, **k: hub.create_repo(api, repo_id, *a, **k)
+    )
+    monkeypatch.setattr(HfApi, "upload_folder", lambda api, **k: hub.upload_folder(api, **k))
+    return hub
+
+
+def tiny_trainer(output_dir: Path, hub_model_id: str):
+    data = make_arithmetic_cot_dataset(n_train=24, n_test=8, seed=0)
+    tokenizer = build_word_tokenizer(arithmetic_vocabulary())
+    model = build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32)
+    features = prepare_dss_features(data, tokenizer)
+    args = DSSMITrainingArguments(
+        str(output_dir),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        generation_max_length=6,
+        push_to_hub=True,
+        hub_model_id=hub_model_id,
+    )
+    trainer = DSSMITrainer(
+        model=model,
+        args=args,
+        train_dataset=features["train"],
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tokenizer),
+        callbacks=[ECECallback(plot=False)],
+    )
+    return trainer, features
+
+
+def check_card(
+    card_path: Path, repo_id: str, metrics: dict[str, float], datasets: list[str], base_model=None
+):
+    text = card_path.read_text()
+    card = ModelCard(text)  # the YAML metadata parses as the Hub parses it
+    data = card.data
+    assert data.library_name == "transformers"
+    assert {"hf-cotmi", "distilling-step-by-step", "chain-of-thought-distillation"} <= set(data.tags)
+    assert data.datasets == datasets
+    assert data.base_model == base_model
+    values = {result.metric_name: result.metric_value for result in data.eval_results}
+    for key in ("test_accuracy", "test_ece", "test_avg_confidence"):
+        assert values[key] == pytest.approx(metrics[key], abs=1e-6), key
+    raw = yaml.safe_load(text.split("---")[1])
+    assert {"accuracy", "ece", "avg_confidence"} <= set(raw["metrics"])
+
+    # usage snippet: loads from the repo, asks for a label and for a rationale
+    snippet = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert f'from_pretrained("{repo_id}")' in snippet
+    assert '"predict: "' in snippet and '"explain: "' in snippet
+    # training settings and both papers
+    for setting in (
+        "label_loss_weight",
+        "rationale_loss_weight",
+        "mi_loss_weight",
+        "mi_variant",
+        "learning_rate",
+    ):
+        assert f"| `{setting}` |" in text, setting
+    assert "@inproceedings{hsieh2023distilling" in text and "@inproceedings{chen2024learning" in text
+    assert "2305.02301" in text and "2403.03348" in text
+    return snippet
+
+
+def run_snippet(snippet: str, repo_id: str, folder: Path) -> str:
+    """Execute the card's usage snippet against the uploaded copy instead of the Hub."""
+    code = snippet.replace(f'"{repo_id}"', repr(str(folder)))
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(compile(code, "model-card-usage", "exec"), {})
+    return output.getvalue()
+
+
+def test_trainer_push_to_hub_uploads_model_tokenizer_and_card(tmp_path, fake_hub):
+    repo_id = "someone/tiny-dssmi"
+    trainer, features = tiny_trainer(tmp_path / "out", repo_id)
+    assert fake_hub.repos == [repo_id]  # push_to_hub=True creates the repo when the trainer starts
+    trainer.train()
+    metrics = trainer.evaluate(features["test"], metric_key_prefix="test")
+    trainer.push_to_hub(model_name=repo_id, dataset="svamp", finetuned_from="google-t5/t5-small")
+
+    assert len(fake_hub.uploads) == 1
+    upload = fake_hub.uploads[0]
+    assert upload["repo_id"] == repo_id and upload["commit_message"] == "End of training"
+    files = {p.relative_to(upload["folder"]).as_posix() for p in upload["folder"].rglob("*")}
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "README.md"):
+        assert name in files, name
+    assert not any(name.startswith("checkpoint-") for name in files)
+
+    snippet = check_card(upload["folder"] / "README.md", repo_id, metrics, ["svamp"], "google-t5/t5-small")
+    printed = run_snippet(snippet, repo_id, upload["folder"])
+    assert printed.startswith("answer:") and "\nrationale:" in printed
+
+
+def test_cli_train_push_to_hub(tmp_path, fake_hub, capsys):
+    repo_id = "someone/cli-student"
+    folder = tmp_path / "tiny"
+    tokenizer = build_word_tokenizer(arithmetic_vocabulary())
+    build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32).save_pretrained(
+        folder
+    )
+    tokenizer.save_pretrained(folder)
+    out = tmp_path / "out"
+    code = main(
+        ["train", "--model", str(folder), "--dataset", "synthetic", "--synthetic-train-size", "16",
+         "--synthetic-test-size", "8", "--max-steps", "2", "--per-device-train-batch-size", "8",
+         "--save-strategy", "no", "--use-cpu", "--generation-max-length", "6", "--rationale-max-new-tokens", "8",
+         "--output-dir", str(out), "--push-to-hub", "--hub-model-id", repo_id]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"pushing {out} to the Hub as {repo_id}" in captured.out
+    assert fake_hub.repos == [repo_id] and len(fake_hub.uploads) == 1
+    uploaded = fake_hub.uploads[0]["folder"]
+    names = set(os.listdir(uploaded))
+    assert {"hf_cotmi_config.json", "reliability_diagram.png", "results.json", "model.safetensors"} <= names
+    metrics = json.loads((uploaded / "results.json").read_text())["metrics"]
+    check_card(uploaded / "README.md", repo_id, metrics, ["synthetic-arithmetic-cot"], base_model=None)
