@@ -491,7 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments after the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 when the work failed, 2 for a usage error, 130 when interrupted.
+        0 on success, 2 for a usage error (bad option or value, unknown dataset, missing file), 1 when the
+        work itself failed, 130 when interrupted.
 
     Example:
         >>> main(["demo", "--no-such-flag"])  # doctest: +SKIP
@@ -527,9 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # every failure becomes one line (the traceback with --debug)
         if debug:
             traceback.print_exc()
-        hint = "" if isinstance(error, CLIUsageError) or debug else " (--debug shows the traceback)"
+        usage = isinstance(error, (CLIUsageError, FileNotFoundError))
+        hint = "" if usage or debug else " (--debug shows the traceback)"
         print(f"{PROG} {command}: error: {_one_line(error)}{hint}", file=sys.stderr)
-        return 2 if isinstance(error, CLIUsageError) else 1
+        return 2 if usage else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
