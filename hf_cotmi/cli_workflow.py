@@ -771,6 +771,10 @@ def _write_sidecar(output_dir: str, values: dict[str, Any]) -> str:
     return path
 
 
+def _silent(text: str) -> None:
+    """A print function that prints nothing (processes other than the first)."""
+
+
 def _percent(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
@@ -817,6 +821,8 @@ def run_training(
     from .trainer import DSSMITrainer
 
     started = time.monotonic()
+    if training_args.process_index != 0:  # one process reports (multi-GPU runs)
+        print_fn = _silent
     if title:
         print_fn(title)
     data = load_task_data(data_args)
@@ -904,7 +910,7 @@ def run_training(
                     )
                 )
         shown = min(eval_args.num_examples_to_show, data.splits[prefix].num_rows)
-        if shown > 0:
+        if shown > 0 and trainer.is_world_process_zero():
             raw = data.splits[prefix].select(range(shown))
             label_set = candidates if isinstance(candidates, list) else None
             rows = predict_texts(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,3 +122,46 @@ def test_demo_reports_bad_options_in_one_line(tmp_path, capsys):
     code = main(["demo", "--output-dir", str(tmp_path), "--dataset", "svamp"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "needs --data-dir" in err
+
+
+DSS_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dss"
+
+
+@pytest.mark.skipif(not (DSS_DATA / "svamp").is_dir(), reason="../shared/data/dss is not here")
+def test_demo_switches_to_real_data(tmp_path, capsys):
+    out = tmp_path / "svamp-demo"
+    code = main(
+        ["demo", "--output-dir", str(out), "--dataset", "svamp", "--data-dir", str(DSS_DATA),
+         "--max-steps", "2", "--max-train-samples", "32", "--max-test-samples", "8", "--use-cpu"]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "data: svamp (train 32, eval 80, test 8 examples; answers compared as equation)" in printed
+    assert "word-level tokenizer" in printed  # no --model: the small T5, its vocabulary from the SVAMP texts
+    sidecar = json.loads((out / SIDECAR_NAME).read_text())
+    assert sidecar["task"] == "equation" and sidecar["max_input_length"] == 512
+    assert ModelCard.load(out / "README.md").data.datasets == ["svamp"]
+
+
+def test_demo_switches_to_a_given_student(tmp_path, capsys):
+    from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer
+    from hf_cotmi.data.synthetic import arithmetic_vocabulary
+
+    student = tmp_path / "student"
+    tokenizer = build_word_tokenizer(arithmetic_vocabulary())
+    build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32).save_pretrained(
+        student
+    )
+    tokenizer.save_pretrained(student)
+    results = run_demo(
+        str(tmp_path / "out"),
+        model_name_or_path=str(student),
+        max_steps=2,
+        synthetic_train_size=32,
+        synthetic_test_size=4,
+        use_cpu=True,
+        print_fn=lambda line: None,
+    )
+    trainer = results["trainer"]
+    assert trainer.args.learning_rate == pytest.approx(5e-4)  # the pretrained-student default
+    assert trainer.model.config.d_model == 16  # the given student, not the built-in one
