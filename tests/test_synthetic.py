@@ -99,7 +99,7 @@ def test_vocabulary_covers_every_generated_word():
         ({"min_steps": 0}, "min_steps"),
         ({"min_steps": 3, "max_steps": 2}, "min_steps"),
         ({"max_number": 0}, "max_number"),
-        ({"n_train": 500, "max_number": 1, "min_steps": 1, "max_steps": 1}, "distinct problems"),
+        ({"n_train": 700, "max_number": 1, "min_steps": 1, "max_steps": 1}, "distinct problems"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
