@@ -32,13 +32,14 @@ MI_BIBTEX = """@inproceedings{chen2024learning,
 class DSSModelCardData:
     """What the card says. Filled by :meth:`hf_cotmi.DSSMITrainer.create_model_card`.
 
-    Example:
+    Examples:
         >>> card = DSSModelCardData(model_name="t5-small-svamp-dssmi", loss_settings={"mi_loss_weight": 0.1})
         >>> "hf-cotmi" in render_model_card(card)
         True
     """
 
     model_name: str
+    repo_id: str | None = None
     base_model: str | None = None
     datasets: list[str] = field(default_factory=list)
     loss_settings: dict[str, Any] = field(default_factory=dict)
@@ -55,7 +56,7 @@ class DSSModelCardData:
     def method(self) -> str:
         """A human name of the training method from the loss weights.
 
-        Example:
+        Examples:
             >>> DSSModelCardData("m", loss_settings={"mi_loss_weight": 0.0, "rationale_loss_weight": 0.5}).method
             'Distilling Step-by-Step'
         """
@@ -127,19 +128,19 @@ def _table(rows: dict[str, Any]) -> str:
 def render_model_card(card: DSSModelCardData) -> str:
     """Render the card as Markdown with YAML front matter (parses with ``huggingface_hub.ModelCard``).
 
-    Example:
+    Examples:
         >>> text = render_model_card(DSSModelCardData(model_name="student"))
         >>> text.startswith("---")
         True
     """
-    repo = card.model_name
+    repo = card.repo_id or card.model_name
     base = f" from [`{card.base_model}`](https://huggingface.co/{card.base_model})" if card.base_model else ""
     data = f" on {', '.join(card.datasets)}" if card.datasets else ""
     results = _table(card.metrics) if card.metrics else "No evaluation metrics were logged."
     versions = "\n".join(f"- {k}: {v}" for k, v in card.framework_versions.items())
     parts = [
         f"---\n{_yaml_metadata(card)}\n---",
-        f"# {repo}",
+        f"# {card.model_name}",
         f"A student model distilled{base}{data} with [hf-cotmi](https://pypi.org/project/hf-cotmi/) using "
         f"**{card.method}**. It was trained on two tasks: `{card.predict_prefix.strip()}` followed by the "
         f"input gives the answer, and `{card.explain_prefix.strip()}` followed by the input gives a rationale "

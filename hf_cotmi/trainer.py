@@ -78,7 +78,7 @@ class DSSMITrainer(Seq2SeqTrainer):
     Callbacks that define ``evaluation_metrics(trainer, eval_dataset, metric_key_prefix) -> dict`` (such as
     :class:`~hf_cotmi.ECECallback`) get their metrics merged into each evaluation's logged metrics.
 
-    Example:
+    Examples:
         >>> from transformers import Seq2SeqTrainer  # before
         >>> from hf_cotmi import DSSMITrainer, DSSMITrainingArguments  # after
         >>> # trainer = DSSMITrainer(model=model, args=DSSMITrainingArguments("out"), processing_class=tok,
@@ -397,7 +397,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         token ids and ``predictions.jsonl`` (one ``{"prediction", "rationale"}`` object per example) is
         written to the output directory.
 
-        Example:
+        Examples:
             >>> # output = trainer.predict(features["test"]); label_ids, rationale_ids = output.predictions
         """
         self._component_sums["eval"] = defaultdict(float)
@@ -418,7 +418,7 @@ class DSSMITrainer(Seq2SeqTrainer):
     def decode_predictions(self, predictions: Any) -> list[dict[str, str]]:
         """Decode ``predict()``'s token ids into ``[{"prediction": ..., "rationale": ...}, ...]``.
 
-        Example:
+        Examples:
             >>> # rows = trainer.decode_predictions(trainer.predict(features["test"]).predictions)
         """
         tokenizer = self.processing_class
@@ -471,7 +471,7 @@ class DSSMITrainer(Seq2SeqTrainer):
     ) -> None:
         """Write ``README.md`` into the output directory: metadata, usage, loss settings, results, BibTeX.
 
-        Example:
+        Examples:
             >>> # trainer.create_model_card(model_name="t5-small-svamp-dssmi", dataset="svamp")
         """
         if not self.is_world_process_zero():
@@ -493,7 +493,7 @@ class DSSMITrainer(Seq2SeqTrainer):
     ) -> DSSModelCardData:
         """Collect what the model card says from the arguments, the model and the log history.
 
-        Example:
+        Examples:
             >>> # trainer.model_card_data().loss_settings["mi_loss_weight"]
         """
         import transformers
@@ -524,8 +524,13 @@ class DSSMITrainer(Seq2SeqTrainer):
         }
         datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
         extra = [tags] if isinstance(tags, str) else list(tags or [])
+        # The usage snippet needs the full repository id; push_to_hub passes only the part after the "/".
+        repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
+        if "/" in model_name or not repo_id:
+            repo_id = model_name
         return DSSModelCardData(
             model_name=model_name,
+            repo_id=repo_id,
             base_model=finetuned_from,
             datasets=datasets,
             loss_settings=self.args.loss_settings(),

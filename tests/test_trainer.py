@@ -374,3 +374,16 @@ def test_mi_loss_weight_changes_the_gradient(tmp_path, tiny_tokenizer, tiny_feat
         torch.testing.assert_close(grads[0.1][name] - grads[0.0][name], 0.1 * mi_grad, atol=1e-6, rtol=1e-3)
         checked += 1
     assert checked > 5
+
+
+def test_model_card_snippet_uses_the_full_repository_id(tmp_path, tiny_tokenizer):
+    # push_to_hub passes only the part after the "/" as model_name
+    trainer = DSSMITrainer(
+        model=build_tiny_seq2seq(tiny_tokenizer, "t5"),
+        args=make_args(tmp_path, hub_model_id="someone/tiny-student"),
+        processing_class=tiny_tokenizer,
+    )
+    trainer.create_model_card(model_name="tiny-student")
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert 'from_pretrained("someone/tiny-student")' in text
+    assert "# tiny-student" in text
