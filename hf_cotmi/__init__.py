@@ -4,7 +4,7 @@ Distilling Step-by-Step (Hsieh et al., 2023) trains one student on two tasks, ``
 ``explain:`` -> rationale; Chen et al. (Findings of ACL 2024) add a mutual-information term that ties the
 two together. ``DSSMITrainer`` is a drop-in ``Seq2SeqTrainer`` that does both.
 
-Example:
+Examples:
     >>> from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, DSSDataCollator
     >>> args = DSSMITrainingArguments("out", mi_loss_weight=0.1)  # doctest: +SKIP
 

@@ -35,7 +35,7 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
         output_rationale: also generate rationales in ``predict()``/``evaluate()`` and hand them back.
         rationale_max_new_tokens: longest generated rationale, in new tokens.
 
-    Example:
+    Examples:
         >>> args = DSSMITrainingArguments("out", mi_loss_weight=0.1, report_to="none")
         >>> args.remove_unused_columns, args.predict_with_generate
         (False, True)
@@ -127,7 +127,7 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     def needs_rationale_pass(self) -> bool:
         """Whether training runs the ``explain:`` pass (False for standard fine-tuning).
 
-        Example:
+        Examples:
             >>> DSSMITrainingArguments("out", rationale_loss_weight=0, mi_loss_weight=0).needs_rationale_pass
             False
         """
@@ -136,7 +136,7 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     def loss_settings(self) -> dict[str, float | str]:
         """The loss weights and MI settings, e.g. for the model card.
 
-        Example:
+        Examples:
             >>> DSSMITrainingArguments("out").loss_settings()["mi_loss_weight"]
             0.1
         """

@@ -44,7 +44,7 @@ class CalibrationBins:
         average_confidence: mean confidence over all predictions.
         accuracy_overall: fraction of correct predictions over all predictions.
 
-    Example:
+    Examples:
         >>> bins = reliability_diagram_data([0.2, 0.9], [False, True], n_bins=2)
         >>> bins.count.tolist(), round(bins.ece, 2)
         ([1, 1], 0.15)
@@ -139,7 +139,7 @@ def reliability_diagram_data(
         ValueError: on empty input, NaN, confidences outside [0, 1], correctness other than 0/1, mismatched
             lengths, ``n_bins < 1`` or an unknown ``binning``.
 
-    Example:
+    Examples:
         >>> bins = reliability_diagram_data([0.1, 0.15, 0.8, 0.95], [0, 1, 1, 1], n_bins=2)
         >>> bins.accuracy.tolist(), bins.confidence.round(3).tolist()
         ([0.5, 1.0], [0.125, 0.875])
@@ -198,7 +198,7 @@ def expected_calibration_error(
         ValueError: on empty input, NaN, confidences outside [0, 1], correctness other than 0/1, mismatched
             lengths, ``n_bins < 1`` or an unknown ``binning``.
 
-    Example:
+    Examples:
         >>> round(expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10), 3)
         0.4
     """
@@ -217,7 +217,7 @@ def average_confidence(confidences: Sequence[float] | Any) -> float:
     Raises:
         ValueError: on empty input, NaN or confidences outside [0, 1].
 
-    Example:
+    Examples:
         >>> average_confidence([0.5, 1.0])
         0.75
     """

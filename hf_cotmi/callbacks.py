@@ -59,7 +59,7 @@ class ECECallback(TrainerCallback):
     After each evaluation, ``callback.last_results[prefix]`` holds the :class:`hf_cotmi.LabelConfidences`
     and ``callback.last_plots[prefix]`` the diagram path.
 
-    Example:
+    Examples:
         >>> from hf_cotmi import ECECallback
         >>> callback = ECECallback(n_bins=15, label_candidates=["entailment", "neutral", "contradiction"])
         >>> # trainer = DSSMITrainer(..., eval_dataset={"anli": anli, "ood": snli}, callbacks=[callback])
@@ -133,7 +133,7 @@ class ECECallback(TrainerCallback):
         Returns:
             ``{f"{metric_key_prefix}_ece": float, f"{metric_key_prefix}_avg_confidence": float}``.
 
-        Example:
+        Examples:
             >>> # ECECallback().evaluation_metrics(trainer, dev_set, "eval")
             >>> # {'eval_ece': 0.083, 'eval_avg_confidence': 0.71}
         """

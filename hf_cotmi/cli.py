@@ -6,7 +6,7 @@ Every subcommand is built on ``transformers.HfArgumentParser``: ``train`` and ``
 of them from a file (flags given on the command line win). Errors print one line and exit non-zero;
 ``--debug`` shows the traceback.
 
-Example:
+Examples:
     >>> from hf_cotmi.cli import main
     >>> main(["--version"])  # doctest: +ELLIPSIS
     hf-cotmi ...
@@ -66,7 +66,7 @@ Run '{PROG} <command> --help' for the options of a command. Every command takes
 class CommonArguments:
     """Options every subcommand has (``--debug``, handled before parsing, is the other one).
 
-    Example:
+    Examples:
         >>> CommonArguments().config is None
         True
     """
@@ -82,7 +82,7 @@ class CommonArguments:
 class EvaluateArguments:
     """Options of ``hf-cotmi evaluate``.
 
-    Example:
+    Examples:
         >>> EvaluateArguments(model_name_or_path="demo-out").split
         'test'
     """
@@ -111,7 +111,7 @@ class EvaluateArguments:
 class PredictArguments:
     """Options of ``hf-cotmi predict`` (the texts are positional arguments, ``--jsonl`` a plain switch).
 
-    Example:
+    Examples:
         >>> PredictArguments(model_name_or_path="demo-out").batch_size
         16
     """
@@ -205,7 +205,7 @@ def _dataclasses_for(command: str) -> list[type]:
 def build_parser(command: str) -> Any:
     """The ``HfArgumentParser`` of one subcommand (``train``, ``evaluate``, ``predict`` or ``demo``).
 
-    Example:
+    Examples:
         >>> parser = build_parser("train")
         >>> "--mi-loss-weight" in parser.format_help() and "--use-peft" in parser.format_help()
         True
@@ -322,7 +322,7 @@ def demo_arguments(argv: Sequence[str]) -> tuple[Any, ...]:
         ``(ModelArguments, DataArguments, EvaluationArguments, DSSMITrainingArguments, DemoArguments,
         CommonArguments)``.
 
-    Example:
+    Examples:
         >>> arguments = demo_arguments(["--max-steps", "10"])
         >>> arguments[3].max_steps, arguments[3].learning_rate, arguments[1].dataset
         (10, 0.005, 'synthetic')
@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 2 for a usage error (bad option or value, unknown dataset, missing file), 1 when the
         work itself failed, 130 when interrupted.
 
-    Example:
+    Examples:
         >>> main(["demo", "--no-such-flag"])  # doctest: +SKIP
         hf-cotmi demo: error: unrecognized arguments: --no-such-flag (see hf-cotmi demo --help)
         2

@@ -4,7 +4,7 @@
 :class:`~hf_cotmi.DSSMITrainingArguments`) and calls :func:`run_training`, :func:`run_evaluation` or
 :func:`run_prediction`. Everything is offline unless a model name or ``--push-to-hub`` asks for the Hub.
 
-Example:
+Examples:
     >>> from hf_cotmi.cli_workflow import DataArguments, load_task_data
     >>> data = load_task_data(DataArguments(dataset="synthetic", synthetic_train_size=8, synthetic_test_size=4))
     >>> data.splits["train"].num_rows, data.task
@@ -65,7 +65,7 @@ _CONFIDENCE_MODES = ("candidates", "sequence", "first_token")
 class CLIUsageError(ValueError):
     """A mistake in the command line or configuration; the CLI prints its message as one line.
 
-    Example:
+    Examples:
         >>> str(CLIUsageError("--data-dir is needed"))
         '--data-dir is needed'
     """
@@ -78,7 +78,7 @@ class CLIUsageError(ValueError):
 class ModelArguments:
     """Which student to train: a Hub name or local path, or (demo) a small T5 built from a config.
 
-    Example:
+    Examples:
         >>> ModelArguments(model_name_or_path="google-t5/t5-small", use_peft=True).lora_r
         16
     """
@@ -124,7 +124,7 @@ class DataArguments:
     files (``train_file`` / ``validation_file`` / ``test_file`` with ``input``, ``label``, ``rationale``
     columns, renamed with the ``*_column`` options).
 
-    Example:
+    Examples:
         >>> DataArguments(dataset="svamp", data_dir="datasets").eval_split
         'valid'
     """
@@ -193,7 +193,7 @@ class DataArguments:
 class EvaluationArguments:
     """How accuracy and calibration are measured after training, and what is shown.
 
-    Example:
+    Examples:
         >>> EvaluationArguments(confidence="candidates", label_candidates="entailment,neutral").n_bins
         10
     """
@@ -221,7 +221,7 @@ def quiet_libraries(enabled: bool = True) -> Iterator[None]:
 
     Everything is restored on exit, so calling code and other tests are not affected.
 
-    Example:
+    Examples:
         >>> with quiet_libraries():
         ...     pass
     """
@@ -268,7 +268,7 @@ class LoadedData:
         task: ``"text"`` or ``"equation"``.
         source: how to load the same data again (written to the sidecar file).
 
-    Example:
+    Examples:
         >>> LoadedData(splits={}, name=None, task="text", source={}).task
         'text'
     """
@@ -302,7 +302,7 @@ def load_task_data(args: DataArguments, *, need_train: bool = True) -> LoadedDat
             or a split that is not there.
         FileNotFoundError: a file or folder that does not exist.
 
-    Example:
+    Examples:
         >>> data = load_task_data(DataArguments(dataset="synthetic", synthetic_train_size=4, synthetic_test_size=2))
         >>> sorted(data.splits)
         ['test', 'train']
@@ -394,7 +394,7 @@ def load_task_data(args: DataArguments, *, need_train: bool = True) -> LoadedDat
 def correctness_function(task: str) -> Callable[[str, str], bool]:
     """``is_correct(prediction, gold)`` matching the accuracy metric of ``task``.
 
-    Example:
+    Examples:
         >>> correctness_function("equation")("(84 / 2)", "( 42.0 * 1.0 )")
         True
         >>> correctness_function("text")("Neutral.", "neutral")
@@ -426,7 +426,7 @@ def default_confidence(
     Returns:
         ``(mode, candidates)`` for :func:`hf_cotmi.label_confidences`.
 
-    Example:
+    Examples:
         >>> default_confidence("esnli", None, None)
         ('candidates', ['entailment', 'neutral', 'contradiction'])
         >>> default_confidence("cqa", None, None, ["input", "choices"])
@@ -487,7 +487,7 @@ def load_student(
     Raises:
         CLIUsageError: the model or tokenizer cannot be loaded.
 
-    Example:
+    Examples:
         >>> model, tok, text = load_student(ModelArguments(tiny_d_model=16), ["tom has 3 apples"])
         >>> text.startswith("T5 built from a config")
         True
@@ -533,7 +533,7 @@ def load_saved_student(path: str, device: str | None = None) -> tuple[Any, Any]:
     Adapters (a folder with ``adapter_config.json``) are loaded onto their base model with peft and
     merged. The model is put in eval mode on ``device`` (default: CUDA when available, else CPU).
 
-    Example:
+    Examples:
         >>> # model, tokenizer = load_saved_student("demo-out")
     """
     import torch
@@ -568,7 +568,7 @@ def load_saved_student(path: str, device: str | None = None) -> tuple[Any, Any]:
 def read_sidecar(path: str) -> dict[str, Any]:
     """Read the ``hf_cotmi_config.json`` a training run wrote into ``path`` (``{}`` when there is none).
 
-    Example:
+    Examples:
         >>> read_sidecar("/nonexistent")
         {}
     """
@@ -595,7 +595,7 @@ def generate_texts(
 ) -> list[str]:
     """Greedy generation from ``prefix + text`` for each text, decoded without special tokens.
 
-    Example:
+    Examples:
         >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix="explain: ", max_new_tokens=64)
     """
     import torch
@@ -646,7 +646,7 @@ def predict_texts(
     Returns:
         ``[{"input", "label", "confidence", "rationale"}, ...]``.
 
-    Example:
+    Examples:
         >>> # predict_texts(model, tok, ["tom has 3 apples . tom buys 4 more . how many ..."])
         >>> # [{'input': '...', 'label': '7', 'confidence': 0.93, 'rationale': '3 + 4 = 7 . ...'}]
     """
@@ -810,7 +810,7 @@ def run_training(
         ``{"metrics", "majority_baseline", "examples", "output_dir", "files", "train_seconds",
         "total_seconds", ...}``.
 
-    Example:
+    Examples:
         >>> # from hf_cotmi import DSSMITrainingArguments
         >>> # run_training(ModelArguments(), DataArguments(dataset="synthetic"), EvaluationArguments(),
         >>> #              DSSMITrainingArguments("out", max_steps=200))
@@ -1004,7 +1004,7 @@ def run_evaluation(
     Returns:
         :func:`hf_cotmi.evaluate_calibration`'s dict plus ``"split"``, ``"dataset"`` and ``"model"``.
 
-    Example:
+    Examples:
         >>> # run_evaluation("demo-out", DataArguments(), EvaluationArguments())["accuracy"]
     """
     from .data.features import prepare_dss_features
@@ -1077,7 +1077,7 @@ def run_prediction(
 ) -> list[dict[str, Any]]:
     """Label, confidence and rationale of a saved student for each text (see :func:`predict_texts`).
 
-    Example:
+    Examples:
         >>> # run_prediction("demo-out", ["mia has 4 pens . mia buys 3 more . ..."])[0]["label"]
     """
     if not texts:

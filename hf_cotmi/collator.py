@@ -40,7 +40,7 @@ class DSSDataCollator:
         label_pad_token_id: value for padded target positions (ignored by the losses).
         return_tensors: ``"pt"``.
 
-    Example:
+    Examples:
         >>> from hf_cotmi import build_word_tokenizer
         >>> tok = build_word_tokenizer(["a b c d"])
         >>> features = [

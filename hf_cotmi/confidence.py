@@ -49,7 +49,7 @@ class LabelConfidences:
         candidate_probabilities: in candidates mode, the softmax over each example's candidates (in the
             order given); otherwise ``None``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> r = LabelConfidences("sequence", ["a", "b"], ["a", "c"], np.array([0.9, 0.6]), np.array([1, 0]))
         >>> r.accuracy, round(r.average_confidence, 2)
@@ -287,7 +287,7 @@ def label_confidences(
         ValueError: for an unknown mode, ``"candidates"`` without candidates, a missing column, an example
             without candidates, or ``batch_size < 1``.
 
-    Example:
+    Examples:
         >>> from hf_cotmi import build_word_tokenizer, build_tiny_seq2seq
         >>> tok = build_word_tokenizer(["predict: a cat sleeps", "yes no"])
         >>> model = build_tiny_seq2seq(tok, "t5")

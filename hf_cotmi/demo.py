@@ -7,7 +7,7 @@ problems, prints a few of them with the generated rationale and label, and saves
 model card and reliability diagram. ``model_name_or_path`` and ``dataset``/``data_dir`` switch it to a
 real student and real data; any :class:`~hf_cotmi.DSSMITrainingArguments` field can be overridden.
 
-Example:
+Examples:
     >>> from hf_cotmi.demo import demo_defaults
     >>> demo_defaults()["max_steps"], demo_defaults(real_model=True)["learning_rate"]
     (600, 0.0005)
@@ -84,7 +84,7 @@ _REAL_DATA: dict[str, Any] = {
 class DemoArguments:
     """Options that only the demo has.
 
-    Example:
+    Examples:
         >>> DemoArguments().num_threads
         1
     """
@@ -104,7 +104,7 @@ def demo_defaults(*, real_model: bool = False, real_data: bool = False) -> dict[
             limits for its subword tokenizer.
         real_data: a DSS dataset or your own files are given: DSS-sized limits and batches.
 
-    Example:
+    Examples:
         >>> demo_defaults(real_data=True)["max_input_length"]
         512
     """
@@ -148,7 +148,7 @@ def execute_demo(
     Returns:
         :func:`hf_cotmi.cli_workflow.run_training`'s result plus ``"total_seconds"``.
 
-    Example:
+    Examples:
         >>> # execute_demo(*arguments)  # see run_demo for the keyword form
     """
     import torch
@@ -211,7 +211,7 @@ def run_demo(
     Raises:
         TypeError: an option that no argument class has.
 
-    Example:
+    Examples:
         >>> # results = run_demo("demo-out", max_steps=100)
         >>> # results["metrics"]["test_accuracy"]
     """

@@ -59,7 +59,7 @@ def evaluate_calibration(
         ``"reliability_diagram"`` (the PNG path) when ``plot_path`` is given. All rates are fractions in
         [0, 1].
 
-    Example:
+    Examples:
         >>> from hf_cotmi import evaluate_calibration
         >>> # evaluate_calibration("out/checkpoint-500", None, anli_test,
         >>> #                      label_candidates=["entailment", "neutral", "contradiction"],

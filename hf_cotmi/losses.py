@@ -253,7 +253,7 @@ def mutual_information_loss(
     Raises:
         ValueError: wrong shapes, mismatched batch or vocabulary sizes, or an unknown option.
 
-    Example:
+    Examples:
         >>> import torch
         >>> z, r = torch.randn(2, 3, 10), torch.randn(2, 5, 10, requires_grad=True)
         >>> loss = mutual_information_loss(z, r)
@@ -356,7 +356,7 @@ def rationale_nll_and_mutual_information(
     Returns:
         ``(nll_sum, mi_loss)``, two scalar float32 tensors.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logp = torch.log_softmax(torch.randn(2, 4, 9, requires_grad=True), -1)
         >>> nll, mi = rationale_nll_and_mutual_information(logp, torch.tensor([[1, 2, -100, -100]] * 2),

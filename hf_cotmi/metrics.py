@@ -7,7 +7,7 @@ SVAMP labels are equations such as ``( 84.0 / 2.0 )``; DSS scored a predicted eq
 ``eval`` gave it. :func:`safe_eval_arithmetic` computes that value with a small recursive-descent parser that
 accepts numbers, ``+ - * /``, parentheses and unary minus and nothing else, so model output is never run.
 
-Example:
+Examples:
     >>> safe_eval_arithmetic("( 84.0 / 2.0 )")
     42.0
     >>> equation_accuracy(["(84 / 2)", "(3 + 4)"], ["( 84.0 / 2.0 )", "( 2.0 * 4.0 )"])
@@ -161,7 +161,7 @@ def safe_eval_arithmetic(text: str) -> float | None:
     Returns:
         The value as a float, or None.
 
-    Example:
+    Examples:
         >>> safe_eval_arithmetic("( ( 17.0 + 15.0 ) + 2.0 )")
         34.0
         >>> safe_eval_arithmetic("-(3 - 39. 0) / 4")
@@ -188,7 +188,7 @@ def normalize_text(text: str) -> str:
     Unicode NFKC, case folding, runs of whitespace collapsed to one space, surrounding whitespace removed,
     then trailing periods removed (PaLM and students often end an answer with one).
 
-    Example:
+    Examples:
         >>> normalize_text("  Wooded   Area. ")
         'wooded area'
     """
@@ -232,7 +232,7 @@ def equation_accuracy(
     Raises:
         ValueError: the sequences differ in length or are empty.
 
-    Example:
+    Examples:
         >>> equation_accuracy(["(10 - (3 + 6))", "5 +"], ["( ( 10.0 - 3.0 ) - 6.0 )", "( 2.0 + 3.0 )"])
         0.5
     """
@@ -260,7 +260,7 @@ def text_accuracy(predictions: Sequence[str], references: Sequence[str], *, norm
     Raises:
         ValueError: the sequences differ in length or are empty.
 
-    Example:
+    Examples:
         >>> text_accuracy(["Neutral", "entailment"], ["neutral", "contradiction"])
         0.5
         >>> text_accuracy(["Neutral"], ["neutral"], normalize=False)
@@ -312,7 +312,7 @@ def build_compute_metrics(tokenizer: Any, task: str = "text") -> Callable[[Any],
     Returns:
         A function ``EvalPrediction -> {"accuracy": float}``.
 
-    Example:
+    Examples:
         >>> from hf_cotmi.tiny import build_word_tokenizer
         >>> from transformers import EvalPrediction
         >>> tok = build_word_tokenizer(["( 84.0 / 2.0 )", "( 42.0 * 1.0 )"])

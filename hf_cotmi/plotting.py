@@ -20,7 +20,7 @@ _MISSING = 'matplotlib is needed to draw reliability diagrams; install it with `
 def matplotlib_available() -> bool:
     """Whether matplotlib can be imported (so that diagrams can be drawn).
 
-    Example:
+    Examples:
         >>> isinstance(matplotlib_available(), bool)
         True
     """
@@ -70,7 +70,7 @@ def save_reliability_diagram(
         ImportError: when matplotlib is not installed (names the ``hf-cotmi[plot]`` extra).
         ValueError: for invalid confidences or correctness (see :func:`hf_cotmi.expected_calibration_error`).
 
-    Example:
+    Examples:
         >>> save_reliability_diagram([0.2, 0.9, 0.7], [0, 1, 0], "/tmp/reliability.png")  # doctest: +SKIP
         '/tmp/reliability.png'
     """

@@ -40,7 +40,7 @@ def build_word_tokenizer(
     Returns:
         A ``transformers.PreTrainedTokenizerFast``; ``save_pretrained`` / ``from_pretrained`` round-trip.
 
-    Example:
+    Examples:
         >>> tok = build_word_tokenizer(["tom has 3 apples .", "3 + 4 = 7"])
         >>> tok.decode(tok("tom has 7 apples")["input_ids"], skip_special_tokens=True)
         'tom has 7 apples'
@@ -113,7 +113,7 @@ def build_tiny_seq2seq(
     Returns:
         A ``PreTrainedModel`` that ``AutoModelForSeq2SeqLM.from_pretrained`` reloads after saving.
 
-    Example:
+    Examples:
         >>> tok = build_word_tokenizer(["a b c"])
         >>> model = build_tiny_seq2seq(tok, "t5")
         >>> model.config.vocab_size == len(tok)

@@ -9,7 +9,7 @@
 
 The public functions are also exported from ``hf_cotmi``; this package imports nothing heavy until used.
 
-Example:
+Examples:
     >>> from hf_cotmi.data.parsing import parse_palm_output
     >>> parse_palm_output("esnli", "A dog is an animal.\\nAnswer: entailment\\n\\nPremise: ...").label
     'entailment'

@@ -1,6 +1,6 @@
 """Load your own chain-of-thought data (input, label, rationale) from a file or a ``datasets`` object.
 
-Example:
+Examples:
     >>> from datasets import Dataset
     >>> data = load_cot_dataset(Dataset.from_dict({"q": ["2 + 2 ?"], "a": ["4"], "why": ["2 + 2 = 4 ."]}),
     ...                         input_column="q", label_column="a", rationale_column="why")
@@ -230,7 +230,7 @@ def load_cot_dataset(
             (``hf_cotmi.data.jsonfiles.DataFormatError``, with file and line).
         TypeError: ``source`` is of no supported kind.
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "cot.jsonl"
         >>> _ = path.write_text('{"question": "1 + 2 ?", "answer": 3, "rationale": "1 + 2 = 3 ."}\\n'

@@ -5,7 +5,7 @@ chain-of-thought outputs as JSON arrays under ``llm/``. :func:`load_dss_dataset`
 align, formats the inputs as DSS did, parses PaLM's rationale and label with the DSS rules
 (:mod:`hf_cotmi.data.parsing`) and carves a validation split where the release has none.
 
-Example:
+Examples:
     >>> from hf_cotmi import load_dss_dataset
     >>> data = load_dss_dataset("svamp", "datasets/")  # doctest: +SKIP
     >>> data["train"].column_names  # doctest: +SKIP
@@ -55,7 +55,7 @@ class DSSDatasetSpec:
             expression); pass it to :func:`hf_cotmi.build_compute_metrics`.
         extra_columns: columns returned besides ``input, label, rationale, llm_label``.
 
-    Example:
+    Examples:
         >>> DSS_DATASETS["svamp"].task
         'equation'
     """
@@ -137,7 +137,7 @@ def _svamp_columns(record: dict, where: str, separator: str) -> dict[str, Any]:
 def format_cqa_input(question: str, choices: Sequence[str]) -> str:
     """Format a CommonsenseQA question as DSS did: the question, then the lettered answer choices.
 
-    Example:
+    Examples:
         >>> print(format_cqa_input("Where do fish live?", ["sea", "tree"]))
         Where do fish live?
         Answer Choices:
@@ -170,7 +170,7 @@ def _cqa_columns(record: dict, where: str, separator: str) -> dict[str, Any]:
 def nli_label_text(label: Any) -> str | None:
     """Map an NLI label 0/1/2 (or its text) to ``entailment`` / ``neutral`` / ``contradiction``; else None.
 
-    Example:
+    Examples:
         >>> nli_label_text(2), nli_label_text("neutral"), nli_label_text(7)
         ('contradiction', 'neutral', None)
     """
@@ -374,7 +374,7 @@ def load_dss_dataset(
             record without an expected field, or a record count that differs between ``<name>_<split>.json``
             and the ``llm/`` arrays.
 
-    Example:
+    Examples:
         >>> data, report = load_dss_dataset("svamp", "datasets/", return_report=True)  # doctest: +SKIP
         >>> {split: data[split].num_rows for split in data}  # doctest: +SKIP
         {'train': 720, 'valid': 80, 'test': 200}

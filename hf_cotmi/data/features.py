@@ -15,7 +15,7 @@
 
 The text columns are kept. Truncation is counted per split and reported, never silent.
 
-Example:
+Examples:
     >>> from datasets import Dataset
     >>> from hf_cotmi.tiny import build_word_tokenizer
     >>> data = Dataset.from_dict({"input": ["tom has 3 apples"], "label": ["3"], "rationale": ["he has 3 ."]})
@@ -66,7 +66,7 @@ def default_nli_separator(tokenizer: Any) -> str:
     Raises:
         ValueError: the tokenizer has neither token.
 
-    Example:
+    Examples:
         >>> from hf_cotmi.tiny import build_word_tokenizer
         >>> default_nli_separator(build_word_tokenizer(["a"]))
         '</s>'
@@ -410,7 +410,7 @@ def prepare_dss_features(
             not a string, an unknown ``empty_rationale``, or a missing rationale with
             ``empty_rationale="error"``.
 
-    Example:
+    Examples:
         >>> from datasets import Dataset, DatasetDict
         >>> from hf_cotmi.tiny import build_word_tokenizer
         >>> data = DatasetDict({"train": Dataset.from_dict(

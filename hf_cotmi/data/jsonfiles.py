@@ -1,6 +1,6 @@
 """Reading JSON Lines records and the release's ``llm/`` arrays, with errors that name file and line.
 
-Example:
+Examples:
     >>> import pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.json"
     >>> _ = path.write_text('{"a": 1}\\n\\n{"a": 2}\\n')
@@ -20,7 +20,7 @@ __all__ = ["DataFormatError", "read_jsonl", "read_json_records", "llm_output_fil
 class DataFormatError(ValueError):
     """A data file does not have the expected format; the message names the file (and line or record).
 
-    Example:
+    Examples:
         >>> issubclass(DataFormatError, ValueError)
         True
     """
@@ -38,7 +38,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     Raises:
         DataFormatError: a line is not valid JSON or not a JSON object (the message gives file and line).
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile
         >>> bad = pathlib.Path(tempfile.mkdtemp()) / "bad.json"
         >>> _ = bad.write_text('{"a": 1}\\n{"a": \\n')
@@ -74,7 +74,7 @@ def read_json_records(path: Path) -> list[tuple[int, dict]]:
     Returns ``(position, record)`` pairs: the line number for JSON Lines, the 1-based array index for an
     array.
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.json"
         >>> _ = path.write_text('[{"a": 1}, {"a": 2}]')
@@ -107,7 +107,7 @@ def llm_output_files(llm_dir: Path, split: str) -> list[Path]:
     Raises:
         DataFormatError: the numbers do not run 0, 1, 2, ... without a gap.
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> for i in (0, 1, 10, 2, 3, 4, 5, 6, 7, 8, 9):
@@ -142,7 +142,7 @@ def read_llm_outputs(files: list[Path]) -> dict[Path, list[str]]:
     Raises:
         DataFormatError: a file is not valid JSON, not an array, or holds something other than a string.
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> _ = (d / "test_CoT_0.json").write_text('["a", "b"]')

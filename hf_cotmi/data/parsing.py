@@ -6,7 +6,7 @@ here follow the rules DSS used (Hsieh et al., 2023), so that labels and rational
 expect. They are pure functions: ``str -> PalmOutput``. A string that does not parse gives an empty
 ``label`` (``PalmOutput.parsed`` is then False); callers count those.
 
-Example:
+Examples:
     >>> out = parse_svamp_output("He has 84 / 2 points. The answer is (84 / 2).\\n\\nQ: ...")
     >>> out.rationale, out.label
     ('He has 84 / 2 points.', '(84 / 2)')
@@ -41,7 +41,7 @@ class PalmOutput:
         rationale: the reasoning text before the answer sentence (may be empty).
         label: the answer PaLM gave; empty when the string does not parse.
 
-    Example:
+    Examples:
         >>> PalmOutput("Because.", "yes").parsed
         True
     """
@@ -73,7 +73,7 @@ def parse_cqa_output(text: str) -> PalmOutput:
     rationale is the part before it; the label is the text after the first ``(x)`` choice letter, stripped
     and without a trailing period.
 
-    Example:
+    Examples:
         >>> parse_cqa_output("Beavers need wood. So the answer is (c) wooded area.\\n\\nQ: next").label
         'wooded area'
     """
@@ -100,7 +100,7 @@ def parse_svamp_output(text: str) -> PalmOutput:
     compound answer such as ``(19 - 6) + (18 - 15)`` is kept whole (one that is not an equation, such as
     ``(8 / 4) and (6 / 4)``, then fails to evaluate, as it did in DSS).
 
-    Example:
+    Examples:
         >>> parse_svamp_output("10 * 45 is 450. The answer is (10 * 45).").label
         '(10 * 45)'
     """
@@ -119,7 +119,7 @@ def parse_esnli_output(text: str) -> PalmOutput:
     The rationale is the text before the first ``Answer:``; the label is the text after the first
     ``Answer: `` up to ``Premise``, stripped.
 
-    Example:
+    Examples:
         >>> parse_esnli_output("A dog is an animal.\\nAnswer: entailment\\n\\nPremise: x").label
         'entailment'
     """
@@ -136,7 +136,7 @@ def parse_anli_output(text: str) -> PalmOutput:
     Keeps the text before the first ``Premise:``; it must contain ``So the answer is`` exactly once. The
     label is the rest, stripped, without its final character (a period).
 
-    Example:
+    Examples:
         >>> parse_anli_output("Cats are not dogs. So the answer is contradiction.\\n\\nPremise: x").label
         'contradiction'
     """
@@ -159,7 +159,7 @@ PARSERS: dict[str, Callable[[str], PalmOutput]] = {
 def parse_palm_output(name: str, text: str) -> PalmOutput:
     """Parse one PaLM output string with the rules for dataset ``name`` (a key of ``PARSERS``).
 
-    Example:
+    Examples:
         >>> parse_palm_output("anli1", "No. So the answer is neutral.").label
         'neutral'
     """

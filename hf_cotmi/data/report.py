@@ -11,7 +11,7 @@ parse, missing rationales, truncated sequences) is counted per split, logged as 
 A report is a value, not an attribute of the dataset: ``DatasetDict`` operations (``map``, ``filter``,
 indexing) return new objects and would lose anything attached to them.
 
-Example:
+Examples:
     >>> report = DSSLoadReport("svamp", "datasets/svamp", "gt", {"test": DSSSplitReport(200, 2, 2, 0)})
     >>> report.unparsed
     2
@@ -47,7 +47,7 @@ class DSSSplitReport:
         empty_rationales: PaLM outputs that gave an empty rationale.
         dropped: records removed because of ``drop_unparsed``.
 
-    Example:
+    Examples:
         >>> DSSSplitReport(records=720, unparsed=12, empty_rationales=12, dropped=12).kept
         708
     """
@@ -76,7 +76,7 @@ class DSSLoadReport:
         label_source: ``"gt"`` or ``"llm"`` (which labels the train split carries).
         splits: split name -> :class:`DSSSplitReport`.
 
-    Example:
+    Examples:
         >>> splits = {"train": DSSSplitReport(10, 1, 0), "test": DSSSplitReport(5, 0, 0)}
         >>> r = DSSLoadReport("cqa", "d/cqa", "gt", splits)
         >>> r.unparsed, r.splits["train"].unparsed
@@ -111,7 +111,7 @@ class CoTSplitReport:
         records: records in the split.
         missing_rationales: records whose rationale was missing (null) or empty/blank; null became ``""``.
 
-    Example:
+    Examples:
         >>> str(CoTSplitReport(records=3, missing_rationales=1))
         '3 records, 1 missing rationales'
     """
@@ -131,7 +131,7 @@ class CoTLoadReport:
         source: a description of where the data came from (a path, or the type of the dataset object).
         splits: split name -> :class:`CoTSplitReport`.
 
-    Example:
+    Examples:
         >>> CoTLoadReport("data.jsonl", {"train": CoTSplitReport(3, 1)}).missing_rationales
         1
     """
@@ -164,7 +164,7 @@ class FeaturesSplitReport:
         empty_labels: examples whose label is empty.
         with_rationale: whether explain features were produced for this split.
 
-    Example:
+    Examples:
         >>> FeaturesSplitReport(examples=10, truncated_inputs=1).truncated
         1
     """
@@ -210,7 +210,7 @@ class FeaturesReport:
         max_label_length: the label limit used.
         max_rationale_length: the rationale limit used.
 
-    Example:
+    Examples:
         >>> FeaturesReport({"train": FeaturesSplitReport(10, truncated_labels=2)}, 1024, 256, 256).truncated
         2
     """

@@ -9,7 +9,7 @@ for real teacher rationales: the ``hf-cotmi demo`` command, the quickstart noteb
 The columns are those of :func:`hf_cotmi.load_dss_dataset` and :func:`hf_cotmi.load_cot_dataset`
 (``input``, ``label``, ``rationale``), so :func:`hf_cotmi.prepare_dss_features` applies unchanged.
 
-Example:
+Examples:
     >>> from hf_cotmi.data.synthetic import make_arithmetic_cot_dataset
     >>> data = make_arithmetic_cot_dataset(n_train=4, n_test=2, seed=0)
     >>> sorted(data), data["train"].column_names
@@ -51,7 +51,7 @@ class ArithmeticProblem:
         start: the starting count.
         changes: the signed change of each step, e.g. ``(5, -3)``.
 
-    Example:
+    Examples:
         >>> p = ArithmeticProblem("q", "9", "r", start=7, changes=(5, -3))
         >>> p.answer
         9
@@ -67,7 +67,7 @@ class ArithmeticProblem:
     def answer(self) -> int:
         """The final count: the start plus every change.
 
-        Example:
+        Examples:
             >>> ArithmeticProblem("q", "4", "r", start=2, changes=(3, -1)).answer
             4
         """
@@ -92,7 +92,7 @@ def generate_arithmetic_problem(
     Returns:
         An :class:`ArithmeticProblem`.
 
-    Example:
+    Examples:
         >>> import random
         >>> p = generate_arithmetic_problem(random.Random(1))
         >>> int(p.label) == p.answer and len(p.changes) == 2
@@ -142,7 +142,7 @@ def arithmetic_vocabulary(*, max_steps: int = 2, max_number: int = 9) -> list[st
     Returns:
         Texts covering the vocabulary (one per phrase list), for :func:`hf_cotmi.build_word_tokenizer`.
 
-    Example:
+    Examples:
         >>> "42" in " ".join(arithmetic_vocabulary(max_steps=4, max_number=9)).split()
         True
     """
@@ -187,7 +187,7 @@ def make_arithmetic_cot_dataset(
     Raises:
         ValueError: a negative size, bad step bounds, or more examples than distinct problems exist.
 
-    Example:
+    Examples:
         >>> data = make_arithmetic_cot_dataset(n_train=3, n_test=1, n_valid=1, seed=2)
         >>> {split: data[split].num_rows for split in data}
         {'train': 3, 'valid': 1, 'test': 1}

@@ -24,7 +24,7 @@ def ece_metric_path() -> str:
     Returns:
         The absolute path of ``ece.py``, as a string.
 
-    Example:
+    Examples:
         >>> ece_metric_path().endswith(os.path.join("evaluate_metrics", "ece", "ece.py"))
         True
         >>> # import evaluate; ece = evaluate.load(ece_metric_path(), n_bins=15)
