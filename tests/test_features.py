@@ -186,3 +186,18 @@ def test_features_feed_the_collator(tok):
     assert batch["pred"]["input_ids"].shape == (2, 8)
     assert batch["pred"]["labels"].tolist()[0] == tok(text_target=words(1))["input_ids"] + [-100] * 2
     assert batch["expl"]["labels"].shape == (2, 5)
+
+
+def test_an_empty_split_gives_an_empty_split_with_the_feature_columns():
+    from datasets import Dataset, DatasetDict
+
+    from hf_cotmi import build_word_tokenizer, prepare_dss_features
+
+    tok = build_word_tokenizer(["a b c"])
+    empty = Dataset.from_dict({"input": [], "label": [], "rationale": []})
+    full = Dataset.from_dict({"input": ["a b"], "label": ["c"], "rationale": ["a c"]})
+    out, report = prepare_dss_features(DatasetDict(train=full, test=empty), tok, return_report=True)
+    assert out["test"].num_rows == 0
+    assert set(out["test"].column_names) == set(out["train"].column_names)
+    assert not any(name.startswith("__hf_cotmi") for name in out["test"].column_names)
+    assert report.splits["test"].examples == 0

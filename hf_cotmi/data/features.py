@@ -237,15 +237,22 @@ def _prepare_split(
         predict_prefix=prefixes["predict"],
         explain_prefix=prefixes["explain"],
     )
-    encoded = dataset.map(
-        encode,
-        batched=True,
-        with_indices=True,
-        batch_size=batch_size,
-        num_proc=num_proc,
-        features=_output_features(dataset, with_rationale),
-        desc=f"Tokenising {split}",
-    )
+    output_features = _output_features(dataset, with_rationale)
+    if dataset.num_rows == 0:
+        # map() does not run on an empty split, so it would keep the input schema: build the output one.
+        from datasets import Dataset
+
+        encoded = Dataset.from_dict({name: [] for name in output_features}, features=output_features)
+    else:
+        encoded = dataset.map(
+            encode,
+            batched=True,
+            with_indices=True,
+            batch_size=batch_size,
+            num_proc=num_proc,
+            features=output_features,
+            desc=f"Tokenising {split}",
+        )
     flag_columns = [_FLAG.format(name) for name in _FLAGS]
     counts = {name: sum(1 for flag in encoded[_FLAG.format(name)] if flag) for name in _FLAGS}
     encoded = encoded.remove_columns(flag_columns)
