@@ -9,7 +9,8 @@ student built from a config (d_model 512, 6 + 6 layers, vocabulary 32128):
 
 Time: the variants run interleaved in one process; the median step time of each is reported. Peak memory:
 each variant runs a few steps in a fresh process; on CPU the figure is that process's maximum resident
-set size, on CUDA ``torch.cuda.max_memory_allocated``. The optimizer is AdamW with ``foreach=False``: the
+set size (with glibc's mmap threshold fixed, so that freed tensors leave the resident set), on CUDA
+``torch.cuda.max_memory_allocated``. The optimizer is AdamW with ``foreach=False``: the
 default multi-tensor AdamW allocates temporaries the size of the whole model at ``step()``, which on CPU set
 the process's peak for every variant alike and hide what the loss itself costs. The last line is JSON with
 the ratios against ``dss``::
@@ -163,7 +164,11 @@ def peak_memory(variant: str, options: argparse.Namespace) -> int:
     for name in ("device", "dtype", "batch_size", "input_length", "label_length", "rationale_length"):
         command += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
     command += ["--vocab-size", str(options.vocab_size), "--memory-steps", str(options.memory_steps)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    # glibc raises its mmap threshold as large blocks are freed, after which freed tensors stay in the heap and
+    # the resident-set high-water mark reflects fragmentation rather than live memory. A fixed threshold keeps
+    # large tensors in their own mappings, returned to the system when freed.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"the memory run of {variant!r} failed:\n{result.stderr[-4000:]}")
     return int(json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"])
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--rationale-length", type=int, default=128)
     parser.add_argument("--vocab-size", type=int, default=32128)
     parser.add_argument("--warmup-steps", type=int, default=1, help="untimed steps per variant")
-    parser.add_argument("--timed-rounds", type=int, default=5, help="timed steps per variant (interleaved)")
+    parser.add_argument("--timed-rounds", type=int, default=9, help="timed steps per variant (interleaved)")
     parser.add_argument("--memory-steps", type=int, default=3, help="steps per fresh memory process")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
@@ -189,6 +194,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         run_child(options)
         return {}
 
+    # Memory first: Linux carries a process's resident-set high-water mark across fork and exec, so children
+    # started after this process has built its own model would report this process's peak instead of theirs.
+    peaks = {v: peak_memory(v, options) for v in VARIANTS}
     model = build_model(options.vocab_size, options.device)
     batch = make_batch(options, model)
     optimizer = make_optimizer(model)
@@ -202,7 +210,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             for variant in VARIANTS:
                 times[variant].append(train_step(trainers[variant], model, batch, optimizer, options))
     median = {v: statistics.median(t) for v, t in times.items()}
-    peaks = {v: peak_memory(v, options) for v in VARIANTS}
     settings = {k: getattr(options, k) for k in ("device", "dtype", "batch_size", "rationale_length")}
     print(f"settings: {settings}, torch threads: {torch.get_num_threads()}")
     for v in VARIANTS:
