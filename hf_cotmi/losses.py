@@ -54,15 +54,14 @@ class _ReducedSoftmax(torch.autograd.Function):
             lse = torch.zeros(batch, length, dtype=torch.float32, device=x.device)
         else:
             lse = _log_normaliser(x)
-        q = torch.empty(batch, vocab, dtype=torch.float32, device=x.device)
         step = _chunk_size(vocab, batch * length)
         if reduction == "max":
-            argmax = torch.empty(batch, vocab, dtype=torch.long, device=x.device)
-            fast = inputs_are_log_probs and position_mask is None
-            if fast:
+            if inputs_are_log_probs and position_mask is None:
                 values, argmax = x.max(dim=1)
                 q = values.float().exp()
             else:
+                q = torch.empty(batch, vocab, dtype=torch.float32, device=x.device)
+                argmax = torch.empty(batch, vocab, dtype=torch.long, device=x.device)
                 for start in range(0, vocab, step):
                     chunk = x[:, :, start : start + step].float() - lse[:, :, None]
                     if position_mask is not None:
@@ -72,6 +71,7 @@ class _ReducedSoftmax(torch.autograd.Function):
                     argmax[:, start : start + step] = idx
             ctx.save_for_backward(x, lse, argmax, q)
         else:
+            q = torch.empty(batch, vocab, dtype=torch.float32, device=x.device)
             weights = _position_weights(position_mask, batch, length, x.device)
             for start in range(0, vocab, step):
                 probs = (x[:, :, start : start + step].float() - lse[:, :, None]).exp_()
