@@ -7,11 +7,13 @@ components, generation for evaluation, PEFT wrapping and the model card.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -331,11 +333,17 @@ class DSSMITrainer(Seq2SeqTrainer):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
         if isinstance(dataset, str):  # a name inside a dict-valued self.eval_dataset
             dataset = self.eval_dataset[dataset]
+        with self._evaluation_scope(dataset, metric_key_prefix):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+
+    @contextlib.contextmanager
+    def _evaluation_scope(self, dataset: Any, metric_key_prefix: str) -> Iterator[None]:
+        """Fresh eval component sums, and the dataset and prefix that ``log()`` and callbacks need."""
         self._component_sums["eval"] = defaultdict(float)
         self._eval_examples = 0
         self._evaluation_context = (dataset, metric_key_prefix)
         try:
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+            yield
         finally:
             self._evaluation_context = None
 
@@ -400,13 +408,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         Examples:
             >>> # output = trainer.predict(features["test"]); label_ids, rationale_ids = output.predictions
         """
-        self._component_sums["eval"] = defaultdict(float)
-        self._eval_examples = 0
-        self._evaluation_context = (test_dataset, metric_key_prefix)
-        try:
+        with self._evaluation_scope(test_dataset, metric_key_prefix):
             output = super().predict(test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
-        finally:
-            self._evaluation_context = None
         if (
             self.args.output_rationale
             and isinstance(output.predictions, tuple)
