@@ -26,6 +26,17 @@ class DataFormatError(ValueError):
     """
 
 
+def _load_json(path: Path, expected: str) -> object:
+    """The parsed content of a whole-file JSON document; a syntax error names the file, line and ``expected``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise DataFormatError(
+            f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno}); expected {expected}"
+        ) from None
+
+
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """Read a JSON Lines file: one JSON object per line; blank lines are skipped.
 
@@ -85,14 +96,7 @@ def read_json_records(path: Path) -> list[tuple[int, dict]]:
         head = handle.read(4096).lstrip()
     if not head.startswith("["):
         return read_jsonl(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            items = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise DataFormatError(
-            f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno}); "
-            "expected a JSON array of objects or JSON Lines"
-        ) from None
+    items = _load_json(path, "a JSON array of objects or JSON Lines")
     for index, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             raise DataFormatError(
@@ -151,14 +155,7 @@ def read_llm_outputs(files: list[Path]) -> dict[Path, list[str]]:
     """
     arrays: dict[Path, list[str]] = {}
     for path in files:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                items = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(
-                f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno}); "
-                "expected one JSON array of strings"
-            ) from None
+        items = _load_json(path, "one JSON array of strings")
         if not isinstance(items, list):
             raise DataFormatError(f"{path}: expected one JSON array of strings, got {type(items).__name__}")
         for index, item in enumerate(items):
