@@ -88,3 +88,38 @@ def test_replicate_on_a_few_esnli_records(tmp_path: Path) -> None:
     assert results["protocol"]["data"]["valid"]["split"] == "carved from valid"
     assert results["runs"][0]["confidence_mode"] == "candidates"
     assert (out / "accuracy.png").is_file()
+
+
+def test_patience_counts_only_from_its_start_step() -> None:
+    from transformers import TrainerControl, TrainerState
+
+    from hf_cotmi import DSSMITrainingArguments
+
+    replicate = _load("replicate")
+    args = DSSMITrainingArguments(
+        output_dir="unused",
+        eval_strategy="steps",
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_accuracy",
+        greater_is_better=True,
+        report_to="none",
+    )
+
+    def steps_run(start_step: int, accuracies: list[float]) -> int:
+        callback = replicate.early_stopping_callback(2, start_step=start_step)
+        state, control = TrainerState(), TrainerControl()
+        for step, accuracy in enumerate(accuracies, start=1):
+            state.global_step = step * 50
+            callback.on_evaluate(args, state, control, {"eval_accuracy": accuracy})
+            if state.best_metric is None or accuracy > state.best_metric:
+                state.best_metric = accuracy  # what the Trainer does when it saves the best checkpoint
+            if control.should_training_stop:
+                return state.global_step
+        return state.global_step
+
+    plateau_then_learning = [0.33, 0.33, 0.33, 0.33, 0.5, 0.7, 0.7, 0.7, 0.7, 0.7]
+    assert steps_run(0, plateau_then_learning) == 150  # plain patience ends the run on the plateau
+    assert steps_run(200, plateau_then_learning) == 400  # two flat evaluations after the peak at 300
+    callback = replicate.early_stopping_callback(2, start_step=200)
+    restored = type(callback)(**callback.state()["args"])  # how the Trainer restores it on resume
+    assert (restored.early_stopping_patience, restored.start_step) == (2, 200)

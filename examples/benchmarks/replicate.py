@@ -149,6 +149,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=3,
         help="stop a run after this many evaluations without a better validation accuracy (0: never)",
     )
+    model.add_argument(
+        "--patience-start",
+        type=int,
+        default=0,
+        help="count evaluations towards --patience only from this step on, so that the flat validation "
+        "accuracy of the first steps (a student still answering with one class) does not stop a run",
+    )
     model.add_argument("--batch-size", type=int, default=16)
     model.add_argument("--eval-batch-size", type=int, default=64)
     model.add_argument("--gradient-accumulation-steps", type=int, default=1)
@@ -371,6 +378,7 @@ def protocol(args: argparse.Namespace, data_description: dict[str, Any]) -> dict
         "max_steps",
         "eval_steps",
         "patience",
+        "patience_start",
         "batch_size",
         "gradient_accumulation_steps",
         "learning_rate",
@@ -438,12 +446,53 @@ def _is_correct(task: str) -> Any:
     return lambda prediction, gold: equation_accuracy([prediction], [gold]) == 1.0
 
 
+def _patience_start_text(settings: dict[str, Any]) -> str:
+    start = settings.get("patience_start", 0)
+    return f" counted from step {start}" if start and settings["patience"] else ""
+
+
+def early_stopping_callback(patience: int, start_step: int = 0) -> Any:
+    """An ``EarlyStoppingCallback`` whose patience counts only evaluations at or after ``start_step``.
+
+    Early in training a student often answers every example with the same class, so validation accuracy
+    sits flat at the majority rate for a while (longer for DSS, whose label task has half the weight);
+    plain patience would end such a run before it starts to learn. Evaluations before ``start_step``
+    still update the best checkpoint; they just do not use up patience.
+
+    Example:
+        >>> cb = early_stopping_callback(2, start_step=300)
+        >>> cb.early_stopping_patience, cb.start_step
+        (2, 300)
+    """
+    from transformers import EarlyStoppingCallback
+
+    class _EarlyStoppingFrom(EarlyStoppingCallback):
+        def __init__(
+            self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0, start_step: int = 0
+        ):
+            super().__init__(early_stopping_patience, early_stopping_threshold)
+            self.start_step = start_step
+
+        def on_evaluate(self, args, state, control, metrics, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            if state.global_step < self.start_step:
+                self.early_stopping_patience_counter = 0
+                return
+            super().on_evaluate(args, state, control, metrics, **kwargs)
+
+        def state(self) -> dict:
+            saved = super().state()
+            saved["args"]["start_step"] = self.start_step
+            return saved
+
+    _EarlyStoppingFrom.__name__ = _EarlyStoppingFrom.__qualname__ = "EarlyStoppingFrom"
+    return _EarlyStoppingFrom(patience, start_step=start_step)
+
+
 def train_one(
     method: Method, seed: int, features: Any, args: argparse.Namespace, run_dir: Path
 ) -> dict[str, Any]:
     """Train (or resume) one run, select on validation, evaluate once on test; returns its record."""
     import torch
-    from transformers import EarlyStoppingCallback
     from transformers.trainer_utils import get_last_checkpoint
 
     from hf_cotmi import (
@@ -493,7 +542,7 @@ def train_one(
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=args.patience)] if args.patience > 0 else []
+    callbacks = [early_stopping_callback(args.patience, args.patience_start)] if args.patience > 0 else []
     trainer = DSSMITrainer(
         model=model,
         args=training_args,
@@ -742,7 +791,8 @@ def write_report(out: Path, records: list[dict[str, Any]], args: argparse.Namesp
         f"({data['train']['split']}), {data['valid']['examples']} validation ({data['valid']['split']}), "
         f"{data['test']['examples']} test ({data['test']['split']}). Budget {settings['max_steps']} steps, "
         f"batch {settings['batch_size']}x{settings['gradient_accumulation_steps']}, lr {settings['learning_rate']}, "
-        f"validation every {settings['eval_steps']} steps, patience {settings['patience']}. "
+        f"validation every {settings['eval_steps']} steps, patience {settings['patience']}"
+        f"{_patience_start_text(settings)}. "
         f"{len(records)}/{expected} runs finished. Mean ± sample std over seeds; checkpoint selected on "
         "validation accuracy; test touched once per run.\n\n"
     )
