@@ -123,3 +123,13 @@ def test_patience_counts_only_from_its_start_step() -> None:
     callback = replicate.early_stopping_callback(2, start_step=200)
     restored = type(callback)(**callback.state()["args"])  # how the Trainer restores it on resume
     assert (restored.early_stopping_patience, restored.start_step) == (2, 200)
+
+
+def test_replicate_bf16_runs_without_a_gpu(tmp_path: Path) -> None:
+    # transformers refuses bf16=True without an accelerator unless use_cpu is set; the script sets it
+    replicate = _load("replicate")
+    out = tmp_path / "out"
+    args = ["--smoke", "--bf16", "--methods", "dss_mi_masked", "--max-steps", "1", "--eval-steps", "1"]
+    summary = replicate.main([*args, "--output-dir", str(out)])
+    assert set(summary) == {"dss_mi_masked"}
+    assert json.loads((out / "protocol.json").read_text())["bf16"] is True

@@ -524,6 +524,7 @@ def train_one(
         weight_decay=args.weight_decay,
         optim=args.optim,
         bf16=args.bf16,
+        use_cpu=args.bf16 and not torch.cuda.is_available(),  # transformers wants this for bf16 on a CPU
         eval_strategy="steps",
         eval_steps=args.eval_steps,
         save_strategy="steps",
