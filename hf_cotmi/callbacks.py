@@ -21,10 +21,18 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from transformers import TrainerCallback
 
 from .calibration import Binning, average_confidence, expected_calibration_error
-from .confidence import CONFIDENCE_MODES, ConfidenceMode, LabelConfidences, label_confidences
+from .confidence import (
+    CONFIDENCE_MODES,
+    ConfidenceMode,
+    LabelConfidences,
+    _num_rows,
+    _row_range,
+    label_confidences,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +66,11 @@ class ECECallback(TrainerCallback):
 
     After each evaluation, ``callback.last_results[prefix]`` holds the :class:`hf_cotmi.LabelConfidences`
     and ``callback.last_plots[prefix]`` the diagram path.
+
+    Under ``torch.distributed`` (several processes through ``accelerate launch`` or ``torchrun``) each
+    process scores its own contiguous share of the evaluation set and the shares are gathered in order, so
+    every process ends with the same numbers for the whole set at 1/N of the work. Every process must take
+    part, as it does when the trainer evaluates; the diagram is drawn by the main process only.
 
     Examples:
         >>> from hf_cotmi import ECECallback
@@ -195,20 +208,30 @@ class ECECallback(TrainerCallback):
             tokenizer = tokenizer.tokenizer
         batch_size = self.batch_size or int(getattr(args, "per_device_eval_batch_size", 8) or 8)
         max_length = None if self.max_new_tokens is not None else getattr(args, "generation_max_length", None)
-        result = label_confidences(
-            model,
-            tokenizer,
-            dataset,
-            mode=self.mode,  # type: ignore[arg-type]
-            label_candidates=self.label_candidates if self.mode == "candidates" else None,
-            label_column=self.label_column,
-            prefix=getattr(args, "predict_prefix", "predict: "),
-            batch_size=batch_size,
-            max_new_tokens=self.max_new_tokens,
-            max_length=max_length,
-            num_beams=int(getattr(args, "generation_num_beams", None) or 1),
-            is_correct=self.is_correct,
+        world_size, rank = _process_group()
+        rows = _num_rows(dataset)
+        share = (
+            dataset
+            if world_size == 1
+            else _row_range(dataset, rank * rows // world_size, (rank + 1) * rows // world_size)
         )
+        if _num_rows(share) == 0 and world_size > 1:  # fewer examples than processes
+            result = LabelConfidences(
+                self.mode,
+                [],
+                [],
+                np.zeros(0),
+                np.zeros(0, dtype=bool),
+                [] if self.mode == "candidates" else None,
+            )
+        else:
+            result = self._label_confidences(model, tokenizer, share, args, batch_size, max_length)
+        if world_size > 1:
+            import torch.distributed as dist
+
+            shares: list[Any] = [None] * world_size
+            dist.all_gather_object(shares, result)
+            result = LabelConfidences.concatenate(shares)
         self.last_results[prefix] = result
         metrics = {
             f"{prefix}_ece": expected_calibration_error(
@@ -234,6 +257,33 @@ class ECECallback(TrainerCallback):
             except (ImportError, OSError) as err:  # a diagram must never stop training
                 logger.warning("ECECallback: could not write the reliability diagram %s: %s", path, err)
         return metrics
+
+    def _label_confidences(
+        self, model: Any, tokenizer: Any, dataset: Any, args: Any, batch_size: int, max_length: int | None
+    ) -> LabelConfidences:
+        return label_confidences(
+            model,
+            tokenizer,
+            dataset,
+            mode=self.mode,  # type: ignore[arg-type]
+            label_candidates=self.label_candidates if self.mode == "candidates" else None,
+            label_column=self.label_column,
+            prefix=getattr(args, "predict_prefix", "predict: "),
+            batch_size=batch_size,
+            max_new_tokens=self.max_new_tokens,
+            max_length=max_length,
+            num_beams=int(getattr(args, "generation_num_beams", None) or 1),
+            is_correct=self.is_correct,
+        )
+
+
+def _process_group() -> tuple[int, int]:
+    """(world size, rank) of the initialised ``torch.distributed`` process group, else (1, 0)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
 
 
 def _prefix_of(metrics: dict[str, float]) -> str:

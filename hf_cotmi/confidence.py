@@ -80,6 +80,38 @@ class LabelConfidences:
         """Expected calibration error of these predictions (:func:`hf_cotmi.expected_calibration_error`)."""
         return expected_calibration_error(self.confidences, self.correct, n_bins=n_bins, binning=binning)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[LabelConfidences]) -> LabelConfidences:
+        """Join results computed on consecutive parts of a dataset, in the order given.
+
+        Args:
+            parts: one or more results of the same mode (e.g. one per process, in rank order).
+
+        Examples:
+            >>> import numpy as np
+            >>> a = LabelConfidences("sequence", ["x"], ["x"], np.array([0.9]), np.array([True]))
+            >>> b = LabelConfidences("sequence", ["y"], ["z"], np.array([0.4]), np.array([False]))
+            >>> joined = LabelConfidences.concatenate([a, b])
+            >>> joined.predictions, joined.correct.tolist()
+            (['x', 'y'], [True, False])
+        """
+        if not parts:
+            raise ValueError("LabelConfidences.concatenate needs at least one part")
+        modes = {part.mode for part in parts}
+        if len(modes) > 1:
+            raise ValueError(f"cannot join results of different confidence modes: {sorted(modes)}")
+        probabilities = [part.candidate_probabilities for part in parts]
+        return cls(
+            mode=parts[0].mode,
+            predictions=[p for part in parts for p in part.predictions],
+            references=[r for part in parts for r in part.references],
+            confidences=np.concatenate([np.asarray(part.confidences, dtype=float) for part in parts]),
+            correct=np.concatenate([np.asarray(part.correct, dtype=bool) for part in parts]),
+            candidate_probabilities=None
+            if all(p is None for p in probabilities)
+            else [row for rows in probabilities for row in (rows or [])],
+        )
+
 
 # ---------------------------------------------------------------------------------------------------------
 # dataset access: datasets.Dataset, a dict of columns, or a list of row dicts
@@ -110,6 +142,15 @@ def _num_rows(dataset: Any) -> int:
             raise ValueError(f"`dataset` columns have different lengths: {sorted(lengths)}")
         return lengths.pop() if lengths else 0
     return len(dataset)
+
+
+def _row_range(dataset: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a ``datasets.Dataset``, a dict of columns or a list of row dicts."""
+    if isinstance(dataset, Mapping):
+        return {name: column[start:stop] for name, column in dataset.items()}
+    if hasattr(dataset, "select") and hasattr(dataset, "column_names"):
+        return dataset.select(range(start, stop))
+    return dataset[start:stop]
 
 
 def _as_list(value: Any) -> Any:

@@ -229,3 +229,43 @@ def test_errors_name_the_argument(tok, trained_t5):
             {**data(), "choices": [["yes"], [], ["no"], ["no"], ["no"], ["no"]]},
             label_candidates="choices",
         )
+
+
+def test_concatenate_joins_parts_in_order_and_checks_modes() -> None:
+    from hf_cotmi.confidence import LabelConfidences
+
+    first = LabelConfidences(
+        "candidates", ["a"], ["a"], np.array([0.9]), np.array([True]), [np.array([0.9, 0.1])]
+    )
+    empty = LabelConfidences("candidates", [], [], np.zeros(0), np.zeros(0, dtype=bool), [])
+    second = LabelConfidences(
+        "candidates",
+        ["b", "a"],
+        ["a", "a"],
+        np.array([0.6, 0.7]),
+        np.array([False, True]),
+        [np.array([0.4, 0.6])] * 2,
+    )
+    joined = LabelConfidences.concatenate([first, empty, second])
+    assert joined.predictions == ["a", "b", "a"] and joined.references == ["a", "a", "a"]
+    assert joined.confidences.tolist() == [0.9, 0.6, 0.7]
+    assert joined.correct.dtype == bool and joined.correct.tolist() == [True, False, True]
+    assert len(joined.candidate_probabilities) == 3
+    sequence = LabelConfidences("sequence", ["a"], ["a"], np.array([0.5]), np.array([True]))
+    assert LabelConfidences.concatenate([sequence]).candidate_probabilities is None
+    with pytest.raises(ValueError, match="different confidence modes"):
+        LabelConfidences.concatenate([first, sequence])
+    with pytest.raises(ValueError, match="at least one"):
+        LabelConfidences.concatenate([])
+
+
+def test_row_range_slices_every_dataset_kind() -> None:
+    from datasets import Dataset
+
+    from hf_cotmi.confidence import _row_range
+
+    columns = {"input": ["x0", "x1", "x2", "x3"], "label": ["0", "1", "2", "3"]}
+    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    assert _row_range(columns, 1, 3) == {"input": ["x1", "x2"], "label": ["1", "2"]}
+    assert _row_range(rows, 1, 3) == rows[1:3]
+    assert _row_range(Dataset.from_dict(columns), 1, 3)["label"] == ["1", "2"]

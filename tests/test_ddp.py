@@ -28,11 +28,13 @@ def _run(command: list[str], tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.mark.slow
-def test_two_process_ddp_matches_single_process(tmp_path):
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """One single-process run (batch 4) and one two-process torchrun run (2 per process) of the script."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun is not installed")
+    tmp_path = tmp_path_factory.mktemp("ddp")
     _run([sys.executable, str(SCRIPT), str(tmp_path / "single"), "4"], tmp_path)
     _run(
         [
@@ -47,6 +49,12 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         ],
         tmp_path,
     )
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process(runs: Path) -> None:
+    tmp_path = runs
     single = json.loads((tmp_path / "single" / "log_history.json").read_text())
     multi = json.loads((tmp_path / "multi" / "log_history.json").read_text())
     assert single["world_size"] == 1 and multi["world_size"] == 2
@@ -56,3 +64,18 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     for one, two in zip(single_logs, multi_logs):
         for key in ("loss", "loss_label", "loss_rationale", "loss_mi"):
             assert math.isclose(one[key], two[key], rel_tol=1e-5), (key, one, two)
+
+
+@pytest.mark.slow
+def test_ece_callback_shares_the_evaluation_between_processes(runs: Path) -> None:
+    """Each of two processes scores its half of the evaluation set; both report the single-process ECE."""
+    tmp_path = runs
+    single = json.loads((tmp_path / "single" / "ece_rank0.json").read_text())
+    ranks = [json.loads((tmp_path / "multi" / f"ece_rank{r}.json").read_text()) for r in (0, 1)]
+    assert single["scored_rows"] == [15]
+    assert [r["scored_rows"] for r in ranks] == [[7], [8]]
+    for rank in ranks:
+        assert rank["predictions"] == single["predictions"]
+        assert rank["confidences"] == pytest.approx(single["confidences"], rel=1e-4)
+        for key in ("eval_ece", "eval_avg_confidence"):
+            assert math.isclose(rank[key], single[key], rel_tol=1e-4, abs_tol=1e-6), key

@@ -1,4 +1,4 @@
-"""Train a tiny DSS + MI student for a few steps and write its log history as JSON.
+"""Train a tiny DSS + MI student for a few steps, evaluate it with ECECallback, and write both as JSON.
 
 Run as one process (``python ddp_train.py OUT 4``) or under ``torchrun --nproc_per_node 2 ddp_train.py OUT 2``:
 the per-device batch size is the second argument, so both give the same global batch.
@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from tiny_task import make_records, make_tokenizer, tokenise  # noqa: E402
 
-from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, build_tiny_seq2seq  # noqa: E402
+from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, ECECallback, build_tiny_seq2seq  # noqa: E402
 
 
 def main() -> None:
@@ -42,8 +42,37 @@ def main() -> None:
         mi_variant="masked",
         dataloader_drop_last=True,
     )
-    trainer = DSSMITrainer(model=model, args=args, processing_class=tokenizer, train_dataset=features)
+    callback = ECECallback(label_candidates=[str(i) for i in range(2, 19)], plot=False)
+    scored: list[int] = []  # rows this process scored itself
+    score_share = callback._label_confidences
+
+    def counting(model, tokenizer, dataset, *rest):
+        scored.append(len(dataset))
+        return score_share(model, tokenizer, dataset, *rest)
+
+    callback._label_confidences = counting
+    trainer = DSSMITrainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=features,
+        eval_dataset=features.select(range(15)),  # not a multiple of the process count
+        callbacks=[callback],
+    )
     trainer.train()
+    metrics = trainer.evaluate()  # after training: an evaluation first would change the data order
+    result = callback.last_results["eval"]
+    with open(os.path.join(output_dir, f"ece_rank{args.process_index}.json"), "w") as handle:
+        json.dump(
+            {
+                "eval_ece": metrics["eval_ece"],
+                "eval_avg_confidence": metrics["eval_avg_confidence"],
+                "scored_rows": scored,
+                "predictions": result.predictions,
+                "confidences": result.confidences.tolist(),
+            },
+            handle,
+        )
     if trainer.is_world_process_zero():
         with open(os.path.join(output_dir, "log_history.json"), "w") as handle:
             json.dump({"world_size": args.world_size, "log_history": trainer.state.log_history}, handle)
