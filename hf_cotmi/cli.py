@@ -216,11 +216,28 @@ def build_parser(command: str) -> Any:
         description=_DESCRIPTIONS[command],
         epilog="--debug (a bare flag) shows the traceback of an error and library logging.",
     )
+    _bare_optional_bool_flags(parser)
     if command == "predict":
         parser.add_argument("texts", nargs="*", help="Input texts (or use --input-file).")
         # a plain switch: a bool field would take the next text as its value
         parser.add_argument("--jsonl", action="store_true", help="Print JSON Lines instead of readable text.")
     return parser
+
+
+def _bare_optional_bool_flags(parser: Any) -> None:
+    """Let ``bool | None`` fields (``--disable-tqdm``, ``--tf32``, ...) be given as a bare switch.
+
+    ``HfArgumentParser`` gives a plain ``bool`` field ``nargs="?"`` (``--use-cpu`` alone means true) but a
+    ``bool | None`` field with default ``None`` a required value, so ``--disable-tqdm --use-cpu`` fails with
+    "expected one argument". Here both kinds behave alike: alone means true, ``false``/``true`` still work,
+    and leaving the flag out keeps the ``None`` default (transformers then decides).
+    """
+    from transformers.hf_argparser import string_to_bool
+
+    for action in parser._actions:
+        if action.type is string_to_bool and action.nargs is None and action.option_strings:
+            action.nargs = "?"
+            action.const = True
 
 
 def _config_path(argv: Sequence[str]) -> str | None:

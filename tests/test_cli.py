@@ -107,6 +107,21 @@ def test_help_works_for_every_command(command, capsys):
     assert f"hf-cotmi {command}" in capsys.readouterr().out
 
 
+def test_optional_bool_flags_work_as_bare_switches():
+    from hf_cotmi.cli import _parse
+    from hf_cotmi.cli_workflow import CLIUsageError
+
+    def training_args(*flags):
+        return _parse("train", ["--output-dir", "out", *flags])[3]
+
+    assert training_args("--disable-tqdm", "--use-cpu").disable_tqdm is True  # bare, followed by a flag
+    assert training_args("--use-cpu", "--disable-tqdm").disable_tqdm is True  # bare, last
+    assert training_args("--disable-tqdm", "false").disable_tqdm is False
+    assert training_args("--disable-tqdm", "true", "--use-cpu").use_cpu is True
+    with pytest.raises(CLIUsageError, match="disable"):
+        training_args("--disable-tqdm", "maybe")
+
+
 def test_config_file_sets_options_and_command_line_flags_win(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
