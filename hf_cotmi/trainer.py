@@ -326,11 +326,25 @@ class DSSMITrainer(Seq2SeqTrainer):
         metric_key_prefix: str = "eval",
         **gen_kwargs: Any,
     ) -> dict[str, float]:
-        """``Seq2SeqTrainer.evaluate`` plus ``{prefix}_loss_*`` components and callback metrics."""
+        """``Seq2SeqTrainer.evaluate`` plus ``{prefix}_loss_*`` components and callback metrics.
+
+        A dict of evaluation sets is evaluated one set at a time with the prefix ``{prefix}_{name}``, and
+        ``gen_kwargs`` (``max_new_tokens=...``, ``num_beams=...``) reach every set; the base class loop
+        would drop them.
+        """
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(dataset, dict):
-            # the base class loops over the names and calls us back once per dataset
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+            metrics: dict[str, float] = {}
+            for name, one_set in dataset.items():
+                metrics.update(
+                    self.evaluate(
+                        one_set if eval_dataset is not None else name,
+                        ignore_keys,
+                        f"{metric_key_prefix}_{name}",
+                        **gen_kwargs,
+                    )
+                )
+            return metrics
         if isinstance(dataset, str):  # a name inside a dict-valued self.eval_dataset
             dataset = self.eval_dataset[dataset]
         with self._evaluation_scope(dataset, metric_key_prefix):

@@ -155,6 +155,37 @@ def test_trains_evaluates_and_predicts_for_each_architecture(
     assert calls and calls[-1].predictions.shape[0] == len(tiny_features)
 
 
+@pytest.mark.parametrize("given_to", ["trainer", "evaluate"])
+def test_generation_kwargs_reach_every_set_of_a_dict_of_eval_sets(
+    tmp_path, tiny_tokenizer, tiny_features, given_to
+):
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    lengths = []
+
+    def compute_metrics(eval_pred):
+        ids = eval_pred.predictions
+        lengths.append(int(((ids != -100) & (ids != tiny_tokenizer.pad_token_id)).sum(1).max()))
+        return {"n": float(len(eval_pred.predictions))}
+
+    sets = {"first": tiny_features.select(range(4)), "second": tiny_features.select(range(4, 10))}
+    args = make_args(tmp_path, generation_max_length=12)
+    trainer = DSSMITrainer(
+        model=model,
+        args=args,
+        processing_class=tiny_tokenizer,
+        eval_dataset=sets if given_to == "trainer" else None,
+        compute_metrics=compute_metrics,
+    )
+    metrics = trainer.evaluate(None if given_to == "trainer" else sets, max_new_tokens=2)
+    assert metrics["eval_first_n"] == 4 and metrics["eval_second_n"] == 6
+    assert "eval_first_loss_label" in metrics and "eval_second_loss_label" in metrics
+    # at most 2 generated tokens per example (padding aside); without the kwargs the limit would be 12
+    assert len(lengths) == 2 and max(lengths) <= 2, lengths
+    lengths.clear()
+    trainer.evaluate(None if given_to == "trainer" else sets)
+    assert max(lengths) > 2, lengths  # the untrained model runs on towards generation_max_length
+
+
 def test_evaluation_without_rationales_gives_label_loss_only(tmp_path, tiny_tokenizer):
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
     label_only = tokenise(make_records(6), tiny_tokenizer, with_rationale=False)
