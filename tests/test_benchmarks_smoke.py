@@ -51,8 +51,14 @@ def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path) -> None:
     done = out / "runs" / "dss" / "seed0" / "done.json"
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/done.json") if p != done}
     done.unlink()
+    last_checkpoint = max((done.parent).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    clock = json.loads((last_checkpoint / "train_seconds.json").read_text())["seconds"]
+    assert clock > 0
     replicate.main(args)
-    assert json.loads(done.read_text())["resumed"] is True
+    resumed = json.loads(done.read_text())
+    assert resumed["resumed"] is True and resumed["train_seconds_complete"] is True
+    # the time to reach the checkpoint counts, plus the (possibly zero) steps after it
+    assert resumed["train_seconds"] >= round(clock, 1)
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
     # other settings in the same folder are refused

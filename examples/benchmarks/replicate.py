@@ -488,6 +488,60 @@ def early_stopping_callback(patience: int, start_step: int = 0) -> Any:
     return _EarlyStoppingFrom(patience, start_step=start_step)
 
 
+TRAIN_CLOCK_FILE = "train_seconds.json"
+
+
+def read_train_seconds(checkpoint: str | Path | None) -> float | None:
+    """The training time saved with a checkpoint by :func:`train_clock_callback` (None: none saved).
+
+    Example:
+        >>> read_train_seconds(None) is None
+        True
+    """
+    path = Path(checkpoint) / TRAIN_CLOCK_FILE if checkpoint else None
+    return float(json.loads(path.read_text())["seconds"]) if path and path.is_file() else None
+
+
+def train_clock_callback(previous_seconds: float | None = None) -> Any:
+    """A callback that measures training time and saves the time so far with every checkpoint.
+
+    A killed run (even by SIGKILL) resumes from its last checkpoint, so the time that counts is the time to
+    reach that checkpoint (saved in it as ``train_seconds.json``) plus the time after the resume; work done
+    after the checkpoint and lost is not counted. Evaluation during training is included.
+
+    Example:
+        >>> clock = train_clock_callback(12.5)
+        >>> clock.seconds()
+        12.5
+    """
+    from transformers import TrainerCallback
+
+    class _TrainClock(TrainerCallback):
+        def __init__(self, previous: float) -> None:
+            self.previous = previous
+            self.started: float | None = None
+            self.stopped: float | None = None
+
+        def seconds(self) -> float:
+            end = self.stopped if self.stopped is not None else time.perf_counter()
+            return self.previous + (end - self.started if self.started is not None else 0.0)
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            self.started, self.stopped = time.perf_counter(), None
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            self.stopped = time.perf_counter()
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            if state.is_world_process_zero:
+                checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if checkpoint.is_dir():
+                    _write_json(checkpoint / TRAIN_CLOCK_FILE, {"seconds": self.seconds()})
+
+    _TrainClock.__name__ = _TrainClock.__qualname__ = "TrainClock"
+    return _TrainClock(previous_seconds or 0.0)
+
+
 def train_one(
     method: Method, seed: int, features: Any, args: argparse.Namespace, run_dir: Path
 ) -> dict[str, Any]:
@@ -543,7 +597,17 @@ def train_one(
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    callbacks = [early_stopping_callback(args.patience, args.patience_start)] if args.patience > 0 else []
+    last = get_last_checkpoint(str(run_dir)) if run_dir.exists() else None
+    if last and args.save_only_model:
+        # model-only checkpoints cannot resume training: start this run again
+        for checkpoint in run_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        last = None
+    # training time up to the checkpoint resumed from (steps after it are trained again, not counted twice)
+    clock = train_clock_callback(read_train_seconds(last))
+    callbacks = [clock]
+    if args.patience > 0:
+        callbacks.append(early_stopping_callback(args.patience, args.patience_start))
     trainer = DSSMITrainer(
         model=model,
         args=training_args,
@@ -553,19 +617,9 @@ def train_one(
         compute_metrics=build_compute_metrics(tokenizer, task=args.task),
         callbacks=callbacks,
     )
-    last = get_last_checkpoint(str(run_dir)) if run_dir.exists() else None
-    if last and args.save_only_model:
-        # model-only checkpoints cannot resume training: start this run again
-        for checkpoint in run_dir.glob("checkpoint-*"):
-            shutil.rmtree(checkpoint, ignore_errors=True)
-        last = None
-    clock_path = run_dir / "wall_seconds.json"
-    previous = json.loads(clock_path.read_text())["seconds"] if clock_path.exists() else 0.0
     if last:
         print(f"  resuming from {last}", flush=True)
-    start = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=last)
-    train_seconds = time.perf_counter() - start
 
     state = trainer.state
     valid_history = [
@@ -618,7 +672,9 @@ def train_one(
         "stopped_early": int(state.global_step) < args.max_steps,
         "valid_history": valid_history,
         "train_loss": float(train_output.training_loss),
-        "train_seconds": round(previous + train_seconds, 1),
+        "train_seconds": round(clock.seconds(), 1),
+        # False when resumed from a checkpoint without a clock (written by an older replicate.py)
+        "train_seconds_complete": not last or read_train_seconds(last) is not None,
         "test_seconds": round(test_seconds, 1),
         "resumed": bool(last),
         "test_examples": test.num_rows,
@@ -648,13 +704,7 @@ def run_sweep(args: argparse.Namespace, features: Any, out: Path) -> list[dict[s
                 continue
             print(f"[{index}/{total}] {name} seed {seed}: training", flush=True)
             run_dir.mkdir(parents=True, exist_ok=True)
-            start = time.perf_counter()
-            try:
-                record = train_one(methods[name], seed, features, args, run_dir)
-            except BaseException:
-                # keep the wall clock of this sitting so that a resumed run reports its whole time
-                _add_wall(run_dir, time.perf_counter() - start)
-                raise
+            record = train_one(methods[name], seed, features, args, run_dir)
             records.append(record)
             print(
                 f"[{index}/{total}] {name} seed {seed}: test accuracy {record['test_accuracy']:.4f}, "
@@ -663,12 +713,6 @@ def run_sweep(args: argparse.Namespace, features: Any, out: Path) -> list[dict[s
                 flush=True,
             )
     return records
-
-
-def _add_wall(run_dir: Path, seconds: float) -> None:
-    path = run_dir / "wall_seconds.json"
-    previous = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
-    _write_json(path, {"seconds": previous + seconds})
 
 
 def collect_records(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[dict[str, Any]]:
