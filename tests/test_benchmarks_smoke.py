@@ -66,6 +66,26 @@ def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path) -> None:
         replicate.main([*args[:-2], "--eval-steps", "2"])
 
 
+def test_train_time_averages_only_runs_timed_from_the_start() -> None:
+    replicate = _load("replicate")
+
+    def run(seed: int, seconds: float, **extra: object) -> dict:
+        return {"method": "dss", "seed": seed, "test_accuracy": 0.5, "test_ece": 0.1, "test_avg_confidence": 0.6,
+                "steps_trained": 10, "best_step": 10, "train_seconds": seconds, **extra}  # fmt: skip
+
+    records = [
+        run(0, 600.0),
+        run(1, 1200.0, resumed=True, train_seconds_complete=True),
+        run(2, 60.0, resumed=True),  # an older record: resumed, clock not saved with the checkpoint
+    ]
+    entry = replicate.summarise(records, ["dss"])["dss"]
+    assert entry["timed_runs"] == 2 and entry["train_minutes_mean"] == pytest.approx(15.0)
+    assert "| 15.0 (2 of 3 runs timed) |" in replicate.markdown_table({"dss": entry})
+    untimed = replicate.summarise([run(0, 60.0, resumed=True, train_seconds_complete=False)], ["dss"])
+    assert untimed["dss"]["train_minutes_mean"] is None
+    assert replicate.markdown_table(untimed).rstrip().endswith("| n/a |")
+
+
 def test_throughput_smoke_prints_json_ratios(capsys: pytest.CaptureFixture[str]) -> None:
     throughput = _load("throughput")
     throughput.main(["--smoke"])

@@ -761,9 +761,21 @@ def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
         entry["per_seed_accuracy"] = {str(r["seed"]): r["test_accuracy"] for r in runs}
         entry["steps_trained"] = [r["steps_trained"] for r in runs]
         entry["best_steps"] = [r["best_step"] for r in runs]
-        entry["train_minutes_mean"] = sum(r["train_seconds"] for r in runs) / len(runs) / 60
+        # a run resumed from a checkpoint without a saved clock knows only the time after the resume
+        timed = [r["train_seconds"] for r in runs if r.get("train_seconds_complete", not r.get("resumed"))]
+        entry["train_minutes_mean"] = sum(timed) / len(timed) / 60 if timed else None
+        entry["timed_runs"] = len(timed)
         summary[name] = entry
     return summary
+
+
+def _train_minutes_text(entry: dict[str, Any]) -> str:
+    if entry["train_minutes_mean"] is None:
+        return "n/a"
+    runs = len(entry["seeds"])
+    timed = entry.get("timed_runs", runs)
+    text = f"{entry['train_minutes_mean']:.1f}"
+    return text if timed == runs else f"{text} ({timed} of {runs} runs timed)"
 
 
 def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
@@ -780,7 +792,7 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
             f"{100 * entry['ece_mean']:.2f} ± {100 * entry['ece_std']:.2f} | "
             f"{100 * entry['avg_confidence_mean']:.2f} ± {100 * entry['avg_confidence_std']:.2f} | "
             f"{', '.join(map(str, entry['steps_trained']))} | {', '.join(map(str, entry['best_steps']))} | "
-            f"{entry['train_minutes_mean']:.1f} |"
+            f"{_train_minutes_text(entry)} |"
         )
     return "\n".join(lines) + "\n"
 
