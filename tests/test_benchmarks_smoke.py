@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def _load(name: str):
     return module
 
 
-def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path) -> None:
+def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     replicate = _load("replicate")
     out = tmp_path / "out"
     args = [
@@ -60,6 +61,30 @@ def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path) -> None:
     # the time to reach the checkpoint counts, plus the (possibly zero) steps after it
     assert resumed["train_seconds"] >= round(clock, 1)
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+    # the checkpoint resumed from may be rotated away during training (save_total_limit): its clock still counts
+    done.unlink()
+    last_checkpoint = max((done.parent).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    clock = json.loads((last_checkpoint / "train_seconds.json").read_text())["seconds"]
+    make_clock = replicate.train_clock_callback
+
+    def clock_whose_checkpoints_vanish(previous: float | None) -> object:
+        callback = make_clock(previous)
+        end = callback.on_train_end
+
+        def on_train_end(args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            shutil.rmtree(last_checkpoint)  # as a checkpoint rotation would
+            return end(args, state, control, **kwargs)
+
+        callback.on_train_end = on_train_end
+        return callback
+
+    monkeypatch.setattr(replicate, "train_clock_callback", clock_whose_checkpoints_vanish)
+    replicate.main(args)
+    resumed = json.loads(done.read_text())
+    assert resumed["resumed"] is True and resumed["train_seconds_complete"] is True
+    assert resumed["train_seconds"] >= round(clock, 1)
+    monkeypatch.undo()
 
     # other settings in the same folder are refused
     with pytest.raises(SystemExit):

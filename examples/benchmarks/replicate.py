@@ -607,7 +607,9 @@ def train_one(
             shutil.rmtree(checkpoint, ignore_errors=True)
         last = None
     # training time up to the checkpoint resumed from (steps after it are trained again, not counted twice)
-    clock = train_clock_callback(read_train_seconds(last))
+    # read now: the checkpoint resumed from may be rotated away during training
+    resumed_clock = read_train_seconds(last)
+    clock = train_clock_callback(resumed_clock)
     callbacks = [clock]
     if args.patience > 0:
         callbacks.append(early_stopping_callback(args.patience, args.patience_start))
@@ -677,7 +679,7 @@ def train_one(
         "train_loss": float(train_output.training_loss),
         "train_seconds": round(clock.seconds(), 1),
         # False when resumed from a checkpoint without a clock (written by an older replicate.py)
-        "train_seconds_complete": not last or read_train_seconds(last) is not None,
+        "train_seconds_complete": not last or resumed_clock is not None,
         "test_seconds": round(test_seconds, 1),
         "resumed": bool(last),
         "test_examples": test.num_rows,
