@@ -52,8 +52,12 @@ def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path, monkeypatch: 
     done = out / "runs" / "dss" / "seed0" / "done.json"
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/done.json") if p != done}
     done.unlink()
-    last_checkpoint = max((done.parent).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    clock = json.loads((last_checkpoint / "train_seconds.json").read_text())["seconds"]
+
+    def last_checkpoint_and_clock() -> tuple[Path, float]:
+        checkpoint = max(done.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        return checkpoint, json.loads((checkpoint / "train_seconds.json").read_text())["seconds"]
+
+    last_checkpoint, clock = last_checkpoint_and_clock()
     assert clock > 0
     replicate.main(args)
     resumed = json.loads(done.read_text())
@@ -64,8 +68,7 @@ def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path, monkeypatch: 
 
     # the checkpoint resumed from may be rotated away during training (save_total_limit): its clock still counts
     done.unlink()
-    last_checkpoint = max((done.parent).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    clock = json.loads((last_checkpoint / "train_seconds.json").read_text())["seconds"]
+    last_checkpoint, clock = last_checkpoint_and_clock()
     make_clock = replicate.train_clock_callback
 
     def clock_whose_checkpoints_vanish(previous: float | None) -> object:
