@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from transformers import Seq2SeqTrainingArguments
 
 from .losses import DIVERGENCES, REDUCTIONS, VARIANTS
+from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 
 
 @dataclass
@@ -74,8 +75,10 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
             "choices": list(VARIANTS),
         },
     )
-    predict_prefix: str = field(default="predict: ", metadata={"help": "Prefix of the label-task input."})
-    explain_prefix: str = field(default="explain: ", metadata={"help": "Prefix of the rationale-task input."})
+    predict_prefix: str = field(default=PREDICT_PREFIX, metadata={"help": "Prefix of the label-task input."})
+    explain_prefix: str = field(
+        default=EXPLAIN_PREFIX, metadata={"help": "Prefix of the rationale-task input."}
+    )
     output_rationale: bool = field(
         default=False,
         metadata={

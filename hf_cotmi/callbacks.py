@@ -33,6 +33,7 @@ from .confidence import (
     _row_range,
     label_confidences,
 )
+from .prefixes import PREDICT_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ class ECECallback(TrainerCallback):
             mode=self.mode,  # type: ignore[arg-type]
             label_candidates=self.label_candidates if self.mode == "candidates" else None,
             label_column=self.label_column,
-            prefix=getattr(args, "predict_prefix", "predict: "),
+            prefix=getattr(args, "predict_prefix", PREDICT_PREFIX),
             batch_size=batch_size,
             max_new_tokens=self.max_new_tokens,
             max_length=max_length,

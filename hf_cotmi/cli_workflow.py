@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
+
 logger = logging.getLogger("hf_cotmi")
 
 __all__ = [
@@ -596,7 +598,7 @@ def generate_texts(
     """Greedy generation from ``prefix + text`` for each text, decoded without special tokens.
 
     Examples:
-        >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix="explain: ", max_new_tokens=64)
+        >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix=EXPLAIN_PREFIX, max_new_tokens=64)
     """
     import torch
 
@@ -628,8 +630,8 @@ def predict_texts(
     tokenizer: Any,
     texts: Sequence[str],
     *,
-    predict_prefix: str = "predict: ",
-    explain_prefix: str = "explain: ",
+    predict_prefix: str = PREDICT_PREFIX,
+    explain_prefix: str = EXPLAIN_PREFIX,
     label_max_new_tokens: int = 64,
     rationale_max_new_tokens: int = 256,
     confidence: str = "sequence",
@@ -1031,7 +1033,7 @@ def run_evaluation(
         raise CLIUsageError(f"the data has no {split!r} split; choose another with --split")
     task = data_args.task or (sidecar.get("task") if no_data else None) or data.task
     model, tokenizer = load_saved_student(model_path, device=device)
-    predict_prefix = sidecar.get("predict_prefix", "predict: ")
+    predict_prefix = sidecar.get("predict_prefix", PREDICT_PREFIX)
     features = prepare_dss_features(
         data.splits["test"],
         tokenizer,
@@ -1096,8 +1098,8 @@ def run_prediction(
         model,
         tokenizer,
         list(texts),
-        predict_prefix=sidecar.get("predict_prefix", "predict: "),
-        explain_prefix=sidecar.get("explain_prefix", "explain: "),
+        predict_prefix=sidecar.get("predict_prefix", PREDICT_PREFIX),
+        explain_prefix=sidecar.get("explain_prefix", EXPLAIN_PREFIX),
         label_max_new_tokens=max_new_tokens or int(sidecar.get("generation_max_length") or 64),
         rationale_max_new_tokens=rationale_max_new_tokens
         or int(sidecar.get("rationale_max_new_tokens") or 256),

@@ -24,6 +24,7 @@ import numpy as np
 
 from .calibration import average_confidence, expected_calibration_error
 from .metrics import normalize_text
+from .prefixes import PREDICT_PREFIX
 
 ConfidenceMode = Literal["candidates", "sequence", "first_token"]
 CONFIDENCE_MODES: tuple[str, ...] = ("candidates", "sequence", "first_token")
@@ -287,7 +288,7 @@ def label_confidences(
     label_candidates: Sequence[str] | str | None = None,
     label_column: str = "label",
     input_column: str = "input",
-    prefix: str = "predict: ",
+    prefix: str = PREDICT_PREFIX,
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     max_length: int | None = None,

@@ -8,6 +8,7 @@ from typing import Any
 
 from .calibration import Binning, expected_calibration_error
 from .confidence import ConfidenceMode, label_confidences
+from .prefixes import PREDICT_PREFIX
 
 __all__ = ["evaluate_calibration"]
 
@@ -23,7 +24,7 @@ def evaluate_calibration(
     binning: Binning = "uniform",
     label_column: str = "label",
     input_column: str = "input",
-    prefix: str = "predict: ",
+    prefix: str = PREDICT_PREFIX,
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     num_beams: int = 1,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
+
 TAGS = ["hf-cotmi", "distilling-step-by-step", "chain-of-thought-distillation"]
 
 DSS_BIBTEX = """@inproceedings{hsieh2023distilling,
@@ -45,8 +47,8 @@ class DSSModelCardData:
     loss_settings: dict[str, Any] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    predict_prefix: str = "predict: "
-    explain_prefix: str = "explain: "
+    predict_prefix: str = PREDICT_PREFIX
+    explain_prefix: str = EXPLAIN_PREFIX
     extra_tags: list[str] = field(default_factory=list)
     license: str | None = None
     language: str | list[str] | None = None

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from ..prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .report import FeaturesReport, FeaturesSplitReport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -363,8 +364,8 @@ def prepare_dss_features(
     max_input_length: int = 1024,
     max_label_length: int = 256,
     max_rationale_length: int = 256,
-    predict_prefix: str = "predict: ",
-    explain_prefix: str = "explain: ",
+    predict_prefix: str = PREDICT_PREFIX,
+    explain_prefix: str = EXPLAIN_PREFIX,
     with_rationale: bool = True,
     empty_rationale: str = "keep",
     nli_separator: str | None = None,
