@@ -105,17 +105,22 @@ class DSSModelCardData(CardData):
         datasets: dataset names for the metadata.
         loss_settings: the loss weights and MI settings (``DSSMITrainingArguments.loss_settings()``).
         hyperparameters: learning rate, batch sizes, steps, seed, optimizer, schedule.
-        metrics: the last value of every logged ``eval_*`` / ``test_*`` metric.
+        metrics: the last value of every evaluated ``eval_*`` / ``test_*`` metric.
+        predict_prefix: the label task's prefix, used in the usage snippet.
+        explain_prefix: the rationale task's prefix, used in the usage snippet.
+        extra_tags: the user's tags, appended to ``tags`` in the metadata.
+        license: the licence in the metadata, if given.
+        language: the language(s) in the metadata, if given.
+        framework_versions: library versions listed at the end of the card.
         training_logs: one row per logged step: ``step``, ``epoch``, ``loss``, ``loss_label``,
             ``loss_rationale``, ``loss_mi`` and ``eval_loss`` where they were logged.
-        predict_prefix / explain_prefix: the two task prefixes, used in the usage snippet.
         model_class: the ``transformers`` auto class the usage snippet loads the student with
-            (``AutoModelForCausalLM`` for a decoder-only student).
-        pipeline_tag: the Hub pipeline tag; ``None`` picks it from ``model_class``.
-        tags: the trainer's tags; extra_tags: the user's, appended.
-        papers: the papers cited at the end of the card.
-        license / language: metadata, if given.
-        framework_versions: library versions listed at the end of the card.
+            (``AutoModelForCausalLM`` for a decoder-only student: the snippet then also drops the prompt
+            from the generated ids).
+        pipeline_tag: the Hub pipeline tag; ``None`` picks it from ``model_class``
+            (``text-generation`` for ``*CausalLM``, else ``text2text-generation``).
+        tags: the trainer's tags (``DSSMITrainer._tag_names``).
+        papers: the papers cited at the end of the card (``DSSMITrainer._papers``).
 
     Examples:
         >>> card = DSSModelCardData(model_name="t5-small-svamp-dssmi", loss_settings={"mi_loss_weight": 0.1})
