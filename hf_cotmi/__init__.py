@@ -26,6 +26,9 @@ _EXPORTS: dict[str, str] = {
     "DSSMITrainingArguments": "arguments",
     "DSSDataCollator": "collator",
     "DSSMITrainer": "trainer",
+    # the model card
+    "DSSModelCardData": "model_card",
+    "DSSModelCardCallback": "model_card",
     # data
     "load_dss_dataset": "data.dss",
     "load_cot_dataset": "data.custom",

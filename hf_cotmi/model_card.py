@@ -1,15 +1,62 @@
-"""The model card of a student distilled with hf-cotmi: YAML metadata, usage, settings, results, citations."""
+"""The model card of a student distilled with hf-cotmi: the card data, the callback that fills it, rendering.
+
+:class:`DSSModelCardData` holds what the card says. :class:`DSSModelCardCallback` fills it while a trainer
+runs (hyperparameters at train begin, losses on every log, metrics on every evaluation), and
+:func:`render_model_card` renders it through the Markdown (Jinja) template shipped in the package,
+``hf_cotmi/templates/model_card_template.md``, with ``huggingface_hub.ModelCard.from_template``.
+:class:`~hf_cotmi.DSSMITrainer` registers the callback itself and declares the card's tags and papers as
+class attributes (``_tag_names``, ``_papers``).
+"""
 
 from __future__ import annotations
 
+import json
+import numbers
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Any
+
+from huggingface_hub import CardData, ModelCard
+from transformers import TrainerCallback
 
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 
 TAGS = ["hf-cotmi", "distilling-step-by-step", "chain-of-thought-distillation"]
 
-DSS_BIBTEX = """@inproceedings{hsieh2023distilling,
+TEMPLATE_NAME = "templates/model_card_template.md"
+
+TRAINING_LOSS_KEYS = ("loss", "loss_label", "loss_rationale", "loss_mi")
+"""Training-log keys that go into the card's table of training results."""
+
+MAX_TRAINING_ROWS = 40
+"""Most rows the card's training-results table shows; longer histories are thinned evenly (and say so)."""
+
+_METRIC_PREFIXES = ("eval_", "test_")
+_NOT_METRICS = ("_runtime", "_per_second", "_steps_per_second")
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A paper the card cites: the heading above its BibTeX, its title, arXiv id and BibTeX entry.
+
+    Examples:
+        >>> DISTILLING_STEP_BY_STEP.arxiv_id
+        '2305.02301'
+    """
+
+    heading: str
+    title: str
+    arxiv_id: str
+    bibtex: str
+
+
+DISTILLING_STEP_BY_STEP = Paper(
+    heading="Distilling Step-by-Step (Hsieh et al., 2023)",
+    title="Distilling Step-by-Step! Outperforming Larger Language Models with Less Training Data and Smaller "
+    "Model Sizes",
+    arxiv_id="2305.02301",
+    bibtex="""@inproceedings{hsieh2023distilling,
   title     = {Distilling Step-by-Step! Outperforming Larger Language Models with Less Training Data
                and Smaller Model Sizes},
   author    = {Hsieh, Cheng-Yu and Li, Chun-Liang and Yeh, Chih-Kuan and Nakhost, Hootan and
@@ -18,29 +65,72 @@ DSS_BIBTEX = """@inproceedings{hsieh2023distilling,
   year      = {2023},
   eprint    = {2305.02301},
   archivePrefix = {arXiv}
-}"""
+}""",
+)
 
-MI_BIBTEX = """@inproceedings{chen2024learning,
+MUTUAL_INFORMATION_COT_DISTILLATION = Paper(
+    heading="Mutual-information loss (Chen et al., 2024)",
+    title="Learning to Maximize Mutual Information for Chain-of-Thought Distillation",
+    arxiv_id="2403.03348",
+    bibtex="""@inproceedings{chen2024learning,
   title     = {Learning to Maximize Mutual Information for Chain-of-Thought Distillation},
   author    = {Chen, Xin and Huang, Hanxian and Gao, Yanjun and Wang, Yi and Zhao, Jishen and Ding, Ke},
   booktitle = {Findings of the Association for Computational Linguistics: ACL 2024},
   year      = {2024},
   eprint    = {2403.03348},
   archivePrefix = {arXiv}
-}"""
+}""",
+)
+
+PAPERS = (DISTILLING_STEP_BY_STEP, MUTUAL_INFORMATION_COT_DISTILLATION)
+
+# Kept for code that imported the BibTeX strings directly.
+DSS_BIBTEX = DISTILLING_STEP_BY_STEP.bibtex
+MI_BIBTEX = MUTUAL_INFORMATION_COT_DISTILLATION.bibtex
 
 
 @dataclass
-class DSSModelCardData:
-    """What the card says. Filled by :meth:`hf_cotmi.DSSMITrainer.create_model_card`.
+class DSSModelCardData(CardData):
+    """What the card says: a ``huggingface_hub.CardData`` whose ``to_yaml`` is the card's YAML metadata and
+    whose ``to_dict`` is what the template is rendered with.
+
+    :class:`DSSModelCardCallback` fills ``hyperparameters``, ``loss_settings``, ``training_logs`` and
+    ``metrics`` while a trainer runs; :meth:`hf_cotmi.DSSMITrainer.model_card_data` adds the names (model,
+    repository, base model, datasets) when the card is written.
+
+    Args:
+        model_name: the card's title (and the model-index name).
+        repo_id: the repository the usage snippet loads from (defaults to ``model_name``).
+        base_model: the Hub model the student was fine-tuned from, if any.
+        datasets: dataset names for the metadata.
+        loss_settings: the loss weights and MI settings (``DSSMITrainingArguments.loss_settings()``).
+        hyperparameters: learning rate, batch sizes, steps, seed, optimizer, schedule.
+        metrics: the last value of every evaluated ``eval_*`` / ``test_*`` metric.
+        predict_prefix: the label task's prefix, used in the usage snippet.
+        explain_prefix: the rationale task's prefix, used in the usage snippet.
+        extra_tags: the user's tags, appended to ``tags`` in the metadata.
+        license: the licence in the metadata, if given.
+        language: the language(s) in the metadata, if given.
+        framework_versions: library versions listed at the end of the card.
+        training_logs: one row per logged step: ``step``, ``epoch``, ``loss``, ``loss_label``,
+            ``loss_rationale``, ``loss_mi`` and ``eval_loss`` where they were logged.
+        model_class: the ``transformers`` auto class the usage snippet loads the student with
+            (``AutoModelForCausalLM`` for a decoder-only student: the snippet then also drops the prompt
+            from the generated ids).
+        pipeline_tag: the Hub pipeline tag; ``None`` picks it from ``model_class``
+            (``text-generation`` for ``*CausalLM``, else ``text2text-generation``).
+        tags: the trainer's tags (``DSSMITrainer._tag_names``).
+        papers: the papers cited at the end of the card (``DSSMITrainer._papers``).
 
     Examples:
         >>> card = DSSModelCardData(model_name="t5-small-svamp-dssmi", loss_settings={"mi_loss_weight": 0.1})
         >>> "hf-cotmi" in render_model_card(card)
         True
+        >>> DSSModelCardData("student", model_class="AutoModelForCausalLM").to_dict()["pipeline_tag"]
+        'text-generation'
     """
 
-    model_name: str
+    model_name: str | None = None
     repo_id: str | None = None
     base_model: str | None = None
     datasets: list[str] = field(default_factory=list)
@@ -53,6 +143,11 @@ class DSSModelCardData:
     license: str | None = None
     language: str | list[str] | None = None
     framework_versions: dict[str, str] = field(default_factory=dict)
+    training_logs: list[dict[str, float]] = field(default_factory=list)
+    model_class: str = "AutoModelForSeq2SeqLM"
+    pipeline_tag: str | None = None
+    tags: list[str] = field(default_factory=lambda: list(TAGS))
+    papers: list[Paper] = field(default_factory=lambda: list(PAPERS))
 
     @property
     def method(self) -> str:
@@ -70,64 +165,208 @@ class DSSModelCardData:
             return "Distilling Step-by-Step"
         return "standard fine-tuning"
 
+    @property
+    def resolved_pipeline_tag(self) -> str:
+        """``pipeline_tag``, or the one that goes with ``model_class`` when it is not set.
 
-def _yaml_metadata(card: DSSModelCardData) -> str:
-    import yaml
+        Examples:
+            >>> DSSModelCardData("m").resolved_pipeline_tag
+            'text2text-generation'
+        """
+        if self.pipeline_tag:
+            return self.pipeline_tag
+        return "text-generation" if self.model_class.endswith("CausalLM") else "text2text-generation"
 
-    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text2text-generation"}
-    if card.license:
-        meta["license"] = card.license
-    if card.language:
-        meta["language"] = card.language
-    if card.base_model:
-        meta["base_model"] = card.base_model
-    if card.datasets:
-        meta["datasets"] = list(card.datasets)
-    meta["tags"] = list(dict.fromkeys(TAGS + list(card.extra_tags)))
-    if card.metrics:
-        meta["metrics"] = sorted({_metric_type(k) for k in card.metrics})
-        meta["model-index"] = [
-            {
-                "name": card.model_name,
-                "results": [
-                    {
-                        "task": {"type": "text2text-generation", "name": "Chain-of-thought distillation"},
-                        **(
-                            {"dataset": {"name": card.datasets[0], "type": card.datasets[0]}}
-                            if card.datasets
-                            else {}
-                        ),
-                        "metrics": [
-                            {"type": _metric_type(k), "name": k, "value": _plain(v)}
-                            for k, v in sorted(card.metrics.items())
-                        ],
-                    }
+    # ------------------------------------------------------------- filled while training
+
+    def record_training_log(self, logs: dict[str, Any], step: int, epoch: float | None) -> None:
+        """Add the losses of one training log (``loss`` and its components) as the row of ``step``.
+
+        Examples:
+            >>> card = DSSModelCardData("m")
+            >>> card.record_training_log({"loss": 2.5, "loss_mi": 0.25, "learning_rate": 1e-3}, step=10, epoch=0.5)
+            >>> card.training_logs
+            [{'step': 10, 'epoch': 0.5, 'loss': 2.5, 'loss_mi': 0.25}]
+        """
+        losses = {k: float(logs[k]) for k in TRAINING_LOSS_KEYS if _is_number(logs.get(k))}
+        if "loss" in losses:
+            self._row(step, epoch).update(losses)
+
+    def record_metrics(self, metrics: dict[str, Any], step: int, epoch: float | None) -> None:
+        """Keep every ``eval_*`` / ``test_*`` metric (the latest value wins); ``eval_loss`` also goes into
+        the row of ``step`` when training has reached it.
+
+        Examples:
+            >>> card = DSSModelCardData("m")
+            >>> card.record_metrics({"test_accuracy": 0.75, "test_runtime": 1.2, "epoch": 1.0}, step=0, epoch=None)
+            >>> card.metrics
+            {'test_accuracy': 0.75}
+        """
+        for key, value in metrics.items():
+            if key.startswith(_METRIC_PREFIXES) and not key.endswith(_NOT_METRICS) and _is_number(value):
+                self.metrics[key] = float(value)
+        if step > 0 and _is_number(metrics.get("eval_loss")):
+            self._row(step, epoch)["eval_loss"] = float(metrics["eval_loss"])
+
+    def _row(self, step: int, epoch: float | None) -> dict[str, float]:
+        if self.training_logs and self.training_logs[-1]["step"] == step:
+            return self.training_logs[-1]
+        row: dict[str, float] = {"step": step}
+        if epoch is not None:
+            row["epoch"] = round(float(epoch), 4)
+        self.training_logs.append(row)
+        return row
+
+    # ------------------------------------------------------------- what huggingface_hub reads
+
+    def to_dict(self) -> dict[str, Any]:
+        """The variables the template is rendered with (the fields plus the derived, formatted parts).
+
+        Examples:
+            >>> DSSModelCardData("m", repo_id="me/m").to_dict()["repo_literal"]
+            '"me/m"'
+        """
+        values: dict[str, Any] = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        repo = self.repo_id or self.model_name
+        values.update(
+            method=self.method,
+            pipeline_tag=self.resolved_pipeline_tag,
+            repo_literal=_python_literal(repo or ""),
+            predict_prefix_literal=_python_literal(self.predict_prefix),
+            explain_prefix_literal=_python_literal(self.explain_prefix),
+            generation_returns_prompt=self.model_class.endswith("CausalLM"),
+            loss_rows=_rows(self.loss_settings),
+            hyperparameter_rows=_rows(self.hyperparameters),
+            metric_rows=_rows(dict(self.metrics)),
+            training_table=_training_table(self.training_logs),
+            papers=[{"heading": p.heading, "bibtex": p.bibtex} for p in self.papers],
+        )
+        return values
+
+    def metadata(self) -> dict[str, Any]:
+        """The YAML metadata the Hub indexes, as a dict (``to_yaml`` dumps it).
+
+        Examples:
+            >>> DSSModelCardData("m", datasets=["svamp"]).metadata()["datasets"]
+            ['svamp']
+        """
+        pipeline_tag = self.resolved_pipeline_tag
+        meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": pipeline_tag}
+        if self.license:
+            meta["license"] = self.license
+        if self.language:
+            meta["language"] = self.language
+        if self.base_model:
+            meta["base_model"] = self.base_model
+        if self.datasets:
+            meta["datasets"] = list(self.datasets)
+        meta["tags"] = list(dict.fromkeys(list(self.tags) + list(self.extra_tags)))
+        if self.metrics:
+            dataset = self.datasets[0] if self.datasets else "unknown"
+            meta["metrics"] = sorted({_metric_type(k) for k in self.metrics})
+            result = {
+                "task": {"type": pipeline_tag, "name": "Chain-of-thought distillation"},
+                "dataset": {"name": dataset, "type": dataset},
+                "metrics": [
+                    {"type": _metric_type(k), "name": k, "value": _plain(v)}
+                    for k, v in sorted(self.metrics.items())
                 ],
             }
-        ]
-        if not card.datasets:
-            meta["model-index"][0]["results"][0]["dataset"] = {"name": "unknown", "type": "unknown"}
-    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip()
+            meta["model-index"] = [{"name": self.model_name, "results": [result]}]
+        return meta
+
+    def to_yaml(self, line_break: str | None = None, original_order: list[str] | None = None) -> str:
+        """The card's YAML metadata block (without the ``---`` lines).
+
+        Examples:
+            >>> print(DSSModelCardData("m").to_yaml().splitlines()[0])
+            library_name: transformers
+        """
+        import yaml
+
+        return yaml.safe_dump(
+            self.metadata(), sort_keys=False, allow_unicode=True, line_break=line_break
+        ).strip()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _metric_type(name: str) -> str:
-    for prefix in ("eval_", "test_"):
+    for prefix in _METRIC_PREFIXES:
         if name.startswith(prefix):
             name = name[len(prefix) :]
     return name
 
 
 def _plain(value: Any) -> Any:
-    return round(float(value), 6) if isinstance(value, (int, float)) else value
+    return round(value, 6) if isinstance(value, float) else value
 
 
-def _table(rows: dict[str, Any]) -> str:
-    lines = ["| setting | value |", "|---|---|"]
-    lines += [f"| `{k}` | {_plain(v)} |" for k, v in rows.items()]
-    return "\n".join(lines)
+def _cell(value: Any) -> str:
+    return str(_plain(value)).replace("|", "\\|")
 
 
-def render_model_card(card: DSSModelCardData) -> str:
+def _python_literal(text: str) -> str:
+    """A Python string literal for ``text`` (JSON's double-quoted strings are valid Python)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _rows(values: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(name, _cell(value)) for name, value in values.items()]
+
+
+def _training_table(logs: list[dict[str, float]]) -> dict[str, Any] | None:
+    """Columns and rows of the training-results table, at most ``MAX_TRAINING_ROWS`` rows, evenly spaced."""
+    if not logs:
+        return None
+    columns = ["step", "epoch", *TRAINING_LOSS_KEYS, "eval_loss"]
+    columns = [c for c in columns if any(c in row for row in logs)]
+    shown = logs
+    if len(logs) > MAX_TRAINING_ROWS:
+        last = len(logs) - 1
+        indices = sorted({round(i * last / (MAX_TRAINING_ROWS - 1)) for i in range(MAX_TRAINING_ROWS)})
+        shown = [logs[i] for i in indices]
+    rows = [[_cell(row[c]) if c in row else "-" for c in columns] for row in shown]
+    return {"columns": columns, "rows": rows, "shown": len(shown), "logged": len(logs)}
+
+
+def model_card_template_path() -> Path:
+    """Where the card's Markdown (Jinja) template is: ``templates/model_card_template.md`` in the package.
+
+    Examples:
+        >>> model_card_template_path().name
+        'model_card_template.md'
+    """
+    path = Path(str(resources.files("hf_cotmi").joinpath(TEMPLATE_NAME)))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the model card template {path} is missing: hf_cotmi was installed without its package data "
+            "(setup.cfg [options.package_data] must list templates/*.md); reinstall hf-cotmi"
+        )
+    return path
+
+
+def build_model_card(card: DSSModelCardData, template_path: str | Path | None = None) -> ModelCard:
+    """Render ``card`` through the template into a ``huggingface_hub.ModelCard`` (its metadata is parsed and
+    checked as the Hub parses it).
+
+    Args:
+        card: what the card says; ``card.model_name`` must be set.
+        template_path: another Jinja template to render with (default: the one shipped in the package).
+
+    Examples:
+        >>> build_model_card(DSSModelCardData("student")).data.library_name
+        'transformers'
+    """
+    if not card.model_name:
+        raise ValueError("DSSModelCardData.model_name is not set: the card needs a title (the model's name)")
+    path = Path(template_path) if template_path is not None else model_card_template_path()
+    return ModelCard.from_template(card, template_path=str(path))
+
+
+def render_model_card(card: DSSModelCardData, template_path: str | Path | None = None) -> str:
     """Render the card as Markdown with YAML front matter (parses with ``huggingface_hub.ModelCard``).
 
     Examples:
@@ -135,45 +374,73 @@ def render_model_card(card: DSSModelCardData) -> str:
         >>> text.startswith("---")
         True
     """
-    repo = card.repo_id or card.model_name
-    base = f" from [`{card.base_model}`](https://huggingface.co/{card.base_model})" if card.base_model else ""
-    data = f" on {', '.join(card.datasets)}" if card.datasets else ""
-    results = _table(card.metrics) if card.metrics else "No evaluation metrics were logged."
-    versions = "\n".join(f"- {k}: {v}" for k, v in card.framework_versions.items())
-    parts = [
-        f"---\n{_yaml_metadata(card)}\n---",
-        f"# {card.model_name}",
-        f"A student model distilled{base}{data} with [hf-cotmi](https://pypi.org/project/hf-cotmi/) using "
-        f"**{card.method}**. It was trained on two tasks: `{card.predict_prefix.strip()}` followed by the "
-        f"input gives the answer, and `{card.explain_prefix.strip()}` followed by the input gives a rationale "
-        "(a chain of thought) in the teacher's style.",
-        "## Usage",
-        "```python\n"
-        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
-        f'model = AutoModelForSeq2SeqLM.from_pretrained("{repo}")\n\n'
-        'question = "Tom has 3 apples and buys 4 more. How many apples does he have?"\n'
-        f'label_ids = model.generate(**tokenizer("{card.predict_prefix}" + question, return_tensors="pt"),'
-        " max_new_tokens=32)\n"
-        f'rationale_ids = model.generate(**tokenizer("{card.explain_prefix}" + question, return_tensors="pt"),'
-        " max_new_tokens=256)\n"
-        'print("answer:", tokenizer.decode(label_ids[0], skip_special_tokens=True))\n'
-        'print("rationale:", tokenizer.decode(rationale_ids[0], skip_special_tokens=True))\n'
-        "```",
-        "## Training objective",
-        "`loss = label_loss_weight * label_loss + rationale_loss_weight * rationale_loss + "
-        "mi_loss_weight * mi_loss`, where `mi_loss` ties the two tasks together (Chen et al. 2024).\n\n"
-        + _table(card.loss_settings),
-        "## Training hyperparameters",
-        _table(card.hyperparameters) if card.hyperparameters else "Not recorded.",
-        "## Evaluation results",
-        results,
-    ]
-    if versions:
-        parts += ["## Framework versions", versions]
-    parts += [
-        "## Citation",
-        "Distilling Step-by-Step (Hsieh et al., 2023):\n\n```bibtex\n" + DSS_BIBTEX + "\n```",
-        "Mutual-information loss (Chen et al., 2024):\n\n```bibtex\n" + MI_BIBTEX + "\n```",
-    ]
-    return "\n\n".join(parts) + "\n"
+    return str(build_model_card(card, template_path)).rstrip("\n") + "\n"
+
+
+class DSSModelCardCallback(TrainerCallback):
+    """Fills a :class:`DSSModelCardData` as training runs; :class:`~hf_cotmi.DSSMITrainer` adds one itself
+    (``trainer.model_card_callback``).
+
+    - ``on_train_begin``: the hyperparameters and loss settings from the arguments; the logged losses and
+      metrics start again from the trainer state's log history (empty for a fresh run, the earlier steps
+      when resuming from a checkpoint).
+    - ``on_log``: the training loss and its components (``loss_label``, ``loss_rationale``, ``loss_mi``).
+    - ``on_evaluate``: every ``eval_*`` / ``test_*`` metric, including those that callbacks such as
+      :class:`~hf_cotmi.ECECallback` add to the evaluation's logs.
+
+    Examples:
+        >>> callback = DSSModelCardCallback()
+        >>> callback.card_data.training_logs
+        []
+        >>> # trainer = Trainer(..., callbacks=[callback]); trainer.train(); callback.card_data.hyperparameters
+    """
+
+    def __init__(self, card_data: DSSModelCardData | None = None) -> None:
+        self.card_data = card_data if card_data is not None else DSSModelCardData()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        card = self.card_data
+        card.hyperparameters = training_hyperparameters(args, state)
+        if callable(getattr(args, "loss_settings", None)):
+            card.loss_settings = args.loss_settings()
+        card.training_logs = []
+        card.metrics = {}
+        for entry in state.log_history:  # a resumed run's earlier logs
+            step = int(entry.get("step", 0))
+            card.record_training_log(entry, step, entry.get("epoch"))
+            card.record_metrics(entry, step, entry.get("epoch"))
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if logs:
+            self.card_data.record_training_log(logs, state.global_step, state.epoch)
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if metrics:
+            self.card_data.record_metrics(metrics, state.global_step, state.epoch)
+
+
+def training_hyperparameters(args: Any, state: Any = None) -> dict[str, Any]:
+    """The hyperparameters the card lists, from ``TrainingArguments`` (and ``TrainerState`` for the steps).
+
+    Examples:
+        >>> from transformers import TrainingArguments
+        >>> training_hyperparameters(TrainingArguments("out", learning_rate=1e-3, max_steps=5))["max_steps"]
+        5
+    """
+    world_size = max(1, int(getattr(args, "world_size", 1) or 1))
+    return {
+        "learning_rate": args.learning_rate,
+        "train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "total_train_batch_size": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * world_size,
+        "max_steps": (getattr(state, "max_steps", 0) or 0) or args.max_steps,
+        "seed": args.seed,
+        "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+    }

@@ -25,7 +25,7 @@ from transformers.trainer_utils import PredictionOutput
 from .arguments import DSSMITrainingArguments
 from .collator import DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
-from .model_card import TAGS, DSSModelCardData, render_model_card
+from .model_card import PAPERS, TAGS, DSSModelCardCallback, DSSModelCardData, Paper, render_model_card
 
 logger = logging.getLogger("hf_cotmi")
 
@@ -87,7 +87,10 @@ class DSSMITrainer(Seq2SeqTrainer):
         >>> #                        train_dataset=features["train"], eval_dataset=features["valid"])
     """
 
-    _tag_names = TAGS
+    _tag_names: list[str] = TAGS
+    """Tags of every model this trainer trains (model card metadata and ``model.add_model_tags``)."""
+    _papers: tuple[Paper, ...] = PAPERS
+    """The papers the model card cites: Distilling Step-by-Step and the mutual-information loss."""
 
     def __init__(
         self,
@@ -135,6 +138,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         self.args: DSSMITrainingArguments
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
+        self.model_card_callback = DSSModelCardCallback(self._initial_model_card_data())
+        self.add_callback(self.model_card_callback)
         self._component_sums: dict[str, dict[str, float]] = {
             "train": defaultdict(float),
             "eval": defaultdict(float),
@@ -488,6 +493,9 @@ class DSSMITrainer(Seq2SeqTrainer):
     ) -> None:
         """Write ``README.md`` into the output directory: metadata, usage, loss settings, results, BibTeX.
 
+        The card is rendered from ``hf_cotmi/templates/model_card_template.md`` with what
+        ``trainer.model_card_callback`` recorded during training (see :meth:`model_card_data`).
+
         Examples:
             >>> # trainer.create_model_card(model_name="t5-small-svamp-dssmi", dataset="svamp")
         """
@@ -508,53 +516,41 @@ class DSSMITrainer(Seq2SeqTrainer):
         dataset: str | list[str] | None = None,
         tags: str | list[str] | None = None,
     ) -> DSSModelCardData:
-        """Collect what the model card says from the arguments, the model and the log history.
+        """A copy of the card data ``model_card_callback`` filled during training (hyperparameters, losses,
+        metrics), with the names added: model name, repository id, base model, datasets and extra tags.
 
         Examples:
             >>> # trainer.model_card_data().loss_settings["mi_loss_weight"]
         """
-        import transformers
-
+        card = self.model_card_callback.card_data
         if model_name is None:
             model_name = self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
         if finetuned_from is None:
             unwrapped = self.accelerator.unwrap_model(self.model)
             name = getattr(getattr(unwrapped, "config", None), "_name_or_path", "") or ""
             finetuned_from = name if name and not os.path.isdir(name) else None
-        metrics: dict[str, float] = {}
-        for entry in self.state.log_history:
-            for key, value in entry.items():
-                if (key.startswith("eval_") or key.startswith("test_")) and isinstance(value, (int, float)):
-                    if not key.endswith(("_runtime", "_per_second", "_steps_per_second")):
-                        metrics[key] = float(value)
-        hyperparameters = {
-            "learning_rate": self.args.learning_rate,
-            "train_batch_size": self.args.per_device_train_batch_size,
-            "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
-            "total_train_batch_size": self.args.per_device_train_batch_size
-            * self.args.gradient_accumulation_steps
-            * max(1, self.args.world_size),
-            "max_steps": self.state.max_steps or self.args.max_steps,
-            "seed": self.args.seed,
-            "optimizer": str(self.args.optim.value if hasattr(self.args.optim, "value") else self.args.optim),
-            "lr_scheduler": str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)),
-        }
-        datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
-        extra = [tags] if isinstance(tags, str) else list(tags or [])
         # The usage snippet needs the full repository id; push_to_hub passes only the part after the "/".
         repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
         if "/" in model_name or not repo_id:
             repo_id = model_name
-        return DSSModelCardData(
+        return dataclasses.replace(
+            card,
             model_name=model_name,
             repo_id=repo_id,
             base_model=finetuned_from,
-            datasets=datasets,
+            datasets=[dataset] if isinstance(dataset, str) else list(dataset or []),
+            extra_tags=[tags] if isinstance(tags, str) else list(tags or []),
+        )
+
+    def _initial_model_card_data(self) -> DSSModelCardData:
+        """What the card knows before training: the prefixes, loss settings, tags, papers and versions."""
+        import transformers
+
+        return DSSModelCardData(
             loss_settings=self.args.loss_settings(),
-            hyperparameters=hyperparameters,
-            metrics=metrics,
             predict_prefix=self.args.predict_prefix,
             explain_prefix=self.args.explain_prefix,
-            extra_tags=extra,
+            tags=list(self._tag_names),
+            papers=list(self._papers),
             framework_versions={"transformers": transformers.__version__, "torch": torch.__version__},
         )
