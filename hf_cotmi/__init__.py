@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "reliability_diagram_data": "calibration",
     "label_confidences": "confidence",
     "ECECallback": "callbacks",
+    "StopOnNonFiniteCallback": "callbacks",
+    "NonFiniteLossError": "callbacks",
     "evaluate_calibration": "evaluation",
     "save_reliability_diagram": "plotting",
     "CalibrationBins": "calibration",
