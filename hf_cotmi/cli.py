@@ -452,32 +452,15 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
 
 
 def _read_inputs(path: str) -> list[str]:
-    if path == "-":
-        lines = sys.stdin.read().splitlines()
-        where = "standard input"
-    else:
-        if not os.path.isfile(path):
-            raise CLIUsageError(f"--input-file {path!r} does not exist or is not a file")
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-        where = path
-    texts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CLIUsageError(f"{where}, line {number}: not valid JSON ({error.msg})") from error
-            if not isinstance(record, dict) or not isinstance(record.get("input"), str):
-                raise CLIUsageError(
-                    f"{where}, line {number}: expected a JSON object with a text field 'input'"
-                )
-            texts.append(record["input"])
-        else:
-            texts.append(line.strip())
-    return texts
+    from .data.jsonfiles import DataFormatError
+    from .data.textfiles import read_input_lines
+
+    if path != "-" and not os.path.isfile(path):
+        raise CLIUsageError(f"--input-file {path!r} does not exist or is not a file")
+    try:
+        return read_input_lines(path)
+    except DataFormatError as error:
+        raise CLIUsageError(f"--input-file: {error}") from error
 
 
 def _predict(argv: Sequence[str], debug: bool = False) -> int:
