@@ -245,3 +245,14 @@ def test_a_missing_input_file_is_a_usage_error(tmp_path):
         _read_inputs(str(tmp_path / "none.txt"))
     with pytest.raises(FileNotFoundError):
         read_input_lines(tmp_path / "none.txt")
+
+
+def test_the_strict_reading_benchmark_runs(tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "strict_reading.py"
+    spec = importlib.util.spec_from_file_location("bench_strict_reading", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = module.main(["--records", "50", "--repeats", "1"])
+    assert summary["strict_over_baseline"] > 0
