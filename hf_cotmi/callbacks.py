@@ -327,7 +327,8 @@ class StopOnNonFiniteCallback(TrainerCallback):
       computed them (the real values, whatever ``logging_nan_inf_filter`` says), and for other trainers the
       Trainer's running loss (real only with ``logging_nan_inf_filter=False``);
     - the gradient norm over all parameters (after clipping when ``max_grad_norm > 0``; a NaN or infinite
-      norm leaves NaN gradients behind).
+      norm leaves NaN gradients behind). Where the gradients are not on the parameters (DeepSpeed ZeRO)
+      only the loss is checked.
 
     On a non-finite value it raises :class:`NonFiniteLossError` naming the step (numbered as in the logs),
     the components and the gradient norm. The optimizer never applies that step, so the weights stay as
@@ -392,15 +393,14 @@ class StopOnNonFiniteCallback(TrainerCallback):
             parts = [f"loss {loss:.6g}"]
         losses = ", ".join(parts) if parts else "the loss is not available to this callback"
         norm = "not available" if gradient_norm is None else f"{gradient_norm:.6g}"
-        what = " and ".join(
-            [
-                text
-                for text, bad in (("the loss", not loss_finite), ("the gradient norm", not norm_finite))
-                if bad
-            ]
-        )
+        bad = [
+            text
+            for text, finite in (("the loss", loss_finite), ("the gradient norm", norm_finite))
+            if not finite
+        ]
+        what = " and ".join(bad) + (" are" if len(bad) > 1 else " is")
         raise NonFiniteLossError(
-            f"training stopped at step {step} of {state.max_steps}: {what} is not finite ({losses}; "
+            f"training stopped at step {step} of {state.max_steps}: {what} not finite ({losses}; "
             f"gradient norm {norm}). The step was not applied and no final model is saved"
             f"{_last_checkpoint_note(args)}. Lower learning_rate, clip gradients with max_grad_norm (e.g. "
             "1.0), or set stop_on_non_finite=False to train on regardless"
@@ -428,10 +428,10 @@ def _gradient_norm(model: Any) -> float | None:
 
     if model is None:
         return None
-    norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-    if not norms:
+    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+    if not grads:  # e.g. DeepSpeed ZeRO keeps the gradients in its own partitions
         return None
-    return float(torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms])).item())
+    return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False).item())
 
 
 def _first_non_finite_parameter(model: Any) -> str | None:

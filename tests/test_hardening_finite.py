@@ -94,7 +94,9 @@ def test_a_non_finite_loss_names_the_step_and_the_components(tmp_path, tiny_toke
         train_dataset=tiny_features,
         callbacks=[PoisonWeight("step_begin", step=2)],
     )
-    with pytest.raises(NonFiniteLossError, match=r"at step 3 of 8: the loss and the gradient norm") as caught:
+    with pytest.raises(
+        NonFiniteLossError, match=r"at step 3 of 8: the loss and the gradient norm are not"
+    ) as caught:
         trainer.train()
     assert re.search(r"loss_label nan, loss_rationale nan, loss_mi nan", str(caught.value))
     assert trainer.state.global_step == 2
@@ -166,3 +168,35 @@ def test_a_plain_trainer_is_stopped_by_the_gradient_check(tmp_path, tiny_tokeniz
 def test_infinite_weights_are_refused(name):
     with pytest.raises(ValueError, match=name):
         DSSMITrainingArguments("out", report_to="none", **{name: float("inf")})
+
+
+def test_the_gradient_norm_matches_a_naive_sum_of_squares(tiny_tokenizer):
+    from hf_cotmi.callbacks import _gradient_norm
+
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    for index, parameter in enumerate(model.parameters()):
+        parameter.grad = torch.full_like(parameter, 0.01 * (index % 5))
+    expected = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in model.parameters()))
+    assert _gradient_norm(model) == pytest.approx(expected, rel=1e-5)
+    next(model.parameters()).grad.view(-1)[0] = float("inf")
+    assert _gradient_norm(model) == float("inf")
+
+
+@pytest.mark.slow
+def test_the_cli_exits_1_and_saves_no_model_when_training_diverges(tmp_path, capsys):
+    from hf_cotmi.cli import main
+
+    out = tmp_path / "student"
+    code = main(
+        ["demo", "--output-dir", str(out), "--max-steps", "8", "--logging-steps", "1",
+         "--synthetic-train-size", "32", "--synthetic-test-size", "4", "--num-examples-to-show", "1",
+         "--use-cpu", "--learning_rate", "1e3", "--max_grad_norm", "0", "--optim", "sgd"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1
+    (error,) = [line for line in captured.err.splitlines() if "error:" in line]
+    assert re.search(
+        r"NonFiniteLossError: training stopped at step \d of 8: .* not finite \(loss_label ", error
+    )
+    assert not (out / "model.safetensors").exists()
+    assert "loss 0.0000" not in captured.out
