@@ -327,8 +327,9 @@ class StopOnNonFiniteCallback(TrainerCallback):
       computed them (the real values, whatever ``logging_nan_inf_filter`` says), and for other trainers the
       Trainer's running loss (real only with ``logging_nan_inf_filter=False``);
     - the gradient norm over all parameters (after clipping when ``max_grad_norm > 0``; a NaN or infinite
-      norm leaves NaN gradients behind). Where the gradients are not on the parameters (DeepSpeed ZeRO)
-      only the loss is checked.
+      norm leaves NaN gradients behind). Where the gradients are not on the parameters (DeepSpeed ZeRO),
+      and under ``fp16``, whose loss scaler overflows gradients on purpose and skips those steps itself, only
+      the loss is checked.
 
     On a non-finite value it raises :class:`NonFiniteLossError` naming the step (numbered as in the logs),
     the components and the gradient norm. The optimizer never applies that step, so the weights stay as
@@ -379,7 +380,13 @@ class StopOnNonFiniteCallback(TrainerCallback):
         }
         running = self._running_loss()
         loss = None if running is None else running - self._running_loss_before
-        gradient_norm = _gradient_norm(kwargs.get("model"))
+        # Under fp16 a dynamic loss scaler overflows the gradients now and then on purpose, and skips those
+        # steps itself; only the loss says whether training diverged.
+        scaled = (
+            bool(getattr(args, "fp16", False))
+            or getattr(getattr(self.trainer, "accelerator", None), "scaler", None) is not None
+        )
+        gradient_norm = None if scaled else _gradient_norm(kwargs.get("model"))
         # transformers' running loss is the real value only without its NaN filter
         real_loss = loss is not None and not getattr(args, "logging_nan_inf_filter", True)
         loss_finite = all(math.isfinite(v) for v in components.values()) and (
@@ -392,7 +399,7 @@ class StopOnNonFiniteCallback(TrainerCallback):
         if not parts and real_loss:
             parts = [f"loss {loss:.6g}"]
         losses = ", ".join(parts) if parts else "the loss is not available to this callback"
-        norm = "not available" if gradient_norm is None else f"{gradient_norm:.6g}"
+        norm = "not checked" if gradient_norm is None else f"{gradient_norm:.6g}"
         bad = [
             text
             for text, finite in (("the loss", loss_finite), ("the gradient norm", norm_finite))

@@ -200,3 +200,28 @@ def test_the_cli_exits_1_and_saves_no_model_when_training_diverges(tmp_path, cap
     )
     assert not (out / "model.safetensors").exists()
     assert "loss 0.0000" not in captured.out
+
+
+def test_under_fp16_scaler_overflows_are_left_to_the_scaler_but_a_nan_loss_is_not(tiny_tokenizer):
+    from types import SimpleNamespace
+
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    for parameter in model.parameters():
+        parameter.grad = torch.full_like(parameter, float("inf"))  # what an overflowing loss scale leaves
+    state = SimpleNamespace(global_step=4, max_steps=10)
+
+    def check(fp16, components):
+        trainer = SimpleNamespace(_component_sums={"train": components})
+        callback = StopOnNonFiniteCallback(trainer)
+        args = SimpleNamespace(fp16=fp16, logging_nan_inf_filter=False, output_dir=None)
+        callback.on_step_begin(args, state, None)
+        trainer._component_sums["train"] = {k: v + 1.0 for k, v in components.items()}
+        callback.on_pre_optimizer_step(args, state, None, model=model)
+
+    check(True, {"loss_label": 2.0})  # a skipped fp16 step: no error
+    with pytest.raises(NonFiniteLossError, match="at step 5 of 10: the gradient norm is not finite"):
+        check(False, {"loss_label": 2.0})
+    with pytest.raises(
+        NonFiniteLossError, match=r"the loss is not finite \(loss_label nan; gradient norm not"
+    ):
+        check(True, {"loss_label": float("nan")})
