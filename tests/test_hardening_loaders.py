@@ -87,6 +87,14 @@ def test_csv_lines_are_file_lines_even_after_a_quoted_multi_line_cell(tmp_path):
     assert header == ["input", "label"] and records == [(2, ["a\nb", "1"]), (5, ["c", "2"])]
 
 
+def test_malformed_csv_names_the_line_and_long_cells_are_read(tmp_path):
+    path = write(tmp_path / "q.csv", 'input,label,rationale\na,1,r\nb,"2"x,r\n')
+    assert error_of(path).startswith(f"{path}, line 3: not valid CSV (")
+    long = "why " * 50_000
+    data = load_cot_dataset(write(tmp_path / "long.csv", f"input,label,rationale\na,1,{long}\n"))
+    assert data["train"][0]["rationale"] == long
+
+
 def test_csv_cells_stay_text(tmp_path):
     path = write(tmp_path / "d.csv", "input,label,rationale\n007,NA,\n")
     row = load_cot_dataset(path)["train"][0]

@@ -115,6 +115,8 @@ def read_csv_records(path: PathLike) -> tuple[list[str], list[tuple[int, list[st
     text = read_text_file(path)
     if not text.strip():
         raise DataFormatError(f"{where}: the file is empty; expected a CSV header line and records")
+    # csv's default cell limit (131,072 characters) would refuse a long rationale; no cell is longer than the file
+    csv.field_size_limit(max(csv.field_size_limit(), min(len(text), sys.maxsize)))
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
     records: list[tuple[int, list[str]]] = []
