@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -126,6 +127,19 @@ def test_a_mixed_type_label_column_names_the_line_and_field(tmp_path):
 def test_a_mixed_type_field_in_a_json_array_names_the_record(tmp_path):
     path = write(tmp_path / "mixed.json", json.dumps([GOOD, GOOD, dict(GOOD, label=True)]))
     assert "at record 3 the field 'label' holds true/false (True) but at record 1 text" in error_of(path)
+
+
+def test_a_field_that_is_not_text_anywhere_names_its_first_line(tmp_path):
+    lines = [
+        json.dumps(dict(GOOD, label=None)),
+        json.dumps(dict(GOOD, label=[1])),
+        json.dumps(dict(GOOD, label=[2])),
+    ]
+    path = write(tmp_path / "lists.jsonl", jsonl_bytes(*lines))
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}: column 'label' holds .* \(the first at line 2\), expected text",
+        error_of(path),
+    )
 
 
 def test_numbers_in_every_record_are_still_read_as_text(tmp_path):

@@ -186,7 +186,9 @@ def _standardise(
         feature = dataset.features[target]
         if not (isinstance(feature, Value) and feature.dtype in _TEXT_DTYPES):
             if not isinstance(feature, Value):
-                raise ValueError(f"{where}: column {columns[target]!r} holds {feature}, expected text")
+                first = next((i for i, value in enumerate(dataset[target]) if value is not None), None)
+                at = f" (the first at {locate(first)})" if locate is not None and first is not None else ""
+                raise ValueError(f"{where}: column {columns[target]!r} holds {feature}{at}, expected text")
             dataset = dataset.cast_column(target, Value("string"))
 
     for target in ("input", "label"):
