@@ -38,6 +38,11 @@ _EXPORTS: dict[str, str] = {
     "DSSLoadReport": "data.report",
     "CoTLoadReport": "data.report",
     "FeaturesReport": "data.report",
+    "read_input_lines": "data.textfiles",
+    # resuming: the latest complete checkpoint
+    "latest_complete_checkpoint": "checkpoints",
+    "resolve_resume_checkpoint": "checkpoints",
+    "checkpoint_problems": "checkpoints",
     # metrics
     "safe_eval_arithmetic": "metrics",
     "equation_accuracy": "metrics",
@@ -49,6 +54,8 @@ _EXPORTS: dict[str, str] = {
     "reliability_diagram_data": "calibration",
     "label_confidences": "confidence",
     "ECECallback": "callbacks",
+    "StopOnNonFiniteCallback": "callbacks",
+    "NonFiniteLossError": "callbacks",
     "evaluate_calibration": "evaluation",
     "save_reliability_diagram": "plotting",
     "CalibrationBins": "calibration",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
@@ -21,8 +22,16 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     - ``rationale_loss_weight=0`` and ``mi_loss_weight=0``: standard fine-tuning on labels; the rationale
       pass is skipped.
 
-    Everything else is ``Seq2SeqTrainingArguments``. Two defaults differ: ``remove_unused_columns=False``
-    (the rationale columns must reach the collator) and ``predict_with_generate=True``.
+    Everything else is ``Seq2SeqTrainingArguments``. Three defaults differ: ``remove_unused_columns=False``
+    (the rationale columns must reach the collator), ``predict_with_generate=True`` and
+    ``logging_nan_inf_filter=False`` (the logged loss is the real value, NaN included).
+
+    Values are checked when the arguments are built, and a ``ValueError`` names the field: negative, NaN or
+    infinite loss weights or learning rate, batch sizes or ``gradient_accumulation_steps`` below 1,
+    ``max_steps=0`` (or below -1), and mixed precision that cannot take effect on this machine. ``fp16`` on
+    the CPU (``use_cpu=True``, or no GPU or other accelerator) is refused rather than silently ignored: use
+    ``bf16=True`` with ``use_cpu=True`` for bfloat16 on the CPU. ``bf16`` without ``use_cpu`` on a machine
+    without a bfloat16-capable accelerator is refused too (add ``use_cpu=True``).
 
     Args:
         label_loss_weight: weight of the label task (``predict:`` -> label) cross-entropy.
@@ -35,6 +44,11 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
         explain_prefix: prefix of the rationale-task input.
         output_rationale: also generate rationales in ``predict()``/``evaluate()`` and hand them back.
         rationale_max_new_tokens: longest generated rationale, in new tokens.
+        stop_on_non_finite: stop training with :class:`~hf_cotmi.NonFiniteLossError` at the first step
+            whose loss or gradient norm is NaN or infinite, before the optimizer applies it (see
+            :class:`~hf_cotmi.StopOnNonFiniteCallback`); ``False`` trains on.
+        logging_nan_inf_filter: transformers' filter that logs the running average in place of a NaN/inf
+            loss; default ``False`` here so the logged loss is the real one.
 
     Examples:
         >>> args = DSSMITrainingArguments("out", mi_loss_weight=0.1, report_to="none")
@@ -100,16 +114,34 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     predict_with_generate: bool = field(
         default=True, metadata={"help": "Generate labels in evaluate()/predict() to compute metrics."}
     )
+    stop_on_non_finite: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop training with an error (naming the step and the loss components) as soon as the "
+            "loss or the gradient norm is NaN or infinite, before that step changes the weights."
+        },
+    )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace NaN/inf training losses by the running average in the logs (transformers' "
+            "default True hides them). Default False for DSS: the logged loss is the real value."
+        },
+    )
 
     def __post_init__(self) -> None:
+        """Refuse values that would train nothing, diverge at once or be silently ignored.
+
+        Every error is a ``ValueError`` that names the field and says what was expected.
+        """
         weights = {
             "label_loss_weight": self.label_loss_weight,
             "rationale_loss_weight": self.rationale_loss_weight,
             "mi_loss_weight": self.mi_loss_weight,
         }
         for name, value in weights.items():
-            if not isinstance(value, (int, float)) or value != value or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+            if not _is_number(value) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
         if all(value == 0 for value in weights.values()):
             raise ValueError(
                 "label_loss_weight, rationale_loss_weight and mi_loss_weight are all 0: nothing would be "
@@ -122,8 +154,41 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
         ):
             if value not in choices:
                 raise ValueError(f"{name}={value!r} is not supported; expected one of {', '.join(choices)}")
-        if self.rationale_max_new_tokens < 1:
-            raise ValueError(f"rationale_max_new_tokens must be >= 1, got {self.rationale_max_new_tokens}")
+        for name in (
+            "rationale_max_new_tokens",
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
+            value = getattr(self, name)
+            if not _is_integer(value) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not _is_integer(self.max_steps) or self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps must be a positive number of optimizer steps, or -1 to train for num_train_epochs; "
+                f"got {self.max_steps!r}" + (" (0 steps would train nothing)" if self.max_steps == 0 else "")
+            )
+        if self.max_steps == -1 and (
+            not _is_number(self.num_train_epochs)
+            or not math.isfinite(self.num_train_epochs)
+            or self.num_train_epochs <= 0
+        ):
+            raise ValueError(
+                f"num_train_epochs must be a finite number > 0 when max_steps is -1; got {self.num_train_epochs!r}"
+            )
+        if (
+            not _is_number(self.learning_rate)
+            or not math.isfinite(self.learning_rate)
+            or self.learning_rate < 0
+        ):
+            raise ValueError(
+                f"learning_rate must be a finite non-negative number, got {self.learning_rate!r}"
+            )
+        if not _is_number(self.max_grad_norm) or math.isnan(self.max_grad_norm):
+            raise ValueError(
+                f"max_grad_norm must be a number (0 turns clipping off), got {self.max_grad_norm!r}"
+            )
+        _check_mixed_precision(self)
         super().__post_init__()
 
     @property
@@ -151,3 +216,40 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
             "mi_divergence": self.mi_divergence,
             "mi_variant": self.mi_variant,
         }
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _accelerator_available() -> bool:
+    """Whether a device that runs float16 mixed precision is present (CUDA, XPU, NPU, MLU, HPU, MPS)."""
+    from transformers.utils import import_utils
+
+    names = ("cuda", "xpu", "npu", "mlu", "hpu", "mps")
+    return any(getattr(import_utils, f"is_torch_{name}_available", lambda: False)() for name in names)
+
+
+def _check_mixed_precision(args: DSSMITrainingArguments) -> None:
+    """Refuse ``fp16``/``bf16`` settings that cannot take effect on this machine (instead of ignoring them)."""
+    fp16 = [name for name in ("fp16", "fp16_full_eval") if getattr(args, name, False)]
+    if fp16 and (args.use_cpu or not _accelerator_available()):
+        where = "use_cpu=True is set" if args.use_cpu else "this machine has no GPU or other accelerator"
+        raise ValueError(
+            f"{fp16[0]}=True cannot take effect: float16 mixed precision needs a GPU and {where}, so training "
+            "would silently run in float32; use bf16=True with use_cpu=True (--bf16 --use_cpu) for bfloat16 "
+            f"on the CPU, or drop --{fp16[0]}"
+        )
+    bf16 = [name for name in ("bf16", "bf16_full_eval") if getattr(args, name, False)]
+    if bf16 and not args.use_cpu:
+        from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+        if not is_torch_bf16_gpu_available() and not is_torch_xla_available():
+            raise ValueError(
+                f"{bf16[0]}=True: this machine has no accelerator with bfloat16 support; add use_cpu=True "
+                f"(--use_cpu) to train in bfloat16 mixed precision on the CPU, or drop --{bf16[0]}"
+            )

@@ -294,3 +294,167 @@ def _prefix_of(metrics: dict[str, float]) -> str:
             if key.endswith(suffix):
                 return key[: -len(suffix)]
     return "eval"
+
+
+# ---------------------------------------------------------------------------------- finite or stop
+
+import math  # noqa: E402  (this section is appended to the module)
+
+__all__ += ["NonFiniteLossError", "StopOnNonFiniteCallback"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped because the loss, the gradient norm or the weights stopped being finite.
+
+    Raised by :class:`StopOnNonFiniteCallback` out of ``trainer.train()``, so nothing after it runs: no
+    final model is saved, and the ``hf-cotmi`` command exits with status 1. The message names the step,
+    the loss components and the gradient norm.
+
+    Examples:
+        >>> issubclass(NonFiniteLossError, ArithmeticError)
+        True
+    """
+
+
+class StopOnNonFiniteCallback(TrainerCallback):
+    """Stop training at the first step whose loss or gradient norm is NaN or infinite, before it is applied.
+
+    :class:`~hf_cotmi.DSSMITrainer` adds one by default (``stop_on_non_finite=True`` in
+    :class:`~hf_cotmi.DSSMITrainingArguments`; ``False`` leaves it out). Checked at every optimizer step,
+    just before ``optimizer.step()``:
+
+    - the loss of the step: ``loss_label``, ``loss_rationale`` and ``loss_mi`` as :class:`~hf_cotmi.DSSMITrainer`
+      computed them (the real values, whatever ``logging_nan_inf_filter`` says), and for other trainers the
+      Trainer's running loss (real only with ``logging_nan_inf_filter=False``);
+    - the gradient norm over all parameters (after clipping when ``max_grad_norm > 0``; a NaN or infinite
+      norm leaves NaN gradients behind). Where the gradients are not on the parameters (DeepSpeed ZeRO),
+      and under ``fp16``, whose loss scaler overflows gradients on purpose and skips those steps itself, only
+      the loss is checked.
+
+    On a non-finite value it raises :class:`NonFiniteLossError` naming the step (numbered as in the logs),
+    the components and the gradient norm. The optimizer never applies that step, so the weights stay as
+    they were after the last finite step; checkpoints already written are kept and no final model is
+    saved. Before a checkpoint save and at the end of training it also checks that every weight is finite.
+
+    Args:
+        trainer: the trainer whose per-step loss to read; without it only gradients and weights are
+            checked.
+
+    Examples:
+        >>> from hf_cotmi import StopOnNonFiniteCallback
+        >>> callback = StopOnNonFiniteCallback()
+        >>> # trainer = Seq2SeqTrainer(..., callbacks=[callback]); callback.trainer = trainer
+        >>> callback.trainer is None
+        True
+    """
+
+    def __init__(self, trainer: Any | None = None) -> None:
+        self.trainer = trainer
+        self._components_before: dict[str, float] = {}
+        self._running_loss_before = 0.0
+
+    # -- what the trainer accumulated so far in this logging interval
+    def _component_sums(self) -> dict[str, float]:
+        sums = getattr(self.trainer, "_component_sums", None)  # DSSMITrainer: per-step sums since last log
+        if isinstance(sums, dict) and isinstance(sums.get("train"), dict):
+            return {name: float(value) for name, value in sums["train"].items()}
+        return {}
+
+    def _running_loss(self) -> float | None:
+        running = getattr(self.trainer, "_tr_loss", None)  # transformers' accumulated loss since last log
+        if running is None:
+            return None
+        return float(running.detach().float().sum().item()) if hasattr(running, "detach") else float(running)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Remember the sums so far, so the step's own values can be told apart."""
+        self._components_before = self._component_sums()
+        self._running_loss_before = self._running_loss() or 0.0
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Check the step's loss and gradient norm; raise :class:`NonFiniteLossError` if either is not finite."""
+        step = int(state.global_step) + 1
+        components = {
+            name: value - self._components_before.get(name, 0.0)
+            for name, value in self._component_sums().items()
+        }
+        running = self._running_loss()
+        loss = None if running is None else running - self._running_loss_before
+        # Under fp16 a dynamic loss scaler overflows the gradients now and then on purpose, and skips those
+        # steps itself; only the loss says whether training diverged.
+        scaled = (
+            bool(getattr(args, "fp16", False))
+            or getattr(getattr(self.trainer, "accelerator", None), "scaler", None) is not None
+        )
+        gradient_norm = None if scaled else _gradient_norm(kwargs.get("model"))
+        # transformers' running loss is the real value only without its NaN filter
+        real_loss = loss is not None and not getattr(args, "logging_nan_inf_filter", True)
+        loss_finite = all(math.isfinite(v) for v in components.values()) and (
+            not real_loss or math.isfinite(loss)
+        )
+        norm_finite = gradient_norm is None or math.isfinite(gradient_norm)
+        if loss_finite and norm_finite:
+            return
+        parts = [f"{name} {value:.6g}" for name, value in components.items()]
+        if not parts and real_loss:
+            parts = [f"loss {loss:.6g}"]
+        losses = ", ".join(parts) if parts else "the loss is not available to this callback"
+        norm = "not checked" if gradient_norm is None else f"{gradient_norm:.6g}"
+        bad = [
+            text
+            for text, finite in (("the loss", loss_finite), ("the gradient norm", norm_finite))
+            if not finite
+        ]
+        what = " and ".join(bad) + (" are" if len(bad) > 1 else " is")
+        raise NonFiniteLossError(
+            f"training stopped at step {step} of {state.max_steps}: {what} not finite ({losses}; "
+            f"gradient norm {norm}). The step was not applied and no final model is saved"
+            f"{_last_checkpoint_note(args)}. Lower learning_rate, clip gradients with max_grad_norm (e.g. "
+            "1.0), or set stop_on_non_finite=False to train on regardless"
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Before a checkpoint save or the end of training, check that every weight is finite."""
+        ending = control.should_training_stop or (
+            state.max_steps > 0 and state.global_step >= state.max_steps
+        )
+        if not (control.should_save or ending):
+            return
+        name = _first_non_finite_parameter(kwargs.get("model"))
+        if name is not None:
+            raise NonFiniteLossError(
+                f"training stopped after step {state.global_step} of {state.max_steps}: the weight {name!r} is "
+                f"no longer finite although the loss and gradients were; nothing was saved for this step"
+                f"{_last_checkpoint_note(args)}. Lower learning_rate"
+            )
+
+
+def _gradient_norm(model: Any) -> float | None:
+    """The 2-norm of all parameter gradients together (NaN or inf when any gradient is), or None."""
+    import torch
+
+    if model is None:
+        return None
+    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+    if not grads:  # e.g. DeepSpeed ZeRO keeps the gradients in its own partitions
+        return None
+    return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False).item())
+
+
+def _first_non_finite_parameter(model: Any) -> str | None:
+    import torch
+
+    if model is None:
+        return None
+    for name, parameter in model.named_parameters():
+        if not bool(torch.isfinite(parameter.detach()).all()):
+            return name
+    return None
+
+
+def _last_checkpoint_note(args: Any) -> str:
+    from .checkpoints import latest_complete_checkpoint
+
+    output_dir = getattr(args, "output_dir", None)
+    latest = latest_complete_checkpoint(output_dir) if output_dir else None
+    return f"; the last complete checkpoint is {latest}" if latest else ""

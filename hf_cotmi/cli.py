@@ -270,6 +270,55 @@ def _read_config(path: str, parser: Any) -> dict[str, Any]:
         raise CLIUsageError(
             f"--config {path!r} must hold a mapping of option names to values; got {type(values).__name__}"
         )
+    from argparse import ArgumentTypeError
+
+    from transformers.hf_argparser import string_to_bool
+
+    def _typed(action: Any, key: Any, value: Any) -> Any:
+        """The value as argparse would have typed it from the command line; an error names file and key."""
+        if isinstance(value, list) and action.nargs in ("+", "*"):
+            return [_typed_one(action, key, item) for item in value]
+        return _typed_one(action, key, value)
+
+    def _typed_one(action: Any, key: Any, value: Any) -> Any:
+        kind = action.type
+        expected = {int: "an integer", float: "a number", string_to_bool: "true or false", str: "text"}.get(
+            kind, "a value"
+        )
+        if action.choices:
+            expected = f"one of {', '.join(str(c) for c in action.choices)}"
+
+        def refuse(hint: str = "") -> CLIUsageError:
+            shown = f"{value!r} ({type(value).__name__})"
+            return CLIUsageError(f"--config {path!r}: {key!r} must be {expected}; got {shown}{hint}")
+
+        if value is None:
+            if action.default is None:
+                return None
+            raise refuse()
+        if isinstance(value, str) and callable(kind):  # argparse converts strings, as on the command line
+            try:
+                value = kind(value)
+            except (ValueError, TypeError, ArgumentTypeError):
+                raise refuse() from None
+        elif isinstance(value, (list, dict)):
+            if isinstance(value, list) or action.nargs in ("+", "*") or kind in (int, float, string_to_bool):
+                raise refuse()
+            return value  # a mapping for a dict-or-JSON-text field such as lr_scheduler_kwargs
+        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise refuse()
+        elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise refuse()
+        elif kind is string_to_bool and not isinstance(value, bool):
+            raise refuse()
+        elif kind is str or action.choices:
+            raise refuse(" (quote it in the YAML file to give text)")
+        elif kind is float:
+            value = float(value)
+        if action.choices and value not in action.choices:
+            raise refuse()
+        return value
+
     actions = {}
     for action in parser._actions:
         if action.dest == "help" or type(action).__name__ == "_StoreFalseAction":  # skip --no-* complements
@@ -288,7 +337,7 @@ def _read_config(path: str, parser: Any) -> dict[str, Any]:
             )
         if actions[name].nargs in ("+", "*") and isinstance(value, str):
             value = [value]
-        config[name] = value
+        config[name] = _typed(actions[name], key, value)
     return config
 
 
@@ -403,32 +452,15 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
 
 
 def _read_inputs(path: str) -> list[str]:
-    if path == "-":
-        lines = sys.stdin.read().splitlines()
-        where = "standard input"
-    else:
-        if not os.path.isfile(path):
-            raise CLIUsageError(f"--input-file {path!r} does not exist or is not a file")
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-        where = path
-    texts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CLIUsageError(f"{where}, line {number}: not valid JSON ({error.msg})") from error
-            if not isinstance(record, dict) or not isinstance(record.get("input"), str):
-                raise CLIUsageError(
-                    f"{where}, line {number}: expected a JSON object with a text field 'input'"
-                )
-            texts.append(record["input"])
-        else:
-            texts.append(line.strip())
-    return texts
+    from .data.jsonfiles import DataFormatError
+    from .data.textfiles import read_input_lines
+
+    if path != "-" and not os.path.isfile(path):
+        raise CLIUsageError(f"--input-file {path!r} does not exist or is not a file")
+    try:
+        return read_input_lines(path)
+    except DataFormatError as error:
+        raise CLIUsageError(f"--input-file: {error}") from error
 
 
 def _predict(argv: Sequence[str], debug: bool = False) -> int:

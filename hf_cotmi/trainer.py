@@ -23,6 +23,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
 from .arguments import DSSMITrainingArguments
+from .callbacks import StopOnNonFiniteCallback
 from .collator import DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
 from .model_card import PAPERS, TAGS, DSSModelCardCallback, DSSModelCardData, Paper, render_model_card
@@ -136,6 +137,8 @@ class DSSMITrainer(Seq2SeqTrainer):
             **kwargs,
         )
         self.args: DSSMITrainingArguments
+        if self.args.stop_on_non_finite:  # finite or stop (see StopOnNonFiniteCallback)
+            self.add_callback(StopOnNonFiniteCallback(self))
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         self.model_card_callback = DSSModelCardCallback(self._initial_model_card_data())

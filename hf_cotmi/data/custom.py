@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
-from .jsonfiles import DataFormatError, read_json_records
+from .jsonfiles import DataFormatError, read_json_file
 from .report import CoTLoadReport, CoTSplitReport
+from .textfiles import read_csv_records
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
@@ -34,36 +35,77 @@ PathLike = Union[str, "os.PathLike[str]"]
 _TEXT_DTYPES = ("string", "large_string")
 
 
-def _read_file(path: Path) -> Dataset:
+Locate = Callable[[int], str]
+"""Row index (0-based) -> where the row is in its file (``"line 5"``, ``"record 3"``)."""
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _json_columns(path: Path, unit: str, records: list[tuple[int, dict]]) -> dict[str, list[Any]]:
+    """Records -> columns (a missing key is null); a field whose type changes between records is an error."""
+    columns: dict[str, list[Any]] = {}
+    for _, record in records:
+        for key in record:
+            columns.setdefault(key, [])
+    first: dict[str, tuple[str, int]] = {}
+    for number, record in records:
+        for key, values in columns.items():
+            value = record.get(key)
+            values.append(value)
+            if value is None:
+                continue
+            kind = _kind(value)
+            seen = first.setdefault(key, (kind, number))
+            if seen[0] != kind:
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                raise DataFormatError(
+                    f"{path}: could not build a table from its records: at {unit} {number} the field {key!r} "
+                    f"holds {kind} ({shown}) but at {unit} {seen[1]} {seen[0]}; expected the same type in every "
+                    "record (quote numbers to make them text)"
+                )
+    return columns
+
+
+def _read_file(path: Path) -> tuple[Dataset, Locate]:
     from datasets import Dataset
 
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist or is not a file")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        records = read_json_records(path)
-        columns: dict[str, list[Any]] = {}
-        for _, record in records:
-            for key in record:
-                columns.setdefault(key, [])
-        for _, record in records:
-            for key, values in columns.items():
-                values.append(record.get(key))
+        unit, records = read_json_file(path)
+        if not records:
+            shape = "an empty JSON array" if unit == "record" else "no JSON objects"
+            raise DataFormatError(
+                f"{path}: the file is empty ({shape}); expected records with input and label"
+            )
+        columns = _json_columns(path, unit, records)
+        numbers = [number for number, _ in records]
         try:
-            return Dataset.from_dict(columns)
-        except Exception as error:  # pyarrow type errors: mixed types in one field
+            dataset = Dataset.from_dict(columns)
+        except Exception as error:  # pyarrow: e.g. lists whose elements mix types
             raise DataFormatError(
                 f"{path}: could not build a table from its records ({error}); "
                 "expected each field to hold the same type in every record"
             ) from error
+        return dataset, lambda index: f"{unit} {numbers[index]}"
     if suffix == ".csv":
-        import pandas as pd
-
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except Exception as error:
-            raise DataFormatError(f"{path}: not a readable CSV file ({error})") from error
-        return Dataset.from_pandas(frame, preserve_index=False)
+        header, rows = read_csv_records(path)
+        if not rows:
+            raise DataFormatError(f"{path}: the file has a header line but no records")
+        lines = [line for line, _ in rows]
+        dataset = Dataset.from_dict({name: [row[i] for _, row in rows] for i, name in enumerate(header)})
+        return dataset, lambda index: f"line {lines[index]}"
     if suffix == ".parquet":
         import pyarrow.parquet as pq
         from datasets.table import InMemoryTable
@@ -72,42 +114,56 @@ def _read_file(path: Path) -> Dataset:
             table = pq.read_table(path)
         except Exception as error:
             raise DataFormatError(f"{path}: not a readable Parquet file ({error})") from error
-        return Dataset(InMemoryTable(table))
+        if table.num_rows == 0:
+            raise DataFormatError(
+                f"{path}: the file is empty (no records); expected records with input and label"
+            )
+        return Dataset(InMemoryTable(table)), lambda index: f"record {index + 1}"
     raise ValueError(
         f"{str(path)!r}: unsupported file type {suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
     )
 
 
-def _as_splits(source: Any, split: str) -> tuple[dict[str, Dataset], dict[str, str]]:
-    """Return split -> Dataset and split -> description of where it came from (for messages)."""
+def _as_splits(
+    source: Any, split: str
+) -> tuple[dict[str, Dataset], dict[str, str], dict[str, Locate | None]]:
+    """Return split -> Dataset, split -> where it came from, and split -> where each row is (for messages)."""
     from datasets import Dataset, DatasetDict
 
     if isinstance(source, DatasetDict):
-        return dict(source), {name: f"split {name!r} of the DatasetDict" for name in source}
+        names = list(source)
+        return (
+            dict(source),
+            {name: f"split {name!r} of the DatasetDict" for name in names},
+            dict.fromkeys(names),
+        )
     if isinstance(source, Dataset):
-        return {split: source}, {split: "the Dataset"}
+        return {split: source}, {split: "the Dataset"}, {split: None}
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        return {split: _read_file(path)}, {split: str(path)}
+        dataset, locate = _read_file(path)
+        return {split: dataset}, {split: str(path)}, {split: locate}
     if isinstance(source, Mapping):
-        data, where = {}, {}
+        data, where, locate = {}, {}, {}
         for name, item in source.items():
             if isinstance(item, Dataset):
-                data[name], where[name] = item, f"split {name!r}"
+                data[name], where[name], locate[name] = item, f"split {name!r}", None
             elif isinstance(item, (str, os.PathLike)):
-                data[name], where[name] = _read_file(Path(item)), str(item)
+                (data[name], locate[name]), where[name] = _read_file(Path(item)), str(item)
             else:
                 raise TypeError(
                     f"split {name!r}: expected a path or a datasets.Dataset, got {type(item).__name__}"
                 )
-        return data, where
+        return data, where, locate
     raise TypeError(
         "source must be a path (.jsonl, .json, .csv, .parquet), a mapping of split names to paths, a "
         f"datasets.Dataset or a datasets.DatasetDict; got {type(source).__name__}"
     )
 
 
-def _standardise(dataset: Dataset, where: str, columns: dict[str, str]) -> tuple[Dataset, CoTSplitReport]:
+def _standardise(
+    dataset: Dataset, where: str, columns: dict[str, str], locate: Locate | None
+) -> tuple[Dataset, CoTSplitReport]:
     from datasets import Value
 
     existing = dataset.column_names
@@ -130,14 +186,18 @@ def _standardise(dataset: Dataset, where: str, columns: dict[str, str]) -> tuple
         feature = dataset.features[target]
         if not (isinstance(feature, Value) and feature.dtype in _TEXT_DTYPES):
             if not isinstance(feature, Value):
-                raise ValueError(f"{where}: column {columns[target]!r} holds {feature}, expected text")
+                first = next((i for i, value in enumerate(dataset[target]) if value is not None), None)
+                at = f" (the first at {locate(first)})" if locate is not None and first is not None else ""
+                raise ValueError(f"{where}: column {columns[target]!r} holds {feature}{at}, expected text")
             dataset = dataset.cast_column(target, Value("string"))
 
     for target in ("input", "label"):
         for index, value in enumerate(dataset[target]):
             if value is None:
+                at = locate(index) if locate is not None else None
+                place = f"; the record is at {at} of the file (rows count from 0)" if at else ""
                 raise ValueError(
-                    f"{where}, row {index}: {columns[target]!r} is missing (null); expected text"
+                    f"{where}, row {index}: {columns[target]!r} is missing (null){place}; expected text"
                 )
     rationales = dataset["rationale"]
     missing = sum(1 for r in rationales if r is None or not r.strip())
@@ -248,11 +308,11 @@ def load_cot_dataset(
             raise ValueError(f"{argument}_column={value!r} must be a column name")
     if len(set(columns.values())) != len(columns):
         raise ValueError(f"input_column, label_column and rationale_column must differ; got {columns}")
-    splits, where = _as_splits(source, split)
+    splits, where, locate = _as_splits(source, split)
     report = CoTLoadReport(source=_describe_source(source))
     result = {}
     for name, dataset in splits.items():
-        result[name], report.splits[name] = _standardise(dataset, where[name], columns)
+        result[name], report.splits[name] = _standardise(dataset, where[name], columns, locate[name])
         counts = report.splits[name]
         if counts.missing_rationales:
             logger.warning(

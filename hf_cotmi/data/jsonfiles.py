@@ -14,7 +14,15 @@ import json
 import re
 from pathlib import Path
 
-__all__ = ["DataFormatError", "read_jsonl", "read_json_records", "llm_output_files", "read_llm_outputs"]
+__all__ = [
+    "DataFormatError",
+    "check_duplicate_keys",
+    "read_jsonl",
+    "read_json_file",
+    "read_json_records",
+    "llm_output_files",
+    "read_llm_outputs",
+]
 
 
 class DataFormatError(ValueError):
@@ -26,19 +34,135 @@ class DataFormatError(ValueError):
     """
 
 
+def check_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook`` for ``json.loads``: build the object, refusing a key that appears twice.
+
+    Plain ``json.loads`` keeps the last value of a repeated key without a word.
+
+    Raises:
+        DataFormatError: a key appears twice in one object (the caller adds the file and line).
+
+    Examples:
+        >>> json.loads('{"a": 1, "b": 2}', object_pairs_hook=check_duplicate_keys)
+        {'a': 1, 'b': 2}
+        >>> try:
+        ...     json.loads('{"label": 1, "label": 2}', object_pairs_hook=check_duplicate_keys)
+        ... except DataFormatError as error:
+        ...     print(error)
+        the key 'label' appears twice in one object; expected each key once
+    """
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise DataFormatError(f"the key {key!r} appears twice in one object; expected each key once")
+        result[key] = value
+    return result
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=check_duplicate_keys)
+
+
+def _read_text(path: Path) -> str:
+    from .textfiles import read_text_file  # textfiles imports this module
+
+    return read_text_file(path)
+
+
 def _load_json(path: Path, expected: str) -> object:
     """The parsed content of a whole-file JSON document; a syntax error names the file, line and ``expected``."""
+    text = _read_text(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as error:
         raise DataFormatError(
             f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno}); expected {expected}"
         ) from None
+    except DataFormatError as error:
+        raise DataFormatError(f"{path}: {error}") from None
+
+
+def _parse_jsonl(text: str, path: Path) -> list[tuple[int, dict]]:
+    from .textfiles import split_lines
+
+    records: list[tuple[int, dict]] = []
+    for line_number, line in enumerate(split_lines(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = _DECODER.decode(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(
+                f"{path}, line {line_number}: not valid JSON ({error.msg} at column {error.colno}); "
+                "expected one JSON object per line (JSON Lines)"
+            ) from None
+        except DataFormatError as error:
+            raise DataFormatError(f"{path}, line {line_number}: {error}") from None
+        if not isinstance(record, dict):
+            raise DataFormatError(
+                f"{path}, line {line_number}: expected a JSON object, got {type(record).__name__}"
+            )
+        records.append((line_number, record))
+    return records
+
+
+def _parse_json_array(text: str, path: Path) -> list[tuple[int, dict]]:
+    """The objects of one JSON array, element by element, so that an error names its record and line."""
+    expected = "a JSON array of objects or JSON Lines"
+    whitespace = " \t\n\r"
+    position = len(text) - len(text.lstrip(whitespace)) + 1  # just after "["
+    records: list[tuple[int, dict]] = []
+
+    def line_of(index: int) -> int:
+        return text.count("\n", 0, index) + 1
+
+    def skip(index: int) -> int:
+        while index < len(text) and text[index] in whitespace:
+            index += 1
+        return index
+
+    position = skip(position)
+    if position < len(text) and text[position] == "]":
+        position += 1
+    else:
+        while True:
+            number = len(records) + 1
+            try:
+                item, position = _DECODER.raw_decode(text, position)
+            except json.JSONDecodeError as error:
+                raise DataFormatError(
+                    f"{path}, record {number} (line {error.lineno}): not valid JSON ({error.msg} at column "
+                    f"{error.colno}); expected {expected}"
+                ) from None
+            except DataFormatError as error:
+                raise DataFormatError(
+                    f"{path}, record {number} (line {line_of(position)}): {error}"
+                ) from None
+            if not isinstance(item, dict):
+                raise DataFormatError(
+                    f"{path}, record {number}: expected a JSON object, got {type(item).__name__}"
+                )
+            records.append((number, item))
+            position = skip(position)
+            if position < len(text) and text[position] == ",":
+                position = skip(position + 1)
+                continue
+            if position < len(text) and text[position] == "]":
+                position += 1
+                break
+            raise DataFormatError(
+                f"{path}, line {line_of(position)}: expected ',' or ']' after record {number}; expected {expected}"
+            )
+    if skip(position) != len(text):
+        raise DataFormatError(
+            f"{path}, line {line_of(skip(position))}: text after the closing ']' of the array; expected {expected}"
+        )
+    return records
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """Read a JSON Lines file: one JSON object per line; blank lines are skipped.
+
+    Lines end at ``"\\n"`` only; a UTF-8 byte-order mark at the start is ignored.
 
     Args:
         path: the file.
@@ -47,7 +171,8 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
         ``(line_number, record)`` pairs, line numbers starting at 1.
 
     Raises:
-        DataFormatError: a line is not valid JSON or not a JSON object (the message gives file and line).
+        DataFormatError: a line is not valid JSON, not a JSON object or repeats a key, or a byte is not
+            UTF-8 (the message gives file and line).
 
     Examples:
         >>> import pathlib, tempfile
@@ -59,31 +184,38 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
         ...     print(str(error).split("bad.json, ")[1][:22])
         line 2: not valid JSON
     """
-    records: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(
-                    f"{path}, line {line_number}: not valid JSON ({error.msg} at column {error.colno}); "
-                    "expected one JSON object per line (JSON Lines)"
-                ) from None
-            if not isinstance(record, dict):
-                raise DataFormatError(
-                    f"{path}, line {line_number}: expected a JSON object, got {type(record).__name__}"
-                )
-            records.append((line_number, record))
-    return records
+    return _parse_jsonl(_read_text(path), path)
+
+
+def read_json_file(path: Path) -> tuple[str, list[tuple[int, dict]]]:
+    """Read records from a ``.json`` / ``.jsonl`` file, and say how they are numbered.
+
+    Returns:
+        ``("line", pairs)`` for JSON Lines (1-based line numbers) or ``("record", pairs)`` for one JSON array
+        of objects (1-based positions in the array).
+
+    Raises:
+        DataFormatError: invalid JSON, a repeated key, an element that is not an object or a byte that is not
+            UTF-8; the message names the file and the line or record. A UTF-8 byte-order mark is ignored.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.json"
+        >>> _ = path.write_text('[{"a": 1},\\n {"a": 2}]')
+        >>> read_json_file(path)
+        ('record', [(1, {'a': 1}), (2, {'a': 2})])
+    """
+    text = _read_text(path)
+    if text.lstrip(" \t\n\r").startswith("["):
+        return "record", _parse_json_array(text, path)
+    return "line", _parse_jsonl(text, path)
 
 
 def read_json_records(path: Path) -> list[tuple[int, dict]]:
     """Read records from a ``.json`` / ``.jsonl`` file: JSON Lines, or one JSON array of objects.
 
     Returns ``(position, record)`` pairs: the line number for JSON Lines, the 1-based array index for an
-    array.
+    array (see :func:`read_json_file`, which also says which).
 
     Examples:
         >>> import pathlib, tempfile
@@ -92,17 +224,7 @@ def read_json_records(path: Path) -> list[tuple[int, dict]]:
         >>> [r["a"] for _, r in read_json_records(path)]
         [1, 2]
     """
-    with open(path, encoding="utf-8") as handle:
-        head = handle.read(4096).lstrip()
-    if not head.startswith("["):
-        return read_jsonl(path)
-    items = _load_json(path, "a JSON array of objects or JSON Lines")
-    for index, item in enumerate(items, start=1):
-        if not isinstance(item, dict):
-            raise DataFormatError(
-                f"{path}, record {index}: expected a JSON object, got {type(item).__name__}"
-            )
-    return list(enumerate(items, start=1))
+    return read_json_file(path)[1]
 
 
 def llm_output_files(llm_dir: Path, split: str) -> list[Path]:

@@ -1,0 +1,240 @@
+"""Finding the checkpoint to resume from: complete ``checkpoint-N/`` folders only.
+
+A process killed while the Trainer saves (SIGKILL, a preempted job, a full disk) leaves a half-written
+``checkpoint-N/`` behind: transformers 5.x writes the config files first, then the weights, the optimizer
+and scheduler state, the RNG state, and ``trainer_state.json`` last. Resuming from such a folder either
+fails deep inside the Trainer or, worse, silently starts the optimizer afresh. A checkpoint here is
+**complete** when it holds, readable and not truncated:
+
+- the model weights: ``model.safetensors`` or a sharded ``model.safetensors.index.json`` with all its
+  shards (``pytorch_model.bin`` and its index, or PEFT's ``adapter_model.safetensors`` /
+  ``adapter_model.bin``, count too);
+- the optimizer state ``optimizer.pt`` (or ``optimizer.bin``) and the scheduler state ``scheduler.pt``
+  (so checkpoints written with ``save_only_model=True`` cannot be resumed);
+- ``trainer_state.json``, a JSON object with ``global_step``.
+
+A DeepSpeed ``global_step*/`` folder stands in for the weights and the optimizer state.
+
+Examples:
+    >>> import tempfile
+    >>> latest_complete_checkpoint(tempfile.mkdtemp()) is None  # no checkpoint-N/ at all
+    True
+    >>> resolve_resume_checkpoint("false", "out") is None
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import struct
+import zipfile
+from pathlib import Path
+from typing import Union
+
+__all__ = ["checkpoint_problems", "latest_complete_checkpoint", "resolve_resume_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+_TRUE = ("true", "latest")
+_FALSE = ("false", "none", "")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a ``.safetensors`` file is unusable (missing, truncated, bad header), or None."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            if header_size > size - 8:
+                return f"{path.name} is truncated ({size} bytes)"
+            header = json.loads(handle.read(header_size))
+    except (struct.error, ValueError, UnicodeDecodeError):
+        return f"{path.name} is truncated or not a safetensors file"
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    if 8 + header_size + max(ends, default=0) != size:
+        return f"{path.name} is truncated ({size} bytes, the header describes {8 + header_size + max(ends)})"
+    return None
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """Why a ``torch.save`` file is unusable: missing, or not a whole zip archive (truncated), or None."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    if not zipfile.is_zipfile(path):
+        return f"{path.name} is truncated or not a torch.save file"
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    return _safetensors_problem(path) if path.suffix == ".safetensors" else _torch_file_problem(path)
+
+
+def _sharded_problem(index: Path) -> str | None:
+    try:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{index.name} is truncated or has no weight_map"
+    for shard in shards:
+        problem = _file_problem(index.parent / shard)
+        if problem:
+            return f"{problem} (a shard listed in {index.name})"
+    return None
+
+
+def _weights_problem(folder: Path) -> str | None:
+    candidates = [
+        "model.safetensors.index.json",
+        "model.safetensors",
+        "pytorch_model.bin.index.json",
+        "pytorch_model.bin",
+        "adapter_model.safetensors",
+        "adapter_model.bin",
+    ]
+    present = [name for name in candidates if (folder / name).is_file()]
+    if not present:
+        return "no model weights (model.safetensors, its sharded index, pytorch_model.bin or adapter_model.*)"
+    name = present[0]
+    return _sharded_problem(folder / name) if name.endswith(".index.json") else _file_problem(folder / name)
+
+
+def _trainer_state_problem(folder: Path) -> str | None:
+    path = folder / "trainer_state.json"
+    if not path.is_file():
+        return "trainer_state.json is missing"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "trainer_state.json is truncated or not valid JSON"
+    if not isinstance(state, dict) or "global_step" not in state:
+        return "trainer_state.json has no global_step"
+    return None
+
+
+def checkpoint_problems(checkpoint: PathLike) -> list[str]:
+    """What a checkpoint folder lacks to be resumed from; an empty list means it is complete.
+
+    Args:
+        checkpoint: a ``checkpoint-N/`` folder written by the Trainer.
+
+    Returns:
+        One short phrase per problem (``"optimizer.pt is missing"``, ``"model.safetensors is truncated ..."``).
+
+    Examples:
+        >>> import tempfile
+        >>> checkpoint_problems(tempfile.mkdtemp())[0]
+        'no model weights (model.safetensors, its sharded index, pytorch_model.bin or adapter_model.*)'
+    """
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        return [f"{folder} is not a folder"]
+    problems = []
+    deepspeed = any(p.is_dir() and p.name.startswith("global_step") for p in folder.iterdir())
+    if not deepspeed:
+        problems.append(_weights_problem(folder))
+        optimizer = folder / ("optimizer.pt" if (folder / "optimizer.pt").exists() else "optimizer.bin")
+        problem = _torch_file_problem(optimizer)
+        problems.append(
+            problem.replace("optimizer.bin is missing", "optimizer.pt is missing") if problem else None
+        )
+    problems.append(_torch_file_problem(folder / "scheduler.pt"))
+    problems.append(_trainer_state_problem(folder))
+    return [problem for problem in problems if problem]
+
+
+def _numbered_checkpoints(output_dir: Path) -> list[Path]:
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for path in output_dir.iterdir():
+        match = _CHECKPOINT.fullmatch(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_complete_checkpoint(output_dir: PathLike) -> str | None:
+    """The newest complete ``checkpoint-N/`` in ``output_dir`` (highest N), skipping half-written ones.
+
+    Each newer folder that is skipped is named in a warning on the ``hf_cotmi`` logger with what it lacks.
+
+    Args:
+        output_dir: the training run's output folder.
+
+    Returns:
+        The checkpoint's path (``output_dir/checkpoint-N``), or None when there is no complete one.
+
+    Examples:
+        >>> # latest_complete_checkpoint("student")  ->  'student/checkpoint-400' (checkpoint-500 half-written)
+    """
+    for path in reversed(_numbered_checkpoints(Path(output_dir))):
+        problems = checkpoint_problems(path)
+        if not problems:
+            return os.path.join(os.fspath(output_dir), path.name)
+        logger.warning("skipping the incomplete checkpoint %s: %s", path, "; ".join(problems))
+    return None
+
+
+def resolve_resume_checkpoint(value: PathLike | bool | None, output_dir: PathLike) -> str | None:
+    """Turn a ``resume_from_checkpoint`` value into the checkpoint folder to resume from, or None.
+
+    - ``None``, ``False``, ``"false"``, ``"none"`` or ``""``: None (train from the start);
+    - ``True``, ``"true"`` or ``"latest"`` (any case): the latest complete checkpoint in ``output_dir``
+      (:func:`latest_complete_checkpoint`); an error when there is none;
+    - anything else is a path to a checkpoint folder (tried as given, then inside ``output_dir``), which
+      must be complete.
+
+    Args:
+        value: the option's value, from the command line, a config file or Python.
+        output_dir: the training run's output folder.
+
+    Returns:
+        The checkpoint folder, or None.
+
+    Raises:
+        ValueError: resuming was asked for but ``output_dir`` holds no complete checkpoint, or the named
+            checkpoint is incomplete (the message says what it lacks).
+        FileNotFoundError: the named checkpoint folder does not exist.
+        TypeError: ``value`` is neither a bool, a string, a path nor None.
+
+    Examples:
+        >>> resolve_resume_checkpoint(None, "out") is None
+        True
+        >>> # resolve_resume_checkpoint("latest", "student")  ->  'student/checkpoint-400'
+    """
+    if value is None or value is False:
+        return None
+    if value is not True and not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"resume_from_checkpoint must be true, false, 'latest' or a path; got {value!r}")
+    text = value if value is True else os.fspath(value).strip()
+    if text is not True and text.lower() in _FALSE:
+        return None
+    if text is True or text.lower() in _TRUE:
+        found = latest_complete_checkpoint(output_dir)
+        if found is None:
+            incomplete = [path.name for path in _numbered_checkpoints(Path(output_dir))]
+            detail = f" (incomplete: {', '.join(incomplete)})" if incomplete else ""
+            raise ValueError(
+                f"resume_from_checkpoint={value!r}: {os.fspath(output_dir)!r} holds no complete checkpoint-N "
+                f"folder{detail}; train without resume_from_checkpoint to start from the beginning"
+            )
+        return found
+    path = Path(text)
+    if not path.is_dir() and (Path(output_dir) / text).is_dir():
+        path = Path(output_dir) / text
+    if not path.is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint={text!r}: no such checkpoint folder")
+    problems = checkpoint_problems(path)
+    if problems:
+        raise ValueError(
+            f"resume_from_checkpoint={text!r}: the checkpoint is incomplete ({'; '.join(problems)}); "
+            "name a complete one, or pass 'latest' for the newest complete checkpoint"
+        )
+    return os.fspath(path)

@@ -1,0 +1,212 @@
+"""Reading text files line by line, with errors that name the file and the 1-based line.
+
+- :func:`read_text_file`: UTF-8 text; a leading UTF-8 byte-order mark (BOM) is removed, and a byte that is
+  not UTF-8 is an error naming the file, line and column.
+- :func:`split_lines`: lines end at ``"\\n"`` only (and a ``"\\r"`` before it), never at the other
+  separators ``str.splitlines()`` knows (U+2028, U+2029, U+0085, form feed, ...), which may sit inside
+  a line of text.
+- :func:`read_csv_records`: a CSV file with a header line; duplicate or empty headers and rows with the
+  wrong number of fields are errors naming the line (the header is line 1).
+- :func:`read_input_lines`: the input texts of ``hf-cotmi predict --input-file`` (one per line, or JSON
+  Lines with an ``input`` field).
+
+Examples:
+    >>> split_lines("one\\u2028line\\r\\ntwo\\n")
+    ['one\\u2028line', 'two']
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import os
+import sys
+from typing import IO, Union
+
+from .jsonfiles import DataFormatError, check_duplicate_keys
+
+__all__ = ["read_text_file", "split_lines", "read_csv_records", "read_input_lines"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """Decode UTF-8 ``data`` read from ``where``, without a leading BOM; an error names the line and column.
+
+    Examples:
+        >>> decode_text(codecs.BOM_UTF8 + b"a,b\\n", "x.csv")
+        'a,b\\n'
+        >>> try:
+        ...     decode_text(b"ok\\nbad \\xff\\n", "x.jsonl")
+        ... except DataFormatError as error:
+        ...     print(error)
+        x.jsonl, line 2: byte 0xff at column 5 is not UTF-8; expected a UTF-8 text file
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DataFormatError(
+            f"{where}, line {line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8; "
+            "expected a UTF-8 text file"
+        ) from None
+
+
+def read_text_file(path: PathLike) -> str:
+    """The text of a UTF-8 file, without a leading BOM.
+
+    Raises:
+        DataFormatError: a byte is not UTF-8 (the message gives the file, line and column).
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+        >>> _ = path.write_bytes(b"\\xef\\xbb\\xbfhello\\n")
+        >>> read_text_file(path)
+        'hello\\n'
+    """
+    with open(path, "rb") as handle:
+        return decode_text(handle.read(), os.fspath(path))
+
+
+def split_lines(text: str) -> list[str]:
+    """Split ``text`` at ``"\\n"`` (a ``"\\r"`` before it is dropped); no empty last line for a final newline.
+
+    Examples:
+        >>> split_lines("a\\x0cb\\u2029c\\n\\nd")
+        ['a\\x0cb\\u2029c', '', 'd']
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_csv_records(path: PathLike) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Read a CSV file: a header line, then one record per row; every cell is text.
+
+    Returns:
+        ``(header, [(line, cells), ...])`` where ``line`` is the file line the record starts on (the header
+        is line 1; a quoted cell may span lines). Blank lines are skipped.
+
+    Raises:
+        DataFormatError: the file is empty, the header has an empty or duplicated name, a record has more or
+            fewer fields than the header, or the CSV is malformed; the message names the file and line.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "d.csv"
+        >>> _ = path.write_text('input,label\\n"two\\nlines",7\\n3 ?,3\\n')
+        >>> read_csv_records(path)
+        (['input', 'label'], [(2, ['two\\nlines', '7']), (4, ['3 ?', '3'])])
+        >>> _ = path.write_text("input,label,label\\n1,2,3\\n")
+        >>> try:
+        ...     read_csv_records(path)
+        ... except DataFormatError as error:
+        ...     print(str(error).split("d.csv, ")[1])
+        line 1: the header 'label' appears twice (columns 2 and 3); expected each column name once
+    """
+    where = os.fspath(path)
+    text = read_text_file(path)
+    if not text.strip():
+        raise DataFormatError(f"{where}: the file is empty; expected a CSV header line and records")
+    # csv's default cell limit (131,072 characters) would refuse a long rationale; no cell is longer than the file
+    csv.field_size_limit(max(csv.field_size_limit(), min(len(text), sys.maxsize)))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    records: list[tuple[int, list[str]]] = []
+    next_line = 1
+    try:
+        for row in reader:
+            line, next_line = next_line, reader.line_num + 1
+            if not row:
+                continue
+            if header is None:
+                header = _checked_header(row, where, line)
+                continue
+            if len(row) != len(header):
+                raise DataFormatError(
+                    f"{where}, line {line}: {len(row)} fields, but the header (line 1) names {len(header)}; "
+                    "expected one field per column (quote cells that hold commas)"
+                )
+            records.append((line, row))
+    except csv.Error as error:
+        raise DataFormatError(f"{where}, line {reader.line_num}: not valid CSV ({error})") from None
+    assert header is not None
+    return header, records
+
+
+def _checked_header(row: list[str], where: str, line: int) -> list[str]:
+    seen: dict[str, int] = {}
+    for column, name in enumerate(row, start=1):
+        if not name.strip():
+            raise DataFormatError(
+                f"{where}, line {line}: the header of column {column} is empty; expected a name for every column"
+            )
+        if name in seen:
+            raise DataFormatError(
+                f"{where}, line {line}: the header {name!r} appears twice (columns {seen[name]} and {column}); "
+                "expected each column name once"
+            )
+        seen[name] = column
+    return row
+
+
+def read_input_lines(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[str]:
+    """The input texts of a file for ``hf-cotmi predict --input-file``: one input per line.
+
+    A line is text up to ``"\\n"`` (see :func:`split_lines`: U+2028 and other separators stay inside the
+    input); surrounding whitespace is stripped and blank lines are skipped. A line that starts with ``{`` is
+    a JSON object whose ``input`` field is the text (JSON Lines).
+
+    Args:
+        path_or_stdin: a path, ``"-"`` for standard input, or an open file (bytes or text).
+
+    Returns:
+        The texts, in file order.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        DataFormatError: a byte is not UTF-8, or a JSON line is invalid, has a duplicated key or has no text
+            ``input`` field; the message names the file (or standard input) and the line.
+
+    Examples:
+        >>> import io
+        >>> read_input_lines(io.BytesIO('a\\u2028b\\n\\n{"input": "c"}\\n'.encode()))
+        ['a\\u2028b', 'c']
+    """
+    if isinstance(path_or_stdin, (str, os.PathLike)) and os.fspath(path_or_stdin) == "-":
+        path_or_stdin = sys.stdin
+    if isinstance(path_or_stdin, (str, os.PathLike)):
+        where = os.fspath(path_or_stdin)
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"{where!r} does not exist or is not a file")
+        text = read_text_file(where)
+    else:
+        stream = path_or_stdin
+        where = "standard input" if stream is sys.stdin else str(getattr(stream, "name", "the input stream"))
+        stream = getattr(stream, "buffer", stream)  # read bytes where possible, to decode them ourselves
+        data = stream.read()
+        text = decode_text(data, where) if isinstance(data, bytes) else data.removeprefix("\ufeff")
+    texts = []
+    for number, line in enumerate(split_lines(text), start=1):
+        if not line.strip():
+            continue
+        if not line.lstrip().startswith("{"):
+            texts.append(line.strip())
+            continue
+        try:
+            record = json.loads(line, object_pairs_hook=check_duplicate_keys)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(f"{where}, line {number}: not valid JSON ({error.msg})") from None
+        except DataFormatError as error:
+            raise DataFormatError(f"{where}, line {number}: {error}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("input"), str):
+            raise DataFormatError(f"{where}, line {number}: expected a JSON object with a text field 'input'")
+        texts.append(record["input"])
+    return texts

@@ -1,0 +1,127 @@
+"""Arguments are checked up front: a ValueError names the field; a bad YAML value names the file and key."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import TrainerCallback
+from transformers.utils import is_torch_bf16_gpu_available
+
+from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, build_tiny_seq2seq
+from hf_cotmi.cli import main
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"max_steps": 0}, r"max_steps .*got 0 \(0 steps would train nothing\)"),
+        ({"max_steps": -3}, "max_steps"),
+        ({"num_train_epochs": 0}, "num_train_epochs"),
+        ({"num_train_epochs": float("inf")}, "num_train_epochs"),
+        ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be an integer >= 1, got 0"),
+        ({"per_device_eval_batch_size": 0}, "per_device_eval_batch_size"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
+        ({"mi_loss_weight": float("inf")}, "mi_loss_weight must be a finite non-negative number, got inf"),
+        ({"label_loss_weight": float("-inf")}, "label_loss_weight"),
+        ({"rationale_loss_weight": True}, "rationale_loss_weight"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"learning_rate": -1e-3}, "learning_rate"),
+        ({"max_grad_norm": float("nan")}, "max_grad_norm"),
+    ],
+)
+def test_values_that_cannot_train_are_refused_naming_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DSSMITrainingArguments("out", report_to="none", **kwargs)
+
+
+def test_positive_max_steps_and_epoch_training_are_accepted():
+    assert DSSMITrainingArguments("out", report_to="none", max_steps=1).max_steps == 1
+    assert DSSMITrainingArguments("out", report_to="none", num_train_epochs=0.5).max_steps == -1
+
+
+@pytest.mark.parametrize("name", ["fp16", "fp16_full_eval"])
+def test_fp16_on_the_cpu_is_refused_and_names_what_to_use_instead(name):
+    with pytest.raises(ValueError, match=rf"{name}=True cannot take effect.*use_cpu=True is set.*bf16=True"):
+        DSSMITrainingArguments("out", report_to="none", use_cpu=True, **{name: True})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_fp16_without_any_accelerator_is_refused():
+    with pytest.raises(ValueError, match="this machine has no GPU or other accelerator"):
+        DSSMITrainingArguments("out", report_to="none", fp16=True)
+
+
+@pytest.mark.skipif(is_torch_bf16_gpu_available(), reason="needs a machine without a bfloat16 GPU")
+def test_bf16_without_use_cpu_on_a_cpu_machine_says_to_add_use_cpu():
+    with pytest.raises(ValueError, match=r"bf16=True: .*add use_cpu=True \(--use_cpu\)"):
+        DSSMITrainingArguments("out", report_to="none", bf16=True)
+
+
+class OutputDtype(TrainerCallback):
+    def __init__(self, model):
+        self.dtypes = set()
+        module = model.lm_head
+        module.register_forward_hook(lambda m, i, o: self.dtypes.add(o.dtype) if m.training else None)
+
+
+def test_bf16_on_the_cpu_takes_effect(tmp_path, tiny_tokenizer, tiny_features):
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    probe = OutputDtype(model)
+    args = DSSMITrainingArguments(
+        str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to="none", use_cpu=True,
+        bf16=True, save_strategy="no", disable_tqdm=True,
+    )  # fmt: skip
+    DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer, train_dataset=tiny_features).train()
+    assert probe.dtypes == {torch.bfloat16}
+
+
+# ------------------------------------------------------------------------------------- YAML config
+
+
+def run_with_config(tmp_path, capsys, text):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    code = main(["train", "--config", str(config), "--dataset", "svamp", "--output-dir", str(tmp_path)])
+    return code, capsys.readouterr().err.strip(), str(config)
+
+
+@pytest.mark.parametrize(
+    "line,expected",
+    [
+        ("max_steps: 2.5", "'max_steps' must be an integer; got 2.5 (float)"),
+        ("max_steps: ten", "'max_steps' must be an integer; got 'ten' (str)"),
+        (
+            "per_device_train_batch_size: [4]",
+            "'per_device_train_batch_size' must be an integer; got [4] (list)",
+        ),
+        ("learning_rate: fast", "'learning_rate' must be a number; got 'fast' (str)"),
+        ("mi_loss_weight: true", "'mi_loss_weight' must be a number; got True (bool)"),
+        ("use_cpu: 3", "'use_cpu' must be true or false; got 3 (int)"),
+        ("mi_variant: 7", "'mi_variant' must be one of paper, masked; got 7 (int)"),
+        ("optim: sgdd", "'optim' must be one of adamw_torch, "),
+        (
+            "output_dir: 12",
+            "'output_dir' must be text; got 12 (int) (quote it in the YAML file to give text)",
+        ),
+        ("max_steps: null", "'max_steps' must be an integer; got None (NoneType)"),
+        ("lora_target_modules: [q, 1]", "'lora_target_modules' must be text; got 1 (int)"),
+    ],
+)
+def test_wrong_types_in_a_config_file_name_the_file_and_key(tmp_path, capsys, line, expected):
+    code, err, path = run_with_config(tmp_path, capsys, line + "\n")
+    assert code == 2
+    assert f"--config {path!r}: {expected}" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_config_values_are_typed_as_on_the_command_line(tmp_path):
+    from hf_cotmi.cli import _parse
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "learning_rate: 1e-3\nmax_steps: '7'\nmi_loss_weight: 1\nuse_cpu: 'yes'\nlr_scheduler_kwargs: {a: 1}\n"
+    )
+    *_, training_args, _ = _parse("train", ["--config", str(config)])
+    assert training_args.learning_rate == pytest.approx(1e-3) and training_args.max_steps == 7
+    assert isinstance(training_args.mi_loss_weight, float) and training_args.mi_loss_weight == 1.0
+    assert training_args.use_cpu is True and training_args.lr_scheduler_kwargs == {"a": 1}

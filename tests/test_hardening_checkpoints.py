@@ -1,0 +1,173 @@
+"""Resuming picks the latest *complete* checkpoint: real checkpoints from a tiny run, and damaged copies."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import TrainerCallback
+
+from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, build_tiny_seq2seq
+from hf_cotmi.checkpoints import checkpoint_problems, latest_complete_checkpoint, resolve_resume_checkpoint
+
+
+def make_args(output_dir, max_steps):
+    return DSSMITrainingArguments(
+        str(output_dir), max_steps=max_steps, per_device_train_batch_size=4, report_to="none", use_cpu=True,
+        save_strategy="steps", save_steps=1, disable_tqdm=True, seed=0, logging_steps=1,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_tokenizer, tiny_features):
+    """A 2-step run with a checkpoint after each step (checkpoint-1, checkpoint-2)."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    DSSMITrainer(
+        model=model, args=make_args(out, 2), processing_class=tiny_tokenizer, train_dataset=tiny_features
+    ).train()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    return out
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+def half_written(
+    run: Path, step: int, keep: tuple[str, ...] = ("config.json", "generation_config.json")
+) -> Path:
+    """What SIGKILL during a save leaves: checkpoint-<step> with only some of checkpoint-2's files."""
+    folder = run / f"checkpoint-{step}"
+    folder.mkdir()
+    for name in keep:
+        shutil.copy(run / "checkpoint-2" / name, folder / name)
+    return folder
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_real_checkpoints_are_complete(trained_run):
+    for step in (1, 2):
+        assert checkpoint_problems(trained_run / f"checkpoint-{step}") == []
+    assert latest_complete_checkpoint(trained_run) == str(trained_run / "checkpoint-2")
+
+
+def test_a_half_written_checkpoint_is_skipped_with_a_warning(run, caplog):
+    half_written(run, 10)  # numbered 10 so that a lexical sort would also put it last
+    with caplog.at_level(logging.WARNING, logger="hf_cotmi"):
+        assert latest_complete_checkpoint(run) == str(run / "checkpoint-2")
+    (record,) = [r for r in caplog.records if "checkpoint-10" in r.getMessage()]
+    assert "incomplete" in record.getMessage() and "no model weights" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "damage,problem",
+    [
+        (lambda f: truncate(f / "model.safetensors"), "model.safetensors is truncated"),
+        (lambda f: truncate(f / "model.safetensors", keep=0.0001), "model.safetensors is truncated"),
+        (lambda f: (f / "optimizer.pt").unlink(), "optimizer.pt is missing"),
+        (lambda f: truncate(f / "optimizer.pt", keep=0.9), "optimizer.pt is truncated"),
+        (lambda f: (f / "scheduler.pt").unlink(), "scheduler.pt is missing"),
+        (lambda f: (f / "trainer_state.json").unlink(), "trainer_state.json is missing"),
+        (lambda f: truncate(f / "trainer_state.json"), "trainer_state.json is truncated"),
+    ],
+)
+def test_each_missing_or_truncated_part_makes_a_checkpoint_incomplete(run, damage, problem):
+    folder = run / "checkpoint-3"
+    shutil.copytree(run / "checkpoint-2", folder)
+    damage(folder)
+    problems = checkpoint_problems(folder)
+    assert len(problems) == 1 and problems[0].startswith(problem)
+    assert latest_complete_checkpoint(run) == str(run / "checkpoint-2")
+
+
+def test_a_sharded_checkpoint_needs_every_shard(run):
+    import json
+
+    folder = run / "checkpoint-3"
+    shutil.copytree(run / "checkpoint-2", folder)
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    index = {
+        "metadata": {},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert checkpoint_problems(folder) == [
+        "model-00002-of-00002.safetensors is missing (a shard listed in model.safetensors.index.json)"
+    ]
+    shutil.copy(folder / "model-00001-of-00002.safetensors", folder / "model-00002-of-00002.safetensors")
+    assert checkpoint_problems(folder) == []
+
+
+def test_no_checkpoint_at_all(tmp_path):
+    assert latest_complete_checkpoint(tmp_path) is None
+    assert latest_complete_checkpoint(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("value", [True, "true", "True", "latest", " LATEST "])
+def test_true_and_latest_mean_the_latest_complete_checkpoint(run, value):
+    half_written(run, 3)
+    assert resolve_resume_checkpoint(value, run) == str(run / "checkpoint-2")
+
+
+@pytest.mark.parametrize("value", [None, False, "false", "False", "none", ""])
+def test_false_and_none_mean_no_resume(run, value):
+    assert resolve_resume_checkpoint(value, run) is None
+
+
+def test_true_without_a_complete_checkpoint_is_an_error(tmp_path, run):
+    with pytest.raises(ValueError, match="holds no complete checkpoint-N folder; train without"):
+        resolve_resume_checkpoint("true", tmp_path / "empty")
+    for folder in run.glob("checkpoint-*"):
+        (folder / "trainer_state.json").unlink()
+    with pytest.raises(ValueError, match=r"\(incomplete: checkpoint-1, checkpoint-2\)"):
+        resolve_resume_checkpoint(True, run)
+
+
+def test_a_path_is_checked(run):
+    assert resolve_resume_checkpoint(str(run / "checkpoint-1"), run) == str(run / "checkpoint-1")
+    assert resolve_resume_checkpoint("checkpoint-1", run) == str(run / "checkpoint-1")  # inside output_dir
+    half_written(run, 3)
+    with pytest.raises(
+        ValueError, match=r"'.*checkpoint-3': the checkpoint is incomplete \(no model weights"
+    ):
+        resolve_resume_checkpoint(str(run / "checkpoint-3"), run)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
+        resolve_resume_checkpoint(str(run / "checkpoint-9"), run)
+    with pytest.raises(TypeError, match="resume_from_checkpoint"):
+        resolve_resume_checkpoint(3, run)
+
+
+class StepCounter(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+def test_training_resumes_from_the_resolved_checkpoint(run, tiny_tokenizer, tiny_features):
+    half_written(run, 3)
+    resume = resolve_resume_checkpoint("latest", run)
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=5)
+    counter = StepCounter()
+    trainer = DSSMITrainer(
+        model=model,
+        args=make_args(run, 3),
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+        callbacks=[counter],
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    assert counter.steps == [3]  # steps 1 and 2 came from checkpoint-2; only step 3 ran
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == [f"checkpoint-{i}" for i in (1, 2, 3)]
+    assert checkpoint_problems(run / "checkpoint-3") == []  # the half-written one was overwritten whole

@@ -1,0 +1,280 @@
+"""Hostile data files: every error names the file, the 1-based line (or record) and the field or key."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hf_cotmi import load_cot_dataset
+from hf_cotmi.cli import _read_inputs
+from hf_cotmi.cli_workflow import CLIUsageError
+from hf_cotmi.data.jsonfiles import DataFormatError, read_json_file, read_jsonl
+from hf_cotmi.data.textfiles import read_csv_records, read_input_lines
+
+BOM = b"\xef\xbb\xbf"
+GOOD = {"input": "1 + 1 ?", "label": "2", "rationale": "1 + 1 = 2 ."}
+
+
+def jsonl_bytes(*lines: str) -> bytes:
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(ValueError) as caught:
+        load_cot_dataset(path)
+    return str(caught.value)
+
+
+# ----------------------------------------------------------------------------------- duplicate keys
+
+
+def test_a_duplicate_key_in_a_json_lines_record_names_the_file_line_and_key(tmp_path):
+    path = write(
+        tmp_path / "dup.jsonl",
+        jsonl_bytes(json.dumps(GOOD), '{"input": "x", "label": "3", "rationale": "r", "label": "4"}'),
+    )
+    message = error_of(path)
+    assert message == f"{path}, line 2: the key 'label' appears twice in one object; expected each key once"
+
+
+def test_a_duplicate_key_in_a_json_array_names_the_record_and_its_line(tmp_path):
+    text = "[\n" + json.dumps(GOOD) + ",\n" + '{"input": "x",\n "input": "y", "label": "1"}\n]'
+    path = write(tmp_path / "dup.json", text)
+    assert error_of(path) == (
+        f"{path}, record 2 (line 3): the key 'input' appears twice in one object; expected each key once"
+    )
+
+
+def test_the_dss_reader_refuses_duplicate_keys_too(tmp_path):
+    path = write(tmp_path / "train.json", jsonl_bytes('{"a": 1}', '{"a": 1, "a": 2}'))
+    with pytest.raises(DataFormatError, match=r"train\.json, line 2: the key 'a' appears twice"):
+        read_jsonl(path)
+
+
+def test_a_duplicate_csv_header_names_line_1_and_the_header(tmp_path):
+    path = write(tmp_path / "dup.csv", "input,label,rationale,label\na,1,r,2\n")
+    assert error_of(path) == (
+        f"{path}, line 1: the header 'label' appears twice (columns 2 and 4); expected each column name once"
+    )
+
+
+def test_an_empty_csv_header_is_refused(tmp_path):
+    path = write(tmp_path / "blank.csv", "input,,label\na,b,c\n")
+    assert "line 1: the header of column 2 is empty" in error_of(path)
+
+
+# ------------------------------------------------------------------------------------ lines and records
+
+
+def test_csv_lines_are_file_lines_even_after_a_quoted_multi_line_cell(tmp_path):
+    path = write(tmp_path / "d.csv", 'input,label,rationale\n"two\nlines",1,r\nb,2\n')
+    assert error_of(path) == (
+        f"{path}, line 4: 2 fields, but the header (line 1) names 3; expected one field per column "
+        "(quote cells that hold commas)"
+    )
+    header, records = read_csv_records(write(tmp_path / "ok.csv", 'input,label\n"a\nb",1\n\nc,2\n'))
+    assert header == ["input", "label"] and records == [(2, ["a\nb", "1"]), (5, ["c", "2"])]
+
+
+def test_malformed_csv_names_the_line_and_long_cells_are_read(tmp_path):
+    path = write(tmp_path / "q.csv", 'input,label,rationale\na,1,r\nb,"2"x,r\n')
+    assert error_of(path).startswith(f"{path}, line 3: not valid CSV (")
+    long = "why " * 50_000
+    data = load_cot_dataset(write(tmp_path / "long.csv", f"input,label,rationale\na,1,{long}\n"))
+    assert data["train"][0]["rationale"] == long
+
+
+def test_csv_cells_stay_text(tmp_path):
+    path = write(tmp_path / "d.csv", "input,label,rationale\n007,NA,\n")
+    row = load_cot_dataset(path)["train"][0]
+    assert row == {"input": "007", "label": "NA", "rationale": ""}
+
+
+def test_a_null_label_names_the_file_line_as_well_as_the_row(tmp_path):
+    lines = [json.dumps(GOOD), "", json.dumps(dict(GOOD, label=None))]
+    path = write(tmp_path / "null.jsonl", jsonl_bytes(*lines))
+    assert "row 1: 'label' is missing (null); the record is at line 3 of the file" in error_of(path)
+
+
+def test_a_null_label_in_parquet_names_the_record(tmp_path):
+    path = tmp_path / "null.parquet"
+    table = pa.table({"input": ["a", "b", "c"], "label": ["1", "2", None], "rationale": ["r", "r", "r"]})
+    pq.write_table(table, path)
+    assert "row 2: 'label' is missing (null); the record is at record 3 of the file" in error_of(path)
+
+
+def test_a_mixed_type_label_column_names_the_line_and_field(tmp_path):
+    lines = [json.dumps(GOOD), json.dumps(dict(GOOD, label=3))]
+    path = write(tmp_path / "mixed.jsonl", jsonl_bytes(*lines))
+    assert error_of(path) == (
+        f"{path}: could not build a table from its records: at line 2 the field 'label' holds a number (3) "
+        "but at line 1 text; expected the same type in every record (quote numbers to make them text)"
+    )
+
+
+def test_a_mixed_type_field_in_a_json_array_names_the_record(tmp_path):
+    path = write(tmp_path / "mixed.json", json.dumps([GOOD, GOOD, dict(GOOD, label=True)]))
+    assert "at record 3 the field 'label' holds true/false (True) but at record 1 text" in error_of(path)
+
+
+def test_a_field_that_is_not_text_anywhere_names_its_first_line(tmp_path):
+    lines = [
+        json.dumps(dict(GOOD, label=None)),
+        json.dumps(dict(GOOD, label=[1])),
+        json.dumps(dict(GOOD, label=[2])),
+    ]
+    path = write(tmp_path / "lists.jsonl", jsonl_bytes(*lines))
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}: column 'label' holds .* \(the first at line 2\), expected text",
+        error_of(path),
+    )
+
+
+def test_numbers_in_every_record_are_still_read_as_text(tmp_path):
+    lines = [json.dumps(dict(GOOD, label=3)), json.dumps(dict(GOOD, label=4.5))]
+    data = load_cot_dataset(write(tmp_path / "n.jsonl", jsonl_bytes(*lines)))
+    assert data["train"]["label"] == ["3", "4.5"]
+
+
+# ----------------------------------------------------------------------------------------- empty files
+
+
+@pytest.mark.parametrize(
+    "name,content,expected",
+    [
+        ("e.jsonl", b"", "the file is empty (no JSON objects)"),
+        ("e.jsonl", b"\n  \n", "the file is empty (no JSON objects)"),
+        ("e.json", b" [ ] ", "the file is empty (an empty JSON array)"),
+        ("e.csv", b"", "the file is empty; expected a CSV header line"),
+        ("e.csv", BOM + b"\n", "the file is empty; expected a CSV header line"),
+        ("e.csv", b"input,label,rationale\n", "the file has a header line but no records"),
+    ],
+)
+def test_empty_files_say_they_are_empty(tmp_path, name, content, expected):
+    path = write(tmp_path / name, content)
+    assert error_of(path).startswith(f"{path}: {expected}")
+
+
+def test_an_empty_parquet_file_says_it_is_empty(tmp_path):
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"input": pa.array([], pa.string()), "label": pa.array([], pa.string())}), path)
+    assert error_of(path).startswith(f"{path}: the file is empty (no records)")
+
+
+# ------------------------------------------------------------------------------ decoding and the BOM
+
+
+@pytest.mark.parametrize("name", ["bad.jsonl", "bad.json", "bad.csv"])
+def test_a_byte_that_is_not_utf8_names_the_file_and_line(tmp_path, name):
+    body = {
+        "bad.jsonl": jsonl_bytes(json.dumps(GOOD), json.dumps(GOOD)) + b'{"input": "caf\xe9"}\n',
+        "bad.json": b"[\n" + json.dumps(GOOD).encode() + b',\n{"input": "caf\xe9"}\n]',
+        "bad.csv": b"input,label,rationale\na,1,r\ncaf\xe9,2,r\n",
+    }[name]
+    path = write(tmp_path / name, body)
+    line = 3
+    column = body.split(b"\n")[line - 1].index(b"\xe9") + 1
+    assert error_of(path) == (
+        f"{path}, line {line}: byte 0xe9 at column {column} is not UTF-8; expected a UTF-8 text file"
+    )
+
+
+@pytest.mark.parametrize(
+    "name,body",
+    [
+        ("bom.jsonl", BOM + jsonl_bytes(json.dumps(GOOD), json.dumps(GOOD))),
+        ("bom.json", BOM + json.dumps([GOOD, GOOD], indent=1).encode()),
+        ("bom.csv", BOM + b"input,label,rationale\n1 + 1 ?,2,1 + 1 = 2 .\n1 + 1 ?,2,1 + 1 = 2 .\n"),
+    ],
+)
+def test_a_utf8_bom_is_handled(tmp_path, name, body):
+    data = load_cot_dataset(write(tmp_path / name, body))
+    assert data["train"].column_names == ["input", "label", "rationale"]
+    assert data["train"][1] == GOOD
+
+
+def test_a_bom_json_array_is_read_as_an_array(tmp_path):
+    kind, records = read_json_file(write(tmp_path / "a.json", BOM + b'[{"a": 1},\n{"a": 2}]'))
+    assert kind == "record" and records == [(1, {"a": 1}), (2, {"a": 2})]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ('[{"a": 1} {"a": 2}]', "line 1: expected ',' or ']' after record 1"),
+        ('[{"a": 1}]\n[{"a": 2}]', "line 2: text after the closing ']' of the array"),
+        ('[{"a": 1},\n {"a": }]', "record 2 (line 2): not valid JSON"),
+        ('[{"a": 1}, 2]', "record 2: expected a JSON object, got int"),
+    ],
+)
+def test_malformed_json_arrays_name_the_line_or_record(tmp_path, text, expected):
+    path = write(tmp_path / "a.json", text)
+    with pytest.raises(DataFormatError) as caught:
+        read_json_file(path)
+    assert str(caught.value).startswith(f"{path}, {expected}")
+
+
+# ------------------------------------------------------------------------------- predict --input-file
+
+
+SEPARATORS = ["\u2028", "\u2029", "\u0085", "\x0c", "\x0b", "\x1c", "\x1e"]
+
+
+def test_input_lines_split_at_newline_only(tmp_path):
+    texts = [f"first{sep}half of one input" for sep in SEPARATORS]
+    path = write(tmp_path / "in.txt", "\r\n".join(texts) + "\n\n" + json.dumps({"input": "a\u2028b"}) + "\n")
+    assert read_input_lines(path) == texts + ["a\u2028b"]
+    assert _read_inputs(str(path)) == texts + ["a\u2028b"]
+
+
+def test_input_lines_from_standard_input_are_decoded_as_utf8(monkeypatch):
+    stream = io.TextIOWrapper(io.BytesIO(BOM + "x\u2028y\nz\n".encode()), encoding="latin-1")
+    monkeypatch.setattr(sys, "stdin", stream)
+    assert read_input_lines("-") == ["x\u2028y", "z"]
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        (b'ok\n{"input": "a", "input": "b"}\n', "line 2: the key 'input' appears twice"),
+        (b'ok\n\n{"text": "a"}\n', "line 3: expected a JSON object with a text field 'input'"),
+        (b"ok\n{bad\n", "line 2: not valid JSON"),
+        (b"ok\nd\xe9j\xe0\n", "line 2: byte 0xe9 at column 2 is not UTF-8"),
+    ],
+)
+def test_bad_input_lines_name_the_file_and_line(tmp_path, body, expected):
+    path = write(tmp_path / "in.txt", body)
+    with pytest.raises(DataFormatError, match="^" + str(path).replace("\\", "\\\\") + ", " + expected):
+        read_input_lines(path)
+    with pytest.raises(CLIUsageError, match=f"--input-file: {path}, {expected}"):
+        _read_inputs(str(path))
+
+
+def test_a_missing_input_file_is_a_usage_error(tmp_path):
+    with pytest.raises(CLIUsageError, match="does not exist"):
+        _read_inputs(str(tmp_path / "none.txt"))
+    with pytest.raises(FileNotFoundError):
+        read_input_lines(tmp_path / "none.txt")
+
+
+def test_the_strict_reading_benchmark_runs(tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "strict_reading.py"
+    spec = importlib.util.spec_from_file_location("bench_strict_reading", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = module.main(["--records", "50", "--repeats", "1"])
+    assert summary["strict_over_baseline"] > 0
