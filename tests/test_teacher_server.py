@@ -534,3 +534,18 @@ def test_local_backend_left_pads_and_batches(tmp_path):
     batched = backend.generate([GenerationRequest(i, 0, p, None) for i, p in enumerate(prompts)])
     alone = [backend.generate([GenerationRequest(0, 0, p, None)])[0] for p in prompts]
     assert batched == alone  # left padding: a short prompt in a batch continues as it does alone
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_smoke(served_teacher, tmp_path):
+    import importlib.util
+
+    folder, url = served_teacher
+    path = ROOT / "examples" / "benchmarks" / "teacher_throughput.py"
+    spec = importlib.util.spec_from_file_location("teacher_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--smoke", "--teacher", folder, "--base-url", url, "--work-dir", str(tmp_path)])
+    for name in ("serve", "serve_sequential", "local", "local_unbatched"):
+        assert result[f"{name}_examples_per_s"] > 0
+    assert len(lines(tmp_path / "local.rejects.jsonl")) + len(lines(tmp_path / "local.jsonl")) == 8
