@@ -64,6 +64,9 @@ class FaultServer:
         self.requests = 0
         self.answered: list[str] = []  # the prompt's question of each 200 answer
         self.authorizations: set[str] = set()
+        self.log: list[
+            tuple[int, float, str]
+        ] = []  # (request number, arrival time, question) of every request
         self.lock = threading.Lock()
         server = self
 
@@ -75,10 +78,14 @@ class FaultServer:
 
             def do_POST(self):  # noqa: N802 - the http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                question = (body.get("prompt") or body.get("messages", [{}])[-1].get("content", "")).rsplit(
+                    "Q: ", 1
+                )[-1]
                 with server.lock:
                     server.requests += 1
                     number = server.requests
                     server.authorizations.add(self.headers.get("Authorization", ""))
+                    server.log.append((number, time.monotonic(), question))
                 fault = server.faults.get(number)
                 if fault == "drop":
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -170,7 +177,6 @@ def test_faults_are_retried_and_every_record_is_written_exactly_once(tmp_path, m
     out = tmp_path / "out.jsonl"
     faults = {1: "500", 2: "429", 4: "drop", 6: "slow", 9: "503", 10: "500", 15: "drop"}
     monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
-    started = time.monotonic()
     with FaultServer(faults) as server:
         summary = generate_rationales(
             inputs,
@@ -185,8 +191,10 @@ def test_faults_are_retried_and_every_record_is_written_exactly_once(tmp_path, m
             api_key_env="TEST_TEACHER_KEY",
             progress=False,
         )
-    elapsed = time.monotonic() - started
-    assert elapsed >= 1.0  # the 429's Retry-After: 1 was honoured (the backoff alone is <= 0.05 s)
+    # the 429 (request 2) said Retry-After: 1; its retry came no sooner (the backoff alone is <= 0.075 s)
+    _, refused_at, refused_question = server.log[1]
+    retried_at = min(at for number, at, question in server.log if number > 2 and question == refused_question)
+    assert retried_at - refused_at >= 1.0
     assert server.authorizations == {f"Bearer {SECRET}"}
     # records 7 and 14 do not parse; 5, 10, 15, 20 give a wrong sum
     assert summary.counts() == {
