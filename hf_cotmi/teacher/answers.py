@@ -151,7 +151,7 @@ def parse_teacher_output(task: str, text: str) -> TeacherAnswer:
     output = _dss_parse(task, text)
     if not output.parsed:
         if phrase not in text:
-            return TeacherAnswer("", "", f"no answer sentence ({phrase!r} ...)")
+            return TeacherAnswer("", "", f"no answer sentence ('{phrase} ...')")
         return TeacherAnswer("", "", f"the answer sentence does not parse by the {task} rule")
     label = normalise_answer(task, output.label)
     if not label:
