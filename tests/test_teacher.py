@@ -184,3 +184,20 @@ def test_settings_mismatch_refused_unless_forced(tmp_path):
         check_settings(out, {"temperature": 0.7, "model": "m"}, [], force=False)
     check_settings(out, {"temperature": 0.7, "model": "m"}, [], force=True)
     assert json.loads((tmp_path / "o.jsonl.settings.json").read_text())["temperature"] == 0.7
+
+
+def test_read_teacher_inputs_checks_columns_and_rows(tmp_path):
+    from hf_cotmi.teacher import read_teacher_inputs
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"question": "a?", "answer": "1"}\n{"question": "b?", "answer": ""}\n')
+    rows = read_teacher_inputs(path, input_column="question", label_column="answer")
+    assert [(row.input, row.label) for row in rows] == [("a?", "1"), ("b?", None)]  # an empty label: no gold
+    assert read_teacher_inputs(path, input_column="question")[0].extra == {"answer": "1"}  # no 'label': fine
+    with pytest.raises(ValueError, match=r"in\.jsonl: no column 'input'"):
+        read_teacher_inputs(path)
+    with pytest.raises(ValueError, match=r"in\.jsonl: no column 'gold'"):
+        read_teacher_inputs(path, input_column="question", label_column="gold")
+    path.write_text('{"input": "a?"}\n{"input": "  "}\n')
+    with pytest.raises(ValueError, match=r"in\.jsonl, row 1: 'input' is '  '"):
+        read_teacher_inputs(path)

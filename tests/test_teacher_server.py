@@ -91,6 +91,8 @@ class FaultServer:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
+                if fault == "401":
+                    return self._reply(401, {"error": {"message": "invalid api key"}})
                 if fault in ("500", "503"):
                     return self._reply(int(fault), {"error": {"message": "scheduled failure"}})
                 if fault == "429":
@@ -348,6 +350,28 @@ def test_a_request_that_keeps_failing_stops_the_run_and_a_rerun_finishes(tmp_pat
         )
         assert server.requests == 5
     assert summary.resumed == 3 and summary.parsed + summary.unparsable == 8
+
+
+def test_a_client_error_is_not_retried_and_a_changed_input_is_refused(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 3)
+    out = tmp_path / "out.jsonl"
+    with FaultServer({1: "401"}) as server:
+        with pytest.raises(TeacherRequestError, match="HTTP 401 .*invalid api key") as error:
+            generate_rationales(inputs, out, base_url=server.url, model="m", concurrency=1, progress=False)
+        assert server.requests == 1 and error.value.summary.retries == 0
+        generate_rationales(
+            inputs, out, base_url=server.url, model="m", task="arithmetic", force=True, progress=False
+        )
+    rows = [json.loads(line) for line in inputs.read_text().splitlines()]
+    rows[1]["input"] = "What is 100 plus 1?"
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(
+        ValueError, match=r"out\.jsonl: the line for source_index 1 has input 'What is 2 plus 4\?'"
+    ):
+        generate_rationales(
+            inputs, out, base_url="http://127.0.0.1:9/v1", model="m", task="arithmetic", progress=False
+        )
 
 
 def _cli(*argv: str) -> list[str]:
