@@ -170,6 +170,17 @@ def read_teacher_inputs(
         if label_column != "label":
             raise ValueError(f"{where}: no column {label_column!r} (the label); the columns are {columns}")
         label_column = None
+    shadowed = [
+        key
+        for key in columns
+        if key not in (input_column, label_column) and (key in _RESERVED or key.startswith("teacher_"))
+    ]
+    if shadowed:
+        logger.warning(
+            "%s: columns %s are not copied to the output (the generator writes fields of those names)",
+            where,
+            shadowed,
+        )
     rows = []
     for number, record in enumerate(dataset):
         text = record[input_column]
@@ -396,7 +407,8 @@ def generate_rationales(
         base_url: root of an OpenAI-compatible API, e.g. ``http://127.0.0.1:8000/v1``.
         model: the model name on that server.
         teacher_model: a local causal model (Hub name or folder) instead of a server.
-        backend: a ready :class:`~hf_cotmi.teacher.backends.TeacherBackend` instead of either.
+        backend: a ready :class:`~hf_cotmi.teacher.backends.TeacherBackend` instead of either (its own
+            sampling and length settings apply; its ``settings()["temperature"]`` decides whether requests are seeded).
         task: ``nli``, ``multiple_choice``, ``arithmetic`` or ``generic``: prompt, parsing, normalisation.
         template_file: your own prompt template (text with ``{input}`` once) instead of the shipped one.
         filter: ``keep``, ``mark`` or ``drop`` rationales whose answer disagrees with the gold label.
@@ -472,8 +484,10 @@ def generate_rationales(
             "chat_template_file": chat_template_file,
         },
     )
+    backend_settings = teacher.settings()
+    temperature = float(backend_settings.get("temperature", temperature) or 0.0)  # a given backend's own
     settings = {
-        **teacher.settings(),
+        **backend_settings,
         "task": task,
         "prompt_sha256": hashlib.sha256(template.encode("utf-8")).hexdigest(),
         "filter": filter,
