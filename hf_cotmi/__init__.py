@@ -66,6 +66,7 @@ _EXPORTS: dict[str, str] = {
     "build_tiny_seq2seq": "tiny",
     # the offline demo behind `hf-cotmi demo`
     "run_demo": "demo",
+    "generate_rationales": "teacher.generate",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -34,6 +34,7 @@ from .cli_workflow import (
     run_prediction,
     run_training,
 )
+from .teacher.command import generate_rationales_command
 
 __all__ = [
     "main",
@@ -56,6 +57,7 @@ commands:
   train      train any seq2seq student on a DSS dataset or your own data, evaluate, save, push
   evaluate   accuracy, ECE and average confidence of a saved student on a split
   predict    label, rationale and confidence of a saved student for your texts
+  generate-rationales  a teacher's chain-of-thought rationales for your inputs, as a training file
 
 Run '{PROG} <command> --help' for the options of a command. Every command takes
 --config FILE.yaml (option values) and --debug (tracebacks).
@@ -504,6 +506,7 @@ _COMMANDS: dict[str, Callable[[Sequence[str], bool], int]] = {
     "evaluate": _evaluate,
     "predict": _predict,
     "demo": _demo,
+    "generate-rationales": generate_rationales_command,
 }
 
 

@@ -32,6 +32,7 @@ NOTEBOOKS = {
         ("esnli",),
         ["esnli-dss/reliability_test.png", "esnli-dss-mi/reliability_test.png"],
     ),
+    "teacher_rationales.ipynb": ((), ["teacher-rationales/train.jsonl", "teacher-student/model.safetensors"]),
 }
 
 

@@ -1,0 +1,236 @@
+"""The teacher's answer: parsed out of its text with the DSS rules, normalised per task, voted on.
+
+Parsing reuses :mod:`hf_cotmi.data.parsing` (the rules Distilling Step-by-Step applied to PaLM's outputs),
+so a rationale generated here is cut exactly as the released ones were. Each built-in task names the
+parser whose answer sentence its shipped prompt teaches:
+
+============== =========================================== ===================================
+task           answer sentence                             DSS rule
+============== =========================================== ===================================
+nli            ``So the answer is neutral.``               ANLI (``parse_anli_output``)
+multiple_choice ``So the answer is (c) wooded area.``      CQA (``parse_cqa_output``)
+arithmetic     ``The answer is (84 / 2).``                 SVAMP (``parse_svamp_output``)
+generic        ``So the answer is <answer>.``              ANLI, after cutting at the next ``Q:``
+============== =========================================== ===================================
+
+Before the rule runs, the text is cut after the line that holds the answer sentence, and a final period is
+added to that line when the teacher left it out (the ANLI rule drops the last character, which DSS knew to
+be a period). Everything here is a pure function of strings.
+
+Examples:
+    >>> answer = parse_teacher_output("nli", "A man is a person. So the answer is Entailment.")
+    >>> answer.rationale, answer.label
+    ('A man is a person.', 'entailment')
+    >>> vote_answers("arithmetic", ["(2 + 2)", None, "(8 / 2)", "(1 + 1)"]).winner
+    '(2 + 2)'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..data.dss import NLI_LABELS
+from ..data.parsing import PalmOutput, parse_anli_output, parse_cqa_output, parse_svamp_output
+from ..metrics import normalize_text, safe_eval_arithmetic
+
+__all__ = [
+    "TASKS",
+    "TeacherAnswer",
+    "Vote",
+    "parse_teacher_output",
+    "normalise_answer",
+    "answer_key",
+    "answers_agree",
+    "vote_answers",
+]
+
+TASKS: tuple[str, ...] = ("nli", "multiple_choice", "arithmetic", "generic")
+"""The built-in tasks: each has a shipped prompt, an answer sentence, a DSS parsing rule and a normalisation."""
+
+# task -> the phrase that opens its answer sentence (what the shipped prompts teach)
+_ANSWER_PHRASE = {
+    "nli": "So the answer is",
+    "multiple_choice": "So the answer is",
+    "arithmetic": "The answer is",
+    "generic": "So the answer is",
+}
+
+
+@dataclass(frozen=True)
+class TeacherAnswer:
+    """One teacher output, parsed.
+
+    Attributes:
+        rationale: the reasoning before the answer sentence ("" when unparsable).
+        label: the normalised answer ("" when unparsable).
+        reason: why the output did not parse ("" when it did).
+
+    Examples:
+        >>> TeacherAnswer("Because.", "yes", "").parsed
+        True
+    """
+
+    rationale: str
+    label: str
+    reason: str
+
+    @property
+    def parsed(self) -> bool:
+        """True when an answer was found and normalised."""
+        return bool(self.label)
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not a built-in task; expected one of {', '.join(TASKS)}")
+
+
+def _close_answer_line(text: str, phrase: str) -> str:
+    """Cut ``text`` after the line holding the first ``phrase`` and make sure that line ends with a period."""
+    start = text.find(phrase)
+    if start < 0:
+        return text
+    end = text.find("\n", start)
+    head = (text if end < 0 else text[:end]).rstrip()
+    return head if head.endswith(".") else head + "."
+
+
+def _dss_parse(task: str, text: str) -> PalmOutput:
+    phrase = _ANSWER_PHRASE[task]
+    if task == "generic":
+        text = text.split("Q:")[0]
+    text = _close_answer_line(text, phrase)
+    if task in ("nli", "generic"):
+        return parse_anli_output(text)
+    if task == "multiple_choice":
+        return parse_cqa_output(text)
+    return parse_svamp_output(text)
+
+
+def normalise_answer(task: str, answer: str) -> str:
+    """Normalise a parsed answer for ``task``; "" when it is not a valid answer of that task.
+
+    nli: one of ``entailment``, ``neutral``, ``contradiction`` (case-folded); multiple_choice and generic:
+    :func:`hf_cotmi.metrics.normalize_text` (case-folded, whitespace collapsed, trailing periods removed);
+    arithmetic: the expression with runs of whitespace collapsed, kept only when
+    :func:`hf_cotmi.metrics.safe_eval_arithmetic` evaluates it.
+
+    Examples:
+        >>> normalise_answer("nli", " Neutral "), normalise_answer("nli", "maybe")
+        ('neutral', '')
+        >>> normalise_answer("arithmetic", "(84 /  2)"), normalise_answer("arithmetic", "(x + 1)")
+        ('(84 / 2)', '')
+    """
+    _check_task(task)
+    if task == "arithmetic":
+        expression = " ".join(answer.split())
+        return expression if safe_eval_arithmetic(expression) is not None else ""
+    text = normalize_text(answer)
+    if task == "nli":
+        return text if text in NLI_LABELS else ""
+    return text
+
+
+def parse_teacher_output(task: str, text: str) -> TeacherAnswer:
+    """Parse one teacher output for ``task``: rationale and normalised answer, or the reason it failed.
+
+    Examples:
+        >>> parse_teacher_output("multiple_choice", "Fish swim. So the answer is (a) sea.\\n\\nQ: x").label
+        'sea'
+        >>> parse_teacher_output("arithmetic", "Tom has 3 + 4 apples. The answer is (3 + 4).").label
+        '(3 + 4)'
+        >>> parse_teacher_output("generic", "I am not sure.").reason
+        "no answer sentence ('So the answer is ...')"
+    """
+    _check_task(task)
+    if not isinstance(text, str):
+        raise TypeError(f"teacher output must be a string, got {type(text).__name__}")
+    phrase = _ANSWER_PHRASE[task]
+    output = _dss_parse(task, text)
+    if not output.parsed:
+        if phrase not in text:
+            return TeacherAnswer("", "", f"no answer sentence ('{phrase} ...')")
+        return TeacherAnswer("", "", f"the answer sentence does not parse by the {task} rule")
+    label = normalise_answer(task, output.label)
+    if not label:
+        return TeacherAnswer("", "", f"answer {output.label!r} is not a valid {task} answer")
+    if not output.rationale:
+        return TeacherAnswer("", "", "empty rationale before the answer sentence")
+    return TeacherAnswer(output.rationale, label, "")
+
+
+def answer_key(task: str, answer: str) -> str:
+    """What answers are compared and voted by: the value for arithmetic, the normalised text otherwise.
+
+    Examples:
+        >>> answer_key("arithmetic", "(6 / 4)") == answer_key("arithmetic", "( 1.5 )")
+        True
+        >>> answer_key("generic", "Paris.")
+        'paris'
+    """
+    _check_task(task)
+    if task == "arithmetic":
+        value = safe_eval_arithmetic(answer)
+        if value is None:
+            return normalize_text(answer)
+        value = round(value, 6)
+        return repr(0.0 if value == 0 else value)
+    return normalise_answer(task, answer) or normalize_text(answer)
+
+
+def answers_agree(task: str, answer: str, gold: str) -> bool:
+    """Whether a teacher answer agrees with a gold label (values for arithmetic, normalised text otherwise).
+
+    Examples:
+        >>> answers_agree("arithmetic", "(84 / 2)", "( 84.0 / 2.0 )"), answers_agree("nli", "neutral", "Neutral")
+        (True, True)
+    """
+    if task == "arithmetic":
+        left, right = safe_eval_arithmetic(answer), safe_eval_arithmetic(gold)
+        if left is not None and right is not None:
+            return math.isclose(left, right, rel_tol=1e-6, abs_tol=1e-6)
+    return answer_key(task, answer) == answer_key(task, gold)
+
+
+@dataclass(frozen=True)
+class Vote:
+    """The majority vote over one record's samples.
+
+    Attributes:
+        winner: the winning answer as the first sample that gave it wrote it ("" when none parsed).
+        winners: indices of the samples whose answer agrees with the winner, in sample order.
+        agreement: ``len(winners) / number of samples`` (0.0 when none parsed).
+
+    Examples:
+        >>> Vote("yes", (0, 2), 2 / 3).agreement
+        0.6666666666666666
+    """
+
+    winner: str
+    winners: tuple[int, ...]
+    agreement: float
+
+
+def vote_answers(task: str, answers: Sequence[str | None]) -> Vote:
+    """Majority vote over sample answers (None or "" for an unparsable sample).
+
+    Answers are grouped by :func:`answer_key`; the largest group wins and a tie goes to the group whose
+    first member came first. The agreement is the winner's share of all samples, unparsable ones included.
+
+    Examples:
+        >>> vote = vote_answers("nli", ["neutral", "entailment", "entailment", None])
+        >>> vote.winner, vote.winners, vote.agreement
+        ('entailment', (1, 2), 0.5)
+        >>> vote_answers("nli", [None, None]).winner
+        ''
+    """
+    groups: dict[str, list[int]] = {}
+    for index, answer in enumerate(answers):
+        if answer:
+            groups.setdefault(answer_key(task, answer), []).append(index)
+    if not groups:
+        return Vote("", (), 0.0)
+    best = max(groups.values(), key=lambda members: (len(members), -members[0]))
+    return Vote(str(answers[best[0]]), tuple(best), len(best) / len(answers))

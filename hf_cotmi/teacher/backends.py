@@ -1,0 +1,406 @@
+"""Teacher backends behind one interface: an OpenAI-compatible server, or a local Hugging Face causal model.
+
+A backend turns :class:`GenerationRequest` objects (one prompt, one sample) into texts. The generator
+sends it batches of at most ``batch_size`` requests from at most ``concurrency`` threads at once:
+
+- :class:`OpenAICompatibleBackend` (vLLM, TGI, llama.cpp, ``transformers serve``, hosted APIs): one HTTP
+  request per sample through the ``openai`` client (chat completions, or completions for base models),
+  ``batch_size`` 1 and ``concurrency`` threads; timeouts, connection errors, 429 and 5xx are retried with
+  backoff (:mod:`hf_cotmi.teacher.retrying`). The API key is read from an environment variable and never
+  logged or written.
+- :class:`LocalCausalBackend`: ``AutoModelForCausalLM.generate`` on batches of prompts with left padding,
+  on CUDA when there is one.
+
+Examples:
+    >>> request = GenerationRequest(index=3, sample=0, prompt="Q: 1 + 1?\\nA:", seed=None)
+    >>> request.key
+    (3, 0)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from .retrying import RetryableError, RetryPolicy, call_with_retries, parse_retry_after
+
+__all__ = [
+    "GenerationRequest",
+    "TeacherBackend",
+    "TeacherRequestError",
+    "OpenAICompatibleBackend",
+    "LocalCausalBackend",
+]
+
+logger = logging.getLogger(__name__)
+
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to complete once.
+
+    Attributes:
+        index: the record's position in the input.
+        sample: which of the record's samples this is (0-based).
+        prompt: the filled prompt template.
+        seed: the sampling seed sent with the request (None when decoding greedily).
+
+    Examples:
+        >>> GenerationRequest(0, 1, "Q: x\\nA:", 7).sample
+        1
+    """
+
+    index: int
+    sample: int
+    prompt: str
+    seed: int | None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """``(index, sample)``."""
+        return self.index, self.sample
+
+
+class TeacherRequestError(RuntimeError):
+    """A teacher request failed for good (not retryable, or retries exhausted).
+
+    Examples:
+        >>> str(TeacherRequestError("HTTP 401 from the server"))
+        'HTTP 401 from the server'
+    """
+
+
+@runtime_checkable
+class TeacherBackend(Protocol):
+    """What the generator needs from a teacher.
+
+    Attributes:
+        batch_size: most requests per :meth:`generate` call.
+        concurrency: most :meth:`generate` calls running at once (threads).
+        retries: requests retried so far (read by the generator for its summary).
+
+    Examples:
+        >>> isinstance(object(), TeacherBackend)
+        False
+    """
+
+    batch_size: int
+    concurrency: int
+    retries: int
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """The completion text of each request, in order."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that change what is generated (recorded with the output)."""
+        ...
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+def _check_sampling(temperature: float, top_p: float | None) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 decodes greedily)")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1]")
+
+
+class OpenAICompatibleBackend:
+    """A teacher behind an OpenAI-compatible HTTP API, through the ``openai`` client.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the model name the server expects.
+        api: ``chat`` (``/chat/completions``: the server applies its chat template) or ``completions``
+            (``/completions``: the raw prompt, for base models).
+        api_key_env: environment variable holding the API key; when it is unset a placeholder is sent
+            (local servers accept any key). The key is never logged or written.
+        max_new_tokens: ``max_tokens`` of each request.
+        temperature: 0 decodes greedily; above 0 samples.
+        top_p: nucleus sampling (None: the server's default).
+        concurrency: requests in flight at once.
+        request_timeout: seconds before a request counts as timed out (and is retried).
+        retry_policy: backoff and number of retries.
+        stop: stop sequences sent with each request (None: none).
+
+    Examples:
+        >>> backend = OpenAICompatibleBackend("http://127.0.0.1:8000/v1", "teacher")  # doctest: +SKIP
+        >>> backend.generate([GenerationRequest(0, 0, "Q: 1 + 1?\\nA:", None)])  # doctest: +SKIP
+        ['1 + 1 is 2. So the answer is 2.']
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api: str = "chat",
+        api_key_env: str = "OPENAI_API_KEY",
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        concurrency: int = 4,
+        request_timeout: float = 120.0,
+        retry_policy: RetryPolicy | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> None:
+        try:
+            import openai
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "the OpenAI-compatible backend needs the openai client: pip install 'hf-cotmi[teacher]'"
+            ) from error
+        if api not in ("chat", "completions"):
+            raise ValueError(f"api={api!r} must be 'chat' or 'completions'")
+        if not base_url:
+            raise ValueError("base_url must be the API root, e.g. http://127.0.0.1:8000/v1")
+        if not model:
+            raise ValueError("model must name the model on the server (--model)")
+        _check_positive("max_new_tokens", max_new_tokens)
+        _check_positive("concurrency", concurrency)
+        _check_sampling(temperature, top_p)
+        if request_timeout <= 0:
+            raise ValueError(f"request_timeout={request_timeout} must be > 0 seconds")
+        self._openai = openai
+        self.base_url, self.model, self.api = base_url, model, api
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.stop = list(stop) if stop else None
+        self.batch_size, self.concurrency = 1, concurrency
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.retries = 0
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        # The key goes to the client only; it is never part of settings(), logs or errors.
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=os.environ.get(api_key_env) or "not-needed",
+            max_retries=0,
+            timeout=request_timeout,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """The result-changing settings (no key, no URL credentials)."""
+        return {
+            "backend": "openai-compatible",
+            "model": self.model,
+            "api": self.api,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": self.stop,
+        }
+
+    def _classify(self, error: Exception) -> Exception:
+        """A RetryableError for transient failures; a TeacherRequestError otherwise."""
+        openai = self._openai
+        if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
+            kind = "timed out" if isinstance(error, openai.APITimeoutError) else "connection failed"
+            return RetryableError(f"request to {self.base_url} {kind}")
+        if isinstance(error, openai.APIStatusError):
+            status = error.status_code
+            headers = getattr(error.response, "headers", {}) or {}
+            if status in _RETRYABLE_STATUS or status >= 500:
+                retry_after = parse_retry_after(headers.get("retry-after"))
+                milliseconds = headers.get("retry-after-ms")
+                if retry_after is None and milliseconds is not None:
+                    seconds = parse_retry_after(milliseconds)
+                    retry_after = None if seconds is None else seconds / 1000.0
+                return RetryableError(f"HTTP {status} from {self.base_url}", retry_after=retry_after)
+            return TeacherRequestError(
+                f"HTTP {status} from {self.base_url} for model {self.model!r} ({self.api} API): "
+                f"{str(getattr(error, 'message', '') or error)[:300]}"
+            )
+        return error
+
+    def _once(self, request: GenerationRequest) -> str:
+        options: dict[str, Any] = {"model": self.model, "max_tokens": self.max_new_tokens}
+        options["temperature"] = self.temperature
+        if self.top_p is not None:
+            options["top_p"] = self.top_p
+        if request.seed is not None:
+            options["seed"] = request.seed
+        if self.stop:
+            options["stop"] = self.stop
+        try:
+            if self.api == "chat":
+                response = self._client.chat.completions.create(
+                    messages=[{"role": "user", "content": request.prompt}], **options
+                )
+                text = response.choices[0].message.content if response.choices else None
+            else:
+                response = self._client.completions.create(prompt=request.prompt, **options)
+                text = response.choices[0].text if response.choices else None
+        except Exception as error:
+            raise self._classify(error) from error
+        if text is None:
+            raise RetryableError(f"{self.base_url} answered without a completion text")
+        return text
+
+    def _count_retry(self, attempt: int, error: RetryableError, delay: float) -> None:
+        with self._lock:
+            self.retries += 1
+        logger.info("retry %d after %s: waiting %.2f s", attempt + 1, error, delay)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """Complete each request (one HTTP call each, retried on transient failures)."""
+        texts = []
+        for request in requests:
+            try:
+                texts.append(
+                    call_with_retries(
+                        functools.partial(self._once, request),
+                        self.retry_policy,
+                        on_retry=self._count_retry,
+                        rng=self._rng,
+                    )
+                )
+            except RetryableError as error:
+                raise TeacherRequestError(
+                    f"record {request.index} (sample {request.sample}): {error}; gave up after "
+                    f"{self.retry_policy.max_retries} retries"
+                ) from error
+        return texts
+
+
+class LocalCausalBackend:
+    """A local Hugging Face causal language model as the teacher: batched ``generate``, left padding.
+
+    Prompts go through the tokenizer's chat template when it has one (``use_chat_template=None``), as a
+    chat server would; otherwise they are tokenised as they are. Greedy decoding at temperature 0.
+
+    Args:
+        model_name_or_path: a Hub name or a local folder with model and tokenizer.
+        max_new_tokens: tokens generated per prompt.
+        temperature: 0 decodes greedily; above 0 samples (seeded per batch from the first request's seed).
+        top_p: nucleus sampling (None: the model's default).
+        batch_size: prompts per ``generate`` call.
+        device: ``cuda``, ``cpu``, ... (default: CUDA when available).
+        use_chat_template: True / False to force; None uses it when the tokenizer has one.
+        chat_template_file: a Jinja chat template file to use instead of the tokenizer's.
+        trust_remote_code: passed to ``from_pretrained`` (off unless you ask).
+        dtype: ``torch_dtype`` name for loading (``auto``, ``bfloat16``, ...).
+        model: an already loaded model (then ``tokenizer`` too); ``model_name_or_path`` only names it.
+        tokenizer: an already loaded tokenizer.
+
+    Examples:
+        >>> backend = LocalCausalBackend("Qwen/Qwen2.5-0.5B-Instruct", batch_size=16)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        batch_size: int = 8,
+        device: str | None = None,
+        use_chat_template: bool | None = None,
+        chat_template_file: str | os.PathLike[str] | None = None,
+        trust_remote_code: bool = False,
+        dtype: str = "auto",
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _check_positive("max_new_tokens", max_new_tokens)
+        _check_positive("batch_size", batch_size)
+        _check_sampling(temperature, top_p)
+        self.model_name_or_path = str(model_name_or_path)
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.batch_size, self.concurrency, self.retries = batch_size, 1, 0
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(
+                self.model_name_or_path, trust_remote_code=trust_remote_code
+            )
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token_id is None:
+                raise ValueError(
+                    f"{self.model_name_or_path}: the tokenizer has neither a pad nor an EOS token"
+                )
+            tokenizer.pad_token = tokenizer.eos_token
+        if chat_template_file is not None:
+            if not os.path.isfile(chat_template_file):
+                raise FileNotFoundError(f"chat template {str(chat_template_file)!r} does not exist")
+            with open(chat_template_file, encoding="utf-8") as handle:
+                tokenizer.chat_template = handle.read()
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if use_chat_template and not has_template:
+            raise ValueError(
+                f"{self.model_name_or_path}: the tokenizer has no chat template; pass a chat template file "
+                "or use the raw prompt"
+            )
+        self.use_chat_template = has_template if use_chat_template is None else use_chat_template
+        self.chat_template = tokenizer.chat_template if self.use_chat_template else None
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(
+                self.model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+            )
+        self.tokenizer, self.model = tokenizer, model.to(self.device).eval()
+
+    def settings(self) -> dict[str, Any]:
+        """The result-changing settings."""
+        import hashlib
+
+        template = self.chat_template
+        return {
+            "backend": "local",
+            "model": self.model_name_or_path,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
+        }
+
+    def _text(self, prompt: str) -> str:
+        if not self.use_chat_template:
+            return prompt
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """Complete a batch of requests with one left-padded ``generate`` call."""
+        import torch
+
+        if not requests:
+            return []
+        # A chat template writes its own special tokens; a raw prompt gets the tokenizer's (as servers do).
+        encoded = self.tokenizer(
+            [self._text(request.prompt) for request in requests],
+            padding=True,
+            return_tensors="pt",
+            add_special_tokens=not self.use_chat_template,
+        ).to(self.device)
+        options: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if self.temperature > 0:
+            options.update(do_sample=True, temperature=self.temperature)
+            if self.top_p is not None:
+                options["top_p"] = self.top_p
+            if requests[0].seed is not None:
+                torch.manual_seed(requests[0].seed)
+        else:
+            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            output = self.model.generate(**encoded, **options)
+        generated = output[:, encoded["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)

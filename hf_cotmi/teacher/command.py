@@ -1,0 +1,222 @@
+"""``hf-cotmi generate-rationales``: its options (one dataclass) and the function the CLI calls.
+
+Examples:
+    >>> args = GenerateRationalesArguments(input_file="in.jsonl", output_file="out.jsonl", teacher_model="m")
+    >>> args.task, args.filter, args.num_samples
+    ('generic', 'keep', 1)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .answers import TASKS
+from .generate import FILTERS
+
+__all__ = ["GenerateRationalesArguments", "build_generate_rationales_parser", "generate_rationales_command"]
+
+DESCRIPTION = (
+    "Ask a teacher (an OpenAI-compatible server with --base-url and --model, or a local Hugging Face causal "
+    "model with --teacher-model) for few-shot chain-of-thought rationales of each input, parse and check "
+    "its answers, and append them to a JSON Lines file that 'hf-cotmi train --train-file' reads. Rerunning "
+    "the same command continues where it stopped. The last line printed is a JSON object with the counts "
+    "total, parsed, unparsable, agreed, dropped, written, retries."
+)
+
+
+@dataclass
+class GenerateRationalesArguments:
+    """Options of ``hf-cotmi generate-rationales`` (see :func:`hf_cotmi.generate_rationales`).
+
+    Examples:
+        >>> GenerateRationalesArguments(concurrency=8).concurrency
+        8
+    """
+
+    input_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Inputs (.jsonl, .json, .csv, .parquet) with an input column and optionally a label column."
+        },
+    )
+    output_file: str | None = field(
+        default=None,
+        metadata={"help": "JSON Lines training file to write; appended to (resumed) when it exists."},
+    )
+    base_url: str | None = field(
+        default=None,
+        metadata={"help": "Root of an OpenAI-compatible API (vLLM, TGI, llama.cpp, transformers serve, a hosted "
+                  "API), e.g. http://127.0.0.1:8000/v1. Needs --model."},
+    )  # fmt: skip
+    model: str | None = field(default=None, metadata={"help": "Model name on the server (with --base-url)."})
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "A local causal teacher instead of a server: Hub name or folder."}
+    )
+    task: str = field(
+        default="generic",
+        metadata={"help": "Prompt, answer parsing and normalisation.", "choices": list(TASKS)},
+    )
+    filter: str = field(
+        default="keep",
+        metadata={"help": "Rationales whose answer disagrees with the gold label: keep, mark (agrees_with_label "
+                  "column) or drop (to the rejects file).", "choices": list(FILTERS)},
+    )  # fmt: skip
+    num_samples: int = field(
+        default=1, metadata={"help": "Samples per input (separate requests) for self-consistency voting."}
+    )
+    concurrency: int = field(default=4, metadata={"help": "Server requests in flight at once."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Longest completion, in tokens."})
+    temperature: float | None = field(
+        default=None, metadata={"help": "Sampling temperature (default: 0 for one sample, 0.7 for several)."}
+    )
+    top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling (default: the teacher's)."})
+    seed: int = field(default=0, metadata={"help": "Base seed of sampled requests."})
+    api: str = field(
+        default="chat",
+        metadata={"help": "chat: the server's or model's chat template; completions: the raw prompt (base models).",
+                  "choices": ["chat", "completions"]},
+    )  # fmt: skip
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "Environment variable holding the API key (never logged or written)."},
+    )
+    template_file: str | None = field(
+        default=None, metadata={"help": "Your own prompt template: a text file with {input} once."}
+    )
+    chat_template_file: str | None = field(
+        default=None, metadata={"help": "Jinja chat template for a local teacher whose tokenizer has none."}
+    )
+    rejects_file: str | None = field(
+        default=None, metadata={"help": "Where rejected records go (default: <output stem>.rejects.jsonl)."}
+    )
+    force: bool = field(
+        default=False,
+        metadata={"help": "Append even when the output was made with other result-changing settings."},
+    )
+    input_column: str = field(default="input", metadata={"help": "Input column of the input file."})
+    label_column: str = field(default="label", metadata={"help": "Gold label column (optional in the file)."})
+    max_records: int | None = field(default=None, metadata={"help": "Use only the first N input records."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call of a local teacher."})
+    device: str | None = field(
+        default=None, metadata={"help": "Device of a local teacher (default: CUDA when available)."}
+    )
+    request_timeout: float = field(default=120.0, metadata={"help": "Seconds before a request is retried."})
+    max_retries: int = field(
+        default=6, metadata={"help": "Retries per request on timeouts, connection errors, 429 and 5xx."}
+    )
+    no_progress: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+
+
+def build_generate_rationales_parser(prog: str = "hf-cotmi generate-rationales") -> Any:
+    """The ``HfArgumentParser`` of the command; its errors raise ``CLIUsageError`` (one line).
+
+    Examples:
+        >>> "--num-samples" in build_generate_rationales_parser().format_help()
+        True
+    """
+    from transformers import HfArgumentParser
+
+    from ..cli_workflow import CLIUsageError
+
+    class Parser(HfArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise CLIUsageError(f"{message} (see {self.prog} --help)")
+
+    return Parser(
+        [GenerateRationalesArguments],
+        prog=prog,
+        description=DESCRIPTION,
+        epilog="--debug (a bare flag) shows the traceback of an error and library logging.",
+    )
+
+
+def _parse(argv: Sequence[str]) -> GenerateRationalesArguments:
+    from ..cli_workflow import CLIUsageError
+
+    parser = build_generate_rationales_parser()
+    (args, remaining) = parser.parse_args_into_dataclasses(
+        args=list(argv), return_remaining_strings=True, look_for_args_file=False
+    )
+    if remaining:
+        raise CLIUsageError(f"unrecognized arguments: {' '.join(remaining)} (see {parser.prog} --help)")
+    if not args.input_file or not args.output_file:
+        raise CLIUsageError("--input-file and --output-file are required")
+    if bool(args.base_url) == bool(args.teacher_model):
+        raise CLIUsageError("give one teacher: --base-url URL --model NAME, or --teacher-model NAME_OR_PATH")
+    if args.base_url and not args.model:
+        raise CLIUsageError("--base-url needs --model: the model name on the server")
+    if args.teacher_model and args.model:
+        raise CLIUsageError(
+            "--model names a server's model (with --base-url); a local teacher is --teacher-model"
+        )
+    return args
+
+
+def generate_rationales_command(argv: Sequence[str], debug: bool = False) -> int:
+    """Run ``hf-cotmi generate-rationales``; the last line printed is the JSON summary of the counts.
+
+    Returns 0 when done. When a request fails for good, the summary is printed, then the error propagates
+    (the CLI prints it on one line and exits 1); rerunning the same command continues.
+
+    Examples:
+        >>> generate_rationales_command(["--input-file", "in.jsonl"])  # doctest: +SKIP
+    """
+    from .backends import TeacherRequestError
+    from .generate import generate_rationales
+
+    args = _parse(argv)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    if debug:
+        logging.getLogger("hf_cotmi").setLevel(logging.INFO)
+    try:
+        summary = generate_rationales(
+            args.input_file,
+            args.output_file,
+            base_url=args.base_url,
+            model=args.model,
+            teacher_model=args.teacher_model,
+            task=args.task,
+            template_file=args.template_file,
+            filter=args.filter,
+            num_samples=args.num_samples,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            concurrency=args.concurrency,
+            batch_size=args.batch_size,
+            api=args.api,
+            api_key_env=args.api_key_env,
+            request_timeout=args.request_timeout,
+            max_retries=args.max_retries,
+            seed=args.seed,
+            rejects_file=args.rejects_file,
+            force=args.force,
+            input_column=args.input_column,
+            label_column=args.label_column,
+            max_records=args.max_records,
+            device=args.device,
+            chat_template_file=args.chat_template_file,
+            progress=not args.no_progress,
+        )
+    except TeacherRequestError as error:
+        partial = getattr(error, "summary", None)
+        if partial is not None:
+            print(
+                f"stopped: {partial.parsed + partial.unparsable} of {partial.total} records done; rerun to continue"
+            )
+            print(json.dumps(partial.counts()))
+            sys.stdout.flush()
+        raise
+    rate = "n/a" if summary.agreement_rate is None else f"{summary.agreement_rate:.3f}"
+    print(
+        f"{summary.written} records written to {summary.output_file}, "
+        f"{summary.unparsable + summary.dropped} to {summary.rejects_file}; "
+        f"{summary.resumed} were already done; mean self-consistency agreement {rate}"
+    )
+    print(json.dumps(summary.counts()))
+    return 0

@@ -1,0 +1,611 @@
+"""``generate_rationales``: from inputs (and gold labels) and a teacher to a training file, resumably.
+
+For every input record the teacher is asked ``num_samples`` times with a few-shot chain-of-thought
+prompt; each answer is parsed with the DSS rules and normalised per task (:mod:`hf_cotmi.teacher.answers`),
+the samples are voted on, and the record is written as one line to the output file (``input``, ``label``,
+``rationale``, ``teacher_label`` and ``teacher_*`` metadata; read it with :func:`hf_cotmi.load_cot_dataset`
+or ``hf-cotmi train --train-file``) or, when no sample parsed or ``filter="drop"`` rejects it, to the
+rejects file. A rerun with the same settings skips the records already in either file
+(:mod:`hf_cotmi.teacher.store`).
+
+Examples:
+    >>> summary = generate_rationales("inputs.jsonl", "train.jsonl", base_url="http://127.0.0.1:8000/v1",
+    ...                               model="teacher", task="arithmetic")  # doctest: +SKIP
+    >>> summary.counts()  # doctest: +SKIP
+    {'total': 100, 'parsed': 97, 'unparsable': 3, 'agreed': 88, 'dropped': 0, 'written': 97, 'retries': 2}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .answers import TASKS, answers_agree, parse_teacher_output, vote_answers
+from .backends import (
+    GenerationRequest,
+    LocalCausalBackend,
+    OpenAICompatibleBackend,
+    TeacherBackend,
+    TeacherRequestError,
+)
+from .prompts import load_prompt_template, render_prompt
+from .retrying import RetryPolicy
+from .store import (
+    INDEX_FIELD,
+    SETTINGS_FIELD,
+    JsonlAppender,
+    check_settings,
+    read_done,
+    settings_id,
+    sort_by_index,
+)
+
+__all__ = [
+    "FILTERS",
+    "SUMMARY_FIELDS",
+    "GenerationSummary",
+    "TeacherInput",
+    "read_teacher_inputs",
+    "generate_rationales",
+]
+
+logger = logging.getLogger(__name__)
+
+FILTERS: tuple[str, ...] = ("keep", "mark", "drop")
+"""What to do with a rationale whose answer disagrees with the gold label: keep it, keep it and mark it
+(``agrees_with_label`` column), or drop it (to the rejects file)."""
+
+SUMMARY_FIELDS: tuple[str, ...] = ("total", "parsed", "unparsable", "agreed", "dropped", "written", "retries")
+"""The counts of the summary, in the order the command prints them."""
+
+REJECT_UNPARSABLE = "unparsable"
+REJECT_DISAGREES = "disagrees_with_label"
+
+
+@dataclass
+class GenerationSummary:
+    """What a generation run left in its files (counts over the whole files, resumed records included).
+
+    Attributes:
+        total: input records.
+        parsed: records with at least one parsed answer.
+        unparsable: records where no sample parsed (in the rejects file).
+        agreed: parsed records whose (voted) answer agrees with the gold label.
+        dropped: parsed records dropped by ``filter="drop"`` (in the rejects file).
+        written: lines in the output file.
+        retries: requests retried in this run.
+        agreement_rate: mean share of samples agreeing with the vote over parsed records (None if none).
+        resumed: records found done when the run started.
+        output_file: the output file.
+        rejects_file: the rejects file.
+
+    Examples:
+        >>> GenerationSummary(total=2, parsed=2, written=2).counts()["written"]
+        2
+    """
+
+    total: int = 0
+    parsed: int = 0
+    unparsable: int = 0
+    agreed: int = 0
+    dropped: int = 0
+    written: int = 0
+    retries: int = 0
+    agreement_rate: float | None = None
+    resumed: int = 0
+    output_file: str = ""
+    rejects_file: str = ""
+
+    def counts(self) -> dict[str, int]:
+        """The seven counts of the command's final JSON line."""
+        values = asdict(self)
+        return {name: values[name] for name in SUMMARY_FIELDS}
+
+    @property
+    def complete(self) -> bool:
+        """True when every input record is in the output or the rejects file."""
+        return self.parsed + self.unparsable == self.total
+
+
+@dataclass(frozen=True)
+class TeacherInput:
+    """One input record.
+
+    Attributes:
+        input: the text the teacher answers.
+        label: the gold label (None when the data has none, or the cell is empty).
+        extra: the record's other columns, copied to the output.
+
+    Examples:
+        >>> TeacherInput("2 + 2 ?", "4").label
+        '4'
+    """
+
+    input: str
+    label: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_RESERVED = {"input", "label", "rationale", "teacher_label", "agrees_with_label", INDEX_FIELD}
+
+
+def read_teacher_inputs(
+    source: Any, *, input_column: str = "input", label_column: str | None = "label"
+) -> list[TeacherInput]:
+    """Read inputs (and optional gold labels) from a file or a ``datasets.Dataset``.
+
+    Files: ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet``, read as :func:`hf_cotmi.load_cot_dataset`
+    reads them. ``label_column`` may be absent from the data when it is the default ``label``.
+
+    Raises:
+        ValueError: no ``input_column``, a named ``label_column`` that is missing, or a null / non-text
+            input (the message names the source and row).
+
+    Examples:
+        >>> from datasets import Dataset
+        >>> rows = read_teacher_inputs(Dataset.from_dict({"input": ["1 + 1 ?"], "id": [7]}))
+        >>> rows[0].input, rows[0].label, rows[0].extra
+        ('1 + 1 ?', None, {'id': 7})
+    """
+    from datasets import Dataset
+
+    from ..data.custom import _read_file
+
+    if isinstance(source, Dataset):
+        dataset, where = source, "the Dataset"
+    elif isinstance(source, (str, os.PathLike)):
+        dataset, where = _read_file(Path(source)), str(source)
+    else:
+        raise TypeError(f"source must be a path or a datasets.Dataset, got {type(source).__name__}")
+    columns = dataset.column_names
+    if input_column not in columns:
+        raise ValueError(f"{where}: no column {input_column!r} (the input); the columns are {columns}")
+    if label_column is not None and label_column not in columns:
+        if label_column != "label":
+            raise ValueError(f"{where}: no column {label_column!r} (the label); the columns are {columns}")
+        label_column = None
+    shadowed = [
+        key
+        for key in columns
+        if key not in (input_column, label_column) and (key in _RESERVED or key.startswith("teacher_"))
+    ]
+    if shadowed:
+        logger.warning(
+            "%s: columns %s are not copied to the output (the generator writes fields of those names)",
+            where,
+            shadowed,
+        )
+    rows = []
+    for number, record in enumerate(dataset):
+        text = record[input_column]
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(
+                f"{where}, row {number}: {input_column!r} is {text!r}; expected a non-empty text"
+            )
+        label = record[label_column] if label_column else None
+        label = None if label is None or not str(label).strip() else str(label)
+        extra = {
+            key: value
+            for key, value in record.items()
+            if key not in (input_column, label_column)
+            and key not in _RESERVED
+            and not key.startswith("teacher_")
+        }
+        rows.append(TeacherInput(text, label, extra))
+    return rows
+
+
+def _make_backend(
+    backend: TeacherBackend | None,
+    base_url: str | None,
+    model: str | None,
+    teacher_model: str | None,
+    options: dict[str, Any],
+) -> TeacherBackend:
+    chosen = [
+        name
+        for name, value in (("backend", backend), ("base_url", base_url), ("teacher_model", teacher_model))
+        if value
+    ]
+    if len(chosen) != 1:
+        raise ValueError(
+            "give exactly one teacher: base_url with model (an OpenAI-compatible server), teacher_model "
+            f"(a local model), or backend; got {chosen or 'none'}"
+        )
+    if backend is not None:
+        return backend
+    common = {key: options[key] for key in ("max_new_tokens", "temperature", "top_p")}
+    if base_url:
+        if not model:
+            raise ValueError("base_url needs model: the model name on the server (--model)")
+        return OpenAICompatibleBackend(
+            base_url,
+            model,
+            api=options["api"],
+            api_key_env=options["api_key_env"],
+            concurrency=options["concurrency"],
+            request_timeout=options["request_timeout"],
+            retry_policy=options["retry_policy"],
+            stop=options["stop"],
+            **common,
+        )
+    if model:
+        raise ValueError(
+            "model names the model on a server (with base_url); for a local teacher use teacher_model"
+        )
+    return LocalCausalBackend(
+        str(teacher_model),
+        batch_size=options["batch_size"],
+        device=options["device"],
+        chat_template_file=options["chat_template_file"],
+        use_chat_template=None if options["api"] == "chat" else False,
+        **common,
+    )
+
+
+def _final_record(
+    index: int,
+    item: TeacherInput,
+    outputs: Sequence[str],
+    *,
+    task: str,
+    filter: str,
+    teacher: str,
+    settings_hash: str,
+) -> tuple[str, dict[str, Any]]:
+    """("output" | "rejects", line) for one record whose samples are all in."""
+    answers = [parse_teacher_output(task, text) for text in outputs]
+    vote = vote_answers(task, [answer.label or None for answer in answers])
+    meta = {
+        INDEX_FIELD: index,
+        "teacher_model": teacher,
+        "teacher_task": task,
+        "teacher_answers": [answer.label or None for answer in answers],
+        "teacher_agreement": vote.agreement,
+        SETTINGS_FIELD: settings_hash,
+    }
+    if not vote.winner:
+        line = {
+            **item.extra,
+            "input": item.input,
+            "label": item.label,
+            "reason": REJECT_UNPARSABLE,
+            "teacher_outputs": list(outputs),
+            "teacher_parse_errors": [answer.reason for answer in answers],
+            **meta,
+        }
+        return "rejects", line
+    first = vote.winners[0]
+    agrees = answers_agree(task, vote.winner, item.label) if item.label is not None else None
+    line = {
+        **item.extra,
+        "input": item.input,
+        "label": item.label if item.label is not None else vote.winner,
+        "rationale": answers[first].rationale,
+        "teacher_label": vote.winner,
+        "teacher_label_source": "gold" if item.label is not None else "teacher",
+        **meta,
+    }
+    if len(outputs) > 1:
+        line["teacher_rationales"] = [answers[i].rationale for i in vote.winners]
+    unparsed = [text for text, answer in zip(outputs, answers) if not answer.parsed]
+    if unparsed:
+        line["teacher_unparsable_outputs"] = unparsed
+    if filter == "mark":
+        line["agrees_with_label"] = agrees
+    if filter == "drop" and agrees is False:
+        return "rejects", {**line, "reason": REJECT_DISAGREES}
+    return "output", line
+
+
+def _agrees(task: str, line: dict[str, Any]) -> bool:
+    if line.get("teacher_label_source") != "gold":
+        return False
+    return answers_agree(task, str(line["teacher_label"]), str(line["label"]))
+
+
+def _summarise(
+    total: int, outputs: dict[int, dict], rejects: dict[int, dict], task: str, retries: int, resumed: int
+) -> GenerationSummary:
+    dropped = [line for line in rejects.values() if line.get("reason") == REJECT_DISAGREES]
+    parsed = list(outputs.values()) + dropped
+    agreements = [float(line.get("teacher_agreement", 0.0)) for line in parsed]
+    return GenerationSummary(
+        total=total,
+        parsed=len(parsed),
+        unparsable=sum(1 for line in rejects.values() if line.get("reason") == REJECT_UNPARSABLE),
+        agreed=sum(_agrees(task, line) for line in parsed),
+        dropped=len(dropped),
+        written=len(outputs),
+        retries=retries,
+        agreement_rate=sum(agreements) / len(agreements) if agreements else None,
+        resumed=resumed,
+    )
+
+
+def _default_rejects(output_file: Path) -> Path:
+    name = output_file.name
+    stem, suffix = (name[: -len(".jsonl")], ".jsonl") if name.endswith(".jsonl") else (name, ".jsonl")
+    return output_file.with_name(f"{stem}.rejects{suffix}")
+
+
+def _check_resumable(done: dict[int, dict], inputs: Sequence[TeacherInput], where: Path) -> None:
+    for index, line in done.items():
+        if index >= len(inputs) or line.get("input") != inputs[index].input:
+            found = "beyond the end of the input" if index >= len(inputs) else f"input {line.get('input')!r}"
+            raise ValueError(
+                f"{where}: the line for {INDEX_FIELD} {index} has {found}, which is not the input's record "
+                f"{index}; the input changed since this file was written. Use another output file"
+            )
+
+
+def generate_rationales(
+    source: Any,
+    output_file: str | os.PathLike[str],
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    teacher_model: str | None = None,
+    backend: TeacherBackend | None = None,
+    task: str = "generic",
+    template_file: str | os.PathLike[str] | None = None,
+    filter: str = "keep",
+    num_samples: int = 1,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int = 256,
+    concurrency: int = 4,
+    batch_size: int = 8,
+    api: str = "chat",
+    api_key_env: str = "OPENAI_API_KEY",
+    request_timeout: float = 120.0,
+    max_retries: int = 6,
+    retry_policy: RetryPolicy | None = None,
+    stop: Sequence[str] | None = None,
+    seed: int = 0,
+    rejects_file: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    input_column: str = "input",
+    label_column: str | None = "label",
+    max_records: int | None = None,
+    device: str | None = None,
+    chat_template_file: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> GenerationSummary:
+    """Ask a teacher for chain-of-thought rationales and write a training file, resumably.
+
+    Give one teacher: ``base_url`` and ``model`` (any OpenAI-compatible server), ``teacher_model`` (a local
+    Hugging Face causal model, batched ``generate`` with left padding), or a ready ``backend``.
+
+    Each record is asked ``num_samples`` times (separate requests, seeded ``seed + index * num_samples +
+    sample`` when sampling); the answers are parsed (:func:`hf_cotmi.teacher.answers.parse_teacher_output`)
+    and voted on, and the first rationale that agrees with the vote is kept (all of them in
+    ``teacher_rationales`` when ``num_samples > 1``). Output lines hold ``input``, ``label`` (the gold label,
+    or the teacher's when there is none), ``rationale``, ``teacher_label``, ``teacher_label_source``,
+    ``teacher_answers``, ``teacher_agreement`` (share of samples agreeing with the vote),
+    ``teacher_model``, ``teacher_task``, ``source_index``, ``teacher_settings_id``, the input's other
+    columns, and with ``filter="mark"`` ``agrees_with_label``. Records where no sample parsed, and with
+    ``filter="drop"`` those whose answer disagrees with the gold label, go to the rejects file with a
+    ``reason`` and the teacher's raw texts.
+
+    Lines are appended and flushed as records finish; a rerun skips records already in either file, so a
+    crash loses only the requests in flight. Settings that change results (teacher, prompt, task, filter,
+    sampling, ``max_new_tokens``, ``num_samples``, ``seed``) are stored in ``<output>.settings.json``; a
+    run with other settings refuses to append unless ``force``. When every record is done both files
+    are put in input order.
+
+    Args:
+        source: a ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file or a ``datasets.Dataset`` with an
+            input column and optionally a label column.
+        output_file: the JSON Lines training file to write (appended to when it exists).
+        base_url: root of an OpenAI-compatible API, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the model name on that server.
+        teacher_model: a local causal model (Hub name or folder) instead of a server.
+        backend: a ready :class:`~hf_cotmi.teacher.backends.TeacherBackend` instead of either (its own
+            sampling and length settings apply; its ``settings()["temperature"]`` decides whether requests are seeded).
+        task: ``nli``, ``multiple_choice``, ``arithmetic`` or ``generic``: prompt, parsing, normalisation.
+        template_file: your own prompt template (text with ``{input}`` once) instead of the shipped one.
+        filter: ``keep``, ``mark`` or ``drop`` rationales whose answer disagrees with the gold label.
+        num_samples: samples per record for self-consistency (majority vote).
+        temperature: sampling temperature (default 0, greedy, for one sample; 0.7 for several).
+        top_p: nucleus sampling (None: the teacher's default).
+        max_new_tokens: longest completion.
+        concurrency: server requests in flight at once.
+        batch_size: prompts per ``generate`` call of a local teacher.
+        api: ``chat`` (chat template of the server or model) or ``completions`` (raw prompt).
+        api_key_env: environment variable with the server's API key (never logged or written).
+        request_timeout: seconds before a server request is retried.
+        max_retries: retries per request (timeouts, connection errors, 429, 5xx).
+        retry_policy: full control of backoff (overrides ``max_retries``).
+        stop: stop sequences for server requests.
+        seed: base seed of sampled requests.
+        rejects_file: where rejected records go (default ``<output stem>.rejects.jsonl``).
+        force: append even when the existing output was made with other settings.
+        input_column: the input column.
+        label_column: the gold label column (None: no gold labels; a missing default ``label`` is fine).
+        max_records: use only the first N input records.
+        device: device of a local teacher (default: CUDA when available).
+        chat_template_file: a Jinja chat template for a local teacher whose tokenizer has none.
+        progress: show a tqdm progress bar with the counts.
+
+    Returns:
+        A :class:`GenerationSummary` of both files.
+
+    Raises:
+        TeacherRequestError: a request failed for good; what finished before is in the files, and
+            rerunning the same call continues.
+        SettingsMismatchError: the output was made with other settings and ``force`` is False.
+
+    Examples:
+        >>> summary = generate_rationales("cqa.jsonl", "cqa-rationales.jsonl",
+        ...                               teacher_model="Qwen/Qwen2.5-1.5B-Instruct",
+        ...                               task="multiple_choice", filter="drop")  # doctest: +SKIP
+    """
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not a built-in task; expected one of {', '.join(TASKS)}")
+    if filter not in FILTERS:
+        raise ValueError(f"filter={filter!r} must be one of {', '.join(FILTERS)}")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
+    if max_records is not None and max_records < 0:
+        raise ValueError(f"max_records={max_records} must be >= 0")
+    if temperature is None:
+        temperature = 0.0 if num_samples == 1 else 0.7
+    if num_samples > 1 and temperature == 0:
+        logger.warning("num_samples=%d with temperature 0: greedy samples are all alike", num_samples)
+    policy = retry_policy or RetryPolicy(max_retries=max_retries)
+    template = load_prompt_template(task, template_file)
+    inputs = read_teacher_inputs(source, input_column=input_column, label_column=label_column)
+    if max_records is not None:
+        inputs = inputs[:max_records]
+    teacher = _make_backend(
+        backend,
+        base_url,
+        model,
+        teacher_model,
+        {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "api": api,
+            "api_key_env": api_key_env,
+            "concurrency": concurrency,
+            "request_timeout": request_timeout,
+            "retry_policy": policy,
+            "stop": stop,
+            "batch_size": batch_size,
+            "device": device,
+            "chat_template_file": chat_template_file,
+        },
+    )
+    backend_settings = teacher.settings()
+    temperature = float(backend_settings.get("temperature", temperature) or 0.0)  # a given backend's own
+    settings = {
+        **backend_settings,
+        "task": task,
+        "prompt_sha256": hashlib.sha256(template.encode("utf-8")).hexdigest(),
+        "filter": filter,
+        "num_samples": num_samples,
+        "seed": seed if temperature > 0 else None,
+    }
+    settings_hash = settings_id(settings)
+    teacher_name = str(settings.get("model", type(teacher).__name__))
+
+    output_path = Path(output_file)
+    rejects_path = Path(rejects_file) if rejects_file is not None else _default_rejects(output_path)
+    outputs_done, rejects_done = read_done(output_path), read_done(rejects_path)
+    both = {**outputs_done.records, **rejects_done.records}
+    overlap = set(outputs_done.records) & set(rejects_done.records)
+    if overlap:
+        raise ValueError(
+            f"{output_path} and {rejects_path} both hold {INDEX_FIELD} {sorted(overlap)[:5]}; "
+            "they do not belong together"
+        )
+    _check_resumable(both, inputs, output_path)
+    check_settings(output_path, settings, list(both.values()), force=force)
+    resumed = len(both)
+    outputs, rejects = dict(outputs_done.records), dict(rejects_done.records)
+
+    retries_before = teacher.retries
+    pending = [index for index in range(len(inputs)) if index not in both]
+
+    def units() -> Iterator[list[GenerationRequest]]:
+        unit: list[GenerationRequest] = []
+        for index in pending:
+            prompt = render_prompt(template, inputs[index].input, task)
+            for sample in range(num_samples):
+                request_seed = seed + index * num_samples + sample if temperature > 0 else None
+                unit.append(GenerationRequest(index, sample, prompt, request_seed))
+                if len(unit) == teacher.batch_size:
+                    yield unit
+                    unit = []
+        if unit:
+            yield unit
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(inputs), initial=resumed, unit="record", desc="rationales", disable=not progress)
+
+    def show() -> None:
+        summary = _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)
+        counts = summary.counts()
+        bar.set_postfix(
+            {key: counts[key] for key in ("parsed", "unparsable", "agreed", "dropped", "retries")}
+        )
+
+    show()
+    failure: BaseException | None = None
+    collected: dict[int, dict[int, str]] = {}
+    with JsonlAppender(output_path) as output_writer, JsonlAppender(rejects_path) as rejects_writer:
+        executor = ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher")
+        in_flight: dict[Future, list[GenerationRequest]] = {}
+        work = units()
+
+        def submit_next() -> None:
+            unit = next(work, None)
+            if unit is not None:
+                in_flight[executor.submit(teacher.generate, unit)] = unit
+
+        try:
+            for _ in range(teacher.concurrency):
+                submit_next()
+            while in_flight:
+                finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    unit = in_flight.pop(future)
+                    try:
+                        texts = future.result()
+                    except Exception as error:  # stop sending; let what is in flight finish and be written
+                        failure = failure or error
+                        continue
+                    if len(texts) != len(unit):
+                        failure = failure or TeacherRequestError(
+                            f"the teacher returned {len(texts)} texts for {len(unit)} prompts"
+                        )
+                        continue
+                    for request, text in zip(unit, texts):
+                        samples = collected.setdefault(request.index, {})
+                        samples[request.sample] = text
+                        if len(samples) < num_samples:
+                            continue
+                        del collected[request.index]
+                        where, line = _final_record(
+                            request.index,
+                            inputs[request.index],
+                            [samples[s] for s in range(num_samples)],
+                            task=task,
+                            filter=filter,
+                            teacher=teacher_name,
+                            settings_hash=settings_hash,
+                        )
+                        if where == "output":
+                            output_writer.write(line)
+                            outputs[request.index] = line
+                        else:
+                            rejects_writer.write(line)
+                            rejects[request.index] = line
+                        bar.update(1)
+                        show()
+                    if failure is None:
+                        submit_next()
+        finally:
+            executor.shutdown(wait=failure is not None, cancel_futures=True)
+            bar.close()
+
+    summary = _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)
+    summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
+    if failure is not None:
+        if isinstance(failure, TeacherRequestError):
+            failure.summary = summary  # type: ignore[attr-defined]
+            raise failure
+        raise TeacherRequestError(f"{type(failure).__name__}: {failure}") from failure
+    if summary.complete:
+        sort_by_index(output_path)
+        sort_by_index(rejects_path)
+    return summary

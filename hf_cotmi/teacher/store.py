@@ -1,0 +1,274 @@
+"""The resumable output: JSON Lines appended one whole line per write, read back to skip what is done.
+
+Each finished record becomes one line in the output file (a rationale to train on) or in the rejects
+file (no usable rationale), written with a single ``os.write`` on a file opened for appending, so a
+crash or SIGKILL leaves whole lines only and loses just the requests still in flight. A line that was
+cut short anyway (a full disk, a power cut) is the last one: :func:`read_done` cuts it off and counts it,
+so the record is generated again. When every record is done the files are put in input order (written to
+a temporary file, then renamed over the old one), so an interrupted and resumed run ends with the same
+files as an uninterrupted one.
+
+The settings that change results are stored beside the output (``<output>.settings.json``) and their
+hash in every line; :func:`check_settings` refuses to mix settings unless forced.
+
+Examples:
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
+    >>> with JsonlAppender(path) as out:
+    ...     out.write({"source_index": 1, "input": "b"})
+    ...     out.write({"source_index": 0, "input": "a"})
+    >>> sorted(read_done(path).records)
+    [0, 1]
+    >>> sort_by_index(path); path.read_text().splitlines()[0]
+    '{"source_index": 0, "input": "a"}'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data.jsonfiles import DataFormatError
+
+__all__ = [
+    "INDEX_FIELD",
+    "SETTINGS_FIELD",
+    "JsonlAppender",
+    "DoneRecords",
+    "read_done",
+    "sort_by_index",
+    "settings_id",
+    "settings_path",
+    "check_settings",
+    "SettingsMismatchError",
+]
+
+logger = logging.getLogger(__name__)
+
+INDEX_FIELD = "source_index"
+"""The field holding a record's position in the input (what resuming matches on)."""
+
+SETTINGS_FIELD = "teacher_settings_id"
+"""The field holding the hash of the result-changing settings a line was made with."""
+
+
+class JsonlAppender:
+    """Append JSON objects to a file, one line per ``os.write``, never buffered in the process.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
+        >>> with JsonlAppender(path) as out:
+        ...     out.write({"x": 1})
+        >>> path.read_text()
+        '{"x": 1}\\n'
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Write ``record`` as one line (one system call for the whole line)."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: the appender is closed")
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        written = os.write(self._fd, data)
+        while written < len(data):  # regular files write everything at once; be safe anyway
+            written += os.write(self._fd, data[written:])
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class DoneRecords:
+    """What a file already holds.
+
+    Attributes:
+        records: source index -> the line's record.
+        truncated: 1 when a cut-short last line was removed, else 0.
+
+    Examples:
+        >>> DoneRecords().records
+        {}
+    """
+
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)
+    truncated: int = 0
+
+
+def read_done(path: str | os.PathLike[str]) -> DoneRecords:
+    """Read a generator output (or rejects) file; a cut-short last line is removed from the file.
+
+    Raises:
+        DataFormatError: a complete line is not a JSON object with an integer ``source_index``, or an index
+            appears twice (the message names file and line).
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "o.jsonl"
+        >>> _ = path.write_text('{"source_index": 0}\\n{"source_ind')
+        >>> done = read_done(path)
+        >>> sorted(done.records), done.truncated, path.read_text()
+        ([0], 1, '{"source_index": 0}\\n')
+    """
+    path = Path(path)
+    done = DoneRecords()
+    if not path.exists():
+        return done
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        logger.warning(
+            "%s: removing a cut-short last line (%d bytes); it is generated again", path, len(data) - end
+        )
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+        done.truncated = 1
+    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        index = record.get(INDEX_FIELD) if isinstance(record, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise DataFormatError(
+                f"{path}, line {number}: expected a JSON object with an integer {INDEX_FIELD!r} "
+                "(is this a file hf-cotmi generate-rationales wrote?)"
+            )
+        if index in done.records:
+            raise DataFormatError(f"{path}, line {number}: {INDEX_FIELD} {index} appears a second time")
+        done.records[index] = record
+    return done
+
+
+def sort_by_index(path: str | os.PathLike[str]) -> None:
+    """Rewrite ``path`` with its lines in ``source_index`` order (temporary file, then an atomic rename).
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.jsonl"
+        >>> _ = path.write_text('{"source_index": 2}\\n{"source_index": 1}\\n')
+        >>> sort_by_index(path); path.read_text()
+        '{"source_index": 1}\\n{"source_index": 2}\\n'
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ordered = sorted(lines, key=lambda line: json.loads(line)[INDEX_FIELD])
+    if ordered == lines:
+        return
+    temporary = path.with_name(path.name + ".sorting")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in ordered))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def settings_id(settings: dict[str, Any]) -> str:
+    """A short stable hash of the result-changing settings.
+
+    Examples:
+        >>> settings_id({"a": 1, "b": 2}) == settings_id({"b": 2, "a": 1})
+        True
+    """
+    text = json.dumps(settings, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def settings_path(output_file: str | os.PathLike[str]) -> Path:
+    """Where the settings of ``output_file`` are stored: ``<output_file>.settings.json``.
+
+    Examples:
+        >>> settings_path("out/train.jsonl").name
+        'train.jsonl.settings.json'
+    """
+    path = Path(output_file)
+    return path.with_name(path.name + ".settings.json")
+
+
+class SettingsMismatchError(ValueError):
+    """The output was made with other result-changing settings.
+
+    Examples:
+        >>> issubclass(SettingsMismatchError, ValueError)
+        True
+    """
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
+
+
+def check_settings(
+    output_file: str | os.PathLike[str],
+    settings: dict[str, Any],
+    existing: list[dict[str, Any]],
+    *,
+    force: bool,
+) -> None:
+    """Refuse (unless ``force``) to append to an output made with other result-changing settings.
+
+    Compares ``settings`` with the stored ``<output>.settings.json`` and with the settings hash of every
+    existing line, then stores ``settings`` (first run, or forced).
+
+    Raises:
+        SettingsMismatchError: the settings differ and ``force`` is False; the message lists what differs.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "o.jsonl"
+        >>> check_settings(out, {"temperature": 0.0}, [], force=False)
+        >>> try:
+        ...     check_settings(out, {"temperature": 0.7}, [{"teacher_settings_id": "x"}], force=False)
+        ... except SettingsMismatchError as error:
+        ...     print("temperature: 0.0 -> 0.7" in str(error))
+        True
+    """
+    stored_path = settings_path(output_file)
+    current = settings_id(settings)
+    stored = None
+    if stored_path.exists():
+        try:
+            stored = json.loads(stored_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise DataFormatError(f"{stored_path}: not valid JSON ({error.msg})") from None
+    other_ids = {record.get(SETTINGS_FIELD) for record in existing} - {current}
+    if (stored is not None and stored != settings) or other_ids:
+        if not force:
+            detail = _differences(stored, settings) if stored is not None else []
+            if not detail:
+                detail = [f"{len(other_ids)} other settings hash(es) in the existing lines"]
+            raise SettingsMismatchError(
+                f"{output_file} was made with other settings that change the results; differing: "
+                f"{', '.join(detail)}. Use another output file, delete it, or pass --force to append anyway "
+                "(records already there are kept as they are)"
+            )
+        logger.warning("%s: appending with other settings (--force)", output_file)
+    if stored != settings:
+        stored_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = stored_path.with_name(stored_path.name + ".tmp")
+        temporary.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(temporary, stored_path)

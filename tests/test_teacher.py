@@ -1,0 +1,203 @@
+"""Teacher generation, pure parts: answer parsing and voting, prompts, retry policy, the resumable files."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from hf_cotmi.data.parsing import parse_anli_output, parse_cqa_output, parse_svamp_output
+from hf_cotmi.teacher import (
+    TASKS,
+    load_prompt_template,
+    parse_teacher_output,
+    render_prompt,
+    vote_answers,
+)
+from hf_cotmi.teacher.answers import answers_agree
+from hf_cotmi.teacher.retrying import RetryableError, RetryPolicy, call_with_retries, parse_retry_after
+from hf_cotmi.teacher.store import (
+    JsonlAppender,
+    SettingsMismatchError,
+    check_settings,
+    read_done,
+    sort_by_index,
+)
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "rationale", "label"),
+    [
+        (
+            "nli",
+            "Dogs are animals. So the answer is entailment.\n\nPremise: more",
+            "Dogs are animals.",
+            "entailment",
+        ),
+        ("nli", "No link. So the answer is Neutral", "No link.", "neutral"),  # missing period, capitalised
+        (
+            "multiple_choice",
+            "Fish live in water. So the answer is (a) Sea.\n\nQ: next",
+            "Fish live in water.",
+            "sea",
+        ),
+        ("arithmetic", "24 - 9 is 15. The answer is (24 -  9).\n\nQ: x", "24 - 9 is 15.", "(24 - 9)"),
+        ("generic", "It is hot. So the answer is Mercury.\nQ: Which planet? A: x", "It is hot.", "mercury"),
+    ],
+)
+def test_parse_teacher_output_follows_the_dss_rules(task, text, rationale, label):
+    answer = parse_teacher_output(task, text)
+    assert (answer.rationale, answer.label, answer.reason) == (rationale, label, "")
+
+
+def test_parsing_agrees_with_the_dss_parsers_on_well_formed_text():
+    # the independent reference: the DSS parsers themselves on text they were written for
+    cases = [
+        ("nli", "A cat is not a dog. So the answer is contradiction.", parse_anli_output),
+        ("multiple_choice", "Beavers need wood. So the answer is (c) wooded area.", parse_cqa_output),
+        ("arithmetic", "10 * 45 is 450. The answer is (10 * 45).", parse_svamp_output),
+    ]
+    for task, text, dss in cases:
+        answer, reference = parse_teacher_output(task, text), dss(text)
+        assert (answer.rationale, answer.label) == (reference.rationale, reference.label)
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "reason"),
+    [
+        ("nli", "I cannot tell.", "no answer sentence"),
+        ("nli", "Hmm. So the answer is maybe.", "not a valid nli answer"),
+        ("arithmetic", "The answer is (x + 1).", "not a valid arithmetic answer"),
+        ("arithmetic", "He has 5. The answer is 5.", "does not parse"),  # the SVAMP rule needs parentheses
+        ("multiple_choice", "So the answer is (b) pen.", "empty rationale"),
+        ("generic", "So the answer is yes. So the answer is no.", "does not parse"),  # twice: DSS refuses
+    ],
+)
+def test_unparsable_outputs_say_why(task, text, reason):
+    answer = parse_teacher_output(task, text)
+    assert not answer.parsed and reason in answer.reason
+
+
+def test_vote_majority_ties_and_agreement():
+    vote = vote_answers("arithmetic", ["(2 + 2)", "(8 / 2)", "(1 + 2)", None, "(3 * 1)"])
+    assert vote.winner == "(2 + 2)" and vote.winners == (0, 1) and vote.agreement == pytest.approx(2 / 5)
+    tie = vote_answers("nli", ["neutral", "entailment", "entailment", "neutral"])
+    assert tie.winner == "neutral" and tie.winners == (0, 3)  # the group that came first wins a tie
+    assert vote_answers("generic", [None, ""]).winner == ""
+    assert answers_agree("arithmetic", "(84 / 2)", "( 84.0 / 2.0 )")
+    assert not answers_agree("arithmetic", "(84 / 3)", "( 84.0 / 2.0 )")
+    assert answers_agree("multiple_choice", "wooded area", "Wooded Area.")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_shipped_prompts_teach_the_answer_sentence_they_are_parsed_by(task):
+    template = load_prompt_template(task)
+    prompt = render_prompt(template, "What is {x} plus 2?", task)
+    assert "What is {x} plus 2?" in prompt and "{input}" not in prompt
+    # every worked example in the shipped prompt parses with the task's own rules
+    examples = [block for block in template.split("\n\n")[1:-1]]
+    assert len(examples) >= 3
+    for block in examples:
+        answer_text = block.split("\nA: ", 1)[-1].split("\nAnswer: ", 1)[-1]
+        assert parse_teacher_output(task, answer_text).parsed, (task, answer_text)
+
+
+def test_nli_input_is_rendered_as_premise_and_hypothesis():
+    prompt = render_prompt(load_prompt_template("nli"), "A dog runs.</s>An animal moves.", "nli")
+    assert prompt.endswith("Premise: A dog runs.\nHypothesis: An animal moves.\nAnswer:")
+
+
+def test_user_template_file(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("Question: {input}\nReasoning:")
+    assert render_prompt(load_prompt_template("generic", path), "Why?") == "Question: Why?\nReasoning:"
+    path.write_text("no placeholder")
+    with pytest.raises(ValueError, match=r"t\.txt: .*\{input\} exactly once; found 0"):
+        load_prompt_template("generic", path)
+    with pytest.raises(ValueError, match="not a built-in task"):
+        load_prompt_template("poetry")
+
+
+def test_backoff_is_exponential_with_jitter_and_honours_retry_after():
+    policy = RetryPolicy(initial_delay=0.5, max_delay=4.0, jitter=0.5)
+    rng = random.Random(1)
+    for attempt in range(6):
+        base = min(4.0, 0.5 * 2**attempt)
+        assert base * 0.5 <= policy.delay(attempt, None, rng) <= base * 1.5
+    assert policy.delay(0, 30.0, rng) == 30.0  # a longer Retry-After wins over the cap
+    assert parse_retry_after("2") == 2.0 and parse_retry_after("-3") == 0.0 and parse_retry_after("x") is None
+
+
+def test_call_with_retries_gives_up_after_max_retries():
+    waits = []
+    calls = []
+
+    def always_503():
+        calls.append(1)
+        raise RetryableError("HTTP 503", retry_after=0.25)
+
+    with pytest.raises(RetryableError):
+        call_with_retries(
+            always_503, RetryPolicy(max_retries=3, jitter=0.0, initial_delay=0.01), sleep=waits.append
+        )
+    assert len(calls) == 4 and len(waits) == 3 and all(wait >= 0.25 for wait in waits)
+
+    def not_retryable():
+        calls.append(1)
+        raise KeyError("bad")
+
+    calls.clear()
+    with pytest.raises(KeyError):
+        call_with_retries(not_retryable, RetryPolicy(), sleep=waits.append)
+    assert len(calls) == 1
+
+
+def test_store_appends_whole_lines_repairs_a_torn_tail_and_sorts(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with JsonlAppender(path) as out:
+        for index in (2, 0):
+            out.write({"source_index": index, "input": f"x{index}"})
+    with open(path, "ab") as handle:
+        handle.write(b'{"source_index": 1, "inp')  # a line cut short
+    done = read_done(path)
+    assert sorted(done.records) == [0, 2] and done.truncated == 1
+    assert path.read_bytes().endswith(b"}\n")
+    with JsonlAppender(path) as out:
+        out.write({"source_index": 1, "input": "x1"})
+    sort_by_index(path)
+    assert [json.loads(line)["source_index"] for line in path.read_text().splitlines()] == [0, 1, 2]
+
+    path.write_text('{"source_index": 0}\n{"source_index": 0}\n')
+    with pytest.raises(ValueError, match=r"out\.jsonl, line 2: source_index 0 appears a second time"):
+        read_done(path)
+    path.write_text('{"input": "no index"}\n')
+    with pytest.raises(ValueError, match=r"out\.jsonl, line 1: expected a JSON object with an integer"):
+        read_done(path)
+
+
+def test_settings_mismatch_refused_unless_forced(tmp_path):
+    out = tmp_path / "o.jsonl"
+    check_settings(out, {"temperature": 0.0, "model": "m"}, [], force=False)
+    check_settings(out, {"temperature": 0.0, "model": "m"}, [], force=False)  # same settings: fine
+    with pytest.raises(SettingsMismatchError, match="temperature: 0.0 -> 0.7"):
+        check_settings(out, {"temperature": 0.7, "model": "m"}, [], force=False)
+    check_settings(out, {"temperature": 0.7, "model": "m"}, [], force=True)
+    assert json.loads((tmp_path / "o.jsonl.settings.json").read_text())["temperature"] == 0.7
+
+
+def test_read_teacher_inputs_checks_columns_and_rows(tmp_path):
+    from hf_cotmi.teacher import read_teacher_inputs
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"question": "a?", "answer": "1"}\n{"question": "b?", "answer": ""}\n')
+    rows = read_teacher_inputs(path, input_column="question", label_column="answer")
+    assert [(row.input, row.label) for row in rows] == [("a?", "1"), ("b?", None)]  # an empty label: no gold
+    assert read_teacher_inputs(path, input_column="question")[0].extra == {"answer": "1"}  # no 'label': fine
+    with pytest.raises(ValueError, match=r"in\.jsonl: no column 'input'"):
+        read_teacher_inputs(path)
+    with pytest.raises(ValueError, match=r"in\.jsonl: no column 'gold'"):
+        read_teacher_inputs(path, input_column="question", label_column="gold")
+    path.write_text('{"input": "a?"}\n{"input": "  "}\n')
+    with pytest.raises(ValueError, match=r"in\.jsonl, row 1: 'input' is '  '"):
+        read_teacher_inputs(path)

@@ -1,0 +1,583 @@
+"""Teacher generation against real HTTP servers on 127.0.0.1.
+
+- A fault-injecting OpenAI-compatible server written here (standard library): canned, well-formed
+  chain-of-thought answers, and on a schedule 500s, 429s with Retry-After, dropped connections and slow
+  answers. Every record must end up exactly once; a run killed with SIGKILL and rerun must end with the same
+  files as an uninterrupted run.
+- A real ``transformers serve`` with a tiny Llama built in code (its text is noise), through the real HTTP
+  API, and the local backend on the same model: greedy texts must match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer, generate_rationales, load_cot_dataset
+from hf_cotmi.cli import main
+from hf_cotmi.teacher import LocalCausalBackend, RetryPolicy, TeacherRequestError
+from hf_cotmi.teacher.command import generate_rationales_command
+from hf_cotmi.teacher.store import SettingsMismatchError
+from hf_cotmi.teacher.tiny import save_tiny_causal_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTION = re.compile(r"Q: What is (\d+) plus (\d+)\?\nA:\s*$")
+SECRET = "sk-test-do-not-write-7f3a"
+SUMMARY_KEYS = ["total", "parsed", "unparsable", "agreed", "dropped", "written", "retries"]
+
+
+def canned_answer(prompt: str, seed: int | None) -> str:
+    """A deterministic chain-of-thought answer for 'What is A plus B?'.
+
+    A % 7 == 0: no answer sentence (unparsable); A % 5 == 0: a wrong sum (disagrees with the gold label);
+    a sampled request with seed % 3 == 2: a wrong sum too (for self-consistency).
+    """
+    match = QUESTION.search(prompt)
+    if match is None:
+        return "I was not asked anything."
+    a, b = int(match.group(1)), int(match.group(2))
+    if a % 7 == 0:
+        return f"I think about {a} and {b} but cannot decide."
+    c = b + 1 if a % 5 == 0 or (seed is not None and seed % 3 == 2) else b
+    return (
+        f"We add {a} and {c}. {a} + {c} is {a + c}. The answer is ({a} + {c}).\n\nQ: What is 1 plus 1?\nA: 2"
+    )
+
+
+class FaultServer:
+    """OpenAI-compatible chat/completions on 127.0.0.1 with scheduled faults (by request number)."""
+
+    def __init__(self, faults: dict[int, str] | None = None, delay: float = 0.0, slow: float = 1.5):
+        self.faults, self.delay, self.slow = dict(faults or {}), delay, slow
+        self.requests = 0
+        self.answered: list[str] = []  # the prompt's question of each 200 answer
+        self.authorizations: set[str] = set()
+        self.log: list[
+            tuple[int, float, str]
+        ] = []  # (request number, arrival time, question) of every request
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802 - the http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                question = (body.get("prompt") or body.get("messages", [{}])[-1].get("content", "")).rsplit(
+                    "Q: ", 1
+                )[-1]
+                with server.lock:
+                    server.requests += 1
+                    number = server.requests
+                    server.authorizations.add(self.headers.get("Authorization", ""))
+                    server.log.append((number, time.monotonic(), question))
+                fault = server.faults.get(number)
+                if fault == "drop":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if fault == "401":
+                    return self._reply(401, {"error": {"message": "invalid api key"}})
+                if fault in ("500", "503"):
+                    return self._reply(int(fault), {"error": {"message": "scheduled failure"}})
+                if fault == "429":
+                    return self._reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
+                if fault == "slow":
+                    time.sleep(server.slow)
+                time.sleep(server.delay)
+                if self.path.endswith("/chat/completions"):
+                    prompt = body["messages"][-1]["content"]
+                    text = canned_answer(prompt, body.get("seed"))
+                    choice = {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                    kind = "chat.completion"
+                else:
+                    prompt = body["prompt"]
+                    text = canned_answer(prompt, body.get("seed"))
+                    choice = {"index": 0, "text": text, "finish_reason": "stop"}
+                    kind = "text_completion"
+                with server.lock:
+                    server.answered.append(prompt.rsplit("Q: ", 1)[-1])
+                self._reply(
+                    200,
+                    {
+                        "id": f"r{number}",
+                        "object": kind,
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [choice],
+                    },
+                )
+
+            def _reply(self, status, payload, headers=None):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        class QuietServer(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # a client that gave up on a slow answer
+                pass
+
+        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def write_inputs(path: Path, count: int, *, gold: bool = True) -> list[dict]:
+    rows = []
+    for a in range(1, count + 1):
+        row = {"input": f"What is {a} plus {a + 2}?", "id": f"q{a}"}
+        if gold:
+            row["label"] = str(2 * a + 2)
+        rows.append(row)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+FAST_RETRIES = RetryPolicy(max_retries=4, initial_delay=0.01, max_delay=0.05, jitter=0.5)
+
+
+def test_faults_are_retried_and_every_record_is_written_exactly_once(tmp_path, monkeypatch):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 20)
+    out = tmp_path / "out.jsonl"
+    faults = {1: "500", 2: "429", 4: "drop", 6: "slow", 9: "503", 10: "500", 15: "drop"}
+    monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
+    with FaultServer(faults) as server:
+        summary = generate_rationales(
+            inputs,
+            out,
+            base_url=server.url,
+            model="fake-teacher",
+            task="arithmetic",
+            filter="mark",
+            concurrency=3,
+            request_timeout=0.5,
+            retry_policy=FAST_RETRIES,
+            api_key_env="TEST_TEACHER_KEY",
+            progress=False,
+        )
+    # the 429 (request 2) said Retry-After: 1; its retry came no sooner (the backoff alone is <= 0.075 s)
+    _, refused_at, refused_question = server.log[1]
+    retried_at = min(at for number, at, question in server.log if number > 2 and question == refused_question)
+    assert retried_at - refused_at >= 1.0
+    assert server.authorizations == {f"Bearer {SECRET}"}
+    # records 7 and 14 do not parse; 5, 10, 15, 20 give a wrong sum
+    assert summary.counts() == {
+        "total": 20,
+        "parsed": 18,
+        "unparsable": 2,
+        "agreed": 14,
+        "dropped": 0,
+        "written": 18,
+        "retries": 7,
+    }
+    written = lines(out)
+    rejects = lines(tmp_path / "out.rejects.jsonl")
+    assert [line["source_index"] for line in written + rejects] != []
+    assert sorted(line["source_index"] for line in written + rejects) == list(range(20))
+    assert [line["source_index"] for line in written] == sorted(line["source_index"] for line in written)
+    assert {line["id"] for line in rejects} == {"q7", "q14"} and rejects[0]["reason"] == "unparsable"
+    first = written[0]
+    assert (
+        first["input"] == "What is 1 plus 3?"
+        and first["label"] == "4"
+        and first["teacher_label"] == "(1 + 3)"
+    )
+    assert first["rationale"] == "We add 1 and 3. 1 + 3 is 4." and first["agrees_with_label"] is True
+    assert {line["id"] for line in written if line["agrees_with_label"] is False} == {
+        "q5",
+        "q10",
+        "q15",
+        "q20",
+    }
+    # every question was answered (a timed-out request is answered again: the server may see it twice)
+    assert len(set(server.answered)) == 20
+    for path in tmp_path.iterdir():
+        assert SECRET not in path.read_text(), path
+
+    data, report = load_cot_dataset(out, return_report=True)
+    assert data["train"].num_rows == 18 and report.splits["train"].missing_rationales == 0
+
+    # a rerun with the same settings has nothing to do; other settings are refused unless forced
+    with FaultServer() as server:
+        again = generate_rationales(
+            inputs,
+            out,
+            base_url=server.url,
+            model="fake-teacher",
+            task="arithmetic",
+            filter="mark",
+            progress=False,
+        )
+        assert server.requests == 0 and again.counts() == {**summary.counts(), "retries": 0}
+        assert again.resumed == 20
+        with pytest.raises(SettingsMismatchError, match="filter: 'mark' -> 'drop'"):
+            generate_rationales(
+                inputs,
+                out,
+                base_url=server.url,
+                model="fake-teacher",
+                task="arithmetic",
+                filter="drop",
+                progress=False,
+            )
+
+
+def test_drop_filter_completions_api_and_no_gold_labels(tmp_path):
+    inputs = tmp_path / "in.csv"
+    inputs.write_text(
+        "input,label\n" + "".join(f"What is {a} plus {a + 2}?,{2 * a + 2}\n" for a in range(1, 11))
+    )
+    out = tmp_path / "dropped.jsonl"
+    with FaultServer() as server:
+        summary = generate_rationales(
+            inputs,
+            out,
+            base_url=server.url,
+            model="m",
+            api="completions",
+            task="arithmetic",
+            filter="drop",
+            progress=False,
+        )
+    assert summary.counts() == {
+        "total": 10,
+        "parsed": 9,
+        "unparsable": 1,
+        "agreed": 7,
+        "dropped": 2,
+        "written": 7,
+        "retries": 0,
+    }
+    rejects = lines(tmp_path / "dropped.rejects.jsonl")
+    assert [(r["source_index"], r["reason"]) for r in rejects] == [
+        (4, "disagrees_with_label"),
+        (6, "unparsable"),
+        (9, "disagrees_with_label"),
+    ]
+    assert (
+        rejects[0]["rationale"] == "We add 5 and 8. 5 + 8 is 13." and rejects[0]["teacher_label"] == "(5 + 8)"
+    )
+
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    write_inputs(unlabelled, 5, gold=False)
+    with FaultServer() as server:
+        summary = generate_rationales(
+            unlabelled, tmp_path / "u.jsonl", base_url=server.url, model="m", task="arithmetic", filter="drop",
+            progress=False,
+        )  # fmt: skip
+    assert (summary.parsed, summary.agreed, summary.dropped, summary.written) == (5, 0, 0, 5)
+    assert [line["label"] for line in lines(tmp_path / "u.jsonl")][4] == "(5 + 8)"  # the teacher's label
+
+
+def test_self_consistency_sends_separate_seeded_requests_and_votes(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 6)
+    out = tmp_path / "sc.jsonl"
+    with FaultServer() as server:
+        summary = generate_rationales(
+            inputs,
+            out,
+            base_url=server.url,
+            model="m",
+            task="arithmetic",
+            num_samples=3,
+            seed=0,
+            progress=False,
+        )
+        assert server.requests == 18  # N separate requests, not n=3
+    written = lines(out)
+    # record 5 always sums wrong (all 3 samples agree); the others agree 2 of 3
+    assert summary.counts()["written"] == 6 and summary.agreement_rate == pytest.approx((5 * 2 / 3 + 1) / 6)
+    record = written[0]  # seeds 0, 1, 2: the third sample (seed 2) gives a wrong sum
+    assert record["teacher_answers"] == ["(1 + 3)", "(1 + 3)", "(1 + 4)"]
+    assert record["teacher_label"] == "(1 + 3)" and record["teacher_agreement"] == pytest.approx(2 / 3)
+    assert record["teacher_rationales"] == ["We add 1 and 3. 1 + 3 is 4."] * 2
+
+
+def test_a_request_that_keeps_failing_stops_the_run_and_a_rerun_finishes(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 8)
+    out = tmp_path / "out.jsonl"
+    faults = {number: "500" for number in range(4, 40)}
+    with FaultServer(faults) as server:
+        with pytest.raises(TeacherRequestError, match=r"HTTP 500 .*gave up after 2 retries") as error:
+            generate_rationales(
+                inputs, out, base_url=server.url, model="m", task="arithmetic", concurrency=1,
+                retry_policy=RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.02), progress=False,
+            )  # fmt: skip
+    assert error.value.summary.written == 3 and len(lines(out)) == 3
+    with FaultServer() as server:
+        summary = generate_rationales(
+            inputs, out, base_url=server.url, model="m", task="arithmetic", progress=False
+        )
+        assert server.requests == 5
+    assert summary.resumed == 3 and summary.parsed + summary.unparsable == 8
+
+
+def test_a_client_error_is_not_retried_and_a_changed_input_is_refused(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 3)
+    out = tmp_path / "out.jsonl"
+    with FaultServer({1: "401"}) as server:
+        with pytest.raises(TeacherRequestError, match="HTTP 401 .*invalid api key") as error:
+            generate_rationales(inputs, out, base_url=server.url, model="m", concurrency=1, progress=False)
+        assert server.requests == 1 and error.value.summary.retries == 0
+        generate_rationales(
+            inputs, out, base_url=server.url, model="m", task="arithmetic", force=True, progress=False
+        )
+    rows = [json.loads(line) for line in inputs.read_text().splitlines()]
+    rows[1]["input"] = "What is 100 plus 1?"
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(
+        ValueError, match=r"out\.jsonl: the line for source_index 1 has input 'What is 2 plus 4\?'"
+    ):
+        generate_rationales(
+            inputs, out, base_url="http://127.0.0.1:9/v1", model="m", task="arithmetic", progress=False
+        )
+
+
+def _cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "hf_cotmi.cli", "generate-rationales", *argv]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_gives_the_same_files(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 30)
+    common = [
+        "--input-file",
+        str(inputs),
+        "--task",
+        "arithmetic",
+        "--concurrency",
+        "2",
+        "--no-progress",
+        "true",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with FaultServer({3: "500", 12: "429"}, delay=0.1) as server:
+        reference = tmp_path / "reference.jsonl"
+        code = generate_rationales_command([*common, "--output-file", str(reference), "--base-url", server.url,
+                                            "--model", "m"])  # fmt: skip
+        assert code == 0
+        killed = tmp_path / "killed.jsonl"
+        argv = _cli(*common, "--output-file", str(killed), "--base-url", server.url, "--model", "m")
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while len(lines(killed)) < 4 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        partial = len(lines(killed)) + len(lines(tmp_path / "killed.rejects.jsonl"))
+        assert 4 <= partial < 30, partial
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(summary) == SUMMARY_KEYS and summary["total"] == 30 and summary["written"] == 26
+    for suffix in (".jsonl", ".rejects.jsonl", ".jsonl.settings.json"):
+        assert (tmp_path / f"killed{suffix}").read_bytes() == (
+            tmp_path / f"reference{suffix}"
+        ).read_bytes(), suffix
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("student")
+    tokenizer = build_word_tokenizer(
+        ["what is plus we add and the answer is ( ) + 0 1 2 3 4 5 6 7 8 9 10 11 12 ."]
+    )
+    build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32).save_pretrained(
+        folder
+    )
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_the_output_trains_a_student_with_hf_cotmi_train(tmp_path, tiny_student, capsys):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 12)
+    out = tmp_path / "train.jsonl"
+    with FaultServer() as server:
+        code = main(["generate-rationales", "--input-file", str(inputs), "--output-file", str(out),
+                     "--base-url", server.url, "--model", "m", "--task", "arithmetic", "--no-progress"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1]) == {
+        "total": 12, "parsed": 11, "unparsable": 1, "agreed": 9, "dropped": 0, "written": 11, "retries": 0,
+    }  # fmt: skip
+    fast = ["--max-steps", "2", "--per-device-train-batch-size", "4", "--save-strategy", "no", "--use-cpu",
+            "--disable-tqdm", "true", "--report-to", "none", "--generation-max-length", "6",
+            "--rationale-max-new-tokens", "4", "--num-examples-to-show", "1"]  # fmt: skip
+    code = main(["train", "--model", tiny_student, "--train-file", str(out), "--test-file", str(out),
+                 "--task", "equation", *fast, "--output-dir", str(tmp_path / "student")])  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "student" / "model.safetensors").is_file()
+
+
+def test_cli_usage_errors_are_one_line(tmp_path, capsys):
+    code = main(["generate-rationales", "--input-file", "x.jsonl", "--output-file", "y.jsonl"])
+    assert code == 2 and "give one teacher" in capsys.readouterr().err
+    code = main(
+        [
+            "generate-rationales",
+            "--input-file",
+            "x",
+            "--output-file",
+            "y",
+            "--base-url",
+            "http://127.0.0.1:1/v1",
+        ]
+    )
+    assert code == 2 and "--base-url needs --model" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- real transformers serve
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_teacher(tmp_path_factory):
+    """A tiny Llama saved to a folder and served by a real `transformers serve` on 127.0.0.1."""
+    folder = save_tiny_causal_teacher(
+        tmp_path_factory.mktemp("teacher") / "tiny-llama", extra_words="what plus"
+    )
+    port = _free_port()
+    executable = Path(sys.executable).with_name("transformers")
+    command = [
+        str(executable),
+        "serve",
+        folder,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+    ]
+    log = open(tmp_path_factory.mktemp("serve-log") / "serve.log", "w+")  # noqa: SIM115 - closed below
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"transformers serve did not come up on port {port}:\n{log.read()[-3000:]}")
+            time.sleep(0.25)
+        yield folder, f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def _texts(output: Path) -> dict[int, list[str]]:
+    """source_index -> the teacher's raw texts, from the output and rejects files."""
+    texts = {}
+    for line in lines(output) + lines(output.with_name(output.stem + ".rejects.jsonl")):
+        texts[line["source_index"]] = (
+            line.get("teacher_outputs") or line.get("teacher_unparsable_outputs") or []
+        )
+    return texts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_real_transformers_serve_and_the_local_backend_agree(served_teacher, tmp_path, api):
+    folder, url = served_teacher
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 5)
+    served, local = tmp_path / "served.jsonl", tmp_path / "local.jsonl"
+    options = dict(task="arithmetic", api=api, max_new_tokens=8, progress=False)
+    summary = generate_rationales(inputs, served, base_url=url, model=folder, concurrency=2, **options)
+    assert summary.total == 5 and summary.parsed + summary.unparsable == 5 and summary.retries == 0
+    local_summary = generate_rationales(
+        inputs, local, teacher_model=folder, batch_size=3, device="cpu", **options
+    )
+    assert local_summary.counts() == summary.counts()
+    served_texts, local_texts = _texts(served), _texts(local)
+    assert sorted(served_texts) == list(range(5))
+    assert all(
+        texts and texts[0].strip() for texts in served_texts.values()
+    )  # the tiny model wrote something
+    assert served_texts == local_texts  # greedy: the same text over HTTP and from a left-padded local batch
+
+
+def test_local_backend_left_pads_and_batches(tmp_path):
+    folder = save_tiny_causal_teacher(tmp_path / "m")
+    backend = LocalCausalBackend(folder, max_new_tokens=5, batch_size=4, device="cpu")
+    assert backend.tokenizer.padding_side == "left" and backend.use_chat_template
+    from hf_cotmi.teacher import GenerationRequest
+
+    prompts = ["Q: how many apples ?\nA:", "Q: what is 1 + 2 + 3 + 4 + 5 and 6 ?\nA:"]
+    batched = backend.generate([GenerationRequest(i, 0, p, None) for i, p in enumerate(prompts)])
+    alone = [backend.generate([GenerationRequest(0, 0, p, None)])[0] for p in prompts]
+    assert batched == alone  # left padding: a short prompt in a batch continues as it does alone
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_smoke(served_teacher, tmp_path):
+    import importlib.util
+
+    folder, url = served_teacher
+    path = ROOT / "examples" / "benchmarks" / "teacher_throughput.py"
+    spec = importlib.util.spec_from_file_location("teacher_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--smoke", "--teacher", folder, "--base-url", url, "--work-dir", str(tmp_path)])
+    for name in ("serve", "serve_sequential", "local", "local_unbatched"):
+        assert result[f"{name}_examples_per_s"] > 0
+    assert len(lines(tmp_path / "local.rejects.jsonl")) + len(lines(tmp_path / "local.jsonl")) == 8
