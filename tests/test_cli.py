@@ -18,8 +18,8 @@ from huggingface_hub import ModelCard
 
 from hf_cotmi import DSSMITrainingArguments, build_tiny_seq2seq, build_word_tokenizer
 from hf_cotmi.cli import build_parser, demo_arguments, main
-from hf_cotmi.cli_workflow import SIDECAR_NAME
 from hf_cotmi.data.synthetic import arithmetic_vocabulary
+from hf_cotmi.pipeline import SIDECAR_NAME
 
 DSS_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dss"
 needs_dss = pytest.mark.skipif(not (DSS_DATA / "svamp").is_dir(), reason="../shared/data/dss is not here")
@@ -109,7 +109,7 @@ def test_help_works_for_every_command(command, capsys):
 
 def test_optional_bool_flags_work_as_bare_switches():
     from hf_cotmi.cli import _parse
-    from hf_cotmi.cli_workflow import CLIUsageError
+    from hf_cotmi.run_arguments import CLIUsageError
 
     def training_args(*flags):
         return _parse("train", ["--output-dir", "out", *flags])[3]

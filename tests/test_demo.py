@@ -17,8 +17,8 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_cotmi.cli import main
-from hf_cotmi.cli_workflow import SIDECAR_NAME, predict_texts
 from hf_cotmi.demo import demo_defaults, run_demo
+from hf_cotmi.pipeline import SIDECAR_NAME, predict_texts
 
 FAST = [
     "--max-steps", "6", "--logging-steps", "3", "--synthetic-train-size", "96", "--synthetic-test-size", "12",
