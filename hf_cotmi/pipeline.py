@@ -148,10 +148,12 @@ def task_spec(args: DataArguments) -> TaskSpec:
         'equation'
     """
     if args.dataset:
-        try:
-            spec = get_task(args.dataset)
-        except ValueError as error:
-            raise CLIUsageError(f"{error}; or your own data with --train-file/--test-file") from None
+        if args.dataset not in TASKS:
+            raise CLIUsageError(
+                f"unknown dataset {args.dataset!r}; expected one of {', '.join(TASKS)}, "
+                "or your own data with --train-file/--test-file"
+            )
+        spec = get_task(args.dataset)
         return replace(spec, metric=args.task) if args.task else spec
     return TaskSpec.custom(metric=args.task or "text")
 

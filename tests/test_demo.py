@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
 
 import pytest
 import torch
 import transformers
+from conftest import DSS_DATA, needs_dss, save_tiny_student
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -124,10 +124,7 @@ def test_demo_reports_bad_options_in_one_line(tmp_path, capsys):
     assert code == 2 and "\n" not in err and "needs --data-dir" in err
 
 
-DSS_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dss"
-
-
-@pytest.mark.skipif(not (DSS_DATA / "svamp").is_dir(), reason="../shared/data/dss is not here")
+@needs_dss("svamp")
 def test_demo_switches_to_real_data(tmp_path, capsys):
     out = tmp_path / "svamp-demo"
     code = main(
@@ -144,18 +141,10 @@ def test_demo_switches_to_real_data(tmp_path, capsys):
 
 
 def test_demo_switches_to_a_given_student(tmp_path, capsys):
-    from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer
-    from hf_cotmi.data.synthetic import arithmetic_vocabulary
-
-    student = tmp_path / "student"
-    tokenizer = build_word_tokenizer(arithmetic_vocabulary())
-    build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32).save_pretrained(
-        student
-    )
-    tokenizer.save_pretrained(student)
+    student = save_tiny_student(tmp_path / "student")
     results = run_demo(
         str(tmp_path / "out"),
-        model_name_or_path=str(student),
+        model_name_or_path=student,
         max_steps=2,
         synthetic_train_size=32,
         synthetic_test_size=4,
