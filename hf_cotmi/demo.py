@@ -177,6 +177,7 @@ def execute_demo(
     threads = torch.get_num_threads()
     if demo_args.num_threads > 0:
         torch.set_num_threads(demo_args.num_threads)
+    _log_often_enough(training_args)
     synthetic_tiny = data_args.dataset == SYNTHETIC_TASK and not model_args.model_name_or_path
     extra: list[str] = []
     if synthetic_tiny:
@@ -202,17 +203,28 @@ def execute_demo(
     finally:
         torch.set_num_threads(threads)
     trainer = results["trainer"]
+    curve = "not drawn (the main process draws it)"
     if trainer.is_world_process_zero():
-        results["training_curve"] = _save_curve(trainer, title)
+        try:
+            curve = results["training_curve"] = _save_curve(trainer, title)
+        except ValueError as error:  # nothing logged: say so rather than fail a finished run
+            curve = f"not drawn ({error})"
         results["files"] = sorted(os.listdir(training_args.output_dir))
     total = time.monotonic() - started
     results["total_seconds"] = round(total, 1)
     files = ", ".join(results["files"])
     print_fn(f"files in {training_args.output_dir}/: {files}")
     print_fn(f"reliability diagram: {results['reliability_diagram'] or 'not drawn (no test split)'}")
-    print_fn(f"training curve: {results.get('training_curve')}")
+    print_fn(f"training curve: {curve}")
     print_fn(f"demo finished in {int(total // 60)}m{int(total % 60):02d}s")
     return results
+
+
+def _log_often_enough(training_args: Any) -> None:
+    """A short run (``--max-steps`` below ``--logging-steps``) still logs a few points for the curve."""
+    steps, every = training_args.max_steps, training_args.logging_steps
+    if steps > 0 and every >= 1 and every > steps:
+        training_args.logging_steps = max(1, steps // 4)
 
 
 def _save_curve(trainer: Any, title: str) -> str:

@@ -154,3 +154,32 @@ def test_demo_switches_to_a_given_student(tmp_path, capsys):
     trainer = results["trainer"]
     assert trainer.args.learning_rate == pytest.approx(5e-4)  # the pretrained-student default
     assert trainer.model.config.d_model == 16  # the given student, not the built-in one
+
+
+@pytest.mark.slow
+def test_demo_smoke_saves_everything_in_seconds(tmp_path, capsys):
+    from hf_cotmi.cli import demo_arguments
+
+    parsed = demo_arguments(["--smoke"])
+    assert parsed[4].smoke is True and parsed[3].max_steps == 20 and parsed[1].synthetic_train_size == 256
+    assert demo_arguments(["--smoke", "--max-steps", "3"])[3].max_steps == 3  # flags still win
+    assert demo_arguments([])[3].max_steps == 600 and demo_arguments([])[4].smoke is False
+
+    out = tmp_path / "smoke"
+    assert main(["demo", "--smoke", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in (
+        "model.safetensors",
+        "tokenizer.json",
+        "README.md",
+        "reliability_diagram.png",
+        "training_curve.png",
+    ):
+        assert (out / name).is_file(), name
+    assert f"reliability diagram: {out / 'reliability_diagram.png'}" in printed
+    assert f"training curve: {out / 'training_curve.png'}" in printed
+    assert (out / "training_curve.png").read_bytes().startswith(b"\x89PNG")
+    results = json.loads((out / "results.json").read_text())
+    assert 0.0 <= results["metrics"]["test_accuracy"] <= 1.0 and results["metrics"]["test_ece"] <= 1.0
+    assert len(results["examples"]) == 2 and results["baseline_kind"] == "majority"
+    assert re.search(r"step +20/20", printed)  # 20 steps, logged every 5
