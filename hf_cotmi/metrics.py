@@ -299,7 +299,7 @@ def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
     return values.tolist()
 
 
-def build_compute_metrics(tokenizer: Any, task: str = "text") -> Callable[[Any], dict[str, float]]:
+def build_compute_metrics(tokenizer: Any, task: Any = "text") -> Callable[[Any], dict[str, float]]:
     """Build a ``compute_metrics`` function for a ``Seq2SeqTrainer`` with ``predict_with_generate=True``.
 
     The returned function takes an ``EvalPrediction``. Its ``predictions`` are generated token ids (a tuple
@@ -310,7 +310,8 @@ def build_compute_metrics(tokenizer: Any, task: str = "text") -> Callable[[Any],
 
     Args:
         tokenizer: the student's tokenizer; it needs a pad token (or an EOS token, used instead).
-        task: ``"text"`` (CQA, e-SNLI, ANLI) or ``"equation"`` (SVAMP).
+        task: ``"text"`` (CQA, e-SNLI, ANLI) or ``"equation"`` (SVAMP), or a :class:`~hf_cotmi.tasks.TaskSpec`
+            (its ``metric``).
 
     Returns:
         A function ``EvalPrediction -> {"accuracy": float}``.
@@ -324,6 +325,7 @@ def build_compute_metrics(tokenizer: Any, task: str = "text") -> Callable[[Any],
         >>> build_compute_metrics(tok, task="equation")(EvalPrediction(predictions=ids, label_ids=gold))
         {'accuracy': 1.0}
     """
+    task = getattr(task, "metric", task)  # a TaskSpec gives its metric
     if task not in METRICS:
         raise ValueError(f"task={task!r} is not supported; expected one of {METRICS}")
     pad_id = _padding_id(tokenizer)

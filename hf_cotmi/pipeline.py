@@ -542,7 +542,7 @@ def build_trainer(
         train_dataset=features["train"],
         eval_dataset=features.get("eval") if training_args.eval_strategy != "no" else None,
         processing_class=student.tokenizer,
-        compute_metrics=build_compute_metrics(student.tokenizer, task=spec.metric),
+        compute_metrics=build_compute_metrics(student.tokenizer, task=spec),
         callbacks=[ece, _progress_callback(print_fn)],
         peft_config=peft,
     )
