@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -280,15 +280,27 @@ def build_features(
     *,
     predict_prefix: str = PREDICT_PREFIX,
     explain_prefix: str = EXPLAIN_PREFIX,
-    with_rationale: bool = True,
+    with_rationale: bool | Collection[str] = True,
 ) -> dict[str, Any]:
     """Tokenise every split into the two prefixed DSS tasks (:func:`hf_cotmi.prepare_dss_features`).
 
+    Args:
+        data: the loaded splits.
+        tokenizer: the student's tokenizer.
+        data_args: the length limits.
+        predict_prefix: prefix of the label task.
+        explain_prefix: prefix of the rationale task.
+        with_rationale: keep the rationale task in every split (True), in none (False), or in the splits
+            named (e.g. ``{"train"}``: held-out splits then carry the label task only).
+
     Examples:
-        >>> # features = build_features(data, tokenizer, DataArguments(dataset="synthetic"))
-        >>> # features["train"].column_names  ->  ['input_ids', ..., 'rationale_input_ids', ...]
+        >>> # features = build_features(data, tokenizer, DataArguments(dataset="synthetic"), with_rationale={"train"})
+        >>> # features["train"].column_names  ->  [..., 'expl_input_ids', ..., 'rationale_labels']
     """
     from .data.features import prepare_dss_features
+
+    def keeps_rationale(split: str) -> bool:
+        return with_rationale if isinstance(with_rationale, bool) else split in with_rationale
 
     return {
         split: prepare_dss_features(
@@ -299,7 +311,7 @@ def build_features(
             max_rationale_length=data_args.max_rationale_length,
             predict_prefix=predict_prefix,
             explain_prefix=explain_prefix,
-            with_rationale=with_rationale,
+            with_rationale=keeps_rationale(split),
         )
         for split, dataset in data.splits.items()
     }

@@ -71,6 +71,10 @@ def test_build_features_tokenises_both_prefixed_tasks():
     )
     assert tokenizer.decode(first["labels"], skip_special_tokens=True) == raw["label"]
     assert tokenizer.decode(first["rationale_labels"], skip_special_tokens=True) == raw["rationale"]
+    held_out = build_features(data, tokenizer, DataArguments(max_input_length=32), with_rationale={"train"})
+    assert "rationale_labels" in held_out["train"].column_names
+    assert "rationale_labels" not in held_out["test"].column_names
+    assert held_out["test"]["input_ids"] == features["test"]["input_ids"]
 
 
 def test_load_student_fresh_saved_and_lora(tiny_student_dir, tmp_path):
