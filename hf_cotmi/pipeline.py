@@ -672,6 +672,40 @@ def _show_examples(
     return rows
 
 
+def _test_phase(
+    trainer: Any,
+    data: LoadedData,
+    features: dict[str, Any],
+    prefix: str,
+    eval_args: EvaluationArguments,
+    data_args: DataArguments,
+    print_fn: Callable[[str], None],
+) -> dict[str, Any]:
+    """Evaluate the held-out split, draw its diagram and show a few examples (nothing when there is none)."""
+    spec: TaskSpec = data.spec  # type: ignore[assignment]
+    phase: dict[str, Any] = {"metrics": {}, "baseline": float("nan"), "baseline_kind": spec.baseline}
+    phase.update(examples=[], reliability_diagram=None)
+    if prefix in features:
+        phase["metrics"], phase["baseline"], phase["reliability_diagram"] = evaluate_split(
+            trainer,
+            features[prefix],
+            prefix,
+            spec,
+            train=data.splits["train"],
+            test=data.splits[prefix],
+            n_bins=eval_args.n_bins,
+            diagram_path=os.path.join(trainer.args.output_dir, RELIABILITY_DIAGRAM),
+            print_fn=print_fn,
+        )
+        shown = min(eval_args.num_examples_to_show, data.splits[prefix].num_rows)
+        if shown > 0 and trainer.is_world_process_zero():
+            raw = data.splits[prefix]
+            phase["examples"] = _show_examples(trainer, raw, spec, trainer.args, data_args, shown, print_fn)
+    # the name results.json had before task baselines; it holds a majority baseline only
+    phase["majority_baseline"] = phase["baseline"] if spec.baseline == "majority" else float("nan")
+    return phase
+
+
 def _save_run(
     trainer: Any,
     data: LoadedData,
@@ -789,41 +823,15 @@ def run_training(
     print_fn(_describe_training(training_args))
     train_started = time.monotonic()
     train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    results: dict[str, Any] = {
-        "metrics": {},
-        "baseline": float("nan"),
-        "baseline_kind": spec.baseline,
-        "examples": [],
-    }
-    results.update(
-        output_dir=training_args.output_dir, train_seconds=round(time.monotonic() - train_started, 1)
-    )
+    results: dict[str, Any] = {"output_dir": training_args.output_dir}
+    results["train_seconds"] = round(time.monotonic() - train_started, 1)
     trainer.save_metrics("train", train_output.metrics)
-    diagram = None
-    if prefix in features:
-        results["metrics"], results["baseline"], diagram = evaluate_split(
-            trainer,
-            features[prefix],
-            prefix,
-            spec,
-            train=data.splits["train"],
-            test=data.splits[prefix],
-            n_bins=eval_args.n_bins,
-            diagram_path=os.path.join(training_args.output_dir, RELIABILITY_DIAGRAM),
-            print_fn=print_fn,
-        )
-        shown = min(eval_args.num_examples_to_show, data.splits[prefix].num_rows)
-        if shown > 0 and trainer.is_world_process_zero():
-            results["examples"] = _show_examples(
-                trainer, data.splits[prefix], spec, training_args, data_args, shown, print_fn
-            )
-    results["majority_baseline"] = results["baseline"]  # the name results.json had before task baselines
+    results.update(_test_phase(trainer, data, features, prefix, eval_args, data_args, print_fn))
     if training_args.push_to_hub:
         print_fn(f"pushing {training_args.output_dir} to the Hub as {trainer.hub_model_id} ...")
     _save_run(trainer, data, model_args, data_args, results, started)
     output_dir = training_args.output_dir
     results["files"] = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
-    results["reliability_diagram"] = diagram
     results["trainer"] = trainer
     print_fn(f"saved model, tokenizer, model card (README.md) and results to {output_dir}/")
     return results
