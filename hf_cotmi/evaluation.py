@@ -31,6 +31,7 @@ def evaluate_calibration(
     is_correct: Callable[[str, str], bool] | None = None,
     plot_path: str | os.PathLike[str] | None = None,
     device: str | None = None,
+    task: Any = None,
 ) -> dict[str, Any]:
     """Accuracy, expected calibration error and average confidence of a seq2seq student on a dataset.
 
@@ -54,6 +55,8 @@ def evaluate_calibration(
         is_correct: ``is_correct(prediction, gold) -> bool``; default: normalised exact match.
         plot_path: when given, also save a reliability diagram PNG there.
         device: move a model loaded from a path to this device (default: CUDA when available, else CPU).
+        task: a :class:`~hf_cotmi.tasks.TaskSpec` or built-in task name; it supplies ``confidence``,
+            ``label_candidates`` and ``is_correct`` where those are not given.
 
     Returns:
         ``{"accuracy", "ece", "avg_confidence", "num_examples", "confidence_mode", "n_bins", "binning"}`` plus
@@ -67,6 +70,13 @@ def evaluate_calibration(
         >>> #                      plot_path="out/reliability.png")
         >>> # {'accuracy': 0.41, 'ece': 0.12, 'avg_confidence': 0.53, 'num_examples': 1200, ...}
     """
+    if task is not None:
+        from .tasks import get_task
+
+        spec = get_task(task) if isinstance(task, str) else task
+        if label_candidates is None and confidence in (None, "candidates"):
+            label_candidates = spec.candidates
+        is_correct = is_correct or spec.is_correct
     if isinstance(model, (str, os.PathLike)):
         from .students import load_student
 

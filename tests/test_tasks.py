@@ -153,3 +153,19 @@ def test_ece_callback_reads_the_task_spec():
     assert svamp.mode == "sequence" and svamp.is_correct("(84 / 2)", "42")
     # explicit arguments win over the spec
     assert ECECallback(task="esnli", confidence="sequence", label_candidates=None).mode == "sequence"
+
+
+def test_evaluate_calibration_reads_the_task_spec():
+    from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer, evaluate_calibration
+
+    tok = build_word_tokenizer(["a cat sleeps entailment neutral contradiction 3 4"])
+    model = build_tiny_seq2seq(tok, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32)
+    raw = {"input": ["a cat sleeps", "a dog sleeps"], "label": ["neutral", "entailment"]}
+    report = evaluate_calibration(model, tok, raw, task="esnli")
+    assert report["confidence_mode"] == "candidates"  # the spec's three labels, scored
+    explicit = evaluate_calibration(model, tok, raw, label_candidates=list(NLI_LABELS))
+    assert report == explicit
+    assert (
+        evaluate_calibration(model, tok, raw, task="synthetic", max_new_tokens=2)["confidence_mode"]
+        == "sequence"
+    )
