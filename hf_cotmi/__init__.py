@@ -64,6 +64,10 @@ _EXPORTS: dict[str, str] = {
     # tiny models and tokenizers built in code (tests, offline demo, notebooks)
     "build_word_tokenizer": "tiny",
     "build_tiny_seq2seq": "tiny",
+    # task policy: one spec per task
+    "TaskSpec": "tasks",
+    "get_task": "tasks",
+    "save_training_curve": "plotting",
     # the offline demo behind `hf-cotmi demo`
     "run_demo": "demo",
     "generate_rationales": "teacher.generate",

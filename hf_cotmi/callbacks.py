@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
-from .calibration import Binning, average_confidence, expected_calibration_error
+from .calibration import Binning
 from .confidence import (
     CONFIDENCE_MODES,
     ConfidenceMode,
@@ -34,6 +34,7 @@ from .confidence import (
     label_confidences,
 )
 from .prefixes import PREDICT_PREFIX
+from .tasks import TaskSpec, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class ECECallback(TrainerCallback):
         label_candidates: a fixed list of label strings, or the name of a column holding each example's
             candidates (e.g. ``"choices"``; the column must survive, so keep ``remove_unused_columns=False``).
         plot: write a reliability diagram per evaluation and dataset to
-            ``{output_dir}/reliability_diagrams/{prefix}_step{global_step}.png`` (needs matplotlib,
-            ``pip install "hf-cotmi[plot]"``; without it a warning is logged once and no diagram is drawn).
+            ``{output_dir}/reliability_diagrams/{prefix}_step{global_step}.png`` (a diagram that cannot be
+            written is logged as a warning; it never stops training).
         binning: ``"uniform"`` (equal width) or ``"quantile"`` (equal mass) bins.
         label_column: column with the gold label text (otherwise the gold label is decoded from ``labels``).
         is_correct: ``is_correct(prediction, gold) -> bool`` for generation modes and candidates; default:
@@ -64,6 +65,8 @@ class ECECallback(TrainerCallback):
         batch_size: examples per encoder pass; default: ``args.per_device_eval_batch_size``.
         max_new_tokens: generation limit for ``"sequence"`` / ``"first_token"``; default:
             ``args.generation_max_length`` (as a total ``max_length``), else the model's generation config.
+        task: a :class:`~hf_cotmi.tasks.TaskSpec` or built-in task name; it supplies ``confidence``,
+            ``label_candidates`` and ``is_correct`` where those are not given.
 
     After each evaluation, ``callback.last_results[prefix]`` holds the :class:`hf_cotmi.LabelConfidences`
     and ``callback.last_plots[prefix]`` the diagram path.
@@ -94,7 +97,14 @@ class ECECallback(TrainerCallback):
         is_correct: Callable[[str, str], bool] | None = None,
         batch_size: int | None = None,
         max_new_tokens: int | None = None,
+        task: TaskSpec | str | None = None,
     ) -> None:
+        if task is not None:
+            spec = get_task(task) if isinstance(task, str) else task
+            label_candidates = spec.candidates if label_candidates is None else label_candidates
+            if confidence is None and label_candidates is None:
+                confidence = "sequence" if spec.confidence == "candidates" else spec.confidence  # type: ignore[assignment]
+            is_correct = is_correct or spec.is_correct
         if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
             raise ValueError(f"`n_bins` must be a positive integer; got {n_bins!r}")
         if binning not in ("uniform", "quantile"):
@@ -116,15 +126,6 @@ class ECECallback(TrainerCallback):
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.plot = bool(plot)
-        if self.plot:
-            from .plotting import matplotlib_available
-
-            if not matplotlib_available():
-                logger.warning(
-                    "ECECallback(plot=True): matplotlib is not installed, so no reliability diagrams will be "
-                    'drawn; install it with `pip install "hf-cotmi[plot]"` or pass plot=False'
-                )
-                self.plot = False
         self.last_results: dict[str, LabelConfidences] = {}
         self.last_plots: dict[str, str] = {}
         self._handled: set[tuple[int, str]] = set()
@@ -235,10 +236,8 @@ class ECECallback(TrainerCallback):
             result = LabelConfidences.concatenate(shares)
         self.last_results[prefix] = result
         metrics = {
-            f"{prefix}_ece": expected_calibration_error(
-                result.confidences, result.correct, n_bins=self.n_bins, binning=self.binning
-            ),
-            f"{prefix}_avg_confidence": average_confidence(result.confidences),
+            f"{prefix}_ece": result.ece(self.n_bins, self.binning),
+            f"{prefix}_avg_confidence": result.average_confidence,
         }
         output_dir = getattr(args, "output_dir", None)
         if self.plot and is_main and output_dir:

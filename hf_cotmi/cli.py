@@ -24,16 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cli_workflow import (
-    CLIUsageError,
-    DataArguments,
-    EvaluationArguments,
-    ModelArguments,
-    quiet_libraries,
-    run_evaluation,
-    run_prediction,
-    run_training,
-)
+from .confidence import CONFIDENCE_MODES
+from .pipeline import quiet_libraries, run_evaluation, run_prediction, run_training
+from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
 from .teacher.command import generate_rationales_command
 
 __all__ = [
@@ -102,7 +95,11 @@ class EvaluateArguments:
         default=None, metadata={"help": "Also write the metrics to this JSON file."}
     )
     plot_file: str | None = field(
-        default=None, metadata={"help": "Also save a reliability diagram PNG here."}
+        default=None,
+        metadata={
+            "help": "Where the reliability diagram PNG goes (default: reliability_diagram_<split>.png "
+            "in the model folder, or here for a Hub name)."
+        },  # fmt: skip
     )
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, ... (default: CUDA when available)."}
@@ -133,7 +130,7 @@ class PredictArguments:
     confidence: str | None = field(
         default=None,
         metadata={"help": "sequence (probability of the generated label), first_token, or candidates "
-                  "(with --label-candidates).", "choices": ["candidates", "sequence", "first_token"]},
+                  "(with --label-candidates).", "choices": list(CONFIDENCE_MODES)},
     )  # fmt: skip
     label_candidates: str | None = field(
         default=None, metadata={"help": "Comma-separated labels to choose from (candidates confidence)."}
@@ -350,9 +347,15 @@ def _parse(command: str, argv: Sequence[str], defaults: dict[str, Any] | None = 
     path = _config_path(argv)
     if path:
         parser.set_defaults(**_read_config(path, parser))
-    outputs = parser.parse_args_into_dataclasses(
-        args=list(argv), return_remaining_strings=True, look_for_args_file=False
-    )
+    try:
+        outputs = parser.parse_args_into_dataclasses(
+            args=list(argv), return_remaining_strings=True, look_for_args_file=False
+        )
+    except CLIUsageError:
+        raise
+    except (ValueError, TypeError) as error:  # a dataclass's __post_init__ check: a usage error too
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CLIUsageError(f"{first} (see {parser.prog} --help)") from error
     *values, remaining = outputs
     if remaining:
         raise CLIUsageError(f"unrecognized arguments: {' '.join(remaining)} (see {parser.prog} --help)")
@@ -395,16 +398,18 @@ def demo_arguments(argv: Sequence[str]) -> tuple[Any, ...]:
         >>> arguments[3].max_steps, arguments[3].learning_rate, arguments[1].dataset
         (10, 0.005, 'synthetic')
     """
-    from .cli_workflow import SYNTHETIC_DATASET
     from .demo import demo_defaults
+    from .tasks import SYNTHETIC_TASK
 
-    # First pass: is a real model or real data asked for? That changes the defaults of the second pass.
-    model_args, data_args, *_ = _parse("demo", argv, demo_defaults())
+    # First pass: is a real model or real data asked for, or a smoke run? That changes the defaults.
+    model_args, data_args, _, _, demo_args, _ = _parse("demo", argv, demo_defaults())
     real_data = bool(data_args.train_file or data_args.test_file) or data_args.dataset not in (
         None,
-        SYNTHETIC_DATASET,
+        SYNTHETIC_TASK,
     )
-    defaults = demo_defaults(real_model=bool(model_args.model_name_or_path), real_data=real_data)
+    defaults = demo_defaults(
+        real_model=bool(model_args.model_name_or_path), real_data=real_data, smoke=demo_args.smoke
+    )
     return _parse("demo", argv, defaults)
 
 
@@ -440,8 +445,7 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
     print(f"  accuracy        {report['accuracy']:.4f}")
     print(f"  ece             {report['ece']:.4f}")
     print(f"  avg_confidence  {report['avg_confidence']:.4f}")
-    if report.get("reliability_diagram"):
-        print(f"  reliability diagram: {report['reliability_diagram']}")
+    print(f"  reliability diagram: {report['reliability_diagram']}")
     if args.output_file:
         directory = os.path.dirname(args.output_file)
         if directory:

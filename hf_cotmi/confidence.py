@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .calibration import average_confidence, expected_calibration_error
-from .metrics import normalize_text
+from .metrics import decode_token_ids, normalize_text
 from .prefixes import PREDICT_PREFIX
 
 ConfidenceMode = Literal["candidates", "sequence", "first_token"]
@@ -331,7 +331,8 @@ def label_confidences(
 
     Examples:
         >>> from hf_cotmi import build_word_tokenizer, build_tiny_seq2seq
-        >>> tok = build_word_tokenizer(["predict: a cat sleeps", "yes no"])
+        >>> from hf_cotmi.prefixes import PREDICT_PREFIX
+        >>> tok = build_word_tokenizer([PREDICT_PREFIX + "a cat sleeps", "yes no"])
         >>> model = build_tiny_seq2seq(tok, "t5")
         >>> r = label_confidences(model, tok, {"input": ["a cat sleeps"], "label": ["yes"]},
         ...                       label_candidates=["yes", "no"])
@@ -340,6 +341,74 @@ def label_confidences(
     """
     import torch
 
+    mode = _resolve_mode(mode, label_candidates, batch_size, num_beams)
+    columns = _column_names(dataset)
+    needed = _needed_columns(columns, input_column, label_column)
+    fixed, candidate_column = _candidate_source(mode, label_candidates, columns)
+    if candidate_column is not None:
+        needed.append(candidate_column)
+    token_ids = _CandidateTokens(tokenizer)
+    eos_ids = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    generation = _generation_kwargs(num_beams, max_new_tokens, max_length)
+
+    predictions: list[str] = []
+    references: list[str] = []
+    confidences: list[float] = []
+    candidate_probs: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            offset = 0
+            for batch in _iter_batches(dataset, needed, batch_size):
+                input_ids, attention_mask = _encode(
+                    batch, tokenizer, prefix, input_column, max_source_length, pad_id, torch, device
+                )
+                golds = _gold_labels(batch, tokenizer, label_column)
+                references.extend(golds)
+                hidden = model.get_encoder()(
+                    input_ids=input_ids, attention_mask=attention_mask, return_dict=True
+                )[0]
+                if mode == "candidates":
+                    per_example = _example_candidates(batch, candidate_column, fixed, offset, len(golds))
+                    scores = _score_candidates(
+                        model, hidden, attention_mask, [token_ids(c) for c in per_example], batch_size, torch
+                    )
+                    for cands, score in zip(per_example, scores):
+                        probs = _softmax(score)
+                        best = int(np.argmax(probs))
+                        candidate_probs.append(probs)
+                        predictions.append(cands[best])
+                        confidences.append(float(probs[best]))
+                else:
+                    out = model.generate(
+                        encoder_outputs=_encoder_output(hidden), attention_mask=attention_mask, **generation
+                    )
+                    texts = tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+                    predictions.extend(t.strip() for t in texts)
+                    confidences.extend(_generation_confidences(model, out, mode, num_beams, eos_ids, torch))
+                offset += len(golds)
+    finally:
+        model.train(was_training)
+    check = is_correct or _default_is_correct
+    return LabelConfidences(
+        mode=mode,
+        predictions=predictions,
+        references=references,
+        confidences=np.clip(np.asarray(confidences, dtype=np.float64), 0.0, 1.0),
+        correct=np.asarray([bool(check(p, g)) for p, g in zip(predictions, references)], dtype=bool),
+        candidate_probabilities=candidate_probs if mode == "candidates" else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the steps of label_confidences
+
+
+def _resolve_mode(mode: str | None, label_candidates: Any, batch_size: Any, num_beams: Any) -> str:
+    """The confidence mode (default from the candidates), after checking the options."""
     if mode is None:
         mode = "candidates" if label_candidates is not None else "sequence"
     if mode not in CONFIDENCE_MODES:
@@ -353,9 +422,11 @@ def label_confidences(
         raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}")
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"`num_beams` must be a positive integer; got {num_beams!r}")
-    check = is_correct or _default_is_correct
+    return mode
 
-    columns = _column_names(dataset)
+
+def _needed_columns(columns: list[str], input_column: str, label_column: str) -> list[str]:
+    """The encoder input columns (token ids, else the text) and the gold label column (text, else ids)."""
     if "input_ids" in columns:
         needed = ["input_ids"] + (["attention_mask"] if "attention_mask" in columns else [])
     elif input_column in columns:
@@ -366,133 +437,107 @@ def label_confidences(
             f"it has {columns}"
         )
     if label_column in columns:
-        needed.append(label_column)
-    elif "labels" in columns:
-        needed.append("labels")
-    else:
-        raise ValueError(
-            f"`dataset` needs the gold label: a text column `label_column={label_column!r}` or a `labels` "
-            f"column of token ids; it has {columns}"
-        )
-    fixed_candidates: list[str] | None = None
-    candidate_column: str | None = None
-    if mode == "candidates":
-        if isinstance(label_candidates, str):
-            if label_candidates not in columns:
-                raise ValueError(
-                    f"`label_candidates={label_candidates!r}` names a column that `dataset` lacks (it has "
-                    f"{columns}); inside a Trainer, set remove_unused_columns=False to keep text columns"
-                )
-            candidate_column = label_candidates
-            needed.append(candidate_column)
-        else:
-            fixed_candidates = list(dict.fromkeys(str(c) for c in label_candidates))  # type: ignore[union-attr]
-            if not fixed_candidates:
-                raise ValueError("`label_candidates` is an empty list; expected at least one label string")
+        return needed + [label_column]
+    if "labels" in columns:
+        return needed + ["labels"]
+    raise ValueError(
+        f"`dataset` needs the gold label: a text column `label_column={label_column!r}` or a `labels` "
+        f"column of token ids; it has {columns}"
+    )
 
-    token_cache: dict[str, list[int]] = {}
 
-    def candidate_token_ids(texts: Sequence[str]) -> list[list[int]]:
-        missing = [t for t in texts if t not in token_cache]
+def _candidate_source(
+    mode: str, label_candidates: Any, columns: list[str]
+) -> tuple[list[str] | None, str | None]:
+    """``(fixed candidates, candidates column)``: at most one is set, both ``None`` outside candidates mode."""
+    if mode != "candidates":
+        return None, None
+    if isinstance(label_candidates, str):
+        if label_candidates not in columns:
+            raise ValueError(
+                f"`label_candidates={label_candidates!r}` names a column that `dataset` lacks (it has "
+                f"{columns}); inside a Trainer, set remove_unused_columns=False to keep text columns"
+            )
+        return None, label_candidates
+    fixed = list(dict.fromkeys(str(c) for c in label_candidates))
+    if not fixed:
+        raise ValueError("`label_candidates` is an empty list; expected at least one label string")
+    return fixed, None
+
+
+class _CandidateTokens:
+    """Target token ids of candidate strings, tokenised once each."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.cache: dict[str, list[int]] = {}
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if missing:
-            for text, ids in zip(missing, tokenizer(text_target=list(missing))["input_ids"]):
-                token_cache[text] = list(ids)
-        return [token_cache[t] for t in texts]
+            for text, ids in zip(missing, self.tokenizer(text_target=missing)["input_ids"]):
+                self.cache[text] = list(ids)
+        return [self.cache[t] for t in texts]
 
-    eos_ids = _eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    gen_kwargs: dict[str, Any] = {
+
+def _generation_kwargs(num_beams: int, max_new_tokens: int | None, max_length: int | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
         "num_beams": num_beams,
         "do_sample": False,
         "output_scores": True,
         "return_dict_in_generate": True,
     }
     if max_new_tokens is not None:
-        gen_kwargs["max_new_tokens"] = max_new_tokens
+        kwargs["max_new_tokens"] = max_new_tokens
     elif max_length is not None:
-        gen_kwargs["max_length"] = max_length
+        kwargs["max_length"] = max_length
+    return kwargs
 
-    predictions: list[str] = []
-    references: list[str] = []
-    confidences: list[float] = []
-    candidate_probs: list[np.ndarray] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            offset = 0
-            for batch in _iter_batches(dataset, needed, batch_size):
-                # encoder input
-                if "input_ids" in batch:
-                    ids = [list(x) for x in batch["input_ids"]]
-                    masks = batch.get("attention_mask") or [[1] * len(x) for x in ids]
-                else:
-                    enc = tokenizer(
-                        [prefix + str(t) for t in batch[input_column]],
-                        truncation=max_source_length is not None,
-                        max_length=max_source_length,
-                    )
-                    ids, masks = enc["input_ids"], enc["attention_mask"]
-                input_ids = _pad(ids, pad_id, torch, device)
-                attention_mask = _pad([list(m) for m in masks], 0, torch, device)
-                # gold labels
-                if label_column in batch:
-                    golds = [str(g) for g in batch[label_column]]
-                else:
-                    golds = tokenizer.batch_decode(
-                        [[t for t in row if t >= 0] for row in batch["labels"]], skip_special_tokens=True
-                    )
-                references.extend(g.strip() for g in golds)
 
-                hidden = model.get_encoder()(
-                    input_ids=input_ids, attention_mask=attention_mask, return_dict=True
-                )[0]
+def _encode(
+    batch: dict[str, list[Any]],
+    tokenizer: Any,
+    prefix: str,
+    input_column: str,
+    max_source_length: int | None,
+    pad_id: int,
+    torch: Any,
+    device: Any,
+) -> tuple[Any, Any]:
+    """Padded encoder ``input_ids`` and ``attention_mask`` of a batch (its token ids, else prefix + text)."""
+    if "input_ids" in batch:
+        ids = [list(x) for x in batch["input_ids"]]
+        masks = batch.get("attention_mask") or [[1] * len(x) for x in ids]
+    else:
+        encoded = tokenizer(
+            [prefix + str(t) for t in batch[input_column]],
+            truncation=max_source_length is not None,
+            max_length=max_source_length,
+        )
+        ids, masks = encoded["input_ids"], encoded["attention_mask"]
+    return _pad(ids, pad_id, torch, device), _pad([list(m) for m in masks], 0, torch, device)
 
-                if mode == "candidates":
-                    if candidate_column is not None:
-                        per_example = []
-                        for j, cands in enumerate(batch[candidate_column]):
-                            if isinstance(cands, str) or not cands:
-                                raise ValueError(
-                                    f"column {candidate_column!r} of example {offset + j} must be a "
-                                    f"non-empty list of candidate strings; got {cands!r}"
-                                )
-                            per_example.append(list(dict.fromkeys(str(c) for c in cands)))
-                    else:
-                        per_example = [fixed_candidates] * len(golds)  # type: ignore[list-item]
-                    scores = _score_candidates(
-                        model,
-                        hidden,
-                        attention_mask,
-                        [candidate_token_ids(c) for c in per_example],
-                        batch_size,
-                        torch,
-                    )
-                    for cands, s in zip(per_example, scores):
-                        probs = _softmax(s)
-                        best = int(np.argmax(probs))
-                        candidate_probs.append(probs)
-                        predictions.append(cands[best])
-                        confidences.append(float(probs[best]))
-                else:
-                    out = model.generate(
-                        encoder_outputs=_encoder_output(hidden), attention_mask=attention_mask, **gen_kwargs
-                    )
-                    texts = tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
-                    predictions.extend(t.strip() for t in texts)
-                    confidences.extend(_generation_confidences(model, out, mode, num_beams, eos_ids, torch))
-                offset += len(golds)
-    finally:
-        model.train(was_training)
 
-    conf = np.clip(np.asarray(confidences, dtype=np.float64), 0.0, 1.0)
-    correct = np.asarray([bool(check(p, g)) for p, g in zip(predictions, references)], dtype=bool)
-    return LabelConfidences(
-        mode=mode,
-        predictions=predictions,
-        references=references,
-        confidences=conf,
-        correct=correct,
-        candidate_probabilities=candidate_probs if mode == "candidates" else None,
-    )
+def _gold_labels(batch: dict[str, list[Any]], tokenizer: Any, label_column: str) -> list[str]:
+    if label_column in batch:
+        golds = [str(g) for g in batch[label_column]]
+    else:
+        golds = decode_token_ids(tokenizer, batch["labels"])
+    return [g.strip() for g in golds]
+
+
+def _example_candidates(
+    batch: dict[str, list[Any]], column: str | None, fixed: list[str] | None, offset: int, size: int
+) -> list[list[str]]:
+    """Each example's candidates: its own (the column, duplicates dropped) or the fixed set."""
+    if column is None:
+        return [fixed] * size  # type: ignore[list-item]
+    per_example = []
+    for j, cands in enumerate(batch[column]):
+        if isinstance(cands, str) or not cands:
+            raise ValueError(
+                f"column {column!r} of example {offset + j} must be a non-empty list of candidate strings; "
+                f"got {cands!r}"
+            )
+        per_example.append(list(dict.fromkeys(str(c) for c in cands)))
+    return per_example

@@ -4,7 +4,7 @@ By default the demo generates the synthetic multi-step arithmetic task (:mod:`hf
 builds a small T5 from a config and a word-level tokenizer in code, trains it with Distilling
 Step-by-Step plus the mutual-information loss, evaluates accuracy and calibration (ECE) on held-out
 problems, prints a few of them with the generated rationale and label, and saves the model, tokenizer,
-model card and reliability diagram. ``model_name_or_path`` and ``dataset``/``data_dir`` switch it to a
+model card, reliability diagram and training curve. ``model_name_or_path`` and ``dataset``/``data_dir`` switch it to a
 real student and real data; any :class:`~hf_cotmi.DSSMITrainingArguments` field can be overridden.
 
 Examples:
@@ -16,27 +16,26 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cli_workflow import (
-    SYNTHETIC_DATASET,
-    DataArguments,
-    EvaluationArguments,
-    ModelArguments,
-    quiet_libraries,
-    run_training,
-)
+from .pipeline import quiet_libraries, run_training
+from .run_arguments import DataArguments, EvaluationArguments, ModelArguments
+from .tasks import SYNTHETIC_TASK
 
-__all__ = ["DemoArguments", "demo_defaults", "run_demo", "execute_demo"]
+__all__ = ["TRAINING_CURVE", "DemoArguments", "demo_defaults", "run_demo", "execute_demo"]
+
+TRAINING_CURVE = "training_curve.png"
+"""The training-curve PNG the demo saves into its output folder (loss and its components over steps)."""
 
 # The tuned default: a 171k-parameter T5 (d_model 64, 2+2 layers) on 4000 generated problems, 600 steps of
 # 64 examples: about 60 CPU-seconds of training on one thread.
 _SYNTHETIC_TINY: dict[str, Any] = {
     "output_dir": "demo-out",
-    "dataset": SYNTHETIC_DATASET,
+    "dataset": SYNTHETIC_TASK,
     "max_steps": 600,
     "per_device_train_batch_size": 64,
     "per_device_eval_batch_size": 100,
@@ -78,6 +77,17 @@ _REAL_DATA: dict[str, Any] = {
     "max_rationale_length": 256,
     "num_examples_to_show": 3,
 }
+# --smoke: a run of a few seconds that still saves everything (CI checks an installed wheel with it).
+_SMOKE: dict[str, Any] = {
+    "max_steps": 20,
+    "logging_steps": 5,
+    "synthetic_train_size": 256,
+    "synthetic_test_size": 20,
+    "max_train_samples": 256,
+    "max_test_samples": 20,
+    "max_eval_samples": 20,
+    "num_examples_to_show": 2,
+}
 
 
 @dataclass
@@ -94,15 +104,23 @@ class DemoArguments:
         metadata={"help": "torch CPU threads (0 keeps torch's default). The built-in small T5 runs fastest on "
                   "one thread, and more threads can crawl on a busy machine."},
     )  # fmt: skip
+    smoke: bool = field(
+        default=False,
+        metadata={"help": "A run of a few seconds (20 steps on a few hundred examples) that still saves the "
+                  "model, tokenizer, model card, reliability diagram and training curve: a check, not a result."},
+    )  # fmt: skip
 
 
-def demo_defaults(*, real_model: bool = False, real_data: bool = False) -> dict[str, Any]:
+def demo_defaults(
+    *, real_model: bool = False, real_data: bool = False, smoke: bool = False
+) -> dict[str, Any]:
     """The demo's default option values (field names of the argument dataclasses).
 
     Args:
         real_model: a pretrained student is given (``model_name_or_path``): smaller learning rate, longer
             limits for its subword tokenizer.
         real_data: a DSS dataset or your own files are given: DSS-sized limits and batches.
+        smoke: ``--smoke``: few steps on little data.
 
     Examples:
         >>> demo_defaults(real_data=True)["max_input_length"]
@@ -114,6 +132,8 @@ def demo_defaults(*, real_model: bool = False, real_data: bool = False) -> dict[
     if real_data:
         values.update(_REAL_DATA)
         values.pop("dataset")
+    if smoke:
+        values.update(_SMOKE)
     return values
 
 
@@ -146,7 +166,7 @@ def execute_demo(
     thread count is restored afterwards.
 
     Returns:
-        :func:`hf_cotmi.cli_workflow.run_training`'s result plus ``"total_seconds"``.
+        :func:`hf_cotmi.pipeline.run_training`'s result plus ``"training_curve"`` and ``"total_seconds"``.
 
     Examples:
         >>> # execute_demo(*arguments)  # see run_demo for the keyword form
@@ -157,7 +177,8 @@ def execute_demo(
     threads = torch.get_num_threads()
     if demo_args.num_threads > 0:
         torch.set_num_threads(demo_args.num_threads)
-    synthetic_tiny = data_args.dataset == SYNTHETIC_DATASET and not model_args.model_name_or_path
+    _log_often_enough(training_args)
+    synthetic_tiny = data_args.dataset == SYNTHETIC_TASK and not model_args.model_name_or_path
     extra: list[str] = []
     if synthetic_tiny:
         from .data.synthetic import arithmetic_vocabulary
@@ -181,12 +202,36 @@ def execute_demo(
             )
     finally:
         torch.set_num_threads(threads)
+    trainer = results["trainer"]
+    curve = "not drawn (the main process draws it)"
+    if trainer.is_world_process_zero():
+        try:
+            curve = results["training_curve"] = _save_curve(trainer, title)
+        except ValueError as error:  # nothing logged: say so rather than fail a finished run
+            curve = f"not drawn ({error})"
+        results["files"] = sorted(os.listdir(training_args.output_dir))
     total = time.monotonic() - started
     results["total_seconds"] = round(total, 1)
     files = ", ".join(results["files"])
     print_fn(f"files in {training_args.output_dir}/: {files}")
+    print_fn(f"reliability diagram: {results['reliability_diagram'] or 'not drawn (no test split)'}")
+    print_fn(f"training curve: {curve}")
     print_fn(f"demo finished in {int(total // 60)}m{int(total % 60):02d}s")
     return results
+
+
+def _log_often_enough(training_args: Any) -> None:
+    """A short run (``--max-steps`` below ``--logging-steps``) still logs a few points for the curve."""
+    steps, every = training_args.max_steps, training_args.logging_steps
+    if steps > 0 and every >= 1 and every > steps:
+        training_args.logging_steps = max(1, steps // 4)
+
+
+def _save_curve(trainer: Any, title: str) -> str:
+    from .plotting import save_training_curve
+
+    path = os.path.join(trainer.args.output_dir, TRAINING_CURVE)
+    return save_training_curve(trainer.state.log_history, path, title=title.split(":")[0] + ": training loss")
 
 
 def run_demo(
@@ -200,8 +245,8 @@ def run_demo(
     Args:
         output_dir: where the model, tokenizer, model card and reliability diagram go.
         print_fn: where progress goes.
-        **options: fields of :class:`~hf_cotmi.cli_workflow.ModelArguments`,
-            :class:`~hf_cotmi.cli_workflow.DataArguments`, :class:`~hf_cotmi.cli_workflow.EvaluationArguments`,
+        **options: fields of :class:`~hf_cotmi.run_arguments.ModelArguments`,
+            :class:`~hf_cotmi.run_arguments.DataArguments`, :class:`~hf_cotmi.run_arguments.EvaluationArguments`,
             :class:`DemoArguments` or :class:`~hf_cotmi.DSSMITrainingArguments`.
 
     Returns:
@@ -218,9 +263,9 @@ def run_demo(
     real_model = bool(options.get("model_name_or_path"))
     dataset = options.get("dataset")
     real_data = bool(options.get("train_file") or options.get("test_file")) or (
-        dataset is not None and dataset != SYNTHETIC_DATASET
+        dataset is not None and dataset != SYNTHETIC_TASK
     )
-    values = demo_defaults(real_model=real_model, real_data=real_data)
+    values = demo_defaults(real_model=real_model, real_data=real_data, smoke=bool(options.get("smoke")))
     values.update(options)
     values["output_dir"] = output_dir
     model_args, data_args, eval_args, demo_args, training_args = _split_options(values)

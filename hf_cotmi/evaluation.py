@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .calibration import Binning, expected_calibration_error
+from .calibration import Binning
 from .confidence import ConfidenceMode, label_confidences
 from .prefixes import PREDICT_PREFIX
 
@@ -31,12 +31,13 @@ def evaluate_calibration(
     is_correct: Callable[[str, str], bool] | None = None,
     plot_path: str | os.PathLike[str] | None = None,
     device: str | None = None,
+    task: Any = None,
 ) -> dict[str, Any]:
     """Accuracy, expected calibration error and average confidence of a seq2seq student on a dataset.
 
     Args:
-        model: a seq2seq ``PreTrainedModel``, or the path (or Hub name) of a saved one, loaded with
-            ``AutoModelForSeq2SeqLM.from_pretrained``.
+        model: a seq2seq ``PreTrainedModel``, or the path (or Hub name) of a saved one (full weights or
+            LoRA adapters), loaded with :func:`hf_cotmi.students.load_student`.
         tokenizer: its tokenizer; ``None`` loads ``AutoTokenizer.from_pretrained`` from ``model`` when that is
             a path.
         dataset: raw ``input``/``label`` text or tokenised DSS features (see :func:`hf_cotmi.label_confidences`).
@@ -52,8 +53,10 @@ def evaluate_calibration(
         max_new_tokens: generation limit (generation modes).
         num_beams: beams for generation.
         is_correct: ``is_correct(prediction, gold) -> bool``; default: normalised exact match.
-        plot_path: when given, also save a reliability diagram PNG there (needs ``hf-cotmi[plot]``).
+        plot_path: when given, also save a reliability diagram PNG there.
         device: move a model loaded from a path to this device (default: CUDA when available, else CPU).
+        task: a :class:`~hf_cotmi.tasks.TaskSpec` or built-in task name; it supplies ``confidence``,
+            ``label_candidates`` and ``is_correct`` where those are not given.
 
     Returns:
         ``{"accuracy", "ece", "avg_confidence", "num_examples", "confidence_mode", "n_bins", "binning"}`` plus
@@ -67,15 +70,18 @@ def evaluate_calibration(
         >>> #                      plot_path="out/reliability.png")
         >>> # {'accuracy': 0.41, 'ece': 0.12, 'avg_confidence': 0.53, 'num_examples': 1200, ...}
     """
-    if isinstance(model, (str, os.PathLike)):
-        import torch
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    if task is not None:
+        from .tasks import get_task
 
-        location = os.fspath(model)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForSeq2SeqLM.from_pretrained(location)
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        spec = get_task(task) if isinstance(task, str) else task
+        if label_candidates is None and confidence in (None, "candidates"):
+            label_candidates = spec.candidates
+        is_correct = is_correct or spec.is_correct
+    if isinstance(model, (str, os.PathLike)):
+        from .students import load_student
+
+        model, saved_tokenizer, _ = load_student(model, for_inference=True, device=device)
+        tokenizer = saved_tokenizer if tokenizer is None else tokenizer
     if tokenizer is None:
         raise ValueError("`tokenizer` is None; pass the tokenizer, or give `model` as a path to load both")
     result = label_confidences(
@@ -94,7 +100,7 @@ def evaluate_calibration(
     )
     report: dict[str, Any] = {
         "accuracy": result.accuracy,
-        "ece": expected_calibration_error(result.confidences, result.correct, n_bins=n_bins, binning=binning),
+        "ece": result.ece(n_bins, binning),
         "avg_confidence": result.average_confidence,
         "num_examples": len(result),
         "confidence_mode": result.mode,

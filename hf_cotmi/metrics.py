@@ -32,6 +32,8 @@ __all__ = [
     "equation_accuracy",
     "text_accuracy",
     "build_compute_metrics",
+    "decode_token_ids",
+    "METRICS",
 ]
 
 MAX_EXPRESSION_LENGTH = 1000
@@ -274,7 +276,8 @@ def text_accuracy(predictions: Sequence[str], references: Sequence[str], *, norm
     return correct / len(predictions)
 
 
-_TASKS = ("text", "equation")
+METRICS: tuple[str, ...] = ("text", "equation")
+"""How answers are compared: normalised exact match, or the value of an arithmetic expression."""
 
 
 def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
@@ -296,7 +299,7 @@ def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
     return values.tolist()
 
 
-def build_compute_metrics(tokenizer: Any, task: str = "text") -> Callable[[Any], dict[str, float]]:
+def build_compute_metrics(tokenizer: Any, task: Any = "text") -> Callable[[Any], dict[str, float]]:
     """Build a ``compute_metrics`` function for a ``Seq2SeqTrainer`` with ``predict_with_generate=True``.
 
     The returned function takes an ``EvalPrediction``. Its ``predictions`` are generated token ids (a tuple
@@ -307,7 +310,8 @@ def build_compute_metrics(tokenizer: Any, task: str = "text") -> Callable[[Any],
 
     Args:
         tokenizer: the student's tokenizer; it needs a pad token (or an EOS token, used instead).
-        task: ``"text"`` (CQA, e-SNLI, ANLI) or ``"equation"`` (SVAMP).
+        task: ``"text"`` (CQA, e-SNLI, ANLI) or ``"equation"`` (SVAMP), or a :class:`~hf_cotmi.tasks.TaskSpec`
+            (its ``metric``).
 
     Returns:
         A function ``EvalPrediction -> {"accuracy": float}``.
@@ -321,20 +325,42 @@ def build_compute_metrics(tokenizer: Any, task: str = "text") -> Callable[[Any],
         >>> build_compute_metrics(tok, task="equation")(EvalPrediction(predictions=ids, label_ids=gold))
         {'accuracy': 1.0}
     """
-    if task not in _TASKS:
-        raise ValueError(f"task={task!r} is not supported; expected one of {_TASKS}")
+    task = getattr(task, "metric", task)  # a TaskSpec gives its metric
+    if task not in METRICS:
+        raise ValueError(f"task={task!r} is not supported; expected one of {METRICS}")
+    pad_id = _padding_id(tokenizer)
+    score = equation_accuracy if task == "equation" else text_accuracy
+
+    def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+        decoded_predictions = decode_token_ids(tokenizer, eval_prediction.predictions, pad_id)
+        decoded_references = decode_token_ids(tokenizer, eval_prediction.label_ids, pad_id)
+        return {"accuracy": float(score(decoded_predictions, decoded_references))}
+
+    return compute_metrics
+
+
+def _padding_id(tokenizer: Any) -> int:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError(
             "the tokenizer has neither a pad token nor an EOS token to replace -100 padding with"
         )
-    score = equation_accuracy if task == "equation" else text_accuracy
+    return int(pad_id)
 
-    def compute_metrics(eval_prediction: Any) -> dict[str, float]:
-        predictions = _token_id_rows(eval_prediction.predictions, pad_id)
-        references = _token_id_rows(eval_prediction.label_ids, pad_id)
-        decoded_predictions = tokenizer.batch_decode(predictions, skip_special_tokens=True)
-        decoded_references = tokenizer.batch_decode(references, skip_special_tokens=True)
-        return {"accuracy": float(score(decoded_predictions, decoded_references))}
 
-    return compute_metrics
+def decode_token_ids(tokenizer: Any, ids: Any, pad_id: int | None = None) -> list[str]:
+    """Decode rows of token ids to text: negative ids (``-100`` padding) become the pad id first.
+
+    Args:
+        tokenizer: the student's tokenizer.
+        ids: rows of ids (array, tensor as list, ragged lists, a ``(ids, ...)`` tuple or logits).
+        pad_id: the id that replaces negative ids (default: the pad token, else EOS).
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["yes no"])
+        >>> decode_token_ids(tok, [[tok.convert_tokens_to_ids("yes"), -100]])
+        ['yes']
+    """
+    rows = _token_id_rows(ids, _padding_id(tokenizer) if pad_id is None else pad_id)
+    return tokenizer.batch_decode(rows, skip_special_tokens=True)

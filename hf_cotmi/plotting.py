@@ -1,32 +1,29 @@
-"""Reliability diagrams as PNG files (matplotlib, an optional extra: ``pip install "hf-cotmi[plot]"``).
+"""Pictures as PNG files: reliability diagrams and the training curve (matplotlib, a core dependency).
 
-matplotlib is imported only when a diagram is drawn, and only its object-oriented API with the Agg canvas
-is used: no ``pyplot``, no global backend switch, safe in headless training jobs and threads.
+matplotlib is imported only when a picture is drawn, and only its object-oriented API with the Agg canvas
+is used: no ``pyplot``, no global backend switch, safe in headless training jobs and threads. The data of
+each picture comes from a pure function (:func:`hf_cotmi.reliability_diagram_data`,
+:func:`training_curve_data`).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .calibration import Binning, CalibrationBins, reliability_diagram_data
 
-__all__ = ["matplotlib_available", "save_reliability_diagram"]
+__all__ = ["TRAINING_CURVE_KEYS", "save_reliability_diagram", "training_curve_data", "save_training_curve"]
 
-_MISSING = 'matplotlib is needed to draw reliability diagrams; install it with `pip install "hf-cotmi[plot]"`'
+_MISSING = (
+    "matplotlib is needed to draw pictures and is a dependency of hf-cotmi; "
+    "reinstall hf-cotmi or run `pip install matplotlib`"
+)
 
-
-def matplotlib_available() -> bool:
-    """Whether matplotlib can be imported (so that diagrams can be drawn).
-
-    Examples:
-        >>> isinstance(matplotlib_available(), bool)
-        True
-    """
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None
+TRAINING_CURVE_KEYS: tuple[str, ...] = ("loss", "loss_label", "loss_rationale", "loss_mi")
+"""The training log keys the curve shows: the total loss and its three components."""
 
 
 def _import_matplotlib() -> tuple[Any, Any]:
@@ -67,7 +64,7 @@ def save_reliability_diagram(
         The path written, as a string.
 
     Raises:
-        ImportError: when matplotlib is not installed (names the ``hf-cotmi[plot]`` extra).
+        ImportError: when matplotlib is not installed.
         ValueError: for invalid confidences or correctness (see :func:`hf_cotmi.expected_calibration_error`).
 
     Examples:
@@ -76,19 +73,103 @@ def save_reliability_diagram(
     """
     bins = reliability_diagram_data(confidences, correct, n_bins=n_bins, binning=binning)
     Figure, FigureCanvasAgg = _import_matplotlib()
-    path = os.fspath(path)
     figure = Figure(figsize=(5.0, 6.0), dpi=dpi)
     FigureCanvasAgg(figure)
     upper, lower = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     _draw(upper, lower, bins)
     if title:
         upper.set_title(title)
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: str | os.PathLike[str]) -> str:
+    path = os.fspath(path)
     figure.tight_layout()
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
     figure.savefig(path, format="png")
     return path
+
+
+def training_curve_data(
+    log_history: Sequence[Mapping[str, Any]], keys: Sequence[str] = TRAINING_CURVE_KEYS
+) -> dict[str, tuple[list[int], list[float]]]:
+    """The steps and values of each loss in a trainer's ``state.log_history`` (training entries only).
+
+    An entry counts when it has a ``step`` and the key with a finite number; evaluation entries
+    (``eval_loss``, ...) and the final ``train_loss`` summary are other keys, so they are left out. Keys
+    never logged are absent from the result.
+
+    Examples:
+        >>> history = [{"loss": 2.0, "loss_mi": 0.5, "step": 10}, {"eval_loss": 1.9, "step": 10},
+        ...            {"loss": 1.5, "loss_mi": 0.25, "step": 20}, {"train_loss": 1.7, "step": 20}]
+        >>> training_curve_data(history)
+        {'loss': ([10, 20], [2.0, 1.5]), 'loss_mi': ([10, 20], [0.5, 0.25])}
+    """
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    for key in keys:
+        steps: list[int] = []
+        values: list[float] = []
+        for entry in log_history:
+            value = entry.get(key)
+            if (
+                "step" in entry
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
+                steps.append(int(entry["step"]))
+                values.append(float(value))
+        if steps:
+            curves[key] = (steps, values)
+    return curves
+
+
+def save_training_curve(
+    log_history: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    dpi: int = 100,
+) -> str:
+    """Plot the loss and its components (``loss_label``, ``loss_rationale``, ``loss_mi``) over steps as PNG.
+
+    Args:
+        log_history: ``trainer.state.log_history``.
+        path: where to write the PNG; parent directories are created.
+        title: figure title.
+        dpi: resolution.
+
+    Returns:
+        The path written, as a string.
+
+    Raises:
+        ValueError: the history holds no training loss (nothing was logged: lower ``logging_steps``).
+
+    Examples:
+        >>> history = [{"loss": 2.0, "step": 1}, {"loss": 1.0, "step": 2}]
+        >>> save_training_curve(history, "/tmp/curve.png")  # doctest: +SKIP
+        '/tmp/curve.png'
+    """
+    curves = training_curve_data(log_history)
+    if "loss" not in curves:
+        raise ValueError(
+            "the log history holds no training loss to plot; log more often (logging_steps) than the run is long"
+        )
+    Figure, FigureCanvasAgg = _import_matplotlib()
+    figure = Figure(figsize=(6.0, 4.0), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for key, (steps, values) in curves.items():
+        axes.plot(steps, values, marker="o", markersize=3, linewidth=2 if key == "loss" else 1, label=key)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.legend(fontsize="small")
+    axes.grid(alpha=0.3)
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
 
 
 def _draw(upper: Any, lower: Any, bins: CalibrationBins) -> None:

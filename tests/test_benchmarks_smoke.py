@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import DSS_DATA
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
-ESNLI = Path(__file__).resolve().parents[2] / "shared" / "data" / "dss"
 
 
 def _load(name: str):
@@ -125,14 +125,14 @@ def test_throughput_smoke_prints_json_ratios(capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not (ESNLI / "esnli").is_dir(), reason="../shared/data/dss/esnli is not there")
+@pytest.mark.skipif(not (DSS_DATA / "esnli").is_dir(), reason="../shared/data/dss/esnli is not there")
 def test_replicate_on_a_few_esnli_records(tmp_path: Path) -> None:
     replicate = _load("replicate")
     out = tmp_path / "esnli"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     replicate.main(
         [
-            "--dataset", "esnli", "--data-dir", str(ESNLI), "--train-split", "valid",
+            "--dataset", "esnli", "--data-dir", str(DSS_DATA), "--train-split", "valid",
             "--train-size", "24", "--valid-size", "8", "--test-size", "8", "--student", "tiny",
             "--methods", "dss_mi_paper", "--seeds", "0", "--max-steps", "2", "--eval-steps", "2",
             "--output-dir", str(out),

@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import DSS_DATA
+from conftest import needs_dss as needs_dss_data
 from huggingface_hub import ModelCard
 
-from hf_cotmi import DSSMITrainingArguments, build_tiny_seq2seq, build_word_tokenizer
+from hf_cotmi import DSSMITrainingArguments
 from hf_cotmi.cli import build_parser, demo_arguments, main
-from hf_cotmi.cli_workflow import SIDECAR_NAME
-from hf_cotmi.data.synthetic import arithmetic_vocabulary
+from hf_cotmi.pipeline import SIDECAR_NAME
 
-DSS_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dss"
-needs_dss = pytest.mark.skipif(not (DSS_DATA / "svamp").is_dir(), reason="../shared/data/dss is not here")
+needs_dss = needs_dss_data()
 
 FAST = [
     "--max-steps",
@@ -51,24 +52,10 @@ SYNTHETIC = ["--dataset", "synthetic", "--synthetic-train-size", "16", "--synthe
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> str:
-    """A tiny T5 and its word-level tokenizer, saved like any pretrained student."""
-    folder = tmp_path_factory.mktemp("tiny-t5")
-    words = arithmetic_vocabulary() + [
-        "the answer is how many what a of to in and entailment neutral contradiction"
-    ]
-    tokenizer = build_word_tokenizer(words)
-    model = build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def trained_dir(tiny_model_dir, tmp_path_factory) -> str:
+def trained_dir(tiny_student_dir, tmp_path_factory) -> str:
     """A student trained by `hf-cotmi train` on the synthetic task (shared by evaluate/predict tests)."""
     out = tmp_path_factory.mktemp("trained") / "out"
-    assert main(["train", "--model", tiny_model_dir, *SYNTHETIC, *FAST, "--output-dir", str(out)]) == 0
+    assert main(["train", "--model", tiny_student_dir, *SYNTHETIC, *FAST, "--output-dir", str(out)]) == 0
     return str(out)
 
 
@@ -109,7 +96,7 @@ def test_help_works_for_every_command(command, capsys):
 
 def test_optional_bool_flags_work_as_bare_switches():
     from hf_cotmi.cli import _parse
-    from hf_cotmi.cli_workflow import CLIUsageError
+    from hf_cotmi.run_arguments import CLIUsageError
 
     def training_args(*flags):
         return _parse("train", ["--output-dir", "out", *flags])[3]
@@ -196,8 +183,8 @@ def error_cases(tiny: str, tmp: Path) -> list[tuple[list[str], str]]:
     ]
 
 
-def test_errors_exit_non_zero_with_one_line_and_no_traceback(tiny_model_dir, tmp_path, capsys):
-    for argv, expected in error_cases(tiny_model_dir, tmp_path):
+def test_errors_exit_non_zero_with_one_line_and_no_traceback(tiny_student_dir, tmp_path, capsys):
+    for argv, expected in error_cases(tiny_student_dir, tmp_path):
         code, out, err = run(capsys, *argv)
         assert code != 0, argv
         lines = err.strip().splitlines()
@@ -207,8 +194,8 @@ def test_errors_exit_non_zero_with_one_line_and_no_traceback(tiny_model_dir, tmp
         assert "Traceback" not in err + out
 
 
-def test_debug_shows_the_traceback(tiny_model_dir, tmp_path, capsys):
-    code, _, err = run(capsys, "train", "--model", tiny_model_dir, "--dataset", "nope", "--debug")
+def test_debug_shows_the_traceback(tiny_student_dir, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--model", tiny_student_dir, "--dataset", "nope", "--debug")
     assert code == 2
     assert "Traceback" in err and "unknown dataset 'nope'" in err
 
@@ -255,9 +242,11 @@ def test_train_saves_model_tokenizer_card_and_results(trained_dir):
     assert "reliability_diagram.png" in files
     results = json.loads(Path(trained_dir, "results.json").read_text())
     metrics = results["metrics"]
-    for key in ("test_accuracy", "test_ece", "test_avg_confidence", "test_loss"):
-        assert 0.0 <= metrics[key] or key == "test_loss", key
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and 0.0 <= metrics["test_ece"] <= 1.0
+    for key in ("test_accuracy", "test_ece", "test_avg_confidence"):
+        assert 0.0 <= metrics[key] <= 1.0, (key, metrics.get(key))
+    # a cross-entropy of an 8-example test set under a barely trained student: finite and above zero
+    assert math.isfinite(metrics["test_loss"]) and metrics["test_loss"] > 0.0, metrics.get("test_loss")
+    assert metrics["test_avg_confidence"] > 0.0  # probabilities of generated labels are never all zero
     assert len(results["examples"]) == 2 and {"label", "rationale", "confidence", "gold"} <= set(
         results["examples"][0]
     )
@@ -323,10 +312,10 @@ def test_predict_prints_label_rationale_and_confidence(trained_dir, tmp_path, ca
     assert code == 0 and row["label"] in {"5", "7", "9"}
 
 
-def test_train_with_lora_saves_adapters_that_evaluate_and_predict_load(tiny_model_dir, tmp_path, capsys):
+def test_train_with_lora_saves_adapters_that_evaluate_and_predict_load(tiny_student_dir, tmp_path, capsys):
     out = tmp_path / "lora"
     code, stdout, err = run(
-        capsys, "train", "--model", tiny_model_dir, *SYNTHETIC, *FAST, "--use-peft", "--lora-r", "4",
+        capsys, "train", "--model", tiny_student_dir, *SYNTHETIC, *FAST, "--use-peft", "--lora-r", "4",
         "--output-dir", str(out),
     )  # fmt: skip
     assert code == 0, err
@@ -341,7 +330,7 @@ def test_train_with_lora_saves_adapters_that_evaluate_and_predict_load(tiny_mode
     assert "rationale:" in stdout
 
 
-def test_train_on_your_own_files_with_other_column_names(tiny_model_dir, tmp_path, capsys):
+def test_train_on_your_own_files_with_other_column_names(tiny_student_dir, tmp_path, capsys):
     rows = [
         {
             "question": f"tom has {a} apples . tom buys {b} more . how many ?",
@@ -357,7 +346,7 @@ def test_train_on_your_own_files_with_other_column_names(tiny_model_dir, tmp_pat
     test.write_text("".join(json.dumps(r) + "\n" for r in rows[8:]))
     out = tmp_path / "own"
     code, _, err = run(
-        capsys, "train", "--model", tiny_model_dir, "--train-file", str(train), "--test-file", str(test),
+        capsys, "train", "--model", tiny_student_dir, "--train-file", str(train), "--test-file", str(test),
         "--input-column", "question", "--label-column", "answer", "--rationale-column", "why", *FAST,
         "--output-dir", str(out),
     )  # fmt: skip
@@ -368,10 +357,10 @@ def test_train_on_your_own_files_with_other_column_names(tiny_model_dir, tmp_pat
 
 
 @needs_dss
-def test_train_on_svamp_compares_equations(tiny_model_dir, tmp_path, capsys):
+def test_train_on_svamp_compares_equations(tiny_student_dir, tmp_path, capsys):
     out = tmp_path / "svamp"
     code, stdout, err = run(
-        capsys, "train", "--model", tiny_model_dir, "--dataset", "svamp", "--data-dir", str(DSS_DATA),
+        capsys, "train", "--model", tiny_student_dir, "--dataset", "svamp", "--data-dir", str(DSS_DATA),
         "--max-train-samples", "16", "--max-test-samples", "8", *FAST, "--output-dir", str(out),
     )  # fmt: skip
     assert code == 0, err
@@ -382,10 +371,10 @@ def test_train_on_svamp_compares_equations(tiny_model_dir, tmp_path, capsys):
 
 
 @needs_dss
-def test_train_on_esnli_uses_candidate_confidence(tiny_model_dir, tmp_path, capsys):
+def test_train_on_esnli_uses_candidate_confidence(tiny_student_dir, tmp_path, capsys):
     out = tmp_path / "esnli"
     code, stdout, err = run(
-        capsys, "train", "--model", tiny_model_dir, "--dataset", "esnli", "--data-dir", str(DSS_DATA),
+        capsys, "train", "--model", tiny_student_dir, "--dataset", "esnli", "--data-dir", str(DSS_DATA),
         "--train-split", "valid", "--max-train-samples", "16", "--max-test-samples", "8", *FAST,
         "--output-dir", str(out),
     )  # fmt: skip

@@ -8,17 +8,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
 
 import pytest
 import torch
 import transformers
+from conftest import DSS_DATA, needs_dss, save_tiny_student
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_cotmi.cli import main
-from hf_cotmi.cli_workflow import SIDECAR_NAME, predict_texts
 from hf_cotmi.demo import demo_defaults, run_demo
+from hf_cotmi.pipeline import SIDECAR_NAME, predict_texts
 
 FAST = [
     "--max-steps", "6", "--logging-steps", "3", "--synthetic-train-size", "96", "--synthetic-test-size", "12",
@@ -124,10 +124,7 @@ def test_demo_reports_bad_options_in_one_line(tmp_path, capsys):
     assert code == 2 and "\n" not in err and "needs --data-dir" in err
 
 
-DSS_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dss"
-
-
-@pytest.mark.skipif(not (DSS_DATA / "svamp").is_dir(), reason="../shared/data/dss is not here")
+@needs_dss("svamp")
 def test_demo_switches_to_real_data(tmp_path, capsys):
     out = tmp_path / "svamp-demo"
     code = main(
@@ -144,18 +141,10 @@ def test_demo_switches_to_real_data(tmp_path, capsys):
 
 
 def test_demo_switches_to_a_given_student(tmp_path, capsys):
-    from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer
-    from hf_cotmi.data.synthetic import arithmetic_vocabulary
-
-    student = tmp_path / "student"
-    tokenizer = build_word_tokenizer(arithmetic_vocabulary())
-    build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32).save_pretrained(
-        student
-    )
-    tokenizer.save_pretrained(student)
+    student = save_tiny_student(tmp_path / "student")
     results = run_demo(
         str(tmp_path / "out"),
-        model_name_or_path=str(student),
+        model_name_or_path=student,
         max_steps=2,
         synthetic_train_size=32,
         synthetic_test_size=4,
@@ -165,3 +154,32 @@ def test_demo_switches_to_a_given_student(tmp_path, capsys):
     trainer = results["trainer"]
     assert trainer.args.learning_rate == pytest.approx(5e-4)  # the pretrained-student default
     assert trainer.model.config.d_model == 16  # the given student, not the built-in one
+
+
+@pytest.mark.slow
+def test_demo_smoke_saves_everything_in_seconds(tmp_path, capsys):
+    from hf_cotmi.cli import demo_arguments
+
+    parsed = demo_arguments(["--smoke"])
+    assert parsed[4].smoke is True and parsed[3].max_steps == 20 and parsed[1].synthetic_train_size == 256
+    assert demo_arguments(["--smoke", "--max-steps", "3"])[3].max_steps == 3  # flags still win
+    assert demo_arguments([])[3].max_steps == 600 and demo_arguments([])[4].smoke is False
+
+    out = tmp_path / "smoke"
+    assert main(["demo", "--smoke", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in (
+        "model.safetensors",
+        "tokenizer.json",
+        "README.md",
+        "reliability_diagram.png",
+        "training_curve.png",
+    ):
+        assert (out / name).is_file(), name
+    assert f"reliability diagram: {out / 'reliability_diagram.png'}" in printed
+    assert f"training curve: {out / 'training_curve.png'}" in printed
+    assert (out / "training_curve.png").read_bytes().startswith(b"\x89PNG")
+    results = json.loads((out / "results.json").read_text())
+    assert 0.0 <= results["metrics"]["test_accuracy"] <= 1.0 and results["metrics"]["test_ece"] <= 1.0
+    assert len(results["examples"]) == 2 and results["baseline_kind"] == "majority"
+    assert re.search(r"step +20/20", printed)  # 20 steps, logged every 5

@@ -14,9 +14,9 @@ import pytest
 
 from hf_cotmi import load_cot_dataset
 from hf_cotmi.cli import _read_inputs
-from hf_cotmi.cli_workflow import CLIUsageError
 from hf_cotmi.data.jsonfiles import DataFormatError, read_json_file, read_jsonl
 from hf_cotmi.data.textfiles import read_csv_records, read_input_lines
+from hf_cotmi.run_arguments import CLIUsageError
 
 BOM = b"\xef\xbb\xbf"
 GOOD = {"input": "1 + 1 ?", "label": "2", "rationale": "1 + 1 = 2 ."}

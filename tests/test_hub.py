@@ -19,11 +19,11 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import save_tiny_student, training_arguments
 from huggingface_hub import HfApi, ModelCard, RepoUrl
 
 from hf_cotmi import (
     DSSMITrainer,
-    DSSMITrainingArguments,
     ECECallback,
     build_compute_metrics,
     build_tiny_seq2seq,
@@ -74,17 +74,11 @@ def tiny_trainer(output_dir: Path, hub_model_id: str):
     tokenizer = build_word_tokenizer(arithmetic_vocabulary())
     model = build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32)
     features = prepare_dss_features(data, tokenizer)
-    args = DSSMITrainingArguments(
-        str(output_dir),
-        max_steps=2,
+    args = training_arguments(
+        output_dir,
         per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        generation_max_length=6,
+        seed=42,  # the transformers default this test was written with
+        data_seed=None,
         push_to_hub=True,
         hub_model_id=hub_model_id,
     )
@@ -165,12 +159,7 @@ def test_trainer_push_to_hub_uploads_model_tokenizer_and_card(tmp_path, fake_hub
 
 def test_cli_train_push_to_hub(tmp_path, fake_hub, capsys):
     repo_id = "someone/cli-student"
-    folder = tmp_path / "tiny"
-    tokenizer = build_word_tokenizer(arithmetic_vocabulary())
-    build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32).save_pretrained(
-        folder
-    )
-    tokenizer.save_pretrained(folder)
+    folder = save_tiny_student(tmp_path / "tiny")
     out = tmp_path / "out"
     code = main(
         ["train", "--model", str(folder), "--dataset", "synthetic", "--synthetic-train-size", "16",

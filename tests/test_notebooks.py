@@ -13,12 +13,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer
-from hf_cotmi.data.synthetic import arithmetic_vocabulary
+from conftest import DSS_DATA
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-DSS_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dss"
 
 # notebook -> (DSS dataset folders it needs, files it must leave in its output folder)
 NOTEBOOKS = {
@@ -34,19 +31,6 @@ NOTEBOOKS = {
     ),
     "teacher_rationales.ipynb": ((), ["teacher-rationales/train.jsonl", "teacher-student/model.safetensors"]),
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_student(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("notebook-student")
-    words = arithmetic_vocabulary() + [
-        "entailment neutral contradiction the a an of to in is are and man woman dog people what where who",
-    ]
-    tokenizer = build_word_tokenizer(words)
-    model = build_tiny_seq2seq(tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +60,7 @@ def test_notebooks_are_listed_and_stored_without_outputs():
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
-def test_notebook_runs_top_to_bottom(name, tiny_student, kernel_dirs, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(name, tiny_student_dir, kernel_dirs, tmp_path, monkeypatch):
     from jupyter_client import KernelManager
     from jupyter_client.kernelspec import KernelSpecManager
     from nbclient import NotebookClient
@@ -87,7 +71,7 @@ def test_notebook_runs_top_to_bottom(name, tiny_student, kernel_dirs, tmp_path, 
         pytest.skip(f"needs {missing} under {DSS_DATA}")
     for key, value in {
         "HF_COTMI_NOTEBOOK_SMOKE": "1",
-        "HF_COTMI_NOTEBOOK_MODEL": tiny_student,
+        "HF_COTMI_NOTEBOOK_MODEL": tiny_student_dir,
         "HF_COTMI_DATA_DIR": str(DSS_DATA),
         "HF_COTMI_NOTEBOOK_OUTPUT": str(tmp_path / "outputs"),
         "HF_HUB_OFFLINE": "1",

@@ -10,6 +10,7 @@ import json
 import pathlib
 
 import pytest
+from conftest import DSS_DATA
 
 from hf_cotmi import (
     DSSDataCollator,
@@ -20,15 +21,13 @@ from hf_cotmi import (
     text_accuracy,
 )
 
-DSS_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "dss"
-
 pytestmark = pytest.mark.realdata
 
 
 def _load(name: str):
-    if not (DSS_DIR / name).is_dir():
-        pytest.skip(f"real DSS data not found at {DSS_DIR / name}")
-    return load_dss_dataset(name, DSS_DIR, return_report=True)
+    if not (DSS_DATA / name).is_dir():
+        pytest.skip(f"real DSS data not found at {DSS_DATA / name}")
+    return load_dss_dataset(name, DSS_DATA, return_report=True)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +52,7 @@ def _lines(path: pathlib.Path) -> list[dict]:
 def test_svamp_splits_and_palm_accuracy(svamp):
     data, report = svamp
     assert {split: data[split].num_rows for split in data} == {"train": 720, "valid": 80, "test": 200}
-    raw_train = _lines(DSS_DIR / "svamp" / "svamp_train.json")
+    raw_train = _lines(DSS_DATA / "svamp" / "svamp_train.json")
     assert sorted([*data["train"]["input"], *data["valid"]["input"]]) == sorted(r["input"] for r in raw_train)
     accuracy = equation_accuracy(data["test"]["llm_label"], data["test"]["label"])
     assert accuracy == pytest.approx(0.740, abs=0.001)
@@ -74,7 +73,7 @@ def test_cqa_palm_accuracy(cqa):
     assert text_accuracy(test["llm_label"], test["label"]) >= text_accuracy(
         test["llm_label"], test["label"], normalize=False
     )
-    raw = _lines(DSS_DIR / "cqa" / "cqa_test.json")
+    raw = _lines(DSS_DATA / "cqa" / "cqa_test.json")
     assert test["choices"] == [r["choices"] for r in raw]
     assert test["label"] == [r["answer"] for r in raw]
     assert all(label in choices for label, choices in zip(test["label"], test["choices"]))
@@ -86,14 +85,14 @@ def test_esnli_palm_accuracy(esnli):
     assert {split: data[split].num_rows for split in data} == {"valid": 9842, "test": 9824}
     test = data["test"]
     assert text_accuracy(test["llm_label"], test["label"], normalize=False) == pytest.approx(0.730, abs=0.001)
-    raw = _lines(DSS_DIR / "esnli" / "esnli_test.json")
+    raw = _lines(DSS_DATA / "esnli" / "esnli_test.json")
     names = ["entailment", "neutral", "contradiction"]
     assert test["label"] == [names[r["label"]] for r in raw]
     assert test["premise"] == [r["premise"] for r in raw]
 
 
 def test_llm_labels_for_training(svamp):
-    data = load_dss_dataset("svamp", DSS_DIR, label_source="llm", drop_unparsed={"train"})
+    data = load_dss_dataset("svamp", DSS_DATA, label_source="llm", drop_unparsed={"train"})
     gt, report = svamp
     assert data["train"].num_rows == 720 - report.splits["train"].unparsed
     assert all(data["train"]["label"])

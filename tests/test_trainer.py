@@ -8,31 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import training_arguments
 from tiny_task import make_records, tokenise
 from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments, TrainerCallback
 
 from hf_cotmi import DSSDataCollator, DSSMITrainer, DSSMITrainingArguments, build_tiny_seq2seq
 from hf_cotmi.losses import mutual_information_loss
-
-
-def make_args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=8,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        learning_rate=1e-3,
-        generation_max_length=6,
-        disable_tqdm=True,
-        seed=0,
-        data_seed=0,
-    )
-    values.update(overrides)
-    return DSSMITrainingArguments(**values)
 
 
 class GradientSnapshot(TrainerCallback):
@@ -60,7 +41,7 @@ def reference_loss(model, batch, weights=(0.5, 0.5, 0.1)):
     return weights[0] * label_loss + weights[1] * rationale_loss + weights[2] * mi
 
 
-def test_training_loss_matches_an_independent_reference(tmp_path, tiny_tokenizer, tiny_features):
+def test_training_loss_matches_an_independent_reference(tmp_path, tiny_tokenizer, tiny_features, make_args):
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
     args = make_args(tmp_path, max_steps=1, per_device_train_batch_size=8, learning_rate=0.0)
     features = tiny_features.select(range(8))
@@ -79,8 +60,8 @@ def test_training_loss_matches_an_independent_reference(tmp_path, tiny_tokenizer
 def _one_step(tmp_path, tokenizer, features, batch_size, accumulation, name, variant, pad_to):
     model = build_tiny_seq2seq(tokenizer, "t5", seed=1)
     snapshot = GradientSnapshot()
-    args = make_args(
-        tmp_path / name,
+    args = training_arguments(
+        tmp_path / name / "out",
         max_steps=1,
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation,
@@ -126,7 +107,7 @@ def test_gradient_accumulation_gives_the_same_loss_and_gradients(tmp_path, tiny_
 
 @pytest.mark.parametrize("architecture", ["t5", "bart", "encoder-decoder"])
 def test_trains_evaluates_and_predicts_for_each_architecture(
-    tmp_path, tiny_tokenizer, tiny_features, architecture
+    tmp_path, tiny_tokenizer, tiny_features, architecture, make_args
 ):
     model = build_tiny_seq2seq(tiny_tokenizer, architecture)
     calls = []
@@ -157,7 +138,7 @@ def test_trains_evaluates_and_predicts_for_each_architecture(
 
 @pytest.mark.parametrize("given_to", ["trainer", "evaluate"])
 def test_generation_kwargs_reach_every_set_of_a_dict_of_eval_sets(
-    tmp_path, tiny_tokenizer, tiny_features, given_to
+    tmp_path, tiny_tokenizer, tiny_features, given_to, make_args
 ):
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
     lengths = []
@@ -186,7 +167,7 @@ def test_generation_kwargs_reach_every_set_of_a_dict_of_eval_sets(
     assert max(lengths) > 2, lengths  # the untrained model runs on towards generation_max_length
 
 
-def test_evaluation_without_rationales_gives_label_loss_only(tmp_path, tiny_tokenizer):
+def test_evaluation_without_rationales_gives_label_loss_only(tmp_path, tiny_tokenizer, make_args):
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
     label_only = tokenise(make_records(6), tiny_tokenizer, with_rationale=False)
     trainer = DSSMITrainer(model=model, args=make_args(tmp_path), processing_class=tiny_tokenizer)
@@ -195,7 +176,9 @@ def test_evaluation_without_rationales_gives_label_loss_only(tmp_path, tiny_toke
     assert math.isclose(metrics["eval_loss"], 0.5 * metrics["eval_loss_label"], rel_tol=1e-5)
 
 
-def test_predict_with_output_rationale_returns_and_writes_rationales(tmp_path, tiny_tokenizer, tiny_features):
+def test_predict_with_output_rationale_returns_and_writes_rationales(
+    tmp_path, tiny_tokenizer, tiny_features, make_args
+):
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
     args = make_args(tmp_path, output_rationale=True, rationale_max_new_tokens=5)
     trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer)
@@ -213,7 +196,7 @@ def test_predict_with_output_rationale_returns_and_writes_rationales(tmp_path, t
     assert rows[0]["rationale"] == decoded
 
 
-def test_weights_zero_skip_terms(tmp_path, tiny_tokenizer, tiny_features):
+def test_weights_zero_skip_terms(tmp_path, tiny_tokenizer, tiny_features, make_args):
     # plain DSS: no MI term
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
     trainer = DSSMITrainer(
@@ -241,7 +224,7 @@ def test_weights_zero_skip_terms(tmp_path, tiny_tokenizer, tiny_features):
     assert math.isclose(log["loss"], 0.5 * log["loss_label"], rel_tol=1e-5)
 
 
-def test_missing_rationales_with_rationale_weight_is_a_clear_error(tmp_path, tiny_tokenizer):
+def test_missing_rationales_with_rationale_weight_is_a_clear_error(tmp_path, tiny_tokenizer, make_args):
     label_only = tokenise(make_records(8), tiny_tokenizer, with_rationale=False)
     trainer = DSSMITrainer(
         model=build_tiny_seq2seq(tiny_tokenizer, "t5"),
@@ -253,7 +236,7 @@ def test_missing_rationales_with_rationale_weight_is_a_clear_error(tmp_path, tin
         trainer.train()
 
 
-def test_flat_batch_trains_as_plain_seq2seq(tmp_path, tiny_tokenizer):
+def test_flat_batch_trains_as_plain_seq2seq(tmp_path, tiny_tokenizer, make_args):
     from transformers import DataCollatorForSeq2Seq
 
     label_only = tokenise(make_records(8), tiny_tokenizer, with_rationale=False).remove_columns(
@@ -290,7 +273,7 @@ def test_seq2seq_training_arguments_are_converted(tmp_path, tiny_tokenizer, tiny
     assert "loss_mi" in trainer.state.log_history[0]
 
 
-def test_peft_trains_and_saves_only_the_adapter(tmp_path, tiny_tokenizer, tiny_features):
+def test_peft_trains_and_saves_only_the_adapter(tmp_path, tiny_tokenizer, tiny_features, make_args):
     peft = pytest.importorskip("peft")
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -315,7 +298,9 @@ def test_peft_trains_and_saves_only_the_adapter(tmp_path, tiny_tokenizer, tiny_f
     assert "model.safetensors" not in saved
 
 
-def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, tiny_tokenizer, tiny_features):
+def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(
+    tmp_path, tiny_tokenizer, tiny_features, make_args
+):
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 2:
@@ -345,7 +330,7 @@ def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, tiny_t
     assert math.isclose(final_full["loss_mi"], final_resumed["loss_mi"], rel_tol=1e-5)
 
 
-def test_model_card_and_reload(tmp_path, tiny_tokenizer, tiny_features):
+def test_model_card_and_reload(tmp_path, tiny_tokenizer, tiny_features, make_args):
     from huggingface_hub import ModelCard
 
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
@@ -377,7 +362,7 @@ def test_model_card_and_reload(tmp_path, tiny_tokenizer, tiny_features):
         torch.testing.assert_close(reloaded(**batch["pred"]).logits, model.cpu()(**batch["pred"]).logits)
 
 
-def test_mi_loss_weight_changes_the_gradient(tmp_path, tiny_tokenizer, tiny_features):
+def test_mi_loss_weight_changes_the_gradient(tmp_path, tiny_tokenizer, tiny_features, make_args):
     """The MI term reaches the parameters: its gradient equals the difference of the two runs' gradients."""
     model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=2)
     batch = DSSDataCollator(tiny_tokenizer, model=model)([tiny_features[i] for i in range(4)])
@@ -407,7 +392,7 @@ def test_mi_loss_weight_changes_the_gradient(tmp_path, tiny_tokenizer, tiny_feat
     assert checked > 5
 
 
-def test_model_card_snippet_uses_the_full_repository_id(tmp_path, tiny_tokenizer):
+def test_model_card_snippet_uses_the_full_repository_id(tmp_path, tiny_tokenizer, make_args):
     # push_to_hub passes only the part after the "/" as model_name
     trainer = DSSMITrainer(
         model=build_tiny_seq2seq(tiny_tokenizer, "t5"),

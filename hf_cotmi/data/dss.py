@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from ..tasks import NLI_LABELS, TASKS
 from .jsonfiles import DataFormatError, llm_output_files, read_jsonl, read_llm_outputs
 from .parsing import PARSERS
 from .report import DSSLoadReport, DSSSplitReport
@@ -36,8 +37,6 @@ logger = logging.getLogger(__name__)
 DSS_SPLITS: tuple[str, ...] = ("train", "valid", "test")
 """Split names of the release files ``<name>_<split>.json`` (and of the returned ``DatasetDict``)."""
 
-NLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
-"""Text of the NLI labels 0, 1, 2 in e-SNLI and ANLI."""
 
 DEFAULT_NLI_SEPARATOR = "</s>"
 
@@ -73,14 +72,14 @@ _NLI_FIELDS = ("premise", "hypothesis", "label")
 DSS_DATASETS: Mapping[str, DSSDatasetSpec] = MappingProxyType(
     {
         "svamp": DSSDatasetSpec(
-            "svamp", ("input", "label"), has_valid_split=False, is_nli=False, task="equation"
+            "svamp", ("input", "label"), has_valid_split=False, is_nli=False, task=TASKS["svamp"].metric
         ),
         "cqa": DSSDatasetSpec(
             "cqa",
             ("question", "choices", "answer"),
             has_valid_split=False,
             is_nli=False,
-            task="text",
+            task=TASKS["cqa"].metric,
             extra_columns=("choices",),
         ),
         "esnli": DSSDatasetSpec(
@@ -88,7 +87,7 @@ DSS_DATASETS: Mapping[str, DSSDatasetSpec] = MappingProxyType(
             _NLI_FIELDS,
             has_valid_split=True,
             is_nli=True,
-            task="text",
+            task=TASKS["esnli"].metric,
             extra_columns=_NLI_FIELDS[:2],
         ),
         "anli1": DSSDatasetSpec(
@@ -96,7 +95,7 @@ DSS_DATASETS: Mapping[str, DSSDatasetSpec] = MappingProxyType(
             _NLI_FIELDS,
             has_valid_split=True,
             is_nli=True,
-            task="text",
+            task=TASKS["anli1"].metric,
             extra_columns=_NLI_FIELDS[:2],
         ),
     }

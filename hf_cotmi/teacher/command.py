@@ -121,7 +121,7 @@ def build_generate_rationales_parser(prog: str = "hf-cotmi generate-rationales")
     """
     from transformers import HfArgumentParser
 
-    from ..cli_workflow import CLIUsageError
+    from ..run_arguments import CLIUsageError
 
     class Parser(HfArgumentParser):
         def error(self, message: str) -> None:  # type: ignore[override]
@@ -136,7 +136,7 @@ def build_generate_rationales_parser(prog: str = "hf-cotmi generate-rationales")
 
 
 def _parse(argv: Sequence[str]) -> GenerateRationalesArguments:
-    from ..cli_workflow import CLIUsageError
+    from ..run_arguments import CLIUsageError
 
     parser = build_generate_rationales_parser()
     (args, remaining) = parser.parse_args_into_dataclasses(

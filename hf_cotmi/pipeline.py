@@ -1,0 +1,981 @@
+"""The recipes behind ``hf-cotmi train``, ``evaluate``, ``predict`` and ``demo``, as a Python API.
+
+Each step is a function of its own, usable alone: :func:`load_task_data` (the splits and the task's
+:class:`~hf_cotmi.tasks.TaskSpec`), :func:`~hf_cotmi.students.load_student`, :func:`build_features`,
+:func:`build_trainer`, :func:`evaluate_split`, :func:`predict_texts`; :func:`run_training`,
+:func:`run_evaluation` and :func:`run_prediction` chain them. :mod:`hf_cotmi.cli` only parses arguments
+into :mod:`hf_cotmi.run_arguments` and prints. Everything is offline unless a model name or
+``push_to_hub`` asks for the Hub.
+
+Examples:
+    >>> from hf_cotmi.pipeline import DataArguments, load_task_data
+    >>> data = load_task_data(DataArguments(dataset="synthetic", synthetic_train_size=8, synthetic_test_size=4))
+    >>> data.splits["train"].num_rows, data.task, data.spec.baseline
+    (8, 'text', 'majority')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
+from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
+from .students import Student, load_student, peft_config
+from .tasks import SYNTHETIC_TASK, TASKS, TaskSpec, get_task
+
+logger = logging.getLogger("hf_cotmi")
+
+__all__ = [
+    "SIDECAR_NAME",
+    "RELIABILITY_DIAGRAM",
+    "CLIUsageError",
+    "ModelArguments",
+    "DataArguments",
+    "EvaluationArguments",
+    "LoadedData",
+    "Student",
+    "load_task_data",
+    "task_spec",
+    "load_student",
+    "build_features",
+    "build_trainer",
+    "evaluate_split",
+    "generate_texts",
+    "predict_texts",
+    "run_training",
+    "default_diagram_path",
+    "run_evaluation",
+    "run_prediction",
+    "read_sidecar",
+    "quiet_libraries",
+]
+
+SIDECAR_NAME = "hf_cotmi_config.json"
+"""File written next to a trained student: prefixes, task and data source, read back by evaluate/predict."""
+
+RELIABILITY_DIAGRAM = "reliability_diagram.png"
+"""The reliability diagram a training run saves into its output folder."""
+
+
+@contextlib.contextmanager
+def quiet_libraries(enabled: bool = True) -> Iterator[None]:
+    """Silence transformers/datasets warnings and progress bars (and ``hf_cotmi`` warnings) for a while.
+
+    Everything is restored on exit, so calling code and other tests are not affected.
+
+    Examples:
+        >>> with quiet_libraries():
+        ...     pass
+    """
+    if not enabled:
+        yield
+        return
+    import datasets
+    import transformers
+
+    hf_logger = logging.getLogger("hf_cotmi")
+    saved = (
+        transformers.logging.get_verbosity(),
+        transformers.utils.logging.is_progress_bar_enabled(),
+        datasets.utils.logging.is_progress_bar_enabled(),
+        hf_logger.level,
+    )
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    hf_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        verbosity, transformers_bars, datasets_bars, level = saved
+        transformers.logging.set_verbosity(verbosity)
+        if transformers_bars:
+            transformers.utils.logging.enable_progress_bar()
+        if datasets_bars:
+            datasets.enable_progress_bars()
+        hf_logger.setLevel(level)
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class LoadedData:
+    """Text splits ready to tokenise, with what the model card and evaluate/predict need to know.
+
+    Attributes:
+        splits: ``"train"``, ``"eval"``, ``"test"`` -> ``datasets.Dataset`` with ``input``, ``label``,
+            ``rationale`` (a split is absent when the source has none).
+        name: dataset name for the model card (``None`` for your own files).
+        task: the metric, ``"text"`` or ``"equation"`` (``spec.metric``).
+        source: how to load the same data again (written to the sidecar file).
+        spec: the task's :class:`~hf_cotmi.tasks.TaskSpec` (default: a custom spec with ``task`` as metric).
+
+    Examples:
+        >>> LoadedData(splits={}, name=None, task="text", source={}).spec.name
+        'custom'
+    """
+
+    splits: dict[str, Any]
+    name: str | None
+    task: str
+    source: dict[str, Any]
+    spec: TaskSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            self.spec = TaskSpec.custom(metric=self.task)
+
+
+def task_spec(args: DataArguments) -> TaskSpec:
+    """The :class:`~hf_cotmi.tasks.TaskSpec` of the data ``args`` names; ``--task`` overrides its metric.
+
+    Your own files get :meth:`TaskSpec.custom <hf_cotmi.tasks.TaskSpec.custom>` (``--label-candidates``
+    then picks the confidence's candidates, see :meth:`~hf_cotmi.tasks.TaskSpec.resolve_confidence`).
+
+    Examples:
+        >>> task_spec(DataArguments(dataset="cqa")).baseline
+        'chance'
+        >>> task_spec(DataArguments(train_file="mine.jsonl", task="equation")).metric
+        'equation'
+    """
+    if args.dataset:
+        if args.dataset not in TASKS:
+            raise CLIUsageError(
+                f"unknown dataset {args.dataset!r}; expected one of {', '.join(TASKS)}, "
+                "or your own data with --train-file/--test-file"
+            )
+        spec = get_task(args.dataset)
+        return replace(spec, metric=args.task) if args.task else spec
+    return TaskSpec.custom(metric=args.task or "text")
+
+
+def _limit(dataset: Any, limit: int | None, option: str) -> Any:
+    if limit is None:
+        return dataset
+    if limit < 1:
+        raise CLIUsageError(f"{option} must be at least 1; got {limit}")
+    return dataset.select(range(min(limit, dataset.num_rows)))
+
+
+_FILE_OPTIONS = {"train": "--train-file", "valid": "--validation-file", "test": "--test-file"}
+
+
+def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+    from .data.custom import load_cot_dataset
+
+    for split, path in files.items():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{_FILE_OPTIONS[split]} {path!r} does not exist or is not a file")
+    columns = {
+        "input_column": args.input_column,
+        "label_column": args.label_column,
+        "rationale_column": args.rationale_column,
+    }
+    data = load_cot_dataset(files, **columns)
+    source: dict[str, Any] = {
+        f"{split if split != 'valid' else 'validation'}_file": os.path.abspath(path)
+        for split, path in files.items()
+    }
+    return data, {**source, **columns}
+
+
+def _synthetic(args: DataArguments) -> tuple[Any, dict[str, Any]]:
+    from .data.synthetic import make_arithmetic_cot_dataset
+
+    data = make_arithmetic_cot_dataset(
+        args.synthetic_train_size,
+        args.synthetic_test_size,
+        n_valid=args.synthetic_valid_size,
+        seed=args.synthetic_seed,
+        min_steps=args.synthetic_steps,
+        max_steps=args.synthetic_steps,
+        max_number=args.synthetic_max_number,
+    )
+    options = {k: v for k, v in asdict(args).items() if k.startswith("synthetic_")}
+    return data, {"dataset": SYNTHETIC_TASK, **options}
+
+
+def _dss(args: DataArguments) -> tuple[Any, dict[str, Any]]:
+    from .data.dss import load_dss_dataset
+
+    if not args.data_dir:
+        raise CLIUsageError(
+            f"--dataset {args.dataset} needs --data-dir: the Distilling Step-by-Step release folder "
+            f"holding {args.dataset}/"
+        )
+    data = load_dss_dataset(args.dataset, args.data_dir, label_source=args.label_source)  # type: ignore[arg-type]
+    return data, {"dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir)}
+
+
+def _pick_splits(data: Any, args: DataArguments, need_train: bool) -> dict[str, Any]:
+    splits: dict[str, Any] = {}
+    if args.train_split in data:
+        splits["train"] = _limit(data[args.train_split], args.max_train_samples, "--max-train-samples")
+    elif need_train:
+        raise CLIUsageError(
+            f"no training split {args.train_split!r}: the data has {list(data)}; pick one with --train-split"
+        )
+    if args.eval_split in data and args.eval_split != args.train_split:
+        splits["eval"] = _limit(data[args.eval_split], args.max_eval_samples, "--max-eval-samples")
+    if args.test_split in data and args.test_split != args.train_split:
+        splits["test"] = _limit(data[args.test_split], args.max_test_samples, "--max-test-samples")
+    return splits
+
+
+def load_task_data(args: DataArguments, *, need_train: bool = True) -> LoadedData:
+    """Load the data ``args`` names, pick the train, eval and test splits, and find the task's spec.
+
+    Args:
+        args: the data arguments.
+        need_train: raise when there is no training split (False for ``evaluate``).
+
+    Returns:
+        A :class:`LoadedData`.
+
+    Raises:
+        CLIUsageError: no data named, both a dataset and files, an unknown dataset, ``--data-dir`` missing,
+            or a split that is not there.
+        FileNotFoundError: a file or folder that does not exist.
+
+    Examples:
+        >>> data = load_task_data(DataArguments(dataset="synthetic", synthetic_train_size=4, synthetic_test_size=2))
+        >>> sorted(data.splits)
+        ['test', 'train']
+    """
+    files = {"train": args.train_file, "valid": args.validation_file, "test": args.test_file}
+    files = {split: path for split, path in files.items() if path}
+    if files and args.dataset:
+        raise CLIUsageError(
+            f"give either --dataset ({args.dataset}) or your own files (--train-file, --validation-file, "
+            "--test-file), not both"
+        )
+    if not files and not args.dataset:
+        raise CLIUsageError(
+            f"no data given: use --dataset NAME ({SYNTHETIC_TASK}, or "
+            f"{'/'.join(t for t in TASKS if t != SYNTHETIC_TASK)} with --data-dir DIR) or --train-file/--test-file"
+        )
+    spec = task_spec(args)
+    if files:
+        (data, source), name = _own_files(args, files), None
+    elif args.dataset == SYNTHETIC_TASK:
+        (data, source), name = _synthetic(args), "synthetic-arithmetic-cot"
+    else:
+        (data, source), name = _dss(args), args.dataset
+    return LoadedData(_pick_splits(data, args, need_train), name, spec.metric, source, spec)
+
+
+def build_features(
+    data: LoadedData,
+    tokenizer: Any,
+    data_args: DataArguments,
+    *,
+    predict_prefix: str = PREDICT_PREFIX,
+    explain_prefix: str = EXPLAIN_PREFIX,
+    with_rationale: bool | Collection[str] = True,
+) -> dict[str, Any]:
+    """Tokenise every split into the two prefixed DSS tasks (:func:`hf_cotmi.prepare_dss_features`).
+
+    Args:
+        data: the loaded splits.
+        tokenizer: the student's tokenizer.
+        data_args: the length limits.
+        predict_prefix: prefix of the label task.
+        explain_prefix: prefix of the rationale task.
+        with_rationale: keep the rationale task in every split (True), in none (False), or in the splits
+            named (e.g. ``{"train"}``: held-out splits then carry the label task only).
+
+    Examples:
+        >>> # features = build_features(data, tokenizer, DataArguments(dataset="synthetic"), with_rationale={"train"})
+        >>> # features["train"].column_names  ->  [..., 'expl_input_ids', ..., 'rationale_labels']
+    """
+    from .data.features import prepare_dss_features
+
+    def keeps_rationale(split: str) -> bool:
+        return with_rationale if isinstance(with_rationale, bool) else split in with_rationale
+
+    return {
+        split: prepare_dss_features(
+            dataset,
+            tokenizer,
+            max_input_length=data_args.max_input_length,
+            max_label_length=data_args.max_label_length,
+            max_rationale_length=data_args.max_rationale_length,
+            predict_prefix=predict_prefix,
+            explain_prefix=explain_prefix,
+            with_rationale=keeps_rationale(split),
+        )
+        for split, dataset in data.splits.items()
+    }
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+
+def generate_texts(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    prefix: str,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    max_input_length: int | None = None,
+) -> list[str]:
+    """Greedy generation from ``prefix + text`` for each text, decoded without special tokens.
+
+    Examples:
+        >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix=EXPLAIN_PREFIX, max_new_tokens=64)
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = [prefix + text for text in texts[start : start + batch_size]]
+            encoded = tokenizer(
+                chunk,
+                return_tensors="pt",
+                padding=True,
+                truncation=max_input_length is not None,
+                max_length=max_input_length,
+            )
+            encoded = {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+            with torch.no_grad():
+                ids = model.generate(**encoded, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+            outputs += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def predict_texts(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    predict_prefix: str = PREDICT_PREFIX,
+    explain_prefix: str = EXPLAIN_PREFIX,
+    label_max_new_tokens: int = 64,
+    rationale_max_new_tokens: int = 256,
+    confidence: str = "sequence",
+    label_candidates: Sequence[str] | None = None,
+    batch_size: int = 16,
+    max_input_length: int | None = None,
+) -> list[dict[str, Any]]:
+    """Label, confidence and rationale of a distilled student for each text.
+
+    The label comes from the label task (``predict_prefix``: generated, or the best candidate in candidates
+    mode), its confidence from :func:`hf_cotmi.label_confidences`, the rationale from greedy generation on
+    the rationale task (``explain_prefix``).
+
+    Returns:
+        ``[{"input", "label", "confidence", "rationale"}, ...]``.
+
+    Examples:
+        >>> # predict_texts(model, tok, ["tom has 3 apples . tom buys 4 more . how many ..."])
+        >>> # [{'input': '...', 'label': '7', 'confidence': 0.93, 'rationale': '3 + 4 = 7 . ...'}]
+    """
+    from .confidence import label_confidences
+
+    if not texts:
+        return []
+    mode = "candidates" if label_candidates else confidence
+    result = label_confidences(
+        model,
+        tokenizer,
+        {"input": list(texts), "label": [""] * len(texts)},
+        mode=mode,  # type: ignore[arg-type]
+        label_candidates=list(label_candidates) if label_candidates else None,
+        prefix=predict_prefix,
+        batch_size=batch_size,
+        max_new_tokens=label_max_new_tokens if mode != "candidates" else None,
+        max_source_length=max_input_length,
+    )
+    rationales = generate_texts(
+        model,
+        tokenizer,
+        texts,
+        prefix=explain_prefix,
+        max_new_tokens=rationale_max_new_tokens,
+        batch_size=batch_size,
+        max_input_length=max_input_length,
+    )
+    return [
+        {"input": text, "label": label, "confidence": float(conf), "rationale": rationale}
+        for text, label, conf, rationale in zip(texts, result.predictions, result.confidences, rationales)
+    ]
+
+
+# ------------------------------------------------------------------------------------------ the sidecar
+
+
+def read_sidecar(path: str) -> dict[str, Any]:
+    """Read the ``hf_cotmi_config.json`` a training run wrote into ``path`` (``{}`` when there is none).
+
+    Examples:
+        >>> read_sidecar("/nonexistent")
+        {}
+    """
+    file = os.path.join(path, SIDECAR_NAME)
+    if not os.path.isfile(file):
+        return {}
+    with open(file, encoding="utf-8") as handle:
+        value = json.load(handle)
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json(path: str, values: dict[str, Any], **options: Any) -> str:
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(values, handle, indent=2, **options)
+        handle.write("\n")
+    return path
+
+
+def _sidecar_spec(sidecar: dict[str, Any], metric: str | None = None) -> TaskSpec:
+    """The task spec a saved run used: its built-in task, or a custom one from the saved candidates."""
+    name = sidecar.get("dataset")
+    if name in TASKS:
+        spec = TASKS[name]
+    elif name == "synthetic-arithmetic-cot":
+        spec = TASKS[SYNTHETIC_TASK]
+    else:
+        saved = sidecar.get("label_candidates")
+        spec = TaskSpec.custom(
+            metric=sidecar.get("task", "text"),
+            label_candidates=saved if isinstance(saved, list) else None,
+            candidates_column=saved if isinstance(saved, str) else None,
+        )
+    return replace(spec, metric=metric) if metric and metric != spec.metric else spec
+
+
+# -------------------------------------------------------------------------------------------- training
+
+
+def _progress_callback(print_fn: Callable[[str], None]) -> Any:
+    from transformers import TrainerCallback
+
+    class ProgressPrinter(TrainerCallback):
+        """One line per logging step: step, loss and its components, elapsed time."""
+
+        def __init__(self) -> None:
+            self.start = time.monotonic()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.monotonic()
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
+        ) -> None:
+            logs = logs or {}
+            elapsed = time.monotonic() - self.start
+            width = len(str(state.max_steps))
+            if "loss" in logs:
+                parts = [f"step {state.global_step:>{width}}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
+                for key, name in (
+                    ("loss_label", "label"),
+                    ("loss_rationale", "rationale"),
+                    ("loss_mi", "mi"),
+                ):
+                    if key in logs:
+                        parts.append(f"{name} {logs[key]:.4f}")
+                parts.append(f"{elapsed:.0f}s")
+                print_fn("  " + "  ".join(parts))
+            elif any(key.startswith("eval_") for key in logs):
+                shown = {k: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)}
+                shown = {k: v for k, v in shown.items() if not k.endswith(("_runtime", "_per_second"))}
+                text = "  ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(shown.items()))
+                print_fn(f"  eval at step {state.global_step}: {text}")
+
+    return ProgressPrinter()
+
+
+def _silent(text: str) -> None:
+    """A print function that prints nothing (processes other than the first)."""
+
+
+def _percent(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _vocabulary(train: Any) -> list[str]:
+    return [t for row in train.select_columns(["input", "label", "rationale"]) for t in row.values() if t]
+
+
+def build_trainer(
+    student: Student,
+    features: dict[str, Any],
+    spec: TaskSpec,
+    training_args: Any,
+    *,
+    confidence: str,
+    label_candidates: list[str] | str | None,
+    n_bins: int = 10,
+    peft: Any = None,
+    print_fn: Callable[[str], None] = print,
+) -> Any:
+    """A :class:`~hf_cotmi.DSSMITrainer` with the task's metric and an :class:`~hf_cotmi.ECECallback`.
+
+    Evaluation runs during training only when ``training_args.eval_strategy`` asks for it; the progress of
+    each logging step goes to ``print_fn`` (tqdm's printer is removed when ``disable_tqdm``).
+
+    Examples:
+        >>> # trainer = build_trainer(student, features, get_task("svamp"), args, confidence="sequence",
+        >>> #                         label_candidates=None)
+    """
+    from .callbacks import ECECallback
+    from .metrics import build_compute_metrics
+    from .trainer import DSSMITrainer
+
+    ece = ECECallback(
+        n_bins=n_bins,
+        confidence=confidence,
+        label_candidates=label_candidates,
+        plot=False,
+        is_correct=spec.is_correct,
+    )  # type: ignore[arg-type]
+    trainer = DSSMITrainer(
+        model=student.model,
+        args=training_args,
+        train_dataset=features["train"],
+        eval_dataset=features.get("eval") if training_args.eval_strategy != "no" else None,
+        processing_class=student.tokenizer,
+        compute_metrics=build_compute_metrics(student.tokenizer, task=spec),
+        callbacks=[ece, _progress_callback(print_fn)],
+        peft_config=peft,
+    )
+    if training_args.disable_tqdm:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _describe_training(training_args: Any) -> str:
+    settings = training_args.loss_settings()
+    steps = training_args.max_steps > 0
+    length = f"{training_args.max_steps} steps" if steps else f"{training_args.num_train_epochs} epochs"
+    return (
+        f"training: {length}, batch {training_args.per_device_train_batch_size}, "
+        f"lr {training_args.learning_rate:g}; loss = {settings['label_loss_weight']:g} * label + "
+        f"{settings['rationale_loss_weight']:g} * rationale + {settings['mi_loss_weight']:g} * MI "
+        f"({settings['mi_variant']} variant, {settings['mi_reduction']}, {settings['mi_divergence']})"
+    )
+
+
+def _ece_callback(trainer: Any) -> Any:
+    from .callbacks import ECECallback
+
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, ECECallback))
+
+
+def evaluate_split(
+    trainer: Any,
+    features: Any,
+    prefix: str,
+    spec: TaskSpec,
+    *,
+    train: Any = None,
+    test: Any = None,
+    n_bins: int = 10,
+    diagram_path: str | None = None,
+    print_fn: Callable[[str], None] = print,
+) -> tuple[dict[str, float], float, str | None]:
+    """Evaluate one split: accuracy, ECE and confidence, the task's baseline, and the reliability diagram.
+
+    Args:
+        trainer: a trainer from :func:`build_trainer`.
+        features: the tokenised split.
+        prefix: metric key prefix (``"test"`` or ``"eval"``).
+        spec: the task; its baseline is computed from the raw ``train`` and ``test`` splits.
+        diagram_path: where the reliability diagram goes (the main process writes it).
+
+    Returns:
+        ``(metrics, baseline accuracy, diagram path or None)``.
+
+    Examples:
+        >>> # metrics, baseline, diagram = evaluate_split(trainer, features["test"], "test", spec, ...)
+    """
+    print_fn(f"evaluating on {features.num_rows} {prefix} examples ...")
+    metrics = trainer.evaluate(features, metric_key_prefix=prefix)
+    trainer.save_metrics(prefix, metrics)
+    baseline = spec.baseline_accuracy(train, test)
+    mode = _ece_callback(trainer).mode
+    print_fn(
+        f"{prefix}: accuracy {_percent(metrics.get(f'{prefix}_accuracy', float('nan')))} "
+        f"({spec.baseline_description}: {_percent(baseline)}), ECE {metrics.get(f'{prefix}_ece', float('nan')):.3f}, "
+        f"average confidence {metrics.get(f'{prefix}_avg_confidence', float('nan')):.3f} ({mode} confidence)"
+    )
+    result = _ece_callback(trainer).last_results.get(prefix)
+    diagram = None
+    if result is not None and diagram_path and trainer.is_world_process_zero():
+        from .plotting import save_reliability_diagram
+
+        diagram = save_reliability_diagram(
+            result.confidences,
+            result.correct,
+            diagram_path,
+            n_bins=n_bins,
+            title=f"{spec.name}: {mode} confidence",
+        )
+    return metrics, baseline, diagram
+
+
+def _show_examples(
+    trainer: Any,
+    raw: Any,
+    spec: TaskSpec,
+    training_args: Any,
+    data_args: DataArguments,
+    shown: int,
+    print_fn: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Generate rationale and label for the first ``shown`` rows of ``raw`` and print them."""
+    callback = _ece_callback(trainer)
+    label_set = callback.label_candidates if isinstance(callback.label_candidates, list) else None
+    mode = "sequence" if callback.mode == "candidates" and label_set is None else callback.mode
+    raw = raw.select(range(shown))
+    rows = predict_texts(
+        trainer.model,
+        trainer.processing_class,
+        raw["input"],
+        predict_prefix=training_args.predict_prefix,
+        explain_prefix=training_args.explain_prefix,
+        label_max_new_tokens=training_args.generation_max_length,
+        rationale_max_new_tokens=training_args.rationale_max_new_tokens,
+        confidence=mode,
+        label_candidates=label_set,
+        max_input_length=data_args.max_input_length,
+    )
+    print_fn(f"the first {shown} of them, with the generated rationale and label:")
+    for row, gold in zip(rows, raw["label"]):
+        row["gold"] = gold
+        row["correct"] = bool(spec.is_correct(row["label"], gold))
+        print_fn(f"  input:     {row['input']}")
+        print_fn(f"  rationale: {row['rationale']}")
+        mark = "right" if row["correct"] else "wrong"
+        print_fn(f"  label:     {row['label']}  (gold {gold}, {mark}, confidence {row['confidence']:.2f})")
+    return rows
+
+
+def _test_phase(
+    trainer: Any,
+    data: LoadedData,
+    features: dict[str, Any],
+    prefix: str,
+    eval_args: EvaluationArguments,
+    data_args: DataArguments,
+    print_fn: Callable[[str], None],
+) -> dict[str, Any]:
+    """Evaluate the held-out split, draw its diagram and show a few examples (nothing when there is none)."""
+    spec: TaskSpec = data.spec  # type: ignore[assignment]
+    phase: dict[str, Any] = {"metrics": {}, "baseline": float("nan"), "baseline_kind": spec.baseline}
+    phase.update(examples=[], reliability_diagram=None)
+    if prefix in features:
+        phase["metrics"], phase["baseline"], phase["reliability_diagram"] = evaluate_split(
+            trainer,
+            features[prefix],
+            prefix,
+            spec,
+            train=data.splits["train"],
+            test=data.splits[prefix],
+            n_bins=eval_args.n_bins,
+            diagram_path=os.path.join(trainer.args.output_dir, RELIABILITY_DIAGRAM),
+            print_fn=print_fn,
+        )
+        shown = min(eval_args.num_examples_to_show, data.splits[prefix].num_rows)
+        if shown > 0 and trainer.is_world_process_zero():
+            raw = data.splits[prefix]
+            phase["examples"] = _show_examples(trainer, raw, spec, trainer.args, data_args, shown, print_fn)
+    # the name results.json had before task baselines; it holds a majority baseline only
+    phase["majority_baseline"] = phase["baseline"] if spec.baseline == "majority" else float("nan")
+    return phase
+
+
+def _save_run(
+    trainer: Any,
+    data: LoadedData,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    results: dict[str, Any],
+    started: float,
+) -> None:
+    """Write the sidecar and ``results.json``, save (or push) model, tokenizer and model card."""
+    from . import __version__
+
+    args, output_dir = trainer.args, trainer.args.output_dir
+    callback = _ece_callback(trainer)
+    if trainer.is_world_process_zero():
+        sidecar = {
+            "hf_cotmi_version": __version__,
+            "task": data.task,
+            "dataset": data.name,
+            "data": data.source,
+            "predict_prefix": args.predict_prefix,
+            "explain_prefix": args.explain_prefix,
+            "max_input_length": data_args.max_input_length,
+            "generation_max_length": args.generation_max_length,
+            "rationale_max_new_tokens": args.rationale_max_new_tokens,
+            "confidence": callback.mode,
+            "label_candidates": callback.label_candidates,
+            "base_model": model_args.model_name_or_path,
+            "peft": model_args.use_peft,
+        }
+        _write_json(os.path.join(output_dir, SIDECAR_NAME), sidecar, sort_keys=True)
+        results["total_seconds"] = round(time.monotonic() - started, 1)
+        _write_json(os.path.join(output_dir, "results.json"), results, default=float)
+    card_kwargs: dict[str, Any] = {"dataset": data.name} if data.name else {}
+    if args.push_to_hub:
+        # the full repo id as model name: the card's usage snippet loads from it
+        trainer.push_to_hub(model_name=trainer.hub_model_id, **card_kwargs)
+    else:
+        trainer.save_model()
+        trainer.create_model_card(**card_kwargs)
+
+
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    eval_args: EvaluationArguments,
+    training_args: Any,
+    *,
+    title: str | None = None,
+    extra_vocabulary: Sequence[str] = (),
+    print_fn: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train a student with DSS + MI, evaluate accuracy and calibration, show examples, save everything.
+
+    Steps: :func:`load_task_data`, :func:`~hf_cotmi.students.load_student`, :func:`build_features`,
+    :func:`build_trainer` and ``train()``, :func:`evaluate_split` on the test split (accuracy, ECE, average
+    confidence, the task's baseline, the reliability diagram), a few test inputs with their generated
+    rationale and label, then the model, tokenizer, model card (``README.md``), ``results.json`` and
+    ``hf_cotmi_config.json`` into ``output_dir``; with ``push_to_hub`` the folder goes to the Hub.
+
+    Args:
+        model_args: the student.
+        data_args: the data.
+        eval_args: calibration and display options.
+        training_args: a :class:`~hf_cotmi.DSSMITrainingArguments`.
+        title: first line printed.
+        extra_vocabulary: texts added to the built-in tokenizer's vocabulary.
+        print_fn: where progress goes.
+
+    Returns:
+        ``{"metrics", "baseline", "baseline_kind", "majority_baseline", "examples", "output_dir", "files",
+        "train_seconds", "total_seconds", "reliability_diagram", "trainer"}``.
+
+    Examples:
+        >>> # from hf_cotmi import DSSMITrainingArguments
+        >>> # run_training(ModelArguments(), DataArguments(dataset="synthetic"), EvaluationArguments(),
+        >>> #              DSSMITrainingArguments("out", max_steps=200))
+    """
+    started = time.monotonic()
+    if training_args.process_index != 0:  # one process reports (multi-GPU runs)
+        print_fn = _silent
+    if title:
+        print_fn(title)
+    data = load_task_data(data_args)
+    spec: TaskSpec = data.spec  # type: ignore[assignment]
+    sizes = ", ".join(f"{split} {dataset.num_rows}" for split, dataset in data.splits.items())
+    print_fn(f"data: {data.name or 'your files'} ({sizes} examples; answers compared as {spec.metric})")
+    student = load_student(model_args, _vocabulary(data.splits["train"]), extra_vocabulary=extra_vocabulary)
+    print_fn(f"student: {student.description}" + (" + LoRA adapters" if model_args.use_peft else ""))
+    features = build_features(
+        data,
+        student.tokenizer,
+        data_args,
+        predict_prefix=training_args.predict_prefix,
+        explain_prefix=training_args.explain_prefix,
+    )
+    prefix = "test" if "test" in features else "eval"
+    columns = features[prefix].column_names if prefix in features else []
+    try:
+        mode, candidates = spec.resolve_confidence(eval_args.confidence, eval_args.label_candidates, columns)
+    except ValueError as error:
+        raise CLIUsageError(str(error)) from None
+    if training_args.generation_max_length is None:
+        training_args.generation_max_length = data_args.max_label_length
+    trainer = build_trainer(
+        student,
+        features,
+        spec,
+        training_args,
+        confidence=mode,
+        label_candidates=candidates,
+        n_bins=eval_args.n_bins,
+        peft=peft_config(model_args) if model_args.use_peft else None,
+        print_fn=print_fn,
+    )
+    print_fn(_describe_training(training_args))
+    train_started = time.monotonic()
+    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    results: dict[str, Any] = {"output_dir": training_args.output_dir}
+    results["train_seconds"] = round(time.monotonic() - train_started, 1)
+    trainer.save_metrics("train", train_output.metrics)
+    results.update(_test_phase(trainer, data, features, prefix, eval_args, data_args, print_fn))
+    if training_args.push_to_hub:
+        print_fn(f"pushing {training_args.output_dir} to the Hub as {trainer.hub_model_id} ...")
+    _save_run(trainer, data, model_args, data_args, results, started)
+    output_dir = training_args.output_dir
+    results["files"] = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    results["trainer"] = trainer
+    print_fn(f"saved model, tokenizer, model card (README.md) and results to {output_dir}/")
+    return results
+
+
+# ------------------------------------------------------------------------------------ evaluate / predict
+
+
+def _data_for_evaluation(
+    data_args: DataArguments, sidecar: dict[str, Any], model_path: str, split: str
+) -> tuple[LoadedData, bool]:
+    no_data = not (
+        data_args.dataset or data_args.train_file or data_args.validation_file or data_args.test_file
+    )
+    if no_data:
+        source = sidecar.get("data") or {}
+        if not source:
+            raise CLIUsageError(
+                f"no data given and {model_path!r} has no {SIDECAR_NAME} naming its data; use --dataset or --test-file"
+            )
+        values = {k: v for k, v in source.items() if k in DataArguments.__dataclass_fields__}
+        data_args = DataArguments(**{**asdict(data_args), **values})
+    wanted = "valid" if split == "validation" else split
+    data = load_task_data(
+        replace(data_args, train_split="", eval_split="", test_split=wanted), need_train=False
+    )
+    if "test" not in data.splits:
+        raise CLIUsageError(f"the data has no {split!r} split; choose another with --split")
+    return data, no_data
+
+
+def default_diagram_path(model_path: str, split: str) -> str:
+    """Where ``hf-cotmi evaluate`` writes its reliability diagram without ``--plot-file``.
+
+    Inside the model folder when it is a local one, otherwise in the current folder.
+
+    Examples:
+        >>> default_diagram_path("/nonexistent/hub-name", "test")
+        'reliability_diagram_test.png'
+    """
+    name = f"reliability_diagram_{split}.png"
+    return os.path.join(model_path, name) if os.path.isdir(model_path) else name
+
+
+def run_evaluation(
+    model_path: str,
+    data_args: DataArguments,
+    eval_args: EvaluationArguments,
+    *,
+    split: str = "test",
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    plot_file: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Accuracy, ECE, average confidence and the reliability diagram of a saved student on one split.
+
+    Settings the training run saved in ``hf_cotmi_config.json`` (prefixes, task and data source) are used
+    where ``data_args`` leaves them open. The diagram goes to ``plot_file``, by default
+    :func:`default_diagram_path`.
+
+    Returns:
+        :func:`hf_cotmi.evaluate_calibration`'s dict plus ``"split"``, ``"dataset"``, ``"model"``, ``"task"``.
+
+    Examples:
+        >>> # run_evaluation("demo-out", DataArguments(), EvaluationArguments())["accuracy"]
+    """
+    from .evaluation import evaluate_calibration
+
+    sidecar = read_sidecar(model_path)
+    data, from_sidecar = _data_for_evaluation(data_args, sidecar, model_path, split)
+    spec = _sidecar_spec(sidecar, data_args.task or sidecar.get("task")) if from_sidecar else data.spec
+    model, tokenizer, _ = load_student(model_path, for_inference=True, device=device)
+    predict_prefix = sidecar.get("predict_prefix", PREDICT_PREFIX)
+    built = build_features(
+        data,
+        tokenizer,
+        replace(data_args, max_input_length=int(sidecar.get("max_input_length", data_args.max_input_length))),
+        predict_prefix=predict_prefix,
+        with_rationale=False,
+    )["test"]
+    try:
+        mode, candidates = spec.resolve_confidence(
+            eval_args.confidence, eval_args.label_candidates, built.column_names
+        )
+    except ValueError as error:
+        raise CLIUsageError(str(error)) from None
+    report = evaluate_calibration(
+        model,
+        tokenizer,
+        built,
+        confidence=mode,  # type: ignore[arg-type]
+        label_candidates=candidates,
+        n_bins=eval_args.n_bins,
+        prefix=predict_prefix,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens
+        or int(sidecar.get("generation_max_length") or data_args.max_label_length),
+        is_correct=spec.is_correct,
+        plot_path=plot_file or default_diagram_path(model_path, split),
+    )
+    report.update(split=split, dataset=data.name, model=model_path, task=spec.metric)
+    return report
+
+
+def run_prediction(
+    model_path: str,
+    texts: Sequence[str],
+    *,
+    label_candidates: str | None = None,
+    confidence: str | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    rationale_max_new_tokens: int | None = None,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    """Label, confidence and rationale of a saved student for each text (see :func:`predict_texts`).
+
+    Examples:
+        >>> # run_prediction("demo-out", ["mia has 4 pens . mia buys 3 more . ..."])[0]["label"]
+    """
+    if not texts:
+        raise CLIUsageError("no input text: give texts as arguments, or --input-file FILE")
+    sidecar = read_sidecar(model_path)
+    model, tokenizer, _ = load_student(model_path, for_inference=True, device=device)
+    candidates: list[str] | None = None
+    if label_candidates:
+        candidates = [c.strip() for c in label_candidates.split(",") if c.strip()]
+    elif isinstance(sidecar.get("label_candidates"), list) and confidence in (None, "candidates"):
+        candidates = [str(c) for c in sidecar["label_candidates"]]
+    mode = confidence or ("candidates" if candidates else "sequence")
+    if mode == "candidates" and not candidates:
+        raise CLIUsageError("--confidence candidates needs --label-candidates (comma-separated labels)")
+    return predict_texts(
+        model,
+        tokenizer,
+        list(texts),
+        predict_prefix=sidecar.get("predict_prefix", PREDICT_PREFIX),
+        explain_prefix=sidecar.get("explain_prefix", EXPLAIN_PREFIX),
+        label_max_new_tokens=max_new_tokens or int(sidecar.get("generation_max_length") or 64),
+        rationale_max_new_tokens=rationale_max_new_tokens
+        or int(sidecar.get("rationale_max_new_tokens") or 256),
+        confidence=mode,
+        label_candidates=candidates if mode == "candidates" else None,
+        batch_size=batch_size,
+        max_input_length=sidecar.get("max_input_length"),
+    )

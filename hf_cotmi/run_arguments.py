@@ -1,0 +1,169 @@
+"""The option dataclasses of ``hf-cotmi train``/``evaluate``/``demo``: which student, which data, how to evaluate.
+
+:mod:`hf_cotmi.cli` parses the command line into these (plus :class:`~hf_cotmi.DSSMITrainingArguments`)
+and :mod:`hf_cotmi.pipeline` reads them; from Python, build them directly.
+
+Examples:
+    >>> from hf_cotmi.run_arguments import DataArguments
+    >>> DataArguments(dataset="synthetic").synthetic_train_size
+    4000
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .confidence import CONFIDENCE_MODES
+from .tasks import METRICS, TASKS
+
+__all__ = ["CLIUsageError", "ModelArguments", "DataArguments", "EvaluationArguments"]
+
+
+class CLIUsageError(ValueError):
+    """A mistake in the command line or configuration; the CLI prints its message as one line.
+
+    Examples:
+        >>> str(CLIUsageError("--data-dir is needed"))
+        '--data-dir is needed'
+    """
+
+
+@dataclass
+class ModelArguments:
+    """Which student to train: a Hub name or local path, or (demo) a small T5 built from a config.
+
+    Examples:
+        >>> ModelArguments(model_name_or_path="google-t5/t5-small", use_peft=True).lora_r
+        16
+    """
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--model"],
+            "help": "Seq2seq student to start from: a Hub name (e.g. google-t5/t5-small) or a local folder. "
+            "The demo builds a small T5 from a config when it is not given.",
+        },
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use, when it differs from --model."}
+    )
+    use_peft: bool = field(
+        default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names to adapt (default: peft's choice for the architecture, q and v for T5)."
+        },
+    )
+    tiny_d_model: int = field(
+        default=64, metadata={"help": "Hidden size of the built-in small T5 (no --model)."}
+    )
+    tiny_num_layers: int = field(
+        default=2, metadata={"help": "Encoder and decoder layers of the built-in T5."}
+    )
+    tiny_num_heads: int = field(default=4, metadata={"help": "Attention heads of the built-in T5."})
+    tiny_d_ff: int = field(default=128, metadata={"help": "Feed-forward size of the built-in T5."})
+
+
+@dataclass
+class DataArguments:
+    """Which data to train and evaluate on, and how to tokenise it.
+
+    Either ``dataset`` (``synthetic`` or a Distilling Step-by-Step dataset with ``data_dir``) or your own
+    files (``train_file`` / ``validation_file`` / ``test_file`` with ``input``, ``label``, ``rationale``
+    columns, renamed with the ``*_column`` options).
+
+    Examples:
+        >>> DataArguments(dataset="svamp", data_dir="datasets").eval_split
+        'valid'
+    """
+
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A built-in task: {', '.join(TASKS)} (synthetic is generated arithmetic; the others are "
+            "the Distilling Step-by-Step release, read from --data-dir)."
+        },  # fmt: skip
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the Distilling Step-by-Step release (holding svamp/, cqa/, ...)."},
+    )
+    train_file: str | None = field(
+        default=None, metadata={"help": "Your training data (.jsonl, .json, .csv, .parquet)."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Your validation data."})
+    test_file: str | None = field(default=None, metadata={"help": "Your test data."})
+    input_column: str = field(default="input", metadata={"help": "Input column of your files."})
+    label_column: str = field(default="label", metadata={"help": "Label column of your files."})
+    rationale_column: str = field(default="rationale", metadata={"help": "Rationale column of your files."})
+    train_split: str = field(
+        default="train", metadata={"help": "Split to train on (esnli has no train: use valid)."}
+    )
+    eval_split: str = field(
+        default="valid", metadata={"help": "Split evaluated during training (with --eval-strategy)."}
+    )
+    test_split: str = field(default="test", metadata={"help": "Split evaluated after training."})
+    label_source: str = field(
+        default="gt",
+        metadata={"help": "DSS datasets: train on ground-truth labels (gt) or the teacher's labels (llm).",
+                  "choices": ["gt", "llm"]},
+    )  # fmt: skip
+    task: str | None = field(
+        default=None,
+        metadata={"help": "How answers are compared: text (exact match) or equation (arithmetic value). "
+                  "Default: the task's (equation for svamp, text otherwise).", "choices": list(METRICS)},
+    )  # fmt: skip
+    max_input_length: int = field(default=512, metadata={"help": "Token limit of the prefixed inputs."})
+    max_label_length: int = field(default=64, metadata={"help": "Token limit of labels."})
+    max_rationale_length: int = field(default=256, metadata={"help": "Token limit of rationales."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training examples."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N evaluation examples."}
+    )
+    max_test_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N test examples."}
+    )
+    synthetic_train_size: int = field(default=4000, metadata={"help": "Synthetic task: training examples."})
+    synthetic_valid_size: int = field(default=0, metadata={"help": "Synthetic task: validation examples."})
+    synthetic_test_size: int = field(default=200, metadata={"help": "Synthetic task: test examples."})
+    synthetic_steps: int = field(
+        default=2, metadata={"help": "Synthetic task: gain/loss events per problem."}
+    )
+    synthetic_max_number: int = field(
+        default=9, metadata={"help": "Synthetic task: largest number in a problem."}
+    )
+    synthetic_seed: int = field(default=0, metadata={"help": "Synthetic task: generator seed."})
+
+
+@dataclass
+class EvaluationArguments:
+    """How accuracy and calibration are measured after training, and what is shown.
+
+    Examples:
+        >>> EvaluationArguments(confidence="candidates", label_candidates="entailment,neutral").n_bins
+        10
+    """
+
+    confidence: str | None = field(
+        default=None,
+        metadata={"help": "Label confidence for the ECE: candidates, sequence or first_token. Default: "
+                  "candidates for cqa (its choices) and esnli/anli1 (the three labels), sequence otherwise.",
+                  "choices": list(CONFIDENCE_MODES)},
+    )  # fmt: skip
+    label_candidates: str | None = field(
+        default=None,
+        metadata={"help": "Candidates mode: comma-separated labels, or the name of a column holding each "
+                  "example's candidates (e.g. choices)."},
+    )  # fmt: skip
+    n_bins: int = field(default=10, metadata={"help": "Bins of the expected calibration error."})
+    num_examples_to_show: int = field(
+        default=3, metadata={"help": "Test examples printed with their generated rationale and label."}
+    )

@@ -1,0 +1,179 @@
+"""Load a student: built in code, a Hub name or local folder, or a trained folder (full weights or LoRA).
+
+One function, :func:`load_student`, serves training (a fresh or pretrained student) and inference (a
+saved one, LoRA adapters merged onto their base model). :func:`peft_config` is the LoRA configuration
+that :class:`~hf_cotmi.DSSMITrainer` takes as ``peft_config``.
+
+Examples:
+    >>> from hf_cotmi.students import load_student
+    >>> student = load_student(texts=["tom has 3 apples"], tiny_d_model=16)
+    >>> student.description.startswith("T5 built from a config")
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from .run_arguments import CLIUsageError, ModelArguments
+
+__all__ = ["Student", "load_student", "peft_config", "ADAPTER_CONFIG"]
+
+ADAPTER_CONFIG = "adapter_config.json"
+"""The file peft writes into a folder of LoRA adapters (how a saved adapter student is recognised)."""
+
+
+class Student(NamedTuple):
+    """A loaded student: ``model, tokenizer, description = load_student(...)``.
+
+    Examples:
+        >>> Student(None, None, "a T5").description
+        'a T5'
+    """
+
+    model: Any
+    tokenizer: Any
+    description: str
+
+
+def _load_error(what: str, name: str, error: Exception) -> CLIUsageError:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    where = (
+        "the folder exists but holds no loadable model"
+        if os.path.isdir(name)
+        else "it is not a local folder, and the Hugging Face Hub could not provide it (offline, or no such repo)"
+    )
+    return CLIUsageError(f"could not load the {what} {name!r}: {where} ({first})")
+
+
+def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[Any, Any]:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if os.path.isfile(name):
+        raise CLIUsageError(
+            f"--model {name!r} is a file; expected a model folder (e.g. one a training run saved) or a Hub name"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+    except (OSError, ValueError) as error:
+        raise _load_error("tokenizer", tokenizer_name, error) from error
+    try:
+        if os.path.isfile(os.path.join(name, ADAPTER_CONFIG)):
+            try:
+                from peft import AutoPeftModelForSeq2SeqLM
+            except ImportError as error:  # pragma: no cover - depends on the environment
+                raise CLIUsageError(
+                    f"{name!r} holds LoRA adapters; loading them needs peft: pip install 'hf-cotmi[peft]'"
+                ) from error
+            model = AutoPeftModelForSeq2SeqLM.from_pretrained(name)
+            if merge_adapters:
+                model = model.merge_and_unload()
+        else:
+            model = AutoModelForSeq2SeqLM.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise _load_error("model", name, error) from error
+    return model, tokenizer
+
+
+def _built_in(args: ModelArguments, vocabulary: Sequence[str], seed: int) -> tuple[Any, Any, str]:
+    from .tiny import build_tiny_seq2seq, build_word_tokenizer
+
+    tokenizer = build_word_tokenizer(list(vocabulary), max_vocab_size=16000)
+    model = build_tiny_seq2seq(
+        tokenizer,
+        "t5",
+        d_model=args.tiny_d_model,
+        num_layers=args.tiny_num_layers,
+        num_heads=args.tiny_num_heads,
+        d_ff=args.tiny_d_ff,
+        seed=seed,
+    )
+    count = sum(p.numel() for p in model.parameters())
+    description = (
+        f"T5 built from a config ({count:,} parameters, d_model {args.tiny_d_model}, "
+        f"{args.tiny_num_layers}+{args.tiny_num_layers} layers) with a word-level tokenizer of {len(tokenizer)} tokens"
+    )
+    return model, tokenizer, description
+
+
+def load_student(
+    source: ModelArguments | str | os.PathLike[str] | None = None,
+    texts: Sequence[str] = (),
+    *,
+    extra_vocabulary: Sequence[str] = (),
+    for_inference: bool = False,
+    device: str | None = None,
+    seed: int = 0,
+    **model_options: Any,
+) -> Student:
+    """Load (or build) a seq2seq student and its tokenizer.
+
+    Args:
+        source: :class:`~hf_cotmi.run_arguments.ModelArguments`, a Hub name or folder (a pretrained model,
+            or one a training run saved: full weights, or LoRA adapters with ``adapter_config.json``), or
+            ``None`` for the small T5 built from a config with a word-level tokenizer over ``texts``.
+        texts: training texts the built-in tokenizer's vocabulary is taken from.
+        extra_vocabulary: more texts for that vocabulary (e.g. every number the task can produce).
+        for_inference: merge LoRA adapters into their base model, move the model to ``device`` and put it
+            in eval mode (what ``evaluate``/``predict`` want); otherwise adapters stay trainable.
+        device: with ``for_inference``: ``cpu``, ``cuda``, ... (default: CUDA when available, else CPU).
+        seed: initialisation seed of the built-in T5.
+        **model_options: :class:`~hf_cotmi.run_arguments.ModelArguments` fields when ``source`` is not one.
+
+    Returns:
+        A :class:`Student` ``(model, tokenizer, description)``.
+
+    Raises:
+        CLIUsageError: the model or tokenizer cannot be loaded, or ``source`` is a file.
+
+    Examples:
+        >>> model, tokenizer, text = load_student(texts=["tom has 3 apples"], tiny_d_model=16)
+        >>> type(model).__name__
+        'T5ForConditionalGeneration'
+        >>> # model, tokenizer, _ = load_student("demo-out", for_inference=True)  # a trained folder
+    """
+    if isinstance(source, ModelArguments):
+        args = source
+    else:
+        name = os.fspath(source) if source is not None else None
+        args = ModelArguments(model_name_or_path=name, **model_options)
+    if args.model_name_or_path:
+        name = args.model_name_or_path
+        model, tokenizer = _pretrained(
+            name, args.tokenizer_name_or_path or name, merge_adapters=for_inference
+        )
+        count = sum(p.numel() for p in model.parameters())
+        description = f"{name} ({type(model).__name__}, {count:,} parameters)"
+    else:
+        model, tokenizer, description = _built_in(args, list(extra_vocabulary) + list(texts), seed)
+    if for_inference:
+        import torch
+
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model.eval()
+    return Student(model, tokenizer, description)
+
+
+def peft_config(args: ModelArguments) -> Any:
+    """The LoRA configuration ``args`` asks for (``lora_r``, ``lora_alpha``, ``lora_dropout``, targets).
+
+    Raises:
+        CLIUsageError: peft is not installed.
+
+    Examples:
+        >>> peft_config(ModelArguments(lora_r=4)).r
+        4
+    """
+    try:
+        from peft import LoraConfig, TaskType
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise CLIUsageError("--use-peft needs the peft package: pip install 'hf-cotmi[peft]'") from error
+    return LoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM,
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.lora_target_modules,
+    )

@@ -1,0 +1,49 @@
+"""The training-curve picture: its data from a log history (a pure function) and the PNG."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hf_cotmi import save_training_curve
+from hf_cotmi.plotting import TRAINING_CURVE_KEYS, training_curve_data
+
+HISTORY = [
+    {"loss": 3.0, "loss_label": 2.0, "loss_rationale": 2.5, "loss_mi": 7.0, "grad_norm": 1.0, "step": 5},
+    {"eval_loss": 2.9, "eval_accuracy": 0.1, "step": 5},
+    {"loss": 2.0, "loss_label": 1.5, "loss_rationale": 1.0, "loss_mi": float("nan"), "step": 10},
+    {"loss": 1.5, "loss_label": 1.0, "loss_rationale": 0.5, "loss_mi": 6.0, "step": 15},
+    {"train_loss": 2.1, "train_runtime": 3.0, "step": 15},
+]
+
+
+def naive_curves(history):
+    curves = {}
+    for key in ("loss", "loss_label", "loss_rationale", "loss_mi"):
+        points = [(e["step"], e[key]) for e in history if key in e and not math.isnan(e[key])]
+        if points:
+            curves[key] = ([s for s, _ in points], [v for _, v in points])
+    return curves
+
+
+def test_curve_data_keeps_training_losses_only():
+    assert TRAINING_CURVE_KEYS == ("loss", "loss_label", "loss_rationale", "loss_mi")
+    curves = training_curve_data(HISTORY)
+    assert curves == naive_curves(HISTORY)
+    assert curves["loss"] == ([5, 10, 15], [3.0, 2.0, 1.5])  # no eval_loss, no train_loss summary
+    assert curves["loss_mi"] == ([5, 15], [7.0, 6.0])  # a NaN point is left out
+    assert training_curve_data([{"loss": 1.0}, {"loss": True, "step": 2}]) == {}  # no step; a bool is no loss
+    assert "loss_mi" not in training_curve_data([{"loss": 1.0, "step": 1}])
+
+
+def test_training_curve_png(tmp_path):
+    from matplotlib.image import imread
+
+    path = save_training_curve(HISTORY, tmp_path / "deep" / "training_curve.png", title="a run")
+    assert path == str(tmp_path / "deep" / "training_curve.png")
+    image = imread(path)
+    assert image.shape[0] == 400 and image.shape[1] == 600 and image.std() > 0.05  # drawn, not blank
+    with pytest.raises(ValueError, match="holds no training loss"):
+        save_training_curve([{"eval_loss": 1.0, "step": 1}], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
