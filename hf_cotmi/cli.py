@@ -165,7 +165,9 @@ def _parser_class() -> type:
 
 _DESCRIPTIONS = {
     "train": "Train a seq2seq student with Distilling Step-by-Step plus the MI loss, then evaluate accuracy "
-    "and calibration on the test split, save model, tokenizer and model card, and optionally push to the Hub.",
+    "and calibration on the test split, save model, tokenizer and model card, and optionally push to the Hub. "
+    "Without --model the student is a small T5 built from a config, sized by the --tiny-* options, with a "
+    "word-level tokenizer over the training texts.",
     "evaluate": "Accuracy, expected calibration error and average confidence of a saved student.",
     "predict": "Label, rationale and confidence of a saved student for each input text.",
     "demo": "Train a small T5 built in code on a generated multi-step arithmetic task with DSS + MI (offline, "
@@ -345,8 +347,8 @@ def _parse(command: str, argv: Sequence[str], defaults: dict[str, Any] | None = 
     if defaults:
         parser.set_defaults(**defaults)
     path = _config_path(argv)
-    if path:
-        parser.set_defaults(**_read_config(path, parser))
+    from_config: dict[str, Any] = _read_config(path, parser) if path else {}
+    parser.set_defaults(**from_config)
     try:
         outputs = parser.parse_args_into_dataclasses(
             args=list(argv), return_remaining_strings=True, look_for_args_file=False
@@ -355,11 +357,34 @@ def _parse(command: str, argv: Sequence[str], defaults: dict[str, Any] | None = 
         raise
     except (ValueError, TypeError) as error:  # a dataclass's __post_init__ check: a usage error too
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CLIUsageError(f"{first} (see {parser.prog} --help)") from error
+        where = _where_given(first, parser, argv, (path, set(from_config)) if path else None)
+        raise CLIUsageError(f"{where}{first} (see {parser.prog} --help)") from error
     *values, remaining = outputs
     if remaining:
         raise CLIUsageError(f"unrecognized arguments: {' '.join(remaining)} (see {parser.prog} --help)")
     return tuple(values)
+
+
+def _where_given(message: str, parser: Any, argv: Sequence[str], config: tuple[str, set[str]] | None) -> str:
+    """``"argument --flag: "`` or ``"--config 'file', key 'name': "`` for the option a check's message names.
+
+    The option is the first field name the message starts with (``max_steps must be ...``,
+    ``fp16=True cannot ...``); nothing when it names none or the value is a default.
+    """
+    import re
+
+    match = re.match(r"\w+", message)
+    actions = {action.dest: action for action in parser._actions}
+    if match is None or match.group(0) not in actions or message[match.end() :].startswith(","):
+        return ""  # no option named, or several (``a, b and c are all 0``)
+    action = actions[match.group(0)]
+    for token in argv:
+        option = token.split("=", 1)[0]
+        if option in action.option_strings:
+            return f"argument {option}: "
+    if config and action.dest in config[1]:
+        return f"--config {config[0]!r}, key {action.dest!r}: "
+    return ""
 
 
 def _setup_logging(debug: bool) -> None:
@@ -377,12 +402,10 @@ def _setup_logging(debug: bool) -> None:
 def _train(argv: Sequence[str], debug: bool = False) -> int:
     model_args, data_args, eval_args, training_args, common = _parse("train", argv)
     _setup_logging(debug)
+    title = f"{PROG} train"
     if not model_args.model_name_or_path:
-        raise CLIUsageError(
-            "--model is required: a Hub name (e.g. google-t5/t5-small) or a local folder; "
-            "'hf-cotmi demo' trains a small model built in code"
-        )
-    run_training(model_args, data_args, eval_args, training_args, title=f"{PROG} train")
+        title += ": no --model given, so the student is a small T5 built from a config (--tiny-* options)"
+    run_training(model_args, data_args, eval_args, training_args, title=title)
     return 0
 
 
