@@ -30,8 +30,60 @@ from .model_card import TAGS, DSSModelCardData, render_model_card
 logger = logging.getLogger("hf_cotmi")
 
 COMPONENTS = ("loss_label", "loss_rationale", "loss_mi")
-# Index of each count in the tensor that ``_get_num_items_in_batch`` returns.
-_LABEL_TOKENS, _RATIONALE_TOKENS, _EXAMPLES = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DSSBatchCounts:
+    """What one optimizer step covers, over all its accumulation micro-batches and all processes.
+
+    :meth:`DSSMITrainer._get_num_items_in_batch` returns it and the Trainer hands it back to
+    :meth:`DSSMITrainer.compute_loss` as ``num_items_in_batch``; each loss term divides its local sum by
+    its count so the step's loss is a mean over the whole accumulated and distributed batch.
+
+    Attributes:
+        label_tokens: label tokens that carry loss (labels other than -100).
+        rationale_tokens: rationale tokens that carry loss.
+        examples: examples (the MI term is an example mean).
+        world_size: processes the counts were summed over.
+
+    Examples:
+        >>> import torch
+        >>> counts = DSSBatchCounts(torch.tensor(12.0), torch.tensor(40.0), torch.tensor(4.0))
+        >>> float(counts.share("label_tokens", torch.tensor(3.0)))  # 3 of 12 tokens here: a quarter
+        0.25
+    """
+
+    label_tokens: torch.Tensor
+    rationale_tokens: torch.Tensor
+    examples: torch.Tensor
+    world_size: int = 1
+
+    def share(self, name: str, local_sum: torch.Tensor) -> torch.Tensor:
+        """``local_sum`` divided by this process's share of the count ``name`` (total / world size).
+
+        Summing the results of all micro-batches and averaging over processes (what DDP does to
+        gradients) gives ``sum of everything / total count``.
+        """
+        total = getattr(self, name).to(torch.float32).clamp_min(1.0)
+        return local_sum * self.world_size / total
+
+
+class _ComponentStore:
+    """Loss components of one mode (training or evaluation), summed until the next log.
+
+    Training adds each micro-batch's share of its optimizer step (weight 1 for the first micro-batch of
+    a step, 0 for the rest), so ``mean()`` is the mean over logged steps; evaluation adds batch means
+    weighted by batch size, so ``mean()`` is the mean over examples.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.weight = 0.0
+
+    def add(self, components: dict[str, float], weight: float, scale: float = 1.0) -> None:
+        for name, value in components.items():
+            self.sums[name] += value * scale
+        self.weight += weight
 
 
 def _as_dssmi_arguments(args: Seq2SeqTrainingArguments | None) -> DSSMITrainingArguments:
@@ -135,12 +187,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         self.args: DSSMITrainingArguments
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
-        self._component_sums: dict[str, dict[str, float]] = {
-            "train": defaultdict(float),
-            "eval": defaultdict(float),
-        }
-        self._eval_examples = 0
-        self._component_steps: set[int] = set()
+        # One store of loss components per mode, read and reset by log().
+        self._components: dict[str, _ComponentStore] = {"train": _ComponentStore(), "eval": _ComponentStore()}
+        self._last_component_step: int | None = None
         self._evaluation_context: tuple[Any, str] | None = None
 
     # ------------------------------------------------------------------ loss
@@ -148,8 +197,8 @@ class DSSMITrainer(Seq2SeqTrainer):
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
         """Count label tokens, rationale tokens and examples over all micro-batches of one optimizer step.
 
-        Returns a float tensor ``[3]`` summed over processes, or defers to the Trainer for flat batches of
-        models that are not DSS batches.
+        Returns a :class:`DSSBatchCounts` summed over processes (a flat batch counts as the label task),
+        or defers to the Trainer for batches that are not mappings.
         """
         if not batch_samples or not isinstance(batch_samples[0], dict):
             return super()._get_num_items_in_batch(batch_samples, device)
@@ -158,14 +207,15 @@ class DSSMITrainer(Seq2SeqTrainer):
             pred = batch["pred"] if "pred" in batch else batch
             if "labels" not in pred:
                 return None
-            counts[_LABEL_TOKENS] += pred["labels"].ne(-100).sum().item()
-            counts[_EXAMPLES] += pred["labels"].shape[0]
+            counts[0] += pred["labels"].ne(-100).sum().item()
+            counts[2] += pred["labels"].shape[0]
             if "expl" in batch:
-                counts[_RATIONALE_TOKENS] += batch["expl"]["labels"].ne(-100).sum().item()
+                counts[1] += batch["expl"]["labels"].ne(-100).sum().item()
         counts = counts.to(device)
-        if self.args.world_size > 1:
+        world = max(1, self.accelerator.num_processes)
+        if world > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
-        return counts
+        return DSSBatchCounts(counts[0], counts[1], counts[2], world_size=world)
 
     def compute_loss(
         self,
@@ -175,17 +225,16 @@ class DSSMITrainer(Seq2SeqTrainer):
         num_items_in_batch: Any = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Weighted sum of the label loss, the rationale loss and the MI loss (see the class docstring)."""
-        loss, components, outputs = self._dss_loss(model, inputs, num_items_in_batch)
-        # The loss is normalised over the whole accumulated batch: the Trainer must not divide it again.
-        self.loss_is_scaled_for_ga = (
-            isinstance(num_items_in_batch, torch.Tensor) and num_items_in_batch.numel() == 3
-        )
+        counts = num_items_in_batch if isinstance(num_items_in_batch, DSSBatchCounts) else None
+        loss, components, outputs = self._dss_loss(model, inputs, counts)
+        # With counts the loss is normalised over the whole accumulated batch: the Trainer must not divide
+        # it again. Without them (a flat batch) the Trainer's own handling applies.
+        self.loss_is_scaled_for_ga = counts is not None
         if model.training:
-            sums = self._component_sums["train"]
-            for name, value in components.items():
-                sums[name] += value
             # global_step is constant over the micro-batches of one optimizer step
-            self._component_steps.add(self.state.global_step)
+            first_of_step = self.state.global_step != self._last_component_step
+            self._last_component_step = self.state.global_step
+            self._components["train"].add(components, weight=1.0 if first_of_step else 0.0)
         return (loss, outputs) if return_outputs else loss
 
     def _decoder_input_ids(self, labels: torch.Tensor) -> torch.Tensor:
@@ -209,27 +258,26 @@ class DSSMITrainer(Seq2SeqTrainer):
         return logits, labels
 
     def _dss_loss(
-        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
+        self, model: nn.Module, inputs: dict[str, Any], counts: DSSBatchCounts | None
     ) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
+        """The weighted loss, its components and the label logits; ``counts=None`` means local means."""
         args = self.args
         pred = inputs["pred"] if "pred" in inputs else inputs
         expl = inputs.get("expl") if "pred" in inputs else None
         if "labels" not in pred:
             raise ValueError("the batch has no 'labels': the label task needs targets to compute a loss")
 
-        global_counts = isinstance(num_items_in_batch, torch.Tensor) and num_items_in_batch.numel() == 3
-        world = self.accelerator.num_processes if global_counts else 1
-
-        def denominator(index: int, local: torch.Tensor) -> torch.Tensor:
-            total = num_items_in_batch[index] if global_counts else local
-            return total.to(torch.float32).clamp_min(1.0) / world
+        def mean(name: str, local_sum: torch.Tensor, local_count: torch.Tensor) -> torch.Tensor:
+            if counts is not None:
+                return counts.share(name, local_sum)
+            return local_sum / local_count.to(torch.float32).clamp_min(1.0)
 
         label_logits, labels = self._forward(model, pred)
         vocab = label_logits.shape[-1]
         label_sum = F.cross_entropy(
             label_logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
         )
-        label_loss = label_sum / denominator(_LABEL_TOKENS, labels.ne(-100).sum())
+        label_loss = mean("label_tokens", label_sum, labels.ne(-100).sum())
         flat = "pred" not in inputs
         if flat:
             return label_loss, {"loss_label": label_loss.detach().item()}, {"logits": label_logits}
@@ -237,7 +285,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         loss = args.label_loss_weight * label_loss
         components = {"loss_label": label_loss.detach().item()}
         outputs: dict[str, Any] = {"logits": label_logits}
-        needs_rationale = args.rationale_loss_weight > 0 or args.mi_loss_weight > 0
+        needs_rationale = args.needs_rationale_pass
         if needs_rationale and expl is None:
             if model.training:
                 raise ValueError(
@@ -268,12 +316,12 @@ class DSSMITrainer(Seq2SeqTrainer):
                     ignore_index=-100,
                     reduction="sum",
                 )
-            rationale_loss = rationale_sum / denominator(_RATIONALE_TOKENS, rationale_labels.ne(-100).sum())
+            rationale_loss = mean("rationale_tokens", rationale_sum, rationale_labels.ne(-100).sum())
             loss = loss + args.rationale_loss_weight * rationale_loss
             components["loss_rationale"] = rationale_loss.detach().item()
             if args.mi_loss_weight > 0:
                 local_examples = torch.tensor(float(labels.shape[0]), device=labels.device)
-                mi_loss = mi_mean * local_examples / denominator(_EXAMPLES, local_examples)
+                mi_loss = mean("examples", mi_mean * local_examples, local_examples)
                 loss = loss + args.mi_loss_weight * mi_loss
                 components["loss_mi"] = mi_loss.detach().item()
         return loss, components, outputs
@@ -281,28 +329,31 @@ class DSSMITrainer(Seq2SeqTrainer):
     # --------------------------------------------------------------- logging
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the averaged loss components to training and evaluation logs, then log as usual."""
-        if "loss" in logs and not any(k.startswith("eval_") for k in logs):
-            steps = len(self._component_steps)
-            sums = self._component_sums["train"]
-            if steps > 0 and sums:
-                values = self._gather_mean({k: sums[k] / steps for k in COMPONENTS if k in sums})
-                logs.update({k: round(v, 6) for k, v in values.items()})
-            self._component_sums["train"] = defaultdict(float)
-            self._component_steps = set()
-        elif self._evaluation_context is not None:
+        """Add the averaged loss components of the current mode to the logs, then log as usual.
+
+        The mode is explicit: evaluation while :meth:`evaluate`/:meth:`predict` run (they set the
+        evaluation context), training otherwise. Training components reach the log that carries ``loss``;
+        the end-of-training summary (no ``loss`` key) leaves them for the next one.
+        """
+        if self._evaluation_context is not None:
             dataset, prefix = self._evaluation_context
-            if f"{prefix}_loss" in logs or any(k.startswith(f"{prefix}_") for k in logs):
-                sums = self._component_sums["eval"]
-                if self._eval_examples > 0 and sums:
-                    totals = self._gather_sum({**sums, "_examples": float(self._eval_examples)})
-                    examples = totals.pop("_examples")
-                    logs.update({f"{prefix}_{k}": v / examples for k, v in totals.items()})
-                for callback in self.callback_handler.callbacks:
-                    hook = getattr(callback, "evaluation_metrics", None)
-                    if callable(hook):
-                        logs.update(hook(self, dataset, prefix) or {})
-                self._evaluation_context = None
+            store = self._components["eval"]
+            if store.weight > 0 and store.sums:
+                totals = self._gather_sum({**store.sums, "_examples": store.weight})
+                examples = totals.pop("_examples")
+                logs.update({f"{prefix}_{k}": v / examples for k, v in totals.items()})
+            for callback in self.callback_handler.callbacks:
+                hook = getattr(callback, "evaluation_metrics", None)
+                if callable(hook):
+                    logs.update(hook(self, dataset, prefix) or {})
+            self._components["eval"] = _ComponentStore()
+            self._evaluation_context = None
+        elif "loss" in logs:
+            store = self._components["train"]
+            if store.weight > 0 and store.sums:
+                means = {k: store.sums[k] / store.weight for k in COMPONENTS if k in store.sums}
+                logs.update({k: round(v, 6) for k, v in self._gather_mean(means).items()})
+            self._components["train"] = _ComponentStore()
         super().log(logs, start_time)
 
     def _gather_sum(self, values: dict[str, float]) -> dict[str, float]:
@@ -353,8 +404,7 @@ class DSSMITrainer(Seq2SeqTrainer):
     @contextlib.contextmanager
     def _evaluation_scope(self, dataset: Any, metric_key_prefix: str) -> Iterator[None]:
         """Fresh eval component sums, and the dataset and prefix that ``log()`` and callbacks need."""
-        self._component_sums["eval"] = defaultdict(float)
-        self._eval_examples = 0
+        self._components["eval"] = _ComponentStore()
         self._evaluation_context = (dataset, metric_key_prefix)
         try:
             yield
@@ -381,9 +431,7 @@ class DSSMITrainer(Seq2SeqTrainer):
                 loss, components, _ = self._dss_loss(model, inputs, None)
             loss = loss.detach()
             batch_size = pred["labels"].shape[0]
-            for name, value in components.items():
-                self._component_sums["eval"][name] += value * batch_size
-            self._eval_examples += batch_size
+            self._components["eval"].add(components, weight=batch_size, scale=batch_size)
         if prediction_loss_only or not self.args.predict_with_generate:
             return loss, None, None
 
