@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     # tiny models and tokenizers built in code (tests, offline demo, notebooks)
     "build_word_tokenizer": "tiny",
     "build_tiny_seq2seq": "tiny",
+    "build_tiny_causal_lm": "tiny",
     # the offline demo behind `hf-cotmi demo`
     "run_demo": "demo",
 }

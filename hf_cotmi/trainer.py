@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from .arguments import DSSMITrainingArguments
 from .collator import DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
 from .model_card import TAGS, DSSModelCardData, render_model_card
+from .students import resolve_student_type
 
 logger = logging.getLogger("hf_cotmi")
 
@@ -104,6 +106,18 @@ def _as_dssmi_arguments(args: Seq2SeqTrainingArguments | None) -> DSSMITrainingA
     }
     values["remove_unused_columns"] = False
     return DSSMITrainingArguments(**values)
+
+
+def _prompt_width(labels: torch.Tensor) -> int:
+    """The first column where any row has a label: the prompt width of a target-aligned batch."""
+    columns = labels.ne(-100).any(dim=0).nonzero()
+    return int(columns[0]) if len(columns) else labels.shape[1]
+
+
+def _is_fsdp(model: nn.Module) -> bool:
+    from transformers.distributed.fsdp import is_fsdp_managed_module
+
+    return bool(is_fsdp_managed_module(model))
 
 
 class DSSMITrainer(Seq2SeqTrainer):
@@ -187,6 +201,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         self.args: DSSMITrainingArguments
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
+        self._prepare_causal_generation()
         # One store of loss components per mode, read and reset by log().
         self._components: dict[str, _ComponentStore] = {"train": _ComponentStore(), "eval": _ComponentStore()}
         self._last_component_step: int | None = None
@@ -249,6 +264,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         return model.prepare_decoder_input_ids_from_labels(labels=labels)
 
     def _forward(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits at the positions that predict targets, ``[B, m, V]``, and those targets ``[B, m]``."""
+        if self.student_type == "causal":
+            return self._causal_forward(model, batch)
         labels = batch["labels"]
         model_inputs = {k: v for k, v in batch.items() if k != "labels"}
         if "decoder_input_ids" not in model_inputs:
@@ -256,6 +274,63 @@ class DSSMITrainer(Seq2SeqTrainer):
         outputs = model(**model_inputs)
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         return logits, labels
+
+    @property
+    def student_type(self) -> str:
+        """``"seq2seq"`` or ``"causal"``, from the model's ``config.is_encoder_decoder``.
+
+        Examples:
+            >>> # DSSMITrainer(model=AutoModelForCausalLM.from_pretrained(...), ...).student_type  -> 'causal'
+        """
+        return resolve_student_type(self.model)
+
+    def _supports_logits_to_keep(self, model: nn.Module) -> bool:
+        inner = self.accelerator.unwrap_model(model)
+        if hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()
+        cached = getattr(self, "_logits_to_keep_support", None)
+        if cached is None or cached[0] is not type(inner):
+            supported = "logits_to_keep" in inspect.signature(inner.forward).parameters
+            if not supported:
+                logger.warning(
+                    "%s.forward takes no logits_to_keep: the output projection runs for every position, "
+                    "prompt included (correct, but more memory)",
+                    type(inner).__name__,
+                )
+            cached = (type(inner), supported)
+            self._logits_to_keep_support = cached
+        return cached[1]
+
+    def _causal_forward(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder-only forward that projects only the positions predicting target tokens.
+
+        The target window is the columns ``[start, end)`` between the first and last label other than -100
+        over the batch (with :class:`~hf_cotmi.DSSDataCollator` every row's target starts at ``start``).
+        Position ``t`` predicts token ``t + 1``, so the logits kept are those of positions
+        ``start - 1 .. end - 2``: ``logits_to_keep`` drops the prompt (and the last position) before the
+        output projection where the model supports it.
+        """
+        labels = batch["labels"]
+        columns = labels.ne(-100).any(dim=0).nonzero()
+        # A label at column 0 has no position predicting it (as in the model's own shifted loss).
+        start = max(1, _prompt_width(labels))
+        end = int(columns[-1]) + 1 if len(columns) else labels.shape[1]
+        end = max(end, start + 1)
+        width = end - start
+        model_inputs = {k: v for k, v in batch.items() if k != "labels"}
+        model_inputs["use_cache"] = False
+        if self._supports_logits_to_keep(model):
+            keep = labels.shape[1] - (start - 1)
+            outputs = model(**model_inputs, logits_to_keep=keep)
+            logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, :width]
+        else:
+            outputs = model(**model_inputs)
+            logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, start - 1 : end - 1]
+        target = labels[:, start:end]
+        if target.shape[1] < width:  # the last label column is the sequence's last column
+            pad = torch.full((labels.shape[0], width - target.shape[1]), -100, dtype=labels.dtype)
+            target = torch.cat([target, pad.to(labels.device)], dim=1)
+        return logits, target
 
     def _dss_loss(
         self, model: nn.Module, inputs: dict[str, Any], counts: DSSBatchCounts | None
@@ -435,26 +510,92 @@ class DSSMITrainer(Seq2SeqTrainer):
         if prediction_loss_only or not self.args.predict_with_generate:
             return loss, None, None
 
-        generation_inputs = {k: v for k, v in pred.items() if k in ("input_ids", "attention_mask")}
-        _, label_ids, _ = super().prediction_step(model, generation_inputs, False, ignore_keys, **gen_kwargs)
+        label_ids = self._generate_ids(model, pred, ignore_keys, gen_kwargs)
         predictions: Any = label_ids
         if self.args.output_rationale and expl is not None:
             rationale_kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
             rationale_kwargs.pop("max_length", None)
             rationale_kwargs["max_new_tokens"] = self.args.rationale_max_new_tokens
-            explain_inputs = {k: v for k, v in expl.items() if k in ("input_ids", "attention_mask")}
-            _, rationale_ids, _ = super().prediction_step(
-                model, explain_inputs, False, ignore_keys, **rationale_kwargs
-            )
+            rationale_ids = self._generate_ids(model, expl, ignore_keys, rationale_kwargs)
             predictions = (label_ids, rationale_ids)
         labels = None
         if has_labels:
             labels = pred["labels"]
+            if self.student_type == "causal":
+                labels = labels[:, _prompt_width(labels) :]  # the target and EOS, as generation returns
             width = label_ids.shape[-1]
             if labels.shape[-1] < width:
                 pad = torch.full((labels.shape[0], width - labels.shape[-1]), -100, dtype=labels.dtype)
                 labels = torch.cat([labels, pad.to(labels.device)], dim=-1)
         return loss, predictions, labels
+
+    def _generate_ids(
+        self,
+        model: nn.Module,
+        part: dict[str, Any],
+        ignore_keys: list[str] | None,
+        gen_kwargs: dict[str, Any],
+    ) -> torch.Tensor:
+        """Generated ids for one task's sub-batch: only the new tokens, padded with the pad id."""
+        if self.student_type != "causal":
+            inputs = {k: v for k, v in part.items() if k in ("input_ids", "attention_mask")}
+            _, ids, _ = super().prediction_step(model, inputs, False, ignore_keys, **gen_kwargs)
+            return ids
+        return self._generate_causal(part, gen_kwargs)
+
+    def _generate_causal(self, part: dict[str, Any], gen_kwargs: dict[str, Any]) -> torch.Tensor:
+        """Generate from the left-padded prompt columns of a target-aligned batch; return the new tokens.
+
+        ``max_length`` (from ``generation_max_length``) bounds the *generated* tokens for a decoder-only
+        student, as it bounds the decoder output of a seq2seq one; generation stops at EOS.
+        """
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        max_length = kwargs.pop("max_length", None)
+        if "max_new_tokens" not in kwargs and max_length is not None:
+            kwargs["max_new_tokens"] = max_length
+        kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or _is_fsdp(self.model))
+        input_ids, attention_mask = part["input_ids"], part.get("attention_mask")
+        if "labels" in part:
+            labels = part["labels"]
+            width = _prompt_width(labels)
+            aligned = width == labels.shape[1] or (
+                not bool(labels[:, :width].ne(-100).any()) and bool(labels[:, width].ne(-100).all())
+            )
+            if not aligned:
+                raise ValueError(
+                    "the batch is not target-aligned (every row's target must start at the same column); "
+                    "use hf_cotmi.DSSDataCollator(tokenizer, model=model) for decoder-only students"
+                )
+            input_ids = input_ids[:, :width]
+            attention_mask = attention_mask[:, :width] if attention_mask is not None else None
+        with torch.no_grad():
+            generated = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        new_tokens = generated[:, input_ids.shape[1] :]
+        limit = kwargs.get("max_new_tokens")
+        if limit is not None and new_tokens.shape[1] < limit:
+            pad_id = self.model.generation_config.pad_token_id
+            if pad_id is None:
+                pad_id = self.model.generation_config.eos_token_id
+            pad_id = pad_id[0] if isinstance(pad_id, (list, tuple)) else pad_id
+            fill = torch.full(
+                (new_tokens.shape[0], limit - new_tokens.shape[1]), int(pad_id), dtype=new_tokens.dtype
+            )
+            new_tokens = torch.cat([new_tokens, fill.to(new_tokens.device)], dim=1)
+        return new_tokens
+
+    def _prepare_causal_generation(self) -> None:
+        """A decoder-only student's generation config pads with the tokenizer's pad id (EOS as a fallback)."""
+        if self.model is None or self.student_type != "causal":
+            return
+        config = getattr(self.model, "generation_config", None)
+        tokenizer = self.processing_class
+        if config is None or config.pad_token_id is not None:
+            return
+        pad = getattr(tokenizer, "pad_token_id", None)
+        config.pad_token_id = pad if pad is not None else config.eos_token_id
 
     def predict(
         self,
