@@ -142,6 +142,12 @@ class DSSMITrainer(Seq2SeqTrainer):
       ``output_rationale=True`` it also generates rationales, and :meth:`predict` returns
       ``predictions=(label_ids, rationale_ids)`` and writes ``predictions.jsonl``.
     - ``peft_config`` wraps the model with PEFT; only the adapter trains and is saved.
+    - Decoder-only students (``AutoModelForCausalLM``; :attr:`student_type` is ``"causal"``) train through
+      the same code: features with one sequence per task and the loss on target + EOS only
+      (``prepare_dss_features(..., model=model)``), target-aligned batches from
+      :class:`~hf_cotmi.DSSDataCollator`, the output projection computed only at positions that predict
+      targets (``logits_to_keep``), generation from the left-padded prompts returning only the new tokens.
+      See ``docs/guides/causal.md``.
 
     Callbacks that define ``evaluation_metrics(trainer, eval_dataset, metric_key_prefix) -> dict`` (such as
     :class:`~hf_cotmi.ECECallback`) get their metrics merged into each evaluation's logged metrics.
