@@ -214,3 +214,22 @@ def test_collator_rejects_unaligned_labels(tiny_tokenizer):
     collator = DSSDataCollator(tiny_tokenizer, student_type="causal")
     with pytest.raises(ValueError, match="feature 0: 'labels' has 2 positions"):
         collator([{"input_ids": [3, 5, 6], "labels": [6, 1]}])
+
+
+def test_the_sequence_starts_as_the_tokenizer_starts_texts(tiny_tokenizer):
+    from tokenizers import processors
+
+    from hf_cotmi.data.causal import leading_special_ids
+
+    tok = byte_level_tokenizer(["tom has 3 apples"])  # BOS is EOS and nothing is added: no BOS
+    assert leading_special_ids(tok) == []
+    # a Llama-like tokenizer that puts BOS in front of every text (and nothing after it)
+    llama_like = build_word_tokenizer(["tom has 3 apples"])
+    bos = llama_like.bos_token_id
+    llama_like.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)]
+    )
+    assert leading_special_ids(llama_like) == [bos]
+    data = Dataset.from_dict({"input": ["tom has 3 apples"], "label": ["3"], "rationale": ["3"]})
+    row = prepare_dss_features(data, llama_like, student_type="causal")[0]
+    assert row["input_ids"][0] == bos and row["input_ids"][1] != bos

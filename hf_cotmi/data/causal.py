@@ -1,7 +1,8 @@
 """Tokenise one DSS task for a decoder-only student: prompt and target in one sequence.
 
-Each example becomes ``[BOS] <prompt> <target> [EOS]`` with ``labels`` equal to the ids on the target and
-EOS and ``-100`` on every prompt token, so only the target carries loss (the completion-only loss of TRL).
+Each example becomes ``[BOS] <prompt> <target> [EOS]`` (BOS as :func:`leading_special_ids` finds it) with
+``labels`` equal to the ids on the target and EOS and ``-100`` on every prompt token, so only the target
+carries loss (the completion-only loss of TRL).
 With ``chat_template=True`` the prompt is rendered as a user turn plus the assistant header
 (``add_generation_prompt=True``) and the target as the assistant turn, up to and including the tokenizer's
 EOS token (added when the template does not emit it); only the assistant tokens carry loss.
@@ -30,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CausalEncoding", "encode_causal_task", "TARGET_SEPARATOR"]
+__all__ = ["CausalEncoding", "encode_causal_task", "leading_special_ids", "TARGET_SEPARATOR"]
 
 TARGET_SEPARATOR = " "
 """Text between the prompt and the target in the plain (no chat template) layout."""
@@ -74,6 +75,30 @@ def _split_target(tokenizer: Any, prompts: list[str], prompt_ids: list[list[int]
     for whole, prompt, fallback in zip(joint, prompt_ids, alone):
         out.append(whole[len(prompt) :] if whole[: len(prompt)] == prompt else fallback)
     return out
+
+
+def leading_special_ids(tokenizer: Any) -> list[int]:
+    """The ids a sequence starts with: what the tokenizer itself puts before a text, else its BOS token.
+
+    Llama's tokenizer (and a BERT tokenizer set up as a decoder) adds BOS in front: that is kept, since it
+    is what the pre-trained model saw. A tokenizer that adds nothing in front gets its BOS token, unless it
+    has none (Qwen) or BOS is also its EOS (GPT-2, which starts texts without it).
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["a"])
+        >>> leading_special_ids(tok) == [tok.bos_token_id]
+        True
+    """
+    probe = tokenizer("a", verbose=False)["input_ids"]
+    bare = _ids(tokenizer, ["a"])[0]
+    for offset in range(len(probe) - len(bare) + 1):
+        if bare and probe[offset : offset + len(bare)] == bare:
+            if offset:
+                return [int(t) for t in probe[:offset]]
+            break
+    bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
+    return [int(bos)] if bos is not None and bos != eos else []
 
 
 def _chat_prompt(tokenizer: Any, content: str) -> str:
@@ -176,8 +201,7 @@ def encode_causal_task(
             target_ids.append(turn_ids)
             out.truncated_prompts.append(cut)
     else:
-        bos = getattr(tokenizer, "bos_token_id", None)
-        lead = [int(bos)] if bos is not None else []
+        lead = leading_special_ids(tokenizer)
         raw = _ids(tokenizer, prompts)
         prompt_ids = []
         for ids in raw:
