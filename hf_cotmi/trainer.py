@@ -553,15 +553,19 @@ class DSSMITrainer(Seq2SeqTrainer):
         """Generate from the left-padded prompt columns of a target-aligned batch; return the new tokens.
 
         ``max_length`` (from ``generation_max_length``) bounds the *generated* tokens for a decoder-only
-        student, as it bounds the decoder output of a seq2seq one; generation stops at EOS.
+        student, as it bounds the decoder output of a seq2seq one; without it the generation config's
+        ``max_new_tokens`` (else its ``max_length``) does. Generation stops at EOS.
         """
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
         kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         max_length = kwargs.pop("max_length", None)
-        if "max_new_tokens" not in kwargs and max_length is not None:
-            kwargs["max_new_tokens"] = max_length
+        if "max_new_tokens" not in kwargs:
+            config = self.model.generation_config
+            # No limit given: the generation config's, read as new tokens (its max_length counts the prompt
+            # too, and a prompt longer than it would leave no room to generate).
+            kwargs["max_new_tokens"] = max_length or config.max_new_tokens or config.max_length or 20
         kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or _is_fsdp(self.model))
         input_ids, attention_mask = part["input_ids"], part.get("attention_mask")
         if "labels" in part:

@@ -321,3 +321,15 @@ def test_saved_student_reloads_with_auto_model_for_causal_lm(
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, model.cpu()(**inputs).logits)
+
+
+def test_generation_length_defaults_to_the_generation_config_as_new_tokens(
+    tmp_path, tiny_tokenizer, causal_features
+):
+    model = build_tiny_causal_lm(tiny_tokenizer, "llama", seed=2)
+    model.generation_config.max_length = 5  # shorter than every prompt: read as new tokens, not the total
+    args = make_args(tmp_path, generation_max_length=None)
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer)
+    ids = trainer.predict(causal_features.select(range(3))).predictions
+    assert ids.shape == (3, 5)
+    assert (ids != tiny_tokenizer.pad_token_id).any()
