@@ -333,7 +333,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             outputs = model(**model_inputs)
             logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, start - 1 : end - 1]
         target = labels[:, start:end]
-        if target.shape[1] < width:  # the last label column is the sequence's last column
+        if target.shape[1] < width:  # a batch without any label: one empty position
             pad = torch.full((labels.shape[0], width - target.shape[1]), -100, dtype=labels.dtype)
             target = torch.cat([target, pad.to(labels.device)], dim=1)
         return logits, target
