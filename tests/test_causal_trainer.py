@@ -333,3 +333,64 @@ def test_generation_length_defaults_to_the_generation_config_as_new_tokens(
     ids = trainer.predict(causal_features.select(range(3))).predictions
     assert ids.shape == (3, 5)
     assert (ids != tiny_tokenizer.pad_token_id).any()
+
+
+def test_a_model_without_logits_to_keep_trains_the_same(tmp_path, tiny_tokenizer, causal_features, caplog):
+    from transformers import LlamaForCausalLM
+
+    class WithoutLogitsToKeep(LlamaForCausalLM):
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, use_cache=None, **kwargs):
+            return super().forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=use_cache,
+            )
+
+    def first_loss(model, name):
+        args = make_args(tmp_path / name, max_steps=1, per_device_train_batch_size=8, learning_rate=0.0)
+        trainer = DSSMITrainer(
+            model=model, args=args, processing_class=tiny_tokenizer, train_dataset=causal_features
+        )
+        trainer.train()
+        return trainer.state.log_history[0]
+
+    model = build_tiny_causal_lm(tiny_tokenizer, "llama", seed=6)
+    plain = WithoutLogitsToKeep(model.config)
+    plain.load_state_dict(model.state_dict())
+    with_keep = first_loss(model, "keep")
+    with caplog.at_level("WARNING", logger="hf_cotmi"):
+        without = first_loss(plain, "plain")
+    assert "takes no logits_to_keep" in caplog.text
+    for key in ("loss", "loss_label", "loss_rationale", "loss_mi"):
+        assert math.isclose(with_keep[key], without[key], rel_tol=1e-5), key
+
+
+def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokenizer, causal_features):
+    """The shape of the offline MiniLM causal student: BertLMHeadModel with is_decoder=True."""
+    from transformers import BertConfig, BertLMHeadModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        is_decoder=True,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    model = BertLMHeadModel(config)
+    batch = DSSDataCollator(tiny_tokenizer, model=model)([causal_features[i] for i in range(8)])
+    expected = naive_objective(model, batch, "masked").item()
+    args = make_args(
+        tmp_path, max_steps=1, per_device_train_batch_size=8, learning_rate=0.0, mi_variant="masked"
+    )
+    trainer = DSSMITrainer(
+        model=model, args=args, processing_class=tiny_tokenizer, train_dataset=causal_features
+    )
+    assert trainer.student_type == "causal"
+    trainer.train()
+    assert math.isclose(trainer.state.log_history[0]["loss"], expected, rel_tol=1e-5)
