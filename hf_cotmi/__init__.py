@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "DSSMITrainingArguments": "arguments",
     "DSSDataCollator": "collator",
     "DSSMITrainer": "trainer",
+    "resolve_student_type": "students",
     # data
     "load_dss_dataset": "data.dss",
     "load_cot_dataset": "data.custom",
