@@ -24,10 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .command_line import CommonArguments, build_argument_parser, parse_command_line
 from .confidence import CONFIDENCE_MODES
 from .pipeline import quiet_libraries, run_evaluation, run_prediction, run_training
 from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
-from .teacher.command import generate_rationales_command
+from .teacher.command import build_generate_rationales_parser, generate_rationales_command
 
 __all__ = [
     "main",
@@ -55,22 +56,6 @@ commands:
 Run '{PROG} <command> --help' for the options of a command. Every command takes
 --config FILE.yaml (option values) and --debug (tracebacks).
 """
-
-
-@dataclass
-class CommonArguments:
-    """Options every subcommand has (``--debug``, handled before parsing, is the other one).
-
-    Examples:
-        >>> CommonArguments().config is None
-        True
-    """
-
-    config: str | None = field(
-        default=None,
-        metadata={"help": "YAML file of option values, keyed by option name (underscores or dashes); "
-                  "flags given on the command line win."},
-    )  # fmt: skip
 
 
 @dataclass
@@ -151,18 +136,6 @@ def _training_arguments_class() -> type:
     return DSSMITrainingArguments
 
 
-def _parser_class() -> type:
-    from transformers import HfArgumentParser
-
-    class Parser(HfArgumentParser):
-        """HfArgumentParser whose errors are exceptions carrying one line (no usage dump, no exit)."""
-
-        def error(self, message: str) -> None:  # type: ignore[override]
-            raise CLIUsageError(f"{message} (see {self.prog} --help)")
-
-    return Parser
-
-
 _DESCRIPTIONS = {
     "train": "Train a seq2seq student with Distilling Step-by-Step plus the MI loss, then evaluate accuracy "
     "and calibration on the test split, save model, tokenizer and model card, and optionally push to the Hub. "
@@ -211,13 +184,14 @@ def build_parser(command: str) -> Any:
         >>> "--mi-loss-weight" in parser.format_help() and "--use-peft" in parser.format_help()
         True
     """
-    parser = _parser_class()(
+    if command == "generate-rationales":
+        return build_generate_rationales_parser(f"{PROG} {command}")
+    parser = build_argument_parser(
         _dataclasses_for(command),
         prog=f"{PROG} {command}",
         description=_DESCRIPTIONS[command],
         epilog="--debug (a bare flag) shows the traceback of an error and library logging.",
     )
-    _bare_optional_bool_flags(parser)
     if command == "predict":
         parser.add_argument("texts", nargs="*", help="Input texts (or use --input-file).")
         # a plain switch: a bool field would take the next text as its value
@@ -225,166 +199,8 @@ def build_parser(command: str) -> Any:
     return parser
 
 
-def _bare_optional_bool_flags(parser: Any) -> None:
-    """Let ``bool | None`` fields (``--disable-tqdm``, ``--tf32``, ...) be given as a bare switch.
-
-    ``HfArgumentParser`` gives a plain ``bool`` field ``nargs="?"`` (``--use-cpu`` alone means true) but a
-    ``bool | None`` field with default ``None`` a required value, so ``--disable-tqdm --use-cpu`` fails with
-    "expected one argument". Here both kinds behave alike: alone means true, ``false``/``true`` still work,
-    and leaving the flag out keeps the ``None`` default (transformers then decides).
-    """
-    from transformers.hf_argparser import string_to_bool
-
-    for action in parser._actions:
-        if action.type is string_to_bool and action.nargs is None and action.option_strings:
-            action.nargs = "?"
-            action.const = True
-
-
-def _config_path(argv: Sequence[str]) -> str | None:
-    path = None
-    for index, token in enumerate(argv):
-        if token == "--config":
-            if index + 1 >= len(argv):
-                raise CLIUsageError("--config needs a YAML file")
-            path = argv[index + 1]
-        elif token.startswith("--config="):
-            path = token.split("=", 1)[1]
-    return path
-
-
-def _read_config(path: str, parser: Any) -> dict[str, Any]:
-    import yaml
-
-    if not os.path.isfile(path):
-        raise CLIUsageError(f"--config {path!r} does not exist or is not a file")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle)
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise CLIUsageError(f"--config {path!r} is not valid YAML{line}") from error
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise CLIUsageError(
-            f"--config {path!r} must hold a mapping of option names to values; got {type(values).__name__}"
-        )
-    from argparse import ArgumentTypeError
-
-    from transformers.hf_argparser import string_to_bool
-
-    def _typed(action: Any, key: Any, value: Any) -> Any:
-        """The value as argparse would have typed it from the command line; an error names file and key."""
-        if isinstance(value, list) and action.nargs in ("+", "*"):
-            return [_typed_one(action, key, item) for item in value]
-        return _typed_one(action, key, value)
-
-    def _typed_one(action: Any, key: Any, value: Any) -> Any:
-        kind = action.type
-        expected = {int: "an integer", float: "a number", string_to_bool: "true or false", str: "text"}.get(
-            kind, "a value"
-        )
-        if action.choices:
-            expected = f"one of {', '.join(str(c) for c in action.choices)}"
-
-        def refuse(hint: str = "") -> CLIUsageError:
-            shown = f"{value!r} ({type(value).__name__})"
-            return CLIUsageError(f"--config {path!r}: {key!r} must be {expected}; got {shown}{hint}")
-
-        if value is None:
-            if action.default is None:
-                return None
-            raise refuse()
-        if isinstance(value, str) and callable(kind):  # argparse converts strings, as on the command line
-            try:
-                value = kind(value)
-            except (ValueError, TypeError, ArgumentTypeError):
-                raise refuse() from None
-        elif isinstance(value, (list, dict)):
-            if isinstance(value, list) or action.nargs in ("+", "*") or kind in (int, float, string_to_bool):
-                raise refuse()
-            return value  # a mapping for a dict-or-JSON-text field such as lr_scheduler_kwargs
-        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise refuse()
-        elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise refuse()
-        elif kind is string_to_bool and not isinstance(value, bool):
-            raise refuse()
-        elif kind is str or action.choices:
-            raise refuse(" (quote it in the YAML file to give text)")
-        elif kind is float:
-            value = float(value)
-        if action.choices and value not in action.choices:
-            raise refuse()
-        return value
-
-    actions = {}
-    for action in parser._actions:
-        if action.dest == "help" or type(action).__name__ == "_StoreFalseAction":  # skip --no-* complements
-            continue
-        actions[action.dest] = action
-        for option in action.option_strings:  # aliases such as --model
-            actions.setdefault(option.lstrip("-").replace("-", "_"), action)
-    config: dict[str, Any] = {}
-    for key, value in values.items():
-        name = str(key).lstrip("-").replace("-", "_")
-        if name in actions:
-            name = actions[name].dest
-        else:
-            raise CLIUsageError(
-                f"--config {path!r}: unknown option {key!r} for {parser.prog} (see {parser.prog} --help)"
-            )
-        if actions[name].nargs in ("+", "*") and isinstance(value, str):
-            value = [value]
-        config[name] = _typed(actions[name], key, value)
-    return config
-
-
 def _parse(command: str, argv: Sequence[str], defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
-    parser = build_parser(command)
-    if defaults:
-        parser.set_defaults(**defaults)
-    path = _config_path(argv)
-    from_config: dict[str, Any] = _read_config(path, parser) if path else {}
-    parser.set_defaults(**from_config)
-    try:
-        outputs = parser.parse_args_into_dataclasses(
-            args=list(argv), return_remaining_strings=True, look_for_args_file=False
-        )
-    except CLIUsageError:
-        raise
-    except (ValueError, TypeError) as error:  # a dataclass's __post_init__ check: a usage error too
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        where = _where_given(first, parser, argv, (path, set(from_config)) if path else None)
-        raise CLIUsageError(f"{where}{first} (see {parser.prog} --help)") from error
-    *values, remaining = outputs
-    if remaining:
-        raise CLIUsageError(f"unrecognized arguments: {' '.join(remaining)} (see {parser.prog} --help)")
-    return tuple(values)
-
-
-def _where_given(message: str, parser: Any, argv: Sequence[str], config: tuple[str, set[str]] | None) -> str:
-    """``"argument --flag: "`` or ``"--config 'file', key 'name': "`` for the option a check's message names.
-
-    The option is the first field name the message starts with (``max_steps must be ...``,
-    ``fp16=True cannot ...``); nothing when it names none or the value is a default.
-    """
-    import re
-
-    match = re.match(r"\w+", message)
-    actions = {action.dest: action for action in parser._actions}
-    if match is None or match.group(0) not in actions or message[match.end() :].startswith(","):
-        return ""  # no option named, or several (``a, b and c are all 0``)
-    action = actions[match.group(0)]
-    for token in argv:
-        option = token.split("=", 1)[0]
-        if option in action.option_strings:
-            return f"argument {option}: "
-    if config and action.dest in config[1]:
-        return f"--config {config[0]!r}, key {action.dest!r}: "
-    return ""
+    return parse_command_line(build_parser(command), argv, defaults)
 
 
 def _setup_logging(debug: bool) -> None:
