@@ -211,11 +211,12 @@ def test_under_fp16_scaler_overflows_are_left_to_the_scaler_but_a_nan_loss_is_no
     state = SimpleNamespace(global_step=4, max_steps=10)
 
     def check(fp16, components):
-        trainer = SimpleNamespace(_component_sums={"train": components})
+        sums = dict(components)
+        trainer = SimpleNamespace(training_loss_components=lambda: sums)
         callback = StopOnNonFiniteCallback(trainer)
         args = SimpleNamespace(fp16=fp16, logging_nan_inf_filter=False, output_dir=None)
         callback.on_step_begin(args, state, None)
-        trainer._component_sums["train"] = {k: v + 1.0 for k, v in components.items()}
+        sums.update({k: v + 1.0 for k, v in components.items()})
         callback.on_pre_optimizer_step(args, state, None, model=model)
 
     check(True, {"loss_label": 2.0})  # a skipped fp16 step: no error
