@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from conftest import training_arguments
 from safetensors.torch import load_file
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
@@ -22,20 +23,7 @@ DIVERGING = dict(learning_rate=1e3, max_grad_norm=0.0, optim="sgd")
 
 
 def make_args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=8,
-        per_device_train_batch_size=4,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        learning_rate=1e-3,
-        disable_tqdm=True,
-        seed=0,
-    )
-    values.update(overrides)
-    return DSSMITrainingArguments(**values)
+    return training_arguments(tmp_path / "out", **{"max_steps": 8, **overrides})
 
 
 def all_finite(tensors) -> bool:
