@@ -266,6 +266,17 @@ class DSSMITrainer(Seq2SeqTrainer):
             self._components["train"].add(components, weight=1.0 if first_of_step else 0.0)
         return (loss, outputs) if return_outputs else loss
 
+    def training_loss_components(self) -> dict[str, float]:
+        """The training loss components summed since the last log (``loss_label``, ``loss_rationale``, ...).
+
+        Each optimizer step adds its own values, so the difference of two readings taken around a step is
+        that step's components (how :class:`~hf_cotmi.StopOnNonFiniteCallback` names what went non-finite).
+
+        Examples:
+            >>> # before = trainer.training_loss_components(); ...one step...; after - before
+        """
+        return {name: float(value) for name, value in self._components["train"].sums.items()}
+
     def _decoder_input_ids(self, labels: torch.Tensor) -> torch.Tensor:
         model = self.accelerator.unwrap_model(self.model)
         if hasattr(model, "get_base_model"):

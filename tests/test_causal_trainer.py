@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import training_arguments
 from datasets import Dataset
 from tiny_task import make_records
 from transformers import AutoModelForCausalLM, TrainerCallback
@@ -14,7 +15,6 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 from hf_cotmi import (
     DSSDataCollator,
     DSSMITrainer,
-    DSSMITrainingArguments,
     build_tiny_causal_lm,
     prepare_dss_features,
 )
@@ -23,23 +23,7 @@ ARCHITECTURES = ["llama", "qwen2", "gpt2"]
 
 
 def make_args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=8,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        learning_rate=1e-3,
-        generation_max_length=6,
-        disable_tqdm=True,
-        seed=0,
-        data_seed=0,
-    )
-    values.update(overrides)
-    return DSSMITrainingArguments(**values)
+    return training_arguments(tmp_path / "out", **overrides)
 
 
 class GradientSnapshot(TrainerCallback):

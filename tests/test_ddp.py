@@ -42,7 +42,7 @@ def runs(tmp_path_factory) -> Path:
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29533",
+            str(_free_port()),
             str(SCRIPT),
             str(tmp_path / "multi"),
             "2",
