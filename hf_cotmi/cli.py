@@ -1,9 +1,10 @@
-"""The ``hf-cotmi`` command: ``train``, ``evaluate``, ``predict`` and ``demo``.
+"""The ``hf-cotmi`` command: ``train``, ``evaluate``, ``predict``, ``demo`` and ``generate-rationales``.
 
-Every subcommand is built on ``transformers.HfArgumentParser``: ``train`` and ``demo`` accept every
-:class:`~hf_cotmi.DSSMITrainingArguments` field as a flag (``--learning-rate``, ``--mi-loss-weight``,
-``--push-to-hub``, ...) beside the model, data and evaluation options, and ``--config file.yaml`` sets any
-of them from a file (flags given on the command line win). Errors print one line and exit non-zero;
+Every subcommand parses through :mod:`hf_cotmi.command_line` (``transformers.HfArgumentParser``):
+``train`` and ``demo`` accept every :class:`~hf_cotmi.DSSMITrainingArguments` field as a flag
+(``--learning-rate``, ``--mi-loss-weight``, ``--push-to-hub``, ...) beside the model, data and evaluation
+options, and ``--config file.yaml`` sets any of them from a file (flags given on the command line win).
+Errors print one line and exit non-zero (2 for a usage error, naming the flag or the config file and key);
 ``--debug`` shows the traceback.
 
 Examples:
@@ -48,7 +49,8 @@ mutual-information loss.
 
 commands:
   demo       train a small T5 offline on a generated arithmetic task, evaluate, save (start here)
-  train      train any seq2seq student on a DSS dataset or your own data, evaluate, save, push
+  train      train any seq2seq student (or the built-in small T5) on a DSS dataset or your own
+             data, evaluate, save, push
   evaluate   accuracy, ECE and average confidence of a saved student on a split
   predict    label, rationale and confidence of a saved student for your texts
   generate-rationales  a teacher's chain-of-thought rationales for your inputs, as a training file
@@ -177,7 +179,8 @@ def _dataclasses_for(command: str) -> list[type]:
 
 
 def build_parser(command: str) -> Any:
-    """The ``HfArgumentParser`` of one subcommand (``train``, ``evaluate``, ``predict`` or ``demo``).
+    """The ``HfArgumentParser`` of one subcommand (``train``, ``evaluate``, ``predict``, ``demo`` or
+    ``generate-rationales``).
 
     Examples:
         >>> parser = build_parser("train")
