@@ -401,3 +401,26 @@ def test_generate_rationales_takes_a_config_file(tmp_path, capsys):
     assert code == 2 and "'concurrency' must be an integer; got 'many' (str)" in one_error_line(
         err, "generate-rationales"
     )
+
+
+# ------------------------------------------------------------------------------------- a diverging run
+
+DIVERGING = ["--learning-rate", "1e3", "--max-grad-norm", "0", "--optim", "sgd", "--logging-steps", "1"]
+
+
+def test_a_diverging_demo_exits_1_saves_no_model_and_prints_the_real_loss(tmp_path, capsys):
+    out = tmp_path / "diverged"
+    code, stdout, err = run(
+        capsys, "demo", "--output-dir", str(out), *SMALL_RUN, "--max-steps", "8", *DIVERGING
+    )
+    assert code == 1
+    line = one_error_line(err, "demo")
+    assert re.search(r"training stopped at step \d of 8: .*not finite \(loss_label ", line), line
+    assert not (out / "model.safetensors").exists()
+    # switched off, training goes on and the progress lines show the NaN loss as it is, never 0.0000 (no test
+    # split: a NaN student has no confidences to calibrate)
+    code, stdout, err = run(capsys, "demo", "--output-dir", str(tmp_path / "on"), *SMALL_RUN, "--max-steps", "8",
+                            *DIVERGING, "--stop-on-non-finite", "false", "--synthetic-test-size", "0")  # fmt: skip
+    assert code == 0, err
+    assert re.search(r"^  step 8/8  loss nan  label nan", stdout, re.MULTILINE), stdout
+    assert "loss 0.0000" not in stdout
