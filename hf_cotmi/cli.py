@@ -1,9 +1,10 @@
-"""The ``hf-cotmi`` command: ``train``, ``evaluate``, ``predict`` and ``demo``.
+"""The ``hf-cotmi`` command: ``train``, ``evaluate``, ``predict``, ``demo`` and ``generate-rationales``.
 
-Every subcommand is built on ``transformers.HfArgumentParser``: ``train`` and ``demo`` accept every
-:class:`~hf_cotmi.DSSMITrainingArguments` field as a flag (``--learning-rate``, ``--mi-loss-weight``,
-``--push-to-hub``, ...) beside the model, data and evaluation options, and ``--config file.yaml`` sets any
-of them from a file (flags given on the command line win). Errors print one line and exit non-zero;
+Every subcommand parses through :mod:`hf_cotmi.command_line` (``transformers.HfArgumentParser``):
+``train`` and ``demo`` accept every :class:`~hf_cotmi.DSSMITrainingArguments` field as a flag
+(``--learning-rate``, ``--mi-loss-weight``, ``--push-to-hub``, ...) beside the model, data and evaluation
+options, and ``--config file.yaml`` sets any of them from a file (flags given on the command line win).
+Errors print one line and exit non-zero (2 for a usage error, naming the flag or the config file and key);
 ``--debug`` shows the traceback.
 
 Examples:
@@ -24,10 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .command_line import CommonArguments, build_argument_parser, parse_command_line
 from .confidence import CONFIDENCE_MODES
 from .pipeline import quiet_libraries, run_evaluation, run_prediction, run_training
 from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
-from .teacher.command import generate_rationales_command
+from .teacher.command import build_generate_rationales_parser, generate_rationales_command
 
 __all__ = [
     "main",
@@ -47,7 +49,8 @@ mutual-information loss.
 
 commands:
   demo       train a small T5 offline on a generated arithmetic task, evaluate, save (start here)
-  train      train any seq2seq student on a DSS dataset or your own data, evaluate, save, push
+  train      train any seq2seq student (or the built-in small T5) on a DSS dataset or your own
+             data, evaluate, save, push
   evaluate   accuracy, ECE and average confidence of a saved student on a split
   predict    label, rationale and confidence of a saved student for your texts
   generate-rationales  a teacher's chain-of-thought rationales for your inputs, as a training file
@@ -55,22 +58,6 @@ commands:
 Run '{PROG} <command> --help' for the options of a command. Every command takes
 --config FILE.yaml (option values) and --debug (tracebacks).
 """
-
-
-@dataclass
-class CommonArguments:
-    """Options every subcommand has (``--debug``, handled before parsing, is the other one).
-
-    Examples:
-        >>> CommonArguments().config is None
-        True
-    """
-
-    config: str | None = field(
-        default=None,
-        metadata={"help": "YAML file of option values, keyed by option name (underscores or dashes); "
-                  "flags given on the command line win."},
-    )  # fmt: skip
 
 
 @dataclass
@@ -151,21 +138,11 @@ def _training_arguments_class() -> type:
     return DSSMITrainingArguments
 
 
-def _parser_class() -> type:
-    from transformers import HfArgumentParser
-
-    class Parser(HfArgumentParser):
-        """HfArgumentParser whose errors are exceptions carrying one line (no usage dump, no exit)."""
-
-        def error(self, message: str) -> None:  # type: ignore[override]
-            raise CLIUsageError(f"{message} (see {self.prog} --help)")
-
-    return Parser
-
-
 _DESCRIPTIONS = {
     "train": "Train a seq2seq student with Distilling Step-by-Step plus the MI loss, then evaluate accuracy "
-    "and calibration on the test split, save model, tokenizer and model card, and optionally push to the Hub.",
+    "and calibration on the test split, save model, tokenizer and model card, and optionally push to the Hub. "
+    "Without --model the student is a small T5 built from a config, sized by the --tiny-* options, with a "
+    "word-level tokenizer over the training texts.",
     "evaluate": "Accuracy, expected calibration error and average confidence of a saved student.",
     "predict": "Label, rationale and confidence of a saved student for each input text.",
     "demo": "Train a small T5 built in code on a generated multi-step arithmetic task with DSS + MI (offline, "
@@ -202,20 +179,22 @@ def _dataclasses_for(command: str) -> list[type]:
 
 
 def build_parser(command: str) -> Any:
-    """The ``HfArgumentParser`` of one subcommand (``train``, ``evaluate``, ``predict`` or ``demo``).
+    """The ``HfArgumentParser`` of one subcommand (``train``, ``evaluate``, ``predict``, ``demo`` or
+    ``generate-rationales``).
 
     Examples:
         >>> parser = build_parser("train")
         >>> "--mi-loss-weight" in parser.format_help() and "--use-peft" in parser.format_help()
         True
     """
-    parser = _parser_class()(
+    if command == "generate-rationales":
+        return build_generate_rationales_parser(f"{PROG} {command}")
+    parser = build_argument_parser(
         _dataclasses_for(command),
         prog=f"{PROG} {command}",
         description=_DESCRIPTIONS[command],
         epilog="--debug (a bare flag) shows the traceback of an error and library logging.",
     )
-    _bare_optional_bool_flags(parser)
     if command == "predict":
         parser.add_argument("texts", nargs="*", help="Input texts (or use --input-file).")
         # a plain switch: a bool field would take the next text as its value
@@ -223,143 +202,8 @@ def build_parser(command: str) -> Any:
     return parser
 
 
-def _bare_optional_bool_flags(parser: Any) -> None:
-    """Let ``bool | None`` fields (``--disable-tqdm``, ``--tf32``, ...) be given as a bare switch.
-
-    ``HfArgumentParser`` gives a plain ``bool`` field ``nargs="?"`` (``--use-cpu`` alone means true) but a
-    ``bool | None`` field with default ``None`` a required value, so ``--disable-tqdm --use-cpu`` fails with
-    "expected one argument". Here both kinds behave alike: alone means true, ``false``/``true`` still work,
-    and leaving the flag out keeps the ``None`` default (transformers then decides).
-    """
-    from transformers.hf_argparser import string_to_bool
-
-    for action in parser._actions:
-        if action.type is string_to_bool and action.nargs is None and action.option_strings:
-            action.nargs = "?"
-            action.const = True
-
-
-def _config_path(argv: Sequence[str]) -> str | None:
-    path = None
-    for index, token in enumerate(argv):
-        if token == "--config":
-            if index + 1 >= len(argv):
-                raise CLIUsageError("--config needs a YAML file")
-            path = argv[index + 1]
-        elif token.startswith("--config="):
-            path = token.split("=", 1)[1]
-    return path
-
-
-def _read_config(path: str, parser: Any) -> dict[str, Any]:
-    import yaml
-
-    if not os.path.isfile(path):
-        raise CLIUsageError(f"--config {path!r} does not exist or is not a file")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle)
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise CLIUsageError(f"--config {path!r} is not valid YAML{line}") from error
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise CLIUsageError(
-            f"--config {path!r} must hold a mapping of option names to values; got {type(values).__name__}"
-        )
-    from argparse import ArgumentTypeError
-
-    from transformers.hf_argparser import string_to_bool
-
-    def _typed(action: Any, key: Any, value: Any) -> Any:
-        """The value as argparse would have typed it from the command line; an error names file and key."""
-        if isinstance(value, list) and action.nargs in ("+", "*"):
-            return [_typed_one(action, key, item) for item in value]
-        return _typed_one(action, key, value)
-
-    def _typed_one(action: Any, key: Any, value: Any) -> Any:
-        kind = action.type
-        expected = {int: "an integer", float: "a number", string_to_bool: "true or false", str: "text"}.get(
-            kind, "a value"
-        )
-        if action.choices:
-            expected = f"one of {', '.join(str(c) for c in action.choices)}"
-
-        def refuse(hint: str = "") -> CLIUsageError:
-            shown = f"{value!r} ({type(value).__name__})"
-            return CLIUsageError(f"--config {path!r}: {key!r} must be {expected}; got {shown}{hint}")
-
-        if value is None:
-            if action.default is None:
-                return None
-            raise refuse()
-        if isinstance(value, str) and callable(kind):  # argparse converts strings, as on the command line
-            try:
-                value = kind(value)
-            except (ValueError, TypeError, ArgumentTypeError):
-                raise refuse() from None
-        elif isinstance(value, (list, dict)):
-            if isinstance(value, list) or action.nargs in ("+", "*") or kind in (int, float, string_to_bool):
-                raise refuse()
-            return value  # a mapping for a dict-or-JSON-text field such as lr_scheduler_kwargs
-        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise refuse()
-        elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise refuse()
-        elif kind is string_to_bool and not isinstance(value, bool):
-            raise refuse()
-        elif kind is str or action.choices:
-            raise refuse(" (quote it in the YAML file to give text)")
-        elif kind is float:
-            value = float(value)
-        if action.choices and value not in action.choices:
-            raise refuse()
-        return value
-
-    actions = {}
-    for action in parser._actions:
-        if action.dest == "help" or type(action).__name__ == "_StoreFalseAction":  # skip --no-* complements
-            continue
-        actions[action.dest] = action
-        for option in action.option_strings:  # aliases such as --model
-            actions.setdefault(option.lstrip("-").replace("-", "_"), action)
-    config: dict[str, Any] = {}
-    for key, value in values.items():
-        name = str(key).lstrip("-").replace("-", "_")
-        if name in actions:
-            name = actions[name].dest
-        else:
-            raise CLIUsageError(
-                f"--config {path!r}: unknown option {key!r} for {parser.prog} (see {parser.prog} --help)"
-            )
-        if actions[name].nargs in ("+", "*") and isinstance(value, str):
-            value = [value]
-        config[name] = _typed(actions[name], key, value)
-    return config
-
-
 def _parse(command: str, argv: Sequence[str], defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
-    parser = build_parser(command)
-    if defaults:
-        parser.set_defaults(**defaults)
-    path = _config_path(argv)
-    if path:
-        parser.set_defaults(**_read_config(path, parser))
-    try:
-        outputs = parser.parse_args_into_dataclasses(
-            args=list(argv), return_remaining_strings=True, look_for_args_file=False
-        )
-    except CLIUsageError:
-        raise
-    except (ValueError, TypeError) as error:  # a dataclass's __post_init__ check: a usage error too
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CLIUsageError(f"{first} (see {parser.prog} --help)") from error
-    *values, remaining = outputs
-    if remaining:
-        raise CLIUsageError(f"unrecognized arguments: {' '.join(remaining)} (see {parser.prog} --help)")
-    return tuple(values)
+    return parse_command_line(build_parser(command), argv, defaults)
 
 
 def _setup_logging(debug: bool) -> None:
@@ -377,12 +221,10 @@ def _setup_logging(debug: bool) -> None:
 def _train(argv: Sequence[str], debug: bool = False) -> int:
     model_args, data_args, eval_args, training_args, common = _parse("train", argv)
     _setup_logging(debug)
+    title = f"{PROG} train"
     if not model_args.model_name_or_path:
-        raise CLIUsageError(
-            "--model is required: a Hub name (e.g. google-t5/t5-small) or a local folder; "
-            "'hf-cotmi demo' trains a small model built in code"
-        )
-    run_training(model_args, data_args, eval_args, training_args, title=f"{PROG} train")
+        title += ": no --model given, so the student is a small T5 built from a config (--tiny-* options)"
+    run_training(model_args, data_args, eval_args, training_args, title=title)
     return 0
 
 

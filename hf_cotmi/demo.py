@@ -179,13 +179,6 @@ def execute_demo(
         torch.set_num_threads(demo_args.num_threads)
     _log_often_enough(training_args)
     synthetic_tiny = data_args.dataset == SYNTHETIC_TASK and not model_args.model_name_or_path
-    extra: list[str] = []
-    if synthetic_tiny:
-        from .data.synthetic import arithmetic_vocabulary
-
-        extra = arithmetic_vocabulary(
-            max_steps=data_args.synthetic_steps, max_number=data_args.synthetic_max_number
-        )
     title = "hf-cotmi demo: Distilling Step-by-Step + mutual-information loss"
     if synthetic_tiny:
         title += " on generated multi-step arithmetic word problems (offline)"
@@ -197,7 +190,6 @@ def execute_demo(
                 eval_args,
                 training_args,
                 title=title,
-                extra_vocabulary=extra,
                 print_fn=print_fn,
             )
     finally:

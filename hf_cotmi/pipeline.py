@@ -28,7 +28,7 @@ from typing import Any
 
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
-from .students import Student, load_student, peft_config
+from .students import Student, input_length_limit, load_student, peft_config
 from .tasks import SYNTHETIC_TASK, TASKS, TaskSpec, get_task
 
 logger = logging.getLogger("hf_cotmi")
@@ -51,6 +51,7 @@ __all__ = [
     "generate_texts",
     "predict_texts",
     "run_training",
+    "data_report_lines",
     "default_diagram_path",
     "run_evaluation",
     "run_prediction",
@@ -118,6 +119,8 @@ class LoadedData:
         task: the metric, ``"text"`` or ``"equation"`` (``spec.metric``).
         source: how to load the same data again (written to the sidecar file).
         spec: the task's :class:`~hf_cotmi.tasks.TaskSpec` (default: a custom spec with ``task`` as metric).
+        report: what the loader counted (:class:`~hf_cotmi.data.report.DSSLoadReport` for a DSS dataset,
+            :class:`~hf_cotmi.data.report.CoTLoadReport` for your files; None for the synthetic task).
 
     Examples:
         >>> LoadedData(splits={}, name=None, task="text", source={}).spec.name
@@ -129,6 +132,7 @@ class LoadedData:
     task: str
     source: dict[str, Any]
     spec: TaskSpec | None = None
+    report: Any = None
 
     def __post_init__(self) -> None:
         if self.spec is None:
@@ -180,12 +184,12 @@ def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[st
         "label_column": args.label_column,
         "rationale_column": args.rationale_column,
     }
-    data = load_cot_dataset(files, **columns)
+    data, report = load_cot_dataset(files, return_report=True, **columns)
     source: dict[str, Any] = {
         f"{split if split != 'valid' else 'validation'}_file": os.path.abspath(path)
         for split, path in files.items()
     }
-    return data, {**source, **columns}
+    return data, {**source, **columns}, report
 
 
 def _synthetic(args: DataArguments) -> tuple[Any, dict[str, Any]]:
@@ -201,7 +205,7 @@ def _synthetic(args: DataArguments) -> tuple[Any, dict[str, Any]]:
         max_number=args.synthetic_max_number,
     )
     options = {k: v for k, v in asdict(args).items() if k.startswith("synthetic_")}
-    return data, {"dataset": SYNTHETIC_TASK, **options}
+    return data, {"dataset": SYNTHETIC_TASK, **options}, None
 
 
 def _dss(args: DataArguments) -> tuple[Any, dict[str, Any]]:
@@ -212,8 +216,13 @@ def _dss(args: DataArguments) -> tuple[Any, dict[str, Any]]:
             f"--dataset {args.dataset} needs --data-dir: the Distilling Step-by-Step release folder "
             f"holding {args.dataset}/"
         )
-    data = load_dss_dataset(args.dataset, args.data_dir, label_source=args.label_source)  # type: ignore[arg-type]
-    return data, {"dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir)}
+    data, report = load_dss_dataset(
+        args.dataset,  # type: ignore[arg-type]
+        args.data_dir,
+        label_source=args.label_source,  # type: ignore[arg-type]
+        return_report=True,
+    )
+    return data, {"dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir)}, report
 
 
 def _pick_splits(data: Any, args: DataArguments, need_train: bool) -> dict[str, Any]:
@@ -265,12 +274,12 @@ def load_task_data(args: DataArguments, *, need_train: bool = True) -> LoadedDat
         )
     spec = task_spec(args)
     if files:
-        (data, source), name = _own_files(args, files), None
+        (data, source, report), name = _own_files(args, files), None
     elif args.dataset == SYNTHETIC_TASK:
-        (data, source), name = _synthetic(args), "synthetic-arithmetic-cot"
+        (data, source, report), name = _synthetic(args), "synthetic-arithmetic-cot"
     else:
-        (data, source), name = _dss(args), args.dataset
-    return LoadedData(_pick_splits(data, args, need_train), name, spec.metric, source, spec)
+        (data, source, report), name = _dss(args), args.dataset
+    return LoadedData(_pick_splits(data, args, need_train), name, spec.metric, source, spec, report)
 
 
 def build_features(
@@ -281,30 +290,47 @@ def build_features(
     predict_prefix: str = PREDICT_PREFIX,
     explain_prefix: str = EXPLAIN_PREFIX,
     with_rationale: bool | Collection[str] = True,
-) -> dict[str, Any]:
+    return_report: bool = False,
+) -> Any:
     """Tokenise every split into the two prefixed DSS tasks (:func:`hf_cotmi.prepare_dss_features`).
+
+    ``data_args.empty_rationale`` (``keep``, ``drop`` or ``error``) decides what happens to training
+    examples without a rationale; held-out splits keep theirs (counted), so they are evaluated whole.
 
     Args:
         data: the loaded splits.
         tokenizer: the student's tokenizer.
-        data_args: the length limits.
+        data_args: the length limits and the empty-rationale policy.
         predict_prefix: prefix of the label task.
         explain_prefix: prefix of the rationale task.
         with_rationale: keep the rationale task in every split (True), in none (False), or in the splits
             named (e.g. ``{"train"}``: held-out splits then carry the label task only).
+        return_report: also return the :class:`~hf_cotmi.data.report.FeaturesReport` of every split.
+
+    Returns:
+        Split name -> tokenised ``Dataset``; ``(that dict, FeaturesReport)`` with ``return_report``.
 
     Examples:
         >>> # features = build_features(data, tokenizer, DataArguments(dataset="synthetic"), with_rationale={"train"})
         >>> # features["train"].column_names  ->  [..., 'expl_input_ids', ..., 'rationale_labels']
     """
+    from datasets import DatasetDict
+
     from .data.features import prepare_dss_features
+    from .data.report import FeaturesReport
 
     def keeps_rationale(split: str) -> bool:
         return with_rationale if isinstance(with_rationale, bool) else split in with_rationale
 
-    return {
-        split: prepare_dss_features(
-            dataset,
+    features: dict[str, Any] = {}
+    report = FeaturesReport(
+        max_input_length=data_args.max_input_length,
+        max_label_length=data_args.max_label_length,
+        max_rationale_length=data_args.max_rationale_length,
+    )
+    for split, dataset in data.splits.items():
+        encoded, counted = prepare_dss_features(
+            DatasetDict({split: dataset}),  # so that counts and errors name the split
             tokenizer,
             max_input_length=data_args.max_input_length,
             max_label_length=data_args.max_label_length,
@@ -312,9 +338,11 @@ def build_features(
             predict_prefix=predict_prefix,
             explain_prefix=explain_prefix,
             with_rationale=keeps_rationale(split),
+            empty_rationale=data_args.empty_rationale if split == "train" else "keep",
+            return_report=True,
         )
-        for split, dataset in data.splits.items()
-    }
+        features[split], report.splits[split] = encoded[split], counted.splits[split]
+    return (features, report) if return_report else features
 
 
 # ------------------------------------------------------------------------------------------- generation
@@ -514,6 +542,89 @@ def _percent(value: float) -> str:
 
 def _vocabulary(train: Any) -> list[str]:
     return [t for row in train.select_columns(["input", "label", "rationale"]) for t in row.values() if t]
+
+
+def _built_in_vocabulary(model_args: ModelArguments, data_args: DataArguments) -> list[str]:
+    """Words the built-in tokenizer needs beyond the training texts: every number the synthetic task uses."""
+    if model_args.model_name_or_path or data_args.dataset != SYNTHETIC_TASK:
+        return []
+    from .data.synthetic import arithmetic_vocabulary
+
+    return arithmetic_vocabulary(
+        max_steps=data_args.synthetic_steps, max_number=data_args.synthetic_max_number
+    )
+
+
+@contextlib.contextmanager
+def _warnings_to(print_fn: Callable[[str], None]) -> Iterator[None]:
+    """Send ``hf_cotmi`` warnings to ``print_fn`` for a while, even under :func:`quiet_libraries`."""
+
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print_fn(f"warning: {record.getMessage()}")
+
+    handler = Forward(logging.WARNING)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(min(level or logging.WARNING, logging.WARNING))
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _resume_checkpoint(training_args: Any, print_fn: Callable[[str], None]) -> str | None:
+    """The checkpoint ``--resume_from_checkpoint`` names (``true``/``latest``: the newest complete one)."""
+    from .checkpoints import resolve_resume_checkpoint
+
+    value = training_args.resume_from_checkpoint
+    try:
+        with _warnings_to(print_fn):
+            checkpoint = resolve_resume_checkpoint(value, training_args.output_dir)
+    except (ValueError, TypeError) as error:
+        raise CLIUsageError(str(error)) from error
+    if checkpoint:
+        print_fn(f"resuming from {checkpoint}")
+    return checkpoint
+
+
+def data_report_lines(loaded: LoadedData, features_report: Any = None) -> list[str]:
+    """What the loader and the tokeniser counted, as the lines ``train`` and ``demo`` print.
+
+    One line for the loader's :class:`~hf_cotmi.data.report.DSSLoadReport` or
+    :class:`~hf_cotmi.data.report.CoTLoadReport` (none for the synthetic task), one per split of the
+    :class:`~hf_cotmi.data.report.FeaturesReport`, and a note when training rationales are missing.
+
+    Examples:
+        >>> from hf_cotmi.data.report import FeaturesReport, FeaturesSplitReport
+        >>> loaded = LoadedData(splits={}, name=None, task="text", source={})
+        >>> report = FeaturesReport({"train": FeaturesSplitReport(100, missing_rationales=67)})
+        >>> print(data_report_lines(loaded, report)[-1][:50])
+        note: 67 of 100 training rationales are missing: k
+    """
+    lines = []
+    if loaded.report is not None:
+        lines.append(f"loader counts: {loaded.report}")
+    if features_report is None:
+        return lines
+    lines.append("tokeniser counts:")
+    lines += [f"  {split}: {counts}" for split, counts in features_report.splits.items()]
+    train = features_report.splits.get("train")
+    if train is not None and (train.missing_rationales or train.dropped_rationales):
+        missing = train.missing_rationales + train.dropped_rationales
+        total = train.examples + train.dropped_rationales
+        if train.dropped_rationales:
+            what = "those examples were dropped (--empty-rationale drop)"
+        else:
+            what = (
+                "kept, with only the end-of-sequence token as target (--empty-rationale keep; drop would "
+                "remove those examples, error would stop)"
+            )
+        lines.append(f"note: {missing} of {total} training rationales are missing: {what}")
+    return lines
 
 
 def build_trainer(
@@ -759,11 +870,16 @@ def run_training(
 ) -> dict[str, Any]:
     """Train a student with DSS + MI, evaluate accuracy and calibration, show examples, save everything.
 
-    Steps: :func:`load_task_data`, :func:`~hf_cotmi.students.load_student`, :func:`build_features`,
-    :func:`build_trainer` and ``train()``, :func:`evaluate_split` on the test split (accuracy, ECE, average
-    confidence, the task's baseline, the reliability diagram), a few test inputs with their generated
-    rationale and label, then the model, tokenizer, model card (``README.md``), ``results.json`` and
-    ``hf_cotmi_config.json`` into ``output_dir``; with ``push_to_hub`` the folder goes to the Hub.
+    Steps: ``resume_from_checkpoint`` resolved (``true``/``latest``: the newest complete checkpoint in
+    ``output_dir``, see :func:`hf_cotmi.resolve_resume_checkpoint`), :func:`load_task_data`,
+    :func:`~hf_cotmi.students.load_student`, :func:`build_features`, :func:`build_trainer` and ``train()``,
+    :func:`evaluate_split` on the test split (accuracy, ECE, average confidence, the task's baseline, the
+    reliability diagram), a few test inputs with their generated rationale and label, then the model,
+    tokenizer, model card (``README.md``), ``results.json`` and ``hf_cotmi_config.json`` into
+    ``output_dir``; with ``push_to_hub`` the folder goes to the Hub. What the loader and the tokeniser
+    counted (missing rationales, truncations, unparsed outputs) is printed (:func:`data_report_lines`).
+    Without ``model_args.model_name_or_path`` the student is the small T5 its ``tiny_*`` fields describe
+    (on the synthetic task its vocabulary holds every number the task uses).
 
     Args:
         model_args: the student.
@@ -788,19 +904,24 @@ def run_training(
         print_fn = _silent
     if title:
         print_fn(title)
+    resume = _resume_checkpoint(training_args, print_fn)
     data = load_task_data(data_args)
     spec: TaskSpec = data.spec  # type: ignore[assignment]
     sizes = ", ".join(f"{split} {dataset.num_rows}" for split, dataset in data.splits.items())
     print_fn(f"data: {data.name or 'your files'} ({sizes} examples; answers compared as {spec.metric})")
-    student = load_student(model_args, _vocabulary(data.splits["train"]), extra_vocabulary=extra_vocabulary)
+    vocabulary = [*extra_vocabulary, *_built_in_vocabulary(model_args, data_args)]
+    student = load_student(model_args, _vocabulary(data.splits["train"]), extra_vocabulary=vocabulary)
     print_fn(f"student: {student.description}" + (" + LoRA adapters" if model_args.use_peft else ""))
-    features = build_features(
+    features, features_report = build_features(
         data,
         student.tokenizer,
         data_args,
         predict_prefix=training_args.predict_prefix,
         explain_prefix=training_args.explain_prefix,
+        return_report=True,
     )
+    for line in data_report_lines(data, features_report):
+        print_fn(line)
     prefix = "test" if "test" in features else "eval"
     columns = features[prefix].column_names if prefix in features else []
     try:
@@ -822,7 +943,7 @@ def run_training(
     )
     print_fn(_describe_training(training_args))
     train_started = time.monotonic()
-    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_output = trainer.train(resume_from_checkpoint=resume)
     results: dict[str, Any] = {"output_dir": training_args.output_dir}
     results["train_seconds"] = round(time.monotonic() - train_started, 1)
     trainer.save_metrics("train", train_output.metrics)
@@ -950,6 +1071,9 @@ def run_prediction(
 ) -> list[dict[str, Any]]:
     """Label, confidence and rationale of a saved student for each text (see :func:`predict_texts`).
 
+    Inputs are truncated to the ``max_input_length`` the training run saved in ``hf_cotmi_config.json``;
+    without that file, to the student's own limit (:func:`hf_cotmi.students.input_length_limit`).
+
     Examples:
         >>> # run_prediction("demo-out", ["mia has 4 pens . mia buys 3 more . ..."])[0]["label"]
     """
@@ -977,5 +1101,5 @@ def run_prediction(
         confidence=mode,
         label_candidates=candidates if mode == "candidates" else None,
         batch_size=batch_size,
-        max_input_length=sidecar.get("max_input_length"),
+        max_input_length=int(sidecar.get("max_input_length") or input_length_limit(model, tokenizer)),
     )

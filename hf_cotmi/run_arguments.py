@@ -30,7 +30,7 @@ class CLIUsageError(ValueError):
 
 @dataclass
 class ModelArguments:
-    """Which student to train: a Hub name or local path, or (demo) a small T5 built from a config.
+    """Which student to train: a Hub name or local path, or (without one) a small T5 built from a config.
 
     Examples:
         >>> ModelArguments(model_name_or_path="google-t5/t5-small", use_peft=True).lora_r
@@ -42,7 +42,8 @@ class ModelArguments:
         metadata={
             "aliases": ["--model"],
             "help": "Seq2seq student to start from: a Hub name (e.g. google-t5/t5-small) or a local folder. "
-            "The demo builds a small T5 from a config when it is not given.",
+            "Without it, train and demo build a small T5 from a config (the --tiny-* options) with a "
+            "word-level tokenizer over the training texts.",
         },
     )
     tokenizer_name_or_path: str | None = field(
@@ -122,6 +123,12 @@ class DataArguments:
     max_input_length: int = field(default=512, metadata={"help": "Token limit of the prefixed inputs."})
     max_label_length: int = field(default=64, metadata={"help": "Token limit of labels."})
     max_rationale_length: int = field(default=256, metadata={"help": "Token limit of rationales."})
+    empty_rationale: str = field(
+        default="keep",
+        metadata={"help": "Training examples without a rationale: keep (the rationale target is only the "
+                  "end-of-sequence token, as in DSS; counted), drop (removed; counted) or error (stop). "
+                  "Held-out splits keep theirs.", "choices": ["keep", "drop", "error"]},
+    )  # fmt: skip
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N training examples."}
     )

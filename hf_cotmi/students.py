@@ -19,10 +19,34 @@ from typing import Any, NamedTuple
 
 from .run_arguments import CLIUsageError, ModelArguments
 
-__all__ = ["Student", "load_student", "peft_config", "ADAPTER_CONFIG"]
+__all__ = [
+    "Student",
+    "load_student",
+    "peft_config",
+    "tokenizer_files_problem",
+    "input_length_limit",
+    "ADAPTER_CONFIG",
+    "DEFAULT_INPUT_LENGTH_LIMIT",
+]
 
 ADAPTER_CONFIG = "adapter_config.json"
 """The file peft writes into a folder of LoRA adapters (how a saved adapter student is recognised)."""
+
+DEFAULT_INPUT_LENGTH_LIMIT = 512
+"""Token limit of an input when neither the tokenizer nor the model config gives a usable one (T5's)."""
+
+# Above this a tokenizer's model_max_length is a "no limit" placeholder (transformers uses 1e30).
+_SANE_LENGTH_LIMIT = 1_000_000
+# Vocabulary files that each make a tokenizer on their own, when tokenizer_config.json names no class.
+_VOCABULARY_FILES = (
+    "tokenizer.json",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+    "sentencepiece.model",
+    "spm.model",
+    "vocab.txt",
+)
 
 
 class Student(NamedTuple):
@@ -48,12 +72,114 @@ def _load_error(what: str, name: str, error: Exception) -> CLIUsageError:
     return CLIUsageError(f"could not load the {what} {name!r}: {where} ({first})")
 
 
+def _tokenizer_class_files(folder: str) -> tuple[str, dict[str, str]] | None:
+    """The class ``tokenizer_config.json`` names and its vocabulary files, or None when it names none."""
+    import json
+
+    import transformers
+
+    try:
+        with open(os.path.join(folder, "tokenizer_config.json"), encoding="utf-8") as handle:
+            name = json.load(handle).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str):
+        return None
+    kind = getattr(transformers, name, None) or getattr(transformers, name.removesuffix("Fast"), None)
+    names = getattr(kind, "vocab_files_names", None)
+    return (name, dict(names)) if isinstance(names, dict) else None
+
+
+def tokenizer_files_problem(folder: str | os.PathLike[str]) -> str | None:
+    """What a local student folder lacks to make a usable tokenizer, or None when it has it.
+
+    A folder without vocabulary files is not refused by transformers: it builds a tokenizer with an empty
+    vocabulary from the model type, which turns every word into the unknown token (empty predictions,
+    accuracy 0). Usable means ``tokenizer.json``; or, when ``tokenizer_config.json`` names a tokenizer class,
+    that class's vocabulary files (``spiece.model`` for T5, ``vocab.json`` and ``merges.txt`` for BPE) or none
+    for byte-level classes such as ByT5's; otherwise one of ``spiece.model``, ``tokenizer.model``,
+    ``sentencepiece.bpe.model``, ``sentencepiece.model``, ``spm.model``, ``vocab.txt``, or ``vocab.json`` with
+    ``merges.txt``.
+
+    Args:
+        folder: a local folder (a Hub name is not checked: the Hub provides its files).
+
+    Returns:
+        A phrase naming the folder and the files expected, or None.
+
+    Examples:
+        >>> import tempfile
+        >>> "no tokenizer files (expected tokenizer.json" in tokenizer_files_problem(tempfile.mkdtemp())
+        True
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return None
+
+    def present(name: str) -> bool:
+        return os.path.isfile(os.path.join(folder, name))
+
+    if present("tokenizer.json"):
+        return None
+    named = _tokenizer_class_files(folder)
+    if named is not None:
+        kind, files = named
+        vocabulary = [f for key, f in files.items() if key not in ("tokenizer_file", "tokenizer_config_file")]
+        if not files or (vocabulary and all(present(f) for f in vocabulary)):
+            return None  # a byte-level tokenizer needs no vocabulary file
+        wanted = " and ".join(vocabulary)
+        expected = f"tokenizer.json or {wanted}" if wanted else "tokenizer.json"
+        return f"{folder!r}: no tokenizer files for its {kind} (expected {expected})"
+    if any(present(name) for name in _VOCABULARY_FILES) or (present("vocab.json") and present("merges.txt")):
+        return None
+    others = ", ".join(_VOCABULARY_FILES[1:])
+    return (
+        f"{folder!r}: no tokenizer files (expected tokenizer.json, or a vocabulary file such as {others}, "
+        "or vocab.json with merges.txt)"
+    )
+
+
+def input_length_limit(model: Any, tokenizer: Any, default: int = DEFAULT_INPUT_LENGTH_LIMIT) -> int:
+    """The longest input, in tokens, a student takes: where ``predict`` truncates without a sidecar file.
+
+    The tokenizer's ``model_max_length`` when it is a real limit (transformers puts 1e30 there for "none"),
+    else the model config's ``max_position_embeddings`` (or ``n_positions``, ``max_seq_len``), else
+    ``default`` (:data:`DEFAULT_INPUT_LENGTH_LIMIT`, 512: T5 has relative positions and no limit of its own).
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> config = SimpleNamespace(max_position_embeddings=1024)
+        >>> input_length_limit(SimpleNamespace(config=config), SimpleNamespace(model_max_length=int(1e30)))
+        1024
+        >>> input_length_limit(SimpleNamespace(config=config), SimpleNamespace(model_max_length=256))
+        256
+        >>> input_length_limit(SimpleNamespace(config=SimpleNamespace()), SimpleNamespace())
+        512
+    """
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit <= _SANE_LENGTH_LIMIT:
+        return limit
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and 0 < value <= _SANE_LENGTH_LIMIT:
+            return value
+    return default
+
+
 def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[Any, Any]:
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     if os.path.isfile(name):
         raise CLIUsageError(
             f"--model {name!r} is a file; expected a model folder (e.g. one a training run saved) or a Hub name"
+        )
+    problem = tokenizer_files_problem(tokenizer_name)
+    if problem:
+        option = "--model" if tokenizer_name == name else "--tokenizer-name-or-path"
+        raise CLIUsageError(
+            f"{option} {problem}: transformers would build a tokenizer with an empty vocabulary; save the "
+            "tokenizer into the folder (tokenizer.save_pretrained) or copy the base model's tokenizer files there"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
@@ -126,7 +252,8 @@ def load_student(
         A :class:`Student` ``(model, tokenizer, description)``.
 
     Raises:
-        CLIUsageError: the model or tokenizer cannot be loaded, or ``source`` is a file.
+        CLIUsageError: the model or tokenizer cannot be loaded, a local folder holds no tokenizer files
+            (:func:`tokenizer_files_problem`), or ``source`` is a file.
 
     Examples:
         >>> model, tokenizer, text = load_student(texts=["tom has 3 apples"], tiny_d_model=16)

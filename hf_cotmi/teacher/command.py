@@ -113,22 +113,18 @@ class GenerateRationalesArguments:
 
 
 def build_generate_rationales_parser(prog: str = "hf-cotmi generate-rationales") -> Any:
-    """The ``HfArgumentParser`` of the command; its errors raise ``CLIUsageError`` (one line).
+    """The command's parser, built as every ``hf-cotmi`` command's is: one-line ``CLIUsageError`` errors,
+    ``--config FILE.yaml`` (see :func:`hf_cotmi.command_line.parse_command_line`).
 
     Examples:
-        >>> "--num-samples" in build_generate_rationales_parser().format_help()
+        >>> help_text = build_generate_rationales_parser().format_help()
+        >>> "--num-samples" in help_text and "--config" in help_text
         True
     """
-    from transformers import HfArgumentParser
+    from ..command_line import CommonArguments, build_argument_parser
 
-    from ..run_arguments import CLIUsageError
-
-    class Parser(HfArgumentParser):
-        def error(self, message: str) -> None:  # type: ignore[override]
-            raise CLIUsageError(f"{message} (see {self.prog} --help)")
-
-    return Parser(
-        [GenerateRationalesArguments],
+    return build_argument_parser(
+        [GenerateRationalesArguments, CommonArguments],
         prog=prog,
         description=DESCRIPTION,
         epilog="--debug (a bare flag) shows the traceback of an error and library logging.",
@@ -136,14 +132,10 @@ def build_generate_rationales_parser(prog: str = "hf-cotmi generate-rationales")
 
 
 def _parse(argv: Sequence[str]) -> GenerateRationalesArguments:
+    from ..command_line import parse_command_line
     from ..run_arguments import CLIUsageError
 
-    parser = build_generate_rationales_parser()
-    (args, remaining) = parser.parse_args_into_dataclasses(
-        args=list(argv), return_remaining_strings=True, look_for_args_file=False
-    )
-    if remaining:
-        raise CLIUsageError(f"unrecognized arguments: {' '.join(remaining)} (see {parser.prog} --help)")
+    args, _ = parse_command_line(build_generate_rationales_parser(), argv)
     if not args.input_file or not args.output_file:
         raise CLIUsageError("--input-file and --output-file are required")
     if bool(args.base_url) == bool(args.teacher_model):

@@ -1,0 +1,256 @@
+"""Parsing a command line into argument dataclasses, the same way for every ``hf-cotmi`` command.
+
+:func:`build_argument_parser` makes a ``transformers.HfArgumentParser`` whose errors are one-line
+:class:`~hf_cotmi.run_arguments.CLIUsageError` exceptions (no usage dump, no exit) and whose optional booleans
+work as bare switches; :func:`parse_command_line` parses with ``--config FILE.yaml`` (option values from a
+file, typed and checked as on the command line; flags given on the command line win) and turns a
+dataclass's own check (``__post_init__``) into a usage error naming the flag or the config file and key.
+:mod:`hf_cotmi.cli` and :mod:`hf_cotmi.teacher.command` both parse through here.
+
+Examples:
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Options:
+    ...     steps: int = 1
+    >>> parser = build_argument_parser([Options, CommonArguments], prog="tool")
+    >>> parse_command_line(parser, ["--steps", "3"])[0].steps
+    3
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .run_arguments import CLIUsageError
+
+__all__ = ["CommonArguments", "build_argument_parser", "parse_command_line"]
+
+
+@dataclass
+class CommonArguments:
+    """Options every command has (``--debug``, handled before parsing, is the other one).
+
+    Examples:
+        >>> CommonArguments().config is None
+        True
+    """
+
+    config: str | None = field(
+        default=None,
+        metadata={"help": "YAML file of option values, keyed by option name (underscores or dashes); "
+                  "flags given on the command line win."},
+    )  # fmt: skip
+
+
+def build_argument_parser(
+    dataclasses: Sequence[type], *, prog: str, description: str | None = None, epilog: str | None = None
+) -> Any:
+    """An ``HfArgumentParser`` of ``dataclasses`` with one-line errors and bare boolean switches.
+
+    Add :class:`CommonArguments` to ``dataclasses`` for ``--config`` to show in ``--help``.
+
+    Examples:
+        >>> parser = build_argument_parser([CommonArguments], prog="tool")
+        >>> "--config" in parser.format_help()
+        True
+    """
+    parser = _parser_class()(list(dataclasses), prog=prog, description=description, epilog=epilog)
+    _bare_optional_bool_flags(parser)
+    return parser
+
+
+def _parser_class() -> type:
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        """HfArgumentParser whose errors are exceptions carrying one line (no usage dump, no exit)."""
+
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise CLIUsageError(f"{message} (see {self.prog} --help)")
+
+    return Parser
+
+
+def _bare_optional_bool_flags(parser: Any) -> None:
+    """Let ``bool | None`` fields (``--disable-tqdm``, ``--tf32``, ...) be given as a bare switch.
+
+    ``HfArgumentParser`` gives a plain ``bool`` field ``nargs="?"`` (``--use-cpu`` alone means true) but a
+    ``bool | None`` field with default ``None`` a required value, so ``--disable-tqdm --use-cpu`` fails with
+    "expected one argument". Here both kinds behave alike: alone means true, ``false``/``true`` still work,
+    and leaving the flag out keeps the ``None`` default (transformers then decides).
+    """
+    from transformers.hf_argparser import string_to_bool
+
+    for action in parser._actions:
+        if action.type is string_to_bool and action.nargs is None and action.option_strings:
+            action.nargs = "?"
+            action.const = True
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+    path = None
+    for index, token in enumerate(argv):
+        if token == "--config":
+            if index + 1 >= len(argv):
+                raise CLIUsageError("--config needs a YAML file")
+            path = argv[index + 1]
+        elif token.startswith("--config="):
+            path = token.split("=", 1)[1]
+    return path
+
+
+def _read_config(path: str, parser: Any) -> dict[str, Any]:
+    import yaml
+
+    if not os.path.isfile(path):
+        raise CLIUsageError(f"--config {path!r} does not exist or is not a file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise CLIUsageError(f"--config {path!r} is not valid YAML{line}") from error
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise CLIUsageError(
+            f"--config {path!r} must hold a mapping of option names to values; got {type(values).__name__}"
+        )
+    from argparse import ArgumentTypeError
+
+    from transformers.hf_argparser import string_to_bool
+
+    def _typed(action: Any, key: Any, value: Any) -> Any:
+        """The value as argparse would have typed it from the command line; an error names file and key."""
+        if isinstance(value, list) and action.nargs in ("+", "*"):
+            return [_typed_one(action, key, item) for item in value]
+        return _typed_one(action, key, value)
+
+    def _typed_one(action: Any, key: Any, value: Any) -> Any:
+        kind = action.type
+        expected = {int: "an integer", float: "a number", string_to_bool: "true or false", str: "text"}.get(
+            kind, "a value"
+        )
+        if action.choices:
+            expected = f"one of {', '.join(str(c) for c in action.choices)}"
+
+        def refuse(hint: str = "") -> CLIUsageError:
+            shown = f"{value!r} ({type(value).__name__})"
+            return CLIUsageError(f"--config {path!r}: {key!r} must be {expected}; got {shown}{hint}")
+
+        if value is None:
+            if action.default is None:
+                return None
+            raise refuse()
+        if isinstance(value, str) and callable(kind):  # argparse converts strings, as on the command line
+            try:
+                value = kind(value)
+            except (ValueError, TypeError, ArgumentTypeError):
+                raise refuse() from None
+        elif isinstance(value, (list, dict)):
+            if isinstance(value, list) or action.nargs in ("+", "*") or kind in (int, float, string_to_bool):
+                raise refuse()
+            return value  # a mapping for a dict-or-JSON-text field such as lr_scheduler_kwargs
+        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise refuse()
+        elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise refuse()
+        elif kind is string_to_bool and not isinstance(value, bool):
+            raise refuse()
+        elif kind is str or action.choices:
+            raise refuse(" (quote it in the YAML file to give text)")
+        elif kind is float:
+            value = float(value)
+        if action.choices and value not in action.choices:
+            raise refuse()
+        return value
+
+    actions = {}
+    for action in parser._actions:
+        if action.dest == "help" or type(action).__name__ == "_StoreFalseAction":  # skip --no-* complements
+            continue
+        actions[action.dest] = action
+        for option in action.option_strings:  # aliases such as --model
+            actions.setdefault(option.lstrip("-").replace("-", "_"), action)
+    config: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name in actions:
+            name = actions[name].dest
+        else:
+            raise CLIUsageError(
+                f"--config {path!r}: unknown option {key!r} for {parser.prog} (see {parser.prog} --help)"
+            )
+        if actions[name].nargs in ("+", "*") and isinstance(value, str):
+            value = [value]
+        config[name] = _typed(actions[name], key, value)
+    return config
+
+
+def parse_command_line(
+    parser: Any, argv: Sequence[str], defaults: dict[str, Any] | None = None
+) -> tuple[Any, ...]:
+    """Parse ``argv`` into the parser's dataclasses, reading ``--config FILE.yaml`` first.
+
+    Args:
+        parser: from :func:`build_argument_parser` (or ``HfArgumentParser`` with one-line errors).
+        argv: the arguments.
+        defaults: option values that replace the dataclasses' defaults (a config file and flags win).
+
+    Returns:
+        One instance per dataclass, then the namespace of any extra ``argparse`` arguments.
+
+    Raises:
+        CLIUsageError: an unknown option, a bad value, a config file that is missing, not YAML or holds an
+            unknown key or a value of the wrong type, or a value a dataclass's check refuses (the message
+            names ``argument --flag`` or ``--config 'file', key 'name'`` where it can tell).
+
+    Examples:
+        >>> parser = build_argument_parser([CommonArguments], prog="tool")
+        >>> parse_command_line(parser, [])[0].config is None
+        True
+    """
+    if defaults:
+        parser.set_defaults(**defaults)
+    path = _config_path(argv)
+    from_config: dict[str, Any] = _read_config(path, parser) if path else {}
+    parser.set_defaults(**from_config)
+    try:
+        outputs = parser.parse_args_into_dataclasses(
+            args=list(argv), return_remaining_strings=True, look_for_args_file=False
+        )
+    except CLIUsageError:
+        raise
+    except (ValueError, TypeError) as error:  # a dataclass's __post_init__ check: a usage error too
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        where = _where_given(first, parser, argv, (path, set(from_config)) if path else None)
+        raise CLIUsageError(f"{where}{first} (see {parser.prog} --help)") from error
+    *values, remaining = outputs
+    if remaining:
+        raise CLIUsageError(f"unrecognized arguments: {' '.join(remaining)} (see {parser.prog} --help)")
+    return tuple(values)
+
+
+def _where_given(message: str, parser: Any, argv: Sequence[str], config: tuple[str, set[str]] | None) -> str:
+    """``"argument --flag: "`` or ``"--config 'file', key 'name': "`` for the option a check's message names.
+
+    The option is the first field name the message starts with (``max_steps must be ...``,
+    ``fp16=True cannot ...``); nothing when it names none or the value is a default.
+    """
+    match = re.match(r"\w+", message)
+    actions = {action.dest: action for action in parser._actions}
+    if match is None or match.group(0) not in actions or message[match.end() :].startswith(","):
+        return ""  # no option named, or several (``a, b and c are all 0``)
+    action = actions[match.group(0)]
+    for token in reversed(argv):  # the last one given is the one argparse kept
+        option = token.split("=", 1)[0]
+        if option in action.option_strings:
+            return f"argument {option}: "
+    if config and action.dest in config[1]:
+        return f"--config {config[0]!r}, key {action.dest!r}: "
+    return ""
