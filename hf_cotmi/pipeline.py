@@ -281,6 +281,7 @@ def build_features(
     predict_prefix: str = PREDICT_PREFIX,
     explain_prefix: str = EXPLAIN_PREFIX,
     with_rationale: bool | Collection[str] = True,
+    model: Any = None,
 ) -> dict[str, Any]:
     """Tokenise every split into the two prefixed DSS tasks (:func:`hf_cotmi.prepare_dss_features`).
 
@@ -292,6 +293,8 @@ def build_features(
         explain_prefix: prefix of the rationale task.
         with_rationale: keep the rationale task in every split (True), in none (False), or in the splits
             named (e.g. ``{"train"}``: held-out splits then carry the label task only).
+        model: the student, passed on as ``prepare_dss_features(..., model=model)`` when given (its config
+            picks the seq2seq or causal layout); left out when ``None``.
 
     Examples:
         >>> # features = build_features(data, tokenizer, DataArguments(dataset="synthetic"), with_rationale={"train"})
@@ -301,6 +304,8 @@ def build_features(
 
     def keeps_rationale(split: str) -> bool:
         return with_rationale if isinstance(with_rationale, bool) else split in with_rationale
+
+    layout: dict[str, Any] = {"model": model} if model is not None else {}
 
     return {
         split: prepare_dss_features(
@@ -312,6 +317,7 @@ def build_features(
             predict_prefix=predict_prefix,
             explain_prefix=explain_prefix,
             with_rationale=keeps_rationale(split),
+            **layout,
         )
         for split, dataset in data.splits.items()
     }
