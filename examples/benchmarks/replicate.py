@@ -742,10 +742,11 @@ def test_phase(trainer: Any, method: Method, sweep: Sweep, test: Any, raw_test: 
                 num_beams=options.training.generation_num_beams or 1,
                 is_correct=is_correct,
             )
-    except (AttributeError, NotImplementedError, TypeError) as error:
+    except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
         if not is_causal(model):
             raise
-        # label_confidences may not serve decoder-only students yet: accuracy stands, confidence is missing
+        # label_confidences may not serve decoder-only students yet (it runs an encoder): accuracy stands,
+        # the confidence is recorded as missing, with the reason, and left out of the ECE means
         logger.warning("no confidence for this causal student (%s): ECE not measured", error)
         record.update(
             test_ece=None,
