@@ -603,6 +603,10 @@ def evaluate_split(
 ) -> tuple[dict[str, float], float, str | None]:
     """Evaluate one split: accuracy, ECE and confidence, the task's baseline, and the reliability diagram.
 
+    In candidates mode the metrics also hold ``{prefix}_choice_accuracy``, the accuracy of the most likely
+    candidate (for a multiple-choice task: choice ranking), beside ``{prefix}_accuracy`` (the generated
+    label's); the ECE is computed against the correctness of that candidate, the one the confidence is for.
+
     Args:
         trainer: a trainer from :func:`build_trainer`.
         features: the tokenised split.
@@ -618,6 +622,10 @@ def evaluate_split(
     """
     print_fn(f"evaluating on {features.num_rows} {prefix} examples ...")
     metrics = trainer.evaluate(features, metric_key_prefix=prefix)
+    confidences = _ece_callback(trainer).last_results.get(prefix)
+    if confidences is not None and confidences.mode == "candidates":
+        # the arg-max candidate's accuracy: what the candidates confidence (and so the ECE) belongs to
+        metrics[f"{prefix}_choice_accuracy"] = float(confidences.accuracy)
     trainer.save_metrics(prefix, metrics)
     baseline = spec.baseline_accuracy(train, test)
     mode = _ece_callback(trainer).mode
@@ -626,7 +634,12 @@ def evaluate_split(
         f"({spec.baseline_description}: {_percent(baseline)}), ECE {metrics.get(f'{prefix}_ece', float('nan')):.3f}, "
         f"average confidence {metrics.get(f'{prefix}_avg_confidence', float('nan')):.3f} ({mode} confidence)"
     )
-    result = _ece_callback(trainer).last_results.get(prefix)
+    if f"{prefix}_choice_accuracy" in metrics:
+        print_fn(
+            f"{prefix}: choice-ranking accuracy {_percent(metrics[f'{prefix}_choice_accuracy'])} (the most likely "
+            "candidate's; the ECE is measured against its correctness, the generated label's accuracy is above)"
+        )
+    result = confidences
     diagram = None
     if result is not None and diagram_path and trainer.is_world_process_zero():
         from .plotting import save_reliability_diagram

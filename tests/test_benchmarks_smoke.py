@@ -195,6 +195,7 @@ def _smoke(replicate, out: Path, *extra: str) -> dict:
     )
 
 
+@pytest.mark.slow
 def test_new_methods_run_with_their_loss_settings(tmp_path: Path) -> None:
     replicate = _load("replicate")
     out = tmp_path / "new"
@@ -242,6 +243,7 @@ def test_single_task_order_is_part_of_the_protocol(tmp_path: Path) -> None:
         _smoke(replicate, out, "--methods", "single_task", "--max-steps", "1")
 
 
+@pytest.mark.slow
 def test_train_fractions_run_every_method_at_each_size_and_resume(tmp_path: Path) -> None:
     replicate = _load("replicate")
     out = tmp_path / "sizes"
@@ -358,9 +360,9 @@ def test_a_causal_student_folder_loads_as_a_causal_lm(tmp_path: Path) -> None:
     config = GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=len(tokenizer))
     GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
     tokenizer.save_pretrained(tmp_path / "gpt2")
-    model, _ = replicate.load_student(str(tmp_path / "gpt2"), [])
+    model, _ = replicate.make_student(str(tmp_path / "gpt2"), [])
     assert type(model).__name__ == "GPT2LMHeadModel" and replicate.is_causal(model)
-    seq2seq, _ = replicate.load_student("tiny", ["a b c"])
+    seq2seq, _ = replicate.make_student("tiny", ["a b c"])
     assert not replicate.is_causal(seq2seq)
 
 
@@ -393,8 +395,10 @@ def test_teacher_labels_train_and_gold_labels_test(tmp_path: Path) -> None:
     common = ["--dataset", "esnli", "--data-dir", str(DSS_DATA), "--train-split", "valid", "--train-size", "300",
               "--valid-size", "50", "--test-size", "50", "--student", "tiny",
               "--output-dir", str(tmp_path)]  # fmt: skip
-    gold, _, _ = replicate.load_splits(replicate.parse_args(common))
-    teacher, _, description = replicate.load_splits(replicate.parse_args([*common, "--label-source", "llm"]))
+    gold, _, _ = replicate.select_splits(replicate.parse_args(common))
+    teacher, _, description = replicate.select_splits(
+        replicate.parse_args([*common, "--label-source", "llm"])
+    )
     release = load_dss_dataset("esnli", DSS_DATA)
     llm_of = dict(zip(release["valid"]["input"], release["valid"]["llm_label"]))
     gold_of = dict(zip(release["valid"]["input"], release["valid"]["label"]))

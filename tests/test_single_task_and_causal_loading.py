@@ -75,3 +75,29 @@ def test_load_student_detects_a_causal_folder_and_keeps_seq2seq(tmp_path: Path) 
     adapters.mkdir()
     (adapters / "adapter_config.json").write_text(json.dumps({"task_type": "CAUSAL_LM"}))
     assert is_causal_folder(str(adapters))
+
+
+def test_evaluate_split_reports_choice_ranking_beside_generated_accuracy(tiny_student_dir, tmp_path) -> None:
+    from conftest import training_arguments
+
+    from hf_cotmi.pipeline import DataArguments, EvaluationArguments, ModelArguments, run_training
+
+    printed: list[str] = []
+    labels = ",".join(str(n) for n in range(40))
+    results = run_training(
+        ModelArguments(model_name_or_path=tiny_student_dir),
+        DataArguments(
+            dataset="synthetic", synthetic_train_size=8, synthetic_test_size=6, max_input_length=64
+        ),
+        EvaluationArguments(label_candidates=labels, num_examples_to_show=0),
+        training_arguments(tmp_path / "out", max_steps=1, generation_max_length=4),
+        print_fn=printed.append,
+    )
+    metrics = results["metrics"]
+    confidences = results["trainer"].callback_handler.callbacks
+    last = next(c for c in confidences if hasattr(c, "last_results")).last_results["test"]
+    assert metrics["test_choice_accuracy"] == pytest.approx(float(last.correct.mean()))
+    assert metrics["test_ece"] == pytest.approx(last.ece(10))  # measured against the chosen candidate
+    assert any(line.startswith("test: choice-ranking accuracy") for line in printed), printed
+    saved = json.loads((tmp_path / "out" / "test_results.json").read_text())
+    assert saved["test_choice_accuracy"] == metrics["test_choice_accuracy"]

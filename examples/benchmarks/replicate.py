@@ -330,8 +330,10 @@ def use_teacher_labels(train: Any) -> tuple[Any, int]:
     return kept.map(lambda label: {"label": label}, input_columns="llm_label"), missing
 
 
-def load_splits(options: Options) -> tuple[Any, dict[str, Any]]:
-    """Load (with :func:`hf_cotmi.pipeline.load_task_data`) and subsample train / valid / test.
+def select_splits(options: Options) -> tuple[Any, Any, dict[str, Any]]:
+    """The benchmark's train / valid / test: the package's loader (:func:`hf_cotmi.pipeline.load_task_data`),
+    then the protocol's selection: the validation set carved from training data when there is no separate
+    one, subsampling with ``--data-seed``, and teacher labels on the training examples.
 
     Returns the splits, the task spec and a description of the data for the protocol.
     """
@@ -415,7 +417,7 @@ def _vocabulary(data: Any) -> list[str]:
     return texts
 
 
-def load_student(name: str, texts: Sequence[str], seed: int = 0) -> tuple[Any, Any]:
+def make_student(name: str, texts: Sequence[str], seed: int = 0) -> tuple[Any, Any]:
     """The student: :func:`hf_cotmi.students.load_student` (a folder or Hub name, seq2seq or causal, or the
     built-in tiny T5 for ``tiny``), or the package's tiny Llama for ``tiny-causal``."""
     from hf_cotmi.run_arguments import ModelArguments
@@ -453,7 +455,7 @@ def single_task_splits(data: Any, order: str) -> Any:
     return DatasetDict({**data, "train": train})
 
 
-def tokenise(
+def method_features(
     data: Any, tokenizer: Any, options: Options, *, model: Any = None, single_task: bool = False
 ) -> Any:
     """DSS features (:func:`hf_cotmi.pipeline.build_features`): train keeps the rationale task; valid and
@@ -657,7 +659,7 @@ class Sweep:
         kind = "single_task" if method.single_target else "dss"
         if kind not in self.features:
             model, tokenizer = self.student_loader()
-            self.features[kind] = tokenise(
+            self.features[kind] = method_features(
                 self.data, tokenizer, self.options, model=model, single_task=method.single_target
             )
         return self.features[kind]
@@ -1292,14 +1294,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if options.run.report_only:
             summary = report_only(options, out)
         else:
-            data, spec, description = load_splits(options)
+            data, spec, description = select_splits(options)
             settings = protocol(options, description)
             settings["task"] = spec.metric
             check_protocol(out, settings, options.run.force)
             texts = _vocabulary(data)
 
             def student_loader() -> tuple[Any, Any]:
-                return load_student(options.run.student, texts)
+                return make_student(options.run.student, texts)
 
             sweep = Sweep(options, spec, data, student_loader)
             sweep_start = time.perf_counter()

@@ -92,7 +92,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return Options(data, run)
 
 
-def load_data(args: Options) -> tuple[Any, Any]:
+def timed_data(args: Options) -> tuple[Any, Any]:
     """Training and evaluation text sets (training: enough examples for warmup + timed steps), loaded with
     :func:`hf_cotmi.pipeline.load_task_data`."""
     from hf_cotmi.pipeline import load_task_data
@@ -109,7 +109,7 @@ def load_data(args: Options) -> tuple[Any, Any]:
     return train, evaluation
 
 
-def load_student(name: str, texts: Sequence[str]) -> tuple[Any, Any]:
+def make_student(name: str, texts: Sequence[str]) -> tuple[Any, Any]:
     """:func:`hf_cotmi.students.load_student`: a folder or Hub name, or the built-in tiny T5 for ``tiny``."""
     from hf_cotmi.data.synthetic import arithmetic_vocabulary
     from hf_cotmi.run_arguments import ModelArguments
@@ -195,11 +195,11 @@ def measure(args: Options) -> dict[str, Any]:
 
     from hf_cotmi import DSSDataCollator, DSSMITrainer, DSSMITrainingArguments, prepare_dss_features
 
-    train_text, eval_text = load_data(args)
+    train_text, eval_text = timed_data(args)
     texts = [
         t for split in (train_text, eval_text) for c in ("input", "label", "rationale") for t in split[c]
     ]
-    model, tokenizer = load_student(args.student, texts)
+    model, tokenizer = make_student(args.student, texts)
     initial_state = copy.deepcopy(model.state_dict())
     lengths = dict(
         max_input_length=args.max_input_length,
