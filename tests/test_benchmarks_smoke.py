@@ -425,3 +425,19 @@ def test_multiple_choice_reports_generated_and_choice_ranking_accuracy(tmp_path:
     assert 0.0 <= run["test_choice_accuracy"] <= 1.0 and 0.0 <= run["test_accuracy"] <= 1.0
     assert results["summary"]["dss"]["choice_accuracy_mean"] == run["test_choice_accuracy"]
     assert "choice-ranking accuracy (%)" in (out / "results.md").read_text()
+
+
+def test_the_documented_command_gives_the_committed_protocol() -> None:
+    # a folder written by the earlier replicate.py (its protocol.json) is continued, not refused
+    replicate = _load("replicate")
+    stored = json.loads((ASSETS / "esnli-minilm-cpu" / "results.json").read_text())["protocol"]
+    options = replicate.parse_args(
+        ["--dataset", "esnli", "--data-dir", "unused", "--train-split", "valid", "--train-size", "4000",
+         "--valid-size", "200", "--test-size", "500", "--student", "/work/bench_runs/student",
+         "--max-input-length", "128", "--max-rationale-length", "48", "--max-steps", "1200", "--eval-steps", "100",
+         "--patience", "2", "--patience-start", "700", "--batch-size", "8", "--learning-rate", "1.5e-4",
+         "--warmup-steps", "50", "--seeds", "0", "1", "2", "--threads", "1", "--output-dir", "unused"]
+    )  # fmt: skip
+    settings = replicate.protocol(options, stored["data"])
+    settings["task"] = "text"
+    assert settings == stored
