@@ -1284,37 +1284,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
+    import transformers
 
-    from hf_cotmi.pipeline import quiet_libraries
-
+    # transformers' warnings off; hf_cotmi's stay on (a loader's counts of what it skipped are reported)
+    transformers.logging.set_verbosity_error()
     if options.run.threads:
         torch.set_num_threads(options.run.threads)
     out = Path(options.training.output_dir)
-    with quiet_libraries():
-        if options.run.report_only:
-            summary = report_only(options, out)
-        else:
-            data, spec, description = select_splits(options)
-            settings = protocol(options, description)
-            settings["task"] = spec.metric
-            check_protocol(out, settings, options.run.force)
-            texts = _vocabulary(data)
+    if options.run.report_only:
+        summary = report_only(options, out)
+        print((out / "results.md").read_text(), flush=True)
+        return summary
+    data, spec, description = select_splits(options)
+    settings = protocol(options, description)
+    settings["task"] = spec.metric
+    check_protocol(out, settings, options.run.force)
+    texts = _vocabulary(data)
 
-            def student_loader() -> tuple[Any, Any]:
-                return make_student(options.run.student, texts)
+    def student_loader() -> tuple[Any, Any]:
+        return make_student(options.run.student, texts)
 
-            sweep = Sweep(options, spec, data, student_loader)
-            sweep_start = time.perf_counter()
-            records = run_sweep(sweep, out)
-            print(f"sweep sitting took {(time.perf_counter() - sweep_start) / 60:.1f} min", flush=True)
-            summary = write_report(
-                out, records, options.methods, options.run.seeds, settings, options.run.train_fractions
-            )
-            settings_for_print = settings
+    sweep = Sweep(options, spec, data, student_loader)
+    sweep_start = time.perf_counter()
+    records = run_sweep(sweep, out)
+    print(f"sweep sitting took {(time.perf_counter() - sweep_start) / 60:.1f} min", flush=True)
+    summary = write_report(
+        out, records, options.methods, options.run.seeds, settings, options.run.train_fractions
+    )
     print((out / "results.md").read_text(), flush=True)
-    if not options.run.report_only:
-        fingerprint = hashlib.sha1(json.dumps(settings_for_print, sort_keys=True).encode()).hexdigest()[:8]
-        print(f"wrote {out / 'results.json'} (protocol {fingerprint})", flush=True)
+    fingerprint = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    print(f"wrote {out / 'results.json'} (protocol {fingerprint})", flush=True)
     return summary
 
 
