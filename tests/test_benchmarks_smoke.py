@@ -368,6 +368,8 @@ def test_a_causal_student_folder_loads_as_a_causal_lm(tmp_path: Path) -> None:
 
 def test_old_flag_spellings_still_set_the_options(tmp_path: Path) -> None:
     replicate = _load("replicate")
+    with pytest.raises(SystemExit):  # no default output folder: the flag is required, as it was
+        replicate.parse_args(["--smoke"])
     options = replicate.parse_args(
         ["--student", "tiny", "--dataset", "synthetic", "--output-dir", str(tmp_path), "--batch-size", "4",
          "--eval-batch-size", "5", "--lr-scheduler", "constant", "--data-seed", "7", "--valid-split", "dev",

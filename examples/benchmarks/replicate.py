@@ -267,7 +267,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.set_defaults(**DEFAULTS)
     data, evaluation, training, run = parser.parse_args_into_dataclasses(argv)
-    if not training.output_dir:
+    # TrainingArguments puts a default in when none is given: the flag itself must be there
+    if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv) or not training.output_dir:
         raise _error("--output-dir is required (folder for runs, results.json, table and plot)")
     options = Options(data, evaluation, training, run)
     if run.report_only:
