@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     # the model card
     "DSSModelCardData": "model_card",
     "DSSModelCardCallback": "model_card",
+    "resolve_student_type": "student_types",
     # data
     "load_dss_dataset": "data.dss",
     "load_cot_dataset": "data.custom",
@@ -70,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "TaskSpec": "tasks",
     "get_task": "tasks",
     "save_training_curve": "plotting",
+    "build_tiny_causal_lm": "tiny",
     # the offline demo behind `hf-cotmi demo`
     "run_demo": "demo",
     "generate_rationales": "teacher.generate",

@@ -354,10 +354,8 @@ class StopOnNonFiniteCallback(TrainerCallback):
 
     # -- what the trainer accumulated so far in this logging interval
     def _component_sums(self) -> dict[str, float]:
-        sums = getattr(self.trainer, "_component_sums", None)  # DSSMITrainer: per-step sums since last log
-        if isinstance(sums, dict) and isinstance(sums.get("train"), dict):
-            return {name: float(value) for name, value in sums["train"].items()}
-        return {}
+        read = getattr(self.trainer, "training_loss_components", None)  # DSSMITrainer: sums since last log
+        return dict(read()) if callable(read) else {}
 
     def _running_loss(self) -> float | None:
         running = getattr(self.trainer, "_tr_loss", None)  # transformers' accumulated loss since last log

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from transformers import DataCollatorForSeq2Seq
+
+from .student_types import ensure_pad_token, resolve_student_type
 
 #: feature column -> (sub-batch, key inside it)
 PRED_COLUMNS = {"input_ids": "input_ids", "attention_mask": "attention_mask", "labels": "labels"}
@@ -33,12 +36,24 @@ class DSSDataCollator:
     when a model is given. Features without the rationale columns (evaluation or prediction) give the
     ``pred`` part only; a batch that mixes both kinds is an error.
 
+    Decoder-only students (``model.config.is_encoder_decoder`` False, or ``student_type="causal"``) get
+    the *target-aligned* layout: each feature holds one sequence, prompt and target, with ``labels`` -100
+    on the prompt (what ``prepare_dss_features(..., model=model)`` produces). The prompt is the leading run
+    of -100 labels. Prompts are padded on the left and targets on the right, so every row's target starts
+    at the same column ``P`` (the longest prompt): ``input_ids[:, :P]`` is the left-padded prompt batch that
+    generation wants, and the logits that predict targets are the contiguous positions ``P - 1`` onwards
+    (the trainer computes only those). ``position_ids`` count real tokens only (left padding does not shift
+    positions), padded positions have attention 0 and label -100. A tokenizer without a pad token gets its
+    EOS token as pad, with a warning.
+
     Args:
         tokenizer: the student's tokenizer (its pad token pads the inputs).
-        model: the student; when given, ``decoder_input_ids`` are prepared from the labels.
+        model: the student; picks the layout (``config.is_encoder_decoder``) and, for seq2seq students,
+            prepares ``decoder_input_ids`` from the labels.
         pad_to_multiple_of: pad lengths up to a multiple of this (e.g. 8 for tensor cores).
         label_pad_token_id: value for padded target positions (ignored by the losses).
         return_tensors: ``"pt"``.
+        student_type: ``"seq2seq"`` or ``"causal"`` where no model is given (must agree with ``model``).
 
     Examples:
         >>> from hf_cotmi import build_word_tokenizer
@@ -59,8 +74,11 @@ class DSSDataCollator:
     pad_to_multiple_of: int | None = None
     label_pad_token_id: int = -100
     return_tensors: str = "pt"
+    student_type: str | None = None
 
     def __post_init__(self) -> None:
+        self.student_type = resolve_student_type(self.model, self.student_type)
+        ensure_pad_token(self.tokenizer)
         self._pad = DataCollatorForSeq2Seq(
             self.tokenizer,
             model=self.model,
@@ -92,8 +110,73 @@ class DSSDataCollator:
         return batch
 
     def _pad_part(self, features: list[dict[str, Any]], columns: dict[str, str]) -> dict[str, Any]:
-        padded = self._pad([_select(f, columns) for f in features])
+        rows = [_select(f, columns) for f in features]
+        if self.student_type == "causal":
+            return pad_target_aligned(
+                rows, self.tokenizer.pad_token_id, self.label_pad_token_id, self.pad_to_multiple_of
+            )
+        padded = self._pad(rows)
         return {k: v for k, v in padded.items() if v is not None}
+
+
+def _round_up(value: int, multiple: int | None) -> int:
+    return value if not multiple else -(-value // multiple) * multiple
+
+
+def pad_target_aligned(
+    rows: list[dict[str, Any]],
+    pad_token_id: int,
+    label_pad_token_id: int = -100,
+    pad_to_multiple_of: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Pad decoder-only sequences so that every row's target starts at the same column.
+
+    Each row has ``input_ids``, optionally ``attention_mask`` and ``labels`` (-100 on the prompt). The
+    prompt (the leading -100 labels; the whole row without labels) is left-padded to the longest prompt,
+    the rest right-padded to the longest target. Returns ``input_ids``, ``attention_mask``,
+    ``position_ids`` (0, 1, ... over real tokens) and, when the rows have labels, ``labels``.
+
+    Examples:
+        >>> batch = pad_target_aligned(
+        ...     [{"input_ids": [1, 5, 6, 2], "labels": [-100, -100, 6, 2]},
+        ...      {"input_ids": [1, 5, 5, 5, 7, 8, 2], "labels": [-100, -100, -100, -100, 7, 8, 2]}], 0)
+        >>> batch["input_ids"].tolist()
+        [[0, 0, 1, 5, 6, 2, 0], [1, 5, 5, 5, 7, 8, 2]]
+        >>> batch["labels"].tolist()[0], batch["position_ids"].tolist()[0]
+        ([-100, -100, -100, -100, 6, 2, -100], [0, 0, 0, 1, 2, 3, 3])
+    """
+    has_labels = all("labels" in row for row in rows)
+    if any("labels" in row for row in rows) and not has_labels:
+        raise ValueError("some features have 'labels' and others do not; give every feature labels or none")
+    prompts, splits = [], []
+    for index, row in enumerate(rows):
+        ids = list(row["input_ids"])
+        labels = list(row["labels"]) if has_labels else [label_pad_token_id] * len(ids)
+        if len(labels) != len(ids):
+            raise ValueError(
+                f"feature {index}: 'labels' has {len(labels)} positions but 'input_ids' has {len(ids)}; a "
+                "decoder-only student needs labels aligned with the sequence (-100 on the prompt), as "
+                "prepare_dss_features(..., model=model) makes them"
+            )
+        start = next((i for i, label in enumerate(labels) if label != label_pad_token_id), len(ids))
+        prompts.append(start)
+        splits.append((ids, list(row.get("attention_mask") or [1] * len(ids)), labels))
+    width_prompt = _round_up(max(prompts), pad_to_multiple_of)
+    width_target = max(len(ids) - start for (ids, _, _), start in zip(splits, prompts))
+    total = _round_up(width_prompt + width_target, pad_to_multiple_of)
+    input_ids = torch.full((len(rows), total), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), total), dtype=torch.long)
+    labels_out = torch.full((len(rows), total), label_pad_token_id, dtype=torch.long)
+    for row, ((ids, mask, labels), start) in enumerate(zip(splits, prompts)):
+        left = width_prompt - start
+        input_ids[row, left : left + len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[row, left : left + len(ids)] = torch.tensor(mask, dtype=torch.long)
+        labels_out[row, left : left + len(ids)] = torch.tensor(labels, dtype=torch.long)
+    position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
+    batch = {"input_ids": input_ids, "attention_mask": attention, "position_ids": position_ids}
+    if has_labels:
+        batch["labels"] = labels_out
+    return batch
 
 
 def _select(feature: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:

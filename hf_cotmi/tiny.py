@@ -1,9 +1,10 @@
-"""Tiny tokenizers and seq2seq models built in code, with no download.
+"""Tiny tokenizers, seq2seq and decoder-only models built in code, with no download.
 
 The Hugging Face Hub is not always reachable (CI, air-gapped clusters, the offline demo). These helpers
 build a word-level tokenizer from example texts and a small randomly initialised T5, BART or
-``EncoderDecoderModel`` around it. They are for tests, the offline demo and notebooks; real students
-come from ``AutoModelForSeq2SeqLM.from_pretrained(name)``.
+``EncoderDecoderModel`` around it, or a Llama, Qwen2 or GPT-2 decoder. They are for tests, the offline demo
+and notebooks; real students come from ``AutoModelForSeq2SeqLM.from_pretrained(name)`` or
+``AutoModelForCausalLM.from_pretrained(name)``.
 """
 
 from __future__ import annotations
@@ -198,3 +199,99 @@ def build_tiny_seq2seq(
     raise ValueError(
         f"architecture={architecture!r} is not supported; expected one of 't5', 'bart', 'encoder-decoder'"
     )
+
+
+CAUSAL_ARCHITECTURES: tuple[str, ...] = ("llama", "qwen2", "gpt2")
+"""Decoder-only architectures :func:`build_tiny_causal_lm` builds."""
+
+
+def build_tiny_causal_lm(
+    tokenizer: Any,
+    architecture: str = "llama",
+    *,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    intermediate_size: int = 64,
+    max_positions: int = 1024,
+    seed: int = 0,
+) -> Any:
+    """Build a small randomly initialised decoder-only model whose vocabulary matches ``tokenizer``.
+
+    The config carries the tokenizer's pad, BOS and EOS ids, and the generation config stops at EOS and
+    pads with the pad id (or EOS when the tokenizer has no pad token).
+
+    Args:
+        tokenizer: a tokenizer with ``eos_token_id`` (e.g. from :func:`build_word_tokenizer`).
+        architecture: ``"llama"``, ``"qwen2"`` or ``"gpt2"``.
+        hidden_size: hidden size.
+        num_layers: decoder layers.
+        num_heads: attention heads (Llama and Qwen2 use 1 key-value head per 2 query heads when even).
+        intermediate_size: feed-forward size.
+        max_positions: longest sequence (position embeddings for GPT-2, RoPE range for the others).
+        seed: ``torch.manual_seed`` used for the initial weights.
+
+    Returns:
+        A ``PreTrainedModel`` that ``AutoModelForCausalLM.from_pretrained`` reloads after saving.
+
+    Examples:
+        >>> tok = build_word_tokenizer(["a b c"])
+        >>> model = build_tiny_causal_lm(tok, "qwen2")
+        >>> model.config.vocab_size == len(tok), model.config.is_encoder_decoder
+        (True, False)
+    """
+    import torch
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    if architecture not in CAUSAL_ARCHITECTURES:
+        raise ValueError(
+            f"architecture={architecture!r} is not supported; expected one of {', '.join(CAUSAL_ARCHITECTURES)}"
+        )
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise ValueError("the tokenizer has no EOS token; a causal student needs one to stop generating")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos_id
+    ids = dict(pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id)
+    torch.manual_seed(seed)
+    if architecture == "gpt2":
+        config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            n_inner=intermediate_size,
+            n_positions=max_positions,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **ids,
+        )
+        model = GPT2LMHeadModel(config)
+    else:
+        common = dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=max(1, num_heads // 2) if num_heads % 2 == 0 else num_heads,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_positions,
+            tie_word_embeddings=False,
+            **ids,
+        )
+        if architecture == "llama":
+            model = LlamaForCausalLM(LlamaConfig(**common))
+        else:
+            model = Qwen2ForCausalLM(Qwen2Config(**common))
+    model.generation_config.pad_token_id = pad_id
+    model.generation_config.eos_token_id = eos_id
+    model.generation_config.bos_token_id = bos_id
+    return model

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -27,12 +28,65 @@ from .callbacks import StopOnNonFiniteCallback
 from .collator import DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
 from .model_card import PAPERS, TAGS, DSSModelCardCallback, DSSModelCardData, Paper, render_model_card
+from .student_types import resolve_student_type
 
 logger = logging.getLogger("hf_cotmi")
 
 COMPONENTS = ("loss_label", "loss_rationale", "loss_mi")
-# Index of each count in the tensor that ``_get_num_items_in_batch`` returns.
-_LABEL_TOKENS, _RATIONALE_TOKENS, _EXAMPLES = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DSSBatchCounts:
+    """What one optimizer step covers, over all its accumulation micro-batches and all processes.
+
+    :meth:`DSSMITrainer._get_num_items_in_batch` returns it and the Trainer hands it back to
+    :meth:`DSSMITrainer.compute_loss` as ``num_items_in_batch``; each loss term divides its local sum by
+    its count so the step's loss is a mean over the whole accumulated and distributed batch.
+
+    Attributes:
+        label_tokens: label tokens that carry loss (labels other than -100).
+        rationale_tokens: rationale tokens that carry loss.
+        examples: examples (the MI term is an example mean).
+        world_size: processes the counts were summed over.
+
+    Examples:
+        >>> import torch
+        >>> counts = DSSBatchCounts(torch.tensor(12.0), torch.tensor(40.0), torch.tensor(4.0))
+        >>> float(counts.share("label_tokens", torch.tensor(3.0)))  # 3 of 12 tokens here: a quarter
+        0.25
+    """
+
+    label_tokens: torch.Tensor
+    rationale_tokens: torch.Tensor
+    examples: torch.Tensor
+    world_size: int = 1
+
+    def share(self, name: str, local_sum: torch.Tensor) -> torch.Tensor:
+        """``local_sum`` divided by this process's share of the count ``name`` (total / world size).
+
+        Summing the results of all micro-batches and averaging over processes (what DDP does to
+        gradients) gives ``sum of everything / total count``.
+        """
+        total = getattr(self, name).to(torch.float32).clamp_min(1.0)
+        return local_sum * self.world_size / total
+
+
+class _ComponentStore:
+    """Loss components of one mode (training or evaluation), summed until the next log.
+
+    Training adds each micro-batch's share of its optimizer step (weight 1 for the first micro-batch of
+    a step, 0 for the rest), so ``mean()`` is the mean over logged steps; evaluation adds batch means
+    weighted by batch size, so ``mean()`` is the mean over examples.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.weight = 0.0
+
+    def add(self, components: dict[str, float], weight: float, scale: float = 1.0) -> None:
+        for name, value in components.items():
+            self.sums[name] += value * scale
+        self.weight += weight
 
 
 def _as_dssmi_arguments(args: Seq2SeqTrainingArguments | None) -> DSSMITrainingArguments:
@@ -53,6 +107,18 @@ def _as_dssmi_arguments(args: Seq2SeqTrainingArguments | None) -> DSSMITrainingA
     }
     values["remove_unused_columns"] = False
     return DSSMITrainingArguments(**values)
+
+
+def _prompt_width(labels: torch.Tensor) -> int:
+    """The first column where any row has a label: the prompt width of a target-aligned batch."""
+    columns = labels.ne(-100).any(dim=0).nonzero()
+    return int(columns[0]) if len(columns) else labels.shape[1]
+
+
+def _is_fsdp(model: nn.Module) -> bool:
+    from transformers.distributed.fsdp import is_fsdp_managed_module
+
+    return bool(is_fsdp_managed_module(model))
 
 
 class DSSMITrainer(Seq2SeqTrainer):
@@ -77,6 +143,12 @@ class DSSMITrainer(Seq2SeqTrainer):
       ``output_rationale=True`` it also generates rationales, and :meth:`predict` returns
       ``predictions=(label_ids, rationale_ids)`` and writes ``predictions.jsonl``.
     - ``peft_config`` wraps the model with PEFT; only the adapter trains and is saved.
+    - Decoder-only students (``AutoModelForCausalLM``; :attr:`student_type` is ``"causal"``) train through
+      the same code: features with one sequence per task and the loss on target + EOS only
+      (``prepare_dss_features(..., model=model)``), target-aligned batches from
+      :class:`~hf_cotmi.DSSDataCollator`, the output projection computed only at positions that predict
+      targets (``logits_to_keep``), generation from the left-padded prompts returning only the new tokens.
+      See ``docs/guides/causal.md``.
 
     Callbacks that define ``evaluation_metrics(trainer, eval_dataset, metric_key_prefix) -> dict`` (such as
     :class:`~hf_cotmi.ECECallback`) get their metrics merged into each evaluation's logged metrics.
@@ -143,12 +215,10 @@ class DSSMITrainer(Seq2SeqTrainer):
             self.model.add_model_tags(self._tag_names)
         self.model_card_callback = DSSModelCardCallback(self._initial_model_card_data())
         self.add_callback(self.model_card_callback)
-        self._component_sums: dict[str, dict[str, float]] = {
-            "train": defaultdict(float),
-            "eval": defaultdict(float),
-        }
-        self._eval_examples = 0
-        self._component_steps: set[int] = set()
+        self._prepare_causal_generation()
+        # One store of loss components per mode, read and reset by log().
+        self._components: dict[str, _ComponentStore] = {"train": _ComponentStore(), "eval": _ComponentStore()}
+        self._last_component_step: int | None = None
         self._evaluation_context: tuple[Any, str] | None = None
 
     # ------------------------------------------------------------------ loss
@@ -156,8 +226,8 @@ class DSSMITrainer(Seq2SeqTrainer):
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
         """Count label tokens, rationale tokens and examples over all micro-batches of one optimizer step.
 
-        Returns a float tensor ``[3]`` summed over processes, or defers to the Trainer for flat batches of
-        models that are not DSS batches.
+        Returns a :class:`DSSBatchCounts` summed over processes (a flat batch counts as the label task),
+        or defers to the Trainer for batches that are not mappings.
         """
         if not batch_samples or not isinstance(batch_samples[0], dict):
             return super()._get_num_items_in_batch(batch_samples, device)
@@ -166,14 +236,15 @@ class DSSMITrainer(Seq2SeqTrainer):
             pred = batch["pred"] if "pred" in batch else batch
             if "labels" not in pred:
                 return None
-            counts[_LABEL_TOKENS] += pred["labels"].ne(-100).sum().item()
-            counts[_EXAMPLES] += pred["labels"].shape[0]
+            counts[0] += pred["labels"].ne(-100).sum().item()
+            counts[2] += pred["labels"].shape[0]
             if "expl" in batch:
-                counts[_RATIONALE_TOKENS] += batch["expl"]["labels"].ne(-100).sum().item()
+                counts[1] += batch["expl"]["labels"].ne(-100).sum().item()
         counts = counts.to(device)
-        if self.args.world_size > 1:
+        world = max(1, self.accelerator.num_processes)
+        if world > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
-        return counts
+        return DSSBatchCounts(counts[0], counts[1], counts[2], world_size=world)
 
     def compute_loss(
         self,
@@ -183,18 +254,28 @@ class DSSMITrainer(Seq2SeqTrainer):
         num_items_in_batch: Any = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Weighted sum of the label loss, the rationale loss and the MI loss (see the class docstring)."""
-        loss, components, outputs = self._dss_loss(model, inputs, num_items_in_batch)
-        # The loss is normalised over the whole accumulated batch: the Trainer must not divide it again.
-        self.loss_is_scaled_for_ga = (
-            isinstance(num_items_in_batch, torch.Tensor) and num_items_in_batch.numel() == 3
-        )
+        counts = num_items_in_batch if isinstance(num_items_in_batch, DSSBatchCounts) else None
+        loss, components, outputs = self._dss_loss(model, inputs, counts)
+        # With counts the loss is normalised over the whole accumulated batch: the Trainer must not divide
+        # it again. Without them (a flat batch) the Trainer's own handling applies.
+        self.loss_is_scaled_for_ga = counts is not None
         if model.training:
-            sums = self._component_sums["train"]
-            for name, value in components.items():
-                sums[name] += value
             # global_step is constant over the micro-batches of one optimizer step
-            self._component_steps.add(self.state.global_step)
+            first_of_step = self.state.global_step != self._last_component_step
+            self._last_component_step = self.state.global_step
+            self._components["train"].add(components, weight=1.0 if first_of_step else 0.0)
         return (loss, outputs) if return_outputs else loss
+
+    def training_loss_components(self) -> dict[str, float]:
+        """The training loss components summed since the last log (``loss_label``, ``loss_rationale``, ...).
+
+        Each optimizer step adds its own values, so the difference of two readings taken around a step is
+        that step's components (how :class:`~hf_cotmi.StopOnNonFiniteCallback` names what went non-finite).
+
+        Examples:
+            >>> # before = trainer.training_loss_components(); ...one step...; after - before
+        """
+        return {name: float(value) for name, value in self._components["train"].sums.items()}
 
     def _decoder_input_ids(self, labels: torch.Tensor) -> torch.Tensor:
         model = self.accelerator.unwrap_model(self.model)
@@ -208,6 +289,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         return model.prepare_decoder_input_ids_from_labels(labels=labels)
 
     def _forward(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits at the positions that predict targets, ``[B, m, V]``, and those targets ``[B, m]``."""
+        if self.student_type == "causal":
+            return self._causal_forward(model, batch)
         labels = batch["labels"]
         model_inputs = {k: v for k, v in batch.items() if k != "labels"}
         if "decoder_input_ids" not in model_inputs:
@@ -216,28 +300,84 @@ class DSSMITrainer(Seq2SeqTrainer):
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         return logits, labels
 
+    @property
+    def student_type(self) -> str:
+        """``"seq2seq"`` or ``"causal"``, from the model's ``config.is_encoder_decoder``.
+
+        Examples:
+            >>> # DSSMITrainer(model=AutoModelForCausalLM.from_pretrained(...), ...).student_type  -> 'causal'
+        """
+        return resolve_student_type(self.model)
+
+    def _supports_logits_to_keep(self, model: nn.Module) -> bool:
+        inner = self.accelerator.unwrap_model(model)
+        if hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()
+        cached = getattr(self, "_logits_to_keep_support", None)
+        if cached is None or cached[0] is not type(inner):
+            supported = "logits_to_keep" in inspect.signature(inner.forward).parameters
+            if not supported:
+                logger.warning(
+                    "%s.forward takes no logits_to_keep: the output projection runs for every position, "
+                    "prompt included (correct, but more memory)",
+                    type(inner).__name__,
+                )
+            cached = (type(inner), supported)
+            self._logits_to_keep_support = cached
+        return cached[1]
+
+    def _causal_forward(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder-only forward that projects only the positions predicting target tokens.
+
+        The target window is the columns ``[start, end)`` between the first and last label other than -100
+        over the batch (with :class:`~hf_cotmi.DSSDataCollator` every row's target starts at ``start``).
+        Position ``t`` predicts token ``t + 1``, so the logits kept are those of positions
+        ``start - 1 .. end - 2``: ``logits_to_keep`` drops the prompt (and the last position) before the
+        output projection where the model supports it.
+        """
+        labels = batch["labels"]
+        columns = labels.ne(-100).any(dim=0).nonzero()
+        # A label at column 0 has no position predicting it (as in the model's own shifted loss).
+        start = max(1, _prompt_width(labels))
+        end = int(columns[-1]) + 1 if len(columns) else labels.shape[1]
+        end = max(end, start + 1)
+        width = end - start
+        model_inputs = {k: v for k, v in batch.items() if k != "labels"}
+        model_inputs["use_cache"] = False
+        if self._supports_logits_to_keep(model):
+            keep = labels.shape[1] - (start - 1)
+            outputs = model(**model_inputs, logits_to_keep=keep)
+            logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, :width]
+        else:
+            outputs = model(**model_inputs)
+            logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, start - 1 : end - 1]
+        target = labels[:, start:end]
+        if target.shape[1] < width:  # a batch without any label: one empty position
+            pad = torch.full((labels.shape[0], width - target.shape[1]), -100, dtype=labels.dtype)
+            target = torch.cat([target, pad.to(labels.device)], dim=1)
+        return logits, target
+
     def _dss_loss(
-        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
+        self, model: nn.Module, inputs: dict[str, Any], counts: DSSBatchCounts | None
     ) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
+        """The weighted loss, its components and the label logits; ``counts=None`` means local means."""
         args = self.args
         pred = inputs["pred"] if "pred" in inputs else inputs
         expl = inputs.get("expl") if "pred" in inputs else None
         if "labels" not in pred:
             raise ValueError("the batch has no 'labels': the label task needs targets to compute a loss")
 
-        global_counts = isinstance(num_items_in_batch, torch.Tensor) and num_items_in_batch.numel() == 3
-        world = self.accelerator.num_processes if global_counts else 1
-
-        def denominator(index: int, local: torch.Tensor) -> torch.Tensor:
-            total = num_items_in_batch[index] if global_counts else local
-            return total.to(torch.float32).clamp_min(1.0) / world
+        def mean(name: str, local_sum: torch.Tensor, local_count: torch.Tensor) -> torch.Tensor:
+            if counts is not None:
+                return counts.share(name, local_sum)
+            return local_sum / local_count.to(torch.float32).clamp_min(1.0)
 
         label_logits, labels = self._forward(model, pred)
         vocab = label_logits.shape[-1]
         label_sum = F.cross_entropy(
             label_logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
         )
-        label_loss = label_sum / denominator(_LABEL_TOKENS, labels.ne(-100).sum())
+        label_loss = mean("label_tokens", label_sum, labels.ne(-100).sum())
         flat = "pred" not in inputs
         if flat:
             return label_loss, {"loss_label": label_loss.detach().item()}, {"logits": label_logits}
@@ -245,7 +385,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         loss = args.label_loss_weight * label_loss
         components = {"loss_label": label_loss.detach().item()}
         outputs: dict[str, Any] = {"logits": label_logits}
-        needs_rationale = args.rationale_loss_weight > 0 or args.mi_loss_weight > 0
+        needs_rationale = args.needs_rationale_pass
         if needs_rationale and expl is None:
             if model.training:
                 raise ValueError(
@@ -276,12 +416,12 @@ class DSSMITrainer(Seq2SeqTrainer):
                     ignore_index=-100,
                     reduction="sum",
                 )
-            rationale_loss = rationale_sum / denominator(_RATIONALE_TOKENS, rationale_labels.ne(-100).sum())
+            rationale_loss = mean("rationale_tokens", rationale_sum, rationale_labels.ne(-100).sum())
             loss = loss + args.rationale_loss_weight * rationale_loss
             components["loss_rationale"] = rationale_loss.detach().item()
             if args.mi_loss_weight > 0:
                 local_examples = torch.tensor(float(labels.shape[0]), device=labels.device)
-                mi_loss = mi_mean * local_examples / denominator(_EXAMPLES, local_examples)
+                mi_loss = mean("examples", mi_mean * local_examples, local_examples)
                 loss = loss + args.mi_loss_weight * mi_loss
                 components["loss_mi"] = mi_loss.detach().item()
         return loss, components, outputs
@@ -289,28 +429,31 @@ class DSSMITrainer(Seq2SeqTrainer):
     # --------------------------------------------------------------- logging
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the averaged loss components to training and evaluation logs, then log as usual."""
-        if "loss" in logs and not any(k.startswith("eval_") for k in logs):
-            steps = len(self._component_steps)
-            sums = self._component_sums["train"]
-            if steps > 0 and sums:
-                values = self._gather_mean({k: sums[k] / steps for k in COMPONENTS if k in sums})
-                logs.update({k: round(v, 6) for k, v in values.items()})
-            self._component_sums["train"] = defaultdict(float)
-            self._component_steps = set()
-        elif self._evaluation_context is not None:
+        """Add the averaged loss components of the current mode to the logs, then log as usual.
+
+        The mode is explicit: evaluation while :meth:`evaluate`/:meth:`predict` run (they set the
+        evaluation context), training otherwise. Training components reach the log that carries ``loss``;
+        the end-of-training summary (no ``loss`` key) leaves them for the next one.
+        """
+        if self._evaluation_context is not None:
             dataset, prefix = self._evaluation_context
-            if f"{prefix}_loss" in logs or any(k.startswith(f"{prefix}_") for k in logs):
-                sums = self._component_sums["eval"]
-                if self._eval_examples > 0 and sums:
-                    totals = self._gather_sum({**sums, "_examples": float(self._eval_examples)})
-                    examples = totals.pop("_examples")
-                    logs.update({f"{prefix}_{k}": v / examples for k, v in totals.items()})
-                for callback in self.callback_handler.callbacks:
-                    hook = getattr(callback, "evaluation_metrics", None)
-                    if callable(hook):
-                        logs.update(hook(self, dataset, prefix) or {})
-                self._evaluation_context = None
+            store = self._components["eval"]
+            if store.weight > 0 and store.sums:
+                totals = self._gather_sum({**store.sums, "_examples": store.weight})
+                examples = totals.pop("_examples")
+                logs.update({f"{prefix}_{k}": v / examples for k, v in totals.items()})
+            for callback in self.callback_handler.callbacks:
+                hook = getattr(callback, "evaluation_metrics", None)
+                if callable(hook):
+                    logs.update(hook(self, dataset, prefix) or {})
+            self._components["eval"] = _ComponentStore()
+            self._evaluation_context = None
+        elif "loss" in logs:
+            store = self._components["train"]
+            if store.weight > 0 and store.sums:
+                means = {k: store.sums[k] / store.weight for k in COMPONENTS if k in store.sums}
+                logs.update({k: round(v, 6) for k, v in self._gather_mean(means).items()})
+            self._components["train"] = _ComponentStore()
         super().log(logs, start_time)
 
     def _gather_sum(self, values: dict[str, float]) -> dict[str, float]:
@@ -361,8 +504,7 @@ class DSSMITrainer(Seq2SeqTrainer):
     @contextlib.contextmanager
     def _evaluation_scope(self, dataset: Any, metric_key_prefix: str) -> Iterator[None]:
         """Fresh eval component sums, and the dataset and prefix that ``log()`` and callbacks need."""
-        self._component_sums["eval"] = defaultdict(float)
-        self._eval_examples = 0
+        self._components["eval"] = _ComponentStore()
         self._evaluation_context = (dataset, metric_key_prefix)
         try:
             yield
@@ -389,32 +531,100 @@ class DSSMITrainer(Seq2SeqTrainer):
                 loss, components, _ = self._dss_loss(model, inputs, None)
             loss = loss.detach()
             batch_size = pred["labels"].shape[0]
-            for name, value in components.items():
-                self._component_sums["eval"][name] += value * batch_size
-            self._eval_examples += batch_size
+            self._components["eval"].add(components, weight=batch_size, scale=batch_size)
         if prediction_loss_only or not self.args.predict_with_generate:
             return loss, None, None
 
-        generation_inputs = {k: v for k, v in pred.items() if k in ("input_ids", "attention_mask")}
-        _, label_ids, _ = super().prediction_step(model, generation_inputs, False, ignore_keys, **gen_kwargs)
+        label_ids = self._generate_ids(model, pred, ignore_keys, gen_kwargs)
         predictions: Any = label_ids
         if self.args.output_rationale and expl is not None:
             rationale_kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
             rationale_kwargs.pop("max_length", None)
             rationale_kwargs["max_new_tokens"] = self.args.rationale_max_new_tokens
-            explain_inputs = {k: v for k, v in expl.items() if k in ("input_ids", "attention_mask")}
-            _, rationale_ids, _ = super().prediction_step(
-                model, explain_inputs, False, ignore_keys, **rationale_kwargs
-            )
+            rationale_ids = self._generate_ids(model, expl, ignore_keys, rationale_kwargs)
             predictions = (label_ids, rationale_ids)
         labels = None
         if has_labels:
             labels = pred["labels"]
+            if self.student_type == "causal":
+                labels = labels[:, _prompt_width(labels) :]  # the target and EOS, as generation returns
             width = label_ids.shape[-1]
             if labels.shape[-1] < width:
                 pad = torch.full((labels.shape[0], width - labels.shape[-1]), -100, dtype=labels.dtype)
                 labels = torch.cat([labels, pad.to(labels.device)], dim=-1)
         return loss, predictions, labels
+
+    def _generate_ids(
+        self,
+        model: nn.Module,
+        part: dict[str, Any],
+        ignore_keys: list[str] | None,
+        gen_kwargs: dict[str, Any],
+    ) -> torch.Tensor:
+        """Generated ids for one task's sub-batch: only the new tokens, padded with the pad id."""
+        if self.student_type != "causal":
+            inputs = {k: v for k, v in part.items() if k in ("input_ids", "attention_mask")}
+            _, ids, _ = super().prediction_step(model, inputs, False, ignore_keys, **gen_kwargs)
+            return ids
+        return self._generate_causal(part, gen_kwargs)
+
+    def _generate_causal(self, part: dict[str, Any], gen_kwargs: dict[str, Any]) -> torch.Tensor:
+        """Generate from the left-padded prompt columns of a target-aligned batch; return the new tokens.
+
+        ``max_length`` (from ``generation_max_length``) bounds the *generated* tokens for a decoder-only
+        student, as it bounds the decoder output of a seq2seq one; without it the generation config's
+        ``max_new_tokens`` (else its ``max_length``) does. Generation stops at EOS.
+        """
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        max_length = kwargs.pop("max_length", None)
+        if "max_new_tokens" not in kwargs:
+            config = self.model.generation_config
+            # No limit given: the generation config's, read as new tokens (its max_length counts the prompt
+            # too, and a prompt longer than it would leave no room to generate).
+            kwargs["max_new_tokens"] = max_length or config.max_new_tokens or config.max_length or 20
+        kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or _is_fsdp(self.model))
+        input_ids, attention_mask = part["input_ids"], part.get("attention_mask")
+        if "labels" in part:
+            labels = part["labels"]
+            width = _prompt_width(labels)
+            aligned = width == labels.shape[1] or (
+                not bool(labels[:, :width].ne(-100).any()) and bool(labels[:, width].ne(-100).all())
+            )
+            if not aligned:
+                raise ValueError(
+                    "the batch is not target-aligned (every row's target must start at the same column); "
+                    "use hf_cotmi.DSSDataCollator(tokenizer, model=model) for decoder-only students"
+                )
+            input_ids = input_ids[:, :width]
+            attention_mask = attention_mask[:, :width] if attention_mask is not None else None
+        with torch.no_grad():
+            generated = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        new_tokens = generated[:, input_ids.shape[1] :]
+        limit = kwargs.get("max_new_tokens")
+        if limit is not None and new_tokens.shape[1] < limit:
+            pad_id = self.model.generation_config.pad_token_id
+            if pad_id is None:
+                pad_id = self.model.generation_config.eos_token_id
+            pad_id = pad_id[0] if isinstance(pad_id, (list, tuple)) else pad_id
+            fill = torch.full(
+                (new_tokens.shape[0], limit - new_tokens.shape[1]), int(pad_id), dtype=new_tokens.dtype
+            )
+            new_tokens = torch.cat([new_tokens, fill.to(new_tokens.device)], dim=1)
+        return new_tokens
+
+    def _prepare_causal_generation(self) -> None:
+        """A decoder-only student's generation config pads with the tokenizer's pad id (EOS as a fallback)."""
+        if self.model is None or self.student_type != "causal":
+            return
+        config = getattr(self.model, "generation_config", None)
+        tokenizer = self.processing_class
+        if config is None or config.pad_token_id is not None:
+            return
+        pad = getattr(tokenizer, "pad_token_id", None)
+        config.pad_token_id = pad if pad is not None else config.eos_token_id
 
     def predict(
         self,
@@ -556,4 +766,5 @@ class DSSMITrainer(Seq2SeqTrainer):
             tags=list(self._tag_names),
             papers=list(self._papers),
             framework_versions={"transformers": transformers.__version__, "torch": torch.__version__},
+            model_class="AutoModelForCausalLM" if self.student_type == "causal" else "AutoModelForSeq2SeqLM",
         )

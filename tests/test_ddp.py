@@ -42,7 +42,7 @@ def runs(tmp_path_factory) -> Path:
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29533",
+            str(_free_port()),
             str(SCRIPT),
             str(tmp_path / "multi"),
             "2",
@@ -79,3 +79,39 @@ def test_ece_callback_shares_the_evaluation_between_processes(runs: Path) -> Non
         assert rank["confidences"] == pytest.approx(single["confidences"], rel=1e-4)
         for key in ("eval_ece", "eval_avg_confidence"):
             assert math.isclose(rank[key], single[key], rel_tol=1e-4, abs_tol=1e-6), key
+
+
+CAUSAL_SCRIPT = Path(__file__).parent / "scripts" / "ddp_train_causal.py"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process_for_a_causal_student(tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not installed")
+    _run([sys.executable, str(CAUSAL_SCRIPT), str(tmp_path / "single"), "4"], tmp_path)
+    port = str(_free_port())
+    _run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            port,
+            str(CAUSAL_SCRIPT),
+            str(tmp_path / "multi"),
+            "2",
+        ],
+        tmp_path,
+    )
+    single = json.loads((tmp_path / "single" / "log_history.json").read_text())
+    multi = json.loads((tmp_path / "multi" / "log_history.json").read_text())
+    assert single["world_size"] == 1 and multi["world_size"] == 2
+    single_logs = [e for e in single["log_history"] if "loss" in e]
+    multi_logs = [e for e in multi["log_history"] if "loss" in e]
+    assert len(single_logs) == len(multi_logs) == 3
+    for one, two in zip(single_logs, multi_logs):
+        for key in ("loss", "loss_label", "loss_rationale", "loss_mi", "grad_norm"):
+            assert math.isclose(one[key], two[key], rel_tol=1e-5), (key, one, two)
+    for key in ("eval_loss", "eval_loss_label", "eval_loss_rationale", "eval_loss_mi"):
+        assert math.isclose(single["eval"][key], multi["eval"][key], rel_tol=1e-5), key

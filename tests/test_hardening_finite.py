@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from conftest import training_arguments
 from safetensors.torch import load_file
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
@@ -22,20 +23,7 @@ DIVERGING = dict(learning_rate=1e3, max_grad_norm=0.0, optim="sgd")
 
 
 def make_args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=8,
-        per_device_train_batch_size=4,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        learning_rate=1e-3,
-        disable_tqdm=True,
-        seed=0,
-    )
-    values.update(overrides)
-    return DSSMITrainingArguments(**values)
+    return training_arguments(tmp_path / "out", **{"max_steps": 8, **overrides})
 
 
 def all_finite(tensors) -> bool:
@@ -211,11 +199,12 @@ def test_under_fp16_scaler_overflows_are_left_to_the_scaler_but_a_nan_loss_is_no
     state = SimpleNamespace(global_step=4, max_steps=10)
 
     def check(fp16, components):
-        trainer = SimpleNamespace(_component_sums={"train": components})
+        sums = dict(components)
+        trainer = SimpleNamespace(training_loss_components=lambda: sums)
         callback = StopOnNonFiniteCallback(trainer)
         args = SimpleNamespace(fp16=fp16, logging_nan_inf_filter=False, output_dir=None)
         callback.on_step_begin(args, state, None)
-        trainer._component_sums["train"] = {k: v + 1.0 for k, v in components.items()}
+        sums.update({k: v + 1.0 for k, v in components.items()})
         callback.on_pre_optimizer_step(args, state, None, model=model)
 
     check(True, {"loss_label": 2.0})  # a skipped fp16 step: no error

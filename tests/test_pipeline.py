@@ -161,7 +161,7 @@ def test_post_init_errors_of_the_argument_dataclasses_are_usage_errors(tiny_stud
     assert code == 2 and len(err) == 1, err
     assert (
         err[0].startswith("hf-cotmi train: error: ")
-        and "mi_loss_weight must be a non-negative number" in err[0]
+        and "mi_loss_weight must be a finite non-negative number" in err[0]
     )
     assert "Traceback" not in err[0] and "(see hf-cotmi train --help)" in err[0]
 

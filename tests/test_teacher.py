@@ -199,5 +199,5 @@ def test_read_teacher_inputs_checks_columns_and_rows(tmp_path):
     with pytest.raises(ValueError, match=r"in\.jsonl: no column 'gold'"):
         read_teacher_inputs(path, input_column="question", label_column="gold")
     path.write_text('{"input": "a?"}\n{"input": "  "}\n')
-    with pytest.raises(ValueError, match=r"in\.jsonl, row 1: 'input' is '  '"):
+    with pytest.raises(ValueError, match=r"in\.jsonl, line 2: 'input' is '  '"):
         read_teacher_inputs(path)

@@ -7,6 +7,13 @@ student built from a config (d_model 512, 6 + 6 layers, vocabulary 32128):
 - ``naive``: DSS plus the MI term computed as the released code does (both softmaxes materialised);
 - ``hf_cotmi``: DSS plus ``hf_cotmi``'s MI term (``mi_loss_weight=0.1``).
 
+With ``--student causal`` the student is a decoder-only Qwen2.5-0.5B-like model (vocabulary 151936, hidden
+896, 14 heads, 2 key-value heads, feed-forward 4864, tied embeddings; ``--num-layers`` of them, 2 by default
+so that it fits a small machine) and the batch is 4 sequences of a 256-token prompt followed by an 8-token
+label or a 128-token rationale. Its variants are ``dss``, ``hf_cotmi`` (both project only the positions that
+predict target tokens) and ``full_logits`` (DSS + MI with the output projection over every position, prompt
+included, as a model called without ``logits_to_keep`` does).
+
 Time: the variants run interleaved in one process; the median step time of each is reported. Peak memory:
 each variant runs a few steps in a fresh process; on CPU the figure is that process's maximum resident
 set size (with glibc's mmap threshold fixed, so that freed tensors leave the resident set), on CUDA
@@ -17,6 +24,7 @@ the ratios against ``dss``::
 
     python examples/benchmarks/mi_overhead.py                      # CPU, float32, batch 8
     python examples/benchmarks/mi_overhead.py --device cuda --dtype bf16 --batch-size 64 --rationale-length 256
+    python examples/benchmarks/mi_overhead.py --student causal          # CPU, float32, batch 4, 2 layers
 """
 
 from __future__ import annotations
@@ -34,12 +42,16 @@ from contextlib import nullcontext
 
 import torch
 from torch import nn
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
 
 from hf_cotmi import DSSMITrainer, DSSMITrainingArguments
+from hf_cotmi.collator import pad_target_aligned
 
 VARIANTS = ("dss", "naive", "hf_cotmi")
+CAUSAL_VARIANTS = ("dss", "hf_cotmi", "full_logits")
 MI_WEIGHT = 0.1
+# Defaults per student: (batch size, input or prompt length, label length, rationale length, vocabulary)
+DEFAULTS = {"seq2seq": (8, 128, 8, 128, 32128), "causal": (4, 256, 8, 128, 151936)}
 
 
 class NaiveMITrainer(DSSMITrainer):
@@ -58,6 +70,52 @@ class NaiveMITrainer(DSSMITrainer):
         mi = nn.CrossEntropyLoss()(rationale_side, label_side.detach())
         components["loss_mi"] = mi.detach().item()
         return loss + MI_WEIGHT * mi, components, outputs
+
+
+class FullLogitsTrainer(DSSMITrainer):
+    """DSS + MI for a decoder-only student with the output projection over every position."""
+
+    def _supports_logits_to_keep(self, model: nn.Module) -> bool:
+        return False
+
+
+def variants_of(options: argparse.Namespace) -> tuple[str, ...]:
+    return CAUSAL_VARIANTS if options.student == "causal" else VARIANTS
+
+
+def build_causal_model(options: argparse.Namespace) -> Qwen2ForCausalLM:
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=options.vocab_size,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=options.num_layers,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
+    return Qwen2ForCausalLM(config).to(options.device)
+
+
+def make_causal_batch(options: argparse.Namespace) -> dict:
+    """Random prompts and targets in the target-aligned layout; a quarter of half the targets is padding."""
+    generator = torch.Generator().manual_seed(1)
+    vocab, batch = options.vocab_size, options.batch_size
+
+    def part(target_length: int) -> dict:
+        rows = []
+        for row in range(batch):
+            length = target_length - (max(1, target_length // 4) if row >= batch // 2 else 0)
+            prompt = torch.randint(2, vocab, (options.input_length,), generator=generator).tolist()
+            target = torch.randint(2, vocab, (length,), generator=generator).tolist()
+            rows.append({"input_ids": prompt + target, "labels": [-100] * len(prompt) + target})
+        return {k: v.to(options.device) for k, v in pad_target_aligned(rows, pad_token_id=0).items()}
+
+    return {"pred": part(options.label_length), "expl": part(options.rationale_length)}
 
 
 def build_model(vocab_size: int, device: str) -> T5ForConditionalGeneration:
@@ -108,10 +166,10 @@ def make_trainer(
         output_dir=output_dir,
         report_to="none",
         use_cpu=options.device == "cpu",
-        mi_loss_weight=MI_WEIGHT if variant == "hf_cotmi" else 0.0,
+        mi_loss_weight=0.0 if variant == "dss" or variant == "naive" else MI_WEIGHT,
         disable_tqdm=True,
     )
-    cls = NaiveMITrainer if variant == "naive" else DSSMITrainer
+    cls = {"naive": NaiveMITrainer, "full_logits": FullLogitsTrainer}.get(variant, DSSMITrainer)
     return cls(model=model, args=args)
 
 
@@ -143,8 +201,7 @@ def _sync(device: str) -> None:
 
 def run_child(options: argparse.Namespace) -> None:
     """A fresh process runs a few steps of one variant and prints its peak memory in bytes."""
-    model = build_model(options.vocab_size, options.device)
-    batch = make_batch(options, model)
+    model, batch = build_model_and_batch(options)
     optimizer = make_optimizer(model)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(options.child, model, tmp, options)
@@ -159,9 +216,17 @@ def run_child(options: argparse.Namespace) -> None:
     print(json.dumps({"variant": options.child, "peak_bytes": peak}))
 
 
+def build_model_and_batch(options: argparse.Namespace) -> tuple[nn.Module, dict]:
+    if options.student == "causal":
+        return build_causal_model(options), make_causal_batch(options)
+    model = build_model(options.vocab_size, options.device)
+    return model, make_batch(options, model)
+
+
 def peak_memory(variant: str, options: argparse.Namespace) -> int:
     command = [sys.executable, os.path.abspath(__file__), "--child", variant]
-    for name in ("device", "dtype", "batch_size", "input_length", "label_length", "rationale_length"):
+    names = ("device", "dtype", "batch_size", "input_length", "label_length", "rationale_length", "student")
+    for name in names + ("num_layers",):
         command += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
     command += ["--vocab-size", str(options.vocab_size), "--memory-steps", str(options.memory_steps)]
     # glibc raises its mmap threshold as large blocks are freed, after which freed tensors stay in the heap and
@@ -180,40 +245,61 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--input-length", type=int, default=128)
-    parser.add_argument("--label-length", type=int, default=8)
-    parser.add_argument("--rationale-length", type=int, default=128)
-    parser.add_argument("--vocab-size", type=int, default=32128)
+    parser.add_argument("--student", default="seq2seq", choices=["seq2seq", "causal"])
+    parser.add_argument("--num-layers", type=int, default=2, help="decoder layers of the causal student")
+    parser.add_argument("--batch-size", type=int, help="default 8 (seq2seq) or 4 (causal)")
+    parser.add_argument(
+        "--input-length", type=int, help="input (seq2seq, 128) or prompt (causal, 256) tokens"
+    )
+    parser.add_argument("--label-length", type=int, help="default 8")
+    parser.add_argument("--rationale-length", type=int, help="default 128")
+    parser.add_argument("--vocab-size", type=int, help="default 32128 (seq2seq) or 151936 (causal)")
     parser.add_argument("--warmup-steps", type=int, default=1, help="untimed steps per variant")
     parser.add_argument("--timed-rounds", type=int, default=9, help="timed steps per variant (interleaved)")
     parser.add_argument("--memory-steps", type=int, default=3, help="steps per fresh memory process")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=sorted(set(VARIANTS + CAUSAL_VARIANTS)), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    names = ("batch_size", "input_length", "label_length", "rationale_length", "vocab_size")
+    for name, default in zip(names, DEFAULTS[options.student]):
+        if getattr(options, name) is None:
+            setattr(options, name, default)
     if options.child:
         run_child(options)
         return {}
 
     # Memory first: Linux carries a process's resident-set high-water mark across fork and exec, so children
     # started after this process has built its own model would report this process's peak instead of theirs.
-    peaks = {v: peak_memory(v, options) for v in VARIANTS}
-    model = build_model(options.vocab_size, options.device)
-    batch = make_batch(options, model)
+    variants = variants_of(options)
+    peaks = {v: peak_memory(v, options) for v in variants}
+    model, batch = build_model_and_batch(options)
     optimizer = make_optimizer(model)
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    times: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {v: make_trainer(v, model, os.path.join(tmp, v), options) for v in VARIANTS}
-        for variant in VARIANTS:
+        trainers = {v: make_trainer(v, model, os.path.join(tmp, v), options) for v in variants}
+        for variant in variants:
             for _ in range(options.warmup_steps):
                 train_step(trainers[variant], model, batch, optimizer, options)
         for _ in range(options.timed_rounds):
-            for variant in VARIANTS:
+            for variant in variants:
                 times[variant].append(train_step(trainers[variant], model, batch, optimizer, options))
     median = {v: statistics.median(t) for v, t in times.items()}
-    settings = {k: getattr(options, k) for k in ("device", "dtype", "batch_size", "rationale_length")}
+    keys = ("student", "device", "dtype", "batch_size", "input_length", "label_length", "rationale_length")
+    settings = {k: getattr(options, k) for k in keys + ("vocab_size",)}
+    if options.student == "causal":
+        settings["num_layers"] = options.num_layers
     print(f"settings: {settings}, torch threads: {torch.get_num_threads()}")
-    for v in VARIANTS:
-        print(f"{v:>9}: median step {median[v] * 1000:8.1f} ms   peak memory {peaks[v] / 2**20:8.1f} MiB")
+    for v in variants:
+        print(f"{v:>11}: median step {median[v] * 1000:8.1f} ms   peak memory {peaks[v] / 2**20:8.1f} MiB")
+    if options.student == "causal":
+        result = {
+            "time_ratio": round(median["hf_cotmi"] / median["dss"], 4),
+            "peak_memory_ratio": round(peaks["hf_cotmi"] / peaks["dss"], 4),
+            "full_logits_time_ratio": round(median["full_logits"] / median["dss"], 4),
+            "full_logits_peak_memory_ratio": round(peaks["full_logits"] / peaks["dss"], 4),
+            "memory_saved_vs_full_logits_mib": round((peaks["full_logits"] - peaks["hf_cotmi"]) / 2**20, 1),
+        }
+        print(json.dumps(result))
+        return result
     result = {
         "time_ratio": round(median["hf_cotmi"] / median["dss"], 4),
         "peak_memory_ratio": round(peaks["hf_cotmi"] / peaks["dss"], 4),

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ..prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
+from ..student_types import resolve_student_type
+from .causal import encode_causal_task
 from .report import FeaturesReport, FeaturesSplitReport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,20 +131,35 @@ def _make_encoder(
     max_rationale_length: int,
     predict_prefix: str,
     explain_prefix: str,
+    layout: str = "seq2seq",
+    chat_template: bool = False,
 ) -> Any:
+    def encode_task(
+        prompts: list[str], targets: list[str], max_target_length: int
+    ) -> tuple[list, list, list, list[bool], list[bool]]:
+        """(input ids, attention mask, target ids or causal labels, truncated prompts, truncated targets)."""
+        if layout == "causal":
+            enc = encode_causal_task(
+                tokenizer,
+                prompts,
+                targets,
+                max_prompt_length=max_input_length,
+                max_target_length=max_target_length,
+                chat_template=chat_template,
+            )
+            return enc.input_ids, enc.attention_mask, enc.labels, enc.truncated_prompts, enc.truncated_targets
+        source, cut_source = _encode(tokenizer, prompts, max_input_length, target=False)
+        target, cut_target = _encode(tokenizer, targets, max_target_length, target=True)
+        return source["input_ids"], source["attention_mask"], target["input_ids"], cut_source, cut_target
+
     def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         inputs = _input_texts(batch, separator)
         _check_text(inputs, "input" if separator is None else "premise/hypothesis", indices, split)
         _check_text(batch["label"], "label", indices, split)
-        pred, truncated_inputs = _encode(
-            tokenizer, [predict_prefix + text for text in inputs], max_input_length, target=False
+        ids, mask, labels, truncated_inputs, truncated_labels = encode_task(
+            [predict_prefix + text for text in inputs], batch["label"], max_label_length
         )
-        labels, truncated_labels = _encode(tokenizer, batch["label"], max_label_length, target=True)
-        out: dict[str, list] = {
-            "input_ids": pred["input_ids"],
-            "attention_mask": pred["attention_mask"],
-            "labels": labels["input_ids"],
-        }
+        out: dict[str, list] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         flags = {
             "truncated_inputs": truncated_inputs,
             "truncated_labels": truncated_labels,
@@ -151,14 +168,11 @@ def _make_encoder(
         if with_rationale:
             rationales = ["" if r is None else r for r in batch["rationale"]]
             _check_text(rationales, "rationale", indices, split)
-            expl, truncated_explain = _encode(
-                tokenizer, [explain_prefix + text for text in inputs], max_input_length, target=False
+            expl_ids, expl_mask, rationale_labels, truncated_explain, truncated_rationales = encode_task(
+                [explain_prefix + text for text in inputs], rationales, max_rationale_length
             )
-            targets, truncated_rationales = _encode(tokenizer, rationales, max_rationale_length, target=True)
             out.update(
-                expl_input_ids=expl["input_ids"],
-                expl_attention_mask=expl["attention_mask"],
-                rationale_labels=targets["input_ids"],
+                expl_input_ids=expl_ids, expl_attention_mask=expl_mask, rationale_labels=rationale_labels
             )
             flags.update(
                 truncated_explain_inputs=truncated_explain,
@@ -200,6 +214,8 @@ def _prepare_split(
     num_proc: int | None,
     lengths: dict[str, int],
     prefixes: dict[str, str],
+    layout: str = "seq2seq",
+    chat_template: bool = False,
 ) -> tuple[Dataset, FeaturesSplitReport]:
     columns = dataset.column_names
     is_nli = "premise" in columns and "hypothesis" in columns
@@ -237,6 +253,8 @@ def _prepare_split(
         max_rationale_length=lengths["rationale"],
         predict_prefix=prefixes["predict"],
         explain_prefix=prefixes["explain"],
+        layout=layout,
+        chat_template=chat_template,
     )
     output_features = _output_features(dataset, with_rationale)
     if dataset.num_rows == 0:
@@ -315,6 +333,9 @@ def prepare_dss_features(
     nli_separator: str | None = ...,
     batch_size: int = ...,
     num_proc: int | None = ...,
+    model: Any = ...,
+    student_type: str | None = ...,
+    chat_template: bool = ...,
     return_report: Literal[False] = ...,
 ) -> DatasetDict: ...
 
@@ -334,6 +355,9 @@ def prepare_dss_features(
     nli_separator: str | None = ...,
     batch_size: int = ...,
     num_proc: int | None = ...,
+    model: Any = ...,
+    student_type: str | None = ...,
+    chat_template: bool = ...,
     return_report: Literal[False] = ...,
 ) -> Dataset: ...
 
@@ -353,6 +377,9 @@ def prepare_dss_features(
     nli_separator: str | None = ...,
     batch_size: int = ...,
     num_proc: int | None = ...,
+    model: Any = ...,
+    student_type: str | None = ...,
+    chat_template: bool = ...,
     return_report: Literal[True],
 ) -> tuple[Dataset | DatasetDict, FeaturesReport]: ...
 
@@ -371,6 +398,9 @@ def prepare_dss_features(
     nli_separator: str | None = None,
     batch_size: int = 1000,
     num_proc: int | None = None,
+    model: Any = None,
+    student_type: str | None = None,
+    chat_template: bool = False,
     return_report: bool = False,
 ) -> Dataset | DatasetDict | tuple[Dataset | DatasetDict, FeaturesReport]:
     """Tokenise ``input``, ``label`` and ``rationale`` into the columns of :class:`hf_cotmi.DSSDataCollator`.
@@ -381,6 +411,15 @@ def prepare_dss_features(
     target). Every split, evaluation and test included, gets the rationale columns unless
     ``with_rationale=False``, because the evaluation loss covers both tasks. Existing columns (``input``,
     ``label``, ``rationale``, ``choices``, ...) are kept.
+
+    The layout follows the student (:func:`hf_cotmi.student_types.resolve_student_type`: ``model``'s
+    ``config.is_encoder_decoder``, or ``student_type``; seq2seq when neither is given). For a decoder-only
+    (``"causal"``) student each task is one sequence ``[BOS] <prefix><input> <target> [EOS]``:
+    ``input_ids``/``expl_input_ids`` hold prompt and target, and ``labels``/``rationale_labels`` have the
+    same length with ``-100`` on every prompt token, so only the target and EOS carry loss. With
+    ``chat_template=True`` the prompt is the user turn and the target the assistant turn of the
+    tokenizer's chat template (see :mod:`hf_cotmi.data.causal`). Truncation cuts the input and keeps the
+    target (within ``max_label_length``/``max_rationale_length``); ``max_input_length`` bounds the prompt.
 
     NLI: when a split has ``premise`` and ``hypothesis`` columns (as e-SNLI and ANLI from
     :func:`hf_cotmi.load_dss_dataset` do), the model input is rebuilt as
@@ -406,6 +445,9 @@ def prepare_dss_features(
         nli_separator: text between premise and hypothesis; None uses :func:`default_nli_separator`.
         batch_size: examples per ``Dataset.map`` batch.
         num_proc: processes for ``Dataset.map``.
+        model: the student; its ``config.is_encoder_decoder`` picks the layout.
+        student_type: ``"seq2seq"`` or ``"causal"`` where no model is at hand (must agree with ``model``).
+        chat_template: causal students only: build prompt and target with the tokenizer's chat template.
         return_report: also return a :class:`~hf_cotmi.data.report.FeaturesReport`.
 
     Returns:
@@ -432,6 +474,9 @@ def prepare_dss_features(
     """
     from datasets import Dataset, DatasetDict
 
+    layout = resolve_student_type(model, student_type)
+    if chat_template and layout != "causal":
+        raise ValueError("chat_template=True is for decoder-only (causal) students; this student is seq2seq")
     if empty_rationale not in _EMPTY_RATIONALE_POLICIES:
         raise ValueError(
             f"empty_rationale={empty_rationale!r} is not supported; "
@@ -470,6 +515,8 @@ def prepare_dss_features(
             num_proc=num_proc,
             lengths=lengths,
             prefixes={"predict": predict_prefix, "explain": explain_prefix},
+            layout=layout,
+            chat_template=chat_template,
         )
     result: Dataset | DatasetDict = (
         DatasetDict(results) if isinstance(dataset, DatasetDict) else next(iter(results.values()))

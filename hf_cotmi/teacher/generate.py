@@ -155,12 +155,17 @@ def read_teacher_inputs(
     """
     from datasets import Dataset
 
-    from ..data.custom import _read_file
+    from ..data.custom import read_table_file
 
     if isinstance(source, Dataset):
         dataset, where = source, "the Dataset"
+
+        def locate(index: int) -> str:
+            return f"row {index}"
+
     elif isinstance(source, (str, os.PathLike)):
-        dataset, where = _read_file(Path(source)), str(source)
+        dataset, locate = read_table_file(Path(source))
+        where = str(source)
     else:
         raise TypeError(f"source must be a path or a datasets.Dataset, got {type(source).__name__}")
     columns = dataset.column_names
@@ -186,7 +191,7 @@ def read_teacher_inputs(
         text = record[input_column]
         if not isinstance(text, str) or not text.strip():
             raise ValueError(
-                f"{where}, row {number}: {input_column!r} is {text!r}; expected a non-empty text"
+                f"{where}, {locate(number)}: {input_column!r} is {text!r}; expected a non-empty text"
             )
         label = record[label_column] if label_column else None
         label = None if label is None or not str(label).strip() else str(label)

@@ -1,0 +1,219 @@
+"""Tokenise one DSS task for a decoder-only student: prompt and target in one sequence.
+
+Each example becomes ``[BOS] <prompt> <target> [EOS]`` (BOS as :func:`leading_special_ids` finds it) with
+``labels`` equal to the ids on the target and EOS and ``-100`` on every prompt token, so only the target
+carries loss (the completion-only loss of TRL).
+With ``chat_template=True`` the prompt is rendered as a user turn plus the assistant header
+(``add_generation_prompt=True``) and the target as the assistant turn, up to and including the tokenizer's
+EOS token (added when the template does not emit it); only the assistant tokens carry loss.
+
+The prompt and the target are tokenised so that the prompt's ids are exactly what the student sees
+when it generates: the prompt alone, then the target as the rest of the joint text (or alone, when the
+tokenizer merges across the boundary).
+
+Truncation keeps the target and cuts the input: a prompt longer than ``max_prompt_length`` loses the end of
+its input text (BOS, prefix and template stay); a target longer than ``max_target_length`` is cut and
+still ends with EOS. Both are flagged per example for the features report.
+
+Examples:
+    >>> from hf_cotmi.tiny import build_word_tokenizer
+    >>> tok = build_word_tokenizer(["tom has 3 apples . 3"])
+    >>> enc = encode_causal_task(tok, ["predict: tom has 3 apples"], ["3"], max_prompt_length=64,
+    ...                          max_target_length=8)
+    >>> tok.decode(enc.input_ids[0])
+    '<s> predict : tom has 3 apples 3 </s>'
+    >>> [tok.decode([t]) for t, l in zip(enc.input_ids[0], enc.labels[0]) if l != -100]
+    ['3', '</s>']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CausalEncoding", "encode_causal_task", "leading_special_ids", "TARGET_SEPARATOR"]
+
+TARGET_SEPARATOR = " "
+"""Text between the prompt and the target in the plain (no chat template) layout."""
+
+
+@dataclass
+class CausalEncoding:
+    """Token ids of one task for a batch of examples, with per-example truncation flags.
+
+    Examples:
+        >>> CausalEncoding().input_ids
+        []
+    """
+
+    input_ids: list[list[int]] = field(default_factory=list)
+    attention_mask: list[list[int]] = field(default_factory=list)
+    labels: list[list[int]] = field(default_factory=list)
+    truncated_prompts: list[bool] = field(default_factory=list)
+    truncated_targets: list[bool] = field(default_factory=list)
+
+
+def _ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def _eos_id(tokenizer: Any) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ValueError(
+            f"the tokenizer ({type(tokenizer).__name__}) has no EOS token; a decoder-only student needs one "
+            "to end each target (set tokenizer.eos_token)"
+        )
+    return int(eos)
+
+
+def _split_target(tokenizer: Any, prompts: list[str], prompt_ids: list[list[int]], targets: list[str]) -> Any:
+    """Target ids as the rest of the joint text where the prompt's ids are a prefix of the joint ids."""
+    joint = _ids(tokenizer, [p + t for p, t in zip(prompts, targets)])
+    alone = _ids(tokenizer, targets)
+    out = []
+    for whole, prompt, fallback in zip(joint, prompt_ids, alone):
+        out.append(whole[len(prompt) :] if whole[: len(prompt)] == prompt else fallback)
+    return out
+
+
+def leading_special_ids(tokenizer: Any) -> list[int]:
+    """The ids a sequence starts with: what the tokenizer itself puts before a text, else its BOS token.
+
+    Llama's tokenizer (and a BERT tokenizer set up as a decoder) adds BOS in front: that is kept, since it
+    is what the pre-trained model saw. A tokenizer that adds nothing in front gets its BOS token, unless it
+    has none (Qwen) or BOS is also its EOS (GPT-2, which starts texts without it).
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["a"])
+        >>> leading_special_ids(tok) == [tok.bos_token_id]
+        True
+    """
+    probe = tokenizer("a", verbose=False)["input_ids"]
+    bare = _ids(tokenizer, ["a"])[0]
+    for offset in range(len(probe) - len(bare) + 1):
+        if bare and probe[offset : offset + len(bare)] == bare:
+            if offset:
+                return [int(t) for t in probe[:offset]]
+            break
+    bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
+    return [int(bos)] if bos is not None and bos != eos else []
+
+
+def _chat_prompt(tokenizer: Any, content: str) -> str:
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def _chat_texts(tokenizer: Any, content: str, target: str) -> tuple[str, str]:
+    """The rendered prompt (user turn + assistant header) and the assistant turn that follows it."""
+    prompt = _chat_prompt(tokenizer, content)
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}, {"role": "assistant", "content": target}], tokenize=False
+    )
+    if not full.startswith(prompt):
+        raise ValueError(
+            "the tokenizer's chat template does not render the conversation as the generation prompt plus "
+            "the assistant turn (the user turn rendered with add_generation_prompt=True is not a prefix of "
+            "the full conversation); use chat_template=False or a template that does"
+        )
+    return prompt, full[len(prompt) :]
+
+
+def _truncate_chat_prompt(tokenizer: Any, content: str, max_prompt_length: int) -> tuple[list[int], bool]:
+    """Prompt ids of the rendered user turn, cutting the end of ``content`` until they fit."""
+    ids = _ids(tokenizer, [_chat_prompt(tokenizer, content)])[0]
+    if len(ids) <= max_prompt_length:
+        return ids, False
+    content_ids = _ids(tokenizer, [content])[0]
+    for _ in range(8):  # decoding and re-encoding can shift a token or two: shrink until it fits
+        overflow = len(ids) - max_prompt_length
+        if overflow <= 0:
+            return ids, True
+        keep = len(content_ids) - overflow
+        if keep < 0:
+            break
+        content_ids = content_ids[:keep]
+        text = tokenizer.decode(content_ids, skip_special_tokens=False)
+        ids = _ids(tokenizer, [_chat_prompt(tokenizer, text)])[0]
+    raise ValueError(
+        f"the chat template alone is longer than max_input_length={max_prompt_length} tokens; raise the limit"
+    )
+
+
+def encode_causal_task(
+    tokenizer: Any,
+    prompts: list[str],
+    targets: list[str],
+    *,
+    max_prompt_length: int,
+    max_target_length: int,
+    chat_template: bool = False,
+) -> CausalEncoding:
+    """Tokenise ``prompt -> target`` pairs into one sequence each with the loss on target and EOS only.
+
+    Args:
+        tokenizer: the student's tokenizer; it needs an EOS token (and a chat template with
+            ``chat_template=True``).
+        prompts: the prefixed inputs (``"predict: ..."``).
+        targets: the labels or rationales.
+        max_prompt_length: token limit of the prompt (BOS and template tokens included).
+        max_target_length: token limit of the target (EOS included).
+        chat_template: render prompt and target with the tokenizer's chat template.
+
+    Returns:
+        A :class:`CausalEncoding`: ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on the prompt)
+        and the truncation flags.
+
+    Raises:
+        ValueError: no EOS token, no chat template when one is asked for, a template that does not render
+            the prompt as a prefix of the conversation, or a template longer than ``max_prompt_length``.
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["a b c d e f"])
+        >>> enc = encode_causal_task(tok, ["a b c d e"], ["f"], max_prompt_length=3, max_target_length=4)
+        >>> tok.decode(enc.input_ids[0]), enc.truncated_prompts
+        ('<s> a b f </s>', [True])
+    """
+    if len(prompts) != len(targets):
+        raise ValueError(f"got {len(prompts)} prompts but {len(targets)} targets")
+    if max_prompt_length < 1 or max_target_length < 1:
+        raise ValueError("max_prompt_length and max_target_length must be positive")
+    eos = _eos_id(tokenizer)
+    out = CausalEncoding()
+    if chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"chat_template=True but the tokenizer ({type(tokenizer).__name__}) has no chat template; "
+                "set tokenizer.chat_template or use chat_template=False"
+            )
+        prompt_ids, target_ids = [], []
+        for prompt, target in zip(prompts, targets):
+            ids, cut = _truncate_chat_prompt(tokenizer, prompt, max_prompt_length)
+            _, turn = _chat_texts(tokenizer, prompt, target)
+            turn_ids = _ids(tokenizer, [turn])[0]
+            if eos in turn_ids:  # the turn ends at EOS: what follows it (a newline) carries no loss
+                turn_ids = turn_ids[: turn_ids.index(eos)]
+            prompt_ids.append(ids)
+            target_ids.append(turn_ids)
+            out.truncated_prompts.append(cut)
+    else:
+        lead = leading_special_ids(tokenizer)
+        raw = _ids(tokenizer, prompts)
+        prompt_ids = []
+        for ids in raw:
+            ids = lead + ids
+            out.truncated_prompts.append(len(ids) > max_prompt_length)
+            prompt_ids.append(ids[:max_prompt_length])
+        # The joint split uses the untruncated prompt text, so the target ids do not depend on the cut.
+        target_ids = _split_target(tokenizer, prompts, raw, [TARGET_SEPARATOR + t for t in targets])
+    for prompt, target in zip(prompt_ids, target_ids):
+        out.truncated_targets.append(len(target) + 1 > max_target_length)
+        target = target[: max_target_length - 1] + [eos]
+        out.input_ids.append(prompt + target)
+        out.attention_mask.append([1] * (len(prompt) + len(target)))
+        out.labels.append([-100] * len(prompt) + target)
+    return out
