@@ -40,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     "CoTLoadReport": "data.report",
     "FeaturesReport": "data.report",
     "read_input_lines": "data.textfiles",
+    "single_task_target": "data.parsing",
+    "parse_single_task_label": "data.parsing",
     # resuming: the latest complete checkpoint
     "latest_complete_checkpoint": "checkpoints",
     "resolve_resume_checkpoint": "checkpoints",

@@ -299,7 +299,9 @@ def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
     return values.tolist()
 
 
-def build_compute_metrics(tokenizer: Any, task: Any = "text") -> Callable[[Any], dict[str, float]]:
+def build_compute_metrics(
+    tokenizer: Any, task: Any = "text", *, prediction_parser: Callable[[str], str] | None = None
+) -> Callable[[Any], dict[str, float]]:
     """Build a ``compute_metrics`` function for a ``Seq2SeqTrainer`` with ``predict_with_generate=True``.
 
     The returned function takes an ``EvalPrediction``. Its ``predictions`` are generated token ids (a tuple
@@ -312,6 +314,9 @@ def build_compute_metrics(tokenizer: Any, task: Any = "text") -> Callable[[Any],
         tokenizer: the student's tokenizer; it needs a pad token (or an EOS token, used instead).
         task: ``"text"`` (CQA, e-SNLI, ANLI) or ``"equation"`` (SVAMP), or a :class:`~hf_cotmi.tasks.TaskSpec`
             (its ``metric``).
+        prediction_parser: applied to each decoded prediction before it is compared (e.g.
+            :func:`hf_cotmi.data.parsing.parse_single_task_label` when the student writes rationale and label
+            in one target); references are compared as decoded.
 
     Returns:
         A function ``EvalPrediction -> {"accuracy": float}``.
@@ -333,6 +338,8 @@ def build_compute_metrics(tokenizer: Any, task: Any = "text") -> Callable[[Any],
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
         decoded_predictions = decode_token_ids(tokenizer, eval_prediction.predictions, pad_id)
+        if prediction_parser is not None:
+            decoded_predictions = [prediction_parser(text) for text in decoded_predictions]
         decoded_references = decode_token_ids(tokenizer, eval_prediction.label_ids, pad_id)
         return {"accuracy": float(score(decoded_predictions, decoded_references))}
 

@@ -291,6 +291,7 @@ def build_features(
     explain_prefix: str = EXPLAIN_PREFIX,
     with_rationale: bool | Collection[str] = True,
     return_report: bool = False,
+    model: Any = None,
 ) -> Any:
     """Tokenise every split into the two prefixed DSS tasks (:func:`hf_cotmi.prepare_dss_features`).
 
@@ -306,6 +307,8 @@ def build_features(
         with_rationale: keep the rationale task in every split (True), in none (False), or in the splits
             named (e.g. ``{"train"}``: held-out splits then carry the label task only).
         return_report: also return the :class:`~hf_cotmi.data.report.FeaturesReport` of every split.
+        model: the student, passed on as ``prepare_dss_features(..., model=model)`` when given (its config
+            picks the seq2seq or causal layout); left out when ``None``.
 
     Returns:
         Split name -> tokenised ``Dataset``; ``(that dict, FeaturesReport)`` with ``return_report``.
@@ -322,6 +325,7 @@ def build_features(
     def keeps_rationale(split: str) -> bool:
         return with_rationale if isinstance(with_rationale, bool) else split in with_rationale
 
+    layout: dict[str, Any] = {"model": model} if model is not None else {}
     features: dict[str, Any] = {}
     report = FeaturesReport(
         max_input_length=data_args.max_input_length,
@@ -340,6 +344,7 @@ def build_features(
             with_rationale=keeps_rationale(split),
             empty_rationale=data_args.empty_rationale if split == "train" else "keep",
             return_report=True,
+            **layout,
         )
         features[split], report.splits[split] = encoded[split], counted.splits[split]
     return (features, report) if return_report else features
@@ -708,6 +713,10 @@ def evaluate_split(
 ) -> tuple[dict[str, float], float, str | None]:
     """Evaluate one split: accuracy, ECE and confidence, the task's baseline, and the reliability diagram.
 
+    In candidates mode the metrics also hold ``{prefix}_choice_accuracy``, the accuracy of the most likely
+    candidate (for a multiple-choice task: choice ranking), beside ``{prefix}_accuracy`` (the generated
+    label's); the ECE is computed against the correctness of that candidate, the one the confidence is for.
+
     Args:
         trainer: a trainer from :func:`build_trainer`.
         features: the tokenised split.
@@ -723,6 +732,10 @@ def evaluate_split(
     """
     print_fn(f"evaluating on {features.num_rows} {prefix} examples ...")
     metrics = trainer.evaluate(features, metric_key_prefix=prefix)
+    confidences = _ece_callback(trainer).last_results.get(prefix)
+    if confidences is not None and confidences.mode == "candidates":
+        # the arg-max candidate's accuracy: what the candidates confidence (and so the ECE) belongs to
+        metrics[f"{prefix}_choice_accuracy"] = float(confidences.accuracy)
     trainer.save_metrics(prefix, metrics)
     baseline = spec.baseline_accuracy(train, test)
     mode = _ece_callback(trainer).mode
@@ -731,7 +744,12 @@ def evaluate_split(
         f"({spec.baseline_description}: {_percent(baseline)}), ECE {metrics.get(f'{prefix}_ece', float('nan')):.3f}, "
         f"average confidence {metrics.get(f'{prefix}_avg_confidence', float('nan')):.3f} ({mode} confidence)"
     )
-    result = _ece_callback(trainer).last_results.get(prefix)
+    if f"{prefix}_choice_accuracy" in metrics:
+        print_fn(
+            f"{prefix}: choice-ranking accuracy {_percent(metrics[f'{prefix}_choice_accuracy'])} (the most likely "
+            "candidate's; the ECE is measured against its correctness, the generated label's accuracy is above)"
+        )
+    result = confidences
     diagram = None
     if result is not None and diagram_path and trainer.is_world_process_zero():
         from .plotting import save_reliability_diagram

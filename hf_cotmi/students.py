@@ -23,6 +23,7 @@ __all__ = [
     "Student",
     "load_student",
     "peft_config",
+    "is_causal_folder",
     "tokenizer_files_problem",
     "input_length_limit",
     "ADAPTER_CONFIG",
@@ -167,8 +168,33 @@ def input_length_limit(model: Any, tokenizer: Any, default: int = DEFAULT_INPUT_
     return default
 
 
+def is_causal_folder(name: str) -> bool:
+    """Whether a model folder (or Hub name) holds a decoder-only (causal) LM, from its config.
+
+    A folder of LoRA adapters is judged by its ``adapter_config.json`` (``task_type`` ``CAUSAL_LM``);
+    any other by ``config.is_encoder_decoder`` (False: causal).
+
+    Examples:
+        >>> import tempfile
+        >>> from transformers import GPT2Config
+        >>> folder = tempfile.mkdtemp()
+        >>> GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10).save_pretrained(folder)
+        >>> is_causal_folder(folder)
+        True
+    """
+    import json
+
+    adapter = os.path.join(name, ADAPTER_CONFIG)
+    if os.path.isfile(adapter):
+        with open(adapter, encoding="utf-8") as handle:
+            return str(json.load(handle).get("task_type", "")).upper() == "CAUSAL_LM"
+    from transformers import AutoConfig
+
+    return not getattr(AutoConfig.from_pretrained(name), "is_encoder_decoder", False)
+
+
 def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[Any, Any]:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     if os.path.isfile(name):
         raise CLIUsageError(
@@ -186,18 +212,19 @@ def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[A
     except (OSError, ValueError) as error:
         raise _load_error("tokenizer", tokenizer_name, error) from error
     try:
+        causal = is_causal_folder(name)
         if os.path.isfile(os.path.join(name, ADAPTER_CONFIG)):
             try:
-                from peft import AutoPeftModelForSeq2SeqLM
+                from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
             except ImportError as error:  # pragma: no cover - depends on the environment
                 raise CLIUsageError(
                     f"{name!r} holds LoRA adapters; loading them needs peft: pip install 'hf-cotmi[peft]'"
                 ) from error
-            model = AutoPeftModelForSeq2SeqLM.from_pretrained(name)
+            model = (AutoPeftModelForCausalLM if causal else AutoPeftModelForSeq2SeqLM).from_pretrained(name)
             if merge_adapters:
                 model = model.merge_and_unload()
         else:
-            model = AutoModelForSeq2SeqLM.from_pretrained(name)
+            model = (AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM).from_pretrained(name)
     except (OSError, ValueError) as error:
         raise _load_error("model", name, error) from error
     return model, tokenizer
@@ -234,7 +261,10 @@ def load_student(
     seed: int = 0,
     **model_options: Any,
 ) -> Student:
-    """Load (or build) a seq2seq student and its tokenizer.
+    """Load (or build) a student and its tokenizer.
+
+    A folder or Hub name holding a decoder-only model (``config.is_encoder_decoder`` False, see
+    :func:`is_causal_folder`) loads with ``AutoModelForCausalLM``, any other with ``AutoModelForSeq2SeqLM``.
 
     Args:
         source: :class:`~hf_cotmi.run_arguments.ModelArguments`, a Hub name or folder (a pretrained model,

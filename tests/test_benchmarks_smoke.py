@@ -187,3 +187,259 @@ def test_replicate_bf16_runs_without_a_gpu(tmp_path: Path) -> None:
     summary = replicate.main([*args, "--output-dir", str(out)])
     assert set(summary) == {"dss_mi_masked"}
     assert json.loads((out / "protocol.json").read_text())["bf16"] is True
+
+
+def _smoke(replicate, out: Path, *extra: str) -> dict:
+    return replicate.main(
+        ["--smoke", "--max-steps", "2", "--eval-steps", "1", "--output-dir", str(out), *extra]
+    )
+
+
+@pytest.mark.slow
+def test_new_methods_run_with_their_loss_settings(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / "new"
+    summary = _smoke(replicate, out, "--methods", "single_task", "dss_mi_mean", "dss_mi_kl", "dss")
+    assert set(summary) == {"single_task", "dss_mi_mean", "dss_mi_kl", "dss"}
+    assert summary["single_task"]["title"] == "Single-task (rationale + label)"
+    results = json.loads((out / "results.json").read_text())
+    runs = {r["method"]: r for r in results["runs"]}
+    # the single target's label is parsed out of a generation; its confidence is the whole sequence's
+    assert runs["single_task"]["confidence_mode"] == "sequence"
+    assert runs["single_task"]["single_task_order"] == "rationale_first"
+    assert "| DSS + MI (KL) | 1 |" in (out / "results.md").read_text()
+
+    # what each method trains with: the trainer arguments of one run
+    options = replicate.parse_args(["--smoke", "--output-dir", str(tmp_path / "unused")])
+    methods = replicate.build_methods()
+    made = {n: replicate.run_training_arguments(methods[n], 3, options, tmp_path / n) for n in methods}
+    assert (made["dss_mi_mean"].mi_reduction, made["dss_mi_mean"].mi_divergence) == ("mean", "ce")
+    assert (made["dss_mi_kl"].mi_reduction, made["dss_mi_kl"].mi_divergence) == ("max", "kl")
+    assert made["dss_mi_kl"].mi_loss_weight == 0.1 and made["dss"].mi_loss_weight == 0.0
+    assert made["single_task"].rationale_loss_weight == 0.0 and made["single_task"].seed == 3
+    assert made["single_task"].generation_max_length > made["dss"].generation_max_length
+
+    # the single-task target holds rationale and label in the order asked for, training split only
+    from datasets import Dataset, DatasetDict
+
+    row = {"input": ["q"], "label": ["7"], "rationale": ["3 + 4 = 7 ."]}
+    data = DatasetDict({s: Dataset.from_dict(row) for s in ("train", "valid", "test")})
+    first = replicate.single_task_splits(data, "label_first")
+    assert first["train"]["label"] == ["7 Explanation: 3 + 4 = 7 ."] and first["test"]["label"] == ["7"]
+    assert replicate.single_task_splits(data, "rationale_first")["train"]["label"] == [
+        "3 + 4 = 7 . So the answer is 7"
+    ]
+
+
+def test_single_task_order_is_part_of_the_protocol(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / "order"
+    _smoke(
+        replicate, out, "--methods", "single_task", "--single-task-order", "label_first", "--max-steps", "1"
+    )
+    run = json.loads((out / "runs" / "single_task" / "seed0" / "done.json").read_text())
+    assert run["single_task_order"] == "label_first"
+    with pytest.raises(SystemExit):  # the other order in the same folder is refused
+        _smoke(replicate, out, "--methods", "single_task", "--max-steps", "1")
+
+
+@pytest.mark.slow
+def test_train_fractions_run_every_method_at_each_size_and_resume(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / "sizes"
+    args = ["--methods", "finetune", "dss", "--max-steps", "1", "--train-fractions", "0.25", "1.0"]
+    _smoke(replicate, out, *args)
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["fractions"]) == {"0.25", "1"}
+    assert results["finished_runs"] == results["expected_runs"] == 4
+    for key, examples in (("0.25", 8), ("1", 32)):
+        entry = results["fractions"][key]
+        assert entry["train_examples"] == examples and set(entry["summary"]) == {"finetune", "dss"}
+        assert {r["train_examples"] for r in entry["runs"]} == {examples}
+    assert (out / "accuracy_vs_size.png").stat().st_size > 0
+    assert "### Train fraction 0.25 (8 examples)" in (out / "results.md").read_text()
+    assert (out / "runs" / "frac0.25" / "dss" / "seed0" / "done.json").is_file()
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/frac*/*/seed0/done.json")}
+    assert len(done) == 4
+    _smoke(replicate, out, *args)  # a rerun skips every finished run
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    rewritten = replicate.main(["--report-only", "--output-dir", str(out)])
+    assert set(rewritten) == {"finetune", "dss"}
+    assert set(json.loads((out / "results.json").read_text())["fractions"]) == {"0.25", "1"}
+
+
+def test_paired_differences_match_a_naive_computation() -> None:
+    import statistics
+
+    replicate = _load("replicate")
+    accuracy = {"dss": [0.70, 0.62, 0.66, 0.50], "dss_mi_masked": [0.73, 0.61, 0.70, None]}
+    ece = {"dss": [0.10, 0.20, 0.15, 0.1], "dss_mi_masked": [0.05, 0.22, None, None]}
+    records = [
+        {"method": m, "seed": s, "test_accuracy": a, "test_ece": ece[m][s]}
+        for m, values in accuracy.items()
+        for s, a in enumerate(values)
+        if a is not None
+    ]
+    paired = replicate.paired_differences(records, ["finetune", "dss", "dss_mi_masked"])
+    assert list(paired) == ["dss_mi_masked - dss"]  # seed 3 has no MI run: left out
+    entry = paired["dss_mi_masked - dss"]
+    diffs = [0.73 - 0.70, 0.61 - 0.62, 0.70 - 0.66]
+    assert entry["seeds"] == [0, 1, 2]
+    assert entry["accuracy_diff_mean"] == pytest.approx(statistics.mean(diffs))
+    assert entry["accuracy_diff_std"] == pytest.approx(statistics.stdev(diffs))
+    ece_diffs = [0.05 - 0.10, 0.22 - 0.20]  # seed 2's MI run has no ECE
+    assert entry["ece_diff_mean"] == pytest.approx(statistics.mean(ece_diffs))
+    assert entry["ece_diff_std"] == pytest.approx(statistics.stdev(ece_diffs))
+    table = replicate.paired_table(paired)
+    assert "| dss_mi_masked - dss | 3 | +2.00 ± 2.65 | +3.00, -1.00, +4.00 | -1.50 ± 4.95 |" in table
+
+
+def test_smoke_results_hold_the_paired_differences(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / "paired"
+    _smoke(replicate, out, "--methods", "dss", "dss_mi_masked", "--max-steps", "1", "--seeds", "0", "1")
+    results = json.loads((out / "results.json").read_text())
+    entry = results["paired_differences"]["dss_mi_masked - dss"]
+    runs = {(r["method"], r["seed"]): r["test_accuracy"] for r in results["runs"]}
+    for seed in (0, 1):
+        expected = runs[("dss_mi_masked", seed)] - runs[("dss", seed)]
+        assert entry["per_seed_accuracy_diff"][str(seed)] == pytest.approx(expected)
+    assert "| dss_mi_masked - dss | 2 |" in (out / "results.md").read_text()
+
+
+ASSETS = Path(__file__).resolve().parents[1] / "docs" / "assets" / "benchmarks"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ASSETS.iterdir() if (p / "results.json").is_file()))
+def test_report_only_reads_the_committed_results(tmp_path: Path, name: str) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / name
+    shutil.copytree(ASSETS / name, out)
+    committed = (ASSETS / name / "results.md").read_text().splitlines()
+    stored = json.loads((ASSETS / name / "results.json").read_text())
+    summary = replicate.main(["--report-only", "--output-dir", str(out)])
+    assert set(summary) == set(stored["summary"])
+    for method, entry in stored["summary"].items():
+        assert summary[method]["accuracy_mean"] == pytest.approx(entry["accuracy_mean"])
+    rewritten = (out / "results.md").read_text().splitlines()
+    table = [line for line in committed if line.startswith("|")]
+    assert rewritten[: len(table) + 2] == committed[: len(table) + 2]  # header and table as committed
+    paired = [
+        f"| {m} - dss |" for m in stored["summary"] if m.startswith("dss_mi") and "dss" in stored["summary"]
+    ]
+    for start in paired:  # the paired differences follow the table (none without DSS and an MI method)
+        assert any(line.startswith(start) for line in rewritten[len(table) + 2 :]), start
+    assert bool(paired) == ("Paired differences" in (out / "results.md").read_text())
+    assert (out / "accuracy.png").stat().st_size > 0
+
+
+def test_a_tiny_causal_student_runs_end_to_end(tmp_path: Path) -> None:
+    from hf_cotmi import tiny
+
+    if not hasattr(tiny, "build_tiny_causal_lm"):
+        pytest.skip("this hf_cotmi has no causal students yet (hf_cotmi.tiny.build_tiny_causal_lm)")
+    replicate = _load("replicate")
+    out = tmp_path / "causal"
+    summary = _smoke(replicate, out, "--student", "tiny-causal", "--methods", "finetune", "dss_mi_masked")
+    assert set(summary) == {"finetune", "dss_mi_masked"}
+    results = json.loads((out / "results.json").read_text())
+    for run in results["runs"]:
+        assert 0.0 <= run["test_accuracy"] <= 1.0 and run["steps_trained"] == 2
+        # a confidence is measured, or its absence is recorded with the reason
+        assert run["test_ece"] is not None or run["confidence_error"]
+    assert results["protocol"]["student"] == "tiny-causal"
+
+
+def test_a_causal_student_folder_loads_as_a_causal_lm(tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_cotmi import build_word_tokenizer
+
+    replicate = _load("replicate")
+    tokenizer = build_word_tokenizer(["a b c entailment neutral"])
+    config = GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=len(tokenizer))
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    model, _ = replicate.make_student(str(tmp_path / "gpt2"), [])
+    assert type(model).__name__ == "GPT2LMHeadModel" and replicate.is_causal(model)
+    seq2seq, _ = replicate.make_student("tiny", ["a b c"])
+    assert not replicate.is_causal(seq2seq)
+
+
+def test_old_flag_spellings_still_set_the_options(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    with pytest.raises(SystemExit):  # no default output folder: the flag is required, as it was
+        replicate.parse_args(["--smoke"])
+    options = replicate.parse_args(
+        ["--student", "tiny", "--dataset", "synthetic", "--output-dir", str(tmp_path), "--batch-size", "4",
+         "--eval-batch-size", "5", "--lr-scheduler", "constant", "--data-seed", "7", "--valid-split", "dev",
+         "--label-candidates", "yes", "no", "--patience", "2", "--patience-start", "30", "--max-steps", "9"]
+    )  # fmt: skip
+    training, run = options.training, options.run
+    assert (training.per_device_train_batch_size, training.per_device_eval_batch_size) == (4, 5)
+    assert str(getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type)) == "constant"
+    assert (run.subsample_seed, options.data.eval_split, options.evaluation.label_candidates) == (
+        7,
+        "dev",
+        "yes,no",
+    )
+    assert (run.patience, run.patience_start, training.max_steps, training.eval_steps) == (2, 30, 9, 100)
+    assert options.data.max_input_length == 128 and options.methods == list(replicate.DEFAULT_METHODS)
+    assert str(getattr(training.optim, "value", training.optim)) == "adamw_torch"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (DSS_DATA / "esnli").is_dir(), reason="../shared/data/dss/esnli is not there")
+def test_teacher_labels_train_and_gold_labels_test(tmp_path: Path) -> None:
+    from hf_cotmi import load_dss_dataset
+
+    replicate = _load("replicate")
+    common = ["--dataset", "esnli", "--data-dir", str(DSS_DATA), "--train-split", "valid", "--train-size", "300",
+              "--valid-size", "50", "--test-size", "50", "--student", "tiny",
+              "--output-dir", str(tmp_path)]  # fmt: skip
+    gold, _, _ = replicate.select_splits(replicate.parse_args(common))
+    teacher, _, description = replicate.select_splits(
+        replicate.parse_args([*common, "--label-source", "llm"])
+    )
+    release = load_dss_dataset("esnli", DSS_DATA)
+    llm_of = dict(zip(release["valid"]["input"], release["valid"]["llm_label"]))
+    gold_of = dict(zip(release["valid"]["input"], release["valid"]["label"]))
+    assert teacher["train"]["label"] == [llm_of[x] for x in teacher["train"]["input"]]
+    assert teacher["train"]["label"] != [gold_of[x] for x in teacher["train"]["input"]]  # PaLM errs sometimes
+    for split in ("valid", "test"):  # selection and test stay gold
+        assert teacher[split]["label"] == gold[split]["label"]
+    assert description["train"]["examples"] + description["train"]["without_teacher_label"] == 300
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (DSS_DATA / "cqa").is_dir(), reason="../shared/data/dss/cqa is not there")
+def test_multiple_choice_reports_generated_and_choice_ranking_accuracy(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / "cqa"
+    replicate.main(
+        ["--dataset", "cqa", "--data-dir", str(DSS_DATA), "--train-size", "24", "--valid-size", "8",
+         "--test-size", "8", "--student", "tiny", "--methods", "dss", "--seeds", "0", "--max-steps", "1",
+         "--eval-steps", "1", "--output-dir", str(out)]
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    run = results["runs"][0]
+    assert run["confidence_mode"] == "candidates"
+    assert 0.0 <= run["test_choice_accuracy"] <= 1.0 and 0.0 <= run["test_accuracy"] <= 1.0
+    assert results["summary"]["dss"]["choice_accuracy_mean"] == run["test_choice_accuracy"]
+    assert "choice-ranking accuracy (%)" in (out / "results.md").read_text()
+
+
+def test_the_documented_command_gives_the_committed_protocol() -> None:
+    # a folder written by the earlier replicate.py (its protocol.json) is continued, not refused
+    replicate = _load("replicate")
+    stored = json.loads((ASSETS / "esnli-minilm-cpu" / "results.json").read_text())["protocol"]
+    options = replicate.parse_args(
+        ["--dataset", "esnli", "--data-dir", "unused", "--train-split", "valid", "--train-size", "4000",
+         "--valid-size", "200", "--test-size", "500", "--student", "/work/bench_runs/student",
+         "--max-input-length", "128", "--max-rationale-length", "48", "--max-steps", "1200", "--eval-steps", "100",
+         "--patience", "2", "--patience-start", "700", "--batch-size", "8", "--learning-rate", "1.5e-4",
+         "--warmup-steps", "50", "--seeds", "0", "1", "2", "--threads", "1", "--output-dir", "unused"]
+    )  # fmt: skip
+    settings = replicate.protocol(options, stored["data"])
+    settings["task"] = "text"
+    assert settings == stored

@@ -1,66 +1,72 @@
 #!/usr/bin/env python3
-"""Compare standard fine-tuning, DSS and DSS + MI on equal terms, over several seeds.
+"""Compare standard fine-tuning, the single-task baseline, DSS and DSS + MI on equal terms, over seeds.
 
-For one dataset (a Distilling Step-by-Step release dataset, or your own chain-of-thought data) and one
-student (a Hub name or a local folder), this trains four methods with the same step budget, learning
-rate, batch size, evaluation schedule and early-stopping rule, for N seeds each:
+For one dataset (a Distilling Step-by-Step release dataset, the synthetic task, or your own
+chain-of-thought data) and one student (a Hub name or a local folder, seq2seq or decoder-only), this
+trains the methods below with the same step budget, learning rate, batch size, evaluation schedule and
+early-stopping rule, for N seeds each:
 
 ==================  ==========================================================================
 ``finetune``        label task only (``rationale_loss_weight=0, mi_loss_weight=0``)
+``single_task``     one target holding rationale and label (``--single-task-order``); accuracy
+                    from the label parsed out of the generation
 ``dss``             Distilling Step-by-Step: 0.5 label + 0.5 rationale
 ``dss_mi_paper``    DSS + 0.1 MI loss, ``mi_variant="paper"`` (the released behaviour)
 ``dss_mi_masked``   DSS + 0.1 MI loss, ``mi_variant="masked"`` (padding excluded, one softmax)
+``dss_mi_mean``     DSS + 0.1 MI loss, paper variant with ``mi_reduction="mean"``
+``dss_mi_kl``       DSS + 0.1 MI loss, paper variant with ``mi_divergence="kl"``
 ==================  ==========================================================================
 
-Each run evaluates on the *validation* split every ``--eval-steps`` steps, keeps the checkpoint with the
-best validation accuracy (``load_best_model_at_end``); with ``--patience N`` it stops early when validation
-accuracy has not improved for N evaluations (off by default: on a small validation set early stopping acts
-on noise). Only then is the *test* split touched, once: generation accuracy,
-expected calibration error and average confidence. The output folder gets ``results.json`` (every run and
-the per-method mean and standard deviation), ``results.md`` (a markdown table) and ``accuracy.png``
-(test accuracy per method with error bars and each seed as a dot).
+The first, third, fourth and fifth run by default; name others with ``--methods``. Each run evaluates on
+the *validation* split every ``--eval-steps`` steps, keeps the checkpoint with the best validation
+accuracy; with ``--patience N`` it stops early when validation accuracy has not improved for N
+evaluations (off by default). Only then is the *test* split touched, once: generation accuracy against
+the gold labels, the expected calibration error and average confidence (and, for multiple-choice tasks,
+the choice-ranking accuracy). ``--label-source llm`` trains on the teacher's labels (test: always gold).
+``--train-fractions`` repeats the sweep on nested subsets of the training set. The output folder gets
+``results.json`` (every run, the per-method mean and sample std, the paired differences DSS + MI - DSS),
+``results.md`` and ``accuracy.png`` (and ``accuracy_vs_size.png`` with fractions).
 
-Resumable: each run lives in ``OUT/runs/<method>/seed<k>/``. A finished run has ``done.json`` and is
-skipped; an unfinished one continues from its last checkpoint. Rerun the same command to continue a
-sweep; a rerun with different settings that change the results is refused (``--force`` overrides).
+Everything that is not the benchmark's own (data loading, the task spec and its correctness, student
+loading, tokenisation, the trainer, label confidences) comes from ``hf_cotmi``. Options are parsed with
+``HfArgumentParser`` over the package's ``DataArguments``, ``EvaluationArguments`` and
+``DSSMITrainingArguments`` (every Trainer knob is accepted: ``--optim``, ``--warmup-steps``, ...), plus
+:class:`ReplicateArguments` for this script's own options.
+
+Resumable: each run lives in ``OUT/runs/<method>/seed<k>/`` (``OUT/runs/frac<f>/<method>/seed<k>/`` with
+fractions). A finished run has ``done.json`` and is skipped; an unfinished one continues from its last
+checkpoint. A rerun with different settings that change the results is refused (``--force`` overrides).
 
 Examples::
 
-    # e-SNLI on a CPU (the e-SNLI release has no train file: its validation split is the training data
-    # and the validation set used for selection is carved from it, disjoint from the training examples)
     python examples/benchmarks/replicate.py --dataset esnli --data-dir ../shared/data/dss \\
         --train-split valid --train-size 1500 --valid-size 200 --test-size 400 \\
         --student /work/bench_runs/student --max-steps 1200 --eval-steps 100 \\
         --seeds 0 1 2 --output-dir /work/bench_runs/esnli
 
-    # your own data (JSON Lines / CSV / Parquet with input, label, rationale columns)
-    python examples/benchmarks/replicate.py --train-file train.jsonl --test-file test.jsonl \\
-        --student google/t5-v1_1-base --output-dir out/mine
-
-    # a 30-second check that everything runs (tiny model, synthetic data)
+    # a 30-second check that everything runs (tiny model, synthetic data); tiny-causal: a tiny Llama
     python examples/benchmarks/replicate.py --smoke --output-dir /tmp/replicate-smoke
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import math
 import os
-import random
 import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("replicate")
 
-NLI_LABELS = ["entailment", "neutral", "contradiction"]
+TINY_STUDENT = "tiny"
+TINY_CAUSAL_STUDENT = "tiny-causal"
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,9 @@ class Method:
     rationale_loss_weight: float
     mi_loss_weight: float
     mi_variant: str = "paper"
+    mi_reduction: str = "max"
+    mi_divergence: str = "ce"
+    single_target: bool = False
 
     @property
     def uses_rationales(self) -> bool:
@@ -81,178 +90,218 @@ class Method:
 
 
 def build_methods(mi_weight: float = 0.1, dss_weights: tuple[float, float] = (0.5, 0.5)) -> dict[str, Method]:
-    """The four compared methods, keyed by name.
+    """The compared methods, keyed by name.
 
     Args:
-        mi_weight: weight of the MI term in the two DSS + MI methods (0.1 in Chen et al. 2024).
+        mi_weight: weight of the MI term in the DSS + MI methods (0.1 in Chen et al. 2024).
         dss_weights: (label, rationale) weights of the DSS methods (0.5, 0.5 in both papers).
 
     Example:
-        >>> sorted(build_methods())
-        ['dss', 'dss_mi_masked', 'dss_mi_paper', 'finetune']
+        >>> sorted(build_methods())  # doctest: +NORMALIZE_WHITESPACE
+        ['dss', 'dss_mi_kl', 'dss_mi_masked', 'dss_mi_mean', 'dss_mi_paper', 'finetune', 'single_task']
     """
     label, rationale = dss_weights
     return {
         "finetune": Method("finetune", "Standard fine-tuning", 1.0, 0.0, 0.0),
+        "single_task": Method(
+            "single_task", "Single-task (rationale + label)", 1.0, 0.0, 0.0, single_target=True
+        ),
         "dss": Method("dss", "DSS", label, rationale, 0.0),
         "dss_mi_paper": Method("dss_mi_paper", "DSS + MI (paper)", label, rationale, mi_weight, "paper"),
         "dss_mi_masked": Method("dss_mi_masked", "DSS + MI (masked)", label, rationale, mi_weight, "masked"),
+        "dss_mi_mean": Method("dss_mi_mean", "DSS + MI (mean)", label, rationale, mi_weight, "paper", "mean"),
+        "dss_mi_kl": Method("dss_mi_kl", "DSS + MI (KL)", label, rationale, mi_weight, "paper", "max", "kl"),
     }
 
 
 METHOD_NAMES = tuple(build_methods())
+DEFAULT_METHODS = ("finetune", "dss", "dss_mi_paper", "dss_mi_masked")
+PAIRED_BASELINE = "dss"
 
 
 # ----------------------------------------------------------------------------------------------- arguments
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", help="DSS release dataset: svamp, cqa, esnli or anli1")
-    data.add_argument("--data-dir", help="the DSS release's datasets/ folder (holding <dataset>/)")
-    data.add_argument("--label-source", default="gt", choices=["gt", "llm"], help="train labels: gold or LLM")
-    data.add_argument("--train-file", help="your own training data (jsonl/json/csv/parquet)")
-    data.add_argument("--valid-file", help="your own validation data (default: carved from training data)")
-    data.add_argument("--test-file", help="your own test data")
-    data.add_argument("--input-column", default="input")
-    data.add_argument("--label-column", default="label")
-    data.add_argument("--rationale-column", default="rationale")
-    data.add_argument("--train-split", default="train", help="split used as training data")
-    data.add_argument(
-        "--valid-split",
-        default="valid",
-        help="split used for checkpoint selection; when it equals --train-split (or is missing) the "
-        "selection set is carved from the training split, disjoint from the training examples",
-    )
-    data.add_argument("--test-split", default="test", help="split used for the final report (touched once)")
-    data.add_argument("--train-size", type=int, help="subsample the training set to this many examples")
-    data.add_argument("--valid-size", type=int, help="validation examples (carved or subsampled)")
-    data.add_argument("--test-size", type=int, help="subsample the test set")
-    data.add_argument("--data-seed", type=int, default=0, help="seed of the subsampling (same for all runs)")
-    data.add_argument("--task", choices=["text", "equation"], help="accuracy metric (default: from dataset)")
-    data.add_argument("--max-input-length", type=int, default=128)
-    data.add_argument("--max-label-length", type=int, default=16)
-    data.add_argument("--max-rationale-length", type=int, default=64)
+@dataclass
+class ReplicateArguments:
+    """The options of this script that the package's dataclasses do not have."""
 
-    model = parser.add_argument_group("student and training")
-    model.add_argument("--student", help="Hub name or local folder of a seq2seq model; 'tiny' builds one")
-    model.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
-    model.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    model.add_argument("--max-steps", type=int, default=1000, help="step budget of every run")
-    model.add_argument("--eval-steps", type=int, default=100, help="validate (and checkpoint) every N steps")
-    model.add_argument(
-        "--patience",
-        type=int,
-        default=0,
-        help="stop a run after this many evaluations without a better validation accuracy (default 0: never; "
-        "every run trains the full budget and keeps its best validation checkpoint). On a small validation set "
-        "a dip of one or two evaluations is noise, and early stopping then decides the ranking",
+    student: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub name or local folder of a seq2seq or causal LM (detected from its config); "
+            f"'{TINY_STUDENT}' builds a tiny T5, '{TINY_CAUSAL_STUDENT}' a tiny Llama"
+        },
     )
-    model.add_argument(
-        "--patience-start",
-        type=int,
-        default=0,
-        help="count evaluations towards --patience only from this step on, so that the flat validation "
-        "accuracy of the first steps (a student still answering with one class) does not stop a run",
+    methods: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": f"methods to run (default: {' '.join(DEFAULT_METHODS)})",
+            "choices": list(METHOD_NAMES),
+        },
     )
-    model.add_argument("--batch-size", type=int, default=16)
-    model.add_argument("--eval-batch-size", type=int, default=64)
-    model.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    model.add_argument("--learning-rate", type=float, default=5e-5)
-    model.add_argument("--lr-scheduler", default="linear", help="transformers lr_scheduler_type")
-    model.add_argument("--warmup-steps", type=int, default=0)
-    model.add_argument("--weight-decay", type=float, default=0.0)
-    model.add_argument("--mi-weight", type=float, default=0.1, help="MI loss weight of the DSS + MI methods")
-    model.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
-    model.add_argument("--optim", default="adamw_torch", help="transformers optimizer name")
-    model.add_argument("--generation-num-beams", type=int, default=1)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "training seeds"})
+    train_size: int | None = field(default=None, metadata={"help": "subsample the training set to this many"})
+    valid_size: int | None = field(
+        default=None, metadata={"help": "validation examples (carved or subsampled)"}
+    )
+    test_size: int | None = field(default=None, metadata={"help": "subsample the test set"})
+    subsample_seed: int = field(
+        default=0, metadata={"help": "seed of the subsampling, the same for all runs (alias --data-seed)"}
+    )
+    train_fractions: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "run every method on these fractions of the training set (nested subsets, same step "
+            "budget and evaluation schedule per size), e.g. 0.125 0.25 0.5 1.0"
+        },
+    )
+    single_task_order: str = field(
+        default="rationale_first",
+        metadata={"help": "order of the single_task target", "choices": ["label_first", "rationale_first"]},
+    )
+    patience: int = field(
+        default=0,
+        metadata={
+            "help": "stop a run after this many evaluations without a better validation accuracy (default 0: "
+            "never; every run trains the full budget and keeps its best validation checkpoint)"
+        },
+    )
+    patience_start: int = field(
+        default=0,
+        metadata={"help": "count evaluations towards --patience only from this step on"},
+    )
+    mi_weight: float = field(default=0.1, metadata={"help": "MI loss weight of the DSS + MI methods"})
+    keep_checkpoints: bool = field(default=False, metadata={"help": "keep checkpoints of finished runs"})
+    threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads"})
+    force: bool = field(default=False, metadata={"help": "reuse an output folder made with other settings"})
+    report_only: bool = field(
+        default=False,
+        metadata={"help": "only aggregate the finished runs (or the runs in an existing results.json)"},
+    )
+    smoke: bool = field(
+        default=False,
+        metadata={"help": "tiny model and synthetic data (unless a dataset or files are given), tiny budget"},
+    )
 
-    report = parser.add_argument_group("report and housekeeping")
-    report.add_argument("--output-dir", required=True, help="folder for runs, results.json, table and plot")
-    report.add_argument("--confidence", choices=["candidates", "sequence", "first_token"])
-    report.add_argument(
-        "--label-candidates",
-        nargs="+",
-        help="candidate labels for confidence, or one column name holding each example's candidates "
-        "(default: the NLI labels for esnli/anli1, the choices column for cqa, none otherwise)",
+
+# the script's historical flag spellings -> the dataclass fields they now set
+FLAG_ALIASES = {
+    "--batch-size": "--per_device_train_batch_size",
+    "--eval-batch-size": "--per_device_eval_batch_size",
+    "--lr-scheduler": "--lr_scheduler_type",
+    "--valid-file": "--validation_file",
+    "--valid-split": "--eval_split",
+    "--data-seed": "--subsample_seed",
+}
+# the script's defaults where they differ from the dataclasses'
+DEFAULTS = {
+    "max_steps": 1000,
+    "eval_steps": 100,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 64,
+    "optim": "adamw_torch",
+    "max_input_length": 128,
+    "max_label_length": 16,
+    "max_rationale_length": 64,
+    "output_dir": None,
+}
+SMOKE = {"max_steps": 4, "eval_steps": 2, "seeds": [0]}
+
+
+@dataclass
+class Options:
+    """The parsed command line: the package's dataclasses and this script's own."""
+
+    data: Any
+    evaluation: Any
+    training: Any
+    run: ReplicateArguments
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.run.methods or DEFAULT_METHODS)
+
+
+def _rewrite_aliases(argv: Sequence[str]) -> list[str]:
+    """Old flag spellings to the new ones; ``--label-candidates a b c`` (several labels) to ``a,b,c``."""
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        flag, _, value = items[i].partition("=")
+        flag = FLAG_ALIASES.get(flag, flag)
+        if flag == "--label-candidates" or flag == "--label_candidates":
+            values = [value] if value else []
+            while not value and i + 1 < len(items) and not items[i + 1].startswith("--"):
+                i += 1
+                values.append(items[i])
+            out += [flag, ",".join(values)]
+        else:
+            out.append(f"{flag}={value}" if value else flag)
+        i += 1
+    return out
+
+
+def _error(message: str) -> SystemExit:
+    print(f"replicate.py: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    """Parse the command line (see the module docstring) into the package's and the script's dataclasses."""
+    from transformers import HfArgumentParser
+
+    from hf_cotmi import DSSMITrainingArguments
+    from hf_cotmi.run_arguments import DataArguments, EvaluationArguments
+
+    argv = _rewrite_aliases(sys.argv[1:] if argv is None else argv)
+    if "--bf16" in argv and "--use_cpu" not in argv and "--use-cpu" not in argv:
+        import torch
+
+        if not torch.cuda.is_available():
+            argv.append("--use_cpu")  # transformers refuses bf16 without an accelerator unless use_cpu is set
+    parser = HfArgumentParser(
+        [DataArguments, EvaluationArguments, DSSMITrainingArguments, ReplicateArguments],
+        description=__doc__.split("\n\n")[0],
     )
-    report.add_argument("--n-bins", type=int, default=10, help="ECE bins")
-    report.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints of finished runs")
-    report.add_argument(
-        "--save-only-model",
-        action="store_true",
-        help="checkpoints without optimizer state (much faster on a GPU); an interrupted run then restarts "
-        "from scratch instead of resuming",
-    )
-    report.add_argument("--threads", type=int, help="torch.set_num_threads")
-    report.add_argument(
-        "--force", action="store_true", help="reuse an output folder made with other settings"
-    )
-    report.add_argument("--report-only", action="store_true", help="only aggregate the finished runs")
-    report.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny model and synthetic data (unless --dataset/--train-file given), tiny budget: a quick check",
-    )
-    args = parser.parse_args(argv)
-    if args.smoke:
-        if args.student is None:
-            args.student = "tiny"
-        if args.dataset is None and args.train_file is None:
-            args.dataset = "synthetic"
-        defaults = {"max_steps": 1000, "eval_steps": 100, "seeds": [0, 1, 2]}
-        smoke = {"max_steps": 4, "eval_steps": 2, "seeds": [0]}
-        for key, value in smoke.items():
-            if getattr(args, key) == defaults[key]:
-                setattr(args, key, value)
+    parser.set_defaults(**DEFAULTS)
+    data, evaluation, training, run = parser.parse_args_into_dataclasses(argv)
+    # TrainingArguments puts a default in when none is given: the flag itself must be there
+    if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv) or not training.output_dir:
+        raise _error("--output-dir is required (folder for runs, results.json, table and plot)")
+    options = Options(data, evaluation, training, run)
+    if run.report_only:
+        return options
+    if run.smoke:
+        if run.student is None:
+            run.student = TINY_STUDENT
+        if data.dataset is None and data.train_file is None:
+            data.dataset = "synthetic"
+        for key, value in SMOKE.items():
+            holder = run if key == "seeds" else training
+            if getattr(holder, key) == ([0, 1, 2] if key == "seeds" else DEFAULTS[key]):
+                setattr(holder, key, value)
         for key, value in {"train_size": 32, "valid_size": 8, "test_size": 8}.items():
-            if getattr(args, key) is None:
-                setattr(args, key, value)
-    if args.student is None:
-        parser.error("--student is required (a Hub name, a local folder, or 'tiny')")
-    if (args.dataset is None) == (args.train_file is None):
-        parser.error("give exactly one of --dataset (with --data-dir) and --train-file")
-    if args.dataset not in (None, "synthetic") and args.data_dir is None:
-        parser.error("--dataset needs --data-dir")
-    if args.eval_steps < 1 or args.max_steps < 1:
-        parser.error("--max-steps and --eval-steps must be positive")
-    return args
+            if getattr(run, key) is None:
+                setattr(run, key, value)
+    if run.student is None:
+        raise _error(
+            f"--student is required (a Hub name, a local folder, '{TINY_STUDENT}' or '{TINY_CAUSAL_STUDENT}')"
+        )
+    if (data.dataset is None) == (data.train_file is None):
+        raise _error("give exactly one of --dataset (with --data-dir) and --train-file")
+    if data.dataset not in (None, "synthetic") and data.data_dir is None:
+        raise _error("--dataset needs --data-dir")
+    if training.eval_steps is None or training.eval_steps < 1 or training.max_steps < 1:
+        raise _error("--max-steps and --eval-steps must be positive")
+    for fraction in run.train_fractions or []:
+        if not 0 < fraction <= 1:
+            raise _error(f"--train-fractions {fraction}: expected a fraction in (0, 1]")
+    return options
 
 
 # ----------------------------------------------------------------------------------------------------- data
-
-
-def synthetic_dataset(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """A small NLI-shaped task with rationales: is the hypothesis colour the premise colour?
-
-    Example:
-        >>> synthetic_dataset(1)[0]["label"] in NLI_LABELS
-        True
-    """
-    rng = random.Random(seed)
-    colours = ["red", "blue", "green", "black", "white"]
-    things = ["car", "dog", "house", "ball", "hat"]
-    rows = []
-    for _ in range(n):
-        colour, thing = rng.choice(colours), rng.choice(things)
-        kind = rng.randrange(3)
-        if kind == 0:
-            hypothesis, label, why = (
-                f"the {thing} is {colour}",
-                "entailment",
-                f"a {colour} {thing} is {colour}",
-            )
-        elif kind == 1:
-            other = rng.choice([c for c in colours if c != colour])
-            hypothesis, label, why = f"the {thing} is {other}", "contradiction", f"{colour} is not {other}"
-        else:
-            hypothesis, label, why = f"the {thing} is big", "neutral", f"a {colour} {thing} may not be big"
-        rows.append({"input": f"a {colour} {thing} . {hypothesis}", "label": label, "rationale": why + " ."})
-    return rows
 
 
 def _subsample(dataset: Any, size: int | None, seed: int) -> Any:
@@ -261,91 +310,107 @@ def _subsample(dataset: Any, size: int | None, seed: int) -> Any:
     return dataset.shuffle(seed=seed).select(range(size))
 
 
-def load_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """Load train / valid / test text splits, subsampled; returns them and a description of the data."""
-    from datasets import Dataset, DatasetDict
+def use_teacher_labels(train: Any) -> tuple[Any, int]:
+    """The training examples with the teacher's label (``llm_label``) as ``label``; and how many had none.
 
-    if args.dataset == "synthetic":
-        data = DatasetDict(
-            {
-                "train": Dataset.from_list(synthetic_dataset(max(args.train_size or 64, 8), seed=1)),
-                "valid": Dataset.from_list(synthetic_dataset(max(args.valid_size or 16, 4), seed=2)),
-                "test": Dataset.from_list(synthetic_dataset(max(args.test_size or 16, 4), seed=3)),
-            }
+    Examples without a teacher label (its output did not parse) are left out of training, and counted.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> rows = Dataset.from_dict({"label": ["a", "b"], "llm_label": ["b", ""], "input": ["x", "y"]})
+        >>> data, missing = use_teacher_labels(rows)
+        >>> data["label"], missing
+        (['b'], 1)
+    """
+    if "llm_label" not in train.column_names:
+        raise _error(
+            "--label-source llm needs the teacher's labels (an llm_label column: the DSS release has one)"
         )
-        source = {"train": "train", "valid": "valid", "test": "test"}
-    elif args.dataset is not None:
-        from hf_cotmi import load_dss_dataset
+    kept = train.filter(lambda label: bool(label), input_columns="llm_label")
+    missing = train.num_rows - kept.num_rows
+    return kept.map(lambda label: {"label": label}, input_columns="llm_label"), missing
 
-        data = load_dss_dataset(
-            args.dataset, args.data_dir, label_source=args.label_source, valid_fraction=0.1, seed=0
+
+def select_splits(options: Options) -> tuple[Any, Any, dict[str, Any]]:
+    """The benchmark's train / valid / test: the package's loader (:func:`hf_cotmi.pipeline.load_task_data`),
+    then the protocol's selection: the validation set carved from training data when there is no separate
+    one, subsampling with ``--data-seed``, and teacher labels on the training examples.
+
+    Returns the splits, the task spec and a description of the data for the protocol.
+    """
+    from datasets import DatasetDict
+
+    from hf_cotmi.pipeline import load_task_data
+
+    data_args, run = options.data, options.run
+    if data_args.dataset == "synthetic":
+        data_args = replace(
+            data_args,
+            synthetic_train_size=max(run.train_size or 64, 8),
+            synthetic_valid_size=max(run.valid_size or 16, 4),
+            synthetic_test_size=max(run.test_size or 16, 4),
         )
-        source = {"train": args.train_split, "valid": args.valid_split, "test": args.test_split}
-    else:
-        from hf_cotmi import load_cot_dataset
-
-        files = {"train": args.train_file}
-        if args.valid_file:
-            files["valid"] = args.valid_file
-        if args.test_file:
-            files["test"] = args.test_file
-        data = load_cot_dataset(
-            files,
-            input_column=args.input_column,
-            label_column=args.label_column,
-            rationale_column=args.rationale_column,
-        )
-        source = {"train": "train", "valid": "valid", "test": "test"}
-
-    for role in ("train", "test"):
-        if source[role] not in data:
-            raise SystemExit(f"the {role} split {source[role]!r} is not in the data (splits: {list(data)})")
-    train = data[source["train"]]
-    carve = source["valid"] == source["train"] or source["valid"] not in data
+    # teacher labels are applied below, to the training examples only: the e-SNLI release has no train
+    # split (its valid split is the training data), and the loader's label_source acts on "train" only
+    loaded = load_task_data(replace(data_args, label_source="gt"))
+    splits = loaded.splits
+    for role, name in (("train", data_args.train_split), ("test", data_args.test_split)):
+        if role not in splits:
+            raise _error(f"the {role} split {name!r} is not in the data")
+    train = splits["train"]
+    carve = "eval" not in splits
     if carve:
         # selection examples come from the training split, disjoint from the training examples
-        n_valid = args.valid_size or max(1, round(0.1 * train.num_rows))
+        n_valid = run.valid_size or max(1, round(0.1 * train.num_rows))
         if n_valid >= train.num_rows:
-            raise SystemExit(f"--valid-size {n_valid} leaves no training examples out of {train.num_rows}")
-        shuffled = train.shuffle(seed=args.data_seed)
+            raise _error(f"--valid-size {n_valid} leaves no training examples out of {train.num_rows}")
+        shuffled = train.shuffle(seed=run.subsample_seed)
         valid = shuffled.select(range(n_valid))
         train = shuffled.select(range(n_valid, shuffled.num_rows))
     else:
-        valid = _subsample(data[source["valid"]], args.valid_size, args.data_seed)
-    train = _subsample(train, args.train_size, args.data_seed)
-    test = _subsample(data[source["test"]], args.test_size, args.data_seed)
-    if source["test"] in (source["train"], source["valid"]):
-        raise SystemExit("the test split must differ from the training and validation splits")
-    description = {
-        "dataset": args.dataset or args.train_file,
-        "train": {"split": source["train"], "examples": train.num_rows},
+        valid = _subsample(splits["eval"], run.valid_size, run.subsample_seed)
+    train = _subsample(train, run.train_size, run.subsample_seed)
+    test = _subsample(splits["test"], run.test_size, run.subsample_seed)
+    description: dict[str, Any] = {
+        "dataset": data_args.dataset or data_args.train_file,
+        "train": {"split": data_args.train_split, "examples": train.num_rows},
         "valid": {
-            "split": f"carved from {source['train']}" if carve else source["valid"],
+            "split": f"carved from {data_args.train_split}" if carve else data_args.eval_split,
             "examples": valid.num_rows,
         },
-        "test": {"split": source["test"], "examples": test.num_rows},
-        "data_seed": args.data_seed,
+        "test": {"split": data_args.test_split, "examples": test.num_rows},
+        "data_seed": run.subsample_seed,
     }
-    return DatasetDict({"train": train, "valid": valid, "test": test}), description
+    if data_args.label_source == "llm":
+        train, missing = use_teacher_labels(train)
+        description["train"]["examples"] = train.num_rows
+        description["train"]["without_teacher_label"] = missing
+        if missing:
+            logger.warning("%d training examples have no teacher label and are left out", missing)
+    return DatasetDict({"train": train, "valid": valid, "test": test}), loaded.spec, description
+
+
+def fraction_of(train: Any, fraction: float | None) -> Any:
+    """The first ``round(fraction * n)`` training examples (nested: a smaller fraction is a subset).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> fraction_of(Dataset.from_dict({"x": list(range(8))}), 0.25)["x"]
+        [0, 1]
+    """
+    if fraction is None or fraction >= 1:
+        return train
+    return train.select(range(max(1, round(fraction * train.num_rows))))
 
 
 # -------------------------------------------------------------------------------------------------- student
 
 
-def load_student(name: str, texts: Sequence[str], seed: int = 0) -> tuple[Any, Any]:
-    """Load a seq2seq model and tokenizer; ``"tiny"`` builds a tiny T5 over the words of ``texts``."""
-    if name == "tiny":
-        from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer
+def _vocabulary(data: Any) -> list[str]:
+    from hf_cotmi.data.parsing import ANSWER_MARKER, EXPLANATION_MARKER
+    from hf_cotmi.data.synthetic import arithmetic_vocabulary
 
-        tokenizer = build_word_tokenizer(list(texts) + ["predict : explain : " + " ".join(NLI_LABELS)])
-        return build_tiny_seq2seq(tokenizer, "t5", d_model=32, seed=seed), tokenizer
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    return AutoModelForSeq2SeqLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
-
-
-def _texts(data: Any) -> list[str]:
-    texts: list[str] = []
+    texts = [ANSWER_MARKER, EXPLANATION_MARKER, " ".join(arithmetic_vocabulary())]
     for split in data.values():
         for column in ("input", "label", "rationale", "premise", "hypothesis"):
             if column in split.column_names:
@@ -353,53 +418,111 @@ def _texts(data: Any) -> list[str]:
     return texts
 
 
-def tokenise(data: Any, tokenizer: Any, args: argparse.Namespace) -> Any:
-    """DSS features: train keeps the rationale task; valid and test hold the label task only."""
-    from hf_cotmi import prepare_dss_features
+def make_student(name: str, texts: Sequence[str], seed: int = 0) -> tuple[Any, Any]:
+    """The student: :func:`hf_cotmi.students.load_student` (a folder or Hub name, seq2seq or causal, or the
+    built-in tiny T5 for ``tiny``), or the package's tiny Llama for ``tiny-causal``."""
+    from hf_cotmi.run_arguments import ModelArguments
+    from hf_cotmi.students import load_student as package_load_student
 
-    common = dict(
-        max_input_length=args.max_input_length,
-        max_label_length=args.max_label_length,
-        max_rationale_length=args.max_rationale_length,
-    )
-    train = prepare_dss_features(data["train"], tokenizer, **common)
+    if name == TINY_CAUSAL_STUDENT:
+        from hf_cotmi import tiny
+
+        if not hasattr(tiny, "build_tiny_causal_lm"):
+            raise _error(
+                f"--student {TINY_CAUSAL_STUDENT} needs hf_cotmi with causal students (build_tiny_causal_lm)"
+            )
+        tokenizer = tiny.build_word_tokenizer(list(texts), max_vocab_size=16000)
+        return tiny.build_tiny_causal_lm(tokenizer, "llama", hidden_size=32, seed=seed), tokenizer
+    args = ModelArguments(model_name_or_path=None if name == TINY_STUDENT else name, tiny_d_model=32)
+    model, tokenizer, _ = package_load_student(args, texts, seed=seed)
+    return model, tokenizer
+
+
+def is_causal(model: Any) -> bool:
+    """Whether the student is decoder-only (its config says it is not an encoder-decoder)."""
+    return not getattr(model.config, "is_encoder_decoder", False)
+
+
+def single_task_splits(data: Any, order: str) -> Any:
+    """The training split with ``label`` replaced by the one rationale + label target; others unchanged."""
     from datasets import DatasetDict
 
-    held_out = prepare_dss_features(
-        DatasetDict({"valid": data["valid"], "test": data["test"]}), tokenizer, with_rationale=False, **common
+    from hf_cotmi.data.parsing import single_task_target
+
+    train = data["train"].map(
+        lambda label, rationale: {"label": single_task_target(label, rationale, order)},
+        input_columns=["label", "rationale"],
     )
-    return DatasetDict({"train": train, "valid": held_out["valid"], "test": held_out["test"]})
+    return DatasetDict({**data, "train": train})
+
+
+def method_features(
+    data: Any, tokenizer: Any, options: Options, *, model: Any = None, single_task: bool = False
+) -> Any:
+    """DSS features (:func:`hf_cotmi.pipeline.build_features`): train keeps the rationale task; valid and
+    test hold the label task only. ``single_task``: the training target is rationale and label together."""
+    from hf_cotmi.pipeline import LoadedData, build_features
+
+    data_args = options.data
+    if single_task:
+        data = single_task_splits(data, options.run.single_task_order)
+        data_args = replace(data_args, max_label_length=single_task_length(data_args))
+    loaded = LoadedData(splits=dict(data), name=None, task="text", source={})
+    return build_features(
+        loaded,
+        tokenizer,
+        data_args,
+        predict_prefix=options.training.predict_prefix,
+        explain_prefix=options.training.explain_prefix,
+        with_rationale={"train"} if not single_task else False,
+        model=model if model is not None and is_causal(model) else None,
+    )
+
+
+def single_task_length(data_args: Any) -> int:
+    """Token limit of the single-task target: label, rationale and the marker between them."""
+    return data_args.max_label_length + data_args.max_rationale_length + 8
 
 
 # ---------------------------------------------------------------------------------------------------- runs
 
 
-def protocol(args: argparse.Namespace, data_description: dict[str, Any]) -> dict[str, Any]:
+def _text(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def protocol(options: Options, data_description: dict[str, Any]) -> dict[str, Any]:
     """Everything that changes a run's result; stored in the output folder and checked on a rerun."""
-    keys = [
-        "student",
-        "max_steps",
-        "eval_steps",
-        "patience",
-        "patience_start",
-        "batch_size",
-        "gradient_accumulation_steps",
-        "learning_rate",
-        "lr_scheduler",
-        "warmup_steps",
-        "weight_decay",
-        "mi_weight",
-        "max_input_length",
-        "max_label_length",
-        "max_rationale_length",
-        "label_source",
-        "bf16",
-        "optim",
-        "generation_num_beams",
-        "task",
-    ]
-    settings = {k: getattr(args, k) for k in keys}
-    settings["data"] = data_description
+    training, data, run = options.training, options.data, options.run
+    settings = {
+        "student": run.student,
+        "max_steps": training.max_steps,
+        "eval_steps": int(training.eval_steps),
+        "patience": run.patience,
+        "patience_start": run.patience_start,
+        "batch_size": training.per_device_train_batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "learning_rate": training.learning_rate,
+        "lr_scheduler": _text(training.lr_scheduler_type),
+        "warmup_steps": training.warmup_steps,
+        "weight_decay": training.weight_decay,
+        "mi_weight": run.mi_weight,
+        "max_input_length": data.max_input_length,
+        "max_label_length": data.max_label_length,
+        "max_rationale_length": data.max_rationale_length,
+        "label_source": data.label_source,
+        "bf16": training.bf16,
+        "optim": _text(training.optim),
+        "generation_num_beams": training.generation_num_beams or 1,
+        "task": None,  # filled in by the caller from the task spec
+        "data": data_description,
+    }
+    # settings added later are recorded only when they are not the default, so that folders written
+    # before them stay valid
+    if run.train_fractions:
+        settings["train_fractions"] = list(run.train_fractions)
+    if run.single_task_order != "rationale_first":
+        settings["single_task_order"] = run.single_task_order
     return settings
 
 
@@ -414,9 +537,8 @@ def check_protocol(out: Path, settings: dict[str, Any], force: bool) -> None:
                 for k in set(old) | set(settings)
                 if old.get(k) != settings.get(k)
             }
-            raise SystemExit(
-                f"{out} holds runs made with other settings {diff} (old, new); use another --output-dir "
-                "or --force"
+            raise _error(
+                f"{out} holds runs made with other settings {diff} (old, new); use another --output-dir or --force"
             )
     out.mkdir(parents=True, exist_ok=True)
     _write_json(path, settings)
@@ -426,27 +548,6 @@ def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-
-
-def _calibration_setup(args: argparse.Namespace) -> tuple[str, Any]:
-    candidates: Any = args.label_candidates
-    if candidates is not None and len(candidates) == 1:
-        candidates = candidates[0]  # a column name
-    if candidates is None:
-        if args.dataset in ("esnli", "anli1", "synthetic"):
-            candidates = NLI_LABELS
-        elif args.dataset == "cqa":
-            candidates = "choices"
-    mode = args.confidence or ("candidates" if candidates is not None else "sequence")
-    return mode, candidates if mode == "candidates" else None
-
-
-def _is_correct(task: str) -> Any:
-    if task != "equation":
-        return None
-    from hf_cotmi import equation_accuracy
-
-    return lambda prediction, gold: equation_accuracy([prediction], [gold]) == 1.0
 
 
 def _patience_start_text(settings: dict[str, Any]) -> str:
@@ -545,63 +646,163 @@ def train_clock_callback(previous_seconds: float | None = None) -> Any:
     return _TrainClock(previous_seconds or 0.0)
 
 
-def train_one(
-    method: Method, seed: int, features: Any, args: argparse.Namespace, run_dir: Path
-) -> dict[str, Any]:
-    """Train (or resume) one run, select on validation, evaluate once on test; returns its record."""
-    import torch
-    from transformers.trainer_utils import get_last_checkpoint
+@dataclass
+class Sweep:
+    """What every run of a sweep shares: the options, the task spec, the loaded text and its features."""
 
-    from hf_cotmi import (
-        DSSMITrainer,
-        DSSMITrainingArguments,
-        build_compute_metrics,
-        expected_calibration_error,
-        label_confidences,
-    )
-    from hf_cotmi.calibration import average_confidence
+    options: Options
+    spec: Any
+    data: Any
+    student_loader: Any
+    features: dict[str, Any] = field(default_factory=dict)  # "dss" / "single_task" -> features
 
-    model, tokenizer = args._student_loader()
-    train = features["train"]
-    if not method.uses_rationales:
-        train = train.remove_columns(["expl_input_ids", "expl_attention_mask", "rationale_labels"])
-    training_args = DSSMITrainingArguments(
+    def features_for(self, method: Method) -> Any:
+        kind = "single_task" if method.single_target else "dss"
+        if kind not in self.features:
+            model, tokenizer = self.student_loader()
+            self.features[kind] = method_features(
+                self.data, tokenizer, self.options, model=model, single_task=method.single_target
+            )
+        return self.features[kind]
+
+
+def run_training_arguments(method: Method, seed: int, options: Options, run_dir: Path) -> Any:
+    """The user's ``DSSMITrainingArguments`` with this run's method, seed, folder and selection rule."""
+    training = options.training
+    label_length = single_task_length(options.data) if method.single_target else options.data.max_label_length
+    return replace(
+        training,
         output_dir=str(run_dir),
         label_loss_weight=method.label_loss_weight,
         rationale_loss_weight=method.rationale_loss_weight,
         mi_loss_weight=method.mi_loss_weight,
         mi_variant=method.mi_variant,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type=args.lr_scheduler,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        optim=args.optim,
-        bf16=args.bf16,
-        use_cpu=args.bf16 and not torch.cuda.is_available(),  # transformers wants this for bf16 on a CPU
+        mi_reduction=method.mi_reduction,
+        mi_divergence=method.mi_divergence,
         eval_strategy="steps",
-        eval_steps=args.eval_steps,
         save_strategy="steps",
-        save_steps=args.eval_steps,
+        save_steps=training.eval_steps,
         save_total_limit=1,
-        save_only_model=args.save_only_model,
         load_best_model_at_end=True,
         metric_for_best_model="eval_accuracy",
         greater_is_better=True,
-        logging_steps=max(1, min(50, args.eval_steps)),
-        generation_max_length=args.max_label_length + 1,
-        generation_num_beams=args.generation_num_beams,
+        logging_steps=max(1, min(50, int(training.eval_steps))),
+        generation_max_length=label_length + 1,
+        generation_num_beams=training.generation_num_beams or 1,
         seed=seed,
         data_seed=seed,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+
+
+def test_phase(trainer: Any, method: Method, sweep: Sweep, test: Any, raw_test: Any) -> dict[str, Any]:
+    """The test split, touched once: generated-label accuracy against gold, confidence, ECE, choice ranking.
+
+    The ECE is computed against the correctness that belongs to the confidence: in candidates mode the
+    arg-max candidate's, which for a multiple-choice task is the choice-ranking accuracy (reported beside
+    the generated label's accuracy).
+    """
+    import torch
+
+    from hf_cotmi import expected_calibration_error, label_confidences
+    from hf_cotmi.calibration import average_confidence
+    from hf_cotmi.data.parsing import parse_single_task_label
+
+    options, spec = sweep.options, sweep.spec
+    prediction = trainer.predict(test, metric_key_prefix="test")
+    decoded = [r["prediction"] for r in trainer.decode_predictions(prediction.predictions)]
+    is_correct = spec.is_correct
+    if method.single_target:
+        order = options.run.single_task_order
+
+        def is_correct(text: str, gold: str) -> bool:
+            return spec.is_correct(parse_single_task_label(text, order), gold)
+
+        # the label inside rationale + label: the whole generated sequence's probability is its confidence
+        mode, candidates = "sequence", None
+    else:
+        mode, candidates = spec.resolve_confidence(
+            options.evaluation.confidence, options.evaluation.label_candidates, raw_test.column_names
+        )
+    model = trainer.model.eval()
+    record: dict[str, Any] = {
+        "test_accuracy": float(prediction.metrics["test_accuracy"]),
+        "confidence_mode": mode,
+    }
+    label_length = single_task_length(options.data) if method.single_target else options.data.max_label_length
+    try:
+        with torch.no_grad():
+            confidences = label_confidences(
+                model,
+                trainer.processing_class,
+                test,
+                mode=mode,
+                label_candidates=candidates,
+                batch_size=options.training.per_device_eval_batch_size,
+                max_length=label_length + 1,
+                num_beams=options.training.generation_num_beams or 1,
+                is_correct=is_correct,
+            )
+    except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
+        if not is_causal(model):
+            raise
+        # label_confidences may not serve decoder-only students yet (it runs an encoder): accuracy stands,
+        # the confidence is recorded as missing, with the reason, and left out of the ECE means
+        logger.warning("no confidence for this causal student (%s): ECE not measured", error)
+        record.update(
+            test_ece=None,
+            test_avg_confidence=None,
+            test_confidence_accuracy=None,
+            confidence_error=str(error),
+        )
+        confident = [None] * len(decoded)
+    else:
+        record.update(
+            test_ece=float(
+                expected_calibration_error(
+                    confidences.confidences, confidences.correct, n_bins=options.evaluation.n_bins
+                )
+            ),
+            test_avg_confidence=float(average_confidence(confidences.confidences)),
+            test_confidence_accuracy=float(confidences.accuracy),
+        )
+        confident = confidences.predictions
+        if mode == "candidates":
+            record["test_choice_accuracy"] = float(confidences.accuracy)
+    golds = raw_test["label"]
+    record["first_test_predictions"] = [
+        {"prediction": p, "confident_prediction": c, "gold": g}
+        for p, c, g in zip(decoded[:5], confident[:5], golds[:5])
+    ]
+    return record
+
+
+def train_one(
+    method: Method, seed: int, sweep: Sweep, run_dir: Path, fraction: float | None = None
+) -> dict[str, Any]:
+    """Train (or resume) one run, select on validation, evaluate once on test; returns its record."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hf_cotmi import DSSMITrainer, build_compute_metrics
+    from hf_cotmi.data.parsing import parse_single_task_label
+
+    options = sweep.options
+    features = sweep.features_for(method)
+    model, tokenizer = sweep.student_loader()
+    train = fraction_of(features["train"], fraction)
+    if not method.uses_rationales:
+        train = train.remove_columns(
+            [
+                c
+                for c in ("expl_input_ids", "expl_attention_mask", "rationale_labels")
+                if c in train.column_names
+            ]
+        )
+    training_args = run_training_arguments(method, seed, options, run_dir)
     last = get_last_checkpoint(str(run_dir)) if run_dir.exists() else None
-    if last and args.save_only_model:
+    if last and training_args.save_only_model:
         # model-only checkpoints cannot resume training: start this run again
         for checkpoint in run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint, ignore_errors=True)
@@ -611,15 +812,22 @@ def train_one(
     resumed_clock = read_train_seconds(last)
     clock = train_clock_callback(resumed_clock)
     callbacks = [clock]
-    if args.patience > 0:
-        callbacks.append(early_stopping_callback(args.patience, args.patience_start))
+    if options.run.patience > 0:
+        callbacks.append(early_stopping_callback(options.run.patience, options.run.patience_start))
+    parser = None
+    if method.single_target:
+        order = options.run.single_task_order
+
+        def parser(text: str) -> str:
+            return parse_single_task_label(text, order)
+
     trainer = DSSMITrainer(
         model=model,
         args=training_args,
         train_dataset=train,
         eval_dataset=features["valid"],
         processing_class=tokenizer,
-        compute_metrics=build_compute_metrics(tokenizer, task=args.task),
+        compute_metrics=build_compute_metrics(tokenizer, task=sweep.spec, prediction_parser=parser),
         callbacks=callbacks,
     )
     if last:
@@ -636,45 +844,16 @@ def train_one(
 
     # the test split is touched here, once, with the checkpoint chosen on validation
     start_test = time.perf_counter()
-    test = features["test"]
-    prediction = trainer.predict(test, metric_key_prefix="test")
-    mode, candidates = _calibration_setup(args)
-    model = trainer.model.eval()
-    with torch.no_grad():
-        confidences = label_confidences(
-            model,
-            tokenizer,
-            test,
-            mode=mode,
-            label_candidates=candidates,
-            batch_size=args.eval_batch_size,
-            max_length=args.max_label_length + 1,
-            num_beams=args.generation_num_beams,
-            is_correct=_is_correct(args.task),
-        )
+    tested = test_phase(trainer, method, sweep, features["test"], sweep.data["test"])
     test_seconds = time.perf_counter() - start_test
-    examples = [
-        {"prediction": p, "confident_prediction": c, "gold": g}
-        for p, c, g in zip(
-            [r["prediction"] for r in trainer.decode_predictions(prediction.predictions)[:5]],
-            confidences.predictions[:5],
-            confidences.references[:5],
-        )
-    ]
     record = {
         "method": method.name,
         "seed": seed,
-        "test_accuracy": float(prediction.metrics["test_accuracy"]),
-        "test_ece": float(
-            expected_calibration_error(confidences.confidences, confidences.correct, n_bins=args.n_bins)
-        ),
-        "test_avg_confidence": float(average_confidence(confidences.confidences)),
-        "test_confidence_accuracy": float(confidences.accuracy),
-        "confidence_mode": mode,
+        **{k: v for k, v in tested.items() if k != "first_test_predictions"},
         "best_valid_accuracy": float(state.best_metric) if state.best_metric is not None else None,
         "best_step": best_step,
         "steps_trained": int(state.global_step),
-        "stopped_early": int(state.global_step) < args.max_steps,
+        "stopped_early": int(state.global_step) < training_args.max_steps,
         "valid_history": valid_history,
         "train_loss": float(train_output.training_loss),
         "train_seconds": round(clock.seconds(), 1),
@@ -682,52 +861,76 @@ def train_one(
         "train_seconds_complete": not last or resumed_clock is not None,
         "test_seconds": round(test_seconds, 1),
         "resumed": bool(last),
-        "test_examples": test.num_rows,
-        "first_test_predictions": examples,
+        "test_examples": features["test"].num_rows,
+        "train_examples": train.num_rows,
+        "first_test_predictions": tested["first_test_predictions"],
     }
+    if fraction is not None:
+        record["train_fraction"] = fraction
+    if method.single_target:
+        record["single_task_order"] = options.run.single_task_order
     _write_json(run_dir / "done.json", record)
-    if not args.keep_checkpoints:
+    if not options.run.keep_checkpoints:
         for checkpoint in run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint, ignore_errors=True)
     return record
 
 
-def run_sweep(args: argparse.Namespace, features: Any, out: Path) -> list[dict[str, Any]]:
-    """Run every (seed, method) pair not yet done, seed-major so that a cut sweep has whole seeds."""
-    methods = build_methods(args.mi_weight)
+def _fraction_key(fraction: float) -> str:
+    return f"{fraction:g}"
+
+
+def run_folder(out: Path, name: str, seed: int, fraction: float | None = None) -> Path:
+    """``OUT/runs/<method>/seed<k>``, or ``OUT/runs/frac<f>/<method>/seed<k>`` in a size sweep."""
+    base = out / "runs" if fraction is None else out / "runs" / f"frac{_fraction_key(fraction)}"
+    return base / name / f"seed{seed}"
+
+
+def run_sweep(sweep: Sweep, out: Path) -> list[dict[str, Any]]:
+    """Run every (fraction, seed, method) not yet done, seed-major within a fraction (a cut sweep has whole
+    seeds)."""
+    options = sweep.options
+    methods = build_methods(options.run.mi_weight)
+    fractions: list[float | None] = list(options.run.train_fractions or [None])
     records = []
-    total = len(args.seeds) * len(args.methods)
+    total = len(fractions) * len(options.run.seeds) * len(options.methods)
     index = 0
-    for seed in args.seeds:
-        for name in args.methods:
-            index += 1
-            run_dir = out / "runs" / name / f"seed{seed}"
-            done = run_dir / "done.json"
-            if done.exists():
-                print(f"[{index}/{total}] {name} seed {seed}: done, skipped", flush=True)
-                records.append(json.loads(done.read_text()))
-                continue
-            print(f"[{index}/{total}] {name} seed {seed}: training", flush=True)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            record = train_one(methods[name], seed, features, args, run_dir)
-            records.append(record)
-            print(
-                f"[{index}/{total}] {name} seed {seed}: test accuracy {record['test_accuracy']:.4f}, "
-                f"ECE {record['test_ece']:.4f}, best step {record['best_step']}/{record['steps_trained']}, "
-                f"{record['train_seconds']:.0f} s",
-                flush=True,
-            )
+    for fraction in fractions:
+        at = "" if fraction is None else f" (train fraction {_fraction_key(fraction)})"
+        for seed in options.run.seeds:
+            for name in options.methods:
+                index += 1
+                run_dir = run_folder(out, name, seed, fraction)
+                done = run_dir / "done.json"
+                if done.exists():
+                    print(f"[{index}/{total}] {name} seed {seed}{at}: done, skipped", flush=True)
+                    records.append(json.loads(done.read_text()))
+                    continue
+                print(f"[{index}/{total}] {name} seed {seed}{at}: training", flush=True)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                record = train_one(methods[name], seed, sweep, run_dir, fraction)
+                records.append(record)
+                ece = "n/a" if record["test_ece"] is None else f"{record['test_ece']:.4f}"
+                print(
+                    f"[{index}/{total}] {name} seed {seed}{at}: test accuracy {record['test_accuracy']:.4f}, "
+                    f"ECE {ece}, best step {record['best_step']}/{record['steps_trained']}, "
+                    f"{record['train_seconds']:.0f} s",
+                    flush=True,
+                )
     return records
 
 
-def collect_records(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[dict[str, Any]]:
+def collect_records(
+    out: Path, methods: Sequence[str], seeds: Sequence[int], fractions: Sequence[float] | None = None
+) -> list[dict[str, Any]]:
     """The finished runs in an output folder (for ``--report-only``)."""
     records = []
-    for seed in seeds:
-        for name in methods:
-            done = out / "runs" / name / f"seed{seed}" / "done.json"
-            if done.exists():
-                records.append(json.loads(done.read_text()))
+    for fraction in fractions or [None]:
+        for seed in seeds:
+            for name in methods:
+                done = run_folder(out, name, seed, fraction) / "done.json"
+                if done.exists():
+                    records.append(json.loads(done.read_text()))
     return records
 
 
@@ -741,8 +944,20 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
+def _choice_accuracy(record: dict[str, Any]) -> float | None:
+    """The arg-max candidate's accuracy (older records keep it as ``test_confidence_accuracy``)."""
+    if "test_choice_accuracy" in record:
+        return record["test_choice_accuracy"]
+    if record.get("confidence_mode") == "candidates":
+        return record.get("test_confidence_accuracy")
+    return None
+
+
 def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Mean and sample standard deviation (n - 1) per method of accuracy, ECE and average confidence.
+
+    Runs without a measured ECE (a causal student without confidence support) are left out of the ECE
+    and confidence means, and counted in ``ece_runs``.
 
     Example:
         >>> rows = [{"method": "dss", "seed": s, "test_accuracy": a, "test_ece": 0.1, "test_avg_confidence": 0.8,
@@ -762,7 +977,12 @@ def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
             ("ece", "test_ece"),
             ("avg_confidence", "test_avg_confidence"),
         ):
-            entry[f"{key}_mean"], entry[f"{key}_std"] = _mean_std([r[metric] for r in runs])
+            values = [r[metric] for r in runs if r.get(metric) is not None]
+            entry[f"{key}_mean"], entry[f"{key}_std"] = _mean_std(values) if values else (None, None)
+        entry["ece_runs"] = sum(r.get("test_ece") is not None for r in runs)
+        choices = [_choice_accuracy(r) for r in runs]
+        if all(c is not None for c in choices):
+            entry["choice_accuracy_mean"], entry["choice_accuracy_std"] = _mean_std(choices)
         entry["per_seed_accuracy"] = {str(r["seed"]): r["test_accuracy"] for r in runs}
         entry["steps_trained"] = [r["steps_trained"] for r in runs]
         entry["best_steps"] = [r["best_step"] for r in runs]
@@ -774,6 +994,46 @@ def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
     return summary
 
 
+def paired_differences(
+    records: Sequence[dict[str, Any]], methods: Sequence[str], baseline: str = PAIRED_BASELINE
+) -> dict[str, dict[str, Any]]:
+    """Per DSS + MI method: the mean and sample std over seeds of (method - DSS), paired by seed.
+
+    Runs of the same seed share the data order and the initial weights, so the per-seed difference
+    removes what the seed does to both; its spread is what decides whether MI is ahead of DSS. Only seeds
+    both methods finished count. ECE differences leave out seeds where either ECE is missing.
+
+    Example:
+        >>> rows = [{"method": m, "seed": s, "test_accuracy": a, "test_ece": e}
+        ...         for m, s, a, e in (("dss", 0, .70, .1), ("dss", 1, .60, .1),
+        ...                            ("dss_mi_masked", 0, .72, .1), ("dss_mi_masked", 1, .66, .05))]
+        >>> d = paired_differences(rows, ["dss", "dss_mi_masked"])["dss_mi_masked - dss"]
+        >>> round(d["accuracy_diff_mean"], 4), round(d["accuracy_diff_std"], 4), d["seeds"]
+        (0.04, 0.0283, [0, 1])
+    """
+    by_seed = {(r["method"], r["seed"]): r for r in records}
+    result: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        if not name.startswith("dss_mi"):
+            continue
+        seeds = sorted(s for (m, s) in by_seed if m == name and (baseline, s) in by_seed)
+        if not seeds:
+            continue
+        pairs = [(by_seed[(name, s)], by_seed[(baseline, s)]) for s in seeds]
+        accuracy = [a["test_accuracy"] - b["test_accuracy"] for a, b in pairs]
+        entry: dict[str, Any] = {"method": name, "baseline": baseline, "seeds": seeds}
+        entry["per_seed_accuracy_diff"] = {str(s): d for s, d in zip(seeds, accuracy)}
+        entry["accuracy_diff_mean"], entry["accuracy_diff_std"] = _mean_std(accuracy)
+        ece = [
+            a["test_ece"] - b["test_ece"]
+            for a, b in pairs
+            if a.get("test_ece") is not None and b.get("test_ece") is not None
+        ]
+        entry["ece_diff_mean"], entry["ece_diff_std"] = _mean_std(ece) if ece else (None, None)
+        result[f"{name} - {baseline}"] = entry
+    return result
+
+
 def _train_minutes_text(entry: dict[str, Any]) -> str:
     if entry["train_minutes_mean"] is None:
         return "n/a"
@@ -783,35 +1043,69 @@ def _train_minutes_text(entry: dict[str, Any]) -> str:
     return text if timed == runs else f"{text} ({timed} of {runs} runs timed)"
 
 
-def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
-    """The results as a markdown table (percentages, mean ± sample std over seeds)."""
+def _percent(mean: float | None, std: float | None) -> str:
+    return "n/a" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def markdown_table(summary: dict[str, dict[str, Any]], choice_ranking: bool = False) -> str:
+    """The results as a markdown table (percentages, mean ± sample std over seeds).
+
+    ``choice_ranking``: add the arg-max candidate's accuracy beside the generated label's (multiple choice).
+    """
+    choice_head, choice_rule = (" choice-ranking accuracy (%) |", "---|") if choice_ranking else ("", "")
     lines = [
-        "| method | seeds | test accuracy (%) | ECE (%) | avg confidence (%) | steps run | best step | "
+        f"| method | seeds | test accuracy (%) |{choice_head} ECE (%) | avg confidence (%) | steps run | best step | "
         "train min/run |",
-        "|---|---|---|---|---|---|---|---|",
+        f"|---|---|---|{choice_rule}---|---|---|---|---|",
     ]
     for entry in summary.values():
+        choice = ""
+        if choice_ranking:
+            choice = f" {_percent(entry.get('choice_accuracy_mean'), entry.get('choice_accuracy_std'))} |"
         lines.append(
             f"| {entry['title']} | {len(entry['seeds'])} | "
-            f"{100 * entry['accuracy_mean']:.2f} ± {100 * entry['accuracy_std']:.2f} | "
-            f"{100 * entry['ece_mean']:.2f} ± {100 * entry['ece_std']:.2f} | "
-            f"{100 * entry['avg_confidence_mean']:.2f} ± {100 * entry['avg_confidence_std']:.2f} | "
+            f"{_percent(entry['accuracy_mean'], entry['accuracy_std'])} |{choice} "
+            f"{_percent(entry['ece_mean'], entry['ece_std'])} | "
+            f"{_percent(entry['avg_confidence_mean'], entry['avg_confidence_std'])} | "
             f"{', '.join(map(str, entry['steps_trained']))} | {', '.join(map(str, entry['best_steps']))} | "
             f"{_train_minutes_text(entry)} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def _points(mean: float | None, std: float | None) -> str:
+    return "n/a" if mean is None else f"{100 * mean:+.2f} ± {100 * std:.2f}"
+
+
+def paired_table(paired: dict[str, dict[str, Any]]) -> str:
+    """The paired differences as a markdown table (percentage points, mean ± sample std over seeds)."""
+    if not paired:
+        return ""
+    lines = [
+        "| difference (paired by seed) | seeds | accuracy (points) | per seed | ECE (points) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, entry in paired.items():
+        per_seed = ", ".join(f"{100 * d:+.2f}" for d in entry["per_seed_accuracy_diff"].values())
+        lines.append(
+            f"| {key} | {len(entry['seeds'])} | {_points(entry['accuracy_diff_mean'], entry['accuracy_diff_std'])} | "
+            f"{per_seed} | {_points(entry['ece_diff_mean'], entry['ece_diff_std'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_accuracy(summary: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
     """Bar chart of test accuracy per method (mean, sample-std error bars, one dot per seed)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
-        return False
+    plt = _pyplot()
     names = list(summary)
     means = [100 * summary[n]["accuracy_mean"] for n in names]
     stds = [100 * summary[n]["accuracy_std"] for n in names]
@@ -833,32 +1127,132 @@ def plot_accuracy(summary: dict[str, dict[str, Any]], path: Path, title: str) ->
     return True
 
 
-def write_report(out: Path, records: list[dict[str, Any]], args: argparse.Namespace, settings: dict) -> dict:
-    """Write results.json, results.md and accuracy.png; returns the summary."""
-    summary = summarise(records, args.methods)
-    expected = len(args.methods) * len(args.seeds)
-    result = {
-        "protocol": settings,
-        "methods": args.methods,
-        "seeds": args.seeds,
-        "finished_runs": len(records),
-        "expected_runs": expected,
-        "summary": summary,
-        "runs": records,
-    }
-    _write_json(out / "results.json", result)
+def plot_accuracy_vs_size(
+    by_fraction: dict[str, dict[str, Any]], train_examples: int, path: Path, title: str
+) -> bool:
+    """Test accuracy against training-set size: one line per method, sample-std error bars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    methods = list(dict.fromkeys(name for entry in by_fraction.values() for name in entry["summary"]))
+    for name in methods:
+        points = [
+            (float(key), entry["summary"][name])
+            for key, entry in by_fraction.items()
+            if name in entry["summary"]
+        ]
+        points.sort(key=lambda p: p[0])
+        sizes = [max(1, round(f * train_examples)) for f, _ in points]
+        ax.errorbar(
+            sizes,
+            [100 * s["accuracy_mean"] for _, s in points],
+            yerr=[100 * s["accuracy_std"] for _, s in points],
+            marker="o",
+            capsize=4,
+            label=points[0][1]["title"],
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training examples")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _header(settings: dict[str, Any], finished: int, expected: int) -> str:
     data = settings["data"]
-    header = (
+    teacher = (
+        " Trained on the teacher's labels; tested against gold."
+        if settings.get("label_source") == "llm"
+        else ""
+    )
+    return (
         f"Student `{settings['student']}`; {data['dataset']}: {data['train']['examples']} train "
         f"({data['train']['split']}), {data['valid']['examples']} validation ({data['valid']['split']}), "
         f"{data['test']['examples']} test ({data['test']['split']}). Budget {settings['max_steps']} steps, "
         f"batch {settings['batch_size']}x{settings['gradient_accumulation_steps']}, lr {settings['learning_rate']}, "
         f"validation every {settings['eval_steps']} steps, patience {settings['patience']}"
         f"{_patience_start_text(settings)}. "
-        f"{len(records)}/{expected} runs finished. Mean ± sample std over seeds; checkpoint selected on "
-        "validation accuracy; test touched once per run.\n\n"
+        f"{finished}/{expected} runs finished. Mean ± sample std over seeds; checkpoint selected on "
+        f"validation accuracy; test touched once per run.{teacher}\n\n"
     )
-    (out / "results.md").write_text(header + markdown_table(summary))
+
+
+def _is_multiple_choice(settings: dict[str, Any]) -> bool:
+    from hf_cotmi.tasks import TASKS
+
+    spec = TASKS.get(str(settings["data"].get("dataset")))
+    return spec is not None and spec.candidates_column is not None
+
+
+def _section(
+    records: list[dict[str, Any]], methods: Sequence[str], choice_ranking: bool
+) -> tuple[dict, dict, str]:
+    summary = summarise(records, methods)
+    paired = paired_differences(records, methods)
+    text = markdown_table(summary, choice_ranking)
+    if paired:
+        text += "\nPaired differences (same seed, same data order; mean ± sample std over seeds):\n\n"
+        text += paired_table(paired)
+    return summary, paired, text
+
+
+def write_report(
+    out: Path,
+    records: list[dict[str, Any]],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    settings: dict,
+    fractions: Sequence[float] | None = None,
+) -> dict:
+    """Write results.json, results.md and accuracy.png (and accuracy_vs_size.png); returns the summary.
+
+    Without fractions the summary is keyed by method; with fractions, ``results.json`` holds a
+    ``fractions`` entry keyed by fraction (each with its summary, paired differences and runs) and the
+    summary returned is the one of the largest fraction.
+    """
+    choice_ranking = _is_multiple_choice(settings)
+    expected = len(methods) * len(seeds) * len(fractions or [None])
+    result: dict[str, Any] = {
+        "protocol": settings,
+        "methods": list(methods),
+        "seeds": list(seeds),
+        "finished_runs": len(records),
+        "expected_runs": expected,
+    }
+    text = _header(settings, len(records), expected)
+    data = settings["data"]
+    if fractions:
+        by_fraction: dict[str, dict[str, Any]] = {}
+        for fraction in sorted(fractions):
+            runs = [r for r in records if r.get("train_fraction") == fraction]
+            summary, paired, section = _section(runs, methods, choice_ranking)
+            examples = max(1, round(fraction * data["train"]["examples"]))
+            by_fraction[_fraction_key(fraction)] = {
+                "train_examples": examples,
+                "summary": summary,
+                "paired_differences": paired,
+                "runs": runs,
+            }
+            text += f"### Train fraction {_fraction_key(fraction)} ({examples} examples)\n\n{section}\n"
+        result["fractions"] = by_fraction
+        summary = by_fraction[_fraction_key(max(fractions))]["summary"]
+        result["summary"], result["runs"] = summary, records
+        if any(entry["summary"] for entry in by_fraction.values()):
+            plot_accuracy_vs_size(
+                by_fraction,
+                data["train"]["examples"],
+                out / "accuracy_vs_size.png",
+                f"{data['dataset']}: test accuracy vs training-set size",
+            )
+    else:
+        summary, paired, section = _section(records, methods, choice_ranking)
+        result["summary"], result["paired_differences"], result["runs"] = summary, paired, records
+        text += section
+    _write_json(out / "results.json", result)
+    (out / "results.md").write_text(text)
     if summary:
         plot_accuracy(summary, out / "accuracy.png", f"{data['dataset']}: test accuracy over seeds")
     return summary
@@ -867,38 +1261,57 @@ def write_report(out: Path, records: list[dict[str, Any]], args: argparse.Namesp
 # ---------------------------------------------------------------------------------------------------- main
 
 
+def report_only(options: Options, out: Path) -> dict[str, Any]:
+    """Rewrite the report from the finished runs (``runs/*/done.json``, else the runs in results.json)."""
+    stored = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    if (out / "protocol.json").is_file():
+        settings = json.loads((out / "protocol.json").read_text())
+    elif "protocol" in stored:
+        settings = stored["protocol"]
+    else:
+        raise _error(f"{out} has neither protocol.json nor results.json: nothing to report")
+    methods = options.run.methods or stored.get("methods") or list(DEFAULT_METHODS)
+    seeds = options.run.seeds if options.run.seeds != [0, 1, 2] else stored.get("seeds", [0, 1, 2])
+    fractions = options.run.train_fractions or settings.get("train_fractions")
+    records = collect_records(out, methods, seeds, fractions)
+    if not records:
+        records = [r for r in stored.get("runs", []) if r["method"] in methods and r["seed"] in seeds]
+    return write_report(out, records, methods, seeds, settings, fractions)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or continue) the sweep and write the report; returns the per-method summary."""
-    args = parse_args(argv)
+    options = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
     import transformers
 
+    # transformers' warnings off; hf_cotmi's stay on (a loader's counts of what it skipped are reported)
     transformers.logging.set_verbosity_error()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.task is None:
-        args.task = "equation" if args.dataset == "svamp" else "text"
-    out = Path(args.output_dir)
-    data, description = load_splits(args)
-    settings = protocol(args, description)
-    check_protocol(out, settings, args.force)
-    if args.report_only:
-        records = collect_records(out, args.methods, args.seeds)
-    else:
-        texts = _texts(data)
-        _, tokenizer = load_student(args.student, texts)
-        features = tokenise(data, tokenizer, args)
+    if options.run.threads:
+        torch.set_num_threads(options.run.threads)
+    out = Path(options.training.output_dir)
+    if options.run.report_only:
+        summary = report_only(options, out)
+        print((out / "results.md").read_text(), flush=True)
+        return summary
+    data, spec, description = select_splits(options)
+    settings = protocol(options, description)
+    settings["task"] = spec.metric
+    check_protocol(out, settings, options.run.force)
+    texts = _vocabulary(data)
 
-        def student_loader() -> tuple[Any, Any]:
-            return load_student(args.student, texts)
+    def student_loader() -> tuple[Any, Any]:
+        return make_student(options.run.student, texts)
 
-        args._student_loader = student_loader
-        sweep_start = time.perf_counter()
-        records = run_sweep(args, features, out)
-        print(f"sweep sitting took {(time.perf_counter() - sweep_start) / 60:.1f} min", flush=True)
-    summary = write_report(out, records, args, settings)
+    sweep = Sweep(options, spec, data, student_loader)
+    sweep_start = time.perf_counter()
+    records = run_sweep(sweep, out)
+    print(f"sweep sitting took {(time.perf_counter() - sweep_start) / 60:.1f} min", flush=True)
+    summary = write_report(
+        out, records, options.methods, options.run.seeds, settings, options.run.train_fractions
+    )
     print((out / "results.md").read_text(), flush=True)
     fingerprint = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     print(f"wrote {out / 'results.json'} (protocol {fingerprint})", flush=True)

@@ -25,7 +25,6 @@ line printed is JSON with the throughputs and the ratios ``DSSMITrainer / baseli
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -34,64 +33,91 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from replicate import _texts, load_student, synthetic_dataset  # noqa: E402
+@dataclass
+class ThroughputArguments:
+    """The options of this script that the package's ``DataArguments`` does not have."""
+
+    student: str = field(default="tiny", metadata={"help": "Hub name, local folder or 'tiny'"})
+    batch_size: int = field(default=16, metadata={"help": "training batch size of both trainers"})
+    eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
+    steps: int = field(default=30, metadata={"help": "timed optimizer steps per repeat"})
+    warmup_steps: int = field(default=3, metadata={"help": "untimed steps before the clock starts"})
+    eval_examples: int = field(default=256, metadata={"help": "evaluation examples"})
+    repeats: int = field(default=3, metadata={"help": "interleaved repeats; medians are reported"})
+    mi_variant: str = field(default="masked", metadata={"choices": ["paper", "masked"], "help": "MI variant"})
+    mi_weight: float = field(default=0.1, metadata={"help": "MI loss weight of the DSS + MI trainer"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision"})
+    threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads"})
+    smoke: bool = field(default=False, metadata={"help": "tiny model, synthetic data, few steps"})
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+@dataclass
+class Options:
+    """The parsed command line: the package's ``DataArguments`` and this script's own options."""
+
+    data: Any
+    run: ThroughputArguments
+
+    def __getattr__(self, name: str) -> Any:  # args.steps, args.dataset, ...
+        for part in (self.__dict__["run"], self.__dict__["data"]):
+            if hasattr(part, name):
+                return getattr(part, name)
+        raise AttributeError(name)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    """Parse the command line (see the module docstring) with ``HfArgumentParser``."""
+    from transformers import HfArgumentParser
+
+    from hf_cotmi.run_arguments import DataArguments
+
+    parser = HfArgumentParser([DataArguments, ThroughputArguments], description=__doc__.split("\n\n")[0])
+    parser.set_defaults(
+        dataset="synthetic",
+        eval_split="test",
+        max_input_length=128,
+        max_label_length=16,
+        max_rationale_length=64,
     )
-    parser.add_argument("--student", default="tiny", help="Hub name, local folder or 'tiny'")
-    parser.add_argument("--dataset", default="synthetic", help="synthetic or a DSS release dataset")
-    parser.add_argument("--data-dir", help="the DSS release's datasets/ folder")
-    parser.add_argument("--train-split", default="train")
-    parser.add_argument("--eval-split", default="test")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--eval-batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per repeat")
-    parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps before the clock starts")
-    parser.add_argument("--eval-examples", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
-    parser.add_argument("--max-input-length", type=int, default=128)
-    parser.add_argument("--max-label-length", type=int, default=16)
-    parser.add_argument("--max-rationale-length", type=int, default=64)
-    parser.add_argument("--mi-variant", default="masked", choices=["paper", "masked"])
-    parser.add_argument("--mi-weight", type=float, default=0.1)
-    parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, synthetic data, few steps")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.steps, args.warmup_steps, args.eval_examples, args.repeats = 3, 1, 32, 1
-        args.batch_size = min(args.batch_size, 8)
-    if args.dataset != "synthetic" and args.data_dir is None:
+    data, run = parser.parse_args_into_dataclasses(list(sys.argv[1:] if argv is None else argv))
+    if run.smoke:
+        run.steps, run.warmup_steps, run.eval_examples, run.repeats = 3, 1, 32, 1
+        run.batch_size = min(run.batch_size, 8)
+    if data.dataset != "synthetic" and data.data_dir is None:
         parser.error("--dataset needs --data-dir")
-    return args
+    return Options(data, run)
 
 
-def load_data(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Training and evaluation text sets (training: enough examples for warmup + timed steps)."""
-    from datasets import Dataset
+def timed_data(args: Options) -> tuple[Any, Any]:
+    """Training and evaluation text sets (training: enough examples for warmup + timed steps), loaded with
+    :func:`hf_cotmi.pipeline.load_task_data`."""
+    from hf_cotmi.pipeline import load_task_data
 
     n_train = args.batch_size * (args.warmup_steps + args.steps)
-    if args.dataset == "synthetic":
-        return (
-            Dataset.from_list(synthetic_dataset(n_train, seed=1)),
-            Dataset.from_list(synthetic_dataset(args.eval_examples, seed=2)),
-        )
-    from hf_cotmi import load_dss_dataset
-
-    data = load_dss_dataset(args.dataset, args.data_dir, splits=[args.train_split, args.eval_split])
-    train = (
-        data[args.train_split].shuffle(seed=0).select(range(min(n_train, data[args.train_split].num_rows)))
-    )
-    evaluation = data[args.eval_split].select(range(min(args.eval_examples, data[args.eval_split].num_rows)))
+    data_args = replace(args.data, synthetic_train_size=n_train, synthetic_test_size=args.eval_examples)
+    if data_args.eval_split == data_args.test_split:
+        data_args = replace(data_args, test_split="")  # the evaluation split is what is timed
+    splits = load_task_data(data_args).splits
+    if "eval" not in splits:
+        raise SystemExit(f"throughput.py: error: no evaluation split {data_args.eval_split!r} in the data")
+    train = splits["train"].shuffle(seed=0).select(range(min(n_train, splits["train"].num_rows)))
+    evaluation = splits["eval"].select(range(min(args.eval_examples, splits["eval"].num_rows)))
     return train, evaluation
+
+
+def make_student(name: str, texts: Sequence[str]) -> tuple[Any, Any]:
+    """:func:`hf_cotmi.students.load_student`: a folder or Hub name, or the built-in tiny T5 for ``tiny``."""
+    from hf_cotmi.data.synthetic import arithmetic_vocabulary
+    from hf_cotmi.run_arguments import ModelArguments
+    from hf_cotmi.students import load_student as package_load_student
+
+    args = ModelArguments(model_name_or_path=None if name == "tiny" else name, tiny_d_model=32)
+    model, tokenizer, _ = package_load_student(args, texts, extra_vocabulary=arithmetic_vocabulary())
+    return model, tokenizer
 
 
 def make_original_trainer_class() -> type:
@@ -162,17 +188,18 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
+def measure(args: Options) -> dict[str, Any]:
     """Run the interleaved measurements; returns medians and ratios."""
     import torch
     from transformers import Seq2SeqTrainingArguments
 
     from hf_cotmi import DSSDataCollator, DSSMITrainer, DSSMITrainingArguments, prepare_dss_features
 
-    train_text, eval_text = load_data(args)
-    from datasets import DatasetDict
-
-    model, tokenizer = load_student(args.student, _texts(DatasetDict({"t": train_text, "e": eval_text})))
+    train_text, eval_text = timed_data(args)
+    texts = [
+        t for split in (train_text, eval_text) for c in ("input", "label", "rationale") for t in split[c]
+    ]
+    model, tokenizer = make_student(args.student, texts)
     initial_state = copy.deepcopy(model.state_dict())
     lengths = dict(
         max_input_length=args.max_input_length,

@@ -26,6 +26,11 @@ __all__ = [
     "parse_svamp_output",
     "parse_esnli_output",
     "parse_anli_output",
+    "SINGLE_TASK_ORDERS",
+    "ANSWER_MARKER",
+    "EXPLANATION_MARKER",
+    "single_task_target",
+    "parse_single_task_label",
 ]
 
 _CHOICE_LETTER = re.compile(r"\(.\)")
@@ -168,3 +173,82 @@ def parse_palm_output(name: str, text: str) -> PalmOutput:
     except KeyError:
         raise ValueError(f"no PaLM output parser for {name!r}; known: {sorted(PARSERS)}") from None
     return parser(text)
+
+
+# ------------------------------------------------------------------- the single-task baseline's target
+
+SINGLE_TASK_ORDERS: tuple[str, ...] = ("rationale_first", "label_first")
+"""Orders of the single-task target: ``rationale_first`` (``<rationale> So the answer is <label>``, the DSS
+release's style) or ``label_first`` (``<label> Explanation: <rationale>``)."""
+
+ANSWER_MARKER = "So the answer is"
+"""Written between rationale and label in a ``rationale_first`` single-task target."""
+
+EXPLANATION_MARKER = "Explanation:"
+"""Written between label and rationale in a ``label_first`` single-task target."""
+
+# matched case-insensitively and with any spacing: uncased and word-level tokenizers decode
+# "So the answer is" as "so the answer is" and "Explanation:" as "explanation :"
+_ANSWER_PATTERN = re.compile(r"so\s+the\s+answer\s+is", re.IGNORECASE)
+_EXPLANATION_PATTERN = re.compile(r"explanation\s*:", re.IGNORECASE)
+
+
+def _check_order(order: str) -> None:
+    if order not in SINGLE_TASK_ORDERS:
+        raise ValueError(
+            f"single-task order {order!r} is not supported; expected one of {SINGLE_TASK_ORDERS}"
+        )
+
+
+def single_task_target(label: str, rationale: str, order: str = "rationale_first") -> str:
+    """One target holding rationale and label: the single-task baseline of Chen et al. (2024), Table 1.
+
+    Args:
+        label: the answer.
+        rationale: the teacher's rationale.
+        order: ``"rationale_first"`` or ``"label_first"`` (:data:`SINGLE_TASK_ORDERS`).
+
+    Raises:
+        ValueError: an unknown ``order``.
+
+    Examples:
+        >>> single_task_target("neutral", "A man may not be tall.")
+        'A man may not be tall. So the answer is neutral'
+        >>> single_task_target("neutral", "A man may not be tall.", "label_first")
+        'neutral Explanation: A man may not be tall.'
+    """
+    _check_order(order)
+    label, rationale = str(label).strip(), str(rationale).strip()
+    if order == "rationale_first":
+        return f"{rationale} {ANSWER_MARKER} {label}".strip()
+    return f"{label} {EXPLANATION_MARKER} {rationale}".strip()
+
+
+def parse_single_task_label(text: str, order: str = "rationale_first") -> str:
+    """The label in a generated single-task target (the inverse of :func:`single_task_target`).
+
+    ``rationale_first``: the text after the *last* ``So the answer is`` (any case and spacing), without a
+    final period; ``""`` when the marker is missing (a generation cut off before its answer counts as
+    wrong). ``label_first``: the text before the first ``Explanation:``, or all of it when the marker is
+    missing (generation stopped after the label).
+
+    Raises:
+        ValueError: an unknown ``order``.
+
+    Examples:
+        >>> parse_single_task_label("a man may not be tall . so the answer is neutral .")
+        'neutral'
+        >>> parse_single_task_label("a man may not be tall .")
+        ''
+        >>> parse_single_task_label("neutral explanation : a man may not be tall .", "label_first")
+        'neutral'
+    """
+    _check_order(order)
+    if order == "rationale_first":
+        matches = list(_ANSWER_PATTERN.finditer(text))
+        if not matches:
+            return ""
+        label = text[matches[-1].end() :].strip()
+    else:
+        label = _EXPLANATION_PATTERN.split(text, maxsplit=1)[0].strip()
+    return label[:-1].rstrip() if label.endswith(".") else label
