@@ -25,6 +25,7 @@ import numpy as np
 from .calibration import average_confidence, expected_calibration_error
 from .metrics import decode_token_ids, normalize_text
 from .prefixes import PREDICT_PREFIX
+from .student_types import resolve_student_type
 
 ConfidenceMode = Literal["candidates", "sequence", "first_token"]
 CONFIDENCE_MODES: tuple[str, ...] = ("candidates", "sequence", "first_token")
@@ -357,12 +358,47 @@ def label_confidences(
     references: list[str] = []
     confidences: list[float] = []
     candidate_probs: list[np.ndarray] = []
+    causal = resolve_student_type(model) == "causal"
+    if causal:
+        if "input_ids" in needed and "labels" in columns and "labels" not in needed:
+            needed.append("labels")  # where each example's prompt ends
+        generation = _causal_generation_kwargs(model, generation)
+        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+            pad_id = tokenizer.eos_token_id  # generation pads finished rows with it: EOS decodes to nothing
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             offset = 0
             for batch in _iter_batches(dataset, needed, batch_size):
+                if causal:
+                    golds = _gold_labels(batch, tokenizer, label_column)
+                    references.extend(golds)
+                    per_example = (
+                        _example_candidates(batch, candidate_column, fixed, offset, len(golds))
+                        if mode == "candidates"
+                        else None
+                    )
+                    texts, confs, probs = _causal_batch(
+                        model,
+                        tokenizer,
+                        batch,
+                        per_example,
+                        mode=mode,
+                        prefix=prefix,
+                        input_column=input_column,
+                        max_source_length=max_source_length,
+                        pad_id=pad_id,
+                        generation=generation,
+                        num_beams=num_beams,
+                        eos_ids=eos_ids,
+                        batch_size=batch_size,
+                    )
+                    predictions.extend(texts)
+                    confidences.extend(confs)
+                    candidate_probs.extend(probs)
+                    offset += len(golds)
+                    continue
                 input_ids, attention_mask = _encode(
                     batch, tokenizer, prefix, input_column, max_source_length, pad_id, torch, device
                 )
@@ -541,3 +577,71 @@ def _example_candidates(
             )
         per_example.append(list(dict.fromkeys(str(c) for c in cands)))
     return per_example
+
+
+# ---------------------------------------------------------------------------------------------------------
+# decoder-only students (the prompt, candidate scoring and generation live in causal_confidence)
+
+
+def _causal_generation_kwargs(model: Any, generation: dict[str, Any]) -> dict[str, Any]:
+    """For a decoder-only student every length limit counts generated tokens only, as in the trainer."""
+    kwargs = dict(generation)
+    max_length = kwargs.pop("max_length", None)
+    if "max_new_tokens" not in kwargs:
+        config = getattr(model, "generation_config", None)
+        kwargs["max_new_tokens"] = (
+            max_length or getattr(config, "max_new_tokens", None) or getattr(config, "max_length", None) or 20
+        )
+    return kwargs
+
+
+def _causal_batch(
+    model: Any,
+    tokenizer: Any,
+    batch: dict[str, list[Any]],
+    per_example: list[list[str]] | None,
+    *,
+    mode: str,
+    prefix: str,
+    input_column: str,
+    max_source_length: int | None,
+    pad_id: int,
+    generation: dict[str, Any],
+    num_beams: int,
+    eos_ids: set[int],
+    batch_size: int,
+) -> tuple[list[str], list[float], list[np.ndarray]]:
+    """Predictions, confidences and (candidates mode) candidate probabilities of one batch, causal student."""
+    import torch
+
+    from .causal_confidence import (
+        candidate_target_ids,
+        causal_prompts,
+        generate_from_prompts,
+        prompts_of_features,
+        score_candidates,
+    )
+
+    if "input_ids" in batch:
+        prompts = prompts_of_features(batch["input_ids"], batch.get("labels"))
+        prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
+    else:
+        prompt_texts = [prefix + str(t) for t in batch[input_column]]
+        prompts = causal_prompts(tokenizer, prompt_texts, max_source_length)
+    if per_example is not None:
+        targets = [
+            candidate_target_ids(tokenizer, text, cands) for text, cands in zip(prompt_texts, per_example)
+        ]
+        scores = score_candidates(model, prompts, targets, pad_id=pad_id, batch_size=batch_size)
+        texts, confs, probs = [], [], []
+        for cands, score in zip(per_example, scores):
+            p = _softmax(score)
+            best = int(np.argmax(p))
+            texts.append(cands[best])
+            confs.append(float(p[best]))
+            probs.append(p)
+        return texts, confs, probs
+    out, width = generate_from_prompts(model, prompts, pad_id=pad_id, **generation)
+    decoded = tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
+    confs = _generation_confidences(model, out, mode, num_beams, eos_ids, torch)
+    return [t.strip() for t in decoded], confs, []

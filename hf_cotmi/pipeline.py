@@ -332,11 +332,17 @@ def generate_texts(
 ) -> list[str]:
     """Greedy generation from ``prefix + text`` for each text, decoded without special tokens.
 
+    A decoder-only student generates from its left-padded prompts (tokenised as training tokenises them)
+    and only the new tokens are decoded.
+
     Examples:
         >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix=EXPLAIN_PREFIX, max_new_tokens=64)
     """
     import torch
 
+    from .student_types import resolve_student_type
+
+    causal = resolve_student_type(model) == "causal"
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -344,6 +350,9 @@ def generate_texts(
     try:
         for start in range(0, len(texts), batch_size):
             chunk = [prefix + text for text in texts[start : start + batch_size]]
+            if causal:
+                outputs += _generate_causal_texts(model, tokenizer, chunk, max_new_tokens, max_input_length)
+                continue
             encoded = tokenizer(
                 chunk,
                 return_tensors="pt",
@@ -358,6 +367,27 @@ def generate_texts(
     finally:
         model.train(was_training)
     return outputs
+
+
+def _generate_causal_texts(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, max_input_length: int | None
+) -> list[str]:
+    """Greedy generation of a decoder-only student from left-padded prompts; the prompt is cut off."""
+    import torch
+
+    from .causal_confidence import causal_prompts, generate_from_prompts
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        ids, width = generate_from_prompts(
+            model,
+            causal_prompts(tokenizer, prompts, max_input_length),
+            pad_id=pad_id,
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            do_sample=False,
+        )
+    return [t.strip() for t in tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)]
 
 
 def predict_texts(
