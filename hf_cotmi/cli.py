@@ -377,10 +377,10 @@ def _setup_logging(debug: bool) -> None:
 def _train(argv: Sequence[str], debug: bool = False) -> int:
     model_args, data_args, eval_args, training_args, common = _parse("train", argv)
     _setup_logging(debug)
-    if not model_args.model_name_or_path:
+    if not model_args.model_name_or_path and model_args.student_type is None:
         raise CLIUsageError(
-            "--model is required: a Hub name (e.g. google-t5/t5-small) or a local folder; "
-            "'hf-cotmi demo' trains a small model built in code"
+            "--model is required: a Hub name (e.g. google-t5/t5-small) or a local folder; or "
+            "--student-type seq2seq|causal for a small model built in code ('hf-cotmi demo' trains one)"
         )
     run_training(model_args, data_args, eval_args, training_args, title=f"{PROG} train")
     return 0
@@ -408,7 +408,10 @@ def demo_arguments(argv: Sequence[str]) -> tuple[Any, ...]:
         SYNTHETIC_TASK,
     )
     defaults = demo_defaults(
-        real_model=bool(model_args.model_name_or_path), real_data=real_data, smoke=demo_args.smoke
+        real_model=bool(model_args.model_name_or_path),
+        real_data=real_data,
+        smoke=demo_args.smoke,
+        causal=model_args.student_type == "causal",
     )
     return _parse("demo", argv, defaults)
 

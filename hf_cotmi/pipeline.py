@@ -28,6 +28,7 @@ from typing import Any
 
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
+from .student_types import resolve_student_type
 from .students import Student, load_student, peft_config
 from .tasks import SYNTHETIC_TASK, TASKS, TaskSpec, get_task
 
@@ -281,8 +282,11 @@ def build_features(
     predict_prefix: str = PREDICT_PREFIX,
     explain_prefix: str = EXPLAIN_PREFIX,
     with_rationale: bool | Collection[str] = True,
+    model: Any = None,
 ) -> dict[str, Any]:
     """Tokenise every split into the two prefixed DSS tasks (:func:`hf_cotmi.prepare_dss_features`).
+
+    The layout (seq2seq, or one sequence per task for a decoder-only student) follows ``model``.
 
     Args:
         data: the loaded splits.
@@ -292,6 +296,7 @@ def build_features(
         explain_prefix: prefix of the rationale task.
         with_rationale: keep the rationale task in every split (True), in none (False), or in the splits
             named (e.g. ``{"train"}``: held-out splits then carry the label task only).
+        model: the student (its ``config.is_encoder_decoder`` picks the layout); None: seq2seq.
 
     Examples:
         >>> # features = build_features(data, tokenizer, DataArguments(dataset="synthetic"), with_rationale={"train"})
@@ -312,6 +317,7 @@ def build_features(
             predict_prefix=predict_prefix,
             explain_prefix=explain_prefix,
             with_rationale=keeps_rationale(split),
+            model=model,
         )
         for split, dataset in data.splits.items()
     }
@@ -339,8 +345,6 @@ def generate_texts(
         >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix=EXPLAIN_PREFIX, max_new_tokens=64)
     """
     import torch
-
-    from .student_types import resolve_student_type
 
     causal = resolve_student_type(model) == "causal"
     device = next(model.parameters()).device
@@ -764,6 +768,7 @@ def _save_run(
             "label_candidates": callback.label_candidates,
             "base_model": model_args.model_name_or_path,
             "peft": model_args.use_peft,
+            "student_type": resolve_student_type(trainer.model),
         }
         _write_json(os.path.join(output_dir, SIDECAR_NAME), sidecar, sort_keys=True)
         results["total_seconds"] = round(time.monotonic() - started, 1)
@@ -830,6 +835,7 @@ def run_training(
         data_args,
         predict_prefix=training_args.predict_prefix,
         explain_prefix=training_args.explain_prefix,
+        model=student.model,
     )
     prefix = "test" if "test" in features else "eval"
     columns = features[prefix].column_names if prefix in features else []
@@ -847,7 +853,7 @@ def run_training(
         confidence=mode,
         label_candidates=candidates,
         n_bins=eval_args.n_bins,
-        peft=peft_config(model_args) if model_args.use_peft else None,
+        peft=peft_config(model_args, resolve_student_type(student.model)) if model_args.use_peft else None,
         print_fn=print_fn,
     )
     print_fn(_describe_training(training_args))
@@ -942,6 +948,7 @@ def run_evaluation(
         replace(data_args, max_input_length=int(sidecar.get("max_input_length", data_args.max_input_length))),
         predict_prefix=predict_prefix,
         with_rationale=False,
+        model=model,
     )["test"]
     try:
         mode, candidates = spec.resolve_confidence(

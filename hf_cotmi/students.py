@@ -48,8 +48,35 @@ def _load_error(what: str, name: str, error: Exception) -> CLIUsageError:
     return CLIUsageError(f"could not load the {what} {name!r}: {where} ({first})")
 
 
-def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[Any, Any]:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+def _saved_kind(name: str) -> str:
+    """``"seq2seq"`` or ``"causal"``: what the folder (or Hub name) holds, from its config.
+
+    LoRA adapters say it in ``adapter_config.json`` (peft's ``task_type``), else their base model's config
+    does.
+    """
+    from transformers import AutoConfig
+
+    adapters = os.path.join(name, ADAPTER_CONFIG)
+    if os.path.isfile(adapters):
+        import json
+
+        with open(adapters, encoding="utf-8") as handle:
+            values = json.load(handle)
+        task = str(values.get("task_type") or "")
+        if task in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
+            return "causal" if task == "CAUSAL_LM" else "seq2seq"
+        name = values.get("base_model_name_or_path") or name
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise _load_error("model", name, error) from error
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
+def _pretrained(
+    name: str, tokenizer_name: str, merge_adapters: bool, student_type: str | None = None
+) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     if os.path.isfile(name):
         raise CLIUsageError(
@@ -59,28 +86,58 @@ def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[A
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
     except (OSError, ValueError) as error:
         raise _load_error("tokenizer", tokenizer_name, error) from error
+    kind = _saved_kind(name)
+    if student_type is not None and student_type != kind:
+        raise CLIUsageError(
+            f"--student-type {student_type} but {name!r} holds a {kind} model; leave --student-type out to "
+            "use the model's kind"
+        )
+    causal = kind == "causal"
     try:
         if os.path.isfile(os.path.join(name, ADAPTER_CONFIG)):
             try:
-                from peft import AutoPeftModelForSeq2SeqLM
+                from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
             except ImportError as error:  # pragma: no cover - depends on the environment
                 raise CLIUsageError(
                     f"{name!r} holds LoRA adapters; loading them needs peft: pip install 'hf-cotmi[peft]'"
                 ) from error
-            model = AutoPeftModelForSeq2SeqLM.from_pretrained(name)
+            loader = AutoPeftModelForCausalLM if causal else AutoPeftModelForSeq2SeqLM
+            model = loader.from_pretrained(name)
             if merge_adapters:
                 model = model.merge_and_unload()
         else:
-            model = AutoModelForSeq2SeqLM.from_pretrained(name)
+            model = (AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM).from_pretrained(name)
     except (OSError, ValueError) as error:
         raise _load_error("model", name, error) from error
     return model, tokenizer
+
+
+def _built_in_causal(args: ModelArguments, tokenizer: Any, seed: int) -> tuple[Any, Any, str]:
+    from .tiny import build_tiny_causal_lm
+
+    model = build_tiny_causal_lm(
+        tokenizer,
+        "llama",
+        hidden_size=args.tiny_d_model,
+        num_layers=args.tiny_num_layers,
+        num_heads=args.tiny_num_heads,
+        intermediate_size=args.tiny_d_ff,
+        seed=seed,
+    )
+    count = sum(p.numel() for p in model.parameters())
+    description = (
+        f"Llama (decoder-only) built from a config ({count:,} parameters, hidden size {args.tiny_d_model}, "
+        f"{args.tiny_num_layers} layers) with a word-level tokenizer of {len(tokenizer)} tokens"
+    )
+    return model, tokenizer, description
 
 
 def _built_in(args: ModelArguments, vocabulary: Sequence[str], seed: int) -> tuple[Any, Any, str]:
     from .tiny import build_tiny_seq2seq, build_word_tokenizer
 
     tokenizer = build_word_tokenizer(list(vocabulary), max_vocab_size=16000)
+    if args.student_type == "causal":
+        return _built_in_causal(args, tokenizer, seed)
     model = build_tiny_seq2seq(
         tokenizer,
         "t5",
@@ -108,25 +165,31 @@ def load_student(
     seed: int = 0,
     **model_options: Any,
 ) -> Student:
-    """Load (or build) a seq2seq student and its tokenizer.
+    """Load (or build) a student, seq2seq or decoder-only, and its tokenizer.
+
+    A folder or Hub name loads with ``AutoModelForSeq2SeqLM`` when its config is encoder-decoder and with
+    ``AutoModelForCausalLM`` otherwise (LoRA adapters with ``AutoPeftModelForSeq2SeqLM`` /
+    ``AutoPeftModelForCausalLM``, by the adapter's task type).
 
     Args:
         source: :class:`~hf_cotmi.run_arguments.ModelArguments`, a Hub name or folder (a pretrained model,
             or one a training run saved: full weights, or LoRA adapters with ``adapter_config.json``), or
-            ``None`` for the small T5 built from a config with a word-level tokenizer over ``texts``.
+            ``None`` for the small model built from a config with a word-level tokenizer over ``texts``: a T5,
+            or a Llama with ``student_type="causal"``.
         texts: training texts the built-in tokenizer's vocabulary is taken from.
         extra_vocabulary: more texts for that vocabulary (e.g. every number the task can produce).
         for_inference: merge LoRA adapters into their base model, move the model to ``device`` and put it
             in eval mode (what ``evaluate``/``predict`` want); otherwise adapters stay trainable.
         device: with ``for_inference``: ``cpu``, ``cuda``, ... (default: CUDA when available, else CPU).
-        seed: initialisation seed of the built-in T5.
+        seed: initialisation seed of the built-in model.
         **model_options: :class:`~hf_cotmi.run_arguments.ModelArguments` fields when ``source`` is not one.
 
     Returns:
         A :class:`Student` ``(model, tokenizer, description)``.
 
     Raises:
-        CLIUsageError: the model or tokenizer cannot be loaded, or ``source`` is a file.
+        CLIUsageError: the model or tokenizer cannot be loaded, ``source`` is a file, or ``student_type``
+            contradicts the saved model's kind.
 
     Examples:
         >>> model, tokenizer, text = load_student(texts=["tom has 3 apples"], tiny_d_model=16)
@@ -142,7 +205,10 @@ def load_student(
     if args.model_name_or_path:
         name = args.model_name_or_path
         model, tokenizer = _pretrained(
-            name, args.tokenizer_name_or_path or name, merge_adapters=for_inference
+            name,
+            args.tokenizer_name_or_path or name,
+            merge_adapters=for_inference,
+            student_type=args.student_type,
         )
         count = sum(p.numel() for p in model.parameters())
         description = f"{name} ({type(model).__name__}, {count:,} parameters)"
@@ -156,8 +222,11 @@ def load_student(
     return Student(model, tokenizer, description)
 
 
-def peft_config(args: ModelArguments) -> Any:
+def peft_config(args: ModelArguments, student_type: str = "seq2seq") -> Any:
     """The LoRA configuration ``args`` asks for (``lora_r``, ``lora_alpha``, ``lora_dropout``, targets).
+
+    ``student_type`` (``"seq2seq"`` or ``"causal"``, see :func:`hf_cotmi.resolve_student_type`) picks
+    peft's task type.
 
     Raises:
         CLIUsageError: peft is not installed.
@@ -171,7 +240,7 @@ def peft_config(args: ModelArguments) -> Any:
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise CLIUsageError("--use-peft needs the peft package: pip install 'hf-cotmi[peft]'") from error
     return LoraConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM,
+        task_type=TaskType.CAUSAL_LM if student_type == "causal" else TaskType.SEQ_2_SEQ_LM,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
