@@ -257,7 +257,8 @@ def _score_with_cache(
     for first in range(0, len(prompt_ids), batch_size):
         prompts = prompt_ids[first : first + batch_size]
         ids, mask, positions = left_pad(prompts, pad_id, torch, device)
-        out = _forward(model, ids, mask, positions, use_cache=True)
+        keep_last = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
+        out = _forward(model, ids, mask, positions, use_cache=True, **keep_last)
         cache = getattr(out, "cache", None)
         if cache is None:
             cache = getattr(out, "past_key_values", None)
@@ -318,9 +319,10 @@ def _score_full(
         ids = torch.cat([prompt_part, targets], dim=1)
         mask = torch.cat([prompt_mask, target_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = _forward(model, ids, mask, positions, use_cache=False).logits
-        width = prompt_part.shape[1]
-        predicting = logits[:, width - 1 : -1].float()  # position t predicts token t + 1
+        kept = targets.shape[1] + 1  # the last prompt position onwards: no output projection for the rest
+        extra = {"logits_to_keep": kept} if _takes(model, "logits_to_keep") else {}
+        logits = _forward(model, ids, mask, positions, use_cache=False, **extra).logits[:, -kept:]
+        predicting = logits[:, :-1].float()  # position t predicts token t + 1
         log_probs = torch.log_softmax(predicting, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         totals.extend(
             torch.where(target_mask.bool(), log_probs, torch.zeros_like(log_probs)).sum(-1).tolist()

@@ -241,3 +241,19 @@ def test_pipeline_generation_helpers_strip_the_prompt(tok, trained):
     expected = generate_texts(model, tok, INPUTS, prefix=EXPLAIN_PREFIX, max_new_tokens=4)
     assert [row["rationale"] for row in rows] == expected
     assert all(0.0 <= row["confidence"] <= 1.0 for row in rows)
+
+
+def test_the_candidate_benchmark_runs_and_its_strategies_agree(capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "causal_candidates.py"
+    spec = importlib.util.spec_from_file_location("bench_causal_candidates", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    summary = module.main(["--smoke"])
+    assert set(summary["median_seconds"]) == {"cache", "full"}
+    assert summary["max_score_difference"] < 1e-4
+    assert "x cache" in capsys.readouterr().out
