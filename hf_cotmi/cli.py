@@ -42,12 +42,13 @@ PROG = "hf-cotmi"
 
 _OVERVIEW = f"""usage: {PROG} <command> [options]
 
-Chain-of-thought distillation for seq2seq students: Distilling Step-by-Step plus the
-mutual-information loss.
+Chain-of-thought distillation for seq2seq and decoder-only students: Distilling
+Step-by-Step plus the mutual-information loss.
 
 commands:
-  demo       train a small T5 offline on a generated arithmetic task, evaluate, save (start here)
-  train      train any seq2seq student on a DSS dataset or your own data, evaluate, save, push
+  demo       train a small T5 (or Llama: --student-type causal) offline on a generated arithmetic
+             task, evaluate, save (start here)
+  train      train any seq2seq or decoder-only student on a DSS dataset or your own data, evaluate, save, push
   evaluate   accuracy, ECE and average confidence of a saved student on a split
   predict    label, rationale and confidence of a saved student for your texts
   generate-rationales  a teacher's chain-of-thought rationales for your inputs, as a training file
@@ -164,13 +165,15 @@ def _parser_class() -> type:
 
 
 _DESCRIPTIONS = {
-    "train": "Train a seq2seq student with Distilling Step-by-Step plus the MI loss, then evaluate accuracy "
-    "and calibration on the test split, save model, tokenizer and model card, and optionally push to the Hub.",
+    "train": "Train a seq2seq or decoder-only student with Distilling Step-by-Step plus the MI loss, then "
+    "evaluate accuracy and calibration on the test split, save model, tokenizer and model card, and optionally "
+    "push to the Hub.",
     "evaluate": "Accuracy, expected calibration error and average confidence of a saved student.",
     "predict": "Label, rationale and confidence of a saved student for each input text.",
     "demo": "Train a small T5 built in code on a generated multi-step arithmetic task with DSS + MI (offline, "
     "about two minutes on two CPU cores), evaluate, show examples and save everything. --model and "
-    "--dataset/--data-dir switch to a real student and real data.",
+    "--dataset/--data-dir switch to a real student and real data; --student-type causal trains a small "
+    "decoder-only (Llama) student instead.",
 }
 
 

@@ -1,4 +1,4 @@
-"""Confidence of a seq2seq student in its label, in three modes, plus whether the label is correct.
+"""Confidence of a student in its label, in three modes, plus whether the label is correct.
 
 - ``"candidates"``: score every candidate label string by its teacher-forced log-likelihood
   ``log p(y | x) = sum_t log p(y_t | y_<t, x)`` and take a softmax over the candidates; the prediction is
@@ -11,7 +11,9 @@
 
 The encoder runs once per batch of examples; its hidden states are reused for generation and for scoring
 all candidates of those examples (expanded to one row per candidate, scored ``batch_size`` rows at a
-time). Works for T5, BART and ``EncoderDecoderModel`` students.
+time). Works for T5, BART and ``EncoderDecoderModel`` students, and for decoder-only students (Llama,
+Qwen2, GPT-2, ...: :mod:`hf_cotmi.causal_confidence`, where the prompt's key-value cache plays the
+encoder's part).
 """
 
 from __future__ import annotations
@@ -297,10 +299,14 @@ def label_confidences(
     max_source_length: int | None = None,
     is_correct: Callable[[str, str], bool] | None = None,
 ) -> LabelConfidences:
-    """Predict the label of every example with a seq2seq student and measure its confidence.
+    """Predict the label of every example with a student and measure its confidence.
 
     Args:
-        model: a seq2seq ``PreTrainedModel`` (T5, BART, ``EncoderDecoderModel``, ...).
+        model: a seq2seq ``PreTrainedModel`` (T5, BART, ``EncoderDecoderModel``, ...) or a decoder-only one
+            (``config.is_encoder_decoder`` false: Llama, Qwen2, GPT-2, ...). A decoder-only student's prompt
+            is the features' prompt (the leading ``input_ids`` whose ``labels`` are -100) or the raw text
+            tokenised as :func:`~hf_cotmi.data.causal.encode_causal_task` does; candidates are split off the
+            prompt as training splits a target, and every length limit counts generated tokens.
         tokenizer: its tokenizer (decodes generations, tokenises candidates with ``text_target=``).
         dataset: a ``datasets.Dataset``, a dict of columns or a list of row dicts. Encoder input comes from
             ``input_ids`` (+ ``attention_mask``) when present (as ``prepare_dss_features`` writes them),
@@ -316,7 +322,8 @@ def label_confidences(
         prefix: prepended to ``input_column`` text (the DSS ``predict:`` task prefix).
         batch_size: examples per encoder pass; also candidate rows per decoder pass.
         max_new_tokens: generation length limit (generation modes).
-        max_length: alternative total length limit passed to ``generate`` when ``max_new_tokens`` is unset.
+        max_length: alternative total length limit passed to ``generate`` when ``max_new_tokens`` is unset
+            (for a decoder-only student: the number of new tokens, as in the trainer).
         num_beams: beams for generation (1 = greedy). With beams, ``"sequence"`` uses the chosen beam's
             per-token log-probabilities (no length penalty).
         max_source_length: truncate tokenised ``input_column`` text to this many tokens.
