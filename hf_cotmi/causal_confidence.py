@@ -271,28 +271,26 @@ def _score_with_cache(
             chunk = mine[start : start + batch_size]
             index = torch.tensor([i for i, _ in chunk], dtype=torch.long, device=device)
             targets, target_mask = _right_padded([t for _, t in chunk], pad_id, torch, device)
-            chunk_cache = copy.deepcopy(cache)
+            head = first_log_probs.index_select(0, index).gather(-1, targets[:, :1]).squeeze(-1)
+            if targets.shape[1] == 1:  # every candidate of the chunk is a single token: no step to run
+                totals.extend(head.tolist())
+                continue
+            # the candidate rows share the prompt's cache: a copy per chunk, except for the last chunk
+            chunk_cache = cache if start + batch_size >= len(mine) else copy.deepcopy(cache)
             chunk_cache.batch_select_indices(index)
             step_positions = lengths.index_select(0, index).unsqueeze(-1) + torch.arange(
                 targets.shape[1], device=device
             )
             full_mask = torch.cat([mask.index_select(0, index), target_mask], dim=1)
             # the last target token (EOS) predicts nothing that is scored: feed all but it
-            if targets.shape[1] == 1:
-                step = None
-            else:
-                step = _forward(
-                    model,
-                    targets[:, :-1],
-                    full_mask[:, :-1],
-                    step_positions[:, :-1],
-                    **{cache_argument: chunk_cache},
-                    use_cache=True,
-                )
-            head = first_log_probs.index_select(0, index).gather(-1, targets[:, :1]).squeeze(-1)
-            if targets.shape[1] == 1:  # every candidate of the chunk is a single token
-                totals.extend(head.tolist())
-                continue
+            step = _forward(
+                model,
+                targets[:, :-1],
+                full_mask[:, :-1],
+                step_positions[:, :-1],
+                **{cache_argument: chunk_cache},
+                use_cache=True,
+            )
             log_probs = torch.log_softmax(step.logits.float(), dim=-1)
             rest = log_probs.gather(-1, targets[:, 1:].unsqueeze(-1)).squeeze(-1)
             rest = torch.where(target_mask[:, 1:].bool(), rest, torch.zeros_like(rest))

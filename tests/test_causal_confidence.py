@@ -109,6 +109,15 @@ def test_both_scoring_strategies_give_the_naive_log_likelihoods(tok, trained, ar
     for text, cands, got in zip(INPUTS, per_example, scores):
         reference = [naive_log_likelihood(model, tok, text, c) for c in cands]
         np.testing.assert_allclose(got, reference, atol=1e-4)
+    # an empty candidate is EOS alone: a single token, scored from the prompt's last position only
+    eos_only = [candidate_target_ids(tok, PREDICT_PREFIX + x, [""]) for x in INPUTS[:2]]
+    assert eos_only[0] == [[tok.eos_token_id]]
+    with torch.no_grad():
+        scores = score_candidates(
+            model, prompts[:2], eos_only, pad_id=tok.pad_token_id, batch_size=3, strategy=strategy
+        )
+    for text, got in zip(INPUTS[:2], scores):
+        np.testing.assert_allclose(got, [naive_log_likelihood(model, tok, text, "")], atol=1e-4)
 
 
 def test_the_prompt_runs_once_per_batch_with_the_cache(tok, trained):
