@@ -64,7 +64,8 @@ class ECECallback(TrainerCallback):
             normalised exact match.
         batch_size: examples per encoder pass; default: ``args.per_device_eval_batch_size``.
         max_new_tokens: generation limit for ``"sequence"`` / ``"first_token"``; default:
-            ``args.generation_max_length`` (as a total ``max_length``), else the model's generation config.
+            ``args.generation_max_length`` (as a total ``max_length``; for a decoder-only student, as the number
+            of new tokens), else the model's generation config.
         task: a :class:`~hf_cotmi.tasks.TaskSpec` or built-in task name; it supplies ``confidence``,
             ``label_candidates`` and ``is_correct`` where those are not given.
 

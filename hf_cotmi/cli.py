@@ -44,13 +44,13 @@ PROG = "hf-cotmi"
 
 _OVERVIEW = f"""usage: {PROG} <command> [options]
 
-Chain-of-thought distillation for seq2seq students: Distilling Step-by-Step plus the
-mutual-information loss.
+Chain-of-thought distillation for seq2seq and decoder-only students: Distilling
+Step-by-Step plus the mutual-information loss.
 
 commands:
-  demo       train a small T5 offline on a generated arithmetic task, evaluate, save (start here)
-  train      train any seq2seq student (or the built-in small T5) on a DSS dataset or your own
-             data, evaluate, save, push
+  demo       train a small T5 (or Llama: --student-type causal) offline on a generated arithmetic
+             task, evaluate, save (start here)
+  train      train any seq2seq or decoder-only student on a DSS dataset or your own data, evaluate, save, push
   evaluate   accuracy, ECE and average confidence of a saved student on a split
   predict    label, rationale and confidence of a saved student for your texts
   generate-rationales  a teacher's chain-of-thought rationales for your inputs, as a training file
@@ -139,15 +139,16 @@ def _training_arguments_class() -> type:
 
 
 _DESCRIPTIONS = {
-    "train": "Train a seq2seq student with Distilling Step-by-Step plus the MI loss, then evaluate accuracy "
-    "and calibration on the test split, save model, tokenizer and model card, and optionally push to the Hub. "
-    "Without --model the student is a small T5 built from a config, sized by the --tiny-* options, with a "
-    "word-level tokenizer over the training texts.",
+    "train": "Train a seq2seq or decoder-only student with Distilling Step-by-Step plus the MI loss, then "
+    "evaluate accuracy and calibration on the test split, save model, tokenizer and model card, and optionally "
+    "push to the Hub. Without --model the student is a small model built from a config (a T5, or a Llama with "
+    "--student-type causal), sized by the --tiny-* options, with a word-level tokenizer over the training texts.",
     "evaluate": "Accuracy, expected calibration error and average confidence of a saved student.",
     "predict": "Label, rationale and confidence of a saved student for each input text.",
     "demo": "Train a small T5 built in code on a generated multi-step arithmetic task with DSS + MI (offline, "
     "about two minutes on two CPU cores), evaluate, show examples and save everything. --model and "
-    "--dataset/--data-dir switch to a real student and real data.",
+    "--dataset/--data-dir switch to a real student and real data; --student-type causal trains a small "
+    "decoder-only (Llama) student instead.",
 }
 
 
@@ -223,7 +224,10 @@ def _train(argv: Sequence[str], debug: bool = False) -> int:
     _setup_logging(debug)
     title = f"{PROG} train"
     if not model_args.model_name_or_path:
-        title += ": no --model given, so the student is a small T5 built from a config (--tiny-* options)"
+        built = "Llama" if model_args.student_type == "causal" else "T5"
+        title += (
+            f": no --model given, so the student is a small {built} built from a config (--tiny-* options)"
+        )
     run_training(model_args, data_args, eval_args, training_args, title=title)
     return 0
 
@@ -250,7 +254,10 @@ def demo_arguments(argv: Sequence[str]) -> tuple[Any, ...]:
         SYNTHETIC_TASK,
     )
     defaults = demo_defaults(
-        real_model=bool(model_args.model_name_or_path), real_data=real_data, smoke=demo_args.smoke
+        real_model=bool(model_args.model_name_or_path),
+        real_data=real_data,
+        smoke=demo_args.smoke,
+        causal=model_args.student_type == "causal",
     )
     return _parse("demo", argv, defaults)
 

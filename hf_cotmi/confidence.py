@@ -1,4 +1,4 @@
-"""Confidence of a seq2seq student in its label, in three modes, plus whether the label is correct.
+"""Confidence of a student in its label, in three modes, plus whether the label is correct.
 
 - ``"candidates"``: score every candidate label string by its teacher-forced log-likelihood
   ``log p(y | x) = sum_t log p(y_t | y_<t, x)`` and take a softmax over the candidates; the prediction is
@@ -11,7 +11,9 @@
 
 The encoder runs once per batch of examples; its hidden states are reused for generation and for scoring
 all candidates of those examples (expanded to one row per candidate, scored ``batch_size`` rows at a
-time). Works for T5, BART and ``EncoderDecoderModel`` students.
+time). Works for T5, BART and ``EncoderDecoderModel`` students, and for decoder-only students (Llama,
+Qwen2, GPT-2, ...: :mod:`hf_cotmi.causal_confidence`, where the prompt's key-value cache plays the
+encoder's part).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from .calibration import average_confidence, expected_calibration_error
 from .metrics import decode_token_ids, normalize_text
 from .prefixes import PREDICT_PREFIX
+from .student_types import resolve_student_type
 
 ConfidenceMode = Literal["candidates", "sequence", "first_token"]
 CONFIDENCE_MODES: tuple[str, ...] = ("candidates", "sequence", "first_token")
@@ -296,10 +299,14 @@ def label_confidences(
     max_source_length: int | None = None,
     is_correct: Callable[[str, str], bool] | None = None,
 ) -> LabelConfidences:
-    """Predict the label of every example with a seq2seq student and measure its confidence.
+    """Predict the label of every example with a student and measure its confidence.
 
     Args:
-        model: a seq2seq ``PreTrainedModel`` (T5, BART, ``EncoderDecoderModel``, ...).
+        model: a seq2seq ``PreTrainedModel`` (T5, BART, ``EncoderDecoderModel``, ...) or a decoder-only one
+            (``config.is_encoder_decoder`` false: Llama, Qwen2, GPT-2, ...). A decoder-only student's prompt
+            is the features' prompt (the leading ``input_ids`` whose ``labels`` are -100) or the raw text
+            tokenised as :func:`~hf_cotmi.data.causal.encode_causal_task` does; candidates are split off the
+            prompt as training splits a target, and every length limit counts generated tokens.
         tokenizer: its tokenizer (decodes generations, tokenises candidates with ``text_target=``).
         dataset: a ``datasets.Dataset``, a dict of columns or a list of row dicts. Encoder input comes from
             ``input_ids`` (+ ``attention_mask``) when present (as ``prepare_dss_features`` writes them),
@@ -315,7 +322,8 @@ def label_confidences(
         prefix: prepended to ``input_column`` text (the DSS ``predict:`` task prefix).
         batch_size: examples per encoder pass; also candidate rows per decoder pass.
         max_new_tokens: generation length limit (generation modes).
-        max_length: alternative total length limit passed to ``generate`` when ``max_new_tokens`` is unset.
+        max_length: alternative total length limit passed to ``generate`` when ``max_new_tokens`` is unset
+            (for a decoder-only student: the number of new tokens, as in the trainer).
         num_beams: beams for generation (1 = greedy). With beams, ``"sequence"`` uses the chosen beam's
             per-token log-probabilities (no length penalty).
         max_source_length: truncate tokenised ``input_column`` text to this many tokens.
@@ -357,12 +365,47 @@ def label_confidences(
     references: list[str] = []
     confidences: list[float] = []
     candidate_probs: list[np.ndarray] = []
+    causal = resolve_student_type(model) == "causal"
+    if causal:
+        if "input_ids" in needed and "labels" in columns and "labels" not in needed:
+            needed.append("labels")  # where each example's prompt ends
+        generation = _causal_generation_kwargs(model, generation)
+        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+            pad_id = tokenizer.eos_token_id  # generation pads finished rows with it: EOS decodes to nothing
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             offset = 0
             for batch in _iter_batches(dataset, needed, batch_size):
+                if causal:
+                    golds = _gold_labels(batch, tokenizer, label_column)
+                    references.extend(golds)
+                    per_example = (
+                        _example_candidates(batch, candidate_column, fixed, offset, len(golds))
+                        if mode == "candidates"
+                        else None
+                    )
+                    texts, confs, probs = _causal_batch(
+                        model,
+                        tokenizer,
+                        batch,
+                        per_example,
+                        mode=mode,
+                        prefix=prefix,
+                        input_column=input_column,
+                        max_source_length=max_source_length,
+                        pad_id=pad_id,
+                        generation=generation,
+                        num_beams=num_beams,
+                        eos_ids=eos_ids,
+                        batch_size=batch_size,
+                    )
+                    predictions.extend(texts)
+                    confidences.extend(confs)
+                    candidate_probs.extend(probs)
+                    offset += len(golds)
+                    continue
                 input_ids, attention_mask = _encode(
                     batch, tokenizer, prefix, input_column, max_source_length, pad_id, torch, device
                 )
@@ -541,3 +584,71 @@ def _example_candidates(
             )
         per_example.append(list(dict.fromkeys(str(c) for c in cands)))
     return per_example
+
+
+# ---------------------------------------------------------------------------------------------------------
+# decoder-only students (the prompt, candidate scoring and generation live in causal_confidence)
+
+
+def _causal_generation_kwargs(model: Any, generation: dict[str, Any]) -> dict[str, Any]:
+    """For a decoder-only student every length limit counts generated tokens only, as in the trainer."""
+    kwargs = dict(generation)
+    max_length = kwargs.pop("max_length", None)
+    if "max_new_tokens" not in kwargs:
+        config = getattr(model, "generation_config", None)
+        kwargs["max_new_tokens"] = (
+            max_length or getattr(config, "max_new_tokens", None) or getattr(config, "max_length", None) or 20
+        )
+    return kwargs
+
+
+def _causal_batch(
+    model: Any,
+    tokenizer: Any,
+    batch: dict[str, list[Any]],
+    per_example: list[list[str]] | None,
+    *,
+    mode: str,
+    prefix: str,
+    input_column: str,
+    max_source_length: int | None,
+    pad_id: int,
+    generation: dict[str, Any],
+    num_beams: int,
+    eos_ids: set[int],
+    batch_size: int,
+) -> tuple[list[str], list[float], list[np.ndarray]]:
+    """Predictions, confidences and (candidates mode) candidate probabilities of one batch, causal student."""
+    import torch
+
+    from .causal_confidence import (
+        candidate_target_ids,
+        causal_prompts,
+        generate_from_prompts,
+        prompts_of_features,
+        score_candidates,
+    )
+
+    if "input_ids" in batch:
+        prompts = prompts_of_features(batch["input_ids"], batch.get("labels"))
+        prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
+    else:
+        prompt_texts = [prefix + str(t) for t in batch[input_column]]
+        prompts = causal_prompts(tokenizer, prompt_texts, max_source_length)
+    if per_example is not None:
+        targets = [
+            candidate_target_ids(tokenizer, text, cands) for text, cands in zip(prompt_texts, per_example)
+        ]
+        scores = score_candidates(model, prompts, targets, pad_id=pad_id, batch_size=batch_size)
+        texts, confs, probs = [], [], []
+        for cands, score in zip(per_example, scores):
+            p = _softmax(score)
+            best = int(np.argmax(p))
+            texts.append(cands[best])
+            confs.append(float(p[best]))
+            probs.append(p)
+        return texts, confs, probs
+    out, width = generate_from_prompts(model, prompts, pad_id=pad_id, **generation)
+    decoded = tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
+    confs = _generation_confidences(model, out, mode, num_beams, eos_ids, torch)
+    return [t.strip() for t in decoded], confs, []

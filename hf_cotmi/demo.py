@@ -56,6 +56,10 @@ _SYNTHETIC_TINY: dict[str, Any] = {
     "max_rationale_length": 48,
     "num_examples_to_show": 5,
 }
+# --student-type causal: an 85k-parameter Llama (hidden 64, 2 layers) built from a config. Its one sequence
+# per task (prompt + target) costs more per step than the T5, so fewer steps at a higher learning rate
+# (measured figures in docs/cli.md).
+_CAUSAL_TINY: dict[str, Any] = {"max_steps": 400, "learning_rate": 1e-2}
 # A pretrained student needs a smaller learning rate, and its subword tokenizer longer limits.
 _REAL_MODEL: dict[str, Any] = {
     "learning_rate": 5e-4,
@@ -112,7 +116,7 @@ class DemoArguments:
 
 
 def demo_defaults(
-    *, real_model: bool = False, real_data: bool = False, smoke: bool = False
+    *, real_model: bool = False, real_data: bool = False, smoke: bool = False, causal: bool = False
 ) -> dict[str, Any]:
     """The demo's default option values (field names of the argument dataclasses).
 
@@ -121,12 +125,16 @@ def demo_defaults(
             limits for its subword tokenizer.
         real_data: a DSS dataset or your own files are given: DSS-sized limits and batches.
         smoke: ``--smoke``: few steps on little data.
+        causal: ``--student-type causal`` without a model: the built-in decoder-only (Llama) student's size
+            and learning rate.
 
     Examples:
         >>> demo_defaults(real_data=True)["max_input_length"]
         512
     """
     values = dict(_SYNTHETIC_TINY)
+    if causal and not real_model:
+        values.update(_CAUSAL_TINY)
     if real_model:
         values.update(_REAL_MODEL)
     if real_data:
@@ -257,7 +265,12 @@ def run_demo(
     real_data = bool(options.get("train_file") or options.get("test_file")) or (
         dataset is not None and dataset != SYNTHETIC_TASK
     )
-    values = demo_defaults(real_model=real_model, real_data=real_data, smoke=bool(options.get("smoke")))
+    values = demo_defaults(
+        real_model=real_model,
+        real_data=real_data,
+        smoke=bool(options.get("smoke")),
+        causal=options.get("student_type") == "causal",
+    )
     values.update(options)
     values["output_dir"] = output_dir
     model_args, data_args, eval_args, demo_args, training_args = _split_options(values)

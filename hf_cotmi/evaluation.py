@@ -33,11 +33,12 @@ def evaluate_calibration(
     device: str | None = None,
     task: Any = None,
 ) -> dict[str, Any]:
-    """Accuracy, expected calibration error and average confidence of a seq2seq student on a dataset.
+    """Accuracy, expected calibration error and average confidence of a student on a dataset.
 
     Args:
-        model: a seq2seq ``PreTrainedModel``, or the path (or Hub name) of a saved one (full weights or
-            LoRA adapters), loaded with :func:`hf_cotmi.students.load_student`.
+        model: a seq2seq or decoder-only ``PreTrainedModel``, or the path (or Hub name) of a saved one (full
+            weights or LoRA adapters), loaded with :func:`hf_cotmi.students.load_student` (which picks
+            ``AutoModelForSeq2SeqLM`` or ``AutoModelForCausalLM`` from its config).
         tokenizer: its tokenizer; ``None`` loads ``AutoTokenizer.from_pretrained`` from ``model`` when that is
             a path.
         dataset: raw ``input``/``label`` text or tokenised DSS features (see :func:`hf_cotmi.label_confidences`).

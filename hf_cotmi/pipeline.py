@@ -28,6 +28,7 @@ from typing import Any
 
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
+from .student_types import resolve_student_type
 from .students import Student, input_length_limit, load_student, peft_config
 from .tasks import SYNTHETIC_TASK, TASKS, TaskSpec, get_task
 
@@ -295,6 +296,7 @@ def build_features(
 ) -> Any:
     """Tokenise every split into the two prefixed DSS tasks (:func:`hf_cotmi.prepare_dss_features`).
 
+    The layout (seq2seq, or one sequence per task for a decoder-only student) follows ``model``.
     ``data_args.empty_rationale`` (``keep``, ``drop`` or ``error``) decides what happens to training
     examples without a rationale; held-out splits keep theirs (counted), so they are evaluated whole.
 
@@ -307,8 +309,7 @@ def build_features(
         with_rationale: keep the rationale task in every split (True), in none (False), or in the splits
             named (e.g. ``{"train"}``: held-out splits then carry the label task only).
         return_report: also return the :class:`~hf_cotmi.data.report.FeaturesReport` of every split.
-        model: the student, passed on as ``prepare_dss_features(..., model=model)`` when given (its config
-            picks the seq2seq or causal layout); left out when ``None``.
+        model: the student (its ``config.is_encoder_decoder`` picks the layout); None: seq2seq.
 
     Returns:
         Split name -> tokenised ``Dataset``; ``(that dict, FeaturesReport)`` with ``return_report``.
@@ -325,7 +326,6 @@ def build_features(
     def keeps_rationale(split: str) -> bool:
         return with_rationale if isinstance(with_rationale, bool) else split in with_rationale
 
-    layout: dict[str, Any] = {"model": model} if model is not None else {}
     features: dict[str, Any] = {}
     report = FeaturesReport(
         max_input_length=data_args.max_input_length,
@@ -344,7 +344,7 @@ def build_features(
             with_rationale=keeps_rationale(split),
             empty_rationale=data_args.empty_rationale if split == "train" else "keep",
             return_report=True,
-            **layout,
+            model=model,
         )
         features[split], report.splits[split] = encoded[split], counted.splits[split]
     return (features, report) if return_report else features
@@ -365,11 +365,15 @@ def generate_texts(
 ) -> list[str]:
     """Greedy generation from ``prefix + text`` for each text, decoded without special tokens.
 
+    A decoder-only student generates from its left-padded prompts (tokenised as training tokenises them)
+    and only the new tokens are decoded.
+
     Examples:
         >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix=EXPLAIN_PREFIX, max_new_tokens=64)
     """
     import torch
 
+    causal = resolve_student_type(model) == "causal"
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -377,6 +381,9 @@ def generate_texts(
     try:
         for start in range(0, len(texts), batch_size):
             chunk = [prefix + text for text in texts[start : start + batch_size]]
+            if causal:
+                outputs += _generate_causal_texts(model, tokenizer, chunk, max_new_tokens, max_input_length)
+                continue
             encoded = tokenizer(
                 chunk,
                 return_tensors="pt",
@@ -391,6 +398,27 @@ def generate_texts(
     finally:
         model.train(was_training)
     return outputs
+
+
+def _generate_causal_texts(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, max_input_length: int | None
+) -> list[str]:
+    """Greedy generation of a decoder-only student from left-padded prompts; the prompt is cut off."""
+    import torch
+
+    from .causal_confidence import causal_prompts, generate_from_prompts
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        ids, width = generate_from_prompts(
+            model,
+            causal_prompts(tokenizer, prompts, max_input_length),
+            pad_id=pad_id,
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            do_sample=False,
+        )
+    return [t.strip() for t in tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)]
 
 
 def predict_texts(
@@ -863,6 +891,7 @@ def _save_run(
             "label_candidates": callback.label_candidates,
             "base_model": model_args.model_name_or_path,
             "peft": model_args.use_peft,
+            "student_type": resolve_student_type(trainer.model),
         }
         _write_json(os.path.join(output_dir, SIDECAR_NAME), sidecar, sort_keys=True)
         results["total_seconds"] = round(time.monotonic() - started, 1)
@@ -937,6 +966,7 @@ def run_training(
         predict_prefix=training_args.predict_prefix,
         explain_prefix=training_args.explain_prefix,
         return_report=True,
+        model=student.model,
     )
     for line in data_report_lines(data, features_report):
         print_fn(line)
@@ -956,7 +986,7 @@ def run_training(
         confidence=mode,
         label_candidates=candidates,
         n_bins=eval_args.n_bins,
-        peft=peft_config(model_args) if model_args.use_peft else None,
+        peft=peft_config(model_args, resolve_student_type(student.model)) if model_args.use_peft else None,
         print_fn=print_fn,
     )
     print_fn(_describe_training(training_args))
@@ -1051,6 +1081,7 @@ def run_evaluation(
         replace(data_args, max_input_length=int(sidecar.get("max_input_length", data_args.max_input_length))),
         predict_prefix=predict_prefix,
         with_rationale=False,
+        model=model,
     )["test"]
     try:
         mode, candidates = spec.resolve_confidence(

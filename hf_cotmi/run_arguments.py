@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .confidence import CONFIDENCE_MODES
+from .student_types import STUDENT_TYPES
 from .tasks import METRICS, TASKS
 
 __all__ = ["CLIUsageError", "ModelArguments", "DataArguments", "EvaluationArguments"]
@@ -41,11 +42,18 @@ class ModelArguments:
         default=None,
         metadata={
             "aliases": ["--model"],
-            "help": "Seq2seq student to start from: a Hub name (e.g. google-t5/t5-small) or a local folder. "
-            "Without it, train and demo build a small T5 from a config (the --tiny-* options) with a "
-            "word-level tokenizer over the training texts.",
+            "help": "Student to start from: a Hub name (e.g. google-t5/t5-small, Qwen/Qwen2.5-0.5B) or a local "
+            "folder, seq2seq or decoder-only (its config says which). Without it, train and demo build a small "
+            "model from a config (a T5, or a Llama with --student-type causal; the --tiny-* options size it) with "
+            "a word-level tokenizer over the training texts.",
         },
     )
+    student_type: str | None = field(
+        default=None,
+        metadata={"help": "seq2seq (encoder-decoder) or causal (decoder-only): the kind of the built-in small "
+                  "student when --model is not given (a T5, or a Llama); with --model the model's config decides "
+                  "and this, when given, must agree.", "choices": list(STUDENT_TYPES)},
+    )  # fmt: skip
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Tokenizer to use, when it differs from --model."}
     )
@@ -62,13 +70,20 @@ class ModelArguments:
         },
     )
     tiny_d_model: int = field(
-        default=64, metadata={"help": "Hidden size of the built-in small T5 (no --model)."}
+        default=64, metadata={"help": "Hidden size of the built-in small T5 or Llama (no --model)."}
     )
     tiny_num_layers: int = field(
-        default=2, metadata={"help": "Encoder and decoder layers of the built-in T5."}
+        default=2,
+        metadata={"help": "Encoder and decoder layers of the built-in T5 (decoder layers of the Llama)."},
     )
-    tiny_num_heads: int = field(default=4, metadata={"help": "Attention heads of the built-in T5."})
-    tiny_d_ff: int = field(default=128, metadata={"help": "Feed-forward size of the built-in T5."})
+    tiny_num_heads: int = field(default=4, metadata={"help": "Attention heads of the built-in model."})
+    tiny_d_ff: int = field(default=128, metadata={"help": "Feed-forward size of the built-in model."})
+
+    def __post_init__(self) -> None:
+        if self.student_type is not None and self.student_type not in STUDENT_TYPES:
+            raise CLIUsageError(
+                f"student_type={self.student_type!r} is not supported; expected one of {', '.join(STUDENT_TYPES)}"
+            )
 
 
 @dataclass

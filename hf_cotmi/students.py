@@ -168,11 +168,37 @@ def input_length_limit(model: Any, tokenizer: Any, default: int = DEFAULT_INPUT_
     return default
 
 
+def _saved_kind(name: str) -> str:
+    """``"seq2seq"`` or ``"causal"``: what the folder (or Hub name) holds, from its config.
+
+    LoRA adapters say it in ``adapter_config.json`` (peft's ``task_type``), else their base model's config
+    does.
+    """
+    from transformers import AutoConfig
+
+    adapters = os.path.join(name, ADAPTER_CONFIG)
+    if os.path.isfile(adapters):
+        import json
+
+        with open(adapters, encoding="utf-8") as handle:
+            values = json.load(handle)
+        task = str(values.get("task_type") or "")
+        if task in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
+            return "causal" if task == "CAUSAL_LM" else "seq2seq"
+        name = values.get("base_model_name_or_path") or name
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise _load_error("model", name, error) from error
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
 def is_causal_folder(name: str) -> bool:
     """Whether a model folder (or Hub name) holds a decoder-only (causal) LM, from its config.
 
-    A folder of LoRA adapters is judged by its ``adapter_config.json`` (``task_type`` ``CAUSAL_LM``);
-    any other by ``config.is_encoder_decoder`` (False: causal).
+    A folder of LoRA adapters is judged by its ``adapter_config.json`` (peft's ``task_type``
+    ``CAUSAL_LM``), else by its base model's config; any other by ``config.is_encoder_decoder``
+    (False: causal).
 
     Examples:
         >>> import tempfile
@@ -182,18 +208,12 @@ def is_causal_folder(name: str) -> bool:
         >>> is_causal_folder(folder)
         True
     """
-    import json
-
-    adapter = os.path.join(name, ADAPTER_CONFIG)
-    if os.path.isfile(adapter):
-        with open(adapter, encoding="utf-8") as handle:
-            return str(json.load(handle).get("task_type", "")).upper() == "CAUSAL_LM"
-    from transformers import AutoConfig
-
-    return not getattr(AutoConfig.from_pretrained(name), "is_encoder_decoder", False)
+    return _saved_kind(name) == "causal"
 
 
-def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[Any, Any]:
+def _pretrained(
+    name: str, tokenizer_name: str, merge_adapters: bool, student_type: str | None = None
+) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     if os.path.isfile(name):
@@ -211,8 +231,14 @@ def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[A
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
     except (OSError, ValueError) as error:
         raise _load_error("tokenizer", tokenizer_name, error) from error
+    kind = _saved_kind(name)
+    if student_type is not None and student_type != kind:
+        raise CLIUsageError(
+            f"--student-type {student_type} but {name!r} holds a {kind} model; leave --student-type out to "
+            "use the model's kind"
+        )
+    causal = kind == "causal"
     try:
-        causal = is_causal_folder(name)
         if os.path.isfile(os.path.join(name, ADAPTER_CONFIG)):
             try:
                 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
@@ -220,7 +246,8 @@ def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[A
                 raise CLIUsageError(
                     f"{name!r} holds LoRA adapters; loading them needs peft: pip install 'hf-cotmi[peft]'"
                 ) from error
-            model = (AutoPeftModelForCausalLM if causal else AutoPeftModelForSeq2SeqLM).from_pretrained(name)
+            loader = AutoPeftModelForCausalLM if causal else AutoPeftModelForSeq2SeqLM
+            model = loader.from_pretrained(name)
             if merge_adapters:
                 model = model.merge_and_unload()
         else:
@@ -230,10 +257,32 @@ def _pretrained(name: str, tokenizer_name: str, merge_adapters: bool) -> tuple[A
     return model, tokenizer
 
 
+def _built_in_causal(args: ModelArguments, tokenizer: Any, seed: int) -> tuple[Any, Any, str]:
+    from .tiny import build_tiny_causal_lm
+
+    model = build_tiny_causal_lm(
+        tokenizer,
+        "llama",
+        hidden_size=args.tiny_d_model,
+        num_layers=args.tiny_num_layers,
+        num_heads=args.tiny_num_heads,
+        intermediate_size=args.tiny_d_ff,
+        seed=seed,
+    )
+    count = sum(p.numel() for p in model.parameters())
+    description = (
+        f"Llama (decoder-only) built from a config ({count:,} parameters, hidden size {args.tiny_d_model}, "
+        f"{args.tiny_num_layers} layers) with a word-level tokenizer of {len(tokenizer)} tokens"
+    )
+    return model, tokenizer, description
+
+
 def _built_in(args: ModelArguments, vocabulary: Sequence[str], seed: int) -> tuple[Any, Any, str]:
     from .tiny import build_tiny_seq2seq, build_word_tokenizer
 
     tokenizer = build_word_tokenizer(list(vocabulary), max_vocab_size=16000)
+    if args.student_type == "causal":
+        return _built_in_causal(args, tokenizer, seed)
     model = build_tiny_seq2seq(
         tokenizer,
         "t5",
@@ -261,21 +310,23 @@ def load_student(
     seed: int = 0,
     **model_options: Any,
 ) -> Student:
-    """Load (or build) a student and its tokenizer.
+    """Load (or build) a student, seq2seq or decoder-only, and its tokenizer.
 
-    A folder or Hub name holding a decoder-only model (``config.is_encoder_decoder`` False, see
-    :func:`is_causal_folder`) loads with ``AutoModelForCausalLM``, any other with ``AutoModelForSeq2SeqLM``.
+    A folder or Hub name loads with ``AutoModelForSeq2SeqLM`` when its config is encoder-decoder and with
+    ``AutoModelForCausalLM`` otherwise (LoRA adapters with ``AutoPeftModelForSeq2SeqLM`` /
+    ``AutoPeftModelForCausalLM``, by the adapter's task type).
 
     Args:
         source: :class:`~hf_cotmi.run_arguments.ModelArguments`, a Hub name or folder (a pretrained model,
             or one a training run saved: full weights, or LoRA adapters with ``adapter_config.json``), or
-            ``None`` for the small T5 built from a config with a word-level tokenizer over ``texts``.
+            ``None`` for the small model built from a config with a word-level tokenizer over ``texts``: a T5,
+            or a Llama with ``student_type="causal"``.
         texts: training texts the built-in tokenizer's vocabulary is taken from.
         extra_vocabulary: more texts for that vocabulary (e.g. every number the task can produce).
         for_inference: merge LoRA adapters into their base model, move the model to ``device`` and put it
             in eval mode (what ``evaluate``/``predict`` want); otherwise adapters stay trainable.
         device: with ``for_inference``: ``cpu``, ``cuda``, ... (default: CUDA when available, else CPU).
-        seed: initialisation seed of the built-in T5.
+        seed: initialisation seed of the built-in model.
         **model_options: :class:`~hf_cotmi.run_arguments.ModelArguments` fields when ``source`` is not one.
 
     Returns:
@@ -283,7 +334,8 @@ def load_student(
 
     Raises:
         CLIUsageError: the model or tokenizer cannot be loaded, a local folder holds no tokenizer files
-            (:func:`tokenizer_files_problem`), or ``source`` is a file.
+            (:func:`tokenizer_files_problem`), ``source`` is a file, or ``student_type`` contradicts the
+            saved model's kind.
 
     Examples:
         >>> model, tokenizer, text = load_student(texts=["tom has 3 apples"], tiny_d_model=16)
@@ -299,7 +351,10 @@ def load_student(
     if args.model_name_or_path:
         name = args.model_name_or_path
         model, tokenizer = _pretrained(
-            name, args.tokenizer_name_or_path or name, merge_adapters=for_inference
+            name,
+            args.tokenizer_name_or_path or name,
+            merge_adapters=for_inference,
+            student_type=args.student_type,
         )
         count = sum(p.numel() for p in model.parameters())
         description = f"{name} ({type(model).__name__}, {count:,} parameters)"
@@ -313,8 +368,11 @@ def load_student(
     return Student(model, tokenizer, description)
 
 
-def peft_config(args: ModelArguments) -> Any:
+def peft_config(args: ModelArguments, student_type: str = "seq2seq") -> Any:
     """The LoRA configuration ``args`` asks for (``lora_r``, ``lora_alpha``, ``lora_dropout``, targets).
+
+    ``student_type`` (``"seq2seq"`` or ``"causal"``, see :func:`hf_cotmi.resolve_student_type`) picks
+    peft's task type.
 
     Raises:
         CLIUsageError: peft is not installed.
@@ -328,7 +386,7 @@ def peft_config(args: ModelArguments) -> Any:
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise CLIUsageError("--use-peft needs the peft package: pip install 'hf-cotmi[peft]'") from error
     return LoraConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM,
+        task_type=TaskType.CAUSAL_LM if student_type == "causal" else TaskType.SEQ_2_SEQ_LM,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,

@@ -30,6 +30,14 @@ NOTEBOOKS = {
         ["esnli-dss/reliability_test.png", "esnli-dss-mi/reliability_test.png"],
     ),
     "teacher_rationales.ipynb": ((), ["teacher-rationales/train.jsonl", "teacher-student/model.safetensors"]),
+    "causal_student.ipynb": (
+        ("svamp",),
+        [
+            "qwen-svamp-dssmi/README.md",
+            "qwen-svamp-dssmi/model.safetensors",
+            "qwen-svamp-dssmi/reliability_test.png",
+        ],
+    ),
 }
 
 

@@ -1,0 +1,346 @@
+"""Label confidence of a decoder-only student: its prompts, candidate scores and generations.
+
+:func:`hf_cotmi.label_confidences` calls these for a causal student (``config.is_encoder_decoder`` false).
+The prompt of an example is exactly what training puts in front of the target
+(:func:`hf_cotmi.data.causal.encode_causal_task`): the prompt columns of tokenised features (the
+positions whose label is ``-100``), or ``[BOS] <prefix><input>`` tokenised as training does.
+
+- Candidates: ``log p(candidate + EOS | prompt)``, with the candidate's tokens split off the prompt as
+  training splits a target. The prompts of a batch run once, left-padded, with ``use_cache=True``; the
+  cache is expanded to one row per candidate and only the candidate tokens run on top of it
+  (:func:`score_candidates`). A model that returns no cache is scored with one full pass per candidate row.
+- Generation (sequence and first-token confidence): greedy or beam generation from the left-padded
+  prompts; the prompt is cut off the returned sequences.
+
+Examples:
+    >>> from hf_cotmi.tiny import build_word_tokenizer
+    >>> tok = build_word_tokenizer(["predict: a cat sleeps", "yes no"])
+    >>> prompts = causal_prompts(tok, ["predict: a cat sleeps"])
+    >>> tok.decode(prompts[0])
+    '<s> predict : a cat sleeps'
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CANDIDATE_SCORING",
+    "causal_prompts",
+    "prompts_of_features",
+    "candidate_target_ids",
+    "score_candidates",
+    "left_pad",
+    "generate_from_prompts",
+]
+
+CANDIDATE_SCORING: tuple[str, ...] = ("cache", "full")
+"""``"cache"``: the prompt runs once and its key-value cache is shared by the candidates; ``"full"``: one
+forward pass over prompt + candidate per candidate row (what a model without a cache needs)."""
+
+_UNBOUNDED = 1_000_000  # a length limit no text reaches
+
+
+def causal_prompts(
+    tokenizer: Any, prompts: Sequence[str], max_prompt_length: int | None = None
+) -> list[list[int]]:
+    """Prompt ids of prefixed inputs, exactly as :func:`~hf_cotmi.data.causal.encode_causal_task` builds them.
+
+    Args:
+        tokenizer: the student's tokenizer.
+        prompts: prefixed inputs (``"predict: ..."``).
+        max_prompt_length: cut longer prompts (the end of the input goes), as training does.
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["a b c"])
+        >>> tok.decode(causal_prompts(tok, ["a b c"], max_prompt_length=2)[0])
+        '<s> a'
+    """
+    from .data.causal import encode_causal_task
+
+    encoded = encode_causal_task(
+        tokenizer,
+        list(prompts),
+        [""] * len(prompts),
+        max_prompt_length=max_prompt_length or _UNBOUNDED,
+        max_target_length=_UNBOUNDED,
+    )
+    return [_prompt_part(ids, labels) for ids, labels in zip(encoded.input_ids, encoded.labels)]
+
+
+def _prompt_part(input_ids: Sequence[int], labels: Sequence[int]) -> list[int]:
+    width = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+    return [int(t) for t in input_ids[:width]]
+
+
+def prompts_of_features(
+    input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None
+) -> list[list[int]]:
+    """The prompt of each tokenised causal example: its leading ids whose label is ``-100``.
+
+    Without labels the whole of ``input_ids`` is the prompt.
+
+    Raises:
+        ValueError: an example whose labels are not as long as its ids.
+
+    Examples:
+        >>> prompts_of_features([[3, 7, 8, 9, 1]], [[-100, -100, -100, 9, 1]])
+        [[3, 7, 8]]
+    """
+    if labels is None:
+        return [[int(t) for t in ids] for ids in input_ids]
+    out = []
+    for index, (ids, row) in enumerate(zip(input_ids, labels)):
+        if len(ids) != len(row):
+            raise ValueError(
+                f"example {index}: `input_ids` has {len(ids)} ids but `labels` {len(row)}; a decoder-only "
+                "student's features have labels as long as the ids (-100 on the prompt)"
+            )
+        out.append(_prompt_part(ids, row))
+    return out
+
+
+def candidate_target_ids(tokenizer: Any, prompt_text: str, candidates: Sequence[str]) -> list[list[int]]:
+    """Each candidate's target ids after ``prompt_text``, EOS included, as training tokenises a target.
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["predict: a", "yes no"])
+        >>> [tok.decode(ids) for ids in candidate_target_ids(tok, "predict: a", ["yes", "no"])]
+        ['yes </s>', 'no </s>']
+    """
+    from .data.causal import encode_causal_task
+
+    encoded = encode_causal_task(
+        tokenizer,
+        [prompt_text] * len(candidates),
+        list(candidates),
+        max_prompt_length=_UNBOUNDED,
+        max_target_length=_UNBOUNDED,
+    )
+    return [[int(t) for t in row if t != -100] for row in encoded.labels]
+
+
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, torch: Any, device: Any
+) -> tuple[Any, Any, Any]:
+    """``(input_ids, attention_mask, position_ids)`` of left-padded rows; positions count real tokens only.
+
+    Examples:
+        >>> import torch
+        >>> ids, mask, positions = left_pad([[5, 6], [7]], 0, torch, "cpu")
+        >>> ids.tolist(), mask.tolist(), positions.tolist()
+        ([[5, 6], [0, 7]], [[1, 1], [0, 1]], [[0, 1], [0, 0]])
+    """
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), int(pad_id), dtype=torch.long, device=device)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
+    for i, row in enumerate(sequences):
+        if len(row):
+            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long, device=device)
+            mask[i, width - len(row) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions
+
+
+def _takes(model: Any, name: str) -> bool:
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return name in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - an unusual forward
+        return False
+
+
+def _cache_argument(model: Any) -> str | None:
+    """The name under which ``forward`` takes a key-value cache (``cache`` in transformers 5.2x, formerly
+    ``past_key_values``), or None."""
+    for name in ("cache", "past_key_values"):
+        if _takes(model, name):
+            return name
+    return None
+
+
+def _forward(model: Any, ids: Any, mask: Any, positions: Any, **extra: Any) -> Any:
+    inputs = {"input_ids": ids, "attention_mask": mask, "return_dict": True, **extra}
+    if _takes(model, "position_ids"):
+        inputs["position_ids"] = positions
+    return model(**inputs)
+
+
+def score_candidates(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    candidate_ids: Sequence[Sequence[Sequence[int]]],
+    *,
+    pad_id: int,
+    batch_size: int,
+    strategy: str = "cache",
+) -> list[np.ndarray]:
+    """``log p(candidate | prompt)`` (summed over its tokens, EOS included) of every candidate of every prompt.
+
+    Args:
+        model: a decoder-only student.
+        prompt_ids: one prompt per example (non-empty).
+        candidate_ids: per example, the target ids of each of its candidates (from
+            :func:`candidate_target_ids`).
+        pad_id: id used for padding (never attended to).
+        batch_size: candidate rows per forward pass (and prompts per prompt pass).
+        strategy: ``"cache"`` (the prompt runs once, its cache is shared) or ``"full"`` (prompt + candidate
+            per row); ``"cache"`` falls back to ``"full"`` for a model that returns no cache.
+
+    Returns:
+        One float64 array of scores per example, in the order of its candidates.
+
+    Examples:
+        >>> # score_candidates(model, [[3, 8, 9]], [[[12, 1], [13, 1]]], pad_id=0, batch_size=8)
+        >>> # [array([-0.21, -1.66])]
+    """
+    import torch
+
+    if strategy not in CANDIDATE_SCORING:
+        raise ValueError(f"`strategy` must be one of {CANDIDATE_SCORING}; got {strategy!r}")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt needs at least one token to condition the candidates on")
+    cache_argument = _cache_argument(model)
+    if strategy == "cache" and cache_argument is not None:
+        totals = _score_with_cache(
+            model, prompt_ids, candidate_ids, pad_id, batch_size, cache_argument, torch
+        )
+    else:
+        totals = None
+    if totals is None:
+        totals = _score_full(model, prompt_ids, candidate_ids, pad_id, batch_size, torch)
+    scores, k = [], 0
+    for cands in candidate_ids:
+        scores.append(np.asarray(totals[k : k + len(cands)], dtype=np.float64))
+        k += len(cands)
+    return scores
+
+
+def _rows(candidate_ids: Sequence[Sequence[Sequence[int]]]) -> list[tuple[int, list[int]]]:
+    rows = [(i, [int(t) for t in ids]) for i, cands in enumerate(candidate_ids) for ids in cands]
+    if any(not ids for _, ids in rows):
+        raise ValueError("a candidate has no target ids (it should at least end with EOS)")
+    return rows
+
+
+def _right_padded(rows: Sequence[Sequence[int]], pad_id: int, torch: Any, device: Any) -> tuple[Any, Any]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for j, row in enumerate(rows):
+        ids[j, : len(row)] = torch.tensor(row, dtype=torch.long, device=device)
+        mask[j, : len(row)] = 1
+    return ids, mask
+
+
+def _score_with_cache(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    candidate_ids: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+    batch_size: int,
+    cache_argument: str,
+    torch: Any,
+) -> list[float] | None:
+    """Scores from one prompt pass per batch of prompts and the candidate tokens on its cache."""
+    device = next(model.parameters()).device
+    rows = _rows(candidate_ids)
+    totals: list[float] = []
+    for first in range(0, len(prompt_ids), batch_size):
+        prompts = prompt_ids[first : first + batch_size]
+        ids, mask, positions = left_pad(prompts, pad_id, torch, device)
+        keep_last = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
+        out = _forward(model, ids, mask, positions, use_cache=True, **keep_last)
+        cache = getattr(out, "cache", None)
+        if cache is None:
+            cache = getattr(out, "past_key_values", None)
+        if cache is None or not hasattr(cache, "batch_select_indices"):
+            return None
+        first_log_probs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # predicts each target's 1st
+        lengths = mask.sum(-1)
+        mine = [(i - first, ids_) for i, ids_ in rows if first <= i < first + len(prompts)]
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start : start + batch_size]
+            index = torch.tensor([i for i, _ in chunk], dtype=torch.long, device=device)
+            targets, target_mask = _right_padded([t for _, t in chunk], pad_id, torch, device)
+            head = first_log_probs.index_select(0, index).gather(-1, targets[:, :1]).squeeze(-1)
+            if targets.shape[1] == 1:  # every candidate of the chunk is a single token: no step to run
+                totals.extend(head.tolist())
+                continue
+            # the candidate rows share the prompt's cache: a copy per chunk, except for the last chunk
+            chunk_cache = cache if start + batch_size >= len(mine) else copy.deepcopy(cache)
+            chunk_cache.batch_select_indices(index)
+            step_positions = lengths.index_select(0, index).unsqueeze(-1) + torch.arange(
+                targets.shape[1], device=device
+            )
+            full_mask = torch.cat([mask.index_select(0, index), target_mask], dim=1)
+            # the last target token (EOS) predicts nothing that is scored: feed all but it
+            step = _forward(
+                model,
+                targets[:, :-1],
+                full_mask[:, :-1],
+                step_positions[:, :-1],
+                **{cache_argument: chunk_cache},
+                use_cache=True,
+            )
+            log_probs = torch.log_softmax(step.logits.float(), dim=-1)
+            rest = log_probs.gather(-1, targets[:, 1:].unsqueeze(-1)).squeeze(-1)
+            rest = torch.where(target_mask[:, 1:].bool(), rest, torch.zeros_like(rest))
+            totals.extend((head + rest.sum(-1)).tolist())
+    return totals
+
+
+def _score_full(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    candidate_ids: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+    batch_size: int,
+    torch: Any,
+) -> list[float]:
+    """Scores from one forward pass over prompt + candidate per candidate row (left-padded prompts)."""
+    device = next(model.parameters()).device
+    rows = _rows(candidate_ids)
+    totals: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        prompt_part, prompt_mask, _ = left_pad([prompt_ids[i] for i, _ in chunk], pad_id, torch, device)
+        targets, target_mask = _right_padded([t for _, t in chunk], pad_id, torch, device)
+        ids = torch.cat([prompt_part, targets], dim=1)
+        mask = torch.cat([prompt_mask, target_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kept = targets.shape[1] + 1  # the last prompt position onwards: no output projection for the rest
+        extra = {"logits_to_keep": kept} if _takes(model, "logits_to_keep") else {}
+        logits = _forward(model, ids, mask, positions, use_cache=False, **extra).logits[:, -kept:]
+        predicting = logits[:, :-1].float()  # position t predicts token t + 1
+        log_probs = torch.log_softmax(predicting, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        totals.extend(
+            torch.where(target_mask.bool(), log_probs, torch.zeros_like(log_probs)).sum(-1).tolist()
+        )
+    return totals
+
+
+def generate_from_prompts(
+    model: Any, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, **generation: Any
+) -> tuple[Any, int]:
+    """``model.generate`` from left-padded prompts; returns the output and the prompt width to cut off.
+
+    Examples:
+        >>> # out, width = generate_from_prompts(model, prompts, pad_id=0, max_new_tokens=8,
+        >>> #                                    output_scores=True, return_dict_in_generate=True)
+        >>> # new_tokens = out.sequences[:, width:]
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    ids, mask, _ = left_pad(prompt_ids, pad_id, torch, device)
+    out = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=int(pad_id), **generation)
+    return out, ids.shape[1]

@@ -1,0 +1,146 @@
+"""The hf-cotmi command with decoder-only students: --student-type, kind detection, LoRA, demo, model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import FAST, SYNTHETIC, run
+
+from hf_cotmi import build_tiny_causal_lm, build_word_tokenizer
+from hf_cotmi.cli import demo_arguments, main
+from hf_cotmi.data.synthetic import arithmetic_vocabulary
+from hf_cotmi.demo import demo_defaults
+from hf_cotmi.pipeline import SIDECAR_NAME
+from hf_cotmi.students import load_student
+
+QUESTION = "mia has 4 pens . mia buys 3 more . then mia loses 2 . how many pens does mia have now ?"
+
+
+@pytest.fixture(scope="module")
+def causal_trained_dir(tmp_path_factory) -> str:
+    """`hf-cotmi train --student-type causal` without --model: the built-in Llama on the synthetic task."""
+    out = tmp_path_factory.mktemp("causal-trained") / "out"
+    argv = [
+        "train",
+        "--student-type",
+        "causal",
+        *SYNTHETIC,
+        *FAST,
+        "--tiny-d-model",
+        "16",
+        "--output-dir",
+        str(out),
+    ]
+    assert main(argv) == 0
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory) -> str:
+    """A tiny GPT-2 saved as a pretrained decoder-only student would be."""
+    folder = tmp_path_factory.mktemp("gpt2-student")
+    tokenizer = build_word_tokenizer(arithmetic_vocabulary())
+    model = build_tiny_causal_lm(tokenizer, "gpt2", hidden_size=16, num_layers=1, num_heads=2)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_train_without_a_model_builds_the_causal_student_and_records_it(causal_trained_dir):
+    folder = Path(causal_trained_dir)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["hidden_size"] == 16
+    sidecar = json.loads((folder / SIDECAR_NAME).read_text())
+    assert sidecar["student_type"] == "causal"
+    card = (folder / "README.md").read_text()
+    assert "AutoModelForCausalLM" in card and "AutoModelForSeq2SeqLM" not in card
+    results = json.loads((folder / "results.json").read_text())
+    assert 0.0 <= results["metrics"]["test_ece"] <= 1.0
+    assert all(example["input"] not in example["label"] for example in results["examples"])  # prompt cut off
+    model, _, description = load_student(causal_trained_dir, for_inference=True, device="cpu")
+    assert type(model).__name__ == "LlamaForCausalLM" and "LlamaForCausalLM" in description
+
+
+def test_evaluate_and_predict_detect_a_causal_student(causal_trained_dir, tmp_path, capsys):
+    output = tmp_path / "metrics.json"
+    code, out, err = run(capsys, "evaluate", "--model", causal_trained_dir, "--output-file", str(output))
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    assert report["num_examples"] == 8 and report["confidence_mode"] == "sequence"
+    assert f"{'accuracy':<15} {report['accuracy']:.4f}" in out
+    code, out, err = run(capsys, "predict", "--model", causal_trained_dir, "--jsonl", QUESTION)
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["input"] == QUESTION and 0.0 <= row["confidence"] <= 1.0
+    assert QUESTION not in row["label"] and QUESTION not in row["rationale"]
+    code, out, err = run(
+        capsys, "predict", "--model", causal_trained_dir, "--label-candidates", "5,7,9", "--jsonl", QUESTION
+    )
+    assert code == 0, err
+    assert json.loads(out)["label"] in {"5", "7", "9"}
+
+
+def test_train_a_given_causal_model_with_lora(gpt2_dir, tmp_path, capsys):
+    out = tmp_path / "lora"
+    code, stdout, err = run(
+        capsys, "train", "--model", gpt2_dir, *SYNTHETIC, *FAST, "--use-peft", "--lora-r", "4",
+        "--lora-target-modules", "c_attn", "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "GPT2LMHeadModel" in stdout and "LoRA" in stdout
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "CAUSAL_LM"
+    assert not (out / "model.safetensors").exists()
+    assert json.loads((out / SIDECAR_NAME).read_text())["student_type"] == "causal"
+    code, stdout, err = run(capsys, "evaluate", "--model", str(out))
+    assert code == 0, err
+    code, stdout, err = run(capsys, "predict", "--model", str(out), "tom has 2 apples . how many ?")
+    assert code == 0, err
+    assert "rationale:" in stdout
+    model, _, _ = load_student(str(out), for_inference=True, device="cpu")
+    assert type(model).__name__ == "GPT2LMHeadModel"  # adapters merged into their causal base
+
+
+def test_a_student_type_that_contradicts_the_model_is_a_usage_error(gpt2_dir, tmp_path, capsys):
+    code, _, err = run(
+        capsys, "train", "--model", gpt2_dir, "--student-type", "seq2seq", *SYNTHETIC, *FAST,
+        "--output-dir", str(tmp_path / "x"),
+    )  # fmt: skip
+    assert code == 2
+    assert "--student-type seq2seq" in err and "causal" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(
+        capsys, "train", *SYNTHETIC, "--student-type", "decoder", "--output-dir", str(tmp_path)
+    )
+    assert code == 2 and "--student-type" in err
+
+
+def test_demo_defaults_for_the_causal_student():
+    causal, seq2seq = demo_defaults(causal=True), demo_defaults()
+    assert causal != seq2seq and causal["dataset"] == seq2seq["dataset"]
+    model_args, *_ = demo_arguments(["--student-type", "causal"])
+    assert model_args.student_type == "causal"
+    *_, training_args, _, _ = demo_arguments(["--student-type", "causal"])
+    assert training_args.learning_rate == causal["learning_rate"]
+    assert training_args.max_steps == causal["max_steps"]
+    # a given model keeps the real-model defaults, whatever --student-type says
+    *_, training_args, _, _ = demo_arguments(["--student-type", "causal", "--model", "some/llama"])
+    assert training_args.learning_rate == demo_defaults(real_model=True)["learning_rate"]
+
+
+def test_demo_smoke_with_the_causal_student(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, err = run(capsys, "demo", "--student-type", "causal", "--smoke", "--output-dir", str(out))
+    assert code == 0, err
+    assert "Llama (decoder-only) built from a config" in stdout
+    for name in (
+        "model.safetensors",
+        "README.md",
+        "reliability_diagram.png",
+        "training_curve.png",
+        SIDECAR_NAME,
+    ):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    assert "AutoModelForCausalLM" in (out / "README.md").read_text()

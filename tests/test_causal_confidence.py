@@ -1,0 +1,268 @@
+"""Label confidence of decoder-only students (tiny Llama, Qwen2, GPT-2), against one-row-at-a-time references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from hf_cotmi import (
+    DSSMITrainer,
+    ECECallback,
+    build_tiny_causal_lm,
+    build_word_tokenizer,
+    evaluate_calibration,
+    label_confidences,
+    prepare_dss_features,
+)
+from hf_cotmi.causal_confidence import candidate_target_ids, causal_prompts, score_candidates
+from hf_cotmi.data.causal import encode_causal_task
+from hf_cotmi.pipeline import generate_texts, predict_texts
+from hf_cotmi.prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
+
+ARCHITECTURES = ["llama", "qwen2", "gpt2"]
+INPUTS = [
+    "a man sleeps",
+    "a cat runs",
+    "two dogs bark at the sun",
+    "kids play outside",
+    "the sun is hot",
+    "rain falls now",
+]
+LABELS = ["yes", "no", "not sure at all", "yes", "no", "not sure at all"]
+RATIONALES = ["he rests", "it moves", "dogs bark", "kids play", "hot sun", "rain now"]
+CANDIDATES = ["yes", "no", "not sure at all"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_word_tokenizer([PREDICT_PREFIX + x for x in INPUTS] + LABELS + RATIONALES + ["maybe"])
+
+
+def data():
+    return {"input": list(INPUTS), "label": list(LABELS)}
+
+
+def fitted(tok, architecture, steps=40):
+    """A tiny decoder fitted for a few steps on the label task, so that generations end at EOS."""
+    model = build_tiny_causal_lm(tok, architecture, seed=1)
+    enc = encode_causal_task(
+        tok, [PREDICT_PREFIX + x for x in INPUTS], LABELS, max_prompt_length=64, max_target_length=16
+    )
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        for ids, labels in zip(enc.input_ids, enc.labels):
+            model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained(tok):
+    return {arch: fitted(tok, arch) for arch in ARCHITECTURES}
+
+
+def naive_log_likelihood(model, tok, text, target):
+    """log p(target + EOS | prompt): one unpadded sequence, one full forward pass, summed by hand."""
+    enc = encode_causal_task(
+        tok, [PREDICT_PREFIX + text], [target], max_prompt_length=999, max_target_length=99
+    )
+    ids, labels = enc.input_ids[0], enc.labels[0]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+    log_probs = torch.log_softmax(logits, -1)
+    return sum(log_probs[t - 1, labels[t]].item() for t in range(1, len(ids)) if labels[t] != -100)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_candidate_scores_equal_a_naive_full_pass_per_candidate(tok, trained, architecture):
+    model = trained[architecture]
+    result = label_confidences(model, tok, data(), label_candidates=CANDIDATES, batch_size=4)
+    assert result.mode == "candidates"
+    for i, text in enumerate(INPUTS):
+        reference = np.array([naive_log_likelihood(model, tok, text, c) for c in CANDIDATES])
+        expected = np.exp(reference - reference.max())
+        expected /= expected.sum()
+        np.testing.assert_allclose(result.candidate_probabilities[i], expected, atol=1e-5)
+        assert result.predictions[i] == CANDIDATES[int(np.argmax(expected))]
+        assert result.confidences[i] == pytest.approx(expected.max(), abs=1e-5)
+    probabilities = np.stack(result.candidate_probabilities)
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
+    assert result.accuracy > 0.5  # fitted: the scores are not uniform noise
+
+
+@pytest.mark.parametrize("strategy", ["cache", "full"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_both_scoring_strategies_give_the_naive_log_likelihoods(tok, trained, architecture, strategy):
+    model = trained[architecture]
+    prompts = causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])
+    per_example = [CANDIDATES if i % 2 else CANDIDATES[::-1] + ["maybe"] for i in range(len(INPUTS))]
+    targets = [candidate_target_ids(tok, PREDICT_PREFIX + x, c) for x, c in zip(INPUTS, per_example)]
+    with torch.no_grad():
+        scores = score_candidates(
+            model, prompts, targets, pad_id=tok.pad_token_id, batch_size=3, strategy=strategy
+        )
+    for text, cands, got in zip(INPUTS, per_example, scores):
+        reference = [naive_log_likelihood(model, tok, text, c) for c in cands]
+        np.testing.assert_allclose(got, reference, atol=1e-4)
+    # an empty candidate is EOS alone: a single token, scored from the prompt's last position only
+    eos_only = [candidate_target_ids(tok, PREDICT_PREFIX + x, [""]) for x in INPUTS[:2]]
+    assert eos_only[0] == [[tok.eos_token_id]]
+    with torch.no_grad():
+        scores = score_candidates(
+            model, prompts[:2], eos_only, pad_id=tok.pad_token_id, batch_size=3, strategy=strategy
+        )
+    for text, got in zip(INPUTS[:2], scores):
+        np.testing.assert_allclose(got, [naive_log_likelihood(model, tok, text, "")], atol=1e-4)
+
+
+def test_the_prompt_runs_once_per_batch_with_the_cache(tok, trained):
+    model = trained["llama"]
+    seen: list[int] = []
+    hook = model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(int(kwargs["input_ids"].numel())), with_kwargs=True
+    )
+    try:
+        label_confidences(model, tok, data(), label_candidates=CANDIDATES, batch_size=len(INPUTS))
+    finally:
+        hook.remove()
+    prompts = causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])
+    prompt_tokens = len(prompts) * max(len(p) for p in prompts)  # one left-padded prompt pass
+    # the candidate rows carry their own tokens only (all but the final EOS), never the prompt again
+    assert seen[0] == prompt_tokens
+    assert sum(seen[1:]) < len(CANDIDATES) * len(INPUTS) * 5
+    assert sum(seen) < len(CANDIDATES) * prompt_tokens
+
+
+def test_features_and_raw_text_give_the_same_confidences(tok, trained):
+    model = trained["qwen2"]
+    records = [{"input": x, "label": y, "rationale": r} for x, y, r in zip(INPUTS, LABELS, RATIONALES)]
+    features = prepare_dss_features(Dataset.from_list(records), tok, model=model)
+    raw = label_confidences(model, tok, data(), label_candidates=CANDIDATES)
+    tokenised = label_confidences(model, tok, features, label_candidates=CANDIDATES, batch_size=4)
+    np.testing.assert_allclose(
+        np.stack(tokenised.candidate_probabilities), np.stack(raw.candidate_probabilities), atol=1e-6
+    )
+    without_text = features.remove_columns(["input", "label", "rationale"])
+    decoded = label_confidences(model, tok, without_text, mode="sequence", max_new_tokens=6)
+    assert decoded.references == LABELS  # the gold label decoded from the target positions of `labels`
+    assert (
+        decoded.predictions
+        == label_confidences(model, tok, data(), mode="sequence", max_new_tokens=6).predictions
+    )
+
+
+def naive_generation(model, prompt, steps):
+    """Greedy decoding one token at a time, full forward pass each step; log-probs and the first softmax."""
+    ids, log_probs, first = list(prompt), [], None
+    for _ in range(steps):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1].double()
+        probs = torch.softmax(logits, -1)
+        first = probs.max().item() if first is None else first
+        token = int(torch.argmax(logits))
+        log_probs.append(torch.log(probs[token]).item())
+        ids.append(token)
+        if token == model.generation_config.eos_token_id:
+            break
+    return ids[len(prompt) :], log_probs, first
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_sequence_confidence_is_the_probability_of_the_generated_tokens(tok, trained, architecture):
+    model = trained[architecture]
+    result = label_confidences(model, tok, data(), mode="sequence", max_new_tokens=6, batch_size=4)
+    prompts = causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])
+    ended = 0
+    for i, prompt in enumerate(prompts):
+        generated, log_probs, _ = naive_generation(model, prompt, 6)
+        ended += generated[-1] == tok.eos_token_id
+        assert result.predictions[i] == tok.decode(generated, skip_special_tokens=True).strip()
+        assert "predict" not in result.predictions[i]
+        # a separate forward pass over prompt + generated tokens gives the same probability
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + generated])).logits[0].double()
+        scored = torch.log_softmax(logits, -1)
+        total = sum(scored[len(prompt) - 1 + t, token].item() for t, token in enumerate(generated))
+        assert total == pytest.approx(sum(log_probs), abs=1e-5)
+        assert result.confidences[i] == pytest.approx(np.exp(total), rel=1e-4, abs=1e-7)
+    assert ended >= 4  # most generations stop at EOS before the limit: the EOS cut is exercised
+    assert result.accuracy > 0.5
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_first_token_confidence_is_the_top_probability_after_the_prompt(tok, trained, architecture):
+    model = trained[architecture]
+    result = label_confidences(model, tok, data(), mode="first_token", max_new_tokens=6, batch_size=4)
+    for i, prompt in enumerate(causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])):
+        _, _, first = naive_generation(model, prompt, 1)
+        assert result.confidences[i] == pytest.approx(first, abs=1e-5)
+
+
+def test_max_length_counts_generated_tokens_for_a_causal_student(tok, trained):
+    model = trained["llama"]
+    untrained = build_tiny_causal_lm(tok, "llama", seed=3)  # never emits EOS early
+    result = label_confidences(untrained, tok, data(), mode="sequence", max_length=3)
+    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in result.predictions]
+    assert max(lengths) == 3  # every prompt is longer than 3 tokens: a total length would allow none
+    assert label_confidences(model, tok, data(), mode="sequence", max_length=6).predictions == (
+        label_confidences(model, tok, data(), mode="sequence", max_new_tokens=6).predictions
+    )
+
+
+def test_ece_callback_and_evaluate_calibration_serve_causal_students(tok, trained, tmp_path, make_args):
+    model = trained["gpt2"]
+    records = [{"input": x, "label": y, "rationale": r} for x, y, r in zip(INPUTS, LABELS, RATIONALES)]
+    features = prepare_dss_features(Dataset.from_list(records), tok, model=model)
+    callback = ECECallback(label_candidates=CANDIDATES, plot=False)
+    trainer = DSSMITrainer(
+        model=model,
+        args=make_args(tmp_path, generation_max_length=6),
+        processing_class=tok,
+        eval_dataset=features,
+        callbacks=[callback],
+    )
+    metrics = trainer.evaluate()
+    direct = label_confidences(model, tok, data(), label_candidates=CANDIDATES)
+    assert metrics["eval_ece"] == pytest.approx(direct.ece(), abs=1e-6)
+    assert metrics["eval_avg_confidence"] == pytest.approx(direct.average_confidence, abs=1e-6)
+    model.save_pretrained(tmp_path / "student")
+    tok.save_pretrained(tmp_path / "student")
+    report = evaluate_calibration(
+        str(tmp_path / "student"), None, data(), label_candidates=CANDIDATES, device="cpu"
+    )
+    assert report["accuracy"] == pytest.approx(direct.accuracy)
+    assert report["ece"] == pytest.approx(direct.ece(), abs=1e-6)
+
+
+def test_pipeline_generation_helpers_strip_the_prompt(tok, trained):
+    model = trained["llama"]
+    texts = generate_texts(model, tok, INPUTS, prefix=PREDICT_PREFIX, max_new_tokens=6, batch_size=4)
+    for text, prompt in zip(texts, causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])):
+        generated, _, _ = naive_generation(model, prompt, 6)
+        assert text == tok.decode(generated, skip_special_tokens=True).strip()
+    rows = predict_texts(model, tok, INPUTS, label_max_new_tokens=6, rationale_max_new_tokens=4, batch_size=4)
+    assert [row["label"] for row in rows] == texts
+    expected = generate_texts(model, tok, INPUTS, prefix=EXPLAIN_PREFIX, max_new_tokens=4)
+    assert [row["rationale"] for row in rows] == expected
+    assert all(0.0 <= row["confidence"] <= 1.0 for row in rows)
+
+
+def test_the_candidate_benchmark_runs_and_its_strategies_agree(capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "causal_candidates.py"
+    spec = importlib.util.spec_from_file_location("bench_causal_candidates", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    summary = module.main(["--smoke"])
+    assert set(summary["median_seconds"]) == {"cache", "full"}
+    assert summary["max_score_difference"] < 1e-4
+    assert "x cache" in capsys.readouterr().out
