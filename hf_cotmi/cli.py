@@ -141,7 +141,7 @@ def _training_arguments_class() -> type:
 _DESCRIPTIONS = {
     "train": "Train a seq2seq or decoder-only student with Distilling Step-by-Step plus the MI loss, then "
     "evaluate accuracy and calibration on the test split, save model, tokenizer and model card, and optionally "
-    "push to the Hub. Without --model the student is a small model built from a config (a T5, or a Llama with "
+    "push to the Hub. Without --model the student is a small T5 built from a config (a small Llama with "
     "--student-type causal), sized by the --tiny-* options, with a word-level tokenizer over the training texts.",
     "evaluate": "Accuracy, expected calibration error and average confidence of a saved student.",
     "predict": "Label, rationale and confidence of a saved student for each input text.",
