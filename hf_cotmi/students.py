@@ -257,45 +257,32 @@ def _pretrained(
     return model, tokenizer
 
 
-def _built_in_causal(args: ModelArguments, tokenizer: Any, seed: int) -> tuple[Any, Any, str]:
-    from .tiny import build_tiny_causal_lm
-
-    model = build_tiny_causal_lm(
-        tokenizer,
-        "llama",
-        hidden_size=args.tiny_d_model,
-        num_layers=args.tiny_num_layers,
-        num_heads=args.tiny_num_heads,
-        intermediate_size=args.tiny_d_ff,
-        seed=seed,
-    )
-    count = sum(p.numel() for p in model.parameters())
-    description = (
-        f"Llama (decoder-only) built from a config ({count:,} parameters, hidden size {args.tiny_d_model}, "
-        f"{args.tiny_num_layers} layers) with a word-level tokenizer of {len(tokenizer)} tokens"
-    )
-    return model, tokenizer, description
-
-
 def _built_in(args: ModelArguments, vocabulary: Sequence[str], seed: int) -> tuple[Any, Any, str]:
-    from .tiny import build_tiny_seq2seq, build_word_tokenizer
+    """The small student built from a config: a T5, or a Llama for ``student_type="causal"``."""
+    from .tiny import build_tiny_causal_lm, build_tiny_seq2seq, build_word_tokenizer
 
     tokenizer = build_word_tokenizer(list(vocabulary), max_vocab_size=16000)
+    layers, heads, width, inner = args.tiny_num_layers, args.tiny_num_heads, args.tiny_d_model, args.tiny_d_ff
     if args.student_type == "causal":
-        return _built_in_causal(args, tokenizer, seed)
-    model = build_tiny_seq2seq(
-        tokenizer,
-        "t5",
-        d_model=args.tiny_d_model,
-        num_layers=args.tiny_num_layers,
-        num_heads=args.tiny_num_heads,
-        d_ff=args.tiny_d_ff,
-        seed=seed,
-    )
+        model = build_tiny_causal_lm(
+            tokenizer,
+            "llama",
+            hidden_size=width,
+            num_layers=layers,
+            num_heads=heads,
+            intermediate_size=inner,
+            seed=seed,
+        )
+        kind, shape = "Llama (decoder-only)", f"hidden size {width}, {layers} layers"
+    else:
+        model = build_tiny_seq2seq(
+            tokenizer, "t5", d_model=width, num_layers=layers, num_heads=heads, d_ff=inner, seed=seed
+        )
+        kind, shape = "T5", f"d_model {width}, {layers}+{layers} layers"
     count = sum(p.numel() for p in model.parameters())
     description = (
-        f"T5 built from a config ({count:,} parameters, d_model {args.tiny_d_model}, "
-        f"{args.tiny_num_layers}+{args.tiny_num_layers} layers) with a word-level tokenizer of {len(tokenizer)} tokens"
+        f"{kind} built from a config ({count:,} parameters, {shape}) with a word-level tokenizer of "
+        f"{len(tokenizer)} tokens"
     )
     return model, tokenizer, description
 
