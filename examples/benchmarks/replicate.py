@@ -317,7 +317,7 @@ def load_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if source["test"] in (source["train"], source["valid"]):
         raise SystemExit("the test split must differ from the training and validation splits")
     description = {
-        "dataset": args.dataset or args.train_file,
+        "dataset": args.dataset or portable_path(args.train_file),
         "train": {"split": source["train"], "examples": train.num_rows},
         "valid": {
             "split": f"carved from {source['train']}" if carve else source["valid"],
@@ -399,8 +399,20 @@ def protocol(args: argparse.Namespace, data_description: dict[str, Any]) -> dict
         "task",
     ]
     settings = {k: getattr(args, k) for k in keys}
+    settings["student"] = portable_path(settings["student"])
     settings["data"] = data_description
     return settings
+
+
+def portable_path(path: str | None) -> str | None:
+    """``path`` as results files record it: an absolute path becomes relative to the current folder.
+
+    The files are shared (docs/assets/benchmarks/), so they name no folder of the machine they ran on; a
+    Hub model id or a relative path is kept as given.
+    """
+    if path is None or not os.path.isabs(path):
+        return path
+    return os.path.relpath(path)
 
 
 def check_protocol(out: Path, settings: dict[str, Any], force: bool) -> None:
