@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import fnmatch
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -61,45 +60,42 @@ def _package_files(folder: Path) -> list[Path]:
     )
 
 
-def expected_files(source: Path, top: str, patterns: dict[str, list[str]]) -> tuple[set[str], set[str]]:
-    """The wheel paths the source tree says must be shipped, and the data files no pattern matches.
+def expected_files(
+    source: Path, top: str, patterns: dict[str, list[str]]
+) -> tuple[set[str], set[str], set[str]]:
+    """The wheel paths of the modules and of the package data, and the data files no pattern matches.
 
-    Modules: every ``.py`` file directly in a package folder. Data: every file matched by a pattern of its
-    package (setuptools matches ``package_data`` patterns relative to the package folder; a pattern for
-    ``""`` or ``"*"`` applies to every package).
+    Modules: every ``.py`` file directly in a package folder. Data: what each package's patterns glob,
+    relative to the package folder, as setuptools does (a pattern for ``""`` or ``"*"`` applies to every
+    package). A file under a package folder that is neither is reported as unmatched.
     """
-    expected: set[str] = set()
-    unmatched: set[str] = set()
     packages = source_packages(source, top)
-    for package in packages:
-        folder = source.joinpath(*package.split("."))
-        package_patterns = patterns.get(package, []) + patterns.get("", []) + patterns.get("*", [])
-        for path in _package_files(folder):
-            relative = path.relative_to(folder).as_posix()
-            wheel_path = path.relative_to(source).as_posix()
-            if path.suffix == ".py" and "/" not in relative:
-                expected.add(wheel_path)
-            elif any(fnmatch.fnmatchcase(relative, pattern) for pattern in package_patterns):
-                expected.add(wheel_path)
-            elif not any(
-                # the file belongs to a sub-package, which gets its own turn
-                relative.startswith(sub.split(".")[-1] + "/")
-                for sub in packages
-                if sub.startswith(package + ".") and sub.count(".") == package.count(".") + 1
-            ):
-                unmatched.add(wheel_path)
-    for package, package_patterns in patterns.items():
+    package_folders = {source.joinpath(*package.split(".")) for package in packages}
+    for package in patterns:
         if package not in ("", "*") and package not in packages:
             raise SystemExit(f"setup.cfg [options.package_data] names {package!r}, which is not a package")
-        for pattern in package_patterns:
-            folder = source.joinpath(*package.split(".")) if package not in ("", "*") else None
-            if folder is not None and not any(
-                fnmatch.fnmatchcase(p.relative_to(folder).as_posix(), pattern) for p in _package_files(folder)
-            ):
+    data: set[Path] = set()
+    for package in packages:
+        folder = source.joinpath(*package.split("."))
+        for pattern in patterns.get(package, []) + patterns.get("", []) + patterns.get("*", []):
+            matched = [path for path in folder.glob(pattern) if path.is_file()]
+            if not matched and package in patterns:
                 raise SystemExit(
                     f"setup.cfg [options.package_data] pattern {pattern!r} of {package!r} matches no file"
                 )
-    return expected, unmatched
+            data.update(matched)
+    modules: set[str] = set()
+    data_files: set[str] = set()
+    unmatched: set[str] = set()
+    for path in _package_files(source / top):
+        wheel_path = path.relative_to(source).as_posix()
+        if path.suffix == ".py" and path.parent in package_folders:
+            modules.add(wheel_path)
+        elif path in data:
+            data_files.add(wheel_path)
+        else:
+            unmatched.add(wheel_path)
+    return modules, data_files, unmatched
 
 
 def wheel_version(wheel: Path) -> str:
@@ -129,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     source = args.source.resolve()
 
-    expected, unmatched = expected_files(source, args.package, package_data_patterns(source / "setup.cfg"))
+    modules, data, unmatched = expected_files(
+        source, args.package, package_data_patterns(source / "setup.cfg")
+    )
+    expected = modules | data
     if unmatched:
         raise SystemExit(
             "data files in the source tree that no setup.cfg [options.package_data] pattern ships: "
@@ -140,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = sorted(expected - in_wheel)
     if missing:
         raise SystemExit(f"{args.wheel.name} lacks {len(missing)} file(s): {', '.join(missing)}")
-    data = sorted(name for name in expected if not name.endswith(".py"))
     print(
-        f"{args.wheel.name}: {len(in_wheel)} files, all {len(expected)} expected ones; package data: {data}"
+        f"{args.wheel.name}: {len(in_wheel)} files, all {len(expected)} expected ones; package data: {sorted(data)}"
     )
 
     import hf_cotmi
