@@ -22,6 +22,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 FETCHED = {"script": ("src",), "link": ("href",), "img": ("src",), "source": ("src",), "iframe": ("src",)}
+# the <link rel=...> kinds that the browser fetches by itself
+LOADED_LINKS = {"stylesheet", "icon", "preload", "modulepreload", "prefetch", "manifest", "apple-touch-icon"}
 CSS_URL = re.compile(r"""url\(\s*['"]?([^'")]+)['"]?\s*\)|@import\s+['"]([^'"]+)['"]""")
 MATHJAX = "assets/mathjax/tex-svg.js"
 
@@ -32,6 +34,8 @@ class _Fetches(html.parser.HTMLParser):
         self.urls: list[tuple[str, str]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "link" and not LOADED_LINKS & set((dict(attrs).get("rel") or "").lower().split()):
+            return  # rel="canonical", "alternate", ...: an address, not something the browser loads
         for name, value in attrs:
             if value and name in FETCHED.get(tag, ()):
                 self.urls.append((tag, value))

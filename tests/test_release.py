@@ -172,6 +172,7 @@ def _site(root: Path, script: str) -> Path:
     (root / "assets" / "style.css").write_text("body { background: url(img/bg.png) }")
     (root / "concepts" / "mi-loss" / "index.html").write_text(
         '<link rel="stylesheet" href="../../assets/style.css">'
+        '<link rel="canonical" href="https://hf-cotmi.example/concepts/mi-loss/">'
         f'<script src="{script}"></script>'
         '<a href="https://arxiv.org/abs/2403.03348">paper</a>'
         '<span class="arithmatex">\\(x\\)</span>'
