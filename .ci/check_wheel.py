@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     import hf_cotmi
 
     installed = Path(hf_cotmi.__file__).resolve().parent
-    if source in installed.parents or installed == source / args.package:
+    if installed == source / args.package:
         raise SystemExit(f"import hf_cotmi found the checkout ({installed}), not the installed wheel")
     absent = sorted(name for name in expected if not (installed.parent / PurePosixPath(name)).is_file())
     if absent:
