@@ -1,13 +1,17 @@
-"""Fail when README.md links to a relative path: PyPI shows the README as the project page, where a relative
-link leads nowhere. Link to https://github.com/hf-cotmi/hf-cotmi/blob/main/PATH instead.
+"""Fail when the PyPI page links to a relative path, which leads nowhere there.
 
-    python .ci/check_readme_links.py [README.md]
+    python .ci/check_readme_links.py dist/hf_cotmi-X-py3-none-any.whl    # the page PyPI will show
+    python .ci/check_readme_links.py README.md
+
+The page is the wheel's long description: README.md with its links made absolute by setup.py.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import zipfile
+from email.parser import HeaderParser
 from pathlib import Path
 
 # [text](target) and ![alt](target), <a href="target">, <img src="target">, and [label]: target definitions
@@ -33,13 +37,22 @@ def relative_links(text: str) -> list[tuple[int, str]]:
     return found
 
 
+def long_description(wheel: Path) -> str:
+    """The long description (the PyPI page) in a wheel's METADATA."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(name).decode("utf-8")
+    return HeaderParser().parsestr(metadata).get_payload()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     path = Path(args[0] if args else "README.md")
-    found = relative_links(path.read_text(encoding="utf-8"))
+    text = long_description(path) if path.suffix == ".whl" else path.read_text(encoding="utf-8")
+    found = relative_links(text)
     for number, target in found:
         print(
-            f"{path}:{number}: relative link {target!r} (it breaks on PyPI; use an https:// link)",
+            f"{path}:{number}: relative link {target!r} (it leads nowhere on PyPI)",
             file=sys.stderr,
         )
     return 1 if found else 0

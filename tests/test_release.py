@@ -1,5 +1,5 @@
-"""The release checks of .ci/ (floors, wheel contents, README links, an offline site) and the paths that
-examples/benchmarks/replicate.py writes into shared results files."""
+"""The release checks of .ci/ (floors, wheel contents, the PyPI page's links, an offline site), setup.py's
+PyPI page, and the paths that examples/benchmarks/replicate.py writes into shared results files."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ floors = _load(ROOT / ".ci" / "floors.py")
 check_wheel = _load(ROOT / ".ci" / "check_wheel.py")
 check_readme_links = _load(ROOT / ".ci" / "check_readme_links.py")
 check_site_offline = _load(ROOT / ".ci" / "check_site_offline.py")
+setup_script = _load(ROOT / "setup.py")
 
 SETUP_CFG = """\
 [options]
@@ -158,8 +159,44 @@ def test_relative_readme_links_are_found_and_code_is_skipped() -> None:
     ]
 
 
-def test_the_readme_has_only_absolute_links() -> None:
-    assert check_readme_links.relative_links((ROOT / "README.md").read_text()) == []
+def test_the_pypi_page_makes_the_readme_links_absolute() -> None:
+    readme = "\n".join(
+        [
+            "[the CLI](docs/cli.md), [notebook](./examples/quickstart.ipynb), [top](#install), ![plot](docs/a.png)",
+            '<img src="docs/b.png"> [PyPI](https://pypi.org/project/hf-cotmi/)',
+            "```python",
+            'features["train"](docs/not-a-link)',
+            "```",
+        ]
+    )
+    blob, raw = (
+        "https://github.com/hf-cotmi/hf-cotmi/blob/main/",
+        "https://github.com/hf-cotmi/hf-cotmi/raw/main/",
+    )
+    assert setup_script.pypi_description(readme).splitlines() == [
+        f"[the CLI]({blob}docs/cli.md), [notebook]({blob}examples/quickstart.ipynb), [top](#install), "
+        f"![plot]({raw}docs/a.png)",
+        f'<img src="{raw}docs/b.png"> [PyPI](https://pypi.org/project/hf-cotmi/)',
+        "```python",
+        'features["train"](docs/not-a-link)',
+        "```",
+    ]
+
+
+def test_the_readme_as_pypi_shows_it_has_only_absolute_links() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert check_readme_links.relative_links(setup_script.pypi_description(readme)) == []
+
+
+def test_the_link_check_reads_the_page_from_a_wheel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    metadata = "Metadata-Version: 2.4\nName: pkg\nVersion: 1.0\n\nSee [the docs](docs/index.md).\n"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("pkg-1.0.dist-info/METADATA", metadata)
+    assert check_readme_links.main([str(wheel)]) == 1
+    assert "pkg-1.0-py3-none-any.whl:1: relative link 'docs/index.md'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ offline site
