@@ -372,7 +372,7 @@ def select_splits(options: Options) -> tuple[Any, Any, dict[str, Any]]:
     train = _subsample(train, run.train_size, run.subsample_seed)
     test = _subsample(splits["test"], run.test_size, run.subsample_seed)
     description: dict[str, Any] = {
-        "dataset": data_args.dataset or data_args.train_file,
+        "dataset": data_args.dataset or portable_path(data_args.train_file),
         "train": {"split": data_args.train_split, "examples": train.num_rows},
         "valid": {
             "split": f"carved from {data_args.train_split}" if carve else data_args.eval_split,
@@ -495,7 +495,7 @@ def protocol(options: Options, data_description: dict[str, Any]) -> dict[str, An
     """Everything that changes a run's result; stored in the output folder and checked on a rerun."""
     training, data, run = options.training, options.data, options.run
     settings = {
-        "student": run.student,
+        "student": portable_path(run.student),
         "max_steps": training.max_steps,
         "eval_steps": int(training.eval_steps),
         "patience": run.patience,
@@ -524,6 +524,17 @@ def protocol(options: Options, data_description: dict[str, Any]) -> dict[str, An
     if run.single_task_order != "rationale_first":
         settings["single_task_order"] = run.single_task_order
     return settings
+
+
+def portable_path(path: str | None) -> str | None:
+    """``path`` as results files record it: an absolute path becomes relative to the current folder.
+
+    The files are shared (docs/assets/benchmarks/), so they name no folder of the machine they ran on; a
+    Hub model id or a relative path is kept as given.
+    """
+    if path is None or not os.path.isabs(path):
+        return path
+    return os.path.relpath(path)
 
 
 def check_protocol(out: Path, settings: dict[str, Any], force: bool) -> None:
