@@ -1,4 +1,4 @@
-"""hf-cotmi: chain-of-thought distillation for Hugging Face seq2seq students.
+"""hf-cotmi: chain-of-thought distillation for Hugging Face students, seq2seq and decoder-only.
 
 Distilling Step-by-Step (Hsieh et al., 2023) trains one student on two tasks, ``predict:`` -> label and
 ``explain:`` -> rationale; Chen et al. (Findings of ACL 2024) add a mutual-information term that ties the

@@ -435,7 +435,7 @@ def test_the_documented_command_gives_the_committed_protocol() -> None:
     stored = json.loads((ASSETS / "esnli-minilm-cpu" / "results.json").read_text())["protocol"]
     options = replicate.parse_args(
         ["--dataset", "esnli", "--data-dir", "unused", "--train-split", "valid", "--train-size", "4000",
-         "--valid-size", "200", "--test-size", "500", "--student", "/work/bench_runs/student",
+         "--valid-size", "200", "--test-size", "500", "--student", "runs/student",
          "--max-input-length", "128", "--max-rationale-length", "48", "--max-steps", "1200", "--eval-steps", "100",
          "--patience", "2", "--patience-start", "700", "--batch-size", "8", "--learning-rate", "1.5e-4",
          "--warmup-steps", "50", "--seeds", "0", "1", "2", "--threads", "1", "--output-dir", "unused"]

@@ -267,7 +267,7 @@ def test_replicate_writes_no_absolute_path(
         ["--student", str(student), "--train-file", str(train_file), "--test-file", str(train_file)]
         + ["--valid-size", "4", "--output-dir", str(out)]
     )
-    _, description = replicate.load_splits(args)
+    _, _, description = replicate.select_splits(args)
     settings = replicate.protocol(args, description)
     replicate.check_protocol(out, settings, force=False)
 

@@ -41,8 +41,8 @@ Examples::
 
     python examples/benchmarks/replicate.py --dataset esnli --data-dir ../shared/data/dss \\
         --train-split valid --train-size 1500 --valid-size 200 --test-size 400 \\
-        --student /work/bench_runs/student --max-steps 1200 --eval-steps 100 \\
-        --seeds 0 1 2 --output-dir /work/bench_runs/esnli
+        --student runs/student --max-steps 1200 --eval-steps 100 \\
+        --seeds 0 1 2 --output-dir runs/esnli
 
     # a 30-second check that everything runs (tiny model, synthetic data); tiny-causal: a tiny Llama
     python examples/benchmarks/replicate.py --smoke --output-dir /tmp/replicate-smoke

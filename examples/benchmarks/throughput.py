@@ -18,7 +18,7 @@ seed, and run in this one process, interleaved ``--repeats`` times; medians are 
 Examples per second count training examples (each seen by both tasks) and evaluation examples. The last
 line printed is JSON with the throughputs and the ratios ``DSSMITrainer / baseline`` (above 1: faster).
 
-    python examples/benchmarks/throughput.py --student /work/bench_runs/student \\
+    python examples/benchmarks/throughput.py --student runs/student \\
         --dataset esnli --data-dir ../shared/data/dss --train-split valid --steps 30 --repeats 3
     python examples/benchmarks/throughput.py --smoke        # tiny model, synthetic data, a few seconds
 """
