@@ -420,27 +420,25 @@ def _vocabulary(data: Any) -> list[str]:
 
 def make_student(name: str, texts: Sequence[str], seed: int = 0) -> tuple[Any, Any]:
     """The student: :func:`hf_cotmi.students.load_student` (a folder or Hub name, seq2seq or causal, or the
-    built-in tiny T5 for ``tiny``), or the package's tiny Llama for ``tiny-causal``."""
+    package's small T5 for ``tiny`` and small Llama for ``tiny-causal``, built from a config)."""
     from hf_cotmi.run_arguments import ModelArguments
-    from hf_cotmi.students import load_student as package_load_student
+    from hf_cotmi.students import load_student
 
-    if name == TINY_CAUSAL_STUDENT:
-        from hf_cotmi import tiny
-
-        if not hasattr(tiny, "build_tiny_causal_lm"):
-            raise _error(
-                f"--student {TINY_CAUSAL_STUDENT} needs hf_cotmi with causal students (build_tiny_causal_lm)"
-            )
-        tokenizer = tiny.build_word_tokenizer(list(texts), max_vocab_size=16000)
-        return tiny.build_tiny_causal_lm(tokenizer, "llama", hidden_size=32, seed=seed), tokenizer
-    args = ModelArguments(model_name_or_path=None if name == TINY_STUDENT else name, tiny_d_model=32)
-    model, tokenizer, _ = package_load_student(args, texts, seed=seed)
+    built_in = name in (TINY_STUDENT, TINY_CAUSAL_STUDENT)
+    args = ModelArguments(
+        model_name_or_path=None if built_in else name,
+        student_type="causal" if name == TINY_CAUSAL_STUDENT else None,
+        tiny_d_model=32,
+    )
+    model, tokenizer, _ = load_student(args, texts, seed=seed)
     return model, tokenizer
 
 
 def is_causal(model: Any) -> bool:
-    """Whether the student is decoder-only (its config says it is not an encoder-decoder)."""
-    return not getattr(model.config, "is_encoder_decoder", False)
+    """Whether the student is decoder-only (:func:`hf_cotmi.resolve_student_type`)."""
+    from hf_cotmi import resolve_student_type
+
+    return resolve_student_type(model) == "causal"
 
 
 def single_task_splits(data: Any, order: str) -> Any:
