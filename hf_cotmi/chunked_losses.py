@@ -1,11 +1,10 @@
 """The DSS cross-entropies and the MI term from hidden states, never holding the ``[B, n, V]`` logits.
 
 The output projection ``logits = hidden @ weight.T`` is applied to a chunk of decoder positions at a time
-(all rows of the batch, ``chunk_size`` tokens in all). The forward pass keeps per position only the
-log-sum-exp (``[B, n]``) and, for the MI term, the reduced rationale distribution ``q`` (``[B, V]``) with the
-arg-max positions; the backward pass recomputes each chunk's logits from the hidden states and the weight
-and turns them into gradients for both. What autograd holds between forward and backward is the hidden
-states, the weight (a parameter anyway) and those small tensors, not the logits.
+(all rows of the batch, ``chunk_size`` tokens in all). For the backward pass the forward keeps only the
+hidden states, the weight (a parameter anyway) and, for the MI term, the reduced rationale distribution
+``q`` (``[B, V]``) with its arg-max positions; the backward pass recomputes each chunk's logits from the
+hidden states and the weight and turns them into the gradients of both.
 
 The values and gradients equal those of the unchunked path (:func:`hf_cotmi.losses.mutual_information_loss`
 and ``F.cross_entropy`` on the full logits), up to floating-point summation order. The price is one more
@@ -47,7 +46,6 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
         device = hidden.device
         valid = targets.ne(-100)
         safe_targets = targets.masked_fill(~valid, 0)
-        lse = torch.empty(batch, length, dtype=torch.float32, device=device)
         nll_sum = torch.zeros((), dtype=torch.float32, device=device)
         q = argmax = weights = None
         if reduction == "max":
@@ -60,14 +58,11 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
             weight_c = weight.to(compute_dtype)
             for start in range(0, length, chunk):
                 sl = slice(start, start + chunk)
-                logits = F.linear(hidden[:, sl].to(compute_dtype), weight_c).float()
-                lse_chunk = torch.logsumexp(logits, dim=-1)
-                lse[:, sl] = lse_chunk
-                picked = logits.gather(-1, safe_targets[:, sl, None]).squeeze(-1)
-                nll_sum -= ((picked - lse_chunk) * valid[:, sl]).sum()
-                if reduction is None:
-                    continue
-                log_probs = logits.sub_(lse_chunk[:, :, None])
+                log_probs = torch.log_softmax(
+                    F.linear(hidden[:, sl].to(compute_dtype), weight_c), dim=-1, dtype=torch.float32
+                )
+                picked = log_probs.gather(-1, safe_targets[:, sl, None]).squeeze(-1)
+                nll_sum -= (picked * valid[:, sl]).sum()
                 if reduction == "max":
                     if position_mask is not None:
                         log_probs.masked_fill_(~position_mask[:, sl, None], float("-inf"))
@@ -75,12 +70,13 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
                     better = values > best
                     best = torch.where(better, values, best)
                     argmax = torch.where(better, index + start, argmax)
-                else:
+                elif reduction == "mean":
                     q += torch.einsum("btv,bt->bv", log_probs.exp_(), weights[:, sl])
+                del log_probs
         if reduction == "max":
             q = best.exp_()
         ctx.reduction, ctx.chunk, ctx.compute_dtype = reduction, chunk, compute_dtype
-        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse, argmax, q, weights)
+        ctx.save_for_backward(hidden, weight, safe_targets, valid, argmax, q, weights)
         if q is None:
             q = torch.empty(0, device=device)
             ctx.mark_non_differentiable(q)
@@ -88,7 +84,7 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_nll, grad_q):  # type: ignore[override]
-        hidden, weight, safe_targets, valid, lse, argmax, q, weights = ctx.saved_tensors
+        hidden, weight, safe_targets, valid, argmax, q, weights = ctx.saved_tensors
         reduction, chunk, compute_dtype = ctx.reduction, ctx.chunk, ctx.compute_dtype
         if grad_q is not None and reduction is None:
             grad_q = None
@@ -108,19 +104,20 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
                 # normaliser: - sum over the v whose maximum is at t of routed[b, v], times softmax(logits[b, t])
                 coefficient.scatter_add_(1, argmax, -routed)
         grad_hidden = torch.empty_like(hidden) if needs_hidden else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=device) if needs_weight else None
+        grad_weight = None
         with torch.autocast(device.type, enabled=False):
             weight_c = weight.to(compute_dtype)
             for start in range(0, length, chunk):
                 sl = slice(start, start + chunk)
                 width = min(chunk, length - start)
                 hidden_c = hidden[:, sl].to(compute_dtype)
-                logits = F.linear(hidden_c, weight_c).float()
-                probs = logits.sub_(lse[:, sl, None]).exp_()
+                probs = torch.softmax(F.linear(hidden_c, weight_c), dim=-1, dtype=torch.float32)
                 if grad_q is not None and reduction == "mean":
-                    scaled = weights[:, sl, None] * grad_q[:, None, :]
                     dot = torch.einsum("btv,bv->bt", probs, grad_q) * weights[:, sl]
-                    grad_logits = probs * (scaled + (coefficient[:, sl] - dot)[:, :, None])
+                    scaled = weights[:, sl, None] * grad_q[:, None, :]
+                    scaled += (coefficient[:, sl] - dot)[:, :, None]
+                    grad_logits = probs.mul_(scaled)
+                    del scaled
                 else:
                     grad_logits = probs.mul_(coefficient[:, sl, None])
                 if grad_nll is not None:
@@ -137,10 +134,13 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
                 if needs_weight:
                     flat_grad = grad_logits.reshape(-1, grad_logits.shape[-1]).T
                     flat_hidden = hidden_c.reshape(-1, hidden_c.shape[-1])
-                    if compute_dtype == torch.float32:
+                    if grad_weight is None:
+                        grad_weight = (flat_grad @ flat_hidden).float()
+                    elif compute_dtype == torch.float32:
                         grad_weight.addmm_(flat_grad, flat_hidden)
                     else:
                         grad_weight += (flat_grad @ flat_hidden).float()
+                del grad_logits, probs
         if needs_weight:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None, None, None
