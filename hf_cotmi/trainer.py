@@ -218,6 +218,10 @@ class DSSMITrainer(Seq2SeqTrainer):
       :class:`~hf_cotmi.DSSDataCollator`, the output projection computed only at positions that predict
       targets (``logits_to_keep``), generation from the left-padded prompts returning only the new tokens.
       See ``docs/guides/causal.md``.
+    - ``chunked_output_projection=True`` computes the three terms from the output projection's inputs in
+      position chunks (:func:`~hf_cotmi.chunked_dss_losses`), recomputing the logits in backward, so no
+      ``[B, n, V]`` logits are held; same loss and gradients, one more output-projection product per pass.
+      Heads it cannot take apart fall back with a warning (see ``docs/concepts/mi-loss.md``).
 
     Callbacks that define ``evaluation_metrics(trainer, eval_dataset, metric_key_prefix) -> dict`` (such as
     :class:`~hf_cotmi.ECECallback`) get their metrics merged into each evaluation's logged metrics.
@@ -418,7 +422,8 @@ class DSSMITrainer(Seq2SeqTrainer):
     def _dss_loss(
         self, model: nn.Module, inputs: dict[str, Any], counts: DSSBatchCounts | None
     ) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
-        """The weighted loss, its components and the label logits; ``counts=None`` means local means."""
+        """The weighted loss, its components and the label logits (none when chunked); ``counts=None`` means
+        local means."""
         args = self.args
         pred = inputs["pred"] if "pred" in inputs else inputs
         expl = inputs.get("expl") if "pred" in inputs else None
