@@ -23,6 +23,8 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # core (losses, arguments, collator, trainer)
     "mutual_information_loss": "losses",
+    "chunked_dss_losses": "chunked_losses",
+    "chunked_linear_cross_entropy": "chunked_losses",
     "DSSMITrainingArguments": "arguments",
     "DSSDataCollator": "collator",
     "DSSMITrainer": "trainer",
@@ -95,6 +97,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .arguments import DSSMITrainingArguments as DSSMITrainingArguments
+    from .chunked_losses import chunked_dss_losses as chunked_dss_losses
+    from .chunked_losses import chunked_linear_cross_entropy as chunked_linear_cross_entropy
     from .collator import DSSDataCollator as DSSDataCollator
     from .losses import mutual_information_loss as mutual_information_loss
     from .trainer import DSSMITrainer as DSSMITrainer

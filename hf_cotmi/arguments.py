@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
 
+from .chunked_losses import DEFAULT_CHUNK_SIZE
 from .losses import DIVERGENCES, REDUCTIONS, VARIANTS
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 
@@ -47,6 +48,13 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
         stop_on_non_finite: stop training with :class:`~hf_cotmi.NonFiniteLossError` at the first step
             whose loss or gradient norm is NaN or infinite, before the optimizer applies it (see
             :class:`~hf_cotmi.StopOnNonFiniteCallback`); ``False`` trains on.
+        chunked_output_projection: compute both cross-entropies and the MI term from the hidden states
+            before the output projection, a chunk of positions at a time, recomputing each chunk's logits in
+            the backward pass, so no ``[B, n, V]`` logits are held (see ``docs/concepts/mi-loss.md``). Models
+            whose head is not a plain bias-free ``nn.Linear`` (e.g. LoRA on the head) or that transform the
+            logits after it (final logit soft-capping) fall back to the unchunked path with a warning.
+        output_projection_chunk_size: tokens (batch rows x positions) whose logits exist at once when
+            ``chunked_output_projection`` is on; a chunk takes ``chunk_size * vocab * 4`` bytes.
         logging_nan_inf_filter: transformers' filter that logs the running average in place of a NaN/inf
             loss; default ``False`` here so the logged loss is the real one.
 
@@ -121,6 +129,23 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
             "loss or the gradient norm is NaN or infinite, before that step changes the weights."
         },
     )
+    chunked_output_projection: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute the label and rationale cross-entropies and the MI term from the hidden states "
+            "before the output projection, output_projection_chunk_size tokens at a time, recomputing the "
+            "logits in backward: no [batch, positions, vocab] logits are held. Same loss and gradients; one "
+            "more output-projection product per pass. Falls back (with a warning) for heads it cannot "
+            "take apart (LoRA on the head, a bias, final logit soft-capping)."
+        },
+    )
+    output_projection_chunk_size: int = field(
+        default=DEFAULT_CHUNK_SIZE,
+        metadata={
+            "help": "Tokens (batch rows x positions) projected at once with chunked_output_projection; a "
+            "chunk's logits take chunk_size x vocab x 4 bytes."
+        },
+    )
     logging_nan_inf_filter: bool = field(
         default=False,
         metadata={
@@ -156,6 +181,7 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
                 raise ValueError(f"{name}={value!r} is not supported; expected one of {', '.join(choices)}")
         for name in (
             "rationale_max_new_tokens",
+            "output_projection_chunk_size",
             "per_device_train_batch_size",
             "per_device_eval_batch_size",
             "gradient_accumulation_steps",

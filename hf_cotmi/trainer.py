@@ -25,6 +25,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from .arguments import DSSMITrainingArguments
 from .callbacks import StopOnNonFiniteCallback
+from .chunked_losses import chunked_dss_losses
 from .collator import DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
 from .model_card import PAPERS, TAGS, DSSModelCardCallback, DSSModelCardData, Paper, render_model_card
@@ -115,10 +116,78 @@ def _prompt_width(labels: torch.Tensor) -> int:
     return int(columns[0]) if len(columns) else labels.shape[1]
 
 
+def _is_deepspeed_zero3() -> bool:
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return bool(is_deepspeed_zero3_enabled())
+
+
 def _is_fsdp(model: nn.Module) -> bool:
     from transformers.distributed.fsdp import is_fsdp_managed_module
 
     return bool(is_fsdp_managed_module(model))
+
+
+# What models that change the logits after the output projection carry: config fields (soft-capping,
+# scaling; off when None, or 1 for a scale) and model attributes (BART's final_logits_bias, a multiplier).
+_LOGIT_TRANSFORM_FIELDS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+_LOGIT_TRANSFORM_ATTRIBUTES = ("final_logits_bias", "lm_head_multiplier", "logit_scale")
+
+
+def _logit_transform(model: nn.Module, config: Any) -> str | None:
+    """Why ``model`` changes the logits after its output projection, or None when it does not (known cases)."""
+    configs = [config] + [getattr(config, n, None) for n in ("text_config", "decoder")]
+    for one in configs:
+        for name in _LOGIT_TRANSFORM_FIELDS:
+            value = getattr(one, name, None)
+            if (
+                value is not None
+                and value is not False
+                and not (name != "final_logit_softcapping" and value == 1)
+            ):
+                return f"it transforms the logits after the output projection (config.{name}={value!r})"
+    for owner in (model, getattr(model, "model", None)):
+        if not isinstance(owner, nn.Module):
+            continue
+        for name in _LOGIT_TRANSFORM_ATTRIBUTES:
+            if name in owner.__dict__ or name in owner._buffers or name in owner._parameters:
+                return f"it transforms the logits after the output projection ({type(owner).__name__}.{name})"
+    return None
+
+
+class _PassThrough(torch.autograd.Function):
+    """Identity on the hidden states that also takes the head weight as an input (no gradient to it).
+
+    With the head replaced by this, the weight still appears in the forward graph, so DDP with
+    ``find_unused_parameters`` counts it as used and waits for the gradient the chunked loss gives it.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight):  # type: ignore[override]
+        return hidden.view_as(hidden)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad, None
+
+
+@contextlib.contextmanager
+def _output_projection_as_identity(head: nn.Module, weight: torch.Tensor) -> Iterator[None]:
+    """Make ``head`` return its input, so the model's "logits" are the output projection's inputs.
+
+    Whatever the model does before the head (T5's rescaling, ``logits_to_keep`` slicing) is kept; the head's
+    own hooks still run.
+    """
+    had_own = "forward" in head.__dict__
+    original = head.__dict__.get("forward")
+    head.forward = lambda hidden: _PassThrough.apply(hidden, weight)
+    try:
+        yield
+    finally:
+        if had_own:
+            head.forward = original
+        else:
+            del head.forward
 
 
 class DSSMITrainer(Seq2SeqTrainer):
@@ -149,6 +218,10 @@ class DSSMITrainer(Seq2SeqTrainer):
       :class:`~hf_cotmi.DSSDataCollator`, the output projection computed only at positions that predict
       targets (``logits_to_keep``), generation from the left-padded prompts returning only the new tokens.
       See ``docs/guides/causal.md``.
+    - ``chunked_output_projection=True`` computes the three terms from the output projection's inputs in
+      position chunks (:func:`~hf_cotmi.chunked_dss_losses`), recomputing the logits in backward, so no
+      ``[B, n, V]`` logits are held; same loss and gradients, one more output-projection product per pass.
+      Heads it cannot take apart fall back with a warning (see ``docs/concepts/mi-loss.md``).
 
     Callbacks that define ``evaluation_metrics(trainer, eval_dataset, metric_key_prefix) -> dict`` (such as
     :class:`~hf_cotmi.ECECallback`) get their metrics merged into each evaluation's logged metrics.
@@ -360,7 +433,8 @@ class DSSMITrainer(Seq2SeqTrainer):
     def _dss_loss(
         self, model: nn.Module, inputs: dict[str, Any], counts: DSSBatchCounts | None
     ) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
-        """The weighted loss, its components and the label logits; ``counts=None`` means local means."""
+        """The weighted loss, its components and the label logits (none when chunked); ``counts=None`` means
+        local means."""
         args = self.args
         pred = inputs["pred"] if "pred" in inputs else inputs
         expl = inputs.get("expl") if "pred" in inputs else None
@@ -372,20 +446,8 @@ class DSSMITrainer(Seq2SeqTrainer):
                 return counts.share(name, local_sum)
             return local_sum / local_count.to(torch.float32).clamp_min(1.0)
 
-        label_logits, labels = self._forward(model, pred)
-        vocab = label_logits.shape[-1]
-        label_sum = F.cross_entropy(
-            label_logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        label_loss = mean("label_tokens", label_sum, labels.ne(-100).sum())
         flat = "pred" not in inputs
-        if flat:
-            return label_loss, {"loss_label": label_loss.detach().item()}, {"logits": label_logits}
-
-        loss = args.label_loss_weight * label_loss
-        components = {"loss_label": label_loss.detach().item()}
-        outputs: dict[str, Any] = {"logits": label_logits}
-        needs_rationale = args.needs_rationale_pass
+        needs_rationale = args.needs_rationale_pass and not flat
         if needs_rationale and expl is None:
             if model.training:
                 raise ValueError(
@@ -394,37 +456,151 @@ class DSSMITrainer(Seq2SeqTrainer):
                     "rationale_labels (hf_cotmi.prepare_dss_features does)"
                 )
             needs_rationale = False
+        with_mi = needs_rationale and args.mi_loss_weight > 0
+        head_weight = None if flat else self._chunkable_output_projection(model)
+        if head_weight is not None:
+            label_sum, rationale_sum, mi_mean, labels, rationale_labels = self._chunked_sums(
+                model, pred, expl if needs_rationale else None, head_weight, with_mi
+            )
+            outputs: dict[str, Any] = {}
+        else:
+            label_sum, rationale_sum, mi_mean, labels, rationale_labels, label_logits = self._unchunked_sums(
+                model, pred, expl if needs_rationale else None, with_mi
+            )
+            outputs = {"logits": label_logits}
+        label_loss = mean("label_tokens", label_sum, labels.ne(-100).sum())
+        if flat:
+            return label_loss, {"loss_label": label_loss.detach().item()}, outputs
+
+        loss = args.label_loss_weight * label_loss
+        components = {"loss_label": label_loss.detach().item()}
         if needs_rationale:
-            rationale_logits, rationale_labels = self._forward(model, expl)
-            # One log-softmax serves both the rationale cross-entropy and the MI term.
-            rationale_log_probs = torch.log_softmax(rationale_logits, dim=-1, dtype=torch.float32)
-            del rationale_logits
-            if args.mi_loss_weight > 0:
-                rationale_sum, mi_mean = rationale_nll_and_mutual_information(
-                    rationale_log_probs,
-                    rationale_labels,
-                    label_logits.detach(),
-                    label_mask=labels.ne(-100),
-                    reduction=args.mi_reduction,
-                    divergence=args.mi_divergence,
-                    variant=args.mi_variant,
-                )
-            else:
-                rationale_sum = F.nll_loss(
-                    rationale_log_probs.reshape(-1, vocab),
-                    rationale_labels.reshape(-1),
-                    ignore_index=-100,
-                    reduction="sum",
-                )
             rationale_loss = mean("rationale_tokens", rationale_sum, rationale_labels.ne(-100).sum())
             loss = loss + args.rationale_loss_weight * rationale_loss
             components["loss_rationale"] = rationale_loss.detach().item()
-            if args.mi_loss_weight > 0:
+            if with_mi:
                 local_examples = torch.tensor(float(labels.shape[0]), device=labels.device)
                 mi_loss = mean("examples", mi_mean * local_examples, local_examples)
                 loss = loss + args.mi_loss_weight * mi_loss
                 components["loss_mi"] = mi_loss.detach().item()
         return loss, components, outputs
+
+    def _unchunked_sums(
+        self, model: nn.Module, pred: dict[str, Any], expl: dict[str, Any] | None, with_mi: bool
+    ) -> tuple[Any, ...]:
+        """Summed label NLL, summed rationale NLL, MI mean (None where left out), both targets and the label
+        logits, from the full logits of the target-predicting positions."""
+        args = self.args
+        label_logits, labels = self._forward(model, pred)
+        vocab = label_logits.shape[-1]
+        label_sum = F.cross_entropy(
+            label_logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        if expl is None:
+            return label_sum, None, None, labels, None, label_logits
+        rationale_logits, rationale_labels = self._forward(model, expl)
+        # One log-softmax serves both the rationale cross-entropy and the MI term.
+        rationale_log_probs = torch.log_softmax(rationale_logits, dim=-1, dtype=torch.float32)
+        del rationale_logits
+        mi_mean = None
+        if with_mi:
+            rationale_sum, mi_mean = rationale_nll_and_mutual_information(
+                rationale_log_probs,
+                rationale_labels,
+                label_logits.detach(),
+                label_mask=labels.ne(-100),
+                reduction=args.mi_reduction,
+                divergence=args.mi_divergence,
+                variant=args.mi_variant,
+            )
+        else:
+            rationale_sum = F.nll_loss(
+                rationale_log_probs.reshape(-1, vocab),
+                rationale_labels.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
+        return label_sum, rationale_sum, mi_mean, labels, rationale_labels, label_logits
+
+    def _chunked_sums(
+        self,
+        model: nn.Module,
+        pred: dict[str, Any],
+        expl: dict[str, Any] | None,
+        head_weight: torch.Tensor,
+        with_mi: bool,
+    ) -> tuple[Any, ...]:
+        """The sums of :meth:`_unchunked_sums` from the output projection's inputs, in position chunks."""
+        args = self.args
+        head = self._output_projection_module(model)
+        with _output_projection_as_identity(head, head_weight):
+            label_hidden, labels = self._forward(model, pred)
+            rationale_hidden, rationale_labels = (
+                self._forward(model, expl) if expl is not None else (None, None)
+            )
+        label_sum, rationale_sum, mi_mean = chunked_dss_losses(
+            head_weight,
+            label_hidden,
+            labels,
+            rationale_hidden,
+            rationale_labels,
+            mutual_information=with_mi,
+            reduction=args.mi_reduction,
+            divergence=args.mi_divergence,
+            variant=args.mi_variant,
+            chunk_size=args.output_projection_chunk_size,
+        )
+        return label_sum, rationale_sum, mi_mean, labels, rationale_labels
+
+    def _output_projection_module(self, model: nn.Module) -> nn.Module | None:
+        inner = self.accelerator.unwrap_model(model)
+        if hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()
+        getter = getattr(inner, "get_output_embeddings", None)
+        return getter() if callable(getter) else None
+
+    def _chunkable_output_projection(self, model: nn.Module) -> torch.Tensor | None:
+        """The head weight when ``chunked_output_projection`` is on and the head allows it, else None.
+
+        The chunked path replaces the head by its weight: it needs a plain ``nn.Linear`` without bias, and a
+        model that does nothing to the logits after the head. Anything else falls back to the unchunked
+        path, with one warning per model class.
+        """
+        if not self.args.chunked_output_projection:
+            return None
+        head = self._output_projection_module(model)
+        inner = self.accelerator.unwrap_model(model)
+        if hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()
+        config = getattr(inner, "config", None)
+        reason = None
+        if head is None:
+            reason = "it has no output embeddings (get_output_embeddings() is None)"
+        elif type(head) is not nn.Linear:
+            reason = (
+                f"its output projection is a {type(head).__name__}, not a plain nn.Linear (for example LoRA "
+                "or modules_to_save on the head)"
+            )
+        elif head.bias is not None:
+            reason = "its output projection has a bias"
+        elif _is_fsdp(model) or _is_deepspeed_zero3():
+            reason = (
+                "FSDP or DeepSpeed ZeRO-3 shards the output projection weight outside the model's forward"
+            )
+        else:
+            reason = _logit_transform(inner, config)
+        if reason is None:
+            return head.weight
+        cached = getattr(self, "_chunked_fallback_warned", None)
+        if cached is not type(inner):
+            logger.warning(
+                "chunked_output_projection is on but %s cannot use it: %s; computing the full logits instead "
+                "(same loss, more memory)",
+                type(inner).__name__,
+                reason,
+            )
+            self._chunked_fallback_warned = type(inner)
+        return None
 
     # --------------------------------------------------------------- logging
 

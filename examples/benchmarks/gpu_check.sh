@@ -12,3 +12,5 @@ python3 mi_overhead.py --device cuda --dtype bf16 --batch-size 64 --rationale-le
   --timed-rounds 15 --memory-steps 3
 echo "== DSSMITrainer.train() with bf16=True, batch 64, rationale 256, 30 steps: DSS then DSS + MI"
 python3 trainer_step.py --bf16 --steps 30 --batch-size 64 --rationale-length 256
+echo "== memory: chunked output projection vs stock fine-tuning and unchunked DSS + MI (Qwen-like and T5-small), bf16"
+python3 memory.py --device cuda --dtype bf16 --warmup-steps 3 --timed-rounds 15 --memory-steps 3

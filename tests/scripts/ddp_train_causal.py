@@ -2,7 +2,8 @@
 
 Run as one process (``python ddp_train_causal.py OUT 4``) or under
 ``torchrun --nproc_per_node 2 ddp_train_causal.py OUT 2``: the per-device batch size is the second argument,
-so both give the same global batch. A third argument ``fsdp`` trains with FSDP2 through the Trainer.
+so both give the same global batch. A third argument ``fsdp`` trains with FSDP2 through the Trainer;
+``chunked`` trains with ``chunked_output_projection=True``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
         mi_variant="masked",
         dataloader_drop_last=True,
         generation_max_length=4,
+        chunked_output_projection=mode == "chunked",
         **extra,
     )
     trainer = DSSMITrainer(

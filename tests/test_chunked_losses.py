@@ -1,0 +1,201 @@
+"""The chunked output projection equals the unchunked path in value and gradient, and holds no logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_cotmi.chunked_losses import chunked_dss_losses, chunked_linear_cross_entropy
+from hf_cotmi.losses import mutual_information_loss
+
+BATCH, LABEL_LEN, RATIONALE_LEN, HIDDEN, VOCAB = 3, 4, 9, 6, 17
+
+
+def make_inputs(seed=0, empty_rows=True):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(VOCAB, HIDDEN, generator=generator)
+    label_hidden = torch.randn(BATCH, LABEL_LEN, HIDDEN, generator=generator)
+    rationale_hidden = torch.randn(BATCH, RATIONALE_LEN, HIDDEN, generator=generator)
+    label_labels = torch.randint(0, VOCAB, (BATCH, LABEL_LEN), generator=generator)
+    rationale_labels = torch.randint(0, VOCAB, (BATCH, RATIONALE_LEN), generator=generator)
+    label_labels[1, 2:] = -100  # padded positions
+    rationale_labels[0, 5:] = -100
+    if empty_rows:
+        rationale_labels[2] = -100  # a row with no rationale target at all
+        label_labels[0] = -100  # and one with no label target
+    return weight, label_hidden, label_labels, rationale_hidden, rationale_labels
+
+
+def unchunked(weight, label_hidden, label_labels, rationale_hidden, rationale_labels, **mi):
+    """The reference: full logits, F.cross_entropy and the (separately tested) unchunked MI loss."""
+    label_logits = F.linear(label_hidden, weight)
+    rationale_logits = F.linear(rationale_hidden, weight)
+    label_sum = F.cross_entropy(label_logits.flatten(0, 1), label_labels.flatten(), reduction="sum")
+    rationale_sum = F.cross_entropy(
+        rationale_logits.flatten(0, 1), rationale_labels.flatten(), reduction="sum"
+    )
+    mi_loss = mutual_information_loss(
+        label_logits.detach(),
+        rationale_logits,
+        label_mask=label_labels.ne(-100),
+        rationale_mask=rationale_labels.ne(-100),
+        **mi,
+    )
+    return label_sum, rationale_sum, mi_loss
+
+
+def values_and_grads(function, inputs, **kwargs):
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = inputs
+    leaves = [t.clone().requires_grad_(True) for t in (weight, label_hidden, rationale_hidden)]
+    label_sum, rationale_sum, mi_loss = function(
+        leaves[0], leaves[1], label_labels, leaves[2], rationale_labels, **kwargs
+    )
+    total = 0.5 * label_sum + 0.5 * rationale_sum + 0.7 * mi_loss
+    grads = torch.autograd.grad(total, leaves)
+    return [label_sum.detach(), rationale_sum.detach(), mi_loss.detach()], grads
+
+
+def chunked(weight, label_hidden, label_labels, rationale_hidden, rationale_labels, chunk_size, **mi):
+    return chunked_dss_losses(
+        weight, label_hidden, label_labels, rationale_hidden, rationale_labels, chunk_size=chunk_size, **mi
+    )
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 7, 1000])
+@pytest.mark.parametrize("divergence", ["ce", "kl"])
+@pytest.mark.parametrize("reduction", ["max", "mean"])
+@pytest.mark.parametrize("variant", ["paper", "masked"])
+def test_value_and_gradient_equal_the_unchunked_path(variant, reduction, divergence, chunk_size):
+    inputs = make_inputs(seed=chunk_size)
+    mi = dict(variant=variant, reduction=reduction, divergence=divergence)
+    expected, expected_grads = values_and_grads(unchunked, inputs, **mi)
+    got, got_grads = values_and_grads(chunked, inputs, chunk_size=chunk_size, **mi)
+    for name, a, b in zip(("label", "rationale", "mi"), got, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
+    for name, a, b in zip(("weight", "label_hidden", "rationale_hidden"), got_grads, expected_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
+    assert float(expected_grads[2].abs().sum()) > 0  # the rationale side really gets a gradient
+    # the MI term sends nothing to the label side: its gradient is the label cross-entropy's alone
+    label_only = values_and_grads(chunked, inputs, chunk_size=chunk_size, **mi)[1]
+    assert label_only[1].abs().sum() > 0
+
+
+def test_mi_gradient_alone_matches_and_reaches_every_chunk():
+    """Only the MI term: a gradient that is easy to get wrong in the max routing across chunk borders."""
+    inputs = make_inputs(seed=3, empty_rows=False)
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = inputs
+    for reduction in ("max", "mean"):
+        grads = []
+        for function in ("unchunked", "chunked"):
+            hidden = rationale_hidden.clone().requires_grad_(True)
+            w = weight.clone().requires_grad_(True)
+            if function == "unchunked":
+                _, _, mi_loss = unchunked(
+                    w, label_hidden, label_labels, hidden, rationale_labels, reduction=reduction
+                )
+            else:
+                _, _, mi_loss = chunked(
+                    w, label_hidden, label_labels, hidden, rationale_labels, 2, reduction=reduction
+                )
+            grads.append(torch.autograd.grad(mi_loss, (hidden, w)))
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert (grads[1][0].abs().sum(dim=-1) > 0).sum() > RATIONALE_LEN  # many positions, not just one chunk
+
+
+def test_without_rationale_or_mi():
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = make_inputs()
+    label_sum, rationale_sum, mi_loss = chunked_dss_losses(weight, label_hidden, label_labels, chunk_size=2)
+    assert rationale_sum is None and mi_loss is None
+    expected = F.cross_entropy(
+        F.linear(label_hidden, weight).flatten(0, 1), label_labels.flatten(), reduction="sum"
+    )
+    torch.testing.assert_close(label_sum, expected)
+    _, rationale_sum, mi_loss = chunked_dss_losses(
+        weight, label_hidden, label_labels, rationale_hidden, rationale_labels, mutual_information=False
+    )
+    assert mi_loss is None and rationale_sum.item() > 0
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 64])
+def test_linear_cross_entropy_matches_f_cross_entropy(chunk_size):
+    weight, _, _, hidden, labels = make_inputs(seed=7)
+    w, h = weight.clone().requires_grad_(True), hidden.clone().requires_grad_(True)
+    got = chunked_linear_cross_entropy(h, w, labels, chunk_size=chunk_size)
+    got_grads = torch.autograd.grad(got * 1.7, (h, w))
+    w2, h2 = weight.clone().requires_grad_(True), hidden.clone().requires_grad_(True)
+    expected = F.cross_entropy(F.linear(h2, w2).flatten(0, 1), labels.flatten(), reduction="sum")
+    expected_grads = torch.autograd.grad(expected * 1.7, (h2, w2))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    for a, b in zip(got_grads, expected_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_backward_holds_hidden_states_not_logits():
+    """What autograd saves between forward and backward is never as large as one pass's logits."""
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = make_inputs()
+    leaves = [t.clone().requires_grad_(True) for t in (weight, label_hidden, rationale_hidden)]
+    sizes = []
+
+    def pack(tensor):
+        sizes.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        label_sum, rationale_sum, mi_loss = chunked_dss_losses(
+            leaves[0], leaves[1], label_labels, leaves[2], rationale_labels, chunk_size=3, variant="masked"
+        )
+        (label_sum + rationale_sum + mi_loss).backward()
+    assert sizes and max(sizes) < BATCH * RATIONALE_LEN * VOCAB
+    # the unchunked path does save the logits (this check can fail)
+    sizes.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        unchunked(leaves[0], leaves[1], label_labels, leaves[2], rationale_labels)
+    assert max(sizes) >= BATCH * RATIONALE_LEN * VOCAB
+
+
+def test_bf16_autocast_is_close_to_the_unchunked_path():
+    inputs = make_inputs(seed=11, empty_rows=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, expected_grads = values_and_grads(unchunked, inputs, variant="masked")
+        got, got_grads = values_and_grads(chunked, inputs, chunk_size=4, variant="masked")
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+    for a, b in zip(got_grads, expected_grads):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=3e-2, rtol=5e-2)
+
+
+def test_frozen_weight_gets_no_gradient_and_hidden_still_does():
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = make_inputs()
+    hidden = rationale_hidden.clone().requires_grad_(True)
+    _, rationale_sum, mi_loss = chunked_dss_losses(
+        weight, label_hidden, label_labels, hidden, rationale_labels
+    )
+    (rationale_sum + mi_loss).backward()
+    assert weight.grad is None and hidden.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(chunk_size=0), "chunk_size must be an integer >= 1"),
+        (dict(reduction="min"), "reduction='min' is not supported"),
+        (dict(variant="other"), "variant='other' is not supported"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, message):
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = make_inputs()
+    with pytest.raises(ValueError, match=message):
+        chunked_dss_losses(weight, label_hidden, label_labels, rationale_hidden, rationale_labels, **kwargs)
+
+
+def test_bad_shapes_are_refused():
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = make_inputs()
+    with pytest.raises(ValueError, match="rationale_labels must have shape"):
+        chunked_dss_losses(weight, label_hidden, label_labels, rationale_hidden, rationale_labels[:, :3])
+    with pytest.raises(ValueError, match="hidden size 5"):
+        chunked_dss_losses(weight, label_hidden[..., :5], label_labels)
+    with pytest.raises(ValueError, match="batch size 2"):
+        chunked_dss_losses(weight, label_hidden, label_labels, rationale_hidden[:2], rationale_labels[:2])
