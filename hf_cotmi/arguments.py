@@ -65,12 +65,13 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     """
 
     label_loss_weight: float = field(
-        default=0.5, metadata={"help": "Weight of the label-task cross-entropy (predict: input -> label)."}
+        default=0.5,
+        metadata={"help": f"Weight of the label-task cross-entropy ({PREDICT_PREFIX}<input> -> label)."},
     )
     rationale_loss_weight: float = field(
         default=0.5,
         metadata={
-            "help": "Weight of the rationale-task cross-entropy (explain: input -> rationale). "
+            "help": f"Weight of the rationale-task cross-entropy ({EXPLAIN_PREFIX}<input> -> rationale). "
             "0 together with mi_loss_weight=0 is standard fine-tuning (the rationale pass is skipped)."
         },
     )
@@ -104,8 +105,8 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     output_rationale: bool = field(
         default=False,
         metadata={
-            "help": "Also generate rationales from the explain: input in evaluate()/predict(); predict() "
-            "returns them and writes predictions.jsonl to the output directory."
+            "help": f"Also generate rationales from the {EXPLAIN_PREFIX.strip()} input in evaluate()/predict(); "
+            "predict() returns them and writes predictions.jsonl to the output directory."
         },
     )
     rationale_max_new_tokens: int = field(
