@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .losses import REDUCTIONS, _check_inputs, _compare
+from .losses import REDUCTIONS, _check_inputs, _compare, _position_weights
 
 DEFAULT_CHUNK_SIZE = 1024
 """Default tokens (batch rows x positions) whose logits exist at once."""
@@ -144,16 +144,6 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
         if needs_weight:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None, None, None
-
-
-def _position_weights(
-    position_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
-) -> torch.Tensor:
-    """Weights ``[B, n]`` that average over the valid positions of each row (zero for an empty row)."""
-    if position_mask is None:
-        return torch.full((batch, length), 1.0 / length, dtype=torch.float32, device=device)
-    mask = position_mask.float()
-    return mask / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
 def _check_projection_inputs(
