@@ -292,6 +292,11 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
         f"{report['confidence_mode']} confidence, {report['n_bins']} bins):"
     )
     print(f"  accuracy        {report['accuracy']:.4f}")
+    if "generated_accuracy" in report:
+        print(
+            f"  (candidates: accuracy and ECE are the most likely choice's; the generated label's accuracy is "
+            f"{report['generated_accuracy']:.4f})"
+        )
     print(f"  ece             {report['ece']:.4f}")
     print(f"  avg_confidence  {report['avg_confidence']:.4f}")
     print(f"  reliability diagram: {report['reliability_diagram']}")

@@ -61,8 +61,10 @@ def evaluate_calibration(
 
     Returns:
         ``{"accuracy", "ece", "avg_confidence", "num_examples", "confidence_mode", "n_bins", "binning"}`` plus
-        ``"reliability_diagram"`` (the PNG path) when ``plot_path`` is given. All rates are fractions in
-        [0, 1].
+        ``"reliability_diagram"`` (the PNG path) when ``plot_path`` is given. In candidates mode
+        ``"accuracy"`` and the ECE belong to the arg-max candidate (the confidence's own prediction), also
+        reported as ``"choice_accuracy"``, and ``"generated_accuracy"`` is the accuracy of the label the
+        student generates (greedy, ``max_new_tokens``). All rates are fractions in [0, 1].
 
     Examples:
         >>> from hf_cotmi import evaluate_calibration
@@ -108,6 +110,23 @@ def evaluate_calibration(
         "n_bins": n_bins,
         "binning": binning,
     }
+    if result.mode == "candidates":
+        # the arg-max candidate is a choice the student ranks, not the label it generates: report both
+        generated = label_confidences(
+            model,
+            tokenizer,
+            dataset,
+            mode="sequence",
+            label_column=label_column,
+            input_column=input_column,
+            prefix=prefix,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            is_correct=is_correct,
+        )
+        report["choice_accuracy"] = result.accuracy
+        report["generated_accuracy"] = generated.accuracy
     if plot_path is not None:
         from .plotting import save_reliability_diagram
 

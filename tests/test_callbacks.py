@@ -253,6 +253,14 @@ def test_evaluate_calibration_saved_model(tok, tmp_path, arch):
     )
     assert report["avg_confidence"] == pytest.approx(reference.average_confidence, abs=1e-6)
     assert report["num_examples"] == 3 and report["confidence_mode"] == "candidates"
+    # candidates mode reports the choice-ranking accuracy and, separately, the generated label's
+    assert report["choice_accuracy"] == report["accuracy"]
+    from hf_cotmi.metrics import normalize_text
+    from hf_cotmi.pipeline import generate_texts
+
+    texts = generate_texts(model, tok, raw["input"], prefix="predict: ", max_new_tokens=64)
+    hits = [normalize_text(text) == normalize_text(gold) for text, gold in zip(texts, raw["label"])]
+    assert report["generated_accuracy"] == pytest.approx(sum(hits) / len(hits))
     assert report["reliability_diagram"] == str(tmp_path / "diagram.png")
     assert_png(tmp_path / "diagram.png")
     # an in-memory model, sequence mode, no diagram
