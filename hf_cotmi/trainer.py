@@ -28,6 +28,7 @@ from .callbacks import StopOnNonFiniteCallback
 from .chunked_losses import chunked_dss_losses
 from .collator import DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
+from .metrics import decode_token_ids
 from .model_card import PAPERS, TAGS, DSSModelCardCallback, DSSModelCardData, Paper, render_model_card
 from .student_types import resolve_student_type
 
@@ -838,9 +839,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         label_ids, rationale_ids = predictions if isinstance(predictions, tuple) else (predictions, None)
 
         def decode(ids: Any) -> list[str]:
-            ids = torch.as_tensor(ids)
-            ids = torch.where(ids == -100, torch.full_like(ids, tokenizer.pad_token_id), ids)
-            return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            return [text.strip() for text in decode_token_ids(tokenizer, ids)]
 
         labels = decode(label_ids)
         rationales = decode(rationale_ids) if rationale_ids is not None else [None] * len(labels)
