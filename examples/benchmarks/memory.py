@@ -31,15 +31,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from contextlib import nullcontext
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mi_overhead import build_causal_model, build_model, make_batch, make_causal_batch  # noqa: E402
+from mi_overhead import (  # noqa: E402
+    build_causal_model,
+    build_model,
+    make_batch,
+    make_causal_batch,
+    make_optimizer,
+    train_step,
+)
 
 from hf_cotmi import DSSMITrainer, DSSMITrainingArguments  # noqa: E402
 
@@ -81,29 +86,6 @@ def make_trainer(variant: str, model: nn.Module, output_dir: str, opts: argparse
 def inputs_for(variant: str, batch: dict) -> dict:
     """Stock fine-tuning sees the label task only, as a plain batch with ``labels``."""
     return batch["pred"] if variant == "finetuning" else batch
-
-
-def train_step(trainer: Trainer, model: nn.Module, inputs: dict, optimizer, opts) -> float:
-    autocast = torch.autocast(opts.device, dtype=torch.bfloat16) if opts.dtype == "bf16" else nullcontext()
-    _sync(opts.device)
-    start = time.perf_counter()
-    with autocast:
-        loss = trainer.compute_loss(model, inputs)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    _sync(opts.device)
-    return time.perf_counter() - start
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    # foreach=False: the multi-tensor AdamW's model-sized temporaries would set every variant's peak alike.
-    return torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=False)
 
 
 def run_child(opts: argparse.Namespace) -> None:
