@@ -37,7 +37,8 @@ def save_tiny_causal_teacher(
     num_layers: int = 1,
     seed: int = 0,
 ) -> str:
-    """Build a tiny random ``LlamaForCausalLM`` with a word-level tokenizer and chat template; save it.
+    """Build a tiny random Llama (:func:`hf_cotmi.tiny.build_tiny_causal_lm`) with a word-level tokenizer and
+    chat template; save it.
 
     Args:
         folder: where to save model and tokenizer.
@@ -56,27 +57,20 @@ def save_tiny_causal_teacher(
         >>> AutoModelForCausalLM.from_pretrained(folder).config.model_type
         'llama'
     """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ..tiny import build_word_tokenizer
+    from ..tiny import build_tiny_causal_lm, build_word_tokenizer
 
     tokenizer = build_word_tokenizer([_WORDS, extra_words])
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    model = build_tiny_causal_lm(
+        tokenizer,
+        "llama",
         hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=2,
         intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        max_positions=2048,
+        seed=seed,
     )
-    model = LlamaForCausalLM(config)
     Path(folder).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
