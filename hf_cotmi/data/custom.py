@@ -23,7 +23,7 @@ from .textfiles import read_csv_records
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
 
-__all__ = ["SUPPORTED_SUFFIXES", "load_cot_dataset"]
+__all__ = ["SUPPORTED_SUFFIXES", "load_cot_dataset", "read_table_file"]
 
 logger = logging.getLogger(__name__)
 
