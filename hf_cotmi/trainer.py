@@ -191,6 +191,33 @@ def _output_projection_as_identity(head: nn.Module, weight: torch.Tensor) -> Ite
             del head.forward
 
 
+@contextlib.contextmanager
+def _head_sees_only(head: nn.Module | None, sequence_length: int, first: int, stop: int) -> Iterator[None]:
+    """Slice the output projection's input to the positions ``[first, stop)`` while the block runs.
+
+    For causal models whose ``forward`` takes no ``logits_to_keep``: a forward pre-hook on the head cuts
+    the hidden states ``[B, T, d]`` to ``[B, stop - first, d]`` before the projection, so the prompt's
+    positions never reach the vocabulary. Only an input of the full sequence length is cut (anything else
+    passes untouched), so a head that sees something else is left alone; the caller checks the width of
+    the logits it gets back.
+    """
+    if head is None:
+        yield
+        return
+
+    def cut(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        hidden = args[0] if args else None
+        if isinstance(hidden, torch.Tensor) and hidden.dim() == 3 and hidden.shape[1] == sequence_length:
+            return (hidden[:, first:stop], *args[1:])
+        return None
+
+    handle = head.register_forward_pre_hook(cut)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class DSSMITrainer(Seq2SeqTrainer):
     """Drop-in ``Seq2SeqTrainer`` for Distilling Step-by-Step plus the mutual-information loss.
 
@@ -392,8 +419,8 @@ class DSSMITrainer(Seq2SeqTrainer):
             supported = "logits_to_keep" in inspect.signature(inner.forward).parameters
             if not supported:
                 logger.warning(
-                    "%s.forward takes no logits_to_keep: the output projection runs for every position, "
-                    "prompt included (correct, but more memory)",
+                    "%s.forward takes no logits_to_keep: the hidden states are cut to the target positions "
+                    "before its output projection instead (a hook on get_output_embeddings())",
                     type(inner).__name__,
                 )
             cached = (type(inner), supported)
@@ -407,7 +434,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         over the batch (with :class:`~hf_cotmi.DSSDataCollator` every row's target starts at ``start``).
         Position ``t`` predicts token ``t + 1``, so the logits kept are those of positions
         ``start - 1 .. end - 2``: ``logits_to_keep`` drops the prompt (and the last position) before the
-        output projection where the model supports it.
+        output projection where the model supports it; otherwise a pre-hook on the output projection cuts
+        its input to those positions (:func:`_head_sees_only`).
         """
         labels = batch["labels"]
         columns = labels.ne(-100).any(dim=0).nonzero()
@@ -423,8 +451,17 @@ class DSSMITrainer(Seq2SeqTrainer):
             outputs = model(**model_inputs, logits_to_keep=keep)
             logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, :width]
         else:
-            outputs = model(**model_inputs)
-            logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, start - 1 : end - 1]
+            sequence_length = labels.shape[1]
+            with _head_sees_only(self._output_projection_module(model), sequence_length, start - 1, end - 1):
+                outputs = model(**model_inputs)
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+            if logits.shape[1] == sequence_length:  # the head saw something else: nothing was cut
+                logits = logits[:, start - 1 : end - 1]
+            elif logits.shape[1] != width:
+                raise RuntimeError(
+                    f"{type(model).__name__} returned logits for {logits.shape[1]} positions; expected "
+                    f"{sequence_length} (every position) or {width} (the target positions)"
+                )
         target = labels[:, start:end]
         if target.shape[1] < width:  # a batch without any label: one empty position
             pad = torch.full((labels.shape[0], width - target.shape[1]), -100, dtype=labels.dtype)

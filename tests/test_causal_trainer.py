@@ -342,16 +342,26 @@ def test_a_model_without_logits_to_keep_trains_the_same(tmp_path, tiny_tokenizer
     model = build_tiny_causal_lm(tiny_tokenizer, "llama", seed=6)
     plain = WithoutLogitsToKeep(model.config)
     plain.load_state_dict(model.state_dict())
+    seen = []
+    plain.lm_head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
     with_keep = first_loss(model, "keep")
     with caplog.at_level("WARNING", logger="hf_cotmi"):
         without = first_loss(plain, "plain")
     assert "takes no logits_to_keep" in caplog.text
+    batch = DSSDataCollator(tiny_tokenizer, model=plain)([causal_features[i] for i in range(8)])
+    widths = [int((sub["labels"] != -100).any(0).sum()) for sub in (batch["pred"], batch["expl"])]
+    assert seen[:2] == widths  # the hook cut the hidden states to the positions that predict a target
     for key in ("loss", "loss_label", "loss_rationale", "loss_mi"):
         assert math.isclose(with_keep[key], without[key], rel_tol=1e-5), key
 
 
-def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokenizer, causal_features):
-    """The shape of the offline MiniLM causal student: BertLMHeadModel with is_decoder=True."""
+@pytest.mark.parametrize("variant", ["masked", "paper"])
+def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokenizer, causal_features, variant):
+    """The shape of the offline MiniLM causal student: BertLMHeadModel with is_decoder=True.
+
+    Loss and gradients match the naive reference on every position's logits, and the head sees only the
+    target window (``logits_to_keep``: the window plus the last position).
+    """
     from transformers import BertConfig, BertLMHeadModel
 
     torch.manual_seed(0)
@@ -368,13 +378,32 @@ def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokeniz
     )
     model = BertLMHeadModel(config)
     batch = DSSDataCollator(tiny_tokenizer, model=model)([causal_features[i] for i in range(8)])
-    expected = naive_objective(model, batch, "masked").item()
+    expected = naive_objective(model, batch, variant)
+    names, params = zip(*model.named_parameters())
+    expected_grads = dict(zip(names, torch.autograd.grad(expected, params, allow_unused=True)))
+    seen = []
+    model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    snapshot = GradientSnapshot()
     args = make_args(
-        tmp_path, max_steps=1, per_device_train_batch_size=8, learning_rate=0.0, mi_variant="masked"
+        tmp_path,
+        max_steps=1,
+        per_device_train_batch_size=8,
+        learning_rate=0.0,
+        max_grad_norm=0.0,
+        mi_variant=variant,
     )
     trainer = DSSMITrainer(
-        model=model, args=args, processing_class=tiny_tokenizer, train_dataset=causal_features
+        model=model, args=args, processing_class=tiny_tokenizer, train_dataset=causal_features, callbacks=[snapshot]
     )
     assert trainer.student_type == "causal"
     trainer.train()
-    assert math.isclose(trainer.state.log_history[0]["loss"], expected, rel_tol=1e-5)
+    assert math.isclose(trainer.state.log_history[0]["loss"], expected.item(), rel_tol=1e-5)
+    checked = 0
+    for name, grad in expected_grads.items():
+        if grad is not None:
+            torch.testing.assert_close(snapshot.grads[0][name], grad, atol=1e-6, rtol=1e-4, msg=name)
+            checked += 1
+    assert checked == len(snapshot.grads[0]) > 5
+    widths = [int((sub["labels"] != -100).any(0).sum()) for sub in (batch["pred"], batch["expl"])]
+    assert seen[:2] == [w + 1 for w in widths]
+    assert all(w < sub["input_ids"].shape[1] for w, sub in zip(widths, (batch["pred"], batch["expl"])))
