@@ -393,7 +393,11 @@ def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokeniz
         mi_variant=variant,
     )
     trainer = DSSMITrainer(
-        model=model, args=args, processing_class=tiny_tokenizer, train_dataset=causal_features, callbacks=[snapshot]
+        model=model,
+        args=args,
+        processing_class=tiny_tokenizer,
+        train_dataset=causal_features,
+        callbacks=[snapshot],
     )
     assert trainer.student_type == "causal"
     trainer.train()
