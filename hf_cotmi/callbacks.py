@@ -44,6 +44,11 @@ __all__ = ["ECECallback"]
 class ECECallback(TrainerCallback):
     """Log ``{prefix}_ece`` and ``{prefix}_avg_confidence`` for each evaluation dataset at each evaluation.
 
+    In candidates mode it also logs ``{prefix}_choice_accuracy``: the accuracy of the most likely candidate
+    (for a multiple-choice task, choice ranking). The ECE is computed against that candidate's correctness,
+    the one its confidence belongs to; the generated label's accuracy is the trainer's own
+    ``{prefix}_accuracy`` (from ``compute_metrics``), so the two stand side by side in the logs.
+
     With ``eval_dataset`` a dict (e.g. ``{"id": ..., "ood": ...}``), each named set gets its own keys
     (``eval_id_ece``, ``eval_ood_ece``, ...): this is how in-domain and out-of-domain calibration are tracked
     side by side. Any of the keys can serve as ``metric_for_best_model`` (with ``greater_is_better=False``).
@@ -147,7 +152,8 @@ class ECECallback(TrainerCallback):
             metric_key_prefix: e.g. ``"eval"`` or ``"eval_ood"``.
 
         Returns:
-            ``{f"{metric_key_prefix}_ece": float, f"{metric_key_prefix}_avg_confidence": float}``.
+            ``{f"{metric_key_prefix}_ece": float, f"{metric_key_prefix}_avg_confidence": float}``, plus
+            ``f"{metric_key_prefix}_choice_accuracy"`` in candidates mode.
 
         Examples:
             >>> # ECECallback().evaluation_metrics(trainer, dev_set, "eval")
@@ -240,6 +246,9 @@ class ECECallback(TrainerCallback):
             f"{prefix}_ece": result.ece(self.n_bins, self.binning),
             f"{prefix}_avg_confidence": result.average_confidence,
         }
+        if result.mode == "candidates":
+            # the arg-max candidate's accuracy: the correctness the candidates confidence (and the ECE) is for
+            metrics[f"{prefix}_choice_accuracy"] = float(result.accuracy)
         output_dir = getattr(args, "output_dir", None)
         if self.plot and is_main and output_dir:
             from .plotting import save_reliability_diagram

@@ -760,10 +760,7 @@ def evaluate_split(
     """
     print_fn(f"evaluating on {features.num_rows} {prefix} examples ...")
     metrics = trainer.evaluate(features, metric_key_prefix=prefix)
-    confidences = _ece_callback(trainer).last_results.get(prefix)
-    if confidences is not None and confidences.mode == "candidates":
-        # the arg-max candidate's accuracy: what the candidates confidence (and so the ECE) belongs to
-        metrics[f"{prefix}_choice_accuracy"] = float(confidences.accuracy)
+    confidences = _ece_callback(trainer).last_results.get(prefix)  # choice accuracy: ECECallback logs it
     trainer.save_metrics(prefix, metrics)
     baseline = spec.baseline_accuracy(train, test)
     mode = _ece_callback(trainer).mode

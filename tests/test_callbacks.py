@@ -107,11 +107,15 @@ def test_evaluation_metrics_direct(tok, tmp_path, mode):
         n_bins=5, confidence=mode, label_candidates=CANDIDATES, plot=(mode == "candidates")
     )
     metrics = callback.evaluation_metrics(fake_trainer(model, tok, tmp_path), ds, "eval_ood")
-    assert set(metrics) == {"eval_ood_ece", "eval_ood_avg_confidence"}
     reference = label_confidences(
         model, tok, ds, mode=mode, label_candidates=CANDIDATES if mode == "candidates" else None, max_length=6
     )
     conf, correct = reference.confidences.tolist(), reference.correct.tolist()
+    if mode == "candidates":  # the arg-max candidate's accuracy, counted by hand from its correctness
+        assert set(metrics) == {"eval_ood_ece", "eval_ood_avg_confidence", "eval_ood_choice_accuracy"}
+        assert metrics["eval_ood_choice_accuracy"] == pytest.approx(sum(correct) / len(correct))
+    else:
+        assert set(metrics) == {"eval_ood_ece", "eval_ood_avg_confidence"}
     assert metrics["eval_ood_ece"] == pytest.approx(naive_ece(conf, correct, 5), abs=1e-6)
     assert metrics["eval_ood_avg_confidence"] == pytest.approx(np.mean(conf), abs=1e-6)
     assert callback.last_results["eval_ood"].mode == mode
@@ -181,6 +185,7 @@ def test_dssmi_trainer_logs_ece_per_dataset(tok, tmp_path):
     final = label_confidences(trainer.model, tok, in_domain, label_candidates=CANDIDATES)
     assert evals[-1]["eval_ece"] == pytest.approx(final.ece(n_bins=5), abs=1e-6)
     assert evals[-1]["eval_avg_confidence"] == pytest.approx(final.average_confidence, abs=1e-6)
+    assert evals[-1]["eval_choice_accuracy"] == pytest.approx(float(np.mean(final.correct)))
     # usable as metric_for_best_model
     assert trainer.state.best_metric == pytest.approx(min(entry["eval_ece"] for entry in evals))
     assert_png(tmp_path / "reliability_diagrams" / "eval_step2.png")

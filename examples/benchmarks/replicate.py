@@ -920,9 +920,11 @@ def run_sweep(sweep: Sweep, out: Path) -> list[dict[str, Any]]:
                 record = train_one(methods[name], seed, sweep, run_dir, fraction)
                 records.append(record)
                 ece = "n/a" if record["test_ece"] is None else f"{record['test_ece']:.4f}"
+                choice = record.get("test_choice_accuracy")
+                choice_text = "" if choice is None else f", choice-ranking accuracy {choice:.4f}"
                 print(
-                    f"[{index}/{total}] {name} seed {seed}{at}: test accuracy {record['test_accuracy']:.4f}, "
-                    f"ECE {ece}, best step {record['best_step']}/{record['steps_trained']}, "
+                    f"[{index}/{total}] {name} seed {seed}{at}: test accuracy {record['test_accuracy']:.4f}"
+                    f"{choice_text}, ECE {ece}, best step {record['best_step']}/{record['steps_trained']}, "
                     f"{record['train_seconds']:.0f} s",
                     flush=True,
                 )
