@@ -73,6 +73,8 @@ class ECECallback(TrainerCallback):
             of new tokens), else the model's generation config.
         task: a :class:`~hf_cotmi.tasks.TaskSpec` or built-in task name; it supplies ``confidence``,
             ``label_candidates`` and ``is_correct`` where those are not given.
+        chat_template: a decoder-only student trained on ``chat_template=True`` features: candidates are
+            scored as its assistant turn (see :func:`hf_cotmi.label_confidences`).
 
     After each evaluation, ``callback.last_results[prefix]`` holds the :class:`hf_cotmi.LabelConfidences`
     and ``callback.last_plots[prefix]`` the diagram path.
@@ -104,6 +106,7 @@ class ECECallback(TrainerCallback):
         batch_size: int | None = None,
         max_new_tokens: int | None = None,
         task: TaskSpec | str | None = None,
+        chat_template: bool = False,
     ) -> None:
         if task is not None:
             spec = get_task(task) if isinstance(task, str) else task
@@ -131,6 +134,7 @@ class ECECallback(TrainerCallback):
         self.is_correct = is_correct
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self.chat_template = bool(chat_template)
         self.plot = bool(plot)
         self.last_results: dict[str, LabelConfidences] = {}
         self.last_plots: dict[str, str] = {}
@@ -284,6 +288,7 @@ class ECECallback(TrainerCallback):
             max_length=max_length,
             num_beams=int(getattr(args, "generation_num_beams", None) or 1),
             is_correct=self.is_correct,
+            chat_template=self.chat_template,
         )
 
 

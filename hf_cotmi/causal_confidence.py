@@ -46,7 +46,11 @@ _UNBOUNDED = 1_000_000  # a length limit no text reaches
 
 
 def causal_prompts(
-    tokenizer: Any, prompts: Sequence[str], max_prompt_length: int | None = None
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_prompt_length: int | None = None,
+    *,
+    chat_template: bool = False,
 ) -> list[list[int]]:
     """Prompt ids of prefixed inputs, exactly as :func:`~hf_cotmi.data.causal.encode_causal_task` builds them.
 
@@ -54,6 +58,8 @@ def causal_prompts(
         tokenizer: the student's tokenizer.
         prompts: prefixed inputs (``"predict: ..."``).
         max_prompt_length: cut longer prompts (the end of the input goes), as training does.
+        chat_template: render each prompt as a user turn plus the assistant header (the tokenizer's chat
+            template), as features built with ``chat_template=True`` are.
 
     Examples:
         >>> from hf_cotmi.tiny import build_word_tokenizer
@@ -69,6 +75,7 @@ def causal_prompts(
         [""] * len(prompts),
         max_prompt_length=max_prompt_length or _UNBOUNDED,
         max_target_length=_UNBOUNDED,
+        chat_template=chat_template,
     )
     return [_prompt_part(ids, labels) for ids, labels in zip(encoded.input_ids, encoded.labels)]
 
@@ -105,8 +112,14 @@ def prompts_of_features(
     return out
 
 
-def candidate_target_ids(tokenizer: Any, prompt_text: str, candidates: Sequence[str]) -> list[list[int]]:
+def candidate_target_ids(
+    tokenizer: Any, prompt_text: str, candidates: Sequence[str], *, chat_template: bool = False
+) -> list[list[int]]:
     """Each candidate's target ids after ``prompt_text``, EOS included, as training tokenises a target.
+
+    With ``chat_template=True`` ``prompt_text`` is the user turn's content and each candidate is the
+    assistant turn that follows it (the template's end-of-turn tokens included), as features built with
+    ``chat_template=True`` carry their targets.
 
     Examples:
         >>> from hf_cotmi.tiny import build_word_tokenizer
@@ -122,6 +135,7 @@ def candidate_target_ids(tokenizer: Any, prompt_text: str, candidates: Sequence[
         list(candidates),
         max_prompt_length=_UNBOUNDED,
         max_target_length=_UNBOUNDED,
+        chat_template=chat_template,
     )
     return [[int(t) for t in row if t != -100] for row in encoded.labels]
 

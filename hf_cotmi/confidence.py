@@ -298,6 +298,7 @@ def label_confidences(
     num_beams: int = 1,
     max_source_length: int | None = None,
     is_correct: Callable[[str, str], bool] | None = None,
+    chat_template: bool = False,
 ) -> LabelConfidences:
     """Predict the label of every example with a student and measure its confidence.
 
@@ -329,6 +330,10 @@ def label_confidences(
         max_source_length: truncate tokenised ``input_column`` text to this many tokens.
         is_correct: ``is_correct(prediction, gold) -> bool``; default: exact match after
             :func:`hf_cotmi.metrics.normalize_text`. Pass e.g. an equation checker for arithmetic tasks.
+        chat_template: decoder-only students trained on features built with ``chat_template=True``: raw
+            text is prompted as a user turn plus the assistant header, and each candidate is scored as the
+            assistant turn (end-of-turn tokens included). The user turn a candidate follows is
+            ``prefix + example[input_column]`` where that column is present, else the decoded prompt.
 
     Returns:
         :class:`LabelConfidences` with predictions, references, confidences and correctness.
@@ -366,7 +371,11 @@ def label_confidences(
     confidences: list[float] = []
     candidate_probs: list[np.ndarray] = []
     causal = resolve_student_type(model) == "causal"
+    if chat_template and not causal:
+        raise ValueError("chat_template=True is for decoder-only (causal) students; this student is seq2seq")
     if causal:
+        if chat_template and input_column in columns and input_column not in needed:
+            needed.append(input_column)  # the user turn each candidate's assistant turn follows
         if "input_ids" in needed and "labels" in columns and "labels" not in needed:
             needed.append("labels")  # where each example's prompt ends
         generation = _causal_generation_kwargs(model, generation)
@@ -400,6 +409,7 @@ def label_confidences(
                         num_beams=num_beams,
                         eos_ids=eos_ids,
                         batch_size=batch_size,
+                        chat_template=chat_template,
                     )
                     predictions.extend(texts)
                     confidences.extend(confs)
@@ -617,6 +627,7 @@ def _causal_batch(
     num_beams: int,
     eos_ids: set[int],
     batch_size: int,
+    chat_template: bool = False,
 ) -> tuple[list[str], list[float], list[np.ndarray]]:
     """Predictions, confidences and (candidates mode) candidate probabilities of one batch, causal student."""
     import torch
@@ -631,13 +642,17 @@ def _causal_batch(
 
     if "input_ids" in batch:
         prompts = prompts_of_features(batch["input_ids"], batch.get("labels"))
-        prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
+        if chat_template and input_column in batch:
+            prompt_texts = [prefix + str(t) for t in batch[input_column]]
+        else:
+            prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
     else:
         prompt_texts = [prefix + str(t) for t in batch[input_column]]
-        prompts = causal_prompts(tokenizer, prompt_texts, max_source_length)
+        prompts = causal_prompts(tokenizer, prompt_texts, max_source_length, chat_template=chat_template)
     if per_example is not None:
         targets = [
-            candidate_target_ids(tokenizer, text, cands) for text, cands in zip(prompt_texts, per_example)
+            candidate_target_ids(tokenizer, text, cands, chat_template=chat_template)
+            for text, cands in zip(prompt_texts, per_example)
         ]
         scores = score_candidates(model, prompts, targets, pad_id=pad_id, batch_size=batch_size)
         texts, confs, probs = [], [], []

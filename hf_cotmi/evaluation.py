@@ -32,6 +32,7 @@ def evaluate_calibration(
     plot_path: str | os.PathLike[str] | None = None,
     device: str | None = None,
     task: Any = None,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Accuracy, expected calibration error and average confidence of a student on a dataset.
 
@@ -58,6 +59,8 @@ def evaluate_calibration(
         device: move a model loaded from a path to this device (default: CUDA when available, else CPU).
         task: a :class:`~hf_cotmi.tasks.TaskSpec` or built-in task name; it supplies ``confidence``,
             ``label_candidates`` and ``is_correct`` where those are not given.
+        chat_template: a decoder-only student trained with ``chat_template=True`` (see
+            :func:`hf_cotmi.label_confidences`).
 
     Returns:
         ``{"accuracy", "ece", "avg_confidence", "num_examples", "confidence_mode", "n_bins", "binning"}`` plus
@@ -100,6 +103,7 @@ def evaluate_calibration(
         max_new_tokens=max_new_tokens,
         num_beams=num_beams,
         is_correct=is_correct,
+        chat_template=chat_template,
     )
     report: dict[str, Any] = {
         "accuracy": result.accuracy,

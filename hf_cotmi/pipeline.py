@@ -303,7 +303,7 @@ def build_features(
     Args:
         data: the loaded splits.
         tokenizer: the student's tokenizer.
-        data_args: the length limits and the empty-rationale policy.
+        data_args: the length limits, the empty-rationale policy and ``chat_template``.
         predict_prefix: prefix of the label task.
         explain_prefix: prefix of the rationale task.
         with_rationale: keep the rationale task in every split (True), in none (False), or in the splits
@@ -345,6 +345,7 @@ def build_features(
             empty_rationale=data_args.empty_rationale if split == "train" else "keep",
             return_report=True,
             model=model,
+            chat_template=data_args.chat_template,
         )
         features[split], report.splits[split] = encoded[split], counted.splits[split]
     return (features, report) if return_report else features
@@ -362,11 +363,12 @@ def generate_texts(
     max_new_tokens: int,
     batch_size: int = 16,
     max_input_length: int | None = None,
+    chat_template: bool = False,
 ) -> list[str]:
     """Greedy generation from ``prefix + text`` for each text, decoded without special tokens.
 
-    A decoder-only student generates from its left-padded prompts (tokenised as training tokenises them)
-    and only the new tokens are decoded.
+    A decoder-only student generates from its left-padded prompts (tokenised as training tokenises them,
+    as a chat user turn with ``chat_template=True``) and only the new tokens are decoded.
 
     Examples:
         >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix=EXPLAIN_PREFIX, max_new_tokens=64)
@@ -382,8 +384,14 @@ def generate_texts(
         for start in range(0, len(texts), batch_size):
             chunk = [prefix + text for text in texts[start : start + batch_size]]
             if causal:
-                outputs += _generate_causal_texts(model, tokenizer, chunk, max_new_tokens, max_input_length)
+                outputs += _generate_causal_texts(
+                    model, tokenizer, chunk, max_new_tokens, max_input_length, chat_template
+                )
                 continue
+            if chat_template:
+                raise ValueError(
+                    "chat_template=True is for decoder-only (causal) students; this one is seq2seq"
+                )
             encoded = tokenizer(
                 chunk,
                 return_tensors="pt",
@@ -401,7 +409,12 @@ def generate_texts(
 
 
 def _generate_causal_texts(
-    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, max_input_length: int | None
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    max_input_length: int | None,
+    chat_template: bool = False,
 ) -> list[str]:
     """Greedy generation of a decoder-only student from left-padded prompts; the prompt is cut off."""
     import torch
@@ -412,7 +425,7 @@ def _generate_causal_texts(
     with torch.no_grad():
         ids, width = generate_from_prompts(
             model,
-            causal_prompts(tokenizer, prompts, max_input_length),
+            causal_prompts(tokenizer, prompts, max_input_length, chat_template=chat_template),
             pad_id=pad_id,
             max_new_tokens=max_new_tokens,
             num_beams=1,
@@ -434,6 +447,7 @@ def predict_texts(
     label_candidates: Sequence[str] | None = None,
     batch_size: int = 16,
     max_input_length: int | None = None,
+    chat_template: bool = False,
 ) -> list[dict[str, Any]]:
     """Label, confidence and rationale of a distilled student for each text.
 
@@ -463,6 +477,7 @@ def predict_texts(
         batch_size=batch_size,
         max_new_tokens=label_max_new_tokens if mode != "candidates" else None,
         max_source_length=max_input_length,
+        chat_template=chat_template,
     )
     rationales = generate_texts(
         model,
@@ -472,6 +487,7 @@ def predict_texts(
         max_new_tokens=rationale_max_new_tokens,
         batch_size=batch_size,
         max_input_length=max_input_length,
+        chat_template=chat_template,
     )
     return [
         {"input": text, "label": label, "confidence": float(conf), "rationale": rationale}
@@ -660,6 +676,22 @@ def data_report_lines(loaded: LoadedData, features_report: Any = None) -> list[s
     return lines
 
 
+def _check_chat_template(data_args: DataArguments, student: Student) -> None:
+    """``--chat-template`` needs a decoder-only student whose tokenizer has a chat template."""
+    if not data_args.chat_template:
+        return
+    if resolve_student_type(student.model) != "causal":
+        raise CLIUsageError(
+            "--chat-template is for decoder-only (causal) students; this student is seq2seq "
+            f"({type(student.model).__name__})"
+        )
+    if not getattr(student.tokenizer, "chat_template", None):
+        raise CLIUsageError(
+            f"--chat-template: the student's tokenizer ({type(student.tokenizer).__name__}) has no chat "
+            "template; use a tokenizer that has one (an instruction-tuned model's) or train without it"
+        )
+
+
 def build_trainer(
     student: Student,
     features: dict[str, Any],
@@ -671,6 +703,7 @@ def build_trainer(
     n_bins: int = 10,
     peft: Any = None,
     print_fn: Callable[[str], None] = print,
+    chat_template: bool = False,
 ) -> Any:
     """A :class:`~hf_cotmi.DSSMITrainer` with the task's metric and an :class:`~hf_cotmi.ECECallback`.
 
@@ -691,6 +724,7 @@ def build_trainer(
         label_candidates=label_candidates,
         plot=False,
         is_correct=spec.is_correct,
+        chat_template=chat_template,
     )  # type: ignore[arg-type]
     trainer = DSSMITrainer(
         model=student.model,
@@ -889,6 +923,7 @@ def _save_run(
             "base_model": model_args.model_name_or_path,
             "peft": model_args.use_peft,
             "student_type": resolve_student_type(trainer.model),
+            "chat_template": bool(data_args.chat_template),
         }
         _write_json(os.path.join(output_dir, SIDECAR_NAME), sidecar, sort_keys=True)
         results["total_seconds"] = round(time.monotonic() - started, 1)
@@ -956,6 +991,7 @@ def run_training(
     vocabulary = [*extra_vocabulary, *_built_in_vocabulary(model_args, data_args)]
     student = load_student(model_args, _vocabulary(data.splits["train"]), extra_vocabulary=vocabulary)
     print_fn(f"student: {student.description}" + (" + LoRA adapters" if model_args.use_peft else ""))
+    _check_chat_template(data_args, student)
     features, features_report = build_features(
         data,
         student.tokenizer,
@@ -985,6 +1021,7 @@ def run_training(
         n_bins=eval_args.n_bins,
         peft=peft_config(model_args, resolve_student_type(student.model)) if model_args.use_peft else None,
         print_fn=print_fn,
+        chat_template=data_args.chat_template,
     )
     print_fn(_describe_training(training_args))
     train_started = time.monotonic()
@@ -1072,10 +1109,15 @@ def run_evaluation(
     spec = _sidecar_spec(sidecar, data_args.task or sidecar.get("task")) if from_sidecar else data.spec
     model, tokenizer, _ = load_student(model_path, for_inference=True, device=device)
     predict_prefix = sidecar.get("predict_prefix", PREDICT_PREFIX)
+    chat_template = bool(data_args.chat_template or sidecar.get("chat_template", False))
     built = build_features(
         data,
         tokenizer,
-        replace(data_args, max_input_length=int(sidecar.get("max_input_length", data_args.max_input_length))),
+        replace(
+            data_args,
+            max_input_length=int(sidecar.get("max_input_length", data_args.max_input_length)),
+            chat_template=chat_template,
+        ),
         predict_prefix=predict_prefix,
         with_rationale=False,
         model=model,
@@ -1099,6 +1141,7 @@ def run_evaluation(
         or int(sidecar.get("generation_max_length") or data_args.max_label_length),
         is_correct=spec.is_correct,
         plot_path=plot_file or default_diagram_path(model_path, split),
+        chat_template=chat_template,
     )
     report.update(split=split, dataset=data.name, model=model_path, task=spec.metric)
     return report
@@ -1118,7 +1161,8 @@ def run_prediction(
     """Label, confidence and rationale of a saved student for each text (see :func:`predict_texts`).
 
     Inputs are truncated to the ``max_input_length`` the training run saved in ``hf_cotmi_config.json``;
-    without that file, to the student's own limit (:func:`hf_cotmi.students.input_length_limit`).
+    without that file, to the student's own limit (:func:`hf_cotmi.students.input_length_limit`). A
+    decoder-only student trained with ``--chat-template`` is prompted with its chat template again.
 
     Examples:
         >>> # run_prediction("demo-out", ["mia has 4 pens . mia buys 3 more . ..."])[0]["label"]
@@ -1148,4 +1192,5 @@ def run_prediction(
         label_candidates=candidates if mode == "candidates" else None,
         batch_size=batch_size,
         max_input_length=int(sidecar.get("max_input_length") or input_length_limit(model, tokenizer)),
+        chat_template=bool(sidecar.get("chat_template", False)),
     )

@@ -144,6 +144,12 @@ class DataArguments:
                   "end-of-sequence token, as in DSS; counted), drop (removed; counted) or error (stop). "
                   "Held-out splits keep theirs.", "choices": ["keep", "drop", "error"]},
     )  # fmt: skip
+    chat_template: bool = field(
+        default=False,
+        metadata={"help": "Decoder-only students: render each task as a user turn and the target as the "
+                  "assistant turn with the tokenizer's chat template (saved with the run; evaluate and "
+                  "predict reuse it)."},
+    )  # fmt: skip
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N training examples."}
     )

@@ -144,3 +144,75 @@ def test_demo_smoke_with_the_causal_student(tmp_path, capsys):
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
     assert "AutoModelForCausalLM" in (out / "README.md").read_text()
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }} : {{ message['content'] }} eot {% endfor %}"
+    "{% if add_generation_prompt %}assistant : {% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_gpt2_dir(tmp_path_factory) -> str:
+    """A tiny GPT-2 whose tokenizer has a chat template (turns end with "eot", not EOS)."""
+    folder = tmp_path_factory.mktemp("chat-gpt2-student")
+    tokenizer = build_word_tokenizer(arithmetic_vocabulary() + ["user assistant eot"])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model = build_tiny_causal_lm(tokenizer, "gpt2", hidden_size=16, num_layers=1, num_heads=2)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_chat_template_is_trained_saved_and_reused_by_evaluate_and_predict(chat_gpt2_dir, tmp_path, capsys):
+    from test_causal_confidence import chat_log_likelihood
+
+    out = tmp_path / "chat"
+    code, _, err = run(
+        capsys,
+        "train",
+        "--model",
+        chat_gpt2_dir,
+        *SYNTHETIC,
+        *FAST,
+        "--chat-template",
+        "--output-dir",
+        str(out),
+    )
+    assert code == 0, err
+    assert json.loads((out / SIDECAR_NAME).read_text())["chat_template"] is True
+    code, _, err = run(capsys, "evaluate", "--model", str(out), "--output-file", str(tmp_path / "m.json"))
+    assert code == 0, err
+    code, stdout, err = run(
+        capsys, "predict", "--model", str(out), "--label-candidates", "5,7,9", "--jsonl", QUESTION
+    )
+    assert code == 0, err
+    row = json.loads(stdout)
+    model, tokenizer, _ = load_student(str(out), for_inference=True, device="cpu")
+    scores = [chat_log_likelihood(model, tokenizer, QUESTION, c) for c in ("5", "7", "9")]
+    best = max(range(3), key=lambda i: scores[i])
+    total = sum(pytest.importorskip("math").exp(s - scores[best]) for s in scores)
+    assert row["label"] == "579"[best]
+    assert row["confidence"] == pytest.approx(1.0 / total, rel=1e-4)
+
+
+def test_chat_template_without_a_template_or_with_a_seq2seq_student_is_a_clear_error(
+    gpt2_dir, tiny_student_dir, tmp_path, capsys
+):
+    code, _, err = run(
+        capsys,
+        "train",
+        "--model",
+        gpt2_dir,
+        *SYNTHETIC,
+        *FAST,
+        "--chat-template",
+        "--output-dir",
+        str(tmp_path / "a"),
+    )
+    assert code == 2 and "--chat-template" in err and "has no chat template" in err
+    code, _, err = run(
+        capsys, "train", "--model", tiny_student_dir, *SYNTHETIC, *FAST, "--chat-template",
+        "--output-dir", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert code == 2 and "error: --chat-template is for decoder-only (causal) students" in err

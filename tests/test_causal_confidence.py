@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -266,3 +268,69 @@ def test_the_candidate_benchmark_runs_and_its_strategies_agree(capsys):
     assert set(summary["median_seconds"]) == {"cache", "full"}
     assert summary["max_score_difference"] < 1e-4
     assert "x cache" in capsys.readouterr().out
+
+
+# A template whose turns end with "eot", not with EOS: a candidate scored in the plain layout ("yes </s>")
+# is not the target training put after a chat prompt ("yes eot </s>").
+TURN_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }} : {{ message['content'] }} eot {% endfor %}"
+    "{% if add_generation_prompt %}assistant : {% endif %}"
+)
+
+
+def chat_log_likelihood(model, tok, text, target):
+    """log p(target | chat prompt) from the training features of that one (text, target) pair."""
+    row = prepare_dss_features(
+        Dataset.from_dict({"input": [text], "label": [target], "rationale": ["r"]}),
+        tok,
+        student_type="causal",
+        chat_template=True,
+        with_rationale=False,
+    )[0]
+    ids, labels = row["input_ids"], row["labels"]
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+    return sum(log_probs[t - 1, labels[t]].item() for t in range(1, len(ids)) if labels[t] != -100)
+
+
+def test_chat_template_candidates_are_scored_as_the_assistant_turn(trained):
+    chat_tok = build_word_tokenizer([PREDICT_PREFIX + x for x in INPUTS] + LABELS + ["user assistant eot r"])
+    chat_tok.chat_template = TURN_TEMPLATE
+    model = build_tiny_causal_lm(chat_tok, "llama", seed=3).eval()
+    features = prepare_dss_features(
+        Dataset.from_dict({"input": INPUTS, "label": LABELS, "rationale": ["r"] * len(INPUTS)}),
+        chat_tok,
+        student_type="causal",
+        chat_template=True,
+        with_rationale=False,
+    )
+    target = [t for t, label in zip(features[0]["input_ids"], features[0]["labels"]) if label != -100]
+    assert chat_tok.decode(target) == "yes eot </s>"
+    expected = []
+    for text in INPUTS:
+        scores = np.array([chat_log_likelihood(model, chat_tok, text, c) for c in CANDIDATES])
+        expected.append(np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum())
+    from_features = label_confidences(
+        model, chat_tok, features, label_candidates=CANDIDATES, chat_template=True
+    )
+    from_text = label_confidences(model, chat_tok, data(), label_candidates=CANDIDATES, chat_template=True)
+    for result in (from_features, from_text):
+        for got, want in zip(result.candidate_probabilities, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    plain = label_confidences(model, chat_tok, features, label_candidates=CANDIDATES)
+    assert not np.allclose(plain.candidate_probabilities[0], expected[0], rtol=1e-4, atol=1e-6)
+    callback = ECECallback(label_candidates=CANDIDATES, chat_template=True, plot=False)
+    trainer = SimpleNamespace(
+        model=model,
+        processing_class=chat_tok,
+        args=SimpleNamespace(output_dir=None, per_device_eval_batch_size=4, generation_max_length=None),
+        state=SimpleNamespace(global_step=1),
+        is_world_process_zero=lambda: True,
+    )
+    metrics = callback.evaluation_metrics(trainer, features, "eval")
+    chosen = [float(p.max()) for p in expected]
+    assert metrics["eval_avg_confidence"] == pytest.approx(np.mean(chosen), abs=1e-6)
+    with pytest.raises(ValueError, match="chat_template=True is for decoder-only"):
+        from hf_cotmi import build_tiny_seq2seq
+
+        label_confidences(build_tiny_seq2seq(chat_tok, "t5"), chat_tok, data(), chat_template=True)
