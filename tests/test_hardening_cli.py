@@ -356,6 +356,7 @@ def test_empty_rationale_error_stops_naming_the_split_and_count(tmp_path, capsys
     assert code == 1
     line = one_error_line(err, "demo")
     assert "split 'train': 67 of 100 examples have no rationale" in line
+    assert "--empty-rationale keep" in line and "--empty-rationale drop" in line
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 

@@ -236,7 +236,9 @@ def _prepare_split(
         if blank and empty_rationale == "error":
             raise ValueError(
                 f"split {split!r}: {len(blank)} of {dataset.num_rows} examples have no rationale "
-                f"(first rows: {blank[:5]}); pass empty_rationale='keep' or 'drop', or with_rationale=False"
+                f"(first rows: {blank[:5]}); keep them with empty_rationale='keep' (command line: --empty-rationale "
+                "keep), drop them with 'drop' (--empty-rationale drop), or build predict-only features with "
+                "with_rationale=False"
             )
         if blank:
             keep = sorted(set(range(dataset.num_rows)) - set(blank))
