@@ -445,6 +445,7 @@ def label_confidences(
                 offset += len(golds)
     finally:
         model.train(was_training)
+    _check_finite(confidences, model)
     check = is_correct or _default_is_correct
     return LabelConfidences(
         mode=mode,
@@ -476,6 +477,24 @@ def _resolve_mode(mode: str | None, label_candidates: Any, batch_size: Any, num_
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"`num_beams` must be a positive integer; got {num_beams!r}")
     return mode
+
+
+def _check_finite(confidences: list[float], model: Any) -> None:
+    """A NaN confidence means the student's outputs are not finite: say so, and name what is broken."""
+    bad = [i for i, c in enumerate(confidences) if not np.isfinite(c)]
+    if not bad:
+        return
+    broken = [name for name, p in model.named_parameters() if not bool(p.detach().isfinite().all())]
+    cause = (
+        f"{len(broken)} of its parameter tensors hold NaN or inf (first: {broken[0]!r}): the training that "
+        "produced it diverged (DSSMITrainingArguments(stop_on_non_finite=True), the default, stops such a run)"
+        if broken
+        else "its parameters are finite, so a forward pass overflows (try float32 instead of float16)"
+    )
+    raise ValueError(
+        f"the student's label probabilities are not finite for {len(bad)} of {len(confidences)} examples "
+        f"(first: example {bad[0]}); {cause}"
+    )
 
 
 def _needed_columns(columns: list[str], input_column: str, label_column: str) -> list[str]:

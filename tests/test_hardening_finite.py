@@ -17,6 +17,7 @@ from hf_cotmi import (
     NonFiniteLossError,
     StopOnNonFiniteCallback,
     build_tiny_seq2seq,
+    label_confidences,
 )
 
 DIVERGING = dict(learning_rate=1e3, max_grad_norm=0.0, optim="sgd")
@@ -121,6 +122,9 @@ def test_switched_off_training_goes_on_and_logs_the_real_loss(tmp_path, tiny_tok
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert math.isfinite(losses[0]) and math.isnan(losses[1]) and math.isnan(losses[2])
     assert math.isnan(trainer.state.log_history[-1]["train_loss"])
+    # what such a model reports afterwards: a clear error naming a broken weight, not a NaN ECE
+    with pytest.raises(ValueError, match=r"not finite for 2 of 2 examples .*parameter tensors hold NaN"):
+        label_confidences(trainer.model, tiny_tokenizer, {"input": ["a", "b"], "label": ["x", "y"]})
 
 
 def test_on_by_default_and_the_logged_loss_is_unfiltered(tmp_path):
