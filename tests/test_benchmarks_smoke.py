@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -122,6 +123,31 @@ def test_throughput_smoke_prints_json_ratios(capsys: pytest.CaptureFixture[str])
     for key in ("train_ratio", "train_ratio_with_mi", "eval_ratio"):
         assert result[key] > 0
     assert set(result["train_examples_per_s"]) == {"dssmi_dss", "dssmi_dss_mi", "original_dss"}
+
+
+def test_memory_smoke_prints_its_ratios_from_the_measured_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    """memory.py on a tiny causal shape: three fresh memory processes, one timed round per variant."""
+    memory = _load("memory")
+    result = memory.main(
+        ["--shapes", "causal", "--vocab-size", "512", "--input-length", "16", "--rationale-length", "8",
+         "--label-length", "4", "--batch-size", "2", "--num-layers", "1", "--timed-rounds", "1",
+         "--warmup-steps", "0", "--memory-steps", "1", "--chunk-size", "8"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1]) == result
+    figures = {}
+    for variant in memory.VARIANTS:  # the printed lines: median step (ms) and peak memory (MiB)
+        line = next(line for line in out.splitlines() if line.strip().startswith(f"{variant}:"))
+        step_ms, peak_mib = (float(x) for x in re.findall(r"([0-9.]+) (?:ms|MiB)", line))
+        assert step_ms > 0 and peak_mib > 0
+        figures[variant] = (step_ms, peak_mib)
+    # the ratios are those of the printed figures (rounded as printed)
+    assert result["peak_memory_vs_unchunked"] == pytest.approx(
+        figures["chunked"][1] / figures["unchunked"][1], abs=2e-3
+    )
+    assert result["time_vs_finetuning"] == pytest.approx(
+        figures["chunked"][0] / figures["finetuning"][0], rel=2e-3
+    )
 
 
 @pytest.mark.realdata
