@@ -1,0 +1,165 @@
+"""Generation from a distilled student's two tasks: labels, their confidences and rationales, for raw text.
+
+:func:`generate_texts` generates greedily from ``prefix + text`` (a decoder-only student from its
+left-padded prompts, with only the new tokens decoded); :func:`predict_texts` gives each text its label,
+the label's confidence (:func:`hf_cotmi.label_confidences`) and a rationale. ``hf-cotmi predict`` and the
+demo's examples go through them (:func:`hf_cotmi.pipeline.run_prediction`).
+
+Examples:
+    >>> from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer
+    >>> tok = build_word_tokenizer(["predict: a cat sleeps", "yes no"])
+    >>> model = build_tiny_seq2seq(tok, "t5")
+    >>> len(generate_texts(model, tok, ["a cat sleeps"], prefix="predict: ", max_new_tokens=2))
+    1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
+from .student_types import resolve_student_type
+
+__all__ = ["generate_texts", "predict_texts"]
+
+
+def generate_texts(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    prefix: str,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    max_input_length: int | None = None,
+    chat_template: bool = False,
+) -> list[str]:
+    """Greedy generation from ``prefix + text`` for each text, decoded without special tokens.
+
+    A decoder-only student generates from its left-padded prompts (tokenised as training tokenises them,
+    as a chat user turn with ``chat_template=True``) and only the new tokens are decoded.
+
+    Examples:
+        >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix=EXPLAIN_PREFIX, max_new_tokens=64)
+    """
+    import torch
+
+    causal = resolve_student_type(model) == "causal"
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = [prefix + text for text in texts[start : start + batch_size]]
+            if causal:
+                outputs += _generate_causal_texts(
+                    model, tokenizer, chunk, max_new_tokens, max_input_length, chat_template
+                )
+                continue
+            if chat_template:
+                raise ValueError(
+                    "chat_template=True is for decoder-only (causal) students; this one is seq2seq"
+                )
+            encoded = tokenizer(
+                chunk,
+                return_tensors="pt",
+                padding=True,
+                truncation=max_input_length is not None,
+                max_length=max_input_length,
+            )
+            encoded = {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+            with torch.no_grad():
+                ids = model.generate(**encoded, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+            outputs += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def _generate_causal_texts(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    max_input_length: int | None,
+    chat_template: bool = False,
+) -> list[str]:
+    """Greedy generation of a decoder-only student from left-padded prompts; the prompt is cut off."""
+    import torch
+
+    from .causal_confidence import causal_prompts, generate_from_prompts
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        ids, width = generate_from_prompts(
+            model,
+            causal_prompts(tokenizer, prompts, max_input_length, chat_template=chat_template),
+            pad_id=pad_id,
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            do_sample=False,
+        )
+    return [t.strip() for t in tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)]
+
+
+def predict_texts(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    predict_prefix: str = PREDICT_PREFIX,
+    explain_prefix: str = EXPLAIN_PREFIX,
+    label_max_new_tokens: int = 64,
+    rationale_max_new_tokens: int = 256,
+    confidence: str = "sequence",
+    label_candidates: Sequence[str] | None = None,
+    batch_size: int = 16,
+    max_input_length: int | None = None,
+    chat_template: bool = False,
+) -> list[dict[str, Any]]:
+    """Label, confidence and rationale of a distilled student for each text.
+
+    The label comes from the label task (``predict_prefix``: generated, or the best candidate in candidates
+    mode), its confidence from :func:`hf_cotmi.label_confidences`, the rationale from greedy generation on
+    the rationale task (``explain_prefix``).
+
+    Returns:
+        ``[{"input", "label", "confidence", "rationale"}, ...]``.
+
+    Examples:
+        >>> # predict_texts(model, tok, ["tom has 3 apples . tom buys 4 more . how many ..."])
+        >>> # [{'input': '...', 'label': '7', 'confidence': 0.93, 'rationale': '3 + 4 = 7 . ...'}]
+    """
+    from .confidence import label_confidences
+
+    if not texts:
+        return []
+    mode = "candidates" if label_candidates else confidence
+    result = label_confidences(
+        model,
+        tokenizer,
+        {"input": list(texts), "label": [""] * len(texts)},
+        mode=mode,  # type: ignore[arg-type]
+        label_candidates=list(label_candidates) if label_candidates else None,
+        prefix=predict_prefix,
+        batch_size=batch_size,
+        max_new_tokens=label_max_new_tokens if mode != "candidates" else None,
+        max_source_length=max_input_length,
+        chat_template=chat_template,
+    )
+    rationales = generate_texts(
+        model,
+        tokenizer,
+        texts,
+        prefix=explain_prefix,
+        max_new_tokens=rationale_max_new_tokens,
+        batch_size=batch_size,
+        max_input_length=max_input_length,
+        chat_template=chat_template,
+    )
+    return [
+        {"input": text, "label": label, "confidence": float(conf), "rationale": rationale}
+        for text, label, conf, rationale in zip(texts, result.predictions, result.confidences, rationales)
+    ]
