@@ -85,13 +85,12 @@ def naive_objective(model, batch, variant, weights=(0.5, 0.5, 0.1)):
     return weights[0] * label_loss + weights[1] * rationale_loss + weights[2] * mi
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-@pytest.mark.parametrize("variant", ["masked", "paper"])
-def test_loss_and_gradient_match_a_naive_reference(
-    tmp_path, tiny_tokenizer, causal_features, architecture, variant
-):
-    model = build_tiny_causal_lm(tiny_tokenizer, architecture, seed=4)
-    batch = DSSDataCollator(tiny_tokenizer, model=model)([causal_features[i] for i in range(8)])
+def assert_one_step_matches_the_naive_reference(tmp_path, model, tokenizer, features, variant):
+    """One DSSMITrainer step (lr 0, no clipping): its loss and every gradient equal naive_objective's.
+
+    Returns the collated batch the reference used (the trainer's one batch holds the same 8 examples).
+    """
+    batch = DSSDataCollator(tokenizer, model=model)([features[i] for i in range(8)])
     expected = naive_objective(model, batch, variant)
     names, params = zip(*model.named_parameters())
     expected_grads = dict(zip(names, torch.autograd.grad(expected, params, allow_unused=True)))
@@ -105,12 +104,9 @@ def test_loss_and_gradient_match_a_naive_reference(
         mi_variant=variant,
     )
     trainer = DSSMITrainer(
-        model=model,
-        args=args,
-        processing_class=tiny_tokenizer,
-        train_dataset=causal_features,
-        callbacks=[snapshot],
+        model=model, args=args, processing_class=tokenizer, train_dataset=features, callbacks=[snapshot]
     )
+    assert trainer.student_type == "causal"
     trainer.train()
     assert math.isclose(trainer.state.log_history[0]["loss"], expected.item(), rel_tol=1e-5)
     checked = 0
@@ -119,6 +115,16 @@ def test_loss_and_gradient_match_a_naive_reference(
             torch.testing.assert_close(snapshot.grads[0][name], grad, atol=1e-6, rtol=1e-4, msg=name)
             checked += 1
     assert checked == len(snapshot.grads[0]) > 5
+    return batch
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("variant", ["masked", "paper"])
+def test_loss_and_gradient_match_a_naive_reference(
+    tmp_path, tiny_tokenizer, causal_features, architecture, variant
+):
+    model = build_tiny_causal_lm(tiny_tokenizer, architecture, seed=4)
+    assert_one_step_matches_the_naive_reference(tmp_path, model, tiny_tokenizer, causal_features, variant)
 
 
 def test_only_target_positions_reach_the_output_projection(tmp_path, tiny_tokenizer, causal_features):
@@ -377,37 +383,12 @@ def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokeniz
         attention_probs_dropout_prob=0.0,
     )
     model = BertLMHeadModel(config)
-    batch = DSSDataCollator(tiny_tokenizer, model=model)([causal_features[i] for i in range(8)])
-    expected = naive_objective(model, batch, variant)
-    names, params = zip(*model.named_parameters())
-    expected_grads = dict(zip(names, torch.autograd.grad(expected, params, allow_unused=True)))
     seen = []
     model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
-    snapshot = GradientSnapshot()
-    args = make_args(
-        tmp_path,
-        max_steps=1,
-        per_device_train_batch_size=8,
-        learning_rate=0.0,
-        max_grad_norm=0.0,
-        mi_variant=variant,
+    batch = assert_one_step_matches_the_naive_reference(
+        tmp_path, model, tiny_tokenizer, causal_features, variant
     )
-    trainer = DSSMITrainer(
-        model=model,
-        args=args,
-        processing_class=tiny_tokenizer,
-        train_dataset=causal_features,
-        callbacks=[snapshot],
-    )
-    assert trainer.student_type == "causal"
-    trainer.train()
-    assert math.isclose(trainer.state.log_history[0]["loss"], expected.item(), rel_tol=1e-5)
-    checked = 0
-    for name, grad in expected_grads.items():
-        if grad is not None:
-            torch.testing.assert_close(snapshot.grads[0][name], grad, atol=1e-6, rtol=1e-4, msg=name)
-            checked += 1
-    assert checked == len(snapshot.grads[0]) > 5
+    seen = seen[-2:]  # the trainer's two passes (the reference's passes came first)
     widths = [int((sub["labels"] != -100).any(0).sum()) for sub in (batch["pred"], batch["expl"])]
-    assert seen[:2] == [w + 1 for w in widths]
+    assert seen == [w + 1 for w in widths]
     assert all(w < sub["input_ids"].shape[1] for w, sub in zip(widths, (batch["pred"], batch["expl"])))
