@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer, generate_rational
 from hf_cotmi.cli import main
 from hf_cotmi.teacher import LocalCausalBackend, RetryPolicy, TeacherRequestError
 from hf_cotmi.teacher.command import generate_rationales_command
+from hf_cotmi.teacher.serve import served_by_transformers
 from hf_cotmi.teacher.store import SettingsMismatchError
 from hf_cotmi.teacher.tiny import save_tiny_causal_teacher
 
@@ -472,56 +472,19 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys):
 # ------------------------------------------------------------------------------- real transformers serve
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served_teacher(tmp_path_factory):
     """A tiny Llama saved to a folder and served by a real `transformers serve` on 127.0.0.1."""
     folder = save_tiny_causal_teacher(
         tmp_path_factory.mktemp("teacher") / "tiny-llama", extra_words="what plus"
     )
-    port = _free_port()
-    executable = Path(sys.executable).with_name("transformers")
-    command = [
-        str(executable),
-        "serve",
-        folder,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-    ]
-    log = open(tmp_path_factory.mktemp("serve-log") / "serve.log", "w+")  # noqa: SIM115 - closed below
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"transformers serve did not come up on port {port}:\n{log.read()[-3000:]}")
-            time.sleep(0.25)
-        yield folder, f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        with served_by_transformers(folder, log_path=log, timeout_s=90, env=env) as url:
+            yield folder, url
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 def _texts(output: Path) -> dict[int, list[str]]:
@@ -581,3 +544,15 @@ def test_throughput_benchmark_smoke(served_teacher, tmp_path):
     for name in ("serve", "serve_sequential", "local", "local_unbatched"):
         assert result[f"{name}_examples_per_s"] > 0
     assert len(lines(tmp_path / "local.rejects.jsonl")) + len(lines(tmp_path / "local.jsonl")) == 8
+
+
+@pytest.mark.slow
+def test_a_server_that_cannot_start_is_a_clear_error_with_its_log(tmp_path):
+    """A folder without a model: `transformers serve` exits, and the error says so and quotes its log."""
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    with pytest.raises(RuntimeError, match=r"did not come up \(exited with") as caught:
+        with served_by_transformers(empty, log_path=tmp_path / "serve.log", timeout_s=60):
+            pytest.fail("the block must not run")
+    log = (tmp_path / "serve.log").read_text()
+    assert log.strip() and log[-3000:].strip()[-200:] in str(caught.value)

@@ -22,57 +22,19 @@ generation, parsing, writing) is the same as for a real teacher of this size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hf_cotmi import generate_rationales
 from hf_cotmi.teacher import LocalCausalBackend
+from hf_cotmi.teacher.serve import served_by_transformers
 from hf_cotmi.teacher.tiny import save_tiny_causal_teacher
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start_server(folder: str, log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    executable = Path(sys.executable).with_name("transformers")
-    command = [
-        str(executable),
-        "serve",
-        folder,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-    ]
-    log = open(log_path, "w")  # noqa: SIM115 - the server keeps writing to it
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return server, f"http://127.0.0.1:{port}/v1"
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError(f"transformers serve did not start; see {log_path}")
-        time.sleep(0.25)
 
 
 def _time_run(inputs: Path, output: Path, **options: Any) -> tuple[float, dict[str, int]]:
@@ -120,8 +82,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         target.writelines(source.readlines()[:4])
     if args.base_url and not args.teacher:
         parser.error("--base-url needs --teacher: the model folder that server serves")
-    server, url = (None, args.base_url) if args.base_url else _start_server(folder, work / "serve.log")
-    try:
+    serving = (
+        contextlib.nullcontext(args.base_url)
+        if args.base_url
+        else served_by_transformers(folder, log_path=work / "serve.log")
+    )
+    with serving as url:
         _time_run(
             warmup, work / "warm-serve.jsonl", base_url=url, model=folder, **common
         )  # first-request costs
@@ -131,10 +97,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         runs["serve_sequential"], _ = _time_run(
             inputs, work / "serve-seq.jsonl", base_url=url, model=folder, concurrency=1, **common
         )
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
     # the model is loaded once, outside the timed runs (the server had loaded it before its runs too)
     batched = LocalCausalBackend(folder, batch_size=args.batch_size, device="cpu", **common)
     unbatched = LocalCausalBackend(folder, batch_size=1, device="cpu", model=batched.model, **common)
