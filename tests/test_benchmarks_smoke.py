@@ -469,3 +469,35 @@ def test_the_documented_command_gives_the_committed_protocol() -> None:
     settings = replicate.protocol(options, stored["data"])
     settings["task"] = "text"
     assert settings == stored
+
+
+@pytest.mark.parametrize("name", ["replicate", "parallel_sweep", "memory", "mi_overhead", "throughput"])
+def test_the_benchmark_scripts_docstring_examples_hold(name: str) -> None:
+    import doctest
+
+    module = _load(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+
+
+@pytest.mark.slow
+def test_parallel_sweep_runs_each_method_and_seed_once_then_reports(tmp_path: Path) -> None:
+    """Two workers over 2 methods x 2 seeds of the tiny student; a rerun skips every finished run."""
+    sweep = _load("parallel_sweep")
+    out = tmp_path / "sweep"
+    arguments = [
+        "--workers", "2", "--", "--smoke", "--max-steps", "2", "--eval-steps", "1", "--threads", "1",
+        "--methods", "finetune", "dss", "--seeds", "0", "1", "--output-dir", str(out),
+    ]  # fmt: skip
+    assert sweep.main(arguments) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert sorted((r["method"], r["seed"]) for r in results["runs"]) == [
+        ("dss", 0), ("dss", 1), ("finetune", 0), ("finetune", 1)
+    ]  # fmt: skip
+    assert sorted(p.name for p in (out / "logs").iterdir()) == [
+        "dss_seed0.log", "dss_seed1.log", "finetune_seed0.log", "finetune_seed1.log"
+    ]  # fmt: skip
+    assert sweep.main(arguments) == 0  # resumable: every run is skipped the second time
+    assert "done, skipped" in (out / "logs" / "dss_seed1.log").read_text()
+    with pytest.raises(SystemExit):
+        sweep.main(["--", "--methods", "dss"])  # no --output-dir

@@ -59,7 +59,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,17 @@ PAIRED_BASELINE = "dss"
 
 
 # ----------------------------------------------------------------------------------------------- arguments
+
+
+def default_seeds() -> list[int]:
+    """The seeds a sweep runs when ``--seeds`` is not given.
+
+    Examples:
+        >>> default_seeds()
+        [0, 1, 2]
+    """
+    (seeds,) = [f for f in fields(ReplicateArguments) if f.name == "seeds"]
+    return list(seeds.default_factory())  # type: ignore[misc]
 
 
 @dataclass
@@ -319,7 +330,7 @@ def use_teacher_labels(train: Any) -> tuple[Any, int]:
         >>> from datasets import Dataset
         >>> rows = Dataset.from_dict({"label": ["a", "b"], "llm_label": ["b", ""], "input": ["x", "y"]})
         >>> data, missing = use_teacher_labels(rows)
-        >>> data["label"], missing
+        >>> list(data["label"]), missing
         (['b'], 1)
     """
     if "llm_label" not in train.column_names:
@@ -395,7 +406,7 @@ def fraction_of(train: Any, fraction: float | None) -> Any:
 
     Example:
         >>> from datasets import Dataset
-        >>> fraction_of(Dataset.from_dict({"x": list(range(8))}), 0.25)["x"]
+        >>> list(fraction_of(Dataset.from_dict({"x": list(range(8))}), 0.25)["x"])
         [0, 1]
     """
     if fraction is None or fraction >= 1:

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Run a ``replicate.py`` sweep as parallel worker processes, one (method, seed) run per job, then report.
+
+``replicate.py`` trains its runs one after the other. On a machine with several cores, or on one GPU
+that one run does not fill, several runs at once finish a sweep sooner. This script splits the sweep
+given after ``--`` into one job per method and seed, in seed-major order (every method of seed 0, then
+of seed 1, ...: a sweep cut short has whole seeds, so its paired differences are usable), and keeps
+``--workers`` of them running, each as ``replicate.py <arguments> --methods M --seeds S``. Every job
+writes its log to ``--log-dir/<method>_seed<k>.log``. When all jobs have ended it runs
+``replicate.py <arguments> --report-only``, which writes ``results.json``, ``results.md`` and the plots
+over every finished run.
+
+Resumable as ``replicate.py`` is: a finished run is skipped, an unfinished one continues from its last
+checkpoint, so rerunning the same command after an interruption goes on where it stopped. A job that
+fails is reported with its log's tail; the others go on, and the exit status is 1.
+
+Examples::
+
+    # the e-SNLI settle sweep on 2 CPU cores (one thread per worker)
+    python examples/benchmarks/parallel_sweep.py --workers 2 --log-dir runs/settle-logs -- \\
+        --dataset esnli --data-dir ../shared/data/dss --train-split valid --train-size 4000 \\
+        --valid-size 1000 --test-size 2000 --student runs/student --max-steps 1200 --eval-steps 200 \\
+        --patience 0 --methods finetune dss dss_mi_paper dss_mi_masked --seeds 0 1 2 3 4 --threads 1 \\
+        --output-dir runs/esnli_settle_cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPLICATE = Path(__file__).resolve().with_name("replicate.py")
+sys.path.insert(0, str(REPLICATE.parent))
+import replicate  # noqa: E402 - the sibling script (its top level is light): its defaults are the sweep's
+
+DEFAULT_SEEDS = [str(seed) for seed in replicate.default_seeds()]
+
+
+def split_sweep(arguments: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """``(the other arguments, methods, seeds)`` of a ``replicate.py`` command line.
+
+    Examples:
+        >>> split_sweep(["--dataset", "esnli", "--methods", "dss", "finetune", "--seeds", "0", "1"])
+        (['--dataset', 'esnli'], ['dss', 'finetune'], ['0', '1'])
+        >>> split_sweep(["--seeds=3"])[1:]
+        (['finetune', 'dss', 'dss_mi_paper', 'dss_mi_masked'], ['3'])
+    """
+    rest: list[str] = []
+    values: dict[str, list[str]] = {}
+    current: str | None = None
+    for token in arguments:
+        name, equals, value = token.partition("=")
+        if name in ("--methods", "--seeds"):
+            current = name
+            values[name] = [value] if equals else []
+            continue
+        if current is not None and not token.startswith("--"):
+            values[current].append(token)
+            continue
+        current = None
+        rest.append(token)
+    if "--report-only" in rest:
+        raise ValueError("--report-only is this script's last step; leave it out of the sweep's arguments")
+    for name in ("--methods", "--seeds"):
+        if name in values and not values[name]:
+            raise ValueError(f"{name} is given without a value")
+    return (
+        rest,
+        values.get("--methods", list(replicate.DEFAULT_METHODS)),
+        values.get("--seeds", DEFAULT_SEEDS),
+    )
+
+
+def jobs_in_order(methods: Sequence[str], seeds: Sequence[str]) -> list[tuple[str, str]]:
+    """Seed-major ``(method, seed)`` jobs: every method of the first seed before the next seed.
+
+    Examples:
+        >>> jobs_in_order(["dss", "finetune"], ["0", "1"])
+        [('dss', '0'), ('finetune', '0'), ('dss', '1'), ('finetune', '1')]
+    """
+    return [(method, seed) for seed in seeds for method in methods]
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_jobs(
+    rest: Sequence[str], jobs: Sequence[tuple[str, str]], workers: int, log_dir: Path, python: str
+) -> list[tuple[str, str, int]]:
+    """Run the jobs, ``workers`` at a time, each logging to ``log_dir``; the failed ones as (method, seed, rc)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    queue = list(jobs)
+    lock = threading.Lock()
+    failed: list[tuple[str, str, int]] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                method, seed = queue.pop(0)
+            log = log_dir / f"{method}_seed{seed}.log"
+            command = [python, str(REPLICATE), *rest, "--methods", method, "--seeds", seed]
+            started = time.monotonic()
+            print(f"start {method} seed {seed} (log {log})", flush=True)
+            with open(log, "w", encoding="utf-8") as handle:
+                code = subprocess.run(
+                    command, stdout=handle, stderr=subprocess.STDOUT, check=False
+                ).returncode
+            minutes = (time.monotonic() - started) / 60
+            with lock:
+                if code:
+                    failed.append((method, seed, code))
+                    print(
+                        f"FAILED {method} seed {seed} (exit {code}, {minutes:.1f} min):\n{_tail(log)}",
+                        flush=True,
+                    )
+                else:
+                    print(f"done {method} seed {seed} ({minutes:.1f} min)", flush=True)
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, min(workers, len(jobs))))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failed
+
+
+def _output_dir(arguments: Sequence[str]) -> Path | None:
+    for index, token in enumerate(arguments):
+        if token.startswith("--output-dir="):
+            return Path(token.partition("=")[2])
+        if token == "--output-dir" and index + 1 < len(arguments):
+            return Path(arguments[index + 1])
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        raise SystemExit("usage: parallel_sweep.py [--workers N] [--log-dir DIR] -- <replicate.py arguments>")
+    cut = argv.index("--")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, default=2, help="runs at once (default 2)")
+    parser.add_argument("--log-dir", type=Path, help="one log per job (default: OUTPUT_DIR/logs)")
+    options = parser.parse_args(argv[:cut])
+    if options.workers < 1:
+        parser.error(f"--workers must be at least 1; got {options.workers}")
+    try:
+        rest, methods, seeds = split_sweep(argv[cut + 1 :])
+    except ValueError as error:
+        parser.error(str(error))
+    output_dir = _output_dir(rest)
+    if output_dir is None:
+        parser.error("the sweep's arguments need --output-dir (every job writes into the same folder)")
+    log_dir = options.log_dir or output_dir / "logs"
+    jobs = jobs_in_order(methods, seeds)
+    print(
+        f"{len(jobs)} runs ({len(methods)} methods x {len(seeds)} seeds), {options.workers} at a time",
+        flush=True,
+    )
+    failed = run_jobs(rest, jobs, options.workers, log_dir, sys.executable)
+    report = [
+        sys.executable,
+        str(REPLICATE),
+        *rest,
+        "--methods",
+        *methods,
+        "--seeds",
+        *seeds,
+        "--report-only",
+    ]
+    code = subprocess.run(report, check=False).returncode
+    if failed:
+        names = ", ".join(f"{m} seed {s} (exit {c})" for m, s, c in failed)
+        print(f"{len(failed)} of {len(jobs)} runs failed: {names}; logs in {log_dir}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
