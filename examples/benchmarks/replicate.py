@@ -764,11 +764,12 @@ def test_phase(trainer: Any, method: Method, sweep: Sweep, test: Any, raw_test: 
                 max_length=label_length + 1,
                 num_beams=options.training.generation_num_beams or 1,
                 is_correct=is_correct,
+                chat_template=options.data.chat_template,
             )
     except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
         if not is_causal(model):
             raise
-        # label_confidences may not serve decoder-only students yet (it runs an encoder): accuracy stands,
+        # a decoder-only student whose confidence cannot be computed (an unusual forward): accuracy stands,
         # the confidence is recorded as missing, with the reason, and left out of the ECE means
         logger.warning("no confidence for this causal student (%s): ECE not measured", error)
         record.update(
