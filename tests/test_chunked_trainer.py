@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import training_arguments
 from datasets import Dataset
+from test_ddp import assert_same_training_logs, run_one_and_two_processes
 from tiny_task import make_records, tokenise
 from transformers import TrainerCallback
 
@@ -281,44 +276,10 @@ def test_the_chunk_size_is_checked(tmp_path):
 CAUSAL_SCRIPT = Path(__file__).parent / "scripts" / "ddp_train_causal.py"
 
 
-def _run(command, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
 @pytest.mark.slow
 def test_two_process_ddp_with_chunking_matches_one_unchunked_process(tmp_path):
     """Untied Llama head under DDP (find_unused_parameters, the Trainer's default): same losses and norms."""
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
-    _run([sys.executable, str(CAUSAL_SCRIPT), str(tmp_path / "single"), "4"], tmp_path)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    _run(
-        [
-            torchrun,
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            port,
-            str(CAUSAL_SCRIPT),
-            str(tmp_path / "multi"),
-            "2",
-            "chunked",
-        ],
-        tmp_path,
-    )
-    single = json.loads((tmp_path / "single" / "log_history.json").read_text())
-    multi = json.loads((tmp_path / "multi" / "log_history.json").read_text())
-    assert single["world_size"] == 1 and multi["world_size"] == 2
-    single_logs = [e for e in single["log_history"] if "loss" in e]
-    multi_logs = [e for e in multi["log_history"] if "loss" in e]
-    assert len(single_logs) == len(multi_logs) == 3
-    for one, two in zip(single_logs, multi_logs):
-        for key in (*KEYS, "grad_norm"):
-            assert math.isclose(one[key], two[key], rel_tol=1e-5), (key, one, two)
+    single, multi = run_one_and_two_processes(CAUSAL_SCRIPT, tmp_path, "chunked")
+    assert_same_training_logs(single, multi, (*KEYS, "grad_norm"))
     for key in ("eval_loss", "eval_loss_label", "eval_loss_rationale", "eval_loss_mi"):
         assert math.isclose(single["eval"][key], multi["eval"][key], rel_tol=1e-5), key

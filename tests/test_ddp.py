@@ -28,42 +28,52 @@ def _run(command: list[str], tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def _torchrun() -> str:
+    found = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if found is None:
+        pytest.skip("torchrun is not installed")
+    return found
+
+
+def run_one_and_two_processes(script: Path, tmp_path: Path, *extra: str) -> tuple[dict, dict]:
+    """``script`` as one process (batch 4) and as two torchrun processes (2 each); both log_history.json."""
+    torchrun = _torchrun()
+    _run([sys.executable, str(script), str(tmp_path / "single"), "4"], tmp_path)
+    _run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script),
+         str(tmp_path / "multi"), "2", *extra],
+        tmp_path,
+    )  # fmt: skip
+    single = json.loads((tmp_path / "single" / "log_history.json").read_text())
+    multi = json.loads((tmp_path / "multi" / "log_history.json").read_text())
+    assert single["world_size"] == 1 and multi["world_size"] == 2
+    return single, multi
+
+
+def assert_same_training_logs(single: dict, multi: dict, keys: tuple[str, ...]) -> None:
+    """The three logged training steps agree on every key (relative 1e-5)."""
+    single_logs = [e for e in single["log_history"] if "loss" in e]
+    multi_logs = [e for e in multi["log_history"] if "loss" in e]
+    assert len(single_logs) == len(multi_logs) == 3
+    for one, two in zip(single_logs, multi_logs):
+        for key in keys:
+            assert math.isclose(one[key], two[key], rel_tol=1e-5), (key, one, two)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """One single-process run (batch 4) and one two-process torchrun run (2 per process) of the script."""
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
     tmp_path = tmp_path_factory.mktemp("ddp")
-    _run([sys.executable, str(SCRIPT), str(tmp_path / "single"), "4"], tmp_path)
-    _run(
-        [
-            torchrun,
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(_free_port()),
-            str(SCRIPT),
-            str(tmp_path / "multi"),
-            "2",
-        ],
-        tmp_path,
-    )
+    run_one_and_two_processes(SCRIPT, tmp_path)
     return tmp_path
 
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(runs: Path) -> None:
-    tmp_path = runs
-    single = json.loads((tmp_path / "single" / "log_history.json").read_text())
-    multi = json.loads((tmp_path / "multi" / "log_history.json").read_text())
+    single = json.loads((runs / "single" / "log_history.json").read_text())
+    multi = json.loads((runs / "multi" / "log_history.json").read_text())
     assert single["world_size"] == 1 and multi["world_size"] == 2
-    single_logs = [e for e in single["log_history"] if "loss" in e]
-    multi_logs = [e for e in multi["log_history"] if "loss" in e]
-    assert len(single_logs) == len(multi_logs) == 3
-    for one, two in zip(single_logs, multi_logs):
-        for key in ("loss", "loss_label", "loss_rationale", "loss_mi"):
-            assert math.isclose(one[key], two[key], rel_tol=1e-5), (key, one, two)
+    assert_same_training_logs(single, multi, ("loss", "loss_label", "loss_rationale", "loss_mi"))
 
 
 @pytest.mark.slow
@@ -86,32 +96,7 @@ CAUSAL_SCRIPT = Path(__file__).parent / "scripts" / "ddp_train_causal.py"
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process_for_a_causal_student(tmp_path: Path) -> None:
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
-    _run([sys.executable, str(CAUSAL_SCRIPT), str(tmp_path / "single"), "4"], tmp_path)
-    port = str(_free_port())
-    _run(
-        [
-            torchrun,
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            port,
-            str(CAUSAL_SCRIPT),
-            str(tmp_path / "multi"),
-            "2",
-        ],
-        tmp_path,
-    )
-    single = json.loads((tmp_path / "single" / "log_history.json").read_text())
-    multi = json.loads((tmp_path / "multi" / "log_history.json").read_text())
-    assert single["world_size"] == 1 and multi["world_size"] == 2
-    single_logs = [e for e in single["log_history"] if "loss" in e]
-    multi_logs = [e for e in multi["log_history"] if "loss" in e]
-    assert len(single_logs) == len(multi_logs) == 3
-    for one, two in zip(single_logs, multi_logs):
-        for key in ("loss", "loss_label", "loss_rationale", "loss_mi", "grad_norm"):
-            assert math.isclose(one[key], two[key], rel_tol=1e-5), (key, one, two)
+    single, multi = run_one_and_two_processes(CAUSAL_SCRIPT, tmp_path)
+    assert_same_training_logs(single, multi, ("loss", "loss_label", "loss_rationale", "loss_mi", "grad_norm"))
     for key in ("eval_loss", "eval_loss_label", "eval_loss_rationale", "eval_loss_mi"):
         assert math.isclose(single["eval"][key], multi["eval"][key], rel_tol=1e-5), key
