@@ -359,6 +359,31 @@ def test_report_only_reads_the_committed_results(tmp_path: Path, name: str) -> N
     assert (out / "accuracy.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("seed_arguments", [[], ["--seeds", "0", "1", "2"]])
+def test_report_only_reports_every_finished_run_after_parallel_jobs(tmp_path: Path, seed_arguments) -> None:
+    """Each parallel job leaves a results.json of its own run; the report still covers every done.json.
+
+    (Explicit ``--seeds 0 1 2``, the default's value, once fell back to the last job's seeds.)
+    """
+    replicate = _load("replicate")
+    stored = json.loads((ASSETS / "esnli-minilm-h200" / "results.json").read_text())
+    out = tmp_path / "out"
+    for record in stored["runs"]:
+        folder = out / "runs" / record["method"] / f"seed{record['seed']}"
+        folder.mkdir(parents=True)
+        (folder / "done.json").write_text(json.dumps(record))
+    last_job = [r for r in stored["runs"] if r["method"] == "dss" and r["seed"] == 2]
+    (out / "results.json").write_text(
+        json.dumps({**stored, "runs": last_job, "methods": ["dss"], "seeds": [2]})
+    )
+    summary = replicate.main(["--report-only", "--output-dir", str(out), *seed_arguments])
+    assert set(summary) == {r["method"] for r in stored["runs"]}
+    for method, entry in summary.items():
+        assert entry["seeds"] == sorted({r["seed"] for r in stored["runs"] if r["method"] == method}) == [0, 1, 2]
+    rewritten = json.loads((out / "results.json").read_text())
+    assert len(rewritten["runs"]) == len(stored["runs"])
+
+
 def test_a_tiny_causal_student_runs_end_to_end(tmp_path: Path) -> None:
     from hf_cotmi import tiny
 

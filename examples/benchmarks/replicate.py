@@ -1284,8 +1284,24 @@ def write_report(
 # ---------------------------------------------------------------------------------------------------- main
 
 
-def report_only(options: Options, out: Path) -> dict[str, Any]:
-    """Rewrite the report from the finished runs (``runs/*/done.json``, else the runs in results.json)."""
+def finished_on_disk(out: Path) -> tuple[list[str], list[int]]:
+    """The methods and seeds that have a finished run (``done.json``) anywhere under ``OUT/runs``.
+
+    Methods come in the order of :data:`METHOD_NAMES`, seeds ascending.
+    """
+    names, seeds = set(), set()
+    for done in (out / "runs").glob("**/seed*/done.json"):
+        names.add(done.parent.parent.name)
+        seeds.add(int(done.parent.name.removeprefix("seed")))
+    return [m for m in METHOD_NAMES if m in names], sorted(seeds)
+
+
+def report_only(options: Options, out: Path, *, seeds_given: bool = True) -> dict[str, Any]:
+    """Rewrite the report from the finished runs (``runs/*/done.json``, else the runs in results.json).
+
+    Without ``--methods`` / ``--seeds`` it reports every method and seed with a finished run on disk (the
+    folder may have been filled by several processes, each writing ``results.json`` for its own runs).
+    """
     stored = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
     if (out / "protocol.json").is_file():
         settings = json.loads((out / "protocol.json").read_text())
@@ -1293,8 +1309,9 @@ def report_only(options: Options, out: Path) -> dict[str, Any]:
         settings = stored["protocol"]
     else:
         raise _error(f"{out} has neither protocol.json nor results.json: nothing to report")
-    methods = options.run.methods or stored.get("methods") or list(DEFAULT_METHODS)
-    seeds = options.run.seeds if options.run.seeds != [0, 1, 2] else stored.get("seeds", [0, 1, 2])
+    disk_methods, disk_seeds = finished_on_disk(out)
+    methods = options.run.methods or disk_methods or stored.get("methods") or list(DEFAULT_METHODS)
+    seeds = options.run.seeds if seeds_given else (disk_seeds or stored.get("seeds") or options.run.seeds)
     fractions = options.run.train_fractions or settings.get("train_fractions")
     records = collect_records(out, methods, seeds, fractions)
     if not records:
@@ -1316,7 +1333,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(options.run.threads)
     out = Path(options.training.output_dir)
     if options.run.report_only:
-        summary = report_only(options, out)
+        given = list(sys.argv[1:] if argv is None else argv)
+        seeds_given = any(a == "--seeds" or a.startswith("--seeds=") for a in given)
+        summary = report_only(options, out, seeds_given=seeds_given)
         print((out / "results.md").read_text(), flush=True)
         return summary
     data, spec, description = select_splits(options)
