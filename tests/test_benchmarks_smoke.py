@@ -379,7 +379,11 @@ def test_report_only_reports_every_finished_run_after_parallel_jobs(tmp_path: Pa
     summary = replicate.main(["--report-only", "--output-dir", str(out), *seed_arguments])
     assert set(summary) == {r["method"] for r in stored["runs"]}
     for method, entry in summary.items():
-        assert entry["seeds"] == sorted({r["seed"] for r in stored["runs"] if r["method"] == method}) == [0, 1, 2]
+        assert (
+            entry["seeds"]
+            == sorted({r["seed"] for r in stored["runs"] if r["method"] == method})
+            == [0, 1, 2]
+        )
     rewritten = json.loads((out / "results.json").read_text())
     assert len(rewritten["runs"]) == len(stored["runs"])
 
