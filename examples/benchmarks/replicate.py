@@ -565,7 +565,7 @@ def check_protocol(out: Path, settings: dict[str, Any], force: bool) -> None:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # own name: parallel jobs write it too
     tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
