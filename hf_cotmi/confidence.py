@@ -27,7 +27,7 @@ import numpy as np
 from .calibration import average_confidence, expected_calibration_error
 from .metrics import decode_token_ids, normalize_text
 from .prefixes import PREDICT_PREFIX
-from .student_types import resolve_student_type
+from .student_types import check_chat_template_student, resolve_student_type
 
 ConfidenceMode = Literal["candidates", "sequence", "first_token"]
 CONFIDENCE_MODES: tuple[str, ...] = ("candidates", "sequence", "first_token")
@@ -370,9 +370,10 @@ def label_confidences(
     references: list[str] = []
     confidences: list[float] = []
     candidate_probs: list[np.ndarray] = []
-    causal = resolve_student_type(model) == "causal"
-    if chat_template and not causal:
-        raise ValueError("chat_template=True is for decoder-only (causal) students; this student is seq2seq")
+    student_type = resolve_student_type(model)
+    causal = student_type == "causal"
+    if chat_template:
+        check_chat_template_student(student_type)
     if causal:
         if chat_template and input_column in columns and input_column not in needed:
             needed.append(input_column)  # the user turn each candidate's assistant turn follows

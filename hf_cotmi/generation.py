@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
-from .student_types import resolve_student_type
+from .student_types import check_chat_template_student, resolve_student_type
 
 __all__ = ["generate_texts", "predict_texts"]
 
@@ -45,7 +45,10 @@ def generate_texts(
     """
     import torch
 
-    causal = resolve_student_type(model) == "causal"
+    student_type = resolve_student_type(model)
+    if chat_template:
+        check_chat_template_student(student_type)
+    causal = student_type == "causal"
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -58,10 +61,6 @@ def generate_texts(
                     model, tokenizer, chunk, max_new_tokens, max_input_length, chat_template
                 )
                 continue
-            if chat_template:
-                raise ValueError(
-                    "chat_template=True is for decoder-only (causal) students; this one is seq2seq"
-                )
             encoded = tokenizer(
                 chunk,
                 return_tensors="pt",

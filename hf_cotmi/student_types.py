@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["STUDENT_TYPES", "resolve_student_type", "ensure_pad_token"]
+__all__ = ["STUDENT_TYPES", "resolve_student_type", "ensure_pad_token", "check_chat_template_student"]
 
 logger = logging.getLogger("hf_cotmi")
 
@@ -28,6 +28,27 @@ def _config_of(model: Any) -> Any:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     inner = getattr(inner, "module", inner)  # a DDP wrapper
     return getattr(inner, "config", None)
+
+
+def check_chat_template_student(student_type: str) -> None:
+    """``chat_template=True`` is for decoder-only students: raise for any other kind.
+
+    Features, confidence and generation all check it here, with one message.
+
+    Raises:
+        ValueError: ``student_type`` is not ``"causal"``.
+
+    Examples:
+        >>> check_chat_template_student("causal")
+        >>> check_chat_template_student("seq2seq")
+        Traceback (most recent call last):
+        ...
+        ValueError: chat_template=True is for decoder-only (causal) students; this student is seq2seq
+    """
+    if student_type != "causal":
+        raise ValueError(
+            f"chat_template=True is for decoder-only (causal) students; this student is {student_type}"
+        )
 
 
 def resolve_student_type(model: Any = None, student_type: str | None = None) -> str:

@@ -334,3 +334,8 @@ def test_chat_template_candidates_are_scored_as_the_assistant_turn(trained):
         from hf_cotmi import build_tiny_seq2seq
 
         label_confidences(build_tiny_seq2seq(chat_tok, "t5"), chat_tok, data(), chat_template=True)
+    with pytest.raises(ValueError, match="chat_template=True is for decoder-only"):
+        generate_texts(
+            build_tiny_seq2seq(chat_tok, "t5"), chat_tok, INPUTS, prefix=PREDICT_PREFIX, max_new_tokens=2,
+            chat_template=True,
+        )  # fmt: skip

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ..prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
-from ..student_types import resolve_student_type
+from ..student_types import check_chat_template_student, resolve_student_type
 from .causal import encode_causal_task
 from .report import FeaturesReport, FeaturesSplitReport
 
@@ -477,8 +477,8 @@ def prepare_dss_features(
     from datasets import Dataset, DatasetDict
 
     layout = resolve_student_type(model, student_type)
-    if chat_template and layout != "causal":
-        raise ValueError("chat_template=True is for decoder-only (causal) students; this student is seq2seq")
+    if chat_template:
+        check_chat_template_student(layout)
     if empty_rationale not in _EMPTY_RATIONALE_POLICIES:
         raise ValueError(
             f"empty_rationale={empty_rationale!r} is not supported; "
