@@ -6,20 +6,15 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hf_cotmi.teacher.serve import free_local_port
+
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(command: list[str], tmp_path: Path) -> None:
@@ -40,7 +35,7 @@ def run_one_and_two_processes(script: Path, tmp_path: Path, *extra: str) -> tupl
     torchrun = _torchrun()
     _run([sys.executable, str(script), str(tmp_path / "single"), "4"], tmp_path)
     _run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script),
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_local_port()), str(script),
          str(tmp_path / "multi"), "2", *extra],
         tmp_path,
     )  # fmt: skip

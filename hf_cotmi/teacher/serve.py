@@ -22,6 +22,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 __all__ = ["free_local_port", "served_by_transformers"]
 
@@ -89,7 +90,7 @@ def served_by_transformers(
                 server.wait()
 
 
-def _wait_for_health(server: subprocess.Popen, port: int, timeout_s: float, log: object) -> None:
+def _wait_for_health(server: subprocess.Popen, port: int, timeout_s: float, log: IO[str]) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -99,8 +100,8 @@ def _wait_for_health(server: subprocess.Popen, port: int, timeout_s: float, log:
         except OSError:
             pass
         if server.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)  # type: ignore[attr-defined]
-            tail = log.read()[-3000:]  # type: ignore[attr-defined]
+            log.seek(0)
+            tail = log.read()[-3000:]
             state = (
                 f"exited with {server.returncode}"
                 if server.poll() is not None
