@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "read_input_lines": "data.textfiles",
     "single_task_target": "data.parsing",
     "parse_single_task_label": "data.parsing",
+    "parse_single_task_rationale": "data.parsing",
     # resuming: the latest complete checkpoint
     "latest_complete_checkpoint": "checkpoints",
     "resolve_resume_checkpoint": "checkpoints",

@@ -230,8 +230,10 @@ def test_new_methods_run_with_their_loss_settings(tmp_path: Path) -> None:
     assert summary["single_task"]["title"] == "Single-task (rationale + label)"
     results = json.loads((out / "results.json").read_text())
     runs = {r["method"]: r for r in results["runs"]}
-    # the single target's label is parsed out of a generation; its confidence is the whole sequence's
-    assert runs["single_task"]["confidence_mode"] == "sequence"
+    # the single target's label is parsed out of a generation; a task without label candidates (the
+    # smoke task's answers are open numbers) takes the whole generated sequence's probability
+    assert runs["single_task"]["confidence_mode"] == runs["dss"]["confidence_mode"] == "sequence"
+    assert 0.0 <= runs["single_task"]["test_ece"] <= 1.0
     assert runs["single_task"]["single_task_order"] == "rationale_first"
     assert "| DSS + MI (KL) | 1 |" in (out / "results.md").read_text()
 
@@ -255,6 +257,37 @@ def test_new_methods_run_with_their_loss_settings(tmp_path: Path) -> None:
     assert replicate.single_task_splits(data, "rationale_first")["train"]["label"] == [
         "3 + 4 = 7 . So the answer is 7"
     ]
+
+
+@pytest.mark.slow
+def test_single_task_confidence_scores_each_candidate_in_the_label_slot(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / "slot"
+    labels = ",".join(str(n) for n in range(28))  # every answer the smoke task's problems can have
+    _smoke(replicate, out, "--methods", "single_task", "--label-candidates", labels)
+    run = json.loads((out / "runs" / "single_task" / "seed0" / "done.json").read_text())
+    assert run["confidence_mode"] == "candidates"
+    assert run["test_choice_accuracy"] == run["test_confidence_accuracy"]
+    # the confident prediction is a label (parsed out of the best candidate target), not a whole target
+    assert {p["confident_prediction"] for p in run["first_test_predictions"]} <= set(labels.split(","))
+
+
+def test_single_task_candidate_targets_keep_the_rationale_and_swap_the_label() -> None:
+    replicate = _load("replicate")
+    from datasets import Dataset
+
+    raw = Dataset.from_dict({"choices": [["red", "blue"], ["a", "b", "c"]]})
+    generations = ["blue explanation : the sky is blue .", "b"]
+    assert replicate.single_task_candidate_targets(generations, "choices", raw, "label_first") == [
+        ["red Explanation: the sky is blue .", "blue Explanation: the sky is blue ."],
+        ["a Explanation:", "b Explanation:", "c Explanation:"],
+    ]
+    fixed = replicate.single_task_candidate_targets(
+        ["so the answer is yes"], ["yes", "no"], None, "rationale_first"
+    )
+    assert fixed == [["So the answer is yes", "So the answer is no"]]
+    with pytest.raises(ValueError, match="one generation per test example"):
+        replicate.single_task_candidate_targets(["x"], "choices", raw, "label_first")
 
 
 def test_single_task_order_is_part_of_the_protocol(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ early-stopping rule, for N seeds each:
 ==================  ==========================================================================
 ``finetune``        label task only (``rationale_loss_weight=0, mi_loss_weight=0``)
 ``single_task``     one target holding rationale and label (``--single-task-order``); accuracy
-                    from the label parsed out of the generation
+                    from the label parsed out of the generation, confidence over its label slot
 ``dss``             Distilling Step-by-Step: 0.5 label + 0.5 rationale
 ``dss_mi_paper``    DSS + 0.1 MI loss, ``mi_variant="paper"`` (the released behaviour)
 ``dss_mi_masked``   DSS + 0.1 MI loss, ``mi_variant="masked"`` (padding excluded, one softmax)
@@ -488,6 +488,40 @@ def method_features(
     )
 
 
+SINGLE_TASK_CANDIDATES = "single_task_candidates"
+"""Test column of the single-task method's candidate targets (one per candidate label, see below)."""
+
+
+def single_task_candidate_targets(
+    generations: Sequence[str], candidates: Sequence[str] | str, raw: Any, order: str
+) -> list[list[str]]:
+    """Each generation rewritten once per candidate label: the rationale it holds, that label in the slot.
+
+    ``candidates``: the task's fixed labels, or the name of a column of ``raw`` with each example's own.
+    Scored by :func:`hf_cotmi.label_confidences` in candidates mode, the softmax over these targets is the
+    probability of each label given the input and the student's rationale (``rationale_first``: the label
+    slot after the rationale; ``label_first``: the label before its explanation, normalised over labels
+    with the explanation held fixed).
+
+    Examples:
+        >>> single_task_candidate_targets(["x is y . so the answer is no ."], ["yes", "no"], None,
+        ...                               "rationale_first")
+        [['x is y . So the answer is yes', 'x is y . So the answer is no']]
+    """
+    from hf_cotmi.data.parsing import parse_single_task_rationale, single_task_target
+
+    per_example = raw[candidates] if isinstance(candidates, str) else [candidates] * len(generations)
+    if len(per_example) != len(generations):
+        raise ValueError(
+            f"{len(generations)} generations but {len(per_example)} examples with candidates: expected one "
+            "generation per test example"
+        )
+    return [
+        [single_task_target(label, parse_single_task_rationale(text, order), order) for label in labels]
+        for text, labels in zip(generations, per_example)
+    ]
+
+
 def single_task_length(data_args: Any) -> int:
     """Token limit of the single-task target: label, rationale and the marker between them."""
     return data_args.max_label_length + data_args.max_rationale_length + 8
@@ -734,18 +768,22 @@ def test_phase(trainer: Any, method: Method, sweep: Sweep, test: Any, raw_test: 
     prediction = trainer.predict(test, metric_key_prefix="test")
     decoded = [r["prediction"] for r in trainer.decode_predictions(prediction.predictions)]
     is_correct = spec.is_correct
+    mode, candidates = spec.resolve_confidence(
+        options.evaluation.confidence, options.evaluation.label_candidates, raw_test.column_names
+    )
+    scored = test
     if method.single_target:
         order = options.run.single_task_order
 
         def is_correct(text: str, gold: str) -> bool:
             return spec.is_correct(parse_single_task_label(text, order), gold)
 
-        # the label inside rationale + label: the whole generated sequence's probability is its confidence
-        mode, candidates = "sequence", None
-    else:
-        mode, candidates = spec.resolve_confidence(
-            options.evaluation.confidence, options.evaluation.label_candidates, raw_test.column_names
-        )
+        if mode == "candidates":
+            # each candidate label in the label slot, after the rationale the student wrote: the softmax
+            # over these targets is the label's confidence, comparable with the other methods' candidates
+            targets = single_task_candidate_targets(decoded, candidates, raw_test, order)
+            scored = test.add_column(SINGLE_TASK_CANDIDATES, targets)
+            candidates = SINGLE_TASK_CANDIDATES
     model = trainer.model.eval()
     record: dict[str, Any] = {
         "test_accuracy": float(prediction.metrics["test_accuracy"]),
@@ -757,7 +795,7 @@ def test_phase(trainer: Any, method: Method, sweep: Sweep, test: Any, raw_test: 
             confidences = label_confidences(
                 model,
                 trainer.processing_class,
-                test,
+                scored,
                 mode=mode,
                 label_candidates=candidates,
                 batch_size=options.training.per_device_eval_batch_size,
@@ -790,6 +828,8 @@ def test_phase(trainer: Any, method: Method, sweep: Sweep, test: Any, raw_test: 
             test_confidence_accuracy=float(confidences.accuracy),
         )
         confident = confidences.predictions
+        if method.single_target:
+            confident = [parse_single_task_label(text, order) for text in confident]
         if mode == "candidates":
             record["test_choice_accuracy"] = float(confidences.accuracy)
     golds = raw_test["label"]

@@ -31,6 +31,7 @@ __all__ = [
     "EXPLANATION_MARKER",
     "single_task_target",
     "parse_single_task_label",
+    "parse_single_task_rationale",
 ]
 
 _CHOICE_LETTER = re.compile(r"\(.\)")
@@ -252,3 +253,33 @@ def parse_single_task_label(text: str, order: str = "rationale_first") -> str:
     else:
         label = _EXPLANATION_PATTERN.split(text, maxsplit=1)[0].strip()
     return label[:-1].rstrip() if label.endswith(".") else label
+
+
+def parse_single_task_rationale(text: str, order: str = "rationale_first") -> str:
+    """The rationale in a generated single-task target: everything that is not the label or a marker.
+
+    The counterpart of :func:`parse_single_task_label`. ``rationale_first``: the text before the *last*
+    ``So the answer is`` (all of it when the marker is missing). ``label_first``: the text after the first
+    ``Explanation:`` (``""`` when the marker is missing). With both parsers a generation can be rewritten
+    with another label in its slot, ``single_task_target(candidate, rationale, order)``: this is how the
+    benchmarks score each candidate label after the rationale the student wrote.
+
+    Raises:
+        ValueError: an unknown ``order``.
+
+    Examples:
+        >>> parse_single_task_rationale("a man may not be tall . so the answer is neutral .")
+        'a man may not be tall .'
+        >>> parse_single_task_rationale("a man may not be tall .")
+        'a man may not be tall .'
+        >>> parse_single_task_rationale("neutral explanation : a man may not be tall .", "label_first")
+        'a man may not be tall .'
+        >>> parse_single_task_rationale("neutral", "label_first")
+        ''
+    """
+    _check_order(order)
+    if order == "rationale_first":
+        matches = list(_ANSWER_PATTERN.finditer(text))
+        return (text[: matches[-1].start()] if matches else text).strip()
+    parts = _EXPLANATION_PATTERN.split(text, maxsplit=1)
+    return parts[1].strip() if len(parts) == 2 else ""
