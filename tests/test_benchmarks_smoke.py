@@ -113,6 +113,9 @@ def test_train_time_averages_only_runs_timed_from_the_start() -> None:
     untimed = replicate.summarise([run(0, 60.0, resumed=True, train_seconds_complete=False)], ["dss"])
     assert untimed["dss"]["train_minutes_mean"] is None
     assert replicate.markdown_table(untimed).rstrip().endswith("| n/a |")
+    # one seed has no sample std: the table shows its mean alone, not "± 0.00"
+    assert "| DSS | 1 | 50.00 | 10.00 | 60.00 |" in replicate.markdown_table(untimed)
+    assert "| 3 | 50.00 ± 0.00 | 10.00 ± 0.00 |" in replicate.markdown_table({"dss": entry})
 
 
 def test_throughput_smoke_prints_json_ratios(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1106,8 +1106,15 @@ def _train_minutes_text(entry: dict[str, Any]) -> str:
     return text if timed == runs else f"{text} ({timed} of {runs} runs timed)"
 
 
-def _percent(mean: float | None, std: float | None) -> str:
-    return "n/a" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+def _percent(mean: float | None, std: float | None, seeds: int = 2) -> str:
+    """``mean ± std`` in percent; the mean alone for one seed (its sample std is undefined, not 0)."""
+    if mean is None:
+        return "n/a"
+    return f"{100 * mean:.2f}" if seeds < 2 or std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _summary_cell(entry: dict[str, Any], key: str) -> str:
+    return _percent(entry.get(f"{key}_mean"), entry.get(f"{key}_std"), len(entry["seeds"]))
 
 
 def markdown_table(summary: dict[str, dict[str, Any]], choice_ranking: bool = False) -> str:
@@ -1122,22 +1129,21 @@ def markdown_table(summary: dict[str, dict[str, Any]], choice_ranking: bool = Fa
         f"|---|---|---|{choice_rule}---|---|---|---|---|",
     ]
     for entry in summary.values():
-        choice = ""
-        if choice_ranking:
-            choice = f" {_percent(entry.get('choice_accuracy_mean'), entry.get('choice_accuracy_std'))} |"
+        choice = f" {_summary_cell(entry, 'choice_accuracy')} |" if choice_ranking else ""
         lines.append(
-            f"| {entry['title']} | {len(entry['seeds'])} | "
-            f"{_percent(entry['accuracy_mean'], entry['accuracy_std'])} |{choice} "
-            f"{_percent(entry['ece_mean'], entry['ece_std'])} | "
-            f"{_percent(entry['avg_confidence_mean'], entry['avg_confidence_std'])} | "
+            f"| {entry['title']} | {len(entry['seeds'])} | {_summary_cell(entry, 'accuracy')} |{choice} "
+            f"{_summary_cell(entry, 'ece')} | {_summary_cell(entry, 'avg_confidence')} | "
             f"{', '.join(map(str, entry['steps_trained']))} | {', '.join(map(str, entry['best_steps']))} | "
             f"{_train_minutes_text(entry)} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _points(mean: float | None, std: float | None) -> str:
-    return "n/a" if mean is None else f"{100 * mean:+.2f} ± {100 * std:.2f}"
+def _points(mean: float | None, std: float | None, seeds: int = 2) -> str:
+    """``mean ± std`` in signed percentage points; the mean alone for one seed."""
+    if mean is None:
+        return "n/a"
+    return f"{100 * mean:+.2f}" if seeds < 2 or std is None else f"{100 * mean:+.2f} ± {100 * std:.2f}"
 
 
 def paired_table(paired: dict[str, dict[str, Any]]) -> str:
@@ -1149,10 +1155,11 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
         "|---|---|---|---|---|",
     ]
     for key, entry in paired.items():
+        seeds = len(entry["seeds"])
         per_seed = ", ".join(f"{100 * d:+.2f}" for d in entry["per_seed_accuracy_diff"].values())
         lines.append(
-            f"| {key} | {len(entry['seeds'])} | {_points(entry['accuracy_diff_mean'], entry['accuracy_diff_std'])} | "
-            f"{per_seed} | {_points(entry['ece_diff_mean'], entry['ece_diff_std'])} |"
+            f"| {key} | {seeds} | {_points(entry['accuracy_diff_mean'], entry['accuracy_diff_std'], seeds)} | "
+            f"{per_seed} | {_points(entry['ece_diff_mean'], entry['ece_diff_std'], seeds)} |"
         )
     return "\n".join(lines) + "\n"
 
