@@ -353,7 +353,8 @@ def test_paired_differences_match_a_naive_computation() -> None:
     assert entry["ece_diff_mean"] == pytest.approx(statistics.mean(ece_diffs))
     assert entry["ece_diff_std"] == pytest.approx(statistics.stdev(ece_diffs))
     table = replicate.paired_table(paired)
-    assert "| dss_mi_masked - dss | 3 | +2.00 ± 2.65 | +3.00, -1.00, +4.00 | -1.50 ± 4.95 |" in table
+    assert entry["ahead_by_more_than_one_std"] is False and entry["ece_seeds"] == 2  # +2.00 < 2.65
+    assert "| dss_mi_masked - dss | 3 | +2.00 ± 2.65 | +3.00, -1.00, +4.00 | no | -1.50 ± 4.95 |" in table
 
 
 def test_smoke_results_hold_the_paired_differences(tmp_path: Path) -> None:

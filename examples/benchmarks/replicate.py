@@ -1073,6 +1073,8 @@ def paired_differences(
         >>> d = paired_differences(rows, ["dss", "dss_mi_masked"])["dss_mi_masked - dss"]
         >>> round(d["accuracy_diff_mean"], 4), round(d["accuracy_diff_std"], 4), d["seeds"]
         (0.04, 0.0283, [0, 1])
+        >>> d["ahead_by_more_than_one_std"]
+        True
     """
     by_seed = {(r["method"], r["seed"]): r for r in records}
     result: dict[str, dict[str, Any]] = {}
@@ -1087,12 +1089,17 @@ def paired_differences(
         entry: dict[str, Any] = {"method": name, "baseline": baseline, "seeds": seeds}
         entry["per_seed_accuracy_diff"] = {str(s): d for s, d in zip(seeds, accuracy)}
         entry["accuracy_diff_mean"], entry["accuracy_diff_std"] = _mean_std(accuracy)
+        # the issue's question: ahead by more than one standard deviation of the paired difference?
+        entry["ahead_by_more_than_one_std"] = (
+            entry["accuracy_diff_mean"] > entry["accuracy_diff_std"] if len(seeds) > 1 else None
+        )
         ece = [
             a["test_ece"] - b["test_ece"]
             for a, b in pairs
             if a.get("test_ece") is not None and b.get("test_ece") is not None
         ]
         entry["ece_diff_mean"], entry["ece_diff_std"] = _mean_std(ece) if ece else (None, None)
+        entry["ece_seeds"] = len(ece)
         result[f"{name} - {baseline}"] = entry
     return result
 
@@ -1151,15 +1158,19 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
     if not paired:
         return ""
     lines = [
-        "| difference (paired by seed) | seeds | accuracy (points) | per seed | ECE (points) |",
-        "|---|---|---|---|---|",
+        "| difference (paired by seed) | seeds | accuracy (points) | per seed | ahead by > 1 sd | ECE (points) |",
+        "|---|---|---|---|---|---|",
     ]
+    ahead_text = {True: "yes", False: "no", None: "n/a"}
     for key, entry in paired.items():
         seeds = len(entry["seeds"])
         per_seed = ", ".join(f"{100 * d:+.2f}" for d in entry["per_seed_accuracy_diff"].values())
+        ahead = entry.get("ahead_by_more_than_one_std")
+        ece_seeds = entry.get("ece_seeds", seeds)
         lines.append(
             f"| {key} | {seeds} | {_points(entry['accuracy_diff_mean'], entry['accuracy_diff_std'], seeds)} | "
-            f"{per_seed} | {_points(entry['ece_diff_mean'], entry['ece_diff_std'], seeds)} |"
+            f"{per_seed} | {ahead_text[ahead]} | "
+            f"{_points(entry['ece_diff_mean'], entry['ece_diff_std'], ece_seeds)} |"
         )
     return "\n".join(lines) + "\n"
 
