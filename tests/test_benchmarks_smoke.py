@@ -565,5 +565,13 @@ def test_parallel_sweep_runs_each_method_and_seed_once_then_reports(tmp_path: Pa
     ]  # fmt: skip
     assert sweep.main(arguments) == 0  # resumable: every run is skipped the second time
     assert "done, skipped" in (out / "logs" / "dss_seed1.log").read_text()
+    # a later sweep of another method into the same folder reports every run there, paired with DSS
+    later = [
+        "--workers", "1", "--", "--smoke", "--max-steps", "2", "--eval-steps", "1", "--threads", "1",
+        "--methods", "dss_mi_masked", "--seeds", "0", "--output-dir", str(out),
+    ]  # fmt: skip
+    assert sweep.main(later) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 5 and list(results["paired_differences"]) == ["dss_mi_masked - dss"]
     with pytest.raises(SystemExit):
         sweep.main(["--", "--methods", "dss"])  # no --output-dir

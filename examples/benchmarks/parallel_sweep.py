@@ -8,7 +8,8 @@ of seed 1, ...: a sweep cut short has whole seeds, so its paired differences are
 ``--workers`` of them running, each as ``replicate.py <arguments> --methods M --seeds S``. Every job
 writes its log to ``--log-dir/<method>_seed<k>.log``. When all jobs have ended it runs
 ``replicate.py <arguments> --report-only``, which writes ``results.json``, ``results.md`` and the plots
-over every finished run.
+over every finished run in the folder (this sweep's and any other sweep's with the same protocol, e.g. the
+DSS runs that new methods pair with).
 
 Resumable as ``replicate.py`` is: a finished run is skipped, an unfinished one continues from its last
 checkpoint, so rerunning the same command after an interruption goes on where it stopped. A job that
@@ -84,6 +85,26 @@ def jobs_in_order(methods: Sequence[str], seeds: Sequence[str]) -> list[tuple[st
         [('dss', '0'), ('finetune', '0'), ('dss', '1'), ('finetune', '1')]
     """
     return [(method, seed) for seed in seeds for method in methods]
+
+
+def report_scope(
+    methods: Sequence[str], seeds: Sequence[str], output_dir: Path
+) -> tuple[list[str], list[str]]:
+    """The methods and seeds the final report covers: this sweep's and every finished run's in the folder.
+
+    A folder can be filled by several sweeps (e.g. new methods beside the DSS runs they pair with); the
+    report over all of them keeps one table, and the paired differences keep their DSS runs.
+
+    Examples:
+        >>> report_scope(["dss_mi_kl"], ["0", "1"], Path("no-such-folder"))
+        (['dss_mi_kl'], ['0', '1'])
+    """
+    disk_methods, disk_seeds = replicate.finished_on_disk(output_dir)
+    names = set(methods) | set(disk_methods)
+    ordered = [m for m in replicate.METHOD_NAMES if m in names]
+    ordered += sorted(names - set(ordered))  # a name replicate.py would refuse: it says so in the report
+    every_seed = sorted({int(s) for s in seeds} | set(disk_seeds))
+    return ordered, [str(s) for s in every_seed]
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -169,14 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     failed = run_jobs(rest, jobs, options.workers, log_dir, sys.executable)
+    report_methods, report_seeds = report_scope(methods, seeds, output_dir)
     report = [
         sys.executable,
         str(REPLICATE),
         *rest,
         "--methods",
-        *methods,
+        *report_methods,
         "--seeds",
-        *seeds,
+        *report_seeds,
         "--report-only",
     ]
     code = subprocess.run(report, check=False).returncode
