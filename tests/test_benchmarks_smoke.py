@@ -25,7 +25,9 @@ def _load(name: str):
     return module
 
 
-def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replicate_smoke_writes_report_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     replicate = _load("replicate")
     out = tmp_path / "out"
     args = [
@@ -60,7 +62,14 @@ def test_replicate_smoke_writes_report_and_resumes(tmp_path: Path, monkeypatch: 
 
     last_checkpoint, clock = last_checkpoint_and_clock()
     assert clock > 0
+    # a newer checkpoint half-written by a killed process (no weights, no trainer state) is passed over
+    half_written = done.parent / "checkpoint-99"
+    half_written.mkdir()
+    (half_written / "config.json").write_text("{}")
+    capsys.readouterr()
     replicate.main(args)
+    assert f"resuming from {last_checkpoint}" in capsys.readouterr().out
+    shutil.rmtree(half_written, ignore_errors=True)  # (the rotation of checkpoints may have removed it)
     resumed = json.loads(done.read_text())
     assert resumed["resumed"] is True and resumed["train_seconds_complete"] is True
     # the time to reach the checkpoint counts, plus the (possibly zero) steps after it

@@ -844,9 +844,7 @@ def train_one(
     method: Method, seed: int, sweep: Sweep, run_dir: Path, fraction: float | None = None
 ) -> dict[str, Any]:
     """Train (or resume) one run, select on validation, evaluate once on test; returns its record."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from hf_cotmi import DSSMITrainer, build_compute_metrics
+    from hf_cotmi import DSSMITrainer, build_compute_metrics, latest_complete_checkpoint
     from hf_cotmi.data.parsing import parse_single_task_label
 
     options = sweep.options
@@ -862,7 +860,8 @@ def train_one(
             ]
         )
     training_args = run_training_arguments(method, seed, options, run_dir)
-    last = get_last_checkpoint(str(run_dir)) if run_dir.exists() else None
+    # a process killed while saving (a time limit, a preempted job) leaves a half-written checkpoint: skipped
+    last = latest_complete_checkpoint(run_dir) if run_dir.exists() else None
     if last and training_args.save_only_model:
         # model-only checkpoints cannot resume training: start this run again
         for checkpoint in run_dir.glob("checkpoint-*"):
