@@ -556,6 +556,27 @@ def test_the_benchmark_scripts_docstring_examples_hold(name: str) -> None:
 
 
 @pytest.mark.slow
+def test_parallel_sweep_time_limit_stops_jobs_and_a_rerun_finishes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = _load("parallel_sweep")
+    out = tmp_path / "limited"
+    replicate_args = [
+        "--smoke", "--max-steps", "2", "--eval-steps", "1", "--threads", "1",
+        "--methods", "finetune", "dss", "--seeds", "0", "1", "--output-dir", str(out),
+    ]  # fmt: skip
+    # one second: the first two jobs are stopped while they start, the other two never start
+    assert sweep.main(["--workers", "2", "--time-limit", "1", "--", *replicate_args]) == 3
+    err = capsys.readouterr().err
+    assert "time limit: 4 of 4 runs left" in err and "dss seed 1" in err
+    assert not list(out.glob("runs/*/seed*/done.json"))
+    assert sweep.main(["--workers", "2", "--", *replicate_args]) == 0
+    assert len(list(out.glob("runs/*/seed*/done.json"))) == 4
+    with pytest.raises(SystemExit):
+        sweep.main(["--time-limit", "0", "--", *replicate_args])
+
+
+@pytest.mark.slow
 def test_parallel_sweep_runs_each_method_and_seed_once_then_reports(tmp_path: Path) -> None:
     """Two workers over 2 methods x 2 seeds of the tiny student; a rerun skips every finished run."""
     sweep = _load("parallel_sweep")

@@ -13,7 +13,9 @@ DSS runs that new methods pair with).
 
 Resumable as ``replicate.py`` is: a finished run is skipped, an unfinished one continues from its last
 checkpoint, so rerunning the same command after an interruption goes on where it stopped. A job that
-fails is reported with its log's tail; the others go on, and the exit status is 1.
+fails is reported with its log's tail; the others go on, and the exit status is 1. ``--time-limit
+SECONDS`` (for a machine lent for a fixed time) starts no job after that many seconds and stops the
+running ones then; the report covers what finished, and the exit status is 3 while runs are left.
 
 Examples::
 
@@ -34,6 +36,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 REPLICATE = Path(__file__).resolve().with_name("replicate.py")
 sys.path.insert(0, str(REPLICATE.parent))
@@ -112,33 +115,72 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+class JobOutcome(NamedTuple):
+    """How the sweep's jobs ended: the failed ones as (method, seed, exit code), those the time limit cut."""
+
+    failed: list[tuple[str, str, int]]
+    cut: list[tuple[str, str]]
+
+
+def _run_until(command: Sequence[str], log: Path, deadline: float | None) -> int | None:
+    """Run one job; its exit code, or None when the deadline came first (the job is terminated)."""
+    with open(log, "w", encoding="utf-8") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.terminate()  # replicate.py resumes from its last complete checkpoint
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                return None
+
+
 def run_jobs(
-    rest: Sequence[str], jobs: Sequence[tuple[str, str]], workers: int, log_dir: Path, python: str
-) -> list[tuple[str, str, int]]:
-    """Run the jobs, ``workers`` at a time, each logging to ``log_dir``; the failed ones as (method, seed, rc)."""
+    rest: Sequence[str],
+    jobs: Sequence[tuple[str, str]],
+    workers: int,
+    log_dir: Path,
+    python: str,
+    time_limit: float | None = None,
+) -> JobOutcome:
+    """Run the jobs, ``workers`` at a time, each logging to ``log_dir``.
+
+    ``time_limit`` (seconds from now): no job starts after it, and the running ones are terminated at it
+    (they continue from their last checkpoint when the sweep is run again).
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     queue = list(jobs)
     lock = threading.Lock()
-    failed: list[tuple[str, str, int]] = []
+    outcome = JobOutcome([], [])
+    deadline = None if time_limit is None else time.monotonic() + time_limit
 
     def worker() -> None:
         while True:
             with lock:
                 if not queue:
                     return
+                if deadline is not None and time.monotonic() >= deadline:
+                    outcome.cut.extend(queue)
+                    queue.clear()
+                    return
                 method, seed = queue.pop(0)
             log = log_dir / f"{method}_seed{seed}.log"
             command = [python, str(REPLICATE), *rest, "--methods", method, "--seeds", seed]
             started = time.monotonic()
             print(f"start {method} seed {seed} (log {log})", flush=True)
-            with open(log, "w", encoding="utf-8") as handle:
-                code = subprocess.run(
-                    command, stdout=handle, stderr=subprocess.STDOUT, check=False
-                ).returncode
+            code = _run_until(command, log, deadline)
             minutes = (time.monotonic() - started) / 60
             with lock:
-                if code:
-                    failed.append((method, seed, code))
+                if code is None:
+                    outcome.cut.append((method, seed))
+                    print(f"cut {method} seed {seed} at the time limit ({minutes:.1f} min)", flush=True)
+                elif code:
+                    outcome.failed.append((method, seed, code))
                     print(
                         f"FAILED {method} seed {seed} (exit {code}, {minutes:.1f} min):\n{_tail(log)}",
                         flush=True,
@@ -151,7 +193,7 @@ def run_jobs(
         thread.start()
     for thread in threads:
         thread.join()
-    return failed
+    return outcome
 
 
 def _output_dir(arguments: Sequence[str]) -> Path | None:
@@ -173,9 +215,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2, help="runs at once (default 2)")
     parser.add_argument("--log-dir", type=Path, help="one log per job (default: OUTPUT_DIR/logs)")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        help="seconds: start no job after it and stop the running ones at it (they resume on a rerun); "
+        "for a machine lent for a fixed time. Exit status 3 when runs are left",
+    )
     options = parser.parse_args(argv[:cut])
     if options.workers < 1:
         parser.error(f"--workers must be at least 1; got {options.workers}")
+    if options.time_limit is not None and options.time_limit <= 0:
+        parser.error(f"--time-limit must be a positive number of seconds; got {options.time_limit}")
     try:
         rest, methods, seeds = split_sweep(argv[cut + 1 :])
     except ValueError as error:
@@ -189,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(jobs)} runs ({len(methods)} methods x {len(seeds)} seeds), {options.workers} at a time",
         flush=True,
     )
-    failed = run_jobs(rest, jobs, options.workers, log_dir, sys.executable)
+    outcome = run_jobs(rest, jobs, options.workers, log_dir, sys.executable, options.time_limit)
     report_methods, report_seeds = report_scope(methods, seeds, output_dir)
     report = [
         sys.executable,
@@ -202,10 +252,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--report-only",
     ]
     code = subprocess.run(report, check=False).returncode
-    if failed:
-        names = ", ".join(f"{m} seed {s} (exit {c})" for m, s, c in failed)
-        print(f"{len(failed)} of {len(jobs)} runs failed: {names}; logs in {log_dir}", file=sys.stderr)
+    if outcome.failed:
+        names = ", ".join(f"{m} seed {s} (exit {c})" for m, s, c in outcome.failed)
+        print(
+            f"{len(outcome.failed)} of {len(jobs)} runs failed: {names}; logs in {log_dir}", file=sys.stderr
+        )
         return 1
+    if outcome.cut:
+        names = ", ".join(f"{m} seed {s}" for m, s in outcome.cut)
+        print(
+            f"time limit: {len(outcome.cut)} of {len(jobs)} runs left ({names}); run the same command again "
+            "to continue them",
+            file=sys.stderr,
+        )
+        return 3
     return code
 
 
