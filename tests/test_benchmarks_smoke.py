@@ -547,7 +547,8 @@ def test_the_documented_command_gives_the_committed_protocol() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["replicate", "parallel_sweep", "memory", "mi_overhead", "throughput", "device_kit"]
+    "name",
+    ["replicate", "parallel_sweep", "memory", "mi_overhead", "throughput", "device_kit", "device_sweep"],
 )
 def test_the_benchmark_scripts_docstring_examples_hold(name: str) -> None:
     import doctest

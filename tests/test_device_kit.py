@@ -97,3 +97,39 @@ def test_build_refuses_a_folder_that_is_no_kit(tmp_path: Path) -> None:
         kit_tool.build_students(tmp_path / "empty", {"make_offline_student": tmp_path / "s"}, SHARED_TOOLS)
     with pytest.raises(SystemExit):
         kit_tool.main(["build", str(tmp_path / "empty")])  # nothing asked for
+
+
+@pytest.mark.slow
+def test_device_sweep_packs_the_results_without_checkpoints_and_a_restored_call_skips_them(
+    tmp_path: Path,
+) -> None:
+    import tarfile
+
+    path = ROOT / "examples" / "benchmarks" / "device_sweep.py"
+    spec = importlib.util.spec_from_file_location("device_sweep", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+
+    def call(where: Path, out: Path, *extra: str) -> int:
+        replicate_args = [
+            "--smoke", "--max-steps", "2", "--eval-steps", "1", "--threads", "1", "--keep-checkpoints",
+            "--methods", "finetune", "dss", "--seeds", "0", "--output-dir", str(where / "toy-sweep"),
+        ]  # fmt: skip
+        options = ["--name", "toy-sweep", "--workers", "2", "--time-limit", "300", "--out", str(out)]
+        return sweep.main([*options, "--kit", str(tmp_path / "no-kit"), *extra, "--", *replicate_args])
+
+    assert call(tmp_path / "first", tmp_path / "out1") == 0
+    assert list((tmp_path / "first" / "toy-sweep" / "runs" / "dss" / "seed0").glob("checkpoint-*"))
+    archive = tmp_path / "out1" / "toy-sweep.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "toy-sweep/runs/dss/seed0/done.json" in names and "toy-sweep/protocol.json" in names
+    assert "toy-sweep/logs/finetune_seed0.log" in names
+    assert not [n for n in names if "checkpoint-" in n]
+    assert "| DSS | 1 |" in (tmp_path / "out1" / "toy-sweep.md").read_text()
+    assert (tmp_path / "out1" / "environment.txt").read_text().startswith("python ")
+    assert "done dss seed 0" in (tmp_path / "out1" / "toy-sweep.log").read_text()
+
+    # a later call on a bare machine, with the archive carried back: the finished runs are skipped
+    assert call(tmp_path / "second", tmp_path / "out2", "--restore", str(archive)) == 0
+    assert "done, skipped" in (tmp_path / "second" / "toy-sweep" / "logs" / "dss_seed0.log").read_text()
