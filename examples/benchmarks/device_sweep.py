@@ -68,12 +68,17 @@ def restore_archive(archive: Path, into: Path) -> int:
 
 
 def environment_text() -> str:
-    """The machine, as the results tables cite it: GPU, Python, torch, transformers."""
-    import torch
-    import transformers
+    """The machine, as the results tables cite it: GPU, Python and the versions of the packages used."""
+    from importlib import metadata
 
-    lines = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
-    lines.append(f"transformers {transformers.__version__}")
+    import torch
+
+    lines = [f"python {platform.python_version()}"]
+    for name in ("torch", "transformers", "datasets", "accelerate", "pyarrow", "tokenizers", "numpy"):
+        try:
+            lines.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{name} not installed")
     if torch.cuda.is_available():
         lines.append(f"gpu {torch.cuda.get_device_name()} ({torch.cuda.device_count()} visible)")
     else:
