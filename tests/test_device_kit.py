@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,11 +21,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _load():
-    path = ROOT / "examples" / "benchmarks" / "device_kit.py"
-    spec = importlib.util.spec_from_file_location("device_kit", path)
+def _load(name: str = "device_kit"):
+    path = ROOT / "examples" / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["device_kit"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -105,10 +107,7 @@ def test_device_sweep_packs_the_results_without_checkpoints_and_a_restored_call_
 ) -> None:
     import tarfile
 
-    path = ROOT / "examples" / "benchmarks" / "device_sweep.py"
-    spec = importlib.util.spec_from_file_location("device_sweep", path)
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = _load("device_sweep")
 
     def call(where: Path, out: Path, *extra: str) -> int:
         replicate_args = [
@@ -133,3 +132,20 @@ def test_device_sweep_packs_the_results_without_checkpoints_and_a_restored_call_
     # a later call on a bare machine, with the archive carried back: the finished runs are skipped
     assert call(tmp_path / "second", tmp_path / "out2", "--restore", str(archive)) == 0
     assert "done, skipped" in (tmp_path / "second" / "toy-sweep" / "logs" / "dss_seed0.log").read_text()
+
+
+def test_the_documented_cqa_device_call_parses_and_fits_a_call() -> None:
+    sweep, replicate = _load("device_sweep"), _load("replicate")
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "docs" / "benchmarks.md").read_text(), re.S)
+    block = next(b for b in blocks if "device_sweep.py --name cqa-minilm-gpu" in b)
+    command = " ".join(block.replace("\\\n", " ").split())
+    assert len(command) <= 2000  # a device call's command
+    tokens = shlex.split(command)
+    options, arguments, output_dir = sweep.parse_options(
+        tokens[tokens.index("examples/benchmarks/device_sweep.py") + 1 :]
+    )
+    assert options.name == output_dir.name == "cqa-minilm-gpu" and options.time_limit < 600
+    parsed = replicate.parse_args(arguments)
+    assert parsed.data.dataset == "cqa" and parsed.training.bf16 and parsed.training.max_steps == 1000
+    assert sorted(parsed.methods) == sorted(replicate.build_methods())  # every method, item 1 of the issue
+    assert parsed.run.seeds == [0, 1, 2]

@@ -87,8 +87,13 @@ def environment_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str], Path]:
+    """``(this script's options, the replicate.py arguments, the sweep's output folder)`` of a command line.
+
+    Raises:
+        SystemExit: no ``--``, a missing option, or an ``--output-dir`` that does not end in ``--name``.
+    """
+    argv = list(argv)
     if "--" not in argv:
         raise SystemExit("usage: device_sweep.py --name NAME [options] -- <replicate.py arguments>")
     cut = argv.index("--")
@@ -108,12 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where the files go back from (default $OUT)")
     options = parser.parse_args(argv[:cut])
     sweep_arguments = argv[cut + 1 :]
-    out = options.out or Path(os.environ.get("OUT", "runs/device-out"))
     output_dir = parallel_sweep._output_dir(sweep_arguments)
     if output_dir is None:
         parser.error("the sweep's arguments need --output-dir")
     if output_dir.name != options.name:
         parser.error(f"--output-dir {output_dir} should end in --name {options.name} (the archive's folder)")
+    return options, sweep_arguments, output_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options, sweep_arguments, output_dir = parse_options(sys.argv[1:] if argv is None else argv)
+    out = options.out or Path(os.environ.get("OUT", "runs/device-out"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "environment.txt").write_text(environment_text())
 
