@@ -129,6 +129,22 @@ def test_device_sweep_packs_the_results_without_checkpoints_and_a_restored_call_
     assert (tmp_path / "out1" / "environment.txt").read_text().startswith("python ")
     assert "done dss seed 0" in (tmp_path / "out1" / "toy-sweep.log").read_text()
 
+    # a call whose student neither exists nor can be built (no kit carried) stops at once, saying so
+    with pytest.raises(SystemExit, match="carry the kit"):
+        missing = str(tmp_path / "no-student")
+        options = [
+            "--name",
+            "x",
+            "--time-limit",
+            "1",
+            "--kit",
+            str(tmp_path / "no-kit"),
+            "--student",
+            missing,
+        ]
+        options += ["--out", str(tmp_path / "o")]
+        sweep.main([*options, "--", "--student", missing, "--output-dir", str(tmp_path / "x")])
+
     # a later call on a bare machine, with the archive carried back: the finished runs are skipped
     assert call(tmp_path / "second", tmp_path / "out2", "--restore", str(archive)) == 0
     assert "done, skipped" in (tmp_path / "second" / "toy-sweep" / "logs" / "dss_seed0.log").read_text()

@@ -121,6 +121,15 @@ def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str], P
     return options, sweep_arguments, output_dir
 
 
+def _argument_value(arguments: Sequence[str], name: str) -> str | None:
+    for index, token in enumerate(arguments):
+        if token.startswith(f"{name}="):
+            return token.partition("=")[2]
+        if token == name and index + 1 < len(arguments):
+            return arguments[index + 1]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options, sweep_arguments, output_dir = parse_options(sys.argv[1:] if argv is None else argv)
     out = options.out or Path(os.environ.get("OUT", "runs/device-out"))
@@ -132,6 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         device_kit.build_students(
             options.kit,
             {"make_offline_student": options.student, "make_offline_causal_student": options.causal_student},
+        )
+    wanted = _argument_value(sweep_arguments, "--student")
+    if (
+        wanted is not None
+        and Path(wanted) == options.student
+        and not (options.student / "config.json").is_file()
+    ):
+        raise SystemExit(
+            f"the sweep's student {wanted} does not exist and {options.kit} holds no kit to build it from: "
+            "carry the kit (device_kit.py pack)"
         )
     if options.restore is not None and options.restore.is_file():
         restored = restore_archive(options.restore, output_dir.parent)
