@@ -121,15 +121,6 @@ def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str], P
     return options, sweep_arguments, output_dir
 
 
-def _argument_value(arguments: Sequence[str], name: str) -> str | None:
-    for index, token in enumerate(arguments):
-        if token.startswith(f"{name}="):
-            return token.partition("=")[2]
-        if token == name and index + 1 < len(arguments):
-            return arguments[index + 1]
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options, sweep_arguments, output_dir = parse_options(sys.argv[1:] if argv is None else argv)
     out = options.out or Path(os.environ.get("OUT", "runs/device-out"))
@@ -142,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options.kit,
             {"make_offline_student": options.student, "make_offline_causal_student": options.causal_student},
         )
-    wanted = _argument_value(sweep_arguments, "--student")
+    wanted = parallel_sweep.argument_value(sweep_arguments, "--student")
     if (
         wanted is not None
         and Path(wanted) == options.student

@@ -196,13 +196,24 @@ def run_jobs(
     return outcome
 
 
-def _output_dir(arguments: Sequence[str]) -> Path | None:
+def argument_value(arguments: Sequence[str], name: str) -> str | None:
+    """The value of option ``name`` in a command line (``--name value`` or ``--name=value``), else None.
+
+    Examples:
+        >>> argument_value(["--seeds", "0", "--output-dir=runs/x"], "--output-dir")
+        'runs/x'
+    """
     for index, token in enumerate(arguments):
-        if token.startswith("--output-dir="):
-            return Path(token.partition("=")[2])
-        if token == "--output-dir" and index + 1 < len(arguments):
-            return Path(arguments[index + 1])
+        if token.startswith(f"{name}="):
+            return token.partition("=")[2]
+        if token == name and index + 1 < len(arguments):
+            return arguments[index + 1]
     return None
+
+
+def _output_dir(arguments: Sequence[str]) -> Path | None:
+    value = argument_value(arguments, "--output-dir")
+    return None if value is None else Path(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
