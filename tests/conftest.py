@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# one OpenMP thread, read when torch loads (set_num_threads alone left the tiny models' steps 1.7x slower on
+# 2 cores: tests/test_trainer.py took 38 s instead of 23); subprocesses (DDP, CLI) inherit it
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402 - after OMP_NUM_THREADS
+
 sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(1)
 
