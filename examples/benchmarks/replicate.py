@@ -1112,11 +1112,13 @@ def _train_minutes_text(entry: dict[str, Any]) -> str:
     return text if timed == runs else f"{text} ({timed} of {runs} runs timed)"
 
 
-def _percent(mean: float | None, std: float | None, seeds: int = 2) -> str:
-    """``mean ± std`` in percent; the mean alone for one seed (its sample std is undefined, not 0)."""
+def _percent(mean: float | None, std: float | None, seeds: int = 2, signed: bool = False) -> str:
+    """``mean ± std`` in percent (``signed``: percentage points with their sign); the mean alone for one
+    seed (its sample std is undefined, not 0)."""
     if mean is None:
         return "n/a"
-    return f"{100 * mean:.2f}" if seeds < 2 or std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+    value = f"{100 * mean:+.2f}" if signed else f"{100 * mean:.2f}"
+    return value if seeds < 2 or std is None else f"{value} ± {100 * std:.2f}"
 
 
 def _summary_cell(entry: dict[str, Any], key: str) -> str:
@@ -1145,13 +1147,6 @@ def markdown_table(summary: dict[str, dict[str, Any]], choice_ranking: bool = Fa
     return "\n".join(lines) + "\n"
 
 
-def _points(mean: float | None, std: float | None, seeds: int = 2) -> str:
-    """``mean ± std`` in signed percentage points; the mean alone for one seed."""
-    if mean is None:
-        return "n/a"
-    return f"{100 * mean:+.2f}" if seeds < 2 or std is None else f"{100 * mean:+.2f} ± {100 * std:.2f}"
-
-
 def paired_table(paired: dict[str, dict[str, Any]]) -> str:
     """The paired differences as a markdown table (percentage points, mean ± sample std over seeds)."""
     if not paired:
@@ -1167,9 +1162,10 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
         ahead = entry.get("ahead_by_more_than_one_std")
         ece_seeds = entry.get("ece_seeds", seeds)
         lines.append(
-            f"| {key} | {seeds} | {_points(entry['accuracy_diff_mean'], entry['accuracy_diff_std'], seeds)} | "
+            f"| {key} | {seeds} | "
+            f"{_percent(entry['accuracy_diff_mean'], entry['accuracy_diff_std'], seeds, signed=True)} | "
             f"{per_seed} | {ahead_text[ahead]} | "
-            f"{_points(entry['ece_diff_mean'], entry['ece_diff_std'], ece_seeds)} |"
+            f"{_percent(entry['ece_diff_mean'], entry['ece_diff_std'], ece_seeds, signed=True)} |"
         )
     return "\n".join(lines) + "\n"
 
