@@ -37,6 +37,7 @@ import tempfile
 import types
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 """``../shared`` beside the checkout: the student-building tools and the DSS data."""
@@ -93,15 +94,8 @@ def pack(
     import tarfile
 
     import torch
-    from safetensors.torch import load_file, save_file
 
-    kit.mkdir(parents=True, exist_ok=True)
-    tensors = load_file(str(source / WEIGHTS))
-    half = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
-    save_file(half, str(kit / WEIGHTS), metadata={"format": "pt", "packed_from": "fp32"})
-    for name in KEPT_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, kit / name)
+    _copy_weights_as(source, kit, torch.float16)
     (kit / "tools").mkdir(exist_ok=True)
     for tool in TOOLS:
         if not (tools / f"{tool}.py").is_file():
@@ -132,18 +126,24 @@ def unpack_data(kit: Path, data_out: Path) -> list[str]:
 def unpack(kit: Path, folder: Path) -> Path:
     """The kit as a folder the shared tools can load: its weights back in fp32 (rounded as packed)."""
     import torch
-    from safetensors.torch import load_file, save_file
 
     if not (kit / WEIGHTS).is_file():
         raise SystemExit(f"{kit} holds no {WEIGHTS}: make it with `device_kit.py pack {kit}`")
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = load_file(str(kit / WEIGHTS))
-    full = {k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in tensors.items()}
-    save_file(full, str(folder / WEIGHTS), metadata={"format": "pt"})
-    for name in KEPT_FILES:
-        if (kit / name).is_file():
-            shutil.copy2(kit / name, folder / name)
+    _copy_weights_as(kit, folder, torch.float32)
     return folder
+
+
+def _copy_weights_as(source: Path, target: Path, dtype: Any) -> None:
+    """``source``'s weights with every floating-point tensor cast to ``dtype``, and its config/tokenizer."""
+    from safetensors.torch import load_file, save_file
+
+    target.mkdir(parents=True, exist_ok=True)
+    tensors = load_file(str(source / WEIGHTS))
+    cast = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    save_file(cast, str(target / WEIGHTS), metadata={"format": "pt"})
+    for name in KEPT_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
 
 
 def _load_tool(name: str, tools: Path) -> types.ModuleType:
