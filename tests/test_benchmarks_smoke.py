@@ -72,6 +72,7 @@ def test_replicate_smoke_writes_report_and_resumes(
     shutil.rmtree(half_written, ignore_errors=True)  # (the rotation of checkpoints may have removed it)
     resumed = json.loads(done.read_text())
     assert resumed["resumed"] is True and resumed["train_seconds_complete"] is True
+    assert resumed["stopped_seconds"] == 0.0  # never stopped with SIGSTOP
     # the time to reach the checkpoint counts, plus the (possibly zero) steps after it
     assert resumed["train_seconds"] >= round(clock, 1)
     assert {p: p.stat().st_mtime_ns for p in before} == before
@@ -548,7 +549,16 @@ def test_the_documented_command_gives_the_committed_protocol() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["replicate", "parallel_sweep", "memory", "mi_overhead", "throughput", "device_kit", "device_sweep"],
+    [
+        "replicate",
+        "parallel_sweep",
+        "memory",
+        "mi_overhead",
+        "throughput",
+        "device_kit",
+        "device_sweep",
+        "stopped_time",
+    ],
 )
 def test_the_benchmark_scripts_docstring_examples_hold(name: str) -> None:
     import doctest

@@ -63,6 +63,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stopped_time import StoppedTime  # noqa: E402 - the sibling module
+
 logger = logging.getLogger("replicate")
 
 TINY_STUDENT = "tiny"
@@ -665,7 +668,9 @@ def train_clock_callback(previous_seconds: float | None = None) -> Any:
 
     A killed run (even by SIGKILL) resumes from its last checkpoint, so the time that counts is the time to
     reach that checkpoint (saved in it as ``train_seconds.json``) plus the time after the resume; work done
-    after the checkpoint and lost is not counted. Evaluation during training is included.
+    after the checkpoint and lost is not counted. Evaluation during training is included; time the process
+    spent stopped (``kill -STOP`` while something else had the machine) is not (:mod:`stopped_time`), and
+    :meth:`stopped_seconds` says how much was left out since the resume.
 
     Example:
         >>> clock = train_clock_callback(12.5)
@@ -679,16 +684,24 @@ def train_clock_callback(previous_seconds: float | None = None) -> Any:
             self.previous = previous
             self.started: float | None = None
             self.stopped: float | None = None
+            self.meter: StoppedTime | None = None
+
+        def stopped_seconds(self) -> float:
+            return self.meter.seconds if self.meter is not None else 0.0
 
         def seconds(self) -> float:
             end = self.stopped if self.stopped is not None else time.perf_counter()
-            return self.previous + (end - self.started if self.started is not None else 0.0)
+            ran = end - self.started - self.stopped_seconds() if self.started is not None else 0.0
+            return self.previous + ran
 
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
             self.started, self.stopped = time.perf_counter(), None
+            self.meter = StoppedTime().start()
 
         def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
             self.stopped = time.perf_counter()
+            if self.meter is not None:
+                self.meter.stop()
 
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
             if state.is_world_process_zero:
@@ -903,9 +916,9 @@ def train_one(
         best_step = int(state.best_model_checkpoint.rstrip("/").rsplit("-", 1)[-1])
 
     # the test split is touched here, once, with the checkpoint chosen on validation
-    start_test = time.perf_counter()
+    start_test, test_stops = time.perf_counter(), StoppedTime().start()
     tested = test_phase(trainer, method, sweep, features["test"], sweep.data["test"])
-    test_seconds = time.perf_counter() - start_test
+    test_seconds = time.perf_counter() - start_test - test_stops.stop().seconds
     record = {
         "method": method.name,
         "seed": seed,
@@ -920,6 +933,8 @@ def train_one(
         # False when resumed from a checkpoint without a clock (written by an older replicate.py)
         "train_seconds_complete": not last or resumed_clock is not None,
         "test_seconds": round(test_seconds, 1),
+        # wall time this process spent stopped (kill -STOP), left out of the two times above
+        "stopped_seconds": round(clock.stopped_seconds() + test_stops.seconds, 1),
         "resumed": bool(last),
         "test_examples": features["test"].num_rows,
         "train_examples": train.num_rows,
