@@ -395,7 +395,9 @@ def test_report_only_reads_the_committed_results(tmp_path: Path, name: str) -> N
     for method, entry in stored["summary"].items():
         assert summary[method]["accuracy_mean"] == pytest.approx(entry["accuracy_mean"])
     rewritten = (out / "results.md").read_text().splitlines()
-    table = [line for line in committed if line.startswith("|")]
+    first = next(i for i, line in enumerate(committed) if line.startswith("|"))
+    end = next((i for i in range(first, len(committed)) if not committed[i].startswith("|")), len(committed))
+    table = committed[first:end]
     assert rewritten[: len(table) + 2] == committed[: len(table) + 2]  # header and table as committed
     paired = [
         f"| {m} - dss |" for m in stored["summary"] if m.startswith("dss_mi") and "dss" in stored["summary"]
@@ -403,6 +405,13 @@ def test_report_only_reads_the_committed_results(tmp_path: Path, name: str) -> N
     for start in paired:  # the paired differences follow the table (none without DSS and an MI method)
         assert any(line.startswith(start) for line in rewritten[len(table) + 2 :]), start
     assert bool(paired) == ("Paired differences" in (out / "results.md").read_text())
+    # every run has its own row, with its validation curve (the per-seed values behind the means)
+    for run in stored["runs"]:
+        curve = ", ".join(f"{100 * h['accuracy']:.1f}" for h in run["valid_history"])
+        row = (
+            f"| {replicate.METHOD_TITLES[run['method']]} | {run['seed']} | {100 * run['test_accuracy']:.2f} |"
+        )
+        assert any(line.startswith(row) and line.endswith(f"| {curve} |") for line in rewritten), row
     assert (out / "accuracy.png").stat().st_size > 0
 
 

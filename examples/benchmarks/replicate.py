@@ -118,6 +118,7 @@ def build_methods(mi_weight: float = 0.1, dss_weights: tuple[float, float] = (0.
 
 
 METHOD_NAMES = tuple(build_methods())
+METHOD_TITLES = {m.name: m.title for m in build_methods().values()}  # the tables' and plots' names
 DEFAULT_METHODS = ("finetune", "dss", "dss_mi_paper", "dss_mi_masked")
 PAIRED_BASELINE = "dss"
 
@@ -1043,12 +1044,14 @@ def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
         0.1414
     """
     summary: dict[str, dict[str, Any]] = {}
-    titles = {m.name: m.title for m in build_methods().values()}
     for name in methods:
         runs = [r for r in records if r["method"] == name]
         if not runs:
             continue
-        entry: dict[str, Any] = {"title": titles.get(name, name), "seeds": sorted(r["seed"] for r in runs)}
+        entry: dict[str, Any] = {
+            "title": METHOD_TITLES.get(name, name),
+            "seeds": sorted(r["seed"] for r in runs),
+        }
         for key, metric in (
             ("accuracy", "test_accuracy"),
             ("ece", "test_ece"),
@@ -1185,6 +1188,37 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_run_table(
+    records: Sequence[dict[str, Any]], methods: Sequence[str], choice_ranking: bool = False
+) -> str:
+    """Every run as a row (percentages): the per-seed values behind the means, with each validation curve.
+
+    Example:
+        >>> run = {"method": "dss", "seed": 0, "test_accuracy": 0.75, "test_ece": 0.1, "best_step": 20,
+        ...        "steps_trained": 20, "valid_history": [{"step": 10, "accuracy": 0.5}, {"step": 20, "accuracy": 0.7}]}
+        >>> print(per_run_table([run], ["dss"]).splitlines()[-1])
+        | DSS | 0 | 75.00 | 10.00 | 20 / 20 | 50.0, 70.0 |
+    """
+    choice_head, choice_rule = (" choice-ranking accuracy (%) |", "---|") if choice_ranking else ("", "")
+    steps = sorted({h["step"] for r in records for h in r.get("valid_history") or []})
+    at = ", ".join(map(str, steps[:3])) + (", ..." if len(steps) > 3 else "")
+    lines = [
+        f"| method | seed | test accuracy (%) |{choice_head} ECE (%) | best / steps run | "
+        f"validation accuracy (%) at steps {at} |",
+        f"|---|---|---|{choice_rule}---|---|---|",
+    ]
+    order = {name: i for i, name in enumerate(methods)}
+    for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["seed"])):
+        choice = f" {_percent(_choice_accuracy(r), None)} |" if choice_ranking else ""
+        curve = ", ".join(f"{100 * h['accuracy']:.1f}" for h in r.get("valid_history") or [])
+        lines.append(
+            f"| {METHOD_TITLES.get(r['method'], r['method'])} | {r['seed']} | "
+            f"{_percent(r['test_accuracy'], None)} |{choice} {_percent(r.get('test_ece'), None)} | "
+            f"{r.get('best_step')} / {r.get('steps_trained')} | {curve or 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -1287,6 +1321,9 @@ def _section(
     if paired:
         text += "\nPaired differences (same seed, same data order; mean ± sample std over seeds):\n\n"
         text += paired_table(paired)
+    if records:
+        text += "\nPer run (validation accuracy at every evaluation; best: the checkpoint tested):\n\n"
+        text += per_run_table(records, methods, choice_ranking)
     return summary, paired, text
 
 
