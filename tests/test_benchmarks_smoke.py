@@ -364,7 +364,23 @@ def test_paired_differences_match_a_naive_computation() -> None:
     assert entry["ece_diff_std"] == pytest.approx(statistics.stdev(ece_diffs))
     table = replicate.paired_table(paired)
     assert entry["ahead_by_more_than_one_std"] is False and entry["ece_seeds"] == 2  # +2.00 < 2.65
-    assert "| dss_mi_masked - dss | 3 | +2.00 ± 2.65 | +3.00, -1.00, +4.00 | no | -1.50 ± 4.95 |" in table
+    assert entry["ece_lower_by_more_than_one_std"] is False  # -1.50 points, but a sd of 4.95
+    assert (
+        "| dss_mi_masked - dss | 3 | +2.00 ± 2.65 | +3.00, -1.00, +4.00 | no | -1.50 ± 4.95 | no |" in table
+    )
+    # an ECE that drops on every seed, by more than its spread
+    steady = [
+        {"method": m, "seed": s, "test_accuracy": 0.5, "test_ece": e}
+        for m, eces in (("dss", (0.10, 0.12, 0.11)), ("dss_mi_paper", (0.05, 0.06, 0.06)))
+        for s, e in enumerate(eces)
+    ]
+    lower = replicate.paired_differences(steady, ["dss", "dss_mi_paper"])["dss_mi_paper - dss"]
+    ece_drops = [0.05 - 0.10, 0.06 - 0.12, 0.06 - 0.11]
+    assert -statistics.mean(ece_drops) > statistics.stdev(ece_drops)
+    assert lower["ece_lower_by_more_than_one_std"] is True
+    one_seed = replicate.paired_differences([r for r in steady if r["seed"] == 0], ["dss", "dss_mi_paper"])
+    assert one_seed["dss_mi_paper - dss"]["ece_lower_by_more_than_one_std"] is None  # no spread from one seed
+    assert replicate.paired_table(one_seed).rstrip().endswith("| n/a | -5.00 | n/a |")
 
 
 def test_smoke_results_hold_the_paired_differences(tmp_path: Path) -> None:

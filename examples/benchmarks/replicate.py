@@ -1090,8 +1090,8 @@ def paired_differences(
         >>> d = paired_differences(rows, ["dss", "dss_mi_masked"])["dss_mi_masked - dss"]
         >>> round(d["accuracy_diff_mean"], 4), round(d["accuracy_diff_std"], 4), d["seeds"]
         (0.04, 0.0283, [0, 1])
-        >>> d["ahead_by_more_than_one_std"]
-        True
+        >>> d["ahead_by_more_than_one_std"], d["ece_lower_by_more_than_one_std"]
+        (True, False)
     """
     by_seed = {(r["method"], r["seed"]): r for r in records}
     result: dict[str, dict[str, Any]] = {}
@@ -1117,6 +1117,10 @@ def paired_differences(
         ]
         entry["ece_diff_mean"], entry["ece_diff_std"] = _mean_std(ece) if ece else (None, None)
         entry["ece_seeds"] = len(ece)
+        # and the other half of it: is the ECE lower by more than one standard deviation of its difference?
+        entry["ece_lower_by_more_than_one_std"] = (
+            -entry["ece_diff_mean"] > entry["ece_diff_std"] if len(ece) > 1 else None
+        )
         result[f"{name} - {baseline}"] = entry
     return result
 
@@ -1170,8 +1174,9 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
     if not paired:
         return ""
     lines = [
-        "| difference (paired by seed) | seeds | accuracy (points) | per seed | ahead by > 1 sd | ECE (points) |",
-        "|---|---|---|---|---|---|",
+        "| difference (paired by seed) | seeds | accuracy (points) | per seed | ahead by > 1 sd | ECE (points) | "
+        "ECE lower by > 1 sd |",
+        "|---|---|---|---|---|---|---|",
     ]
     ahead_text = {True: "yes", False: "no", None: "n/a"}
     for key, entry in paired.items():
@@ -1183,7 +1188,8 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
             f"| {key} | {seeds} | "
             f"{_percent(entry['accuracy_diff_mean'], entry['accuracy_diff_std'], seeds, signed=True)} | "
             f"{per_seed} | {ahead_text[ahead]} | "
-            f"{_percent(entry['ece_diff_mean'], entry['ece_diff_std'], ece_seeds, signed=True)} |"
+            f"{_percent(entry['ece_diff_mean'], entry['ece_diff_std'], ece_seeds, signed=True)} | "
+            f"{ahead_text[entry.get('ece_lower_by_more_than_one_std')]} |"
         )
     return "\n".join(lines) + "\n"
 
