@@ -643,3 +643,43 @@ def test_parallel_sweep_runs_each_method_and_seed_once_then_reports(tmp_path: Pa
     assert len(results["runs"]) == 5 and list(results["paired_differences"]) == ["dss_mi_masked - dss"]
     with pytest.raises(SystemExit):
         sweep.main(["--", "--methods", "dss"])  # no --output-dir
+
+
+def test_where_the_question_stands_matches_the_committed_results() -> None:
+    """Each row of benchmarks.md's summary table is recomputed from the results.json files it links to."""
+    import statistics
+
+    text = (ASSETS.parents[1] / "benchmarks.md").read_text()
+    section = text.split("## Where the question stands", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| [") or line.startswith("| CPU")]
+    assert len(rows) >= 4
+
+    def runs_of(row: str) -> list[dict]:
+        by_run: dict[tuple[str, int], dict] = {}
+        for folder in re.findall(r"\(assets/benchmarks/([^/)]+)/results\.md\)", row):  # later ones replace
+            for run in json.loads((ASSETS / folder / "results.json").read_text())["runs"]:
+                by_run[(run["method"], run["seed"])] = run
+        assert by_run, row
+        return list(by_run.values())
+
+    def cell(values: list[float]) -> str:  # written out again here: points, signed, ± sample std
+        mean = f"{100 * statistics.mean(values):+.2f}"
+        return mean if len(values) == 1 else f"{mean} ± {100 * statistics.stdev(values):.2f}"
+
+    for row in rows:
+        cells = [c.strip().replace("−", "-") for c in row.strip("|").split("|")]
+        runs = runs_of(row)
+        by_seed = {(r["method"], r["seed"]): r for r in runs}
+        assert int(cells[2]) == {r["test_examples"] for r in runs}.pop(), row
+        for method, column in (("dss_mi_paper", 3), ("dss_mi_masked", 4)):
+            seeds = sorted(s for m, s in by_seed if m == method and ("dss", s) in by_seed)
+            if not seeds:
+                assert cells[column] == "not run", row
+                continue
+            accuracy = [
+                by_seed[(method, s)]["test_accuracy"] - by_seed[("dss", s)]["test_accuracy"] for s in seeds
+            ]
+            assert cells[column].split(" (")[0] == cell(accuracy), (row, method)
+            if method == "dss_mi_masked":
+                ece = [by_seed[(method, s)]["test_ece"] - by_seed[("dss", s)]["test_ece"] for s in seeds]
+                assert cells[5] == cell(ece), (row, "ECE")
