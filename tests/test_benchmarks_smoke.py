@@ -106,7 +106,7 @@ def test_replicate_smoke_writes_report_and_resumes(
 
 
 def test_train_time_averages_only_runs_timed_from_the_start() -> None:
-    replicate = _load("replicate")
+    report = _load("sweep_report")
 
     def run(seed: int, seconds: float, **extra: object) -> dict:
         return {"method": "dss", "seed": seed, "test_accuracy": 0.5, "test_ece": 0.1, "test_avg_confidence": 0.6,
@@ -117,15 +117,15 @@ def test_train_time_averages_only_runs_timed_from_the_start() -> None:
         run(1, 1200.0, resumed=True, train_seconds_complete=True),
         run(2, 60.0, resumed=True),  # an older record: resumed, clock not saved with the checkpoint
     ]
-    entry = replicate.summarise(records, ["dss"])["dss"]
+    entry = report.summarise(records, ["dss"])["dss"]
     assert entry["timed_runs"] == 2 and entry["train_minutes_mean"] == pytest.approx(15.0)
-    assert "| 15.0 (2 of 3 runs timed) |" in replicate.markdown_table({"dss": entry})
-    untimed = replicate.summarise([run(0, 60.0, resumed=True, train_seconds_complete=False)], ["dss"])
+    assert "| 15.0 (2 of 3 runs timed) |" in report.markdown_table({"dss": entry})
+    untimed = report.summarise([run(0, 60.0, resumed=True, train_seconds_complete=False)], ["dss"])
     assert untimed["dss"]["train_minutes_mean"] is None
-    assert replicate.markdown_table(untimed).rstrip().endswith("| n/a |")
+    assert report.markdown_table(untimed).rstrip().endswith("| n/a |")
     # one seed has no sample std: the table shows its mean alone, not "± 0.00"
-    assert "| DSS | 1 | 50.00 | 10.00 | 60.00 |" in replicate.markdown_table(untimed)
-    assert "| 3 | 50.00 ± 0.00 | 10.00 ± 0.00 |" in replicate.markdown_table({"dss": entry})
+    assert "| DSS | 1 | 50.00 | 10.00 | 60.00 |" in report.markdown_table(untimed)
+    assert "| 3 | 50.00 ± 0.00 | 10.00 ± 0.00 |" in report.markdown_table({"dss": entry})
 
 
 def test_throughput_smoke_prints_json_ratios(capsys: pytest.CaptureFixture[str]) -> None:
@@ -343,7 +343,7 @@ def test_train_fractions_run_every_method_at_each_size_and_resume(tmp_path: Path
 def test_paired_differences_match_a_naive_computation() -> None:
     import statistics
 
-    replicate = _load("replicate")
+    report = _load("sweep_report")
     accuracy = {"dss": [0.70, 0.62, 0.66, 0.50], "dss_mi_masked": [0.73, 0.61, 0.70, None]}
     ece = {"dss": [0.10, 0.20, 0.15, 0.1], "dss_mi_masked": [0.05, 0.22, None, None]}
     records = [
@@ -352,7 +352,7 @@ def test_paired_differences_match_a_naive_computation() -> None:
         for s, a in enumerate(values)
         if a is not None
     ]
-    paired = replicate.paired_differences(records, ["finetune", "dss", "dss_mi_masked"])
+    paired = report.paired_differences(records, ["finetune", "dss", "dss_mi_masked"])
     assert list(paired) == ["dss_mi_masked - dss"]  # seed 3 has no MI run: left out
     entry = paired["dss_mi_masked - dss"]
     diffs = [0.73 - 0.70, 0.61 - 0.62, 0.70 - 0.66]
@@ -362,7 +362,7 @@ def test_paired_differences_match_a_naive_computation() -> None:
     ece_diffs = [0.05 - 0.10, 0.22 - 0.20]  # seed 2's MI run has no ECE
     assert entry["ece_diff_mean"] == pytest.approx(statistics.mean(ece_diffs))
     assert entry["ece_diff_std"] == pytest.approx(statistics.stdev(ece_diffs))
-    table = replicate.paired_table(paired)
+    table = report.paired_table(paired)
     assert entry["ahead_by_more_than_one_std"] is False and entry["ece_seeds"] == 2  # +2.00 < 2.65
     assert entry["ece_lower_by_more_than_one_std"] is False  # -1.50 points, but a sd of 4.95
     assert (
@@ -374,13 +374,13 @@ def test_paired_differences_match_a_naive_computation() -> None:
         for m, eces in (("dss", (0.10, 0.12, 0.11)), ("dss_mi_paper", (0.05, 0.06, 0.06)))
         for s, e in enumerate(eces)
     ]
-    lower = replicate.paired_differences(steady, ["dss", "dss_mi_paper"])["dss_mi_paper - dss"]
+    lower = report.paired_differences(steady, ["dss", "dss_mi_paper"])["dss_mi_paper - dss"]
     ece_drops = [0.05 - 0.10, 0.06 - 0.12, 0.06 - 0.11]
     assert -statistics.mean(ece_drops) > statistics.stdev(ece_drops)
     assert lower["ece_lower_by_more_than_one_std"] is True
-    one_seed = replicate.paired_differences([r for r in steady if r["seed"] == 0], ["dss", "dss_mi_paper"])
+    one_seed = report.paired_differences([r for r in steady if r["seed"] == 0], ["dss", "dss_mi_paper"])
     assert one_seed["dss_mi_paper - dss"]["ece_lower_by_more_than_one_std"] is None  # no spread from one seed
-    assert replicate.paired_table(one_seed).rstrip().endswith("| n/a | -5.00 | n/a |")
+    assert report.paired_table(one_seed).rstrip().endswith("| n/a | -5.00 | n/a |")
 
 
 def test_smoke_results_hold_the_paired_differences(tmp_path: Path) -> None:
@@ -422,11 +422,10 @@ def test_report_only_reads_the_committed_results(tmp_path: Path, name: str) -> N
         assert any(line.startswith(start) for line in rewritten[len(table) + 2 :]), start
     assert bool(paired) == ("Paired differences" in (out / "results.md").read_text())
     # every run has its own row, with its validation curve (the per-seed values behind the means)
+    titles = _load("sweep_methods").METHOD_TITLES
     for run in stored["runs"]:
         curve = ", ".join(f"{100 * h['accuracy']:.1f}" for h in run["valid_history"])
-        row = (
-            f"| {replicate.METHOD_TITLES[run['method']]} | {run['seed']} | {100 * run['test_accuracy']:.2f} |"
-        )
+        row = f"| {titles[run['method']]} | {run['seed']} | {100 * run['test_accuracy']:.2f} |"
         assert any(line.startswith(row) and line.endswith(f"| {curve} |") for line in rewritten), row
     assert (out / "accuracy.png").stat().st_size > 0
 
@@ -583,6 +582,8 @@ def test_the_documented_command_gives_the_committed_protocol() -> None:
         "device_kit",
         "device_sweep",
         "stopped_time",
+        "sweep_methods",
+        "sweep_report",
     ],
 )
 def test_the_benchmark_scripts_docstring_examples_hold(name: str) -> None:

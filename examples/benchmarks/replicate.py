@@ -53,7 +53,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -64,63 +63,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stopped_time import StoppedTime  # noqa: E402 - the sibling module
+# the sibling modules: what is compared, how it is reported, how long it took
+from stopped_time import StoppedTime  # noqa: E402
+from sweep_methods import DEFAULT_METHODS, METHOD_NAMES, Method, build_methods  # noqa: E402
+from sweep_report import fraction_key, write_json, write_report  # noqa: E402
 
 logger = logging.getLogger("replicate")
 
 TINY_STUDENT = "tiny"
 TINY_CAUSAL_STUDENT = "tiny-causal"
-
-
-@dataclass(frozen=True)
-class Method:
-    """Loss settings of one compared method."""
-
-    name: str
-    title: str
-    label_loss_weight: float
-    rationale_loss_weight: float
-    mi_loss_weight: float
-    mi_variant: str = "paper"
-    mi_reduction: str = "max"
-    mi_divergence: str = "ce"
-    single_target: bool = False
-
-    @property
-    def uses_rationales(self) -> bool:
-        """Whether the method trains on the rationale task."""
-        return self.rationale_loss_weight > 0 or self.mi_loss_weight > 0
-
-
-def build_methods(mi_weight: float = 0.1, dss_weights: tuple[float, float] = (0.5, 0.5)) -> dict[str, Method]:
-    """The compared methods, keyed by name.
-
-    Args:
-        mi_weight: weight of the MI term in the DSS + MI methods (0.1 in Chen et al. 2024).
-        dss_weights: (label, rationale) weights of the DSS methods (0.5, 0.5 in both papers).
-
-    Example:
-        >>> sorted(build_methods())  # doctest: +NORMALIZE_WHITESPACE
-        ['dss', 'dss_mi_kl', 'dss_mi_masked', 'dss_mi_mean', 'dss_mi_paper', 'finetune', 'single_task']
-    """
-    label, rationale = dss_weights
-    return {
-        "finetune": Method("finetune", "Standard fine-tuning", 1.0, 0.0, 0.0),
-        "single_task": Method(
-            "single_task", "Single-task (rationale + label)", 1.0, 0.0, 0.0, single_target=True
-        ),
-        "dss": Method("dss", "DSS", label, rationale, 0.0),
-        "dss_mi_paper": Method("dss_mi_paper", "DSS + MI (paper)", label, rationale, mi_weight, "paper"),
-        "dss_mi_masked": Method("dss_mi_masked", "DSS + MI (masked)", label, rationale, mi_weight, "masked"),
-        "dss_mi_mean": Method("dss_mi_mean", "DSS + MI (mean)", label, rationale, mi_weight, "paper", "mean"),
-        "dss_mi_kl": Method("dss_mi_kl", "DSS + MI (KL)", label, rationale, mi_weight, "paper", "max", "kl"),
-    }
-
-
-METHOD_NAMES = tuple(build_methods())
-METHOD_TITLES = {m.name: m.title for m in build_methods().values()}  # the tables' and plots' names
-DEFAULT_METHODS = ("finetune", "dss", "dss_mi_paper", "dss_mi_masked")
-PAIRED_BASELINE = "dss"
 
 
 # ----------------------------------------------------------------------------------------------- arguments
@@ -599,18 +550,7 @@ def check_protocol(out: Path, settings: dict[str, Any], force: bool) -> None:
                 f"{out} holds runs made with other settings {diff} (old, new); use another --output-dir or --force"
             )
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(path, settings)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # own name: parallel jobs write it too
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _patience_start_text(settings: dict[str, Any]) -> str:
-    start = settings.get("patience_start", 0)
-    return f" counted from step {start}" if start and settings["patience"] else ""
+    write_json(path, settings)
 
 
 def early_stopping_callback(patience: int, start_step: int = 0) -> Any:
@@ -708,7 +648,7 @@ def train_clock_callback(previous_seconds: float | None = None) -> Any:
             if state.is_world_process_zero:
                 checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if checkpoint.is_dir():
-                    _write_json(checkpoint / TRAIN_CLOCK_FILE, {"seconds": self.seconds()})
+                    write_json(checkpoint / TRAIN_CLOCK_FILE, {"seconds": self.seconds()})
 
     _TrainClock.__name__ = _TrainClock.__qualname__ = "TrainClock"
     return _TrainClock(previous_seconds or 0.0)
@@ -945,20 +885,16 @@ def train_one(
         record["train_fraction"] = fraction
     if method.single_target:
         record["single_task_order"] = options.run.single_task_order
-    _write_json(run_dir / "done.json", record)
+    write_json(run_dir / "done.json", record)
     if not options.run.keep_checkpoints:
         for checkpoint in run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint, ignore_errors=True)
     return record
 
 
-def _fraction_key(fraction: float) -> str:
-    return f"{fraction:g}"
-
-
 def run_folder(out: Path, name: str, seed: int, fraction: float | None = None) -> Path:
     """``OUT/runs/<method>/seed<k>``, or ``OUT/runs/frac<f>/<method>/seed<k>`` in a size sweep."""
-    base = out / "runs" if fraction is None else out / "runs" / f"frac{_fraction_key(fraction)}"
+    base = out / "runs" if fraction is None else out / "runs" / f"frac{fraction_key(fraction)}"
     return base / name / f"seed{seed}"
 
 
@@ -972,7 +908,7 @@ def run_sweep(sweep: Sweep, out: Path) -> list[dict[str, Any]]:
     total = len(fractions) * len(options.run.seeds) * len(options.methods)
     index = 0
     for fraction in fractions:
-        at = "" if fraction is None else f" (train fraction {_fraction_key(fraction)})"
+        at = "" if fraction is None else f" (train fraction {fraction_key(fraction)})"
         for seed in options.run.seeds:
             for name in options.methods:
                 index += 1
@@ -1010,386 +946,6 @@ def collect_records(
                 if done.exists():
                     records.append(json.loads(done.read_text()))
     return records
-
-
-# -------------------------------------------------------------------------------------------------- report
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
-
-
-def _choice_accuracy(record: dict[str, Any]) -> float | None:
-    """The arg-max candidate's accuracy (older records keep it as ``test_confidence_accuracy``)."""
-    if "test_choice_accuracy" in record:
-        return record["test_choice_accuracy"]
-    if record.get("confidence_mode") == "candidates":
-        return record.get("test_confidence_accuracy")
-    return None
-
-
-def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Mean and sample standard deviation (n - 1) per method of accuracy, ECE and average confidence.
-
-    Runs without a measured ECE (a causal student without confidence support) are left out of the ECE
-    and confidence means, and counted in ``ece_runs``.
-
-    Example:
-        >>> rows = [{"method": "dss", "seed": s, "test_accuracy": a, "test_ece": 0.1, "test_avg_confidence": 0.8,
-        ...          "steps_trained": 10, "best_step": 10, "train_seconds": 1.0} for s, a in ((0, 0.5), (1, 0.7))]
-        >>> round(summarise(rows, ["dss"])["dss"]["accuracy_std"], 4)
-        0.1414
-    """
-    summary: dict[str, dict[str, Any]] = {}
-    for name in methods:
-        runs = [r for r in records if r["method"] == name]
-        if not runs:
-            continue
-        entry: dict[str, Any] = {
-            "title": METHOD_TITLES.get(name, name),
-            "seeds": sorted(r["seed"] for r in runs),
-        }
-        for key, metric in (
-            ("accuracy", "test_accuracy"),
-            ("ece", "test_ece"),
-            ("avg_confidence", "test_avg_confidence"),
-        ):
-            values = [r[metric] for r in runs if r.get(metric) is not None]
-            entry[f"{key}_mean"], entry[f"{key}_std"] = _mean_std(values) if values else (None, None)
-        entry["ece_runs"] = sum(r.get("test_ece") is not None for r in runs)
-        choices = [_choice_accuracy(r) for r in runs]
-        if all(c is not None for c in choices):
-            entry["choice_accuracy_mean"], entry["choice_accuracy_std"] = _mean_std(choices)
-        entry["per_seed_accuracy"] = {str(r["seed"]): r["test_accuracy"] for r in runs}
-        entry["steps_trained"] = [r["steps_trained"] for r in runs]
-        entry["best_steps"] = [r["best_step"] for r in runs]
-        # a run resumed from a checkpoint without a saved clock knows only the time after the resume
-        timed = [r["train_seconds"] for r in runs if r.get("train_seconds_complete", not r.get("resumed"))]
-        entry["train_minutes_mean"] = sum(timed) / len(timed) / 60 if timed else None
-        entry["timed_runs"] = len(timed)
-        summary[name] = entry
-    return summary
-
-
-def paired_differences(
-    records: Sequence[dict[str, Any]], methods: Sequence[str], baseline: str = PAIRED_BASELINE
-) -> dict[str, dict[str, Any]]:
-    """Per DSS + MI method: the mean and sample std over seeds of (method - DSS), paired by seed.
-
-    Runs of the same seed share the data order and the initial weights, so the per-seed difference
-    removes what the seed does to both; its spread is what decides whether MI is ahead of DSS. Only seeds
-    both methods finished count. ECE differences leave out seeds where either ECE is missing.
-
-    Example:
-        >>> rows = [{"method": m, "seed": s, "test_accuracy": a, "test_ece": e}
-        ...         for m, s, a, e in (("dss", 0, .70, .1), ("dss", 1, .60, .1),
-        ...                            ("dss_mi_masked", 0, .72, .1), ("dss_mi_masked", 1, .66, .05))]
-        >>> d = paired_differences(rows, ["dss", "dss_mi_masked"])["dss_mi_masked - dss"]
-        >>> round(d["accuracy_diff_mean"], 4), round(d["accuracy_diff_std"], 4), d["seeds"]
-        (0.04, 0.0283, [0, 1])
-        >>> d["ahead_by_more_than_one_std"], d["ece_lower_by_more_than_one_std"]
-        (True, False)
-    """
-    by_seed = {(r["method"], r["seed"]): r for r in records}
-    result: dict[str, dict[str, Any]] = {}
-    for name in methods:
-        if not name.startswith("dss_mi"):
-            continue
-        seeds = sorted(s for (m, s) in by_seed if m == name and (baseline, s) in by_seed)
-        if not seeds:
-            continue
-        pairs = [(by_seed[(name, s)], by_seed[(baseline, s)]) for s in seeds]
-        accuracy = [a["test_accuracy"] - b["test_accuracy"] for a, b in pairs]
-        entry: dict[str, Any] = {"method": name, "baseline": baseline, "seeds": seeds}
-        entry["per_seed_accuracy_diff"] = {str(s): d for s, d in zip(seeds, accuracy)}
-        entry["accuracy_diff_mean"], entry["accuracy_diff_std"] = _mean_std(accuracy)
-        # the issue's question: ahead by more than one standard deviation of the paired difference?
-        entry["ahead_by_more_than_one_std"] = (
-            entry["accuracy_diff_mean"] > entry["accuracy_diff_std"] if len(seeds) > 1 else None
-        )
-        ece = [
-            a["test_ece"] - b["test_ece"]
-            for a, b in pairs
-            if a.get("test_ece") is not None and b.get("test_ece") is not None
-        ]
-        entry["ece_diff_mean"], entry["ece_diff_std"] = _mean_std(ece) if ece else (None, None)
-        entry["ece_seeds"] = len(ece)
-        # and the other half of it: is the ECE lower by more than one standard deviation of its difference?
-        entry["ece_lower_by_more_than_one_std"] = (
-            -entry["ece_diff_mean"] > entry["ece_diff_std"] if len(ece) > 1 else None
-        )
-        result[f"{name} - {baseline}"] = entry
-    return result
-
-
-def _train_minutes_text(entry: dict[str, Any]) -> str:
-    if entry["train_minutes_mean"] is None:
-        return "n/a"
-    runs = len(entry["seeds"])
-    timed = entry.get("timed_runs", runs)
-    text = f"{entry['train_minutes_mean']:.1f}"
-    return text if timed == runs else f"{text} ({timed} of {runs} runs timed)"
-
-
-def _percent(mean: float | None, std: float | None, seeds: int = 2, signed: bool = False) -> str:
-    """``mean ± std`` in percent (``signed``: percentage points with their sign); the mean alone for one
-    seed (its sample std is undefined, not 0)."""
-    if mean is None:
-        return "n/a"
-    value = f"{100 * mean:+.2f}" if signed else f"{100 * mean:.2f}"
-    return value if seeds < 2 or std is None else f"{value} ± {100 * std:.2f}"
-
-
-def _summary_cell(entry: dict[str, Any], key: str) -> str:
-    return _percent(entry.get(f"{key}_mean"), entry.get(f"{key}_std"), len(entry["seeds"]))
-
-
-def markdown_table(summary: dict[str, dict[str, Any]], choice_ranking: bool = False) -> str:
-    """The results as a markdown table (percentages, mean ± sample std over seeds).
-
-    ``choice_ranking``: add the arg-max candidate's accuracy beside the generated label's (multiple choice).
-    """
-    choice_head, choice_rule = (" choice-ranking accuracy (%) |", "---|") if choice_ranking else ("", "")
-    lines = [
-        f"| method | seeds | test accuracy (%) |{choice_head} ECE (%) | avg confidence (%) | steps run | best step | "
-        "train min/run |",
-        f"|---|---|---|{choice_rule}---|---|---|---|---|",
-    ]
-    for entry in summary.values():
-        choice = f" {_summary_cell(entry, 'choice_accuracy')} |" if choice_ranking else ""
-        lines.append(
-            f"| {entry['title']} | {len(entry['seeds'])} | {_summary_cell(entry, 'accuracy')} |{choice} "
-            f"{_summary_cell(entry, 'ece')} | {_summary_cell(entry, 'avg_confidence')} | "
-            f"{', '.join(map(str, entry['steps_trained']))} | {', '.join(map(str, entry['best_steps']))} | "
-            f"{_train_minutes_text(entry)} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def paired_table(paired: dict[str, dict[str, Any]]) -> str:
-    """The paired differences as a markdown table (percentage points, mean ± sample std over seeds)."""
-    if not paired:
-        return ""
-    lines = [
-        "| difference (paired by seed) | seeds | accuracy (points) | per seed | ahead by > 1 sd | ECE (points) | "
-        "ECE lower by > 1 sd |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    ahead_text = {True: "yes", False: "no", None: "n/a"}
-    for key, entry in paired.items():
-        seeds = len(entry["seeds"])
-        per_seed = ", ".join(f"{100 * d:+.2f}" for d in entry["per_seed_accuracy_diff"].values())
-        ahead = entry.get("ahead_by_more_than_one_std")
-        ece_seeds = entry.get("ece_seeds", seeds)
-        lines.append(
-            f"| {key} | {seeds} | "
-            f"{_percent(entry['accuracy_diff_mean'], entry['accuracy_diff_std'], seeds, signed=True)} | "
-            f"{per_seed} | {ahead_text[ahead]} | "
-            f"{_percent(entry['ece_diff_mean'], entry['ece_diff_std'], ece_seeds, signed=True)} | "
-            f"{ahead_text[entry.get('ece_lower_by_more_than_one_std')]} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def per_run_table(
-    records: Sequence[dict[str, Any]], methods: Sequence[str], choice_ranking: bool = False
-) -> str:
-    """Every run as a row (percentages): the per-seed values behind the means, with each validation curve.
-
-    Example:
-        >>> run = {"method": "dss", "seed": 0, "test_accuracy": 0.75, "test_ece": 0.1, "best_step": 20,
-        ...        "steps_trained": 20, "valid_history": [{"step": 10, "accuracy": 0.5}, {"step": 20, "accuracy": 0.7}]}
-        >>> print(per_run_table([run], ["dss"]).splitlines()[-1])
-        | DSS | 0 | 75.00 | 10.00 | 20 / 20 | 50.0, 70.0 |
-    """
-    choice_head, choice_rule = (" choice-ranking accuracy (%) |", "---|") if choice_ranking else ("", "")
-    steps = sorted({h["step"] for r in records for h in r.get("valid_history") or []})
-    at = ", ".join(map(str, steps[:3])) + (", ..." if len(steps) > 3 else "")
-    lines = [
-        f"| method | seed | test accuracy (%) |{choice_head} ECE (%) | best / steps run | "
-        f"validation accuracy (%) at steps {at} |",
-        f"|---|---|---|{choice_rule}---|---|---|",
-    ]
-    order = {name: i for i, name in enumerate(methods)}
-    for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["seed"])):
-        choice = f" {_percent(_choice_accuracy(r), None)} |" if choice_ranking else ""
-        curve = ", ".join(f"{100 * h['accuracy']:.1f}" for h in r.get("valid_history") or [])
-        lines.append(
-            f"| {METHOD_TITLES.get(r['method'], r['method'])} | {r['seed']} | "
-            f"{_percent(r['test_accuracy'], None)} |{choice} {_percent(r.get('test_ece'), None)} | "
-            f"{r.get('best_step')} / {r.get('steps_trained')} | {curve or 'n/a'} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_accuracy(summary: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
-    """Bar chart of test accuracy per method (mean, sample-std error bars, one dot per seed)."""
-    plt = _pyplot()
-    names = list(summary)
-    means = [100 * summary[n]["accuracy_mean"] for n in names]
-    stds = [100 * summary[n]["accuracy_std"] for n in names]
-    fig, ax = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
-    positions = range(len(names))
-    ax.bar(positions, means, yerr=stds, capsize=6, color="#9ecae1", edgecolor="#3182bd")
-    for i, name in enumerate(names):
-        values = [100 * v for v in summary[name]["per_seed_accuracy"].values()]
-        ax.scatter([i] * len(values), values, color="black", s=12, zorder=3)
-    ax.set_xticks(list(positions))
-    ax.set_xticklabels([summary[n]["title"] for n in names], rotation=15)
-    ax.set_ylabel("test accuracy (%)")
-    low = min(m - s for m, s in zip(means, stds)) if means else 0
-    ax.set_ylim(max(0, low - 10), min(100, max(m + s for m, s in zip(means, stds)) + 5) if means else 100)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def plot_accuracy_vs_size(
-    by_fraction: dict[str, dict[str, Any]], train_examples: int, path: Path, title: str
-) -> bool:
-    """Test accuracy against training-set size: one line per method, sample-std error bars."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    methods = list(dict.fromkeys(name for entry in by_fraction.values() for name in entry["summary"]))
-    for name in methods:
-        points = [
-            (float(key), entry["summary"][name])
-            for key, entry in by_fraction.items()
-            if name in entry["summary"]
-        ]
-        points.sort(key=lambda p: p[0])
-        sizes = [max(1, round(f * train_examples)) for f, _ in points]
-        ax.errorbar(
-            sizes,
-            [100 * s["accuracy_mean"] for _, s in points],
-            yerr=[100 * s["accuracy_std"] for _, s in points],
-            marker="o",
-            capsize=4,
-            label=points[0][1]["title"],
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training examples")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def _header(settings: dict[str, Any], finished: int, expected: int) -> str:
-    data = settings["data"]
-    teacher = (
-        " Trained on the teacher's labels; tested against gold."
-        if settings.get("label_source") == "llm"
-        else ""
-    )
-    return (
-        f"Student `{settings['student']}`; {data['dataset']}: {data['train']['examples']} train "
-        f"({data['train']['split']}), {data['valid']['examples']} validation ({data['valid']['split']}), "
-        f"{data['test']['examples']} test ({data['test']['split']}). Budget {settings['max_steps']} steps, "
-        f"batch {settings['batch_size']}x{settings['gradient_accumulation_steps']}, lr {settings['learning_rate']}, "
-        f"validation every {settings['eval_steps']} steps, patience {settings['patience']}"
-        f"{_patience_start_text(settings)}. "
-        f"{finished}/{expected} runs finished. Mean ± sample std over seeds; checkpoint selected on "
-        f"validation accuracy; test touched once per run.{teacher}\n\n"
-    )
-
-
-def _is_multiple_choice(settings: dict[str, Any]) -> bool:
-    from hf_cotmi.tasks import TASKS
-
-    spec = TASKS.get(str(settings["data"].get("dataset")))
-    return spec is not None and spec.candidates_column is not None
-
-
-def _section(
-    records: list[dict[str, Any]], methods: Sequence[str], choice_ranking: bool
-) -> tuple[dict, dict, str]:
-    summary = summarise(records, methods)
-    paired = paired_differences(records, methods)
-    text = markdown_table(summary, choice_ranking)
-    if paired:
-        text += "\nPaired differences (same seed, same data order; mean ± sample std over seeds):\n\n"
-        text += paired_table(paired)
-    if records:
-        text += "\nPer run (validation accuracy at every evaluation; best: the checkpoint tested):\n\n"
-        text += per_run_table(records, methods, choice_ranking)
-    return summary, paired, text
-
-
-def write_report(
-    out: Path,
-    records: list[dict[str, Any]],
-    methods: Sequence[str],
-    seeds: Sequence[int],
-    settings: dict,
-    fractions: Sequence[float] | None = None,
-) -> dict:
-    """Write results.json, results.md and accuracy.png (and accuracy_vs_size.png); returns the summary.
-
-    Without fractions the summary is keyed by method; with fractions, ``results.json`` holds a
-    ``fractions`` entry keyed by fraction (each with its summary, paired differences and runs) and the
-    summary returned is the one of the largest fraction.
-    """
-    choice_ranking = _is_multiple_choice(settings)
-    expected = len(methods) * len(seeds) * len(fractions or [None])
-    result: dict[str, Any] = {
-        "protocol": settings,
-        "methods": list(methods),
-        "seeds": list(seeds),
-        "finished_runs": len(records),
-        "expected_runs": expected,
-    }
-    text = _header(settings, len(records), expected)
-    data = settings["data"]
-    if fractions:
-        by_fraction: dict[str, dict[str, Any]] = {}
-        for fraction in sorted(fractions):
-            runs = [r for r in records if r.get("train_fraction") == fraction]
-            summary, paired, section = _section(runs, methods, choice_ranking)
-            examples = max(1, round(fraction * data["train"]["examples"]))
-            by_fraction[_fraction_key(fraction)] = {
-                "train_examples": examples,
-                "summary": summary,
-                "paired_differences": paired,
-                "runs": runs,
-            }
-            text += f"### Train fraction {_fraction_key(fraction)} ({examples} examples)\n\n{section}\n"
-        result["fractions"] = by_fraction
-        summary = by_fraction[_fraction_key(max(fractions))]["summary"]
-        result["summary"], result["runs"] = summary, records
-        if any(entry["summary"] for entry in by_fraction.values()):
-            plot_accuracy_vs_size(
-                by_fraction,
-                data["train"]["examples"],
-                out / "accuracy_vs_size.png",
-                f"{data['dataset']}: test accuracy vs training-set size",
-            )
-    else:
-        summary, paired, section = _section(records, methods, choice_ranking)
-        result["summary"], result["paired_differences"], result["runs"] = summary, paired, records
-        text += section
-    _write_json(out / "results.json", result)
-    (out / "results.md").write_text(text)
-    if summary:
-        plot_accuracy(summary, out / "accuracy.png", f"{data['dataset']}: test accuracy over seeds")
-    return summary
 
 
 # ---------------------------------------------------------------------------------------------------- main

@@ -1,0 +1,431 @@
+"""The report of a benchmark sweep: per-method means, paired differences, a row per run, plots, files.
+
+Pure functions of the finished runs' records (the ``done.json`` that ``replicate.py`` writes per run):
+:func:`summarise` (mean and sample std per method), :func:`paired_differences` (DSS + MI - DSS by seed),
+the markdown tables, the plots, and :func:`write_report`, which writes ``results.json``, ``results.md``,
+``accuracy.png`` (and ``accuracy_vs_size.png`` for a size sweep) into the sweep's folder.
+
+Example:
+    >>> from sweep_report import summarise
+    >>> runs = [{"method": "dss", "seed": s, "test_accuracy": a, "test_ece": 0.1, "steps_trained": 10,
+    ...          "best_step": 10, "train_seconds": 60.0} for s, a in ((0, .7), (1, .8))]
+    >>> round(summarise(runs, ["dss"])["dss"]["accuracy_mean"], 2)
+    0.75
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sweep_methods import METHOD_TITLES, PAIRED_BASELINE
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON, atomically (a temporary file of this process, then a rename).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "done.json"
+        >>> write_json(path, {"seed": 0}); json.loads(path.read_text())
+        {'seed': 0}
+    """
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # own name: parallel jobs write it too
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _patience_start_text(settings: dict[str, Any]) -> str:
+    start = settings.get("patience_start", 0)
+    return f" counted from step {start}" if start and settings["patience"] else ""
+
+
+def fraction_key(fraction: float) -> str:
+    """A training fraction as the size sweep names it (folders ``frac<key>``, ``results.json`` keys).
+
+    Example:
+        >>> fraction_key(0.125), fraction_key(1.0)
+        ('0.125', '1')
+    """
+    return f"{fraction:g}"
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def _choice_accuracy(record: dict[str, Any]) -> float | None:
+    """The arg-max candidate's accuracy (older records keep it as ``test_confidence_accuracy``)."""
+    if "test_choice_accuracy" in record:
+        return record["test_choice_accuracy"]
+    if record.get("confidence_mode") == "candidates":
+        return record.get("test_confidence_accuracy")
+    return None
+
+
+def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Mean and sample standard deviation (n - 1) per method of accuracy, ECE and average confidence.
+
+    Runs without a measured ECE (a causal student without confidence support) are left out of the ECE
+    and confidence means, and counted in ``ece_runs``.
+
+    Example:
+        >>> rows = [{"method": "dss", "seed": s, "test_accuracy": a, "test_ece": 0.1, "test_avg_confidence": 0.8,
+        ...          "steps_trained": 10, "best_step": 10, "train_seconds": 1.0} for s, a in ((0, 0.5), (1, 0.7))]
+        >>> round(summarise(rows, ["dss"])["dss"]["accuracy_std"], 4)
+        0.1414
+    """
+    summary: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        runs = [r for r in records if r["method"] == name]
+        if not runs:
+            continue
+        entry: dict[str, Any] = {
+            "title": METHOD_TITLES.get(name, name),
+            "seeds": sorted(r["seed"] for r in runs),
+        }
+        for key, metric in (
+            ("accuracy", "test_accuracy"),
+            ("ece", "test_ece"),
+            ("avg_confidence", "test_avg_confidence"),
+        ):
+            values = [r[metric] for r in runs if r.get(metric) is not None]
+            entry[f"{key}_mean"], entry[f"{key}_std"] = _mean_std(values) if values else (None, None)
+        entry["ece_runs"] = sum(r.get("test_ece") is not None for r in runs)
+        choices = [_choice_accuracy(r) for r in runs]
+        if all(c is not None for c in choices):
+            entry["choice_accuracy_mean"], entry["choice_accuracy_std"] = _mean_std(choices)
+        entry["per_seed_accuracy"] = {str(r["seed"]): r["test_accuracy"] for r in runs}
+        entry["steps_trained"] = [r["steps_trained"] for r in runs]
+        entry["best_steps"] = [r["best_step"] for r in runs]
+        # a run resumed from a checkpoint without a saved clock knows only the time after the resume
+        timed = [r["train_seconds"] for r in runs if r.get("train_seconds_complete", not r.get("resumed"))]
+        entry["train_minutes_mean"] = sum(timed) / len(timed) / 60 if timed else None
+        entry["timed_runs"] = len(timed)
+        summary[name] = entry
+    return summary
+
+
+def paired_differences(
+    records: Sequence[dict[str, Any]], methods: Sequence[str], baseline: str = PAIRED_BASELINE
+) -> dict[str, dict[str, Any]]:
+    """Per DSS + MI method: the mean and sample std over seeds of (method - DSS), paired by seed.
+
+    Runs of the same seed share the data order and the initial weights, so the per-seed difference
+    removes what the seed does to both; its spread is what decides whether MI is ahead of DSS. Only seeds
+    both methods finished count. ECE differences leave out seeds where either ECE is missing.
+
+    Example:
+        >>> rows = [{"method": m, "seed": s, "test_accuracy": a, "test_ece": e}
+        ...         for m, s, a, e in (("dss", 0, .70, .1), ("dss", 1, .60, .1),
+        ...                            ("dss_mi_masked", 0, .72, .1), ("dss_mi_masked", 1, .66, .05))]
+        >>> d = paired_differences(rows, ["dss", "dss_mi_masked"])["dss_mi_masked - dss"]
+        >>> round(d["accuracy_diff_mean"], 4), round(d["accuracy_diff_std"], 4), d["seeds"]
+        (0.04, 0.0283, [0, 1])
+        >>> d["ahead_by_more_than_one_std"], d["ece_lower_by_more_than_one_std"]
+        (True, False)
+    """
+    by_seed = {(r["method"], r["seed"]): r for r in records}
+    result: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        if not name.startswith("dss_mi"):
+            continue
+        seeds = sorted(s for (m, s) in by_seed if m == name and (baseline, s) in by_seed)
+        if not seeds:
+            continue
+        pairs = [(by_seed[(name, s)], by_seed[(baseline, s)]) for s in seeds]
+        accuracy = [a["test_accuracy"] - b["test_accuracy"] for a, b in pairs]
+        entry: dict[str, Any] = {"method": name, "baseline": baseline, "seeds": seeds}
+        entry["per_seed_accuracy_diff"] = {str(s): d for s, d in zip(seeds, accuracy)}
+        entry["accuracy_diff_mean"], entry["accuracy_diff_std"] = _mean_std(accuracy)
+        # the issue's question: ahead by more than one standard deviation of the paired difference?
+        entry["ahead_by_more_than_one_std"] = (
+            entry["accuracy_diff_mean"] > entry["accuracy_diff_std"] if len(seeds) > 1 else None
+        )
+        ece = [
+            a["test_ece"] - b["test_ece"]
+            for a, b in pairs
+            if a.get("test_ece") is not None and b.get("test_ece") is not None
+        ]
+        entry["ece_diff_mean"], entry["ece_diff_std"] = _mean_std(ece) if ece else (None, None)
+        entry["ece_seeds"] = len(ece)
+        # and the other half of it: is the ECE lower by more than one standard deviation of its difference?
+        entry["ece_lower_by_more_than_one_std"] = (
+            -entry["ece_diff_mean"] > entry["ece_diff_std"] if len(ece) > 1 else None
+        )
+        result[f"{name} - {baseline}"] = entry
+    return result
+
+
+def _train_minutes_text(entry: dict[str, Any]) -> str:
+    if entry["train_minutes_mean"] is None:
+        return "n/a"
+    runs = len(entry["seeds"])
+    timed = entry.get("timed_runs", runs)
+    text = f"{entry['train_minutes_mean']:.1f}"
+    return text if timed == runs else f"{text} ({timed} of {runs} runs timed)"
+
+
+def _percent(mean: float | None, std: float | None, seeds: int = 2, signed: bool = False) -> str:
+    """``mean ± std`` in percent (``signed``: percentage points with their sign); the mean alone for one
+    seed (its sample std is undefined, not 0)."""
+    if mean is None:
+        return "n/a"
+    value = f"{100 * mean:+.2f}" if signed else f"{100 * mean:.2f}"
+    return value if seeds < 2 or std is None else f"{value} ± {100 * std:.2f}"
+
+
+def _summary_cell(entry: dict[str, Any], key: str) -> str:
+    return _percent(entry.get(f"{key}_mean"), entry.get(f"{key}_std"), len(entry["seeds"]))
+
+
+def markdown_table(summary: dict[str, dict[str, Any]], choice_ranking: bool = False) -> str:
+    """The results as a markdown table (percentages, mean ± sample std over seeds).
+
+    ``choice_ranking``: add the arg-max candidate's accuracy beside the generated label's (multiple choice).
+    """
+    choice_head, choice_rule = (" choice-ranking accuracy (%) |", "---|") if choice_ranking else ("", "")
+    lines = [
+        f"| method | seeds | test accuracy (%) |{choice_head} ECE (%) | avg confidence (%) | steps run | best step | "
+        "train min/run |",
+        f"|---|---|---|{choice_rule}---|---|---|---|---|",
+    ]
+    for entry in summary.values():
+        choice = f" {_summary_cell(entry, 'choice_accuracy')} |" if choice_ranking else ""
+        lines.append(
+            f"| {entry['title']} | {len(entry['seeds'])} | {_summary_cell(entry, 'accuracy')} |{choice} "
+            f"{_summary_cell(entry, 'ece')} | {_summary_cell(entry, 'avg_confidence')} | "
+            f"{', '.join(map(str, entry['steps_trained']))} | {', '.join(map(str, entry['best_steps']))} | "
+            f"{_train_minutes_text(entry)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def paired_table(paired: dict[str, dict[str, Any]]) -> str:
+    """The paired differences as a markdown table (percentage points, mean ± sample std over seeds)."""
+    if not paired:
+        return ""
+    lines = [
+        "| difference (paired by seed) | seeds | accuracy (points) | per seed | ahead by > 1 sd | ECE (points) | "
+        "ECE lower by > 1 sd |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ahead_text = {True: "yes", False: "no", None: "n/a"}
+    for key, entry in paired.items():
+        seeds = len(entry["seeds"])
+        per_seed = ", ".join(f"{100 * d:+.2f}" for d in entry["per_seed_accuracy_diff"].values())
+        ahead = entry.get("ahead_by_more_than_one_std")
+        ece_seeds = entry.get("ece_seeds", seeds)
+        lines.append(
+            f"| {key} | {seeds} | "
+            f"{_percent(entry['accuracy_diff_mean'], entry['accuracy_diff_std'], seeds, signed=True)} | "
+            f"{per_seed} | {ahead_text[ahead]} | "
+            f"{_percent(entry['ece_diff_mean'], entry['ece_diff_std'], ece_seeds, signed=True)} | "
+            f"{ahead_text[entry.get('ece_lower_by_more_than_one_std')]} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def per_run_table(
+    records: Sequence[dict[str, Any]], methods: Sequence[str], choice_ranking: bool = False
+) -> str:
+    """Every run as a row (percentages): the per-seed values behind the means, with each validation curve.
+
+    Example:
+        >>> run = {"method": "dss", "seed": 0, "test_accuracy": 0.75, "test_ece": 0.1, "best_step": 20,
+        ...        "steps_trained": 20, "valid_history": [{"step": 10, "accuracy": 0.5}, {"step": 20, "accuracy": 0.7}]}
+        >>> print(per_run_table([run], ["dss"]).splitlines()[-1])
+        | DSS | 0 | 75.00 | 10.00 | 20 / 20 | 50.0, 70.0 |
+    """
+    choice_head, choice_rule = (" choice-ranking accuracy (%) |", "---|") if choice_ranking else ("", "")
+    steps = sorted({h["step"] for r in records for h in r.get("valid_history") or []})
+    at = ", ".join(map(str, steps[:3])) + (", ..." if len(steps) > 3 else "")
+    lines = [
+        f"| method | seed | test accuracy (%) |{choice_head} ECE (%) | best / steps run | "
+        f"validation accuracy (%) at steps {at} |",
+        f"|---|---|---|{choice_rule}---|---|---|",
+    ]
+    order = {name: i for i, name in enumerate(methods)}
+    for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["seed"])):
+        choice = f" {_percent(_choice_accuracy(r), None)} |" if choice_ranking else ""
+        curve = ", ".join(f"{100 * h['accuracy']:.1f}" for h in r.get("valid_history") or [])
+        lines.append(
+            f"| {METHOD_TITLES.get(r['method'], r['method'])} | {r['seed']} | "
+            f"{_percent(r['test_accuracy'], None)} |{choice} {_percent(r.get('test_ece'), None)} | "
+            f"{r.get('best_step')} / {r.get('steps_trained')} | {curve or 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(summary: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
+    """Bar chart of test accuracy per method (mean, sample-std error bars, one dot per seed)."""
+    plt = _pyplot()
+    names = list(summary)
+    means = [100 * summary[n]["accuracy_mean"] for n in names]
+    stds = [100 * summary[n]["accuracy_std"] for n in names]
+    fig, ax = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
+    positions = range(len(names))
+    ax.bar(positions, means, yerr=stds, capsize=6, color="#9ecae1", edgecolor="#3182bd")
+    for i, name in enumerate(names):
+        values = [100 * v for v in summary[name]["per_seed_accuracy"].values()]
+        ax.scatter([i] * len(values), values, color="black", s=12, zorder=3)
+    ax.set_xticks(list(positions))
+    ax.set_xticklabels([summary[n]["title"] for n in names], rotation=15)
+    ax.set_ylabel("test accuracy (%)")
+    low = min(m - s for m, s in zip(means, stds)) if means else 0
+    ax.set_ylim(max(0, low - 10), min(100, max(m + s for m, s in zip(means, stds)) + 5) if means else 100)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_accuracy_vs_size(
+    by_fraction: dict[str, dict[str, Any]], train_examples: int, path: Path, title: str
+) -> bool:
+    """Test accuracy against training-set size: one line per method, sample-std error bars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    methods = list(dict.fromkeys(name for entry in by_fraction.values() for name in entry["summary"]))
+    for name in methods:
+        points = [
+            (float(key), entry["summary"][name])
+            for key, entry in by_fraction.items()
+            if name in entry["summary"]
+        ]
+        points.sort(key=lambda p: p[0])
+        sizes = [max(1, round(f * train_examples)) for f, _ in points]
+        ax.errorbar(
+            sizes,
+            [100 * s["accuracy_mean"] for _, s in points],
+            yerr=[100 * s["accuracy_std"] for _, s in points],
+            marker="o",
+            capsize=4,
+            label=points[0][1]["title"],
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training examples")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _header(settings: dict[str, Any], finished: int, expected: int) -> str:
+    data = settings["data"]
+    teacher = (
+        " Trained on the teacher's labels; tested against gold."
+        if settings.get("label_source") == "llm"
+        else ""
+    )
+    return (
+        f"Student `{settings['student']}`; {data['dataset']}: {data['train']['examples']} train "
+        f"({data['train']['split']}), {data['valid']['examples']} validation ({data['valid']['split']}), "
+        f"{data['test']['examples']} test ({data['test']['split']}). Budget {settings['max_steps']} steps, "
+        f"batch {settings['batch_size']}x{settings['gradient_accumulation_steps']}, lr {settings['learning_rate']}, "
+        f"validation every {settings['eval_steps']} steps, patience {settings['patience']}"
+        f"{_patience_start_text(settings)}. "
+        f"{finished}/{expected} runs finished. Mean ± sample std over seeds; checkpoint selected on "
+        f"validation accuracy; test touched once per run.{teacher}\n\n"
+    )
+
+
+def _is_multiple_choice(settings: dict[str, Any]) -> bool:
+    from hf_cotmi.tasks import TASKS
+
+    spec = TASKS.get(str(settings["data"].get("dataset")))
+    return spec is not None and spec.candidates_column is not None
+
+
+def _section(
+    records: list[dict[str, Any]], methods: Sequence[str], choice_ranking: bool
+) -> tuple[dict, dict, str]:
+    summary = summarise(records, methods)
+    paired = paired_differences(records, methods)
+    text = markdown_table(summary, choice_ranking)
+    if paired:
+        text += "\nPaired differences (same seed, same data order; mean ± sample std over seeds):\n\n"
+        text += paired_table(paired)
+    if records:
+        text += "\nPer run (validation accuracy at every evaluation; best: the checkpoint tested):\n\n"
+        text += per_run_table(records, methods, choice_ranking)
+    return summary, paired, text
+
+
+def write_report(
+    out: Path,
+    records: list[dict[str, Any]],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    settings: dict,
+    fractions: Sequence[float] | None = None,
+) -> dict:
+    """Write results.json, results.md and accuracy.png (and accuracy_vs_size.png); returns the summary.
+
+    Without fractions the summary is keyed by method; with fractions, ``results.json`` holds a
+    ``fractions`` entry keyed by fraction (each with its summary, paired differences and runs) and the
+    summary returned is the one of the largest fraction.
+    """
+    choice_ranking = _is_multiple_choice(settings)
+    expected = len(methods) * len(seeds) * len(fractions or [None])
+    result: dict[str, Any] = {
+        "protocol": settings,
+        "methods": list(methods),
+        "seeds": list(seeds),
+        "finished_runs": len(records),
+        "expected_runs": expected,
+    }
+    text = _header(settings, len(records), expected)
+    data = settings["data"]
+    if fractions:
+        by_fraction: dict[str, dict[str, Any]] = {}
+        for fraction in sorted(fractions):
+            runs = [r for r in records if r.get("train_fraction") == fraction]
+            summary, paired, section = _section(runs, methods, choice_ranking)
+            examples = max(1, round(fraction * data["train"]["examples"]))
+            by_fraction[fraction_key(fraction)] = {
+                "train_examples": examples,
+                "summary": summary,
+                "paired_differences": paired,
+                "runs": runs,
+            }
+            text += f"### Train fraction {fraction_key(fraction)} ({examples} examples)\n\n{section}\n"
+        result["fractions"] = by_fraction
+        summary = by_fraction[fraction_key(max(fractions))]["summary"]
+        result["summary"], result["runs"] = summary, records
+        if any(entry["summary"] for entry in by_fraction.values()):
+            plot_accuracy_vs_size(
+                by_fraction,
+                data["train"]["examples"],
+                out / "accuracy_vs_size.png",
+                f"{data['dataset']}: test accuracy vs training-set size",
+            )
+    else:
+        summary, paired, section = _section(records, methods, choice_ranking)
+        result["summary"], result["paired_differences"], result["runs"] = summary, paired, records
+        text += section
+    write_json(out / "results.json", result)
+    (out / "results.md").write_text(text)
+    if summary:
+        plot_accuracy(summary, out / "accuracy.png", f"{data['dataset']}: test accuracy over seeds")
+    return summary
