@@ -616,7 +616,9 @@ def test_parallel_sweep_time_limit_stops_jobs_and_a_rerun_finishes_them(
 
 
 @pytest.mark.slow
-def test_parallel_sweep_runs_each_method_and_seed_once_then_reports(tmp_path: Path) -> None:
+def test_parallel_sweep_runs_each_method_and_seed_once_then_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Two workers over 2 methods x 2 seeds of the tiny student; a rerun skips every finished run."""
     sweep = _load("parallel_sweep")
     out = tmp_path / "sweep"
@@ -632,8 +634,12 @@ def test_parallel_sweep_runs_each_method_and_seed_once_then_reports(tmp_path: Pa
     assert sorted(p.name for p in (out / "logs").iterdir()) == [
         "dss_seed0.log", "dss_seed1.log", "finetune_seed0.log", "finetune_seed1.log"
     ]  # fmt: skip
+    assert "left, about" in capsys.readouterr().out  # how long the rest takes, after the first job
     assert sweep.main(arguments) == 0  # resumable: every run is skipped the second time
-    assert "done, skipped" in (out / "logs" / "dss_seed1.log").read_text()
+    assert capsys.readouterr().out.count("(finished before this sweep)") == 4
+    log = (out / "logs" / "dss_seed1.log").read_text()
+    assert "done, skipped" in log and log.count("==== ") == 2  # the first sweep's output is kept
+    assert "test accuracy" in log.split("==== ")[1]
     # a later sweep of another method into the same folder reports every run there, paired with DSS
     later = [
         "--workers", "1", "--", "--smoke", "--max-steps", "2", "--eval-steps", "1", "--threads", "1",
@@ -684,3 +690,17 @@ def test_where_the_question_stands_matches_the_committed_results() -> None:
             if method == "dss_mi_masked":
                 ece = [by_seed[(method, s)]["test_ece"] - by_seed[("dss", s)]["test_ece"] for s in seeds]
                 assert cells[5] == cell(ece), (row, "ECE")
+
+
+def test_parallel_sweep_counts_a_size_sweep_job_finished_only_at_every_fraction(tmp_path: Path) -> None:
+    sweep = _load("parallel_sweep")
+    fractions = sweep.fractions_of(["--train-fractions", "0.5", "1.0", "--output-dir", str(tmp_path)])
+    assert fractions == [0.5, 1.0]
+    assert not sweep.job_finished(tmp_path, "dss", "0", fractions)
+    for name in ("frac0.5", "frac1"):
+        done = tmp_path / "runs" / name / "dss" / "seed0" / "done.json"
+        assert not sweep.job_finished(tmp_path, "dss", "0", fractions)  # not until the last fraction
+        done.parent.mkdir(parents=True)
+        done.write_text("{}")
+    assert sweep.job_finished(tmp_path, "dss", "0", fractions)
+    assert not sweep.job_finished(tmp_path, "dss", "0", None)  # the plain sweep's folder is another one

@@ -110,6 +110,48 @@ def report_scope(
     return ordered, [str(s) for s in every_seed]
 
 
+def minutes_left(durations: Sequence[float], remaining: int, workers: int) -> float | None:
+    """About how many minutes the ``remaining`` jobs take, ``workers`` at a time, at the mean duration of
+    the jobs that trained in this sweep (None before the first one has).
+
+    Examples:
+        >>> minutes_left([40.0, 30.0], remaining=4, workers=2)
+        70.0
+        >>> minutes_left([], remaining=4, workers=2) is None
+        True
+    """
+    if not durations:
+        return None
+    return sum(durations) / len(durations) * remaining / max(1, workers)
+
+
+def fractions_of(arguments: Sequence[str]) -> list[float] | None:
+    """The values of ``--train-fractions`` in a ``replicate.py`` command line (None: not given).
+
+    Examples:
+        >>> fractions_of(["--train-fractions", "0.25", "1.0", "--seeds", "0"])
+        [0.25, 1.0]
+        >>> fractions_of(["--seeds", "0"]) is None
+        True
+    """
+    if "--train-fractions" not in arguments:
+        return None
+    values = []
+    for token in arguments[list(arguments).index("--train-fractions") + 1 :]:
+        if token.startswith("--"):
+            break
+        values.append(float(token))
+    return values
+
+
+def job_finished(output_dir: Path, method: str, seed: str, fractions: Sequence[float] | None) -> bool:
+    """Whether the run of ``method`` and ``seed`` (at every fraction) already has its ``done.json``."""
+    return all(
+        (replicate.run_folder(output_dir, method, int(seed), fraction) / "done.json").is_file()
+        for fraction in (fractions or [None])
+    )
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
     return "\n".join(text.splitlines()[-lines:])
@@ -123,8 +165,13 @@ class JobOutcome(NamedTuple):
 
 
 def _run_until(command: Sequence[str], log: Path, deadline: float | None) -> int | None:
-    """Run one job; its exit code, or None when the deadline came first (the job is terminated)."""
-    with open(log, "w", encoding="utf-8") as handle:
+    """Run one job; its exit code, or None when the deadline came first (the job is terminated).
+
+    The log is appended to, so a run resumed over several sittings keeps the output of each.
+    """
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n")
+        handle.flush()
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -158,8 +205,12 @@ def run_jobs(
     lock = threading.Lock()
     outcome = JobOutcome([], [])
     deadline = None if time_limit is None else time.monotonic() + time_limit
+    output_dir, fractions = _output_dir(rest), fractions_of(rest)
+    durations: list[float] = []  # of the jobs that trained (not those finished before this sweep)
+    ended = 0
 
     def worker() -> None:
+        nonlocal ended
         while True:
             with lock:
                 if not queue:
@@ -171,11 +222,13 @@ def run_jobs(
                 method, seed = queue.pop(0)
             log = log_dir / f"{method}_seed{seed}.log"
             command = [python, str(REPLICATE), *rest, "--methods", method, "--seeds", seed]
+            earlier = output_dir is not None and job_finished(output_dir, method, seed, fractions)
             started = time.monotonic()
             print(f"start {method} seed {seed} (log {log})", flush=True)
             code = _run_until(command, log, deadline)
             minutes = (time.monotonic() - started) / 60
             with lock:
+                ended += 1
                 if code is None:
                     outcome.cut.append((method, seed))
                     print(f"cut {method} seed {seed} at the time limit ({minutes:.1f} min)", flush=True)
@@ -185,8 +238,14 @@ def run_jobs(
                         f"FAILED {method} seed {seed} (exit {code}, {minutes:.1f} min):\n{_tail(log)}",
                         flush=True,
                     )
+                elif earlier:
+                    print(f"done {method} seed {seed} (finished before this sweep)", flush=True)
                 else:
-                    print(f"done {method} seed {seed} ({minutes:.1f} min)", flush=True)
+                    durations.append(minutes)
+                    left = len(jobs) - ended
+                    eta = minutes_left(durations, left, workers)
+                    to_go = f"; {left} of {len(jobs)} left, about {eta:.0f} min to go" if left and eta else ""
+                    print(f"done {method} seed {seed} ({minutes:.1f} min){to_go}", flush=True)
 
     threads = [threading.Thread(target=worker) for _ in range(max(1, min(workers, len(jobs))))]
     for thread in threads:
