@@ -206,8 +206,13 @@ def run_jobs(
     outcome = JobOutcome([], [])
     deadline = None if time_limit is None else time.monotonic() + time_limit
     output_dir, fractions = _output_dir(rest), fractions_of(rest)
+
+    def finished(method: str, seed: str) -> bool:
+        return output_dir is not None and job_finished(output_dir, method, seed, fractions)
+
+    to_train = sum(not finished(method, seed) for method, seed in jobs)  # the rest only check and skip
     durations: list[float] = []  # of the jobs that trained (not those finished before this sweep)
-    ended = 0
+    ended = 0  # of the jobs that had to train
 
     def worker() -> None:
         nonlocal ended
@@ -222,13 +227,13 @@ def run_jobs(
                 method, seed = queue.pop(0)
             log = log_dir / f"{method}_seed{seed}.log"
             command = [python, str(REPLICATE), *rest, "--methods", method, "--seeds", seed]
-            earlier = output_dir is not None and job_finished(output_dir, method, seed, fractions)
+            earlier = finished(method, seed)
             started = time.monotonic()
             print(f"start {method} seed {seed} (log {log})", flush=True)
             code = _run_until(command, log, deadline)
             minutes = (time.monotonic() - started) / 60
             with lock:
-                ended += 1
+                ended += not earlier
                 if code is None:
                     outcome.cut.append((method, seed))
                     print(f"cut {method} seed {seed} at the time limit ({minutes:.1f} min)", flush=True)
@@ -242,9 +247,9 @@ def run_jobs(
                     print(f"done {method} seed {seed} (finished before this sweep)", flush=True)
                 else:
                     durations.append(minutes)
-                    left = len(jobs) - ended
+                    left = to_train - ended  # the ones running now count whole: an upper bound
                     eta = minutes_left(durations, left, workers)
-                    to_go = f"; {left} of {len(jobs)} left, about {eta:.0f} min to go" if left and eta else ""
+                    to_go = f"; {left} of {to_train} left, about {eta:.0f} min to go" if left and eta else ""
                     print(f"done {method} seed {seed} ({minutes:.1f} min){to_go}", flush=True)
 
     threads = [threading.Thread(target=worker) for _ in range(max(1, min(workers, len(jobs))))]
