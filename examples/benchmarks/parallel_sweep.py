@@ -145,7 +145,12 @@ def fractions_of(arguments: Sequence[str]) -> list[float] | None:
 
 
 def job_finished(output_dir: Path, method: str, seed: str, fractions: Sequence[float] | None) -> bool:
-    """Whether the run of ``method`` and ``seed`` (at every fraction) already has its ``done.json``."""
+    """Whether the run of ``method`` and ``seed`` (at every fraction) already has its ``done.json``.
+
+    Example:
+        >>> job_finished(Path("no-such-folder"), "dss", "0", [0.5, 1.0])
+        False
+    """
     return all(
         (replicate.run_folder(output_dir, method, int(seed), fraction) / "done.json").is_file()
         for fraction in (fractions or [None])
