@@ -584,6 +584,7 @@ def test_the_documented_command_gives_the_committed_protocol() -> None:
         "stopped_time",
         "sweep_methods",
         "sweep_report",
+        "build_student",
     ],
 )
 def test_the_benchmark_scripts_docstring_examples_hold(name: str) -> None:
@@ -704,3 +705,78 @@ def test_parallel_sweep_counts_a_size_sweep_job_finished_only_at_every_fraction(
         done.write_text("{}")
     assert sweep.job_finished(tmp_path, "dss", "0", fractions)
     assert not sweep.job_finished(tmp_path, "dss", "0", None)  # the plain sweep's folder is another one
+
+
+def _naive_weights_sha256(folder: Path) -> str:
+    import hashlib
+
+    blob = b""
+    for name in sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")):
+        blob += name.encode() + b"\0" + (folder / name).read_bytes()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def test_student_weights_fingerprint_hashes_only_the_weight_files(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    (tmp_path / "model.safetensors").write_bytes(b"\x01" * 3000)
+    (tmp_path / "extra.bin").write_bytes(b"\x02" * 10)
+    (tmp_path / "config.json").write_text("{}")
+    first = replicate.student_weights_sha256(str(tmp_path))
+    assert first == _naive_weights_sha256(tmp_path)
+    (tmp_path / "config.json").write_text('{"changed": true}')  # not a weight file
+    assert replicate.student_weights_sha256(str(tmp_path)) == first
+    (tmp_path / "model.safetensors").write_bytes(b"\x01" * 2999 + b"\x03")
+    assert replicate.student_weights_sha256(str(tmp_path)) not in (None, first)
+    assert replicate.student_weights_sha256(str(tmp_path / "missing")) is None
+    assert replicate.student_weights_sha256("tiny") is None
+
+
+@pytest.mark.slow
+def test_runs_record_their_student_weights_and_a_rebuilt_student_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hf_cotmi.data.synthetic import arithmetic_vocabulary
+
+    replicate = _load("replicate")
+    folder, out = tmp_path / "student", tmp_path / "out"
+
+    def build(seed: int) -> str:
+        model, tokenizer = replicate.make_student("tiny", [" ".join(arithmetic_vocabulary())], seed=seed)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return _naive_weights_sha256(folder)
+
+    first = build(0)
+    _smoke(replicate, out, "--student", str(folder), "--methods", "dss", "--seeds", "0")
+    done = json.loads((out / "runs" / "dss" / "seed0" / "done.json").read_text())
+    assert done["student_sha256"] == first
+    assert f"Student weights (sha256): `{first[:12]}` for 1 run (seed 0)." in (out / "results.md").read_text()
+
+    second = build(1)  # the folder rebuilt with other weights between two sittings
+    assert second != first
+    capsys.readouterr()
+    _smoke(replicate, out, "--student", str(folder), "--methods", "dss", "--seeds", "0", "1")
+    printed = capsys.readouterr().out
+    assert f"was trained on student weights {first[:12]}, this sweep's are {second[:12]}" in printed
+    report = (out / "results.md").read_text()
+    assert f"`{first[:12]}` for 1 run (seed 0)" in report and f"`{second[:12]}` for 1 run (seed 1)" in report
+
+
+def test_build_student_seeds_the_build_so_a_rebuild_has_the_same_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build = _load("build_student")
+    tool = tmp_path / "make.py"
+    # a builder that draws a "newly initialised" part from torch's global generator, as the shared tool does
+    tool.write_text(
+        "import sys, pathlib, torch\n"
+        "out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'model.safetensors').write_bytes(torch.rand(64).numpy().tobytes())\n"
+    )
+    first = build.main([str(tool), str(tmp_path / "a")])
+    assert first == _naive_weights_sha256(tmp_path / "a")
+    assert f"student weights sha256 {first}: {tmp_path / 'a'} (seed 0)" in capsys.readouterr().out
+    assert build.main([str(tool), str(tmp_path / "b")]) == first
+    assert build.main([str(tool), str(tmp_path / "c"), "--seed", "1"]) != first
+    with pytest.raises(SystemExit, match="missing.py is not a file"):
+        build.main([str(tmp_path / "missing.py"), str(tmp_path / "d")])

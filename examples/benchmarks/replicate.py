@@ -400,6 +400,41 @@ def make_student(name: str, texts: Sequence[str], seed: int = 0) -> tuple[Any, A
     return model, tokenizer
 
 
+WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin")
+
+
+def student_weights_sha256(name: str) -> str | None:
+    """SHA-256 over a local student folder's weight files (names and bytes, sorted), else ``None``.
+
+    Two builds of the same student script can differ (a newly initialised part drawn without a seed),
+    and a folder rebuilt between two sittings of a resumed sweep would mix students under one name: each
+    run records this fingerprint, and the report says when the runs do not share one. A Hub name or a
+    built-in tiny student gives ``None`` (nothing local to hash).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "model.safetensors").write_bytes(b"weights")
+        >>> student_weights_sha256(str(folder))[:12]
+        '80179a942440'
+        >>> student_weights_sha256("google/flan-t5-small") is None
+        True
+    """
+    folder = Path(name)
+    if not folder.is_dir():
+        return None
+    files = sorted({f for pattern in WEIGHT_FILE_PATTERNS for f in folder.glob(pattern) if f.is_file()})
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def is_causal(model: Any) -> bool:
     """Whether the student is decoder-only (:func:`hf_cotmi.resolve_student_type`)."""
     from hf_cotmi import resolve_student_type
@@ -663,6 +698,7 @@ class Sweep:
     data: Any
     student_loader: Any
     features: dict[str, Any] = field(default_factory=dict)  # "dss" / "single_task" -> features
+    student_sha256: str | None = None  # of a local student folder's weights (student_weights_sha256)
 
     def features_for(self, method: Method) -> Any:
         kind = "single_task" if method.single_target else "dss"
@@ -885,6 +921,8 @@ def train_one(
         record["train_fraction"] = fraction
     if method.single_target:
         record["single_task_order"] = options.run.single_task_order
+    if sweep.student_sha256 is not None:
+        record["student_sha256"] = sweep.student_sha256
     write_json(run_dir / "done.json", record)
     if not options.run.keep_checkpoints:
         for checkpoint in run_dir.glob("checkpoint-*"):
@@ -916,7 +954,9 @@ def run_sweep(sweep: Sweep, out: Path) -> list[dict[str, Any]]:
                 done = run_dir / "done.json"
                 if done.exists():
                     print(f"[{index}/{total}] {name} seed {seed}{at}: done, skipped", flush=True)
-                    records.append(json.loads(done.read_text()))
+                    finished = json.loads(done.read_text())
+                    warn_if_other_student(finished, sweep.student_sha256, done)
+                    records.append(finished)
                     continue
                 print(f"[{index}/{total}] {name} seed {seed}{at}: training", flush=True)
                 run_dir.mkdir(parents=True, exist_ok=True)
@@ -932,6 +972,28 @@ def run_sweep(sweep: Sweep, out: Path) -> list[dict[str, Any]]:
                     flush=True,
                 )
     return records
+
+
+def warn_if_other_student(record: dict[str, Any], student_sha256: str | None, done: Path) -> bool:
+    """Warn (and return True) when a finished run was trained on other student weights than this sweep's.
+
+    Example:
+        >>> done = Path("runs/dss/seed0/done.json")
+        >>> warn_if_other_student({"student_sha256": "ab" * 32}, "cd" * 32, done)  # doctest: +ELLIPSIS
+        warning: runs/dss/seed0/done.json was trained on student weights abababababab, this sweep's are ...
+        True
+        >>> warn_if_other_student({}, "cd" * 32, Path("done.json"))  # not recorded (an older run)
+        False
+    """
+    recorded = record.get("student_sha256")
+    if recorded is None or student_sha256 is None or recorded == student_sha256:
+        return False
+    print(
+        f"warning: {done} was trained on student weights {recorded[:12]}, this sweep's are "
+        f"{student_sha256[:12]}: the student folder was rebuilt or changed; the report lists both",
+        flush=True,
+    )
+    return True
 
 
 def collect_records(
@@ -1014,7 +1076,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def student_loader() -> tuple[Any, Any]:
         return make_student(options.run.student, texts)
 
-    sweep = Sweep(options, spec, data, student_loader)
+    sweep = Sweep(
+        options, spec, data, student_loader, student_sha256=student_weights_sha256(options.run.student)
+    )
     sweep_start = time.perf_counter()
     records = run_sweep(sweep, out)
     print(f"sweep sitting took {(time.perf_counter() - sweep_start) / 60:.1f} min", flush=True)

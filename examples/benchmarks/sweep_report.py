@@ -350,6 +350,37 @@ def _header(settings: dict[str, Any], finished: int, expected: int) -> str:
     )
 
 
+def student_weights_text(records: Sequence[dict[str, Any]]) -> str:
+    """A sentence on the student weights the runs were trained on (``student_sha256``), for the report.
+
+    Empty when no run recorded them (older runs, Hub students); otherwise each fingerprint (its first 12
+    hex digits) with its number of runs and their seeds, so a folder that mixes two builds of a student
+    says so.
+
+    Example:
+        >>> runs = [{"seed": 0}, {"seed": 3, "student_sha256": "4318" + "0" * 60},
+        ...         {"seed": 4, "student_sha256": "4318" + "0" * 60}]
+        >>> student_weights_text(runs)
+        'Student weights (sha256): `431800000000` for 2 runs (seeds 3, 4); not recorded for 1 run (seed 0).'
+    """
+    groups: dict[str | None, list[int]] = {}
+    for record in records:
+        groups.setdefault(record.get("student_sha256"), []).append(int(record["seed"]))
+    if set(groups) <= {None}:
+        return ""
+
+    def runs_text(seeds: list[int]) -> str:
+        distinct = sorted(set(seeds))
+        label = "seed" if len(distinct) == 1 else "seeds"
+        plural = "run" if len(seeds) == 1 else "runs"
+        return f"{len(seeds)} {plural} ({label} {', '.join(map(str, distinct))})"
+
+    parts = [f"`{sha[:12]}` for {runs_text(seeds)}" for sha, seeds in sorted(groups.items(), key=str) if sha]
+    if None in groups:
+        parts.append(f"not recorded for {runs_text(groups[None])}")
+    return "Student weights (sha256): " + "; ".join(parts) + "."
+
+
 def _is_multiple_choice(settings: dict[str, Any]) -> bool:
     from hf_cotmi.tasks import TASKS
 
@@ -396,6 +427,9 @@ def write_report(
         "expected_runs": expected,
     }
     text = _header(settings, len(records), expected)
+    weights = student_weights_text(records)
+    if weights:
+        text += weights + "\n\n"
     data = settings["data"]
     if fractions:
         by_fraction: dict[str, dict[str, Any]] = {}
