@@ -125,23 +125,45 @@ def minutes_left(durations: Sequence[float], remaining: int, workers: int) -> fl
     return sum(durations) / len(durations) * remaining / max(1, workers)
 
 
+def option_values(arguments: Sequence[str], name: str) -> list[str] | None:
+    """The values of a multi-valued option: ``--name a b`` or ``--name=a [b ...]`` (None: not given).
+
+    The values run up to the next token that starts with ``--``, as :func:`split_sweep` reads them.
+
+    Examples:
+        >>> option_values(["--train-fractions", "0.25", "1.0", "--seeds", "0"], "--train-fractions")
+        ['0.25', '1.0']
+        >>> option_values(["--train-fractions=0.5", "--seeds", "0"], "--train-fractions")
+        ['0.5']
+        >>> option_values(["--seeds", "0"], "--train-fractions") is None
+        True
+    """
+    values: list[str] | None = None
+    for token in arguments:
+        option, equals, value = token.partition("=")
+        if values is None:
+            if option == name:
+                values = [value] if equals else []
+            continue
+        if token.startswith("--"):
+            break
+        values.append(token)
+    return values
+
+
 def fractions_of(arguments: Sequence[str]) -> list[float] | None:
     """The values of ``--train-fractions`` in a ``replicate.py`` command line (None: not given).
 
     Examples:
         >>> fractions_of(["--train-fractions", "0.25", "1.0", "--seeds", "0"])
         [0.25, 1.0]
+        >>> fractions_of(["--train-fractions=0.5"])
+        [0.5]
         >>> fractions_of(["--seeds", "0"]) is None
         True
     """
-    if "--train-fractions" not in arguments:
-        return None
-    values = []
-    for token in arguments[list(arguments).index("--train-fractions") + 1 :]:
-        if token.startswith("--"):
-            break
-        values.append(float(token))
-    return values
+    values = option_values(arguments, "--train-fractions")
+    return None if values is None else [float(value) for value in values]
 
 
 def job_finished(output_dir: Path, method: str, seed: str, fractions: Sequence[float] | None) -> bool:
