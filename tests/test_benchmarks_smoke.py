@@ -383,6 +383,33 @@ def test_paired_differences_match_a_naive_computation() -> None:
     assert report.paired_table(one_seed).rstrip().endswith("| n/a | -5.00 | n/a |")
 
 
+def test_runs_on_different_student_weights_are_not_paired() -> None:
+    import statistics
+
+    report = _load("sweep_report")
+    old, new = "a" * 64, "b" * 64
+    # seed 0: neither run records its weights (older runs); seed 1: both on the same weights; seed 2: the
+    # MI run on a rebuilt student; seed 3: only one run records them (unknown: still paired)
+    students = {"dss": [None, new, old, None], "dss_mi_masked": [None, new, new, new]}
+    accuracy = {"dss": [0.70, 0.60, 0.65, 0.61], "dss_mi_masked": [0.72, 0.63, 0.75, 0.60]}
+    records = []
+    for method, values in accuracy.items():
+        for seed, value in enumerate(values):
+            record = {"method": method, "seed": seed, "test_accuracy": value, "test_ece": 0.1}
+            if students[method][seed] is not None:
+                record["student_sha256"] = students[method][seed]
+            records.append(record)
+    entry = report.paired_differences(records, ["dss", "dss_mi_masked"])["dss_mi_masked - dss"]
+    assert entry["seeds"] == [0, 1, 3] and entry["seeds_on_other_students"] == [2]
+    diffs = [0.72 - 0.70, 0.63 - 0.60, 0.60 - 0.61]
+    assert entry["accuracy_diff_mean"] == pytest.approx(statistics.mean(diffs))
+    assert entry["accuracy_diff_std"] == pytest.approx(statistics.stdev(diffs))
+    table = report.paired_table({"dss_mi_masked - dss": entry})
+    assert "dss_mi_masked - dss: seed(s) 2 left out, the two runs were trained on different student" in table
+    same = report.paired_differences([r for r in records if r["seed"] != 2], ["dss", "dss_mi_masked"])
+    assert "seeds_on_other_students" not in same["dss_mi_masked - dss"]
+
+
 def test_smoke_results_hold_the_paired_differences(tmp_path: Path) -> None:
     replicate = _load("replicate")
     out = tmp_path / "paired"

@@ -113,6 +113,12 @@ def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
     return summary
 
 
+def _same_student(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """False only when both runs recorded their student weights and they differ (unknown counts as same)."""
+    first, second = a.get("student_sha256"), b.get("student_sha256")
+    return first is None or second is None or first == second
+
+
 def paired_differences(
     records: Sequence[dict[str, Any]], methods: Sequence[str], baseline: str = PAIRED_BASELINE
 ) -> dict[str, dict[str, Any]]:
@@ -120,7 +126,9 @@ def paired_differences(
 
     Runs of the same seed share the data order and the initial weights, so the per-seed difference
     removes what the seed does to both; its spread is what decides whether MI is ahead of DSS. Only seeds
-    both methods finished count. ECE differences leave out seeds where either ECE is missing.
+    both methods finished count, and only on the same student: a seed whose two runs record different
+    student weights (``student_sha256``) is left out and listed under ``seeds_on_other_students``. ECE
+    differences leave out seeds where either ECE is missing.
 
     Example:
         >>> rows = [{"method": m, "seed": s, "test_accuracy": a, "test_ece": e}
@@ -137,12 +145,16 @@ def paired_differences(
     for name in methods:
         if not name.startswith("dss_mi"):
             continue
-        seeds = sorted(s for (m, s) in by_seed if m == name and (baseline, s) in by_seed)
+        both = sorted(s for (m, s) in by_seed if m == name and (baseline, s) in by_seed)
+        other_student = [s for s in both if not _same_student(by_seed[(name, s)], by_seed[(baseline, s)])]
+        seeds = [s for s in both if s not in other_student]
         if not seeds:
             continue
         pairs = [(by_seed[(name, s)], by_seed[(baseline, s)]) for s in seeds]
         accuracy = [a["test_accuracy"] - b["test_accuracy"] for a, b in pairs]
         entry: dict[str, Any] = {"method": name, "baseline": baseline, "seeds": seeds}
+        if other_student:
+            entry["seeds_on_other_students"] = other_student
         entry["per_seed_accuracy_diff"] = {str(s): d for s, d in zip(seeds, accuracy)}
         entry["accuracy_diff_mean"], entry["accuracy_diff_std"] = _mean_std(accuracy)
         # the issue's question: ahead by more than one standard deviation of the paired difference?
@@ -230,7 +242,13 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
             f"{_percent(entry['ece_diff_mean'], entry['ece_diff_std'], ece_seeds, signed=True)} | "
             f"{ahead_text[entry.get('ece_lower_by_more_than_one_std')]} |"
         )
-    return "\n".join(lines) + "\n"
+    notes = [
+        f"{key}: seed(s) {', '.join(map(str, entry['seeds_on_other_students']))} left out, the two runs were "
+        "trained on different student weights (`student_sha256`)."
+        for key, entry in paired.items()
+        if entry.get("seeds_on_other_students")
+    ]
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
 
 
 def per_run_table(
