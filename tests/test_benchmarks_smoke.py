@@ -457,6 +457,42 @@ def test_report_only_reads_the_committed_results(tmp_path: Path, name: str) -> N
     assert (out / "accuracy.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in ASSETS.iterdir() if (p / "results.json").is_file()))
+def test_restored_runs_give_the_committed_report_back(tmp_path: Path, name: str) -> None:
+    restore = _load("restore_runs")
+    replicate = _load("replicate")
+    out = tmp_path / "sweep"
+    stored = json.loads((ASSETS / name / "results.json").read_text())
+    assert restore.main([str(ASSETS / name / "results.json"), str(out)]) == (len(stored["runs"]), 0)
+    done = sorted(out.glob("runs/**/done.json"))
+    assert len(done) == len(stored["runs"])  # one folder a run, none overwritten by another
+    assert json.loads((out / "protocol.json").read_text()) == stored["protocol"]
+    # a report over the restored folder (done.json files only: no results.json there) is the committed one
+    replicate.main(["--report-only", "--output-dir", str(out)])
+    assert (out / "results.md").read_text() == (ASSETS / name / "results.md").read_text()
+    assert restore.restore_runs(ASSETS / name / "results.json", out) == (0, len(stored["runs"]))
+
+
+def test_restore_runs_refuses_another_protocol_and_a_file_that_is_not_a_report(tmp_path: Path) -> None:
+    restore = _load("restore_runs")
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"protocol": {"max_steps": 2}, "runs": [{"method": "dss", "seed": 0}]}))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "protocol.json").write_text(json.dumps({"max_steps": 3}))
+    with pytest.raises(SystemExit, match="protocol.json differs from the protocol in"):
+        restore.restore_runs(results, tmp_path / "out")
+    assert not (tmp_path / "out" / "runs").exists()
+    results.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="has no 'protocol' and 'runs'"):
+        restore.restore_runs(results, tmp_path / "other")
+    results.write_text(json.dumps({"protocol": {}, "runs": [{"seed": 0}]}))
+    with pytest.raises(SystemExit, match="run 0 has no 'method' and 'seed'"):
+        restore.restore_runs(results, tmp_path / "other")
+    results.write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot read .* as a results.json"):
+        restore.restore_runs(results, tmp_path / "other")
+
+
 @pytest.mark.parametrize("seed_arguments", [[], ["--seeds", "0", "1", "2"]])
 def test_report_only_reports_every_finished_run_after_parallel_jobs(tmp_path: Path, seed_arguments) -> None:
     """Each parallel job leaves a results.json of its own run; the report still covers every done.json.
@@ -612,6 +648,7 @@ def test_the_documented_command_gives_the_committed_protocol() -> None:
         "sweep_methods",
         "sweep_report",
         "build_student",
+        "restore_runs",
     ],
 )
 def test_the_benchmark_scripts_docstring_examples_hold(name: str) -> None:

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Put the finished runs of a committed ``results.json`` back into a sweep folder, so a rerun skips them.
+
+A ``replicate.py`` sweep spread over several sittings keeps its state in the output folder: a finished
+run is ``runs/<method>/seed<k>/done.json`` (``runs/frac<f>/...`` in a size sweep), the settings are
+``protocol.json``. When that folder is lost (a fresh machine, a new checkout: run folders are not
+committed) but the report was, this script writes every run the ``results.json`` holds back as its
+``done.json``, and the protocol as ``protocol.json``; rerunning the sweep's command then trains only the
+runs that are missing. Existing ``done.json`` files are left as they are, and a folder whose
+``protocol.json`` differs from the report's is refused (``replicate.py`` would refuse to mix them too).
+
+Example::
+
+    python examples/benchmarks/restore_runs.py docs/assets/benchmarks/esnli-settle-cpu/results.json \\
+        runs/esnli_settle_cpu
+    # -> restored 12 finished runs into runs/esnli_settle_cpu (0 already there)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replicate import run_folder  # noqa: E402 - the sibling script: one definition of a run's folder
+from sweep_report import write_json  # noqa: E402
+
+
+def restore_runs(results: Path, output_dir: Path) -> tuple[int, int]:
+    """Write each run of ``results`` as its ``done.json`` under ``output_dir``; ``(restored, already there)``.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> report = {"protocol": {"max_steps": 2}, "runs": [{"method": "dss", "seed": 0, "test_accuracy": 0.5}]}
+        >>> _ = (folder / "results.json").write_text(json.dumps(report))
+        >>> restore_runs(folder / "results.json", folder / "out"), restore_runs(folder / "results.json", folder / "out")
+        ((1, 0), (0, 1))
+        >>> json.loads((folder / "out" / "runs" / "dss" / "seed0" / "done.json").read_text())["test_accuracy"]
+        0.5
+    """
+    try:
+        stored = json.loads(results.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"restore_runs: cannot read {results} as a results.json ({error})") from error
+    if not isinstance(stored, dict) or "protocol" not in stored or not isinstance(stored.get("runs"), list):
+        raise SystemExit(
+            f"restore_runs: {results} has no 'protocol' and 'runs' (not a replicate.py results.json)"
+        )
+    protocol = output_dir / "protocol.json"
+    if protocol.is_file() and json.loads(protocol.read_text()) != stored["protocol"]:
+        raise SystemExit(
+            f"restore_runs: {protocol} differs from the protocol in {results}: these runs belong to another sweep"
+        )
+    restored = present = 0
+    for index, run in enumerate(stored["runs"]):
+        if not isinstance(run, dict) or not {"method", "seed"} <= set(run):
+            raise SystemExit(f"restore_runs: {results}: run {index} has no 'method' and 'seed'")
+        done = (
+            run_folder(output_dir, str(run["method"]), int(run["seed"]), run.get("train_fraction"))
+            / "done.json"
+        )
+        if done.is_file():
+            present += 1
+            continue
+        done.parent.mkdir(parents=True, exist_ok=True)
+        write_json(done, run)
+        restored += 1
+    if not protocol.is_file():
+        write_json(protocol, stored["protocol"])
+    return restored, present
+
+
+def main(argv: Sequence[str] | None = None) -> tuple[int, int]:
+    """Parse the command line, restore the runs, print how many."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="a results.json written by replicate.py")
+    parser.add_argument("output_dir", type=Path, help="the sweep's --output-dir")
+    args = parser.parse_args(argv)
+    restored, present = restore_runs(args.results, args.output_dir)
+    print(f"restored {restored} finished runs into {args.output_dir} ({present} already there)", flush=True)
+    return restored, present
+
+
+if __name__ == "__main__":
+    main()
