@@ -202,6 +202,12 @@ def markdown_table(summary: dict[str, dict[str, Any]], choice_ranking: bool = Fa
     """The results as a markdown table (percentages, mean ± sample std over seeds).
 
     ``choice_ranking``: add the arg-max candidate's accuracy beside the generated label's (multiple choice).
+
+    Example:
+        >>> runs = [{"method": "dss", "seed": s, "test_accuracy": a, "test_ece": 0.1, "test_avg_confidence": 0.8,
+        ...          "steps_trained": 20, "best_step": 20, "train_seconds": 60.0} for s, a in ((0, 0.70), (1, 0.74))]
+        >>> print(markdown_table(summarise(runs, ["dss"])).splitlines()[-1])
+        | DSS | 2 | 72.00 ± 2.83 | 10.00 ± 0.00 | 80.00 ± 0.00 | 20, 20 | 20, 20 | 1.0 |
     """
     choice_head, choice_rule = (" choice-ranking accuracy (%) |", "---|") if choice_ranking else ("", "")
     lines = [
@@ -221,7 +227,15 @@ def markdown_table(summary: dict[str, dict[str, Any]], choice_ranking: bool = Fa
 
 
 def paired_table(paired: dict[str, dict[str, Any]]) -> str:
-    """The paired differences as a markdown table (percentage points, mean ± sample std over seeds)."""
+    """The paired differences as a markdown table (percentage points, mean ± sample std over seeds).
+
+    Example:
+        >>> runs = [{"method": m, "seed": s, "test_accuracy": a, "test_ece": e}
+        ...         for m, s, a, e in (("dss", 0, .70, .10), ("dss", 1, .60, .10),
+        ...                            ("dss_mi_masked", 0, .72, .08), ("dss_mi_masked", 1, .66, .09))]
+        >>> print(paired_table(paired_differences(runs, ["dss", "dss_mi_masked"])).splitlines()[-1])
+        | dss_mi_masked - dss | 2 | +4.00 ± 2.83 | +2.00, +6.00 | yes | -1.50 ± 0.71 | yes |
+    """
     if not paired:
         return ""
     lines = [
@@ -292,7 +306,16 @@ def _pyplot() -> Any:
 
 
 def plot_accuracy(summary: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
-    """Bar chart of test accuracy per method (mean, sample-std error bars, one dot per seed)."""
+    """Bar chart of test accuracy per method (mean, sample-std error bars, one dot per seed).
+
+    Example:
+        >>> import tempfile
+        >>> summary = {"dss": {"title": "DSS", "accuracy_mean": 0.72, "accuracy_std": 0.03,
+        ...                    "per_seed_accuracy": {"0": 0.70, "1": 0.74}}}
+        >>> path = Path(tempfile.mkdtemp()) / "accuracy.png"
+        >>> plot_accuracy(summary, path, "e-SNLI"), path.read_bytes()[1:4]
+        (True, b'PNG')
+    """
     plt = _pyplot()
     names = list(summary)
     means = [100 * summary[n]["accuracy_mean"] for n in names]
@@ -318,7 +341,16 @@ def plot_accuracy(summary: dict[str, dict[str, Any]], path: Path, title: str) ->
 def plot_accuracy_vs_size(
     by_fraction: dict[str, dict[str, Any]], train_examples: int, path: Path, title: str
 ) -> bool:
-    """Test accuracy against training-set size: one line per method, sample-std error bars."""
+    """Test accuracy against training-set size: one line per method, sample-std error bars.
+
+    Example:
+        >>> import tempfile
+        >>> def at(accuracy):
+        ...     return {"summary": {"dss": {"title": "DSS", "accuracy_mean": accuracy, "accuracy_std": 0.02}}}
+        >>> path = Path(tempfile.mkdtemp()) / "accuracy_vs_size.png"
+        >>> plot_accuracy_vs_size({"0.5": at(0.6), "1": at(0.7)}, 4000, path, "e-SNLI"), path.read_bytes()[1:4]
+        (True, b'PNG')
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     methods = list(dict.fromkeys(name for entry in by_fraction.values() for name in entry["summary"]))
@@ -434,6 +466,20 @@ def write_report(
     Without fractions the summary is keyed by method; with fractions, ``results.json`` holds a
     ``fractions`` entry keyed by fraction (each with its summary, paired differences and runs) and the
     summary returned is the one of the largest fraction.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> split = {"examples": 2, "split": "test"}
+        >>> settings = {"student": "tiny", "data": {"dataset": "esnli", "train": split, "valid": split,
+        ...             "test": split}, "max_steps": 20, "batch_size": 8, "gradient_accumulation_steps": 1,
+        ...             "learning_rate": 1e-4, "eval_steps": 10, "patience": 0}
+        >>> runs = [{"method": "dss", "seed": s, "test_accuracy": a, "test_ece": 0.1, "test_avg_confidence": 0.8,
+        ...          "steps_trained": 20, "best_step": 20, "train_seconds": 60.0} for s, a in ((0, 0.5), (1, 1.0))]
+        >>> round(write_report(out, runs, ["dss"], [0, 1], settings)["dss"]["accuracy_mean"], 2)
+        0.75
+        >>> sorted(p.name for p in out.iterdir())
+        ['accuracy.png', 'results.json', 'results.md']
     """
     choice_ranking = _is_multiple_choice(settings)
     expected = len(methods) * len(seeds) * len(fractions or [None])
