@@ -676,6 +676,9 @@ def test_parallel_sweep_time_limit_stops_jobs_and_a_rerun_finishes_them(
     assert not list(out.glob("runs/*/seed*/done.json"))
     assert sweep.main(["--workers", "2", "--", *replicate_args]) == 0
     assert len(list(out.glob("runs/*/seed*/done.json"))) == 4
+    # a job cut and run again keeps both sittings' output in its log (appended, one header each)
+    log = (out / "logs" / "finetune_seed0.log").read_text()
+    assert log.count("==== ") == 2 and "test accuracy" in log.split("==== ")[2]
     with pytest.raises(SystemExit):
         sweep.main(["--time-limit", "0", "--", *replicate_args])
 
@@ -700,11 +703,12 @@ def test_parallel_sweep_runs_each_method_and_seed_once_then_reports(
         "dss_seed0.log", "dss_seed1.log", "finetune_seed0.log", "finetune_seed1.log"
     ]  # fmt: skip
     assert "left, about" in capsys.readouterr().out  # how long the rest takes, after the first job
-    assert sweep.main(arguments) == 0  # resumable: every run is skipped the second time
-    assert capsys.readouterr().out.count("(finished before this sweep)") == 4
     log = (out / "logs" / "dss_seed1.log").read_text()
-    assert "done, skipped" in log and log.count("==== ") == 2  # the first sweep's output is kept
-    assert "test accuracy" in log.split("==== ")[1]
+    assert log.count("==== ") == 1 and "test accuracy" in log
+    assert sweep.main(arguments) == 0  # resumable: the second time every job is finished, none is started
+    printed = capsys.readouterr().out
+    assert printed.count("(finished before this sweep)") == 4 and "start " not in printed
+    assert (out / "logs" / "dss_seed1.log").read_text() == log
     # a later sweep of another method into the same folder reports every run there, paired with DSS
     later = [
         "--workers", "1", "--", "--smoke", "--max-steps", "2", "--eval-steps", "1", "--threads", "1",

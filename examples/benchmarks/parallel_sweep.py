@@ -237,7 +237,7 @@ def run_jobs(
     def finished(method: str, seed: str) -> bool:
         return output_dir is not None and job_finished(output_dir, method, seed, fractions)
 
-    to_train = sum(not finished(method, seed) for method, seed in jobs)  # the rest only check and skip
+    to_train = sum(not finished(method, seed) for method, seed in jobs)  # the rest are not started
     durations: list[float] = []  # of the jobs that trained (not those finished before this sweep)
     ended = 0  # of the jobs that had to train
 
@@ -254,13 +254,15 @@ def run_jobs(
                 method, seed = queue.pop(0)
             log = log_dir / f"{method}_seed{seed}.log"
             command = [python, str(REPLICATE), *rest, "--methods", method, "--seeds", seed]
-            earlier = finished(method, seed)
+            if finished(method, seed):  # not started: replicate.py would load the data only to skip it
+                print(f"done {method} seed {seed} (finished before this sweep)", flush=True)
+                continue
             started = time.monotonic()
             print(f"start {method} seed {seed} (log {log})", flush=True)
             code = _run_until(command, log, deadline)
             minutes = (time.monotonic() - started) / 60
             with lock:
-                ended += not earlier
+                ended += 1
                 if code is None:
                     outcome.cut.append((method, seed))
                     print(f"cut {method} seed {seed} at the time limit ({minutes:.1f} min)", flush=True)
@@ -270,8 +272,6 @@ def run_jobs(
                         f"FAILED {method} seed {seed} (exit {code}, {minutes:.1f} min):\n{_tail(log)}",
                         flush=True,
                     )
-                elif earlier:
-                    print(f"done {method} seed {seed} (finished before this sweep)", flush=True)
                 else:
                     durations.append(minutes)
                     left = to_train - ended  # the ones running now count whole: an upper bound
