@@ -147,7 +147,9 @@ def test_device_sweep_packs_the_results_without_checkpoints_and_a_restored_call_
 
     # a later call on a bare machine, with the archive carried back: the finished runs are skipped
     assert call(tmp_path / "second", tmp_path / "out2", "--restore", str(archive)) == 0
-    assert "done, skipped" in (tmp_path / "second" / "toy-sweep" / "logs" / "dss_seed0.log").read_text()
+    # (parallel_sweep does not start a job whose run is finished; the restored log is the first call's)
+    assert "done dss seed 0 (finished before this sweep)" in (tmp_path / "out2" / "toy-sweep.log").read_text()
+    assert (tmp_path / "second" / "toy-sweep" / "logs" / "dss_seed0.log").read_text().count("==== ") == 1
 
 
 def test_the_documented_cqa_device_call_parses_and_fits_a_call() -> None:
