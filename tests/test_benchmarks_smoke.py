@@ -408,6 +408,13 @@ def test_runs_on_different_student_weights_are_not_paired() -> None:
     assert "dss_mi_masked - dss: seed(s) 2 left out, the two runs were trained on different student" in table
     same = report.paired_differences([r for r in records if r["seed"] != 2], ["dss", "dss_mi_masked"])
     assert "seeds_on_other_students" not in same["dss_mi_masked - dss"]
+    # every shared seed on other weights: the pair is still reported, with no seeds, n/a and its note
+    only_two = report.paired_differences([r for r in records if r["seed"] == 2], ["dss", "dss_mi_masked"])
+    lone = only_two["dss_mi_masked - dss"]
+    assert lone["seeds"] == [] and lone["seeds_on_other_students"] == [2]
+    assert lone["accuracy_diff_mean"] is None and lone["ahead_by_more_than_one_std"] is None
+    lone_table = report.paired_table(only_two)
+    assert "| dss_mi_masked - dss | 0 | n/a |" in lone_table and "seed(s) 2 left out" in lone_table
 
 
 def test_smoke_results_hold_the_paired_differences(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the sibling modules: what is compared, how it is reported, how long it took
 from stopped_time import StoppedTime  # noqa: E402
 from sweep_methods import DEFAULT_METHODS, METHOD_NAMES, Method, build_methods  # noqa: E402
-from sweep_report import fraction_key, write_json, write_report  # noqa: E402
+from sweep_report import fraction_key, same_student_weights, write_json, write_report  # noqa: E402
 
 logger = logging.getLogger("replicate")
 
@@ -986,7 +986,7 @@ def warn_if_other_student(record: dict[str, Any], student_sha256: str | None, do
         False
     """
     recorded = record.get("student_sha256")
-    if recorded is None or student_sha256 is None or recorded == student_sha256:
+    if same_student_weights(recorded, student_sha256):
         return False
     print(
         f"warning: {done} was trained on student weights {recorded[:12]}, this sweep's are "

@@ -113,9 +113,18 @@ def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
     return summary
 
 
-def _same_student(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """False only when both runs recorded their student weights and they differ (unknown counts as same)."""
-    first, second = a.get("student_sha256"), b.get("student_sha256")
+def same_student_weights(first: str | None, second: str | None) -> bool:
+    """Whether two runs' ``student_sha256`` fingerprints allow comparing them as the same student.
+
+    False only when both are recorded and they differ: an unrecorded fingerprint (an older run, or a
+    student loaded by Hub name) counts as the same, since nothing says otherwise.
+
+    Examples:
+        >>> same_student_weights("ab" * 32, "ab" * 32), same_student_weights("ab" * 32, "cd" * 32)
+        (True, False)
+        >>> same_student_weights(None, "cd" * 32)
+        True
+    """
     return first is None or second is None or first == second
 
 
@@ -146,9 +155,15 @@ def paired_differences(
         if not name.startswith("dss_mi"):
             continue
         both = sorted(s for (m, s) in by_seed if m == name and (baseline, s) in by_seed)
-        other_student = [s for s in both if not _same_student(by_seed[(name, s)], by_seed[(baseline, s)])]
+        other_student = [
+            s
+            for s in both
+            if not same_student_weights(
+                by_seed[(name, s)].get("student_sha256"), by_seed[(baseline, s)].get("student_sha256")
+            )
+        ]
         seeds = [s for s in both if s not in other_student]
-        if not seeds:
+        if not both:
             continue
         pairs = [(by_seed[(name, s)], by_seed[(baseline, s)]) for s in seeds]
         accuracy = [a["test_accuracy"] - b["test_accuracy"] for a, b in pairs]
@@ -156,7 +171,10 @@ def paired_differences(
         if other_student:
             entry["seeds_on_other_students"] = other_student
         entry["per_seed_accuracy_diff"] = {str(s): d for s, d in zip(seeds, accuracy)}
-        entry["accuracy_diff_mean"], entry["accuracy_diff_std"] = _mean_std(accuracy)
+        # no seed left (every shared seed on other weights): the pair stays, with n/a and its note
+        entry["accuracy_diff_mean"], entry["accuracy_diff_std"] = (
+            _mean_std(accuracy) if seeds else (None, None)
+        )
         # the issue's question: ahead by more than one standard deviation of the paired difference?
         entry["ahead_by_more_than_one_std"] = (
             entry["accuracy_diff_mean"] > entry["accuracy_diff_std"] if len(seeds) > 1 else None
