@@ -54,29 +54,27 @@ def split_sweep(arguments: Sequence[str]) -> tuple[list[str], list[str], list[st
         >>> split_sweep(["--seeds=3"])[1:]
         (['finetune', 'dss', 'dss_mi_paper', 'dss_mi_masked'], ['3'])
     """
+    names = ("--methods", "--seeds")
     rest: list[str] = []
-    values: dict[str, list[str]] = {}
-    current: str | None = None
+    skipping = False  # inside the values of one of ``names``
     for token in arguments:
-        name, equals, value = token.partition("=")
-        if name in ("--methods", "--seeds"):
-            current = name
-            values[name] = [value] if equals else []
+        if token.partition("=")[0] in names:
+            skipping = True
+        elif skipping and not token.startswith("--"):
             continue
-        if current is not None and not token.startswith("--"):
-            values[current].append(token)
-            continue
-        current = None
-        rest.append(token)
+        else:
+            skipping = False
+            rest.append(token)
+    values = {name: option_values(arguments, name) for name in names}
     if "--report-only" in rest:
         raise ValueError("--report-only is this script's last step; leave it out of the sweep's arguments")
-    for name in ("--methods", "--seeds"):
-        if name in values and not values[name]:
+    for name in names:
+        if values[name] == []:
             raise ValueError(f"{name} is given without a value")
     return (
         rest,
-        values.get("--methods", list(replicate.DEFAULT_METHODS)),
-        values.get("--seeds", DEFAULT_SEEDS),
+        values["--methods"] or list(replicate.DEFAULT_METHODS),
+        values["--seeds"] or DEFAULT_SEEDS,
     )
 
 
@@ -137,17 +135,19 @@ def option_values(arguments: Sequence[str], name: str) -> list[str] | None:
         ['0.5']
         >>> option_values(["--seeds", "0"], "--train-fractions") is None
         True
+        >>> option_values(["--seeds", "0", "--output-dir", "x", "--seeds", "3", "4"], "--seeds")
+        ['3', '4']
     """
     values: list[str] | None = None
+    reading = False
     for token in arguments:
         option, equals, value = token.partition("=")
-        if values is None:
-            if option == name:
-                values = [value] if equals else []
-            continue
-        if token.startswith("--"):
-            break
-        values.append(token)
+        if option == name:  # given twice: the last one counts, as for the script's own parser
+            values, reading = ([value] if equals else []), True
+        elif token.startswith("--"):
+            reading = False
+        elif reading and values is not None:
+            values.append(token)
     return values
 
 
@@ -252,11 +252,11 @@ def run_jobs(
                     queue.clear()
                     return
                 method, seed = queue.pop(0)
-            log = log_dir / f"{method}_seed{seed}.log"
-            command = [python, str(REPLICATE), *rest, "--methods", method, "--seeds", seed]
             if finished(method, seed):  # not started: replicate.py would load the data only to skip it
                 print(f"done {method} seed {seed} (finished before this sweep)", flush=True)
                 continue
+            log = log_dir / f"{method}_seed{seed}.log"
+            command = [python, str(REPLICATE), *rest, "--methods", method, "--seeds", seed]
             started = time.monotonic()
             print(f"start {method} seed {seed} (log {log})", flush=True)
             code = _run_until(command, log, deadline)
