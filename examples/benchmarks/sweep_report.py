@@ -136,8 +136,9 @@ def paired_differences(
     Runs of the same seed share the data order and the initial weights, so the per-seed difference
     removes what the seed does to both; its spread is what decides whether MI is ahead of DSS. Only seeds
     both methods finished count, and only on the same student: a seed whose two runs record different
-    student weights (``student_sha256``) is left out and listed under ``seeds_on_other_students``. ECE
-    differences leave out seeds where either ECE is missing.
+    student weights (``student_sha256``, see :func:`same_student_weights`) is left out and listed under
+    ``seeds_on_other_students``; a pair with no seed left stays, its figures None. ECE differences leave
+    out seeds where either ECE is missing.
 
     Example:
         >>> rows = [{"method": m, "seed": s, "test_accuracy": a, "test_ece": e}
