@@ -470,14 +470,39 @@ def test_restored_runs_give_the_committed_report_back(tmp_path: Path, name: str)
     replicate = _load("replicate")
     out = tmp_path / "sweep"
     stored = json.loads((ASSETS / name / "results.json").read_text())
-    assert restore.main([str(ASSETS / name / "results.json"), str(out)]) == (len(stored["runs"]), 0)
+    assert restore.main([str(ASSETS / name / "results.json"), str(out)]) == (len(stored["runs"]), 0, 0)
     done = sorted(out.glob("runs/**/done.json"))
     assert len(done) == len(stored["runs"])  # one folder a run, none overwritten by another
     assert json.loads((out / "protocol.json").read_text()) == stored["protocol"]
     # a report over the restored folder (done.json files only: no results.json there) is the committed one
     replicate.main(["--report-only", "--output-dir", str(out)])
     assert (out / "results.md").read_text() == (ASSETS / name / "results.md").read_text()
-    assert restore.restore_runs(ASSETS / name / "results.json", out) == (0, len(stored["runs"]))
+    assert restore.restore_runs(ASSETS / name / "results.json", out) == (0, len(stored["runs"]), 0)
+
+
+def test_restore_runs_keeps_one_student_build_and_counts_the_rest(tmp_path: Path, capsys) -> None:
+    restore = _load("restore_runs")
+    results = ASSETS / "esnli-settle-cpu" / "results.json"
+    runs = json.loads(results.read_text())["runs"]
+    fingerprints = {run.get("student_sha256") for run in runs}
+    build = next(f for f in fingerprints if f)  # the seeded build, recorded by the later runs
+    on_build = [(run["method"], run["seed"]) for run in runs if run.get("student_sha256") == build]
+    assert 0 < len(on_build) < len(runs)  # the report mixes builds: some runs recorded none
+    out = tmp_path / "sweep"
+    assert restore.main([str(results), str(out), "--student-sha256", build[:12].upper()]) == (
+        len(on_build),
+        0,
+        len(runs) - len(on_build),
+    )
+    assert f"{len(runs) - len(on_build)} on another student left out" in capsys.readouterr().out
+    restored = {
+        (done.parent.parent.name, int(done.parent.name.removeprefix("seed")))
+        for done in out.glob("runs/*/seed*/done.json")
+    }
+    assert restored == set(on_build)
+    assert restore.restore_runs(results, tmp_path / "none", student_sha256="0000") == (0, 0, len(runs))
+    with pytest.raises(SystemExit, match="--student-sha256 is empty"):
+        restore.restore_runs(results, tmp_path / "none", student_sha256=" ")
 
 
 def test_restore_runs_refuses_another_protocol_and_a_file_that_is_not_a_report(tmp_path: Path) -> None:

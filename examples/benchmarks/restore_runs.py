@@ -8,12 +8,18 @@ committed) but the report was, this script writes every run the ``results.json``
 ``done.json``, and the protocol as ``protocol.json``; rerunning the sweep's command then trains only the
 runs that are missing. Existing ``done.json`` files are left as they are, and a folder whose
 ``protocol.json`` differs from the report's is refused (``replicate.py`` would refuse to mix them too).
+``--student-sha256 PREFIX`` restores only the runs trained on that student build (their recorded
+``student_sha256`` starts with it); the others, and runs that recorded none, are counted and left out,
+so a new sweep on one build can start from the runs a report holds on it.
 
 Example::
 
     python examples/benchmarks/restore_runs.py docs/assets/benchmarks/esnli-settle-cpu/results.json \\
         runs/esnli_settle_cpu
     # -> restored 12 finished runs into runs/esnli_settle_cpu (0 already there)
+    python examples/benchmarks/restore_runs.py docs/assets/benchmarks/esnli-settle-cpu/results.json \\
+        runs/esnli_seeded_cpu --student-sha256 294a62738a59
+    # -> restored 14 finished runs into runs/esnli_seeded_cpu (0 already there; 12 on another student left out)
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ from replicate import run_folder  # noqa: E402 - the sibling script: one definit
 from sweep_report import write_json  # noqa: E402
 
 
-def restore_runs(results: Path, output_dir: Path) -> tuple[int, int]:
-    """Write each run of ``results`` as its ``done.json`` under ``output_dir``; ``(restored, already there)``.
+def restore_runs(results: Path, output_dir: Path, student_sha256: str | None = None) -> tuple[int, int, int]:
+    """Write each run of ``results`` as its ``done.json`` under ``output_dir``.
+
+    Returns ``(restored, already there, left out)``: with ``student_sha256`` (a prefix of the student
+    weights' fingerprint) a run that recorded another fingerprint, or none, is left out.
 
     Example:
         >>> import tempfile
@@ -38,7 +47,9 @@ def restore_runs(results: Path, output_dir: Path) -> tuple[int, int]:
         >>> report = {"protocol": {"max_steps": 2}, "runs": [{"method": "dss", "seed": 0, "test_accuracy": 0.5}]}
         >>> _ = (folder / "results.json").write_text(json.dumps(report))
         >>> restore_runs(folder / "results.json", folder / "out"), restore_runs(folder / "results.json", folder / "out")
-        ((1, 0), (0, 1))
+        ((1, 0, 0), (0, 1, 0))
+        >>> restore_runs(folder / "results.json", folder / "other", student_sha256="294a")  # recorded none
+        (0, 0, 1)
         >>> json.loads((folder / "out" / "runs" / "dss" / "seed0" / "done.json").read_text())["test_accuracy"]
         0.5
     """
@@ -55,10 +66,19 @@ def restore_runs(results: Path, output_dir: Path) -> tuple[int, int]:
         raise SystemExit(
             f"restore_runs: {protocol} differs from the protocol in {results}: these runs belong to another sweep"
         )
-    restored = present = 0
+    if student_sha256 is not None and not student_sha256.strip():
+        raise SystemExit(
+            "restore_runs: --student-sha256 is empty; give the fingerprint (or its first characters)"
+        )
+    restored = present = left_out = 0
     for index, run in enumerate(stored["runs"]):
         if not isinstance(run, dict) or not {"method", "seed"} <= set(run):
             raise SystemExit(f"restore_runs: {results}: run {index} has no 'method' and 'seed'")
+        if student_sha256 is not None and not str(run.get("student_sha256") or "").startswith(
+            student_sha256.strip().lower()
+        ):
+            left_out += 1
+            continue
         done = (
             run_folder(output_dir, str(run["method"]), int(run["seed"]), run.get("train_fraction"))
             / "done.json"
@@ -70,19 +90,29 @@ def restore_runs(results: Path, output_dir: Path) -> tuple[int, int]:
         write_json(done, run)
         restored += 1
     if not protocol.is_file():
+        output_dir.mkdir(parents=True, exist_ok=True)  # also when no run was restored into it
         write_json(protocol, stored["protocol"])
-    return restored, present
+    return restored, present, left_out
 
 
-def main(argv: Sequence[str] | None = None) -> tuple[int, int]:
+def main(argv: Sequence[str] | None = None) -> tuple[int, int, int]:
     """Parse the command line, restore the runs, print how many."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="a results.json written by replicate.py")
     parser.add_argument("output_dir", type=Path, help="the sweep's --output-dir")
+    parser.add_argument(
+        "--student-sha256",
+        metavar="PREFIX",
+        help="restore only the runs whose recorded student_sha256 starts with PREFIX (one student build)",
+    )
     args = parser.parse_args(argv)
-    restored, present = restore_runs(args.results, args.output_dir)
-    print(f"restored {restored} finished runs into {args.output_dir} ({present} already there)", flush=True)
-    return restored, present
+    restored, present, left_out = restore_runs(args.results, args.output_dir, args.student_sha256)
+    skipped = f"; {left_out} on another student left out" if args.student_sha256 is not None else ""
+    print(
+        f"restored {restored} finished runs into {args.output_dir} ({present} already there{skipped})",
+        flush=True,
+    )
+    return restored, present, left_out
 
 
 if __name__ == "__main__":
