@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -751,6 +752,34 @@ def test_parallel_sweep_runs_each_method_and_seed_once_then_reports(
     assert len(results["runs"]) == 5 and list(results["paired_differences"]) == ["dss_mi_masked - dss"]
     with pytest.raises(SystemExit):
         sweep.main(["--", "--methods", "dss"])  # no --output-dir
+
+
+def test_parallel_sweep_workers_print_whole_lines(tmp_path: Path) -> None:
+    """Eight workers starting 200 instant jobs: every printed line is one message (none run together)."""
+    true = shutil.which("true")
+    if true is None:
+        pytest.skip("no `true` program to stand in for the jobs")
+    script = tmp_path / "drive.py"
+    script.write_text(
+        "import importlib.util, sys\n"
+        "from pathlib import Path\n"
+        f"spec = importlib.util.spec_from_file_location('parallel_sweep', {str(BENCHMARKS / 'parallel_sweep.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "sys.modules['parallel_sweep'] = module\n"
+        "spec.loader.exec_module(module)\n"
+        "jobs = [('dss', str(seed)) for seed in range(200)]\n"
+        f"module.run_jobs([], jobs, 8, Path({str(tmp_path / 'logs')!r}), {true!r})\n"
+    )
+    printed = tmp_path / "printed.txt"
+    with open(printed, "w") as handle:  # a file, not a pipe or a StringIO: where the lines ran together
+        subprocess.run([sys.executable, str(script)], stdout=handle, check=True, timeout=120)
+    lines = printed.read_text().splitlines()
+    message = re.compile(
+        r"(start dss seed \d+ \(log .*dss_seed\d+\.log\)|done dss seed \d+ \(\d+\.\d min\).*)"
+    )
+    assert len(lines) == 400 and all(message.fullmatch(line) for line in lines), [
+        line for line in lines if not message.fullmatch(line)
+    ][:3]
 
 
 def test_where_the_question_stands_matches_the_committed_results() -> None:

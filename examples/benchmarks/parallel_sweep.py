@@ -230,6 +230,12 @@ def run_jobs(
     log_dir.mkdir(parents=True, exist_ok=True)
     queue = list(jobs)
     lock = threading.Lock()
+    say_lock = threading.Lock()  # print() writes a line and its newline apart: workers would interleave them
+
+    def say(line: str) -> None:
+        with say_lock:
+            print(line, flush=True)
+
     outcome = JobOutcome([], [])
     deadline = None if time_limit is None else time.monotonic() + time_limit
     output_dir, fractions = _output_dir(rest), fractions_of(rest)
@@ -253,31 +259,30 @@ def run_jobs(
                     return
                 method, seed = queue.pop(0)
             if finished(method, seed):  # not started: replicate.py would load the data only to skip it
-                print(f"done {method} seed {seed} (finished before this sweep)", flush=True)
+                say(f"done {method} seed {seed} (finished before this sweep)")
                 continue
             log = log_dir / f"{method}_seed{seed}.log"
             command = [python, str(REPLICATE), *rest, "--methods", method, "--seeds", seed]
             started = time.monotonic()
-            print(f"start {method} seed {seed} (log {log})", flush=True)
+            say(f"start {method} seed {seed} (log {log})")
             code = _run_until(command, log, deadline)
             minutes = (time.monotonic() - started) / 60
             with lock:
                 ended += 1
                 if code is None:
                     outcome.cut.append((method, seed))
-                    print(f"cut {method} seed {seed} at the time limit ({minutes:.1f} min)", flush=True)
+                    say(f"cut {method} seed {seed} at the time limit ({minutes:.1f} min)")
                 elif code:
                     outcome.failed.append((method, seed, code))
-                    print(
+                    say(
                         f"FAILED {method} seed {seed} (exit {code}, {minutes:.1f} min):\n{_tail(log)}",
-                        flush=True,
                     )
                 else:
                     durations.append(minutes)
                     left = to_train - ended  # the ones running now count whole: an upper bound
                     eta = minutes_left(durations, left, workers)
                     to_go = f"; {left} of {to_train} left, about {eta:.0f} min to go" if left and eta else ""
-                    print(f"done {method} seed {seed} ({minutes:.1f} min){to_go}", flush=True)
+                    say(f"done {method} seed {seed} ({minutes:.1f} min){to_go}")
 
     threads = [threading.Thread(target=worker) for _ in range(max(1, min(workers, len(jobs))))]
     for thread in threads:
