@@ -822,6 +822,47 @@ def test_where_the_question_stands_matches_the_committed_results() -> None:
                 assert cells[5] == cell(ece), (row, "ECE")
 
 
+def test_titled_paired_tables_match_the_results_their_section_links() -> None:
+    """Each "DSS + MI (...) − DSS" row of benchmarks.md is recomputed from the results.json files its
+    section links to: the seeds, the mean ± sample std, every per-seed difference and the ECE cell."""
+    import statistics
+
+    titles = {title: name for name, title in _load("sweep_methods").METHOD_TITLES.items()}
+    text = (ASSETS.parents[1] / "benchmarks.md").read_text()
+    checked = 0
+    for section in re.split(r"\n### ", text):
+        rows = [line for line in section.splitlines() if re.match(r"\| DSS \+ MI \(.*\) − DSS \|", line)]
+        if not rows:
+            continue
+        by_run: dict[tuple[str, int], dict] = {}
+        for folder in dict.fromkeys(
+            re.findall(r"\(assets/benchmarks/([^/)]+)/results\.(?:md|json)\)", section)
+        ):
+            for run in json.loads((ASSETS / folder / "results.json").read_text())["runs"]:
+                by_run[(run["method"], run["seed"])] = run
+        assert by_run, section.splitlines()[0]
+        for row in rows:
+            title, seeds_cell, accuracy_cell, per_seed_cell, ece_cell = (
+                cell.strip().replace("−", "-").replace("–", "-") for cell in row.strip("|").split("|")
+            )
+            method = titles[title.removesuffix(" - DSS")]
+            first, _, last = seeds_cell.partition("-")
+            seeds = (
+                list(range(int(first), int(last) + 1)) if last else [int(s) for s in seeds_cell.split(",")]
+            )
+            assert seeds == sorted(s for m, s in by_run if m == method and ("dss", s) in by_run), row
+            gaps = [
+                100 * (by_run[(method, s)]["test_accuracy"] - by_run[("dss", s)]["test_accuracy"])
+                for s in seeds
+            ]
+            eces = [100 * (by_run[(method, s)]["test_ece"] - by_run[("dss", s)]["test_ece"]) for s in seeds]
+            assert accuracy_cell == f"{statistics.mean(gaps):+.2f} ± {statistics.stdev(gaps):.2f}", row
+            assert per_seed_cell == ", ".join(f"{gap:+.2f}" for gap in gaps), row
+            assert ece_cell == f"{statistics.mean(eces):+.2f} ± {statistics.stdev(eces):.2f}", row
+            checked += 1
+    assert checked >= 4
+
+
 def test_parallel_sweep_counts_a_size_sweep_job_finished_only_at_every_fraction(tmp_path: Path) -> None:
     sweep = _load("parallel_sweep")
     fractions = sweep.fractions_of(["--train-fractions", "0.5", "1.0", "--output-dir", str(tmp_path)])
