@@ -62,7 +62,8 @@ def test_a_diverging_run_stops_before_applying_the_non_finite_step(tmp_path, tin
     message = str(caught.value)
     step = int(re.search(r"at step (\d+) of 8", message).group(1))
     assert 1 < step < 8
-    assert "gradient norm nan" in message
+    # the overflow ends in NaN on some CPUs and in inf on others; both must be named
+    assert re.search(r"gradient norm (nan|inf|-inf)\)", message)
     for component in ("loss_label", "loss_rationale", "loss_mi"):
         assert component in message
     assert f"checkpoint-{step - 1}" in message
