@@ -55,16 +55,7 @@ def split_sweep(arguments: Sequence[str]) -> tuple[list[str], list[str], list[st
         (['finetune', 'dss', 'dss_mi_paper', 'dss_mi_masked'], ['3'])
     """
     names = ("--methods", "--seeds")
-    rest: list[str] = []
-    skipping = False  # inside the values of one of ``names``
-    for token in arguments:
-        if token.partition("=")[0] in names:
-            skipping = True
-        elif skipping and not token.startswith("--"):
-            continue
-        else:
-            skipping = False
-            rest.append(token)
+    rest = [token for option, token in tokens_by_option(arguments) if option not in names]
     values = {name: option_values(arguments, name) for name in names}
     if "--report-only" in rest:
         raise ValueError("--report-only is this script's last step; leave it out of the sweep's arguments")
@@ -126,7 +117,7 @@ def minutes_left(durations: Sequence[float], remaining: int, workers: int) -> fl
 def option_values(arguments: Sequence[str], name: str) -> list[str] | None:
     """The values of a multi-valued option: ``--name a b`` or ``--name=a [b ...]`` (None: not given).
 
-    The values run up to the next token that starts with ``--``, as :func:`split_sweep` reads them.
+    The values run up to the next token that starts with ``--`` (:func:`tokens_by_option`).
 
     Examples:
         >>> option_values(["--train-fractions", "0.25", "1.0", "--seeds", "0"], "--train-fractions")
@@ -139,16 +130,35 @@ def option_values(arguments: Sequence[str], name: str) -> list[str] | None:
         ['3', '4']
     """
     values: list[str] | None = None
-    reading = False
-    for token in arguments:
-        option, equals, value = token.partition("=")
-        if option == name:  # given twice: the last one counts, as for the script's own parser
-            values, reading = ([value] if equals else []), True
-        elif token.startswith("--"):
-            reading = False
-        elif reading and values is not None:
+    for option, token in tokens_by_option(arguments):
+        if option != name:
+            continue
+        if token.startswith("--"):  # given twice: the last one counts, as for the script's own parser
+            _, equals, value = token.partition("=")
+            values = [value] if equals else []
+        else:
+            assert values is not None
             values.append(token)
     return values
+
+
+def tokens_by_option(arguments: Sequence[str]) -> list[tuple[str | None, str]]:
+    """Each token with the option it belongs to: an option (``--name`` or ``--name=value``) to itself, a
+    value to the last option before it (None before the first option).
+
+    :func:`option_values` and :func:`split_sweep` read a command line through this one rule.
+
+    Examples:
+        >>> tokens_by_option(["x", "--seeds", "0", "1", "--methods=dss"])
+        [(None, 'x'), ('--seeds', '--seeds'), ('--seeds', '0'), ('--seeds', '1'), ('--methods', '--methods=dss')]
+    """
+    owned: list[tuple[str | None, str]] = []
+    option: str | None = None
+    for token in arguments:
+        if token.startswith("--"):
+            option = token.partition("=")[0]
+        owned.append((option, token))
+    return owned
 
 
 def fractions_of(arguments: Sequence[str]) -> list[float] | None:
