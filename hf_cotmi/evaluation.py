@@ -52,7 +52,9 @@ def evaluate_calibration(
         input_column: raw input text column (used when there is no ``input_ids`` column).
         prefix: prepended to raw inputs (the DSS ``predict:`` prefix).
         batch_size: examples per encoder pass.
-        max_new_tokens: generation limit (generation modes).
+        max_new_tokens: generation limit (generation modes); ``None`` defers to the model's generation config
+            (its ``max_new_tokens``, else its ``max_length``: 20 unless the model sets one). ``hf-cotmi
+            evaluate`` passes the label length the training run saved.
         num_beams: beams for generation.
         is_correct: ``is_correct(prediction, gold) -> bool``; default: normalised exact match.
         plot_path: when given, also save a reliability diagram PNG there.
@@ -128,6 +130,7 @@ def evaluate_calibration(
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
             is_correct=is_correct,
+            chat_template=chat_template,
         )
         report["choice_accuracy"] = result.accuracy
         report["generated_accuracy"] = generated.accuracy

@@ -339,3 +339,28 @@ def test_chat_template_candidates_are_scored_as_the_assistant_turn(trained):
             build_tiny_seq2seq(chat_tok, "t5"), chat_tok, INPUTS, prefix=PREDICT_PREFIX, max_new_tokens=2,
             chat_template=True,
         )  # fmt: skip
+
+
+def test_generated_accuracy_of_a_chat_student_generates_from_the_chat_prompt():
+    """In candidates mode the generated label's accuracy is a second pass; it must use the chat prompt too."""
+    chat_tok = build_word_tokenizer([PREDICT_PREFIX + x for x in INPUTS] + LABELS + ["user assistant eot r"])
+    chat_tok.chat_template = TURN_TEMPLATE
+    model = build_tiny_causal_lm(chat_tok, "llama", seed=3).eval()
+    seen: list[str] = []
+
+    def recording_match(prediction: str, gold: str) -> bool:
+        seen.append(prediction)
+        return prediction == gold
+
+    report = evaluate_calibration(
+        model, chat_tok, data(), label_candidates=CANDIDATES, chat_template=True, max_new_tokens=4,
+        is_correct=recording_match,
+    )  # fmt: skip
+    chat = generate_texts(model, chat_tok, INPUTS, prefix=PREDICT_PREFIX, max_new_tokens=4, chat_template=True)
+    plain = generate_texts(model, chat_tok, INPUTS, prefix=PREDICT_PREFIX, max_new_tokens=4)
+    assert chat != plain  # the two prompts give different generations: the check below can tell them apart
+    generated = seen[-len(INPUTS) :]  # the candidates pass records first, the generation pass last
+    assert [p.strip() for p in generated] == [t.strip() for t in chat]
+    assert report["generated_accuracy"] == pytest.approx(
+        sum(p == g for p, g in zip(generated, LABELS)) / len(LABELS)
+    )
