@@ -356,7 +356,9 @@ def test_generated_accuracy_of_a_chat_student_generates_from_the_chat_prompt():
         model, chat_tok, data(), label_candidates=CANDIDATES, chat_template=True, max_new_tokens=4,
         is_correct=recording_match,
     )  # fmt: skip
-    chat = generate_texts(model, chat_tok, INPUTS, prefix=PREDICT_PREFIX, max_new_tokens=4, chat_template=True)
+    chat = generate_texts(
+        model, chat_tok, INPUTS, prefix=PREDICT_PREFIX, max_new_tokens=4, chat_template=True
+    )
     plain = generate_texts(model, chat_tok, INPUTS, prefix=PREDICT_PREFIX, max_new_tokens=4)
     assert chat != plain  # the two prompts give different generations: the check below can tell them apart
     generated = seen[-len(INPUTS) :]  # the candidates pass records first, the generation pass last
