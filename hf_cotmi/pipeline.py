@@ -690,6 +690,8 @@ def _show_examples(
     print_fn: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Generate rationale and label for the first ``shown`` rows of ``raw`` and print them."""
+    from .data.features import student_input_texts
+
     callback = _ece_callback(trainer)
     label_set = callback.label_candidates if isinstance(callback.label_candidates, list) else None
     mode = "sequence" if callback.mode == "candidates" and label_set is None else callback.mode
@@ -697,7 +699,8 @@ def _show_examples(
     rows = predict_texts(
         trainer.model,
         trainer.processing_class,
-        raw["input"],
+        # NLI rows as the features joined them (the tokenizer's EOS), not the input column's "</s>"
+        student_input_texts(raw, trainer.processing_class),
         predict_prefix=training_args.predict_prefix,
         explain_prefix=training_args.explain_prefix,
         label_max_new_tokens=training_args.generation_max_length,
@@ -705,6 +708,7 @@ def _show_examples(
         confidence=mode,
         label_candidates=label_set,
         max_input_length=data_args.max_input_length,
+        chat_template=data_args.chat_template,
     )
     print_fn(f"the first {shown} of them, with the generated rationale and label:")
     for row, gold in zip(rows, raw["label"]):

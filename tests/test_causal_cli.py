@@ -181,6 +181,15 @@ def test_chat_template_is_trained_saved_and_reused_by_evaluate_and_predict(chat_
     )
     assert code == 0, err
     assert json.loads((out / SIDECAR_NAME).read_text())["chat_template"] is True
+    # the examples shown after training come from the chat prompt, as `predict` on the saved student does
+    from hf_cotmi.pipeline import run_prediction
+
+    shown = json.loads((out / "results.json").read_text())["examples"]
+    assert shown
+    again = run_prediction(str(out), [row["input"] for row in shown], device="cpu")
+    for row, expected in zip(shown, again):
+        assert (row["label"], row["rationale"]) == (expected["label"], expected["rationale"])
+        assert row["confidence"] == pytest.approx(expected["confidence"], rel=1e-4)
     code, _, err = run(capsys, "evaluate", "--model", str(out), "--output-file", str(tmp_path / "m.json"))
     assert code == 0, err
     code, stdout, err = run(

@@ -385,3 +385,28 @@ def test_train_on_esnli_uses_candidate_confidence(tiny_student_dir, tmp_path, ca
     assert sidecar["label_candidates"] == ["entailment", "neutral", "contradiction"]
     results = json.loads((out / "results.json").read_text())
     assert all(row["label"] in sidecar["label_candidates"] for row in results["examples"])
+
+
+@needs_dss
+def test_examples_shown_after_nli_training_join_premise_and_hypothesis_as_the_features_do(tmp_path, capsys):
+    """A student whose EOS is not "</s>": the examples are prompted with its EOS, as training was."""
+    from hf_cotmi import build_tiny_causal_lm, build_word_tokenizer, load_dss_dataset
+
+    rows = load_dss_dataset("esnli", DSS_DATA, splits=["test"])["test"]
+    tokenizer = build_word_tokenizer(rows["premise"][:50] + ["entailment neutral contradiction"])
+    tokenizer.eos_token = "<sep>"
+    student = tmp_path / "student"
+    build_tiny_causal_lm(tokenizer, "gpt2", hidden_size=16, num_layers=1, num_heads=2).save_pretrained(
+        student
+    )
+    tokenizer.save_pretrained(student)
+    out = tmp_path / "esnli"
+    code, _, err = run(
+        capsys, "train", "--model", str(student), "--dataset", "esnli", "--data-dir", str(DSS_DATA),
+        "--train-split", "valid", "--max-train-samples", "8", "--max-test-samples", "2", *FAST,
+        "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    shown = json.loads((out / "results.json").read_text())["examples"]
+    joined = {f"{p}<sep>{h}" for p, h in zip(rows["premise"], rows["hypothesis"])}
+    assert len(shown) == 2 and all(row["input"] in joined and "</s>" not in row["input"] for row in shown)

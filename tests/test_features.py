@@ -9,7 +9,7 @@ import pytest
 from datasets import Dataset, DatasetDict, List, Value, load_from_disk
 
 from hf_cotmi import prepare_dss_features
-from hf_cotmi.data.features import default_nli_separator
+from hf_cotmi.data.features import default_nli_separator, student_input_texts
 from hf_cotmi.tiny import build_word_tokenizer
 
 WORDS = "tom has apples and buys more how many so he the answer is premise hypothesis a b c d e f g h i j k l"
@@ -151,6 +151,26 @@ def test_nli_separator(tok):
     ids = out[0]["input_ids"]
     assert ids.count(tok.sep_token_id) == 1 and ids.count(tok.eos_token_id) == 1
     assert tok.decode(ids, skip_special_tokens=True) == "predict : tom has apples he has more"
+
+
+def test_student_input_texts_are_the_texts_the_features_tokenise(tok):
+    data = Dataset.from_dict(
+        {
+            "input": ["tom has apples</s>he has more", "a b"],  # what load_dss_dataset writes: "</s>"
+            "premise": ["tom has apples", "a"],
+            "hypothesis": ["he has more", "b"],
+            "label": ["a", "b"],
+            "rationale": ["so", "so"],
+        }
+    )
+    for separator in (None, "<sep>"):
+        features = prepare_dss_features(data, tok, nli_separator=separator)
+        texts = student_input_texts(data, tok, nli_separator=separator)
+        assert [tok("predict: " + text)["input_ids"] for text in texts] == features["input_ids"]
+    assert student_input_texts(data, tok, nli_separator="<sep>")[1] == "a<sep>b"
+    plain = Dataset.from_dict({"input": ["tom has apples"], "label": ["a"], "rationale": ["so"]})
+    assert student_input_texts(plain, tok) == ["tom has apples"]
+    assert student_input_texts({"premise": ["x"], "hypothesis": ["y"]}, tok, nli_separator=" | ") == ["x | y"]
 
 
 def test_default_nli_separator():

@@ -39,7 +39,13 @@ from .report import FeaturesReport, FeaturesSplitReport
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
 
-__all__ = ["FEATURE_COLUMNS", "EXPLAIN_COLUMNS", "default_nli_separator", "prepare_dss_features"]
+__all__ = [
+    "FEATURE_COLUMNS",
+    "EXPLAIN_COLUMNS",
+    "default_nli_separator",
+    "prepare_dss_features",
+    "student_input_texts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +106,37 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int, *, target: bool) 
     for i in too_long:
         flags[i] = True
     return encoded, flags
+
+
+def _separator_for(columns: Sequence[str], tokenizer: Any, nli_separator: str | None) -> str | None:
+    """The text between premise and hypothesis for NLI columns (``premise``, ``hypothesis``), else None."""
+    if not ("premise" in columns and "hypothesis" in columns):
+        return None
+    return nli_separator if nli_separator is not None else default_nli_separator(tokenizer)
+
+
+def student_input_texts(dataset: Any, tokenizer: Any, nli_separator: str | None = None) -> list[Any]:
+    """The input texts :func:`prepare_dss_features` puts after the prefixes, one per row of ``dataset``.
+
+    The ``input`` column, except for NLI rows (``premise`` and ``hypothesis`` columns): those are joined
+    with ``nli_separator`` (default :func:`default_nli_separator`, the tokenizer's EOS token), which is not
+    always the ``</s>`` the ``input`` column of :func:`hf_cotmi.load_dss_dataset` holds. Use it to prompt
+    a student with what it was trained on.
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["a man sleeps"])
+        >>> student_input_texts({"premise": ["a man"], "hypothesis": ["he sleeps"]}, tok)
+        ['a man</s>he sleeps']
+        >>> student_input_texts({"premise": ["a man"], "hypothesis": ["he sleeps"]}, tok, nli_separator=" | ")
+        ['a man | he sleeps']
+        >>> student_input_texts({"input": ["tom has 3 apples"]}, tok)
+        ['tom has 3 apples']
+    """
+    columns = list(dataset.column_names if hasattr(dataset, "column_names") else dataset)
+    separator = _separator_for(columns, tokenizer, nli_separator)
+    wanted = ("premise", "hypothesis") if separator is not None else ("input",)
+    return _input_texts({c: list(dataset[c]) for c in wanted}, separator)
 
 
 def _input_texts(batch: dict[str, list], separator: str | None) -> list[Any]:
@@ -226,9 +263,7 @@ def _prepare_split(
     if missing:
         hint = "; pass with_rationale=False for predict-only features" if missing == ["rationale"] else ""
         raise ValueError(f"split {split!r} has no column {missing[0]!r}; it has {columns}{hint}")
-    separator = (
-        (nli_separator if nli_separator is not None else default_nli_separator(tokenizer)) if is_nli else None
-    )
+    separator = _separator_for(columns, tokenizer, nli_separator)
 
     dropped = 0
     if with_rationale and empty_rationale != "keep":
