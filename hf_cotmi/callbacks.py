@@ -110,9 +110,7 @@ class ECECallback(TrainerCallback):
     ) -> None:
         if task is not None:
             spec = get_task(task) if isinstance(task, str) else task
-            label_candidates = spec.candidates if label_candidates is None else label_candidates
-            if confidence is None and label_candidates is None:
-                confidence = "sequence" if spec.confidence == "candidates" else spec.confidence  # type: ignore[assignment]
+            confidence, label_candidates = spec.confidence_for(confidence, label_candidates)  # type: ignore[assignment]
             is_correct = is_correct or spec.is_correct
         if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
             raise ValueError(f"`n_bins` must be a positive integer; got {n_bins!r}")

@@ -82,8 +82,7 @@ def evaluate_calibration(
         from .tasks import get_task
 
         spec = get_task(task) if isinstance(task, str) else task
-        if label_candidates is None and confidence in (None, "candidates"):
-            label_candidates = spec.candidates
+        confidence, label_candidates = spec.confidence_for(confidence, label_candidates)  # type: ignore[assignment]
         is_correct = is_correct or spec.is_correct
     if isinstance(model, (str, os.PathLike)):
         from .students import load_student

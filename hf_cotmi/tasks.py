@@ -161,6 +161,42 @@ class TaskSpec:
             return list(self.label_candidates)
         return self.candidates_column
 
+    def confidence_for(
+        self, confidence: str | None = None, label_candidates: Sequence[str] | str | None = None
+    ) -> tuple[str, list[str] | str | None]:
+        """The confidence mode and candidates of a call given ``task=``: the caller's, else this task's.
+
+        A given ``confidence`` wins (candidates mode takes the given candidates, else this task's); given
+        candidates alone mean candidates mode; with neither, this task's mode (``sequence`` when it is
+        candidates mode and the task has no candidates). :class:`hf_cotmi.ECECallback` and
+        :func:`hf_cotmi.evaluate_calibration` use it, so the two agree.
+
+        Returns:
+            ``(mode, candidates)``, candidates None unless the mode is ``"candidates"``.
+
+        Examples:
+            >>> get_task("esnli").confidence_for()
+            ('candidates', ['entailment', 'neutral', 'contradiction'])
+            >>> get_task("esnli").confidence_for("sequence")
+            ('sequence', None)
+            >>> TaskSpec.custom(confidence="first_token").confidence_for()
+            ('first_token', None)
+            >>> get_task("svamp").confidence_for(label_candidates=["1", "2"])
+            ('candidates', ['1', '2'])
+        """
+        if confidence is None:
+            if label_candidates is not None:
+                confidence = "candidates"
+            elif self.confidence == "candidates" and self.candidates is None:
+                confidence = "sequence"
+            else:
+                confidence = self.confidence
+        if confidence != "candidates":
+            return confidence, None
+        if label_candidates is None:
+            return confidence, self.candidates
+        return confidence, label_candidates if isinstance(label_candidates, str) else list(label_candidates)
+
     def is_correct(self, prediction: str, gold: str) -> bool:
         """Whether ``prediction`` is right, by this task's metric.
 

@@ -291,3 +291,25 @@ def test_without_matplotlib(monkeypatch, tmp_path, caplog):
     assert callback.plot is True  # no "is matplotlib there?" branch any more
     assert caplog.text == ""
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_task_supplies_its_confidence_mode_to_evaluate_calibration_as_to_the_callback(tok):
+    from hf_cotmi import evaluate_calibration
+    from hf_cotmi.tasks import TaskSpec
+
+    model = build_tiny_seq2seq(tok, "t5", seed=6)
+    raw = {"input": list(OOD_INPUTS), "label": list(OOD_LABELS)}
+    spec = TaskSpec.custom(confidence="first_token")
+    report = evaluate_calibration(model, tok, raw, task=spec, max_new_tokens=3)
+    assert report["confidence_mode"] == "first_token" == ECECallback(task=spec).mode
+    reference = label_confidences(model, tok, raw, mode="first_token", max_new_tokens=3)
+    assert report["avg_confidence"] == pytest.approx(reference.average_confidence, abs=1e-6)
+    # the caller's choice still wins, and given candidates alone mean candidates mode, in both
+    assert (
+        evaluate_calibration(model, tok, raw, task=spec, confidence="sequence")["confidence_mode"]
+        == "sequence"
+    )
+    chosen = evaluate_calibration(model, tok, raw, task=spec, label_candidates=CANDIDATES)
+    assert (
+        chosen["confidence_mode"] == "candidates" == ECECallback(task=spec, label_candidates=CANDIDATES).mode
+    )
