@@ -70,7 +70,9 @@ class ECECallback(TrainerCallback):
         batch_size: examples per encoder pass; default: ``args.per_device_eval_batch_size``.
         max_new_tokens: generation limit for ``"sequence"`` / ``"first_token"``; default:
             ``args.generation_max_length`` (as a total ``max_length``; for a decoder-only student, as the number
-            of new tokens), else the model's generation config.
+            of new tokens), else the model's generation config. Options passed to ``trainer.evaluate()``
+            (``max_new_tokens``, ``max_length``, ``num_beams``) win over this and the arguments for that call,
+            as they do for the accuracy.
         task: a :class:`~hf_cotmi.tasks.TaskSpec` or built-in task name; it supplies ``confidence``,
             ``label_candidates`` and ``is_correct`` where those are not given.
         chat_template: a decoder-only student trained on ``chat_template=True`` features: candidates are
@@ -172,6 +174,7 @@ class ECECallback(TrainerCallback):
             step,
             metric_key_prefix,
             is_main,
+            dict(getattr(trainer, "evaluation_generation_kwargs", None) or {}),
         )
 
     # ------------------------------------------------------------------ fallback for plain Trainers
@@ -211,14 +214,22 @@ class ECECallback(TrainerCallback):
     # ------------------------------------------------------------------ shared
 
     def _compute(
-        self, model: Any, tokenizer: Any, dataset: Any, args: Any, step: int, prefix: str, is_main: bool
+        self,
+        model: Any,
+        tokenizer: Any,
+        dataset: Any,
+        args: Any,
+        step: int,
+        prefix: str,
+        is_main: bool,
+        generation: dict[str, Any] | None = None,
     ) -> dict[str, float]:
         if tokenizer is None:
             raise ValueError("ECECallback needs the trainer's `processing_class` (the tokenizer)")
         if hasattr(tokenizer, "tokenizer") and not hasattr(tokenizer, "batch_decode"):  # a processor
             tokenizer = tokenizer.tokenizer
         batch_size = self.batch_size or int(getattr(args, "per_device_eval_batch_size", 8) or 8)
-        max_length = None if self.max_new_tokens is not None else getattr(args, "generation_max_length", None)
+        limits = _generation_limits(self.max_new_tokens, generation or {}, args)
         world_size, rank = _process_group()
         rows = _num_rows(dataset)
         share = (
@@ -236,7 +247,7 @@ class ECECallback(TrainerCallback):
                 [] if self.mode == "candidates" else None,
             )
         else:
-            result = self._label_confidences(model, tokenizer, share, args, batch_size, max_length)
+            result = self._label_confidences(model, tokenizer, share, args, batch_size, limits)
         if world_size > 1:
             import torch.distributed as dist
 
@@ -271,7 +282,7 @@ class ECECallback(TrainerCallback):
         return metrics
 
     def _label_confidences(
-        self, model: Any, tokenizer: Any, dataset: Any, args: Any, batch_size: int, max_length: int | None
+        self, model: Any, tokenizer: Any, dataset: Any, args: Any, batch_size: int, limits: dict[str, Any]
     ) -> LabelConfidences:
         return label_confidences(
             model,
@@ -282,12 +293,33 @@ class ECECallback(TrainerCallback):
             label_column=self.label_column,
             prefix=getattr(args, "predict_prefix", PREDICT_PREFIX),
             batch_size=batch_size,
-            max_new_tokens=self.max_new_tokens,
-            max_length=max_length,
-            num_beams=int(getattr(args, "generation_num_beams", None) or 1),
+            max_new_tokens=limits["max_new_tokens"],
+            max_length=limits["max_length"],
+            num_beams=limits["num_beams"],
             is_correct=self.is_correct,
             chat_template=self.chat_template,
         )
+
+
+def _generation_limits(
+    max_new_tokens: int | None, generation: dict[str, Any], args: Any
+) -> dict[str, int | None]:
+    """``max_new_tokens``, ``max_length`` and ``num_beams`` of the confidences' generation.
+
+    The options of the ``evaluate()`` call in progress come first (the accuracy's generation used them),
+    then the callback's own ``max_new_tokens``, then the training arguments.
+    """
+    beams = generation.get("num_beams") or getattr(args, "generation_num_beams", None) or 1
+    limits: dict[str, int | None] = {"max_new_tokens": None, "max_length": None, "num_beams": int(beams)}
+    if generation.get("max_new_tokens") is not None:
+        limits["max_new_tokens"] = int(generation["max_new_tokens"])
+    elif generation.get("max_length") is not None:
+        limits["max_length"] = int(generation["max_length"])
+    elif max_new_tokens is not None:
+        limits["max_new_tokens"] = max_new_tokens
+    else:
+        limits["max_length"] = getattr(args, "generation_max_length", None)
+    return limits
 
 
 def _process_group() -> tuple[int, int]:

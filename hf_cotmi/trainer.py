@@ -321,6 +321,21 @@ class DSSMITrainer(Seq2SeqTrainer):
         self._components: dict[str, _ComponentStore] = {"train": _ComponentStore(), "eval": _ComponentStore()}
         self._last_component_step: int | None = None
         self._evaluation_context: tuple[Any, str] | None = None
+        self._evaluation_generation: dict[str, Any] = {}
+
+    @property
+    def evaluation_generation_kwargs(self) -> dict[str, Any]:
+        """The generation options (``max_new_tokens``, ``num_beams``, ...) the caller passed to the
+        :meth:`evaluate` or :meth:`predict` call in progress; empty outside one and when none were passed.
+
+        :class:`hf_cotmi.ECECallback` reads them, so the confidences behind the ECE come from the same
+        generation as the accuracy.
+
+        Examples:
+            >>> # trainer.evaluate(max_new_tokens=8)  # the callback sees {"max_new_tokens": 8} meanwhile
+            >>> # trainer.evaluation_generation_kwargs  # {} again afterwards
+        """
+        return dict(self._evaluation_generation)
 
     # ------------------------------------------------------------------ loss
 
@@ -712,18 +727,23 @@ class DSSMITrainer(Seq2SeqTrainer):
             return metrics
         if isinstance(dataset, str):  # a name inside a dict-valued self.eval_dataset
             dataset = self.eval_dataset[dataset]
-        with self._evaluation_scope(dataset, metric_key_prefix):
+        with self._evaluation_scope(dataset, metric_key_prefix, gen_kwargs):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
 
     @contextlib.contextmanager
-    def _evaluation_scope(self, dataset: Any, metric_key_prefix: str) -> Iterator[None]:
-        """Fresh eval component sums, and the dataset and prefix that ``log()`` and callbacks need."""
+    def _evaluation_scope(
+        self, dataset: Any, metric_key_prefix: str, gen_kwargs: dict[str, Any] | None = None
+    ) -> Iterator[None]:
+        """Fresh eval component sums, and the dataset, prefix and generation options that ``log()`` and
+        callbacks need."""
         self._components["eval"] = _ComponentStore()
         self._evaluation_context = (dataset, metric_key_prefix)
+        self._evaluation_generation = {k: v for k, v in (gen_kwargs or {}).items() if v is not None}
         try:
             yield
         finally:
             self._evaluation_context = None
+            self._evaluation_generation = {}
 
     def prediction_step(
         self,
@@ -854,7 +874,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         Examples:
             >>> # output = trainer.predict(features["test"]); label_ids, rationale_ids = output.predictions
         """
-        with self._evaluation_scope(test_dataset, metric_key_prefix):
+        with self._evaluation_scope(test_dataset, metric_key_prefix, gen_kwargs):
             output = super().predict(test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
         if (
             self.args.output_rationale

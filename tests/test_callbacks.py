@@ -234,6 +234,32 @@ def test_plain_seq2seq_trainer_fallback(tok, tmp_path):
     assert not (tmp_path / "reliability_diagrams").exists()
 
 
+def test_the_ece_follows_the_generation_options_of_the_evaluate_call(tok, tmp_path):
+    """trainer.evaluate(max_new_tokens=..., num_beams=...) generates the accuracy's labels with those
+    options; the confidences behind the ECE must come from the same generation."""
+    from hf_cotmi import DSSDataCollator, DSSMITrainer
+
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    in_domain = features(tok, INPUTS, LABELS)
+    trainer = DSSMITrainer(
+        model=model,
+        args=training_arguments(tmp_path, generation_max_length=6),
+        processing_class=tok,
+        eval_dataset=in_domain,
+        data_collator=DSSDataCollator(tok, model=model),
+        callbacks=[ECECallback(n_bins=5, plot=False)],
+    )
+    asked = trainer.evaluate(max_new_tokens=2, num_beams=2)
+    reference = label_confidences(model, tok, in_domain, max_new_tokens=2, num_beams=2)
+    assert asked["eval_avg_confidence"] == pytest.approx(reference.average_confidence, abs=1e-6)
+    assert trainer.evaluation_generation_kwargs == {}  # only while that call runs
+    # without options: the training arguments' limit, as before
+    default = trainer.evaluate()
+    by_args = label_confidences(model, tok, in_domain, max_length=6)
+    assert default["eval_avg_confidence"] == pytest.approx(by_args.average_confidence, abs=1e-6)
+    assert reference.average_confidence != pytest.approx(by_args.average_confidence, abs=1e-6)
+
+
 @pytest.mark.parametrize("arch", ["t5", "encoder-decoder"])
 def test_evaluate_calibration_saved_model(tok, tmp_path, arch):
     from hf_cotmi import evaluate_calibration
