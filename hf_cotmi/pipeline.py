@@ -976,7 +976,7 @@ def run_evaluation(
         tokenizer,
         replace(
             data_args,
-            max_input_length=int(sidecar.get("max_input_length", data_args.max_input_length)),
+            max_input_length=_evaluation_input_length(data_args, sidecar),
             chat_template=chat_template,
         ),
         predict_prefix=predict_prefix,
@@ -1006,6 +1006,14 @@ def run_evaluation(
     )
     report.update(split=split, dataset=data.name, model=model_path, task=spec.metric)
     return report
+
+
+def _evaluation_input_length(data_args: DataArguments, sidecar: dict[str, Any]) -> int:
+    """``--max-input-length`` when the user set it (it differs from the default), else the training run's."""
+    default = DataArguments.__dataclass_fields__["max_input_length"].default
+    if data_args.max_input_length != default or sidecar.get("max_input_length") is None:
+        return int(data_args.max_input_length)
+    return int(sidecar["max_input_length"])
 
 
 def run_prediction(

@@ -135,7 +135,10 @@ class DataArguments:
         metadata={"help": "How answers are compared: text (exact match) or equation (arithmetic value). "
                   "Default: the task's (equation for svamp, text otherwise).", "choices": list(METRICS)},
     )  # fmt: skip
-    max_input_length: int = field(default=512, metadata={"help": "Token limit of the prefixed inputs."})
+    max_input_length: int = field(
+        default=512,
+        metadata={"help": "Token limit of the prefixed inputs (evaluate: default the training run's)."},
+    )
     max_label_length: int = field(default=64, metadata={"help": "Token limit of labels."})
     max_rationale_length: int = field(default=256, metadata={"help": "Token limit of rationales."})
     empty_rationale: str = field(

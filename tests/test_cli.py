@@ -272,6 +272,21 @@ def test_evaluate_a_saved_student(trained_dir, tmp_path, capsys):
         assert 0.0 <= report[key] <= 1.0
         assert f"{key:<15} {report[key]:.4f}" in out
     assert plot.read_bytes().startswith(b"\x89PNG")
+    # --max-input-length overrides the length the training run saved; without it the saved one counts
+    saved = json.loads((Path(trained_dir) / SIDECAR_NAME).read_text())["max_input_length"]
+    reports = {}
+    for name, extra in {
+        "saved": [],
+        "same": ["--max-input-length", str(saved)],
+        "cut": ["--max-input-length", "4"],
+    }.items():
+        code, _, err = run(
+            capsys, "evaluate", "--model", trained_dir, "--output-file", str(tmp_path / name), *extra
+        )
+        assert code == 0, err
+        reports[name] = json.loads((tmp_path / name).read_text())
+    assert reports["same"]["avg_confidence"] == reports["saved"]["avg_confidence"]
+    assert reports["cut"]["avg_confidence"] != pytest.approx(reports["saved"]["avg_confidence"], rel=1e-3)
 
 
 def test_predict_prints_label_rationale_and_confidence(trained_dir, tmp_path, capsys):
