@@ -121,6 +121,22 @@ class LabelConfidences:
 # dataset access: datasets.Dataset, a dict of columns, or a list of row dicts
 
 
+def _nli_inputs_as_trained(dataset: Any, tokenizer: Any, input_column: str) -> Any:
+    """Raw NLI rows with their ``input`` rebuilt as the features build it (premise, EOS, hypothesis)."""
+    from .data.features import student_input_texts
+
+    columns = _column_names(dataset)
+    if input_column != "input" or "input_ids" in columns or not {"premise", "hypothesis"} <= set(columns):
+        return dataset
+    if isinstance(dataset, Mapping):
+        return {**dataset, "input": student_input_texts(dataset, tokenizer)}
+    if hasattr(dataset, "column_names"):
+        texts = student_input_texts(dataset, tokenizer)
+        return (dataset.remove_columns("input") if "input" in columns else dataset).add_column("input", texts)
+    pairs = {name: [row[name] for row in dataset] for name in ("premise", "hypothesis")}
+    return [{**row, "input": text} for row, text in zip(dataset, student_input_texts(pairs, tokenizer))]
+
+
 def _column_names(dataset: Any) -> list[str]:
     if hasattr(dataset, "column_names") and not isinstance(dataset, Mapping):
         names = dataset.column_names
@@ -319,7 +335,11 @@ def label_confidences(
             column* holding each example's own list of candidates (e.g. ``"choices"``). Duplicates are
             dropped (first kept).
         label_column: column with the gold label text.
-        input_column: column with the raw input text (used only without ``input_ids``).
+        input_column: column with the raw input text (used only without ``input_ids``). Raw NLI rows (with
+            ``premise`` and ``hypothesis`` columns) read with the default ``"input"`` are joined as
+            :func:`~hf_cotmi.prepare_dss_features` joins them (:func:`~hf_cotmi.data.features.student_input_texts`:
+            the tokenizer's EOS token), not as the ``input`` column of :func:`~hf_cotmi.load_dss_dataset`
+            (``</s>``, which only T5-style tokenizers read as EOS).
         prefix: prepended to ``input_column`` text (the DSS ``predict:`` task prefix).
         batch_size: examples per encoder pass; also candidate rows per decoder pass.
         max_new_tokens: generation length limit (generation modes).
@@ -355,6 +375,7 @@ def label_confidences(
     import torch
 
     mode = _resolve_mode(mode, label_candidates, batch_size, num_beams)
+    dataset = _nli_inputs_as_trained(dataset, tokenizer, input_column)
     columns = _column_names(dataset)
     needed = _needed_columns(columns, input_column, label_column)
     fixed, candidate_column = _candidate_source(mode, label_candidates, columns)

@@ -366,3 +366,36 @@ def test_generated_accuracy_of_a_chat_student_generates_from_the_chat_prompt():
     assert report["generated_accuracy"] == pytest.approx(
         sum(p == g for p, g in zip(generated, LABELS)) / len(LABELS)
     )
+
+
+@pytest.mark.parametrize("container", ["dict", "dataset", "rows"])
+def test_raw_nli_rows_are_prompted_as_the_features_join_them(container):
+    """A student whose EOS is not "</s>": raw premise/hypothesis rows read as its features were built."""
+    nli_tok = build_word_tokenizer(["a man sleeps he rests a cat runs it moves", *CANDIDATES])
+    nli_tok.eos_token = "<sep>"
+    model = build_tiny_causal_lm(nli_tok, "llama", seed=2).eval()
+    premises, hypotheses = ["a man sleeps", "a cat runs"], ["he rests", "it moves"]
+    columns = {
+        "premise": premises,
+        "hypothesis": hypotheses,
+        "input": [f"{p}</s>{h}" for p, h in zip(premises, hypotheses)],  # what load_dss_dataset writes
+        "label": ["yes", "no"],
+        "rationale": ["r", "r"],
+    }
+    raw = {
+        "dict": columns,
+        "dataset": Dataset.from_dict(columns),
+        "rows": [dict(zip(columns, values)) for values in zip(*columns.values())],
+    }[container]
+    got = label_confidences(model, nli_tok, raw, label_candidates=CANDIDATES)
+    features = prepare_dss_features(
+        Dataset.from_dict(columns), nli_tok, student_type="causal", with_rationale=False
+    )
+    from_features = label_confidences(model, nli_tok, features, label_candidates=CANDIDATES)
+    for a, b in zip(got.candidate_probabilities, from_features.candidate_probabilities):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    as_written = label_confidences(
+        model, nli_tok, {"text": columns["input"], "label": columns["label"]}, input_column="text",
+        label_candidates=CANDIDATES,
+    )  # fmt: skip
+    assert not np.allclose(as_written.candidate_probabilities[0], got.candidate_probabilities[0])
