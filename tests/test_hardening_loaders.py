@@ -108,6 +108,25 @@ def test_a_null_label_names_the_file_line_as_well_as_the_row(tmp_path):
     assert "row 1: 'label' is missing (null); the record is at line 3 of the file" in error_of(path)
 
 
+def test_an_empty_input_names_the_file_line(tmp_path):
+    path = write(tmp_path / "blank.csv", "input,label,rationale\na,1,r\n  ,2,r\n")
+    assert "row 1: 'input' is empty ('  '); the record is at line 3 of the file" in error_of(path)
+
+
+def test_empty_inputs_in_features_are_counted_and_reported(caplog):
+    from datasets import Dataset
+
+    from hf_cotmi import build_word_tokenizer, prepare_dss_features
+
+    tok = build_word_tokenizer(["a b r 1 2"])
+    data = Dataset.from_dict({"input": ["a b", " ", ""], "label": ["1", "2", "1"], "rationale": ["r"] * 3})
+    with caplog.at_level("WARNING", logger="hf_cotmi.data.features"):
+        _, report = prepare_dss_features(data, tok, return_report=True)
+    assert report.splits["dataset"].empty_inputs == 2
+    assert "2 of 3 examples have an empty input" in caplog.text
+    assert "2 empty inputs" in str(report.splits["dataset"])
+
+
 def test_a_null_label_in_parquet_names_the_record(tmp_path):
     path = tmp_path / "null.parquet"
     table = pa.table({"input": ["a", "b", "c"], "label": ["1", "2", None], "rationale": ["r", "r", "r"]})

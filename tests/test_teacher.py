@@ -176,6 +176,24 @@ def test_store_appends_whole_lines_repairs_a_torn_tail_and_sorts(tmp_path):
         read_done(path)
 
 
+def test_store_lines_end_at_newline_only_and_a_foreign_file_is_left_whole(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with JsonlAppender(path) as out:  # json.dumps leaves these separators unescaped with ensure_ascii=False
+        out.write({"source_index": 1, "rationale": "a\u2028b\x85c\u2029d"})
+        out.write({"source_index": 0, "rationale": "plain"})
+    assert sorted(read_done(path).records) == [0, 1]
+    sort_by_index(path)
+    assert [json.loads(line)["source_index"] for line in path.read_text().split("\n")[:-1]] == [0, 1]
+    assert read_done(path).records[1]["rationale"] == "a\u2028b\x85c\u2029d"
+    # a user's file given as the output by mistake, its last line without a newline: refused, not cut
+    foreign = tmp_path / "data.jsonl"
+    foreign.write_bytes(b'{"input": "a?", "label": "1"}\n{"input": "b?", "label": "2"}')
+    before = foreign.read_bytes()
+    with pytest.raises(ValueError, match=r"data\.jsonl, line 1: expected a JSON object with an integer"):
+        read_done(foreign)
+    assert foreign.read_bytes() == before
+
+
 def test_settings_mismatch_refused_unless_forced(tmp_path):
     out = tmp_path / "o.jsonl"
     check_settings(out, {"temperature": 0.0, "model": "m"}, [], force=False)
@@ -201,3 +219,14 @@ def test_read_teacher_inputs_checks_columns_and_rows(tmp_path):
     path.write_text('{"input": "a?"}\n{"input": "  "}\n')
     with pytest.raises(ValueError, match=r"in\.jsonl, line 2: 'input' is '  '"):
         read_teacher_inputs(path)
+    # numbers and booleans become the text load_cot_dataset makes of them (7.0 is "7", not "7.0")
+    path.write_text('{"input": "a?", "label": 7}\n{"input": "b?", "label": 2.5}\n')
+    from hf_cotmi import load_cot_dataset
+
+    assert [row.label for row in read_teacher_inputs(path)] == ["7", "2.5"]
+    path.write_text(
+        '{"input": "a?", "label": 7, "rationale": "r"}\n{"input": "b?", "label": 2.5, "rationale": "r"}\n'
+    )
+    assert load_cot_dataset(path)["train"]["label"] == ["7", "2.5"]
+    path.write_text('{"input": "a?", "label": true}\n')
+    assert read_teacher_inputs(path)[0].label == "true"

@@ -93,6 +93,16 @@ class FaultServer:
                     return
                 if fault == "401":
                     return self._reply(401, {"error": {"message": "invalid api key"}})
+                if fault == "400":
+                    return self._reply(400, {"error": {"message": "context length exceeded"}})
+                if fault == "html":  # a proxy's error page with status 200
+                    page = b"<html><body>502 Bad Gateway</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 if fault in ("500", "503"):
                     return self._reply(int(fault), {"error": {"message": "scheduled failure"}})
                 if fault == "429":
@@ -372,6 +382,43 @@ def test_a_client_error_is_not_retried_and_a_changed_input_is_refused(tmp_path):
         generate_rationales(
             inputs, out, base_url="http://127.0.0.1:9/v1", model="m", task="arithmetic", progress=False
         )
+
+
+def test_a_rejected_request_names_its_record_and_a_page_that_is_no_completion_is_retried(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 4)
+    out = tmp_path / "out.jsonl"
+    with FaultServer({3: "400"}) as server:
+        with pytest.raises(TeacherRequestError, match=r"record (\d+) \(sample 0\): HTTP 400") as error:
+            generate_rationales(inputs, out, base_url=server.url, model="m", concurrency=1, progress=False)
+        asked = server.log[2][2]  # the third request's question: "What is A plus ..."
+    record = int(re.search(r"record (\d+)", str(error.value)).group(1))
+    assert asked.startswith(f"What is {record + 1} plus")  # write_inputs numbers questions from 1
+    assert "context length exceeded" in str(error.value)
+    with pytest.raises(ValueError, match=r"output_file '.*in\.jsonl' is also the source"):
+        generate_rationales(inputs, inputs, base_url="http://127.0.0.1:9/v1", model="m", progress=False)
+    with pytest.raises(ValueError, match=r"rejects_file '.*o\.jsonl' is also output_file"):
+        generate_rationales(
+            inputs, tmp_path / "o.jsonl", rejects_file=tmp_path / "o.jsonl", base_url="http://127.0.0.1:9/v1",
+            model="m", progress=False,
+        )  # fmt: skip
+    with FaultServer({1: "html", 2: "html"}) as server:
+        summary = generate_rationales(
+            inputs,
+            out,
+            base_url=server.url,
+            model="m",
+            concurrency=1,
+            progress=False,
+            retry_policy=FAST_RETRIES,
+        )
+    assert summary.complete and summary.retries == 2
+    with FaultServer({n: "html" for n in range(1, 9)}) as server:
+        with pytest.raises(TeacherRequestError, match=r"record \d+ .*not a completion: .*Bad Gateway"):
+            generate_rationales(
+                inputs, tmp_path / "other.jsonl", base_url=server.url, model="m", concurrency=1,
+                progress=False, retry_policy=RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02),
+            )  # fmt: skip
 
 
 def _cli(*argv: str) -> list[str]:

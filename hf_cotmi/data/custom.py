@@ -178,10 +178,36 @@ def _as_splits(
     )
 
 
+def as_text_column(
+    dataset: Dataset, column: str, where: str, locate: Locate | None = None, *, shown_name: str | None = None
+) -> Dataset:
+    """``dataset`` with ``column`` as text: numbers and booleans cast as Arrow casts them (``7``, ``2.5``,
+    ``true``; a float 7.0 becomes ``"7"``, not Python's ``"7.0"``), so every reader turns a value into the
+    same text.
+
+    Raises:
+        ValueError: the column holds lists or objects (named with the first row that has one).
+
+    Examples:
+        >>> from datasets import Dataset
+        >>> as_text_column(Dataset.from_dict({"label": [7.0, 2.5]}), "label", "x.jsonl")["label"]
+        ['7', '2.5']
+    """
+    from datasets import Value
+
+    feature = dataset.features[column]
+    if isinstance(feature, Value) and feature.dtype in _TEXT_DTYPES:
+        return dataset
+    if not isinstance(feature, Value):
+        first = next((i for i, value in enumerate(dataset[column]) if value is not None), None)
+        at = f" (the first at {locate(first)})" if locate is not None and first is not None else ""
+        raise ValueError(f"{where}: column {shown_name or column!r} holds {feature}{at}, expected text")
+    return dataset.cast_column(column, Value("string"))
+
+
 def _standardise(
     dataset: Dataset, where: str, columns: dict[str, str], locate: Locate | None
 ) -> tuple[Dataset, CoTSplitReport]:
-    from datasets import Value
 
     existing = dataset.column_names
     for target, column in columns.items():
@@ -200,21 +226,17 @@ def _standardise(
     if renames:
         dataset = dataset.rename_columns(renames)
     for target in columns:
-        feature = dataset.features[target]
-        if not (isinstance(feature, Value) and feature.dtype in _TEXT_DTYPES):
-            if not isinstance(feature, Value):
-                first = next((i for i, value in enumerate(dataset[target]) if value is not None), None)
-                at = f" (the first at {locate(first)})" if locate is not None and first is not None else ""
-                raise ValueError(f"{where}: column {columns[target]!r} holds {feature}{at}, expected text")
-            dataset = dataset.cast_column(target, Value("string"))
+        dataset = as_text_column(dataset, target, where, locate, shown_name=columns[target])
 
     for target in ("input", "label"):
         for index, value in enumerate(dataset[target]):
-            if value is None:
+            if value is None or (target == "input" and not value.strip()):
                 at = locate(index) if locate is not None else None
                 place = f"; the record is at {at} of the file (rows count from 0)" if at else ""
+                what = "missing (null)" if value is None else f"empty ({value!r})"
                 raise ValueError(
-                    f"{where}, row {index}: {columns[target]!r} is missing (null){place}; expected text"
+                    f"{where}, row {index}: {columns[target]!r} is {what}{place}; expected text"
+                    + ("" if value is None else ": an input the student could learn from")
                 )
     rationales = dataset["rationale"]
     missing = sum(1 for r in rationales if r is None or not r.strip())
@@ -303,8 +325,8 @@ def load_cot_dataset(
 
     Raises:
         FileNotFoundError: a path does not exist.
-        ValueError: a missing column, a null input or label, an unsupported file type or a malformed file
-            (``hf_cotmi.data.jsonfiles.DataFormatError``, with file and line).
+        ValueError: a missing column, a null input or label, an empty input, an unsupported file type or a
+            malformed file (``hf_cotmi.data.jsonfiles.DataFormatError``, with file and line).
         TypeError: ``source`` is of no supported kind.
 
     Examples:

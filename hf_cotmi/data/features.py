@@ -64,6 +64,7 @@ _FLAGS = (
     "truncated_explain_inputs",
     "missing_rationales",
     "empty_labels",
+    "empty_inputs",
 )
 
 
@@ -201,6 +202,7 @@ def _make_encoder(
             "truncated_inputs": truncated_inputs,
             "truncated_labels": truncated_labels,
             "empty_labels": [not label.strip() for label in batch["label"]],
+            "empty_inputs": [not text.strip() for text in inputs],
         }
         if with_rationale:
             rationales = ["" if r is None else r for r in batch["rationale"]]
@@ -321,6 +323,7 @@ def _prepare_split(
         missing_rationales=counts["missing_rationales"],
         dropped_rationales=dropped,
         empty_labels=counts["empty_labels"],
+        empty_inputs=counts["empty_inputs"],
         with_rationale=with_rationale,
     )
     _warn(split, report, lengths)
@@ -353,6 +356,13 @@ def _warn(split: str, report: FeaturesSplitReport, lengths: dict[str, int]) -> N
         )
     if report.empty_labels:
         logger.warning("%s: %d of %d examples have an empty label", split, report.empty_labels, n)
+    if report.empty_inputs:
+        logger.warning(
+            "%s: %d of %d examples have an empty input (the student sees only the task prefix)",
+            split,
+            report.empty_inputs,
+            n,
+        )
 
 
 @overload

@@ -162,6 +162,7 @@ class FeaturesSplitReport:
         missing_rationales: examples kept with an empty rationale (their rationale target is only EOS).
         dropped_rationales: examples removed for an empty rationale (``empty_rationale="drop"``).
         empty_labels: examples whose label is empty.
+        empty_inputs: examples whose input is empty (or blank).
         with_rationale: whether explain features were produced for this split.
 
     Examples:
@@ -177,6 +178,7 @@ class FeaturesSplitReport:
     missing_rationales: int = 0
     dropped_rationales: int = 0
     empty_labels: int = 0
+    empty_inputs: int = 0
     with_rationale: bool = True
 
     @property
@@ -195,6 +197,8 @@ class FeaturesSplitReport:
             f"labels, {self.truncated_rationales} rationales, {self.truncated_explain_inputs} explain inputs"
         )
         text += f"; {self.empty_labels} empty labels"
+        if self.empty_inputs:
+            text += f", {self.empty_inputs} empty inputs"
         if not self.with_rationale:
             return text + " (predict only)"
         return text + f"; {self.missing_rationales} empty rationales kept, {self.dropped_rationales} dropped"

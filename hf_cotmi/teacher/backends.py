@@ -238,12 +238,20 @@ class OpenAICompatibleBackend:
                 response = self._client.chat.completions.create(
                     messages=[{"role": "user", "content": request.prompt}], **options
                 )
-                text = response.choices[0].message.content if response.choices else None
             else:
                 response = self._client.completions.create(prompt=request.prompt, **options)
-                text = response.choices[0].text if response.choices else None
         except Exception as error:
             raise self._classify(error) from error
+        if not hasattr(response, "choices"):
+            # the client hands back the body as it came when it is not JSON (an HTML error page, a proxy)
+            raise RetryableError(
+                f"{self.base_url} answered with something that is not a completion: {str(response)[:200]!r}"
+            )
+        if response.choices:
+            first = response.choices[0]
+            text = first.message.content if self.api == "chat" else first.text
+        else:
+            text = None
         if text is None:
             raise RetryableError(f"{self.base_url} answered without a completion text")
         return text
@@ -270,6 +278,10 @@ class OpenAICompatibleBackend:
                 raise TeacherRequestError(
                     f"record {request.index} (sample {request.sample}): {error}; gave up after "
                     f"{self.retry_policy.max_retries} retries"
+                ) from error
+            except TeacherRequestError as error:  # not retryable: say which record, so it can be found
+                raise TeacherRequestError(
+                    f"record {request.index} (sample {request.sample}): {error}"
                 ) from error
         return texts
 

@@ -155,7 +155,7 @@ def read_teacher_inputs(
     """
     from datasets import Dataset
 
-    from ..data.custom import read_table_file
+    from ..data.custom import as_text_column, read_table_file
 
     if isinstance(source, Dataset):
         dataset, where = source, "the Dataset"
@@ -175,6 +175,9 @@ def read_teacher_inputs(
         if label_column != "label":
             raise ValueError(f"{where}: no column {label_column!r} (the label); the columns are {columns}")
         label_column = None
+    for column in (input_column, label_column):
+        if column is not None:  # numbers and booleans become text as load_cot_dataset makes them
+            dataset = as_text_column(dataset, column, where, locate)
     shadowed = [
         key
         for key in columns
@@ -332,6 +335,19 @@ def _summarise(
         agreement_rate=sum(agreements) / len(agreements) if agreements else None,
         resumed=resumed,
     )
+
+
+def _check_distinct_files(source: Any, output_path: Path, rejects_path: Path) -> None:
+    """Refuse an output or rejects file that is the source file, or one file for both."""
+    named = {"output_file": output_path, "rejects_file": rejects_path}
+    if isinstance(source, (str, os.PathLike)):
+        named = {"the source": Path(source), **named}
+    seen: dict[Path, str] = {}
+    for role, path in named.items():
+        key = path.resolve()
+        if key in seen:
+            raise ValueError(f"{role} {str(path)!r} is also {seen[key]}; give each its own file")
+        seen[key] = role
 
 
 def _default_rejects(output_file: Path) -> Path:
@@ -504,6 +520,7 @@ def generate_rationales(
 
     output_path = Path(output_file)
     rejects_path = Path(rejects_file) if rejects_file is not None else _default_rejects(output_path)
+    _check_distinct_files(source, output_path, rejects_path)
     outputs_done, rejects_done = read_done(output_path), read_done(rejects_path)
     both = {**outputs_done.records, **rejects_done.records}
     overlap = set(outputs_done.records) & set(rejects_done.records)

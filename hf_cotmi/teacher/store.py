@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.jsonfiles import DataFormatError
+from ..data.textfiles import split_lines
 
 __all__ = [
     "INDEX_FIELD",
@@ -117,6 +118,10 @@ class DoneRecords:
 def read_done(path: str | os.PathLike[str]) -> DoneRecords:
     """Read a generator output (or rejects) file; a cut-short last line is removed from the file.
 
+    Lines end at ``"\n"`` only (a record may hold U+2028 or U+0085, which ``json.dumps`` leaves as they
+    are). The complete lines are checked before anything is cut: a file the generator did not write is
+    refused unchanged.
+
     Raises:
         DataFormatError: a complete line is not a JSON object with an integer ``source_index``, or an index
             appears twice (the message names file and line).
@@ -135,14 +140,7 @@ def read_done(path: str | os.PathLike[str]) -> DoneRecords:
         return done
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    if end < len(data):
-        logger.warning(
-            "%s: removing a cut-short last line (%d bytes); it is generated again", path, len(data) - end
-        )
-        with open(path, "r+b") as handle:
-            handle.truncate(end)
-        done.truncated = 1
-    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(split_lines(data[:end].decode("utf-8")), start=1):
         if not line.strip():
             continue
         try:
@@ -158,6 +156,13 @@ def read_done(path: str | os.PathLike[str]) -> DoneRecords:
         if index in done.records:
             raise DataFormatError(f"{path}, line {number}: {INDEX_FIELD} {index} appears a second time")
         done.records[index] = record
+    if end < len(data):
+        logger.warning(
+            "%s: removing a cut-short last line (%d bytes); it is generated again", path, len(data) - end
+        )
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+        done.truncated = 1
     return done
 
 
@@ -174,7 +179,7 @@ def sort_by_index(path: str | os.PathLike[str]) -> None:
     path = Path(path)
     if not path.exists():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in split_lines(path.read_text(encoding="utf-8")) if line.strip()]
     ordered = sorted(lines, key=lambda line: json.loads(line)[INDEX_FIELD])
     if ordered == lines:
         return
