@@ -215,8 +215,19 @@ def test_patience_counts_only_from_its_start_step() -> None:
     assert steps_run(0, plateau_then_learning) == 150  # plain patience ends the run on the plateau
     assert steps_run(200, plateau_then_learning) == 400  # two flat evaluations after the peak at 300
     callback = replicate.early_stopping_callback(2, start_step=200)
-    restored = type(callback)(**callback.state()["args"])  # how the Trainer restores it on resume
+    callback.early_stopping_patience_counter = 1  # one flat evaluation before the checkpoint
+    saved = callback.state()
+    restored = type(callback)(**saved["args"])  # how the Trainer restores it on resume
+    for name, value in saved["attributes"].items():
+        setattr(restored, name, value)
     assert (restored.early_stopping_patience, restored.start_step) == (2, 200)
+    assert restored.early_stopping_patience_counter == 1
+    # and the Trainer does restore it: a run with patience asks for its callbacks' states on resume
+    methods = replicate.build_methods()
+    for patience, restores in (("0", False), ("2", True)):
+        options = replicate.parse_args(["--smoke", "--patience", patience, "--output-dir", "unused"])
+        made = replicate.run_training_arguments(methods["dss"], 0, options, Path("unused") / "dss")
+        assert made.restore_callback_states_from_checkpoint is restores
 
 
 def test_replicate_bf16_runs_without_a_gpu(tmp_path: Path) -> None:
@@ -382,6 +393,28 @@ def test_paired_differences_match_a_naive_computation() -> None:
     one_seed = report.paired_differences([r for r in steady if r["seed"] == 0], ["dss", "dss_mi_paper"])
     assert one_seed["dss_mi_paper - dss"]["ece_lower_by_more_than_one_std"] is None  # no spread from one seed
     assert report.paired_table(one_seed).rstrip().endswith("| n/a | -5.00 | n/a |")
+
+
+def test_one_run_has_no_spread_and_an_ece_cell_counts_the_runs_that_measured_it(tmp_path: Path) -> None:
+    report = _load("sweep_report")
+
+    def run(seed: int, accuracy: float, ece: float | None) -> dict:
+        return {
+            "method": "dss", "seed": seed, "test_accuracy": accuracy, "test_ece": ece,
+            "test_avg_confidence": None if ece is None else 0.8, "steps_trained": 10, "best_step": 10,
+            "train_seconds": 60.0,
+        }  # fmt: skip
+
+    lone = report.summarise([run(0, 0.7, 0.1)], ["dss"])["dss"]
+    assert lone["accuracy_std"] is None and lone["ece_std"] is None  # undefined for one value, not 0
+    assert report.plot_accuracy(
+        lone and {"dss": lone}, tmp_path / "a.png", "one seed"
+    )  # no error bar to draw
+    by_size = {"0.5": {"summary": {"dss": lone}}, "1": {"summary": {"dss": lone}}}
+    assert report.plot_accuracy_vs_size(by_size, 100, tmp_path / "s.png", "one seed")
+    partial = report.summarise([run(0, 0.70, 0.1), run(1, 0.80, None)], ["dss"])
+    row = report.markdown_table(partial).splitlines()[-1]
+    assert row.startswith("| DSS | 2 | 75.00 ± 7.07 | 10.00 (1 of 2 runs) | 80.00 (1 of 2 runs) |"), row
 
 
 def test_runs_on_different_student_weights_are_not_paired() -> None:

@@ -730,6 +730,8 @@ def run_training_arguments(method: Method, seed: int, options: Options, run_dir:
         load_best_model_at_end=True,
         metric_for_best_model="eval_accuracy",
         greater_is_better=True,
+        # a resumed run keeps its early-stopping count (transformers restores it only when asked)
+        restore_callback_states_from_checkpoint=options.run.patience > 0,
         logging_steps=max(1, min(50, int(training.eval_steps))),
         generation_max_length=label_length + 1,
         generation_num_beams=training.generation_num_beams or 1,

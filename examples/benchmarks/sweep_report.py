@@ -54,11 +54,22 @@ def fraction_key(fraction: float) -> str:
     return f"{fraction:g}"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1); the std of one value is undefined: None (null in JSON).
+
+    Example:
+        >>> _mean_std([0.5, 0.7])[1] > 0, _mean_std([0.5])
+        (True, (0.5, None))
+    """
     n = len(values)
     mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
     return mean, std
+
+
+def _error_bar(std: float | None) -> float:
+    """An error bar in percent; NaN (no bar drawn) where the std is undefined (one run)."""
+    return 100 * std if std is not None else math.nan
 
 
 def _choice_accuracy(record: dict[str, Any]) -> float | None:
@@ -214,7 +225,15 @@ def _percent(mean: float | None, std: float | None, seeds: int = 2, signed: bool
 
 
 def _summary_cell(entry: dict[str, Any], key: str) -> str:
-    return _percent(entry.get(f"{key}_mean"), entry.get(f"{key}_std"), len(entry["seeds"]))
+    """A summary cell over the runs that measured it: the ECE and confidence skip runs without an ECE."""
+    runs = len(entry["seeds"])
+    measured = entry.get("ece_runs", runs) if key in ("ece", "avg_confidence") else runs
+    text = _percent(entry.get(f"{key}_mean"), entry.get(f"{key}_std"), measured)
+    return (
+        text
+        if measured == runs or entry.get(f"{key}_mean") is None
+        else f"{text} ({measured} of {runs} runs)"
+    )
 
 
 def markdown_table(summary: dict[str, dict[str, Any]], choice_ranking: bool = False) -> str:
@@ -338,7 +357,8 @@ def plot_accuracy(summary: dict[str, dict[str, Any]], path: Path, title: str) ->
     plt = _pyplot()
     names = list(summary)
     means = [100 * summary[n]["accuracy_mean"] for n in names]
-    stds = [100 * summary[n]["accuracy_std"] for n in names]
+    stds = [_error_bar(summary[n]["accuracy_std"]) for n in names]
+    spans = [0.0 if math.isnan(s) else s for s in stds]
     fig, ax = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
     positions = range(len(names))
     ax.bar(positions, means, yerr=stds, capsize=6, color="#9ecae1", edgecolor="#3182bd")
@@ -348,8 +368,8 @@ def plot_accuracy(summary: dict[str, dict[str, Any]], path: Path, title: str) ->
     ax.set_xticks(list(positions))
     ax.set_xticklabels([summary[n]["title"] for n in names], rotation=15)
     ax.set_ylabel("test accuracy (%)")
-    low = min(m - s for m, s in zip(means, stds)) if means else 0
-    ax.set_ylim(max(0, low - 10), min(100, max(m + s for m, s in zip(means, stds)) + 5) if means else 100)
+    low = min(m - s for m, s in zip(means, spans)) if means else 0
+    ax.set_ylim(max(0, low - 10), min(100, max(m + s for m, s in zip(means, spans)) + 5) if means else 100)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -384,7 +404,7 @@ def plot_accuracy_vs_size(
         ax.errorbar(
             sizes,
             [100 * s["accuracy_mean"] for _, s in points],
-            yerr=[100 * s["accuracy_std"] for _, s in points],
+            yerr=[_error_bar(s["accuracy_std"]) for _, s in points],
             marker="o",
             capsize=4,
             label=points[0][1]["title"],
