@@ -31,7 +31,7 @@ __all__ = ["TRAINING_CURVE", "DemoArguments", "demo_defaults", "run_demo", "exec
 TRAINING_CURVE = "training_curve.png"
 """The training-curve PNG the demo saves into its output folder (loss and its components over steps)."""
 
-# The tuned default: a 171k-parameter T5 (d_model 64, 2+2 layers) on 4000 generated problems, 600 steps of
+# The tuned default: a 170k-parameter T5 (d_model 64, 2+2 layers) on 4000 generated problems, 600 steps of
 # 64 examples: about 60 CPU-seconds of training on one thread.
 _SYNTHETIC_TINY: dict[str, Any] = {
     "output_dir": "demo-out",

@@ -818,8 +818,9 @@ def run_training(
     tokenizer, model card (``README.md``), ``results.json`` and ``hf_cotmi_config.json`` into
     ``output_dir``; with ``push_to_hub`` the folder goes to the Hub. What the loader and the tokeniser
     counted (missing rationales, truncations, unparsed outputs) is printed (:func:`data_report_lines`).
-    Without ``model_args.model_name_or_path`` the student is the small T5 its ``tiny_*`` fields describe
-    (on the synthetic task its vocabulary holds every number the task uses).
+    Without ``model_args.model_name_or_path`` the student is the small T5 (a Llama with
+    ``student_type="causal"``) its ``tiny_*`` fields describe (on the synthetic task its vocabulary holds
+    every number the task uses).
 
     Args:
         model_args: the student.

@@ -238,7 +238,8 @@ class DSSMITrainer(Seq2SeqTrainer):
       is padded; ``"masked"`` does not.
     - With ``predict_with_generate`` evaluation generates labels from the ``predict:`` input; with
       ``output_rationale=True`` it also generates rationales, and :meth:`predict` returns
-      ``predictions=(label_ids, rationale_ids)`` and writes ``predictions.jsonl``.
+      ``predictions=(label_ids, rationale_ids)`` and writes ``predictions.jsonl`` (``{"prediction",
+      "rationale"}`` per example, and ``"input"`` when the dataset has that column).
     - ``peft_config`` wraps the model with PEFT; only the adapter trains and is saved.
     - Decoder-only students (``AutoModelForCausalLM``; :attr:`student_type` is ``"causal"``) train through
       the same code: features with one sequence per task and the loss on target + EOS only
@@ -868,8 +869,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         **gen_kwargs: Any,
     ) -> PredictionOutput:
         """``Seq2SeqTrainer.predict``; with ``output_rationale=True`` predictions are ``(labels, rationales)``
-        token ids and ``predictions.jsonl`` (one ``{"prediction", "rationale"}`` object per example) is
-        written to the output directory.
+        token ids and ``predictions.jsonl`` (one ``{"prediction", "rationale"}`` object per example, with
+        ``"input"`` when the dataset has that column) is written to the output directory.
 
         Examples:
             >>> # output = trainer.predict(features["test"]); label_ids, rationale_ids = output.predictions
