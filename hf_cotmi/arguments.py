@@ -29,7 +29,9 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
 
     Values are checked when the arguments are built, and a ``ValueError`` names the field: negative, NaN or
     infinite loss weights or learning rate, batch sizes or ``gradient_accumulation_steps`` below 1,
-    ``max_steps=0`` (or below -1), and mixed precision that cannot take effect on this machine. ``fp16`` on
+    ``max_steps=0`` (or below -1), ``label_smoothing_factor`` other than 0 (the trainer's losses are its
+    own), ``output_rationale`` without ``predict_with_generate``, and mixed precision that cannot take
+    effect on this machine. ``fp16`` on
     the CPU (``use_cpu=True``, or no GPU or other accelerator) is refused rather than silently ignored: use
     ``bf16=True`` with ``use_cpu=True`` for bfloat16 on the CPU. ``bf16`` without ``use_cpu`` on a machine
     without a bfloat16-capable accelerator is refused too (add ``use_cpu=True``).
@@ -214,6 +216,15 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
         if not _is_number(self.max_grad_norm) or math.isnan(self.max_grad_norm):
             raise ValueError(
                 f"max_grad_norm must be a number (0 turns clipping off), got {self.max_grad_norm!r}"
+            )
+        if not _is_number(self.label_smoothing_factor) or self.label_smoothing_factor != 0:
+            raise ValueError(
+                f"label_smoothing_factor={self.label_smoothing_factor!r} would be ignored: DSSMITrainer computes "
+                "its label, rationale and MI terms itself, without label smoothing; leave it at 0"
+            )
+        if self.output_rationale and not self.predict_with_generate:
+            raise ValueError(
+                "output_rationale=True needs predict_with_generate=True (the rationales are generated)"
             )
         _check_mixed_precision(self)
         super().__post_init__()

@@ -755,6 +755,46 @@ def _test_phase(
     return phase
 
 
+def _sidecar(
+    trainer: Any, data: LoadedData, model_args: ModelArguments, data_args: DataArguments
+) -> dict[str, Any]:
+    """What ``evaluate`` and ``predict`` read back from a saved run (or one of its checkpoints)."""
+    from . import __version__
+
+    args, callback = trainer.args, _ece_callback(trainer)
+    return {
+        "hf_cotmi_version": __version__,
+        "task": data.task,
+        "dataset": data.name,
+        "data": data.source,
+        "predict_prefix": args.predict_prefix,
+        "explain_prefix": args.explain_prefix,
+        "max_input_length": data_args.max_input_length,
+        "generation_max_length": args.generation_max_length,
+        "rationale_max_new_tokens": args.rationale_max_new_tokens,
+        "confidence": callback.mode,
+        "label_candidates": callback.label_candidates,
+        "base_model": model_args.model_name_or_path,
+        "peft": model_args.use_peft,
+        "student_type": resolve_student_type(trainer.model),
+        "chat_template": bool(data_args.chat_template),
+    }
+
+
+def _sidecar_in_checkpoints(sidecar: Callable[[], dict[str, Any]]) -> Any:
+    """A callback that writes the sidecar into every ``checkpoint-N/`` the trainer saves, so ``hf-cotmi
+    evaluate out/checkpoint-N`` (or a run cut off before the end) reads the run's prefixes and data."""
+    from transformers import TrainerCallback
+
+    class _SidecarInCheckpoints(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if state.is_world_process_zero and os.path.isdir(folder):
+                _write_json(os.path.join(folder, SIDECAR_NAME), sidecar(), sort_keys=True)
+
+    return _SidecarInCheckpoints()
+
+
 def _save_run(
     trainer: Any,
     data: LoadedData,
@@ -764,29 +804,14 @@ def _save_run(
     started: float,
 ) -> None:
     """Write the sidecar and ``results.json``, save (or push) model, tokenizer and model card."""
-    from . import __version__
 
     args, output_dir = trainer.args, trainer.args.output_dir
-    callback = _ece_callback(trainer)
     if trainer.is_world_process_zero():
-        sidecar = {
-            "hf_cotmi_version": __version__,
-            "task": data.task,
-            "dataset": data.name,
-            "data": data.source,
-            "predict_prefix": args.predict_prefix,
-            "explain_prefix": args.explain_prefix,
-            "max_input_length": data_args.max_input_length,
-            "generation_max_length": args.generation_max_length,
-            "rationale_max_new_tokens": args.rationale_max_new_tokens,
-            "confidence": callback.mode,
-            "label_candidates": callback.label_candidates,
-            "base_model": model_args.model_name_or_path,
-            "peft": model_args.use_peft,
-            "student_type": resolve_student_type(trainer.model),
-            "chat_template": bool(data_args.chat_template),
-        }
-        _write_json(os.path.join(output_dir, SIDECAR_NAME), sidecar, sort_keys=True)
+        _write_json(
+            os.path.join(output_dir, SIDECAR_NAME),
+            _sidecar(trainer, data, model_args, data_args),
+            sort_keys=True,
+        )
         results["total_seconds"] = round(time.monotonic() - started, 1)
         _write_json(os.path.join(output_dir, "results.json"), results, default=float)
     card_kwargs: dict[str, Any] = {"dataset": data.name} if data.name else {}
@@ -841,6 +866,11 @@ def run_training(
         >>> #              DSSMITrainingArguments("out", max_steps=200))
     """
     started = time.monotonic()
+    if model_args.use_peft and not model_args.model_name_or_path:
+        raise CLIUsageError(
+            "--use-peft needs --model: LoRA adapters are saved without their base weights, and the built-in "
+            "student is built from random weights that are not saved, so the run could never be loaded"
+        )
     if training_args.process_index != 0:  # one process reports (multi-GPU runs)
         print_fn = _silent
     if title:
@@ -885,6 +915,7 @@ def run_training(
         print_fn=print_fn,
         chat_template=data_args.chat_template,
     )
+    trainer.add_callback(_sidecar_in_checkpoints(lambda: _sidecar(trainer, data, model_args, data_args)))
     print_fn(_describe_training(training_args))
     train_started = time.monotonic()
     train_output = trainer.train(resume_from_checkpoint=resume)

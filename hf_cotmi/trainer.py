@@ -233,7 +233,9 @@ class DSSMITrainer(Seq2SeqTrainer):
     - ``loss_label``, ``loss_rationale`` and ``loss_mi`` are logged beside ``loss`` in training and
       ``eval_loss_*`` in evaluation. The evaluation loss is the same weighted objective as in training,
       MI term included (the released code left it out of the evaluation loss); features without
-      rationales give the label term only.
+      rationales give the label term only. ``eval_loss`` is transformers' mean of the batch losses, which
+      counts a short last batch as a full one; the ``eval_loss_*`` components weigh each batch by its
+      examples, so with a short last batch their weighted sum differs slightly from ``eval_loss``.
     - ``mi_variant="paper"`` reduces over padded positions too, so its value depends on how far a batch
       is padded; ``"masked"`` does not.
     - With ``predict_with_generate`` evaluation generates labels from the ``predict:`` input; with
@@ -284,6 +286,16 @@ class DSSMITrainer(Seq2SeqTrainer):
         **kwargs: Any,
     ) -> None:
         args = _as_dssmi_arguments(args)
+        if compute_metrics is not None and not args.predict_with_generate:
+            raise ValueError(
+                "compute_metrics needs predict_with_generate=True: DSSMITrainer's metrics compare generated "
+                "labels; with predict_with_generate=False evaluation computes the losses only"
+            )
+        if kwargs.get("compute_loss_func") is not None:
+            raise ValueError(
+                "compute_loss_func is not used by DSSMITrainer: its loss is label_loss_weight * label loss + "
+                "rationale_loss_weight * rationale loss + mi_loss_weight * MI loss (set those instead)"
+            )
         if peft_config is not None:
             if model is None:
                 raise ValueError("peft_config needs a model to wrap; model is None")

@@ -328,6 +328,39 @@ def test_predict_prints_label_rationale_and_confidence(trained_dir, tmp_path, ca
     assert code == 0 and row["label"] in {"5", "7", "9"}
 
 
+def test_a_checkpoint_carries_the_runs_settings_so_evaluate_reads_it_as_the_final_folder(
+    tiny_student_dir, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    fast = [*FAST]
+    fast[fast.index("--save-strategy") + 1] = "steps"
+    code, _, err = run(
+        capsys, "train", "--model", tiny_student_dir, *SYNTHETIC, *fast, "--save-steps", "2",
+        "--predict-prefix", "answer: ", "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    final = json.loads((out / SIDECAR_NAME).read_text())
+    assert json.loads((out / "checkpoint-2" / SIDECAR_NAME).read_text()) == final
+    assert final["predict_prefix"] == "answer: "
+    reports = []
+    for folder in (out, out / "checkpoint-2"):  # the same weights: the run ended at step 2
+        code, _, err = run(
+            capsys, "evaluate", "--model", str(folder), "--output-file", str(tmp_path / "m.json")
+        )
+        assert code == 0, err
+        reports.append(json.loads((tmp_path / "m.json").read_text()))
+    assert reports[0]["avg_confidence"] == pytest.approx(reports[1]["avg_confidence"])
+    assert reports[0]["num_examples"] == reports[1]["num_examples"] == 8
+
+
+def test_lora_on_the_built_in_student_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "lora"
+    code, _, err = run(capsys, "train", *SYNTHETIC, *FAST, "--use-peft", "--output-dir", str(out))
+    assert code == 2
+    assert err.strip().endswith("could never be loaded") and "--use-peft needs --model" in err
+    assert not out.exists()
+
+
 def test_train_with_lora_saves_adapters_that_evaluate_and_predict_load(tiny_student_dir, tmp_path, capsys):
     out = tmp_path / "lora"
     code, stdout, err = run(

@@ -27,11 +27,29 @@ from hf_cotmi.cli import main
         ({"learning_rate": float("nan")}, "learning_rate"),
         ({"learning_rate": -1e-3}, "learning_rate"),
         ({"max_grad_norm": float("nan")}, "max_grad_norm"),
+        ({"label_smoothing_factor": 0.1}, r"label_smoothing_factor=0\.1 would be ignored"),
+        (
+            {"output_rationale": True, "predict_with_generate": False},
+            "output_rationale=True needs predict_with",
+        ),
     ],
 )
 def test_values_that_cannot_train_are_refused_naming_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DSSMITrainingArguments("out", report_to="none", **kwargs)
+
+
+def test_options_the_trainer_would_ignore_are_refused(tiny_tokenizer):
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    plain = DSSMITrainingArguments("out", report_to="none", predict_with_generate=False, use_cpu=True)
+    with pytest.raises(ValueError, match="compute_metrics needs predict_with_generate=True"):
+        DSSMITrainer(model=model, args=plain, processing_class=tiny_tokenizer, compute_metrics=lambda p: {})
+    args = DSSMITrainingArguments("out", report_to="none", use_cpu=True)
+    with pytest.raises(ValueError, match="compute_loss_func is not used by DSSMITrainer"):
+        DSSMITrainer(
+            model=model, args=args, processing_class=tiny_tokenizer, compute_loss_func=lambda *a, **k: 0
+        )
+    assert DSSMITrainer(model=model, args=plain, processing_class=tiny_tokenizer).compute_metrics is None
 
 
 def test_positive_max_steps_and_epoch_training_are_accepted():
