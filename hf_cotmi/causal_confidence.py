@@ -199,6 +199,8 @@ def score_candidates(
 ) -> list[np.ndarray]:
     """``log p(candidate | prompt)`` (summed over its tokens, EOS included) of every candidate of every prompt.
 
+    Runs without gradients (it is an evaluation, whether or not the caller is inside ``torch.no_grad()``).
+
     Args:
         model: a decoder-only student.
         prompt_ids: one prompt per example (non-empty).
@@ -223,14 +225,15 @@ def score_candidates(
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("every prompt needs at least one token to condition the candidates on")
     cache_argument = _cache_argument(model)
-    if strategy == "cache" and cache_argument is not None:
-        totals = _score_with_cache(
-            model, prompt_ids, candidate_ids, pad_id, batch_size, cache_argument, torch
-        )
-    else:
-        totals = None
-    if totals is None:
-        totals = _score_full(model, prompt_ids, candidate_ids, pad_id, batch_size, torch)
+    with torch.no_grad():  # scores, not a loss: no graph (a shared cache with one cannot be copied either)
+        if strategy == "cache" and cache_argument is not None:
+            totals = _score_with_cache(
+                model, prompt_ids, candidate_ids, pad_id, batch_size, cache_argument, torch
+            )
+        else:
+            totals = None
+        if totals is None:
+            totals = _score_full(model, prompt_ids, candidate_ids, pad_id, batch_size, torch)
     scores, k = [], 0
     for cands in candidate_ids:
         scores.append(np.asarray(totals[k : k + len(cands)], dtype=np.float64))

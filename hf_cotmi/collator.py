@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorForSeq2Seq
 
+from .data.causal import check_prompt_rows
 from .student_types import ensure_pad_token, resolve_student_type
 
 #: feature column -> (sub-batch, key inside it)
@@ -112,6 +113,8 @@ class DSSDataCollator:
     def _pad_part(self, features: list[dict[str, Any]], columns: dict[str, str]) -> dict[str, Any]:
         rows = [_select(f, columns) for f in features]
         if self.student_type == "causal":
+            if not any("labels" in row for row in rows):
+                check_prompt_rows([row["input_ids"] for row in rows], self.tokenizer.eos_token_id)
             return pad_target_aligned(
                 rows, self.tokenizer.pad_token_id, self.label_pad_token_id, self.pad_to_multiple_of
             )

@@ -680,8 +680,11 @@ def _causal_batch(
         prompts_of_features,
         score_candidates,
     )
+    from .data.causal import check_prompt_rows
 
     if "input_ids" in batch:
+        if batch.get("labels") is None:
+            check_prompt_rows(batch["input_ids"], tokenizer.eos_token_id)
         prompts = prompts_of_features(batch["input_ids"], batch.get("labels"))
         if chat_template and input_column in batch:
             prompt_texts = [prefix + str(t) for t in batch[input_column]]

@@ -120,6 +120,31 @@ def test_both_scoring_strategies_give_the_naive_log_likelihoods(tok, trained, ar
         )
     for text, got in zip(INPUTS[:2], scores):
         np.testing.assert_allclose(got, [naive_log_likelihood(model, tok, text, "")], atol=1e-4)
+    # called with gradients on (outside no_grad), more candidate rows than batch_size: same scores
+    again = score_candidates(
+        model, prompts, targets, pad_id=tok.pad_token_id, batch_size=3, strategy=strategy
+    )
+    for got, want in zip(
+        again, score_candidates(model, prompts, targets, pad_id=tok.pad_token_id, batch_size=8)
+    ):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_features_without_their_labels_are_refused_rather_than_prompted_with_the_answer(tok, trained):
+    """Causal training rows end with target + EOS; dropping 'labels' would make all of that the prompt."""
+    from hf_cotmi import DSSDataCollator
+
+    model = trained["llama"]
+    columns = {"input": INPUTS, "label": LABELS, "rationale": RATIONALES}
+    features = prepare_dss_features(Dataset.from_dict(columns), tok, model=model, with_rationale=False)
+    stripped = features.remove_columns(["labels"])
+    with pytest.raises(ValueError, match="row 0 has no 'labels' and ends with the end-of-sequence token"):
+        label_confidences(model, tok, stripped, label_candidates=CANDIDATES)
+    with pytest.raises(ValueError, match="whose 'labels' column was removed"):
+        DSSDataCollator(tok, model=model)([{"input_ids": row["input_ids"]} for row in stripped])
+    # prompts alone (no target, no EOS) are still fine without labels
+    prompts = [{"input_ids": ids} for ids in causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])]
+    assert DSSDataCollator(tok, model=model)(prompts)["pred"]["input_ids"].shape[0] == len(INPUTS)
 
 
 def test_the_prompt_runs_once_per_batch_with_the_cache(tok, trained):

@@ -28,10 +28,17 @@ Examples:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CausalEncoding", "encode_causal_task", "leading_special_ids", "TARGET_SEPARATOR"]
+__all__ = [
+    "CausalEncoding",
+    "encode_causal_task",
+    "leading_special_ids",
+    "check_prompt_rows",
+    "TARGET_SEPARATOR",
+]
 
 TARGET_SEPARATOR = " "
 """Text between the prompt and the target in the plain (no chat template) layout."""
@@ -99,6 +106,34 @@ def leading_special_ids(tokenizer: Any) -> list[int]:
             break
     bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
     return [int(bos)] if bos is not None and bos != eos else []
+
+
+def check_prompt_rows(rows: Sequence[Sequence[int]], eos_token_id: int | None) -> None:
+    """Refuse label-less decoder-only rows that end with EOS: training features whose ``labels`` were dropped.
+
+    Without ``labels`` a row is taken as all prompt. Rows from :func:`encode_causal_task` (and
+    ``prepare_dss_features`` for a causal student) end with ``target + EOS``: without their labels the
+    student would be prompted with the answer.
+
+    Raises:
+        ValueError: naming the first such row.
+
+    Examples:
+        >>> check_prompt_rows([[3, 7, 8]], eos_token_id=1)  # a prompt: fine
+        >>> check_prompt_rows([[3, 7, 8, 9, 1]], eos_token_id=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: row 0 has no 'labels' and ends with the end-of-sequence token: ...
+    """
+    if eos_token_id is None:
+        return
+    for index, ids in enumerate(rows):
+        if len(ids) and int(ids[-1]) == int(eos_token_id):
+            raise ValueError(
+                f"row {index} has no 'labels' and ends with the end-of-sequence token: it looks like training "
+                "features (prompt, target, EOS) whose 'labels' column was removed, and the student would be "
+                "prompted with the answer; keep 'labels' (-100 marks the prompt), or pass prompts only"
+            )
 
 
 def _chat_prompt(tokenizer: Any, content: str) -> str:
