@@ -106,12 +106,22 @@ def _check_correct(correct: Any, n: int) -> np.ndarray:
 def _bin_edges(conf: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"`n_bins` must be a positive integer; got {n_bins!r}")
+    n = int(n_bins)
     if binning == "uniform":
-        return np.linspace(0.0, 1.0, int(n_bins) + 1)
+        return np.arange(n + 1) / n  # exact m/M (linspace gives 0.30000000000000004, which moves 0.3 down a bin)
     if binning == "quantile":
-        edges = np.quantile(conf, np.linspace(0.0, 1.0, int(n_bins) + 1))
-        edges[0], edges[-1] = 0.0, 1.0  # cover [0, 1] so that every confidence falls in a bin
-        return np.maximum.accumulate(edges)  # guard against round-off making edges decrease
+        # each prediction's bin by its mid-rank (ties share one rank, so they stay together and a tied group
+        # lands where the middle of its ranks falls, at the bottom of the range as at the top); an inner
+        # edge is the smallest confidence at or above its bin
+        ordered = np.sort(conf)
+        middle = (np.searchsorted(ordered, conf, "left") + np.searchsorted(ordered, conf, "right")) / 2
+        rank_bin = np.minimum((n * middle / conf.shape[0]).astype(int), n - 1)
+        edges = np.ones(n + 1)
+        edges[0] = 0.0
+        for m in range(1, n):
+            above = conf[rank_bin >= m]
+            edges[m] = above.min() if above.size else 1.0
+        return edges
     raise ValueError(f"`binning` must be 'uniform' or 'quantile'; got {binning!r}")
 
 
@@ -129,8 +139,9 @@ def reliability_diagram_data(
         correct: whether each prediction is correct (booleans or 0/1), same length.
         n_bins: number of bins ``M``.
         binning: ``"uniform"`` for ``M`` equal-width bins ``[m/M, (m+1)/M)`` (the last one closed), or
-            ``"quantile"`` for equal-mass bins whose inner edges are the ``m/M`` quantiles of the confidences
-            (ties stay in one bin, so bins hold about, not exactly, ``N/M`` predictions).
+            ``"quantile"`` for equal-mass bins by rank: each holds about ``N/M`` predictions, ties stay in one
+            bin (the one the middle of their ranks falls in), and each inner edge is the smallest confidence
+            of the bin above it.
 
     Returns:
         A :class:`CalibrationBins`.

@@ -175,17 +175,19 @@ def save_training_curve(
 def _draw(upper: Any, lower: Any, bins: CalibrationBins) -> None:
     import numpy as np
 
-    widths = bins.upper - bins.lower
     filled = bins.count > 0
+    # a quantile bin of tied confidences (many at exactly 1.0) has no width: give a filled bin a visible one
+    widths = np.maximum(bins.upper - bins.lower, np.where(filled, 0.02, 0.0))
+    left = np.minimum(bins.lower, 1.0 - widths)
     acc = np.where(filled, bins.accuracy, 0.0)
     conf = np.where(filled, bins.confidence, 0.0)
     upper.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
     upper.bar(
-        bins.lower, acc, width=widths, align="edge", color="tab:blue", edgecolor="black", linewidth=0.5,
+        left, acc, width=widths, align="edge", color="tab:blue", edgecolor="black", linewidth=0.5,
         label="accuracy",
     )  # fmt: skip
     upper.bar(
-        bins.lower[filled], (conf - acc)[filled], bottom=acc[filled], width=widths[filled], align="edge",
+        left[filled], (conf - acc)[filled], bottom=acc[filled], width=widths[filled], align="edge",
         color="tab:red", alpha=0.3, edgecolor="tab:red", hatch="//", label="gap to confidence",
     )  # fmt: skip
     upper.set_xlim(0, 1)
@@ -201,7 +203,7 @@ def _draw(upper: Any, lower: Any, bins: CalibrationBins) -> None:
         title_fontsize="small",
     )
     lower.bar(
-        bins.lower, bins.count, width=widths, align="edge", color="grey", edgecolor="black", linewidth=0.5
+        left, bins.count, width=widths, align="edge", color="grey", edgecolor="black", linewidth=0.5
     )
     lower.set_xlabel("confidence")
     lower.set_ylabel("count")

@@ -93,8 +93,10 @@ def test_quantile_binning_equal_mass_and_naive(n_bins):
     assert bins.count.min() >= 400 // n_bins - 1 and bins.count.max() <= 400 // n_bins + 1
     edges = np.concatenate([bins.lower, bins.upper[-1:]])
     assert edges[0] == 0.0 and edges[-1] == 1.0
-    inner = np.quantile(conf, np.linspace(0, 1, n_bins + 1))[1:-1]
-    np.testing.assert_allclose(edges[1:-1], inner)
+    # by rank: bin m holds the predictions ranked m*N/M .. (m+1)*N/M - 1, and its lower edge is its smallest
+    ordered = np.sort(conf)
+    for m in range(1, n_bins):
+        assert edges[m] == ordered[m * 400 // n_bins]
     expected = naive_ece(conf.tolist(), correct.tolist(), edges.tolist())
     assert expected_calibration_error(conf, correct, n_bins=n_bins, binning="quantile") == pytest.approx(
         expected
@@ -110,6 +112,41 @@ def test_quantile_and_uniform_differ_on_skewed_confidences():
     uniform = expected_calibration_error(conf, correct, n_bins=10)
     quantile = expected_calibration_error(conf, correct, n_bins=10, binning="quantile")
     assert abs(uniform - quantile) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "conf,correct,n_bins,counts",
+    [
+        ([0.5] * 6 + [0.9] * 4, [1] * 6 + [0] * 4, 2, [6, 4]),  # a tied group at the bottom keeps its bin
+        ([0.5] * 4 + [1.0] * 6, [1] * 4 + [0] * 6, 2, [4, 6]),  # and at the top
+        ([0.0] * 8 + [0.6, 0.7], [0] * 8 + [1, 1], 4, [0, 8, 0, 2]),  # exact zeros (exp of a long sum)
+    ],
+)
+def test_quantile_ties_at_either_end_do_not_swallow_the_other_predictions(conf, correct, n_bins, counts):
+    bins = reliability_diagram_data(conf, correct, n_bins=n_bins, binning="quantile")
+    assert bins.count.tolist() == counts
+    edges = np.concatenate([bins.lower, bins.upper[-1:]]).tolist()
+    assert bins.ece == pytest.approx(naive_ece(conf, correct, edges))
+    groups = {c: [k for c2, k in zip(conf, correct) if c2 == c] for c in set(conf)}  # each group its own bin
+    assert bins.ece == pytest.approx(
+        sum(len(ks) / len(conf) * abs(np.mean(ks) - c) for c, ks in groups.items())
+    )
+
+
+def test_uniform_edges_are_exact_tenths():
+    # linspace gives 0.30000000000000004: 0.3 would fall in [0.2, 0.3); its bin is [0.3, 0.4)
+    assert reliability_diagram_data([0.3, 0.6, 0.7], [1, 1, 1], n_bins=10).count.tolist() == [
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        1,
+        1,
+        0,
+        0,
+    ]
 
 
 def test_quantile_with_ties_keeps_ties_together():

@@ -122,3 +122,12 @@ def test_evaluate_combine(tmp_path):
     assert set(result) == {"ece", "avg_confidence", "brier_score"}
     assert result["ece"] == pytest.approx(expected_calibration_error(conf, correct, n_bins=4), abs=1e-9)
     assert result["brier_score"] == pytest.approx(np.mean((conf - correct) ** 2))
+
+
+def test_a_reference_other_than_0_or_1_is_refused_not_cut_to_an_integer(tmp_path):
+    metric = load(tmp_path)
+    with pytest.raises(ValueError, match=r"`correct` must hold booleans or 0/1; got 0\.7"):
+        metric.compute(predictions=[0.9, 0.6], references=[0.7, 1])
+    assert metric.compute(predictions=[0.9, 0.6], references=[True, False])["ece"] == pytest.approx(
+        expected_calibration_error([0.9, 0.6], [1, 0])
+    )

@@ -47,3 +47,20 @@ def test_training_curve_png(tmp_path):
     with pytest.raises(ValueError, match="holds no training loss"):
         save_training_curve([{"eval_loss": 1.0, "step": 1}], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize("binning", ["uniform", "quantile"])
+def test_every_filled_bin_of_the_reliability_diagram_is_drawn(binning):
+    """Eight confidences of exactly 1.0 make a quantile bin [1, 1] of no width: its bar must still show."""
+    from matplotlib.figure import Figure
+
+    from hf_cotmi.calibration import reliability_diagram_data
+    from hf_cotmi.plotting import _draw
+
+    conf, correct = [1.0] * 8 + [0.6, 0.7], [1] * 7 + [0, 1, 0]
+    bins = reliability_diagram_data(conf, correct, n_bins=5, binning=binning)
+    upper, lower = Figure().subplots(2, 1)
+    _draw(upper, lower, bins)
+    shown = [(p.get_x(), p.get_width(), p.get_height()) for p in lower.patches if p.get_height() > 0]
+    assert sum(height for _, _, height in shown) == len(conf)  # the count panel shows every prediction
+    assert all(width > 0 and 0 <= x and x + width <= 1 + 1e-9 for x, width, _ in shown)

@@ -74,8 +74,9 @@ class ECE(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=[
                 # confidence of each prediction, and whether it was correct
+                # (float, so that a reference such as 0.7 reaches the 0/1 check instead of being cut to 0)
                 datasets.Features(
-                    {"predictions": datasets.Value("float64"), "references": datasets.Value("int32")}
+                    {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
                 ),
                 # class probabilities, and the gold class
                 datasets.Features(
