@@ -202,8 +202,6 @@ def _draw(upper: Any, lower: Any, bins: CalibrationBins) -> None:
         ),
         title_fontsize="small",
     )
-    lower.bar(
-        left, bins.count, width=widths, align="edge", color="grey", edgecolor="black", linewidth=0.5
-    )
+    lower.bar(left, bins.count, width=widths, align="edge", color="grey", edgecolor="black", linewidth=0.5)
     lower.set_xlabel("confidence")
     lower.set_ylabel("count")
