@@ -117,6 +117,11 @@ class DSSModelCardData(CardData):
         model_class: the ``transformers`` auto class the usage snippet loads the student with
             (``AutoModelForCausalLM`` for a decoder-only student: the snippet then also drops the prompt
             from the generated ids).
+        prompt_start_ids: for a decoder-only student, the token ids training put before a prompt's text
+            (:func:`hf_cotmi.data.causal.leading_special_ids`: its BOS where it has one); the usage snippet
+            builds the prompt as training did, text without an end-of-sequence token.
+        chat_template: the decoder-only student was trained on chat-template prompts (the snippet renders
+            the user turn and the assistant header with ``apply_chat_template``).
         pipeline_tag: the Hub pipeline tag; ``None`` picks it from ``model_class``
             (``text-generation`` for ``*CausalLM``, else ``text2text-generation``).
         tags: the trainer's tags (``DSSMITrainer._tag_names``).
@@ -145,6 +150,8 @@ class DSSModelCardData(CardData):
     framework_versions: dict[str, str] = field(default_factory=dict)
     training_logs: list[dict[str, float]] = field(default_factory=list)
     model_class: str = "AutoModelForSeq2SeqLM"
+    prompt_start_ids: list[int] = field(default_factory=list)
+    chat_template: bool = False
     pipeline_tag: str | None = None
     tags: list[str] = field(default_factory=lambda: list(TAGS))
     papers: list[Paper] = field(default_factory=lambda: list(PAPERS))

@@ -597,6 +597,7 @@ def build_trainer(
         from transformers import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
+    trainer.model_card_callback.card_data.chat_template = bool(chat_template)
     return trainer
 
 
@@ -911,7 +912,10 @@ def run_training(
         confidence=mode,
         label_candidates=candidates,
         n_bins=eval_args.n_bins,
-        peft=peft_config(model_args, resolve_student_type(student.model)) if model_args.use_peft else None,
+        # saved adapters loaded with --model are trained further, not wrapped in a second set
+        peft=peft_config(model_args, resolve_student_type(student.model))
+        if model_args.use_peft and not hasattr(student.model, "peft_config")
+        else None,
         print_fn=print_fn,
         chat_template=data_args.chat_template,
     )

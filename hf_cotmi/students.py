@@ -247,7 +247,8 @@ def _pretrained(
                     f"{name!r} holds LoRA adapters; loading them needs peft: pip install 'hf-cotmi[peft]'"
                 ) from error
             loader = AutoPeftModelForCausalLM if causal else AutoPeftModelForSeq2SeqLM
-            model = loader.from_pretrained(name)
+            # trainable unless merged: a training run from saved adapters trains them further
+            model = loader.from_pretrained(name, is_trainable=not merge_adapters)
             if merge_adapters:
                 model = model.merge_and_unload()
         else:

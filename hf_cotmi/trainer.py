@@ -1012,4 +1012,14 @@ class DSSMITrainer(Seq2SeqTrainer):
             papers=list(self._papers),
             framework_versions={"transformers": transformers.__version__, "torch": torch.__version__},
             model_class="AutoModelForCausalLM" if self.student_type == "causal" else "AutoModelForSeq2SeqLM",
+            prompt_start_ids=self._prompt_start_ids(),
         )
+
+    def _prompt_start_ids(self) -> list[int]:
+        """The ids training puts before a decoder-only student's prompt (empty for seq2seq students)."""
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        if self.student_type != "causal" or tokenizer is None or not callable(tokenizer):
+            return []
+        from .data.causal import leading_special_ids
+
+        return [int(t) for t in leading_special_ids(tokenizer)]

@@ -377,6 +377,26 @@ def test_train_with_lora_saves_adapters_that_evaluate_and_predict_load(tiny_stud
     code, stdout, err = run(capsys, "predict", "--model", str(out), "tom has 2 apples . how many ?")
     assert code == 0, err
     assert "rationale:" in stdout
+    # saved adapters load trainable, and training from them (with or without --use-peft) trains those
+    # adapters further rather than stacking a second, fresh set on frozen ones
+    import torch
+    from safetensors.torch import load_file
+
+    from hf_cotmi.students import load_student
+
+    student = load_student(str(out))
+    trainable = [name for name, p in student.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora" in name for name in trainable)
+    before = load_file(out / "adapter_model.safetensors")
+    for extra in ([], ["--use-peft"]):
+        again = tmp_path / f"again{len(extra)}"
+        code, _, err = run(
+            capsys, "train", "--model", str(out), *SYNTHETIC, *FAST, *extra, "--output-dir", str(again)
+        )
+        assert code == 0, err
+        after = load_file(again / "adapter_model.safetensors")
+        assert set(after) == set(before)  # the same adapters, no second set
+        assert any(not torch.equal(after[k], before[k]) for k in before)  # and they were trained
 
 
 def test_train_on_your_own_files_with_other_column_names(tiny_student_dir, tmp_path, capsys):

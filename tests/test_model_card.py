@@ -338,7 +338,7 @@ def test_causal_model_class_gives_a_snippet_that_runs(tmp_path, tiny_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
-        vocab_size=len(tiny_tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=64,
+        vocab_size=len(tiny_tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=512,  # 256 new tokens fit
         bos_token_id=3, eos_token_id=1, pad_token_id=0,
     )  # fmt: skip
     folder = tmp_path / "causal"
@@ -356,3 +356,42 @@ def test_causal_model_class_gives_a_snippet_that_runs(tmp_path, tiny_tokenizer):
     assert answer.startswith("answer:") and rationale.startswith("rationale:")
     # the prompt ("predict: tom has 3 apples ...") is not part of the decoded answer
     assert "predict" not in answer and "tom has 3 apples" not in answer
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_a_causal_cards_snippet_prompts_the_student_as_training_did(tmp_path, chat):
+    """The word tokenizer ends every text with EOS and adds no BOS: tokenizer(text) is not the training
+    prompt ([BOS] text); the snippet must build the prompt training used (or the chat-template turn)."""
+    import copy as copying
+
+    from hf_cotmi import build_tiny_causal_lm, build_word_tokenizer
+    from hf_cotmi.causal_confidence import causal_prompts
+
+    tok = build_word_tokenizer(
+        ["tom has 3 apples and buys 4 more . how many does he have ?", "user assistant eot"]
+    )
+    if chat:
+        tok.chat_template = (
+            "{% for message in messages %}{{ message['role'] }} : {{ message['content'] }} eot {% endfor %}"
+            "{% if add_generation_prompt %}assistant : {% endif %}"
+        )
+    model = build_tiny_causal_lm(tok, "llama", hidden_size=16, num_layers=1, num_heads=2)
+    folder = tmp_path / "causal"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    trainer = DSSMITrainer(
+        model=model, args=DSSMITrainingArguments(str(tmp_path / "out"), report_to="none", use_cpu=True),
+        processing_class=tok,
+    )  # fmt: skip
+    card = copying.deepcopy(trainer.model_card_callback.card_data)
+    card.chat_template = chat
+    card.model_name = "someone/causal"
+    assert card.prompt_start_ids == [tok.bos_token_id]
+    snippet = re.search(r"```python\n(.*?)```", render_model_card(card), re.S).group(1)
+    namespace: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(snippet.replace('"someone/causal"', repr(str(folder))), "card", "exec"), namespace)
+    text = "predict: " + namespace["question"]
+    expected = causal_prompts(tok, [text], chat_template=chat)[0]
+    assert namespace["prompt"](text)[0].tolist() == expected
+    assert tok(text)["input_ids"] != expected  # the naive tokenisation the snippet used to show differs
