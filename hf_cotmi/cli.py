@@ -276,6 +276,7 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
     _setup_logging(debug)
     if not args.model_name_or_path:
         raise CLIUsageError("--model is required: the folder a training run saved (e.g. demo-out)")
+    _prepare_output_file(args.output_file)
     with quiet_libraries(not debug):
         report = run_evaluation(
             args.model_name_or_path,
@@ -301,14 +302,22 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
     print(f"  avg_confidence  {report['avg_confidence']:.4f}")
     print(f"  reliability diagram: {report['reliability_diagram']}")
     if args.output_file:
-        directory = os.path.dirname(args.output_file)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
         with open(args.output_file, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
             handle.write("\n")
         print(f"  metrics written to {args.output_file}")
     return 0
+
+
+def _prepare_output_file(path: str | None) -> None:
+    """Check ``--output-file`` before any work (a folder is refused) and create its parent folders."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise CLIUsageError(f"--output-file {path!r} is a folder; give a file name inside it")
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
 
 
 def _read_inputs(path: str) -> list[str]:
@@ -328,6 +337,7 @@ def _predict(argv: Sequence[str], debug: bool = False) -> int:
     _setup_logging(debug)
     if not args.model_name_or_path:
         raise CLIUsageError("--model is required: the folder a training run saved (e.g. demo-out)")
+    _prepare_output_file(args.output_file)
     texts = list(extra.texts)
     if args.input_file:
         texts += _read_inputs(args.input_file)

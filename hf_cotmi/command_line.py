@@ -58,7 +58,11 @@ def build_argument_parser(
         >>> "--config" in parser.format_help()
         True
     """
-    parser = _parser_class()(list(dataclasses), prog=prog, description=description, epilog=epilog)
+    # allow_abbrev=False: an abbreviation such as --conf must not pass for --config (which is read before
+    # parsing, by its full name) or for any other option
+    parser = _parser_class()(
+        list(dataclasses), prog=prog, description=description, epilog=epilog, allow_abbrev=False
+    )
     _bare_optional_bool_flags(parser)
     return parser
 
@@ -100,6 +104,8 @@ def _config_path(argv: Sequence[str]) -> str | None:
             path = argv[index + 1]
         elif token.startswith("--config="):
             path = token.split("=", 1)[1]
+            if not path:
+                raise CLIUsageError("--config needs a YAML file")
     return path
 
 
@@ -180,6 +186,8 @@ def _read_config(path: str, parser: Any) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for key, value in values.items():
         name = str(key).lstrip("-").replace("-", "_")
+        if name == "config":
+            raise CLIUsageError(f"--config {path!r}: a config file cannot name another ({key!r}); merge them")
         if name in actions:
             name = actions[name].dest
         else:

@@ -952,7 +952,11 @@ def _data_for_evaluation(
             raise CLIUsageError(
                 f"no data given and {model_path!r} has no {SIDECAR_NAME} naming its data; use --dataset or --test-file"
             )
-        values = {k: v for k, v in source.items() if k in DataArguments.__dataclass_fields__}
+        # the saved data source fills what the command line left at its default; a flag given wins
+        fields = DataArguments.__dataclass_fields__
+        values = {
+            k: v for k, v in source.items() if k in fields and getattr(data_args, k) == fields[k].default
+        }
         data_args = DataArguments(**{**asdict(data_args), **values})
     wanted = "valid" if split == "validation" else split
     data = load_task_data(
@@ -1001,6 +1005,12 @@ def run_evaluation(
     """
     from .evaluation import evaluate_calibration
 
+    _refuse_training_only_options(data_args)
+    if (
+        eval_args.num_examples_to_show
+        != EvaluationArguments.__dataclass_fields__["num_examples_to_show"].default
+    ):
+        raise CLIUsageError("--num-examples-to-show is not used by evaluate (predict shows examples)")
     sidecar = read_sidecar(model_path)
     data, from_sidecar = _data_for_evaluation(data_args, sidecar, model_path, split)
     spec = _sidecar_spec(sidecar, data_args.task or sidecar.get("task")) if from_sidecar else data.spec
@@ -1042,6 +1052,29 @@ def run_evaluation(
     )
     report.update(split=split, dataset=data.name, model=model_path, task=spec.metric)
     return report
+
+
+# DataArguments fields that only training reads: evaluate refuses them rather than ignore them
+_TRAINING_ONLY_DATA_FIELDS = {
+    "train_split": "evaluate reads one split: --split",
+    "eval_split": "evaluate reads one split: --split",
+    "test_split": "evaluate reads one split: --split",
+    "max_train_samples": "",
+    "max_eval_samples": "",
+    "synthetic_train_size": "",
+    "synthetic_valid_size": "",
+    "empty_rationale": "",
+    "max_rationale_length": "",
+}
+
+
+def _refuse_training_only_options(data_args: DataArguments) -> None:
+    """A usage error for a data option ``evaluate`` would ignore (set to something other than its default)."""
+    fields = DataArguments.__dataclass_fields__
+    for name, instead in _TRAINING_ONLY_DATA_FIELDS.items():
+        if getattr(data_args, name) != fields[name].default:
+            flag = "--" + name.replace("_", "-")
+            raise CLIUsageError(f"{flag} is not used by evaluate" + (f" ({instead})" if instead else ""))
 
 
 def _evaluation_input_length(data_args: DataArguments, sidecar: dict[str, Any]) -> int:

@@ -66,7 +66,8 @@ class ModelArguments:
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Module names to adapt (default: peft's choice for the architecture, q and v for T5)."
+            "help": "Module names to adapt, space- or comma-separated, or all-linear (default: peft's choice "
+            "for the architecture, q and v for T5)."
         },
     )
     tiny_d_model: int = field(

@@ -378,5 +378,24 @@ def peft_config(args: ModelArguments, student_type: str = "seq2seq") -> Any:
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
-        target_modules=args.lora_target_modules,
+        target_modules=lora_target_modules(args.lora_target_modules),
     )
+
+
+def lora_target_modules(names: Sequence[str] | str | None) -> list[str] | str | None:
+    """``--lora-target-modules`` as peft takes it: ``all-linear`` (peft's keyword) as the plain string, and
+    comma-separated names (``q,v``) split.
+
+    Examples:
+        >>> lora_target_modules(["all-linear"]), lora_target_modules(["q,v", "o"]), lora_target_modules(None)
+        ('all-linear', ['q', 'v', 'o'], None)
+    """
+    if names is None:
+        return None
+    items = [names] if isinstance(names, str) else list(names)
+    split = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+    if split == ["all-linear"]:
+        return "all-linear"
+    if "all-linear" in split:
+        raise CLIUsageError("--lora-target-modules all-linear stands alone; it cannot be combined with names")
+    return split

@@ -404,6 +404,65 @@ def test_generate_rationales_takes_a_config_file(tmp_path, capsys):
     )
 
 
+def test_an_abbreviated_option_and_a_config_naming_a_config_are_refused(tmp_path, capsys):
+    config = tmp_path / "teacher.yaml"
+    config.write_text("num_sample: 3\n")  # a typo: must not be skipped by spelling --config short
+    code, _, err = run(capsys, "generate-rationales", "--conf", str(config))
+    assert code == 2 and "unrecognized arguments: --conf" in one_error_line(err, "generate-rationales")
+    config.write_text(f"config: {tmp_path / 'other.yaml'}\n")
+    code, _, err = run(capsys, "generate-rationales", "--config", str(config))
+    assert code == 2 and "a config file cannot name another ('config')" in one_error_line(
+        err, "generate-rationales"
+    )
+    code, _, err = run(capsys, "generate-rationales", "--config=")
+    assert code == 2 and "--config needs a YAML file" in one_error_line(err, "generate-rationales")
+
+
+def test_lora_target_modules_take_all_linear_and_comma_separated_names(tiny_student_dir):
+    from peft import get_peft_model
+
+    from hf_cotmi.cli import _parse
+    from hf_cotmi.students import load_student, peft_config
+
+    for flags, adapted in ((["all-linear"], {"q", "k", "v", "o", "wi", "wo"}), (["q,v"], {"q", "v"})):
+        model_args = _parse("train", ["--lora-target-modules", *flags])[0]
+        model = get_peft_model(load_student(tiny_student_dir).model, peft_config(model_args))
+        names = {n.split(".")[-1] for n, m in model.named_modules() if hasattr(m, "lora_A")}
+        assert names == adapted, (flags, names)
+
+
+def test_evaluate_takes_the_data_flags_given_and_refuses_the_ones_it_would_ignore(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "demo", *SMALL_RUN, "--output-dir", str(out))
+    assert code == 0, err
+    metrics = tmp_path / "m.json"
+    code, _, err = run(capsys, "evaluate", "--model", str(out), "--output-file", str(metrics))
+    assert code == 0 and json.loads(metrics.read_text())["num_examples"] == 4  # the saved data source
+    code, _, err = run(
+        capsys, "evaluate", "--model", str(out), "--synthetic-test-size", "3", "--output-file", str(metrics)
+    )
+    assert code == 0 and json.loads(metrics.read_text())["num_examples"] == 3  # a flag given wins
+    for flags, named in (
+        (
+            ["--test-split", "valid"],
+            "--test-split is not used by evaluate (evaluate reads one split: --split)",
+        ),
+        (["--max-train-samples", "5"], "--max-train-samples is not used by evaluate"),
+        (["--num-examples-to-show", "5"], "--num-examples-to-show is not used by evaluate"),
+    ):
+        code, _, err = run(capsys, "evaluate", "--model", str(out), *flags)
+        assert code == 2 and named in one_error_line(err, "evaluate"), err
+    # an output file that is a folder is refused before any work; a missing parent folder is made
+    for command, extra in (("evaluate", []), ("predict", ["tom has 2 apples . how many ?"])):
+        code, _, err = run(capsys, command, "--model", str(out), "--output-file", str(tmp_path), *extra)
+        assert code == 2 and "is a folder" in one_error_line(err, command)
+    nested = tmp_path / "new" / "folder" / "p.jsonl"
+    code, _, err = run(
+        capsys, "predict", "--model", str(out), "--output-file", str(nested), "tom has 2 apples"
+    )
+    assert code == 0 and nested.is_file(), err
+
+
 # ------------------------------------------------------------------------------------- a diverging run
 
 DIVERGING = ["--learning-rate", "1e3", "--max-grad-norm", "0", "--optim", "sgd", "--logging-steps", "1"]
