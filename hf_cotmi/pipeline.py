@@ -222,6 +222,9 @@ def _dss(args: DataArguments) -> tuple[Any, dict[str, Any]]:
         args.dataset,  # type: ignore[arg-type]
         args.data_dir,
         label_source=args.label_source,  # type: ignore[arg-type]
+        llm_label_splits=(args.train_split,)
+        if args.train_split in ("train", "valid", "test")
+        else ("train",),
         return_report=True,
     )
     return data, {"dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir)}, report

@@ -274,6 +274,25 @@ def test_label_source_llm_replaces_train_labels_only(svamp_dir: Path):
         assert llm[split]["label"] == gt[split]["label"]
 
 
+def test_teacher_labels_go_to_the_split_trained_on(release_dir: Path, capsys):
+    """e-SNLI has no train file: training uses valid, and --label-source llm must reach that split."""
+    from hf_cotmi.pipeline import load_task_data
+    from hf_cotmi.run_arguments import DataArguments
+
+    gt = load_dss_dataset("esnli", release_dir)
+    llm = load_dss_dataset("esnli", release_dir, label_source="llm", llm_label_splits=["valid"])
+    assert llm["valid"]["label"] == gt["valid"]["llm_label"] != gt["valid"]["label"]
+    assert llm["test"]["label"] == gt["test"]["label"]
+    with pytest.raises(ValueError, match=r"unknown split\(s\) \['training'\] in llm_label_splits="):
+        load_dss_dataset("esnli", release_dir, label_source="llm", llm_label_splits=["training"])
+    arguments = DataArguments(
+        dataset="esnli", data_dir=str(release_dir), train_split="valid", label_source="llm"
+    )
+    splits = load_task_data(arguments).splits
+    assert splits["train"]["label"] == gt["valid"]["llm_label"]  # what hf-cotmi train trains on
+    assert splits["test"]["label"] == gt["test"]["label"]
+
+
 def test_parse_failures_are_warned_and_can_be_dropped(svamp_dir: Path, caplog):
     with caplog.at_level(logging.WARNING, logger="hf_cotmi"):
         data, report = load_dss_dataset("svamp", svamp_dir, return_report=True)

@@ -108,6 +108,23 @@ def test_a_null_label_names_the_file_line_as_well_as_the_row(tmp_path):
     assert "row 1: 'label' is missing (null); the record is at line 3 of the file" in error_of(path)
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json_and_name_the_line(tmp_path, literal):
+    lines = [
+        json.dumps(GOOD),
+        json.dumps(GOOD).replace('"label": "' + GOOD["label"] + '"', f'"label": {literal}'),
+    ]
+    assert literal in lines[1]
+    path = write(tmp_path / "nan.jsonl", jsonl_bytes(*lines))
+    assert f"nan.jsonl, line 2: {literal} is not a JSON value" in error_of(path)
+
+
+def test_numbers_in_a_mixed_column_become_the_text_of_the_number(tmp_path):
+    rows = [dict(GOOD, label=value) for value in (2.5, 12345678901, 7.0)]
+    path = write(tmp_path / "mixed.jsonl", jsonl_bytes(*(json.dumps(r) for r in rows)))
+    assert load_cot_dataset(path)["train"]["label"] == ["2.5", "12345678901", "7"]  # not 1.2345678901e+10
+
+
 def test_an_empty_input_names_the_file_line(tmp_path):
     path = write(tmp_path / "blank.csv", "input,label,rationale\na,1,r\n  ,2,r\n")
     assert "row 1: 'input' is empty ('  '); the record is at line 3 of the file" in error_of(path)

@@ -11,6 +11,7 @@ Examples:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -202,7 +203,25 @@ def as_text_column(
         first = next((i for i, value in enumerate(dataset[column]) if value is not None), None)
         at = f" (the first at {locate(first)})" if locate is not None and first is not None else ""
         raise ValueError(f"{where}: column {shown_name or column!r} holds {feature}{at}, expected text")
+    if feature.dtype.startswith("float"):  # Arrow writes 1e10 as "1e+10": an answer no metric reads back
+        features = dataset.features.copy()
+        features[column] = Value("string")
+        return dataset.map(
+            lambda values: {column: [None if v is None else _number_text(v) for v in values]},
+            input_columns=column,
+            batched=True,
+            features=features,
+            desc=f"{column}: numbers as text",
+        )
     return dataset.cast_column(column, Value("string"))
+
+
+def _number_text(value: float) -> str:
+    """A float as an answer's text: whole numbers without a fraction or exponent (``7``, ``10000000000``),
+    others as Python's shortest round-trip form (``2.5``)."""
+    if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
 
 
 def _standardise(

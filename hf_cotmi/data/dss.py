@@ -288,6 +288,7 @@ def load_dss_dataset(
     splits: Sequence[str] | None = ...,
     drop_unparsed: bool | Collection[str] = ...,
     nli_separator: str = ...,
+    llm_label_splits: Sequence[str] = ...,
     return_report: Literal[False] = ...,
 ) -> DatasetDict: ...
 
@@ -303,6 +304,7 @@ def load_dss_dataset(
     splits: Sequence[str] | None = ...,
     drop_unparsed: bool | Collection[str] = ...,
     nli_separator: str = ...,
+    llm_label_splits: Sequence[str] = ...,
     return_report: Literal[True],
 ) -> tuple[DatasetDict, DSSLoadReport]: ...
 
@@ -317,6 +319,7 @@ def load_dss_dataset(
     splits: Sequence[str] | None = None,
     drop_unparsed: bool | Collection[str] = False,
     nli_separator: str = DEFAULT_NLI_SEPARATOR,
+    llm_label_splits: Sequence[str] = ("train",),
     return_report: bool = False,
 ) -> DatasetDict | tuple[DatasetDict, DSSLoadReport]:
     """Load one dataset of the Distilling Step-by-Step release, with PaLM's rationales and labels.
@@ -332,8 +335,8 @@ def load_dss_dataset(
       hypothesis`` (DSS joined them with T5's ``</s>``).
     - ``label``: the ground-truth answer as text (SVAMP: an equation such as ``( 84.0 / 2.0 )``; CQA: the
       answer text, not the letter; NLI: ``entailment`` / ``neutral`` / ``contradiction``). With
-      ``label_source="llm"`` the train split's ``label`` is PaLM's label instead; validation and test keep the
-      ground truth.
+      ``label_source="llm"`` the training split's ``label`` (``llm_label_splits``, default ``train``) is
+      PaLM's label instead; the other splits keep the ground truth.
     - ``rationale``, ``llm_label``: PaLM's rationale and label, parsed with the DSS rules
       (:mod:`hf_cotmi.data.parsing`). An output that does not parse has an empty ``llm_label``.
     - CQA also keeps ``choices`` (the 5 answer strings); e-SNLI and ANLI keep ``premise`` and ``hypothesis``,
@@ -359,6 +362,9 @@ def load_dss_dataset(
         drop_unparsed: drop records whose PaLM output gave no label: True for every split, or a collection of
             split names (e.g. ``{"train"}``). The valid split is carved before dropping.
         nli_separator: the text between premise and hypothesis in the NLI ``input`` column.
+        llm_label_splits: the splits whose ``label`` is PaLM's with ``label_source="llm"``: the ones you train
+            on (``("valid",)`` for the e-SNLI copy without a train file, as ``hf-cotmi train --train-split
+            valid`` passes it).
         return_report: also return a :class:`~hf_cotmi.data.report.DSSLoadReport` with the counts per split.
 
     Returns:
@@ -385,6 +391,12 @@ def load_dss_dataset(
         raise ValueError(f"unknown DSS dataset {name!r}; known datasets: {', '.join(DSS_DATASETS)}")
     if label_source not in ("gt", "llm"):
         raise ValueError(f"label_source={label_source!r} is not supported; expected 'gt' or 'llm'")
+    llm_splits = {llm_label_splits} if isinstance(llm_label_splits, str) else set(llm_label_splits)
+    if llm_splits - set(DSS_SPLITS):
+        raise ValueError(
+            f"unknown split(s) {sorted(llm_splits - set(DSS_SPLITS))} in llm_label_splits=; "
+            f"expected names from {list(DSS_SPLITS)}"
+        )
     if not 0 <= valid_fraction < 1:
         raise ValueError(f"valid_fraction={valid_fraction!r} must be at least 0 and below 1")
     if splits is not None:
@@ -454,7 +466,8 @@ def load_dss_dataset(
             unparsed=_count_empty(dataset, "llm_label"),
             empty_rationales=_count_empty(dataset, "rationale"),
         )
-        if label_source == "llm" and split == "train":
+        teacher_labels = label_source == "llm" and split in llm_splits
+        if teacher_labels:
             dataset = dataset.map(
                 lambda batch: {"label": batch["llm_label"]}, batched=True, desc="llm labels"
             )
@@ -463,7 +476,7 @@ def load_dss_dataset(
                 lambda labels: [bool(x) for x in labels], input_columns="llm_label", batched=True
             )
             counts.dropped = counts.records - dataset.num_rows
-        _warn(name, split, counts, label_source)
+        _warn(name, split, counts, teacher_labels)
         report.splits[split] = counts
         result[split] = dataset
     data = DatasetDict(result)
@@ -471,13 +484,13 @@ def load_dss_dataset(
     return (data, report) if return_report else data
 
 
-def _warn(name: str, split: str, counts: DSSSplitReport, label_source: str) -> None:
+def _warn(name: str, split: str, counts: DSSSplitReport, teacher_labels: bool) -> None:
     if counts.unparsed:
         if counts.dropped:
             fate = f"dropped {counts.dropped} (drop_unparsed)"
         else:
             fate = "kept with an empty llm_label"
-            if label_source == "llm" and split == "train":
+            if teacher_labels:
                 fate += " and, with label_source='llm', an empty training label"
             fate += "; pass drop_unparsed=True to drop them"
         logger.warning(

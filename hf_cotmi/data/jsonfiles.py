@@ -59,7 +59,24 @@ def check_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     return result
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=check_duplicate_keys)
+def refuse_constant(name: str) -> None:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (Python's reader takes them): refused, since a
+    label read as ``nan`` would train as the text "nan" without a word.
+
+    Raises:
+        DataFormatError: always (the caller adds the file and line).
+
+    Examples:
+        >>> try:
+        ...     json.loads('{"label": NaN}', parse_constant=refuse_constant)
+        ... except DataFormatError as error:
+        ...     print(error)
+        NaN is not a JSON value (a missing number?); write null, or the value as text
+    """
+    raise DataFormatError(f"{name} is not a JSON value (a missing number?); write null, or the value as text")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=check_duplicate_keys, parse_constant=refuse_constant)
 
 
 def _read_text(path: Path) -> str:
