@@ -742,6 +742,10 @@ def test_parallel_sweep_time_limit_stops_jobs_and_a_rerun_finishes_them(
     assert not list(out.glob("runs/*/seed*/done.json"))
     assert sweep.main(["--workers", "2", "--", *replicate_args]) == 0
     assert len(list(out.glob("runs/*/seed*/done.json"))) == 4
+    # a limit that has passed before any job is taken: finished runs are not "left"
+    capsys.readouterr()
+    assert sweep.main(["--workers", "2", "--time-limit", "1e-9", "--", *replicate_args]) == 0
+    assert "runs left" not in capsys.readouterr().err
     # a job cut and run again keeps both sittings' output in its log (appended, one header each)
     log = (out / "logs" / "finetune_seed0.log").read_text()
     assert log.count("==== ") == 2 and "test accuracy" in log.split("==== ")[2]

@@ -30,6 +30,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import threading
@@ -70,13 +71,31 @@ def split_sweep(arguments: Sequence[str]) -> tuple[list[str], list[str], list[st
 
 
 def jobs_in_order(methods: Sequence[str], seeds: Sequence[str]) -> list[tuple[str, str]]:
-    """Seed-major ``(method, seed)`` jobs: every method of the first seed before the next seed.
+    """Seed-major ``(method, seed)`` jobs: every method of the first seed before the next seed; a repeated
+    method or seed gives one job (two processes must never train in one run folder).
 
     Examples:
         >>> jobs_in_order(["dss", "finetune"], ["0", "1"])
         [('dss', '0'), ('finetune', '0'), ('dss', '1'), ('finetune', '1')]
+        >>> jobs_in_order(["dss", "dss"], ["0", "1", "0"])
+        [('dss', '0'), ('dss', '1')]
     """
-    return [(method, seed) for seed in seeds for method in methods]
+    return list(dict.fromkeys((method, seed) for seed in seeds for method in methods))
+
+
+def threads_per_worker(rest: Sequence[str], workers: int, cores: int | None) -> list[str]:
+    """``rest`` with ``--threads`` added when it has none: the cores shared out between the workers
+    (without it every worker's torch would use every core, and N workers would fight over them).
+
+    Examples:
+        >>> threads_per_worker(["--output-dir", "x"], 2, 8)
+        ['--output-dir', 'x', '--threads', '4']
+        >>> threads_per_worker(["--threads", "1"], 2, 8)
+        ['--threads', '1']
+    """
+    if any(arg == "--threads" or arg.startswith("--threads=") for arg in rest):
+        return list(rest)
+    return [*rest, "--threads", str(max(1, (cores or 1) // workers))]
 
 
 def report_scope(
@@ -264,7 +283,7 @@ def run_jobs(
                 if not queue:
                     return
                 if deadline is not None and time.monotonic() >= deadline:
-                    outcome.cut.extend(queue)
+                    outcome.cut.extend(job for job in queue if not finished(*job))  # those left to train
                     queue.clear()
                     return
                 method, seed = queue.pop(0)
@@ -351,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if output_dir is None:
         parser.error("the sweep's arguments need --output-dir (every job writes into the same folder)")
     log_dir = options.log_dir or output_dir / "logs"
+    rest = threads_per_worker(rest, options.workers, os.cpu_count())
     jobs = jobs_in_order(methods, seeds)
     print(
         f"{len(jobs)} runs ({len(methods)} methods x {len(seeds)} seeds), {options.workers} at a time",

@@ -262,6 +262,9 @@ def measure(args: Options) -> dict[str, Any]:
             trainer.train()
             results[f"train_{kind}"].append(timed_examples / (clock.end - clock.start))
             if kind != "dssmi_mi":
+                if repeat == 0:  # an untimed evaluation first, on both sides: the process's first
+                    with torch.no_grad():  # generate() pays set-up costs that are not the trainer's
+                        trainer.evaluate(evaluation.select(range(min(8, evaluation.num_rows))))
                 _sync()
                 start = time.perf_counter()
                 with torch.no_grad():
