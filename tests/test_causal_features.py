@@ -10,6 +10,7 @@ from datasets import Dataset
 from tiny_task import make_records
 
 from hf_cotmi import DSSDataCollator, build_tiny_causal_lm, build_tiny_seq2seq, prepare_dss_features
+from hf_cotmi.data.causal import encode_causal_task
 from hf_cotmi.student_types import resolve_student_type
 from hf_cotmi.tiny import build_word_tokenizer
 
@@ -233,3 +234,34 @@ def test_the_sequence_starts_as_the_tokenizer_starts_texts(tiny_tokenizer):
     data = Dataset.from_dict({"input": ["tom has 3 apples"], "label": ["3"], "rationale": ["3"]})
     row = prepare_dss_features(data, llama_like, student_type="causal")[0]
     assert row["input_ids"][0] == bos and row["input_ids"][1] != bos
+
+
+def test_a_chat_turn_is_tokenised_as_the_whole_conversation_tokenises_it():
+    """A SentencePiece-style tokenizer marks a word's start ("▁yes") only at the start of a text: inside the
+    conversation the assistant turn is "yes", and that is what the student must be trained on."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "</s>", "<unk>", "<s>", "[INST]", "[/INST]", "▁hi", "hi", "▁yes", "yes", "▁", " "]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", bos_token="<s>",
+        additional_special_tokens=["[INST]", "[/INST]"],
+    )  # fmt: skip
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+        "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    )
+    assert tok.convert_ids_to_tokens(tok("yes", add_special_tokens=False)["input_ids"]) == ["▁yes"]
+    conversation = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}], tokenize=False
+    )
+    whole = tok(conversation, add_special_tokens=False)["input_ids"]
+    enc = encode_causal_task(
+        tok, ["hi"], ["yes"], max_prompt_length=50, max_target_length=10, chat_template=True
+    )
+    target = [t for t in enc.labels[0] if t != -100]
+    assert tok.convert_ids_to_tokens(target) == ["yes", "</s>"]
+    assert enc.input_ids[0] == whole  # prompt + target: the conversation's own ids

@@ -228,8 +228,10 @@ def encode_causal_task(
         prompt_ids, target_ids = [], []
         for prompt, target in zip(prompts, targets):
             ids, cut = _truncate_chat_prompt(tokenizer, prompt, max_prompt_length)
-            _, turn = _chat_texts(tokenizer, prompt, target)
-            turn_ids = _ids(tokenizer, [turn])[0]
+            rendered, turn = _chat_texts(tokenizer, prompt, target)
+            # the turn as the whole conversation tokenises it (a SentencePiece tokenizer gives "yes" there,
+            # "▁yes" alone), split at the untruncated prompt's ids as in the plain layout
+            turn_ids = _split_target(tokenizer, [rendered], _ids(tokenizer, [rendered]), [turn])[0]
             if eos in turn_ids:  # the turn ends at EOS: what follows it (a newline) carries no loss
                 turn_ids = turn_ids[: turn_ids.index(eos)]
             prompt_ids.append(ids)
