@@ -235,7 +235,12 @@ class TaskSpec:
             return float("nan")
         if self.baseline == "chance":
             if self.candidates_column is not None:
-                sizes = [len(set(choices)) for choices in test[self.candidates_column]]
+                sizes = [len(set(choices or ())) for choices in test[self.candidates_column]]
+                if 0 in sizes:
+                    raise ValueError(
+                        f"test example {sizes.index(0)} has no {self.candidates_column!r}: chance over its "
+                        "choices is undefined; every multiple-choice example needs its choices"
+                    )
             else:
                 sizes = [len(self.label_candidates or ())] * rows
             return sum(1.0 / size for size in sizes) / rows

@@ -169,3 +169,8 @@ def test_evaluate_calibration_reads_the_task_spec():
         evaluate_calibration(model, tok, raw, task="synthetic", max_new_tokens=2)["confidence_mode"]
         == "sequence"
     )
+
+
+def test_chance_over_an_empty_choice_list_is_an_error_naming_the_example():
+    with pytest.raises(ValueError, match=r"test example 1 has no 'choices'"):
+        get_task("cqa").baseline_accuracy(None, {"choices": [["a", "b"], []]})
