@@ -668,6 +668,16 @@ class DSSMITrainer(Seq2SeqTrainer):
             self._chunked_fallback_warned = type(inner)
         return None
 
+    def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
+        """``include_num_input_tokens_seen``: count the tokens of both passes' inputs (the batch is nested,
+        ``{"pred": ..., "expl": ...}``, where the Trainer looks for a top-level ``input_ids``)."""
+        parts = [inputs[key] for key in ("pred", "expl") if isinstance(inputs.get(key), dict)]
+        if not parts:
+            super()._track_num_input_tokens(inputs)
+            return
+        for part in parts:
+            super()._track_num_input_tokens(part)
+
     # --------------------------------------------------------------- logging
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -403,3 +403,20 @@ def test_model_card_snippet_uses_the_full_repository_id(tmp_path, tiny_tokenizer
     text = (tmp_path / "out" / "README.md").read_text()
     assert 'from_pretrained("someone/tiny-student")' in text
     assert "# tiny-student" in text
+
+
+@pytest.mark.parametrize("rationales", [True, False])
+def test_input_tokens_seen_count_both_passes(tmp_path, tiny_tokenizer, make_args, rationales):
+    """include_num_input_tokens_seen on DSS's nested batches: every non-padding input token of both tasks."""
+    features = tokenise(make_records(8), tiny_tokenizer, with_rationale=rationales)
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    args = make_args(
+        tmp_path, max_steps=2, per_device_train_batch_size=4, include_num_input_tokens_seen="non_padding",
+        rationale_loss_weight=0.5 if rationales else 0.0, mi_loss_weight=0.1 if rationales else 0.0,
+    )  # fmt: skip
+    trainer = DSSMITrainer(model=model, args=args, train_dataset=features, processing_class=tiny_tokenizer)
+    trainer.train()  # 2 steps of 4: each of the 8 examples once
+    expected = sum(len(ids) for ids in features["input_ids"])
+    if rationales:
+        expected += sum(len(ids) for ids in features["expl_input_ids"])
+    assert trainer.state.num_input_tokens_seen == expected
