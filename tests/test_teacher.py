@@ -44,6 +44,23 @@ from hf_cotmi.teacher.store import (
         ),
         ("arithmetic", "24 - 9 is 15. The answer is (24 -  9).\n\nQ: x", "24 - 9 is 15.", "(24 - 9)"),
         ("generic", "It is hot. So the answer is Mercury.\nQ: Which planet? A: x", "It is hot.", "mercury"),
+        # as chat models write it: "Q:" inside a word, markdown bold, another case of the answer sentence
+        (
+            "generic",
+            "The FAQ: page lists Paris. So the answer is Paris.",
+            "The FAQ: page lists Paris.",
+            "paris",
+        ),
+        (
+            "multiple_choice",
+            "Cold keeps food. So the answer is **(b) refrigerator**.",
+            "Cold keeps food.",
+            "refrigerator",
+        ),
+        ("nli", "A man is a person. So the answer is **entailment**.", "A man is a person.", "entailment"),
+        ("arithmetic", "7 boxes of 6. **The answer is (7 * 6).**", "7 boxes of 6.", "(7 * 6)"),
+        ("arithmetic", "7 boxes of 6. So the answer is (7 * 6).", "7 boxes of 6.", "(7 * 6)"),
+        ("nli", "No link. so, the answer is neutral.", "No link.", "neutral"),
     ],
 )
 def test_parse_teacher_output_follows_the_dss_rules(task, text, rationale, label):
@@ -196,12 +213,19 @@ def test_store_lines_end_at_newline_only_and_a_foreign_file_is_left_whole(tmp_pa
 
 def test_settings_mismatch_refused_unless_forced(tmp_path):
     out = tmp_path / "o.jsonl"
-    check_settings(out, {"temperature": 0.0, "model": "m"}, [], force=False)
-    check_settings(out, {"temperature": 0.0, "model": "m"}, [], force=False)  # same settings: fine
+    from hf_cotmi.teacher.store import settings_id
+
+    first = {"temperature": 0.0, "model": "m"}
+    written = [{"source_index": 0, "teacher_settings_id": settings_id(first)}]  # a record of the first run
+    check_settings(out, first, [], force=False)
+    check_settings(out, first, written, force=False)  # same settings: fine
     with pytest.raises(SettingsMismatchError, match="temperature: 0.0 -> 0.7"):
-        check_settings(out, {"temperature": 0.7, "model": "m"}, [], force=False)
-    check_settings(out, {"temperature": 0.7, "model": "m"}, [], force=True)
+        check_settings(out, {"temperature": 0.7, "model": "m"}, written, force=False)
+    check_settings(out, {"temperature": 0.7, "model": "m"}, written, force=True)
     assert json.loads((tmp_path / "o.jsonl.settings.json").read_text())["temperature"] == 0.7
+    # a run that wrote no record (it failed at once, or its output was deleted): its settings are replaced
+    check_settings(out, {"temperature": 0.0, "model": "right-name"}, [], force=False)
+    assert json.loads((tmp_path / "o.jsonl.settings.json").read_text())["model"] == "right-name"
 
 
 def test_read_teacher_inputs_checks_columns_and_rows(tmp_path):
@@ -230,3 +254,60 @@ def test_read_teacher_inputs_checks_columns_and_rows(tmp_path):
     assert load_cot_dataset(path)["train"]["label"] == ["7", "2.5"]
     path.write_text('{"input": "a?", "label": true}\n')
     assert read_teacher_inputs(path)[0].label == "true"
+
+
+class _EchoTeacher:
+    """A backend in code: answers every arithmetic question with its gold sum (or fails while told to)."""
+
+    batch_size, concurrency, retries = 4, 1, 0
+
+    def __init__(self, model: str = "echo", fail: bool = False) -> None:
+        self.model, self.fail = model, fail
+
+    def generate(self, requests):
+        if self.fail:
+            raise RuntimeError("404: no such model")
+        return [
+            f"Adding. The answer is ({r.prompt.rsplit('What is ', 1)[-1].split('?')[0]})." for r in requests
+        ]
+
+    def settings(self):
+        return {"backend": "echo", "model": self.model}
+
+
+def test_a_run_that_wrote_nothing_does_not_lock_its_settings_and_counting_stays_linear(tmp_path, monkeypatch):
+    from hf_cotmi import generate_rationales
+    from hf_cotmi.teacher import answers, generate
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"input": f"What is {a} + 1?", "label": f"{a + 1}"}) + "\n" for a in range(40))
+    )
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(Exception, match="404"):
+        generate_rationales(
+            source, out, backend=_EchoTeacher("wrong-name", fail=True), task="arithmetic", progress=False
+        )
+    calls = []
+    counted = answers.answers_agree
+    monkeypatch.setattr(generate, "answers_agree", lambda *a: calls.append(1) or counted(*a))
+    summary = generate_rationales(
+        source, out, backend=_EchoTeacher("right-name"), task="arithmetic", progress=False
+    )
+    assert summary.complete and summary.written == 40 and summary.agreed == 40
+    assert len(calls) <= 2 * 40  # once per record, and once for the summary: not once per record per record
+
+
+def test_a_smaller_max_records_than_the_output_holds_says_so(tmp_path):
+    from hf_cotmi import generate_rationales
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"input": f"What is {a} + 1?", "label": f"{a + 1}"}) + "\n" for a in range(6))
+    )
+    out = tmp_path / "out.jsonl"
+    generate_rationales(source, out, backend=_EchoTeacher(), task="arithmetic", progress=False)
+    with pytest.raises(ValueError, match=r"already holds source_index 3, beyond --max-records 3; rerun with"):
+        generate_rationales(
+            source, out, backend=_EchoTeacher(), task="arithmetic", progress=False, max_records=3
+        )

@@ -576,6 +576,17 @@ def test_local_backend_left_pads_and_batches(tmp_path):
     batched = backend.generate([GenerationRequest(i, 0, p, None) for i, p in enumerate(prompts)])
     alone = [backend.generate([GenerationRequest(0, 0, p, None)])[0] for p in prompts]
     assert batched == alone  # left padding: a short prompt in a batch continues as it does alone
+    # sampling: a request's text follows from its own seed, whatever batch it falls in (a resumed run
+    # starts its batches elsewhere)
+    sampler = LocalCausalBackend(
+        folder, max_new_tokens=5, batch_size=4, device="cpu", temperature=1.0, model=backend.model
+    )
+    requests = [GenerationRequest(i, 0, p, 100 + i) for i, p in enumerate(prompts * 2)]
+    together = sampler.generate(requests)
+    assert (
+        together[2:] == sampler.generate(requests[2:]) and together[1] == sampler.generate(requests[1:2])[0]
+    )
+    assert together[0] != together[2]  # same prompt, other seed: other text (the check can fail)
 
 
 @pytest.mark.slow

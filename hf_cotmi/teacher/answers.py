@@ -28,6 +28,7 @@ Examples:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -97,10 +98,25 @@ def _close_answer_line(text: str, phrase: str) -> str:
     return head if head.endswith(".") else head + "."
 
 
+# the answer sentence as chat models also write it: any case, "So, the answer is", "the answer is"
+_PHRASE_PATTERN = {
+    "So the answer is": re.compile(r"\bso,?\s+the\s+answer\s+is\b", re.IGNORECASE),
+    "The answer is": re.compile(r"\b(?:so,?\s+)?the\s+answer\s+is\b", re.IGNORECASE),
+}
+
+
+def _plain(text: str, phrase: str) -> str:
+    """A chat model's output as the DSS rules read it: markdown bold/underline markers (``**``, ``__``)
+    removed and the answer sentence's opening written as the prompts teach it."""
+    text = text.replace("**", "").replace("__", "")
+    return _PHRASE_PATTERN[phrase].sub(phrase, text)
+
+
 def _dss_parse(task: str, text: str) -> PalmOutput:
     phrase = _ANSWER_PHRASE[task]
+    text = _plain(text, phrase)
     if task == "generic":
-        text = text.split("Q:")[0]
+        text = re.split(r"(?:^|\n)\s*Q:", text)[0]  # an invented next example, not "FAQ:" in the text
     text = _close_answer_line(text, phrase)
     if task in ("nli", "generic"):
         return parse_anli_output(text)
@@ -150,7 +166,7 @@ def parse_teacher_output(task: str, text: str) -> TeacherAnswer:
     phrase = _ANSWER_PHRASE[task]
     output = _dss_parse(task, text)
     if not output.parsed:
-        if phrase not in text:
+        if phrase not in _plain(text, phrase):
             return TeacherAnswer("", "", f"no answer sentence ('{phrase} ...')")
         return TeacherAnswer("", "", f"the answer sentence does not parse by the {task} rule")
     label = normalise_answer(task, output.label)

@@ -295,7 +295,8 @@ class LocalCausalBackend:
     Args:
         model_name_or_path: a Hub name or a local folder with model and tokenizer.
         max_new_tokens: tokens generated per prompt.
-        temperature: 0 decodes greedily; above 0 samples (seeded per batch from the first request's seed).
+        temperature: 0 decodes greedily; above 0 samples, one request at a time from its own seed (a
+            record's samples then do not depend on the batch it fell in, so a resumed run repeats them).
         top_p: nucleus sampling (None: the model's default).
         batch_size: prompts per ``generate`` call.
         device: ``cuda``, ``cpu``, ... (default: CUDA when available).
@@ -388,11 +389,17 @@ class LocalCausalBackend:
         )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        """Complete a batch of requests with one left-padded ``generate`` call."""
-        import torch
-
+        """Complete a batch of requests with one left-padded ``generate`` call (sampling with seeds: one
+        call per request, each seeded with its own seed)."""
         if not requests:
             return []
+        if self.temperature > 0 and len(requests) > 1 and any(r.seed is not None for r in requests):
+            return [text for request in requests for text in self._generate_batch([request])]
+        return self._generate_batch(requests)
+
+    def _generate_batch(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        import torch
+
         # A chat template writes its own special tokens; a raw prompt gets the tokenizer's (as servers do).
         encoded = self.tokenizer(
             [self._text(request.prompt) for request in requests],

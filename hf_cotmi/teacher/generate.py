@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -356,8 +357,15 @@ def _default_rejects(output_file: Path) -> Path:
     return output_file.with_name(f"{stem}.rejects{suffix}")
 
 
-def _check_resumable(done: dict[int, dict], inputs: Sequence[TeacherInput], where: Path) -> None:
+def _check_resumable(
+    done: dict[int, dict], inputs: Sequence[TeacherInput], where: Path, max_records: int | None = None
+) -> None:
     for index, line in done.items():
+        if max_records is not None and index >= max_records:
+            raise ValueError(
+                f"{where} already holds {INDEX_FIELD} {index}, beyond --max-records {max_records}; rerun with "
+                f"a larger --max-records (or without it), or use another output file"
+            )
         if index >= len(inputs) or line.get("input") != inputs[index].input:
             found = "beyond the end of the input" if index >= len(inputs) else f"input {line.get('input')!r}"
             raise ValueError(
@@ -529,7 +537,7 @@ def generate_rationales(
             f"{output_path} and {rejects_path} both hold {INDEX_FIELD} {sorted(overlap)[:5]}; "
             "they do not belong together"
         )
-    _check_resumable(both, inputs, output_path)
+    _check_resumable(both, inputs, output_path, max_records)
     check_settings(output_path, settings, list(both.values()), force=force)
     resumed = len(both)
     outputs, rejects = dict(outputs_done.records), dict(rejects_done.records)
@@ -554,7 +562,13 @@ def generate_rationales(
 
     bar = tqdm(total=len(inputs), initial=resumed, unit="record", desc="rationales", disable=not progress)
 
-    def show() -> None:
+    shown_at = [float("-inf")]
+
+    def show(final: bool = False) -> None:
+        # the counts go over every line: at most twice a second (per record it grew with n squared)
+        if not progress or (not final and time.monotonic() - shown_at[0] < 0.5):
+            return
+        shown_at[0] = time.monotonic()
         summary = _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)
         counts = summary.counts()
         bar.set_postfix(
@@ -618,6 +632,7 @@ def generate_rationales(
                         submit_next()
         finally:
             executor.shutdown(wait=failure is not None, cancel_futures=True)
+            show(final=True)
             bar.close()
 
     summary = _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)

@@ -237,7 +237,9 @@ def check_settings(
     """Refuse (unless ``force``) to append to an output made with other result-changing settings.
 
     Compares ``settings`` with the stored ``<output>.settings.json`` and with the settings hash of every
-    existing line, then stores ``settings`` (first run, or forced).
+    existing line, then stores ``settings`` (first run, or forced). With no existing line (a first run that
+    failed before writing any, or an output deleted to start again) the stored settings describe nothing
+    and are replaced.
 
     Raises:
         SettingsMismatchError: the settings differ and ``force`` is False; the message lists what differs.
@@ -260,6 +262,9 @@ def check_settings(
             stored = json.loads(stored_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise DataFormatError(f"{stored_path}: not valid JSON ({error.msg})") from None
+    if not existing and stored is not None and stored != settings:
+        logger.info("%s: no record written yet; replacing the settings of an earlier run", stored_path)
+        stored = None
     other_ids = {record.get(SETTINGS_FIELD) for record in existing} - {current}
     if (stored is not None and stored != settings) or other_ids:
         if not force:
@@ -268,8 +273,8 @@ def check_settings(
                 detail = [f"{len(other_ids)} other settings hash(es) in the existing lines"]
             raise SettingsMismatchError(
                 f"{output_file} was made with other settings that change the results; differing: "
-                f"{', '.join(detail)}. Use another output file, delete it, or pass --force to append anyway "
-                "(records already there are kept as they are)"
+                f"{', '.join(detail)}. Use another output file, delete it (and its rejects file), or pass "
+                "--force to append anyway (records already there are kept as they are)"
             )
         logger.warning("%s: appending with other settings (--force)", output_file)
     if stored != settings:
