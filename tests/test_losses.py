@@ -176,6 +176,25 @@ def test_bfloat16_inputs_are_supported():
     assert r16.grad.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("top", [3.0, 6.0, 9.0])
+@pytest.mark.parametrize("reduction", ["max", "mean"])
+@pytest.mark.parametrize("variant", ["paper", "masked"])
+def test_bfloat16_gradient_is_the_reference_rounded_once(top, reduction, variant):
+    """A rationale position sure of one token (its softmax close to 1): the two gradient terms nearly cancel,
+    so they must be added in float32 and rounded to bfloat16 once."""
+    z = torch.tensor([[[4.0, 0.0]]])
+    r = torch.tensor([[[top, 0.0]]])
+    r16 = r.to(torch.bfloat16).requires_grad_(True)
+    kwargs = dict(reduction=reduction, divergence="ce", variant=variant)
+    mutual_information_loss(z.to(torch.bfloat16), r16, **kwargs).backward()
+    r64 = r.to(torch.bfloat16).double().requires_grad_(True)
+    naive_mi(z.to(torch.bfloat16).double(), r64, None, None, reduction, "ce", variant).backward()
+    expected = r64.grad.to(torch.bfloat16).float()
+    got = r16.grad.float()
+    ulp = expected.abs().max() * 2**-7  # one bfloat16 unit in the last place of the largest entry
+    assert torch.allclose(got, expected, atol=float(ulp), rtol=0), (got, expected)
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
