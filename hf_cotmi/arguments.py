@@ -146,7 +146,8 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
         default=DEFAULT_CHUNK_SIZE,
         metadata={
             "help": "Tokens (batch rows x positions) projected at once with chunked_output_projection; a "
-            "chunk's logits take chunk_size x vocab x 4 bytes."
+            "chunk's float32 logits take chunk_size x vocab x 4 bytes (with their softmax and gradient, the "
+            "temporary peak is about two to three times that)."
         },
     )
     logging_nan_inf_filter: bool = field(
