@@ -182,16 +182,16 @@ def _as_splits(
 def as_text_column(
     dataset: Dataset, column: str, where: str, locate: Locate | None = None, *, shown_name: str | None = None
 ) -> Dataset:
-    """``dataset`` with ``column`` as text: numbers and booleans cast as Arrow casts them (``7``, ``2.5``,
-    ``true``; a float 7.0 becomes ``"7"``, not Python's ``"7.0"``), so every reader turns a value into the
-    same text.
+    """``dataset`` with ``column`` as text, the same for every reader: whole numbers without a fraction or
+    exponent (``7`` for 7.0, ``12345678901`` in a column that also holds 2.5), other numbers in their
+    shortest form (``2.5``), booleans as Arrow writes them (``true``).
 
     Raises:
         ValueError: the column holds lists or objects (named with the first row that has one).
 
     Examples:
         >>> from datasets import Dataset
-        >>> as_text_column(Dataset.from_dict({"label": [7.0, 2.5]}), "label", "x.jsonl")["label"]
+        >>> list(as_text_column(Dataset.from_dict({"label": [7.0, 2.5]}), "label", "x.jsonl")["label"])
         ['7', '2.5']
     """
     from datasets import Value
