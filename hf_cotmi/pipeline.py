@@ -30,7 +30,7 @@ from .generation import generate_texts, predict_texts
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
 from .student_types import resolve_student_type
-from .students import Student, input_length_limit, load_student, peft_config
+from .students import Student, check_model_folder, input_length_limit, load_student, peft_config
 from .tasks import SYNTHETIC_TASK, TASKS, TaskSpec, get_task
 
 logger = logging.getLogger("hf_cotmi")
@@ -1009,6 +1009,7 @@ def run_evaluation(
     from .evaluation import evaluate_calibration
 
     _refuse_training_only_options(data_args)
+    check_model_folder(model_path)
     if (
         eval_args.num_examples_to_show
         != EvaluationArguments.__dataclass_fields__["num_examples_to_show"].default

@@ -211,6 +211,30 @@ def is_causal_folder(name: str) -> bool:
     return _saved_kind(name) == "causal"
 
 
+def check_model_folder(name: str | os.PathLike[str]) -> None:
+    """Refuse a local folder that holds no saved model (a Hub name, or a folder with one, passes).
+
+    Raises:
+        CLIUsageError: the folder has neither ``config.json`` nor ``adapter_config.json``.
+
+    Examples:
+        >>> import tempfile
+        >>> try:
+        ...     check_model_folder(tempfile.mkdtemp())
+        ... except CLIUsageError as error:
+        ...     print("holds no saved model" in str(error))
+        True
+    """
+    name = os.fspath(name)
+    if os.path.isdir(name) and not any(
+        os.path.isfile(os.path.join(name, f)) for f in ("config.json", ADAPTER_CONFIG)
+    ):
+        raise CLIUsageError(
+            f"--model {name!r} holds no saved model (no config.json, no {ADAPTER_CONFIG}); expected the folder a "
+            "training run saved (its output dir, or a checkpoint-N folder in it)"
+        )
+
+
 def _pretrained(
     name: str, tokenizer_name: str, merge_adapters: bool, student_type: str | None = None
 ) -> tuple[Any, Any]:
@@ -220,6 +244,7 @@ def _pretrained(
         raise CLIUsageError(
             f"--model {name!r} is a file; expected a model folder (e.g. one a training run saved) or a Hub name"
         )
+    check_model_folder(name)
     problem = tokenizer_files_problem(tokenizer_name)
     if problem:
         option = "--model" if tokenizer_name == name else "--tokenizer-name-or-path"

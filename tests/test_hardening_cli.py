@@ -121,6 +121,18 @@ def test_predict_evaluate_and_train_refuse_a_folder_without_tokenizer_files(
     assert not (tmp_path / "o").exists()
 
 
+def test_a_folder_without_a_saved_model_says_so(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv in (
+        ["predict", "--model", str(empty), "tom has 3 apples ."],
+        ["evaluate", "--model", str(empty)],
+    ):
+        code, _, err = run(capsys, *argv)
+        line = one_error_line(err, argv[0])
+        assert code == 2 and f"--model {str(empty)!r} holds no saved model (no config.json" in line, line
+
+
 def write_tokenizer_config(folder: Path, tokenizer_class: str) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class}))
 
