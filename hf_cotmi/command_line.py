@@ -127,13 +127,25 @@ def _read_config(path: str, parser: Any) -> dict[str, Any]:
         raise CLIUsageError(
             f"--config {path!r} must hold a mapping of option names to values; got {type(values).__name__}"
         )
+    import dataclasses
     from argparse import ArgumentTypeError
 
     from transformers.hf_argparser import string_to_bool
 
+    # fields that take a list though their flag takes one value (report_to: "wandb" or ["wandb", "tensorboard"])
+    # (the declared annotations: HfArgumentParser rewrites a field's .type to the one type its flag parses)
+    list_fields = {
+        field.name
+        for kind in getattr(parser, "dataclass_types", ())
+        for field in dataclasses.fields(kind)
+        if any(
+            "list[" in str(vars(cls).get("__annotations__", {}).get(field.name, "")) for cls in kind.__mro__
+        )
+    }
+
     def _typed(action: Any, key: Any, value: Any) -> Any:
         """The value as argparse would have typed it from the command line; an error names file and key."""
-        if isinstance(value, list) and action.nargs in ("+", "*"):
+        if isinstance(value, list) and (action.nargs in ("+", "*") or action.dest in list_fields):
             return [_typed_one(action, key, item) for item in value]
         return _typed_one(action, key, value)
 

@@ -143,3 +143,10 @@ def test_config_values_are_typed_as_on_the_command_line(tmp_path):
     assert training_args.learning_rate == pytest.approx(1e-3) and training_args.max_steps == 7
     assert isinstance(training_args.mi_loss_weight, float) and training_args.mi_loss_weight == 1.0
     assert training_args.use_cpu is True and training_args.lr_scheduler_kwargs == {"a": 1}
+    # a field whose value may be a list though its flag takes one value (transformers' report_to)
+    config.write_text("report_to: [tensorboard]\n")
+    *_, training_args, _ = _parse("train", ["--config", str(config)])
+    assert training_args.report_to == ["tensorboard"]
+    config.write_text("report_to: [7]\n")
+    with pytest.raises(Exception, match=r"'report_to' must be text; got 7 \(int\)"):
+        _parse("train", ["--config", str(config)])
