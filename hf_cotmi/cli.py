@@ -289,7 +289,7 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
             device=args.device,
         )
     print(
-        f"{report['dataset'] or 'data'} {report['split']} ({report['num_examples']} examples, "
+        f"{report['dataset'] or 'your files'} {report['split']} ({report['num_examples']} examples, "
         f"{report['confidence_mode']} confidence, {report['n_bins']} bins):"
     )
     print(f"  accuracy        {report['accuracy']:.4f}")
