@@ -39,12 +39,13 @@ def test_values_that_cannot_train_are_refused_naming_the_field(kwargs, match):
         DSSMITrainingArguments("out", report_to="none", **kwargs)
 
 
-def test_options_the_trainer_would_ignore_are_refused(tiny_tokenizer):
+def test_options_the_trainer_would_ignore_are_refused(tiny_tokenizer, tmp_path):
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
-    plain = DSSMITrainingArguments("out", report_to="none", predict_with_generate=False, use_cpu=True)
+    out = str(tmp_path / "out")  # a trainer makes its output folder
+    plain = DSSMITrainingArguments(out, report_to="none", predict_with_generate=False, use_cpu=True)
     with pytest.raises(ValueError, match="compute_metrics needs predict_with_generate=True"):
         DSSMITrainer(model=model, args=plain, processing_class=tiny_tokenizer, compute_metrics=lambda p: {})
-    args = DSSMITrainingArguments("out", report_to="none", use_cpu=True)
+    args = DSSMITrainingArguments(out, report_to="none", use_cpu=True)
     with pytest.raises(ValueError, match="compute_loss_func is not used by DSSMITrainer"):
         DSSMITrainer(
             model=model, args=args, processing_class=tiny_tokenizer, compute_loss_func=lambda *a, **k: 0
