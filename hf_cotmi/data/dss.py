@@ -391,31 +391,15 @@ def load_dss_dataset(
         raise ValueError(f"unknown DSS dataset {name!r}; known datasets: {', '.join(DSS_DATASETS)}")
     if label_source not in ("gt", "llm"):
         raise ValueError(f"label_source={label_source!r} is not supported; expected 'gt' or 'llm'")
-    llm_splits = {llm_label_splits} if isinstance(llm_label_splits, str) else set(llm_label_splits)
-    if llm_splits - set(DSS_SPLITS):
-        raise ValueError(
-            f"unknown split(s) {sorted(llm_splits - set(DSS_SPLITS))} in llm_label_splits=; "
-            f"expected names from {list(DSS_SPLITS)}"
-        )
+    llm_splits = set(_split_names(llm_label_splits, "llm_label_splits", as_set=True))
     if not 0 <= valid_fraction < 1:
         raise ValueError(f"valid_fraction={valid_fraction!r} must be at least 0 and below 1")
     if splits is not None:
-        if isinstance(splits, str):
-            splits = [splits]
-        unknown = [s for s in splits if s not in DSS_SPLITS]
-        if unknown:
-            raise ValueError(f"unknown split(s) {unknown} in splits=; expected names from {list(DSS_SPLITS)}")
+        splits = _split_names(splits, "splits")
     if isinstance(drop_unparsed, bool):
         drop_splits = set(DSS_SPLITS) if drop_unparsed else set()
     else:
-        if isinstance(drop_unparsed, str):
-            drop_unparsed = [drop_unparsed]
-        drop_splits = set(drop_unparsed)
-        if drop_splits - set(DSS_SPLITS):
-            raise ValueError(
-                f"unknown split(s) {sorted(drop_splits - set(DSS_SPLITS))} in drop_unparsed=; "
-                f"expected True, False or names from {list(DSS_SPLITS)}"
-            )
+        drop_splits = set(_split_names(drop_unparsed, "drop_unparsed", as_set=True, also="True, False or "))
 
     folder = _resolve_folder(name, data_dir, spec)
     file_splits = [s for s in DSS_SPLITS if (folder / f"{name}_{s}.json").is_file()]
@@ -482,6 +466,21 @@ def load_dss_dataset(
     data = DatasetDict(result)
     logger.info("loaded %s", report)
     return (data, report) if return_report else data
+
+
+def _split_names(
+    value: str | Collection[str], argument: str, *, as_set: bool = False, also: str = ""
+) -> list[str]:
+    """A split-name argument (one name or several) as a list; unknown names are a ``ValueError`` naming the
+    argument (listed sorted for a set-like argument, else in the order given)."""
+    names = [value] if isinstance(value, str) else list(value)
+    unknown = [s for s in names if s not in DSS_SPLITS]
+    if unknown:
+        shown = sorted(set(unknown)) if as_set else unknown
+        raise ValueError(
+            f"unknown split(s) {shown} in {argument}=; expected {also}names from {list(DSS_SPLITS)}"
+        )
+    return names
 
 
 def _warn(name: str, split: str, counts: DSSSplitReport, teacher_labels: bool) -> None:
