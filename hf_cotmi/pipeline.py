@@ -211,7 +211,7 @@ def _synthetic(args: DataArguments) -> tuple[Any, dict[str, Any]]:
 
 
 def _dss(args: DataArguments) -> tuple[Any, dict[str, Any]]:
-    from .data.dss import load_dss_dataset
+    from .data.dss import DSS_SPLITS, load_dss_dataset
 
     if not args.data_dir:
         raise CLIUsageError(
@@ -222,9 +222,7 @@ def _dss(args: DataArguments) -> tuple[Any, dict[str, Any]]:
         args.dataset,  # type: ignore[arg-type]
         args.data_dir,
         label_source=args.label_source,  # type: ignore[arg-type]
-        llm_label_splits=(args.train_split,)
-        if args.train_split in ("train", "valid", "test")
-        else ("train",),
+        llm_label_splits=(args.train_split,) if args.train_split in DSS_SPLITS else ("train",),
         return_report=True,
     )
     return data, {"dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir)}, report
@@ -956,9 +954,10 @@ def _data_for_evaluation(
                 f"no data given and {model_path!r} has no {SIDECAR_NAME} naming its data; use --dataset or --test-file"
             )
         # the saved data source fills what the command line left at its default; a flag given wins
-        fields = DataArguments.__dataclass_fields__
         values = {
-            k: v for k, v in source.items() if k in fields and getattr(data_args, k) == fields[k].default
+            k: v
+            for k, v in source.items()
+            if k in DataArguments.__dataclass_fields__ and not _given(data_args, k)
         }
         data_args = DataArguments(**{**asdict(data_args), **values})
     wanted = "valid" if split == "validation" else split
@@ -1010,10 +1009,7 @@ def run_evaluation(
 
     _refuse_training_only_options(data_args)
     check_model_folder(model_path)
-    if (
-        eval_args.num_examples_to_show
-        != EvaluationArguments.__dataclass_fields__["num_examples_to_show"].default
-    ):
+    if _given(eval_args, "num_examples_to_show"):
         raise CLIUsageError("--num-examples-to-show is not used by evaluate (predict shows examples)")
     sidecar = read_sidecar(model_path)
     data, from_sidecar = _data_for_evaluation(data_args, sidecar, model_path, split)
@@ -1072,19 +1068,23 @@ _TRAINING_ONLY_DATA_FIELDS = {
 }
 
 
+def _given(arguments: Any, name: str) -> bool:
+    """Whether an options dataclass field was set: its value differs from the field's default (a flag given
+    with the default value cannot be told apart from no flag)."""
+    return getattr(arguments, name) != type(arguments).__dataclass_fields__[name].default
+
+
 def _refuse_training_only_options(data_args: DataArguments) -> None:
     """A usage error for a data option ``evaluate`` would ignore (set to something other than its default)."""
-    fields = DataArguments.__dataclass_fields__
     for name, instead in _TRAINING_ONLY_DATA_FIELDS.items():
-        if getattr(data_args, name) != fields[name].default:
+        if _given(data_args, name):
             flag = "--" + name.replace("_", "-")
             raise CLIUsageError(f"{flag} is not used by evaluate" + (f" ({instead})" if instead else ""))
 
 
 def _evaluation_input_length(data_args: DataArguments, sidecar: dict[str, Any]) -> int:
     """``--max-input-length`` when the user set it (it differs from the default), else the training run's."""
-    default = DataArguments.__dataclass_fields__["max_input_length"].default
-    if data_args.max_input_length != default or sidecar.get("max_input_length") is None:
+    if _given(data_args, "max_input_length") or sidecar.get("max_input_length") is None:
         return int(data_args.max_input_length)
     return int(sidecar["max_input_length"])
 
