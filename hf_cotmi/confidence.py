@@ -123,10 +123,10 @@ class LabelConfidences:
 
 def _nli_inputs_as_trained(dataset: Any, tokenizer: Any, input_column: str) -> Any:
     """Raw NLI rows with their ``input`` rebuilt as the features build it (premise, EOS, hypothesis)."""
-    from .data.features import student_input_texts
+    from .data.features import is_nli_layout, student_input_texts
 
     columns = _column_names(dataset)
-    if input_column != "input" or "input_ids" in columns or not {"premise", "hypothesis"} <= set(columns):
+    if input_column != "input" or "input_ids" in columns or not is_nli_layout(columns):
         return dataset
     if isinstance(dataset, Mapping):
         return {**dataset, "input": student_input_texts(dataset, tokenizer)}

@@ -45,6 +45,7 @@ __all__ = [
     "default_nli_separator",
     "prepare_dss_features",
     "student_input_texts",
+    "is_nli_layout",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,9 +110,20 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int, *, target: bool) 
     return encoded, flags
 
 
+def is_nli_layout(columns: Sequence[str]) -> bool:
+    """Whether rows with these columns are NLI rows, their input built from ``premise`` and ``hypothesis``
+    (the ``input`` column, if any, is then not what the student reads).
+
+    Examples:
+        >>> is_nli_layout(["premise", "hypothesis", "input", "label"]), is_nli_layout(["input", "label"])
+        (True, False)
+    """
+    return "premise" in columns and "hypothesis" in columns
+
+
 def _separator_for(columns: Sequence[str], tokenizer: Any, nli_separator: str | None) -> str | None:
     """The text between premise and hypothesis for NLI columns (``premise``, ``hypothesis``), else None."""
-    if not ("premise" in columns and "hypothesis" in columns):
+    if not is_nli_layout(columns):
         return None
     return nli_separator if nli_separator is not None else default_nli_separator(tokenizer)
 
@@ -257,8 +269,7 @@ def _prepare_split(
     chat_template: bool = False,
 ) -> tuple[Dataset, FeaturesSplitReport]:
     columns = dataset.column_names
-    is_nli = "premise" in columns and "hypothesis" in columns
-    required = (["premise", "hypothesis"] if is_nli else ["input"]) + ["label"]
+    required = (["premise", "hypothesis"] if is_nli_layout(columns) else ["input"]) + ["label"]
     if with_rationale:
         required.append("rationale")
     missing = [c for c in required if c not in columns]
