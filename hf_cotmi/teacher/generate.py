@@ -364,7 +364,7 @@ def _check_resumable(
         if max_records is not None and index >= max_records:
             raise ValueError(
                 f"{where} already holds {INDEX_FIELD} {index}, beyond --max-records {max_records}; rerun with "
-                f"a larger --max-records (or without it), or use another output file"
+                "a larger --max-records (or without it), or use another output file"
             )
         if index >= len(inputs) or line.get("input") != inputs[index].input:
             found = "beyond the end of the input" if index >= len(inputs) else f"input {line.get('input')!r}"
@@ -564,13 +564,15 @@ def generate_rationales(
 
     shown_at = [float("-inf")]
 
-    def show(final: bool = False) -> None:
+    def summarise() -> GenerationSummary:
+        return _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)
+
+    def show(summary: GenerationSummary | None = None) -> None:
         # the counts go over every line: at most twice a second (per record it grew with n squared)
-        if not progress or (not final and time.monotonic() - shown_at[0] < 0.5):
+        if not progress or (summary is None and time.monotonic() - shown_at[0] < 0.5):
             return
         shown_at[0] = time.monotonic()
-        summary = _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)
-        counts = summary.counts()
+        counts = (summary or summarise()).counts()
         bar.set_postfix(
             {key: counts[key] for key in ("parsed", "unparsable", "agreed", "dropped", "retries")}
         )
@@ -632,10 +634,10 @@ def generate_rationales(
                         submit_next()
         finally:
             executor.shutdown(wait=failure is not None, cancel_futures=True)
-            show(final=True)
+            summary = summarise()  # once: the last progress counts and the result
+            show(summary)
             bar.close()
 
-    summary = _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)
     summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
     if failure is not None:
         if isinstance(failure, TeacherRequestError):
