@@ -333,13 +333,14 @@ class DSSMITrainer(Seq2SeqTrainer):
         # One store of loss components per mode, read and reset by log().
         self._components: dict[str, _ComponentStore] = {"train": _ComponentStore(), "eval": _ComponentStore()}
         self._last_component_step: int | None = None
-        self._evaluation_context: tuple[Any, str] | None = None
-        self._evaluation_generation: dict[str, Any] = {}
+        # the evaluate()/predict() call in progress: its dataset, metric prefix and generation options
+        self._evaluation_context: tuple[Any, str, dict[str, Any]] | None = None
 
     @property
     def evaluation_generation_kwargs(self) -> dict[str, Any]:
         """The generation options (``max_new_tokens``, ``num_beams``, ...) the caller passed to the
-        :meth:`evaluate` or :meth:`predict` call in progress; empty outside one and when none were passed.
+        :meth:`evaluate` or :meth:`predict` call in progress, up to the logging of its metrics (what the
+        callbacks' evaluation hooks see); empty outside one and when none were passed.
 
         :class:`hf_cotmi.ECECallback` reads them, so the confidences behind the ECE come from the same
         generation as the accuracy.
@@ -348,7 +349,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             >>> # trainer.evaluate(max_new_tokens=8)  # the callback sees {"max_new_tokens": 8} meanwhile
             >>> # trainer.evaluation_generation_kwargs  # {} again afterwards
         """
-        return dict(self._evaluation_generation)
+        return dict(self._evaluation_context[2]) if self._evaluation_context is not None else {}
 
     # ------------------------------------------------------------------ loss
 
@@ -688,7 +689,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         the end-of-training summary (no ``loss`` key) leaves them for the next one.
         """
         if self._evaluation_context is not None:
-            dataset, prefix = self._evaluation_context
+            dataset, prefix, _ = self._evaluation_context
             store = self._components["eval"]
             if store.weight > 0 and store.sums:
                 totals = self._gather_sum({**store.sums, "_examples": store.weight})
@@ -760,13 +761,12 @@ class DSSMITrainer(Seq2SeqTrainer):
         """Fresh eval component sums, and the dataset, prefix and generation options that ``log()`` and
         callbacks need."""
         self._components["eval"] = _ComponentStore()
-        self._evaluation_context = (dataset, metric_key_prefix)
-        self._evaluation_generation = {k: v for k, v in (gen_kwargs or {}).items() if v is not None}
+        generation = {k: v for k, v in (gen_kwargs or {}).items() if v is not None}
+        self._evaluation_context = (dataset, metric_key_prefix, generation)
         try:
             yield
         finally:
             self._evaluation_context = None
-            self._evaluation_generation = {}
 
     def prediction_step(
         self,
