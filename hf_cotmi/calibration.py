@@ -108,9 +108,8 @@ def _bin_edges(conf: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
         raise ValueError(f"`n_bins` must be a positive integer; got {n_bins!r}")
     n = int(n_bins)
     if binning == "uniform":
-        return (
-            np.arange(n + 1) / n
-        )  # exact m/M (linspace gives 0.30000000000000004, which moves 0.3 down a bin)
+        # exact m/M (linspace gives 0.30000000000000004, which moves 0.3 down a bin)
+        return np.arange(n + 1) / n
     if binning == "quantile":
         # each prediction's bin by its mid-rank (ties share one rank, so they stay together and a tied group
         # lands where the middle of its ranks falls, at the bottom of the range as at the top); an inner
