@@ -588,6 +588,22 @@ def test_report_only_reports_every_finished_run_after_parallel_jobs(tmp_path: Pa
     assert len(rewritten["runs"]) == len(stored["runs"])
 
 
+def test_a_workers_report_keeps_the_runs_other_workers_finished_in_the_folder(tmp_path: Path) -> None:
+    """Parallel workers share one folder; each one's closing report covers every finished run there.
+
+    (Each wrote the report of its own method and seed, so the folder's results.json lost the others' runs
+    until the sweep's last report.)
+    """
+    replicate = _load("replicate")
+    out = tmp_path / "out"
+    _smoke(replicate, out, "--methods", "finetune", "--seeds", "1")
+    summary = _smoke(replicate, out, "--methods", "dss", "--seeds", "0")
+    assert set(summary) == {"finetune", "dss"}
+    stored = json.loads((out / "results.json").read_text())
+    assert sorted((r["method"], r["seed"]) for r in stored["runs"]) == [("dss", 0), ("finetune", 1)]
+    assert stored["methods"] == ["finetune", "dss"] and stored["seeds"] == [0, 1]
+
+
 def test_a_tiny_causal_student_runs_end_to_end(tmp_path: Path) -> None:
     from hf_cotmi import tiny
 

@@ -98,26 +98,6 @@ def threads_per_worker(rest: Sequence[str], workers: int, cores: int | None) -> 
     return [*rest, "--threads", str(max(1, (cores or 1) // workers))]
 
 
-def report_scope(
-    methods: Sequence[str], seeds: Sequence[str], output_dir: Path
-) -> tuple[list[str], list[str]]:
-    """The methods and seeds the final report covers: this sweep's and every finished run's in the folder.
-
-    A folder can be filled by several sweeps (e.g. new methods beside the DSS runs they pair with); the
-    report over all of them keeps one table, and the paired differences keep their DSS runs.
-
-    Examples:
-        >>> report_scope(["dss_mi_kl"], ["0", "1"], Path("no-such-folder"))
-        (['dss_mi_kl'], ['0', '1'])
-    """
-    disk_methods, disk_seeds = replicate.finished_on_disk(output_dir)
-    names = set(methods) | set(disk_methods)
-    ordered = [m for m in replicate.METHOD_NAMES if m in names]
-    ordered += sorted(names - set(ordered))  # a name replicate.py would refuse: it says so in the report
-    every_seed = sorted({int(s) for s in seeds} | set(disk_seeds))
-    return ordered, [str(s) for s in every_seed]
-
-
 def minutes_left(durations: Sequence[float], remaining: int, workers: int) -> float | None:
     """About how many minutes the ``remaining`` jobs take, ``workers`` at a time, at the mean duration of
     the jobs that trained in this sweep (None before the first one has).
@@ -377,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     outcome = run_jobs(rest, jobs, options.workers, log_dir, sys.executable, options.time_limit)
-    report_methods, report_seeds = report_scope(methods, seeds, output_dir)
+    report_methods, scope_seeds = replicate.report_scope(methods, seeds, output_dir)
+    report_seeds = [str(seed) for seed in scope_seeds]
     report = [
         sys.executable,
         str(REPLICATE),

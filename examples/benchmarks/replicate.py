@@ -1027,11 +1027,33 @@ def finished_on_disk(out: Path) -> tuple[list[str], list[int]]:
     return [m for m in METHOD_NAMES if m in names], sorted(seeds)
 
 
+def report_scope(
+    methods: Sequence[str], seeds: Sequence[int | str], out: Path
+) -> tuple[list[str], list[int]]:
+    """The methods and seeds a report covers: the given ones and every finished run's in the folder.
+
+    A folder can be filled by several processes (the workers of ``parallel_sweep.py``, or a later sweep of
+    new methods beside the DSS runs they pair with); a report over all of them keeps one table, and the
+    paired differences keep their DSS runs. Methods come in the order of :data:`METHOD_NAMES` (a name
+    outside it last, for the parser to refuse), seeds ascending.
+
+    Example:
+        >>> report_scope(["dss_mi_kl", "dss"], ["1", 0], Path("no-such-folder"))
+        (['dss', 'dss_mi_kl'], [0, 1])
+    """
+    disk_methods, disk_seeds = finished_on_disk(out)
+    names = set(methods) | set(disk_methods)
+    ordered = [m for m in METHOD_NAMES if m in names]
+    ordered += sorted(names - set(ordered))
+    return ordered, sorted({int(s) for s in seeds} | set(disk_seeds))
+
+
 def report_only(options: Options, out: Path, *, seeds_given: bool = True) -> dict[str, Any]:
     """Rewrite the report from the finished runs (``runs/*/done.json``, else the runs in results.json).
 
     Without ``--methods`` / ``--seeds`` it reports every method and seed with a finished run on disk (the
-    folder may have been filled by several processes, each writing ``results.json`` for its own runs).
+    folder may have been filled by several processes, or its results.json written by an older version that
+    reported only its own process's runs).
     """
     stored = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
     if (out / "protocol.json").is_file():
@@ -1082,10 +1104,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         options, spec, data, student_loader, student_sha256=student_weights_sha256(options.run.student)
     )
     sweep_start = time.perf_counter()
-    records = run_sweep(sweep, out)
+    run_sweep(sweep, out)
     print(f"sweep sitting took {(time.perf_counter() - sweep_start) / 60:.1f} min", flush=True)
+    # over every finished run in the folder, not only this process's: parallel workers share the folder,
+    # and each one's report would otherwise replace the others' runs with its own
+    methods, seeds = report_scope(options.methods, options.run.seeds, out)
+    fractions = options.run.train_fractions
     summary = write_report(
-        out, records, options.methods, options.run.seeds, settings, options.run.train_fractions
+        out, collect_records(out, methods, seeds, fractions), methods, seeds, settings, fractions
     )
     print((out / "results.md").read_text(), flush=True)
     fingerprint = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
