@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from .confidence import CONFIDENCE_MODES
-from .metrics import METRICS, equation_accuracy, text_accuracy
+from .metrics import METRICS, equation_accuracy, normalize_text, safe_eval_arithmetic, text_accuracy
 
 __all__ = [
     "NLI_LABELS",
@@ -66,6 +66,34 @@ def correctness_function(metric: str) -> Callable[[str, str], bool]:
         return score([prediction], [gold]) == 1.0
 
     return is_correct
+
+
+def answer_key_function(metric: str) -> Callable[[str], str | float | None]:
+    """``answer_key(label)``: what the accuracy metric ``metric`` compares, so equal answers share a key.
+
+    ``text``: the normalised text; ``equation``: the value, to 12 significant digits (None when the
+    equation does not evaluate: such an answer is never right). Used to count answers, e.g. for the
+    majority baseline, where "Yes", "yes." and "YES" are one answer.
+
+    Raises:
+        ValueError: ``metric`` is not ``"text"`` or ``"equation"``.
+
+    Examples:
+        >>> answer_key_function("text")("Yes.")
+        'yes'
+        >>> answer_key_function("equation")("( 14.0 / 2.0 )")
+        7.0
+    """
+    if metric not in METRICS:
+        raise ValueError(f"task metric {metric!r} is not supported; expected one of {', '.join(METRICS)}")
+    if metric == "text":
+        return normalize_text
+
+    def equation_value(label: str) -> float | None:
+        value = safe_eval_arithmetic(label)
+        return None if value is None else float(f"{value:.12g}")
+
+    return equation_value
 
 
 @dataclass(frozen=True)
@@ -221,7 +249,8 @@ class TaskSpec:
     def baseline_accuracy(self, train: Any, test: Any) -> float:
         """The baseline's accuracy on ``test`` (NaN when a split is missing or empty).
 
-        ``majority``: the most frequent training label, scored with :meth:`is_correct`. ``chance``: the
+        ``majority``: the most frequent training answer (labels the metric counts as one answer counted
+        together), scored with :meth:`is_correct`. ``chance``: the
         mean of ``1/len(candidates)`` over the test examples (their column, or the fixed set).
 
         Examples:
@@ -246,7 +275,18 @@ class TaskSpec:
             return sum(1.0 / size for size in sizes) / rows
         if _num_rows(train) == 0:
             return float("nan")
-        majority = Counter(train["label"]).most_common(1)[0][0]
+        # counted by what the metric compares ("Yes" and "yes." are one answer, "(3 + 4)" and "7" one value)
+        key = answer_key_function(self.metric)
+        first_label: dict[Any, str] = {}
+        counts: Counter[Any] = Counter()
+        for label in train["label"]:
+            answer = key(label)
+            if answer is not None:
+                first_label.setdefault(answer, label)
+                counts[answer] += 1
+        if not counts:  # no training label the metric can score: the majority answer is never right
+            return 0.0
+        majority = first_label[counts.most_common(1)[0][0]]
         return sum(self.is_correct(majority, gold) for gold in test["label"]) / rows
 
     def resolve_confidence(

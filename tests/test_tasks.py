@@ -118,6 +118,13 @@ def test_resolve_confidence_from_options_then_the_spec():
         synthetic.resolve_confidence("candidates")
 
 
+def _naive_majority_accuracy(metric: str, train: list[str], test: list[str]) -> float:
+    """The training label that the most training labels are right against, by pairwise comparison."""
+    right = correctness_function(metric)
+    majority = max(train, key=lambda label: sum(right(other, label) for other in train))
+    return sum(right(majority, gold) for gold in test) / len(test)
+
+
 def test_majority_baseline_against_a_naive_count():
     train = {"label": ["3", "5", "3", "7", "3.0"]}
     test = {"label": ["3", "3", "4", "5", "3.0", "3.00"]}
@@ -130,6 +137,31 @@ def test_majority_baseline_against_a_naive_count():
         None, test
     )
     assert get_task("synthetic").baseline_accuracy(train, {"label": []}) != 0.0  # NaN, not a score
+
+
+@pytest.mark.parametrize(
+    ("task", "train", "test"),
+    [
+        # raw strings: "no" is the most frequent; as answers, yes (3) beats no (2)
+        ("synthetic", ["Yes", "yes.", "YES", "no", "no"], ["yes", "no", "Yes", "maybe"]),
+        # raw strings: "5" is; as values, 7 (3) beats 5 (2); an equation that does not evaluate never counts
+        (
+            "svamp",
+            ["(3 + 4)", "5", "( 14.0 / 2.0 )", "5", "(10 - 3)", "4 +", "4 +", "4 +"],
+            ["7", "5", "( 7.0 )"],
+        ),
+    ],
+)
+def test_majority_baseline_counts_the_answers_the_metric_counts_as_one(task, train, test):
+    spec = get_task(task)
+    expected = _naive_majority_accuracy(spec.metric, train, test)
+    assert spec.baseline_accuracy({"label": train}, {"label": test}) == pytest.approx(expected)
+    raw_majority = Counter(train).most_common(1)[0][0]
+    assert expected != sum(spec.is_correct(raw_majority, gold) for gold in test) / len(test)
+
+
+def test_majority_baseline_is_zero_when_no_training_label_can_be_scored():
+    assert get_task("svamp").baseline_accuracy({"label": ["4 +", "x"]}, {"label": ["4"]}) == 0.0
 
 
 def test_chance_baseline_over_each_examples_choices():
