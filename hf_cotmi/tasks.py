@@ -313,32 +313,27 @@ class TaskSpec:
             >>> get_task("synthetic").resolve_confidence(candidates="yes,no")
             ('candidates', ['yes', 'no'])
         """
-        resolved: list[str] | str | None = None
+        given: list[str] | str | None = None
         if candidates:
             if candidates in columns:
-                resolved = candidates
+                given = candidates
             else:
-                resolved = [c.strip() for c in candidates.split(",") if c.strip()]
-                if not resolved:
+                given = [c.strip() for c in candidates.split(",") if c.strip()]
+                if not given:
                     raise ValueError(f"--label-candidates {candidates!r} names no label")
-        elif mode in (None, "candidates"):
-            if self.label_candidates is not None:
-                resolved = list(self.label_candidates)
-            elif self.candidates_column is not None and self.candidates_column in columns:
-                resolved = self.candidates_column
-        if mode is None:
-            mode = (
-                "candidates"
-                if resolved is not None
-                else ("sequence" if self.confidence == "candidates" else self.confidence)
-            )
-        if mode not in CONFIDENCE_MODES:
+        # the API's rule (confidence_for), so the CLI and evaluate_calibration / ECECallback agree
+        resolved_mode, resolved = self.confidence_for(mode, given)
+        if resolved_mode not in CONFIDENCE_MODES:
             raise ValueError(
-                f"--confidence {mode!r} is not supported; expected one of {', '.join(CONFIDENCE_MODES)}"
+                f"--confidence {resolved_mode!r} is not supported; expected one of {', '.join(CONFIDENCE_MODES)}"
             )
-        if mode == "candidates" and resolved is None:
+        if given is None and isinstance(resolved, str) and resolved not in columns:
+            if mode is None:  # this task's candidates column is not in the data: its default falls back
+                return "sequence", None
+            resolved = None
+        if resolved_mode == "candidates" and resolved is None:
             raise ValueError("--confidence candidates needs --label-candidates (labels or a column name)")
-        return mode, (resolved if mode == "candidates" else None)
+        return resolved_mode, resolved
 
 
 def _num_rows(split: Any) -> int:

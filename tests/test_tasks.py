@@ -125,6 +125,37 @@ def _naive_majority_accuracy(metric: str, train: list[str], test: list[str]) -> 
     return sum(right(majority, gold) for gold in test) / len(test)
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        TaskSpec.custom(label_candidates=["yes", "no"], confidence="sequence"),
+        TaskSpec.custom(label_candidates=["yes", "no"], confidence="first_token"),
+        TaskSpec.custom(candidates_column="options", confidence="sequence"),
+        TaskSpec.custom(label_candidates=["yes", "no"]),
+        TaskSpec.custom(candidates_column="options"),
+        get_task("esnli"),
+        get_task("cqa"),
+        get_task("svamp"),
+    ],
+)
+@pytest.mark.parametrize("mode", [None, "candidates", "sequence"])
+def test_the_cli_and_the_api_resolve_the_same_confidence(spec, mode):
+    """``resolve_confidence`` (CLI) and ``confidence_for`` (evaluate_calibration, ECECallback) agree.
+
+    (A spec with candidates but a non-candidates default confidence was scored by candidates on the CLI.)
+    """
+    columns = ["input", "label", "options", "choices"]
+    try:
+        expected = spec.confidence_for(mode)
+    except ValueError:
+        expected = None
+    if expected is None or (expected[0] == "candidates" and expected[1] is None):
+        with pytest.raises(ValueError, match="needs --label-candidates"):
+            spec.resolve_confidence(mode, columns=columns)
+    else:
+        assert spec.resolve_confidence(mode, columns=columns) == expected
+
+
 def test_majority_baseline_against_a_naive_count():
     train = {"label": ["3", "5", "3", "7", "3.0"]}
     test = {"label": ["3", "3", "4", "5", "3.0", "3.00"]}
