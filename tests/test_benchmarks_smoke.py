@@ -129,23 +129,32 @@ def test_train_time_averages_only_runs_timed_from_the_start() -> None:
     assert "| 3 | 50.00 ± 0.00 | 10.00 ± 0.00 |" in report.markdown_table({"dss": entry})
 
 
-def test_throughput_smoke_prints_json_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+def test_throughput_smoke_prints_json_ratios(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     throughput = _load("throughput")
-    throughput.main(["--smoke"])
+    output = tmp_path / "figures" / "throughput.json"
+    throughput.main(["--smoke", "--output", str(output)])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
     for key in ("train_ratio", "train_ratio_with_mi", "eval_ratio"):
         assert result[key] > 0
     assert set(result["train_examples_per_s"]) == {"dssmi_dss", "dssmi_dss_mi", "original_dss"}
+    # --output: the printed result, with the command that gave it and the raw timings behind it
+    stored = json.loads(output.read_text())
+    assert stored["result"] == result
+    assert stored["command"] == f"python examples/benchmarks/throughput.py --smoke --output {output}"
+    assert stored["details"]["all"] and stored["machine"]["cpu_count"] == os.cpu_count()
 
 
-def test_memory_smoke_prints_its_ratios_from_the_measured_figures(capsys: pytest.CaptureFixture[str]) -> None:
+def test_memory_smoke_prints_its_ratios_from_the_measured_figures(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """memory.py on a tiny causal shape: three fresh memory processes, one timed round per variant."""
     memory = _load("memory")
+    output = tmp_path / "memory.json"
     result = memory.main(
         ["--shapes", "causal", "--vocab-size", "512", "--input-length", "16", "--rationale-length", "8",
          "--label-length", "4", "--batch-size", "2", "--num-layers", "1", "--timed-rounds", "1",
-         "--warmup-steps", "0", "--memory-steps", "1", "--chunk-size", "8"]
+         "--warmup-steps", "0", "--memory-steps", "1", "--chunk-size", "8", "--output", str(output)]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert json.loads(out.strip().splitlines()[-1]) == result
@@ -162,6 +171,34 @@ def test_memory_smoke_prints_its_ratios_from_the_measured_figures(capsys: pytest
     assert result["time_vs_finetuning"] == pytest.approx(
         figures["chunked"][0] / figures["finetuning"][0], rel=2e-3
     )
+    # --output keeps the result with the raw figures it is the ratio of
+    stored = json.loads(output.read_text())
+    assert stored["result"] == result and stored["command"].endswith(f"--output {output}")
+    causal = stored["details"]["causal"]
+    for variant, (step_ms, peak_mib) in figures.items():
+        assert causal["median_step_s"][variant] * 1000 == pytest.approx(step_ms, abs=0.1)
+        assert causal["peak_memory_mib"][variant] == pytest.approx(peak_mib, abs=0.1)
+    assert causal["settings"]["vocab_size"] == 512
+
+
+def test_mi_overhead_smoke_writes_the_ratios_of_its_raw_figures(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """mi_overhead.py on a tiny causal shape; ``--output`` holds the ratios and the figures they divide."""
+    mi_overhead = _load("mi_overhead")
+    output = tmp_path / "mi_overhead.json"
+    result = mi_overhead.main(
+        ["--student", "causal", "--vocab-size", "512", "--input-length", "16", "--rationale-length", "8",
+         "--label-length", "4", "--batch-size", "2", "--num-layers", "1", "--timed-rounds", "1",
+         "--warmup-steps", "0", "--memory-steps", "1", "--output", str(output)]
+    )  # fmt: skip
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    stored = json.loads(output.read_text())
+    assert stored["result"] == result
+    peaks, steps = stored["details"]["peak_memory_mib"], stored["details"]["median_step_s"]
+    assert set(peaks) == set(steps) == {"dss", "hf_cotmi", "full_logits"}
+    assert result["peak_memory_ratio"] == pytest.approx(peaks["hf_cotmi"] / peaks["dss"], abs=2e-3)
+    assert result["time_ratio"] == pytest.approx(steps["hf_cotmi"] / steps["dss"], rel=0.01)
 
 
 @pytest.mark.realdata
@@ -722,6 +759,7 @@ def test_the_documented_command_gives_the_committed_protocol() -> None:
         "replicate",
         "parallel_sweep",
         "memory",
+        "measurement_record",
         "mi_overhead",
         "throughput",
         "device_kit",

@@ -598,9 +598,26 @@ def test_throughput_benchmark_smoke(served_teacher, tmp_path):
     spec = importlib.util.spec_from_file_location("teacher_throughput", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.main(["--smoke", "--teacher", folder, "--base-url", url, "--work-dir", str(tmp_path)])
+    output = tmp_path / "teacher_throughput.json"
+    result = module.main(
+        [
+            "--smoke",
+            "--teacher",
+            folder,
+            "--base-url",
+            url,
+            "--work-dir",
+            str(tmp_path),
+            "--output",
+            str(output),
+        ]
+    )
     for name in ("serve", "serve_sequential", "local", "local_unbatched"):
         assert result[f"{name}_examples_per_s"] > 0
+    stored = json.loads(output.read_text())
+    assert stored["result"] == result
+    for name, seconds in stored["details"]["seconds"].items():  # the rates are the examples over these
+        assert result[f"{name}_examples_per_s"] == pytest.approx(8 / seconds, rel=0.01)
     assert len(lines(tmp_path / "local.rejects.jsonl")) + len(lines(tmp_path / "local.jsonl")) == 8
 
 

@@ -37,6 +37,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measurement_record import write_measurement  # noqa: E402
 from mi_overhead import (  # noqa: E402
     build_causal_model,
     build_model,
@@ -165,6 +166,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--warmup-steps", type=int, default=1, help="untimed steps per variant")
     parser.add_argument("--timed-rounds", type=int, default=5, help="timed steps per variant (interleaved)")
     parser.add_argument("--memory-steps", type=int, default=2, help="steps per fresh memory process")
+    parser.add_argument(
+        "--output", help="also write the result, raw figures, command and machine to this JSON"
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--shape", choices=SHAPES, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return {}
 
     result: dict[str, float] = {}
+    details: dict[str, dict] = {}
     shapes = sorted(options.shapes, key=lambda s: s == "causal")  # the causal figures make the last line
     # Memory first, every child before this process builds a model: Linux carries the resident-set
     # high-water mark across fork and exec.
@@ -202,9 +207,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 f"  {v:>10}: median step {median[v] * 1000:9.1f} ms   peak memory {peaks[shape][v] / 2**20:8.1f} MiB"
             )
         result.update(ratios(peaks[shape], median, "" if shape == "causal" else "seq2seq_"))
+        details[shape] = {
+            "settings": settings,
+            "median_step_s": {v: round(median[v], 6) for v in VARIANTS},
+            "peak_memory_mib": {v: round(peaks[shape][v] / 2**20, 1) for v in VARIANTS},
+            "load_average_1_min": round(load[0], 2),
+        }
     if "causal" in shapes:  # causal keys first, as the issue writes them
         result = {k: result[k] for k in sorted(result, key=lambda k: k.startswith("seq2seq_"))}
     print(json.dumps(result))
+    if options.output:
+        given = sys.argv[1:] if argv is None else list(argv)
+        write_measurement(options.output, result, script="memory.py", argv=given, details=details)
     return result
 
 

@@ -47,6 +47,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForCondition
 from hf_cotmi import DSSMITrainer, DSSMITrainingArguments
 from hf_cotmi.collator import pad_target_aligned
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling modules, however it is loaded
+from measurement_record import write_measurement  # noqa: E402
+
 VARIANTS = ("dss", "naive", "hf_cotmi")
 CAUSAL_VARIANTS = ("dss", "hf_cotmi", "full_logits")
 MI_WEIGHT = 0.1
@@ -257,6 +260,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--warmup-steps", type=int, default=1, help="untimed steps per variant")
     parser.add_argument("--timed-rounds", type=int, default=9, help="timed steps per variant (interleaved)")
     parser.add_argument("--memory-steps", type=int, default=3, help="steps per fresh memory process")
+    parser.add_argument(
+        "--output", help="also write the result, raw figures, command and machine to this JSON"
+    )
     parser.add_argument("--child", choices=sorted(set(VARIANTS + CAUSAL_VARIANTS)), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     names = ("batch_size", "input_length", "label_length", "rationale_length", "vocab_size")
@@ -298,15 +304,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "full_logits_peak_memory_ratio": round(peaks["full_logits"] / peaks["dss"], 4),
             "memory_saved_vs_full_logits_mib": round((peaks["full_logits"] - peaks["hf_cotmi"]) / 2**20, 1),
         }
-        print(json.dumps(result))
-        return result
-    result = {
-        "time_ratio": round(median["hf_cotmi"] / median["dss"], 4),
-        "peak_memory_ratio": round(peaks["hf_cotmi"] / peaks["dss"], 4),
-        "naive_time_ratio": round(median["naive"] / median["dss"], 4),
-        "naive_peak_memory_ratio": round(peaks["naive"] / peaks["dss"], 4),
-    }
+    else:
+        result = {
+            "time_ratio": round(median["hf_cotmi"] / median["dss"], 4),
+            "peak_memory_ratio": round(peaks["hf_cotmi"] / peaks["dss"], 4),
+            "naive_time_ratio": round(median["naive"] / median["dss"], 4),
+            "naive_peak_memory_ratio": round(peaks["naive"] / peaks["dss"], 4),
+        }
     print(json.dumps(result))
+    if options.output:
+        details = {
+            "settings": settings,
+            "median_step_s": {v: round(median[v], 6) for v in variants},
+            "peak_memory_mib": {v: round(peaks[v] / 2**20, 1) for v in variants},
+        }
+        given = sys.argv[1:] if argv is None else list(argv)
+        write_measurement(options.output, result, script="mi_overhead.py", argv=given, details=details)
     return result
 
 

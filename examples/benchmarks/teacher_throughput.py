@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,6 +36,9 @@ from hf_cotmi import generate_rationales
 from hf_cotmi.teacher import LocalCausalBackend
 from hf_cotmi.teacher.serve import served_by_transformers
 from hf_cotmi.teacher.tiny import save_tiny_causal_teacher
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling modules, however it is loaded
+from measurement_record import write_measurement  # noqa: E402
 
 
 def _time_run(inputs: Path, output: Path, **options: Any) -> tuple[float, dict[str, int]]:
@@ -60,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--work-dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="8 examples, 4 new tokens")
+    parser.add_argument("--output", help="also write the result, command and machine to this JSON")
     args = parser.parse_args(argv)
     if args.smoke:
         args.examples, args.max_new_tokens = 8, 4
@@ -124,6 +130,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{name:>18}: {args.examples / seconds:8.2f} examples/s  ({1000 * seconds / args.examples:7.1f} s per 1000)"
         )
     print(json.dumps(result))
+    if args.output:
+        given = sys.argv[1:] if argv is None else list(argv)
+        seconds = {name: round(value, 3) for name, value in runs.items()}
+        write_measurement(
+            args.output, result, script="teacher_throughput.py", argv=given, details={"seconds": seconds}
+        )
     return result
 
 

@@ -36,6 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling modules, however it is loaded
+from measurement_record import write_measurement  # noqa: E402
+
 
 @dataclass
 class ThroughputArguments:
@@ -53,6 +56,10 @@ class ThroughputArguments:
     bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision"})
     threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads"})
     smoke: bool = field(default=False, metadata={"help": "tiny model, synthetic data, few steps"})
+    output: str | None = field(
+        default=None,
+        metadata={"help": "also write the result, raw figures, command and machine to this JSON"},
+    )
 
 
 @dataclass
@@ -323,6 +330,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"original DSS {result['eval_examples_per_s']['original']:.1f} ex/s"
     )
     print(json.dumps({k: v for k, v in result.items() if k != "all"}, sort_keys=True))
+    if args.output:
+        given = sys.argv[1:] if argv is None else list(argv)
+        summary = {k: v for k, v in result.items() if k != "all"}
+        write_measurement(
+            args.output, summary, script="throughput.py", argv=given, details={"all": result["all"]}
+        )
     return result
 
 
