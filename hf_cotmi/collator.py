@@ -27,15 +27,15 @@ class DSSDataCollator:
     Each feature is a mapping with these columns (what :func:`hf_cotmi.prepare_dss_features` produces):
 
     - label task: ``input_ids``, ``attention_mask`` (the tokenised ``predict: <input>``) and ``labels``
-      (the tokenised label; optional at prediction time);
+      (the tokenised label; optional at prediction time, but then missing from every feature of the batch);
     - rationale task: ``expl_input_ids``, ``expl_attention_mask`` (the tokenised ``explain: <input>``) and
       ``rationale_labels`` (the tokenised rationale).
 
     Other columns (text, ids) are ignored. The result is ``{"pred": {...}, "expl": {...}}``, each sub-batch
-    padded to its own longest sequence (or to a multiple of ``pad_to_multiple_of``), targets padded with
-    ``label_pad_token_id``, and ``decoder_input_ids`` built by ``model.prepare_decoder_input_ids_from_labels``
-    when a model is given. Features without the rationale columns (evaluation or prediction) give the
-    ``pred`` part only; a batch that mixes both kinds is an error.
+    padded to its own longest sequence (or to a multiple of ``pad_to_multiple_of``), targets padded on the
+    right with ``label_pad_token_id`` (whatever the tokenizer's ``padding_side``), and ``decoder_input_ids``
+    built by ``model.prepare_decoder_input_ids_from_labels`` when a model is given. Features without the
+    rationale columns (evaluation or prediction) give the ``pred`` part only; a batch that mixes both kinds is an error.
 
     Decoder-only students (``model.config.is_encoder_decoder`` False, or ``student_type="causal"``) get
     the *target-aligned* layout: each feature holds one sequence, prompt and target, with ``labels`` -100
@@ -112,14 +112,34 @@ class DSSDataCollator:
 
     def _pad_part(self, features: list[dict[str, Any]], columns: dict[str, str]) -> dict[str, Any]:
         rows = [_select(f, columns) for f in features]
+        with_labels = ["labels" in row for row in rows]
+        if any(with_labels) and not all(with_labels):
+            source = next(source for source, target in columns.items() if target == "labels")
+            missing = [i for i, ok in enumerate(with_labels) if not ok]
+            raise ValueError(
+                f"features {missing} have no {source!r} while others in the same batch do; give every "
+                f"feature {source!r} or none"
+            )
         if self.student_type == "causal":
-            if not any("labels" in row for row in rows):
+            if not any(with_labels):
                 check_prompt_rows([row["input_ids"] for row in rows], self.tokenizer.eos_token_id)
             return pad_target_aligned(
                 rows, self.tokenizer.pad_token_id, self.label_pad_token_id, self.pad_to_multiple_of
             )
+        if all(with_labels):
+            # decoder targets start at the first position: pad them on the right whatever the tokenizer's
+            # padding_side (DataCollatorForSeq2Seq follows it, and pads no further once they are equal)
+            width = _round_up(max(len(row["labels"]) for row in rows), self.pad_to_multiple_of)
+            for row in rows:
+                labels = _as_list(row["labels"])
+                row["labels"] = labels + [self.label_pad_token_id] * (width - len(labels))
         padded = self._pad(rows)
         return {k: v for k, v in padded.items() if v is not None}
+
+
+def _as_list(values: Any) -> list:
+    """A row's ids as a list of Python ints: rows of a dataset in torch or numpy format hold arrays."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 def _round_up(value: int, multiple: int | None) -> int:
@@ -153,8 +173,8 @@ def pad_target_aligned(
         raise ValueError("some features have 'labels' and others do not; give every feature labels or none")
     prompts, splits = [], []
     for index, row in enumerate(rows):
-        ids = list(row["input_ids"])
-        labels = list(row["labels"]) if has_labels else [label_pad_token_id] * len(ids)
+        ids = _as_list(row["input_ids"])
+        labels = _as_list(row["labels"]) if has_labels else [label_pad_token_id] * len(ids)
         if len(labels) != len(ids):
             raise ValueError(
                 f"feature {index}: 'labels' has {len(labels)} positions but 'input_ids' has {len(ids)}; a "
@@ -163,7 +183,8 @@ def pad_target_aligned(
             )
         start = next((i for i, label in enumerate(labels) if label != label_pad_token_id), len(ids))
         prompts.append(start)
-        splits.append((ids, list(row.get("attention_mask") or [1] * len(ids)), labels))
+        mask = row.get("attention_mask")
+        splits.append((ids, [1] * len(ids) if mask is None or len(mask) == 0 else _as_list(mask), labels))
     width_prompt = _round_up(max(prompts), pad_to_multiple_of)
     width_target = max(len(ids) - start for (ids, _, _), start in zip(splits, prompts))
     total = _round_up(width_prompt + width_target, pad_to_multiple_of)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
@@ -58,3 +61,48 @@ def test_mixed_batch_is_an_error_naming_the_features(tiny_tokenizer, tiny_featur
 def test_missing_input_ids_is_an_error(tiny_tokenizer):
     with pytest.raises(ValueError, match="feature 0 has no 'input_ids'"):
         DSSDataCollator(tiny_tokenizer)([{"text": "x"}])
+
+
+def test_seq2seq_labels_are_right_padded_whatever_the_tokenizer_padding_side(tiny_tokenizer):
+    # a tokenizer set to pad on the left (as for batched generation) must not left-pad decoder targets
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.padding_side = "left"
+    features = [
+        {"input_ids": [5, 1], "attention_mask": [1, 1], "labels": [6, 1]},
+        {"input_ids": [5, 6, 1], "attention_mask": [1, 1, 1], "labels": [6, 7, 8, 1]},
+    ]
+    for multiple in (None, 8):
+        batch = DSSDataCollator(tokenizer, pad_to_multiple_of=multiple)(features)
+        width = 4 if multiple is None else 8
+        assert batch["pred"]["labels"].tolist() == [
+            [6, 1] + [-100] * (width - 2),
+            [6, 7, 8, 1] + [-100] * (width - 4),
+        ]
+    assert batch["pred"]["input_ids"][0, -2:].tolist() == [5, 1]  # the inputs follow the tokenizer
+
+
+@pytest.mark.parametrize("student_type", ["seq2seq", "causal"])
+@pytest.mark.parametrize("without", [0, 1])
+def test_batch_mixing_features_with_and_without_labels_is_an_error(tiny_tokenizer, student_type, without):
+    features = [
+        {"input_ids": [5, 6, 1], "attention_mask": [1, 1, 1], "labels": [-100, 6, 1]},
+        {"input_ids": [5, 7, 1], "attention_mask": [1, 1, 1], "labels": [-100, 7, 1]},
+    ]
+    del features[without]["labels"]
+    with pytest.raises(ValueError, match="'labels'"):
+        DSSDataCollator(tiny_tokenizer, student_type=student_type)(features)
+
+
+def test_causal_features_as_tensors(tiny_tokenizer):
+    # rows of a dataset in torch (or numpy) format hold tensors, not lists
+    rows = [
+        {"input_ids": [3, 5, 6, 1], "attention_mask": [1, 1, 1, 1], "labels": [-100, -100, 6, 1]},
+        {"input_ids": [3, 5, 1], "attention_mask": [1, 1, 1], "labels": [-100, 5, 1]},
+    ]
+    collator = DSSDataCollator(tiny_tokenizer, student_type="causal")
+    expected = collator(rows)["pred"]
+    for convert in (torch.tensor, np.array):
+        batch = collator([{k: convert(v) for k, v in row.items()} for row in rows])["pred"]
+        assert set(batch) == set(expected)
+        for key, value in expected.items():
+            assert torch.equal(batch[key], value), key

@@ -450,3 +450,11 @@ def test_option_errors(svamp_dir: Path):
         load_dss_dataset("svamp", svamp_dir, splits=["validation"])
     with pytest.raises(ValueError, match=r"\['dev'\] in drop_unparsed="):
         load_dss_dataset("svamp", svamp_dir, drop_unparsed=["dev"])
+
+
+def test_two_llm_files_with_the_same_number_are_an_error(svamp_dir: Path):
+    # train_CoT_01.json and train_CoT_1.json are both number 1: one of them would be dropped without a word
+    llm = svamp_dir / "svamp" / "llm"
+    (llm / "train_CoT_01.json").write_text((llm / "train_CoT_1.json").read_text())
+    with pytest.raises(DataFormatError, match=r"train_CoT_01\.json and train_CoT_1\.json.*number 1"):
+        load_dss_dataset("svamp", svamp_dir)

@@ -221,3 +221,11 @@ def test_an_empty_split_gives_an_empty_split_with_the_feature_columns():
     assert set(out["test"].column_names) == set(out["train"].column_names)
     assert not any(name.startswith("__hf_cotmi") for name in out["test"].column_names)
     assert report.splits["test"].examples == 0
+
+
+def test_bad_values_name_the_row_of_the_split_given_after_dropping_rationales(tok):
+    data = Dataset.from_dict(
+        {"input": ["a", "b", "c"], "label": ["x", "y", None], "rationale": ["", "r", "r"]}
+    )
+    with pytest.raises(ValueError, match=r"row 2: column 'label' is None"):
+        prepare_dss_features(data, tok, empty_rationale="drop")

@@ -184,15 +184,16 @@ def as_text_column(
 ) -> Dataset:
     """``dataset`` with ``column`` as text, the same for every reader: whole numbers without a fraction or
     exponent (``7`` for 7.0, ``12345678901`` in a column that also holds 2.5), other numbers in their
-    shortest form (``2.5``), booleans as Arrow writes them (``true``).
+    shortest form (``2.5``), booleans as Arrow writes them (``true``). NaN, a missing number, becomes null
+    (never the text ``nan``).
 
     Raises:
         ValueError: the column holds lists or objects (named with the first row that has one).
 
     Examples:
         >>> from datasets import Dataset
-        >>> list(as_text_column(Dataset.from_dict({"label": [7.0, 2.5]}), "label", "x.jsonl")["label"])
-        ['7', '2.5']
+        >>> list(as_text_column(Dataset.from_dict({"label": [7.0, 2.5, float("nan")]}), "label", "x")["label"])
+        ['7', '2.5', None]
     """
     from datasets import Value
 
@@ -207,7 +208,9 @@ def as_text_column(
         features = dataset.features.copy()
         features[column] = Value("string")
         return dataset.map(
-            lambda values: {column: [None if v is None else _number_text(v) for v in values]},
+            lambda values: {
+                column: [None if v is None or math.isnan(v) else _number_text(v) for v in values]
+            },
             input_columns=column,
             batched=True,
             features=features,
@@ -327,7 +330,7 @@ def load_cot_dataset(
 
     The three named columns are renamed to ``input``, ``label`` and ``rationale`` and cast to text (so a
     numeric label ``7`` becomes ``"7"``); other columns are kept. A missing column is an error that lists the
-    columns there are; a null input or label is an error naming the row. Rationales that are null, empty
+    columns there are; a null (or NaN) input or label is an error naming the row. Rationales that are null, empty
     or blank are counted per split (and logged as a warning on the ``hf_cotmi`` logger); nulls become ``""``.
     :func:`hf_cotmi.prepare_dss_features` then keeps, drops or refuses them (its ``empty_rationale``).
 

@@ -183,7 +183,11 @@ def _make_encoder(
     explain_prefix: str,
     layout: str = "seq2seq",
     chat_template: bool = False,
+    row_numbers: Sequence[int] | None = None,
 ) -> Any:
+    """The batched ``map`` function; ``row_numbers[i]`` is the row of the split as given (for messages) where
+    rows were dropped before tokenising."""
+
     def encode_task(
         prompts: list[str], targets: list[str], max_target_length: int
     ) -> tuple[list, list, list, list[bool], list[bool]]:
@@ -203,6 +207,8 @@ def _make_encoder(
         return source["input_ids"], source["attention_mask"], target["input_ids"], cut_source, cut_target
 
     def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        if row_numbers is not None:
+            indices = [row_numbers[i] for i in indices]
         inputs = _input_texts(batch, separator)
         _check_text(inputs, "input" if separator is None else "premise/hypothesis", indices, split)
         _check_text(batch["label"], "label", indices, split)
@@ -279,6 +285,7 @@ def _prepare_split(
     separator = _separator_for(columns, tokenizer, nli_separator)
 
     dropped = 0
+    keep: list[int] | None = None
     if with_rationale and empty_rationale != "keep":
         blank = [i for i, r in enumerate(dataset["rationale"]) if _is_blank(r)]
         if blank and empty_rationale == "error":
@@ -305,6 +312,7 @@ def _prepare_split(
         explain_prefix=prefixes["explain"],
         layout=layout,
         chat_template=chat_template,
+        row_numbers=keep,
     )
     output_features = _output_features(dataset, with_rationale)
     if dataset.num_rows == 0:

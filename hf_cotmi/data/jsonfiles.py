@@ -248,7 +248,8 @@ def llm_output_files(llm_dir: Path, split: str) -> list[Path]:
     """The files ``<split>_CoT_<i>.json`` in ``llm_dir``, in numeric order of ``i`` (10 after 9).
 
     Raises:
-        DataFormatError: the numbers do not run 0, 1, 2, ... without a gap.
+        DataFormatError: the numbers do not run 0, 1, 2, ... without a gap, or two files have the same number
+            (``test_CoT_1.json`` and ``test_CoT_01.json``).
 
     Examples:
         >>> import pathlib, tempfile
@@ -265,7 +266,14 @@ def llm_output_files(llm_dir: Path, split: str) -> list[Path]:
     for path in llm_dir.iterdir():
         match = pattern.fullmatch(path.name)
         if match:
-            numbered[int(match.group(1))] = path
+            number = int(match.group(1))
+            if number in numbered:
+                first, second = sorted((numbered[number].name, path.name))
+                raise DataFormatError(
+                    f"{llm_dir}: {first} and {second} both have the number {number}; expected one file "
+                    f"{split}_CoT_<i>.json per number"
+                )
+            numbered[number] = path
     indices = sorted(numbered)
     if indices != list(range(len(indices))):
         missing = sorted(set(range(indices[-1] + 1)) - set(indices))
