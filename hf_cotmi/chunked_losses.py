@@ -62,7 +62,7 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
                     F.linear(hidden[:, sl].to(compute_dtype), weight_c), dim=-1, dtype=torch.float32
                 )
                 picked = log_probs.gather(-1, safe_targets[:, sl, None]).squeeze(-1)
-                nll_sum -= (picked * valid[:, sl]).sum()
+                nll_sum -= torch.where(valid[:, sl], picked, 0.0).sum()  # not picked * valid: -inf * 0 is NaN
                 if reduction == "max":
                     if position_mask is not None:
                         log_probs.masked_fill_(~position_mask[:, sl, None], float("-inf"))

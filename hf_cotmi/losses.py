@@ -73,9 +73,11 @@ class _ReducedSoftmax(torch.autograd.Function):
         else:
             q = torch.empty(batch, vocab, dtype=torch.float32, device=x.device)
             weights = _position_weights(position_mask, batch, length, x.device)
-            for start in range(0, vocab, step):
-                probs = (x[:, :, start : start + step].float() - lse[:, :, None]).exp_()
-                q[:, start : start + step] = torch.einsum("btv,bt->bv", probs, weights)
+            # autocast would run the einsum (a batched product) in bf16 or fp16 and round q
+            with torch.autocast(x.device.type, enabled=False):
+                for start in range(0, vocab, step):
+                    probs = (x[:, :, start : start + step].float() - lse[:, :, None]).exp_()
+                    q[:, start : start + step] = torch.einsum("btv,bt->bv", probs, weights)
             ctx.save_for_backward(x, lse, weights)
         ctx.reduction = reduction
         ctx.inputs_are_log_probs = inputs_are_log_probs
@@ -150,7 +152,8 @@ def _reduce_label_side(
                     probs.masked_fill_(~position_mask[:, sl, None], float("-inf"))
                 torch.maximum(out, probs.max(dim=1).values, out=out)
             else:
-                out += torch.einsum("btv,bt->bv", probs, weights[:, sl])
+                with torch.autocast(logits.device.type, enabled=False):  # float32, as in _ReducedSoftmax
+                    out += torch.einsum("btv,bt->bv", probs, weights[:, sl])
         return out
 
 
@@ -308,7 +311,8 @@ class _NLLAndReducedSoftmax(torch.autograd.Function):
         valid = targets.ne(-100)
         safe_targets = targets.masked_fill(~valid, 0)
         picked = log_probs.gather(-1, safe_targets[..., None]).squeeze(-1).float()
-        nll_sum = -(picked * valid).sum()
+        # where, not a product: a -inf read at an ignored position would give -inf * 0 = NaN
+        nll_sum = -torch.where(valid, picked, 0.0).sum()
         q = _ReducedSoftmax.forward(ctx, log_probs, position_mask, reduction, True)
         ctx.targets = (safe_targets, valid)
         return nll_sum, q

@@ -199,3 +199,52 @@ def test_bad_shapes_are_refused():
         chunked_dss_losses(weight, label_hidden[..., :5], label_labels)
     with pytest.raises(ValueError, match="batch size 2"):
         chunked_dss_losses(weight, label_hidden, label_labels, rationale_hidden[:2], rationale_labels[:2])
+
+
+def test_minus_inf_logits_at_ignored_positions_leave_the_sums_finite():
+    """Ignored targets are read at token 0; a -inf logit there must not make ``-inf * 0 = NaN`` of the sum
+    (``F.cross_entropy(ignore_index=-100)`` skips those positions)."""
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = make_inputs(seed=4)
+    weight[0] = float("-inf")  # with positive hidden states, token 0 gets a -inf logit everywhere
+    label_hidden, rationale_hidden = label_hidden.abs() + 0.1, rationale_hidden.abs() + 0.1
+    label_labels = label_labels.masked_fill(label_labels.eq(0), 1)
+    rationale_labels = rationale_labels.masked_fill(rationale_labels.eq(0), 1)
+    ours_w, ref_w = weight.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    label_sum, rationale_sum, mi = chunked_dss_losses(
+        ours_w, label_hidden, label_labels, rationale_hidden, rationale_labels, chunk_size=4
+    )
+    ours = label_sum + rationale_sum
+    ref = sum(
+        -torch.log_softmax(hidden[b, t] @ ref_w.T, -1)[labels[b, t]]
+        for hidden, labels in ((label_hidden, label_labels), (rationale_hidden, rationale_labels))
+        for b, t in labels.ne(-100).nonzero().tolist()
+    )
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-6)
+    assert torch.isfinite(mi)
+    single = chunked_linear_cross_entropy(rationale_hidden, weight, rationale_labels, chunk_size=4)
+    torch.testing.assert_close(single, rationale_sum, atol=0, rtol=0)
+    ours.backward()
+    ref.backward()
+    torch.testing.assert_close(ours_w.grad, ref_w.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("divergence", ["ce", "kl"])
+def test_bf16_autocast_mean_reduction_mi_equals_the_unchunked_path(divergence):
+    """Both paths reduce the same bf16 logits over positions in float32, so under autocast their MI values
+    agree to float32 rounding (the unchunked path used to round its position average to bf16)."""
+    inputs = make_inputs(seed=12, empty_rows=False)
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = inputs
+    mi = dict(variant="masked", reduction="mean", divergence=divergence)
+    results = []
+    for function in (unchunked, chunked):
+        hidden = rationale_hidden.clone().requires_grad_(True)
+        extra = dict(chunk_size=4) if function is chunked else {}
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            *_, mi_loss = function(
+                weight, label_hidden, label_labels, hidden, rationale_labels, **mi, **extra
+            )
+        (grad,) = torch.autograd.grad(mi_loss, [hidden])
+        results.append((mi_loss, grad))
+    (ref, ref_grad), (ours, ours_grad) = results
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ours_grad, ref_grad, atol=1e-6, rtol=1e-3)

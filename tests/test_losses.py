@@ -263,3 +263,57 @@ def test_fused_path_saves_only_the_log_probs_it_was_given():
         rationale_nll_and_mutual_information(logp, torch.zeros(batch, n, dtype=torch.long), z)
     big = [t for t in saved if t.numel() >= batch * n * vocab]
     assert big and all(t.data_ptr() == logp.data_ptr() for t in big)
+
+
+@pytest.mark.parametrize("divergence", ["ce", "kl"])
+@pytest.mark.parametrize("variant", ["paper", "masked"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_mean_reduction_under_bf16_autocast_is_computed_in_float32(divergence, variant, fused):
+    """The trainer computes the loss inside autocast (``bf16=True``). The float32 logits must be averaged over
+    positions in float32: an average rounded to bfloat16 moves ``q`` by ~0.4%, which is several percent of
+    the gradient when ``q`` is close to ``p`` (the KL near its minimum)."""
+    from hf_cotmi.losses import rationale_nll_and_mutual_information
+
+    z, _, lmask, rmask = make_inputs(seed=7, m=6, n=6, vocab=30, scale=2.0)
+    rmask = lmask.clone()
+    r = z + 0.05 * torch.randn(z.shape, generator=torch.Generator().manual_seed(8))  # q close to p
+    r64 = r.double().requires_grad_(True)
+    ref = naive_mi(z.double(), r64, lmask, rmask, "mean", divergence, variant)
+    ref.backward()
+
+    ours_r = r.clone().requires_grad_(True)
+    kwargs = dict(reduction="mean", divergence=divergence, variant=variant)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        if fused:
+            targets = torch.zeros(rmask.shape, dtype=torch.long).masked_fill(~rmask, -100)
+            log_probs = torch.log_softmax(ours_r, -1, dtype=torch.float32)
+            _, ours = rationale_nll_and_mutual_information(log_probs, targets, z, label_mask=lmask, **kwargs)
+        else:
+            ours = mutual_information_loss(z, ours_r, label_mask=lmask, rationale_mask=rmask, **kwargs)
+    ours.backward()
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours.double(), ref.detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ours_r.grad.double(), r64.grad, atol=1e-7, rtol=1e-4)
+
+
+def test_fused_nll_skips_padding_positions_whose_log_probs_are_minus_inf():
+    """Padding targets are read at token 0; a -inf log-probability there (a token the model rules out, an
+    fp16 logit that overflowed) must be skipped as ``F.nll_loss(ignore_index=-100)`` skips it, not turn
+    ``-inf * 0`` into NaN."""
+    from hf_cotmi.losses import rationale_nll_and_mutual_information
+
+    z, r, lmask, rmask = make_inputs(seed=9)
+    r[..., 0] = float("-inf")  # token 0 is never predicted
+    targets = torch.randint(1, r.shape[-1], rmask.shape, generator=torch.Generator().manual_seed(1))
+    targets = targets.masked_fill(~rmask, -100)
+    r1 = r.clone().requires_grad_(True)
+    r2 = r.clone().requires_grad_(True)
+    nll, mi = rationale_nll_and_mutual_information(torch.log_softmax(r1, -1), targets, z, label_mask=lmask)
+    ref = torch.stack(
+        [-torch.log_softmax(r2[b, t], -1)[targets[b, t]] for b, t in rmask.nonzero().tolist()]
+    ).sum()
+    torch.testing.assert_close(nll, ref, atol=1e-5, rtol=1e-6)
+    assert torch.isfinite(mi)
+    nll.backward()
+    ref.backward()
+    torch.testing.assert_close(r1.grad, r2.grad, atol=1e-6, rtol=1e-5)
