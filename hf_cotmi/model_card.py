@@ -173,6 +173,23 @@ class DSSModelCardData(CardData):
         return "standard fine-tuning"
 
     @property
+    def rationale_task(self) -> bool:
+        """Whether training ran the rationale task (``explain:`` -> rationale): false only when the loss
+        settings record ``rationale_loss_weight`` and ``mi_loss_weight`` both 0 (standard fine-tuning, where
+        the rationale pass is skipped and the card must not claim a rationale task).
+
+        Examples:
+            >>> DSSModelCardData("m", loss_settings={"rationale_loss_weight": 0, "mi_loss_weight": 0}).rationale_task
+            False
+            >>> DSSModelCardData("m").rationale_task
+            True
+        """
+        settings = self.loss_settings
+        if "rationale_loss_weight" not in settings or "mi_loss_weight" not in settings:
+            return True
+        return any(float(settings[name] or 0) > 0 for name in ("rationale_loss_weight", "mi_loss_weight"))
+
+    @property
     def resolved_pipeline_tag(self) -> str:
         """``pipeline_tag``, or the one that goes with ``model_class`` when it is not set.
 
@@ -237,6 +254,7 @@ class DSSModelCardData(CardData):
         repo = self.repo_id or self.model_name
         values.update(
             method=self.method,
+            rationale_task=self.rationale_task,
             pipeline_tag=self.resolved_pipeline_tag,
             repo_literal=_python_literal(repo or ""),
             predict_prefix_literal=_python_literal(self.predict_prefix),

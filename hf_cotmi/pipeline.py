@@ -58,6 +58,7 @@ __all__ = [
     "run_evaluation",
     "run_prediction",
     "read_sidecar",
+    "json_safe",
     "quiet_libraries",
 ]
 
@@ -173,6 +174,7 @@ def _limit(dataset: Any, limit: int | None, option: str) -> Any:
 
 
 _FILE_OPTIONS = {"train": "--train-file", "valid": "--validation-file", "test": "--test-file"}
+_FILE_FIELDS = ("train_file", "validation_file", "test_file")
 
 
 def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[str, Any]]:
@@ -371,31 +373,67 @@ def read_sidecar(path: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested in dicts, lists and tuples) replaced by ``None``.
+
+    JSON has no NaN or Infinity: ``json.dump`` would write the bare words ``NaN``/``Infinity``, which
+    strict JSON readers (``jq``, JavaScript, most other languages) refuse. ``results.json`` and
+    ``evaluate --output-file`` hold ``null`` there instead (e.g. a baseline without a test split).
+
+    Examples:
+        >>> json_safe({"baseline": float("nan"), "metrics": {"test_accuracy": 0.5}, "rows": [float("inf")]})
+        {'baseline': None, 'metrics': {'test_accuracy': 0.5}, 'rows': [None]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def _write_json(path: str, values: dict[str, Any], **options: Any) -> str:
+    """Write ``values`` as strict JSON (non-finite numbers as ``null``, see :func:`json_safe`)."""
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
+    default = options.pop("default", None)
+    if default is not None:  # convert what json cannot take (numpy numbers) first, so NaN from it is caught
+        values = json.loads(json.dumps(values, default=default))
+    text = json.dumps(json_safe(values), indent=2, allow_nan=False, **options)
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(values, handle, indent=2, **options)
-        handle.write("\n")
+        handle.write(text + "\n")
     return path
 
 
 def _sidecar_spec(sidecar: dict[str, Any], metric: str | None = None) -> TaskSpec:
-    """The task spec a saved run used: its built-in task, or a custom one from the saved candidates."""
+    """The task spec a saved run used: its built-in task, or a custom one from the saved candidates; the
+    confidence mode (and candidates) the run measured its ECE with is the default, as it was in training."""
     name = sidecar.get("dataset")
+    saved = sidecar.get("label_candidates")
     if name in TASKS:
         spec = TASKS[name]
     elif name == "synthetic-arithmetic-cot":
         spec = TASKS[SYNTHETIC_TASK]
     else:
-        saved = sidecar.get("label_candidates")
         spec = TaskSpec.custom(
             metric=sidecar.get("task", "text"),
             label_candidates=saved if isinstance(saved, list) else None,
             candidates_column=saved if isinstance(saved, str) else None,
         )
+    mode = sidecar.get("confidence")
+    if mode == "candidates" and saved and isinstance(saved, (list, str)):
+        fixed = tuple(str(c) for c in saved) if isinstance(saved, list) else None
+        column = saved if isinstance(saved, str) else None
+        spec = replace(spec, confidence=mode, label_candidates=fixed, candidates_column=column)
+    elif mode in _PLAIN_CONFIDENCE_MODES:
+        spec = replace(spec, confidence=mode)
     return replace(spec, metric=metric) if metric and metric != spec.metric else spec
+
+
+# confidence modes that need no candidates
+_PLAIN_CONFIDENCE_MODES = ("sequence", "first_token")
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -947,6 +985,7 @@ def _data_for_evaluation(
     no_data = not (
         data_args.dataset or data_args.train_file or data_args.validation_file or data_args.test_file
     )
+    wanted = "valid" if split == "validation" else split
     if no_data:
         source = sidecar.get("data") or {}
         if not source:
@@ -959,8 +998,20 @@ def _data_for_evaluation(
             for k, v in source.items()
             if k in DataArguments.__dataclass_fields__ and not _given(data_args, k)
         }
+        if any(values.get(name) for name in _FILE_FIELDS):
+            # of the recorded files only the evaluated split's is read: a training file moved or deleted
+            # since must not stop the evaluation of the test file (nor be reported as a --train-file given)
+            needed = {"train": "train_file", "valid": "validation_file", "test": "test_file"}.get(wanted, "")
+            path = values.get(needed)
+            if not path:
+                raise CLIUsageError(f"the data has no {split!r} split; choose another with --split")
+            if not os.path.isfile(path):
+                raise CLIUsageError(
+                    f"{SIDECAR_NAME} in {model_path!r} records {path!r} as the {split!r} data, and it does "
+                    f"not exist or is not a file; give the data with --{needed.replace('_', '-')}"
+                )
+            values = {k: v for k, v in values.items() if k not in _FILE_FIELDS or k == needed}
         data_args = DataArguments(**{**asdict(data_args), **values})
-    wanted = "valid" if split == "validation" else split
     data = load_task_data(
         replace(data_args, train_split="", eval_split="", test_split=wanted), need_train=False
     )
@@ -996,7 +1047,9 @@ def run_evaluation(
     """Accuracy, ECE, average confidence and the reliability diagram of a saved student on one split.
 
     Settings the training run saved in ``hf_cotmi_config.json`` (prefixes, task and data source) are used
-    where ``data_args`` leaves them open. The diagram goes to ``plot_file``, by default
+    where ``data_args`` leaves them open; on that recorded data the confidence mode (and candidates) the run
+    measured its ECE with is the default. Of recorded files, only the evaluated split's is read.
+    The diagram goes to ``plot_file``, by default
     :func:`default_diagram_path`.
 
     Returns:
@@ -1065,6 +1118,7 @@ _TRAINING_ONLY_DATA_FIELDS = {
     "synthetic_valid_size": "",
     "empty_rationale": "",
     "max_rationale_length": "",
+    "label_source": "held-out splits are compared with their ground-truth labels",
 }
 
 
@@ -1104,7 +1158,8 @@ def run_prediction(
 
     Inputs are truncated to the ``max_input_length`` the training run saved in ``hf_cotmi_config.json``;
     without that file, to the student's own limit (:func:`hf_cotmi.students.input_length_limit`). A
-    decoder-only student trained with ``--chat-template`` is prompted with its chat template again.
+    decoder-only student trained with ``--chat-template`` is prompted with its chat template again. Without
+    ``confidence`` the mode is the run's: its candidates, else the mode it measured its ECE with.
 
     Examples:
         >>> # run_prediction("demo-out", ["mia has 4 pens . mia buys 3 more . ..."])[0]["label"]
@@ -1118,7 +1173,10 @@ def run_prediction(
         candidates = [c.strip() for c in label_candidates.split(",") if c.strip()]
     elif isinstance(sidecar.get("label_candidates"), list) and confidence in (None, "candidates"):
         candidates = [str(c) for c in sidecar["label_candidates"]]
-    mode = confidence or ("candidates" if candidates else "sequence")
+    saved_mode = sidecar.get("confidence")  # the mode the run measured its ECE with
+    mode = confidence or (
+        "candidates" if candidates else saved_mode if saved_mode in _PLAIN_CONFIDENCE_MODES else "sequence"
+    )
     if mode == "candidates" and not candidates:
         raise CLIUsageError("--confidence candidates needs --label-candidates (comma-separated labels)")
     return predict_texts(
