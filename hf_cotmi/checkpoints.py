@@ -13,7 +13,10 @@ fails deep inside the Trainer or, worse, silently starts the optimizer afresh. A
   (so checkpoints written with ``save_only_model=True`` cannot be resumed);
 - ``trainer_state.json``, a JSON object with ``global_step``.
 
-A DeepSpeed ``global_step*/`` folder stands in for the weights and the optimizer state.
+A DeepSpeed ``global_step*/`` folder stands in for the weights and the optimizer state. So do FSDP's sharded
+state-dict folders (``SHARDED_STATE_DICT``, FSDP2's default): ``pytorch_model_fsdp_0/`` for the weights and
+``optimizer_0/`` for the optimizer state, each complete once ``torch.distributed.checkpoint`` has written its
+``.metadata`` (the last file of a save).
 
 Examples:
     >>> import tempfile
@@ -43,6 +46,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 _TRUE = ("true", "latest")
 _FALSE = ("false", "none", "")
+# FSDP's sharded state dict (accelerate's save_fsdp_model / save_fsdp_optimizer): one folder each
+_FSDP_MODEL = "pytorch_model_fsdp_0"
+_FSDP_OPTIMIZER = "optimizer_0"
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -105,6 +111,18 @@ def _weights_problem(folder: Path) -> str | None:
     return _sharded_problem(folder / name) if name.endswith(".index.json") else _file_problem(folder / name)
 
 
+def _distributed_checkpoint_problem(path: Path) -> str | None:
+    """Why a ``torch.distributed.checkpoint`` folder (FSDP's sharded state) is unusable, or None.
+
+    Its ``.metadata`` is written once every shard is, so a folder without it is a save that did not finish.
+    """
+    if not path.is_dir():
+        return f"{path.name}/ is missing"
+    if not (path / ".metadata").is_file():
+        return f"{path.name}/ has no .metadata (its save did not finish)"
+    return None
+
+
 def _trainer_state_problem(folder: Path) -> str | None:
     path = folder / "trainer_state.json"
     if not path.is_file():
@@ -137,7 +155,11 @@ def checkpoint_problems(checkpoint: PathLike) -> list[str]:
         return [f"{folder} is not a folder"]
     problems = []
     deepspeed = any(p.is_dir() and p.name.startswith("global_step") for p in folder.iterdir())
-    if not deepspeed:
+    fsdp_sharded = (folder / _FSDP_MODEL).is_dir()
+    if fsdp_sharded and not deepspeed:
+        problems.append(_distributed_checkpoint_problem(folder / _FSDP_MODEL))
+        problems.append(_distributed_checkpoint_problem(folder / _FSDP_OPTIMIZER))
+    elif not deepspeed:
         problems.append(_weights_problem(folder))
         optimizer = folder / ("optimizer.pt" if (folder / "optimizer.pt").exists() else "optimizer.bin")
         problem = _torch_file_problem(optimizer)

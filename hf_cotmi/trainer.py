@@ -779,6 +779,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         """Loss over both tasks, then generated labels (and rationales with ``output_rationale``)."""
         if "pred" not in inputs:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+        self._expose_inputs_for_metrics(inputs)
         inputs = self._prepare_inputs(inputs)
         pred, expl = inputs["pred"], inputs.get("expl")
         has_labels = "labels" in pred
@@ -800,6 +801,14 @@ class DSSMITrainer(Seq2SeqTrainer):
             rationale_kwargs["max_new_tokens"] = self.args.rationale_max_new_tokens
             rationale_ids = self._generate_ids(model, expl, ignore_keys, rationale_kwargs)
             predictions = (label_ids, rationale_ids)
+        elif self.args.output_rationale and not getattr(self, "_warned_no_rationale_inputs", False):
+            logger.warning(
+                "output_rationale=True but the features have no rationale-task inputs (expl_input_ids, "
+                "expl_attention_mask, rationale_labels), so no rationales are generated and predict() writes no "
+                "predictions.jsonl; build the features from data with a rationale column "
+                "(hf_cotmi.prepare_dss_features) or use hf_cotmi.generation.predict_texts for raw inputs"
+            )
+            self._warned_no_rationale_inputs = True
         labels = None
         if has_labels:
             labels = pred["labels"]
@@ -810,6 +819,24 @@ class DSSMITrainer(Seq2SeqTrainer):
                 pad = torch.full((labels.shape[0], width - labels.shape[-1]), -100, dtype=labels.dtype)
                 labels = torch.cat([labels, pad.to(labels.device)], dim=-1)
         return loss, predictions, labels
+
+    def _expose_inputs_for_metrics(self, inputs: dict[str, Any]) -> None:
+        """``include_for_metrics=["inputs"]``: put the label task's inputs at the batch's top level.
+
+        The evaluation loop reads ``inputs[model.main_input_name]`` after :meth:`prediction_step`, which a
+        nested ``{"pred": ..., "expl": ...}`` batch does not have. It gets the ``predict:`` input ids (for a
+        decoder-only student the prompt columns only, without the target).
+        """
+        if "inputs" not in (self.args.include_for_metrics or []):
+            return
+        name = getattr(self.model, "main_input_name", "input_ids")
+        pred = inputs["pred"]
+        if name in inputs or "input_ids" not in pred:
+            return
+        ids = pred["input_ids"]
+        if self.student_type == "causal" and "labels" in pred:
+            ids = ids[:, : _prompt_width(pred["labels"])]
+        inputs[name] = ids
 
     def _generate_ids(
         self,

@@ -392,3 +392,25 @@ def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokeniz
     widths = [int((sub["labels"] != -100).any(0).sum()) for sub in (batch["pred"], batch["expl"])]
     assert seen == [w + 1 for w in widths]
     assert all(w < sub["input_ids"].shape[1] for w, sub in zip(widths, (batch["pred"], batch["expl"])))
+
+
+def test_include_for_metrics_inputs_are_the_prompts(tmp_path, tiny_tokenizer, causal_features):
+    """include_for_metrics=["inputs"]: a decoder-only student's metrics get the prompts, not the targets."""
+    seen = []
+
+    def compute_metrics(eval_pred):
+        seen.append(eval_pred)
+        return {"n": float(len(eval_pred.predictions))}
+
+    features = causal_features.select(range(5))
+    trainer = DSSMITrainer(
+        model=build_tiny_causal_lm(tiny_tokenizer, "llama"),
+        args=make_args(tmp_path, include_for_metrics=["inputs"], per_device_eval_batch_size=3),
+        processing_class=tiny_tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    assert trainer.evaluate(features)["eval_n"] == 5
+    rows = seen[-1].inputs.tolist()
+    for row, ids, labels in zip(rows, features["input_ids"], features["labels"]):
+        prompt = [t for t, label in zip(ids, labels) if label == -100]
+        assert [t for t in row if t != -100 and t != tiny_tokenizer.pad_token_id] == prompt

@@ -171,3 +171,37 @@ def test_training_resumes_from_the_resolved_checkpoint(run, tiny_tokenizer, tiny
     assert counter.steps == [3]  # steps 1 and 2 came from checkpoint-2; only step 3 ran
     assert sorted(p.name for p in run.glob("checkpoint-*")) == [f"checkpoint-{i}" for i in (1, 2, 3)]
     assert checkpoint_problems(run / "checkpoint-3") == []  # the half-written one was overwritten whole
+
+
+def fsdp_sharded(run: Path, step: int) -> Path:
+    """checkpoint-<step> as FSDP's sharded state dict (FSDP2's default) writes it: the weights and the
+    optimizer state as ``torch.distributed.checkpoint`` folders, no model.safetensors or optimizer.pt."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import load_file
+
+    folder = run / f"checkpoint-{step}"
+    shutil.copytree(run / "checkpoint-2", folder)
+    weights = load_file(folder / "model.safetensors")
+    optimizer = torch.load(folder / "optimizer.pt", weights_only=False)
+    (folder / "model.safetensors").unlink()
+    (folder / "optimizer.pt").unlink()
+    dcp.save({"model": weights}, checkpoint_id=str(folder / "pytorch_model_fsdp_0"))
+    dcp.save({"optimizer": optimizer}, checkpoint_id=str(folder / "optimizer_0"))
+    return folder
+
+
+def test_an_fsdp_sharded_checkpoint_is_complete_and_resumable(run):
+    folder = fsdp_sharded(run, 3)
+    assert checkpoint_problems(folder) == []
+    assert latest_complete_checkpoint(run) == str(folder)
+    assert resolve_resume_checkpoint("latest", run) == str(folder)
+
+
+@pytest.mark.parametrize("part", ["pytorch_model_fsdp_0", "optimizer_0"])
+def test_an_fsdp_sharded_checkpoint_without_its_metadata_is_incomplete(run, part):
+    folder = fsdp_sharded(run, 3)
+    (folder / part / ".metadata").unlink()  # what a save killed before it finished leaves
+    problems = checkpoint_problems(folder)
+    assert len(problems) == 1 and problems[0].startswith(f"{part}/ has no .metadata"), problems
+    assert latest_complete_checkpoint(run) == str(run / "checkpoint-2")

@@ -420,3 +420,45 @@ def test_input_tokens_seen_count_both_passes(tmp_path, tiny_tokenizer, make_args
     if rationales:
         expected += sum(len(ids) for ids in features["expl_input_ids"])
     assert trainer.state.num_input_tokens_seen == expected
+
+
+def test_include_for_metrics_inputs_hands_the_label_task_inputs_to_compute_metrics(
+    tmp_path, tiny_tokenizer, tiny_features, make_args
+):
+    """include_for_metrics=["inputs"] on DSS's nested batches: the ``predict:`` inputs reach compute_metrics."""
+    seen = []
+
+    def compute_metrics(eval_pred):
+        seen.append(eval_pred)
+        return {"n": float(len(eval_pred.predictions))}
+
+    features = tiny_features.select(range(6))
+    trainer = DSSMITrainer(
+        model=build_tiny_seq2seq(tiny_tokenizer, "t5"),
+        args=make_args(tmp_path, include_for_metrics=["inputs"], per_device_eval_batch_size=4),
+        processing_class=tiny_tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    metrics = trainer.evaluate(features)
+    assert metrics["eval_n"] == 6 and "eval_loss_rationale" in metrics
+    inputs = seen[-1].inputs
+    assert inputs.shape[0] == 6
+    for row, ids in zip(inputs.tolist(), features["input_ids"]):
+        assert [t for t in row if t != -100 and t != tiny_tokenizer.pad_token_id] == ids
+
+
+def test_output_rationale_without_rationale_inputs_says_so(tmp_path, tiny_tokenizer, make_args, caplog):
+    """Features without the rationale task cannot give rationales: a warning instead of silence."""
+    import logging
+
+    label_only = tokenise(make_records(3), tiny_tokenizer, with_rationale=False)
+    args = make_args(tmp_path, output_rationale=True, rationale_max_new_tokens=3)
+    trainer = DSSMITrainer(
+        model=build_tiny_seq2seq(tiny_tokenizer, "t5"), args=args, processing_class=tiny_tokenizer
+    )
+    with caplog.at_level(logging.WARNING, logger="hf_cotmi"):
+        output = trainer.predict(label_only, max_new_tokens=2)
+    assert not isinstance(output.predictions, tuple)
+    assert not (tmp_path / "out" / "predictions.jsonl").exists()
+    messages = [r.getMessage() for r in caplog.records if "output_rationale=True" in r.getMessage()]
+    assert len(messages) == 1 and "no rationale-task inputs" in messages[0]
