@@ -285,6 +285,9 @@ def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
 
     if isinstance(array, tuple):  # (generated ids, ...) from the Trainer
         array = array[0]
+    if isinstance(array, list) and array and (isinstance(array[0], tuple) or np.ndim(array[0]) >= 2):
+        # one entry per batch (eval_do_concat_batches=False): each batch's rows, in order
+        return [row for batch in array for row in _token_id_rows(batch, pad_id)]
     if isinstance(array, list) and array and not np.isscalar(array[0]):  # rows, possibly ragged
         return [[pad_id if int(t) < 0 else int(t) for t in row] for row in array]
     values = np.asarray(array)
@@ -305,8 +308,9 @@ def build_compute_metrics(
     """Build a ``compute_metrics`` function for a ``Seq2SeqTrainer`` with ``predict_with_generate=True``.
 
     The returned function takes an ``EvalPrediction``. Its ``predictions`` are generated token ids (a tuple
-    is reduced to its first element; an array of logits, shape (batch, length, vocab), is reduced by argmax)
-    and its ``label_ids`` hold the gold ids. Negative ids (the ``-100`` padding) become the pad id, both are
+    is reduced to its first element; an array of logits, shape (batch, length, vocab), is reduced by argmax;
+    a list of per-batch arrays, from ``eval_do_concat_batches=False``, is read batch after batch) and its
+    ``label_ids`` hold the gold ids. Negative ids (the ``-100`` padding) become the pad id, both are
     decoded with ``skip_special_tokens=True``, and the texts are compared with :func:`text_accuracy`
     (``task="text"``) or :func:`equation_accuracy` (``task="equation"``).
 

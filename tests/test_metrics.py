@@ -261,6 +261,27 @@ def test_compute_metrics_logits_are_argmaxed(tokenizer):
     assert result == {"accuracy": 1.0}
 
 
+def test_compute_metrics_reads_per_batch_arrays_as_one_evaluation(tokenizer):
+    """``eval_do_concat_batches=False`` hands a list of per-batch arrays (of their own widths, or tuples of
+    generated ids and more); the accuracy is that of the same rows evaluated as one array."""
+    from transformers import EvalPrediction
+
+    predicted = ["( 84.0 / 2.0 )", "( 3.0 + 4.0 )", "( 42.0 * 1.0 )", "( 3.0 + 4.0 )"]
+    gold = ["( 42.0 * 1.0 )", "( 42.0 * 1.0 )", "( 84.0 / 2.0 )", "( 3.0 + 4.0 )"]
+    compute = build_compute_metrics(tokenizer, task="equation")
+    whole = compute(
+        EvalPrediction(
+            predictions=_ids(tokenizer, predicted, 9, -100), label_ids=_ids(tokenizer, gold, 9, -100)
+        )
+    )
+    assert whole == {"accuracy": pytest.approx(3 / 4)}
+    batches = [_ids(tokenizer, predicted[:3], 9, -100), _ids(tokenizer, predicted[3:], 7, -100)]
+    labels = [_ids(tokenizer, gold[:3], 8, -100), _ids(tokenizer, gold[3:], 10, -100)]
+    assert compute(EvalPrediction(predictions=batches, label_ids=labels)) == whole
+    with_rationales = [(batch, np.zeros((len(batch), 2), dtype=np.int64)) for batch in batches]
+    assert compute(EvalPrediction(predictions=with_rationales, label_ids=labels)) == whole
+
+
 def test_build_compute_metrics_rejects_unknown_task(tokenizer):
     with pytest.raises(ValueError, match="task='math'.*'text', 'equation'"):
         build_compute_metrics(tokenizer, task="math")
