@@ -64,9 +64,13 @@ def _safetensors_problem(path: Path) -> str | None:
             header = json.loads(handle.read(header_size))
     except (struct.error, ValueError, UnicodeDecodeError):
         return f"{path.name} is truncated or not a safetensors file"
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    if 8 + header_size + max(ends, default=0) != size:
-        return f"{path.name} is truncated ({size} bytes, the header describes {8 + header_size + max(ends)})"
+    try:
+        ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return f"{path.name} has a header that is not a safetensors header"
+    described = 8 + header_size + max(ends, default=0)
+    if described != size:
+        return f"{path.name} is truncated ({size} bytes, the header describes {described})"
     return None
 
 

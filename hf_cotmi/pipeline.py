@@ -1171,6 +1171,8 @@ def run_prediction(
     candidates: list[str] | None = None
     if label_candidates:
         candidates = [c.strip() for c in label_candidates.split(",") if c.strip()]
+        if not candidates:
+            raise CLIUsageError(f"--label-candidates {label_candidates!r} names no label")
     elif isinstance(sidecar.get("label_candidates"), list) and confidence in (None, "candidates"):
         candidates = [str(c) for c in sidecar["label_candidates"]]
     saved_mode = sidecar.get("confidence")  # the mode the run measured its ECE with

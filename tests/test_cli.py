@@ -326,6 +326,9 @@ def test_predict_prints_label_rationale_and_confidence(trained_dir, tmp_path, ca
     )
     row = json.loads(out)
     assert code == 0 and row["label"] in {"5", "7", "9"}
+    # candidates that name no label are an error, as in evaluate (not a silent switch to sequence confidence)
+    code, out, err = run(capsys, "predict", "--model", trained_dir, "--label-candidates", " , ", question)
+    assert code != 0 and "--label-candidates ' , ' names no label" in err and not out
 
 
 def test_a_checkpoint_carries_the_runs_settings_so_evaluate_reads_it_as_the_final_folder(

@@ -90,6 +90,25 @@ def test_each_missing_or_truncated_part_makes_a_checkpoint_incomplete(run, damag
     assert latest_complete_checkpoint(run) == str(run / "checkpoint-2")
 
 
+@pytest.mark.parametrize(
+    "header",
+    [{}, {"__metadata__": {}}, {"weight": {"dtype": "F32"}}, {"weight": [1, 2]}, ["not", "a", "mapping"]],
+)
+def test_a_safetensors_file_with_a_header_that_describes_no_tensor_is_a_problem_not_a_crash(tmp_path, header):
+    import json
+    import struct
+
+    from hf_cotmi.checkpoints import _safetensors_problem
+
+    text = json.dumps(header).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(
+        struct.pack("<Q", len(text)) + text + b"\0" * 16
+    )  # 16 bytes the header does not describe
+    problem = _safetensors_problem(path)
+    assert problem is not None and problem.startswith("model.safetensors ")
+
+
 def test_a_sharded_checkpoint_needs_every_shard(run):
     import json
 
