@@ -299,6 +299,12 @@ class DSSMITrainer(Seq2SeqTrainer):
         if peft_config is not None:
             if model is None:
                 raise ValueError("peft_config needs a model to wrap; model is None")
+            if hasattr(model, "peft_config"):  # a PeftModel, or a model with adapters loaded
+                raise ValueError(
+                    "peft_config was given for a model that already has PEFT adapters (it has a "
+                    "peft_config); wrapping it again would nest a second adapter model around it. Pass the "
+                    "model without peft_config to train its adapters, or the base model with peft_config"
+                )
             try:
                 from peft import get_peft_model
             except ImportError as error:  # pragma: no cover - depends on the environment

@@ -273,6 +273,32 @@ def test_seq2seq_training_arguments_are_converted(tmp_path, tiny_tokenizer, tiny
     assert "loss_mi" in trainer.state.log_history[0]
 
 
+def test_peft_config_for_a_model_that_already_has_adapters_is_refused(
+    tmp_path, tiny_tokenizer, tiny_features, make_args
+):
+    """A PeftModel with peft_config again would be wrapped twice (peft only warns); the error says what to do."""
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM")
+    wrapped = peft.get_peft_model(build_tiny_seq2seq(tiny_tokenizer, "t5"), config)
+    with pytest.raises(ValueError, match="already has PEFT adapters"):
+        DSSMITrainer(
+            model=wrapped,
+            args=make_args(tmp_path, max_steps=1),
+            processing_class=tiny_tokenizer,
+            train_dataset=tiny_features,
+            peft_config=config,
+        )
+    # the wrapped model alone trains its adapters
+    trainer = DSSMITrainer(
+        model=wrapped,
+        args=make_args(tmp_path, max_steps=1),
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+    )
+    assert [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert not any("base_model.model.base_model" in n for n, _ in trainer.model.named_parameters())
+
+
 def test_peft_trains_and_saves_only_the_adapter(tmp_path, tiny_tokenizer, tiny_features, make_args):
     peft = pytest.importorskip("peft")
     model = build_tiny_seq2seq(tiny_tokenizer, "t5")
