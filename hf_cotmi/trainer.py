@@ -312,7 +312,10 @@ class DSSMITrainer(Seq2SeqTrainer):
                     "peft_config needs the `peft` package: pip install 'hf-cotmi[peft]'"
                 ) from error
             model = get_peft_model(model, peft_config)
-        if data_collator is None and processing_class is not None and hasattr(processing_class, "pad"):
+        default_collator = (
+            data_collator is None and processing_class is not None and hasattr(processing_class, "pad")
+        )
+        if default_collator and model is not None:
             data_collator = DSSDataCollator(processing_class, model=model)
         super().__init__(
             model=model,
@@ -329,6 +332,8 @@ class DSSMITrainer(Seq2SeqTrainer):
             **kwargs,
         )
         self.args: DSSMITrainingArguments
+        if default_collator and model is None:  # model_init: the model (and so its layout) exists only now
+            self.data_collator = DSSDataCollator(processing_class, model=self.model)
         if self.args.stop_on_non_finite:  # finite or stop (see StopOnNonFiniteCallback)
             self.add_callback(StopOnNonFiniteCallback(self))
         if hasattr(self.model, "add_model_tags"):

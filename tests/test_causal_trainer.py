@@ -233,6 +233,22 @@ def test_evaluation_logs_components_and_decodes_targets(tmp_path, tiny_tokenizer
     assert all("loss_mi" in e for e in train_logs)
 
 
+def test_a_model_init_student_gets_the_collator_of_its_layout(tmp_path, tiny_tokenizer, causal_features):
+    """With ``model_init`` the default collator is built once the model exists: a decoder-only student gets the
+    target-aligned layout (built before, it had the seq2seq one, and generation refused its batches)."""
+    trainer = DSSMITrainer(
+        model_init=lambda: build_tiny_causal_lm(tiny_tokenizer, "llama"),
+        args=make_args(tmp_path, max_steps=1),
+        processing_class=tiny_tokenizer,
+        train_dataset=causal_features,
+        eval_dataset=causal_features,
+        compute_metrics=lambda eval_pred: {"n": float(len(eval_pred.predictions))},
+    )
+    assert trainer.student_type == trainer.data_collator.student_type == "causal"
+    trainer.train()
+    assert trainer.evaluate()["eval_n"] == len(causal_features)
+
+
 @pytest.mark.parametrize("architecture,modules", [("llama", ["q_proj", "v_proj"]), ("gpt2", ["c_attn"])])
 def test_lora_trains_and_saves_only_the_adapter(
     tmp_path, tiny_tokenizer, causal_features, architecture, modules
