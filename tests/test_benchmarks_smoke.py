@@ -1041,3 +1041,85 @@ def test_build_student_seeds_the_build_so_a_rebuild_has_the_same_weights(
     assert build.main([str(tool), str(tmp_path / "c"), "--seed", "1"]) != first
     with pytest.raises(SystemExit, match="missing.py is not a file"):
         build.main([str(tmp_path / "missing.py"), str(tmp_path / "d")])
+
+
+def test_a_repeated_seed_or_method_is_reported_once(tmp_path: Path) -> None:
+    """``--report-only --seeds 0 0 1 2`` (or a method named twice) must not count a run twice."""
+    import statistics
+
+    restore, replicate = _load("restore_runs"), _load("replicate")
+    out = tmp_path / "sweep"
+    restore.restore_runs(ASSETS / "esnli-minilm-h200" / "results.json", out)
+    stored = json.loads((ASSETS / "esnli-minilm-h200" / "results.json").read_text())
+    dss = [r["test_accuracy"] for r in stored["runs"] if r["method"] == "dss"]
+    argv = ["--report-only", "--output-dir", str(out), "--methods", "dss", "dss", "dss_mi_masked"]
+    summary = replicate.main([*argv, "--seeds", "0", "0", "1", "2"])
+    assert summary["dss"]["seeds"] == [0, 1, 2]
+    assert summary["dss"]["accuracy_std"] == pytest.approx(statistics.stdev(dss))
+    results = json.loads((out / "results.json").read_text())
+    assert results["finished_runs"] == results["expected_runs"] == len(results["runs"]) == 6
+    assert results["methods"] == ["dss", "dss_mi_masked"] and results["seeds"] == [0, 1, 2]
+    assert results["paired_differences"]["dss_mi_masked - dss"]["seeds"] == [0, 1, 2]
+
+
+def _size_sweep_folder(out: Path, fractions: list[float]) -> None:
+    split = {"examples": 40, "split": "valid"}
+    settings = {
+        "student": "runs/student", "max_steps": 10, "eval_steps": 5, "patience": 0, "batch_size": 8,
+        "gradient_accumulation_steps": 1, "learning_rate": 1e-4, "train_fractions": fractions,
+        "data": {"dataset": "esnli", "train": split, "valid": split, "test": split},
+    }  # fmt: skip
+    out.mkdir(parents=True)
+    (out / "protocol.json").write_text(json.dumps(settings))
+    for fraction in fractions:
+        for seed, accuracy in ((0, 0.5), (1, 0.7)):
+            record = {
+                "method": "dss", "seed": seed, "test_accuracy": accuracy * fraction, "test_ece": 0.1,
+                "test_avg_confidence": 0.8, "steps_trained": 10, "best_step": 10, "train_seconds": 6.0,
+                "train_fraction": fraction, "valid_history": [{"step": 10, "accuracy": 0.5}],
+            }  # fmt: skip
+            key = f"{fraction:g}"
+            folder = out / "runs" / f"frac{key}" / "dss" / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "done.json").write_text(json.dumps(record))
+
+
+def test_a_repeated_train_fraction_is_reported_once(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    out = tmp_path / "sizes"
+    _size_sweep_folder(out, [0.5, 1.0])
+    replicate.main(["--report-only", "--output-dir", str(out), "--train-fractions", "0.5", "0.5", "1.0"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["finished_runs"] == results["expected_runs"] == 4
+    assert results["fractions"]["0.5"]["summary"]["dss"]["seeds"] == [0, 1]
+    assert (out / "results.md").read_text().count("### Train fraction 0.5 ") == 1
+
+
+def test_a_size_sweeps_accuracy_plot_names_the_fraction_it_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """accuracy.png of a size sweep shows its largest fraction only: its title says which."""
+    replicate = _load("replicate")
+    report = sys.modules["sweep_report"]  # the module replicate.py reports with
+    titles: list[str] = []
+    monkeypatch.setattr(report, "plot_accuracy", lambda summary, path, title: titles.append(title) or True)
+    out = tmp_path / "sizes"
+    _size_sweep_folder(out, [0.25, 0.5])
+    replicate.main(["--report-only", "--output-dir", str(out)])
+    assert len(titles) == 1 and "(train fraction 0.5, 20 examples)" in titles[0], titles
+
+
+def test_parallel_sweep_reads_the_output_dir_replicate_writes_to(tmp_path: Path) -> None:
+    """An option given twice: ``replicate.py`` (argparse) takes the last value, so must the sweep, or it
+    skips jobs as finished, and reports, by another folder than the one its jobs train in."""
+    sweep = _load("parallel_sweep")
+    replicate = _load("replicate")
+    first, last = tmp_path / "first", tmp_path / "last"
+    done = first / "runs" / "dss" / "seed0" / "done.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    arguments = ["--smoke", "--output-dir", str(first), "--seeds", "0", "--output-dir", str(last)]
+    assert replicate.parse_args(arguments).training.output_dir == str(last)
+    assert sweep._output_dir(arguments) == last
+    assert not sweep.job_finished(sweep._output_dir(arguments), "dss", "0", None)  # first's run: not this one
+    assert sweep.argument_value(["--output-dir=a", "--output-dir", "b"], "--output-dir") == "b"

@@ -167,3 +167,21 @@ def test_the_documented_cqa_device_call_parses_and_fits_a_call() -> None:
     assert parsed.data.dataset == "cqa" and parsed.training.bf16 and parsed.training.max_steps == 1000
     assert sorted(parsed.methods) == sorted(replicate.build_methods())  # every method, item 1 of the issue
     assert parsed.run.seeds == [0, 1, 2]
+
+
+def test_device_sweep_refuses_to_restore_another_sweeps_archive(tmp_path: Path) -> None:
+    """An archive of another --name would unpack beside the sweep's folder: none of its runs skipped."""
+    sweep = _load("device_sweep")
+    other = tmp_path / "made" / "other-sweep"
+    (other / "runs" / "dss" / "seed0").mkdir(parents=True)
+    (other / "runs" / "dss" / "seed0" / "done.json").write_text("{}")
+    archive = tmp_path / "other-sweep.tar.gz"
+    sweep.results_archive(other, archive)
+    where = tmp_path / "device"
+    options = ["--name", "toy-sweep", "--time-limit", "1", "--kit", str(tmp_path / "no-kit")]
+    options += ["--out", str(tmp_path / "out"), "--restore", str(archive)]
+    with pytest.raises(SystemExit, match="not this sweep's folder toy-sweep"):
+        sweep.main([*options, "--", "--smoke", "--output-dir", str(where / "toy-sweep")])
+    assert not where.exists()
+    assert sweep.restore_archive(archive, where, "other-sweep") == 1
+    assert (where / "other-sweep" / "runs" / "dss" / "seed0" / "done.json").is_file()

@@ -60,9 +60,20 @@ def results_archive(folder: Path, archive: Path) -> list[str]:
     return names
 
 
-def restore_archive(archive: Path, into: Path) -> int:
-    """Unpack a results archive of :func:`results_archive` into ``into``; the number of finished runs in it."""
+def restore_archive(archive: Path, into: Path, name: str | None = None) -> int:
+    """Unpack a results archive of :func:`results_archive` into ``into``; the number of finished runs in it.
+
+    Raises:
+        SystemExit: ``name`` is given and the archive holds another folder than ``name`` (another sweep's
+            archive would be unpacked beside this sweep's folder, and none of its runs skipped).
+    """
     with tarfile.open(archive) as tar:
+        folders = sorted({member.name.split("/")[0] for member in tar.getmembers()})
+        if name is not None and folders not in ([], [name]):
+            raise SystemExit(
+                f"--restore {archive} holds {', '.join(folders)}, not this sweep's folder {name}: carry the "
+                "archive of this --name"
+            )
         tar.extractall(into, filter="data")
         return sum(1 for member in tar.getmembers() if member.name.endswith("/done.json"))
 
@@ -144,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "carry the kit (device_kit.py pack)"
         )
     if options.restore is not None and options.restore.is_file():
-        restored = restore_archive(options.restore, output_dir.parent)
+        restored = restore_archive(options.restore, output_dir.parent, output_dir.name)
         print(f"restored {restored} finished runs from {options.restore}", flush=True)
 
     log = io.StringIO()

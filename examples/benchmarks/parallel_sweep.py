@@ -302,18 +302,20 @@ def run_jobs(
 
 
 def argument_value(arguments: Sequence[str], name: str) -> str | None:
-    """The value of option ``name`` in a command line (``--name value`` or ``--name=value``), else None.
+    """The value of option ``name`` in a command line (``--name value`` or ``--name=value``), else None;
+    given twice, the last one counts, as for the script's own parser.
 
     Examples:
         >>> argument_value(["--seeds", "0", "--output-dir=runs/x"], "--output-dir")
         'runs/x'
     """
+    value = None
     for index, token in enumerate(arguments):
         if token.startswith(f"{name}="):
-            return token.partition("=")[2]
-        if token == name and index + 1 < len(arguments):
-            return arguments[index + 1]
-    return None
+            value = token.partition("=")[2]
+        elif token == name and index + 1 < len(arguments):
+            value = arguments[index + 1]
+    return value
 
 
 def _output_dir(arguments: Sequence[str]) -> Path | None:

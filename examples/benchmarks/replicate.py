@@ -1001,11 +1001,12 @@ def warn_if_other_student(record: dict[str, Any], student_sha256: str | None, do
 def collect_records(
     out: Path, methods: Sequence[str], seeds: Sequence[int], fractions: Sequence[float] | None = None
 ) -> list[dict[str, Any]]:
-    """The finished runs in an output folder (for ``--report-only``)."""
+    """The finished runs in an output folder (for ``--report-only``); each run once, whatever is repeated
+    in ``methods``, ``seeds`` or ``fractions``."""
     records = []
-    for fraction in fractions or [None]:
-        for seed in seeds:
-            for name in methods:
+    for fraction in dict.fromkeys(fractions or [None]):
+        for seed in dict.fromkeys(seeds):
+            for name in dict.fromkeys(methods):
                 done = run_folder(out, name, seed, fraction) / "done.json"
                 if done.exists():
                     records.append(json.loads(done.read_text()))

@@ -521,6 +521,9 @@ def write_report(
         ['accuracy.png', 'results.json', 'results.md']
     """
     choice_ranking = _is_multiple_choice(settings)
+    # a method, seed or fraction named twice (``--seeds 0 0 1``) is one
+    methods, seeds = list(dict.fromkeys(methods)), list(dict.fromkeys(seeds))
+    fractions = sorted(set(fractions)) if fractions else fractions
     expected = len(methods) * len(seeds) * len(fractions or [None])
     result: dict[str, Any] = {
         "protocol": settings,
@@ -534,6 +537,7 @@ def write_report(
     if weights:
         text += weights + "\n\n"
     data = settings["data"]
+    shown = ""  # which runs accuracy.png shows, when not all of them
     if fractions:
         by_fraction: dict[str, dict[str, Any]] = {}
         for fraction in sorted(fractions):
@@ -548,7 +552,9 @@ def write_report(
             }
             text += f"### Train fraction {fraction_key(fraction)} ({examples} examples)\n\n{section}\n"
         result["fractions"] = by_fraction
-        summary = by_fraction[fraction_key(max(fractions))]["summary"]
+        largest = fraction_key(max(fractions))
+        summary = by_fraction[largest]["summary"]
+        shown = f" (train fraction {largest}, {by_fraction[largest]['train_examples']} examples)"
         result["summary"], result["runs"] = summary, records
         if any(entry["summary"] for entry in by_fraction.values()):
             plot_accuracy_vs_size(
@@ -564,5 +570,5 @@ def write_report(
     write_json(out / "results.json", result)
     (out / "results.md").write_text(text)
     if summary:
-        plot_accuracy(summary, out / "accuracy.png", f"{data['dataset']}: test accuracy over seeds")
+        plot_accuracy(summary, out / "accuracy.png", f"{data['dataset']}: test accuracy over seeds{shown}")
     return summary
