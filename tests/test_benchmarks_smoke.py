@@ -737,6 +737,32 @@ def test_multiple_choice_reports_generated_and_choice_ranking_accuracy(tmp_path:
     assert "choice-ranking accuracy (%)" in (out / "results.md").read_text()
 
 
+@pytest.mark.parametrize(
+    "changed",
+    [
+        ["--n-bins", "15"],
+        ["--confidence", "sequence"],
+        ["--predict-prefix", "answer: "],
+        ["--max-grad-norm", "0.5"],
+    ],
+)
+def test_a_folder_is_not_continued_with_other_ece_or_training_settings(
+    tmp_path: Path, changed, capsys
+) -> None:
+    """Settings that change a run's ECE or training are part of the protocol when they are not the default, so
+    a folder made without them refuses them (the ECEs of two settings were averaged)."""
+    replicate = _load("replicate")
+    base = ["--smoke", "--output-dir", str(tmp_path)]
+    plain = replicate.protocol(replicate.parse_args(base), {"dataset": "synthetic"})
+    replicate.check_protocol(tmp_path, plain, force=False)
+    other = replicate.protocol(replicate.parse_args([*base, *changed]), {"dataset": "synthetic"})
+    assert other != plain and set(other) - set(plain)
+    with pytest.raises(SystemExit):
+        replicate.check_protocol(tmp_path, other, force=False)
+    assert "holds runs made with other settings" in capsys.readouterr().err
+    replicate.check_protocol(tmp_path, plain, force=False)  # the same settings continue
+
+
 def test_the_documented_command_gives_the_committed_protocol() -> None:
     # a folder written by the earlier replicate.py (its protocol.json) is continued, not refused
     replicate = _load("replicate")

@@ -556,7 +556,37 @@ def protocol(options: Options, data_description: dict[str, Any]) -> dict[str, An
         settings["train_fractions"] = list(run.train_fractions)
     if run.single_task_order != "rationale_first":
         settings["single_task_order"] = run.single_task_order
+    defaults = _default_options()
+    for part, name in LATER_SETTINGS:
+        value = getattr(getattr(options, part), name)
+        if value != getattr(getattr(defaults, part), name):
+            settings[name] = _text(value) if hasattr(value, "value") else value
     return settings
+
+
+LATER_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("evaluation", "confidence"),
+    ("evaluation", "label_candidates"),
+    ("evaluation", "n_bins"),
+    ("training", "predict_prefix"),
+    ("training", "explain_prefix"),
+    ("data", "chat_template"),
+    ("data", "empty_rationale"),
+    ("training", "max_grad_norm"),
+    ("training", "adam_beta1"),
+    ("training", "adam_beta2"),
+    ("training", "adam_epsilon"),
+    ("training", "label_smoothing_factor"),
+    ("training", "fp16"),
+    ("training", "lr_scheduler_kwargs"),
+)
+"""Options that change a run's result or its ECE, recorded in the protocol (and so checked when a folder is
+continued) only when they differ from this script's default: ``(part of Options, field)``."""
+
+
+def _default_options() -> Options:
+    """The options of a command line that sets nothing but the output folder (this script's defaults)."""
+    return parse_args(["--output-dir", "unused", "--report-only"])
 
 
 def portable_path(path: str | None) -> str | None:
