@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -764,6 +765,20 @@ class DSSMITrainer(Seq2SeqTrainer):
             dataset = self.eval_dataset[dataset]
         with self._evaluation_scope(dataset, metric_key_prefix, gen_kwargs):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """The base loop, gathering predictions, labels and losses with ``gather_for_metrics``.
+
+        ``Seq2SeqTrainer.evaluate`` and ``predict`` switch to ``accelerator.gather``, which keeps the examples
+        a distributed sampler repeats to even out the last batch, and transformers 5 no longer cuts the
+        gathered arrays back to the dataset's length: under DDP, ``compute_metrics`` (accuracy) and
+        ``predict`` would count those examples twice. ``gather_for_metrics`` drops them.
+        """
+        gather = self.accelerator.gather_for_metrics
+        if "use_gather_object" in inspect.signature(gather).parameters:
+            gather = functools.partial(gather, use_gather_object=self.args.eval_use_gather_object)
+        self.gather_function = gather
+        return super().evaluation_loop(*args, **kwargs)
 
     @contextlib.contextmanager
     def _evaluation_scope(

@@ -79,6 +79,11 @@ def test_ece_callback_shares_the_evaluation_between_processes(runs: Path) -> Non
     ranks = [json.loads((tmp_path / "multi" / f"ece_rank{r}.json").read_text()) for r in (0, 1)]
     assert single["scored_rows"] == [15]
     assert [r["scored_rows"] for r in ranks] == [[7], [8]]
+    # compute_metrics and predict see the 15 examples once each: not the one a process repeats to even out
+    # the last batch (Seq2SeqTrainer gathers with accelerator.gather, which keeps it)
+    for rank in (single, *ranks):
+        assert rank["compared_rows"] == [15, 15] and rank["predicted_rows"] == 15  # evaluate, then predict
+        assert rank["eval_accuracy"] == single["eval_accuracy"]
     for rank in ranks:
         assert rank["predictions"] == single["predictions"]
         assert rank["confidences"] == pytest.approx(single["confidences"], rel=1e-4)

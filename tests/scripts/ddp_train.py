@@ -15,7 +15,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from tiny_task import make_records, make_tokenizer, tokenise  # noqa: E402
 
-from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, ECECallback, build_tiny_seq2seq  # noqa: E402
+from hf_cotmi import (  # noqa: E402
+    DSSMITrainer,
+    DSSMITrainingArguments,
+    ECECallback,
+    build_compute_metrics,
+    build_tiny_seq2seq,
+)
 
 
 def main() -> None:
@@ -51,6 +57,13 @@ def main() -> None:
         return score_share(model, tokenizer, dataset, *rest)
 
     callback._label_confidences = counting
+    compared = build_compute_metrics(tokenizer)
+    compared_rows: list[int] = []  # rows compute_metrics received (every process gets the gathered whole)
+
+    def compute_metrics(eval_prediction):
+        compared_rows.append(len(eval_prediction.label_ids))
+        return compared(eval_prediction)
+
     trainer = DSSMITrainer(
         model=model,
         args=args,
@@ -58,8 +71,11 @@ def main() -> None:
         train_dataset=features,
         eval_dataset=features.select(range(15)),  # not a multiple of the process count
         callbacks=[callback],
+        compute_metrics=compute_metrics,
     )
     trainer.train()
+    # training drops the last uneven batch (so one and two processes take the same steps); evaluation must not
+    trainer.args.dataloader_drop_last = False
     metrics = trainer.evaluate()  # after training: an evaluation first would change the data order
     result = callback.last_results["eval"]
     with open(os.path.join(output_dir, f"ece_rank{args.process_index}.json"), "w") as handle:
@@ -68,6 +84,9 @@ def main() -> None:
                 "eval_ece": metrics["eval_ece"],
                 "eval_avg_confidence": metrics["eval_avg_confidence"],
                 "scored_rows": scored,
+                "compared_rows": compared_rows,
+                "eval_accuracy": metrics["eval_accuracy"],
+                "predicted_rows": len(trainer.predict(features.select(range(15))).predictions),
                 "predictions": result.predictions,
                 "confidences": result.confidences.tolist(),
             },
