@@ -145,6 +145,13 @@ def test_throughput_smoke_prints_json_ratios(capsys: pytest.CaptureFixture[str],
     assert stored["details"]["all"] and stored["machine"]["cpu_count"] == os.cpu_count()
 
 
+# a causal student shape small enough for a smoke run of memory.py and mi_overhead.py: one step of each kind
+TINY_CAUSAL_SHAPE = [
+    "--vocab-size", "512", "--input-length", "16", "--rationale-length", "8", "--label-length", "4",
+    "--batch-size", "2", "--num-layers", "1", "--timed-rounds", "1", "--warmup-steps", "0", "--memory-steps", "1",
+]  # fmt: skip
+
+
 def test_memory_smoke_prints_its_ratios_from_the_measured_figures(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -152,10 +159,8 @@ def test_memory_smoke_prints_its_ratios_from_the_measured_figures(
     memory = _load("memory")
     output = tmp_path / "memory.json"
     result = memory.main(
-        ["--shapes", "causal", "--vocab-size", "512", "--input-length", "16", "--rationale-length", "8",
-         "--label-length", "4", "--batch-size", "2", "--num-layers", "1", "--timed-rounds", "1",
-         "--warmup-steps", "0", "--memory-steps", "1", "--chunk-size", "8", "--output", str(output)]
-    )  # fmt: skip
+        ["--shapes", "causal", *TINY_CAUSAL_SHAPE, "--chunk-size", "8", "--output", str(output)]
+    )
     out = capsys.readouterr().out
     assert json.loads(out.strip().splitlines()[-1]) == result
     figures = {}
@@ -187,11 +192,7 @@ def test_mi_overhead_smoke_writes_the_ratios_of_its_raw_figures(
     """mi_overhead.py on a tiny causal shape; ``--output`` holds the ratios and the figures they divide."""
     mi_overhead = _load("mi_overhead")
     output = tmp_path / "mi_overhead.json"
-    result = mi_overhead.main(
-        ["--student", "causal", "--vocab-size", "512", "--input-length", "16", "--rationale-length", "8",
-         "--label-length", "4", "--batch-size", "2", "--num-layers", "1", "--timed-rounds", "1",
-         "--warmup-steps", "0", "--memory-steps", "1", "--output", str(output)]
-    )  # fmt: skip
+    result = mi_overhead.main(["--student", "causal", *TINY_CAUSAL_SHAPE, "--output", str(output)])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     stored = json.loads(output.read_text())
     assert stored["result"] == result
