@@ -61,6 +61,13 @@ from hf_cotmi.teacher.store import (
         ("arithmetic", "7 boxes of 6. **The answer is (7 * 6).**", "7 boxes of 6.", "(7 * 6)"),
         ("arithmetic", "7 boxes of 6. So the answer is (7 * 6).", "7 boxes of 6.", "(7 * 6)"),
         ("nli", "No link. so, the answer is neutral.", "No link.", "neutral"),
+        # an answer that is more than its first parenthesised part: the whole expression, not (50 - 12)
+        ("arithmetic", "38 / 2 is 19. The answer is (50 - 12) / 2.", "38 / 2 is 19.", "((50 - 12) / 2)"),
+        ("arithmetic", "Twice 7. The answer is 2 * (3 + 4) = 14.", "Twice 7.", "(2 * (3 + 4))"),
+        ("arithmetic", "Split. The answer is (50 - 12) / 2. Each gets 19.", "Split.", "((50 - 12) / 2)"),
+        ("arithmetic", "Add. The answer is (3 + 4) = 7.", "Add.", "(3 + 4)"),
+        ("arithmetic", "Add. The answer is (3 + 4) apples.", "Add.", "(3 + 4)"),
+        ("arithmetic", "Both. The answer is (19 - 6) + (18 - 15).", "Both.", "(19 - 6) + (18 - 15)"),
     ],
 )
 def test_parse_teacher_output_follows_the_dss_rules(task, text, rationale, label):
@@ -144,6 +151,23 @@ def test_backoff_is_exponential_with_jitter_and_honours_retry_after():
         assert base * 0.5 <= policy.delay(attempt, None, rng) <= base * 1.5
     assert policy.delay(0, 30.0, rng) == 30.0  # a longer Retry-After wins over the cap
     assert parse_retry_after("2") == 2.0 and parse_retry_after("-3") == 0.0 and parse_retry_after("x") is None
+
+
+def test_a_retry_after_that_is_not_finite_is_ignored_not_slept_on():
+    # time.sleep(inf) raises OverflowError, which stopped the run instead of backing off
+    assert parse_retry_after("inf") is None and parse_retry_after("1e999") is None
+    assert parse_retry_after("-inf") is None and parse_retry_after("nan") is None
+    waits = []
+    attempts = []
+
+    def rate_limited_once():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RetryableError("HTTP 429", retry_after=parse_retry_after("Infinity"))
+        return "ok"
+
+    policy = RetryPolicy(initial_delay=0.01, jitter=0.0)
+    assert call_with_retries(rate_limited_once, policy, sleep=waits.append) == "ok" and waits == [0.01]
 
 
 def test_call_with_retries_gives_up_after_max_retries():
@@ -311,3 +335,58 @@ def test_a_smaller_max_records_than_the_output_holds_says_so(tmp_path):
         generate_rationales(
             source, out, backend=_EchoTeacher(), task="arithmetic", progress=False, max_records=3
         )
+
+
+class _FailsAfterOneBatch(_EchoTeacher):
+    """Answers its first batch, then fails as a local model can (not with a TeacherRequestError)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def generate(self, requests):
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("CUDA out of memory")
+        return super().generate(requests)
+
+
+def test_any_failure_keeps_what_finished_and_carries_the_summary(tmp_path):
+    # the command prints error.summary before exiting 1; an error that was not a TeacherRequestError
+    # was wrapped without it, so the counts of what finished were never printed
+    from hf_cotmi import generate_rationales
+    from hf_cotmi.teacher import TeacherRequestError
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"input": f"What is {a} + 1?", "label": f"{a + 1}"}) + "\n" for a in range(10))
+    )
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(TeacherRequestError, match="RuntimeError: CUDA out of memory") as info:
+        generate_rationales(source, out, backend=_FailsAfterOneBatch(), task="arithmetic", progress=False)
+    summary = info.value.summary
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert summary.written == 4 and summary.total == 10 and not summary.complete
+    assert summary.output_file == str(out) and len(out.read_text().splitlines()) == 4
+    resumed = generate_rationales(source, out, backend=_EchoTeacher(), task="arithmetic", progress=False)
+    assert resumed.complete and resumed.resumed == 4 and resumed.written == 10
+
+
+def test_a_column_json_cannot_hold_is_refused_before_any_request(tmp_path):
+    # a parquet timestamp column used to fail with "datetime is not JSON serializable" at the first write,
+    # after the teacher had answered, on every rerun
+    import pandas as pd
+
+    from hf_cotmi import generate_rationales
+
+    source = tmp_path / "in.parquet"
+    frame = {"input": ["What is 1 + 1?", "What is 2 + 1?"], "when": pd.to_datetime(["2024-01-01"] * 2)}
+    pd.DataFrame(frame).to_parquet(source)
+    teacher = _FailsAfterOneBatch()
+    with pytest.raises(
+        ValueError, match=r"in\.parquet, .*column 'when' holds a datetime.*convert the column"
+    ):
+        generate_rationales(
+            source, tmp_path / "out.jsonl", backend=teacher, task="arithmetic", progress=False
+        )
+    assert teacher.calls == 0

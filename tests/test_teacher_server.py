@@ -362,6 +362,20 @@ def test_a_request_that_keeps_failing_stops_the_run_and_a_rerun_finishes(tmp_pat
     assert summary.resumed == 3 and summary.parsed + summary.unparsable == 8
 
 
+def test_an_integer_temperature_resumes_like_the_same_float(tmp_path):
+    # temperature=0 and the default 0.0 (what the command passes) hashed differently: the rerun was refused
+    # with "1 other settings hash(es)" though no setting differed
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 4)
+    out = tmp_path / "out.jsonl"
+    with FaultServer() as server:
+        common = {"base_url": server.url, "model": "m", "task": "arithmetic", "progress": False}
+        generate_rationales(inputs, out, temperature=0, top_p=1, max_records=2, **common)
+        summary = generate_rationales(inputs, out, temperature=0.0, top_p=1.0, **common)
+        assert server.requests == 4
+    assert summary.resumed == 2 and summary.complete
+
+
 def test_a_client_error_is_not_retried_and_a_changed_input_is_refused(tmp_path):
     inputs = tmp_path / "in.jsonl"
     write_inputs(inputs, 3)

@@ -15,7 +15,9 @@ generic        ``So the answer is <answer>.``              ANLI, after cutting a
 
 Before the rule runs, the text is cut after the line that holds the answer sentence, and a final period is
 added to that line when the teacher left it out (the ANLI rule drops the last character, which DSS knew to
-be a period). Everything here is a pure function of strings.
+be a period). After the SVAMP rule, whose label is only the parenthesised part of the answer, an arithmetic
+answer such as ``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when the whole is an expression.
+Everything here is a pure function of strings.
 
 Examples:
     >>> answer = parse_teacher_output("nli", "A man is a person. So the answer is Entailment.")
@@ -122,7 +124,23 @@ def _dss_parse(task: str, text: str) -> PalmOutput:
         return parse_anli_output(text)
     if task == "multiple_choice":
         return parse_cqa_output(text)
-    return parse_svamp_output(text)
+    return _whole_expression(text, parse_svamp_output(text))
+
+
+_ANSWER_END = re.compile(r"=|\.(?:\s|$)")
+
+
+def _whole_expression(text: str, output: PalmOutput) -> PalmOutput:
+    """The SVAMP rule keeps only the parenthesised part of ``The answer is (50 - 12) / 2.``: ``(50 - 12)``, a
+    different value. When the whole answer (up to an ``=`` or the sentence's end) is an expression, it is
+    the label, parenthesised."""
+    if not output.parsed:
+        return output
+    tail = text.split("Q:")[0].split("The answer is")[1]
+    answer = _ANSWER_END.split(tail, maxsplit=1)[0].strip()
+    if answer == output.label or safe_eval_arithmetic(answer) is None:
+        return output
+    return PalmOutput(output.rationale, f"({answer})")
 
 
 def normalise_answer(task: str, answer: str) -> str:

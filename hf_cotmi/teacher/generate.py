@@ -18,6 +18,7 @@ Examples:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -206,6 +207,14 @@ def read_teacher_inputs(
             and key not in _RESERVED
             and not key.startswith("teacher_")
         }
+        for key, value in extra.items():  # refused now, not when the first finished record is written
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{where}, {locate(number)}: column {key!r} holds a {type(value).__name__}, which a JSON "
+                    "Lines output cannot hold; convert the column to text or drop it"
+                ) from None
         rows.append(TeacherInput(text, label, extra))
     return rows
 
@@ -486,6 +495,9 @@ def generate_rationales(
         raise ValueError(f"max_records={max_records} must be >= 0")
     if temperature is None:
         temperature = 0.0 if num_samples == 1 else 0.7
+    # as the command passes them: temperature=0 and 0.0 must not hash as different settings
+    temperature = float(temperature)
+    top_p = None if top_p is None else float(top_p)
     if num_samples > 1 and temperature == 0:
         logger.warning("num_samples=%d with temperature 0: greedy samples are all alike", num_samples)
     policy = retry_policy or RetryPolicy(max_retries=max_retries)
@@ -640,10 +652,12 @@ def generate_rationales(
 
     summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
     if failure is not None:
-        if isinstance(failure, TeacherRequestError):
-            failure.summary = summary  # type: ignore[attr-defined]
-            raise failure
-        raise TeacherRequestError(f"{type(failure).__name__}: {failure}") from failure
+        if not isinstance(failure, TeacherRequestError):  # a local model's error, an unexpected reply, ...
+            wrapped = TeacherRequestError(f"{type(failure).__name__}: {failure}")
+            wrapped.__cause__ = failure
+            failure = wrapped
+        failure.summary = summary  # type: ignore[attr-defined]
+        raise failure
     if summary.complete:
         sort_by_index(output_path)
         sort_by_index(rejects_path)

@@ -11,6 +11,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -97,7 +98,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         except (TypeError, ValueError, IndexError):
             return None
         seconds = moment - (time.time() if now is None else now)
-    return max(0.0, seconds) if seconds == seconds else None  # NaN -> None
+    return max(0.0, seconds) if math.isfinite(seconds) else None  # NaN, inf -> None
 
 
 def call_with_retries(
