@@ -390,3 +390,32 @@ def test_a_column_json_cannot_hold_is_refused_before_any_request(tmp_path):
             source, tmp_path / "out.jsonl", backend=teacher, task="arithmetic", progress=False
         )
     assert teacher.calls == 0
+
+
+@pytest.mark.parametrize(
+    "teacher,option,value",
+    [
+        ({"base_url": "http://127.0.0.1:9/v1", "model": "m"}, "batch_size", 3),
+        ({"base_url": "http://127.0.0.1:9/v1", "model": "m"}, "device", "cpu"),
+        ({"base_url": "http://127.0.0.1:9/v1", "model": "m"}, "chat_template_file", "chat.jinja"),
+        ({"teacher_model": "no-such-folder"}, "concurrency", 8),
+        ({"teacher_model": "no-such-folder"}, "api_key_env", "MY_KEY"),
+        ({"teacher_model": "no-such-folder"}, "request_timeout", 5.0),
+    ],
+)
+def test_an_option_the_chosen_teacher_does_not_read_is_refused(tmp_path, teacher, option, value):
+    """Server-only options with a local teacher, and local-only ones with a server, were accepted and ignored."""
+    from hf_cotmi import generate_rationales
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"input": "What is 1 + 1?"}) + "\n")
+    with pytest.raises(ValueError, match=rf"{option}={value!r} \(--{option.replace('_', '-')}\) is read by"):
+        generate_rationales(source, tmp_path / "out.jsonl", progress=False, **teacher, **{option: value})
+    assert not (tmp_path / "out.jsonl").exists()
+    # and a chat template for a local teacher that sends the raw prompt
+    if "teacher_model" in teacher:
+        with pytest.raises(ValueError, match="chat_template_file .* api='chat' only"):
+            generate_rationales(
+                source, tmp_path / "out.jsonl", progress=False, api="completions", chat_template_file="t.jinja",
+                **teacher,
+            )  # fmt: skip

@@ -219,6 +219,21 @@ def read_teacher_inputs(
     return rows
 
 
+# options only one kind of teacher reads, with their defaults: another value for the other kind is refused
+_LOCAL_ONLY = {"batch_size": 8, "device": None, "chat_template_file": None}
+_SERVER_ONLY = {"concurrency": 4, "api_key_env": "OPENAI_API_KEY", "request_timeout": 120.0}
+
+
+def _refuse_unused(options: dict[str, Any], unused: dict[str, Any], teacher: str, reads: str) -> None:
+    """A ValueError naming an option that ``teacher`` does not read (``reads``: the kind that does)."""
+    for name, default in unused.items():
+        if options[name] != default:
+            raise ValueError(
+                f"{name}={options[name]!r} (--{name.replace('_', '-')}) is read by {reads} only, and this "
+                f"run's teacher is {teacher}; leave it out"
+            )
+
+
 def _make_backend(
     backend: TeacherBackend | None,
     base_url: str | None,
@@ -242,6 +257,7 @@ def _make_backend(
     if base_url:
         if not model:
             raise ValueError("base_url needs model: the model name on the server (--model)")
+        _refuse_unused(options, _LOCAL_ONLY, "a server (base_url)", "a local teacher (teacher_model)")
         return OpenAICompatibleBackend(
             base_url,
             model,
@@ -256,6 +272,12 @@ def _make_backend(
     if model:
         raise ValueError(
             "model names the model on a server (with base_url); for a local teacher use teacher_model"
+        )
+    _refuse_unused(options, _SERVER_ONLY, "a local model (teacher_model)", "a server teacher (base_url)")
+    if options["api"] == "completions" and options["chat_template_file"] is not None:
+        raise ValueError(
+            "chat_template_file (--chat-template-file) is used with api='chat' only; api='completions' "
+            "sends the raw prompt"
         )
     return LocalCausalBackend(
         str(teacher_model),
