@@ -419,3 +419,21 @@ def test_an_option_the_chosen_teacher_does_not_read_is_refused(tmp_path, teacher
                 source, tmp_path / "out.jsonl", progress=False, api="completions", chat_template_file="t.jinja",
                 **teacher,
             )  # fmt: skip
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_path):
+    """Two runs appending to one output wrote records twice, and every later run refused the file."""
+    from hf_cotmi import generate_rationales
+    from hf_cotmi.teacher.store import OutputInUseError, exclusive_output
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"input": f"What is {a} + 1?"}) + "\n" for a in range(3)))
+    out = tmp_path / "out.jsonl"
+    teacher = _EchoTeacher()
+    with exclusive_output(out):  # the first run, still writing
+        with pytest.raises(OutputInUseError, match=r"another run is generating into .*out\.jsonl"):
+            generate_rationales(source, out, backend=teacher, task="arithmetic", progress=False)
+        assert not out.exists()
+    summary = generate_rationales(source, out, backend=teacher, task="arithmetic", progress=False)
+    assert summary.total == 3 and len(out.read_text().splitlines()) + summary.unparsable == 3
+    assert not (tmp_path / "out.jsonl.lock").exists()  # released and removed when the run ends

@@ -43,6 +43,7 @@ from .store import (
     SETTINGS_FIELD,
     JsonlAppender,
     check_settings,
+    exclusive_output,
     read_done,
     settings_id,
     sort_by_index,
@@ -563,124 +564,129 @@ def generate_rationales(
     output_path = Path(output_file)
     rejects_path = Path(rejects_file) if rejects_file is not None else _default_rejects(output_path)
     _check_distinct_files(source, output_path, rejects_path)
-    outputs_done, rejects_done = read_done(output_path), read_done(rejects_path)
-    both = {**outputs_done.records, **rejects_done.records}
-    overlap = set(outputs_done.records) & set(rejects_done.records)
-    if overlap:
-        raise ValueError(
-            f"{output_path} and {rejects_path} both hold {INDEX_FIELD} {sorted(overlap)[:5]}; "
-            "they do not belong together"
-        )
-    _check_resumable(both, inputs, output_path, max_records)
-    check_settings(output_path, settings, list(both.values()), force=force)
-    resumed = len(both)
-    outputs, rejects = dict(outputs_done.records), dict(rejects_done.records)
+    with exclusive_output(output_path):  # a second run on the same output would write its records again
+        outputs_done, rejects_done = read_done(output_path), read_done(rejects_path)
+        both = {**outputs_done.records, **rejects_done.records}
+        overlap = set(outputs_done.records) & set(rejects_done.records)
+        if overlap:
+            raise ValueError(
+                f"{output_path} and {rejects_path} both hold {INDEX_FIELD} {sorted(overlap)[:5]}; "
+                "they do not belong together"
+            )
+        _check_resumable(both, inputs, output_path, max_records)
+        check_settings(output_path, settings, list(both.values()), force=force)
+        resumed = len(both)
+        outputs, rejects = dict(outputs_done.records), dict(rejects_done.records)
 
-    retries_before = teacher.retries
-    pending = [index for index in range(len(inputs)) if index not in both]
+        retries_before = teacher.retries
+        pending = [index for index in range(len(inputs)) if index not in both]
 
-    def units() -> Iterator[list[GenerationRequest]]:
-        unit: list[GenerationRequest] = []
-        for index in pending:
-            prompt = render_prompt(template, inputs[index].input, task)
-            for sample in range(num_samples):
-                request_seed = seed + index * num_samples + sample if temperature > 0 else None
-                unit.append(GenerationRequest(index, sample, prompt, request_seed))
-                if len(unit) == teacher.batch_size:
-                    yield unit
-                    unit = []
-        if unit:
-            yield unit
+        def units() -> Iterator[list[GenerationRequest]]:
+            unit: list[GenerationRequest] = []
+            for index in pending:
+                prompt = render_prompt(template, inputs[index].input, task)
+                for sample in range(num_samples):
+                    request_seed = seed + index * num_samples + sample if temperature > 0 else None
+                    unit.append(GenerationRequest(index, sample, prompt, request_seed))
+                    if len(unit) == teacher.batch_size:
+                        yield unit
+                        unit = []
+            if unit:
+                yield unit
 
-    from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(inputs), initial=resumed, unit="record", desc="rationales", disable=not progress)
+        bar = tqdm(total=len(inputs), initial=resumed, unit="record", desc="rationales", disable=not progress)
 
-    shown_at = [float("-inf")]
+        shown_at = [float("-inf")]
 
-    def summarise() -> GenerationSummary:
-        return _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)
+        def summarise() -> GenerationSummary:
+            return _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)
 
-    def show(summary: GenerationSummary | None = None) -> None:
-        # the counts go over every line: at most twice a second (per record it grew with n squared)
-        if not progress or (summary is None and time.monotonic() - shown_at[0] < 0.5):
-            return
-        shown_at[0] = time.monotonic()
-        counts = (summary or summarise()).counts()
-        bar.set_postfix(
-            {key: counts[key] for key in ("parsed", "unparsable", "agreed", "dropped", "retries")}
-        )
+        def show(summary: GenerationSummary | None = None) -> None:
+            # the counts go over every line: at most twice a second (per record it grew with n squared)
+            if not progress or (summary is None and time.monotonic() - shown_at[0] < 0.5):
+                return
+            shown_at[0] = time.monotonic()
+            counts = (summary or summarise()).counts()
+            bar.set_postfix(
+                {key: counts[key] for key in ("parsed", "unparsable", "agreed", "dropped", "retries")}
+            )
 
-    show()
-    failure: BaseException | None = None
-    collected: dict[int, dict[int, str]] = {}
-    with JsonlAppender(output_path) as output_writer, JsonlAppender(rejects_path) as rejects_writer:
-        executor = ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher")
-        in_flight: dict[Future, list[GenerationRequest]] = {}
-        work = units()
+        show()
+        failure: BaseException | None = None
+        collected: dict[int, dict[int, str]] = {}
+        with JsonlAppender(output_path) as output_writer, JsonlAppender(rejects_path) as rejects_writer:
+            executor = ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher")
+            in_flight: dict[Future, list[GenerationRequest]] = {}
+            work = units()
 
-        def submit_next() -> None:
-            unit = next(work, None)
-            if unit is not None:
-                in_flight[executor.submit(teacher.generate, unit)] = unit
+            def submit_next() -> None:
+                unit = next(work, None)
+                if unit is not None:
+                    in_flight[executor.submit(teacher.generate, unit)] = unit
 
-        try:
-            for _ in range(teacher.concurrency):
-                submit_next()
-            while in_flight:
-                finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-                for future in finished:
-                    unit = in_flight.pop(future)
-                    try:
-                        texts = future.result()
-                    except Exception as error:  # stop sending; let what is in flight finish and be written
-                        failure = failure or error
-                        continue
-                    if len(texts) != len(unit):
-                        failure = failure or TeacherRequestError(
-                            f"the teacher returned {len(texts)} texts for {len(unit)} prompts"
-                        )
-                        continue
-                    for request, text in zip(unit, texts):
-                        samples = collected.setdefault(request.index, {})
-                        samples[request.sample] = text
-                        if len(samples) < num_samples:
+            try:
+                for _ in range(teacher.concurrency):
+                    submit_next()
+                while in_flight:
+                    finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        unit = in_flight.pop(future)
+                        try:
+                            texts = future.result()
+                        except (
+                            Exception
+                        ) as error:  # stop sending; let what is in flight finish and be written
+                            failure = failure or error
                             continue
-                        del collected[request.index]
-                        where, line = _final_record(
-                            request.index,
-                            inputs[request.index],
-                            [samples[s] for s in range(num_samples)],
-                            task=task,
-                            filter=filter,
-                            teacher=teacher_name,
-                            settings_hash=settings_hash,
-                        )
-                        if where == "output":
-                            output_writer.write(line)
-                            outputs[request.index] = line
-                        else:
-                            rejects_writer.write(line)
-                            rejects[request.index] = line
-                        bar.update(1)
-                        show()
-                    if failure is None:
-                        submit_next()
-        finally:
-            executor.shutdown(wait=failure is not None, cancel_futures=True)
-            summary = summarise()  # once: the last progress counts and the result
-            show(summary)
-            bar.close()
+                        if len(texts) != len(unit):
+                            failure = failure or TeacherRequestError(
+                                f"the teacher returned {len(texts)} texts for {len(unit)} prompts"
+                            )
+                            continue
+                        for request, text in zip(unit, texts):
+                            samples = collected.setdefault(request.index, {})
+                            samples[request.sample] = text
+                            if len(samples) < num_samples:
+                                continue
+                            del collected[request.index]
+                            where, line = _final_record(
+                                request.index,
+                                inputs[request.index],
+                                [samples[s] for s in range(num_samples)],
+                                task=task,
+                                filter=filter,
+                                teacher=teacher_name,
+                                settings_hash=settings_hash,
+                            )
+                            if where == "output":
+                                output_writer.write(line)
+                                outputs[request.index] = line
+                            else:
+                                rejects_writer.write(line)
+                                rejects[request.index] = line
+                            bar.update(1)
+                            show()
+                        if failure is None:
+                            submit_next()
+            finally:
+                executor.shutdown(wait=failure is not None, cancel_futures=True)
+                summary = summarise()  # once: the last progress counts and the result
+                show(summary)
+                bar.close()
 
-    summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
-    if failure is not None:
-        if not isinstance(failure, TeacherRequestError):  # a local model's error, an unexpected reply, ...
-            wrapped = TeacherRequestError(f"{type(failure).__name__}: {failure}")
-            wrapped.__cause__ = failure
-            failure = wrapped
-        failure.summary = summary  # type: ignore[attr-defined]
-        raise failure
-    if summary.complete:
-        sort_by_index(output_path)
-        sort_by_index(rejects_path)
-    return summary
+        summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
+        if failure is not None:
+            if not isinstance(
+                failure, TeacherRequestError
+            ):  # a local model's error, an unexpected reply, ...
+                wrapped = TeacherRequestError(f"{type(failure).__name__}: {failure}")
+                wrapped.__cause__ = failure
+                failure = wrapped
+            failure.summary = summary  # type: ignore[attr-defined]
+            raise failure
+        if summary.complete:
+            sort_by_index(output_path)
+            sort_by_index(rejects_path)
+        return summary

@@ -25,10 +25,12 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ __all__ = [
     "INDEX_FIELD",
     "SETTINGS_FIELD",
     "JsonlAppender",
+    "OutputInUseError",
+    "exclusive_output",
     "DoneRecords",
     "read_done",
     "sort_by_index",
@@ -56,6 +60,52 @@ INDEX_FIELD = "source_index"
 
 SETTINGS_FIELD = "teacher_settings_id"
 """The field holding the hash of the result-changing settings a line was made with."""
+
+
+class OutputInUseError(RuntimeError):
+    """Another run is generating into the same output file (it holds the file's lock)."""
+
+
+@contextlib.contextmanager
+def exclusive_output(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``<path>.lock`` exclusively while a run writes ``path``; a second run is refused, not interleaved.
+
+    The lock is the operating system's (``fcntl.flock``): it ends with the process, so a crashed run leaves
+    nothing to clean up. The lock file is removed when the run ends. Without ``fcntl`` (Windows) nothing is
+    locked.
+
+    Raises:
+        OutputInUseError: another process holds the lock.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
+        >>> with exclusive_output(path):
+        ...     (path.parent / "out.jsonl.lock").exists()
+        True
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock_path = Path(f"{path}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputInUseError(
+                f"another run is generating into {path} (it holds {lock_path}); wait for it to finish, or write "
+                "to another --output-file"
+            ) from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 class JsonlAppender:
