@@ -51,7 +51,7 @@ class LabelConfidences:
         confidences: confidence per example, in [0, 1].
         correct: whether each prediction is correct.
         candidate_probabilities: in candidates mode, the softmax over each example's candidates (in the
-            order given); otherwise ``None``.
+            order given, duplicates dropped); otherwise ``None``.
 
     Examples:
         >>> import numpy as np
@@ -333,7 +333,8 @@ def label_confidences(
             ``"candidates"`` when ``label_candidates`` is given, otherwise ``"sequence"``.
         label_candidates: a fixed list of candidate label strings shared by all examples, or the *name of a
             column* holding each example's own list of candidates (e.g. ``"choices"``). Duplicates are
-            dropped (first kept).
+            dropped (first kept), and so are candidates whose target ids repeat an earlier candidate's
+            (``"yes"`` and ``" yes"``): the model cannot tell them apart.
         label_column: column with the gold label text.
         input_column: column with the raw input text (used only without ``input_ids``). Raw NLI rows (with
             ``premise`` and ``hypothesis`` columns) read with the default ``"input"`` are joined as
@@ -447,9 +448,11 @@ def label_confidences(
                     input_ids=input_ids, attention_mask=attention_mask, return_dict=True
                 )[0]
                 if mode == "candidates":
-                    per_example = _example_candidates(batch, candidate_column, fixed, offset, len(golds))
+                    per_example, candidate_ids = _distinct_candidates(
+                        _example_candidates(batch, candidate_column, fixed, offset, len(golds)), token_ids
+                    )
                     scores = _score_candidates(
-                        model, hidden, attention_mask, [token_ids(c) for c in per_example], batch_size, torch
+                        model, hidden, attention_mask, candidate_ids, batch_size, torch
                     )
                     for cands, score in zip(per_example, scores):
                         probs = _softmax(score)
@@ -637,6 +640,30 @@ def _example_candidates(
     return per_example
 
 
+def _distinct_candidates(
+    per_example: Sequence[Sequence[str]], tokenise: Callable[[Sequence[str]], list[list[int]]]
+) -> tuple[list[list[str]], list[list[list[int]]]]:
+    """Each example's candidates and their target ids, without a candidate whose ids repeat an earlier one's.
+
+    Two strings that tokenise alike (``"yes"`` and ``" yes"``, or ``"Yes"`` with a lower-casing tokenizer)
+    are one sequence to the model: scoring both would split its probability between them in the softmax.
+    The first of them is kept.
+
+    Examples:
+        >>> _distinct_candidates([["yes", " yes", "no"]], lambda texts: [[len(t.strip()), 1] for t in texts])
+        ([['yes', 'no']], [[[3, 1], [2, 1]]])
+    """
+    texts_out: list[list[str]] = []
+    ids_out: list[list[list[int]]] = []
+    for candidates, ids in ((list(c), tokenise(c)) for c in per_example):
+        kept: dict[tuple[int, ...], str] = {}
+        for text, row in zip(candidates, ids):
+            kept.setdefault(tuple(int(t) for t in row), text)
+        texts_out.append(list(kept.values()))
+        ids_out.append([list(row) for row in kept])
+    return texts_out, ids_out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # decoder-only students (the prompt, candidate scoring and generation live in causal_confidence)
 
@@ -694,10 +721,14 @@ def _causal_batch(
         prompt_texts = [prefix + str(t) for t in batch[input_column]]
         prompts = causal_prompts(tokenizer, prompt_texts, max_source_length, chat_template=chat_template)
     if per_example is not None:
-        targets = [
-            candidate_target_ids(tokenizer, text, cands, chat_template=chat_template)
+        distinct = [
+            _distinct_candidates(
+                [cands], lambda c, t=text: candidate_target_ids(tokenizer, t, c, chat_template=chat_template)
+            )
             for text, cands in zip(prompt_texts, per_example)
         ]
+        per_example = [kept[0] for kept, _ in distinct]
+        targets = [ids[0] for _, ids in distinct]
         scores = score_candidates(model, prompts, targets, pad_id=pad_id, batch_size=batch_size)
         texts, confs, probs = [], [], []
         for cands, score in zip(per_example, scores):

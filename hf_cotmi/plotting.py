@@ -176,8 +176,10 @@ def _draw(upper: Any, lower: Any, bins: CalibrationBins) -> None:
     import numpy as np
 
     filled = bins.count > 0
-    # a quantile bin of tied confidences (many at exactly 1.0) has no width: give a filled bin a visible one
-    widths = np.maximum(bins.upper - bins.lower, np.where(filled, 0.02, 0.0))
+    # a quantile bin of tied confidences (many at exactly 1.0) has no width: give that one a visible width,
+    # and no other (with more than 50 uniform bins a wider bar would cover its neighbours' confidences)
+    widths = bins.upper - bins.lower
+    widths = np.where(filled & (widths <= 0), 0.02, widths)
     left = np.minimum(bins.lower, 1.0 - widths)
     acc = np.where(filled, bins.accuracy, 0.0)
     conf = np.where(filled, bins.confidence, 0.0)

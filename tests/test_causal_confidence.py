@@ -424,3 +424,22 @@ def test_raw_nli_rows_are_prompted_as_the_features_join_them(container):
         label_candidates=CANDIDATES,
     )  # fmt: skip
     assert not np.allclose(as_written.candidate_probabilities[0], got.candidate_probabilities[0])
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_candidates_that_tokenise_alike_are_scored_once(tok, trained, architecture):
+    """ "Yes" and " yes" give the target ids of "yes" here: one sequence, whose probability is not split."""
+    model = trained[architecture]
+    prompt = PREDICT_PREFIX + INPUTS[0]
+    alike = candidate_target_ids(tok, prompt, ["yes", "Yes", " yes"])
+    assert alike[0] == alike[1] == alike[2]
+    result = label_confidences(
+        model, tok, data(), label_candidates=["yes", "Yes", "no", " yes"], batch_size=4
+    )
+    for i, text in enumerate(INPUTS):
+        reference = np.array([naive_log_likelihood(model, tok, text, c) for c in ["yes", "no"]])
+        expected = np.exp(reference - reference.max())
+        expected /= expected.sum()
+        np.testing.assert_allclose(result.candidate_probabilities[i], expected, atol=1e-5)
+        assert result.confidences[i] == pytest.approx(expected.max(), abs=1e-5)
+        assert result.predictions[i] == ["yes", "no"][int(np.argmax(expected))]

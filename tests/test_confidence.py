@@ -269,3 +269,25 @@ def test_row_range_slices_every_dataset_kind() -> None:
     assert _row_range(columns, 1, 3) == {"input": ["x1", "x2"], "label": ["1", "2"]}
     assert _row_range(rows, 1, 3) == rows[1:3]
     assert _row_range(Dataset.from_dict(columns), 1, 3)["label"] == ["1", "2"]
+
+
+@pytest.mark.parametrize("arch", ["t5", "bart"])
+def test_candidates_that_tokenise_alike_are_one_candidate(tok, arch):
+    """ " yes" and "Yes" are the tokens of "yes" to this tokenizer: one sequence, not three in the softmax."""
+    alike = [" yes", "Yes"]
+    assert all(tok(text_target=c)["input_ids"] == tok(text_target="yes")["input_ids"] for c in alike)
+    model = build_tiny_seq2seq(tok, arch, seed=3)
+    choices = [["yes", "no"] + alike, ["no", *alike, "yes"]] * 3
+    ds = {**data(), "choices": choices}
+    result = label_confidences(model, tok, ds, label_candidates="choices", batch_size=4)
+    fixed = label_confidences(model, tok, data(), label_candidates=["yes", "no", *alike], batch_size=4)
+    for i, text in enumerate(INPUTS):
+        # the reference scores each distinct sequence once, one example and one candidate at a time
+        distinct = ["yes", "no"] if i % 2 == 0 else ["no", " yes"]
+        expected = ref_candidate_probs(model, tok, text, distinct)
+        np.testing.assert_allclose(result.candidate_probabilities[i], expected, atol=1e-5)
+        assert result.confidences[i] == pytest.approx(expected.max(), abs=1e-5)
+        assert result.predictions[i] == distinct[int(expected.argmax())]
+        assert fixed.confidences[i] == pytest.approx(
+            max(ref_candidate_probs(model, tok, text, ["yes", "no"]))
+        )

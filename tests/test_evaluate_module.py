@@ -131,3 +131,22 @@ def test_a_reference_other_than_0_or_1_is_refused_not_cut_to_an_integer(tmp_path
     assert metric.compute(predictions=[0.9, 0.6], references=[True, False])["ece"] == pytest.approx(
         expected_calibration_error([0.9, 0.6], [1, 0])
     )
+
+
+@pytest.mark.parametrize("gold", [-1, 2, 7])
+def test_a_gold_class_outside_the_probability_vector_is_refused_not_counted_wrong(tmp_path, gold):
+    """SNLI marks examples without a gold label with -1: scoring them as wrong answers would bias the ECE."""
+    metric = load(tmp_path)
+    with pytest.raises(
+        ValueError, match=rf"`references` must be the gold class index .* \[0, 2\) at index 1; got {gold}"
+    ):
+        metric.compute(predictions=[[0.1, 0.9], [0.6, 0.4]], references=[1, gold])
+    with pytest.raises(ValueError, match=r"in \[0, 0\) at index 0; got 0 \(an empty probability vector\)"):
+        metric.compute(predictions=[[], [0.6, 0.4]], references=[0, 0])
+    # in range: the top-label confidence and its correctness, as computed by hand
+    probs, golds = [[0.1, 0.9], [0.6, 0.4], [0.3, 0.7]], [1, 1, 1]
+    naive_conf = [max(p) for p in probs]
+    naive_correct = [int(p.index(max(p)) == g) for p, g in zip(probs, golds)]
+    assert metric.compute(predictions=probs, references=golds)["ece"] == pytest.approx(
+        expected_calibration_error(naive_conf, naive_correct)
+    )

@@ -64,3 +64,29 @@ def test_every_filled_bin_of_the_reliability_diagram_is_drawn(binning):
     shown = [(p.get_x(), p.get_width(), p.get_height()) for p in lower.patches if p.get_height() > 0]
     assert sum(height for _, _, height in shown) == len(conf)  # the count panel shows every prediction
     assert all(width > 0 and 0 <= x and x + width <= 1 + 1e-9 for x, width, _ in shown)
+
+
+@pytest.mark.parametrize("n_bins", [10, 60, 100])
+def test_each_reliability_bar_spans_exactly_its_own_uniform_bin(n_bins):
+    """With many bins a bar wider than its bin would draw its accuracy and count over a neighbour's range."""
+    from matplotlib.figure import Figure
+
+    from hf_cotmi.calibration import reliability_diagram_data
+    from hf_cotmi.plotting import _draw
+
+    conf = [0.505, 0.505, 0.505, 0.86, 0.97, 0.97]  # bins next to them stay empty
+    correct = [1, 1, 0, 1, 0, 1]
+    bins = reliability_diagram_data(conf, correct, n_bins=n_bins)
+    upper, lower = Figure().subplots(2, 1)
+    _draw(upper, lower, bins)
+    # naive: a prediction's bin is floor(c * M), its range [m / M, (m + 1) / M)
+    expected = {}
+    for c in conf:
+        m = min(int(c * n_bins), n_bins - 1)
+        expected[m] = expected.get(m, 0) + 1
+    shown = sorted(
+        (round(p.get_x(), 9), round(p.get_width(), 9), p.get_height())
+        for p in lower.patches
+        if p.get_height() > 0
+    )
+    assert shown == [(round(m / n_bins, 9), round(1 / n_bins, 9), k) for m, k in sorted(expected.items())]

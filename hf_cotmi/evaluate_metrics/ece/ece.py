@@ -94,10 +94,17 @@ class ECE(evaluate.Metric):
         binning = self.default_binning if binning is None else binning
         if len(predictions) and np.ndim(predictions[0]) == 1:  # probability vectors
             probabilities = [np.asarray(p, dtype=np.float64) for p in predictions]
-            confidences = np.array([p.max() if p.size else np.nan for p in probabilities])
-            correct = np.array(
-                [p.size > 0 and int(p.argmax()) == int(r) for p, r in zip(probabilities, references)]
-            )
+            for i, (p, r) in enumerate(zip(probabilities, references)):
+                # a gold class outside the vector (SNLI's -1 "no gold label") would count as a wrong answer
+                if not 0 <= int(r) < p.size:
+                    raise ValueError(
+                        f"`references` must be the gold class index of each probability vector, in "
+                        f"[0, {p.size}) at index {i}; got {int(r)}"
+                        + (" (an empty probability vector)" if p.size == 0 else "")
+                        + ". Drop examples without a gold label first"
+                    )
+            confidences = np.array([p.max() for p in probabilities])
+            correct = np.array([int(p.argmax()) == int(r) for p, r in zip(probabilities, references)])
         else:
             confidences = np.asarray(predictions, dtype=np.float64)
             correct = np.asarray(references)
