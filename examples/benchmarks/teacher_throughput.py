@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(json.dumps(result))
     if args.output:
         given = sys.argv[1:] if argv is None else list(argv)
-        seconds = {name: round(value, 3) for name, value in runs.items()}
+        seconds = {name: round(value, 6) for name, value in runs.items()}
         write_measurement(
             args.output, result, script="teacher_throughput.py", argv=given, details={"seconds": seconds}
         )
