@@ -194,7 +194,8 @@ def expected_calibration_error(
     ``ECE = sum_m |B_m| / N * |acc(B_m) - conf(B_m)|``, a fraction in [0, 1] (multiply by 100 for the
     percentages papers report). With ``binning="uniform"`` this equals torchmetrics'
     ``binary_calibration_error(..., norm="l1")`` fed with the same confidences and correctness, except that
-    torchmetrics puts a confidence of exactly 1.0 in a bin of its own while here it joins the last bin.
+    torchmetrics puts a confidence of exactly 1.0 in a bin of its own while here it joins the last bin, and
+    that confidences are binned in float64 (a float32 0.7, 0.69999999, falls in the bin below 0.7).
 
     Args:
         confidences: confidence of each prediction, in [0, 1] (list, NumPy array or torch tensor).
