@@ -358,6 +358,31 @@ def test_causal_model_class_gives_a_snippet_that_runs(tmp_path, tiny_tokenizer):
     assert "predict" not in answer and "tom has 3 apples" not in answer
 
 
+@pytest.mark.parametrize("model_class", ["AutoModelForCausalLM", "AutoModelForSeq2SeqLM"])
+def test_a_fine_tuning_cards_snippet_asks_for_no_rationale(tmp_path, tiny_tokenizer, model_class):
+    """Standard fine-tuning never trained the explain task: its snippet generates the answer only, and runs."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path / "student"
+    if model_class == "AutoModelForCausalLM":
+        config = GPT2Config(
+            vocab_size=len(tiny_tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=512,
+            bos_token_id=3, eos_token_id=1, pad_token_id=0,
+        )  # fmt: skip
+        GPT2LMHeadModel(config).save_pretrained(folder)
+    else:
+        build_tiny_seq2seq(tiny_tokenizer, "t5").save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    settings = {"label_loss_weight": 1.0, "rationale_loss_weight": 0.0, "mi_loss_weight": 0.0}
+    text = render_model_card(DSSModelCardData("someone/ft", model_class=model_class, loss_settings=settings))
+    snippet = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert "explain" not in snippet and "rationale" not in snippet
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(compile(snippet.replace('"someone/ft"', repr(str(folder))), "card", "exec"), {})
+    assert [line.split(":")[0] for line in output.getvalue().splitlines()] == ["answer"]
+
+
 @pytest.mark.parametrize("chat", [False, True])
 def test_a_causal_cards_snippet_prompts_the_student_as_training_did(tmp_path, chat):
     """The word tokenizer ends every text with EOS and adds no BOS: tokenizer(text) is not the training
