@@ -263,6 +263,8 @@ def test_svamp_no_carving(svamp_dir: Path):
     assert list(data) == ["train", "test"] and data["train"].num_rows == 40
     with pytest.raises(FileNotFoundError, match="split 'valid' requested.*valid_fraction=0"):
         load_dss_dataset("svamp", svamp_dir, valid_fraction=0, splits=["valid"])
+    with pytest.raises(ValueError, match=r"splits=\[\] names no split"):  # not an empty DatasetDict
+        load_dss_dataset("svamp", svamp_dir, splits=[])
 
 
 def test_label_source_llm_replaces_train_labels_only(svamp_dir: Path):

@@ -396,6 +396,10 @@ def load_dss_dataset(
         raise ValueError(f"valid_fraction={valid_fraction!r} must be at least 0 and below 1")
     if splits is not None:
         splits = _split_names(splits, "splits")
+        if not splits:
+            raise ValueError(
+                f"splits=[] names no split; give some of {list(DSS_SPLITS)}, or None for every one"
+            )
     if isinstance(drop_unparsed, bool):
         drop_splits = set(DSS_SPLITS) if drop_unparsed else set()
     else:
