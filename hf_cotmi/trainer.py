@@ -408,6 +408,13 @@ class DSSMITrainer(Seq2SeqTrainer):
             self._components["train"].add(components, weight=1.0 if first_of_step else 0.0)
         return (loss, outputs) if return_outputs else loss
 
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``, with the training loss components of an earlier ``train()`` call forgotten (a
+        second call's first step has the step number the first call's last step had)."""
+        self._last_component_step = None
+        self._components["train"] = _ComponentStore()
+        return super().train(*args, **kwargs)
+
     def training_loss_components(self) -> dict[str, float]:
         """The training loss components summed since the last log (``loss_label``, ``loss_rationale``, ...).
 

@@ -488,3 +488,19 @@ def test_output_rationale_without_rationale_inputs_says_so(tmp_path, tiny_tokeni
     assert not (tmp_path / "out" / "predictions.jsonl").exists()
     messages = [r.getMessage() for r in caplog.records if "output_rationale=True" in r.getMessage()]
     assert len(messages) == 1 and "no rationale-task inputs" in messages[0]
+
+
+def test_a_second_train_call_logs_its_own_loss_components(tmp_path, tiny_tokenizer, tiny_features, make_args):
+    """One-step runs: the second call's step 0 was taken for a later micro-batch of the first call's step 0,
+    so its components got no weight and were missing from its log."""
+    trainer = DSSMITrainer(
+        model=build_tiny_seq2seq(tiny_tokenizer, "t5"),
+        args=make_args(tmp_path, max_steps=1, logging_steps=1),
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+    )
+    for _ in range(2):
+        trainer.train()
+        (logged,) = [e for e in trainer.state.log_history if "loss" in e]
+        combined = 0.5 * logged["loss_label"] + 0.5 * logged["loss_rationale"] + 0.1 * logged["loss_mi"]
+        assert combined == pytest.approx(logged["loss"], rel=1e-3)
