@@ -288,6 +288,7 @@ def test_input_lines_from_standard_input_are_decoded_as_utf8(monkeypatch):
         (b'ok\n\n{"text": "a"}\n', "line 3: expected a JSON object with a text field 'input'"),
         (b"ok\n{bad\n", "line 2: not valid JSON"),
         (b"ok\nd\xe9j\xe0\n", "line 2: byte 0xe9 at column 2 is not UTF-8"),
+        (b'ok\n{"input": "  "}\n', "line 2: 'input' is blank"),  # not a prediction from no text
     ],
 )
 def test_bad_input_lines_name_the_file_and_line(tmp_path, body, expected):
