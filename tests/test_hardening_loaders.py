@@ -144,6 +144,25 @@ def test_empty_inputs_in_features_are_counted_and_reported(caplog):
     assert "2 empty inputs" in str(report.splits["dataset"])
 
 
+def test_nli_pairs_with_a_blank_side_are_counted_as_empty_inputs():
+    """The separator joining premise and hypothesis is never blank: the sides are what count."""
+    from datasets import Dataset
+
+    from hf_cotmi import build_word_tokenizer, prepare_dss_features
+
+    tok = build_word_tokenizer(["a b r 1 2"])
+    data = Dataset.from_dict(
+        {
+            "premise": ["a", " ", "a", ""],
+            "hypothesis": ["b", "b", "", " "],
+            "label": ["1"] * 4,
+            "rationale": ["r"] * 4,
+        }
+    )
+    _, report = prepare_dss_features(data, tok, return_report=True)
+    assert report.splits["dataset"].empty_inputs == 3
+
+
 def test_a_null_label_in_parquet_names_the_record(tmp_path):
     path = tmp_path / "null.parquet"
     table = pa.table({"input": ["a", "b", "c"], "label": ["1", "2", None], "rationale": ["r", "r", "r"]})

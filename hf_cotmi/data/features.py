@@ -220,7 +220,12 @@ def _make_encoder(
             "truncated_inputs": truncated_inputs,
             "truncated_labels": truncated_labels,
             "empty_labels": [not label.strip() for label in batch["label"]],
-            "empty_inputs": [not text.strip() for text in inputs],
+            # an NLI pair is joined with a separator, never blank: count a blank premise or hypothesis
+            "empty_inputs": (
+                [not p.strip() or not h.strip() for p, h in zip(batch["premise"], batch["hypothesis"])]
+                if separator is not None
+                else [not text.strip() for text in inputs]
+            ),
         }
         if with_rationale:
             rationales = ["" if r is None else r for r in batch["rationale"]]

@@ -162,7 +162,7 @@ class FeaturesSplitReport:
         missing_rationales: examples kept with an empty rationale (their rationale target is only EOS).
         dropped_rationales: examples removed for an empty rationale (``empty_rationale="drop"``).
         empty_labels: examples whose label is empty.
-        empty_inputs: examples whose input is empty (or blank).
+        empty_inputs: examples whose input is empty (or blank; an NLI pair whose premise or hypothesis is).
         with_rationale: whether explain features were produced for this split.
 
     Examples:
