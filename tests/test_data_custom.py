@@ -146,9 +146,10 @@ def test_argument_errors():
 
 def test_nan_is_a_missing_number_not_the_text_nan(tmp_path: Path):
     # JSON refuses NaN; a Parquet file or a Dataset can hold it, and "nan" must not become a label
-    data = Dataset.from_dict({"input": ["a", "b"], "label": [2.0, float("nan")], "rationale": ["r", "r"]})
-    with pytest.raises(ValueError, match=r"row 1: 'label' is missing"):
-        load_cot_dataset(data)
+    for missing in (float("nan"), float("inf"), float("-inf")):  # infinity: what JSON refuses as well
+        data = Dataset.from_dict({"input": ["a", "b"], "label": [2.0, missing], "rationale": ["r", "r"]})
+        with pytest.raises(ValueError, match=r"row 1: 'label' is missing"):
+            load_cot_dataset(data)
     data = Dataset.from_dict({"input": ["a", "b"], "label": ["2", "3"], "rationale": [1.5, float("nan")]})
     out, report = load_cot_dataset(data, return_report=True)
     assert out["train"]["rationale"] == ["1.5", ""] and report.missing_rationales == 1

@@ -184,8 +184,8 @@ def as_text_column(
 ) -> Dataset:
     """``dataset`` with ``column`` as text, the same for every reader: whole numbers without a fraction or
     exponent (``7`` for 7.0, ``12345678901`` in a column that also holds 2.5), other numbers in their
-    shortest form (``2.5``), booleans as Arrow writes them (``true``). NaN, a missing number, becomes null
-    (never the text ``nan``).
+    shortest form (``2.5``), booleans as Arrow writes them (``true``). NaN (a missing number) and infinity,
+    which JSON refuses too, become null (never the text ``nan`` or ``inf``).
 
     Raises:
         ValueError: the column holds lists or objects (named with the first row that has one).
@@ -209,7 +209,7 @@ def as_text_column(
         features[column] = Value("string")
         return dataset.map(
             lambda values: {
-                column: [None if v is None or math.isnan(v) else _number_text(v) for v in values]
+                column: [None if v is None or not math.isfinite(v) else _number_text(v) for v in values]
             },
             input_columns=column,
             batched=True,
