@@ -103,7 +103,7 @@ class FaultServer:
                     self.end_headers()
                     self.wfile.write(page)
                     return
-                if fault in ("500", "503"):
+                if fault in ("500", "501", "503"):
                     return self._reply(int(fault), {"error": {"message": "scheduled failure"}})
                 if fault == "429":
                     return self._reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
@@ -396,6 +396,18 @@ def test_a_client_error_is_not_retried_and_a_changed_input_is_refused(tmp_path):
         generate_rationales(
             inputs, out, base_url="http://127.0.0.1:9/v1", model="m", task="arithmetic", progress=False
         )
+
+
+def test_a_server_error_a_retry_cannot_mend_is_not_retried(tmp_path):
+    """501 Not Implemented (an endpoint the server lacks) failed only after about a minute of retries."""
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 2)
+    with FaultServer({1: "501"}) as server:
+        with pytest.raises(TeacherRequestError, match="HTTP 501") as error:
+            generate_rationales(
+                inputs, tmp_path / "out.jsonl", base_url=server.url, model="m", concurrency=1, progress=False
+            )
+        assert server.requests == 1 and error.value.summary.retries == 0
 
 
 def test_a_rejected_request_names_its_record_and_a_page_that_is_no_completion_is_retried(tmp_path):

@@ -41,6 +41,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# server errors that a retry cannot mend: the server does not implement the request, or its HTTP version
+_PERMANENT_SERVER_STATUS = frozenset({501, 505})
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ class OpenAICompatibleBackend:
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
             headers = getattr(error.response, "headers", {}) or {}
-            if status in _RETRYABLE_STATUS or status >= 500:
+            if status in _RETRYABLE_STATUS or (status >= 500 and status not in _PERMANENT_SERVER_STATUS):
                 retry_after = parse_retry_after(headers.get("retry-after"))
                 milliseconds = headers.get("retry-after-ms")
                 if retry_after is None and milliseconds is not None:
