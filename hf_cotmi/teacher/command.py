@@ -107,7 +107,8 @@ class GenerateRationalesArguments:
     )
     request_timeout: float = field(default=120.0, metadata={"help": "Seconds before a request is retried."})
     max_retries: int = field(
-        default=6, metadata={"help": "Retries per request on timeouts, connection errors, 429 and 5xx (not 501, 505)."}
+        default=6,
+        metadata={"help": "Retries per request on timeouts, connection errors, 429 and 5xx (not 501, 505)."},
     )
     no_progress: bool = field(default=False, metadata={"help": "Hide the progress bar."})
 
