@@ -437,3 +437,18 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_p
     summary = generate_rationales(source, out, backend=teacher, task="arithmetic", progress=False)
     assert summary.total == 3 and len(out.read_text().splitlines()) + summary.unparsable == 3
     assert not (tmp_path / "out.jsonl.lock").exists()  # released and removed when the run ends
+
+
+def test_a_long_retry_after_is_logged_as_a_warning(caplog):
+    """A server asking for an hour's wait is honoured; the wait must not look like a silent hang."""
+    pytest.importorskip("openai")
+    from hf_cotmi.teacher.backends import OpenAICompatibleBackend
+
+    backend = OpenAICompatibleBackend("http://127.0.0.1:9/v1", "m")
+    with caplog.at_level("INFO", logger="hf_cotmi.teacher.backends"):
+        backend._count_retry(0, RetryableError("HTTP 503", retry_after=2.0), 2.0)
+        backend._count_retry(1, RetryableError("HTTP 429", retry_after=3600.0), 3600.0)
+        backend._count_retry(2, RetryableError("HTTP 500"), 75.0)  # backoff with jitter: not the server's ask
+    levels = [(record.levelname, "3600.00 s" in record.getMessage()) for record in caplog.records]
+    assert levels == [("INFO", False), ("WARNING", True), ("INFO", False)]
+    assert backend.retries == 3

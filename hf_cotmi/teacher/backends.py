@@ -41,6 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_LONG_WAIT_S = 60.0  # a Retry-After longer than this (the backoff's own cap) is logged as a warning
 # server errors that a retry cannot mend: the server does not implement the request, or its HTTP version
 _PERMANENT_SERVER_STATUS = frozenset({501, 505})
 
@@ -261,7 +262,10 @@ class OpenAICompatibleBackend:
     def _count_retry(self, attempt: int, error: RetryableError, delay: float) -> None:
         with self._lock:
             self.retries += 1
-        logger.info("retry %d after %s: waiting %.2f s", attempt + 1, error, delay)
+        # a server asking for a long wait (Retry-After) is honoured: say so where it is seen, not only at INFO
+        long_wait = error.retry_after is not None and error.retry_after > _LONG_WAIT_S
+        level = logging.WARNING if long_wait else logging.INFO
+        logger.log(level, "retry %d after %s: waiting %.2f s", attempt + 1, error, delay)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Complete each request (one HTTP call each, retried on transient failures)."""
