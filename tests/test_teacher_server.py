@@ -657,3 +657,35 @@ def test_a_server_that_cannot_start_is_a_clear_error_with_its_log(tmp_path):
             pytest.fail("the block must not run")
     log = (tmp_path / "serve.log").read_text()
     assert log.strip() and log[-3000:].strip()[-200:] in str(caught.value)
+
+
+def test_cancel_ends_a_retry_wait_at_once_and_a_new_run_starts_afresh(tmp_path):
+    """Ctrl-C cancels the server backend: threads waiting to retry stop instead of going on for minutes."""
+    from hf_cotmi.teacher import GenerationRequest, OpenAICompatibleBackend
+
+    with FaultServer({1: "500"}) as server:
+        backend = OpenAICompatibleBackend(
+            server.url, "m", retry_policy=RetryPolicy(initial_delay=30.0, max_delay=30.0, jitter=0.0)
+        )
+        outcome: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                backend.generate([GenerationRequest(0, 0, "Q: What is 1 plus 1?\nA:", None)])
+            except BaseException as error:  # noqa: BLE001 - the test reads it
+                outcome.append(error)
+
+        worker = threading.Thread(target=run)
+        started = time.monotonic()
+        worker.start()
+        while server.requests < 1:  # the first attempt failed with 500: the backend now waits 30 s
+            time.sleep(0.05)
+        backend.cancel()
+        worker.join(timeout=10)
+        assert not worker.is_alive() and time.monotonic() - started < 10
+        assert isinstance(outcome[0], TeacherRequestError) and "cancelled" in str(outcome[0])
+        assert server.requests == 1  # no further attempt
+        inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        write_inputs(inputs, 2)
+        summary = generate_rationales(inputs, out, backend=backend, task="arithmetic", progress=False)
+        assert summary.complete  # generate_rationales starts a cancelled backend afresh

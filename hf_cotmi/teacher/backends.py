@@ -185,6 +185,7 @@ class OpenAICompatibleBackend:
         self.retries = 0
         self._lock = threading.Lock()
         self._rng = random.Random()
+        self._cancelled = threading.Event()
         # The key goes to the client only; it is never part of settings(), logs or errors.
         self._client = openai.OpenAI(
             base_url=base_url,
@@ -267,16 +268,39 @@ class OpenAICompatibleBackend:
         level = logging.WARNING if long_wait else logging.INFO
         logger.log(level, "retry %d after %s: waiting %.2f s", attempt + 1, error, delay)
 
+    def cancel(self, cancelled: bool = True) -> None:
+        """Make no further attempt: a retry's wait ends at once, and each :meth:`generate` call in progress
+        raises ``TeacherRequestError`` once its request in flight (if any) returns or times out.
+        ``cancel(False)`` makes the backend usable again.
+
+        The generator calls it when a run is interrupted (Ctrl-C), so worker threads do not go on retrying
+        before the process can exit, and ``cancel(False)`` when a run starts.
+
+        Examples:
+            >>> # backend.cancel()  # from another thread; generate() then stops at its next wait
+        """
+        if cancelled:
+            self._cancelled.set()
+        else:
+            self._cancelled.clear()
+
+    def _wait_unless_cancelled(self, seconds: float) -> None:
+        if self._cancelled.wait(seconds):
+            raise TeacherRequestError("cancelled while waiting to retry")
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Complete each request (one HTTP call each, retried on transient failures)."""
         texts = []
         for request in requests:
+            if self._cancelled.is_set():
+                raise TeacherRequestError(f"record {request.index} (sample {request.sample}): cancelled")
             try:
                 texts.append(
                     call_with_retries(
                         functools.partial(self._once, request),
                         self.retry_policy,
                         on_retry=self._count_retry,
+                        sleep=self._wait_unless_cancelled,
                         rng=self._rng,
                     )
                 )

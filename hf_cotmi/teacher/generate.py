@@ -617,6 +617,10 @@ def generate_rationales(
         failure: BaseException | None = None
         collected: dict[int, dict[int, str]] = {}
         with JsonlAppender(output_path) as output_writer, JsonlAppender(rejects_path) as rejects_writer:
+            # a server backend stops its retries on Ctrl-C; a run starts it afresh (after an interrupted run)
+            cancel = teacher.cancel if isinstance(teacher, OpenAICompatibleBackend) else None
+            if cancel is not None:
+                cancel(False)
             executor = ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher")
             in_flight: dict[Future, list[GenerationRequest]] = {}
             work = units()
@@ -670,6 +674,10 @@ def generate_rationales(
                             show()
                         if failure is None:
                             submit_next()
+            except KeyboardInterrupt:  # the worker threads must not go on retrying before the process exits
+                if cancel is not None:
+                    cancel()
+                raise
             finally:
                 executor.shutdown(wait=failure is not None, cancel_futures=True)
                 summary = summarise()  # once: the last progress counts and the result
