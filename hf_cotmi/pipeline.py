@@ -174,7 +174,7 @@ def _limit(dataset: Any, limit: int | None, option: str) -> Any:
 
 
 _FILE_OPTIONS = {"train": "--train-file", "valid": "--validation-file", "test": "--test-file"}
-_FILE_FIELDS = ("train_file", "validation_file", "test_file")
+_FILE_FIELDS = {"train": "train_file", "valid": "validation_file", "test": "test_file"}
 
 
 def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[str, Any]]:
@@ -189,10 +189,7 @@ def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[st
         "rationale_column": args.rationale_column,
     }
     data, report = load_cot_dataset(files, return_report=True, **columns)
-    source: dict[str, Any] = {
-        f"{split if split != 'valid' else 'validation'}_file": os.path.abspath(path)
-        for split, path in files.items()
-    }
+    source: dict[str, Any] = {_FILE_FIELDS[split]: os.path.abspath(path) for split, path in files.items()}
     return data, {**source, **columns}, report
 
 
@@ -265,7 +262,7 @@ def load_task_data(args: DataArguments, *, need_train: bool = True) -> LoadedDat
         >>> sorted(data.splits)
         ['test', 'train']
     """
-    files = {"train": args.train_file, "valid": args.validation_file, "test": args.test_file}
+    files = {split: getattr(args, name) for split, name in _FILE_FIELDS.items()}
     files = {split: path for split, path in files.items() if path}
     if files and args.dataset:
         raise CLIUsageError(
@@ -998,19 +995,20 @@ def _data_for_evaluation(
             for k, v in source.items()
             if k in DataArguments.__dataclass_fields__ and not _given(data_args, k)
         }
-        if any(values.get(name) for name in _FILE_FIELDS):
+        if any(values.get(name) for name in _FILE_FIELDS.values()):
             # of the recorded files only the evaluated split's is read: a training file moved or deleted
             # since must not stop the evaluation of the test file (nor be reported as a --train-file given)
-            needed = {"train": "train_file", "valid": "validation_file", "test": "test_file"}.get(wanted, "")
+            needed = _FILE_FIELDS.get(wanted, "")
             path = values.get(needed)
             if not path:
                 raise CLIUsageError(f"the data has no {split!r} split; choose another with --split")
             if not os.path.isfile(path):
                 raise CLIUsageError(
                     f"{SIDECAR_NAME} in {model_path!r} records {path!r} as the {split!r} data, and it does "
-                    f"not exist or is not a file; give the data with --{needed.replace('_', '-')}"
+                    f"not exist or is not a file; give the data with {_FILE_OPTIONS[wanted]}"
                 )
-            values = {k: v for k, v in values.items() if k not in _FILE_FIELDS or k == needed}
+            files = set(_FILE_FIELDS.values())
+            values = {k: v for k, v in values.items() if k not in files or k == needed}
         data_args = DataArguments(**{**asdict(data_args), **values})
     data = load_task_data(
         replace(data_args, train_split="", eval_split="", test_split=wanted), need_train=False

@@ -208,9 +208,8 @@ def read_input_lines(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[str]
             raise DataFormatError(f"{where}, line {number}: {error}") from None
         if not isinstance(record, dict) or not isinstance(record.get("input"), str):
             raise DataFormatError(f"{where}, line {number}: expected a JSON object with a text field 'input'")
-        if not record[
-            "input"
-        ].strip():  # a blank plain line separates; a blank JSON input is a record's error
+        # a blank plain line separates inputs; a blank JSON input is an error of its record
+        if not record["input"].strip():
             raise DataFormatError(
                 f"{where}, line {number}: 'input' is blank; expected the text to predict from"
             )

@@ -639,9 +639,8 @@ def generate_rationales(
                         unit = in_flight.pop(future)
                         try:
                             texts = future.result()
-                        except (
-                            Exception
-                        ) as error:  # stop sending; let what is in flight finish and be written
+                        except Exception as error:
+                            # stop sending; let what is in flight finish and be written
                             failure = failure or error
                             continue
                         if len(texts) != len(unit):
@@ -686,9 +685,7 @@ def generate_rationales(
 
         summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
         if failure is not None:
-            if not isinstance(
-                failure, TeacherRequestError
-            ):  # a local model's error, an unexpected reply, ...
+            if not isinstance(failure, TeacherRequestError):  # a local model's error, an odd reply, ...
                 wrapped = TeacherRequestError(f"{type(failure).__name__}: {failure}")
                 wrapped.__cause__ = failure
                 failure = wrapped
