@@ -20,6 +20,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(1)
 
 
+class RecordingMetrics:
+    """A ``compute_metrics`` that keeps each ``EvalPrediction`` it gets (``seen``) and reports its row count
+    as the metric ``n``."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def __call__(self, eval_pred: Any) -> dict[str, float]:
+        self.seen.append(eval_pred)
+        return {"n": float(len(eval_pred.predictions))}
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from tiny_task import make_tokenizer

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import training_arguments
+from conftest import RecordingMetrics, training_arguments
 from datasets import Dataset
 from tiny_task import make_records
 from transformers import AutoModelForCausalLM, TrainerCallback
@@ -211,12 +211,7 @@ def test_generation_returns_new_tokens_only_and_stops_at_eos(
 
 
 def test_evaluation_logs_components_and_decodes_targets(tmp_path, tiny_tokenizer, causal_features):
-    seen = []
-
-    def compute_metrics(eval_pred):
-        seen.append(eval_pred)
-        return {"n": float(len(eval_pred.predictions))}
-
+    compute_metrics = RecordingMetrics()
     trainer = DSSMITrainer(
         model=build_tiny_causal_lm(tiny_tokenizer, "qwen2"),
         args=make_args(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=2),
@@ -412,12 +407,7 @@ def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokeniz
 
 def test_include_for_metrics_inputs_are_the_prompts(tmp_path, tiny_tokenizer, causal_features):
     """include_for_metrics=["inputs"]: a decoder-only student's metrics get the prompts, not the targets."""
-    seen = []
-
-    def compute_metrics(eval_pred):
-        seen.append(eval_pred)
-        return {"n": float(len(eval_pred.predictions))}
-
+    compute_metrics = RecordingMetrics()
     features = causal_features.select(range(5))
     trainer = DSSMITrainer(
         model=build_tiny_causal_lm(tiny_tokenizer, "llama"),
@@ -426,7 +416,7 @@ def test_include_for_metrics_inputs_are_the_prompts(tmp_path, tiny_tokenizer, ca
         compute_metrics=compute_metrics,
     )
     assert trainer.evaluate(features)["eval_n"] == 5
-    rows = seen[-1].inputs.tolist()
+    rows = compute_metrics.seen[-1].inputs.tolist()
     for row, ids, labels in zip(rows, features["input_ids"], features["labels"]):
         prompt = [t for t, label in zip(ids, labels) if label == -100]
         assert [t for t in row if t != -100 and t != tiny_tokenizer.pad_token_id] == prompt

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import training_arguments
+from conftest import RecordingMetrics, training_arguments
 from tiny_task import make_records, tokenise
 from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments, TrainerCallback
 
@@ -452,12 +452,7 @@ def test_include_for_metrics_inputs_hands_the_label_task_inputs_to_compute_metri
     tmp_path, tiny_tokenizer, tiny_features, make_args
 ):
     """include_for_metrics=["inputs"] on DSS's nested batches: the ``predict:`` inputs reach compute_metrics."""
-    seen = []
-
-    def compute_metrics(eval_pred):
-        seen.append(eval_pred)
-        return {"n": float(len(eval_pred.predictions))}
-
+    compute_metrics = RecordingMetrics()
     features = tiny_features.select(range(6))
     trainer = DSSMITrainer(
         model=build_tiny_seq2seq(tiny_tokenizer, "t5"),
@@ -467,7 +462,7 @@ def test_include_for_metrics_inputs_hands_the_label_task_inputs_to_compute_metri
     )
     metrics = trainer.evaluate(features)
     assert metrics["eval_n"] == 6 and "eval_loss_rationale" in metrics
-    inputs = seen[-1].inputs
+    inputs = compute_metrics.seen[-1].inputs
     assert inputs.shape[0] == 6
     for row, ids in zip(inputs.tolist(), features["input_ids"]):
         assert [t for t in row if t != -100 and t != tiny_tokenizer.pad_token_id] == ids

@@ -37,7 +37,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measurement_record import write_measurement  # noqa: E402
+from measurement_record import variant_figures, write_measurement  # noqa: E402
 from mi_overhead import (  # noqa: E402
     build_causal_model,
     build_model,
@@ -209,8 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         result.update(ratios(peaks[shape], median, "" if shape == "causal" else "seq2seq_"))
         details[shape] = {
             "settings": settings,
-            "median_step_s": {v: round(median[v], 6) for v in VARIANTS},
-            "peak_memory_mib": {v: round(peaks[shape][v] / 2**20, 1) for v in VARIANTS},
+            **variant_figures(median, peaks[shape]),
             "load_average_1_min": round(load[0], 2),
         }
     if "causal" in shapes:  # causal keys first, as the issue writes them

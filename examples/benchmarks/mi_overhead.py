@@ -48,7 +48,7 @@ from hf_cotmi import DSSMITrainer, DSSMITrainingArguments
 from hf_cotmi.collator import pad_target_aligned
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling modules, however it is loaded
-from measurement_record import write_measurement  # noqa: E402
+from measurement_record import variant_figures, write_measurement  # noqa: E402
 
 VARIANTS = ("dss", "naive", "hf_cotmi")
 CAUSAL_VARIANTS = ("dss", "hf_cotmi", "full_logits")
@@ -313,11 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         }
     print(json.dumps(result))
     if options.output:
-        details = {
-            "settings": settings,
-            "median_step_s": {v: round(median[v], 6) for v in variants},
-            "peak_memory_mib": {v: round(peaks[v] / 2**20, 1) for v in variants},
-        }
+        details = {"settings": settings, **variant_figures(median, peaks)}
         given = sys.argv[1:] if argv is None else list(argv)
         write_measurement(options.output, result, script="mi_overhead.py", argv=given, details=details)
     return result
