@@ -31,6 +31,7 @@ __all__ = [
     "TASKS",
     "get_task",
     "correctness_function",
+    "answer_key_function",
 ]
 
 NLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")

@@ -63,7 +63,11 @@ SETTINGS_FIELD = "teacher_settings_id"
 
 
 class OutputInUseError(RuntimeError):
-    """Another run is generating into the same output file (it holds the file's lock)."""
+    """Another run is generating into the same output file (it holds the file's lock).
+
+    Example:
+        >>> # with exclusive_output("out.jsonl"): generate_rationales(..., "out.jsonl")  -> OutputInUseError
+    """
 
 
 @contextlib.contextmanager
