@@ -16,7 +16,9 @@ fails deep inside the Trainer or, worse, silently starts the optimizer afresh. A
 A DeepSpeed ``global_step*/`` folder stands in for the weights and the optimizer state. So do FSDP's sharded
 state-dict folders (``SHARDED_STATE_DICT``, FSDP2's default): ``pytorch_model_fsdp_0/`` for the weights and
 ``optimizer_0/`` for the optimizer state, each complete once ``torch.distributed.checkpoint`` has written its
-``.metadata`` (the last file of a save).
+``.metadata`` (the last file of a save). FSDP1's ``LOCAL_STATE_DICT`` writes the weights as one
+``pytorch_model_fsdp_rank{N}.bin`` per process instead: every rank's file must be there (as many as the
+``rng_state_{N}.pth`` files the Trainer writes per process) and readable.
 
 Examples:
     >>> import tempfile
@@ -49,6 +51,9 @@ _FALSE = ("false", "none", "")
 # FSDP's sharded state dict (accelerate's save_fsdp_model / save_fsdp_optimizer): one folder each
 _FSDP_MODEL = "pytorch_model_fsdp_0"
 _FSDP_OPTIMIZER = "optimizer_0"
+# FSDP1's LOCAL_STATE_DICT: each process saves its own flat shard of the weights
+_FSDP_RANK_WEIGHTS = re.compile(r"pytorch_model_fsdp_rank(\d+)\.bin")
+_RANK_RNG_STATE = re.compile(r"rng_state_(\d+)\.pth")
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -127,6 +132,24 @@ def _distributed_checkpoint_problem(path: Path) -> str | None:
     return None
 
 
+def _ranks(folder: Path, pattern: re.Pattern[str]) -> set[int]:
+    return {int(match.group(1)) for path in folder.iterdir() if (match := pattern.fullmatch(path.name))}
+
+
+def _per_rank_weights_problem(folder: Path, ranks: set[int]) -> str | None:
+    """Why FSDP1's per-rank weight files are unusable (a rank's file missing or truncated), or None.
+
+    The processes that saved are counted from the rank numbers on the weight files and on the Trainer's
+    ``rng_state_{N}.pth`` files, so a rank whose weights never reached the disk is still noticed.
+    """
+    expected = max(ranks | _ranks(folder, _RANK_RNG_STATE)) + 1
+    for rank in range(expected):
+        problem = _torch_file_problem(folder / f"pytorch_model_fsdp_rank{rank}.bin")
+        if problem:
+            return problem
+    return None
+
+
 def _trainer_state_problem(folder: Path) -> str | None:
     path = folder / "trainer_state.json"
     if not path.is_file():
@@ -160,8 +183,12 @@ def checkpoint_problems(checkpoint: PathLike) -> list[str]:
     problems = []
     deepspeed = any(p.is_dir() and p.name.startswith("global_step") for p in folder.iterdir())
     fsdp_sharded = (folder / _FSDP_MODEL).is_dir()
+    fsdp_ranks = _ranks(folder, _FSDP_RANK_WEIGHTS)
     if fsdp_sharded and not deepspeed:
         problems.append(_distributed_checkpoint_problem(folder / _FSDP_MODEL))
+        problems.append(_distributed_checkpoint_problem(folder / _FSDP_OPTIMIZER))
+    elif fsdp_ranks and not deepspeed:
+        problems.append(_per_rank_weights_problem(folder, fsdp_ranks))
         problems.append(_distributed_checkpoint_problem(folder / _FSDP_OPTIMIZER))
     elif not deepspeed:
         problems.append(_weights_problem(folder))

@@ -224,3 +224,54 @@ def test_an_fsdp_sharded_checkpoint_without_its_metadata_is_incomplete(run, part
     problems = checkpoint_problems(folder)
     assert len(problems) == 1 and problems[0].startswith(f"{part}/ has no .metadata"), problems
     assert latest_complete_checkpoint(run) == str(run / "checkpoint-2")
+
+
+def fsdp_local(run: Path, step: int, ranks: int = 2) -> Path:
+    """checkpoint-<step> as FSDP1's ``LOCAL_STATE_DICT`` writes it from ``ranks`` processes: one
+    ``pytorch_model_fsdp_rank{N}.bin`` per rank, the optimizer state as a ``torch.distributed.checkpoint``
+    folder, and one ``rng_state_{N}.pth`` per rank."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import load_file
+
+    folder = run / f"checkpoint-{step}"
+    shutil.copytree(run / "checkpoint-2", folder)
+    weights = load_file(folder / "model.safetensors")
+    optimizer = torch.load(folder / "optimizer.pt", weights_only=False)
+    rng = torch.load(folder / "rng_state.pth", weights_only=False)
+    for name in ("model.safetensors", "optimizer.pt", "rng_state.pth"):
+        (folder / name).unlink()
+    for rank in range(ranks):
+        torch.save(weights, folder / f"pytorch_model_fsdp_rank{rank}.bin")
+        torch.save(rng, folder / f"rng_state_{rank}.pth")
+    dcp.save({"optimizer": optimizer}, checkpoint_id=str(folder / "optimizer_0"))
+    return folder
+
+
+def test_an_fsdp_local_state_dict_checkpoint_is_complete_and_resumable(run):
+    folder = fsdp_local(run, 3)
+    assert checkpoint_problems(folder) == []
+    assert resolve_resume_checkpoint("latest", run) == str(folder)
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (
+            lambda folder: (folder / "pytorch_model_fsdp_rank1.bin").unlink(),
+            "pytorch_model_fsdp_rank1.bin is missing",
+        ),
+        (
+            lambda folder: truncate(folder / "pytorch_model_fsdp_rank0.bin"),
+            "pytorch_model_fsdp_rank0.bin is truncated",
+        ),
+        (lambda folder: (folder / "optimizer_0" / ".metadata").unlink(), "optimizer_0/ has no .metadata"),
+    ],
+    ids=["a-rank-missing", "a-rank-truncated", "optimizer-unfinished"],
+)
+def test_an_fsdp_local_state_dict_checkpoint_needs_every_rank_and_its_optimizer(run, damage, problem):
+    folder = fsdp_local(run, 3)
+    damage(folder)
+    problems = checkpoint_problems(folder)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+    assert latest_complete_checkpoint(run) == str(run / "checkpoint-2")
