@@ -709,11 +709,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         """
         if self._evaluation_context is not None:
             dataset, prefix, _ = self._evaluation_context
-            store = self._components["eval"]
-            if store.weight > 0 and store.sums:
-                totals = self._gather_sum({**store.sums, "_examples": store.weight})
-                examples = totals.pop("_examples")
-                logs.update({f"{prefix}_{k}": v / examples for k, v in totals.items()})
+            logs.update(self._evaluation_components(prefix))
             for callback in self.callback_handler.callbacks:
                 hook = getattr(callback, "evaluation_metrics", None)
                 if callable(hook):
@@ -727,6 +723,15 @@ class DSSMITrainer(Seq2SeqTrainer):
                 logs.update({k: round(v, 6) for k, v in self._gather_mean(means).items()})
             self._components["train"] = _ComponentStore()
         super().log(logs, start_time)
+
+    def _evaluation_components(self, prefix: str) -> dict[str, float]:
+        """The evaluation loss components summed so far, as ``{prefix}_loss_*`` means over the examples."""
+        store = self._components["eval"]
+        if store.weight <= 0 or not store.sums:
+            return {}
+        totals = self._gather_sum({**store.sums, "_examples": store.weight})
+        examples = totals.pop("_examples")
+        return {f"{prefix}_{k}": v / examples for k, v in totals.items()}
 
     def _gather_sum(self, values: dict[str, float]) -> dict[str, float]:
         if self.args.world_size <= 1 or not values:
@@ -950,7 +955,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         metric_key_prefix: str = "test",
         **gen_kwargs: Any,
     ) -> PredictionOutput:
-        """``Seq2SeqTrainer.predict``; with ``output_rationale=True`` predictions are ``(labels, rationales)``
+        """``Seq2SeqTrainer.predict`` with the ``{prefix}_loss_*`` components in its metrics, as
+        :meth:`evaluate` reports them; with ``output_rationale=True`` predictions are ``(labels, rationales)``
         token ids and ``predictions.jsonl`` (one ``{"prediction", "rationale"}`` object per example, with
         ``"input"`` when the dataset has that column) is written to the output directory.
 
@@ -959,6 +965,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         """
         with self._evaluation_scope(test_dataset, metric_key_prefix, gen_kwargs):
             output = super().predict(test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+            # the base predict() never calls log(), where evaluate() gets its components
+            output.metrics.update(self._evaluation_components(metric_key_prefix))
         if (
             self.args.output_rationale
             and isinstance(output.predictions, tuple)

@@ -176,6 +176,21 @@ def test_evaluation_without_rationales_gives_label_loss_only(tmp_path, tiny_toke
     assert math.isclose(metrics["eval_loss"], 0.5 * metrics["eval_loss_label"], rel_tol=1e-5)
 
 
+def test_predict_reports_the_same_loss_components_as_evaluate(
+    tmp_path, tiny_tokenizer, tiny_features, make_args
+):
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    trainer = DSSMITrainer(model=model, args=make_args(tmp_path), processing_class=tiny_tokenizer)
+    evaluated = trainer.evaluate(tiny_features, metric_key_prefix="test")
+    predicted = trainer.predict(tiny_features).metrics
+    for name in ("loss", "loss_label", "loss_rationale", "loss_mi"):
+        assert math.isclose(predicted[f"test_{name}"], evaluated[f"test_{name}"], rel_tol=1e-5), name
+    # the components were read once: a later evaluation starts from fresh sums
+    assert math.isclose(
+        trainer.evaluate(tiny_features)["eval_loss_label"], evaluated["test_loss_label"], rel_tol=1e-5
+    )
+
+
 def test_predict_with_output_rationale_returns_and_writes_rationales(
     tmp_path, tiny_tokenizer, tiny_features, make_args
 ):
