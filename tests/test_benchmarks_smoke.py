@@ -1150,3 +1150,114 @@ def test_parallel_sweep_reads_the_output_dir_replicate_writes_to(tmp_path: Path)
     assert sweep._output_dir(arguments) == last
     assert not sweep.job_finished(sweep._output_dir(arguments), "dss", "0", None)  # first's run: not this one
     assert sweep.argument_value(["--output-dir=a", "--output-dir", "b"], "--output-dir") == "b"
+
+
+def test_results_md_and_plots_are_written_through_a_temporary_file_and_a_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parallel workers and the final report rewrite results.md: a reader never sees it half written."""
+    report = _load("sweep_report")
+    split = {"examples": 2, "split": "test"}
+    settings = {"student": "tiny", "data": {"dataset": "esnli", "train": split, "valid": split, "test": split},
+                "max_steps": 20, "batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 1e-4,
+                "eval_steps": 10, "patience": 0}  # fmt: skip
+    runs = [{"method": "dss", "seed": 0, "test_accuracy": 0.5, "test_ece": 0.1, "steps_trained": 20,
+             "best_step": 20, "train_seconds": 60.0}]  # fmt: skip
+    (tmp_path / "results.md").write_text("the previous report\n")
+    renamed: list[tuple[Path, Path]] = []
+    real_replace = os.replace
+
+    def recording_replace(source, target) -> None:  # noqa: ANN001
+        renamed.append((Path(source), Path(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    report.write_report(tmp_path, runs, ["dss"], [0], settings)
+    targets = {target.name: source for source, target in renamed}
+    assert {"results.json", "results.md", "accuracy.png"} <= set(targets)
+    for name in ("results.md", "accuracy.png"):
+        assert targets[name].parent == tmp_path and targets[name].name != name
+    assert "| DSS | 1 |" in (tmp_path / "results.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png", "results.json", "results.md"]
+
+    # a report that fails while its text is written leaves the previous results.md whole, and no temporary file
+    (tmp_path / "results.md").write_text("the previous report\n")
+    real_write_text = Path.write_text
+
+    def failing_write_text(self: Path, data: str, *args, **kwargs) -> int:  # noqa: ANN002, ANN003
+        if self.name.startswith("results.md"):
+            real_write_text(self, data[:10], *args, **kwargs)
+            raise OSError("disk full")
+        return real_write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", failing_write_text)
+    with pytest.raises(OSError, match="disk full"):
+        report.write_report(tmp_path, runs, ["dss"], [0], settings)
+    monkeypatch.undo()
+    assert (tmp_path / "results.md").read_text() == "the previous report\n"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_smoke_keeps_every_flag_typed_on_the_command_line_even_at_its_default(tmp_path: Path) -> None:
+    replicate = _load("replicate")
+    base = ["--smoke", "--output-dir", str(tmp_path)]
+    smoke = replicate.parse_args(base)
+    assert (smoke.training.max_steps, smoke.training.eval_steps, smoke.run.seeds) == (4, 2, [0])
+    max_steps, eval_steps = replicate.DEFAULTS["max_steps"], replicate.DEFAULTS["eval_steps"]
+    typed = replicate.parse_args(
+        [*base, "--max-steps", str(max_steps), f"--eval_steps={eval_steps}", "--seeds", "0", "1", "2"]
+    )
+    assert typed.training.max_steps == max_steps and typed.training.eval_steps == eval_steps
+    assert typed.run.seeds == [0, 1, 2]
+    # a flag typed with another value, and the flags not typed, as before
+    other = replicate.parse_args([*base, "--max-steps", "7"])
+    assert (other.training.max_steps, other.training.eval_steps, other.run.seeds) == (7, 2, [0])
+    assert (other.run.train_size, other.run.student, other.data.dataset) == (32, "tiny", "synthetic")
+
+
+def _synthetic_files_with_empty_rationales(folder: Path) -> tuple[Path, Path, int]:
+    """The synthetic task as files, every third training rationale blank; and how many are blank."""
+    from hf_cotmi.data.synthetic import make_arithmetic_cot_dataset
+
+    data = make_arithmetic_cot_dataset(n_train=40, n_test=6, n_valid=0, seed=3)
+    rows = [
+        dict(row, rationale="" if i % 3 == 0 else row["rationale"]) for i, row in enumerate(data["train"])
+    ]
+    train, test = folder / "train.jsonl", folder / "test.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    test.write_text("".join(json.dumps(row) + "\n" for row in data["test"]))
+    return train, test, sum(1 for row in rows if not row["rationale"])
+
+
+def test_dropped_empty_rationales_are_counted_and_the_report_gives_the_examples_trained_on(
+    tmp_path: Path,
+) -> None:
+    replicate = _load("replicate")
+    train, test, blank = _synthetic_files_with_empty_rationales(tmp_path)
+    out = tmp_path / "out"
+    args = ["--smoke", "--train-file", str(train), "--test-file", str(test), "--methods", "dss",
+            "--train-size", "30", "--valid-size", "4", "--max-steps", "1", "--eval-steps", "1",
+            "--output-dir", str(out)]  # fmt: skip
+    replicate.main([*args, "--empty-rationale", "drop"])
+    protocol = json.loads((out / "protocol.json").read_text())
+    selected = protocol["data"]["train"]["examples"]
+    assert selected == 30  # the selection, as recorded before: a folder made earlier still continues
+    # the blank rationales among the 30 selected, counted here (not by the library's loader)
+    selection, _, _ = replicate.select_splits(replicate.parse_args([*args, "--empty-rationale", "drop"]))
+    dropped = sum(1 for rationale in selection["train"]["rationale"] if not (rationale or "").strip())
+    assert 0 < dropped < blank
+    done = json.loads((out / "runs" / "dss" / "seed0" / "done.json").read_text())
+    assert done["train_dropped_rationales"] == dropped and done["train_examples"] == selected - dropped
+    header = (out / "results.md").read_text().splitlines()[0]
+    assert (
+        f"{selected} train (train; {dropped} without a rationale dropped, {selected - dropped} trained on)"
+        in (header)
+    )
+    # without dropping, the protocol, the run record and the header are as before
+    kept = tmp_path / "kept"
+    replicate.main([*args[:-1], str(kept)])
+    assert protocol.pop("empty_rationale") == "drop"  # the one setting that differs
+    assert json.loads((kept / "protocol.json").read_text()) == protocol
+    done = json.loads((kept / "runs" / "dss" / "seed0" / "done.json").read_text())
+    assert "train_dropped_rationales" not in done and done["train_examples"] == selected
+    assert f"{selected} train (train), " in (kept / "results.md").read_text().splitlines()[0]

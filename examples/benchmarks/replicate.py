@@ -50,6 +50,7 @@ Examples::
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -172,7 +173,8 @@ DEFAULTS = {
     "max_rationale_length": 64,
     "output_dir": None,
 }
-SMOKE = {"max_steps": 4, "eval_steps": 2, "seeds": [0]}
+SMOKE = {"max_steps": 4, "eval_steps": 2, "seeds": [0], "train_size": 32, "valid_size": 8, "test_size": 8}
+"""What ``--smoke`` sets, each option only when the command line does not type it (:func:`typed_options`)."""
 
 
 @dataclass
@@ -214,25 +216,48 @@ def _error(message: str) -> SystemExit:
     return SystemExit(2)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Options:
-    """Parse the command line (see the module docstring) into the package's and the script's dataclasses."""
+def _argument_parser() -> Any:
+    """The ``HfArgumentParser`` of this script: the package's dataclasses and its own, its defaults set."""
     from transformers import HfArgumentParser
 
     from hf_cotmi import DSSMITrainingArguments
     from hf_cotmi.run_arguments import DataArguments, EvaluationArguments
 
+    parser = HfArgumentParser(
+        [DataArguments, EvaluationArguments, DSSMITrainingArguments, ReplicateArguments],
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.set_defaults(**DEFAULTS)
+    return parser
+
+
+def typed_options(argv: Sequence[str]) -> set[str]:
+    """The options (field names) that a command line types, whatever their value, a default one included.
+
+    ``argv`` is parsed once more into a namespace where every option holds a marker instead of its default:
+    the options no longer holding it were typed (in any spelling the parser takes: ``--max-steps 5``,
+    ``--max_steps=5``, ``--no_...``).
+
+    Example:
+        >>> sorted(typed_options(["--smoke", "--max-steps", "1000", "--output-dir", "out"]))
+        ['max_steps', 'output_dir', 'smoke']
+    """
+    parser = _argument_parser()
+    names = {f.name for dataclass_type in parser.dataclass_types for f in fields(dataclass_type)}
+    not_typed = object()
+    namespace, _ = parser.parse_known_args(list(argv), argparse.Namespace(**dict.fromkeys(names, not_typed)))
+    return {name for name, value in vars(namespace).items() if value is not not_typed}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    """Parse the command line (see the module docstring) into the package's and the script's dataclasses."""
     argv = _rewrite_aliases(sys.argv[1:] if argv is None else argv)
     if "--bf16" in argv and "--use_cpu" not in argv and "--use-cpu" not in argv:
         import torch
 
         if not torch.cuda.is_available():
             argv.append("--use_cpu")  # transformers refuses bf16 without an accelerator unless use_cpu is set
-    parser = HfArgumentParser(
-        [DataArguments, EvaluationArguments, DSSMITrainingArguments, ReplicateArguments],
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.set_defaults(**DEFAULTS)
-    data, evaluation, training, run = parser.parse_args_into_dataclasses(argv)
+    data, evaluation, training, run = _argument_parser().parse_args_into_dataclasses(argv)
     # TrainingArguments puts a default in when none is given: the flag itself must be there
     if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv) or not training.output_dir:
         raise _error("--output-dir is required (folder for runs, results.json, table and plot)")
@@ -244,13 +269,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             run.student = TINY_STUDENT
         if data.dataset is None and data.train_file is None:
             data.dataset = "synthetic"
+        # what the user typed stays, even where it is the default value (``--max-steps 1000``)
+        typed = typed_options(argv)
         for key, value in SMOKE.items():
-            holder = run if key == "seeds" else training
-            if getattr(holder, key) == ([0, 1, 2] if key == "seeds" else DEFAULTS[key]):
-                setattr(holder, key, value)
-        for key, value in {"train_size": 32, "valid_size": 8, "test_size": 8}.items():
-            if getattr(run, key) is None:
-                setattr(run, key, value)
+            if key not in typed:
+                setattr(run if hasattr(run, key) else training, key, value)
     if run.student is None:
         raise _error(
             f"--student is required (a Hub name, a local folder, '{TINY_STUDENT}' or '{TINY_CAUSAL_STUDENT}')"
@@ -456,10 +479,18 @@ def single_task_splits(data: Any, order: str) -> Any:
 
 
 def method_features(
-    data: Any, tokenizer: Any, options: Options, *, model: Any = None, single_task: bool = False
+    data: Any,
+    tokenizer: Any,
+    options: Options,
+    *,
+    model: Any = None,
+    single_task: bool = False,
+    return_report: bool = False,
 ) -> Any:
     """DSS features (:func:`hf_cotmi.pipeline.build_features`): train keeps the rationale task; valid and
-    test hold the label task only. ``single_task``: the training target is rationale and label together."""
+    test hold the label task only. ``single_task``: the training target is rationale and label together.
+    ``return_report``: also the loader's counts (a :class:`~hf_cotmi.data.report.FeaturesReport`), among
+    them the training examples dropped for an empty rationale (``--empty-rationale drop``)."""
     from hf_cotmi.pipeline import LoadedData, build_features
 
     data_args = options.data
@@ -474,6 +505,7 @@ def method_features(
         predict_prefix=options.training.predict_prefix,
         explain_prefix=options.training.explain_prefix,
         with_rationale={"train"} if not single_task else False,
+        return_report=return_report,
         model=model if model is not None and is_causal(model) else None,
     )
 
@@ -729,15 +761,30 @@ class Sweep:
     student_loader: Any
     features: dict[str, Any] = field(default_factory=dict)  # "dss" / "single_task" -> features
     student_sha256: str | None = None  # of a local student folder's weights (student_weights_sha256)
+    feature_reports: dict[str, Any] = field(default_factory=dict)  # "dss" / "single_task" -> their counts
+
+    @staticmethod
+    def _kind(method: Method) -> str:
+        return "single_task" if method.single_target else "dss"
 
     def features_for(self, method: Method) -> Any:
-        kind = "single_task" if method.single_target else "dss"
+        kind = self._kind(method)
         if kind not in self.features:
             model, tokenizer = self.student_loader()
-            self.features[kind] = method_features(
-                self.data, tokenizer, self.options, model=model, single_task=method.single_target
+            self.features[kind], self.feature_reports[kind] = method_features(
+                self.data,
+                tokenizer,
+                self.options,
+                model=model,
+                single_task=method.single_target,
+                return_report=True,
             )
         return self.features[kind]
+
+    def dropped_rationales(self, method: Method) -> int:
+        """Training examples the loader dropped for an empty rationale in this method's features."""
+        self.features_for(method)
+        return self.feature_reports[self._kind(method)].splits["train"].dropped_rationales
 
 
 def run_training_arguments(method: Method, seed: int, options: Options, run_dir: Path) -> Any:
@@ -955,6 +1002,9 @@ def train_one(
         record["single_task_order"] = options.run.single_task_order
     if sweep.student_sha256 is not None:
         record["student_sha256"] = sweep.student_sha256
+    if options.data.empty_rationale == "drop":
+        # the protocol counts the examples selected; train_examples above, those trained on, after the drop
+        record["train_dropped_rationales"] = sweep.dropped_rationales(method)
     write_json(run_dir / "done.json", record)
     if not options.run.keep_checkpoints:
         for checkpoint in run_dir.glob("checkpoint-*"):

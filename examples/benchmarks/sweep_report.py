@@ -18,15 +18,36 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sweep_methods import METHOD_TITLES, PAIRED_BASELINE
 
 
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """Make ``path`` with ``write(temporary_path)``, then rename the temporary file to ``path``.
+
+    The temporary file is in the same folder (a rename there is atomic) and named after this process
+    (parallel workers write the same files), so a reader sees the previous file or the new one, never a
+    half-written one. If ``write`` fails, ``path`` is left as it was and the temporary file is removed.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "results.md"
+        >>> write_atomically(path, lambda tmp: tmp.write_text("| method |")); path.read_text()
+        '| method |'
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as indented JSON, atomically (a temporary file of this process, then a rename).
+    """Write ``value`` as indented JSON, atomically (:func:`write_atomically`).
 
     Example:
         >>> import tempfile
@@ -34,9 +55,13 @@ def write_json(path: Path, value: Any) -> None:
         >>> write_json(path, {"seed": 0}); json.loads(path.read_text())
         {'seed': 0}
     """
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # own name: parallel jobs write it too
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    """Save a figure as PNG, atomically (the temporary name has no ``.png`` to infer the format from)."""
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 def _patience_start_text(settings: dict[str, Any]) -> str:
@@ -372,7 +397,7 @@ def plot_accuracy(summary: dict[str, dict[str, Any]], path: Path, title: str) ->
     ax.set_ylim(max(0, low - 10), min(100, max(m + s for m, s in zip(means, spans)) + 5) if means else 100)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path)
     plt.close(fig)
     return True
 
@@ -381,6 +406,9 @@ def plot_accuracy_vs_size(
     by_fraction: dict[str, dict[str, Any]], train_examples: int, path: Path, title: str
 ) -> bool:
     """Test accuracy against training-set size: one line per method, sample-std error bars.
+
+    A fraction's size is its ``train_examples`` (the examples its runs trained on) where it has one, else
+    the fraction of ``train_examples``.
 
     Example:
         >>> import tempfile
@@ -395,19 +423,19 @@ def plot_accuracy_vs_size(
     methods = list(dict.fromkeys(name for entry in by_fraction.values() for name in entry["summary"]))
     for name in methods:
         points = [
-            (float(key), entry["summary"][name])
+            (float(key), entry.get("train_examples"), entry["summary"][name])
             for key, entry in by_fraction.items()
             if name in entry["summary"]
         ]
         points.sort(key=lambda p: p[0])
-        sizes = [max(1, round(f * train_examples)) for f, _ in points]
+        sizes = [n if n is not None else max(1, round(f * train_examples)) for f, n, _ in points]
         ax.errorbar(
             sizes,
-            [100 * s["accuracy_mean"] for _, s in points],
-            yerr=[_error_bar(s["accuracy_std"]) for _, s in points],
+            [100 * s["accuracy_mean"] for _, _, s in points],
+            yerr=[_error_bar(s["accuracy_std"]) for _, _, s in points],
             marker="o",
             capsize=4,
-            label=points[0][1]["title"],
+            label=points[0][2]["title"],
         )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training examples")
@@ -415,21 +443,56 @@ def plot_accuracy_vs_size(
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path)
     plt.close(fig)
     return True
 
 
-def _header(settings: dict[str, Any], finished: int, expected: int) -> str:
+def train_examples_text(train: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+    """The training set as the report's header gives it: the examples selected (the protocol's count) and,
+    where runs dropped examples without a rationale (``--empty-rationale drop``: the runs'
+    ``train_dropped_rationales``), how many were dropped and how many trained on, by method when they differ.
+
+    Examples:
+        >>> train_examples_text({"examples": 30, "split": "valid"}, [{"method": "dss"}])
+        '30 train (valid)'
+        >>> runs = [{"method": "dss", "train_dropped_rationales": 9}]
+        >>> train_examples_text({"examples": 30, "split": "valid"}, runs)
+        '30 train (valid; 9 without a rationale dropped, 21 trained on)'
+        >>> runs.append({"method": "single_task", "train_dropped_rationales": 0})
+        >>> train_examples_text({"examples": 30, "split": "valid"}, runs)
+        '30 train (valid; without a rationale dropped: 9 by dss (21 trained on), 0 by single_task (30 trained on))'
+    """
+    selected = train["examples"]
+    methods_by_dropped: dict[int, list[str]] = {}
+    for record in records:
+        if "train_dropped_rationales" in record:
+            methods = methods_by_dropped.setdefault(record["train_dropped_rationales"], [])
+            methods.extend([record["method"]] if record["method"] not in methods else [])
+    where = train["split"]
+    if not any(methods_by_dropped):
+        return f"{selected} train ({where})"
+    if len(methods_by_dropped) == 1:
+        (dropped,) = methods_by_dropped
+        return f"{selected} train ({where}; {dropped} without a rationale dropped, {selected - dropped} trained on)"
+    groups = ", ".join(
+        f"{dropped} by {', '.join(methods)} ({selected - dropped} trained on)"
+        for dropped, methods in sorted(methods_by_dropped.items(), reverse=True)
+    )
+    return f"{selected} train ({where}; without a rationale dropped: {groups})"
+
+
+def _header(settings: dict[str, Any], records: Sequence[dict[str, Any]], expected: int) -> str:
     data = settings["data"]
     teacher = (
         " Trained on the teacher's labels; tested against gold."
         if settings.get("label_source") == "llm"
         else ""
     )
+    finished = len(records)
     return (
-        f"Student `{settings['student']}`; {data['dataset']}: {data['train']['examples']} train "
-        f"({data['train']['split']}), {data['valid']['examples']} validation ({data['valid']['split']}), "
+        f"Student `{settings['student']}`; {data['dataset']}: {train_examples_text(data['train'], records)}, "
+        f"{data['valid']['examples']} validation ({data['valid']['split']}), "
         f"{data['test']['examples']} test ({data['test']['split']}). Budget {settings['max_steps']} steps, "
         f"batch {settings['batch_size']}x{settings['gradient_accumulation_steps']}, lr {settings['learning_rate']}, "
         f"validation every {settings['eval_steps']} steps, patience {settings['patience']}"
@@ -492,6 +555,16 @@ def _section(
     return summary, paired, text
 
 
+def _fraction_examples(runs: Sequence[dict[str, Any]], fraction: float, selected: int) -> int:
+    """The examples a fraction's runs trained on (their ``train_examples``, fewer than the fraction of the
+    selection where examples without a rationale were dropped); the fraction of ``selected`` for runs that
+    do not record it or disagree."""
+    counts = {run.get("train_examples") for run in runs}
+    if len(counts) == 1 and None not in counts:
+        return int(counts.pop())
+    return max(1, round(fraction * selected))
+
+
 def write_report(
     out: Path,
     records: list[dict[str, Any]],
@@ -532,7 +605,7 @@ def write_report(
         "finished_runs": len(records),
         "expected_runs": expected,
     }
-    text = _header(settings, len(records), expected)
+    text = _header(settings, records, expected)
     weights = student_weights_text(records)
     if weights:
         text += weights + "\n\n"
@@ -543,7 +616,7 @@ def write_report(
         for fraction in sorted(fractions):
             runs = [r for r in records if r.get("train_fraction") == fraction]
             summary, paired, section = _section(runs, methods, choice_ranking)
-            examples = max(1, round(fraction * data["train"]["examples"]))
+            examples = _fraction_examples(runs, fraction, data["train"]["examples"])
             by_fraction[fraction_key(fraction)] = {
                 "train_examples": examples,
                 "summary": summary,
@@ -568,7 +641,7 @@ def write_report(
         result["summary"], result["paired_differences"], result["runs"] = summary, paired, records
         text += section
     write_json(out / "results.json", result)
-    (out / "results.md").write_text(text)
+    write_atomically(out / "results.md", lambda tmp: tmp.write_text(text))
     if summary:
         plot_accuracy(summary, out / "accuracy.png", f"{data['dataset']}: test accuracy over seeds{shown}")
     return summary
