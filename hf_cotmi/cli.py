@@ -27,7 +27,7 @@ from typing import Any
 
 from .command_line import CommonArguments, build_argument_parser, parse_command_line
 from .confidence import CONFIDENCE_MODES
-from .pipeline import _write_json, quiet_libraries, run_evaluation, run_prediction, run_training
+from .pipeline import quiet_libraries, run_evaluation, run_prediction, run_training, write_json
 from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
 from .teacher.command import build_generate_rationales_parser, generate_rationales_command
 
@@ -302,7 +302,7 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
     print(f"  avg_confidence  {report['avg_confidence']:.4f}")
     print(f"  reliability diagram: {report['reliability_diagram']}")
     if args.output_file:
-        _write_json(args.output_file, report, default=float)  # strict JSON: NaN as null
+        write_json(args.output_file, report, default=float)  # strict JSON: NaN as null
         print(f"  metrics written to {args.output_file}")
     return 0
 

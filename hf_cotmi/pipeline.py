@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -59,6 +60,7 @@ __all__ = [
     "run_prediction",
     "read_sidecar",
     "json_safe",
+    "write_json",
     "quiet_libraries",
 ]
 
@@ -390,8 +392,23 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _write_json(path: str, values: dict[str, Any], **options: Any) -> str:
-    """Write ``values`` as strict JSON (non-finite numbers as ``null``, see :func:`json_safe`)."""
+def write_json(path: str, values: dict[str, Any], **options: Any) -> str:
+    """Write ``values`` to ``path`` as strict JSON, atomically; return ``path``.
+
+    Non-finite numbers become ``null`` (see :func:`json_safe`); ``default=`` converts what ``json`` cannot
+    take (numpy numbers) first, other ``options`` go to ``json.dumps`` (``sort_keys=True``). Missing parent
+    folders are made. The text goes to a temporary file beside ``path`` that then replaces it, so an
+    interrupted write (disk full, Ctrl-C) leaves the old file whole, or none, never a partial one.
+
+    Examples:
+        >>> import os, tempfile
+        >>> path = write_json(os.path.join(tempfile.mkdtemp(), "m.json"), {"ece": float("nan"), "n": 2})
+        >>> print(open(path).read().strip())
+        {
+          "ece": null,
+          "n": 2
+        }
+    """
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -399,8 +416,17 @@ def _write_json(path: str, values: dict[str, Any], **options: Any) -> str:
     if default is not None:  # convert what json cannot take (numpy numbers) first, so NaN from it is caught
         values = json.loads(json.dumps(values, default=default))
     text = json.dumps(json_safe(values), indent=2, allow_nan=False, **options)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text + "\n")
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as handle:  # "x": the permissions a new file gets
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
     return path
 
 
@@ -827,7 +853,7 @@ def _sidecar_in_checkpoints(sidecar: Callable[[], dict[str, Any]]) -> Any:
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             if state.is_world_process_zero and os.path.isdir(folder):
-                _write_json(os.path.join(folder, SIDECAR_NAME), sidecar(), sort_keys=True)
+                write_json(os.path.join(folder, SIDECAR_NAME), sidecar(), sort_keys=True)
 
     return _SidecarInCheckpoints()
 
@@ -840,24 +866,31 @@ def _save_run(
     results: dict[str, Any],
     started: float,
 ) -> None:
-    """Write the sidecar and ``results.json``, save (or push) model, tokenizer and model card."""
+    """Save model, tokenizer and model card, then the sidecar and ``results.json``; with ``push_to_hub``,
+    upload the folder after that.
 
+    ``results.json`` is written last, so a folder that holds one holds a finished run: a model save that
+    fails (disk full, interrupted) leaves no results claiming otherwise, and the upload includes it.
+    """
     args, output_dir = trainer.args, trainer.args.output_dir
+    card_kwargs: dict[str, Any] = {"dataset": data.name} if data.name else {}
+    # on every process (sharded FSDP / DeepSpeed models save together); _internal_call: save only, since
+    # the Trainer's save_model would push the folder before results.json is in it
+    trainer.save_model(_internal_call=True)
+    if not args.push_to_hub:
+        trainer.create_model_card(**card_kwargs)
     if trainer.is_world_process_zero():
-        _write_json(
+        write_json(
             os.path.join(output_dir, SIDECAR_NAME),
             _sidecar(trainer, data, model_args, data_args),
             sort_keys=True,
         )
         results["total_seconds"] = round(time.monotonic() - started, 1)
-        _write_json(os.path.join(output_dir, "results.json"), results, default=float)
-    card_kwargs: dict[str, Any] = {"dataset": data.name} if data.name else {}
+        write_json(os.path.join(output_dir, "results.json"), results, default=float)
     if args.push_to_hub:
-        # the full repo id as model name: the card's usage snippet loads from it
+        # push_to_hub saves the model again (the same files) and writes the card before it uploads the
+        # folder; the full repo id as model name: the card's usage snippet loads from it
         trainer.push_to_hub(model_name=trainer.hub_model_id, **card_kwargs)
-    else:
-        trainer.save_model()
-        trainer.create_model_card(**card_kwargs)
 
 
 def run_training(

@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from datasets import Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from hf_cotmi import load_cot_dataset
+from hf_cotmi.data.custom import as_text_column
 from hf_cotmi.data.jsonfiles import DataFormatError
 
 ROWS = [
@@ -153,3 +154,40 @@ def test_nan_is_a_missing_number_not_the_text_nan(tmp_path: Path):
     data = Dataset.from_dict({"input": ["a", "b"], "label": ["2", "3"], "rationale": [1.5, float("nan")]})
     out, report = load_cot_dataset(data, return_report=True)
     assert out["train"]["rationale"] == ["1.5", ""] and report.missing_rationales == 1
+
+
+NLI_NAMES = ["entailment", "neutral", "contradiction"]
+
+
+def nli_dataset(labels: list[int]) -> Dataset:
+    features = Features(
+        {"premise": Value("string"), "label": ClassLabel(names=NLI_NAMES), "explanation": Value("string")}
+    )
+    rows = {
+        "premise": [f"premise {i}" for i in range(len(labels))],
+        "label": labels,
+        "explanation": [f"because {i}" for i in range(len(labels))],
+    }
+    return Dataset.from_dict(rows, features=features)
+
+
+def test_a_class_label_column_becomes_its_names():
+    columns = {"input_column": "premise", "rationale_column": "explanation"}
+    data = load_cot_dataset(nli_dataset([2, 0, 1]), **columns)
+    assert data["train"]["label"] == ["contradiction", "entailment", "neutral"]
+    assert data["train"].features["label"] == Value("string")
+    splits = DatasetDict({"train": nli_dataset([1, 1]), "test": nli_dataset([0, 2])})
+    both = load_cot_dataset(splits, **columns)
+    assert both["train"]["label"] == ["neutral", "neutral"]
+    assert both["test"]["label"] == ["entailment", "contradiction"]
+    shown = as_text_column(nli_dataset([0, -1, 2]), "label", "x")
+    assert list(shown["label"]) == ["entailment", None, "contradiction"]
+
+
+def test_the_class_label_no_label_value_is_a_missing_label():
+    # GLUE-style test splits mark "no label" with -1: a missing label, refused like a null one
+    with pytest.raises(
+        ValueError,
+        match=r"^the Dataset, row 1: 'label' is missing \(null, or the ClassLabel value -1: no label\)",
+    ):
+        load_cot_dataset(nli_dataset([0, -1, 2]), input_column="premise", rationale_column="explanation")

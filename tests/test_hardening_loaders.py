@@ -246,6 +246,21 @@ def test_a_byte_that_is_not_utf8_names_the_file_and_line(tmp_path, name):
     )
 
 
+@pytest.mark.parametrize("name", ["bad.jsonl", "bad.json", "bad.csv", "in.txt"])
+def test_the_column_of_a_byte_that_is_not_utf8_counts_characters_not_bytes(tmp_path, name):
+    # "数" is 3 bytes and "é" 2 in UTF-8: the bad byte is the 13th character of its line, the 16th byte
+    before = '{"input": "数é'
+    body = jsonl_bytes(json.dumps(GOOD)) + before.encode() + b'\xff"}\n'
+    if name == "bad.csv":
+        before = "数é,"
+        body = b"input,label,rationale\n" + before.encode() + b"\xff,r\n"
+    path = write(tmp_path / name, body)
+    expected = f"{path}, line 2: byte 0xff at column {len(before) + 1} is not UTF-8"
+    with pytest.raises(DataFormatError) as caught:
+        read_input_lines(path) if name == "in.txt" else load_cot_dataset(path)
+    assert str(caught.value).startswith(expected)
+
+
 @pytest.mark.parametrize(
     "name,body",
     [

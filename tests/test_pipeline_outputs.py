@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -139,3 +140,85 @@ def test_model_card_of_standard_fine_tuning_does_not_claim_a_rationale_task():
     assert "trained on two tasks" not in text and "trained on one task" in text
     dss = render_model_card(DSSModelCardData("m", loss_settings={**settings, "rationale_loss_weight": 0.5}))
     assert "trained on two tasks" in dss
+
+
+def _train_own_files(student: str, folder: Path, **training: object) -> dict:
+    return run_training(
+        ModelArguments(model_name_or_path=student),
+        DataArguments(
+            train_file=_write_rows(folder / "train.jsonl", 0, 8),
+            test_file=_write_rows(folder / "test.jsonl", 8, 10),
+        ),
+        EvaluationArguments(num_examples_to_show=0),
+        training_arguments(folder / "out", max_steps=1, **training),
+        print_fn=lambda text: None,
+    )
+
+
+@pytest.fixture
+def offline_push(monkeypatch) -> list[set[str]]:
+    """The two Hub calls of ``push_to_hub`` replaced: each upload records the names in its folder."""
+    from huggingface_hub import HfApi, RepoUrl
+
+    uploaded: list[set[str]] = []
+
+    def upload_folder(api, *, folder_path, **kwargs):
+        uploaded.append(set(os.listdir(folder_path)))
+
+    monkeypatch.setattr(
+        HfApi, "create_repo", lambda api, repo_id, *a, **k: RepoUrl(f"https://hf.co/{repo_id}")
+    )
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return uploaded
+
+
+@pytest.mark.parametrize("push", [False, True], ids=["saved", "pushed"])
+def test_a_failed_model_save_leaves_no_results_json(
+    tiny_student_dir, tmp_path, monkeypatch, offline_push, push
+):
+    from hf_cotmi import DSSMITrainer
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(DSSMITrainer, "save_model", disk_full)
+    hub = {"push_to_hub": True, "hub_model_id": "me/student"} if push else {}
+    with pytest.raises(OSError, match="No space left"):
+        _train_own_files(tiny_student_dir, tmp_path, **hub)
+    out = tmp_path / "out"
+    assert not (out / "results.json").exists() and not (out / SIDECAR_NAME).exists()
+    assert offline_push == []  # nothing was uploaded either
+
+
+def test_a_finished_run_has_the_model_and_results_json(tiny_student_dir, tmp_path):
+    results = _train_own_files(tiny_student_dir, tmp_path)
+    out = tmp_path / "out"
+    assert {"results.json", SIDECAR_NAME, "config.json", "README.md"} <= set(results["files"])
+    assert any(name.endswith(".safetensors") for name in results["files"])
+    assert _strict_json(out / "results.json")["total_seconds"] >= 0
+    assert not [name for name in results["files"] if name.endswith(".tmp")]
+
+
+def test_the_push_uploads_a_folder_with_model_and_results_json(tiny_student_dir, tmp_path, offline_push):
+    _train_own_files(tiny_student_dir, tmp_path, push_to_hub=True, hub_model_id="me/student")
+    assert len(offline_push) == 1
+    assert {"results.json", SIDECAR_NAME, "config.json"} <= offline_push[0]
+    assert any(name.endswith(".safetensors") for name in offline_push[0])
+
+
+def test_write_json_is_public_and_replaces_a_file_whole(tmp_path, monkeypatch):
+    from hf_cotmi import pipeline
+
+    assert "write_json" in pipeline.__all__
+    path = tmp_path / "deep" / "m.json"
+    assert pipeline.write_json(str(path), {"ece": float("nan"), "n": 2}) == str(path)
+    assert _strict_json(path) == {"ece": None, "n": 2}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.write_json(str(path), {"ece": 0.5, "n": 3})
+    assert _strict_json(path) == {"ece": None, "n": 2}  # the old file, whole
+    assert os.listdir(path.parent) == ["m.json"]  # no partial file left beside it

@@ -22,7 +22,7 @@ from .report import CoTLoadReport, CoTSplitReport
 from .textfiles import read_csv_records
 
 if TYPE_CHECKING:  # pragma: no cover
-    from datasets import Dataset, DatasetDict
+    from datasets import ClassLabel, Dataset, DatasetDict
 
 __all__ = ["SUPPORTED_SUFFIXES", "load_cot_dataset", "read_table_file"]
 
@@ -185,21 +185,28 @@ def as_text_column(
     """``dataset`` with ``column`` as text, the same for every reader: whole numbers without a fraction or
     exponent (``7`` for 7.0, ``12345678901`` in a column that also holds 2.5), other numbers in their
     shortest form (``2.5``), booleans as Arrow writes them (``true``). NaN (a missing number) and infinity,
-    which JSON refuses too, become null (never the text ``nan`` or ``inf``).
+    which JSON refuses too, become null (never the text ``nan`` or ``inf``). A ``datasets.ClassLabel`` column
+    (labels of a Hub dataset) becomes its class names; its "no label" value ``-1`` (GLUE-style test splits)
+    becomes null, a missing value.
 
     Raises:
         ValueError: the column holds lists or objects (named with the first row that has one).
 
     Examples:
-        >>> from datasets import Dataset
+        >>> from datasets import ClassLabel, Dataset, Features
         >>> list(as_text_column(Dataset.from_dict({"label": [7.0, 2.5, float("nan")]}), "label", "x")["label"])
         ['7', '2.5', None]
+        >>> nli = Features({"label": ClassLabel(names=["entailment", "neutral", "contradiction"])})
+        >>> list(as_text_column(Dataset.from_dict({"label": [2, 0, -1]}, features=nli), "label", "x")["label"])
+        ['contradiction', 'entailment', None]
     """
-    from datasets import Value
+    from datasets import ClassLabel, Value
 
     feature = dataset.features[column]
     if isinstance(feature, Value) and feature.dtype in _TEXT_DTYPES:
         return dataset
+    if isinstance(feature, ClassLabel):
+        return _class_names(dataset, column, feature)
     if not isinstance(feature, Value):
         first = next((i for i, value in enumerate(dataset[column]) if value is not None), None)
         at = f" (the first at {locate(first)})" if locate is not None and first is not None else ""
@@ -217,6 +224,21 @@ def as_text_column(
             desc=f"{column}: numbers as text",
         )
     return dataset.cast_column(column, Value("string"))
+
+
+def _class_names(dataset: Dataset, column: str, feature: ClassLabel) -> Dataset:
+    """A ``ClassLabel`` column as its class names; ``-1`` ("no label") and null become null."""
+    from datasets import Value
+
+    features = dataset.features.copy()
+    features[column] = Value("string")
+    return dataset.map(
+        lambda values: {column: [None if v is None or v < 0 else feature.int2str(v) for v in values]},
+        input_columns=column,
+        batched=True,
+        features=features,
+        desc=f"{column}: class names",
+    )
 
 
 def _number_text(value: float) -> str:
@@ -247,6 +269,9 @@ def _standardise(
         )
     if renames:
         dataset = dataset.rename_columns(renames)
+    from datasets import ClassLabel
+
+    class_labels = {target for target in columns if isinstance(dataset.features[target], ClassLabel)}
     for target in columns:
         dataset = as_text_column(dataset, target, where, locate, shown_name=columns[target])
 
@@ -256,6 +281,8 @@ def _standardise(
                 at = locate(index) if locate is not None else None
                 place = f"; the record is at {at} of the file (rows count from 0)" if at else ""
                 what = "missing (null)" if value is None else f"empty ({value!r})"
+                if value is None and target in class_labels:
+                    what = "missing (null, or the ClassLabel value -1: no label)"
                 raise ValueError(
                     f"{where}, row {index}: {columns[target]!r} is {what}{place}; expected text"
                     + ("" if value is None else ": an input the student could learn from")
@@ -329,9 +356,12 @@ def load_cot_dataset(
     - a ``datasets.Dataset`` (becomes the split ``split``) or a ``datasets.DatasetDict``.
 
     The three named columns are renamed to ``input``, ``label`` and ``rationale`` and cast to text (so a
-    numeric label ``7`` becomes ``"7"``); other columns are kept. A missing column is an error that lists the
-    columns there are; a null (or NaN) input or label is an error naming the row. Rationales that are null, empty
-    or blank are counted per split (and logged as a warning on the ``hf_cotmi`` logger); nulls become ``""``.
+    numeric label ``7`` becomes ``"7"``, and a ``datasets.ClassLabel`` label its class name, such as
+    ``"entailment"``); other columns are kept. A missing column is an error that lists the columns there are;
+    a null (or NaN) input or label is an error naming the row, and so is a ``ClassLabel``'s "no label" ``-1``
+    (the unlabelled test split of a GLUE-style dataset: load only the splits that have labels). Rationales that
+    are null, empty or blank are counted per split (and logged as a warning on the ``hf_cotmi`` logger); nulls
+    become ``""``.
     :func:`hf_cotmi.prepare_dss_features` then keeps, drops or refuses them (its ``empty_rationale``).
 
     Args:
@@ -360,6 +390,12 @@ def load_cot_dataset(
         ...                                 return_report=True)
         >>> data["train"][0]["label"], report.splits["train"].missing_rationales
         ('3', 1)
+        >>> from datasets import ClassLabel, Dataset, Features, Value
+        >>> nli = Features({"input": Value("string"), "label": ClassLabel(names=["yes", "no"]),
+        ...                 "rationale": Value("string")})
+        >>> load_cot_dataset(Dataset.from_dict({"input": ["a ?"], "label": [1], "rationale": ["b ."]},
+        ...                                    features=nli))["train"][0]["label"]
+        'no'
     """
     from datasets import DatasetDict
 

@@ -1,7 +1,7 @@
 """Reading text files line by line, with errors that name the file and the 1-based line.
 
 - :func:`read_text_file`: UTF-8 text; a leading UTF-8 byte-order mark (BOM) is removed, and a byte that is
-  not UTF-8 is an error naming the file, line and column.
+  not UTF-8 is an error naming the file, line and column (in characters, as an editor counts them).
 - :func:`split_lines`: lines end at ``"\\n"`` only (and a ``"\\r"`` before it), never at the other
   separators ``str.splitlines()`` knows (U+2028, U+2029, U+0085, form feed, ...), which may sit inside
   a line of text.
@@ -43,6 +43,11 @@ def decode_text(data: bytes, where: str) -> str:
         ... except DataFormatError as error:
         ...     print(error)
         x.jsonl, line 2: byte 0xff at column 5 is not UTF-8; expected a UTF-8 text file
+        >>> try:  # the column counts characters: "é" is one, though two bytes
+        ...     decode_text("ok\\nbé ".encode() + b"\\xff", "x.jsonl")
+        ... except DataFormatError as error:
+        ...     print(error)
+        x.jsonl, line 2: byte 0xff at column 4 is not UTF-8; expected a UTF-8 text file
     """
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
@@ -50,7 +55,9 @@ def decode_text(data: bytes, where: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        # the bytes before the first bad one are UTF-8: count the characters they hold, as an editor does
+        column = len(data[line_start : error.start].decode("utf-8")) + 1
         raise DataFormatError(
             f"{where}, line {line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8; "
             "expected a UTF-8 text file"
