@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -401,6 +402,7 @@ def test_a_column_json_cannot_hold_is_refused_before_any_request(tmp_path):
         ({"teacher_model": "no-such-folder"}, "concurrency", 8),
         ({"teacher_model": "no-such-folder"}, "api_key_env", "MY_KEY"),
         ({"teacher_model": "no-such-folder"}, "request_timeout", 5.0),
+        ({"teacher_model": "no-such-folder"}, "max_retry_after", 30.0),
     ],
 )
 def test_an_option_the_chosen_teacher_does_not_read_is_refused(tmp_path, teacher, option, value):
@@ -452,3 +454,119 @@ def test_a_long_retry_after_is_logged_as_a_warning(caplog):
     levels = [(record.levelname, "3600.00 s" in record.getMessage()) for record in caplog.records]
     assert levels == [("INFO", False), ("WARNING", True), ("INFO", False)]
     assert backend.retries == 3
+
+
+def test_a_retry_after_above_max_retry_after_is_capped_and_the_cap_is_logged(caplog):
+    """A server or proxy saying Retry-After: 86400 made the run sleep a day."""
+    rng = random.Random(0)
+    assert RetryPolicy().max_retry_after == 300.0
+    policy = RetryPolicy(initial_delay=1.0, max_delay=8.0, jitter=0.0, max_retry_after=120.0)
+    assert policy.delay(0, 86400.0, rng) == 120.0  # capped
+    assert policy.delay(0, 90.0, rng) == 90.0  # below the cap: honoured in full
+    assert policy.delay(6, 5.0, rng) == 8.0  # the backoff still wins over a shorter ask
+    assert RetryPolicy(jitter=0.0, max_retry_after=math.inf).delay(0, 86400.0, rng) == 86400.0
+    waits: list[float] = []
+    attempts: list[int] = []
+
+    def rate_limited_for_a_day():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RetryableError("HTTP 429 from http://proxy", retry_after=parse_retry_after("86400"))
+        return "ok"
+
+    with caplog.at_level("WARNING", logger="hf_cotmi.teacher.retrying"):
+        assert call_with_retries(rate_limited_for_a_day, policy, sleep=waits.append) == "ok"
+    assert waits == [120.0]
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert record.levelname == "WARNING" and "HTTP 429 from http://proxy" in message
+    assert "86400 s" in message and "max_retry_after=120 s" in message and "120.00 s" in message
+
+
+@pytest.mark.parametrize("value", [-1.0, math.nan])
+def test_an_invalid_max_retry_after_is_refused(value):
+    with pytest.raises(ValueError, match=rf"max_retry_after={value} must be >= 0 seconds"):
+        RetryPolicy(max_retry_after=value)
+
+
+def test_a_capped_wait_is_not_warned_about_twice(caplog):
+    """The cap's warning says how long the wait is; the backend's long-wait warning is for asks honoured in full."""
+    pytest.importorskip("openai")
+    from hf_cotmi.teacher.backends import OpenAICompatibleBackend
+
+    backend = OpenAICompatibleBackend("http://127.0.0.1:9/v1", "m")
+    with caplog.at_level("INFO", logger="hf_cotmi.teacher.backends"):
+        backend._count_retry(0, RetryableError("HTTP 429", retry_after=86400.0), 300.0)  # capped
+        backend._count_retry(1, RetryableError("HTTP 429", retry_after=120.0), 120.0)  # honoured
+    assert [record.levelname for record in caplog.records] == ["INFO", "WARNING"]
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "rationale", "label"),
+    [
+        # a lowercase "the answer is" in the reasoning, or restating the answer, is prose, not a second
+        # answer sentence: the DSS rule reads the text, as it did before chat phrases were rewritten
+        (
+            "arithmetic",
+            "Let me think: the answer is not obvious. 3 + 4 is 7. The answer is (3 + 4).",
+            "Let me think: the answer is not obvious. 3 + 4 is 7.",
+            "(3 + 4)",
+        ),
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4). That is, the answer is 7.",
+            "3 + 4 is 7.",
+            "(3 + 4)",
+        ),
+        (
+            "arithmetic",
+            "At first the answer is unclear. 3 + 4 is 7, so the answer is (3 + 4).",
+            "At first the answer is unclear. 3 + 4 is 7,",
+            "(3 + 4)",
+        ),
+        (
+            "nli",
+            "A man is a person. So the answer is entailment. Also, so the answer is not neutral.",
+            "A man is a person.",
+            "entailment",
+        ),
+        # a colon after the answer phrase
+        ("generic", "Paris is the capital. So the answer is: Paris.", "Paris is the capital.", "paris"),
+        ("nli", "A man is a person. So the answer is: entailment.", "A man is a person.", "entailment"),
+        ("nli", "A man is a person. **So the answer is:** entailment", "A man is a person.", "entailment"),
+        # more text after the answer on the same line: the answer sentence ends at its period
+        (
+            "nli",
+            "A man is a person. So the answer is entailment. This is clear.",
+            "A man is a person.",
+            "entailment",
+        ),
+        (
+            "multiple_choice",
+            "Fish live in water. So the answer is (b) sea. Let me know if you need more help.",
+            "Fish live in water.",
+            "sea",
+        ),
+        ("multiple_choice", "Fish live in water. So the answer is (b) sea.", "Fish live in water.", "sea"),
+    ],
+)
+def test_chat_style_answer_sentences_parse_without_a_second_answer_or_trailing_text(
+    task, text, rationale, label
+):
+    answer = parse_teacher_output(task, text)
+    assert (answer.rationale, answer.label, answer.reason) == (rationale, label, "")
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "reason"),
+    [
+        # two answer sentences of the same form are still ambiguous and refused, as DSS refused them
+        ("arithmetic", "so the answer is (1 + 1). so the answer is (2 + 2).", "does not parse"),
+        ("nli", "No link. so the answer is neutral. so, the answer is entailment.", "does not parse"),
+        # an answer that is no single choice text is refused, not written with the trailing sentence
+        ("multiple_choice", "Fish swim. So the answer is (b). Sea is where fish live.", "does not parse"),
+    ],
+)
+def test_ambiguous_chat_answers_are_still_refused(task, text, reason):
+    answer = parse_teacher_output(task, text)
+    assert not answer.parsed and reason in answer.reason

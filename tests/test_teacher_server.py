@@ -107,6 +107,8 @@ class FaultServer:
                     return self._reply(int(fault), {"error": {"message": "scheduled failure"}})
                 if fault == "429":
                     return self._reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
+                if fault == "429-day":  # a proxy's quota: come back tomorrow
+                    return self._reply(429, {"error": {"message": "quota"}}, {"Retry-After": "86400"})
                 if fault == "slow":
                     time.sleep(server.slow)
                 time.sleep(server.delay)
@@ -118,6 +120,12 @@ class FaultServer:
                         "message": {"role": "assistant", "content": text},
                         "finish_reason": "stop",
                     }
+                    if fault == "null-message":  # a reply some servers give for a filtered answer
+                        choice["message"] = None
+                    elif fault == "refusal":  # the OpenAI API's refusal: no content, a refusal text
+                        choice["message"] = {"role": "assistant", "content": None, "refusal": "I can't help."}
+                    elif fault == "content-parts":  # content as a list of parts, not a string
+                        choice["message"]["content"] = [{"type": "text", "text": text}]
                     kind = "chat.completion"
                 else:
                     prompt = body["prompt"]
@@ -445,6 +453,71 @@ def test_a_rejected_request_names_its_record_and_a_page_that_is_no_completion_is
                 inputs, tmp_path / "other.jsonl", base_url=server.url, model="m", concurrency=1,
                 progress=False, retry_policy=RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02),
             )  # fmt: skip
+
+
+def test_a_reply_without_a_message_names_its_record_instead_of_an_attribute_error(tmp_path):
+    """``message: null`` in a 200 reply stopped the run with "AttributeError: 'NoneType' object has no
+    attribute 'content'", which named no record."""
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 3)
+    out = tmp_path / "out.jsonl"
+    once = RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
+    common = {"model": "m", "task": "arithmetic", "concurrency": 1}
+    with FaultServer({2: "null-message", 3: "null-message"}) as server:
+        with pytest.raises(TeacherRequestError) as error:
+            generate_rationales(inputs, out, base_url=server.url, retry_policy=once, progress=False, **common)
+        asked = server.log[1][2]  # the second request's question: record 1
+    message = str(error.value)
+    assert "AttributeError" not in message and asked.startswith("What is 2 plus")
+    assert re.search(r"^record 1 \(sample 0\): .*choices\[0\]\.message is null; expected the text in "
+                     r"choices\[0\]\.message\.content; gave up after 1 retries", message), message  # fmt: skip
+    assert error.value.summary.written == 1 and len(lines(out)) == 1  # what finished is kept
+    # a reply without text once among good ones is retried like any other odd reply
+    with FaultServer({1: "null-message"}) as server:
+        summary = generate_rationales(
+            inputs, out, base_url=server.url, retry_policy=once, progress=False, **common
+        )
+    assert summary.complete and summary.retries == 1
+
+
+def test_a_refusal_or_content_parts_name_the_record_and_what_came(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 2)
+    once = RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
+    common = {"model": "m", "task": "arithmetic", "concurrency": 1, "retry_policy": once, "progress": False}
+    with FaultServer({2: "refusal", 3: "refusal"}) as server:
+        refused = (r"^record 1 \(sample 0\): .*choices\[0\]\.message\.content is null \(refusal: \"I can't "
+                   r"help\.\"; finish_reason: 'stop'\); expected a string; gave up after 1 retries")  # fmt: skip
+        with pytest.raises(TeacherRequestError, match=refused):
+            generate_rationales(inputs, tmp_path / "a.jsonl", base_url=server.url, **common)
+    # content parts are a format this client does not read: no retry, and the record is named
+    with FaultServer({1: "content-parts"}) as server:
+        with pytest.raises(TeacherRequestError, match=r"^record 0 \(sample 0\): .*choices\[0\]\.message\.content "
+                           r"is a list; expected a string") as error:  # fmt: skip
+            generate_rationales(inputs, tmp_path / "b.jsonl", base_url=server.url, **common)
+        assert server.requests == 1 and error.value.summary.retries == 0
+
+
+def test_max_retry_after_caps_a_day_long_retry_after_from_the_api_and_the_command(tmp_path, capsys):
+    """A server or proxy saying Retry-After: 86400 made the run sleep a day."""
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 1)
+    with FaultServer({1: "429-day"}) as server:
+        started = time.monotonic()
+        summary = generate_rationales(
+            inputs, tmp_path / "a.jsonl", base_url=server.url, model="m", task="arithmetic", max_retries=1,
+            max_retry_after=0.05, progress=False,
+        )  # fmt: skip
+        assert summary.complete and summary.retries == 1 and time.monotonic() - started < 10
+    with FaultServer({1: "429-day"}) as server:
+        started = time.monotonic()
+        code = generate_rationales_command(
+            ["--input-file", str(inputs), "--output-file", str(tmp_path / "b.jsonl"), "--base-url", server.url,
+             "--model", "m", "--task", "arithmetic", "--max-retries", "1", "--max-retry-after", "0.05",
+             "--no-progress"]
+        )  # fmt: skip
+        assert code == 0 and time.monotonic() - started < 10 and server.requests == 2
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["retries"] == 1
 
 
 def _cli(*argv: str) -> list[str]:

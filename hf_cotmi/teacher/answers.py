@@ -13,10 +13,14 @@ arithmetic     ``The answer is (84 / 2).``                 SVAMP (``parse_svamp_
 generic        ``So the answer is <answer>.``              ANLI, after cutting at the next ``Q:``
 ============== =========================================== ===================================
 
-Before the rule runs, the text is cut after the line that holds the answer sentence, and a final period is
-added to that line when the teacher left it out (the ANLI rule drops the last character, which DSS knew to
-be a period). After the SVAMP rule, whose label is only the parenthesised part of the answer, an arithmetic
-answer such as ``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when the whole is an expression.
+Before the rule runs, a chat model's phrasing is brought to the prompts' (markdown bold removed, ``so, the
+answer is`` written ``So the answer is``, a colon after it dropped; a variant is rewritten only when the text
+lacks the prompts' phrase, so that prose such as "the answer is not obvious" never becomes a second answer
+sentence), the text is cut after the line that holds the answer sentence (for nli and multiple_choice also
+at that sentence's end, dropping a remark after it on the same line), and a final period is added when the
+teacher left it out (the ANLI rule drops the last character, which DSS knew to be a period). After the
+SVAMP rule, whose label is only the parenthesised part of the answer, an arithmetic answer such as
+``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when the whole is an expression.
 Everything here is a pure function of strings.
 
 Examples:
@@ -90,28 +94,52 @@ def _check_task(task: str) -> None:
         raise ValueError(f"task={task!r} is not a built-in task; expected one of {', '.join(TASKS)}")
 
 
-def _close_answer_line(text: str, phrase: str) -> str:
-    """Cut ``text`` after the line holding the first ``phrase`` and make sure that line ends with a period."""
+_SENTENCE_END = re.compile(r"\.\s")
+
+
+def _close_answer_line(text: str, phrase: str, *, one_sentence: bool = False) -> str:
+    """Cut ``text`` after the line holding the first ``phrase`` and make sure that line ends with a period.
+
+    With ``one_sentence``, the line is cut at the answer sentence's end (a period and a space) too, so that a
+    chat model's remark after it (``So the answer is (b) sea. Let me know ...``) is not part of the answer;
+    a line that holds ``phrase`` again is left whole, for the DSS rule to refuse as ambiguous."""
     start = text.find(phrase)
     if start < 0:
         return text
     end = text.find("\n", start)
     head = (text if end < 0 else text[:end]).rstrip()
+    after = start + len(phrase)
+    if one_sentence and phrase not in head[after:]:
+        stop = _SENTENCE_END.search(head, after)
+        head = head if stop is None else head[: stop.start() + 1]
     return head if head.endswith(".") else head + "."
 
 
-# the answer sentence as chat models also write it: any case, "So, the answer is", "the answer is"
-_PHRASE_PATTERN = {
-    "So the answer is": re.compile(r"\bso,?\s+the\s+answer\s+is\b", re.IGNORECASE),
-    "The answer is": re.compile(r"\b(?:so,?\s+)?the\s+answer\s+is\b", re.IGNORECASE),
+# the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case,
+# then (arithmetic, whose prompts teach "The answer is") "the answer is" in any case
+_PHRASE_VARIANTS = {
+    "So the answer is": (re.compile(r"\bso,?\s+the\s+answer\s+is\b", re.IGNORECASE),),
+    "The answer is": (
+        re.compile(r"\bso,?\s+the\s+answer\s+is\b", re.IGNORECASE),
+        re.compile(r"\bthe\s+answer\s+is\b", re.IGNORECASE),
+    ),
 }
 
 
 def _plain(text: str, phrase: str) -> str:
     """A chat model's output as the DSS rules read it: markdown bold/underline markers (``**``, ``__``)
-    removed and the answer sentence's opening written as the prompts teach it."""
+    removed, the answer sentence's opening written as the prompts teach it, and a colon after it dropped.
+
+    Only when the text lacks ``phrase`` itself is a variant rewritten, and only the most specific variant it
+    holds: "the answer is" in the reasoning, or restating the answer, must not become a second answer
+    sentence (which the DSS rule refuses as ambiguous)."""
     text = text.replace("**", "").replace("__", "")
-    return _PHRASE_PATTERN[phrase].sub(phrase, text)
+    if phrase not in text:
+        for variant in _PHRASE_VARIANTS[phrase]:
+            if variant.search(text):
+                text = variant.sub(phrase, text)
+                break
+    return re.sub(rf"({re.escape(phrase)})\s*:\s*", r"\1 ", text)
 
 
 def _dss_parse(task: str, text: str) -> PalmOutput:
@@ -119,7 +147,7 @@ def _dss_parse(task: str, text: str) -> PalmOutput:
     text = _plain(text, phrase)
     if task == "generic":
         text = re.split(r"(?:^|\n)\s*Q:", text)[0]  # an invented next example, not "FAQ:" in the text
-    text = _close_answer_line(text, phrase)
+    text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"))
     if task in ("nli", "generic"):
         return parse_anli_output(text)
     if task == "multiple_choice":

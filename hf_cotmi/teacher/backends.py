@@ -251,20 +251,42 @@ class OpenAICompatibleBackend:
             raise RetryableError(
                 f"{self.base_url} answered with something that is not a completion: {str(response)[:200]!r}"
             )
-        if response.choices:
-            first = response.choices[0]
-            text = first.message.content if self.api == "chat" else first.text
-        else:
-            text = None
+        return self._completion_text(response)
+
+    def _completion_text(self, response: Any) -> str:
+        """The reply's ``choices[0]`` text; a RetryableError naming what came instead when it has none
+        (``message: null``, a refusal, a tool call), a TeacherRequestError when it is not a string."""
+        where = "choices[0].message.content" if self.api == "chat" else "choices[0].text"
+        came = None
+        if not response.choices:
+            came = "no choices"
+        elif response.choices[0] is None:
+            came = "choices[0] is null"
+        elif self.api == "chat" and getattr(response.choices[0], "message", None) is None:
+            came = "choices[0].message is null"
+        if came is not None:
+            raise RetryableError(
+                f"{self.base_url} answered without a completion text: {came}; expected the text in {where}"
+            )
+        first = response.choices[0]
+        text = getattr(first.message, "content", None) if self.api == "chat" else getattr(first, "text", None)
         if text is None:
-            raise RetryableError(f"{self.base_url} answered without a completion text")
+            raise RetryableError(
+                f"{self.base_url} answered without a completion text: {where} is null{_no_text_reason(first)}; "
+                "expected a string"
+            )
+        if not isinstance(text, str):  # e.g. a list of content parts: a format this client does not read
+            raise TeacherRequestError(
+                f"{self.base_url} answered, but {where} is a {type(text).__name__}; expected a string"
+            )
         return text
 
     def _count_retry(self, attempt: int, error: RetryableError, delay: float) -> None:
         with self._lock:
             self.retries += 1
-        # a server asking for a long wait (Retry-After) is honoured: say so where it is seen, not only at INFO
-        long_wait = error.retry_after is not None and error.retry_after > _LONG_WAIT_S
+        # a server asking for a long wait (Retry-After) is honoured: say so where it is seen, not only at INFO;
+        # a wait shorter than the ask was capped (max_retry_after), and call_with_retries warned of it already
+        long_wait = error.retry_after is not None and _LONG_WAIT_S < error.retry_after <= delay
         level = logging.WARNING if long_wait else logging.INFO
         logger.log(level, "retry %d after %s: waiting %.2f s", attempt + 1, error, delay)
 
@@ -314,6 +336,23 @@ class OpenAICompatibleBackend:
                     f"record {request.index} (sample {request.sample}): {error}"
                 ) from error
         return texts
+
+
+def _no_text_reason(choice: Any) -> str:
+    """What a choice without text says instead, e.g. `` (refusal: 'No.'; finish_reason: 'stop')``; "" if nothing."""
+    message = getattr(choice, "message", None)
+    said = []
+    refusal = getattr(message, "refusal", None)
+    if refusal:
+        said.append(f"refusal: {str(refusal)[:200]!r}")
+    tool_calls = getattr(message, "tool_calls", None)
+    if tool_calls:
+        names = [getattr(getattr(call, "function", None), "name", "?") for call in tool_calls]
+        said.append(f"tool calls: {', '.join(map(str, names))}")
+    finish_reason = getattr(choice, "finish_reason", None)
+    if finish_reason:
+        said.append(f"finish_reason: {finish_reason!r}")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 class LocalCausalBackend:

@@ -110,6 +110,11 @@ class GenerateRationalesArguments:
         default=6,
         metadata={"help": "Retries per request on timeouts, connection errors, 429 and 5xx (not 501, 505)."},
     )
+    max_retry_after: float = field(
+        default=300.0,
+        metadata={"help": "Longest wait, in seconds, a server's Retry-After header can ask for; a longer one is "
+                  "capped to this, with a warning (inf: wait as long as the server asks)."},
+    )  # fmt: skip
     no_progress: bool = field(default=False, metadata={"help": "Hide the progress bar."})
 
 
@@ -186,6 +191,7 @@ def generate_rationales_command(argv: Sequence[str], debug: bool = False) -> int
             api_key_env=args.api_key_env,
             request_timeout=args.request_timeout,
             max_retries=args.max_retries,
+            max_retry_after=args.max_retry_after,
             seed=args.seed,
             rejects_file=args.rejects_file,
             force=args.force,

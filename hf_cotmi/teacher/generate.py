@@ -222,7 +222,12 @@ def read_teacher_inputs(
 
 # options only one kind of teacher reads, with their defaults: another value for the other kind is refused
 _LOCAL_ONLY = {"batch_size": 8, "device": None, "chat_template_file": None}
-_SERVER_ONLY = {"concurrency": 4, "api_key_env": "OPENAI_API_KEY", "request_timeout": 120.0}
+_SERVER_ONLY = {
+    "concurrency": 4,
+    "api_key_env": "OPENAI_API_KEY",
+    "request_timeout": 120.0,
+    "max_retry_after": 300.0,
+}
 
 
 def _refuse_unused(options: dict[str, Any], unused: dict[str, Any], teacher: str, reads: str) -> None:
@@ -427,6 +432,7 @@ def generate_rationales(
     api_key_env: str = "OPENAI_API_KEY",
     request_timeout: float = 120.0,
     max_retries: int = 6,
+    max_retry_after: float = 300.0,
     retry_policy: RetryPolicy | None = None,
     stop: Sequence[str] | None = None,
     seed: int = 0,
@@ -483,7 +489,9 @@ def generate_rationales(
         api_key_env: environment variable with the server's API key (never logged or written).
         request_timeout: seconds before a server request is retried.
         max_retries: retries per request (timeouts, connection errors, 429, 5xx).
-        retry_policy: full control of backoff (overrides ``max_retries``).
+        max_retry_after: longest wait, in seconds, that a server's ``Retry-After`` can ask for; a longer
+            one is capped to it, with a warning (``math.inf``: wait as long as the server asks).
+        retry_policy: full control of backoff (overrides ``max_retries`` and ``max_retry_after``).
         stop: stop sequences for server requests.
         seed: base seed of sampled requests.
         rejects_file: where rejected records go (default ``<output stem>.rejects.jsonl``).
@@ -523,7 +531,7 @@ def generate_rationales(
     top_p = None if top_p is None else float(top_p)
     if num_samples > 1 and temperature == 0:
         logger.warning("num_samples=%d with temperature 0: greedy samples are all alike", num_samples)
-    policy = retry_policy or RetryPolicy(max_retries=max_retries)
+    policy = retry_policy or RetryPolicy(max_retries=max_retries, max_retry_after=max_retry_after)
     template = load_prompt_template(task, template_file)
     inputs = read_teacher_inputs(source, input_column=input_column, label_column=label_column)
     if max_records is not None:
@@ -541,6 +549,7 @@ def generate_rationales(
             "api_key_env": api_key_env,
             "concurrency": concurrency,
             "request_timeout": request_timeout,
+            "max_retry_after": max_retry_after,
             "retry_policy": policy,
             "stop": stop,
             "batch_size": batch_size,

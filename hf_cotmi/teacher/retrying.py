@@ -1,16 +1,18 @@
-"""Retries with exponential backoff and jitter, honouring ``Retry-After``: pure policy plus one small loop.
+"""Retries with exponential backoff and jitter, honouring ``Retry-After`` up to a cap: pure policy plus one
+small loop.
 
 Examples:
     >>> import random
     >>> policy = RetryPolicy(initial_delay=1.0, max_delay=8.0, jitter=0.0)
     >>> [policy.delay(attempt, None, random.Random(0)) for attempt in range(5)]
     [1.0, 2.0, 4.0, 8.0, 8.0]
-    >>> policy.delay(0, 5.0, random.Random(0))
-    5.0
+    >>> policy.delay(0, 5.0, random.Random(0)), policy.delay(0, 86400.0, random.Random(0))
+    (5.0, 300.0)
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -23,6 +25,8 @@ __all__ = ["RetryPolicy", "RetryableError", "parse_retry_after", "call_with_retr
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -30,23 +34,28 @@ class RetryPolicy:
 
     The wait before retry ``k`` (0-based) is ``min(max_delay, initial_delay * 2**k)``, scaled by a random
     factor in ``[1 - jitter, 1 + jitter]`` so that concurrent clients do not retry in step; a server's
-    ``Retry-After`` raises it to at least that many seconds.
+    ``Retry-After`` raises it to at least that many seconds, but to no more than ``max_retry_after``: a
+    server or proxy asking for a day (``Retry-After: 86400``, a spent quota) gets ``max_retry_after``
+    seconds, and :func:`call_with_retries` logs a warning saying so.
 
     Attributes:
         max_retries: retries after the first attempt (0: no retries).
         initial_delay: seconds before the first retry.
-        max_delay: longest backoff (a longer ``Retry-After`` is still honoured).
+        max_delay: longest backoff (a longer ``Retry-After`` is honoured up to ``max_retry_after``).
         jitter: relative random spread of each wait, in [0, 1].
+        max_retry_after: longest wait a ``Retry-After`` can ask for, in seconds (``math.inf``: wait as
+            long as the server asks).
 
     Examples:
-        >>> RetryPolicy().max_retries
-        6
+        >>> RetryPolicy().max_retries, RetryPolicy().max_retry_after
+        (6, 300.0)
     """
 
     max_retries: int = 6
     initial_delay: float = 1.0
     max_delay: float = 60.0
     jitter: float = 0.5
+    max_retry_after: float = 300.0
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -55,13 +64,18 @@ class RetryPolicy:
             raise ValueError("initial_delay and max_delay must be >= 0 seconds")
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"jitter={self.jitter} must be in [0, 1]")
+        if not self.max_retry_after >= 0:  # NaN too
+            raise ValueError(
+                f"max_retry_after={self.max_retry_after} must be >= 0 seconds (math.inf: no cap)"
+            )
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        """Seconds to wait before retry number ``attempt`` (0-based): the backoff, or the server's
+        ``retry_after`` (at most ``max_retry_after``) when that is longer."""
         backoff = min(self.max_delay, self.initial_delay * 2.0**attempt)
         backoff *= 1.0 + self.jitter * (2.0 * rng.random() - 1.0)
         if retry_after is not None:
-            backoff = max(backoff, retry_after)
+            backoff = max(backoff, min(retry_after, self.max_retry_after))
         return max(0.0, backoff)
 
 
@@ -112,7 +126,8 @@ def call_with_retries(
     """Call ``function``; on :class:`RetryableError` wait and call again, up to ``policy.max_retries`` times.
 
     Any other exception propagates at once; after the last retry the last ``RetryableError`` propagates.
-    ``on_retry(attempt, error, delay)`` is called before each wait.
+    ``on_retry(attempt, error, delay)`` is called before each wait. A ``Retry-After`` longer than
+    ``policy.max_retry_after`` is capped, with a warning naming both.
 
     Examples:
         >>> attempts = []
@@ -133,6 +148,15 @@ def call_with_retries(
             if attempt >= policy.max_retries:
                 raise
             delay = policy.delay(attempt, error.retry_after, rng)
+            if error.retry_after is not None and delay < error.retry_after:
+                logger.warning(
+                    "%s: its Retry-After of %.0f s is above max_retry_after=%.0f s; waiting %.2f s instead "
+                    "(raise max_retry_after to wait as long as the server asks)",
+                    error,
+                    error.retry_after,
+                    policy.max_retry_after,
+                    delay,
+                )
             if on_retry is not None:
                 on_retry(attempt, error, delay)
             sleep(delay)
