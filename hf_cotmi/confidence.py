@@ -6,8 +6,14 @@
   (``["entailment", "neutral", "contradiction"]``) or a column holding a list per example (CQA's choices).
 - ``"sequence"``: generate the label and take the probability of the generated sequence,
   ``exp(sum_t log p(y_t | y_<t, x))`` over the generated tokens up to and including end-of-sequence, from
-  the generation scores.
-- ``"first_token"``: generate the label and take the top softmax probability of the first decoding step.
+  the generation scores. The scores are those after generation's logits processors: a token that one
+  forces (``forced_bos_token_id``, ``forced_eos_token_id`` at the length limit) counts with probability 1.
+  Generation stops at the EOS the confidence ends at (the generation config's, else the model config's,
+  else the tokenizer's), even where the generation config names none.
+- ``"first_token"``: generate the label and take the top softmax probability of the first decoding step
+  the model chooses. A step forced by a logits processor (an mBART/NLLB-style ``forced_bos_token_id``
+  fixes the first generated token) has a one-hot distribution, so it is skipped: the confidence is read at
+  the first step whose scores have two or more finite entries.
 
 The encoder runs once per batch of examples; its hidden states are reused for generation and for scoring
 all candidates of those examples (expanded to one row per candidate, scored ``batch_size`` rows at a
@@ -216,6 +222,8 @@ def _encoder_output(hidden: Any) -> Any:
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The ids a generated label ends at: the generation config's EOS, else the model config's, else the
+    tokenizer's (empty when none names one)."""
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if eos is None:
         eos = getattr(model.config, "eos_token_id", None)
@@ -224,6 +232,24 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     if eos is None:
         return set()
     return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def _stop_at_eos(model: Any, eos_ids: set[int]) -> dict[str, Any]:
+    """``generate`` arguments that make generation stop at ``eos_ids`` (none if its config already does).
+
+    ``generate`` stops only at its generation config's EOS. Where that names none but the model config or
+    the tokenizer does (:func:`_eos_ids`), a row would run on past the EOS its sequence confidence ends at,
+    and its prediction would hold the text after it.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None))
+        >>> _stop_at_eos(model, {1}), _stop_at_eos(model, set())
+        ({'eos_token_id': [1]}, {})
+    """
+    if not eos_ids or getattr(getattr(model, "generation_config", None), "eos_token_id", None) is not None:
+        return {}
+    return {"eos_token_id": sorted(eos_ids)}
 
 
 def _score_candidates(
@@ -270,12 +296,17 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _generation_confidences(
-    model: Any, out: Any, mode: str, num_beams: int, eos_ids: set[int], torch: Any
+    model: Any,
+    out: Any,
+    mode: str,
+    num_beams: int,
+    eos_ids: set[int],
+    torch: Any,
+    first_example: int = 0,
 ) -> list[float]:
+    """Confidence of each returned sequence of ``generate(..., output_scores=True)`` in a generation mode."""
     if mode == "first_token":
-        first = out.scores[0].float()
-        rows = torch.arange(0, first.shape[0], num_beams, device=first.device)
-        return torch.softmax(first.index_select(0, rows), dim=-1).max(dim=-1).values.tolist()
+        return _first_token_confidences(model, out, num_beams, eos_ids, torch, first_example)
     beam_indices = getattr(out, "beam_indices", None) if num_beams > 1 else None
     transition = model.compute_transition_scores(
         out.sequences, out.scores, beam_indices, normalize_logits=beam_indices is None
@@ -284,15 +315,69 @@ def _generation_confidences(
     generated = out.sequences[:, -steps:] if out.sequences.shape[1] >= steps else out.sequences
     if generated.shape[1] < steps:  # beam search can return fewer tokens than steps run
         transition = transition[:, : generated.shape[1]]
-    if eos_ids:
-        is_eos = torch.zeros_like(generated, dtype=torch.bool)
-        for e in eos_ids:
-            is_eos |= generated == e
-        ended_before = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0
-    else:
-        ended_before = torch.zeros_like(generated, dtype=torch.bool)
+    # a token forced by a logits processor has a processed log-probability of 0: it counts as given
+    ended_before = _after_first_eos(generated, eos_ids, torch)
     finite = torch.where(ended_before, torch.zeros_like(transition), transition)
     return torch.exp(finite.sum(dim=1)).clamp(0.0, 1.0).tolist()
+
+
+def _after_first_eos(generated: Any, eos_ids: set[int], torch: Any) -> Any:
+    """True at the generated positions after each row's first EOS (a finished row's padding).
+
+    Examples:
+        >>> import torch
+        >>> _after_first_eos(torch.tensor([[5, 1, 0], [5, 6, 7]]), {1}, torch).tolist()
+        [[False, False, True], [False, False, False]]
+    """
+    is_eos = torch.zeros_like(generated, dtype=torch.bool)
+    for e in eos_ids:
+        is_eos |= generated == e
+    return (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0
+
+
+def _first_token_confidences(
+    model: Any, out: Any, num_beams: int, eos_ids: set[int], torch: Any, first_example: int
+) -> list[float]:
+    """Top softmax probability of each returned sequence at its first decoding step the model chose.
+
+    A step that a logits processor forces (the generation config's ``forced_bos_token_id`` fixes an
+    encoder-decoder's first token, ``forced_eos_token_id`` the token at the length limit) leaves a single
+    finite score in its row, whose softmax is 1 whatever the model predicts. Such steps are skipped, so
+    the confidence is read at the first step whose scores row has two or more finite entries, among the
+    steps up to the sequence's end (its first EOS). With beams, a step's row is the chosen beam's there.
+
+    Raises:
+        ValueError: a sequence with no such step (every step up to its end was forced).
+    """
+    beam_indices = getattr(out, "beam_indices", None) if num_beams > 1 else None
+    rows, steps = out.sequences.shape[0], len(out.scores)
+    if beam_indices is None:
+        source = torch.arange(rows, device=out.sequences.device).mul(num_beams).unsqueeze(1).expand(-1, steps)
+    else:  # -1 after a beam's end
+        source = beam_indices[:, :steps].long().to(out.sequences.device)
+        steps = int((source >= 0).sum(dim=1).max())
+        source = source[:, :steps]
+    generated = out.sequences[:, -steps:]
+    finite_counts = torch.stack([torch.isfinite(s).sum(dim=-1) for s in out.scores[:steps]], dim=1)
+    chosen = finite_counts.to(source.device).gather(0, source.clamp(min=0)) > 1
+    candidate = chosen & (source >= 0) & ~_after_first_eos(generated, eos_ids, torch)
+    missing = (~candidate.any(dim=1)).nonzero().flatten().tolist()
+    if missing:
+        config = getattr(model, "generation_config", None)
+        forcing = ", ".join(
+            f"{name}={getattr(config, name, None)}" for name in ("forced_bos_token_id", "forced_eos_token_id")
+        )
+        raise ValueError(
+            f"`mode='first_token'`: example {first_example + missing[0]} has no generated token that the "
+            f"model chose: each of its steps was forced by a logits processor (generation config: {forcing}), "
+            "so its top probability is 1 whatever the model predicts; allow more new tokens "
+            "(`max_new_tokens` or `max_length`)"
+        )
+    first = candidate.long().argmax(dim=1).tolist()  # the first True of each row
+    return [
+        torch.softmax(out.scores[step][int(source[row, step])].float(), dim=-1).max().item()
+        for row, step in enumerate(first)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -361,7 +446,8 @@ def label_confidences(
 
     Raises:
         ValueError: for an unknown mode, ``"candidates"`` without candidates, a missing column, an example
-            without candidates, or ``batch_size < 1``.
+            without candidates, ``batch_size < 1``, or (``"first_token"``) a generation whose every step up
+            to its end was forced by a logits processor (e.g. ``max_new_tokens=1`` with a forced BOS).
 
     Examples:
         >>> from hf_cotmi import build_word_tokenizer, build_tiny_seq2seq
@@ -386,7 +472,7 @@ def label_confidences(
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    generation = _generation_kwargs(num_beams, max_new_tokens, max_length)
+    generation = {**_generation_kwargs(num_beams, max_new_tokens, max_length), **_stop_at_eos(model, eos_ids)}
 
     predictions: list[str] = []
     references: list[str] = []
@@ -433,6 +519,7 @@ def label_confidences(
                         eos_ids=eos_ids,
                         batch_size=batch_size,
                         chat_template=chat_template,
+                        first_example=offset,
                     )
                     predictions.extend(texts)
                     confidences.extend(confs)
@@ -466,7 +553,9 @@ def label_confidences(
                     )
                     texts = tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
                     predictions.extend(t.strip() for t in texts)
-                    confidences.extend(_generation_confidences(model, out, mode, num_beams, eos_ids, torch))
+                    confidences.extend(
+                        _generation_confidences(model, out, mode, num_beams, eos_ids, torch, offset)
+                    )
                 offset += len(golds)
     finally:
         model.train(was_training)
@@ -696,8 +785,12 @@ def _causal_batch(
     eos_ids: set[int],
     batch_size: int,
     chat_template: bool = False,
+    first_example: int = 0,
 ) -> tuple[list[str], list[float], list[np.ndarray]]:
-    """Predictions, confidences and (candidates mode) candidate probabilities of one batch, causal student."""
+    """Predictions, confidences and (candidates mode) candidate probabilities of one batch, causal student.
+
+    ``first_example`` is the dataset index of the batch's first example (for error messages).
+    """
     import torch
 
     from .causal_confidence import (
@@ -740,5 +833,5 @@ def _causal_batch(
         return texts, confs, probs
     out, width = generate_from_prompts(model, prompts, pad_id=pad_id, **generation)
     decoded = tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
-    confs = _generation_confidences(model, out, mode, num_beams, eos_ids, torch)
+    confs = _generation_confidences(model, out, mode, num_beams, eos_ids, torch, first_example)
     return [t.strip() for t in decoded], confs, []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -228,6 +229,30 @@ def test_first_token_confidence_is_the_top_probability_after_the_prompt(tok, tra
     for i, prompt in enumerate(causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])):
         _, _, first = naive_generation(model, prompt, 1)
         assert result.confidences[i] == pytest.approx(first, abs=1e-5)
+
+
+def test_first_token_confidence_skips_steps_a_logits_processor_forces(tok, trained):
+    model = copy.deepcopy(trained["llama"])
+    # a forced first token only applies to a one-token input (never a prompt); </s> is forced at the limit
+    model.generation_config.forced_bos_token_id = tok.convert_tokens_to_ids("maybe")
+    model.generation_config.forced_eos_token_id = tok.eos_token_id
+    result = label_confidences(model, tok, data(), mode="first_token", max_new_tokens=2, batch_size=4)
+    for i, prompt in enumerate(causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])):
+        _, _, first = naive_generation(model, prompt, 1)
+        assert result.confidences[i] == pytest.approx(first, abs=1e-5)
+    # with one new token the only step is the forced </s>: no step the model chose, no confidence
+    with pytest.raises(ValueError, match=r"example 0\b.*forced by a logits processor.*max_new_tokens"):
+        label_confidences(model, tok, data(), mode="first_token", max_new_tokens=1)
+
+
+def test_a_generation_config_without_eos_stops_at_the_eos_the_confidence_ends_at(tok, trained):
+    model = copy.deepcopy(trained["llama"])
+    model.generation_config.eos_token_id = None  # the model config and the tokenizer still name </s>
+    result = label_confidences(model, tok, data(), mode="sequence", max_new_tokens=8, batch_size=4)
+    assert result.predictions == LABELS  # not "yes yes yes yes": the label ends at </s>
+    for i, text in enumerate(INPUTS):
+        expected = np.exp(naive_log_likelihood(model, tok, text, LABELS[i]))
+        assert result.confidences[i] == pytest.approx(expected, rel=1e-4)
 
 
 def test_max_length_counts_generated_tokens_for_a_causal_student(tok, trained):

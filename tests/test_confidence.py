@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import datasets
 import numpy as np
 import pytest
@@ -291,3 +293,140 @@ def test_candidates_that_tokenise_alike_are_one_candidate(tok, arch):
         assert fixed.confidences[i] == pytest.approx(
             max(ref_candidate_probs(model, tok, text, ["yes", "no"]))
         )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tokens forced by a logits processor: mBART/NLLB's `forced_bos_token_id` (the first generated token),
+# BART's `forced_eos_token_id` (the last one, at the length limit)
+
+
+def with_forced_first_token(model, tok):
+    """A copy of ``model`` whose generation config forces "maybe" as the first generated token."""
+    forced = copy.deepcopy(model)
+    forced.generation_config.forced_bos_token_id = tok.convert_tokens_to_ids("maybe")
+    return forced
+
+
+def token_log_probs(model, tok, text, decoder_ids):
+    """log-softmax of the decoder at every position of ``decoder_ids``: one example, full forward pass."""
+    with torch.no_grad():
+        logits = model(**encode(tok, text), decoder_input_ids=torch.tensor([decoder_ids])).logits[0]
+    return torch.log_softmax(logits.double(), -1)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("arch", ["t5", "bart"])
+def test_first_token_confidence_is_read_after_a_forced_first_token(tok, trained_t5, arch, num_beams):
+    base = trained_t5 if arch == "t5" else build_tiny_seq2seq(tok, "bart", seed=2)
+    model = with_forced_first_token(base, tok)
+    result = label_confidences(
+        model, tok, data(), mode="first_token", batch_size=4, max_new_tokens=6, num_beams=num_beams
+    )
+    prefix = [model.config.decoder_start_token_id, model.generation_config.forced_bos_token_id]
+    for i, text in enumerate(INPUTS):
+        assert result.predictions[i].split()[0] == "maybe"  # the forced token was generated first
+        # the model's own choice starts after the forced token: its top probability there
+        expected = token_log_probs(model, tok, text, prefix)[-1].exp().max().item()
+        assert result.confidences[i] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("arch", "force_first_token"),
+    [("bart", False), ("t5", True)],  # BART forces </s> at the length limit; T5 gets a forced first token
+)
+def test_first_token_confidence_refuses_a_generation_whose_only_step_is_forced(tok, arch, force_first_token):
+    model = build_tiny_seq2seq(tok, arch, seed=2)
+    if force_first_token:
+        model = with_forced_first_token(model, tok)
+    setting = "forced_bos_token_id=" if force_first_token else "forced_eos_token_id="
+    with pytest.raises(
+        ValueError, match=rf"example 0\b.*forced by a logits processor.*{setting}.*max_new_tokens"
+    ):
+        label_confidences(model, tok, data(), mode="first_token", max_new_tokens=1)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_sequence_confidence_takes_a_forced_first_token_as_given(tok, trained_t5, num_beams):
+    """A forced token is not the model's choice: it counts with probability 1 (its processed log-prob is 0)."""
+    model = with_forced_first_token(trained_t5, tok)
+    result = label_confidences(
+        model, tok, data(), mode="sequence", batch_size=4, max_new_tokens=6, num_beams=num_beams
+    )
+    start, forced = model.config.decoder_start_token_id, model.generation_config.forced_bos_token_id
+    for i, text in enumerate(INPUTS):
+        generated = reference_generation(model, tok, text, num_beams)
+        assert generated[0] == forced and generated[-1] == tok.eos_token_id
+        log_probs = token_log_probs(model, tok, text, [start] + generated[:-1])
+        chosen = sum(log_probs[t, generated[t]].item() for t in range(1, len(generated)))
+        assert result.predictions[i] == tok.decode(generated, skip_special_tokens=True)
+        assert result.confidences[i] == pytest.approx(np.exp(chosen), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# where a generated label ends: EOS, the length limit, or no EOS at all
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_sequence_confidence_of_rows_cut_by_the_limit_beside_rows_that_ended(tok, trained_t5, num_beams):
+    # "not sure at all </s>" needs 5 tokens: with 3 it is cut, while "yes </s>" ends and is padded
+    result = label_confidences(
+        trained_t5, tok, data(), mode="sequence", batch_size=6, max_new_tokens=3, num_beams=num_beams
+    )
+    ended = cut = 0
+    for i, text in enumerate(INPUTS):
+        seq = reference_generation(trained_t5, tok, text, num_beams, max_new_tokens=3)
+        ended += seq[-1] == tok.eos_token_id and len(seq) < 3
+        cut += tok.eos_token_id not in seq and len(seq) == 3
+        assert result.predictions[i] == tok.decode(seq, skip_special_tokens=True)
+        assert result.confidences[i] == pytest.approx(np.exp(ref_log_likelihood(trained_t5, tok, text, seq)))
+    assert ended and cut, "the batch needs both rows that ended (padded) and rows cut by the limit"
+
+
+def test_sequence_confidence_without_any_eos_counts_every_generated_token(tok, trained_t5):
+    """No EOS in the generation config, the model config or the tokenizer: nothing ends a row early."""
+    model = copy.deepcopy(trained_t5)
+    model.generation_config.eos_token_id = None
+    model.config.eos_token_id = None
+    no_eos_tok = copy.deepcopy(tok)
+    no_eos_tok.eos_token = None
+    assert no_eos_tok.eos_token_id is None
+    result = label_confidences(model, no_eos_tok, data(), mode="sequence", batch_size=4, max_new_tokens=6)
+    for i, text in enumerate(INPUTS):
+        seq = reference_generation(model, no_eos_tok, text, 1)
+        assert len(seq) == 6 and tok.eos_token_id in seq[:-1]  # "</s>" is generated, and ends nothing
+        assert result.predictions[i] == LABELS[i]  # special tokens are still dropped from the text
+        expected = np.exp(ref_log_likelihood(model, tok, text, seq))
+        assert result.confidences[i] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def t5_talking_past_eos(tok):
+    """A tiny T5 fitted to go on after </s> ("yes </s> maybe maybe"), whose generation config names no EOS."""
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    enc = tok(["predict: " + x for x in INPUTS], padding=True, return_tensors="pt")
+    maybe = tok.convert_tokens_to_ids("maybe")
+    targets = [ids + [maybe, maybe] for ids in tok(text_target=LABELS)["input_ids"]]
+    labels = torch.full((len(targets), max(map(len, targets))), -100)
+    for row, ids in enumerate(targets):
+        labels[row, : len(ids)] = torch.tensor(ids)
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        model(**enc, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.generation_config.eos_token_id = None  # the model config and the tokenizer still name </s>
+    return model.eval()
+
+
+def test_a_generation_config_without_eos_stops_where_the_confidence_ends(tok, t5_talking_past_eos):
+    model = t5_talking_past_eos
+    with torch.no_grad():
+        unstopped = model.generate(**encode(tok, INPUTS[0]), do_sample=False, max_new_tokens=8)[0]
+    assert tok.decode(unstopped, skip_special_tokens=True).startswith("yes maybe")  # generate alone goes on
+    result = label_confidences(model, tok, data(), mode="sequence", batch_size=4, max_new_tokens=8)
+    # the label ends at </s>, the end the confidence is measured to: the text after it is not the label
+    assert result.predictions == LABELS
+    for i, text in enumerate(INPUTS):
+        expected = np.exp(ref_log_likelihood(model, tok, text, tok(text_target=LABELS[i])["input_ids"]))
+        assert result.confidences[i] == pytest.approx(expected, abs=1e-5)
