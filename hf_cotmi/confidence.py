@@ -4,16 +4,21 @@
   ``log p(y | x) = sum_t log p(y_t | y_<t, x)`` and take a softmax over the candidates; the prediction is
   the arg-max candidate and the confidence its softmax probability. Candidates are a fixed label set
   (``["entailment", "neutral", "contradiction"]``) or a column holding a list per example (CQA's choices).
-- ``"sequence"``: generate the label and take the probability of the generated sequence,
+- ``"sequence"``: generate the label and take the model's own probability of the generated sequence,
   ``exp(sum_t log p(y_t | y_<t, x))`` over the generated tokens up to and including end-of-sequence, from
-  the generation scores. The scores are those after generation's logits processors: a token that one
-  forces (``forced_bos_token_id``, ``forced_eos_token_id`` at the length limit) counts with probability 1.
-  Generation stops at the EOS the confidence ends at (the generation config's, else the model config's,
-  else the tokenizer's), even where the generation config names none.
-- ``"first_token"``: generate the label and take the top softmax probability of the first decoding step
-  the model chooses. A step forced by a logits processor (an mBART/NLLB-style ``forced_bos_token_id``
-  fixes the first generated token) has a one-hot distribution, so it is skipped: the confidence is read at
-  the first step whose scores have two or more finite entries.
+  the raw logits of generation (``output_logits=True``, log-softmax in float32): what a teacher-forced pass
+  over the generated tokens gives. Generation's logits processors (a repetition penalty,
+  ``no_repeat_ngram_size``, ``bad_words_ids``, ``suppress_tokens``, ``min_new_tokens``, ...) only choose
+  the tokens; they do not change the probability counted. A token that a processor forces
+  (``forced_bos_token_id``, ``forced_eos_token_id`` at the length limit: a single finite processed score)
+  is not the model's choice and counts as given, with probability 1. With beams, each token's probability
+  comes from the beam that produced it (``beam_indices``). Generation stops at the EOS the confidence ends
+  at (the generation config's, else the model config's, else the tokenizer's), even where the generation
+  config names none.
+- ``"first_token"``: generate the label and take the model's top softmax probability (raw logits) at the
+  first decoding step the model chooses. A step forced by a logits processor (an mBART/NLLB-style
+  ``forced_bos_token_id`` fixes the first generated token) is skipped: the confidence is read at the first
+  step whose processed scores have two or more finite entries.
 
 The encoder runs once per batch of examples; its hidden states are reused for generation and for scoring
 all candidates of those examples (expanded to one row per candidate, scored ``batch_size`` rows at a
@@ -304,21 +309,93 @@ def _generation_confidences(
     torch: Any,
     first_example: int = 0,
 ) -> list[float]:
-    """Confidence of each returned sequence of ``generate(..., output_scores=True)`` in a generation mode."""
+    """Confidence of each returned sequence of ``generate(..., output_scores=True, output_logits=True)``.
+
+    The confidence is the model's own probability, from the raw logits (``out.logits``); the processed
+    scores (``out.scores``) only tell which steps a logits processor forced.
+    """
+    if getattr(out, "logits", None) is None or getattr(out, "scores", None) is None:
+        raise ValueError(
+            "generation confidences need `generate(..., output_scores=True, output_logits=True, "
+            "return_dict_in_generate=True)`: the raw logits give the model's probabilities, the processed "
+            "scores the steps a logits processor forced"
+        )
+    steps = _GeneratedSteps.of(out, num_beams, eos_ids, torch)
     if mode == "first_token":
-        return _first_token_confidences(model, out, num_beams, eos_ids, torch, first_example)
-    beam_indices = getattr(out, "beam_indices", None) if num_beams > 1 else None
-    transition = model.compute_transition_scores(
-        out.sequences, out.scores, beam_indices, normalize_logits=beam_indices is None
-    ).float()
-    steps = transition.shape[1]
-    generated = out.sequences[:, -steps:] if out.sequences.shape[1] >= steps else out.sequences
-    if generated.shape[1] < steps:  # beam search can return fewer tokens than steps run
-        transition = transition[:, : generated.shape[1]]
-    # a token forced by a logits processor has a processed log-probability of 0: it counts as given
-    ended_before = _after_first_eos(generated, eos_ids, torch)
-    finite = torch.where(ended_before, torch.zeros_like(transition), transition)
-    return torch.exp(finite.sum(dim=1)).clamp(0.0, 1.0).tolist()
+        return _first_token_confidences(model, out, steps, torch, first_example)
+    return _sequence_confidences(out, steps, torch)
+
+
+@dataclass
+class _GeneratedSteps:
+    """Where each returned sequence's generated tokens come from, step by step.
+
+    Attributes:
+        tokens: ``(sequences, steps)`` generated token ids (padding after a row's end).
+        source: ``(sequences, steps)`` the row of ``out.logits[step]`` / ``out.scores[step]`` that produced
+            each token: the sequence's own row without beams, its beam's (``beam_indices``) with them.
+        live: ``(sequences, steps)`` True at the steps of the returned sequence up to and including its
+            first EOS (False on a finished row's padding and after a beam's end).
+    """
+
+    tokens: Any
+    source: Any
+    live: Any
+
+    @classmethod
+    def of(cls, out: Any, num_beams: int, eos_ids: set[int], torch: Any) -> _GeneratedSteps:
+        beam_indices = getattr(out, "beam_indices", None) if num_beams > 1 else None
+        rows, steps = out.sequences.shape[0], len(out.logits)
+        device = out.sequences.device
+        if beam_indices is None and out.logits[0].shape[0] != rows:
+            raise ValueError(
+                f"generate returned {rows} sequences but {out.logits[0].shape[0]} logits rows per step and no "
+                f"`beam_indices` (num_beams={num_beams}): cannot tell which row scored each sequence"
+            )
+        if beam_indices is None:  # one row of the step's logits per returned sequence
+            source = torch.arange(rows, device=device).unsqueeze(1).expand(-1, steps)
+        else:  # beam_indices: the flat (example * num_beams + beam) row at each step, -1 after a beam's end
+            source = beam_indices[:, :steps].long().to(device)
+            steps = int((source >= 0).sum(dim=1).max())
+            source = source[:, :steps]
+        tokens = out.sequences[:, out.sequences.shape[1] - steps :]
+        live = (source >= 0) & ~_after_first_eos(tokens, eos_ids, torch)
+        return cls(tokens=tokens, source=source.clamp(min=0), live=live)
+
+    def rows(self, step: int, per_step: Sequence[Any]) -> Any:
+        """Each sequence's row of ``per_step[step]`` (logits or scores), as float32."""
+        table = per_step[step]
+        return table.index_select(0, self.source[:, step].to(table.device)).float()
+
+    def forced(self, scores: Sequence[Any], torch: Any) -> Any:
+        """``(sequences, steps)``: True where a logits processor forced the step (one finite processed score:
+        the model chose nothing there)."""
+        counts = [torch.isfinite(self.rows(t, scores)).sum(dim=-1) for t in range(self.tokens.shape[1])]
+        return torch.stack(counts, dim=1).to(self.live.device) < 2
+
+
+def _sequence_confidences(out: Any, steps: _GeneratedSteps, torch: Any) -> list[float]:
+    """``exp(sum log p(token))`` over each sequence's live steps, from the raw logits (log-softmax, float32).
+
+    A step forced by a logits processor (``forced_bos_token_id``, ``forced_eos_token_id`` at the length
+    limit) is not the model's choice: it counts as given (probability 1). Other processors (a repetition
+    penalty, banned n-grams, suppressed tokens) only choose the tokens: each counts at the model's own
+    probability.
+    """
+    tokens = steps.tokens.clamp(min=0)  # beam search may fill after the end with -1
+    log_probs = torch.stack(
+        [
+            torch.log_softmax(steps.rows(t, out.logits), dim=-1)
+            .gather(-1, tokens[:, t : t + 1].to(out.logits[t].device))
+            .squeeze(-1)
+            .to(steps.live.device)
+            for t in range(tokens.shape[1])
+        ],
+        dim=1,
+    )
+    counted = steps.live & ~steps.forced(out.scores, torch)
+    total = torch.where(counted, log_probs, torch.zeros_like(log_probs)).sum(dim=1)
+    return torch.exp(total).clamp(0.0, 1.0).tolist()
 
 
 def _after_first_eos(generated: Any, eos_ids: set[int], torch: Any) -> Any:
@@ -336,31 +413,20 @@ def _after_first_eos(generated: Any, eos_ids: set[int], torch: Any) -> Any:
 
 
 def _first_token_confidences(
-    model: Any, out: Any, num_beams: int, eos_ids: set[int], torch: Any, first_example: int
+    model: Any, out: Any, steps: _GeneratedSteps, torch: Any, first_example: int
 ) -> list[float]:
-    """Top softmax probability of each returned sequence at its first decoding step the model chose.
+    """The model's top softmax probability (raw logits) at each sequence's first step the model chose.
 
     A step that a logits processor forces (the generation config's ``forced_bos_token_id`` fixes an
     encoder-decoder's first token, ``forced_eos_token_id`` the token at the length limit) leaves a single
-    finite score in its row, whose softmax is 1 whatever the model predicts. Such steps are skipped, so
-    the confidence is read at the first step whose scores row has two or more finite entries, among the
+    finite processed score in its row: the token is not the model's choice. Such steps are skipped, so the
+    confidence is read at the first step whose processed row has two or more finite entries, among the
     steps up to the sequence's end (its first EOS). With beams, a step's row is the chosen beam's there.
 
     Raises:
         ValueError: a sequence with no such step (every step up to its end was forced).
     """
-    beam_indices = getattr(out, "beam_indices", None) if num_beams > 1 else None
-    rows, steps = out.sequences.shape[0], len(out.scores)
-    if beam_indices is None:
-        source = torch.arange(rows, device=out.sequences.device).mul(num_beams).unsqueeze(1).expand(-1, steps)
-    else:  # -1 after a beam's end
-        source = beam_indices[:, :steps].long().to(out.sequences.device)
-        steps = int((source >= 0).sum(dim=1).max())
-        source = source[:, :steps]
-    generated = out.sequences[:, -steps:]
-    finite_counts = torch.stack([torch.isfinite(s).sum(dim=-1) for s in out.scores[:steps]], dim=1)
-    chosen = finite_counts.to(source.device).gather(0, source.clamp(min=0)) > 1
-    candidate = chosen & (source >= 0) & ~_after_first_eos(generated, eos_ids, torch)
+    candidate = steps.live & ~steps.forced(out.scores, torch)
     missing = (~candidate.any(dim=1)).nonzero().flatten().tolist()
     if missing:
         config = getattr(model, "generation_config", None)
@@ -375,7 +441,7 @@ def _first_token_confidences(
         )
     first = candidate.long().argmax(dim=1).tolist()  # the first True of each row
     return [
-        torch.softmax(out.scores[step][int(source[row, step])].float(), dim=-1).max().item()
+        torch.softmax(steps.rows(step, out.logits)[row], dim=-1).max().item()
         for row, step in enumerate(first)
     ]
 
@@ -670,7 +736,8 @@ def _generation_kwargs(num_beams: int, max_new_tokens: int | None, max_length: i
     kwargs: dict[str, Any] = {
         "num_beams": num_beams,
         "do_sample": False,
-        "output_scores": True,
+        "output_scores": True,  # which steps a logits processor forced
+        "output_logits": True,  # the model's own probabilities, before the processors
         "return_dict_in_generate": True,
     }
     if max_new_tokens is not None:

@@ -468,3 +468,41 @@ def test_candidates_that_tokenise_alike_are_scored_once(tok, trained, architectu
         np.testing.assert_allclose(result.candidate_probabilities[i], expected, atol=1e-5)
         assert result.confidences[i] == pytest.approx(expected.max(), abs=1e-5)
         assert result.predictions[i] == ["yes", "no"][int(np.argmax(expected))]
+
+
+def penalised_generation(model, tok, prompt, num_beams, max_new_tokens=6):
+    """``model.generate`` for one unpadded prompt under the model's generation config, cut after EOS."""
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=torch.tensor([prompt]),
+            num_beams=num_beams,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+        )[0, len(prompt) :].tolist()
+    return out[: out.index(tok.eos_token_id) + 1] if tok.eos_token_id in out else out
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_generation_confidences_are_the_models_probabilities_under_a_repetition_penalty(
+    tok, trained, architecture, num_beams
+):
+    """The penalty (on the prompt's tokens too) chooses the tokens; the confidence is the model's own."""
+    model = copy.deepcopy(trained[architecture])
+    model.generation_config.repetition_penalty = 5.0
+    sequence = label_confidences(
+        model, tok, data(), mode="sequence", max_new_tokens=6, batch_size=4, num_beams=num_beams
+    )
+    first_token = label_confidences(
+        model, tok, data(), mode="first_token", max_new_tokens=6, batch_size=4, num_beams=num_beams
+    )
+    for i, prompt in enumerate(causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])):
+        generated = penalised_generation(model, tok, prompt, num_beams)
+        assert sequence.predictions[i] == tok.decode(generated, skip_special_tokens=True).strip()
+        with torch.no_grad():  # one teacher-forced pass over prompt + generated tokens, no processors
+            logits = model(input_ids=torch.tensor([prompt + generated])).logits[0].double()
+        log_probs = torch.log_softmax(logits, -1)[len(prompt) - 1 :]
+        total = sum(log_probs[t, token].item() for t, token in enumerate(generated))
+        assert sequence.confidences[i] == pytest.approx(np.exp(total), rel=1e-4, abs=1e-7)
+        assert first_token.confidences[i] == pytest.approx(log_probs[0].exp().max().item(), abs=1e-5)

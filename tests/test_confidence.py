@@ -28,6 +28,16 @@ def tok():
     return build_word_tokenizer(["predict: " + x for x in INPUTS] + LABELS + ["maybe"])
 
 
+def fit(model, enc, labels, steps):
+    """Fit a tiny seq2seq model to ``labels`` (-100 where ignored) with Adam, seeded."""
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        model(**enc, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
 @pytest.fixture(scope="module")
 def trained_t5(tok):
     """A tiny T5 fitted for a few steps, so that generations end with </s> at different lengths."""
@@ -35,12 +45,7 @@ def trained_t5(tok):
     enc = tok(["predict: " + x for x in INPUTS], padding=True, return_tensors="pt")
     labels = tok(text_target=LABELS, padding=True, return_tensors="pt")["input_ids"]
     labels[labels == tok.pad_token_id] = -100
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        model(**enc, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
+    fit(model, enc, labels, steps=40)
     return model.eval()
 
 
@@ -409,12 +414,7 @@ def t5_talking_past_eos(tok):
     labels = torch.full((len(targets), max(map(len, targets))), -100)
     for row, ids in enumerate(targets):
         labels[row, : len(ids)] = torch.tensor(ids)
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        model(**enc, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
+    fit(model, enc, labels, steps=60)
     model.generation_config.eos_token_id = None  # the model config and the tokenizer still name </s>
     return model.eval()
 
@@ -430,3 +430,115 @@ def test_a_generation_config_without_eos_stops_where_the_confidence_ends(tok, t5
     for i, text in enumerate(INPUTS):
         expected = np.exp(ref_log_likelihood(model, tok, text, tok(text_target=LABELS[i])["input_ids"]))
         assert result.confidences[i] == pytest.approx(expected, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# logits processors that only choose the tokens (a repetition penalty, banned n-grams, suppressed tokens):
+# the confidence is still the model's own probability of the tokens chosen, as a teacher-forced pass gives it
+
+REPEATING_LABELS = ["yes yes", "no no", "not sure not sure", "yes yes", "no no", "not sure not sure"]
+
+
+@pytest.fixture(scope="module")
+def t5_repeating(tok):
+    """A tiny T5 fitted to labels that repeat a token, generating under ``repetition_penalty=5.0``."""
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    enc = tok(["predict: " + x for x in INPUTS], padding=True, return_tensors="pt")
+    labels = tok(text_target=REPEATING_LABELS, padding=True, return_tensors="pt")["input_ids"]
+    labels[labels == tok.pad_token_id] = -100
+    fit(model, enc, labels, steps=100)
+    model.generation_config.repetition_penalty = 5.0
+    return model.eval()
+
+
+def processed_sequence_probability(model, tok, text, num_beams, max_new_tokens=6):
+    """The probability of the generated tokens from generation's processed scores (what ECE must not use)."""
+    with torch.no_grad():
+        out = model.generate(
+            **encode(tok, text),
+            num_beams=num_beams,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    beams = out.beam_indices if num_beams > 1 else None
+    steps = model.compute_transition_scores(out.sequences, out.scores, beams, normalize_logits=beams is None)[
+        0
+    ]
+    generated = out.sequences[0, -steps.shape[0] :].tolist()
+    end = generated.index(tok.eos_token_id) + 1 if tok.eos_token_id in generated else len(generated)
+    return float(np.exp(steps[:end].double().sum().item()))
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_sequence_confidence_is_the_models_probability_under_a_repetition_penalty(
+    tok, t5_repeating, num_beams
+):
+    model = t5_repeating
+    result = label_confidences(
+        model, tok, data(), mode="sequence", batch_size=4, max_new_tokens=6, num_beams=num_beams
+    )
+    repeats = not_greedy = 0
+    for i, text in enumerate(INPUTS):
+        seq = reference_generation(model, tok, text, num_beams)  # chosen under the penalty
+        repeats += len(set(seq)) < len(seq)
+        not_greedy += seq != reference_generation(model, tok, text, 1)
+        assert result.predictions[i] == tok.decode(seq, skip_special_tokens=True)
+        expected = np.exp(ref_log_likelihood(model, tok, text, seq))  # the model's own probability
+        assert processed_sequence_probability(model, tok, text, num_beams) != pytest.approx(
+            expected, rel=0.05
+        )
+        assert result.confidences[i] == pytest.approx(expected, rel=1e-4, abs=1e-7)
+    assert repeats, "the test needs a generated label that repeats a token (the penalty then bites)"
+    assert not_greedy or num_beams == 1, "with beams, some returned sequence should not be the greedy one"
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_first_token_confidence_is_the_models_probability_under_a_repetition_penalty(
+    tok, t5_repeating, num_beams
+):
+    # a forced first token: the first step the model chooses follows it, and the penalty lowers "maybe" there
+    model = with_forced_first_token(t5_repeating, tok)
+    result = label_confidences(
+        model, tok, data(), mode="first_token", batch_size=4, max_new_tokens=6, num_beams=num_beams
+    )
+    prefix = [model.config.decoder_start_token_id, model.generation_config.forced_bos_token_id]
+    for i, text in enumerate(INPUTS):
+        expected = token_log_probs(model, tok, text, prefix)[-1].exp().max().item()
+        assert result.confidences[i] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_sequence_confidence_of_a_bart_large_like_generation_config(tok, num_beams):
+    """facebook/bart-large's processors: a forced first token, </s> forced at the limit, no repeated 3-gram,
+    plus suppressed tokens. Forced steps count as given; every other token at the model's probability."""
+    model = with_forced_first_token(build_tiny_seq2seq(tok, "bart", seed=2), tok)
+    model.generation_config.no_repeat_ngram_size = 3
+    model.generation_config.suppress_tokens = tok.convert_tokens_to_ids(["yes", "no", "not"])
+    model.generation_config.repetition_penalty = 3.0
+    limit = 5
+    result = label_confidences(
+        model, tok, data(), mode="sequence", batch_size=4, max_new_tokens=limit, num_beams=num_beams
+    )
+    start = model.config.decoder_start_token_id
+    for i, text in enumerate(INPUTS):
+        generated = reference_generation(model, tok, text, num_beams, max_new_tokens=limit)
+        forced = {0} | ({limit - 1} if len(generated) == limit else set())  # BOS; </s> at the limit
+        assert generated[-1] == tok.eos_token_id
+        log_probs = token_log_probs(model, tok, text, [start] + generated[:-1])
+        chosen = sum(log_probs[t, token].item() for t, token in enumerate(generated) if t not in forced)
+        assert result.predictions[i] == tok.decode(generated, skip_special_tokens=True)
+        assert result.confidences[i] == pytest.approx(np.exp(chosen), rel=1e-4, abs=1e-9)
+
+
+def test_generation_confidences_refuse_an_output_without_raw_logits(tok, trained_t5):
+    from hf_cotmi.confidence import _generation_confidences
+
+    with torch.no_grad():
+        out = trained_t5.generate(
+            **encode(tok, INPUTS[0]), max_new_tokens=3, output_scores=True, return_dict_in_generate=True
+        )
+    assert out.logits is None
+    with pytest.raises(ValueError, match=r"output_logits=True"):
+        _generation_confidences(trained_t5, out, "sequence", 1, {tok.eos_token_id}, torch)
