@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -480,16 +481,27 @@ def test_a_reply_without_a_message_names_its_record_instead_of_an_attribute_erro
     assert summary.complete and summary.retries == 1
 
 
-def test_a_refusal_or_content_parts_name_the_record_and_what_came(tmp_path):
+def test_a_refusal_is_the_teachers_answer_a_reject_not_a_retry_or_a_stop(tmp_path, caplog):
+    """A refusal is deterministic (a rerun gets it again): it goes to the rejects file with its text, and the
+    run goes on; retrying it, then stopping, left a run that could never get past the record."""
     inputs = tmp_path / "in.jsonl"
     write_inputs(inputs, 2)
     once = RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
     common = {"model": "m", "task": "arithmetic", "concurrency": 1, "retry_policy": once, "progress": False}
-    with FaultServer({2: "refusal", 3: "refusal"}) as server:
-        refused = (r"^record 1 \(sample 0\): .*choices\[0\]\.message\.content is null \(refusal: \"I can't "
-                   r"help\.\"; finish_reason: 'stop'\); expected a string; gave up after 1 retries")  # fmt: skip
-        with pytest.raises(TeacherRequestError, match=refused):
-            generate_rationales(inputs, tmp_path / "a.jsonl", base_url=server.url, **common)
+    with FaultServer({2: "refusal"}) as server, caplog.at_level(logging.WARNING):
+        summary = generate_rationales(inputs, tmp_path / "a.jsonl", base_url=server.url, **common)
+        assert server.requests == 2  # no retry
+    assert summary.complete and summary.unparsable == 1 and summary.retries == 0
+    (reject,) = [json.loads(line) for line in (tmp_path / "a.rejects.jsonl").read_text().splitlines()]
+    assert reject["teacher_outputs"] == ["I can't help."] and reject["reason"] == "unparsable"
+    assert "refused" in caplog.text and "I can't help." in caplog.text
+
+
+def test_content_parts_name_the_record_and_what_came(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 2)
+    once = RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
+    common = {"model": "m", "task": "arithmetic", "concurrency": 1, "retry_policy": once, "progress": False}
     # content parts are a format this client does not read: no retry, and the record is named
     with FaultServer({1: "content-parts"}) as server:
         with pytest.raises(TeacherRequestError, match=r"^record 0 \(sample 0\): .*choices\[0\]\.message\.content "

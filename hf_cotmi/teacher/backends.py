@@ -254,8 +254,10 @@ class OpenAICompatibleBackend:
         return self._completion_text(response)
 
     def _completion_text(self, response: Any) -> str:
-        """The reply's ``choices[0]`` text; a RetryableError naming what came instead when it has none
-        (``message: null``, a refusal, a tool call), a TeacherRequestError when it is not a string."""
+        """The reply's ``choices[0]`` text; a refusal's text for a chat reply that refuses (``content: null``
+        with a ``refusal``: the sample, logged as a warning, is then unparsable, not retried); a RetryableError
+        naming what came instead when it has none (``message: null``, a tool call), a TeacherRequestError
+        when it is not a string."""
         where = "choices[0].message.content" if self.api == "chat" else "choices[0].text"
         came = None
         if not response.choices:
@@ -270,6 +272,14 @@ class OpenAICompatibleBackend:
             )
         first = response.choices[0]
         text = getattr(first.message, "content", None) if self.api == "chat" else getattr(first, "text", None)
+        refusal = getattr(getattr(first, "message", None), "refusal", None) if self.api == "chat" else None
+        if text is None and isinstance(refusal, str) and refusal.strip():
+            # the teacher's answer, as deterministic as any: asking again gets it again. It is the sample's
+            # text, so the record reaches the rejects file with it (no answer sentence) and the run goes on
+            logger.warning(
+                "the teacher refused a request (the sample goes to the rejects file): %r", refusal[:200]
+            )
+            return refusal
         if text is None:
             raise RetryableError(
                 f"{self.base_url} answered without a completion text: {where} is null{_no_text_reason(first)}; "
