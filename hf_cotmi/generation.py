@@ -85,10 +85,15 @@ def _generate_causal_texts(
     max_input_length: int | None,
     chat_template: bool = False,
 ) -> list[str]:
-    """Greedy generation of a decoder-only student from left-padded prompts; the prompt is cut off."""
+    """Greedy generation of a decoder-only student from left-padded prompts; the prompt is cut off.
+
+    Generation stops at the generation config's EOS; where that names none, at the model config's or the
+    tokenizer's (the EOS that ends every training target), as :func:`hf_cotmi.label_confidences` does.
+    """
     import torch
 
     from .causal_confidence import causal_prompts, generate_from_prompts
+    from .confidence import _eos_ids, _stop_at_eos
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad():
@@ -99,6 +104,7 @@ def _generate_causal_texts(
             max_new_tokens=max_new_tokens,
             num_beams=1,
             do_sample=False,
+            **_stop_at_eos(model, _eos_ids(model, tokenizer)),
         )
     return [t.strip() for t in tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)]
 

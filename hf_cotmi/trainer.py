@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import types
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -908,6 +909,8 @@ class DSSMITrainer(Seq2SeqTrainer):
             # too, and a prompt longer than it would leave no room to generate).
             kwargs["max_new_tokens"] = max_length or config.max_new_tokens or config.max_length or 20
         kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or _is_fsdp(self.model))
+        if "eos_token_id" not in kwargs:
+            kwargs.update(self._causal_stop_at_eos())
         input_ids, attention_mask = part["input_ids"], part.get("attention_mask")
         if "labels" in part:
             labels = part["labels"]
@@ -936,6 +939,20 @@ class DSSMITrainer(Seq2SeqTrainer):
             )
             new_tokens = torch.cat([new_tokens, fill.to(new_tokens.device)], dim=1)
         return new_tokens
+
+    def _causal_stop_at_eos(self) -> dict[str, Any]:
+        """``generate`` arguments that stop a decoder-only student at the EOS its targets end with.
+
+        ``generate`` stops only at the generation config's EOS. Where that names none (a BERT checkpoint
+        used as a decoder, with ``tokenizer.eos_token`` set by hand), the model config's or else the
+        tokenizer's EOS is passed, so a generated label does not run on past it into the metrics.
+        """
+        from .confidence import _eos_ids, _stop_at_eos
+
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        # the last resort of _eos_ids: the tokenizer's EOS, where there is a tokenizer at all
+        last_resort = types.SimpleNamespace(eos_token_id=getattr(tokenizer, "eos_token_id", None))
+        return _stop_at_eos(self.model, _eos_ids(self.model, last_resort))
 
     def _prepare_causal_generation(self) -> None:
         """A decoder-only student's generation config pads with the tokenizer's pad id (EOS as a fallback)."""

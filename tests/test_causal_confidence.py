@@ -255,6 +255,34 @@ def test_a_generation_config_without_eos_stops_at_the_eos_the_confidence_ends_at
         assert result.confidences[i] == pytest.approx(expected, rel=1e-4)
 
 
+def test_generations_stop_at_the_eos_training_appends_when_the_generation_config_has_none(
+    tok, trained, tmp_path, make_args
+):
+    """A student whose generation config names no EOS (a BERT checkpoint used as a decoder, with
+    ``tokenizer.eos_token`` set by hand) still stops where training taught it to: at the tokenizer's EOS
+    that ends every target. The reference is the fitted model's greedy decoding stopped there by hand."""
+    model = copy.deepcopy(trained["llama"])
+    model.generation_config.eos_token_id = None
+    model.config.eos_token_id = None  # only the tokenizer names </s>
+    prompts = causal_prompts(tok, [PREDICT_PREFIX + x for x in INPUTS])
+    expected = []
+    for prompt in prompts:
+        generated, _, _ = naive_generation(model, prompt, 8)  # runs on past </s>: the config names no EOS
+        assert tok.eos_token_id in generated
+        expected.append(tok.decode(generated[: generated.index(tok.eos_token_id)]).strip())
+    assert expected == LABELS  # the fitted labels, each followed by more text after </s>
+    texts = generate_texts(model, tok, INPUTS, prefix=PREDICT_PREFIX, max_new_tokens=8, batch_size=4)
+    assert texts == expected
+    rows = predict_texts(model, tok, INPUTS, label_max_new_tokens=8, rationale_max_new_tokens=8)
+    assert [row["label"] for row in rows] == expected
+    records = [{"input": x, "label": y, "rationale": r} for x, y, r in zip(INPUTS, LABELS, RATIONALES)]
+    features = prepare_dss_features(Dataset.from_list(records), tok, model=model)
+    trainer = DSSMITrainer(model=model, args=make_args(tmp_path), processing_class=tok)
+    output = trainer.predict(features, max_new_tokens=8)
+    assert [row["prediction"] for row in trainer.decode_predictions(output.predictions)] == expected
+    assert model.generation_config.eos_token_id is None  # the student's own config is left as it was
+
+
 def test_max_length_counts_generated_tokens_for_a_causal_student(tok, trained):
     model = trained["llama"]
     untrained = build_tiny_causal_lm(tok, "llama", seed=3)  # never emits EOS early
