@@ -368,10 +368,12 @@ class _GeneratedSteps:
         return table.index_select(0, self.source[:, step].to(table.device)).float()
 
     def forced(self, scores: Sequence[Any], torch: Any) -> Any:
-        """``(sequences, steps)``: True where a logits processor forced the step (one finite processed score:
-        the model chose nothing there)."""
-        counts = [torch.isfinite(self.rows(t, scores)).sum(dim=-1) for t in range(self.tokens.shape[1])]
-        return torch.stack(counts, dim=1).to(self.live.device) < 2
+        """``(sequences, steps)``: True where a logits processor forced the step (every processed score but
+        one is -inf: the model chose nothing there). A row of NaN (a broken model) is not forced: its NaN
+        confidence must reach the finiteness check, not count as a given token."""
+        width = scores[0].shape[-1]
+        masked = [torch.isneginf(self.rows(t, scores)).sum(dim=-1) for t in range(self.tokens.shape[1])]
+        return torch.stack(masked, dim=1).to(self.live.device) >= width - 1
 
 
 def _sequence_confidences(out: Any, steps: _GeneratedSteps, torch: Any) -> list[float]:

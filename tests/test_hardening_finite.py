@@ -219,3 +219,16 @@ def test_under_fp16_scaler_overflows_are_left_to_the_scaler_but_a_nan_loss_is_no
         NonFiniteLossError, match=r"the loss is not finite \(loss_label nan; gradient norm not"
     ):
         check(True, {"loss_label": float("nan")})
+
+
+@pytest.mark.parametrize("mode", ["sequence", "first_token"])
+def test_a_model_with_nan_weights_is_named_not_read_as_forced_steps(tiny_tokenizer, mode):
+    """NaN scores are not a logits processor's forcing: the confidence is NaN and the finiteness check
+    names the broken weights (taken as forced, every step counted as given and the confidence was 1.0)."""
+    import torch
+
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"not finite for 2 of 2 examples .*parameter tensors hold NaN"):
+        label_confidences(model, tiny_tokenizer, {"input": ["a", "b"], "label": ["x", "y"]}, mode=mode)
