@@ -440,8 +440,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest, debug = _strip_debug(rest)
     try:
         return _COMMANDS[command](rest, debug)
-    except KeyboardInterrupt:
-        print(f"{PROG} {command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        # a message, where there is one, says what the run left and how to go on
+        detail = f"; {interrupt}" if str(interrupt) else ""
+        print(f"{PROG} {command}: interrupted{detail}", file=sys.stderr)
         return 130
     except Exception as error:  # every failure becomes one line (the traceback with --debug)
         if debug:

@@ -627,7 +627,8 @@ def build_trainer(
     """A :class:`~hf_cotmi.DSSMITrainer` with the task's metric and an :class:`~hf_cotmi.ECECallback`.
 
     Evaluation runs during training only when ``training_args.eval_strategy`` asks for it; the progress of
-    each logging step goes to ``print_fn`` (tqdm's printer is removed when ``disable_tqdm``).
+    each logging step goes to ``print_fn``, once: transformers' printer is removed (``disable_tqdm``), or its
+    progress bar kept without its copy of each log.
 
     Examples:
         >>> # trainer = build_trainer(student, features, get_task("svamp"), args, confidence="sequence",
@@ -655,12 +656,49 @@ def build_trainer(
         callbacks=[ece, _progress_callback(print_fn)],
         peft_config=peft,
     )
-    if training_args.disable_tqdm:
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    _keep_one_progress_printer(trainer)
     trainer.model_card_callback.card_data.chat_template = bool(chat_template)
     return trainer
+
+
+def _keep_one_progress_printer(trainer: Any) -> None:
+    """Leave the logs to :func:`_progress_callback`: remove transformers' printer (``disable_tqdm``), or
+    keep its progress bar but not the copy of each log it writes as a Python dict."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
+        return
+
+    class ProgressBarOnly(ProgressCallback):
+        """transformers' progress bar without its ``{'loss': ...}`` line per log."""
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
+        ) -> None:
+            return None
+
+    if any(type(callback) is ProgressCallback for callback in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(ProgressBarOnly)
+
+
+def _how_to_resume(output_dir: str) -> str:
+    """What an interrupted run left to resume from, and the flag that does it.
+
+    Examples:
+        >>> _how_to_resume("/nonexistent")
+        'no complete checkpoint was saved yet, so a rerun starts from step 0'
+    """
+    from .checkpoints import latest_complete_checkpoint
+
+    newest = latest_complete_checkpoint(output_dir)
+    if newest is None:
+        return "no complete checkpoint was saved yet, so a rerun starts from step 0"
+    return (
+        f"the newest complete checkpoint is {newest}: give the same command with "
+        "--resume_from_checkpoint latest to continue from it"
+    )
 
 
 def _describe_training(training_args: Any) -> str:
@@ -813,6 +851,8 @@ def _test_phase(
         if shown > 0 and trainer.is_world_process_zero():
             raw = data.splits[prefix]
             phase["examples"] = _show_examples(trainer, raw, spec, trainer.args, data_args, shown, print_fn)
+    else:
+        print_fn("not evaluated: the data has no test or validation split (--test-file, --validation-file)")
     # the name results.json had before task baselines; it holds a majority baseline only
     phase["majority_baseline"] = phase["baseline"] if spec.baseline == "majority" else float("nan")
     return phase
@@ -991,7 +1031,10 @@ def run_training(
     trainer.add_callback(_sidecar_in_checkpoints(lambda: _sidecar(trainer, data, model_args, data_args)))
     print_fn(_describe_training(training_args))
     train_started = time.monotonic()
-    train_output = trainer.train(resume_from_checkpoint=resume)
+    try:
+        train_output = trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_how_to_resume(training_args.output_dir)) from None
     results: dict[str, Any] = {"output_dir": training_args.output_dir}
     results["train_seconds"] = round(time.monotonic() - train_started, 1)
     trainer.save_metrics("train", train_output.metrics)
@@ -1019,6 +1062,11 @@ def _data_for_evaluation(
     if no_data:
         source = sidecar.get("data") or {}
         if not source:
+            if not os.path.exists(model_path):
+                raise CLIUsageError(
+                    f"--model {model_path!r} is not a local folder, so no {SIDECAR_NAME} names its data; check "
+                    "the path, or give the data of a Hub model with --dataset or --test-file"
+                )
             raise CLIUsageError(
                 f"no data given and {model_path!r} has no {SIDECAR_NAME} naming its data; use --dataset or --test-file"
             )
@@ -1034,7 +1082,11 @@ def _data_for_evaluation(
             needed = _FILE_FIELDS.get(wanted, "")
             path = values.get(needed)
             if not path:
-                raise CLIUsageError(f"the data has no {split!r} split; choose another with --split")
+                recorded = ", ".join(name for name, key in _FILE_FIELDS.items() if values.get(key))
+                raise CLIUsageError(
+                    f"the data has no {split!r} split (the run recorded files for: {recorded}); choose another "
+                    "with --split"
+                )
             if not os.path.isfile(path):
                 raise CLIUsageError(
                     f"{SIDECAR_NAME} in {model_path!r} records {path!r} as the {split!r} data, and it does "

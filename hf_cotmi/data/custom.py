@@ -258,7 +258,7 @@ def _standardise(
         if column not in existing:
             raise ValueError(
                 f"{where}: no column {column!r} (for {target!r}); the columns are {existing}. "
-                f"Pass {target}_column= to name the right one"
+                f"Pass {target}_column= (--{target}-column on the command line) to name the right one"
             )
     renames = {column: target for target, column in columns.items() if column != target}
     clashes = [target for column, target in renames.items() if target in existing and target not in renames]

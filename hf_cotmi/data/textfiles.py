@@ -213,8 +213,10 @@ def read_input_lines(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[str]
             raise DataFormatError(f"{where}, line {number}: not valid JSON ({error.msg})") from None
         except DataFormatError as error:
             raise DataFormatError(f"{where}, line {number}: {error}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("input"), str):
-            raise DataFormatError(f"{where}, line {number}: expected a JSON object with a text field 'input'")
+        if not isinstance(record.get("input"), str):  # a line that starts with "{" is an object
+            raise DataFormatError(
+                f"{where}, line {number}: expected a JSON object with a text field 'input'; {_what_it_has(record)}"
+            )
         # a blank plain line separates inputs; a blank JSON input is an error of its record
         if not record["input"].strip():
             raise DataFormatError(
@@ -222,3 +224,12 @@ def read_input_lines(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[str]
             )
         texts.append(record["input"])
     return texts
+
+
+def _what_it_has(record: dict) -> str:
+    """What a JSON object holds instead of a text ``input``: its ``input`` value, or its fields."""
+    if "input" in record:
+        return f"its 'input' is {record['input']!r}"
+    if not record:
+        return "it has no fields"
+    return "it has " + ", ".join(repr(key) for key in record)

@@ -120,6 +120,17 @@ def _check_sampling(temperature: float, top_p: float | None) -> None:
         raise ValueError(f"top_p={top_p} must be in (0, 1]")
 
 
+def _load_teacher(auto_class: Any, what: str, name: str, **options: Any) -> Any:
+    """``auto_class.from_pretrained(name)``; a name that is neither a loadable folder nor on the Hub is a usage
+    error naming it (``could not load the teacher model 'x': it is not a local folder, ...``)."""
+    from ..students import _load_error
+
+    try:
+        return auto_class.from_pretrained(name, **options)
+    except (OSError, ValueError) as error:
+        raise _load_error(f"teacher {what}", name, error) from error
+
+
 class OpenAICompatibleBackend:
     """A teacher behind an OpenAI-compatible HTTP API, through the ``openai`` client.
 
@@ -417,8 +428,8 @@ class LocalCausalBackend:
         self.batch_size, self.concurrency, self.retries = batch_size, 1, 0
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(
-                self.model_name_or_path, trust_remote_code=trust_remote_code
+            tokenizer = _load_teacher(
+                AutoTokenizer, "tokenizer", self.model_name_or_path, trust_remote_code=trust_remote_code
             )
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
@@ -441,8 +452,12 @@ class LocalCausalBackend:
         self.use_chat_template = has_template if use_chat_template is None else use_chat_template
         self.chat_template = tokenizer.chat_template if self.use_chat_template else None
         if model is None:
-            model = AutoModelForCausalLM.from_pretrained(
-                self.model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+            model = _load_teacher(
+                AutoModelForCausalLM,
+                "model",
+                self.model_name_or_path,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
             )
         self.tokenizer, self.model = tokenizer, model.to(self.device).eval()
 

@@ -18,7 +18,12 @@ from typing import Any
 from .answers import TASKS
 from .generate import FILTERS
 
-__all__ = ["GenerateRationalesArguments", "build_generate_rationales_parser", "generate_rationales_command"]
+__all__ = [
+    "GenerateRationalesArguments",
+    "build_generate_rationales_parser",
+    "check_option_values",
+    "generate_rationales_command",
+]
 
 DESCRIPTION = (
     "Ask a teacher (an OpenAI-compatible server with --base-url and --model, or a local Hugging Face causal "
@@ -116,6 +121,52 @@ class GenerateRationalesArguments:
                   "capped to this, with a warning (inf: wait as long as the server asks)."},
     )  # fmt: skip
     no_progress: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+
+    def __post_init__(self) -> None:
+        """Refuse, before any file or model is read, a value that :func:`hf_cotmi.generate_rationales` would
+        refuse later, and an option the chosen kind of teacher does not read; the command line turns the
+        ``ValueError`` into a usage error naming the flag (``argument --batch-size: ...``).
+
+        Examples:
+            >>> GenerateRationalesArguments(teacher_model="m", batch_size=0)
+            Traceback (most recent call last):
+            ...
+            ValueError: batch_size=0 must be a positive integer
+        """
+        check_option_values(vars(self))
+
+
+def check_option_values(options: dict[str, Any]) -> None:
+    """Check the values of ``generate-rationales`` options (the :class:`GenerateRationalesArguments` fields).
+
+    Raises:
+        ValueError: a count that is not positive (``num_samples``, ``max_new_tokens``, ``batch_size``,
+            ``concurrency``), a negative ``max_records`` or ``max_retries``, a sampling or waiting value out of
+            range, or an option that the teacher given (``base_url`` or ``teacher_model``) does not read; the
+            message starts with the option's field name.
+
+    Examples:
+        >>> try:
+        ...     check_option_values({**vars(GenerateRationalesArguments()), "base_url": "u", "batch_size": 4})
+        ... except ValueError as error:
+        ...     print(str(error).split(" only")[0])
+        batch_size=4 (--batch-size) is read by a local teacher (teacher_model)
+    """
+    from .backends import _check_positive, _check_sampling
+    from .generate import refuse_other_teachers_options
+    from .retrying import RetryPolicy
+
+    for name in ("num_samples", "max_new_tokens", "batch_size", "concurrency"):
+        _check_positive(name, options[name])
+    if options["max_records"] is not None and options["max_records"] < 0:
+        raise ValueError(f"max_records={options['max_records']} must be >= 0")
+    temperature = options["temperature"]
+    _check_sampling(0.0 if temperature is None else temperature, options["top_p"])
+    RetryPolicy(max_retries=options["max_retries"], max_retry_after=options["max_retry_after"])
+    if not options["request_timeout"] > 0:  # NaN too
+        raise ValueError(f"request_timeout={options['request_timeout']} must be > 0 seconds")
+    if options["base_url"] or options["teacher_model"]:
+        refuse_other_teachers_options(options, server=bool(options["base_url"]))
 
 
 def build_generate_rationales_parser(prog: str = "hf-cotmi generate-rationales") -> Any:

@@ -55,6 +55,7 @@ __all__ = [
     "GenerationSummary",
     "TeacherInput",
     "read_teacher_inputs",
+    "refuse_other_teachers_options",
     "generate_rationales",
 ]
 
@@ -173,10 +174,16 @@ def read_teacher_inputs(
         raise TypeError(f"source must be a path or a datasets.Dataset, got {type(source).__name__}")
     columns = dataset.column_names
     if input_column not in columns:
-        raise ValueError(f"{where}: no column {input_column!r} (the input); the columns are {columns}")
+        raise ValueError(
+            f"{where}: no column {input_column!r} (the input); the columns are {columns}; name the right one "
+            "with input_column= (--input-column on the command line)"
+        )
     if label_column is not None and label_column not in columns:
         if label_column != "label":
-            raise ValueError(f"{where}: no column {label_column!r} (the label); the columns are {columns}")
+            raise ValueError(
+                f"{where}: no column {label_column!r} (the label); the columns are {columns}; name the right "
+                "one with label_column= (--label-column on the command line)"
+            )
         label_column = None
     for column in (input_column, label_column):
         if column is not None:  # numbers and booleans become text as load_cot_dataset makes them
@@ -240,6 +247,38 @@ def _refuse_unused(options: dict[str, Any], unused: dict[str, Any], teacher: str
             )
 
 
+def refuse_other_teachers_options(options: dict[str, Any], *, server: bool) -> None:
+    """Refuse an option the chosen kind of teacher does not read (a server's with a local model, a local
+    model's with a server), and a chat template file with ``api="completions"``.
+
+    Args:
+        options: option values by ``generate_rationales`` parameter name (``batch_size``, ``concurrency``,
+            ``api``, ``chat_template_file``, ...).
+        server: the teacher is a server (``base_url``); else a local model (``teacher_model``).
+
+    Raises:
+        ValueError: the message starts with the option's name and gives its flag.
+
+    Examples:
+        >>> options = {**_LOCAL_ONLY, **_SERVER_ONLY, "api": "chat", "concurrency": 8}
+        >>> refuse_other_teachers_options(options, server=True)
+        >>> try:
+        ...     refuse_other_teachers_options(options, server=False)
+        ... except ValueError as error:
+        ...     print(str(error).split(" only")[0])
+        concurrency=8 (--concurrency) is read by a server teacher (base_url)
+    """
+    if server:
+        _refuse_unused(options, _LOCAL_ONLY, "a server (base_url)", "a local teacher (teacher_model)")
+        return
+    _refuse_unused(options, _SERVER_ONLY, "a local model (teacher_model)", "a server teacher (base_url)")
+    if options["api"] == "completions" and options["chat_template_file"] is not None:
+        raise ValueError(
+            "chat_template_file (--chat-template-file) is used with api='chat' only; api='completions' "
+            "sends the raw prompt"
+        )
+
+
 def _make_backend(
     backend: TeacherBackend | None,
     base_url: str | None,
@@ -263,7 +302,7 @@ def _make_backend(
     if base_url:
         if not model:
             raise ValueError("base_url needs model: the model name on the server (--model)")
-        _refuse_unused(options, _LOCAL_ONLY, "a server (base_url)", "a local teacher (teacher_model)")
+        refuse_other_teachers_options(options, server=True)
         return OpenAICompatibleBackend(
             base_url,
             model,
@@ -279,12 +318,7 @@ def _make_backend(
         raise ValueError(
             "model names the model on a server (with base_url); for a local teacher use teacher_model"
         )
-    _refuse_unused(options, _SERVER_ONLY, "a local model (teacher_model)", "a server teacher (base_url)")
-    if options["api"] == "completions" and options["chat_template_file"] is not None:
-        raise ValueError(
-            "chat_template_file (--chat-template-file) is used with api='chat' only; api='completions' "
-            "sends the raw prompt"
-        )
+    refuse_other_teachers_options(options, server=False)
     return LocalCausalBackend(
         str(teacher_model),
         batch_size=options["batch_size"],

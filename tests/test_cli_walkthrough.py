@@ -1,0 +1,265 @@
+"""What a new user meets walking through the docs with the ``hf-cotmi`` command: progress that is printed
+once, errors that name the flag to change, a run that says what it did not do, a Ctrl-C that says how to
+go on. Each case runs through ``hf_cotmi.cli.main`` with the built-in tiny students (a few seconds each).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from hf_cotmi.cli import main
+
+TINY = [
+    "--tiny-d-model", "16", "--tiny-num-layers", "1", "--tiny-num-heads", "2", "--tiny-d-ff", "32",
+    "--per-device-train-batch-size", "4", "--per-device-eval-batch-size", "4", "--use-cpu",
+    "--report-to", "none", "--generation-max-length", "4", "--rationale-max-new-tokens", "4",
+    "--num-examples-to-show", "0",
+]  # fmt: skip
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_error_line(err: str, command: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"hf-cotmi {command}: error: "), lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def interrupted_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("hf-cotmi train: interrupted")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def custom_rows(count: int) -> list[dict]:
+    """Records with the own-data guide's column names."""
+    return [
+        {
+            "question": f"tom has {i % 9} apples . how many ?",
+            "answer": str(i % 9),
+            "explanation": f"{i % 9} .",
+        }
+        for i in range(count)
+    ]
+
+
+CUSTOM_COLUMNS = [
+    "--input-column",
+    "question",
+    "--label-column",
+    "answer",
+    "--rationale-column",
+    "explanation",
+]
+
+
+# ------------------------------------------------------------------------------------------- train output
+
+
+def test_train_with_progress_bars_prints_each_logging_step_and_evaluation_once(tmp_path, capsys):
+    code, out, err = run(
+        capsys, "train", "--dataset", "synthetic", "--synthetic-train-size", "16", "--synthetic-valid-size", "4",
+        "--synthetic-test-size", "4", "--max-steps", "2", "--logging-steps", "1", "--eval-strategy", "steps",
+        "--eval-steps", "2", "--save-strategy", "no", *TINY, "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert re.findall(r"^  step (\d)/2  loss ", out, flags=re.MULTILINE) == ["1", "2"], out
+    assert len(re.findall(r"^  eval at step 2: ", out, flags=re.MULTILINE)) == 1, out
+    # the progress bar's copy of the same logs, as a Python dict, is not printed as well
+    assert not re.search(r"^\{'", out, flags=re.MULTILINE), out
+    assert "'loss_label'" not in out and "'eval_loss'" not in out
+
+
+def test_train_without_a_test_or_validation_split_says_nothing_was_evaluated(tmp_path, capsys):
+    train = write_rows(tmp_path / "train.jsonl", custom_rows(8))
+    code, out, err = run(
+        capsys, "train", "--train-file", str(train), *CUSTOM_COLUMNS, "--max-steps", "1", "--save-strategy",
+        "no", "--disable-tqdm", *TINY, "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "not evaluated: the data has no test or validation split (--test-file, --validation-file)" in out
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["metrics"] == {}
+
+
+def test_an_interrupted_train_says_how_to_resume_from_its_newest_checkpoint(tmp_path, capsys, monkeypatch):
+    from hf_cotmi.trainer import DSSMITrainer
+
+    trained = DSSMITrainer.train
+
+    def train_then_ctrl_c(self, *args, **kwargs):
+        trained(self, *args, **kwargs)  # saves checkpoint-2
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DSSMITrainer, "train", train_then_ctrl_c)
+    out_dir = tmp_path / "out"
+    code, _, err = run(
+        capsys, "train", "--dataset", "synthetic", "--synthetic-train-size", "16", "--synthetic-test-size", "4",
+        "--max-steps", "2", "--save-strategy", "steps", "--save-steps", "2", "--disable-tqdm", *TINY,
+        "--output-dir", str(out_dir),
+    )  # fmt: skip
+    assert code == 130
+    line = interrupted_line(err)
+    assert f"the newest complete checkpoint is {out_dir / 'checkpoint-2'}" in line
+    assert "--resume_from_checkpoint latest" in line
+
+
+def test_an_interrupt_before_any_checkpoint_says_a_rerun_starts_over(tmp_path, capsys, monkeypatch):
+    from hf_cotmi.trainer import DSSMITrainer
+
+    def ctrl_c(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DSSMITrainer, "train", ctrl_c)
+    code, _, err = run(
+        capsys, "train", "--dataset", "synthetic", "--synthetic-train-size", "16", "--synthetic-test-size", "4",
+        "--max-steps", "2", "--disable-tqdm", *TINY, "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 130
+    assert interrupted_line(err) == (
+        "hf-cotmi train: interrupted; no complete checkpoint was saved yet, so a rerun starts from step 0"
+    )
+
+
+# ---------------------------------------------------------------------------------- own-data mistakes
+
+
+@pytest.mark.parametrize(
+    "column,flag",
+    [("input", "--input-column"), ("label", "--label-column"), ("rationale", "--rationale-column")],
+)
+def test_a_missing_column_names_the_flag_that_picks_it(tmp_path, capsys, column, flag):
+    rows = [{key: value for key, value in row.items() if key != {"input": "question", "label": "answer",
+             "rationale": "explanation"}[column]} for row in custom_rows(4)]  # fmt: skip
+    train = write_rows(tmp_path / "train.jsonl", rows)
+    code, _, err = run(
+        capsys, "train", "--train-file", str(train), *CUSTOM_COLUMNS, "--max-steps", "1", *TINY,
+        "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 1
+    line = one_error_line(err, "train")
+    assert f"no column {dict(input='question', label='answer', rationale='explanation')[column]!r}" in line
+    assert f"{column}_column= ({flag} on the command line)" in line
+
+
+def test_evaluate_a_model_folder_that_does_not_exist_says_so(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    code, _, err = run(capsys, "evaluate", "--model", str(missing))
+    assert code == 2
+    line = one_error_line(err, "evaluate")
+    assert f"--model {str(missing)!r} is not a local folder" in line
+    assert "--dataset or --test-file" in line
+
+
+def test_evaluate_a_split_the_run_has_no_file_for_names_the_ones_it_has(tmp_path, capsys):
+    train = write_rows(tmp_path / "train.jsonl", custom_rows(8))
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "train", "--train-file", str(train), *CUSTOM_COLUMNS, "--max-steps", "1", "--save-strategy",
+        "no", "--disable-tqdm", *TINY, "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(capsys, "evaluate", "--model", str(out))
+    assert code == 2
+    line = one_error_line(err, "evaluate")
+    assert (
+        "the data has no 'test' split (the run recorded files for: train); choose another with --split"
+        in line
+    )
+
+
+def test_predict_a_jsonl_without_an_input_field_names_the_fields_it_has(tmp_path, capsys):
+    questions = write_rows(tmp_path / "questions.jsonl", custom_rows(2))
+    code, _, err = run(capsys, "predict", "--model", str(tmp_path), "--input-file", str(questions))
+    assert code == 2
+    line = one_error_line(err, "predict")
+    expected = "expected a JSON object with a text field 'input'; it has 'question', 'answer', 'explanation'"
+    assert f"questions.jsonl, line 1: {expected}" in line
+
+
+# ------------------------------------------------------------------------------- generate-rationales
+
+
+@pytest.fixture
+def teacher_inputs(tmp_path) -> Path:
+    return write_rows(tmp_path / "questions.jsonl", custom_rows(3))
+
+
+@pytest.mark.parametrize(
+    "flags,named",
+    [
+        (["--teacher-model", "t", "--batch-size", "0"], "argument --batch-size: batch_size=0 must be a positive"),
+        (["--teacher-model", "t", "--num-samples", "0"], "argument --num-samples: num_samples=0 must be a positive"),
+        (["--teacher-model", "t", "--max-new-tokens", "0"], "argument --max-new-tokens: max_new_tokens=0 must be"),
+        (["--teacher-model", "t", "--max-records", "-1"], "argument --max-records: max_records=-1 must be >= 0"),
+        (["--teacher-model", "t", "--temperature", "-1"], "argument --temperature: temperature=-1.0 must be >= 0"),
+        (["--teacher-model", "t", "--top-p", "0"], "argument --top-p: top_p=0.0 must be in (0, 1]"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--concurrency", "0"],
+         "argument --concurrency: concurrency=0 must be a positive integer"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--max-retries", "-1"],
+         "argument --max-retries: max_retries=-1 must be >= 0"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--request-timeout", "0"],
+         "argument --request-timeout: request_timeout=0.0 must be > 0 seconds"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--batch-size", "3"],
+         "argument --batch-size: batch_size=3 (--batch-size) is read by a local teacher"),
+        (["--teacher-model", "t", "--concurrency", "2"],
+         "argument --concurrency: concurrency=2 (--concurrency) is read by a server teacher"),
+        (["--teacher-model", "t", "--api", "completions", "--chat-template-file", "t.jinja"],
+         "argument --chat-template-file: chat_template_file (--chat-template-file) is used with api='chat' only"),
+    ],
+)  # fmt: skip
+def test_generate_rationales_refuses_bad_values_as_usage_errors_naming_the_flag(
+    tmp_path, capsys, teacher_inputs, flags, named
+):
+    output = tmp_path / "train.jsonl"
+    code, out, err = run(
+        capsys, "generate-rationales", "--input-file", str(teacher_inputs), "--output-file", str(output),
+        "--input-column", "question", *flags,
+    )  # fmt: skip
+    assert code == 2, err
+    line = one_error_line(err, "generate-rationales")
+    assert line.startswith(f"hf-cotmi generate-rationales: error: {named}"), line
+    assert "ValueError" not in line and out == ""
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("column,flag", [("input", "--input-column"), ("label", "--label-column")])
+def test_generate_rationales_missing_column_names_the_flag(tmp_path, capsys, teacher_inputs, column, flag):
+    chosen = {
+        "input": ["--label-column", "answer"],
+        "label": ["--input-column", "question", "--label-column", "gold"],
+    }
+    code, _, err = run(
+        capsys, "generate-rationales", "--input-file", str(teacher_inputs), "--output-file",
+        str(tmp_path / "train.jsonl"), "--teacher-model", str(tmp_path / "unused"), *chosen[column],
+    )  # fmt: skip
+    assert code == 1
+    line = one_error_line(err, "generate-rationales")
+    assert "the columns are ['question', 'answer', 'explanation']" in line
+    assert f"name the right one with {column}_column= ({flag} on the command line)" in line
+
+
+def test_generate_rationales_with_a_teacher_that_does_not_exist_names_it(tmp_path, capsys, teacher_inputs):
+    missing = tmp_path / "no-such-teacher"
+    code, _, err = run(
+        capsys, "generate-rationales", "--input-file", str(teacher_inputs), "--output-file",
+        str(tmp_path / "train.jsonl"), "--input-column", "question", "--teacher-model", str(missing),
+    )  # fmt: skip
+    assert code == 2
+    line = one_error_line(err, "generate-rationales")
+    assert f"could not load the teacher tokenizer {str(missing)!r}: it is not a local folder" in line
+    assert "OSError" not in line
