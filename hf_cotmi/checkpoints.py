@@ -39,7 +39,12 @@ import zipfile
 from pathlib import Path
 from typing import Union
 
-__all__ = ["checkpoint_problems", "latest_complete_checkpoint", "resolve_resume_checkpoint"]
+__all__ = [
+    "checkpoint_problems",
+    "latest_complete_checkpoint",
+    "numbered_checkpoints",
+    "resolve_resume_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +207,18 @@ def checkpoint_problems(checkpoint: PathLike) -> list[str]:
     return [problem for problem in problems if problem]
 
 
-def _numbered_checkpoints(output_dir: Path) -> list[Path]:
+def numbered_checkpoints(output_dir: PathLike) -> list[Path]:
+    """The ``checkpoint-N/`` folders in ``output_dir``, complete or not, by step (none if it is no folder).
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for step in (20, 100, 3):
+        ...     (folder / f"checkpoint-{step}").mkdir()
+        >>> [path.name for path in numbered_checkpoints(folder)]
+        ['checkpoint-3', 'checkpoint-20', 'checkpoint-100']
+    """
+    output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
     found = []
@@ -227,7 +243,7 @@ def latest_complete_checkpoint(output_dir: PathLike) -> str | None:
     Examples:
         >>> # latest_complete_checkpoint("student")  ->  'student/checkpoint-400' (checkpoint-500 half-written)
     """
-    for path in reversed(_numbered_checkpoints(Path(output_dir))):
+    for path in reversed(numbered_checkpoints(Path(output_dir))):
         problems = checkpoint_problems(path)
         if not problems:
             return os.path.join(os.fspath(output_dir), path.name)
@@ -272,7 +288,7 @@ def resolve_resume_checkpoint(value: PathLike | bool | None, output_dir: PathLik
     if text is True or text.lower() in _TRUE:
         found = latest_complete_checkpoint(output_dir)
         if found is None:
-            incomplete = [path.name for path in _numbered_checkpoints(Path(output_dir))]
+            incomplete = [path.name for path in numbered_checkpoints(Path(output_dir))]
             detail = f" (incomplete: {', '.join(incomplete)})" if incomplete else ""
             raise ValueError(
                 f"resume_from_checkpoint={value!r}: {os.fspath(output_dir)!r} holds no complete checkpoint-N "

@@ -556,7 +556,28 @@ def _resume_checkpoint(training_args: Any, print_fn: Callable[[str], None]) -> s
         raise CLIUsageError(str(error)) from error
     if checkpoint:
         print_fn(f"resuming from {checkpoint}")
+    else:
+        _warn_of_earlier_checkpoints(training_args.output_dir, print_fn)
     return checkpoint
+
+
+def _warn_of_earlier_checkpoints(output_dir: str, print_fn: Callable[[str], None]) -> None:
+    """Say so when a run that starts from step 0 writes into a folder with an earlier run's checkpoints.
+
+    Its checkpoints would sit beside the earlier ones, and ``--resume_from_checkpoint latest`` could later
+    pick an earlier run's with a higher step number.
+    """
+    from .checkpoints import numbered_checkpoints
+
+    earlier = [path.name for path in numbered_checkpoints(output_dir)]
+    if earlier:
+        shown = ", ".join(earlier[-3:]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
+        message = (
+            f"warning: {output_dir} holds checkpoints of an earlier run ({shown}); this run starts from step 0 "
+            "and saves beside them. To continue the earlier run instead, give --resume_from_checkpoint "
+            "latest; to start afresh, choose another --output-dir or remove them first"
+        )
+        print_fn(message)
 
 
 def data_report_lines(loaded: LoadedData, features_report: Any = None) -> list[str]:

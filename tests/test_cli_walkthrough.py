@@ -263,3 +263,23 @@ def test_generate_rationales_with_a_teacher_that_does_not_exist_names_it(tmp_pat
     line = one_error_line(err, "generate-rationales")
     assert f"could not load the teacher tokenizer {str(missing)!r}: it is not a local folder" in line
     assert "OSError" not in line
+
+
+def test_a_fresh_run_into_a_folder_with_an_earlier_runs_checkpoints_warns(tmp_path, capsys):
+    """Its checkpoints would sit beside the earlier run's, and a later resume could pick one of those."""
+    common = (
+        "train", "--dataset", "synthetic", "--synthetic-train-size", "8", "--synthetic-valid-size", "2",
+        "--synthetic-test-size", "2", "--save-strategy", "steps", "--save-steps", "1", "--disable-tqdm", *TINY,
+        "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    code, out, err = run(capsys, *common, "--max-steps", "2")
+    assert code == 0, err
+    assert "earlier run" not in out
+    code, out, err = run(capsys, *common, "--max-steps", "1")
+    assert code == 0, err
+    assert re.search(
+        r"holds checkpoints of an earlier run \(checkpoint-1, checkpoint-2\); this run starts", out
+    ), out
+    code, out, err = run(capsys, *common, "--max-steps", "2", "--resume_from_checkpoint", "latest")
+    assert code == 0, err
+    assert "resuming from" in out and "earlier run" not in out
