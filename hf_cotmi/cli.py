@@ -228,6 +228,12 @@ def _train(argv: Sequence[str], debug: bool = False) -> int:
         title += (
             f": no --model given, so the student is a small {built} built from a config (--tiny-* options)"
         )
+        if training_args.learning_rate == type(training_args).__dataclass_fields__["learning_rate"].default:
+            # 5e-5 suits a pre-trained student; one trained from scratch hardly moves at it
+            title += (
+                f"\n{PROG} train: note: --learning-rate {training_args.learning_rate:g} is the default for a "
+                "pre-trained student; a small one built from a config learns in a few hundred steps at about 5e-3"
+            )
     run_training(model_args, data_args, eval_args, training_args, title=title)
     return 0
 

@@ -283,3 +283,16 @@ def test_a_fresh_run_into_a_folder_with_an_earlier_runs_checkpoints_warns(tmp_pa
     code, out, err = run(capsys, *common, "--max-steps", "2", "--resume_from_checkpoint", "latest")
     assert code == 0, err
     assert "resuming from" in out and "earlier run" not in out
+
+
+def test_the_learning_rate_note_is_for_a_built_student_at_the_default_rate_only(tmp_path, capsys):
+    common = (
+        "train", "--dataset", "synthetic", "--synthetic-train-size", "8", "--synthetic-valid-size", "0",
+        "--synthetic-test-size", "0", "--max-steps", "1", "--save-strategy", "no", "--disable-tqdm", *TINY,
+    )  # fmt: skip
+    code, out, err = run(capsys, *common, "--output-dir", str(tmp_path / "a"))
+    assert code == 0, err
+    assert "note: --learning-rate 5e-05 is the default for a pre-trained student" in out
+    code, out, err = run(capsys, *common, "--learning-rate", "5e-3", "--output-dir", str(tmp_path / "b"))
+    assert code == 0, err
+    assert "note: --learning-rate" not in out

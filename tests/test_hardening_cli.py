@@ -279,6 +279,7 @@ def test_train_without_model_builds_the_tiny_student_its_flags_describe(tmp_path
     )  # fmt: skip
     assert code == 0, err
     assert "no --model given, so the student is a small T5 built from a config (--tiny-* options)" in stdout
+    assert "note: --learning-rate 5e-05 is the default for a pre-trained student" in stdout
     assert "student: T5 built from a config" in stdout and "d_model 16, 1+1 layers" in stdout
     config = json.loads((out / "config.json").read_text())
     assert (config["d_model"], config["num_layers"], config["num_heads"], config["d_ff"]) == (16, 1, 2, 32)
