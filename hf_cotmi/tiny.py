@@ -145,6 +145,8 @@ def build_tiny_seq2seq(
             num_heads=num_heads,
             pad_token_id=pad_id,
             eos_token_id=eos_id,
+            # unused by T5 (it starts decoding from pad); recorded so the Trainer has nothing to re-align
+            bos_token_id=tokenizer.bos_token_id,
             decoder_start_token_id=pad_id,
             relative_attention_num_buckets=8,
             dropout_rate=0.0,
