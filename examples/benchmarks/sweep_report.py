@@ -421,7 +421,8 @@ def plot_accuracy_vs_size(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     methods = list(dict.fromkeys(name for entry in by_fraction.values() for name in entry["summary"]))
-    for name in methods:
+    all_sizes: set[int] = set()
+    for position, name in enumerate(methods):
         points = [
             (float(key), entry.get("train_examples"), entry["summary"][name])
             for key, entry in by_fraction.items()
@@ -429,8 +430,11 @@ def plot_accuracy_vs_size(
         ]
         points.sort(key=lambda p: p[0])
         sizes = [n if n is not None else max(1, round(f * train_examples)) for f, n, _ in points]
+        all_sizes.update(sizes)
+        # each method a little to the side of the size it ran at, so error bars at one size do not overlap
+        dodge = 2 ** (0.04 * (position - (len(methods) - 1) / 2))
         ax.errorbar(
-            sizes,
+            [size * dodge for size in sizes],
             [100 * s["accuracy_mean"] for _, _, s in points],
             yerr=[_error_bar(s["accuracy_std"]) for _, _, s in points],
             marker="o",
@@ -438,7 +442,9 @@ def plot_accuracy_vs_size(
             label=points[0][2]["title"],
         )
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("training examples")
+    ax.set_xticks(sorted(all_sizes), [str(size) for size in sorted(all_sizes)])
+    ax.minorticks_off()
+    ax.set_xlabel("training examples (each method drawn a little to the side of its size)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
