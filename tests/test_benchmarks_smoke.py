@@ -533,7 +533,8 @@ def test_report_only_reads_the_committed_results(tmp_path: Path, name: str) -> N
         curve = ", ".join(f"{100 * h['accuracy']:.1f}" for h in run["valid_history"])
         row = f"| {titles[run['method']]} | {run['seed']} | {100 * run['test_accuracy']:.2f} |"
         assert any(line.startswith(row) and line.endswith(f"| {curve} |") for line in rewritten), row
-    assert (out / "accuracy.png").stat().st_size > 0
+    plot = "accuracy_vs_size.png" if stored.get("fractions") else "accuracy.png"  # a size sweep plots size
+    assert (out / plot).stat().st_size > 0
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in ASSETS.iterdir() if (p / "results.json").is_file()))
