@@ -428,6 +428,48 @@ def _default_rejects(output_file: Path) -> Path:
     return output_file.with_name(f"{stem}.rejects{suffix}")
 
 
+_MISSING = object()
+
+
+def _shown(name: str, value: Any) -> str:
+    return f"no {name!r}" if value is _MISSING else f"{name} {value!r}"
+
+
+def _comparable(value: Any) -> str:
+    """``value`` as JSON with sorted keys: a line read back and the input's record compare by content."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _differing_field(line: dict[str, Any], item: TeacherInput) -> tuple[str, Any, Any] | None:
+    """The first field where a done line and its input record differ: (name, line's, input's), else None.
+
+    Compared: the input, the gold label (a line whose label is the teacher's had no gold label), and the
+    columns copied through (``reason``, which a rejects line overwrites, aside).
+
+    Examples:
+        >>> line = {"input": "a?", "label": "2", "teacher_label_source": "gold", "id": 1}
+        >>> _differing_field(line, TeacherInput("a?", "2", {"id": 1})) is None
+        True
+        >>> _differing_field(line, TeacherInput("a?", "3", {"id": 1}))
+        ('label', '2', '3')
+    """
+    if line.get("input") != item.input:
+        return "input", line.get("input", _MISSING), item.input
+    gold = line.get("label") if line.get("teacher_label_source", "gold") == "gold" else None
+    if gold != item.label:
+        return "label", gold, item.label
+    copied = {
+        key: value
+        for key, value in line.items()
+        if key not in _RESERVED and key != "reason" and not key.startswith("teacher_")
+    }
+    for key in sorted(set(copied) | set(item.extra) - {"reason"}):
+        ours, theirs = copied.get(key, _MISSING), item.extra.get(key, _MISSING)
+        if ours is _MISSING or theirs is _MISSING or _comparable(ours) != _comparable(theirs):
+            return key, ours, theirs
+    return None
+
+
 def _check_resumable(
     done: dict[int, dict], inputs: Sequence[TeacherInput], where: Path, max_records: int | None = None
 ) -> None:
@@ -437,12 +479,44 @@ def _check_resumable(
                 f"{where} already holds {INDEX_FIELD} {index}, beyond --max-records {max_records}; rerun with "
                 "a larger --max-records (or without it), or use another output file"
             )
-        if index >= len(inputs) or line.get("input") != inputs[index].input:
-            found = "beyond the end of the input" if index >= len(inputs) else f"input {line.get('input')!r}"
+        changed = "the input changed since this file was written. Use another output file"
+        if index >= len(inputs):
             raise ValueError(
-                f"{where}: the line for {INDEX_FIELD} {index} has {found}, which is not the input's record "
-                f"{index}; the input changed since this file was written. Use another output file"
+                f"{where}: the line for {INDEX_FIELD} {index} is beyond the end of the input ({len(inputs)} "
+                f"records); {changed}"
             )
+        differing = _differing_field(line, inputs[index])
+        if differing is not None:
+            name, ours, theirs = differing
+            raise ValueError(
+                f"{where}: the line for {INDEX_FIELD} {index} has {_shown(name, ours)}, but the input's record "
+                f"{index} has {_shown(name, theirs)}; {changed}"
+            )
+
+
+def _without_lone_surrogates(text: str, index: int) -> str:
+    """``text`` with each lone UTF-16 surrogate (which UTF-8 cannot hold) replaced by U+FFFD, with a warning.
+
+    A server's JSON may carry one escaped (``"\\ud83d"``, an emoji cut at the token limit); written as it
+    is, the line could not be encoded, on every rerun.
+
+    Examples:
+        >>> _without_lone_surrogates("a \\ud83d\\ude00 b", 0), _without_lone_surrogates("c \\ud83d", 0)
+        ('a 😀 b', 'c �')
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        logger.warning(
+            "record %d (%s %d): the teacher's text holds a lone UTF-16 surrogate, which UTF-8 cannot hold; "
+            "written as U+FFFD",
+            index,
+            INDEX_FIELD,
+            index,
+        )
+        # through UTF-16, a surrogate pair becomes its character and a lone surrogate U+FFFD
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def generate_rationales(
@@ -544,6 +618,8 @@ def generate_rationales(
         TeacherRequestError: a request failed for good; what finished before is in the files, and
             rerunning the same call continues.
         SettingsMismatchError: the output was made with other settings and ``force`` is False.
+        ValueError: a line already in the output or rejects file no longer matches its input record (the
+            input, gold label or a copied column changed; the message names the record and the field).
 
     Examples:
         >>> summary = generate_rationales("cqa.jsonl", "cqa-rationales.jsonl",
@@ -616,7 +692,8 @@ def generate_rationales(
                 f"{output_path} and {rejects_path} both hold {INDEX_FIELD} {sorted(overlap)[:5]}; "
                 "they do not belong together"
             )
-        _check_resumable(both, inputs, output_path, max_records)
+        _check_resumable(outputs_done.records, inputs, output_path, max_records)
+        _check_resumable(rejects_done.records, inputs, rejects_path, max_records)
         check_settings(output_path, settings, list(both.values()), force=force)
         resumed = len(both)
         outputs, rejects = dict(outputs_done.records), dict(rejects_done.records)
@@ -693,7 +770,7 @@ def generate_rationales(
                             continue
                         for request, text in zip(unit, texts):
                             samples = collected.setdefault(request.index, {})
-                            samples[request.sample] = text
+                            samples[request.sample] = _without_lone_surrogates(text, request.index)
                             if len(samples) < num_samples:
                                 continue
                             del collected[request.index]

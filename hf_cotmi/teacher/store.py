@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.jsonfiles import DataFormatError
-from ..data.textfiles import split_lines
+from ..data.textfiles import decode_text, split_lines
 
 __all__ = [
     "INDEX_FIELD",
@@ -135,9 +135,16 @@ class JsonlAppender:
         if self._fd is None:
             raise ValueError(f"{self.path}: the appender is closed")
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        written = os.write(self._fd, data)
-        while written < len(data):  # regular files write everything at once; be safe anyway
-            written += os.write(self._fd, data[written:])
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # a full disk writes part of the line, then fails
+                written += os.write(self._fd, data[written:])
+        except OSError as error:  # os.write's error names no file
+            raise OSError(
+                error.errno,
+                f"could not write a record to {self.path}: {error.strerror}; the records written before are "
+                "kept (a line cut short is redone): fix the cause (free some space) and rerun to continue",
+            ) from error
 
     def close(self) -> None:
         """Close the file."""
@@ -174,11 +181,12 @@ def read_done(path: str | os.PathLike[str]) -> DoneRecords:
 
     Lines end at ``"\n"`` only (a record may hold U+2028 or U+0085, which ``json.dumps`` leaves as they
     are). The complete lines are checked before anything is cut: a file the generator did not write is
-    refused unchanged.
+    refused unchanged. A last line that is a whole JSON value lacks only its newline (an editor dropped it):
+    it is checked as the others and kept, and the newline is added.
 
     Raises:
-        DataFormatError: a complete line is not a JSON object with an integer ``source_index``, or an index
-            appears twice (the message names file and line).
+        DataFormatError: a complete line is not UTF-8, not a JSON object with a non-negative integer
+            ``source_index``, or an index appears twice (the message names file and line).
 
     Examples:
         >>> import pathlib, tempfile
@@ -194,7 +202,11 @@ def read_done(path: str | os.PathLike[str]) -> DoneRecords:
         return done
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    for number, line in enumerate(split_lines(data[:end].decode("utf-8")), start=1):
+    lines = split_lines(decode_text(data[:end], str(path)))
+    tail = _whole_last_line(data[end:])
+    if tail is not None:
+        lines.append(tail)
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -202,15 +214,19 @@ def read_done(path: str | os.PathLike[str]) -> DoneRecords:
         except json.JSONDecodeError as error:
             raise DataFormatError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
         index = record.get(INDEX_FIELD) if isinstance(record, dict) else None
-        if not isinstance(index, int) or isinstance(index, bool):
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise DataFormatError(
-                f"{path}, line {number}: expected a JSON object with an integer {INDEX_FIELD!r} "
+                f"{path}, line {number}: expected a JSON object with an integer {INDEX_FIELD!r} (0 or more) "
                 "(is this a file hf-cotmi generate-rationales wrote?)"
             )
         if index in done.records:
             raise DataFormatError(f"{path}, line {number}: {INDEX_FIELD} {index} appears a second time")
         done.records[index] = record
-    if end < len(data):
+    if tail is not None:
+        logger.warning("%s: adding the newline its last line lacked", path)
+        with open(path, "ab") as handle:
+            handle.write(b"\n")
+    elif end < len(data):
         logger.warning(
             "%s: removing a cut-short last line (%d bytes); it is generated again", path, len(data) - end
         )
@@ -218,6 +234,26 @@ def read_done(path: str | os.PathLike[str]) -> DoneRecords:
             handle.truncate(end)
         done.truncated = 1
     return done
+
+
+def _whole_last_line(tail: bytes) -> str | None:
+    """``tail`` (the bytes after the last newline) as text when it is a whole JSON value, else None.
+
+    A line cut short is never valid JSON (its closing brace comes last), so a tail that parses lacks only
+    its newline.
+
+    Examples:
+        >>> _whole_last_line(b'{"source_index": 3}'), _whole_last_line(b'{"source_ind'), _whole_last_line(b"")
+        ('{"source_index": 3}', None, None)
+    """
+    if not tail.strip():
+        return None
+    try:
+        text = tail.decode("utf-8")
+        json.loads(text)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError: a cut-short line
+        return None
+    return text
 
 
 def sort_by_index(path: str | os.PathLike[str]) -> None:
@@ -238,11 +274,15 @@ def sort_by_index(path: str | os.PathLike[str]) -> None:
     if ordered == lines:
         return
     temporary = path.with_name(path.name + ".sorting")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in ordered))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in ordered))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:  # a full disk: leave the file as it was, and no partial copy beside it
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def settings_id(settings: dict[str, Any]) -> str:
@@ -316,6 +356,11 @@ def check_settings(
             stored = json.loads(stored_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise DataFormatError(f"{stored_path}: not valid JSON ({error.msg})") from None
+        if not isinstance(stored, dict):
+            raise DataFormatError(
+                f"{stored_path}: expected a JSON object of settings, found {type(stored).__name__} "
+                f"{stored!r}; delete it, and the next run checks its settings against the hash in every line"
+            )
     if not existing and stored is not None and stored != settings:
         logger.info("%s: no record written yet; replacing the settings of an earlier run", stored_path)
         stored = None
