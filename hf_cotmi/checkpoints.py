@@ -8,7 +8,8 @@ fails deep inside the Trainer or, worse, silently starts the optimizer afresh. A
 
 - the model weights: ``model.safetensors`` or a sharded ``model.safetensors.index.json`` with all its
   shards (``pytorch_model.bin`` and its index, or PEFT's ``adapter_model.safetensors`` /
-  ``adapter_model.bin``, count too);
+  ``adapter_model.bin``, count too; PEFT saves an adapter not named ``default`` in a subfolder,
+  ``<adapter name>/adapter_model.safetensors``, which the Trainer resumes from as well);
 - the optimizer state ``optimizer.pt`` (or ``optimizer.bin``) and the scheduler state ``scheduler.pt``
   (so checkpoints written with ``save_only_model=True`` cannot be resumed);
 - ``trainer_state.json``, a JSON object with ``global_step``.
@@ -109,20 +110,42 @@ def _sharded_problem(index: Path) -> str | None:
     return None
 
 
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def _named_adapter_weights(folder: Path) -> list[Path]:
+    """The weights of PEFT adapters not named ``default``: peft saves each in ``<adapter name>/adapter_model.*``."""
+    found = []
+    for subfolder in sorted(path for path in folder.iterdir() if path.is_dir()):
+        present = [subfolder / name for name in _ADAPTER_WEIGHTS if (subfolder / name).is_file()]
+        found.extend(present[:1])
+    return found
+
+
 def _weights_problem(folder: Path) -> str | None:
     candidates = [
         "model.safetensors.index.json",
         "model.safetensors",
         "pytorch_model.bin.index.json",
         "pytorch_model.bin",
-        "adapter_model.safetensors",
-        "adapter_model.bin",
+        *_ADAPTER_WEIGHTS,
     ]
     present = [name for name in candidates if (folder / name).is_file()]
-    if not present:
+    adapters = _named_adapter_weights(folder)
+    if not present and not adapters:
         return "no model weights (model.safetensors, its sharded index, pytorch_model.bin or adapter_model.*)"
-    name = present[0]
-    return _sharded_problem(folder / name) if name.endswith(".index.json") else _file_problem(folder / name)
+    if present:
+        name = present[0]
+        problem = (
+            _sharded_problem(folder / name) if name.endswith(".index.json") else _file_problem(folder / name)
+        )
+        if problem:
+            return problem
+    for path in adapters:
+        problem = _file_problem(path)
+        if problem:
+            return f"{path.parent.name}/{problem}"
+    return None
 
 
 def _distributed_checkpoint_problem(path: Path) -> str | None:

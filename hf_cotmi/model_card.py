@@ -124,6 +124,9 @@ class DSSModelCardData(CardData):
             the user turn and the assistant header with ``apply_chat_template``).
         pipeline_tag: the Hub pipeline tag; ``None`` picks it from ``model_class``
             (``text-generation`` for ``*CausalLM``, else ``text2text-generation``).
+        library_name: the library the repository is loaded with: ``"transformers"`` for full weights,
+            ``"peft"`` for a student saved as PEFT adapters (``adapter_model.safetensors``, no base weights),
+            as PEFT's own cards and the Hub's adapter repositories say.
         tags: the trainer's tags (``DSSMITrainer._tag_names``).
         papers: the papers cited at the end of the card (``DSSMITrainer._papers``).
 
@@ -153,6 +156,7 @@ class DSSModelCardData(CardData):
     prompt_start_ids: list[int] = field(default_factory=list)
     chat_template: bool = False
     pipeline_tag: str | None = None
+    library_name: str = "transformers"
     tags: list[str] = field(default_factory=lambda: list(TAGS))
     papers: list[Paper] = field(default_factory=lambda: list(PAPERS))
 
@@ -276,7 +280,7 @@ class DSSModelCardData(CardData):
             ['svamp']
         """
         pipeline_tag = self.resolved_pipeline_tag
-        meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": pipeline_tag}
+        meta: dict[str, Any] = {"library_name": self.library_name, "pipeline_tag": pipeline_tag}
         if self.license:
             meta["license"] = self.license
         if self.language:

@@ -131,6 +131,18 @@ def _is_fsdp(model: nn.Module) -> bool:
     return bool(is_fsdp_managed_module(model))
 
 
+def _saves_adapters_only(model: nn.Module) -> bool:
+    """Whether ``save_pretrained`` writes only PEFT adapters: a ``PeftModel``, or a transformers model with
+    adapters loaded through its PEFT integration (``load_adapter``)."""
+    if getattr(model, "_hf_peft_config_loaded", False):
+        return True
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - depends on the environment
+        return False
+    return isinstance(model, PeftModel)
+
+
 # What models that change the logits after the output projection carry: config fields (soft-capping,
 # scaling; off when None, or 1 for a scale) and model attributes (BART's final_logits_bias, a multiplier).
 _LOGIT_TRANSFORM_FIELDS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
@@ -1070,7 +1082,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         tags: str | list[str] | None = None,
     ) -> DSSModelCardData:
         """A copy of the card data ``model_card_callback`` filled during training (hyperparameters, losses,
-        metrics), with the names added: model name, repository id, base model, datasets and extra tags.
+        metrics), with the names added: model name, repository id, base model, datasets and extra tags, and the
+        library (``peft`` for a student saved as adapters, else ``transformers``).
 
         Examples:
             >>> # trainer.model_card_data().loss_settings["mi_loss_weight"]
@@ -1078,8 +1091,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         card = self.model_card_callback.card_data
         if model_name is None:
             model_name = self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
+        unwrapped = self.accelerator.unwrap_model(self.model)
         if finetuned_from is None:
-            unwrapped = self.accelerator.unwrap_model(self.model)
             name = getattr(getattr(unwrapped, "config", None), "_name_or_path", "") or ""
             finetuned_from = name if name and not os.path.isdir(name) else None
         # The usage snippet needs the full repository id; push_to_hub passes only the part after the "/".
@@ -1090,6 +1103,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             card,
             model_name=model_name,
             repo_id=repo_id,
+            library_name="peft" if _saves_adapters_only(unwrapped) else "transformers",
             base_model=finetuned_from,
             datasets=[dataset] if isinstance(dataset, str) else list(dataset or []),
             extra_tags=[tags] if isinstance(tags, str) else list(tags or []),

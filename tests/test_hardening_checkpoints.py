@@ -275,3 +275,38 @@ def test_an_fsdp_local_state_dict_checkpoint_needs_every_rank_and_its_optimizer(
     problems = checkpoint_problems(folder)
     assert len(problems) == 1 and problems[0].startswith(problem), problems
     assert latest_complete_checkpoint(run) == str(run / "checkpoint-2")
+
+
+def test_a_lora_checkpoint_with_a_named_adapter_is_complete_and_resumable(
+    tmp_path, tiny_tokenizer, tiny_features
+):
+    """peft saves an adapter not named "default" in a subfolder (checkpoint-N/<name>/adapter_model.safetensors),
+    and the Trainer resumes from such a checkpoint; it must count as complete, and a truncated adapter not."""
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM")
+
+    def trainer(max_steps):
+        model = peft.get_peft_model(build_tiny_seq2seq(tiny_tokenizer, "t5"), config, adapter_name="dss")
+        return DSSMITrainer(
+            model=model,
+            args=make_args(tmp_path / "out", max_steps),
+            processing_class=tiny_tokenizer,
+            train_dataset=tiny_features,
+        )
+
+    trainer(1).train()
+    folder = tmp_path / "out" / "checkpoint-1"
+    assert (folder / "dss" / "adapter_model.safetensors").is_file()
+    assert not (folder / "adapter_model.safetensors").exists()
+    assert checkpoint_problems(folder) == []
+    assert resolve_resume_checkpoint("latest", tmp_path / "out") == str(folder)
+    counter = StepCounter()
+    resumed = trainer(2)
+    resumed.add_callback(counter)
+    resumed.train(resume_from_checkpoint=str(folder))
+    assert counter.steps == [2]  # the Trainer took step 1 from the checkpoint
+
+    truncate(folder / "dss" / "adapter_model.safetensors")
+    problems = checkpoint_problems(folder)
+    assert len(problems) == 1 and problems[0].startswith("dss/adapter_model.safetensors is truncated")
+    assert latest_complete_checkpoint(tmp_path / "out") == str(tmp_path / "out" / "checkpoint-2")

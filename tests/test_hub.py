@@ -176,3 +176,45 @@ def test_cli_train_push_to_hub(tmp_path, fake_hub, capsys):
     assert {"hf_cotmi_config.json", "reliability_diagram.png", "results.json", "model.safetensors"} <= names
     metrics = json.loads((uploaded / "results.json").read_text())["metrics"]
     check_card(uploaded / "README.md", repo_id, metrics, ["synthetic-arithmetic-cot"], base_model=None)
+
+
+def test_push_to_hub_with_lora_uploads_the_adapter_under_a_peft_card(tmp_path, fake_hub):
+    """An adapter-only repository is a PEFT repository: the Hub (and PEFT's own card) say ``library_name: peft``
+    with the base model; the card's usage snippet still loads it (transformers applies the adapter)."""
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForSeq2SeqLM
+
+    repo_id = "someone/tiny-dssmi-lora"
+    base_folder = save_tiny_student(tmp_path / "base")
+    data = make_arithmetic_cot_dataset(n_train=16, n_test=8, seed=0)
+    tokenizer = build_word_tokenizer(arithmetic_vocabulary())
+    features = prepare_dss_features(data, tokenizer)
+    trainer = DSSMITrainer(
+        model=AutoModelForSeq2SeqLM.from_pretrained(base_folder),
+        args=training_arguments(
+            tmp_path / "out", per_device_train_batch_size=8, push_to_hub=True, hub_model_id=repo_id
+        ),
+        train_dataset=features["train"],
+        processing_class=tokenizer,
+        peft_config=peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM"),
+    )
+    trainer.train()
+    trainer.push_to_hub(model_name=repo_id, dataset="svamp", finetuned_from="google-t5/t5-small")
+
+    folder = fake_hub.uploads[0]["folder"]
+    files = {p.name for p in folder.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= files
+    assert "model.safetensors" not in files
+    text = (folder / "README.md").read_text()
+    data = ModelCard(text).data
+    # the reference: the card PEFT itself writes for these adapters
+    (tmp_path / "peft-card").mkdir()
+    trainer.model.create_or_update_model_card(str(tmp_path / "peft-card"))
+    assert ModelCard.load(str(tmp_path / "peft-card" / "README.md")).data.library_name == "peft"
+    assert data.library_name == "peft"
+    assert data.base_model == "google-t5/t5-small"
+    assert data.pipeline_tag == "text2text-generation" and data.datasets == ["svamp"]
+    snippet = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert "pip install peft" in snippet
+    printed = run_snippet(snippet, repo_id, folder)
+    assert printed.startswith("answer:") and "\nrationale:" in printed

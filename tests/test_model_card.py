@@ -420,3 +420,25 @@ def test_a_causal_cards_snippet_prompts_the_student_as_training_did(tmp_path, ch
     expected = causal_prompts(tok, [text], chat_template=chat)[0]
     assert namespace["prompt"](text)[0].tolist() == expected
     assert tok(text)["input_ids"] != expected  # the naive tokenisation the snippet used to show differs
+
+
+def test_adapters_loaded_through_transformers_give_a_peft_card(tmp_path, tiny_tokenizer):
+    """A transformers model with adapters loaded (from_pretrained of an adapter folder) saves only the adapters,
+    as a PeftModel does: both cards say library_name peft; a plain model's says transformers."""
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForSeq2SeqLM
+
+    build_tiny_seq2seq(tiny_tokenizer, "t5").save_pretrained(tmp_path / "base")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM")
+    wrapped = peft.get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "base"), config)
+    wrapped.save_pretrained(tmp_path / "adapters")
+    students = {
+        "peft": wrapped,
+        "loaded": AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "adapters"),
+        "plain": AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "base"),
+    }
+    for name, model in students.items():
+        trainer = DSSMITrainer(model=model, args=arguments(tmp_path / name), processing_class=tiny_tokenizer)
+        expected = "transformers" if name == "plain" else "peft"
+        assert trainer.model_card_data().library_name == expected, name
+        assert ModelCard(render_model_card(trainer.model_card_data())).data.library_name == expected, name

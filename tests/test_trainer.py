@@ -105,6 +105,54 @@ def test_gradient_accumulation_gives_the_same_loss_and_gradients(tmp_path, tiny_
         torch.testing.assert_close(grads_full[name], grads_accum[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_gradient_accumulation_with_lora_gives_the_same_loss_and_gradients(tmp_path, tiny_tokenizer, chunked):
+    """LoRA + MI (and the chunked output projection): (batch 8, accumulation 1) and (batch 2, accumulation 4)."""
+    peft = pytest.importorskip("peft")
+    records = make_records(8, seed=5)
+    for i, record in enumerate(records):
+        record["rationale"] = record["rationale"] + " so" * (3 * i)
+        record["label"] = record["label"] + " apples" * (i % 3)
+    features = tokenise(records, tiny_tokenizer)
+
+    def one_step(name, batch_size, accumulation):
+        snapshot = GradientSnapshot()
+        # init_lora_weights=False: lora_B is not zero, so lora_A gets a gradient too
+        config = peft.LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM", lora_dropout=0.0,
+            init_lora_weights=False,
+        )  # fmt: skip
+        trainer = DSSMITrainer(
+            model=build_tiny_seq2seq(tiny_tokenizer, "t5", seed=1),
+            args=training_arguments(
+                tmp_path / name / "out",
+                max_steps=1,
+                per_device_train_batch_size=batch_size,
+                gradient_accumulation_steps=accumulation,
+                max_grad_norm=0.0,
+                mi_variant="masked",
+                chunked_output_projection=chunked,
+            ),
+            processing_class=tiny_tokenizer,
+            train_dataset=features,
+            callbacks=[snapshot],
+            peft_config=config,
+        )
+        trainer.train()
+        assert (trainer._chunkable_output_projection(trainer.model) is not None) == chunked
+        return trainer.state.log_history[0], snapshot.grads[0]
+
+    log_full, grads_full = one_step("full", 8, 1)
+    log_accum, grads_accum = one_step("accum", 2, 4)
+    for key in ("loss", "loss_label", "loss_rationale", "loss_mi"):
+        assert math.isclose(log_full[key], log_accum[key], rel_tol=1e-5), key
+    assert grads_full.keys() == grads_accum.keys()
+    assert any("lora_A" in n for n in grads_full) and all("lora_" in n for n in grads_full)
+    for name in grads_full:
+        assert grads_full[name].abs().max() > 0, name
+        torch.testing.assert_close(grads_full[name], grads_accum[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("architecture", ["t5", "bart", "encoder-decoder"])
 def test_trains_evaluates_and_predicts_for_each_architecture(
     tmp_path, tiny_tokenizer, tiny_features, architecture, make_args
@@ -369,6 +417,48 @@ def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(
     assert final_full["step"] == final_resumed["step"] == 4
     assert math.isclose(final_full["loss"], final_resumed["loss"], rel_tol=1e-5)
     assert math.isclose(final_full["loss_mi"], final_resumed["loss_mi"], rel_tol=1e-5)
+
+
+def test_resume_of_a_lora_run_reproduces_every_logged_step(
+    tmp_path, tiny_tokenizer, tiny_features, make_args
+):
+    """6 steps straight against 3 steps, a checkpoint of the adapter, and 3 resumed steps (across an epoch end)."""
+    peft = pytest.importorskip("peft")
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                control.should_training_stop = True
+
+    def run(output, callbacks=(), resume=None):
+        config = peft.LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM", lora_dropout=0.0
+        )
+        args = make_args(
+            tmp_path / output, max_steps=6, save_strategy="steps", save_steps=3, learning_rate=1e-2
+        )
+        trainer = DSSMITrainer(
+            model=build_tiny_seq2seq(tiny_tokenizer, "t5", seed=3),
+            args=args,
+            processing_class=tiny_tokenizer,
+            train_dataset=tiny_features,
+            callbacks=list(callbacks),
+            peft_config=config,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return {e["step"]: e for e in trainer.state.log_history if "loss" in e}
+
+    full = run("full")
+    run("resumed", callbacks=[StopAt()])
+    checkpoint = tmp_path / "resumed" / "out" / "checkpoint-3"
+    assert (checkpoint / "adapter_model.safetensors").is_file() and not (
+        checkpoint / "model.safetensors"
+    ).exists()
+    resumed = run("resumed", resume=str(checkpoint))
+    assert sorted(full) == sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in full:
+        for key in ("loss", "loss_label", "loss_rationale", "loss_mi", "grad_norm"):
+            assert math.isclose(full[step][key], resumed[step][key], rel_tol=1e-5), (step, key)
 
 
 def test_model_card_and_reload(tmp_path, tiny_tokenizer, tiny_features, make_args):
