@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import run
 from conftest import DSS_DATA
 from conftest import needs_dss as needs_dss_data
 from huggingface_hub import ModelCard
@@ -57,12 +58,6 @@ def trained_dir(tiny_student_dir, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("trained") / "out"
     assert main(["train", "--model", tiny_student_dir, *SYNTHETIC, *FAST, "--output-dir", str(out)]) == 0
     return str(out)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # ------------------------------------------------------------------------------------------------ parsing

@@ -10,8 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from hf_cotmi.cli import main
+from cli_runs import one_error_line, run
 
 TINY = [
     "--tiny-d-model", "16", "--tiny-num-layers", "1", "--tiny-num-heads", "2", "--tiny-d-ff", "32",
@@ -19,20 +18,6 @@ TINY = [
     "--report-to", "none", "--generation-max-length", "4", "--rationale-max-new-tokens", "4",
     "--num-examples-to-show", "0",
 ]  # fmt: skip
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_error_line(err: str, command: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"hf-cotmi {command}: error: "), lines[0]
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def interrupted_line(err: str) -> str:

@@ -38,15 +38,20 @@ def fit(model, enc, labels, steps):
         opt.zero_grad()
 
 
+def fitted_t5(tok, labels_text, steps):
+    """A tiny T5 fitted to answer ``INPUTS`` with ``labels_text``."""
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    enc = tok(["predict: " + x for x in INPUTS], padding=True, return_tensors="pt")
+    labels = tok(text_target=labels_text, padding=True, return_tensors="pt")["input_ids"]
+    labels[labels == tok.pad_token_id] = -100
+    fit(model, enc, labels, steps=steps)
+    return model
+
+
 @pytest.fixture(scope="module")
 def trained_t5(tok):
     """A tiny T5 fitted for a few steps, so that generations end with </s> at different lengths."""
-    model = build_tiny_seq2seq(tok, "t5", seed=0)
-    enc = tok(["predict: " + x for x in INPUTS], padding=True, return_tensors="pt")
-    labels = tok(text_target=LABELS, padding=True, return_tensors="pt")["input_ids"]
-    labels[labels == tok.pad_token_id] = -100
-    fit(model, enc, labels, steps=40)
-    return model.eval()
+    return fitted_t5(tok, LABELS, steps=40).eval()
 
 
 def data():
@@ -442,11 +447,7 @@ REPEATING_LABELS = ["yes yes", "no no", "not sure not sure", "yes yes", "no no",
 @pytest.fixture(scope="module")
 def t5_repeating(tok):
     """A tiny T5 fitted to labels that repeat a token, generating under ``repetition_penalty=5.0``."""
-    model = build_tiny_seq2seq(tok, "t5", seed=0)
-    enc = tok(["predict: " + x for x in INPUTS], padding=True, return_tensors="pt")
-    labels = tok(text_target=REPEATING_LABELS, padding=True, return_tensors="pt")["input_ids"]
-    labels[labels == tok.pad_token_id] = -100
-    fit(model, enc, labels, steps=100)
+    model = fitted_t5(tok, REPEATING_LABELS, steps=100)
     model.generation_config.repetition_penalty = 5.0
     return model.eval()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cli_runs import one_error_line, run
 
 from hf_cotmi.checkpoints import checkpoint_problems
 from hf_cotmi.cli import main
@@ -24,20 +25,6 @@ SMALL_RUN = [
     "--smoke", "--max-steps", "2", "--synthetic-train-size", "32", "--synthetic-test-size", "4",
     "--num-examples-to-show", "1", "--use-cpu",
 ]  # fmt: skip
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_error_line(err: str, command: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"hf-cotmi {command}: error: "), lines[0]
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # ------------------------------------------------------------------ bad values when arguments are built
