@@ -870,11 +870,19 @@ def _causal_batch(
         score_candidates,
     )
     from .data.causal import check_prompt_rows
+    from .students import generation_prompt_limit
 
+    room = None  # generation: the generated tokens need room after the prompt in the student's context
+    if per_example is None:
+        room = generation_prompt_limit(model, tokenizer, generation.get("max_new_tokens"))
+        if room is not None:
+            max_source_length = room if max_source_length is None else min(max_source_length, room)
     if "input_ids" in batch:
         if batch.get("labels") is None:
             check_prompt_rows(batch["input_ids"], tokenizer.eos_token_id)
         prompts = prompts_of_features(batch["input_ids"], batch.get("labels"))
+        if room is not None:
+            prompts = [ids[:room] for ids in prompts]  # the end goes, as in training
         if chat_template and input_column in batch:
             prompt_texts = [prefix + str(t) for t in batch[input_column]]
         else:

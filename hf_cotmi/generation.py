@@ -20,6 +20,7 @@ from typing import Any
 
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .student_types import check_chat_template_student, resolve_student_type
+from .students import generation_prompt_limit
 
 __all__ = ["generate_texts", "predict_texts"]
 
@@ -38,7 +39,12 @@ def generate_texts(
     """Greedy generation from ``prefix + text`` for each text, decoded without special tokens.
 
     A decoder-only student generates from its left-padded prompts (tokenised as training tokenises them,
-    as a chat user turn with ``chat_template=True``) and only the new tokens are decoded.
+    as a chat user turn with ``chat_template=True``) and only the new tokens are decoded; its prompts are cut
+    (the end of the input goes) to leave ``max_new_tokens`` free in its context
+    (:func:`hf_cotmi.students.generation_prompt_limit`).
+
+    Raises:
+        ValueError: ``max_new_tokens`` alone fills a decoder-only student's context.
 
     Examples:
         >>> # generate_texts(model, tok, ["tom has 3 apples ..."], prefix=EXPLAIN_PREFIX, max_new_tokens=64)
@@ -49,6 +55,8 @@ def generate_texts(
     if chat_template:
         check_chat_template_student(student_type)
     causal = student_type == "causal"
+    if causal:  # the generated tokens follow the prompt in the student's context: leave them room
+        max_input_length = generation_prompt_limit(model, tokenizer, max_new_tokens, max_input_length)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -26,6 +26,8 @@ __all__ = [
     "is_causal_folder",
     "tokenizer_files_problem",
     "input_length_limit",
+    "context_length",
+    "generation_prompt_limit",
     "ADAPTER_CONFIG",
     "DEFAULT_INPUT_LENGTH_LIMIT",
 ]
@@ -140,12 +142,88 @@ def tokenizer_files_problem(folder: str | os.PathLike[str]) -> str | None:
     )
 
 
-def input_length_limit(model: Any, tokenizer: Any, default: int = DEFAULT_INPUT_LENGTH_LIMIT) -> int:
+def _real_length(value: Any) -> int | None:
+    return value if isinstance(value, int) and 0 < value <= _SANE_LENGTH_LIMIT else None
+
+
+def context_length(model: Any, tokenizer: Any) -> int | None:
+    """The most tokens a student takes at once, or None when neither it nor its tokenizer gives a limit.
+
+    The smaller of the tokenizer's ``model_max_length`` (when it is a real limit: transformers puts 1e30
+    there for "none") and the model config's ``max_position_embeddings`` (or ``n_positions``,
+    ``max_seq_len``): a tokenizer may claim more than the model has positions for.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(config=SimpleNamespace(n_positions=64))
+        >>> context_length(model, SimpleNamespace(model_max_length=1024))
+        64
+        >>> context_length(SimpleNamespace(config=SimpleNamespace()), SimpleNamespace()) is None
+        True
+    """
+    limits = [_real_length(getattr(tokenizer, "model_max_length", None))]
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        if _real_length(getattr(config, name, None)) is not None:
+            limits.append(getattr(config, name))
+            break
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else None
+
+
+def _is_causal(model: Any) -> bool:
+    return not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+
+
+def generation_prompt_limit(
+    model: Any, tokenizer: Any, max_new_tokens: int | None, max_input_length: int | None = None
+) -> int | None:
+    """The longest prompt from which a decoder-only student can still generate ``max_new_tokens`` tokens.
+
+    A decoder-only student's generated tokens follow its prompt in one context (:func:`context_length`), so
+    the prompt gets ``context - max_new_tokens`` tokens at most (and ``max_input_length`` when that is
+    smaller). A seq2seq student generates in its decoder: ``max_input_length`` is returned unchanged, as it
+    is when the context or ``max_new_tokens`` is unknown.
+
+    Raises:
+        ValueError: ``max_new_tokens`` alone fills a decoder-only student's context.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(config=SimpleNamespace(n_positions=64, is_encoder_decoder=False))
+        >>> generation_prompt_limit(model, SimpleNamespace(), 8), generation_prompt_limit(model, None, 8, 40)
+        (56, 40)
+    """
+    context = context_length(model, tokenizer)
+    if not _is_causal(model) or context is None or max_new_tokens is None:
+        return max_input_length
+    if max_new_tokens >= context:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the student's context of "
+            f"{context} tokens (a decoder-only student generates after its prompt); ask for fewer than "
+            f"{context} new tokens"
+        )
+    room = context - max_new_tokens
+    return room if max_input_length is None else min(max_input_length, room)
+
+
+def input_length_limit(
+    model: Any,
+    tokenizer: Any,
+    default: int = DEFAULT_INPUT_LENGTH_LIMIT,
+    *,
+    max_new_tokens: int | None = None,
+) -> int:
     """The longest input, in tokens, a student takes: where ``predict`` truncates without a sidecar file.
 
-    The tokenizer's ``model_max_length`` when it is a real limit (transformers puts 1e30 there for "none"),
-    else the model config's ``max_position_embeddings`` (or ``n_positions``, ``max_seq_len``), else
-    ``default`` (:data:`DEFAULT_INPUT_LENGTH_LIMIT`, 512: T5 has relative positions and no limit of its own).
+    The student's :func:`context_length` (the smaller of the tokenizer's ``model_max_length`` and the model
+    config's ``max_position_embeddings``/``n_positions``/``max_seq_len``), else ``default``
+    (:data:`DEFAULT_INPUT_LENGTH_LIMIT`, 512: T5 has relative positions and no limit of its own). With
+    ``max_new_tokens`` a decoder-only student's limit leaves that many positions for the generated tokens
+    (:func:`generation_prompt_limit`).
+
+    Raises:
+        ValueError: ``max_new_tokens`` alone fills a decoder-only student's context.
 
     Examples:
         >>> from types import SimpleNamespace
@@ -154,18 +232,13 @@ def input_length_limit(model: Any, tokenizer: Any, default: int = DEFAULT_INPUT_
         1024
         >>> input_length_limit(SimpleNamespace(config=config), SimpleNamespace(model_max_length=256))
         256
+        >>> input_length_limit(SimpleNamespace(config=config), SimpleNamespace(), max_new_tokens=24)
+        1000
         >>> input_length_limit(SimpleNamespace(config=SimpleNamespace()), SimpleNamespace())
         512
     """
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit <= _SANE_LENGTH_LIMIT:
-        return limit
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and 0 < value <= _SANE_LENGTH_LIMIT:
-            return value
-    return default
+    limit = context_length(model, tokenizer) or default
+    return generation_prompt_limit(model, tokenizer, max_new_tokens, limit) or limit
 
 
 def _saved_kind(name: str) -> str:

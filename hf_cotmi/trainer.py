@@ -937,6 +937,7 @@ class DSSMITrainer(Seq2SeqTrainer):
                 )
             input_ids = input_ids[:, :width]
             attention_mask = attention_mask[:, :width] if attention_mask is not None else None
+        input_ids, attention_mask = self._leave_room(input_ids, attention_mask, kwargs["max_new_tokens"])
         with torch.no_grad():
             generated = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         new_tokens = generated[:, input_ids.shape[1] :]
@@ -951,6 +952,26 @@ class DSSMITrainer(Seq2SeqTrainer):
             )
             new_tokens = torch.cat([new_tokens, fill.to(new_tokens.device)], dim=1)
         return new_tokens
+
+    def _leave_room(
+        self, input_ids: torch.Tensor, attention_mask: Any, max_new_tokens: int
+    ) -> tuple[Any, Any]:
+        """Left-padded prompts cut (each keeps its start, as training truncation does) so that
+        ``max_new_tokens`` generated tokens still fit the student's context
+        (:func:`hf_cotmi.students.generation_prompt_limit`); unchanged when they already fit."""
+        from .causal_confidence import left_pad
+        from .students import generation_prompt_limit
+
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        room = generation_prompt_limit(self.model, tokenizer, max_new_tokens)
+        if room is None or input_ids.shape[1] <= room:
+            return input_ids, attention_mask
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        rows = [ids[keep.bool()][:room].tolist() for ids, keep in zip(input_ids, mask)]
+        pad_id = self.model.generation_config.pad_token_id
+        pad_id = pad_id[0] if isinstance(pad_id, (list, tuple)) else pad_id
+        ids, cut_mask, _ = left_pad(rows, 0 if pad_id is None else pad_id, torch, input_ids.device)
+        return ids, cut_mask
 
     def _causal_stop_at_eos(self) -> dict[str, Any]:
         """``generate`` arguments that stop a decoder-only student at the EOS its targets end with.

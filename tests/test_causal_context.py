@@ -1,0 +1,131 @@
+"""A decoder-only student's prompt leaves room in its context for the tokens it generates.
+
+A tiny GPT-2 with 64 positions and an input longer than that: before the fix the prompt filled the
+context and generation indexed past the position embeddings (IndexError).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import training_arguments
+from datasets import Dataset
+
+from hf_cotmi import DSSMITrainer, build_tiny_causal_lm, build_word_tokenizer, prepare_dss_features
+from hf_cotmi.confidence import label_confidences
+from hf_cotmi.generation import generate_texts, predict_texts
+from hf_cotmi.students import generation_prompt_limit, input_length_limit
+
+CONTEXT = 64
+WORDS = " ".join(f"w{i}" for i in range(100))  # 200 tokens ("w", "0", ...): longer than the context
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_word_tokenizer([WORDS, "predict: explain: yes no"])
+
+
+@pytest.fixture
+def model(tokenizer):
+    return build_tiny_causal_lm(tokenizer, "gpt2", hidden_size=16, num_layers=1, max_positions=CONTEXT)
+
+
+class PromptWidths:
+    """Wraps ``model.generate`` to record the prompt width and the total length of each call."""
+
+    def __init__(self, model):
+        self.calls: list[tuple[int, int]] = []
+        self.generate = model.generate
+        model.generate = self
+
+    def __call__(self, *args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        out = self.generate(*args, **kwargs)
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        self.calls.append((int(ids.shape[1]), int(sequences.shape[1])))
+        return out
+
+
+def test_input_length_limit_is_the_smaller_limit_minus_the_generated_tokens(tokenizer, model):
+    # the word tokenizer claims 1024, the model has 64 positions
+    assert tokenizer.model_max_length == 1024
+    assert input_length_limit(model, tokenizer) == CONTEXT
+    assert input_length_limit(model, tokenizer, max_new_tokens=8) == CONTEXT - 8
+    seq2seq = SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=True, n_positions=64))
+    assert input_length_limit(seq2seq, SimpleNamespace(), max_new_tokens=8) == 64  # no prompt in its output
+
+
+def test_generation_prompt_limit_keeps_the_smaller_of_the_two(tokenizer, model):
+    assert generation_prompt_limit(model, tokenizer, 8, max_input_length=40) == 40
+    assert generation_prompt_limit(model, tokenizer, 8, max_input_length=64) == 56
+    assert generation_prompt_limit(model, tokenizer, 8) == 56
+    with pytest.raises(ValueError, match=r"max_new_tokens=64 .* context of 64 tokens"):
+        generation_prompt_limit(model, tokenizer, 64)
+
+
+@pytest.mark.parametrize("new_tokens", [8, 20])
+def test_generate_texts_truncates_the_prompt_to_leave_room(tokenizer, model, new_tokens):
+    widths = PromptWidths(model)
+    (text,) = generate_texts(
+        model, tokenizer, [WORDS], prefix="explain: ", max_new_tokens=new_tokens, max_input_length=CONTEXT
+    )
+    assert widths.calls == [(CONTEXT - new_tokens, CONTEXT)]  # random weights: never EOS
+    assert len(text.split()) == new_tokens
+
+
+def test_label_confidences_sequence_mode_truncates_the_prompt(tokenizer, model):
+    widths = PromptWidths(model)
+    result = label_confidences(
+        model,
+        tokenizer,
+        {"input": [WORDS], "label": ["yes"]},
+        mode="sequence",
+        prefix="predict: ",
+        max_new_tokens=8,
+        max_source_length=CONTEXT,
+    )
+    assert widths.calls == [(CONTEXT - 8, CONTEXT)]
+    assert len(result.predictions[0].split()) == 8 and 0.0 <= result.confidences[0] <= 1.0
+
+
+def test_predict_texts_with_the_students_own_limit(tokenizer, model):
+    widths = PromptWidths(model)
+    limit = input_length_limit(model, tokenizer)  # what run_prediction uses without a sidecar
+    (row,) = predict_texts(
+        model, tokenizer, [WORDS], label_max_new_tokens=4, rationale_max_new_tokens=12, max_input_length=limit
+    )
+    assert widths.calls == [(CONTEXT - 4, CONTEXT), (CONTEXT - 12, CONTEXT)]
+    assert len(row["label"].split()) == 4 and len(row["rationale"].split()) == 12
+
+
+def test_too_many_new_tokens_is_a_clear_error(tokenizer, model):
+    with pytest.raises(ValueError, match="max_new_tokens=70"):
+        generate_texts(model, tokenizer, ["w1"], prefix="", max_new_tokens=70)
+
+
+def test_trainer_generation_truncates_feature_prompts(tmp_path, tokenizer, model):
+    records = [
+        {"input": WORDS, "label": "yes", "rationale": "no yes"},
+        {"input": "w3 w4", "label": "no", "rationale": "yes"},
+    ]
+    # prompt + target fit the context (training works), prompt + 6 generated tokens do not
+    features = prepare_dss_features(
+        Dataset.from_list(records), tokenizer, student_type="causal", max_input_length=CONTEXT - 3
+    )
+    assert max(len(ids) for ids in features["expl_input_ids"]) == CONTEXT
+    full_prompt = [t for t, label in zip(features[0]["input_ids"], features[0]["labels"]) if label == -100]
+    assert len(full_prompt) == CONTEXT - 3
+    trainer = DSSMITrainer(model=model, args=training_arguments(tmp_path / "out"), processing_class=tokenizer)
+    widths = PromptWidths(model)
+    output = trainer.predict(features, max_new_tokens=6)
+    assert output.predictions.shape == (2, 6)
+    assert widths.calls[0][0] == CONTEXT - 6
+    # the long row keeps the start of its prompt, as training truncation does
+    model.generate = widths.generate
+    model.eval()
+    kept = torch.tensor([full_prompt[: CONTEXT - 6]])
+    with torch.no_grad():
+        alone = model.generate(kept, attention_mask=torch.ones_like(kept), max_new_tokens=6, do_sample=False)
+    assert output.predictions[0].tolist() == alone[0, CONTEXT - 6 :].tolist()
