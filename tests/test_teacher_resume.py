@@ -212,3 +212,64 @@ def test_a_settings_file_that_is_not_an_object_is_refused_naming_it(tmp_path, st
         DataFormatError, match=r"o\.jsonl\.settings\.json: expected a JSON object of settings"
     ):
         check_settings(out, {"temperature": 0.0}, [{"teacher_settings_id": "x"}], force=False)
+
+
+@pytest.mark.parametrize(
+    ("column", "where"),
+    [
+        ("reason", "rejects"),  # was overwritten in every rejects line by the reason for rejecting
+        ("teacher_outputs", "rejects"),
+        ("rationale", "output"),  # were left out of the output with only a warning
+        ("teacher_agreement", "output"),
+        ("source_index", "output"),
+        ("agrees_with_label", "output"),
+    ],
+)
+def test_an_input_column_named_like_a_field_the_generator_writes_is_refused_before_any_request(
+    tmp_path, column, where
+):
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_inputs(source, [{**row, column: f"mine {n}"} for n, row in enumerate(_rows(3))])
+    teacher = _SumTeacher(reply=(lambda request: "I cannot decide.") if where == "rejects" else None)
+    with pytest.raises(
+        ValueError,
+        match=rf"in\.jsonl: column '{column}' has the name of a field the generator writes .*rename",
+    ):
+        _generate(source, out, teacher, filter="mark")
+    assert teacher.asked == [] and not out.exists()
+
+
+def test_input_and_label_columns_may_be_named_freely_but_a_leftover_label_column_is_refused(tmp_path):
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_inputs(source, [{"question": f"What is {a} + 1?", "label": f"{a + 1}"} for a in range(2)])
+    assert _generate(source, out, input_column="question").complete
+    with pytest.raises(ValueError, match=r"column 'label' has the name of a field the generator writes"):
+        _generate(source, tmp_path / "other.jsonl", input_column="question", label_column=None)
+
+
+def test_every_field_the_generator_writes_is_in_generated_fields(tmp_path):
+    from hf_cotmi.teacher.generate import GENERATED_FIELDS
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = _rows(6)
+    rows[1]["label"] = "0"  # disagrees: dropped to the rejects file
+    rows[4].pop("label")  # no gold label
+    _write_inputs(source, rows)
+
+    def reply(request):  # record 3 never parses, record 2 parses in one sample of two
+        if request.index == 3 or (request.index == 2 and request.sample == 1):
+            return "I cannot decide."
+        return _SumTeacher().generate([request])[0]
+
+    for filter in ("mark", "drop"):
+        out.unlink(missing_ok=True)
+        out.with_name("out.rejects.jsonl").unlink(missing_ok=True)
+        _generate(source, out, _SumTeacher(reply=reply), filter=filter, num_samples=2, force=True)
+        written = [
+            json.loads(line)
+            for path in (out, out.with_name("out.rejects.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines()
+        ]
+        assert {line.get("reason") for line in written} >= {"unparsable"}
+        fields = {key for line in written for key in line} - {"id"}
+        assert fields <= set(GENERATED_FIELDS), fields - set(GENERATED_FIELDS)

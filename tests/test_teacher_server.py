@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -774,3 +775,56 @@ def test_cancel_ends_a_retry_wait_at_once_and_a_new_run_starts_afresh(tmp_path):
         write_inputs(inputs, 2)
         summary = generate_rationales(inputs, out, backend=backend, task="arithmetic", progress=False)
         assert summary.complete  # generate_rationales starts a cancelled backend afresh
+
+
+def _fail_every_write(monkeypatch) -> None:
+    """Every record write fails as on a full disk (the run's first finished record raises)."""
+    from hf_cotmi.teacher.store import JsonlAppender
+
+    def full_disk(self, record):
+        raise OSError(errno.ENOSPC, f"could not write a record to {self.path}: No space left on device")
+
+    monkeypatch.setattr(JsonlAppender, "write", full_disk)
+
+
+def _new_teacher_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t not in before and t.name.startswith("teacher")]
+
+
+def test_a_write_error_cancels_the_retries_in_flight_and_carries_the_summary(tmp_path, monkeypatch):
+    """A full disk stopped the run, but the other worker went on retrying (30 s waits here) with no summary."""
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inputs, 2)
+    _fail_every_write(monkeypatch)
+    before = set(threading.enumerate())
+    with FaultServer({n: "500" for n in range(2, 50)}) as server:  # the first answer is written: ENOSPC
+        started = time.monotonic()
+        with pytest.raises(OSError, match="No space left on device") as caught:
+            generate_rationales(
+                inputs, out, base_url=server.url, model="m", task="arithmetic", concurrency=2, progress=False,
+                retry_policy=RetryPolicy(max_retries=6, initial_delay=30.0, max_delay=30.0, jitter=0.0),
+            )  # fmt: skip
+        for thread in _new_teacher_threads(before):  # the request failing with 500 waits to retry
+            thread.join(timeout=10)
+        assert not _new_teacher_threads(before) and time.monotonic() - started < 10
+        assert server.requests <= 2  # no retry after the write error
+    assert caught.value.errno == errno.ENOSPC
+    summary = caught.value.summary
+    assert (summary.total, summary.written, summary.parsed, summary.output_file) == (2, 0, 0, str(out))
+
+
+def test_the_command_prints_the_summary_after_a_write_error(tmp_path, monkeypatch, capsys):
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inputs, 2)
+    _fail_every_write(monkeypatch)
+    with FaultServer({2: "slow"}, slow=3.0) as server:  # one request still in flight at the write error
+        started = time.monotonic()
+        with pytest.raises(OSError, match="No space left on device"):
+            generate_rationales_command(
+                ["--input-file", str(inputs), "--output-file", str(out), "--base-url", server.url,
+                 "--model", "m", "--task", "arithmetic", "--concurrency", "2", "--no-progress"]
+            )  # fmt: skip
+        assert time.monotonic() - started < 2.5  # the slow request was not waited for
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-2] == "stopped: 0 of 2 records done; rerun to continue"
+    assert json.loads(printed[-1]) == dict.fromkeys(SUMMARY_KEYS, 0) | {"total": 2}

@@ -316,8 +316,9 @@ class OpenAICompatibleBackend:
         raises ``TeacherRequestError`` once its request in flight (if any) returns or times out.
         ``cancel(False)`` makes the backend usable again.
 
-        The generator calls it when a run is interrupted (Ctrl-C), so worker threads do not go on retrying
-        before the process can exit, and ``cancel(False)`` when a run starts.
+        The generator calls it when a run stops by an exception (Ctrl-C, a write error such as a full disk),
+        so worker threads do not go on retrying before the process can exit, and ``cancel(False)`` when a
+        run starts.
 
         Examples:
             >>> # backend.cancel()  # from another thread; generate() then stops at its next wait

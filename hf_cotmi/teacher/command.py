@@ -209,13 +209,13 @@ def _parse(argv: Sequence[str]) -> GenerateRationalesArguments:
 def generate_rationales_command(argv: Sequence[str], debug: bool = False) -> int:
     """Run ``hf-cotmi generate-rationales``; the last line printed is the JSON summary of the counts.
 
-    Returns 0 when done. When a request fails for good, the summary is printed, then the error propagates
-    (the CLI prints it on one line and exits 1); rerunning the same command continues.
+    Returns 0 when done. When the run stops (a request failed for good, a write error, Ctrl-C), the summary
+    is printed, then the error propagates (the CLI prints it on one line and exits 1, or 130 for Ctrl-C);
+    rerunning the same command continues.
 
     Examples:
         >>> generate_rationales_command(["--input-file", "in.jsonl"])  # doctest: +SKIP
     """
-    from .backends import TeacherRequestError
     from .generate import generate_rationales
 
     args = _parse(argv)
@@ -253,7 +253,7 @@ def generate_rationales_command(argv: Sequence[str], debug: bool = False) -> int
             chat_template_file=args.chat_template_file,
             progress=not args.no_progress,
         )
-    except TeacherRequestError as error:
+    except BaseException as error:  # a teacher's error, a full disk, Ctrl-C: what the files hold is shown
         partial = getattr(error, "summary", None)
         if partial is not None:
             print(

@@ -51,6 +51,7 @@ from .store import (
 
 __all__ = [
     "FILTERS",
+    "GENERATED_FIELDS",
     "SUMMARY_FIELDS",
     "GenerationSummary",
     "TeacherInput",
@@ -136,7 +137,59 @@ class TeacherInput:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_RESERVED = {"input", "label", "rationale", "teacher_label", "agrees_with_label", INDEX_FIELD}
+GENERATED_FIELDS: dict[str, str] = {
+    "input": "the input text",
+    "label": "the gold label, or the teacher's answer without one",
+    "rationale": "the kept rationale",
+    "reason": "why a record was rejected, in the rejects file",
+    "agrees_with_label": "the answer agrees with the gold label, with filter='mark'",
+    INDEX_FIELD: "the record's position in the input",
+    SETTINGS_FIELD: "the hash of the result-changing settings",
+    "teacher_model": "the teacher",
+    "teacher_task": "the task",
+    "teacher_label": "the teacher's voted answer",
+    "teacher_label_source": "where label comes from",
+    "teacher_answers": "every sample's answer",
+    "teacher_agreement": "the voted answer's share of the samples",
+    "teacher_rationales": "every rationale agreeing with the vote",
+    "teacher_unparsable_outputs": "the samples that did not parse",
+    "teacher_outputs": "the teacher's texts, in the rejects file",
+    "teacher_parse_errors": "why each sample did not parse, in the rejects file",
+}
+"""Every field the generator writes into output and rejects lines, with what it holds. An input column of
+one of these names (other than the input and label columns read as such) is refused, not overwritten; other
+``teacher_*`` columns are not copied (the prefix is kept for the generator's fields)."""
+
+
+def _is_generated(name: str) -> bool:
+    """True for a field name the generator writes, or keeps for itself (the ``teacher_`` prefix)."""
+    return name in GENERATED_FIELDS or name.startswith("teacher_")
+
+
+def _refuse_generated_names(columns: Sequence[str], copied: Sequence[str], where: str) -> None:
+    """A ValueError naming the first of ``copied`` (columns copied through) that a generated field would
+    overwrite, and how to fix it.
+
+    Examples:
+        >>> _refuse_generated_names(["input", "id"], ["id"], "in.jsonl")
+        >>> try:
+        ...     _refuse_generated_names(["input", "reason"], ["reason"], "in.jsonl")
+        ... except ValueError as error:
+        ...     print(str(error).split(" (")[0])
+        in.jsonl: column 'reason' has the name of a field the generator writes
+    """
+    for column in copied:
+        if column in GENERATED_FIELDS:
+            also = (
+                f", or read it as the {column} with {column}_column= (--{column}-column)"
+                if column in ("input", "label")
+                else ""
+            )
+            raise ValueError(
+                f"{where}: column {column!r} has the name of a field the generator writes ({column!r}: "
+                f"{GENERATED_FIELDS[column]}), which would replace its values in the output or rejects file; "
+                f"rename the column in the input (e.g. to 'my_{column}'){also}. The columns are {list(columns)}"
+            )
 
 
 def read_teacher_inputs(
@@ -188,14 +241,13 @@ def read_teacher_inputs(
     for column in (input_column, label_column):
         if column is not None:  # numbers and booleans become text as load_cot_dataset makes them
             dataset = as_text_column(dataset, column, where, locate)
-    shadowed = [
-        key
-        for key in columns
-        if key not in (input_column, label_column) and (key in _RESERVED or key.startswith("teacher_"))
-    ]
+    others = [key for key in columns if key not in (input_column, label_column)]
+    _refuse_generated_names(columns, others, where)
+    shadowed = [key for key in others if _is_generated(key)]
     if shadowed:
         logger.warning(
-            "%s: columns %s are not copied to the output (the generator writes fields of those names)",
+            "%s: columns %s are not copied to the output (the teacher_ prefix is kept for the generator's "
+            "fields); rename them to keep them",
             where,
             shadowed,
         )
@@ -208,13 +260,7 @@ def read_teacher_inputs(
             )
         label = record[label_column] if label_column else None
         label = None if label is None or not str(label).strip() else str(label)
-        extra = {
-            key: value
-            for key, value in record.items()
-            if key not in (input_column, label_column)
-            and key not in _RESERVED
-            and not key.startswith("teacher_")
-        }
+        extra = {key: record[key] for key in others if not _is_generated(key)}
         for key, value in extra.items():  # refused now, not when the first finished record is written
             try:
                 json.dumps(value)
@@ -444,7 +490,7 @@ def _differing_field(line: dict[str, Any], item: TeacherInput) -> tuple[str, Any
     """The first field where a done line and its input record differ: (name, line's, input's), else None.
 
     Compared: the input, the gold label (a line whose label is the teacher's had no gold label), and the
-    columns copied through (``reason``, which a rejects line overwrites, aside).
+    columns copied through (every field but the generator's own, :data:`GENERATED_FIELDS`).
 
     Examples:
         >>> line = {"input": "a?", "label": "2", "teacher_label_source": "gold", "id": 1}
@@ -458,12 +504,8 @@ def _differing_field(line: dict[str, Any], item: TeacherInput) -> tuple[str, Any
     gold = line.get("label") if line.get("teacher_label_source", "gold") == "gold" else None
     if gold != item.label:
         return "label", gold, item.label
-    copied = {
-        key: value
-        for key, value in line.items()
-        if key not in _RESERVED and key != "reason" and not key.startswith("teacher_")
-    }
-    for key in sorted(set(copied) | set(item.extra) - {"reason"}):
+    copied = {key: value for key, value in line.items() if not _is_generated(key)}
+    for key in sorted(set(copied) | set(item.extra)):
         ours, theirs = copied.get(key, _MISSING), item.extra.get(key, _MISSING)
         if ours is _MISSING or theirs is _MISSING or _comparable(ours) != _comparable(theirs):
             return key, ours, theirs
@@ -492,6 +534,14 @@ def _check_resumable(
                 f"{where}: the line for {INDEX_FIELD} {index} has {_shown(name, ours)}, but the input's record "
                 f"{index} has {_shown(name, theirs)}; {changed}"
             )
+
+
+def _attach_summary(error: BaseException, summary: GenerationSummary) -> None:
+    """Set ``error.summary`` (what the files hold when the run stopped), where the error type allows it."""
+    try:
+        error.summary = summary  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - an exception type with __slots__
+        logger.debug("could not attach the summary to %s", type(error).__name__)
 
 
 def _without_lone_surrogates(text: str, index: int) -> str:
@@ -617,9 +667,14 @@ def generate_rationales(
     Raises:
         TeacherRequestError: a request failed for good; what finished before is in the files, and
             rerunning the same call continues.
+        OSError: a record could not be written (a full disk); the requests in flight are abandoned and a
+            server teacher's pending retries cancelled. This and any other exception raised while the run
+            is in progress (Ctrl-C included) carries the :class:`GenerationSummary` as ``error.summary``,
+            as ``TeacherRequestError`` does.
         SettingsMismatchError: the output was made with other settings and ``force`` is False.
         ValueError: a line already in the output or rejects file no longer matches its input record (the
-            input, gold label or a copied column changed; the message names the record and the field).
+            input, gold label or a copied column changed; the message names the record and the field), or
+            an input column has the name of a field the generator writes (:data:`GENERATED_FIELDS`).
 
     Examples:
         >>> summary = generate_rationales("cqa.jsonl", "cqa-rationales.jsonl",
@@ -735,9 +790,10 @@ def generate_rationales(
 
         show()
         failure: BaseException | None = None
+        stopped_by: BaseException | None = None  # what ended the run while it was in progress
         collected: dict[int, dict[int, str]] = {}
         with JsonlAppender(output_path) as output_writer, JsonlAppender(rejects_path) as rejects_writer:
-            # a server backend stops its retries on Ctrl-C; a run starts it afresh (after an interrupted run)
+            # a server backend stops its retries when the run ends by an exception; a run starts it afresh
             cancel = teacher.cancel if isinstance(teacher, OpenAICompatibleBackend) else None
             if cancel is not None:
                 cancel(False)
@@ -793,17 +849,22 @@ def generate_rationales(
                             show()
                         if failure is None:
                             submit_next()
-            except KeyboardInterrupt:  # the worker threads must not go on retrying before the process exits
+            except BaseException as error:
+                # Ctrl-C, a write error (a full disk), ...: the worker threads must not go on retrying
+                # before the process exits, nor the requests in flight be waited for
+                stopped_by = error
                 if cancel is not None:
                     cancel()
                 raise
             finally:
-                executor.shutdown(wait=failure is not None, cancel_futures=True)
+                executor.shutdown(wait=failure is not None and stopped_by is None, cancel_futures=True)
                 summary = summarise()  # once: the last progress counts and the result
+                summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
                 show(summary)
                 bar.close()
+                if stopped_by is not None:  # the summary survives any failure (the command prints it)
+                    _attach_summary(stopped_by, summary)
 
-        summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
         if failure is not None:
             if not isinstance(failure, TeacherRequestError):  # a local model's error, an odd reply, ...
                 wrapped = TeacherRequestError(f"{type(failure).__name__}: {failure}")
