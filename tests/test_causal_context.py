@@ -129,3 +129,28 @@ def test_trainer_generation_truncates_feature_prompts(tmp_path, tokenizer, model
     with torch.no_grad():
         alone = model.generate(kept, attention_mask=torch.ones_like(kept), max_new_tokens=6, do_sample=False)
     assert output.predictions[0].tolist() == alone[0, CONTEXT - 6 :].tolist()
+
+
+def test_training_features_fit_the_context_prompt_cut_target_kept(tokenizer, model):
+    """Prompt and target share the context: with limits that add up to more than it, the prompt is cut
+    further (and counted as truncated) so that the training forward pass fits; it raised IndexError."""
+    rationale = " ".join(f"w{i}" for i in range(10))  # 20 tokens + EOS
+    data = Dataset.from_dict(
+        {"input": [WORDS, "w1 w2"], "label": ["yes", "no"], "rationale": [rationale] * 2}
+    )
+    features, report = prepare_dss_features(
+        data, tokenizer, model=model, max_input_length=60, max_label_length=8, max_rationale_length=32,
+        return_report=True,
+    )  # fmt: skip
+    rows = features["train"] if hasattr(features, "keys") else features
+    for name in ("input_ids", "expl_input_ids"):
+        assert max(len(ids) for ids in rows[name]) <= CONTEXT, name
+    long, short = rows[0], rows[1]
+    # the whole target stays, with its loss, as in the short row: the prompt made the room
+    target = [t for t in long["rationale_labels"] if t != -100]
+    assert target == [t for t in short["rationale_labels"] if t != -100]
+    assert long["expl_input_ids"][-len(target) :] == target and len(long["expl_input_ids"]) == CONTEXT
+    split_report = next(iter(report.splits.values()))
+    assert split_report.truncated_inputs == 1 and split_report.truncated_explain_inputs == 1
+    with torch.no_grad():  # the forward pass the loss takes runs
+        model(input_ids=torch.tensor([long["expl_input_ids"]]))

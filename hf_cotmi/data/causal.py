@@ -178,6 +178,12 @@ def _truncate_chat_prompt(tokenizer: Any, content: str, max_prompt_length: int) 
     )
 
 
+def _prompt_room(max_prompt_length: int, max_length: int | None, target_length: int) -> int:
+    """The tokens a prompt may take: ``max_prompt_length``, and within a context of ``max_length`` what a
+    target of ``target_length`` tokens leaves."""
+    return max_prompt_length if max_length is None else min(max_prompt_length, max_length - target_length)
+
+
 def encode_causal_task(
     tokenizer: Any,
     prompts: list[str],
@@ -186,6 +192,7 @@ def encode_causal_task(
     max_prompt_length: int,
     max_target_length: int,
     chat_template: bool = False,
+    max_length: int | None = None,
 ) -> CausalEncoding:
     """Tokenise ``prompt -> target`` pairs into one sequence each with the loss on target and EOS only.
 
@@ -197,6 +204,9 @@ def encode_causal_task(
         max_prompt_length: token limit of the prompt (BOS and template tokens included).
         max_target_length: token limit of the target (EOS included).
         chat_template: render prompt and target with the tokenizer's chat template.
+        max_length: the student's context (:func:`hf_cotmi.students.context_length`): a prompt is cut further
+            (its end goes, as with ``max_prompt_length``, and it counts as truncated) where prompt and target
+            together would not fit; None for no such limit.
 
     Returns:
         A :class:`CausalEncoding`: ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on the prompt)
@@ -217,6 +227,11 @@ def encode_causal_task(
         raise ValueError(f"got {len(prompts)} prompts but {len(targets)} targets")
     if max_prompt_length < 1 or max_target_length < 1:
         raise ValueError("max_prompt_length and max_target_length must be positive")
+    if max_length is not None and max_target_length >= max_length:
+        raise ValueError(
+            f"max_target_length={max_target_length} leaves no room for a prompt in the student's context of "
+            f"{max_length} tokens (prompt and target share it); lower the target's limit below {max_length}"
+        )
     eos = _eos_id(tokenizer)
     out = CausalEncoding()
     if chat_template:
@@ -227,13 +242,15 @@ def encode_causal_task(
             )
         prompt_ids, target_ids = [], []
         for prompt, target in zip(prompts, targets):
-            ids, cut = _truncate_chat_prompt(tokenizer, prompt, max_prompt_length)
             rendered, turn = _chat_texts(tokenizer, prompt, target)
             # the turn as the whole conversation tokenises it (a SentencePiece tokenizer gives "yes" there,
             # "▁yes" alone), split at the untruncated prompt's ids as in the plain layout
             turn_ids = _split_target(tokenizer, [rendered], _ids(tokenizer, [rendered]), [turn])[0]
             if eos in turn_ids:  # the turn ends at EOS: what follows it (a newline) carries no loss
                 turn_ids = turn_ids[: turn_ids.index(eos)]
+            # cut with the template kept whole: where the context is short, the room the target leaves
+            room = _prompt_room(max_prompt_length, max_length, min(len(turn_ids) + 1, max_target_length))
+            ids, cut = _truncate_chat_prompt(tokenizer, prompt, room)
             prompt_ids.append(ids)
             target_ids.append(turn_ids)
             out.truncated_prompts.append(cut)
@@ -247,9 +264,13 @@ def encode_causal_task(
             prompt_ids.append(ids[:max_prompt_length])
         # The joint split uses the untruncated prompt text, so the target ids do not depend on the cut.
         target_ids = _split_target(tokenizer, prompts, raw, [TARGET_SEPARATOR + t for t in targets])
-    for prompt, target in zip(prompt_ids, target_ids):
+    for row, (prompt, target) in enumerate(zip(prompt_ids, target_ids)):
         out.truncated_targets.append(len(target) + 1 > max_target_length)
         target = target[: max_target_length - 1] + [eos]
+        room = _prompt_room(max_prompt_length, max_length, len(target))
+        if len(prompt) > room:  # prompt and target would not fit the context together
+            prompt = prompt[:room]
+            out.truncated_prompts[row] = True
         out.input_ids.append(prompt + target)
         out.attention_mask.append([1] * (len(prompt) + len(target)))
         out.labels.append([-100] * len(prompt) + target)

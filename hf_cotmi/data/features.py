@@ -184,6 +184,7 @@ def _make_encoder(
     layout: str = "seq2seq",
     chat_template: bool = False,
     row_numbers: Sequence[int] | None = None,
+    max_sequence_length: int | None = None,
 ) -> Any:
     """The batched ``map`` function; ``row_numbers[i]`` is the row of the split as given (for messages) where
     rows were dropped before tokenising."""
@@ -200,6 +201,7 @@ def _make_encoder(
                 max_prompt_length=max_input_length,
                 max_target_length=max_target_length,
                 chat_template=chat_template,
+                max_length=max_sequence_length,
             )
             return enc.input_ids, enc.attention_mask, enc.labels, enc.truncated_prompts, enc.truncated_targets
         source, cut_source = _encode(tokenizer, prompts, max_input_length, target=False)
@@ -318,6 +320,7 @@ def _prepare_split(
         layout=layout,
         chat_template=chat_template,
         row_numbers=keep,
+        max_sequence_length=lengths.get("context"),
     )
     output_features = _output_features(dataset, with_rationale)
     if dataset.num_rows == 0:
@@ -568,6 +571,12 @@ def prepare_dss_features(
         raise TypeError(f"dataset must be a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
 
     lengths = {"input": max_input_length, "label": max_label_length, "rationale": max_rationale_length}
+    if layout == "causal" and model is not None:
+        from ..students import context_length
+
+        context = context_length(model, tokenizer)
+        if context is not None:  # prompt and target share a decoder-only student's context: prompts fit it
+            lengths["context"] = context
     report = FeaturesReport(
         max_input_length=max_input_length,
         max_label_length=max_label_length,
