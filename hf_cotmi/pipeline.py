@@ -22,11 +22,11 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from .data.textfiles import write_text_atomically
 from .generation import generate_texts, predict_texts
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
@@ -416,17 +416,7 @@ def write_json(path: str, values: dict[str, Any], **options: Any) -> str:
     if default is not None:  # convert what json cannot take (numpy numbers) first, so NaN from it is caught
         values = json.loads(json.dumps(values, default=default))
     text = json.dumps(json_safe(values), indent=2, allow_nan=False, **options)
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as handle:  # "x": the permissions a new file gets
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
+    write_text_atomically(path, text + "\n")
     return path
 
 

@@ -1,4 +1,5 @@
-"""Reading text files line by line, with errors that name the file and the 1-based line.
+"""Reading text files line by line, with errors that name the file and the 1-based line, and writing one
+whole or not at all.
 
 - :func:`read_text_file`: UTF-8 text; a leading UTF-8 byte-order mark (BOM) is removed, and a byte that is
   not UTF-8 is an error naming the file, line and column (in characters, as an editor counts them).
@@ -9,6 +10,8 @@
   wrong number of fields are errors naming the line (the header is line 1).
 - :func:`read_input_lines`: the input texts of ``hf-cotmi predict --input-file`` (one per line, or JSON
   Lines with an ``input`` field).
+- :func:`write_text_atomically`: UTF-8 text through a temporary file beside the target and a rename, so a
+  reader sees the old file or the new one, never a partial one.
 
 Examples:
     >>> split_lines("one\\u2028line\\r\\ntwo\\n")
@@ -18,16 +21,18 @@ Examples:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import json
 import os
 import sys
+import uuid
 from typing import IO, Union
 
 from .jsonfiles import DataFormatError, check_duplicate_keys
 
-__all__ = ["read_text_file", "split_lines", "read_csv_records", "read_input_lines"]
+__all__ = ["read_text_file", "split_lines", "read_csv_records", "read_input_lines", "write_text_atomically"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -233,3 +238,30 @@ def _what_it_has(record: dict) -> str:
     if not record:
         return "it has no fields"
     return "it has " + ", ".join(repr(key) for key in record)
+
+
+def write_text_atomically(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` as UTF-8, whole or not at all.
+
+    The text goes to a new temporary file beside ``path`` (a unique name, with the permissions a new file
+    gets), is synced to disk, and then replaces ``path`` in one rename: an interrupted write (a full disk,
+    Ctrl-C, a kill) leaves the old file as it was, or none, and no temporary file behind.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.json"
+        >>> write_text_atomically(path, "{}\\n"); path.read_text(), [p.name for p in path.parent.iterdir()]
+        ('{}\\n', ['results.json'])
+    """
+    directory, name = os.path.split(os.fspath(path))
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise

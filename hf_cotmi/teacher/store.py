@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.jsonfiles import DataFormatError
-from ..data.textfiles import decode_text, split_lines
+from ..data.textfiles import decode_text, split_lines, write_text_atomically
 
 __all__ = [
     "INDEX_FIELD",
@@ -273,16 +273,8 @@ def sort_by_index(path: str | os.PathLike[str]) -> None:
     ordered = sorted(lines, key=lambda line: json.loads(line)[INDEX_FIELD])
     if ordered == lines:
         return
-    temporary = path.with_name(path.name + ".sorting")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in ordered))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:  # a full disk: leave the file as it was, and no partial copy beside it
-        temporary.unlink(missing_ok=True)
-        raise
+    # a full disk leaves the file as it was, and no partial copy beside it
+    write_text_atomically(path, "".join(line + "\n" for line in ordered))
 
 
 def settings_id(settings: dict[str, Any]) -> str:
@@ -378,6 +370,4 @@ def check_settings(
         logger.warning("%s: appending with other settings (--force)", output_file)
     if stored != settings:
         stored_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = stored_path.with_name(stored_path.name + ".tmp")
-        temporary.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(temporary, stored_path)
+        write_text_atomically(stored_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
