@@ -226,37 +226,6 @@ def _encoder_output(hidden: Any) -> Any:
     return BaseModelOutput(last_hidden_state=hidden)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The ids a generated label ends at: the generation config's EOS, else the model config's, else the
-    tokenizer's (empty when none names one)."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = getattr(model.config, "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
-
-
-def _stop_at_eos(model: Any, eos_ids: set[int]) -> dict[str, Any]:
-    """``generate`` arguments that make generation stop at ``eos_ids`` (none if its config already does).
-
-    ``generate`` stops only at its generation config's EOS. Where that names none but the model config or
-    the tokenizer does (:func:`_eos_ids`), a row would run on past the EOS its sequence confidence ends at,
-    and its prediction would hold the text after it.
-
-    Examples:
-        >>> from types import SimpleNamespace
-        >>> model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None))
-        >>> _stop_at_eos(model, {1}), _stop_at_eos(model, set())
-        ({'eos_token_id': [1]}, {})
-    """
-    if not eos_ids or getattr(getattr(model, "generation_config", None), "eos_token_id", None) is not None:
-        return {}
-    return {"eos_token_id": sorted(eos_ids)}
-
-
 def _score_candidates(
     model: Any,
     hidden: Any,
@@ -529,6 +498,8 @@ def label_confidences(
     """
     import torch
 
+    from .students import eos_token_ids, stop_at_eos_kwargs  # (students -> run_arguments imports this module)
+
     mode = _resolve_mode(mode, label_candidates, batch_size, num_beams)
     dataset = _nli_inputs_as_trained(dataset, tokenizer, input_column)
     columns = _column_names(dataset)
@@ -537,10 +508,13 @@ def label_confidences(
     if candidate_column is not None:
         needed.append(candidate_column)
     token_ids = _CandidateTokens(tokenizer)
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    generation = {**_generation_kwargs(num_beams, max_new_tokens, max_length), **_stop_at_eos(model, eos_ids)}
+    generation = {
+        **_generation_kwargs(num_beams, max_new_tokens, max_length),
+        **stop_at_eos_kwargs(model, eos_ids),
+    }
 
     predictions: list[str] = []
     references: list[str] = []

@@ -20,7 +20,7 @@ from typing import Any
 
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .student_types import check_chat_template_student, resolve_student_type
-from .students import generation_prompt_limit
+from .students import eos_token_ids, generation_prompt_limit, stop_at_eos_kwargs
 
 __all__ = ["generate_texts", "predict_texts"]
 
@@ -101,7 +101,6 @@ def _generate_causal_texts(
     import torch
 
     from .causal_confidence import causal_prompts, generate_from_prompts
-    from .confidence import _eos_ids, _stop_at_eos
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad():
@@ -112,7 +111,7 @@ def _generate_causal_texts(
             max_new_tokens=max_new_tokens,
             num_beams=1,
             do_sample=False,
-            **_stop_at_eos(model, _eos_ids(model, tokenizer)),
+            **stop_at_eos_kwargs(model, eos_token_ids(model, tokenizer)),
         )
     return [t.strip() for t in tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)]
 

@@ -28,6 +28,8 @@ __all__ = [
     "input_length_limit",
     "context_length",
     "generation_prompt_limit",
+    "eos_token_ids",
+    "stop_at_eos_kwargs",
     "ADAPTER_CONFIG",
     "DEFAULT_INPUT_LENGTH_LIMIT",
 ]
@@ -205,6 +207,45 @@ def generation_prompt_limit(
         )
     room = context - max_new_tokens
     return room if max_input_length is None else min(max_input_length, room)
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The ids a student's generated text ends at: the generation config's EOS, else the model config's,
+    else the tokenizer's (``tokenizer`` may be None); empty when none names one.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None),
+        ...                         config=SimpleNamespace(eos_token_id=[2, 7]))
+        >>> sorted(eos_token_ids(model, None)), eos_token_ids(SimpleNamespace(), SimpleNamespace(eos_token_id=1))
+        ([2, 7], {1})
+    """
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def stop_at_eos_kwargs(model: Any, eos_ids: set[int]) -> dict[str, Any]:
+    """``generate`` arguments that make generation stop at ``eos_ids`` (none if its config already does).
+
+    ``generate`` stops only at its generation config's EOS. Where that names none but the model config or the
+    tokenizer does (:func:`eos_token_ids`), a row would run on past the EOS every training target ends with
+    (and a sequence confidence ends at), and its prediction would hold the text after it.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None))
+        >>> stop_at_eos_kwargs(model, {1}), stop_at_eos_kwargs(model, set())
+        ({'eos_token_id': [1]}, {})
+    """
+    if not eos_ids or getattr(getattr(model, "generation_config", None), "eos_token_id", None) is not None:
+        return {}
+    return {"eos_token_id": sorted(eos_ids)}
 
 
 def input_length_limit(

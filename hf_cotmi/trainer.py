@@ -14,7 +14,6 @@ import inspect
 import json
 import logging
 import os
-import types
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -980,12 +979,10 @@ class DSSMITrainer(Seq2SeqTrainer):
         used as a decoder, with ``tokenizer.eos_token`` set by hand), the model config's or else the
         tokenizer's EOS is passed, so a generated label does not run on past it into the metrics.
         """
-        from .confidence import _eos_ids, _stop_at_eos
+        from .students import eos_token_ids, stop_at_eos_kwargs
 
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        # the last resort of _eos_ids: the tokenizer's EOS, where there is a tokenizer at all
-        last_resort = types.SimpleNamespace(eos_token_id=getattr(tokenizer, "eos_token_id", None))
-        return _stop_at_eos(self.model, _eos_ids(self.model, last_resort))
+        return stop_at_eos_kwargs(self.model, eos_token_ids(self.model, tokenizer))
 
     def _prepare_causal_generation(self) -> None:
         """A decoder-only student's generation config pads with the tokenizer's pad id (EOS as a fallback)."""
