@@ -10,7 +10,7 @@
   over the generated tokens gives. Generation's logits processors (a repetition penalty,
   ``no_repeat_ngram_size``, ``bad_words_ids``, ``suppress_tokens``, ``min_new_tokens``, ...) only choose
   the tokens; they do not change the probability counted. A token that a processor forces
-  (``forced_bos_token_id``, ``forced_eos_token_id`` at the length limit: a single finite processed score)
+  (``forced_bos_token_id``, ``forced_eos_token_id`` at the length limit: every processed score but one -inf)
   is not the model's choice and counts as given, with probability 1. With beams, each token's probability
   comes from the beam that produced it (``beam_indices``). Generation stops at the EOS the confidence ends
   at (the generation config's, else the model config's, else the tokenizer's), even where the generation
@@ -18,7 +18,7 @@
 - ``"first_token"``: generate the label and take the model's top softmax probability (raw logits) at the
   first decoding step the model chooses. A step forced by a logits processor (an mBART/NLLB-style
   ``forced_bos_token_id`` fixes the first generated token) is skipped: the confidence is read at the first
-  step whose processed scores have two or more finite entries.
+  step whose processed scores are not all -inf but one.
 
 The encoder runs once per batch of examples; its hidden states are reused for generation and for scoring
 all candidates of those examples (expanded to one row per candidate, scored ``batch_size`` rows at a
@@ -389,9 +389,9 @@ def _first_token_confidences(
     """The model's top softmax probability (raw logits) at each sequence's first step the model chose.
 
     A step that a logits processor forces (the generation config's ``forced_bos_token_id`` fixes an
-    encoder-decoder's first token, ``forced_eos_token_id`` the token at the length limit) leaves a single
-    finite processed score in its row: the token is not the model's choice. Such steps are skipped, so the
-    confidence is read at the first step whose processed row has two or more finite entries, among the
+    encoder-decoder's first token, ``forced_eos_token_id`` the token at the length limit) leaves every
+    processed score of its row but one at -inf: the token is not the model's choice. Such steps are skipped
+    (:meth:`_GeneratedSteps.forced`), so the confidence is read at the first step the model chose, among the
     steps up to the sequence's end (its first EOS). With beams, a step's row is the chosen beam's there.
 
     Raises:
@@ -412,7 +412,7 @@ def _first_token_confidences(
         )
     first = candidate.long().argmax(dim=1).tolist()  # the first True of each row
     return [
-        torch.softmax(steps.rows(step, out.logits)[row], dim=-1).max().item()
+        torch.softmax(out.logits[step][int(steps.source[row, step])].float(), dim=-1).max().item()
         for row, step in enumerate(first)
     ]
 
