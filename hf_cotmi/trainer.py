@@ -130,16 +130,11 @@ def _is_fsdp(model: nn.Module) -> bool:
     return bool(is_fsdp_managed_module(model))
 
 
-def _saves_adapters_only(model: nn.Module) -> bool:
-    """Whether ``save_pretrained`` writes only PEFT adapters: a ``PeftModel``, or a transformers model with
-    adapters loaded through its PEFT integration (``load_adapter``)."""
-    if getattr(model, "_hf_peft_config_loaded", False):
-        return True
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - depends on the environment
-        return False
-    return isinstance(model, PeftModel)
+def _has_peft_adapters(model: Any) -> bool:
+    """Whether ``model`` carries PEFT adapters (a ``PeftModel``, or a transformers model with adapters loaded
+    through its PEFT integration): both have a ``peft_config``, and ``save_pretrained`` then writes the
+    adapters only."""
+    return hasattr(model, "peft_config")
 
 
 # What models that change the logits after the output projection carry: config fields (soft-capping,
@@ -312,7 +307,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         if peft_config is not None:
             if model is None:
                 raise ValueError("peft_config needs a model to wrap; model is None")
-            if hasattr(model, "peft_config"):  # a PeftModel, or a model with adapters loaded
+            if _has_peft_adapters(model):
                 raise ValueError(
                     "peft_config was given for a model that already has PEFT adapters (it has a "
                     "peft_config); wrapping it again would nest a second adapter model around it. Pass the "
@@ -1121,7 +1116,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             card,
             model_name=model_name,
             repo_id=repo_id,
-            library_name="peft" if _saves_adapters_only(unwrapped) else "transformers",
+            library_name="peft" if _has_peft_adapters(unwrapped) else "transformers",
             base_model=finetuned_from,
             datasets=[dataset] if isinstance(dataset, str) else list(dataset or []),
             extra_tags=[tags] if isinstance(tags, str) else list(tags or []),
