@@ -113,6 +113,11 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
+def _check_timeout(request_timeout: float) -> None:
+    if not request_timeout > 0:  # NaN too
+        raise ValueError(f"request_timeout={request_timeout} must be > 0 seconds")
+
+
 def _check_sampling(temperature: float, top_p: float | None) -> None:
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0 (0 decodes greedily)")
@@ -185,8 +190,7 @@ class OpenAICompatibleBackend:
         _check_positive("max_new_tokens", max_new_tokens)
         _check_positive("concurrency", concurrency)
         _check_sampling(temperature, top_p)
-        if request_timeout <= 0:
-            raise ValueError(f"request_timeout={request_timeout} must be > 0 seconds")
+        _check_timeout(request_timeout)
         self._openai = openai
         self.base_url, self.model, self.api = base_url, model, api
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p

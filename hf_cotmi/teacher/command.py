@@ -152,19 +152,17 @@ def check_option_values(options: dict[str, Any]) -> None:
         ...     print(str(error).split(" only")[0])
         batch_size=4 (--batch-size) is read by a local teacher (teacher_model)
     """
-    from .backends import _check_positive, _check_sampling
-    from .generate import refuse_other_teachers_options
+    from .backends import _check_positive, _check_sampling, _check_timeout
+    from .generate import _check_max_records, refuse_other_teachers_options
     from .retrying import RetryPolicy
 
     for name in ("num_samples", "max_new_tokens", "batch_size", "concurrency"):
         _check_positive(name, options[name])
-    if options["max_records"] is not None and options["max_records"] < 0:
-        raise ValueError(f"max_records={options['max_records']} must be >= 0")
+    _check_max_records(options["max_records"])
     temperature = options["temperature"]
     _check_sampling(0.0 if temperature is None else temperature, options["top_p"])
     RetryPolicy(max_retries=options["max_retries"], max_retry_after=options["max_retry_after"])
-    if not options["request_timeout"] > 0:  # NaN too
-        raise ValueError(f"request_timeout={options['request_timeout']} must be > 0 seconds")
+    _check_timeout(options["request_timeout"])
     if options["base_url"] or options["teacher_model"]:
         refuse_other_teachers_options(options, server=bool(options["base_url"]))
 

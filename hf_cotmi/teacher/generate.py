@@ -35,6 +35,7 @@ from .backends import (
     OpenAICompatibleBackend,
     TeacherBackend,
     TeacherRequestError,
+    _check_positive,
 )
 from .prompts import load_prompt_template, render_prompt
 from .retrying import RetryPolicy
@@ -291,6 +292,11 @@ def _refuse_unused(options: dict[str, Any], unused: dict[str, Any], teacher: str
                 f"{name}={options[name]!r} (--{name.replace('_', '-')}) is read by {reads} only, and this "
                 f"run's teacher is {teacher}; leave it out"
             )
+
+
+def _check_max_records(max_records: int | None) -> None:
+    if max_records is not None and max_records < 0:
+        raise ValueError(f"max_records={max_records} must be >= 0")
 
 
 def refuse_other_teachers_options(options: dict[str, Any], *, server: bool) -> None:
@@ -685,10 +691,8 @@ def generate_rationales(
         raise ValueError(f"task={task!r} is not a built-in task; expected one of {', '.join(TASKS)}")
     if filter not in FILTERS:
         raise ValueError(f"filter={filter!r} must be one of {', '.join(FILTERS)}")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
-    if max_records is not None and max_records < 0:
-        raise ValueError(f"max_records={max_records} must be >= 0")
+    _check_positive("num_samples", num_samples)
+    _check_max_records(max_records)
     if temperature is None:
         temperature = 0.0 if num_samples == 1 else 0.7
     # as the command passes them: temperature=0 and 0.0 must not hash as different settings
@@ -870,7 +874,7 @@ def generate_rationales(
                 wrapped = TeacherRequestError(f"{type(failure).__name__}: {failure}")
                 wrapped.__cause__ = failure
                 failure = wrapped
-            failure.summary = summary  # type: ignore[attr-defined]
+            _attach_summary(failure, summary)
             raise failure
         if summary.complete:
             sort_by_index(output_path)
