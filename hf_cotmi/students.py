@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .run_arguments import CLIUsageError, ModelArguments
+from .student_types import resolve_student_type
 
 __all__ = [
     "Student",
@@ -173,10 +174,6 @@ def context_length(model: Any, tokenizer: Any) -> int | None:
     return min(known) if known else None
 
 
-def _is_causal(model: Any) -> bool:
-    return not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
-
-
 def generation_prompt_limit(
     model: Any, tokenizer: Any, max_new_tokens: int | None, max_input_length: int | None = None
 ) -> int | None:
@@ -197,7 +194,7 @@ def generation_prompt_limit(
         (56, 40)
     """
     context = context_length(model, tokenizer)
-    if not _is_causal(model) or context is None or max_new_tokens is None:
+    if resolve_student_type(model) != "causal" or context is None or max_new_tokens is None:
         return max_input_length
     if max_new_tokens >= context:
         raise ValueError(
