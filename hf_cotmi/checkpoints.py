@@ -266,7 +266,7 @@ def latest_complete_checkpoint(output_dir: PathLike) -> str | None:
     Examples:
         >>> # latest_complete_checkpoint("student")  ->  'student/checkpoint-400' (checkpoint-500 half-written)
     """
-    for path in reversed(numbered_checkpoints(Path(output_dir))):
+    for path in reversed(numbered_checkpoints(output_dir)):
         problems = checkpoint_problems(path)
         if not problems:
             return os.path.join(os.fspath(output_dir), path.name)
@@ -311,7 +311,7 @@ def resolve_resume_checkpoint(value: PathLike | bool | None, output_dir: PathLik
     if text is True or text.lower() in _TRUE:
         found = latest_complete_checkpoint(output_dir)
         if found is None:
-            incomplete = [path.name for path in numbered_checkpoints(Path(output_dir))]
+            incomplete = [path.name for path in numbered_checkpoints(output_dir)]
             detail = f" (incomplete: {', '.join(incomplete)})" if incomplete else ""
             raise ValueError(
                 f"resume_from_checkpoint={value!r}: {os.fspath(output_dir)!r} holds no complete checkpoint-N "
