@@ -1181,17 +1181,15 @@ def test_results_md_and_plots_are_written_through_a_temporary_file_and_a_rename(
     assert "| DSS | 1 |" in (tmp_path / "results.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png", "results.json", "results.md"]
 
-    # a report that fails while its text is written leaves the previous results.md whole, and no temporary file
+    # a report whose new results.md cannot be put in place leaves the previous one whole, and no temporary file
     (tmp_path / "results.md").write_text("the previous report\n")
-    real_write_text = Path.write_text
 
-    def failing_write_text(self: Path, data: str, *args, **kwargs) -> int:  # noqa: ANN002, ANN003
-        if self.name.startswith("results.md"):
-            real_write_text(self, data[:10], *args, **kwargs)
+    def failing_replace(source, target) -> None:  # noqa: ANN001
+        if Path(target).name == "results.md":
             raise OSError("disk full")
-        return real_write_text(self, data, *args, **kwargs)
+        real_replace(source, target)
 
-    monkeypatch.setattr(Path, "write_text", failing_write_text)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         report.write_report(tmp_path, runs, ["dss"], [0], settings)
     monkeypatch.undo()

@@ -17,37 +17,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sweep_methods import METHOD_TITLES, PAIRED_BASELINE
 
-
-def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
-    """Make ``path`` with ``write(temporary_path)``, then rename the temporary file to ``path``.
-
-    The temporary file is in the same folder (a rename there is atomic) and named after this process
-    (parallel workers write the same files), so a reader sees the previous file or the new one, never a
-    half-written one. If ``write`` fails, ``path`` is left as it was and the temporary file is removed.
-
-    Example:
-        >>> import tempfile
-        >>> path = Path(tempfile.mkdtemp()) / "results.md"
-        >>> write_atomically(path, lambda tmp: tmp.write_text("| method |")); path.read_text()
-        '| method |'
-    """
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from hf_cotmi.data.textfiles import write_atomically, write_text_atomically
 
 
 def write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as indented JSON, atomically (:func:`write_atomically`).
+    """Write ``value`` as indented JSON, atomically (``hf_cotmi.data.textfiles.write_text_atomically``).
 
     Example:
         >>> import tempfile
@@ -55,8 +35,7 @@ def write_json(path: Path, value: Any) -> None:
         >>> write_json(path, {"seed": 0}); json.loads(path.read_text())
         {'seed': 0}
     """
-    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
-    write_atomically(path, lambda tmp: tmp.write_text(text))
+    write_text_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def _save_figure(fig: Any, path: Path) -> None:
@@ -647,7 +626,7 @@ def write_report(
         result["summary"], result["paired_differences"], result["runs"] = summary, paired, records
         text += section
     write_json(out / "results.json", result)
-    write_atomically(out / "results.md", lambda tmp: tmp.write_text(text))
+    write_text_atomically(out / "results.md", text)
     if summary:
         plot_accuracy(summary, out / "accuracy.png", f"{data['dataset']}: test accuracy over seeds{shown}")
     return summary

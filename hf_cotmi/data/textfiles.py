@@ -10,8 +10,9 @@ whole or not at all.
   wrong number of fields are errors naming the line (the header is line 1).
 - :func:`read_input_lines`: the input texts of ``hf-cotmi predict --input-file`` (one per line, or JSON
   Lines with an ``input`` field).
-- :func:`write_text_atomically`: UTF-8 text through a temporary file beside the target and a rename, so a
-  reader sees the old file or the new one, never a partial one.
+- :func:`write_atomically`, :func:`write_text_atomically`: a file (any writer's, or UTF-8 text) made
+  through a temporary file beside the target and a rename, so a reader sees the old file or the new one,
+  never a partial one.
 
 Examples:
     >>> split_lines("one\\u2028line\\r\\ntwo\\n")
@@ -28,11 +29,19 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Callable
 from typing import IO, Union
 
 from .jsonfiles import DataFormatError, check_duplicate_keys
 
-__all__ = ["read_text_file", "split_lines", "read_csv_records", "read_input_lines", "write_text_atomically"]
+__all__ = [
+    "read_text_file",
+    "split_lines",
+    "read_csv_records",
+    "read_input_lines",
+    "write_atomically",
+    "write_text_atomically",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -240,12 +249,35 @@ def _what_it_has(record: dict) -> str:
     return "it has " + ", ".join(repr(key) for key in record)
 
 
-def write_text_atomically(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` as UTF-8, whole or not at all.
+def write_atomically(path: PathLike, write: Callable[[str], object]) -> None:
+    """Make ``path`` whole or not at all: ``write(temporary)`` fills a new temporary file beside it, which
+    then replaces ``path`` in one rename.
 
-    The text goes to a new temporary file beside ``path`` (a unique name, with the permissions a new file
-    gets), is synced to disk, and then replaces ``path`` in one rename: an interrupted write (a full disk,
-    Ctrl-C, a kill) leaves the old file as it was, or none, and no temporary file behind.
+    The temporary name is unique (``.<name>.<random>.tmp``), so processes writing the same file at once do
+    not collide; whatever stops ``write`` or the rename (a full disk, Ctrl-C) leaves the old file as it was,
+    or none, and no temporary file behind.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "plot.png"
+        >>> write_atomically(path, lambda temporary: pathlib.Path(temporary).write_bytes(b"PNG"))
+        >>> path.read_bytes(), [p.name for p in path.parent.iterdir()]
+        (b'PNG', ['plot.png'])
+    """
+    directory, name = os.path.split(os.fspath(path))
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def write_text_atomically(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` as UTF-8, whole or not at all (:func:`write_atomically`), synced to disk
+    before the rename; the temporary file is new, with the permissions a new file gets.
 
     Examples:
         >>> import pathlib, tempfile
@@ -253,15 +285,11 @@ def write_text_atomically(path: PathLike, text: str) -> None:
         >>> write_text_atomically(path, "{}\\n"); path.read_text(), [p.name for p in path.parent.iterdir()]
         ('{}\\n', ['results.json'])
     """
-    directory, name = os.path.split(os.fspath(path))
-    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
+
+    def write(temporary: str) -> None:
         with open(temporary, "x", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
+
+    write_atomically(path, write)
