@@ -8,6 +8,7 @@ components, generation for evaluation, PEFT wrapping and the model card.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import inspect
@@ -224,6 +225,27 @@ def _head_sees_only(head: nn.Module | None, sequence_length: int, first: int, st
         yield
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def _generation_config_kept(model: nn.Module) -> Iterator[None]:
+    """Put the model's generation config back after the block.
+
+    ``Seq2SeqTrainer.prediction_step`` writes generate's defaults (``max_length=20``, ``top_k=50``, ...) into
+    ``model.generation_config`` after each generation. Saved with the model, they pinned ``max_length`` and
+    made every later ``generate(max_new_tokens=...)`` of the trained student warn that both limits were set.
+    """
+    config = getattr(model, "generation_config", None)
+    if config is None:
+        yield
+        return
+    kept = copy.deepcopy(vars(config))
+    try:
+        yield
+    finally:
+        # in place: whoever holds the config object (a PEFT wrapper, the user) sees it restored
+        vars(config).clear()
+        vars(config).update(kept)
 
 
 class DSSMITrainer(Seq2SeqTrainer):
@@ -823,7 +845,8 @@ class DSSMITrainer(Seq2SeqTrainer):
     ) -> tuple[torch.Tensor | None, Any, torch.Tensor | None]:
         """Loss over both tasks, then generated labels (and rationales with ``output_rationale``)."""
         if "pred" not in inputs:
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+            with _generation_config_kept(self.model):
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
         self._expose_inputs_for_metrics(inputs)
         inputs = self._prepare_inputs(inputs)
         pred, expl = inputs["pred"], inputs.get("expl")
@@ -893,7 +916,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         """Generated ids for one task's sub-batch: only the new tokens, padded with the pad id."""
         if self.student_type != "causal":
             inputs = {k: v for k, v in part.items() if k in ("input_ids", "attention_mask")}
-            _, ids, _ = super().prediction_step(model, inputs, False, ignore_keys, **gen_kwargs)
+            with _generation_config_kept(self.model):
+                _, ids, _ = super().prediction_step(model, inputs, False, ignore_keys, **gen_kwargs)
             return ids
         return self._generate_causal(part, gen_kwargs)
 

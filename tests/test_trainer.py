@@ -604,3 +604,31 @@ def test_a_second_train_call_logs_its_own_loss_components(tmp_path, tiny_tokeniz
         (logged,) = [e for e in trainer.state.log_history if "loss" in e]
         combined = 0.5 * logged["loss_label"] + 0.5 * logged["loss_rationale"] + 0.1 * logged["loss_mi"]
         assert combined == pytest.approx(logged["loss"], rel=1e-3)
+
+
+def test_evaluation_leaves_the_model_generation_config_as_it_was(
+    tmp_path, tiny_tokenizer, tiny_features, make_args, caplog
+):
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    config, before = model.generation_config, model.generation_config.to_diff_dict()
+    assert "max_length" not in before  # the model names no length: generate's default applies
+    trainer = DSSMITrainer(
+        model=model,
+        args=make_args(tmp_path),
+        processing_class=tiny_tokenizer,
+        compute_metrics=RecordingMetrics(),
+    )
+    trainer.evaluate(tiny_features.select(range(4)))
+    trainer.predict(tiny_features.select(range(4)))
+    trainer.save_model(str(tmp_path / "saved"))
+    # Seq2SeqTrainer.prediction_step writes generate's defaults (max_length=20, top_k=50, ...) into the
+    # model's generation config; saved, they pinned max_length and made every generate(max_new_tokens=...)
+    # of the trained student warn that both limits were set
+    assert model.generation_config.to_diff_dict() == before and model.generation_config is config
+    saved = json.loads((tmp_path / "saved" / "generation_config.json").read_text())
+    assert "max_length" not in saved and "top_k" not in saved, saved
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "saved")
+    ids = tiny_tokenizer(["predict: what is 1 + 1"], return_tensors="pt")
+    with caplog.at_level("WARNING"):
+        reloaded.generate(**ids, max_new_tokens=3)
+    assert not [r for r in caplog.records if "max_length" in r.getMessage()], caplog.text
