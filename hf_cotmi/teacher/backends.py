@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from .options import check_positive, check_request_timeout, check_sampling
 from .retrying import RetryableError, RetryPolicy, call_with_retries, parse_retry_after
 
 __all__ = [
@@ -108,23 +109,6 @@ class TeacherBackend(Protocol):
         ...
 
 
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-
-
-def _check_timeout(request_timeout: float) -> None:
-    if not request_timeout > 0:  # NaN too
-        raise ValueError(f"request_timeout={request_timeout} must be > 0 seconds")
-
-
-def _check_sampling(temperature: float, top_p: float | None) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0 decodes greedily)")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p} must be in (0, 1]")
-
-
 def _load_teacher(auto_class: Any, what: str, name: str, **options: Any) -> Any:
     """``auto_class.from_pretrained(name)``; a name that is neither a loadable folder nor on the Hub is a usage
     error naming it (``could not load the teacher model 'x': it is not a local folder, ...``)."""
@@ -187,10 +171,10 @@ class OpenAICompatibleBackend:
             raise ValueError("base_url must be the API root, e.g. http://127.0.0.1:8000/v1")
         if not model:
             raise ValueError("model must name the model on the server (--model)")
-        _check_positive("max_new_tokens", max_new_tokens)
-        _check_positive("concurrency", concurrency)
-        _check_sampling(temperature, top_p)
-        _check_timeout(request_timeout)
+        check_positive("max_new_tokens", max_new_tokens)
+        check_positive("concurrency", concurrency)
+        check_sampling(temperature, top_p)
+        check_request_timeout(request_timeout)
         self._openai = openai
         self.base_url, self.model, self.api = base_url, model, api
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
@@ -425,9 +409,9 @@ class LocalCausalBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        _check_positive("max_new_tokens", max_new_tokens)
-        _check_positive("batch_size", batch_size)
-        _check_sampling(temperature, top_p)
+        check_positive("max_new_tokens", max_new_tokens)
+        check_positive("batch_size", batch_size)
+        check_sampling(temperature, top_p)
         self.model_name_or_path = str(model_name_or_path)
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.batch_size, self.concurrency, self.retries = batch_size, 1, 0

@@ -17,6 +17,14 @@ from typing import Any
 
 from .answers import TASKS
 from .generate import FILTERS
+from .options import (
+    check_max_records,
+    check_positive,
+    check_request_timeout,
+    check_sampling,
+    refuse_other_teachers_options,
+)
+from .retrying import RetryPolicy
 
 __all__ = [
     "GenerateRationalesArguments",
@@ -152,17 +160,13 @@ def check_option_values(options: dict[str, Any]) -> None:
         ...     print(str(error).split(" only")[0])
         batch_size=4 (--batch-size) is read by a local teacher (teacher_model)
     """
-    from .backends import _check_positive, _check_sampling, _check_timeout
-    from .generate import _check_max_records, refuse_other_teachers_options
-    from .retrying import RetryPolicy
-
     for name in ("num_samples", "max_new_tokens", "batch_size", "concurrency"):
-        _check_positive(name, options[name])
-    _check_max_records(options["max_records"])
+        check_positive(name, options[name])
+    check_max_records(options["max_records"])
     temperature = options["temperature"]
-    _check_sampling(0.0 if temperature is None else temperature, options["top_p"])
+    check_sampling(0.0 if temperature is None else temperature, options["top_p"])
     RetryPolicy(max_retries=options["max_retries"], max_retry_after=options["max_retry_after"])
-    _check_timeout(options["request_timeout"])
+    check_request_timeout(options["request_timeout"])
     if options["base_url"] or options["teacher_model"]:
         refuse_other_teachers_options(options, server=bool(options["base_url"]))
 

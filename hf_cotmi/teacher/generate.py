@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,8 +35,8 @@ from .backends import (
     OpenAICompatibleBackend,
     TeacherBackend,
     TeacherRequestError,
-    _check_positive,
 )
+from .options import check_max_records, check_positive, refuse_other_teachers_options
 from .prompts import load_prompt_template, render_prompt
 from .retrying import RetryPolicy
 from .store import (
@@ -272,63 +272,6 @@ def read_teacher_inputs(
                 ) from None
         rows.append(TeacherInput(text, label, extra))
     return rows
-
-
-# options only one kind of teacher reads, with their defaults: another value for the other kind is refused
-_LOCAL_ONLY = {"batch_size": 8, "device": None, "chat_template_file": None}
-_SERVER_ONLY = {
-    "concurrency": 4,
-    "api_key_env": "OPENAI_API_KEY",
-    "request_timeout": 120.0,
-    "max_retry_after": 300.0,
-}
-
-
-def _refuse_unused(options: dict[str, Any], unused: dict[str, Any], teacher: str, reads: str) -> None:
-    """A ValueError naming an option that ``teacher`` does not read (``reads``: the kind that does)."""
-    for name, default in unused.items():
-        if options[name] != default:
-            raise ValueError(
-                f"{name}={options[name]!r} (--{name.replace('_', '-')}) is read by {reads} only, and this "
-                f"run's teacher is {teacher}; leave it out"
-            )
-
-
-def _check_max_records(max_records: int | None) -> None:
-    if max_records is not None and max_records < 0:
-        raise ValueError(f"max_records={max_records} must be >= 0")
-
-
-def refuse_other_teachers_options(options: dict[str, Any], *, server: bool) -> None:
-    """Refuse an option the chosen kind of teacher does not read (a server's with a local model, a local
-    model's with a server), and a chat template file with ``api="completions"``.
-
-    Args:
-        options: option values by ``generate_rationales`` parameter name (``batch_size``, ``concurrency``,
-            ``api``, ``chat_template_file``, ...).
-        server: the teacher is a server (``base_url``); else a local model (``teacher_model``).
-
-    Raises:
-        ValueError: the message starts with the option's name and gives its flag.
-
-    Examples:
-        >>> options = {**_LOCAL_ONLY, **_SERVER_ONLY, "api": "chat", "concurrency": 8}
-        >>> refuse_other_teachers_options(options, server=True)
-        >>> try:
-        ...     refuse_other_teachers_options(options, server=False)
-        ... except ValueError as error:
-        ...     print(str(error).split(" only")[0])
-        concurrency=8 (--concurrency) is read by a server teacher (base_url)
-    """
-    if server:
-        _refuse_unused(options, _LOCAL_ONLY, "a server (base_url)", "a local teacher (teacher_model)")
-        return
-    _refuse_unused(options, _SERVER_ONLY, "a local model (teacher_model)", "a server teacher (base_url)")
-    if options["api"] == "completions" and options["chat_template_file"] is not None:
-        raise ValueError(
-            "chat_template_file (--chat-template-file) is used with api='chat' only; api='completions' "
-            "sends the raw prompt"
-        )
 
 
 def _make_backend(
@@ -575,6 +518,283 @@ def _without_lone_surrogates(text: str, index: int) -> str:
         return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
+def _check_run_options(task: str, filter: str, num_samples: int, max_records: int | None) -> None:
+    """Refuse an unknown task or filter, a ``num_samples`` that is not positive, a negative ``max_records``."""
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not a built-in task; expected one of {', '.join(TASKS)}")
+    if filter not in FILTERS:
+        raise ValueError(f"filter={filter!r} must be one of {', '.join(FILTERS)}")
+    check_positive("num_samples", num_samples)
+    check_max_records(max_records)
+
+
+def _sampling_temperature(temperature: float | None, num_samples: int) -> float:
+    """``temperature`` as a float, by default 0 (greedy) for one sample and 0.7 for several; a warning when
+    several samples would all be greedy.
+
+    Examples:
+        >>> _sampling_temperature(None, 1), _sampling_temperature(None, 3), _sampling_temperature(1, 1)
+        (0.0, 0.7, 1.0)
+    """
+    if temperature is None:
+        temperature = 0.0 if num_samples == 1 else 0.7
+    # as the command passes them: temperature=0 and 0.0 must not hash as different settings
+    temperature = float(temperature)
+    if num_samples > 1 and temperature == 0:
+        logger.warning("num_samples=%d with temperature 0: greedy samples are all alike", num_samples)
+    return temperature
+
+
+def _first_inputs(
+    source: Any, input_column: str, label_column: str | None, max_records: int | None
+) -> list[TeacherInput]:
+    """The input records (:func:`read_teacher_inputs`), only the first ``max_records`` when it is given."""
+    inputs = read_teacher_inputs(source, input_column=input_column, label_column=label_column)
+    if max_records is not None:
+        inputs = inputs[:max_records]
+    return inputs
+
+
+def _run_settings(
+    backend_settings: dict[str, Any],
+    *,
+    task: str,
+    template: str,
+    filter: str,
+    num_samples: int,
+    seed: int | None,
+) -> dict[str, Any]:
+    """The result-changing settings recorded with the output: the backend's, then the run's (the prompt by
+    its SHA-256; ``seed`` None when decoding greedily)."""
+    return {
+        **backend_settings,
+        "task": task,
+        "prompt_sha256": hashlib.sha256(template.encode("utf-8")).hexdigest(),
+        "filter": filter,
+        "num_samples": num_samples,
+        "seed": seed,
+    }
+
+
+def _read_done_lines(
+    output_path: Path, rejects_path: Path, inputs: Sequence[TeacherInput], max_records: int | None
+) -> tuple[dict[int, dict], dict[int, dict]]:
+    """The lines already in the output and the rejects file, by index, once checked to belong together (no
+    index in both) and to ``inputs``."""
+    outputs_done, rejects_done = read_done(output_path), read_done(rejects_path)
+    overlap = set(outputs_done.records) & set(rejects_done.records)
+    if overlap:
+        raise ValueError(
+            f"{output_path} and {rejects_path} both hold {INDEX_FIELD} {sorted(overlap)[:5]}; "
+            "they do not belong together"
+        )
+    _check_resumable(outputs_done.records, inputs, output_path, max_records)
+    _check_resumable(rejects_done.records, inputs, rejects_path, max_records)
+    return dict(outputs_done.records), dict(rejects_done.records)
+
+
+def _request_units(
+    pending: Sequence[int],
+    inputs: Sequence[TeacherInput],
+    *,
+    template: str,
+    task: str,
+    num_samples: int,
+    seed: int | None,
+    batch_size: int,
+) -> Iterator[list[GenerationRequest]]:
+    """The requests of the ``pending`` records, ``num_samples`` each (seeded ``seed + index * num_samples +
+    sample``, unseeded when ``seed`` is None), in units of at most ``batch_size``; prompts are rendered as
+    the units are taken.
+
+    Examples:
+        >>> units = _request_units([0, 1], [TeacherInput("a"), TeacherInput("b")], template="Q: {input}\\nA:",
+        ...                        task="generic", num_samples=2, seed=10, batch_size=3)
+        >>> [[(r.index, r.sample, r.seed) for r in unit] for unit in units]
+        [[(0, 0, 10), (0, 1, 11), (1, 0, 12)], [(1, 1, 13)]]
+    """
+    unit: list[GenerationRequest] = []
+    for index in pending:
+        prompt = render_prompt(template, inputs[index].input, task)
+        for sample in range(num_samples):
+            request_seed = None if seed is None else seed + index * num_samples + sample
+            unit.append(GenerationRequest(index, sample, prompt, request_seed))
+            if len(unit) == batch_size:
+                yield unit
+                unit = []
+    if unit:
+        yield unit
+
+
+class _Progress:
+    """The tqdm progress bar of a run, with the counts of its files (worked out at most twice a second: over
+    every line, per record it would grow with n squared)."""
+
+    def __init__(
+        self, total: int, resumed: int, enabled: bool, summarise: Callable[[], GenerationSummary]
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, initial=resumed, unit="record", desc="rationales", disable=not enabled)
+        self._enabled = enabled
+        self._summarise = summarise
+        self._shown_at = float("-inf")
+
+    def show(self, summary: GenerationSummary | None = None) -> None:
+        """Show the counts of ``summary`` (else of the files now, unless they were shown less than 0.5 s ago)."""
+        if not self._enabled or (summary is None and time.monotonic() - self._shown_at < 0.5):
+            return
+        self._shown_at = time.monotonic()
+        counts = (summary or self._summarise()).counts()
+        self._bar.set_postfix(
+            {key: counts[key] for key in ("parsed", "unparsable", "agreed", "dropped", "retries")}
+        )
+
+    def record_done(self) -> None:
+        """Count one more record done."""
+        self._bar.update(1)
+        self.show()
+
+    def close(self, summary: GenerationSummary) -> None:
+        """Show the final counts and close the bar."""
+        self.show(summary)
+        self._bar.close()
+
+
+class _RecordWriter:
+    """Gathers each record's samples as they come and, once all are in, writes its line to the output or the
+    rejects file (:func:`_final_record`); ``outputs`` and ``rejects`` hold every line of each file by index,
+    those found done when the run started too."""
+
+    def __init__(
+        self,
+        inputs: Sequence[TeacherInput],
+        outputs: dict[int, dict],
+        rejects: dict[int, dict],
+        output_writer: JsonlAppender,
+        rejects_writer: JsonlAppender,
+        *,
+        num_samples: int,
+        task: str,
+        filter: str,
+        teacher: str,
+        settings_hash: str,
+    ) -> None:
+        self.inputs, self.outputs, self.rejects = inputs, outputs, rejects
+        self.output_writer, self.rejects_writer = output_writer, rejects_writer
+        self.num_samples = num_samples
+        self.line_options = {
+            "task": task,
+            "filter": filter,
+            "teacher": teacher,
+            "settings_hash": settings_hash,
+        }
+        self._samples: dict[int, dict[int, str]] = {}
+
+    def take(self, request: GenerationRequest, text: str) -> bool:
+        """Keep one sample's text; True when it was its record's last, and the record is written."""
+        samples = self._samples.setdefault(request.index, {})
+        samples[request.sample] = _without_lone_surrogates(text, request.index)
+        if len(samples) < self.num_samples:
+            return False
+        del self._samples[request.index]
+        where, line = _final_record(
+            request.index,
+            self.inputs[request.index],
+            [samples[s] for s in range(self.num_samples)],
+            **self.line_options,
+        )
+        self._write(where, request.index, line)
+        return True
+
+    def _write(self, where: str, index: int, line: dict[str, Any]) -> None:
+        if where == "output":
+            self.output_writer.write(line)
+            self.outputs[index] = line
+        else:
+            self.rejects_writer.write(line)
+            self.rejects[index] = line
+
+
+def _unit_texts(
+    future: Future, unit: Sequence[GenerationRequest]
+) -> tuple[list[str], None] | tuple[None, Exception]:
+    """``(texts, None)`` for a unit the teacher finished, one text per request; ``(None, error)`` when it
+    failed or returned another number of texts."""
+    try:
+        texts = future.result()
+    except Exception as error:
+        return None, error
+    if len(texts) != len(unit):
+        return None, TeacherRequestError(f"the teacher returned {len(texts)} texts for {len(unit)} prompts")
+    return texts, None
+
+
+def _send_units(
+    teacher: TeacherBackend,
+    work: Iterator[list[GenerationRequest]],
+    take: Callable[[list[GenerationRequest], list[str]], None],
+) -> Exception | None:
+    """Send the units of ``work`` to the teacher, at most ``teacher.concurrency`` at once, handing the texts of
+    each to ``take`` as it finishes.
+
+    The first failure of a unit (the teacher's error, a wrong number of texts) stops the sending: the units
+    in flight finish and are taken, then the failure is returned (None when there was none). An exception
+    raised meanwhile (Ctrl-C, a write error in ``take``) cancels a server teacher's pending retries and is
+    raised at once, without waiting for the requests in flight.
+    """
+    # a server backend stops its retries when the run ends by an exception; a run starts it afresh
+    cancel = teacher.cancel if isinstance(teacher, OpenAICompatibleBackend) else None
+    if cancel is not None:
+        cancel(False)
+    executor = ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher")
+    in_flight: dict[Future, list[GenerationRequest]] = {}
+    failure: Exception | None = None
+    stopped = False  # by an exception, while the run was in progress
+
+    def submit_next() -> None:
+        unit = next(work, None)
+        if unit is not None:
+            in_flight[executor.submit(teacher.generate, unit)] = unit
+
+    try:
+        for _ in range(teacher.concurrency):
+            submit_next()
+        while in_flight:
+            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in finished:
+                unit = in_flight.pop(future)
+                texts, error = _unit_texts(future, unit)
+                if texts is None:
+                    # stop sending; let what is in flight finish and be written
+                    failure = failure or error
+                    continue
+                take(unit, texts)
+                if failure is None:
+                    submit_next()
+    except BaseException:
+        # Ctrl-C, a write error (a full disk), ...: the worker threads must not go on retrying
+        # before the process exits, nor the requests in flight be waited for
+        stopped = True
+        if cancel is not None:
+            cancel()
+        raise
+    finally:
+        executor.shutdown(wait=failure is not None and not stopped, cancel_futures=True)
+    return failure
+
+
+def _as_teacher_error(failure: Exception, summary: GenerationSummary) -> TeacherRequestError:
+    """``failure`` as a TeacherRequestError (a local model's error, an odd reply, ... wrapped, with it as the
+    cause), carrying ``summary``."""
+    if not isinstance(failure, TeacherRequestError):
+        wrapped = TeacherRequestError(f"{type(failure).__name__}: {failure}")
+        wrapped.__cause__ = failure
+        failure = wrapped
+    _attach_summary(failure, summary)
+    return failure
+
+
 def generate_rationales(
     source: Any,
     output_file: str | os.PathLike[str],
@@ -687,24 +907,12 @@ def generate_rationales(
         ...                               teacher_model="Qwen/Qwen2.5-1.5B-Instruct",
         ...                               task="multiple_choice", filter="drop")  # doctest: +SKIP
     """
-    if task not in TASKS:
-        raise ValueError(f"task={task!r} is not a built-in task; expected one of {', '.join(TASKS)}")
-    if filter not in FILTERS:
-        raise ValueError(f"filter={filter!r} must be one of {', '.join(FILTERS)}")
-    _check_positive("num_samples", num_samples)
-    _check_max_records(max_records)
-    if temperature is None:
-        temperature = 0.0 if num_samples == 1 else 0.7
-    # as the command passes them: temperature=0 and 0.0 must not hash as different settings
-    temperature = float(temperature)
+    _check_run_options(task, filter, num_samples, max_records)
+    temperature = _sampling_temperature(temperature, num_samples)
     top_p = None if top_p is None else float(top_p)
-    if num_samples > 1 and temperature == 0:
-        logger.warning("num_samples=%d with temperature 0: greedy samples are all alike", num_samples)
     policy = retry_policy or RetryPolicy(max_retries=max_retries, max_retry_after=max_retry_after)
     template = load_prompt_template(task, template_file)
-    inputs = read_teacher_inputs(source, input_column=input_column, label_column=label_column)
-    if max_records is not None:
-        inputs = inputs[:max_records]
+    inputs = _first_inputs(source, input_column, label_column, max_records)
     teacher = _make_backend(
         backend,
         base_url,
@@ -728,154 +936,69 @@ def generate_rationales(
     )
     backend_settings = teacher.settings()
     temperature = float(backend_settings.get("temperature", temperature) or 0.0)  # a given backend's own
-    settings = {
-        **backend_settings,
-        "task": task,
-        "prompt_sha256": hashlib.sha256(template.encode("utf-8")).hexdigest(),
-        "filter": filter,
-        "num_samples": num_samples,
-        "seed": seed if temperature > 0 else None,
-    }
+    run_seed = seed if temperature > 0 else None
+    settings = _run_settings(
+        backend_settings, task=task, template=template, filter=filter, num_samples=num_samples, seed=run_seed
+    )
     settings_hash = settings_id(settings)
     teacher_name = str(settings.get("model", type(teacher).__name__))
-
     output_path = Path(output_file)
     rejects_path = Path(rejects_file) if rejects_file is not None else _default_rejects(output_path)
     _check_distinct_files(source, output_path, rejects_path)
     with exclusive_output(output_path):  # a second run on the same output would write its records again
-        outputs_done, rejects_done = read_done(output_path), read_done(rejects_path)
-        both = {**outputs_done.records, **rejects_done.records}
-        overlap = set(outputs_done.records) & set(rejects_done.records)
-        if overlap:
-            raise ValueError(
-                f"{output_path} and {rejects_path} both hold {INDEX_FIELD} {sorted(overlap)[:5]}; "
-                "they do not belong together"
-            )
-        _check_resumable(outputs_done.records, inputs, output_path, max_records)
-        _check_resumable(rejects_done.records, inputs, rejects_path, max_records)
-        check_settings(output_path, settings, list(both.values()), force=force)
-        resumed = len(both)
-        outputs, rejects = dict(outputs_done.records), dict(rejects_done.records)
-
+        outputs, rejects = _read_done_lines(output_path, rejects_path, inputs, max_records)
+        check_settings(output_path, settings, [*outputs.values(), *rejects.values()], force=force)
+        resumed = len(outputs) + len(rejects)
         retries_before = teacher.retries
-        pending = [index for index in range(len(inputs)) if index not in both]
-
-        def units() -> Iterator[list[GenerationRequest]]:
-            unit: list[GenerationRequest] = []
-            for index in pending:
-                prompt = render_prompt(template, inputs[index].input, task)
-                for sample in range(num_samples):
-                    request_seed = seed + index * num_samples + sample if temperature > 0 else None
-                    unit.append(GenerationRequest(index, sample, prompt, request_seed))
-                    if len(unit) == teacher.batch_size:
-                        yield unit
-                        unit = []
-            if unit:
-                yield unit
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(inputs), initial=resumed, unit="record", desc="rationales", disable=not progress)
-
-        shown_at = [float("-inf")]
+        work = _request_units(
+            [index for index in range(len(inputs)) if index not in outputs and index not in rejects],
+            inputs,
+            template=template,
+            task=task,
+            num_samples=num_samples,
+            seed=run_seed,
+            batch_size=teacher.batch_size,
+        )
 
         def summarise() -> GenerationSummary:
             return _summarise(len(inputs), outputs, rejects, task, teacher.retries - retries_before, resumed)
 
-        def show(summary: GenerationSummary | None = None) -> None:
-            # the counts go over every line: at most twice a second (per record it grew with n squared)
-            if not progress or (summary is None and time.monotonic() - shown_at[0] < 0.5):
-                return
-            shown_at[0] = time.monotonic()
-            counts = (summary or summarise()).counts()
-            bar.set_postfix(
-                {key: counts[key] for key in ("parsed", "unparsable", "agreed", "dropped", "retries")}
+        progress_bar = _Progress(len(inputs), resumed, progress, summarise)
+        progress_bar.show()
+        stopped_by: BaseException | None = None  # what ended the run while it was in progress
+        with JsonlAppender(output_path) as output_writer, JsonlAppender(rejects_path) as rejects_writer:
+            records = _RecordWriter(
+                inputs,
+                outputs,
+                rejects,
+                output_writer,
+                rejects_writer,
+                num_samples=num_samples,
+                task=task,
+                filter=filter,
+                teacher=teacher_name,
+                settings_hash=settings_hash,
             )
 
-        show()
-        failure: BaseException | None = None
-        stopped_by: BaseException | None = None  # what ended the run while it was in progress
-        collected: dict[int, dict[int, str]] = {}
-        with JsonlAppender(output_path) as output_writer, JsonlAppender(rejects_path) as rejects_writer:
-            # a server backend stops its retries when the run ends by an exception; a run starts it afresh
-            cancel = teacher.cancel if isinstance(teacher, OpenAICompatibleBackend) else None
-            if cancel is not None:
-                cancel(False)
-            executor = ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher")
-            in_flight: dict[Future, list[GenerationRequest]] = {}
-            work = units()
-
-            def submit_next() -> None:
-                unit = next(work, None)
-                if unit is not None:
-                    in_flight[executor.submit(teacher.generate, unit)] = unit
+            def take(unit: list[GenerationRequest], texts: list[str]) -> None:
+                for request, text in zip(unit, texts):
+                    if records.take(request, text):
+                        progress_bar.record_done()
 
             try:
-                for _ in range(teacher.concurrency):
-                    submit_next()
-                while in_flight:
-                    finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        unit = in_flight.pop(future)
-                        try:
-                            texts = future.result()
-                        except Exception as error:
-                            # stop sending; let what is in flight finish and be written
-                            failure = failure or error
-                            continue
-                        if len(texts) != len(unit):
-                            failure = failure or TeacherRequestError(
-                                f"the teacher returned {len(texts)} texts for {len(unit)} prompts"
-                            )
-                            continue
-                        for request, text in zip(unit, texts):
-                            samples = collected.setdefault(request.index, {})
-                            samples[request.sample] = _without_lone_surrogates(text, request.index)
-                            if len(samples) < num_samples:
-                                continue
-                            del collected[request.index]
-                            where, line = _final_record(
-                                request.index,
-                                inputs[request.index],
-                                [samples[s] for s in range(num_samples)],
-                                task=task,
-                                filter=filter,
-                                teacher=teacher_name,
-                                settings_hash=settings_hash,
-                            )
-                            if where == "output":
-                                output_writer.write(line)
-                                outputs[request.index] = line
-                            else:
-                                rejects_writer.write(line)
-                                rejects[request.index] = line
-                            bar.update(1)
-                            show()
-                        if failure is None:
-                            submit_next()
+                failure = _send_units(teacher, work, take)
             except BaseException as error:
-                # Ctrl-C, a write error (a full disk), ...: the worker threads must not go on retrying
-                # before the process exits, nor the requests in flight be waited for
                 stopped_by = error
-                if cancel is not None:
-                    cancel()
                 raise
             finally:
-                executor.shutdown(wait=failure is not None and stopped_by is None, cancel_futures=True)
                 summary = summarise()  # once: the last progress counts and the result
                 summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
-                show(summary)
-                bar.close()
+                progress_bar.close(summary)
                 if stopped_by is not None:  # the summary survives any failure (the command prints it)
                     _attach_summary(stopped_by, summary)
 
         if failure is not None:
-            if not isinstance(failure, TeacherRequestError):  # a local model's error, an odd reply, ...
-                wrapped = TeacherRequestError(f"{type(failure).__name__}: {failure}")
-                wrapped.__cause__ = failure
-                failure = wrapped
-            _attach_summary(failure, summary)
-            raise failure
+            raise _as_teacher_error(failure, summary)
         if summary.complete:
             sort_by_index(output_path)
             sort_by_index(rejects_path)
