@@ -60,6 +60,7 @@ class ECECallback(TrainerCallback):
             otherwise ``"sequence"``.
         label_candidates: a fixed list of label strings, or the name of a column holding each example's
             candidates (e.g. ``"choices"``; the column must survive, so keep ``remove_unused_columns=False``).
+            Candidates mode only: with ``confidence="sequence"`` or ``"first_token"`` it is a ``ValueError``.
         plot: write a reliability diagram per evaluation and dataset to
             ``{output_dir}/reliability_diagrams/{prefix}_step{global_step}.png`` (a diagram that cannot be
             written is logged as a warning; it never stops training).
@@ -110,6 +111,12 @@ class ECECallback(TrainerCallback):
         task: TaskSpec | str | None = None,
         chat_template: bool = False,
     ) -> None:
+        if label_candidates is not None and confidence in ("sequence", "first_token"):
+            raise ValueError(
+                f"`label_candidates` is used only by `confidence='candidates'`; `confidence={confidence!r}` "
+                "would ignore it (it scores the generated label, with no choice ranking): drop "
+                "`label_candidates`, or use `confidence='candidates'` (or leave `confidence` out)"
+            )
         if task is not None:
             spec = get_task(task) if isinstance(task, str) else task
             confidence, label_candidates = spec.confidence_for(confidence, label_candidates)  # type: ignore[assignment]

@@ -27,8 +27,15 @@ from typing import Any
 
 from .command_line import CommonArguments, build_argument_parser, parse_command_line
 from .confidence import CONFIDENCE_MODES
-from .pipeline import quiet_libraries, run_evaluation, run_prediction, run_training, write_json
-from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
+from .pipeline import (
+    check_confidence_options,
+    quiet_libraries,
+    run_evaluation,
+    run_prediction,
+    run_training,
+    write_json,
+)
+from .run_arguments import COLUMN_FIELDS, CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
 from .teacher.command import build_generate_rationales_parser, generate_rationales_command
 
 __all__ = [
@@ -207,6 +214,20 @@ def _parse(command: str, argv: Sequence[str], defaults: dict[str, Any] | None = 
     return parse_command_line(build_parser(command), argv, defaults)
 
 
+_UNSET = "\0unset"
+
+
+def _data_options_given(command: str, argv: Sequence[str], names: Sequence[str]) -> set[str]:
+    """The string ``DataArguments`` options among ``names`` the command line or ``--config`` sets, even to
+    their default value: parsed again with a marker as their default, the ones that lose it were given."""
+    data_args = next(
+        values
+        for values in _parse(command, argv, {name: _UNSET for name in names})
+        if isinstance(values, DataArguments)
+    )
+    return {name for name in names if getattr(data_args, name) != _UNSET}
+
+
 def _setup_logging(debug: bool) -> None:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     if debug:
@@ -221,6 +242,7 @@ def _setup_logging(debug: bool) -> None:
 
 def _train(argv: Sequence[str], debug: bool = False) -> int:
     model_args, data_args, eval_args, training_args, common = _parse("train", argv)
+    check_confidence_options(eval_args.confidence, eval_args.label_candidates)
     _setup_logging(debug)
     title = f"{PROG} train"
     if not model_args.model_name_or_path:
@@ -272,6 +294,7 @@ def _demo(argv: Sequence[str], debug: bool = False) -> int:
     from .demo import execute_demo
 
     model_args, data_args, eval_args, training_args, demo_args, _ = demo_arguments(argv)
+    check_confidence_options(eval_args.confidence, eval_args.label_candidates)
     _setup_logging(debug)
     execute_demo(model_args, data_args, eval_args, training_args, demo_args, debug=debug)
     return 0
@@ -279,6 +302,7 @@ def _demo(argv: Sequence[str], debug: bool = False) -> int:
 
 def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
     args, data_args, eval_args, common = _parse("evaluate", argv)
+    check_confidence_options(eval_args.confidence, eval_args.label_candidates)
     _setup_logging(debug)
     if not args.model_name_or_path:
         raise CLIUsageError("--model is required: the folder a training run saved (e.g. demo-out)")
@@ -293,6 +317,7 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
             max_new_tokens=args.max_new_tokens,
             plot_file=args.plot_file,
             device=args.device,
+            explicit_options=_data_options_given("evaluate", argv, COLUMN_FIELDS),
         )
     print(
         f"{report['dataset'] or 'your files'} {report['split']} ({report['num_examples']} examples, "
@@ -338,6 +363,7 @@ def _read_inputs(path: str) -> list[str]:
 
 def _predict(argv: Sequence[str], debug: bool = False) -> int:
     args, common, extra = _parse("predict", argv)
+    check_confidence_options(args.confidence, args.label_candidates)
     _setup_logging(debug)
     if not args.model_name_or_path:
         raise CLIUsageError("--model is required: the folder a training run saved (e.g. demo-out)")

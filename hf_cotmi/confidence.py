@@ -628,6 +628,12 @@ def _resolve_mode(mode: str | None, label_candidates: Any, batch_size: Any, num_
             "`mode='candidates'` needs `label_candidates`: a list of label strings or the name of a column "
             "holding each example's candidates"
         )
+    if mode != "candidates" and label_candidates is not None:
+        raise ValueError(
+            f"`label_candidates` is used only by `mode='candidates'`; `mode={mode!r}` scores the generated "
+            "label and would ignore them: drop `label_candidates`, or use `mode='candidates'` (or leave "
+            "`mode` out)"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}")
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:

@@ -125,7 +125,7 @@ def predict_texts(
     explain_prefix: str = EXPLAIN_PREFIX,
     label_max_new_tokens: int = 64,
     rationale_max_new_tokens: int = 256,
-    confidence: str = "sequence",
+    confidence: str | None = None,
     label_candidates: Sequence[str] | None = None,
     batch_size: int = 16,
     max_input_length: int | None = None,
@@ -136,6 +136,9 @@ def predict_texts(
     The label comes from the label task (``predict_prefix``: generated, or the best candidate in candidates
     mode), its confidence from :func:`hf_cotmi.label_confidences`, the rationale from greedy generation on
     the rationale task (``explain_prefix``).
+
+    ``confidence`` is a mode of :func:`hf_cotmi.label_confidences`: by default ``"candidates"`` when
+    ``label_candidates`` is given, else ``"sequence"``; candidates beside a generation mode are refused.
 
     Returns:
         ``[{"input", "label", "confidence", "rationale"}, ...]``.
@@ -148,7 +151,7 @@ def predict_texts(
 
     if not texts:
         return []
-    mode = "candidates" if label_candidates else confidence
+    mode = confidence or ("candidates" if label_candidates else "sequence")
     result = label_confidences(
         model,
         tokenizer,

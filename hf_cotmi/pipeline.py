@@ -29,7 +29,7 @@ from typing import Any
 from .data.textfiles import write_text_atomically
 from .generation import generate_texts, predict_texts
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
-from .run_arguments import CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
+from .run_arguments import COLUMN_FIELDS, CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
 from .student_types import resolve_student_type
 from .students import Student, check_model_folder, input_length_limit, load_student, peft_config
 from .tasks import SYNTHETIC_TASK, TASKS, TaskSpec, get_task
@@ -58,6 +58,7 @@ __all__ = [
     "default_diagram_path",
     "run_evaluation",
     "run_prediction",
+    "check_confidence_options",
     "read_sidecar",
     "json_safe",
     "write_json",
@@ -185,11 +186,7 @@ def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[st
     for split, path in files.items():
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{_FILE_OPTIONS[split]} {path!r} does not exist or is not a file")
-    columns = {
-        "input_column": args.input_column,
-        "label_column": args.label_column,
-        "rationale_column": args.rationale_column,
-    }
+    columns = {name: getattr(args, name) for name in COLUMN_FIELDS}
     data, report = load_cot_dataset(files, return_report=True, **columns)
     source: dict[str, Any] = {_FILE_FIELDS[split]: os.path.abspath(path) for split, path in files.items()}
     return data, {**source, **columns}, report
@@ -447,6 +444,31 @@ def _sidecar_spec(sidecar: dict[str, Any], metric: str | None = None) -> TaskSpe
 
 # confidence modes that need no candidates
 _PLAIN_CONFIDENCE_MODES = ("sequence", "first_token")
+
+
+def check_confidence_options(confidence: str | None, label_candidates: str | None) -> None:
+    """Refuse ``--label-candidates`` beside ``--confidence sequence`` or ``first_token``, which would ignore it.
+
+    Only candidates confidence scores the candidates (and reports the most likely one's accuracy, the
+    choice ranking of a multiple-choice task); the generation modes score the generated label alone.
+
+    Raises:
+        CLIUsageError: naming both options and what to do instead.
+
+    Examples:
+        >>> check_confidence_options("candidates", "yes,no")
+        >>> try:
+        ...     check_confidence_options("sequence", "yes,no")
+        ... except CLIUsageError as error:
+        ...     print(str(error).split(";")[0])
+        --label-candidates is used only by --confidence candidates
+    """
+    if label_candidates and confidence in _PLAIN_CONFIDENCE_MODES:
+        raise CLIUsageError(
+            f"--label-candidates is used only by --confidence candidates; --confidence {confidence} would "
+            "ignore it: drop --label-candidates, or use --confidence candidates (or leave --confidence out: "
+            "--label-candidates alone means candidates)"
+        )
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -987,6 +1009,7 @@ def run_training(
         >>> #              DSSMITrainingArguments("out", max_steps=200))
     """
     started = time.monotonic()
+    check_confidence_options(eval_args.confidence, eval_args.label_candidates)
     if model_args.use_peft and not model_args.model_name_or_path:
         raise CLIUsageError(
             "--use-peft needs --model: LoRA adapters are saved without their base weights, and the built-in "
@@ -1063,9 +1086,48 @@ def run_training(
 # ------------------------------------------------------------------------------------ evaluate / predict
 
 
+def _recorded_columns(
+    data_args: DataArguments, sidecar: dict[str, Any], explicit: Collection[str] = ()
+) -> dict[str, str]:
+    """The column names a run trained on its own files recorded, for the column options not given (none
+    when it trained on a ``--dataset``: those have no column options)."""
+    source = sidecar.get("data") or {}
+    return {
+        name: source[name]
+        for name in COLUMN_FIELDS
+        if isinstance(source.get(name), str) and not _given(data_args, name, explicit)
+    }
+
+
+def _load_with_recorded_columns(
+    data_args: DataArguments, carried: dict[str, str], model_path: str
+) -> LoadedData:
+    """:func:`load_task_data` for evaluate; an error about a column name taken from the sidecar says so."""
+    try:
+        return load_task_data(data_args, need_train=False)
+    except ValueError as error:
+        if isinstance(error, CLIUsageError) or not any(repr(name) in str(error) for name in carried.values()):
+            raise
+        names = ", ".join(f"--{field.replace('_', '-')} {name}" for field, name in carried.items())
+        raise CLIUsageError(
+            f"{error} (evaluate used the column names the training run recorded in {SIDECAR_NAME} of "
+            f"{model_path!r}: {names})"
+        ) from error
+
+
 def _data_for_evaluation(
-    data_args: DataArguments, sidecar: dict[str, Any], model_path: str, split: str
+    data_args: DataArguments,
+    sidecar: dict[str, Any],
+    model_path: str,
+    split: str,
+    explicit: Collection[str] = (),
 ) -> tuple[LoadedData, bool]:
+    """The split to evaluate: the data given, else the data the run recorded, and whether it is the latter.
+
+    What the run recorded fills the options the caller left at their defaults (``explicit`` names the ones
+    set on purpose, even to the default); files of your own given anew are read with the run's column
+    names. Of recorded files, only the evaluated split's is read.
+    """
     no_data = not (
         data_args.dataset or data_args.train_file or data_args.validation_file or data_args.test_file
     )
@@ -1085,7 +1147,7 @@ def _data_for_evaluation(
         values = {
             k: v
             for k, v in source.items()
-            if k in DataArguments.__dataclass_fields__ and not _given(data_args, k)
+            if k in DataArguments.__dataclass_fields__ and not _given(data_args, k, explicit)
         }
         if any(values.get(name) for name in _FILE_FIELDS.values()):
             # of the recorded files only the evaluated split's is read: a training file moved or deleted
@@ -1106,8 +1168,13 @@ def _data_for_evaluation(
             files = set(_FILE_FIELDS.values())
             values = {k: v for k, v in values.items() if k not in files or k == needed}
         data_args = DataArguments(**{**asdict(data_args), **values})
-    data = load_task_data(
-        replace(data_args, train_split="", eval_split="", test_split=wanted), need_train=False
+        carried: dict[str, str] = {}
+    else:
+        # new files of your own are laid out as the run's were: its column names, where no flag names others
+        carried = _recorded_columns(data_args, sidecar, explicit) if not data_args.dataset else {}
+        data_args = replace(data_args, **carried)
+    data = _load_with_recorded_columns(
+        replace(data_args, train_split="", eval_split="", test_split=wanted), carried, model_path
     )
     if "test" not in data.splits:
         raise CLIUsageError(f"the data has no {split!r} split; choose another with --split")
@@ -1137,14 +1204,18 @@ def run_evaluation(
     max_new_tokens: int | None = None,
     plot_file: str | None = None,
     device: str | None = None,
+    explicit_options: Collection[str] = (),
 ) -> dict[str, Any]:
     """Accuracy, ECE, average confidence and the reliability diagram of a saved student on one split.
 
     Settings the training run saved in ``hf_cotmi_config.json`` (prefixes, task and data source) are used
     where ``data_args`` leaves them open; on that recorded data the confidence mode (and candidates) the run
-    measured its ECE with is the default. Of recorded files, only the evaluated split's is read.
-    The diagram goes to ``plot_file``, by default
-    :func:`default_diagram_path`.
+    measured its ECE with is the default. Of recorded files, only the evaluated split's is read. Files of
+    your own given in ``data_args`` (``test_file``, ``validation_file``) are read with the column names the
+    run recorded (``input_column``, ...) where ``data_args`` leaves those at their defaults.
+    ``explicit_options`` names ``data_args`` fields set on purpose: they win over the recorded values even
+    when they equal the default (the CLI passes the column flags given). The diagram goes to ``plot_file``,
+    by default :func:`default_diagram_path`.
 
     Returns:
         :func:`hf_cotmi.evaluate_calibration`'s dict plus ``"split"``, ``"dataset"``, ``"model"``, ``"task"``.
@@ -1154,12 +1225,13 @@ def run_evaluation(
     """
     from .evaluation import evaluate_calibration
 
+    check_confidence_options(eval_args.confidence, eval_args.label_candidates)
     _refuse_training_only_options(data_args)
     check_model_folder(model_path)
     if _given(eval_args, "num_examples_to_show"):
         raise CLIUsageError("--num-examples-to-show is not used by evaluate (predict shows examples)")
     sidecar = read_sidecar(model_path)
-    data, from_sidecar = _data_for_evaluation(data_args, sidecar, model_path, split)
+    data, from_sidecar = _data_for_evaluation(data_args, sidecar, model_path, split, explicit_options)
     spec = _sidecar_spec(sidecar, data_args.task or sidecar.get("task")) if from_sidecar else data.spec
     model, tokenizer, _ = load_student(model_path, for_inference=True, device=device)
     predict_prefix = sidecar.get("predict_prefix", PREDICT_PREFIX)
@@ -1216,10 +1288,11 @@ _TRAINING_ONLY_DATA_FIELDS = {
 }
 
 
-def _given(arguments: Any, name: str) -> bool:
-    """Whether an options dataclass field was set: its value differs from the field's default (a flag given
-    with the default value cannot be told apart from no flag)."""
-    return getattr(arguments, name) != type(arguments).__dataclass_fields__[name].default
+def _given(arguments: Any, name: str, explicit: Collection[str] = ()) -> bool:
+    """Whether an options dataclass field was set: it is in ``explicit`` (set on purpose) or its value differs
+    from the field's default (without ``explicit``, a flag given with the default value cannot be told apart
+    from no flag)."""
+    return name in explicit or getattr(arguments, name) != type(arguments).__dataclass_fields__[name].default
 
 
 def _refuse_training_only_options(data_args: DataArguments) -> None:
@@ -1258,6 +1331,7 @@ def run_prediction(
     Examples:
         >>> # run_prediction("demo-out", ["mia has 4 pens . mia buys 3 more . ..."])[0]["label"]
     """
+    check_confidence_options(confidence, label_candidates)
     if not texts:
         raise CLIUsageError("no input text: give texts as arguments, or --input-file FILE")
     sidecar = read_sidecar(model_path)

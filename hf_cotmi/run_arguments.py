@@ -17,7 +17,7 @@ from .confidence import CONFIDENCE_MODES
 from .student_types import STUDENT_TYPES
 from .tasks import METRICS, TASKS
 
-__all__ = ["CLIUsageError", "ModelArguments", "DataArguments", "EvaluationArguments"]
+__all__ = ["CLIUsageError", "ModelArguments", "DataArguments", "EvaluationArguments", "COLUMN_FIELDS"]
 
 
 class CLIUsageError(ValueError):
@@ -173,6 +173,11 @@ class DataArguments:
         default=9, metadata={"help": "Synthetic task: largest number in a problem."}
     )
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic task: generator seed."})
+
+
+COLUMN_FIELDS: tuple[str, ...] = ("input_column", "label_column", "rationale_column")
+"""The :class:`DataArguments` fields that name the columns of your own files (a training run records them;
+``evaluate`` reads new files with them)."""
 
 
 @dataclass

@@ -104,7 +104,10 @@ def test_evaluation_metrics_direct(tok, tmp_path, mode):
     model = build_tiny_seq2seq(tok, "t5", seed=4)
     ds = features(tok, INPUTS, LABELS)
     callback = ECECallback(
-        n_bins=5, confidence=mode, label_candidates=CANDIDATES, plot=(mode == "candidates")
+        n_bins=5,
+        confidence=mode,
+        label_candidates=CANDIDATES if mode == "candidates" else None,
+        plot=(mode == "candidates"),
     )
     metrics = callback.evaluation_metrics(fake_trainer(model, tok, tmp_path), ds, "eval_ood")
     reference = label_confidences(
@@ -138,6 +141,20 @@ def test_constructor_validates_arguments():
         ECECallback(binning="equal")
     assert ECECallback().mode == "sequence"
     assert ECECallback(label_candidates="choices").mode == "candidates"
+
+
+@pytest.mark.parametrize("mode", ["sequence", "first_token"])
+@pytest.mark.parametrize("task", [None, "esnli", "svamp"])
+@pytest.mark.parametrize("candidates", [CANDIDATES, "choices"])
+def test_label_candidates_with_a_generation_confidence_is_refused(mode, task, candidates):
+    # they would be dropped: sequence and first_token score the generated label, no choice ranking
+    with pytest.raises(
+        ValueError,
+        match=f"`label_candidates` is used only by `confidence='candidates'`; "
+        f"`confidence='{mode}'` would ignore it",
+    ):
+        ECECallback(confidence=mode, label_candidates=candidates, task=task)
+    assert ECECallback(confidence=mode, task=task).label_candidates is None  # a task's own ones are not given
 
 
 def test_dssmi_trainer_logs_ece_per_dataset(tok, tmp_path):

@@ -176,7 +176,7 @@ def test_encoder_runs_once_per_example(tok, trained_t5, mode, num_beams):
             tok,
             data(),
             mode=mode,
-            label_candidates=CANDIDATES,
+            label_candidates=CANDIDATES if mode == "candidates" else None,
             batch_size=4,
             num_beams=num_beams,
             max_new_tokens=4,
@@ -226,6 +226,9 @@ def test_errors_name_the_argument(tok, trained_t5):
         label_confidences(trained_t5, tok, data(), mode="tokens")
     with pytest.raises(ValueError, match="needs `label_candidates`"):
         label_confidences(trained_t5, tok, data(), mode="candidates")
+    for mode in ("sequence", "first_token"):  # candidates a generation mode would ignore
+        with pytest.raises(ValueError, match=f"used only by `mode='candidates'`; `mode='{mode}'`"):
+            label_confidences(trained_t5, tok, data(), mode=mode, label_candidates=["yes", "no"])
     with pytest.raises(ValueError, match="names a column that `dataset` lacks"):
         label_confidences(trained_t5, tok, data(), label_candidates="choices")
     with pytest.raises(ValueError, match="`input_column='input'`"):
@@ -543,3 +546,13 @@ def test_generation_confidences_refuse_an_output_without_raw_logits(tok, trained
     assert out.logits is None
     with pytest.raises(ValueError, match=r"output_logits=True"):
         _generation_confidences(trained_t5, out, "sequence", 1, {tok.eos_token_id}, torch)
+
+
+def test_predict_texts_refuses_candidates_beside_a_generation_mode(tok, trained_t5):
+    from hf_cotmi.generation import predict_texts
+
+    with pytest.raises(ValueError, match="used only by `mode='candidates'`; `mode='first_token'`"):
+        predict_texts(trained_t5, tok, INPUTS[:2], confidence="first_token", label_candidates=CANDIDATES)
+    # candidates alone mean candidates mode: every label is one of them
+    rows = predict_texts(trained_t5, tok, INPUTS[:2], label_candidates=CANDIDATES, rationale_max_new_tokens=2)
+    assert [row["label"] in CANDIDATES for row in rows] == [True, True]
