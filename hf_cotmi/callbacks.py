@@ -31,6 +31,7 @@ from .confidence import (
     LabelConfidences,
     _num_rows,
     _row_range,
+    check_candidates_mode,
     label_confidences,
 )
 from .prefixes import PREDICT_PREFIX
@@ -111,12 +112,7 @@ class ECECallback(TrainerCallback):
         task: TaskSpec | str | None = None,
         chat_template: bool = False,
     ) -> None:
-        if label_candidates is not None and confidence in ("sequence", "first_token"):
-            raise ValueError(
-                f"`label_candidates` is used only by `confidence='candidates'`; `confidence={confidence!r}` "
-                "would ignore it (it scores the generated label, with no choice ranking): drop "
-                "`label_candidates`, or use `confidence='candidates'` (or leave `confidence` out)"
-            )
+        check_candidates_mode(confidence, label_candidates, "confidence")
         if task is not None:
             spec = get_task(task) if isinstance(task, str) else task
             confidence, label_candidates = spec.confidence_for(confidence, label_candidates)  # type: ignore[assignment]

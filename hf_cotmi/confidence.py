@@ -43,7 +43,7 @@ from .student_types import check_chat_template_student, resolve_student_type
 ConfidenceMode = Literal["candidates", "sequence", "first_token"]
 CONFIDENCE_MODES: tuple[str, ...] = ("candidates", "sequence", "first_token")
 
-__all__ = ["CONFIDENCE_MODES", "LabelConfidences", "label_confidences"]
+__all__ = ["CONFIDENCE_MODES", "LabelConfidences", "label_confidences", "check_candidates_mode"]
 
 
 def _default_is_correct(prediction: str, reference: str) -> bool:
@@ -617,6 +617,35 @@ def label_confidences(
 # the steps of label_confidences
 
 
+def check_candidates_mode(mode: str | None, label_candidates: Any, name: str = "mode") -> None:
+    """Refuse label candidates beside a generation mode (``"sequence"``, ``"first_token"``), which scores the
+    generated label and would ignore them; ``mode`` None (the default, candidates mode when there are
+    candidates) passes.
+
+    Args:
+        mode: the confidence mode asked for.
+        label_candidates: the candidates given (None for none).
+        name: the mode's argument name in the caller (``mode`` or ``confidence``), for the message.
+
+    Raises:
+        ValueError: naming both arguments and what to do instead.
+
+    Examples:
+        >>> check_candidates_mode("candidates", ["yes", "no"]); check_candidates_mode(None, ["yes", "no"])
+        >>> try:
+        ...     check_candidates_mode("sequence", ["yes", "no"])
+        ... except ValueError as error:
+        ...     print(str(error).split(";")[0])
+        `label_candidates` is used only by `mode='candidates'`
+    """
+    if mode is not None and mode != "candidates" and label_candidates is not None:
+        raise ValueError(
+            f"`label_candidates` is used only by `{name}='candidates'`; `{name}={mode!r}` scores the generated "
+            f"label and would ignore them: drop `label_candidates`, or use `{name}='candidates'` (or leave "
+            f"`{name}` out)"
+        )
+
+
 def _resolve_mode(mode: str | None, label_candidates: Any, batch_size: Any, num_beams: Any) -> str:
     """The confidence mode (default from the candidates), after checking the options."""
     if mode is None:
@@ -628,12 +657,7 @@ def _resolve_mode(mode: str | None, label_candidates: Any, batch_size: Any, num_
             "`mode='candidates'` needs `label_candidates`: a list of label strings or the name of a column "
             "holding each example's candidates"
         )
-    if mode != "candidates" and label_candidates is not None:
-        raise ValueError(
-            f"`label_candidates` is used only by `mode='candidates'`; `mode={mode!r}` scores the generated "
-            "label and would ignore them: drop `label_candidates`, or use `mode='candidates'` (or leave "
-            "`mode` out)"
-        )
+    check_candidates_mode(mode, label_candidates)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}")
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:

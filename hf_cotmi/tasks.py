@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .confidence import CONFIDENCE_MODES
+from .confidence import CONFIDENCE_MODES, check_candidates_mode
 from .metrics import METRICS, equation_accuracy, normalize_text, safe_eval_arithmetic, text_accuracy
 
 __all__ = [
@@ -203,6 +203,10 @@ class TaskSpec:
         Returns:
             ``(mode, candidates)``, candidates None unless the mode is ``"candidates"``.
 
+        Raises:
+            ValueError: candidates given beside a generation ``confidence`` (``sequence``, ``first_token``),
+                which would ignore them.
+
         Examples:
             >>> get_task("esnli").confidence_for()
             ('candidates', ['entailment', 'neutral', 'contradiction'])
@@ -213,6 +217,7 @@ class TaskSpec:
             >>> get_task("svamp").confidence_for(label_candidates=["1", "2"])
             ('candidates', ['1', '2'])
         """
+        check_candidates_mode(confidence, label_candidates, "confidence")
         if confidence is None:
             if label_candidates is not None:
                 confidence = "candidates"

@@ -151,7 +151,7 @@ def test_label_candidates_with_a_generation_confidence_is_refused(mode, task, ca
     with pytest.raises(
         ValueError,
         match=f"`label_candidates` is used only by `confidence='candidates'`; "
-        f"`confidence='{mode}'` would ignore it",
+        f"`confidence='{mode}'` scores the generated label and would ignore them",
     ):
         ECECallback(confidence=mode, label_candidates=candidates, task=task)
     assert ECECallback(confidence=mode, task=task).label_candidates is None  # a task's own ones are not given

@@ -237,3 +237,16 @@ def test_evaluate_calibration_reads_the_task_spec():
 def test_chance_over_an_empty_choice_list_is_an_error_naming_the_example():
     with pytest.raises(ValueError, match=r"test example 1 has no 'choices'"):
         get_task("cqa").baseline_accuracy(None, {"choices": [["a", "b"], []]})
+
+
+@pytest.mark.parametrize("mode", ["sequence", "first_token"])
+def test_candidates_beside_a_generation_confidence_are_refused_not_dropped(mode):
+    # evaluate_calibration(task=..., confidence="sequence", label_candidates=[...]) and replicate.py's
+    # --confidence sequence --label-candidates went through here and lost the candidates without a word
+    spec = get_task("esnli")
+    with pytest.raises(ValueError, match=f"`confidence='{mode}'` scores the generated label"):
+        spec.confidence_for(mode, ["entailment", "neutral"])
+    with pytest.raises(ValueError, match=f"`confidence='{mode}'` scores the generated label"):
+        spec.resolve_confidence(mode, "entailment,neutral", columns=["input", "label"])
+    assert spec.confidence_for(None, ["yes", "no"]) == ("candidates", ["yes", "no"])
+    assert spec.confidence_for(mode) == (mode, None)
