@@ -265,3 +265,22 @@ def test_a_chat_turn_is_tokenised_as_the_whole_conversation_tokenises_it():
     target = [t for t in enc.labels[0] if t != -100]
     assert tok.convert_ids_to_tokens(target) == ["yes", "</s>"]
     assert enc.input_ids[0] == whole  # prompt + target: the conversation's own ids
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_target_is_only_eos_for_a_byte_level_tokenizer(blank):
+    """An empty rationale (kept, as in DSS) or label trains the student to stop: its target is EOS alone, not
+    the separator's space token before it."""
+    data = Dataset.from_dict({"input": ["tom has 3 apples"], "label": [blank], "rationale": [blank]})
+    tok = byte_level_tokenizer(["tom has 3 apples so 3", "predict: explain:"])
+    assert tok(" ", add_special_tokens=False)["input_ids"]  # a space alone is a token here
+    row, report = prepare_dss_features(data, tok, student_type="causal", return_report=True)
+    for ids_key, label_key, prefix in (
+        ("input_ids", "labels", "predict: "),
+        ("expl_input_ids", "rationale_labels", "explain: "),
+    ):
+        ids, labels = row[0][ids_key], row[0][label_key]
+        assert loss_tokens(ids, labels) == [tok.eos_token_id]
+        assert ids[:-1] == tok(prefix + "tom has 3 apples", add_special_tokens=False)["input_ids"]
+    counts = report.splits["dataset"]
+    assert counts.missing_rationales == counts.empty_labels == 1

@@ -191,3 +191,57 @@ def test_the_class_label_no_label_value_is_a_missing_label():
         match=r"^the Dataset, row 1: 'label' is missing \(null, or the ClassLabel value -1: no label\)",
     ):
         load_cot_dataset(nli_dataset([0, -1, 2]), input_column="premise", rationale_column="explanation")
+
+
+def test_single_precision_numbers_are_written_as_they_read(tmp_path: Path):
+    # a float32 column (GLUE STS-B labels on the Hub, pandas float32 saved as Parquet) holds 3.8 as
+    # 3.7999999523...: the label text must be "3.8", the shortest text that reads back as that float32
+    import numpy as np
+    import pandas as pd
+
+    values = [3.8, 0.1, 7.0, 2.5, -1.2e-7]
+    expected = ["3.8", "0.1", "7", "2.5", "-1.2e-07"]
+    for dtype in ("float32", "float16"):
+        stored = np.array(values, dtype=dtype)
+        want = [str(int(v)) if v.is_integer() else str(v) for v in stored]  # numpy's own shortest text
+        if dtype == "float32":
+            assert want == expected
+        features = Features({"input": Value("string"), "label": Value(dtype), "rationale": Value("string")})
+        rows = {"input": [f"q{i}" for i in range(5)], "label": stored.tolist(), "rationale": ["r"] * 5}
+        data = load_cot_dataset(Dataset.from_dict(rows, features=features))
+        assert data["train"]["label"] == want, dtype
+        assert [float(np.dtype(dtype).type(text)) for text in want] == stored.astype("float64").tolist()
+    path = tmp_path / "f32.parquet"
+    pd.DataFrame(
+        {"input": ["a", "b"], "label": np.array([3.8, 0.3], dtype="float32"), "rationale": ["r", "r"]}
+    ).to_parquet(path)
+    assert load_cot_dataset(path)["train"]["label"] == ["3.8", "0.3"]
+    # double precision keeps Python's shortest text
+    assert load_cot_dataset(Dataset.from_dict({"input": ["a"], "label": [0.1 + 0.2], "rationale": ["r"]}))[
+        "train"
+    ]["label"] == ["0.30000000000000004"]
+
+
+@pytest.mark.parametrize("format_type", ["numpy", "torch", "pandas", "arrow"])
+def test_a_formatted_dataset_is_read_as_plain_values(format_type):
+    # with_format/set_format change what indexing returns (arrays, tensors, Series, Arrow scalars): the loader
+    # reads the values themselves, and returns plain text columns
+    rows = {"input": ["a ?", "b ?", "c ?"], "label": [7.0, 2.5, 3.0], "rationale": ["r", None, "  "]}
+    data, report = load_cot_dataset(Dataset.from_dict(rows).with_format(format_type), return_report=True)
+    assert data["train"].format["type"] is None
+    assert data["train"].to_dict() == {
+        "input": rows["input"],
+        "label": ["7", "2.5", "3"],
+        "rationale": ["r", "", "  "],
+    }
+    assert report.missing_rationales == 2
+    classes = Features(
+        {"input": Value("string"), "label": ClassLabel(names=["no", "yes"]), "rationale": Value("string")}
+    )
+    labelled = Dataset.from_dict(
+        {"input": ["a ?", "b ?"], "label": [1, 0], "rationale": ["r", "s"]}, features=classes
+    )
+    data = load_cot_dataset(DatasetDict({"test": labelled.with_format(format_type)}))
+    assert data["test"]["label"] == ["yes", "no"]
+    with pytest.raises(ValueError, match=r"row 1: 'input' is missing"):
+        load_cot_dataset(Dataset.from_dict({**rows, "input": ["a", None, "c"]}).with_format(format_type))

@@ -229,3 +229,39 @@ def test_bad_values_name_the_row_of_the_split_given_after_dropping_rationales(to
     )
     with pytest.raises(ValueError, match=r"row 2: column 'label' is None"):
         prepare_dss_features(data, tok, empty_rationale="drop")
+
+
+def bart_like_tokenizer(texts):
+    """A byte-level BPE tokenizer that frames every text as ``<s> ... </s>`` (as BART's does): spaces are
+    tokens of their own."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(texts, trainer)
+    backend.post_processor = processors.RobertaProcessing(
+        ("</s>", backend.token_to_id("</s>")), ("<s>", backend.token_to_id("<s>"))
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def test_a_blank_target_is_tokenised_as_an_empty_one():
+    # blank rationales and labels are counted as empty; their target must then be the empty text's
+    # (BART: "<s> </s>"), not a run of space tokens
+    tok = bart_like_tokenizer(["tom has 3 apples so 3", "predict: explain:"])
+    data = Dataset.from_dict(
+        {"input": ["tom has 3 apples"] * 2, "label": ["", "  "], "rationale": ["", " \n "]}
+    )
+    out, report = prepare_dss_features(data, tok, return_report=True)
+    empty = tok(text_target="")["input_ids"]
+    assert tok.convert_ids_to_tokens(empty) == ["<s>", "</s>"]
+    assert out["labels"] == out["rationale_labels"] == [empty, empty]
+    assert report.splits["dataset"].missing_rationales == report.splits["dataset"].empty_labels == 2

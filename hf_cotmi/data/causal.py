@@ -11,6 +11,8 @@ The prompt and the target are tokenised so that the prompt's ids are exactly wha
 when it generates: the prompt alone, then the target as the rest of the joint text (or alone, when the
 tokenizer merges across the boundary).
 
+An empty (or blank) target is EOS alone.
+
 Truncation keeps the target and cuts the input: a prompt longer than ``max_prompt_length`` loses the end of
 its input text (BOS, prefix and template stay); a target longer than ``max_target_length`` is cut and
 still ends with EOS. Both are flagged per example for the features report.
@@ -264,6 +266,8 @@ def encode_causal_task(
             prompt_ids.append(ids[:max_prompt_length])
         # The joint split uses the untruncated prompt text, so the target ids do not depend on the cut.
         target_ids = _split_target(tokenizer, prompts, raw, [TARGET_SEPARATOR + t for t in targets])
+        # an empty (or blank) target is EOS alone: the separator before it would be a token of its own
+        target_ids = [ids if text.strip() else [] for ids, text in zip(target_ids, targets)]
     for row, (prompt, target) in enumerate(zip(prompt_ids, target_ids)):
         out.truncated_targets.append(len(target) + 1 > max_target_length)
         target = target[: max_target_length - 1] + [eos]

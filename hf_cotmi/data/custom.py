@@ -184,10 +184,12 @@ def as_text_column(
 ) -> Dataset:
     """``dataset`` with ``column`` as text, the same for every reader: whole numbers without a fraction or
     exponent (``7`` for 7.0, ``12345678901`` in a column that also holds 2.5), other numbers in their
-    shortest form (``2.5``), booleans as Arrow writes them (``true``). NaN (a missing number) and infinity,
-    which JSON refuses too, become null (never the text ``nan`` or ``inf``). A ``datasets.ClassLabel`` column
+    shortest form at their precision (``2.5``; ``3.8`` from a float32 column), booleans as Arrow writes them
+    (``true``). NaN (a missing number) and infinity, which JSON refuses too, become null (never the text
+    ``nan`` or ``inf``). A ``datasets.ClassLabel`` column
     (labels of a Hub dataset) becomes its class names; its "no label" value ``-1`` (GLUE-style test splits)
-    becomes null, a missing value.
+    becomes null, a missing value. The result has no format (``Dataset.with_format``) set: whatever
+    format ``dataset`` had (numpy, torch, pandas, arrow), its rows read as plain Python values.
 
     Raises:
         ValueError: the column holds lists or objects (named with the first row that has one).
@@ -202,6 +204,7 @@ def as_text_column(
     """
     from datasets import ClassLabel, Value
 
+    dataset = dataset.with_format(None)  # a formatted batch holds tensors or arrays, not the values
     feature = dataset.features[column]
     if isinstance(feature, Value) and feature.dtype in _TEXT_DTYPES:
         return dataset
@@ -214,9 +217,12 @@ def as_text_column(
     if feature.dtype.startswith("float"):  # Arrow writes 1e10 as "1e+10": an answer no metric reads back
         features = dataset.features.copy()
         features[column] = Value("string")
+        dtype = feature.dtype
         return dataset.map(
             lambda values: {
-                column: [None if v is None or not math.isfinite(v) else _number_text(v) for v in values]
+                column: [
+                    None if v is None or not math.isfinite(v) else _number_text(v, dtype) for v in values
+                ]
             },
             input_columns=column,
             batched=True,
@@ -241,18 +247,28 @@ def _class_names(dataset: Dataset, column: str, feature: ClassLabel) -> Dataset:
     )
 
 
-def _number_text(value: float) -> str:
-    """A float as an answer's text: whole numbers without a fraction or exponent (``7``, ``10000000000``),
-    others as Python's shortest round-trip form (``2.5``)."""
+def _number_text(value: float, dtype: str = "float64") -> str:
+    """A float of a ``dtype`` column as an answer's text: whole numbers without a fraction or exponent
+    (``7``, ``10000000000``), others in the shortest form that reads back as the same number of that
+    precision (``2.5``; ``3.8`` for the float32 3.7999999523..., not ``3.799999952316284``).
+
+    Examples:
+        >>> _number_text(7.0), _number_text(0.1 + 0.2), _number_text(3.799999952316284, "float32")
+        ('7', '0.30000000000000004', '3.8')
+    """
     if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
+    if dtype in ("float16", "float32"):  # Python reads the value back as float64: numpy's text is its own
+        import numpy as np
+
+        return str(np.dtype(dtype).type(value))
     return repr(float(value))
 
 
 def _standardise(
     dataset: Dataset, where: str, columns: dict[str, str], locate: Locate | None
 ) -> tuple[Dataset, CoTSplitReport]:
-
+    dataset = dataset.with_format(None)  # read values, not the tensors or arrays of a format
     existing = dataset.column_names
     for target, column in columns.items():
         if column not in existing:
@@ -361,7 +377,8 @@ def load_cot_dataset(
     a null (or NaN) input or label is an error naming the row, and so is a ``ClassLabel``'s "no label" ``-1``
     (the unlabelled test split of a GLUE-style dataset: load only the splits that have labels). Rationales that
     are null, empty or blank are counted per split (and logged as a warning on the ``hf_cotmi`` logger); nulls
-    become ``""``.
+    become ``""``. A ``Dataset`` with a format (``with_format("torch")``, ...) is read as plain values; the
+    returned splits have no format set.
     :func:`hf_cotmi.prepare_dss_features` then keeps, drops or refuses them (its ``empty_rationale``).
 
     Args:

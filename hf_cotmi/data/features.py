@@ -215,7 +215,7 @@ def _make_encoder(
         _check_text(inputs, "input" if separator is None else "premise/hypothesis", indices, split)
         _check_text(batch["label"], "label", indices, split)
         ids, mask, labels, truncated_inputs, truncated_labels = encode_task(
-            [predict_prefix + text for text in inputs], batch["label"], max_label_length
+            [predict_prefix + text for text in inputs], _blank_as_empty(batch["label"]), max_label_length
         )
         out: dict[str, list] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         flags = {
@@ -233,7 +233,7 @@ def _make_encoder(
             rationales = ["" if r is None else r for r in batch["rationale"]]
             _check_text(rationales, "rationale", indices, split)
             expl_ids, expl_mask, rationale_labels, truncated_explain, truncated_rationales = encode_task(
-                [explain_prefix + text for text in inputs], rationales, max_rationale_length
+                [explain_prefix + text for text in inputs], _blank_as_empty(rationales), max_rationale_length
             )
             out.update(
                 expl_input_ids=expl_ids, expl_attention_mask=expl_mask, rationale_labels=rationale_labels
@@ -248,6 +248,12 @@ def _make_encoder(
         return out
 
     return encode
+
+
+def _blank_as_empty(targets: list[str]) -> list[str]:
+    """Targets with the blank ones (counted as empty) made ``""``, so that each is tokenised as the empty
+    target, end-of-sequence only, not as space tokens (which a byte-level tokenizer such as BART's keeps)."""
+    return [target if target.strip() else "" for target in targets]
 
 
 def _output_features(dataset: Dataset, with_rationale: bool) -> Any:
