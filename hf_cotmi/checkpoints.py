@@ -14,7 +14,10 @@ fails deep inside the Trainer or, worse, silently starts the optimizer afresh. A
   (so checkpoints written with ``save_only_model=True`` cannot be resumed);
 - ``trainer_state.json``, a JSON object with ``global_step``.
 
-A DeepSpeed ``global_step*/`` folder stands in for the weights and the optimizer state. So do FSDP's sharded
+A DeepSpeed ``global_step*/`` folder stands in for the weights and the optimizer state, and for the
+scheduler state when DeepSpeed's engine owns the scheduler (a ``"scheduler"`` or ``"optimizer"`` section in
+the DeepSpeed config): the Trainer then writes no ``scheduler.pt``, so under DeepSpeed only a truncated one
+is a problem (``trainer_state.json``, written after the engine's save, is still required). So do FSDP's sharded
 state-dict folders (``SHARDED_STATE_DICT``, FSDP2's default): ``pytorch_model_fsdp_0/`` for the weights and
 ``optimizer_0/`` for the optimizer state, each complete once ``torch.distributed.checkpoint`` has written its
 ``.metadata`` (the last file of a save). FSDP1's ``LOCAL_STATE_DICT`` writes the weights as one
@@ -225,7 +228,8 @@ def checkpoint_problems(checkpoint: PathLike) -> list[str]:
         problems.append(
             problem.replace("optimizer.bin is missing", "optimizer.pt is missing") if problem else None
         )
-    problems.append(_torch_file_problem(folder / "scheduler.pt"))
+    if not deepspeed or (folder / "scheduler.pt").exists():  # DeepSpeed's engine may hold the scheduler
+        problems.append(_torch_file_problem(folder / "scheduler.pt"))
     problems.append(_trainer_state_problem(folder))
     return [problem for problem in problems if problem]
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -129,6 +131,9 @@ class DSSModelCardData(CardData):
             as PEFT's own cards and the Hub's adapter repositories say.
         tags: the trainer's tags (``DSSMITrainer._tag_names``).
         papers: the papers cited at the end of the card (``DSSMITrainer._papers``).
+        best_model_step: with ``load_best_model_at_end``, the step of the best checkpoint, whose weights
+            training ends with; the ``eval_*`` metrics are then that step's evaluation.
+        best_model_metric: the metric that checkpoint was chosen by (``eval_loss``, ``eval_accuracy``, ...).
 
     Examples:
         >>> card = DSSModelCardData(model_name="t5-small-svamp-dssmi", loss_settings={"mi_loss_weight": 0.1})
@@ -159,6 +164,8 @@ class DSSModelCardData(CardData):
     library_name: str = "transformers"
     tags: list[str] = field(default_factory=lambda: list(TAGS))
     papers: list[Paper] = field(default_factory=lambda: list(PAPERS))
+    best_model_step: int | None = None
+    best_model_metric: str | None = None
 
     @property
     def method(self) -> str:
@@ -230,9 +237,7 @@ class DSSModelCardData(CardData):
             >>> card.metrics
             {'test_accuracy': 0.75}
         """
-        for key, value in metrics.items():
-            if key.startswith(_METRIC_PREFIXES) and not key.endswith(_NOT_METRICS) and _is_number(value):
-                self.metrics[key] = float(value)
+        self.metrics.update(card_metrics(metrics))
         if step > 0 and _is_number(metrics.get("eval_loss")):
             self._row(step, epoch)["eval_loss"] = float(metrics["eval_loss"])
 
@@ -316,6 +321,43 @@ class DSSModelCardData(CardData):
         return yaml.safe_dump(
             self.metadata(), sort_keys=False, allow_unicode=True, line_break=line_break
         ).strip()
+
+
+def card_metrics(metrics: dict[str, Any], prefixes: tuple[str, ...] = _METRIC_PREFIXES) -> dict[str, float]:
+    """The metrics a card lists from one evaluation: numbers whose names start with ``prefixes``, without
+    the runtimes and throughputs.
+
+    Examples:
+        >>> card_metrics({"eval_loss": 1.5, "eval_runtime": 0.2, "epoch": 1.0, "test_accuracy": 0.5}, ("eval_",))
+        {'eval_loss': 1.5}
+    """
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if key.startswith(prefixes) and not key.endswith(_NOT_METRICS) and _is_number(value)
+    }
+
+
+def best_checkpoint_step(args: Any, state: Any) -> int | None:
+    """The step whose checkpoint the trainer loaded at the end of training (``load_best_model_at_end``),
+    or None when it keeps the last weights.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> args = SimpleNamespace(load_best_model_at_end=True)
+        >>> best_checkpoint_step(args, SimpleNamespace(best_model_checkpoint="out/checkpoint-150"))
+        150
+        >>> best_checkpoint_step(args, SimpleNamespace(best_model_checkpoint=None)) is None
+        True
+    """
+    folder = getattr(state, "best_model_checkpoint", None)
+    if not getattr(args, "load_best_model_at_end", False) or not folder:
+        return None
+    step = getattr(state, "best_global_step", None)
+    if step:
+        return int(step)
+    match = re.fullmatch(r"checkpoint-(\d+)", os.path.basename(os.path.normpath(folder)))
+    return int(match.group(1)) if match else None
 
 
 def _is_number(value: Any) -> bool:
@@ -426,6 +468,12 @@ class DSSModelCardCallback(TrainerCallback):
 
     def __init__(self, card_data: DSSModelCardData | None = None) -> None:
         self.card_data = card_data if card_data is not None else DSSModelCardData()
+        self._evaluations: dict[int, dict[str, float]] = {}  # step -> its eval_* metrics
+
+    def _remember_evaluation(self, metrics: dict[str, Any], step: int) -> None:
+        evaluated = card_metrics(metrics, ("eval_",))
+        if evaluated:
+            self._evaluations.setdefault(step, {}).update(evaluated)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         card = self.card_data
@@ -434,10 +482,13 @@ class DSSModelCardCallback(TrainerCallback):
             card.loss_settings = args.loss_settings()
         card.training_logs = []
         card.metrics = {}
+        card.best_model_step = card.best_model_metric = None
+        self._evaluations = {}
         for entry in state.log_history:  # a resumed run's earlier logs
             step = int(entry.get("step", 0))
             card.record_training_log(entry, step, entry.get("epoch"))
             card.record_metrics(entry, step, entry.get("epoch"))
+            self._remember_evaluation(entry, step)
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
@@ -450,6 +501,20 @@ class DSSModelCardCallback(TrainerCallback):
     ) -> None:
         if metrics:
             self.card_data.record_metrics(metrics, state.global_step, state.epoch)
+            self._remember_evaluation(metrics, state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """With ``load_best_model_at_end`` the trainer now holds the best checkpoint's weights: the card's
+        ``eval_*`` metrics become that checkpoint's evaluation instead of the last one's."""
+        step = best_checkpoint_step(args, state)
+        if step is None or step not in self._evaluations:
+            return
+        card = self.card_data
+        kept = {key: value for key, value in card.metrics.items() if not key.startswith("eval_")}
+        card.metrics = {**self._evaluations[step], **kept}
+        metric = getattr(args, "metric_for_best_model", None) or "loss"
+        card.best_model_step = step
+        card.best_model_metric = metric if metric.startswith("eval_") else f"eval_{metric}"
 
 
 def training_hyperparameters(args: Any, state: Any = None) -> dict[str, Any]:

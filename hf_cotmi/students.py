@@ -374,8 +374,9 @@ def _pretrained(
             "use the model's kind"
         )
     causal = kind == "causal"
+    adapters = os.path.isfile(os.path.join(name, ADAPTER_CONFIG))
     try:
-        if os.path.isfile(os.path.join(name, ADAPTER_CONFIG)):
+        if adapters:
             try:
                 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
             except ImportError as error:  # pragma: no cover - depends on the environment
@@ -388,10 +389,36 @@ def _pretrained(
             if merge_adapters:
                 model = model.merge_and_unload()
         else:
-            model = (AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM).from_pretrained(name)
+            # a local folder by its absolute path: the model remembers it (name_or_path), and adapters
+            # trained on it save it as their base model, which must load from any working folder
+            source = os.path.abspath(name) if os.path.isdir(name) else name
+            model = (AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM).from_pretrained(source)
+    except CLIUsageError:
+        raise
     except (OSError, ValueError) as error:
-        raise _load_error("model", name, error) from error
+        raise (_adapter_base_error(name, error) if adapters else _load_error("model", name, error)) from error
     return model, tokenizer
+
+
+def _adapter_base_error(folder: str, error: Exception) -> CLIUsageError:
+    """The error for adapters that do not load, naming the base model their ``adapter_config.json`` needs
+    when that is what is missing (a relative path read from another working folder, or an absent Hub name)."""
+    import json
+
+    try:
+        with open(os.path.join(folder, ADAPTER_CONFIG), encoding="utf-8") as handle:
+            base = json.load(handle).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        base = None
+    if not isinstance(base, str) or not base or os.path.isdir(base):
+        return _load_error("model", folder, error)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return CLIUsageError(
+        f"could not load the model {folder!r}: it holds LoRA adapters whose base model {base!r} "
+        f"(base_model_name_or_path in its {ADAPTER_CONFIG}) is neither a folder here nor on the Hugging Face "
+        f"Hub ({first}); a relative path is read from the current folder: run from the folder training ran "
+        f"in, or set base_model_name_or_path to the base model's absolute path or Hub name"
+    )
 
 
 def _built_in(args: ModelArguments, vocabulary: Sequence[str], seed: int) -> tuple[Any, Any, str]:

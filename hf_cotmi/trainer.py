@@ -437,12 +437,26 @@ class DSSMITrainer(Seq2SeqTrainer):
             self._components["train"].add(components, weight=1.0 if first_of_step else 0.0)
         return (loss, outputs) if return_outputs else loss
 
-    def train(self, *args: Any, **kwargs: Any) -> Any:
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``, with the training loss components of an earlier ``train()`` call forgotten (a
-        second call's first step has the step number the first call's last step had)."""
+        second call's first step has the step number the first call's last step had).
+
+        ``resume_from_checkpoint=True`` resumes from the newest *complete* ``checkpoint-N/`` in
+        ``output_dir`` (:func:`~hf_cotmi.latest_complete_checkpoint`), skipping with a warning the
+        half-written ones a process killed while saving leaves (transformers would take the highest number
+        and fail on it, or resume from it with a fresh optimizer); an error when there is none. A path is
+        passed on as given.
+
+        Examples:
+            >>> # trainer.train(resume_from_checkpoint=True)  # the newest complete checkpoint in output_dir
+        """
+        if resume_from_checkpoint is True:
+            from .checkpoints import resolve_resume_checkpoint
+
+            resume_from_checkpoint = resolve_resume_checkpoint(True, self.args.output_dir)
         self._last_component_step = None
         self._components["train"] = _ComponentStore()
-        return super().train(*args, **kwargs)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def training_loss_components(self) -> dict[str, float]:
         """The training loss components summed since the last log (``loss_label``, ``loss_rationale``, ...).

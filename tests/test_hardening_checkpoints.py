@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -226,6 +227,41 @@ def test_an_fsdp_sharded_checkpoint_without_its_metadata_is_incomplete(run, part
     assert latest_complete_checkpoint(run) == str(run / "checkpoint-2")
 
 
+def deepspeed_owned_scheduler(run: Path, step: int) -> Path:
+    """checkpoint-<step> as the Trainer writes it under DeepSpeed when the DeepSpeed config has a "scheduler"
+    (or "optimizer") section: the engine saves weights, optimizer and scheduler state in global_step<N>/, and
+    the Trainer writes no optimizer.pt and no scheduler.pt (``Trainer._save_optimizer_and_scheduler``)."""
+    import torch
+
+    folder = run / f"checkpoint-{step}"
+    shutil.copytree(run / "checkpoint-2", folder)
+    for name in ("optimizer.pt", "scheduler.pt"):
+        (folder / name).unlink()
+    engine = folder / f"global_step{step}"
+    engine.mkdir()
+    torch.save({"module": {}, "lr_scheduler": {"last_epoch": step}}, engine / "mp_rank_00_model_states.pt")
+    torch.save({"optimizer_state_dict": {}}, engine / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    (folder / "latest").write_text(f"global_step{step}")
+    return folder
+
+
+def test_a_deepspeed_checkpoint_whose_engine_holds_the_scheduler_is_complete(run):
+    folder = deepspeed_owned_scheduler(run, 3)
+    assert checkpoint_problems(folder) == []
+    assert resolve_resume_checkpoint("latest", run) == str(folder)
+
+
+def test_a_deepspeed_checkpoint_with_a_truncated_scheduler_or_no_trainer_state_is_incomplete(run):
+    folder = deepspeed_owned_scheduler(run, 3)
+    shutil.copy(run / "checkpoint-2" / "scheduler.pt", folder / "scheduler.pt")  # the Trainer's scheduler
+    truncate(folder / "scheduler.pt")
+    assert checkpoint_problems(folder) == ["scheduler.pt is truncated or not a torch.save file"]
+    (folder / "scheduler.pt").unlink()
+    (folder / "trainer_state.json").unlink()  # the Trainer writes it last: the save did not finish
+    assert checkpoint_problems(folder) == ["trainer_state.json is missing"]
+    assert latest_complete_checkpoint(run) == str(run / "checkpoint-2")
+
+
 def fsdp_local(run: Path, step: int, ranks: int = 2) -> Path:
     """checkpoint-<step> as FSDP1's ``LOCAL_STATE_DICT`` writes it from ``ranks`` processes: one
     ``pytorch_model_fsdp_rank{N}.bin`` per rank, the optimizer state as a ``torch.distributed.checkpoint``
@@ -310,3 +346,47 @@ def test_a_lora_checkpoint_with_a_named_adapter_is_complete_and_resumable(
     problems = checkpoint_problems(folder)
     assert len(problems) == 1 and problems[0].startswith("dss/adapter_model.safetensors is truncated")
     assert latest_complete_checkpoint(tmp_path / "out") == str(tmp_path / "out" / "checkpoint-2")
+
+
+def resumed_steps(run: Path, tiny_tokenizer, tiny_features, max_steps: int, resume) -> list[int]:
+    """The steps a fresh trainer runs when ``train(resume_from_checkpoint=resume)`` continues ``run``."""
+    counter = StepCounter()
+    trainer = DSSMITrainer(
+        model=build_tiny_seq2seq(tiny_tokenizer, "t5", seed=5),
+        args=make_args(run, max_steps),
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+        callbacks=[counter],
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return counter.steps
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [
+        ("config.json", "generation_config.json"),  # killed right after the save began
+        # killed before optimizer.pt was written
+        ("config.json", "model.safetensors", "scheduler.pt", "rng_state.pth", "trainer_state.json"),
+    ],
+)
+def test_train_resume_true_skips_a_half_written_checkpoint(run, tiny_tokenizer, tiny_features, caplog, keep):
+    """``trainer.train(resume_from_checkpoint=True)`` resumes from the newest *complete* checkpoint, as the
+    command's ``--resume_from_checkpoint true`` does (transformers alone takes the highest number: it fails on
+    a folder without weights, or resumes with a fresh optimizer from one without optimizer.pt)."""
+    folder = half_written(run, 3, keep)
+    if "trainer_state.json" in keep:  # what the save of step 3 wrote
+        state = json.loads((folder / "trainer_state.json").read_text())
+        (folder / "trainer_state.json").write_text(json.dumps({**state, "global_step": 3}))
+    with caplog.at_level(logging.WARNING, logger="hf_cotmi"):
+        steps = resumed_steps(run, tiny_tokenizer, tiny_features, 4, resume=True)
+    assert steps == [3, 4]  # from checkpoint-2: steps 3 and 4 ran
+    assert any("checkpoint-3" in r.getMessage() and "incomplete" in r.getMessage() for r in caplog.records)
+
+
+def test_train_resume_true_without_a_complete_checkpoint_names_the_folder(run, tiny_tokenizer, tiny_features):
+    for step in (1, 2):
+        (run / f"checkpoint-{step}" / "optimizer.pt").unlink()
+    with pytest.raises(ValueError, match="holds no complete checkpoint-N folder") as error:
+        resumed_steps(run, tiny_tokenizer, tiny_features, 4, resume=True)
+    assert str(run) in str(error.value) and "checkpoint-1, checkpoint-2" in str(error.value)

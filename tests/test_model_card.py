@@ -181,6 +181,35 @@ def test_a_resumed_run_keeps_the_losses_of_the_steps_before_the_checkpoint(
         assert row_resumed["loss_mi"] == pytest.approx(row_full["loss_mi"], rel=1e-5)
 
 
+def test_with_load_best_model_at_end_the_card_lists_the_best_checkpoints_evaluation(
+    tmp_path, tiny_tokenizer, tiny_features
+):
+    """The saved weights are the best checkpoint's, so the card's eval_* metrics must be that step's
+    evaluation, not the last one's (which describes weights that were thrown away)."""
+    trainer, probe = trained(
+        tmp_path, tiny_tokenizer, tiny_features, eval_strategy="steps", eval_steps=1, save_strategy="steps",
+        save_steps=1, load_best_model_at_end=True, metric_for_best_model="loss", greater_is_better=True,
+        gradient_accumulation_steps=1, learning_rate=1e-2, predict_with_generate=False,
+    )  # fmt: skip
+    # greater_is_better on the loss: the best checkpoint is an early one, not the last
+    evaluations = {step: metrics for step, metrics, _ in probe.evaluations}
+    best_step = max(evaluations, key=lambda step: evaluations[step]["eval_loss"])
+    assert best_step != max(evaluations) and trainer.state.best_model_checkpoint.endswith(f"-{best_step}")
+    card = trainer.model_card_callback.card_data
+    for key in ("eval_loss", "eval_loss_label", "eval_loss_rationale", "eval_loss_mi"):
+        assert card.metrics[key] == pytest.approx(evaluations[best_step][key], rel=1e-12), key
+    # the reference: evaluating the weights training left in the trainer (the best checkpoint's)
+    trainer.create_model_card(model_name="tiny-student")
+    reevaluated = trainer.evaluate()  # after the card was written
+    written = {
+        r.metric_name: r.metric_value
+        for r in ModelCard.load(tmp_path / "out" / "README.md").data.eval_results
+    }
+    assert written["eval_loss"] == pytest.approx(reevaluated["eval_loss"], abs=1e-5)
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert f"best checkpoint (step {best_step}, by `eval_loss`)" in text
+
+
 def test_record_functions_keep_losses_and_metrics_and_skip_the_rest():
     card = DSSModelCardData("m")
     card.record_training_log({"loss": 1.5, "loss_label": 2.0, "grad_norm": 9.0}, step=5, epoch=0.25)

@@ -185,3 +185,44 @@ def test_train_on_cqa_prints_one_header_and_the_chance_baseline(tiny_student_dir
     results = json.loads((out / "results.json").read_text())
     assert results["baseline_kind"] == "chance" and results["baseline"] == pytest.approx(0.2)
     assert "candidates confidence" in printed  # the spec's default: score each question's choices
+
+
+def test_a_lora_run_from_a_relative_base_folder_loads_from_any_working_folder(
+    tiny_student_dir, tmp_path, monkeypatch
+):
+    """``--model base --use-peft``: the saved adapters name their base model by an absolute path, so the
+    output folder loads (peft, ``hf-cotmi evaluate``) from any working folder, not only where training ran."""
+    import shutil
+
+    from peft import AutoPeftModelForSeq2SeqLM
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_student_dir, "base")
+    args = training_arguments("out", max_steps=1, per_device_train_batch_size=4)
+    model_args = ModelArguments(model_name_or_path="base", use_peft=True, lora_r=2)
+    run_training(model_args, SYNTHETIC, EvaluationArguments(num_examples_to_show=0), args, print_fn=print)
+    saved = json.loads((tmp_path / "out" / ADAPTER_CONFIG).read_text())
+    assert saved["base_model_name_or_path"] == str(tmp_path / "base")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert type(AutoPeftModelForSeq2SeqLM.from_pretrained(tmp_path / "out")).__name__.startswith("Peft")
+    report = run_evaluation(str(tmp_path / "out"), DataArguments(), EvaluationArguments(), batch_size=4)
+    assert report["num_examples"] == 6
+
+
+def test_adapters_whose_base_model_is_not_there_say_which_base_they_need(tiny_student_dir, tmp_path):
+    from peft import get_peft_model
+
+    folder = tmp_path / "adapters"
+    base = load_student(tiny_student_dir)
+    get_peft_model(base.model, peft_config(ModelArguments(lora_r=2))).save_pretrained(folder)
+    base.tokenizer.save_pretrained(folder)
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    (folder / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model_name_or_path": "runs/base"}))
+    with pytest.raises(CLIUsageError) as error:
+        load_student(str(folder))
+    message = str(error.value)
+    assert "base model 'runs/base'" in message and "base_model_name_or_path" in message
+    assert "adapter_config.json" in message and "relative" in message
