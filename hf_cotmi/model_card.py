@@ -34,7 +34,9 @@ TRAINING_LOSS_KEYS = ("loss", "loss_label", "loss_rationale", "loss_mi")
 MAX_TRAINING_ROWS = 40
 """Most rows the card's training-results table shows; longer histories are thinned evenly (and say so)."""
 
-_METRIC_PREFIXES = ("eval_", "test_")
+_METRIC_SPLITS = {"eval_": "validation", "test_": "test"}
+"""The prefix of a card metric's name -> the split it was measured on."""
+_METRIC_PREFIXES = tuple(_METRIC_SPLITS)
 _NOT_METRICS = ("_runtime", "_per_second", "_steps_per_second")
 
 
@@ -296,18 +298,29 @@ class DSSModelCardData(CardData):
             meta["datasets"] = list(self.datasets)
         meta["tags"] = list(dict.fromkeys(list(self.tags) + list(self.extra_tags)))
         if self.metrics:
-            dataset = self.datasets[0] if self.datasets else "unknown"
             meta["metrics"] = sorted({_metric_type(k) for k in self.metrics})
-            result = {
-                "task": {"type": pipeline_tag, "name": "Chain-of-thought distillation"},
-                "dataset": {"name": dataset, "type": dataset},
-                "metrics": [
-                    {"type": _metric_type(k), "name": k, "value": _plain(v)}
-                    for k, v in sorted(self.metrics.items())
-                ],
-            }
-            meta["model-index"] = [{"name": self.model_name, "results": [result]}]
+            meta["model-index"] = [{"name": self.model_name, "results": self._index_results(pipeline_tag)}]
         return meta
+
+    def _index_results(self, pipeline_tag: str) -> list[dict[str, Any]]:
+        """One model-index result per evaluated split (``eval_*`` the validation split, ``test_*`` the test
+        split), each naming its split."""
+        dataset = self.datasets[0] if self.datasets else "unknown"
+        results = []
+        for prefix, split in _METRIC_SPLITS.items():
+            metrics = {k: v for k, v in sorted(self.metrics.items()) if k.startswith(prefix)}
+            if not metrics:
+                continue
+            results.append(
+                {
+                    "task": {"type": pipeline_tag, "name": "Chain-of-thought distillation"},
+                    "dataset": {"name": dataset, "type": dataset, "split": split},
+                    "metrics": [
+                        {"type": _metric_type(k), "name": k, "value": _plain(v)} for k, v in metrics.items()
+                    ],
+                }
+            )
+        return results
 
     def to_yaml(self, line_break: str | None = None, original_order: list[str] | None = None) -> str:
         """The card's YAML metadata block (without the ``---`` lines).

@@ -314,11 +314,15 @@ def test_rendered_metadata_parses_with_huggingface_hub(tmp_path):
     assert data.base_model == "google-t5/t5-small" and data.datasets == ["svamp"]
     assert data.tags == ["hf-cotmi", "distilling-step-by-step", "chain-of-thought-distillation", "math"]
     assert data.model_name == "someone/t5-svamp"
-    results = {(r.metric_name, r.metric_type, r.dataset_name): r.metric_value for r in data.eval_results}
+    results = {
+        (r.metric_name, r.metric_type, r.dataset_name, r.dataset_split): r.metric_value
+        for r in data.eval_results
+    }
+    # one result per split: the Hub shows validation and test figures apart
     assert results == {
-        ("eval_loss", "loss", "svamp"): 0.5,
-        ("test_accuracy", "accuracy", "svamp"): 0.625,
-        ("test_ece", "ece", "svamp"): 0.0625,
+        ("eval_loss", "loss", "svamp", "validation"): 0.5,
+        ("test_accuracy", "accuracy", "svamp", "test"): 0.625,
+        ("test_ece", "ece", "svamp", "test"): 0.0625,
     }
     # the front matter says exactly what the card data says
     front = yaml.safe_load(path.read_text().split("---\n")[1])
