@@ -478,13 +478,19 @@ def _progress_callback(print_fn: Callable[[str], None]) -> Any:
     from transformers import TrainerCallback
 
     class ProgressPrinter(TrainerCallback):
-        """One line per logging step: step, loss and its components, elapsed time."""
+        """One line per logging step: step, loss and its components, elapsed time; one per evaluation during
+        training (an evaluation after ``train()`` returns is its caller's to report: :func:`evaluate_split`)."""
 
         def __init__(self) -> None:
             self.start = time.monotonic()
+            self.training = False
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.start = time.monotonic()
+            self.training = True
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.training = False
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
@@ -503,7 +509,7 @@ def _progress_callback(print_fn: Callable[[str], None]) -> Any:
                         parts.append(f"{name} {logs[key]:.4f}")
                 parts.append(f"{elapsed:.0f}s")
                 print_fn("  " + "  ".join(parts))
-            elif any(key.startswith("eval_") for key in logs):
+            elif self.training and any(key.startswith("eval_") for key in logs):
                 shown = {k: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)}
                 shown = {k: v for k, v in shown.items() if not k.endswith(("_runtime", "_per_second"))}
                 text = "  ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(shown.items()))
@@ -763,6 +769,7 @@ def evaluate_split(
     n_bins: int = 10,
     diagram_path: str | None = None,
     print_fn: Callable[[str], None] = print,
+    split_name: str | None = None,
 ) -> tuple[dict[str, float], float, str | None]:
     """Evaluate one split: accuracy, ECE and confidence, the task's baseline, and the reliability diagram.
 
@@ -776,27 +783,31 @@ def evaluate_split(
         prefix: metric key prefix (``"test"`` or ``"eval"``).
         spec: the task; its baseline is computed from the raw ``train`` and ``test`` splits.
         diagram_path: where the reliability diagram goes (the main process writes it).
+        split_name: the data's name of the split, used in the printed lines (default ``prefix``): e.g.
+            ``"valid"`` for a validation split evaluated under the ``"eval"`` prefix.
 
     Returns:
         ``(metrics, baseline accuracy, diagram path or None)``.
 
     Examples:
-        >>> # metrics, baseline, diagram = evaluate_split(trainer, features["test"], "test", spec, ...)
+        >>> # metrics, baseline, diagram = evaluate_split(trainer, features["eval"], "eval", spec,
+        >>> #                                             split_name="valid")  # prints "valid: accuracy ..."
     """
-    print_fn(f"evaluating on {features.num_rows} {prefix} examples ...")
+    name = split_name or prefix
+    print_fn(f"evaluating on {features.num_rows} {name} examples ...")
     metrics = trainer.evaluate(features, metric_key_prefix=prefix)
     confidences = _ece_callback(trainer).last_results.get(prefix)  # choice accuracy: ECECallback logs it
     trainer.save_metrics(prefix, metrics)
     baseline = spec.baseline_accuracy(train, test)
     mode = _ece_callback(trainer).mode
     print_fn(
-        f"{prefix}: accuracy {_percent(metrics.get(f'{prefix}_accuracy', float('nan')))} "
+        f"{name}: accuracy {_percent(metrics.get(f'{prefix}_accuracy', float('nan')))} "
         f"({spec.baseline_description}: {_percent(baseline)}), ECE {metrics.get(f'{prefix}_ece', float('nan')):.3f}, "
         f"average confidence {metrics.get(f'{prefix}_avg_confidence', float('nan')):.3f} ({mode} confidence)"
     )
     if f"{prefix}_choice_accuracy" in metrics:
         print_fn(
-            f"{prefix}: choice-ranking accuracy {_percent(metrics[f'{prefix}_choice_accuracy'])} (the most likely "
+            f"{name}: choice-ranking accuracy {_percent(metrics[f'{prefix}_choice_accuracy'])} (the most likely "
             "candidate's; the ECE is measured against its correctness, the generated label's accuracy is above)"
         )
     result = confidences
@@ -879,6 +890,8 @@ def _test_phase(
             n_bins=eval_args.n_bins,
             diagram_path=os.path.join(trainer.args.output_dir, RELIABILITY_DIAGRAM),
             print_fn=print_fn,
+            # the data's name of the split ("valid"), not the metric prefix ("eval")
+            split_name=data_args.test_split if prefix == "test" else data_args.eval_split,
         )
         shown = min(eval_args.num_examples_to_show, data.splits[prefix].num_rows)
         if shown > 0 and trainer.is_world_process_zero():
@@ -919,14 +932,28 @@ def _sidecar(
 
 def _sidecar_in_checkpoints(sidecar: Callable[[], dict[str, Any]]) -> Any:
     """A callback that writes the sidecar into every ``checkpoint-N/`` the trainer saves, so ``hf-cotmi
-    evaluate out/checkpoint-N`` (or a run cut off before the end) reads the run's prefixes and data."""
+    evaluate out/checkpoint-N`` (or a run cut off before the end) reads the run's prefixes and data.
+
+    With ``push_to_hub`` the Trainer uploads a checkpoint as soon as it is saved, before ``on_save``; so the
+    sidecar is also written when a push begins, into that checkpoint and into the output folder (what
+    ``hub_strategy`` ``checkpoint``, ``all_checkpoints`` and ``every_save`` upload), so the Hub's
+    ``last-checkpoint/`` and the repository during training hold it too.
+    """
     from transformers import TrainerCallback
+
+    def write_into(folder: str) -> None:
+        if os.path.isdir(folder):
+            write_json(os.path.join(folder, SIDECAR_NAME), sidecar(), sort_keys=True)
 
     class _SidecarInCheckpoints(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            if state.is_world_process_zero and os.path.isdir(folder):
-                write_json(os.path.join(folder, SIDECAR_NAME), sidecar(), sort_keys=True)
+            if state.is_world_process_zero:
+                write_into(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+
+        def on_push_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                write_into(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+                write_into(args.output_dir)
 
     return _SidecarInCheckpoints()
 

@@ -70,6 +70,42 @@ def test_train_with_progress_bars_prints_each_logging_step_and_evaluation_once(t
     assert "'loss_label'" not in out and "'eval_loss'" not in out
 
 
+def final_result_lines(out: str) -> list[str]:
+    """The summary lines of the final evaluation (``<split>: accuracy ...``)."""
+    return re.findall(r"^(\w+): accuracy [0-9.]+% ", out, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("evaluation", [[], ["--eval-strategy", "steps", "--eval-steps", "2"]])
+def test_a_validation_split_without_a_test_split_is_reported_once_under_its_name(
+    evaluation, tmp_path, capsys
+):
+    code, out, err = run(
+        capsys, "train", "--dataset", "synthetic", "--synthetic-train-size", "16", "--synthetic-valid-size", "4",
+        "--synthetic-test-size", "0", "--max-steps", "2", "--logging-steps", "1", "--save-strategy", "no",
+        "--disable-tqdm", *evaluation, *TINY, "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "data: synthetic-arithmetic-cot (train 16, eval 4 examples" in out
+    # the final evaluation is not printed as a progress line as well: only the one during training is
+    expected = 1 if evaluation else 0
+    assert len(re.findall(r"^  eval at step \d: ", out, flags=re.MULTILINE)) == expected, out
+    assert "evaluating on 4 valid examples ..." in out
+    assert final_result_lines(out) == ["valid"], out
+    # results.json keeps the metric keys of the trainer's evaluation
+    assert "eval_accuracy" in json.loads((tmp_path / "out" / "results.json").read_text())["metrics"]
+
+
+def test_the_final_evaluation_is_named_by_the_test_split_it_measured(tmp_path, capsys):
+    code, out, err = run(
+        capsys, "train", "--dataset", "synthetic", "--synthetic-train-size", "16", "--synthetic-valid-size", "4",
+        "--synthetic-test-size", "4", "--test-split", "valid", "--max-steps", "1", "--save-strategy", "no",
+        "--disable-tqdm", *TINY, "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "evaluating on 4 valid examples ..." in out
+    assert final_result_lines(out) == ["valid"], out
+
+
 def test_train_without_a_test_or_validation_split_says_nothing_was_evaluated(tmp_path, capsys):
     train = write_rows(tmp_path / "train.jsonl", custom_rows(8))
     code, out, err = run(

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,7 +47,11 @@ class FakeHub:
         self.repos.append(repo_id)
         return RepoUrl(f"https://huggingface.co/{repo_id}")
 
-    def upload_folder(self, api, *, repo_id, folder_path, ignore_patterns=None, **kwargs):
+    def upload_folder(
+        self, api, *, repo_id, folder_path, ignore_patterns=None, run_as_future=False, **kwargs
+    ):
+        """Copy the folder as it is now; a ``run_as_future`` upload (the Trainer's checkpoint pushes) returns a
+        finished future, as if the upload were done before training went on."""
         copy = self.root / f"upload-{len(self.uploads)}"
         patterns = list(ignore_patterns or [])
         for path in Path(folder_path).rglob("*"):
@@ -56,7 +61,12 @@ class FakeHub:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, target)
         self.uploads.append({"repo_id": repo_id, "folder": copy, **kwargs})
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0" * 40)
+        commit = SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0" * 40)
+        if not run_as_future:
+            return commit
+        done: Future = Future()
+        done.set_result(commit)
+        return done
 
 
 @pytest.fixture
@@ -218,3 +228,35 @@ def test_push_to_hub_with_lora_uploads_the_adapter_under_a_peft_card(tmp_path, f
     assert "pip install peft" in snippet
     printed = run_snippet(snippet, repo_id, folder)
     assert printed.startswith("answer:") and "\nrationale:" in printed
+
+
+@pytest.mark.parametrize("strategy", ["checkpoint", "every_save"])
+def test_checkpoint_pushes_upload_the_sidecar_with_the_checkpoint(strategy, tmp_path, fake_hub, capsys):
+    """The Trainer pushes a checkpoint as soon as it is saved, before the callbacks' ``on_save``: the sidecar
+    must be in the folders by then, so the Hub's ``last-checkpoint/`` (checkpoint) and the repository root
+    during training (every_save) can be evaluated with the run's prefixes and data."""
+    repo_id = "someone/checkpointed"
+    folder = save_tiny_student(tmp_path / "tiny")
+    out = tmp_path / "out"
+    code = main(
+        ["train", "--model", str(folder), "--dataset", "synthetic", "--synthetic-train-size", "16",
+         "--synthetic-test-size", "4", "--max-steps", "2", "--per-device-train-batch-size", "8",
+         "--save-strategy", "steps", "--save-steps", "1", "--use-cpu", "--disable-tqdm", "--report-to", "none",
+         "--generation-max-length", "4", "--rationale-max-new-tokens", "4", "--num-examples-to-show", "0",
+         "--predict-prefix", "label it: ", "--output-dir", str(out), "--push-to-hub", "--hub-model-id", repo_id,
+         "--hub-strategy", strategy]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    during_training = [u for u in fake_hub.uploads if u["commit_message"].startswith("Training in progress")]
+    if strategy == "checkpoint":
+        pushed = [u["folder"] for u in during_training if u.get("path_in_repo") == "last-checkpoint"]
+    else:
+        pushed = [u["folder"] for u in during_training if u.get("path_in_repo") is None]
+    assert len(pushed) == 2, fake_hub.uploads  # one push per saved step
+    final = json.loads((out / "hf_cotmi_config.json").read_text())
+    for uploaded in pushed:
+        assert (uploaded / "model.safetensors").is_file()
+        sidecar = uploaded / "hf_cotmi_config.json"
+        assert sidecar.is_file(), sorted(p.name for p in uploaded.iterdir())
+        assert json.loads(sidecar.read_text()) == final
+        assert final["predict_prefix"] == "label it: " and final["data"]["dataset"] == "synthetic"
