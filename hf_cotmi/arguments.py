@@ -24,8 +24,10 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
       pass is skipped.
 
     Everything else is ``Seq2SeqTrainingArguments``. Three defaults differ: ``remove_unused_columns=False``
-    (the rationale columns must reach the collator), ``predict_with_generate=True`` and
-    ``logging_nan_inf_filter=False`` (the logged loss is the real value, NaN included).
+    (every column reaches the collator and the callbacks; ``True`` drops the columns neither
+    ``model.forward`` nor :class:`~hf_cotmi.DSSDataCollator` uses, and keeps the rationale columns),
+    ``predict_with_generate=True`` and ``logging_nan_inf_filter=False`` (the logged loss is the real value,
+    NaN included).
 
     Values are checked when the arguments are built, and a ``ValueError`` names the field: negative, NaN or
     infinite loss weights or learning rate, batch sizes or ``gradient_accumulation_steps`` below 1,
@@ -118,8 +120,8 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     remove_unused_columns: bool = field(
         default=False,
         metadata={
-            "help": "Keep dataset columns the model's forward does not take (the rationale columns must "
-            "reach the collator). Default False for DSS."
+            "help": "Drop the dataset columns that neither the model's forward nor the DSS collator uses "
+            "(the rationale columns are kept either way). Default False for DSS: text columns stay for callbacks."
         },
     )
     predict_with_generate: bool = field(

@@ -28,7 +28,7 @@ from transformers.trainer_utils import PredictionOutput
 from .arguments import DSSMITrainingArguments
 from .callbacks import StopOnNonFiniteCallback
 from .chunked_losses import chunked_dss_losses
-from .collator import DSSDataCollator
+from .collator import EXPL_COLUMNS, PRED_COLUMNS, DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
 from .metrics import decode_token_ids
 from .model_card import PAPERS, TAGS, DSSModelCardCallback, DSSModelCardData, Paper, render_model_card
@@ -228,6 +228,41 @@ def _head_sees_only(head: nn.Module | None, sequence_length: int, first: int, st
 
 
 @contextlib.contextmanager
+def _neftune_on_tied_embeddings(model: nn.Module, noise_alpha: float | None) -> Iterator[None]:
+    """NEFTune noise also on the embedding modules that share the input embeddings' weight, while the block runs.
+
+    The Trainer hooks NEFTune on ``model.get_input_embeddings()`` only. In transformers 5 T5 and BART give
+    their encoder and decoder embedding modules of their own, tied to that one by weight, and never call it:
+    without these hooks ``neftune_noise_alpha`` trains a seq2seq student without any noise. Each module is
+    called once per pass, so no embedding gets noise twice.
+    """
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if noise_alpha is None or embeddings is None:
+        yield
+        return
+    from transformers.integrations.neftune import neftune_post_forward_hook
+
+    tied = [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.Embedding)
+        and module is not embeddings
+        and module.weight is embeddings.weight
+    ]
+    handles = []
+    for module in tied:
+        module.neftune_noise_alpha = noise_alpha
+        handles.append(module.register_forward_hook(neftune_post_forward_hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in tied:
+            del module.neftune_noise_alpha
+
+
+@contextlib.contextmanager
 def _generation_config_kept(model: nn.Module) -> Iterator[None]:
     """Put the model's generation config back after the block.
 
@@ -273,6 +308,9 @@ class DSSMITrainer(Seq2SeqTrainer):
       ``predictions=(label_ids, rationale_ids)`` and writes ``predictions.jsonl`` (``{"prediction",
       "rationale"}`` per example, and ``"input"`` when the dataset has that column).
     - ``peft_config`` wraps the model with PEFT; only the adapter trains and is saved.
+    - Trainer options keep their meaning: ``neftune_noise_alpha`` noises the embeddings of both passes (a
+      seq2seq student's encoder and decoder embeddings), ``remove_unused_columns=True`` keeps the rationale
+      columns, ``average_tokens_across_devices=False`` averages each process's loss over its own batch only.
     - Decoder-only students (``AutoModelForCausalLM``; :attr:`student_type` is ``"causal"``) train through
       the same code: features with one sequence per task and the loss on target + EOS only
       (``prepare_dss_features(..., model=model)``), target-aligned batches from
@@ -397,8 +435,9 @@ class DSSMITrainer(Seq2SeqTrainer):
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
         """Count label tokens, rationale tokens and examples over all micro-batches of one optimizer step.
 
-        Returns a :class:`DSSBatchCounts` summed over processes (a flat batch counts as the label task),
-        or defers to the Trainer for batches that are not mappings.
+        Returns a :class:`DSSBatchCounts` summed over processes (over this process only with
+        ``average_tokens_across_devices=False``; a flat batch counts as the label task), or defers to the
+        Trainer for batches that are not mappings.
         """
         if not batch_samples or not isinstance(batch_samples[0], dict):
             return super()._get_num_items_in_batch(batch_samples, device)
@@ -412,7 +451,9 @@ class DSSMITrainer(Seq2SeqTrainer):
             if "expl" in batch:
                 counts[1] += batch["expl"]["labels"].ne(-100).sum().item()
         counts = counts.to(device)
-        world = max(1, self.accelerator.num_processes)
+        # average_tokens_across_devices=False: each process normalises by its own counts (DDP then averages
+        # the per-process means), as the Trainer does
+        world = max(1, self.accelerator.num_processes) if self.args.average_tokens_across_devices else 1
         if world > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
         return DSSBatchCounts(counts[0], counts[1], counts[2], world_size=world)
@@ -457,6 +498,24 @@ class DSSMITrainer(Seq2SeqTrainer):
         self._last_component_step = None
         self._components["train"] = _ComponentStore()
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _inner_training_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's loop, with ``neftune_noise_alpha`` reaching every embedding module the student calls
+        (see :func:`_neftune_on_tied_embeddings`); the model exists here even when ``model_init`` builds it."""
+        model = self.accelerator.unwrap_model(self.model)
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        with _neftune_on_tied_embeddings(model, self.neftune_noise_alpha):
+            return super()._inner_training_loop(*args, **kwargs)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """The columns ``remove_unused_columns=True`` keeps: those ``model.forward`` takes, as in the Trainer,
+        and the rationale task's (``expl_input_ids``, ``expl_attention_mask``, ``rationale_labels``), which the
+        collator needs and ``forward`` does not name. Other columns (texts, ids) are still removed."""
+        super()._set_signature_columns_if_needed()
+        for column in (*PRED_COLUMNS, *EXPL_COLUMNS):
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
 
     def training_loss_components(self) -> dict[str, float]:
         """The training loss components summed since the last log (``loss_label``, ``loss_rationale``, ...).
@@ -940,21 +999,11 @@ class DSSMITrainer(Seq2SeqTrainer):
 
         ``max_length`` (from ``generation_max_length``) bounds the *generated* tokens for a decoder-only
         student, as it bounds the decoder output of a seq2seq one; without it the generation config's
-        ``max_new_tokens`` (else its ``max_length``) does. Generation stops at EOS.
+        ``max_new_tokens`` (else its ``max_length``) does. A ``generation_config`` passed to
+        :meth:`evaluate`/:meth:`predict` is used as ``generate`` uses it, its ``max_new_tokens`` included.
+        Generation stops at EOS.
         """
-        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
-        kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        max_length = kwargs.pop("max_length", None)
-        if "max_new_tokens" not in kwargs:
-            config = self.model.generation_config
-            # No limit given: the generation config's, read as new tokens (its max_length counts the prompt
-            # too, and a prompt longer than it would leave no room to generate).
-            kwargs["max_new_tokens"] = max_length or config.max_new_tokens or config.max_length or 20
-        kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or _is_fsdp(self.model))
-        if "eos_token_id" not in kwargs:
-            kwargs.update(self._causal_stop_at_eos())
+        kwargs, limit = self._causal_generation_kwargs(gen_kwargs)
         input_ids, attention_mask = part["input_ids"], part.get("attention_mask")
         if "labels" in part:
             labels = part["labels"]
@@ -969,12 +1018,11 @@ class DSSMITrainer(Seq2SeqTrainer):
                 )
             input_ids = input_ids[:, :width]
             attention_mask = attention_mask[:, :width] if attention_mask is not None else None
-        input_ids, attention_mask = self._leave_room(input_ids, attention_mask, kwargs["max_new_tokens"])
+        input_ids, attention_mask = self._leave_room(input_ids, attention_mask, limit)
         with torch.no_grad():
             generated = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         new_tokens = generated[:, input_ids.shape[1] :]
-        limit = kwargs.get("max_new_tokens")
-        if limit is not None and new_tokens.shape[1] < limit:
+        if new_tokens.shape[1] < limit:
             pad_id = self.model.generation_config.pad_token_id
             if pad_id is None:
                 pad_id = self.model.generation_config.eos_token_id
@@ -984,6 +1032,40 @@ class DSSMITrainer(Seq2SeqTrainer):
             )
             new_tokens = torch.cat([new_tokens, fill.to(new_tokens.device)], dim=1)
         return new_tokens
+
+    def _causal_generation_kwargs(self, gen_kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """``generate`` arguments for a decoder-only student, and the number of new tokens they allow.
+
+        The limit is, first found: ``max_new_tokens``; the passed ``generation_config``'s ``max_new_tokens``
+        (which ``generate`` puts above a ``max_length``); ``max_length`` (``generation_max_length``); then the
+        passed and the model's generation config, their ``max_length`` read as new tokens (it counts the prompt
+        too, and a prompt longer than it would leave no room); else 20. A passed ``generation_config`` is
+        copied with the other generation options set on it, since ``generate`` deprecates getting both.
+        """
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        max_length = kwargs.pop("max_length", None)
+        given = kwargs.pop("generation_config", None)
+        model_config = self.model.generation_config
+        limit = (
+            kwargs.pop("max_new_tokens", None)
+            or getattr(given, "max_new_tokens", None)
+            or max_length
+            or getattr(given, "max_length", None)
+            or model_config.max_new_tokens
+            or model_config.max_length
+            or 20
+        )
+        kwargs["max_new_tokens"] = limit
+        kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or _is_fsdp(self.model))
+        if "eos_token_id" not in kwargs and getattr(given, "eos_token_id", None) is None:
+            kwargs.update(self._causal_stop_at_eos())
+        if given is not None:
+            config = copy.deepcopy(given)
+            kwargs = {**config.update(**kwargs), "generation_config": config}
+        return kwargs, limit
 
     def _leave_room(
         self, input_ids: torch.Tensor, attention_mask: Any, max_new_tokens: int

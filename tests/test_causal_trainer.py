@@ -420,3 +420,36 @@ def test_include_for_metrics_inputs_are_the_prompts(tmp_path, tiny_tokenizer, ca
     for row, ids, labels in zip(rows, features["input_ids"], features["labels"]):
         prompt = [t for t, label in zip(ids, labels) if label == -100]
         assert [t for t in row if t != -100 and t != tiny_tokenizer.pad_token_id] == prompt
+
+
+@pytest.mark.parametrize("generation_max_length", [None, 6])
+def test_a_generation_config_passed_to_predict_sets_the_generation(
+    tmp_path, tiny_tokenizer, causal_features, generation_max_length
+):
+    """``predict(ds, generation_config=...)`` generates as ``model.generate(prompt, generation_config=...)``
+    does: its ``max_new_tokens`` and beams, not the model's generation config's length (20 new tokens)."""
+    from transformers import GenerationConfig
+
+    model = build_tiny_causal_lm(tiny_tokenizer, "llama", seed=2)
+    trainer = DSSMITrainer(
+        model=model,
+        args=make_args(tmp_path, generation_max_length=generation_max_length),
+        processing_class=tiny_tokenizer,
+    )
+    config = GenerationConfig(
+        max_new_tokens=3,
+        num_beams=2,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+    )
+    subset = causal_features.select(range(5))
+    label_ids = trainer.predict(subset, generation_config=config).predictions
+    assert label_ids.shape == (5, 3)
+    model.eval()
+    for row in range(5):
+        ids, labels = subset[row]["input_ids"], subset[row]["labels"]
+        prompt = torch.tensor([[t for t, label in zip(ids, labels) if label == -100]])
+        with torch.no_grad():
+            alone = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=config)
+        new = alone[0, prompt.shape[1] :].tolist()
+        assert label_ids[row].tolist() == new + [tiny_tokenizer.pad_token_id] * (3 - len(new))

@@ -1,0 +1,222 @@
+"""Seq2SeqTrainingArguments a Hugging Face user passes to DSSMITrainer take effect as they would on Seq2SeqTrainer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import training_arguments
+from datasets import Dataset
+from tiny_task import make_records
+from transformers import TrainerCallback
+
+from hf_cotmi import (
+    DSSDataCollator,
+    DSSMITrainer,
+    build_tiny_causal_lm,
+    build_tiny_seq2seq,
+    prepare_dss_features,
+)
+
+DSS_COLUMNS = {
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "expl_input_ids",
+    "expl_attention_mask",
+    "rationale_labels",
+}
+
+
+def student_and_features(architecture, tokenizer, seq2seq_features):
+    if architecture == "llama":
+        records = Dataset.from_list(make_records(16))
+        return build_tiny_causal_lm(tokenizer), prepare_dss_features(
+            records, tokenizer, student_type="causal"
+        )
+    return build_tiny_seq2seq(tokenizer, architecture), seq2seq_features
+
+
+class RecordingCollator:
+    """A DSSDataCollator that keeps the column names of every feature it is given."""
+
+    def __init__(self, tokenizer, model):
+        self.collate = DSSDataCollator(tokenizer, model=model)
+        self.columns: set[str] = set()
+
+    def __call__(self, features):
+        for feature in features:
+            self.columns.update(feature)
+        return self.collate(features)
+
+
+# ------------------------------------------------------------------------- remove_unused_columns
+
+
+@pytest.mark.parametrize("architecture", ["t5", "llama"])
+def test_remove_unused_columns_keeps_the_rationale_columns(
+    tmp_path, tiny_tokenizer, tiny_features, architecture
+):
+    """Seq2SeqTrainer keeps only the columns model.forward takes; the rationale task's are used too."""
+
+    def run(remove):
+        model, features = student_and_features(architecture, tiny_tokenizer, tiny_features)
+        collator = RecordingCollator(tiny_tokenizer, model)
+        args = training_arguments(tmp_path / str(remove), max_steps=1, remove_unused_columns=remove)
+        trainer = DSSMITrainer(
+            model=model,
+            args=args,
+            processing_class=tiny_tokenizer,
+            data_collator=collator,
+            train_dataset=features,
+            eval_dataset=features.select(range(8)),
+        )
+        trainer.train()
+        metrics = trainer.evaluate()
+        return trainer.state.log_history[0], metrics, collator.columns
+
+    kept_log, kept_metrics, all_columns = run(False)
+    removed_log, removed_metrics, used_columns = run(True)
+    assert DSS_COLUMNS <= used_columns and "input" in all_columns
+    assert "input" not in used_columns  # columns nothing uses are still removed
+    for key in ("loss", "loss_label", "loss_rationale", "loss_mi"):
+        assert math.isclose(removed_log[key], kept_log[key], rel_tol=1e-6), key
+    for key in ("eval_loss", "eval_loss_label", "eval_loss_rationale", "eval_loss_mi"):
+        assert math.isclose(removed_metrics[key], kept_metrics[key], rel_tol=1e-6), key
+
+
+# ------------------------------------------------------------------------------------ NEFTune
+
+
+class EmbeddingNoise(TrainerCallback):
+    """Records, for each embedding module of the student's encoder and decoder, how far its training outputs
+    are from the plain lookup ``weight[ids]`` (its hooks are registered at train begin, after NEFTune's)."""
+
+    def __init__(self, model, alpha):
+        self.alpha = alpha
+        self.modules = {
+            "encoder": model.get_encoder().embed_tokens,
+            "decoder": model.get_decoder().embed_tokens,
+        }
+        self.seen: dict[str, list[tuple[float, float]]] = {name: [] for name in self.modules}
+        self.handles = []
+
+    def record(self, name):
+        def hook(module, inputs, output):
+            if not module.training:
+                return
+            clean = F.embedding(inputs[0], module.weight) * getattr(module, "embed_scale", 1.0)
+            bound = self.alpha / math.sqrt(output.shape[1] * output.shape[2])
+            self.seen[name].append((float((output - clean).detach().abs().max()), bound))
+
+        return hook
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.handles = [m.register_forward_hook(self.record(n)) for n, m in self.modules.items()]
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for handle in self.handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("architecture", ["t5", "bart"])
+def test_neftune_adds_noise_to_a_seq2seq_students_embeddings(
+    tmp_path, tiny_tokenizer, tiny_features, architecture
+):
+    """transformers 5 gives T5/BART's encoder and decoder their own embedding modules (weights tied to
+    get_input_embeddings(), where the Trainer hooks NEFTune), so the noise never reached the model."""
+    model = build_tiny_seq2seq(tiny_tokenizer, architecture)
+    probe = EmbeddingNoise(model, alpha=5.0)
+    args = training_arguments(tmp_path, max_steps=2, neftune_noise_alpha=5.0)
+    trainer = DSSMITrainer(
+        model=model,
+        args=args,
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+        callbacks=[probe],
+    )
+    trainer.train()
+    for name, seen in probe.seen.items():
+        assert len(seen) == 4, name  # two steps, two passes (predict: and explain:)
+        for largest, bound in seen:
+            assert 0 < largest <= bound * (1 + 1e-5), (name, largest, bound)
+    # after training the embeddings are plain again
+    batch = DSSDataCollator(tiny_tokenizer, model=model)([tiny_features[i] for i in range(2)])["pred"]
+    trainer.model.train()
+    for module in probe.modules.values():
+        assert not hasattr(module, "neftune_noise_alpha")
+    with torch.no_grad():
+        ids = batch["input_ids"]
+        encoder = probe.modules["encoder"]
+        clean = F.embedding(ids, encoder.weight) * getattr(encoder, "embed_scale", 1.0)
+        assert torch.equal(encoder(ids), clean)
+
+
+def test_neftune_still_reaches_a_causal_students_embeddings(tmp_path, tiny_tokenizer):
+    model, features = student_and_features("llama", tiny_tokenizer, None)
+    embeddings = model.get_input_embeddings()
+    seen = []
+
+    class Probe(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            def hook(module, inputs, output):
+                seen.append(float((output - F.embedding(inputs[0], module.weight)).abs().max().detach()))
+
+            self.handle = embeddings.register_forward_hook(hook)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.handle.remove()
+
+    args = training_arguments(tmp_path, max_steps=1, neftune_noise_alpha=5.0)
+    DSSMITrainer(
+        model=model, args=args, processing_class=tiny_tokenizer, train_dataset=features, callbacks=[Probe()]
+    ).train()
+    assert len(seen) == 2 and all(value > 0 for value in seen)
+
+
+# -------------------------------------------------------------------- average_tokens_across_devices
+
+
+class TwoProcesses:
+    """Stands in for an Accelerator of two processes whose counts are the same as this one's."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.num_processes = 2
+
+    def reduce(self, tensor, reduction="sum"):
+        assert reduction == "sum"
+        return tensor * 2
+
+    def __getattr__(self, name):
+        return getattr(self.accelerator, name)
+
+
+@pytest.mark.parametrize("average", [True, False])
+def test_average_tokens_across_devices_decides_whose_tokens_a_loss_is_averaged_over(
+    tmp_path, tiny_tokenizer, tiny_features, average
+):
+    """True: each process divides by the token counts of all processes (and DDP averages the gradients);
+    False: each process takes the mean over its own batch, as Seq2SeqTrainer does."""
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    args = training_arguments(tmp_path, average_tokens_across_devices=average)
+    trainer = DSSMITrainer(
+        model=model, args=args, processing_class=tiny_tokenizer, train_dataset=tiny_features
+    )
+    batch = DSSDataCollator(tiny_tokenizer, model=model)([tiny_features[i] for i in range(8)])
+    local = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
+    trainer.accelerator = TwoProcesses(trainer.accelerator)
+    counts = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
+    trainer.accelerator = trainer.accelerator.accelerator
+    labels = int(batch["pred"]["labels"].ne(-100).sum())
+    assert float(local.label_tokens) == labels and local.world_size == 1
+    expected_tokens, expected_world = (2 * labels, 2) if average else (labels, 1)
+    assert float(counts.label_tokens) == expected_tokens and counts.world_size == expected_world
+    # either way this process's share of a sum equals its own mean when all processes see the same counts
+    model.train()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=counts)
+        plain = trainer.compute_loss(model, batch)
+    assert math.isclose(float(loss), float(plain), rel_tol=1e-6)
