@@ -29,11 +29,10 @@ from .confidence import (
     CONFIDENCE_MODES,
     ConfidenceMode,
     LabelConfidences,
-    _num_rows,
-    _row_range,
     check_candidates_mode,
     label_confidences,
 )
+from .dataset_rows import num_rows, row_range
 from .prefixes import PREDICT_PREFIX
 from .tasks import TaskSpec, get_task
 
@@ -234,13 +233,13 @@ class ECECallback(TrainerCallback):
         batch_size = self.batch_size or int(getattr(args, "per_device_eval_batch_size", 8) or 8)
         limits = _generation_limits(self.max_new_tokens, generation or {}, args)
         world_size, rank = _process_group()
-        rows = _num_rows(dataset)
+        rows = num_rows(dataset)
         share = (
             dataset
             if world_size == 1
-            else _row_range(dataset, rank * rows // world_size, (rank + 1) * rows // world_size)
+            else row_range(dataset, rank * rows // world_size, (rank + 1) * rows // world_size)
         )
-        if _num_rows(share) == 0 and world_size > 1:  # fewer examples than processes
+        if num_rows(share) == 0 and world_size > 1:  # fewer examples than processes
             result = LabelConfidences(
                 self.mode,
                 [],

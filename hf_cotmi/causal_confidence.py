@@ -32,6 +32,7 @@ __all__ = [
     "CANDIDATE_SCORING",
     "causal_prompts",
     "prompts_of_features",
+    "fit_prompts_to_room",
     "candidate_target_ids",
     "score_candidates",
     "left_pad",
@@ -110,6 +111,84 @@ def prompts_of_features(
             )
         out.append(_prompt_part(ids, row))
     return out
+
+
+def fit_prompts_to_room(
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    room: int,
+    *,
+    chat_template: bool | None = False,
+    first_index: int = 0,
+) -> list[list[int]]:
+    """Prompt ids cut to ``room`` tokens (the room generation leaves in the student's context), as training cuts.
+
+    A prompt that fits is kept as it is. A plain prompt loses its end (the end of the input). A chat prompt
+    (the user turn plus the assistant header, :func:`hf_cotmi.data.causal.chat_prompt_frame`) loses the end
+    of the user's content and keeps the template's tail, so the student still generates as the assistant.
+
+    Args:
+        tokenizer: the student's tokenizer (its chat template gives the tail).
+        prompts: prompt ids, without padding.
+        room: the most tokens a prompt may take.
+        chat_template: True: the prompts are chat prompts (each must end with the template's tail); False:
+            plain prompts; None: a prompt that ends with the tail of the tokenizer's chat template is a chat
+            prompt, any other a plain one (for callers that do not know how the features were built).
+        first_index: the index of the first prompt, for error messages.
+
+    Raises:
+        ValueError: with ``chat_template=True``, a prompt to cut that does not end with the template's tail,
+            or a ``room`` smaller than the template alone.
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["user assistant end a b c d"])
+        >>> tok.chat_template = "user : {{ messages[0]['content'] }} end assistant :"
+        >>> ids = tok("user : a b c d end assistant :", add_special_tokens=False)["input_ids"]
+        >>> tok.decode(fit_prompts_to_room(tok, [ids], 6, chat_template=True)[0])
+        'user : a end assistant :'
+        >>> tok.decode(fit_prompts_to_room(tok, [ids], 6)[0])
+        'user : a b c d'
+    """
+    rows = [[int(t) for t in ids] for ids in prompts]
+    if all(len(row) <= room for row in rows):
+        return rows
+    from .data.causal import chat_prompt_frame
+
+    frame = None
+    if chat_template:
+        frame = chat_prompt_frame(tokenizer)
+    elif chat_template is None and getattr(tokenizer, "chat_template", None):
+        try:
+            frame = chat_prompt_frame(tokenizer)
+        except Exception:  # a template that cannot render one user turn: no prompt of this tokenizer is chat
+            frame = None
+    out = []
+    for index, row in enumerate(rows, start=first_index):
+        if len(row) <= room:
+            out.append(row)
+        elif frame is not None and frame[1] and row[-len(frame[1]) :] == frame[1]:
+            out.append(_cut_chat_prompt(row, room, frame, index))
+        elif chat_template:
+            raise ValueError(
+                f"prompt {index} does not end with the chat template's assistant header "
+                f"({tokenizer.decode(frame[1])!r}), so it cannot be cut to {room} tokens keeping it; "
+                "build the features with chat_template=True and this tokenizer, or use chat_template=False"
+            )
+        else:
+            out.append(row[:room])
+    return out
+
+
+def _cut_chat_prompt(row: list[int], room: int, frame: tuple[list[int], list[int]], index: int) -> list[int]:
+    head, tail = frame
+    if room < len(head) + len(tail):
+        raise ValueError(
+            f"prompt {index}: the chat template alone takes {len(head) + len(tail)} tokens (before and after the "
+            f"user's content) but the prompt may take {room} (the student's context less the tokens to "
+            "generate); generate fewer new tokens"
+        )
+    return row[: room - len(tail)] + tail
 
 
 def candidate_target_ids(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .losses import REDUCTIONS, _check_inputs, _compare, _position_weights
+from .losses import REDUCTIONS, check_mi_loss_inputs, mi_loss_from_reduced, position_mean_weights
 
 DEFAULT_CHUNK_SIZE = 1024
 """Default tokens (batch rows x positions) whose logits exist at once."""
@@ -53,7 +53,7 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
             argmax = torch.zeros(batch, vocab, dtype=torch.long, device=device)
         elif reduction == "mean":
             q = torch.zeros(batch, vocab, dtype=torch.float32, device=device)
-            weights = _position_weights(position_mask, batch, length, device)
+            weights = position_mean_weights(position_mask, batch, length, device)
         with torch.autocast(device.type, enabled=False):
             weight_c = weight.to(compute_dtype)
             for start in range(0, length, chunk):
@@ -285,7 +285,7 @@ def chunked_dss_losses(
         vocab = weight.shape[0]
         # The option checks of the unchunked MI loss, on stand-in shapes.
         label_mask, rationale_mask = label_labels.ne(-100), rationale_labels.ne(-100)
-        _check_inputs(
+        check_mi_loss_inputs(
             _shape_only(label_hidden, vocab),
             _shape_only(rationale_hidden, vocab),
             label_mask,
@@ -294,7 +294,7 @@ def chunked_dss_losses(
             divergence,
             variant,
         )
-        if reduction not in REDUCTIONS:  # pragma: no cover - _check_inputs refuses it
+        if reduction not in REDUCTIONS:  # pragma: no cover - check_mi_loss_inputs refuses it
             raise ValueError(f"reduction={reduction!r} is not supported")
         if variant == "paper":
             label_mask = rationale_mask = None
@@ -323,4 +323,8 @@ def chunked_dss_losses(
     )
     if not mutual_information:
         return label_sum, rationale_sum, None
-    return label_sum, rationale_sum, _compare(p.detach(), q, label_mask, rationale_mask, divergence, variant)
+    return (
+        label_sum,
+        rationale_sum,
+        mi_loss_from_reduced(p.detach(), q, label_mask, rationale_mask, divergence, variant),
+    )

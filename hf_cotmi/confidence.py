@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .calibration import average_confidence, expected_calibration_error
+from .dataset_rows import num_rows
 from .metrics import decode_token_ids, normalize_text
 from .prefixes import PREDICT_PREFIX
 from .student_types import check_chat_template_student, resolve_student_type
@@ -166,24 +167,6 @@ def _column_names(dataset: Any) -> list[str]:
     )
 
 
-def _num_rows(dataset: Any) -> int:
-    if isinstance(dataset, Mapping):
-        lengths = {len(v) for v in dataset.values()}
-        if len(lengths) > 1:
-            raise ValueError(f"`dataset` columns have different lengths: {sorted(lengths)}")
-        return lengths.pop() if lengths else 0
-    return len(dataset)
-
-
-def _row_range(dataset: Any, start: int, stop: int) -> Any:
-    """Rows ``start:stop`` of a ``datasets.Dataset``, a dict of columns or a list of row dicts."""
-    if isinstance(dataset, Mapping):
-        return {name: column[start:stop] for name, column in dataset.items()}
-    if hasattr(dataset, "select") and hasattr(dataset, "column_names"):
-        return dataset.select(range(start, stop))
-    return dataset[start:stop]
-
-
 def _as_list(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
@@ -193,7 +176,7 @@ def _as_list(value: Any) -> Any:
 
 
 def _iter_batches(dataset: Any, columns: Sequence[str], batch_size: int) -> Iterator[dict[str, list[Any]]]:
-    n = _num_rows(dataset)
+    n = num_rows(dataset)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         if isinstance(dataset, Mapping):
@@ -869,6 +852,7 @@ def _causal_batch(
     from .causal_confidence import (
         candidate_target_ids,
         causal_prompts,
+        fit_prompts_to_room,
         generate_from_prompts,
         prompts_of_features,
         score_candidates,
@@ -885,8 +869,14 @@ def _causal_batch(
         if batch.get("labels") is None:
             check_prompt_rows(batch["input_ids"], tokenizer.eos_token_id)
         prompts = prompts_of_features(batch["input_ids"], batch.get("labels"))
-        if room is not None:
-            prompts = [ids[:room] for ids in prompts]  # the end goes, as in training
+        if room is not None:  # cut as training cuts: the end of the input goes, a chat template's tail stays
+            prompts = fit_prompts_to_room(
+                tokenizer,
+                prompts,
+                room,
+                chat_template=True if chat_template else None,
+                first_index=first_example,
+            )
         if chat_template and input_column in batch:
             prompt_texts = [prefix + str(t) for t in batch[input_column]]
         else:

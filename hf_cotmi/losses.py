@@ -72,7 +72,7 @@ class _ReducedSoftmax(torch.autograd.Function):
             ctx.save_for_backward(x, lse, argmax, q)
         else:
             q = torch.empty(batch, vocab, dtype=torch.float32, device=x.device)
-            weights = _position_weights(position_mask, batch, length, x.device)
+            weights = position_mean_weights(position_mask, batch, length, x.device)
             # autocast would run the einsum (a batched product) in bf16 or fp16 and round q
             with torch.autocast(x.device.type, enabled=False):
                 for start in range(0, vocab, step):
@@ -121,10 +121,31 @@ class _ReducedSoftmax(torch.autograd.Function):
         return grad_x, None, None, None
 
 
-def _position_weights(
+def position_mean_weights(
     position_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
 ) -> torch.Tensor:
-    """Weights ``[B, n]`` that average over the valid positions of each row (zero for an empty row)."""
+    """Weights ``[B, n]`` that average over the valid positions of each row (zero for an empty row).
+
+    The ``"mean"`` reduction of the MI loss is ``q[b] = sum_t weights[b, t] * softmax(R[b, t])``.
+
+    Args:
+        position_mask: boolean ``[B, n]``, True at the positions averaged over; None averages over all ``n``.
+        batch: ``B``, the number of rows.
+        length: ``n``, the number of positions.
+        device: where the weights are made.
+
+    Returns:
+        A float32 ``[B, n]`` tensor whose rows sum to 1 (0 for a row with no True position).
+
+    Examples:
+        >>> import torch
+        >>> mask = torch.tensor([[True, True, False], [False, False, False]])
+        >>> position_mean_weights(mask, 2, 3, torch.device("cpu"))
+        tensor([[0.5000, 0.5000, 0.0000],
+                [0.0000, 0.0000, 0.0000]])
+        >>> position_mean_weights(None, 1, 4, torch.device("cpu"))
+        tensor([[0.2500, 0.2500, 0.2500, 0.2500]])
+    """
     if position_mask is None:
         return torch.full((batch, length), 1.0 / length, dtype=torch.float32, device=device)
     mask = position_mask.float()
@@ -139,7 +160,7 @@ def _reduce_label_side(
         batch, length, vocab = logits.shape
         out = torch.empty(batch, vocab, dtype=torch.float32, device=logits.device)
         step = _chunk_size(length, batch * vocab)
-        weights = _position_weights(position_mask, batch, length, logits.device)
+        weights = position_mean_weights(position_mask, batch, length, logits.device)
         if reduction == "max":
             out.fill_(float("-inf"))
         else:
@@ -157,7 +178,7 @@ def _reduce_label_side(
         return out
 
 
-def _check_inputs(
+def check_mi_loss_inputs(
     label_logits: torch.Tensor,
     rationale_logits: torch.Tensor,
     label_mask: torch.Tensor | None,
@@ -166,6 +187,32 @@ def _check_inputs(
     divergence: str,
     variant: str,
 ) -> None:
+    """Refuse options and tensors the MI loss cannot take, with a ``ValueError`` naming the argument.
+
+    The checks of :func:`mutual_information_loss`: ``reduction``, ``divergence`` and ``variant`` among the
+    supported ones, both logits 3-D floating-point ``[batch, positions, vocab]`` with at least one position,
+    the same batch and vocabulary sizes, and each mask (when given) boolean ``[batch, positions]``.
+
+    Args:
+        label_logits: ``[B, m, V]`` label-pass logits.
+        rationale_logits: ``[B, n, V]`` rationale-pass logits (or log-probabilities).
+        label_mask: boolean ``[B, m]`` or None.
+        rationale_mask: boolean ``[B, n]`` or None.
+        reduction: one of :data:`REDUCTIONS`.
+        divergence: one of :data:`DIVERGENCES`.
+        variant: one of :data:`VARIANTS`.
+
+    Raises:
+        ValueError: the first problem found, naming the argument and what was expected.
+
+    Examples:
+        >>> import torch
+        >>> check_mi_loss_inputs(torch.zeros(2, 3, 5), torch.zeros(2, 4, 5), None, None, "max", "ce", "paper")
+        >>> check_mi_loss_inputs(torch.zeros(2, 3, 5), torch.zeros(2, 4, 5), None, None, "sum", "ce", "paper")
+        Traceback (most recent call last):
+        ...
+        ValueError: reduction='sum' is not supported; expected one of 'max', 'mean'
+    """
     for name, value, choices in (
         ("reduction", reduction, REDUCTIONS),
         ("divergence", divergence, DIVERGENCES),
@@ -263,15 +310,17 @@ def mutual_information_loss(
         >>> r.grad.shape
         torch.Size([2, 5, 10])
     """
-    _check_inputs(label_logits, rationale_logits, label_mask, rationale_mask, reduction, divergence, variant)
+    check_mi_loss_inputs(
+        label_logits, rationale_logits, label_mask, rationale_mask, reduction, divergence, variant
+    )
     if variant == "paper":
         label_mask = rationale_mask = None
     p = _reduce_label_side(label_logits.detach(), label_mask, reduction)
     q = _ReducedSoftmax.apply(rationale_logits, rationale_mask, reduction, inputs_are_log_probs)
-    return _compare(p, q, label_mask, rationale_mask, divergence, variant)
+    return mi_loss_from_reduced(p, q, label_mask, rationale_mask, divergence, variant)
 
 
-def _compare(
+def mi_loss_from_reduced(
     p: torch.Tensor,
     q: torch.Tensor,
     label_mask: torch.Tensor | None,
@@ -279,7 +328,31 @@ def _compare(
     divergence: str,
     variant: str,
 ) -> torch.Tensor:
-    """The loss between the reduced label side ``p`` (no gradient) and rationale side ``q``, ``[B, V]`` each."""
+    """The loss between the reduced label side ``p`` (no gradient) and rationale side ``q``, ``[B, V]`` each.
+
+    The last step of :func:`mutual_information_loss`, once both sides are reduced over positions; the
+    formulas of each ``variant`` and ``divergence`` are given there. Rows where a given mask has no True
+    position add 0 to the mean.
+
+    Args:
+        p: ``[B, V]`` reduced label side.
+        q: ``[B, V]`` reduced rationale side.
+        label_mask: boolean ``[B, m]`` or None; only which rows have a valid position is read.
+        rationale_mask: boolean ``[B, n]`` or None; likewise.
+        divergence: ``"ce"`` or ``"kl"``.
+        variant: ``"paper"`` or ``"masked"``.
+
+    Returns:
+        A scalar float tensor.
+
+    Examples:
+        >>> import torch
+        >>> mi_loss_from_reduced(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), None, None, "ce", "paper")
+        tensor(0.6931)
+        >>> half = torch.tensor([[0.5, 0.5]])
+        >>> mi_loss_from_reduced(half, half, None, None, "kl", "masked")
+        tensor(0.)
+    """
     if variant == "paper" and divergence == "ce":
         return F.cross_entropy(q, p)
 
@@ -367,7 +440,7 @@ def rationale_nll_and_mutual_information(
         >>> (nll + mi).backward()
     """
     rationale_mask = rationale_labels.ne(-100)
-    _check_inputs(
+    check_mi_loss_inputs(
         label_logits, rationale_log_probs, label_mask, rationale_mask, reduction, divergence, variant
     )
     if variant == "paper":
@@ -375,4 +448,4 @@ def rationale_nll_and_mutual_information(
     position_mask = rationale_mask if variant == "masked" else None
     p = _reduce_label_side(label_logits.detach(), label_mask, reduction)
     nll_sum, q = _NLLAndReducedSoftmax.apply(rationale_log_probs, rationale_labels, position_mask, reduction)
-    return nll_sum, _compare(p, q, label_mask, position_mask, divergence, variant)
+    return nll_sum, mi_loss_from_reduced(p, q, label_mask, position_mask, divergence, variant)

@@ -68,7 +68,27 @@ class Student(NamedTuple):
     description: str
 
 
-def _load_error(what: str, name: str, error: Exception) -> CLIUsageError:
+def failed_load_error(what: str, name: str, error: Exception) -> CLIUsageError:
+    """The usage error to raise when ``from_pretrained(name)`` failed: it names what and where, and why.
+
+    A ``name`` that is a folder holds no loadable model; any other name is neither a local folder nor
+    something the Hugging Face Hub could provide. The first line of ``error`` (or its type, when it has no
+    message) ends the message.
+
+    Args:
+        what: what was being loaded, as the message says it (``"model"``, ``"tokenizer"``,
+            ``"teacher model"``).
+        name: the name or path passed to ``from_pretrained``.
+        error: the exception ``from_pretrained`` raised.
+
+    Returns:
+        A :class:`~hf_cotmi.run_arguments.CLIUsageError` for the caller to raise (``from error``).
+
+    Examples:
+        >>> print(failed_load_error("tokenizer", "no/such-model", OSError("404 Client Error\\nmore")))
+        ... # doctest: +ELLIPSIS
+        could not load the tokenizer 'no/such-model': it is not a local folder, ... (404 Client Error)
+    """
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     where = (
         "the folder exists but holds no loadable model"
@@ -300,7 +320,7 @@ def _saved_kind(name: str) -> str:
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
-        raise _load_error("model", name, error) from error
+        raise failed_load_error("model", name, error) from error
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
@@ -366,7 +386,7 @@ def _pretrained(
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
     except (OSError, ValueError) as error:
-        raise _load_error("tokenizer", tokenizer_name, error) from error
+        raise failed_load_error("tokenizer", tokenizer_name, error) from error
     kind = _saved_kind(name)
     if student_type is not None and student_type != kind:
         raise CLIUsageError(
@@ -396,7 +416,9 @@ def _pretrained(
     except CLIUsageError:
         raise
     except (OSError, ValueError) as error:
-        raise (_adapter_base_error(name, error) if adapters else _load_error("model", name, error)) from error
+        raise (
+            _adapter_base_error(name, error) if adapters else failed_load_error("model", name, error)
+        ) from error
     return model, tokenizer
 
 
@@ -411,7 +433,7 @@ def _adapter_base_error(folder: str, error: Exception) -> CLIUsageError:
     except (OSError, ValueError, AttributeError):
         base = None
     if not isinstance(base, str) or not base or os.path.isdir(base):
-        return _load_error("model", folder, error)
+        return failed_load_error("model", folder, error)
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return CLIUsageError(
         f"could not load the model {folder!r}: it holds LoRA adapters whose base model {base!r} "

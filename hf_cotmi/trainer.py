@@ -1070,10 +1070,15 @@ class DSSMITrainer(Seq2SeqTrainer):
     def _leave_room(
         self, input_ids: torch.Tensor, attention_mask: Any, max_new_tokens: int
     ) -> tuple[Any, Any]:
-        """Left-padded prompts cut (each keeps its start, as training truncation does) so that
-        ``max_new_tokens`` generated tokens still fit the student's context
-        (:func:`hf_cotmi.students.generation_prompt_limit`); unchanged when they already fit."""
-        from .causal_confidence import left_pad
+        """Left-padded prompts cut as training truncation cuts them so that ``max_new_tokens`` generated
+        tokens still fit the student's context (:func:`hf_cotmi.students.generation_prompt_limit`);
+        unchanged when they already fit.
+
+        A plain prompt keeps its start; a chat prompt (one that ends with the tokenizer's chat template's
+        assistant header) loses the end of the user's content and keeps that header
+        (:func:`hf_cotmi.causal_confidence.fit_prompts_to_room`).
+        """
+        from .causal_confidence import fit_prompts_to_room, left_pad
         from .students import generation_prompt_limit
 
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
@@ -1081,7 +1086,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         if room is None or input_ids.shape[1] <= room:
             return input_ids, attention_mask
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        rows = [ids[keep.bool()][:room].tolist() for ids, keep in zip(input_ids, mask)]
+        rows = [ids[keep.bool()].tolist() for ids, keep in zip(input_ids, mask)]
+        rows = fit_prompts_to_room(tokenizer, rows, room, chat_template=None)
         pad_id = self.model.generation_config.pad_token_id
         pad_id = pad_id[0] if isinstance(pad_id, (list, tuple)) else pad_id
         ids, cut_mask, _ = left_pad(rows, 0 if pad_id is None else pad_id, torch, input_ids.device)

@@ -277,13 +277,13 @@ def test_concatenate_joins_parts_in_order_and_checks_modes() -> None:
 def test_row_range_slices_every_dataset_kind() -> None:
     from datasets import Dataset
 
-    from hf_cotmi.confidence import _row_range
+    from hf_cotmi.dataset_rows import row_range
 
     columns = {"input": ["x0", "x1", "x2", "x3"], "label": ["0", "1", "2", "3"]}
     rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
-    assert _row_range(columns, 1, 3) == {"input": ["x1", "x2"], "label": ["1", "2"]}
-    assert _row_range(rows, 1, 3) == rows[1:3]
-    assert _row_range(Dataset.from_dict(columns), 1, 3)["label"] == ["1", "2"]
+    assert row_range(columns, 1, 3) == {"input": ["x1", "x2"], "label": ["1", "2"]}
+    assert row_range(rows, 1, 3) == rows[1:3]
+    assert row_range(Dataset.from_dict(columns), 1, 3)["label"] == ["1", "2"]
 
 
 @pytest.mark.parametrize("arch", ["t5", "bart"])

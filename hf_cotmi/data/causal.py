@@ -39,6 +39,7 @@ __all__ = [
     "encode_causal_task",
     "leading_special_ids",
     "check_prompt_rows",
+    "chat_prompt_frame",
     "TARGET_SEPARATOR",
 ]
 
@@ -157,6 +158,64 @@ def _chat_texts(tokenizer: Any, content: str, target: str) -> tuple[str, str]:
             "the full conversation); use chat_template=False or a template that does"
         )
     return prompt, full[len(prompt) :]
+
+
+def _probe_contents(tokenizer: Any) -> Any:
+    """One-token user contents to render the chat template with: a few common ones, then the vocabulary's."""
+    yield from ("a", "b", "x", "0", "1")
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for token_id in range(min(len(tokenizer), 1000)):
+        if token_id not in special:
+            yield tokenizer.decode([token_id])
+
+
+def chat_prompt_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the chat template puts before and after the user's content in a generation prompt.
+
+    The template renders the user turn plus the assistant header (``add_generation_prompt=True``), as
+    :func:`encode_causal_task` does with ``chat_template=True``. Rendered around two contents whose ids
+    differ, the ids both renderings start with are the head and those both end with the tail (the end of
+    the user turn and the assistant header), which a prompt cut for room must keep.
+
+    Raises:
+        ValueError: the tokenizer has no chat template, or gives every probed content the same ids.
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["user assistant end a b"])
+        >>> tok.chat_template = "user : {{ messages[0]['content'] }} end assistant :"
+        >>> head, tail = chat_prompt_frame(tok)
+        >>> tok.decode(head), tok.decode(tail)
+        ('user :', 'end assistant :')
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"chat_template=True but the tokenizer ({type(tokenizer).__name__}) has no chat template; "
+            "set tokenizer.chat_template or use chat_template=False"
+        )
+    first: list[int] | None = None
+    for content in _probe_contents(tokenizer):
+        ids = _ids(tokenizer, [_chat_prompt(tokenizer, content)])[0]
+        if first is None:
+            first = ids
+        elif ids != first:
+            return _common_ends(first, ids)
+    raise ValueError(
+        f"cannot tell the chat template's own tokens from the user's content: the tokenizer "
+        f"({type(tokenizer).__name__}) gives the rendered prompt the same ids whatever the content"
+    )
+
+
+def _common_ends(first: list[int], second: list[int]) -> tuple[list[int], list[int]]:
+    """The longest common start of two id lists and, in what is left of both, their longest common end."""
+    shortest = min(len(first), len(second))
+    head = 0
+    while head < shortest and first[head] == second[head]:
+        head += 1
+    tail = 0
+    while tail < shortest - head and first[-1 - tail] == second[-1 - tail]:
+        tail += 1
+    return first[:head], first[len(first) - tail :]
 
 
 def _truncate_chat_prompt(tokenizer: Any, content: str, max_prompt_length: int) -> tuple[list[int], bool]:

@@ -112,12 +112,12 @@ class TeacherBackend(Protocol):
 def _load_teacher(auto_class: Any, what: str, name: str, **options: Any) -> Any:
     """``auto_class.from_pretrained(name)``; a name that is neither a loadable folder nor on the Hub is a usage
     error naming it (``could not load the teacher model 'x': it is not a local folder, ...``)."""
-    from ..students import _load_error
+    from ..students import failed_load_error
 
     try:
         return auto_class.from_pretrained(name, **options)
     except (OSError, ValueError) as error:
-        raise _load_error(f"teacher {what}", name, error) from error
+        raise failed_load_error(f"teacher {what}", name, error) from error
 
 
 class OpenAICompatibleBackend:
