@@ -96,27 +96,65 @@ def _bare_optional_bool_flags(parser: Any) -> None:
 
 
 def _config_path(argv: Sequence[str]) -> str | None:
-    path = None
+    """The file ``--config`` names in ``argv``; two different files are refused (only one would be read)."""
+    paths: list[str] = []
     for index, token in enumerate(argv):
         if token == "--config":
             if index + 1 >= len(argv):
                 raise CLIUsageError("--config needs a YAML file")
-            path = argv[index + 1]
+            paths.append(argv[index + 1])
         elif token.startswith("--config="):
-            path = token.split("=", 1)[1]
-            if not path:
+            paths.append(token.split("=", 1)[1])
+            if not paths[-1]:
                 raise CLIUsageError("--config needs a YAML file")
-    return path
+    distinct = list(dict.fromkeys(paths))
+    if len(distinct) > 1:
+        shown = " and ".join(repr(path) for path in distinct)
+        raise CLIUsageError(f"--config is given twice ({shown}): only one file is read; merge them into one")
+    return distinct[0] if distinct else None
+
+
+class _DuplicateKeyError(Exception):
+    """A mapping in a config file that gives one key twice (YAML would keep the last silently)."""
+
+    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
+        super().__init__(f"key {key!r} is given twice (lines {first_line} and {second_line}); keep one")
+
+
+def _load_yaml(handle: Any) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (merge keys ``<<`` excepted)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                first_lines: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key, line = self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1
+                    try:
+                        if key in first_lines:
+                            raise _DuplicateKeyError(key, first_lines[key], line)
+                        first_lines[key] = line
+                    except TypeError:  # an unhashable key: SafeLoader's own check names it
+                        continue
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(handle, Loader=UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
 
 
 def _read_config(path: str, parser: Any) -> dict[str, Any]:
+    """The option values of config file ``path``, keyed by ``dest`` and typed as on the command line."""
     import yaml
 
     if not os.path.isfile(path):
         raise CLIUsageError(f"--config {path!r} does not exist or is not a file")
     try:
         with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle)
+            values = _load_yaml(handle)
+    except _DuplicateKeyError as error:
+        raise CLIUsageError(f"--config {path!r}: {error}") from error
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -127,89 +165,135 @@ def _read_config(path: str, parser: Any) -> dict[str, Any]:
         raise CLIUsageError(
             f"--config {path!r} must hold a mapping of option names to values; got {type(values).__name__}"
         )
-    import dataclasses
-    from argparse import ArgumentTypeError
+    actions = _config_actions(parser)
+    annotations = _declared_annotations(parser)
+    config: dict[str, Any] = {}
+    given_as: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name == "config":
+            raise CLIUsageError(f"--config {path!r}: a config file cannot name another ({key!r}); merge them")
+        if name not in actions:
+            raise CLIUsageError(
+                f"--config {path!r}: unknown option {key!r} for {parser.prog} (see {parser.prog} --help)"
+            )
+        action = actions[name]
+        if action.dest in given_as:
+            raise CLIUsageError(
+                f"--config {path!r}: {given_as[action.dest]!r} and {key!r} both set {action.dest}; keep one"
+            )
+        given_as[action.dest] = key
+        if action.nargs in ("+", "*") and isinstance(value, str):
+            value = [value]
+        config[action.dest] = _ConfigValue(path, key, action, annotations.get(action.dest, "")).typed(value)
+    return config
 
-    from transformers.hf_argparser import string_to_bool
 
-    # fields that take a list though their flag takes one value (report_to: "wandb" or ["wandb", "tensorboard"])
-    # (the declared annotations: HfArgumentParser rewrites a field's .type to the one type its flag parses)
-    list_fields = {
-        field.name
-        for kind in getattr(parser, "dataclass_types", ())
-        for field in dataclasses.fields(kind)
-        if any(
-            "list[" in str(vars(cls).get("__annotations__", {}).get(field.name, "")) for cls in kind.__mro__
-        )
-    }
-
-    def _typed(action: Any, key: Any, value: Any) -> Any:
-        """The value as argparse would have typed it from the command line; an error names file and key."""
-        if isinstance(value, list) and (action.nargs in ("+", "*") or action.dest in list_fields):
-            return [_typed_one(action, key, item) for item in value]
-        return _typed_one(action, key, value)
-
-    def _typed_one(action: Any, key: Any, value: Any) -> Any:
-        kind = action.type
-        expected = {int: "an integer", float: "a number", string_to_bool: "true or false", str: "text"}.get(
-            kind, "a value"
-        )
-        if action.choices:
-            expected = f"one of {', '.join(str(c) for c in action.choices)}"
-
-        def refuse(hint: str = "") -> CLIUsageError:
-            shown = f"{value!r} ({type(value).__name__})"
-            return CLIUsageError(f"--config {path!r}: {key!r} must be {expected}; got {shown}{hint}")
-
-        if value is None:
-            if action.default is None:
-                return None
-            raise refuse()
-        if isinstance(value, str) and callable(kind):  # argparse converts strings, as on the command line
-            try:
-                value = kind(value)
-            except (ValueError, TypeError, ArgumentTypeError):
-                raise refuse() from None
-        elif isinstance(value, (list, dict)):
-            if isinstance(value, list) or action.nargs in ("+", "*") or kind in (int, float, string_to_bool):
-                raise refuse()
-            return value  # a mapping for a dict-or-JSON-text field such as lr_scheduler_kwargs
-        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise refuse()
-        elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise refuse()
-        elif kind is string_to_bool and not isinstance(value, bool):
-            raise refuse()
-        elif kind is str or action.choices:
-            raise refuse(" (quote it in the YAML file to give text)")
-        elif kind is float:
-            value = float(value)
-        if action.choices and value not in action.choices:
-            raise refuse()
-        return value
-
-    actions = {}
+def _config_actions(parser: Any) -> dict[str, Any]:
+    """The parser's actions by every name a config key may use: the ``dest`` and each flag without dashes."""
+    actions: dict[str, Any] = {}
     for action in parser._actions:
         if action.dest == "help" or type(action).__name__ == "_StoreFalseAction":  # skip --no-* complements
             continue
         actions[action.dest] = action
         for option in action.option_strings:  # aliases such as --model
             actions.setdefault(option.lstrip("-").replace("-", "_"), action)
-    config: dict[str, Any] = {}
-    for key, value in values.items():
-        name = str(key).lstrip("-").replace("-", "_")
-        if name == "config":
-            raise CLIUsageError(f"--config {path!r}: a config file cannot name another ({key!r}); merge them")
-        if name in actions:
-            name = actions[name].dest
-        else:
-            raise CLIUsageError(
-                f"--config {path!r}: unknown option {key!r} for {parser.prog} (see {parser.prog} --help)"
-            )
-        if actions[name].nargs in ("+", "*") and isinstance(value, str):
-            value = [value]
-        config[name] = _typed(actions[name], key, value)
-    return config
+    return actions
+
+
+def _declared_annotations(parser: Any) -> dict[str, str]:
+    """Each dataclass field's declared annotation, as text (``HfArgumentParser`` rewrites an action's
+    ``type`` to the one type its flag parses, so ``report_to``'s ``list[str]`` or ``lr_scheduler_kwargs``'s
+    ``dict`` show only here)."""
+    import dataclasses
+
+    declared: dict[str, str] = {}
+    for kind in getattr(parser, "dataclass_types", ()):
+        for field_ in dataclasses.fields(kind):
+            for cls in kind.__mro__:
+                annotation = vars(cls).get("__annotations__", {}).get(field_.name)
+                if annotation is not None:
+                    declared[field_.name] = str(annotation)
+                    break
+    return declared
+
+
+@dataclass
+class _ConfigValue:
+    """Types one config value as ``argparse`` would type it from the command line; errors name file and key."""
+
+    path: str
+    key: Any
+    action: Any
+    annotation: str
+
+    def typed(self, value: Any) -> Any:
+        """The value, typed; a list where the field takes one (``report_to: [wandb, tensorboard]``)."""
+        if isinstance(value, list) and (self.action.nargs in ("+", "*") or "list[" in self.annotation):
+            return [self.typed_one(item) for item in value]
+        return self.typed_one(value)
+
+    def kind(self) -> Any:
+        from transformers.hf_argparser import string_to_bool
+
+        if self.action.nargs == 0 and isinstance(self.action.const, bool):  # a plain switch (predict --jsonl)
+            return string_to_bool
+        return str if self.action.type is None else self.action.type
+
+    def expected(self) -> str:
+        from enum import Enum
+
+        from transformers.hf_argparser import string_to_bool
+
+        kind = self.kind()
+        choices = self.action.choices
+        if choices is None and isinstance(kind, type) and issubclass(kind, Enum):
+            choices = [member.value for member in kind]
+        if choices:
+            return f"one of {', '.join(str(choice) for choice in choices)}"
+        if "dict" in self.annotation:  # lr_scheduler_kwargs: a mapping or its JSON text
+            return "a mapping or its JSON text" if kind is str else "a mapping"
+        names = {int: "an integer", float: "a number", string_to_bool: "true or false", str: "text"}
+        return names.get(kind, "text")
+
+    def refuse(self, value: Any, hint: str = "") -> CLIUsageError:
+        shown = f"{value!r} ({type(value).__name__})"
+        return CLIUsageError(
+            f"--config {self.path!r}: {self.key!r} must be {self.expected()}; got {shown}{hint}"
+        )
+
+    def typed_one(self, value: Any) -> Any:
+        from argparse import ArgumentTypeError
+
+        from transformers.hf_argparser import string_to_bool
+
+        kind = self.kind()
+        if value is None:
+            if self.action.default is None:
+                return None
+            raise self.refuse(value)
+        if isinstance(value, str):  # argparse converts strings, as on the command line
+            try:
+                value = kind(value)
+            except (ValueError, TypeError, ArgumentTypeError):
+                raise self.refuse(value) from None
+        elif isinstance(value, dict) and "dict" in self.annotation and self.action.nargs not in ("+", "*"):
+            return value  # a mapping for a dict-or-JSON-text field such as lr_scheduler_kwargs
+        elif isinstance(value, (list, dict)):
+            raise self.refuse(value)
+        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise self.refuse(value)
+        elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise self.refuse(value)
+        elif kind is float:
+            value = float(value)
+        elif kind is string_to_bool and not isinstance(value, bool):
+            raise self.refuse(value)
+        elif kind not in (int, float, string_to_bool):  # text, a choice, an enum, a path: only from text
+            raise self.refuse(value, " (quote it in the YAML file to give text)")
+        if self.action.choices and value not in self.action.choices:
+            raise self.refuse(value)
+        return value
 
 
 def parse_command_line(
@@ -227,8 +311,9 @@ def parse_command_line(
 
     Raises:
         CLIUsageError: an unknown option, a bad value, a config file that is missing, not YAML or holds an
-            unknown key or a value of the wrong type, or a value a dataclass's check refuses (the message
-            names ``argument --flag`` or ``--config 'file', key 'name'`` where it can tell).
+            unknown key, an option given twice or a value of the wrong type, two different config files, or
+            a value a dataclass's check refuses (the message names ``argument --flag`` or
+            ``--config 'file', key 'name'`` where it can tell).
 
     Examples:
         >>> parser = build_argument_parser([CommonArguments], prog="tool")

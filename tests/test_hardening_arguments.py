@@ -124,6 +124,11 @@ def run_with_config(tmp_path, capsys, text):
         ),
         ("max_steps: null", "'max_steps' must be an integer; got None (NoneType)"),
         ("lora_target_modules: [q, 1]", "'lora_target_modules' must be text; got 1 (int)"),
+        # a mapping is taken only by a field that takes one (lr_scheduler_kwargs), not by a text field
+        ("model: {name: t5-small}", "'model' must be text; got {'name': 't5-small'} (dict)"),
+        ("optim_args: {lr: 1}", "'optim_args' must be text; got {'lr': 1} (dict)"),
+        ("debug: true", "'debug' must be one of underflow_overflow, tpu_metrics_debug; got True (bool)"),
+        ("generation_config: 3", "'generation_config' must be text; got 3 (int)"),
     ],
 )
 def test_wrong_types_in_a_config_file_name_the_file_and_key(tmp_path, capsys, line, expected):
@@ -151,3 +156,54 @@ def test_config_values_are_typed_as_on_the_command_line(tmp_path):
     config.write_text("report_to: [7]\n")
     with pytest.raises(Exception, match=r"'report_to' must be text; got 7 \(int\)"):
         _parse("train", ["--config", str(config)])
+
+
+def test_a_predict_switch_in_a_config_file_is_read_as_a_boolean(tmp_path):
+    from hf_cotmi.cli import _parse
+
+    config = tmp_path / "predict.yaml"
+    for text, expected in (("jsonl: 'false'\n", False), ("jsonl: 'yes'\n", True), ("jsonl: false\n", False)):
+        config.write_text(text)
+        *_, extra = _parse("predict", ["--config", str(config), "a text"])
+        assert extra.jsonl is expected, text
+    config.write_text("jsonl: 2\n")
+    with pytest.raises(Exception, match=r"'jsonl' must be true or false; got 2 \(int\)"):
+        _parse("predict", ["--config", str(config), "a text"])
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("max_steps: 7\nmax_steps: 8\n", "key 'max_steps' is given twice (lines 1 and 2)"),
+        ("lr_scheduler_kwargs: {a: 1, a: 2}\n", "key 'a' is given twice (lines 1 and 1)"),
+        ("max-steps: 7\nmax_steps: 8\n", "'max-steps' and 'max_steps' both set max_steps"),
+        ("model: a\nmodel_name_or_path: b\n", "'model' and 'model_name_or_path' both set model_name_or_path"),
+    ],
+)
+def test_an_option_given_twice_in_a_config_file_is_refused(tmp_path, capsys, text, expected):
+    code, err, path = run_with_config(tmp_path, capsys, text)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"--config {path!r}: {expected}" in err
+
+
+def test_a_yaml_merge_key_is_not_a_duplicate(tmp_path):
+    from hf_cotmi.cli import _parse
+
+    config = tmp_path / "run.yaml"
+    config.write_text("lr_scheduler_kwargs: {<<: {a: 1, b: 2}, b: 3}\n")
+    *_, training_args, _ = _parse("train", ["--config", str(config)])
+    assert training_args.lr_scheduler_kwargs == {"a": 1, "b": 3}
+
+
+def test_two_config_files_are_refused_rather_than_one_ignored(tmp_path, capsys):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("max_steps: 5\n")
+    second.write_text("learning_rate: 1e-3\n")
+    code = main(["train", "--config", str(first), f"--config={second}", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"--config is given twice ({str(first)!r} and {str(second)!r}): only one file is read" in err
+    from hf_cotmi.cli import _parse
+
+    *_, training_args, common = _parse("train", ["--config", str(first), "--config", str(first)])
+    assert training_args.max_steps == 5 and common.config == str(first)  # the same file twice is one file
