@@ -1,4 +1,4 @@
-"""Teacher generation, pure parts: answer parsing and voting, prompts, retry policy, the resumable files."""
+"""Teacher generation: answer parsing and voting, prompts, retry policy, the resumable files, the local teacher."""
 
 from __future__ import annotations
 
@@ -570,3 +570,157 @@ def test_chat_style_answer_sentences_parse_without_a_second_answer_or_trailing_t
 def test_ambiguous_chat_answers_are_still_refused(task, text, reason):
     answer = parse_teacher_output(task, text)
     assert not answer.parsed and reason in answer.reason
+
+
+# ------------------------------------------------------------------------ the local teacher's generation
+
+_CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }} : {{ m['content'] }}<|im_end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant :{% endif %}"
+)
+# what the bigram teacher writes after the assistant header: an answer, the end of its turn, then a
+# made-up next user turn (as chat models do when nothing stops them at the end of their turn)
+_ANSWER_THEN_NEXT_TURN = {
+    ":": "he",
+    "he": "has",
+    "has": "3",
+    "3": "apples",
+    "apples": "?",
+    "?": "so",
+    "so": "the",
+    "the": "answer",
+    "answer": "is",
+    "is": "4",
+    "4": ".",
+    ".": "<|im_end|>",
+    "<|im_end|>": "<|im_start|>",
+    "<|im_start|>": "user",
+    "user": ":",
+    "</s>": "he",  # a raw prompt ends with the word tokenizer's </s>
+}
+_ANSWER = "he has 3 apples ? so the answer is 4 ."
+
+
+def _bigram_teacher(successors: dict[str, str]):
+    """A Llama whose greedy next token is ``successors[last token]``: one-hot embeddings, attention and MLP
+    outputs zeroed, the output projection a successor table. Its generation config stops at ``</s>`` only,
+    and the tokenizer has ChatML-style ``<|im_start|>``/``<|im_end|>`` special tokens and chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hf_cotmi.teacher.tiny import _WORDS
+    from hf_cotmi.tiny import build_word_tokenizer
+
+    tokenizer = build_word_tokenizer([_WORDS])
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = _CHATML_TEMPLATE
+    vocab = len(tokenizer)
+    width = vocab + vocab % 2
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=width,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    ids = tokenizer.convert_tokens_to_ids
+    with torch.no_grad():
+        model.model.embed_tokens.weight.zero_()
+        model.model.embed_tokens.weight[:, :vocab] = torch.eye(vocab)
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        for token, successor in successors.items():
+            model.lm_head.weight[ids(successor), ids(token)] = 1.0
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def _reference_text(model, tokenizer, text: str, stop_tokens: list[str], *, raw: bool) -> str:
+    """``model.generate`` on one unpadded prompt, greedy, stopping at ``stop_tokens``; the new text."""
+    encoded = tokenizer(text, return_tensors="pt", add_special_tokens=raw)
+    output = model.generate(
+        **encoded,
+        max_new_tokens=20,
+        do_sample=False,
+        eos_token_id=tokenizer.convert_tokens_to_ids(stop_tokens),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_a_local_chat_teacher_stops_at_its_templates_end_of_turn_token():
+    from hf_cotmi.teacher import GenerationRequest, LocalCausalBackend
+
+    model, tokenizer = _bigram_teacher(_ANSWER_THEN_NEXT_TURN)
+    backend = LocalCausalBackend("bigram", max_new_tokens=20, device="cpu", model=model, tokenizer=tokenizer)
+    prompts = ["how many ?", "he has 3 apples and she has 4 . how many ?"]
+    texts = backend.generate([GenerationRequest(i, 0, p, None) for i, p in enumerate(prompts)])
+    reference = _reference_text(
+        model, tokenizer, backend._text(prompts[0]), ["</s>", "<|im_end|>"], raw=False
+    )
+    assert reference == _ANSWER
+    # not 'he has 3 apples ? so the answer is 4 . user : he has ...' (a next turn, up to max_new_tokens),
+    # which has no single answer sentence and went to the rejects file
+    assert texts == [reference, reference]
+    assert parse_teacher_output("generic", texts[0]).label == "4"
+
+
+def test_a_local_raw_teacher_stops_at_its_tokenizers_eos_too():
+    from hf_cotmi.teacher import GenerationRequest, LocalCausalBackend
+
+    model, tokenizer = _bigram_teacher(_ANSWER_THEN_NEXT_TURN)
+    tokenizer.eos_token = "<|im_end|>"  # the generation config still stops at </s> only
+    backend = LocalCausalBackend(
+        "bigram", max_new_tokens=20, device="cpu", model=model, tokenizer=tokenizer, use_chat_template=False
+    )
+    [text] = backend.generate([GenerationRequest(0, 0, "Q: how many ?\nA:", None)])
+    assert text == _reference_text(model, tokenizer, "Q: how many ?\nA:", ["</s>", "<|im_end|>"], raw=True)
+    assert text == _ANSWER
+
+
+def _tiny_gpt2_teacher(max_positions: int):
+    from hf_cotmi.teacher.tiny import _WORDS, TINY_CHAT_TEMPLATE
+    from hf_cotmi.tiny import build_tiny_causal_lm, build_word_tokenizer
+
+    tokenizer = build_word_tokenizer([_WORDS])
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return build_tiny_causal_lm(tokenizer, "gpt2", max_positions=max_positions), tokenizer
+
+
+def test_a_prompt_past_the_local_teachers_context_is_refused_naming_the_record():
+    from hf_cotmi.teacher import GenerationRequest, LocalCausalBackend, TeacherRequestError
+
+    model, tokenizer = _tiny_gpt2_teacher(max_positions=32)
+    backend = LocalCausalBackend("gpt2-32", max_new_tokens=8, device="cpu", model=model, tokenizer=tokenizer)
+    short = "how many ?"  # 'user: how many ?\nassistant:': 7 tokens
+    at_the_limit = "1 + " * 8 + "1 ?"  # 22 tokens in its chat prompt: with 8 new tokens, 30 of 32 positions
+    fits = backend.generate(
+        [GenerationRequest(0, 0, short, None), GenerationRequest(1, 0, at_the_limit, None)]
+    )
+    assert len(fits) == 2
+    longer = "1 + " * 12 + "1 ?"  # 30 tokens: fits alone, but not with 8 new ones (an IndexError in GPT-2)
+    with pytest.raises(TeacherRequestError, match=r"record 5 \(sample 1\).*30 tokens.*context of 32"):
+        backend.generate([GenerationRequest(4, 0, short, None), GenerationRequest(5, 1, longer, None)])
+    with pytest.raises(ValueError, match="max_new_tokens=32 leaves no room"):
+        LocalCausalBackend("gpt2-32", max_new_tokens=32, device="cpu", model=model, tokenizer=tokenizer)
+
+
+def test_a_seq2seq_teacher_is_refused_with_what_the_local_backend_takes(tmp_path):
+    from hf_cotmi.teacher import LocalCausalBackend
+    from hf_cotmi.teacher.tiny import _WORDS
+    from hf_cotmi.tiny import build_tiny_seq2seq, build_word_tokenizer
+
+    tokenizer = build_word_tokenizer([_WORDS])
+    build_tiny_seq2seq(tokenizer).save_pretrained(tmp_path / "t5")
+    tokenizer.save_pretrained(tmp_path / "t5")
+    with pytest.raises(ValueError, match=r"encoder-decoder \(t5\).*decoder-only"):
+        LocalCausalBackend(str(tmp_path / "t5"), device="cpu")

@@ -37,6 +37,8 @@ __all__ = [
     "TeacherRequestError",
     "OpenAICompatibleBackend",
     "LocalCausalBackend",
+    "chat_turn_end_token_id",
+    "stop_token_ids",
 ]
 
 logger = logging.getLogger(__name__)
@@ -370,6 +372,10 @@ class LocalCausalBackend:
 
     Prompts go through the tokenizer's chat template when it has one (``use_chat_template=None``), as a
     chat server would; otherwise they are tokenised as they are. Greedy decoding at temperature 0.
+    Generation stops at the generation config's EOS, the tokenizer's EOS and, with a chat template, the
+    token that ends the template's assistant turn (``<|im_end|>``, ``<|eot_id|>``, ...: :func:`stop_token_ids`).
+    A prompt whose tokens and ``max_new_tokens`` do not fit in the model's context is refused, naming its record.
+    The teacher must be decoder-only: an encoder-decoder model (T5) is refused.
 
     Args:
         model_name_or_path: a Hub name or a local folder with model and tokenizer.
@@ -441,6 +447,9 @@ class LocalCausalBackend:
         self.use_chat_template = has_template if use_chat_template is None else use_chat_template
         self.chat_template = tokenizer.chat_template if self.use_chat_template else None
         if model is None:
+            _refuse_encoder_decoder(
+                _saved_config(self.model_name_or_path, trust_remote_code), self.model_name_or_path
+            )
             model = _load_teacher(
                 AutoModelForCausalLM,
                 "model",
@@ -448,7 +457,10 @@ class LocalCausalBackend:
                 dtype=dtype,
                 trust_remote_code=trust_remote_code,
             )
+        _refuse_encoder_decoder(getattr(model, "config", None), self.model_name_or_path)
+        self.context = _teacher_context(model, self.model_name_or_path, max_new_tokens)
         self.tokenizer, self.model = tokenizer, model.to(self.device).eval()
+        self.stop_token_ids = stop_token_ids(model, tokenizer, chat_template=self.use_chat_template)
 
     def settings(self) -> dict[str, Any]:
         """The result-changing settings."""
@@ -463,6 +475,19 @@ class LocalCausalBackend:
             "top_p": self.top_p,
             "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
         }
+
+    def _check_room(self, requests: Sequence[GenerationRequest], prompt_lengths: Sequence[int]) -> None:
+        """Refuse a batch with a prompt whose tokens and ``max_new_tokens`` are more than the context."""
+        if self.context is None:
+            return
+        for request, length in zip(requests, prompt_lengths):
+            if length + self.max_new_tokens > self.context:
+                raise TeacherRequestError(
+                    f"record {request.index} (sample {request.sample}): the prompt is {length} tokens; with "
+                    f"max_new_tokens={self.max_new_tokens} that is {length + self.max_new_tokens} tokens, more "
+                    f"than the teacher's context of {self.context} ({self.model_name_or_path}); shorten the "
+                    "prompt template or this input, or lower max_new_tokens"
+                )
 
     def _text(self, prompt: str) -> str:
         if not self.use_chat_template:
@@ -490,10 +515,13 @@ class LocalCausalBackend:
             return_tensors="pt",
             add_special_tokens=not self.use_chat_template,
         ).to(self.device)
+        self._check_room(requests, encoded["attention_mask"].sum(dim=1).tolist())
         options: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
+        if self.stop_token_ids:
+            options["eos_token_id"] = self.stop_token_ids
         if self.temperature > 0:
             options.update(do_sample=True, temperature=self.temperature)
             if self.top_p is not None:
@@ -506,3 +534,103 @@ class LocalCausalBackend:
             output = self.model.generate(**encoded, **options)
         generated = output[:, encoded["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+
+
+def _saved_config(name: str, trust_remote_code: bool) -> Any:
+    """The model config saved under ``name``, or None when it cannot be read (the model load then says why)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return None
+
+
+def _refuse_encoder_decoder(config: Any, name: str) -> None:
+    """A usage error for an encoder-decoder teacher (T5, BART): the local backend runs causal LMs only."""
+    from ..run_arguments import CLIUsageError
+
+    if getattr(config, "is_encoder_decoder", False):
+        raise CLIUsageError(
+            f"the teacher model {name!r} is an encoder-decoder ({getattr(config, 'model_type', '?')}) model; "
+            "the local teacher backend runs decoder-only causal language models (AutoModelForCausalLM): "
+            "give a decoder-only teacher"
+        )
+
+
+def _teacher_context(model: Any, name: str, max_new_tokens: int) -> int | None:
+    """The model's context in tokens (None when its config names none); a usage error when
+    ``max_new_tokens`` alone fills it."""
+    from ..run_arguments import CLIUsageError
+    from ..students import context_length
+
+    context = context_length(model, None)  # the model's positions: a tokenizer's limit may understate them
+    if context is not None and max_new_tokens >= context:
+        raise CLIUsageError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the teacher's context of {context} "
+            f"tokens ({name}); ask for fewer new tokens"
+        )
+    return context
+
+
+def _is_special(tokenizer: Any, token_id: int) -> bool:
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return token_id in set(tokenizer.all_special_ids) or bool(getattr(added.get(token_id), "special", False))
+
+
+def chat_turn_end_token_id(tokenizer: Any) -> int | None:
+    """The special token the tokenizer's chat template ends an assistant turn with, or None.
+
+    The template is rendered with an assistant message; the first token after the message's text is the
+    answer when it is a special token (``<|im_end|>`` for ChatML/Qwen, ``<|eot_id|>`` for Llama 3,
+    ``<end_of_turn>`` for Gemma, ``</s>`` for Mistral). None when there is no template, the template ends a
+    turn with plain text, or it cannot render such a conversation.
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["user assistant"])
+        >>> tok.chat_template = "{% for m in messages %}{{ m['content'] }}</s>{% endfor %}"
+        >>> tok.convert_ids_to_tokens(chat_turn_end_token_id(tok))
+        '</s>'
+    """
+    marker = "hf-cotmi-end-of-turn-probe"
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    conversation = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
+    try:
+        rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
+    except Exception as error:  # a template's own checks (roles, system prompts): no end-of-turn token known
+        logger.debug("the chat template could not render an assistant turn: %s", error)
+        return None
+    if not isinstance(rendered, str) or marker not in rendered:
+        return None
+    tail = rendered[rendered.rindex(marker) + len(marker) :].lstrip()
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
+    return ids[0] if ids and _is_special(tokenizer, ids[0]) else None
+
+
+def stop_token_ids(model: Any, tokenizer: Any, *, chat_template: bool) -> list[int]:
+    """The token ids a local teacher's generation stops at: the generation config's EOS, the tokenizer's EOS
+    and, when prompts go through the chat template, the token that ends its assistant turn
+    (:func:`chat_turn_end_token_id`). ``generate`` alone stops at the generation config's EOS only, and a
+    model whose config lacks its chat end-of-turn token (as some Llama 3 releases did) writes on into a
+    made-up next turn up to ``max_new_tokens``.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[2, 7]), config=None)
+        >>> stop_token_ids(model, SimpleNamespace(eos_token_id=9, chat_template=None), chat_template=False)
+        [2, 7, 9]
+    """
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        eos = getattr(source, "eos_token_id", None)
+        if eos is not None:
+            ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+            break
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    turn_end = chat_turn_end_token_id(tokenizer) if chat_template else None
+    if turn_end is not None:
+        ids.add(int(turn_end))
+    return sorted(ids)
