@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
@@ -36,7 +37,9 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     effect on this machine. ``fp16`` on
     the CPU (``use_cpu=True``, or no GPU or other accelerator) is refused rather than silently ignored: use
     ``bf16=True`` with ``use_cpu=True`` for bfloat16 on the CPU. ``bf16`` without ``use_cpu`` on a machine
-    without a bfloat16-capable accelerator is refused too (add ``use_cpu=True``).
+    without a bfloat16-capable accelerator is refused too (add ``use_cpu=True``). So is a launch of several
+    processes (``torchrun``: ``WORLD_SIZE`` > 1) that transformers would not join into one distributed run:
+    on a machine without a GPU that needs ``use_cpu=True``, or each process would train alone.
 
     Args:
         label_loss_weight: weight of the label task (``predict:`` -> label) cross-entropy.
@@ -231,6 +234,7 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
             )
         _check_mixed_precision(self)
         super().__post_init__()
+        _check_processes_train_together(self)
 
     @property
     def needs_rationale_pass(self) -> bool:
@@ -273,6 +277,23 @@ def _accelerator_available() -> bool:
 
     names = ("cuda", "xpu", "npu", "mlu", "hpu", "mps")
     return any(getattr(import_utils, f"is_torch_{name}_available", lambda: False)() for name in names)
+
+
+def _check_processes_train_together(args: DSSMITrainingArguments) -> None:
+    """Refuse a launch of several processes (``WORLD_SIZE`` > 1) that the Trainer would not join into one run.
+
+    On a machine without a GPU, transformers joins the processes of ``torchrun`` only with ``use_cpu=True``;
+    otherwise each process trains its own copy of the model and writes the same output folder.
+    """
+    launched = os.environ.get("WORLD_SIZE", "1")
+    if not launched.isdigit() or int(launched) <= 1 or args.world_size > 1:
+        return
+    raise ValueError(
+        f"this process is one of {launched} (WORLD_SIZE={launched}, set by torchrun or accelerate launch), but the "
+        "Trainer does not run them as one distributed run: without a GPU, transformers joins processes only "
+        "with use_cpu=True, so each process would train its own copy and write the same output folder; add "
+        "use_cpu=True (--use-cpu) to train on the CPU with gloo, or start a single process"
+    )
 
 
 def _check_mixed_precision(args: DSSMITrainingArguments) -> None:

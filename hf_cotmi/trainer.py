@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -111,6 +111,22 @@ def _as_dssmi_arguments(args: Seq2SeqTrainingArguments | None) -> DSSMITrainingA
     }
     values["remove_unused_columns"] = False
     return DSSMITrainingArguments(**values)
+
+
+def _first_rows(batch: Any, count: int, batch_size: int) -> Any:
+    """The first ``count`` examples of a (nested) batch: every tensor or list of ``batch_size`` rows is cut.
+
+    Examples:
+        >>> _first_rows({"pred": {"labels": torch.zeros(4, 3)}, "tag": "x"}, 1, 4)["pred"]["labels"].shape
+        torch.Size([1, 3])
+    """
+    if isinstance(batch, Mapping):
+        return {key: _first_rows(value, count, batch_size) for key, value in batch.items()}
+    if isinstance(batch, torch.Tensor) and batch.dim() > 0 and batch.shape[0] == batch_size:
+        return batch[:count]
+    if isinstance(batch, list) and len(batch) == batch_size:
+        return batch[:count]
+    return batch
 
 
 def _prompt_width(labels: torch.Tensor) -> int:
@@ -926,11 +942,16 @@ class DSSMITrainer(Seq2SeqTrainer):
         has_labels = "labels" in pred
         loss = None
         if has_labels:
-            with torch.no_grad(), self.compute_loss_context_manager():
-                loss, components, _ = self._dss_loss(model, inputs, None)
-            loss = loss.detach()
             batch_size = pred["labels"].shape[0]
-            self._components["eval"].add(components, weight=batch_size, scale=batch_size)
+            own = self._rows_not_repeated(batch_size)
+            # the loss of this process's own examples; a batch of repeats only fills its place in the
+            # gather (gather_for_metrics drops it), so its loss is the whole batch's and is not summed
+            scored = inputs if own in (0, batch_size) else _first_rows(inputs, own, batch_size)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss, components, _ = self._dss_loss(model, scored, None)
+            loss = loss.detach()
+            if own > 0:
+                self._components["eval"].add(components, weight=own, scale=own)
         if prediction_loss_only or not self.args.predict_with_generate:
             return loss, None, None
 
@@ -960,6 +981,23 @@ class DSSMITrainer(Seq2SeqTrainer):
                 pad = torch.full((labels.shape[0], width - labels.shape[-1]), -100, dtype=labels.dtype)
                 labels = torch.cat([labels, pad.to(labels.device)], dim=-1)
         return loss, predictions, labels
+
+    def _rows_not_repeated(self, batch_size: int) -> int:
+        """How many of this process's ``batch_size`` evaluation rows are its own examples, not repeats.
+
+        With several processes, accelerate fills the last global batch up to the same size on every process
+        with examples from the start of the dataset; the dataset's last examples come first, in process
+        order, and ``gather_for_metrics`` keeps only those (its ``remainder``). The repeats must not count
+        in the evaluation loss either.
+        """
+        accelerator = self.accelerator
+        state = accelerator.gradient_state
+        if accelerator.num_processes <= 1 or not accelerator.even_batches:
+            return batch_size
+        if not state.end_of_dataloader or state.remainder <= 0:
+            return batch_size
+        before = accelerator.process_index * batch_size
+        return max(0, min(batch_size, state.remainder - before))
 
     def _expose_inputs_for_metrics(self, inputs: dict[str, Any]) -> None:
         """``include_for_metrics=["inputs"]``: put the label task's inputs at the batch's top level.

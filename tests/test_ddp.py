@@ -91,6 +91,19 @@ def test_ece_callback_shares_the_evaluation_between_processes(runs: Path) -> Non
             assert math.isclose(rank[key], single[key], rel_tol=1e-4, abs_tol=1e-6), key
 
 
+@pytest.mark.slow
+def test_evaluation_losses_count_each_example_once(runs: Path) -> None:
+    """Under two processes the evaluation loss and its components average the 15 examples once each, as one
+    process does: not the example the second process repeats to fill its last batch (8 + 7 + 1 repeated)."""
+    single = json.loads((runs / "single" / "ece_rank0.json").read_text())["eval_losses"]
+    assert set(single) == {"eval_loss", "eval_loss_label", "eval_loss_rationale", "eval_loss_mi"}
+    for rank in (0, 1):
+        multi = json.loads((runs / "multi" / f"ece_rank{rank}.json").read_text())["eval_losses"]
+        assert multi.keys() == single.keys()
+        for key, value in single.items():
+            assert math.isclose(multi[key], value, rel_tol=1e-5), (rank, key, multi[key], value)
+
+
 CAUSAL_SCRIPT = Path(__file__).parent / "scripts" / "ddp_train_causal.py"
 
 
@@ -100,3 +113,22 @@ def test_two_process_ddp_matches_single_process_for_a_causal_student(tmp_path: P
     assert_same_training_logs(single, multi, ("loss", "loss_label", "loss_rationale", "loss_mi", "grad_norm"))
     for key in ("eval_loss", "eval_loss_label", "eval_loss_rationale", "eval_loss_mi"):
         assert math.isclose(single["eval"][key], multi["eval"][key], rel_tol=1e-5), key
+
+
+@pytest.mark.slow
+def test_processes_that_would_not_train_together_are_refused(tmp_path: Path) -> None:
+    """On a machine without GPUs, transformers joins torchrun's processes only with ``use_cpu``; without it
+    each process would train its own copy and write the same output folder. The run stops, saying so."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("with a GPU the processes do train together")
+    command = [_torchrun(), "--nproc_per_node", "2", "--master_port", str(free_local_port()), "-m", "hf_cotmi.cli",
+               "train", "--dataset", "synthetic", "--synthetic-train-size", "8", "--synthetic-test-size", "3",
+               "--max-steps", "1", "--tiny-d-model", "16", "--tiny-num-layers", "1", "--tiny-num-heads", "2",
+               "--tiny-d-ff", "32", "--report-to", "none", "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "use_cpu" in result.stderr and "WORLD_SIZE=2" in result.stderr, result.stderr[-3000:]
+    assert not (tmp_path / "out" / "results.json").exists()

@@ -86,6 +86,7 @@ def main() -> None:
                 "scored_rows": scored,
                 "compared_rows": compared_rows,
                 "eval_accuracy": metrics["eval_accuracy"],
+                "eval_losses": {k: v for k, v in metrics.items() if k.startswith("eval_loss")},
                 "predicted_rows": len(trainer.predict(features.select(range(15))).predictions),
                 "predictions": result.predictions,
                 "confidences": result.confidences.tolist(),
