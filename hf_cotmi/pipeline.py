@@ -59,6 +59,7 @@ __all__ = [
     "run_evaluation",
     "run_prediction",
     "check_confidence_options",
+    "label_new_tokens",
     "read_sidecar",
     "json_safe",
     "write_json",
@@ -415,6 +416,26 @@ def write_json(path: str, values: dict[str, Any], **options: Any) -> str:
     text = json.dumps(json_safe(values), indent=2, allow_nan=False, **options)
     write_text_atomically(path, text + "\n")
     return path
+
+
+def label_new_tokens(model: Any, generation_max_length: int) -> int:
+    """The new tokens a generated label may take under a run's ``generation_max_length``, as training's
+    evaluation generated it.
+
+    The Trainer passes ``generation_max_length`` to ``generate`` as ``max_length``, which for an
+    encoder-decoder counts the decoder's start token: one new token fewer. :class:`hf_cotmi.DSSMITrainer`
+    reads it as new tokens for a decoder-only student (its prompt is not part of the label). ``evaluate``,
+    ``predict`` and the examples after training use this, so they reproduce the run's own test figures.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> seq2seq = SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=True))
+        >>> label_new_tokens(seq2seq, 8)
+        7
+    """
+    if resolve_student_type(model) == "causal":
+        return generation_max_length
+    return max(1, generation_max_length - 1)
 
 
 def _sidecar_spec(sidecar: dict[str, Any], metric: str | None = None) -> TaskSpec:
@@ -848,7 +869,7 @@ def _show_examples(
         student_input_texts(raw, trainer.processing_class),
         predict_prefix=training_args.predict_prefix,
         explain_prefix=training_args.explain_prefix,
-        label_max_new_tokens=training_args.generation_max_length,
+        label_max_new_tokens=label_new_tokens(trainer.model, training_args.generation_max_length),
         rationale_max_new_tokens=training_args.rationale_max_new_tokens,
         confidence=mode,
         label_candidates=label_set,
@@ -1291,7 +1312,7 @@ def run_evaluation(
         prefix=predict_prefix,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens
-        or int(sidecar.get("generation_max_length") or data_args.max_label_length),
+        or label_new_tokens(model, int(sidecar.get("generation_max_length") or data_args.max_label_length)),
         is_correct=spec.is_correct,
         plot_path=plot_file or default_diagram_path(model_path, split),
         chat_template=chat_template,
@@ -1382,7 +1403,8 @@ def run_prediction(
         list(texts),
         predict_prefix=sidecar.get("predict_prefix", PREDICT_PREFIX),
         explain_prefix=sidecar.get("explain_prefix", EXPLAIN_PREFIX),
-        label_max_new_tokens=max_new_tokens or int(sidecar.get("generation_max_length") or 64),
+        label_max_new_tokens=max_new_tokens
+        or label_new_tokens(model, int(sidecar.get("generation_max_length") or 64)),
         rationale_max_new_tokens=rationale_max_new_tokens
         or int(sidecar.get("rationale_max_new_tokens") or 256),
         confidence=mode,

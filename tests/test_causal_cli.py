@@ -225,3 +225,14 @@ def test_chat_template_without_a_template_or_with_a_seq2seq_student_is_a_clear_e
         "--output-dir", str(tmp_path / "b"),
     )  # fmt: skip
     assert code == 2 and "error: --chat-template is for decoder-only (causal) students" in err
+
+
+def test_evaluate_reproduces_a_causal_runs_own_test_figures(causal_trained_dir, tmp_path, capsys):
+    # a decoder-only student's trainer reads generation_max_length as new tokens: evaluate must too
+    output = tmp_path / "metrics.json"
+    code, _, err = run(capsys, "evaluate", "--model", causal_trained_dir, "--output-file", str(output))
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    metrics = json.loads(Path(causal_trained_dir, "results.json").read_text())["metrics"]
+    for key in ("accuracy", "ece", "avg_confidence"):
+        assert report[key] == pytest.approx(metrics[f"test_{key}"], abs=1e-6), key

@@ -284,6 +284,18 @@ def test_evaluate_a_saved_student(trained_dir, tmp_path, capsys):
     assert reports["cut"]["avg_confidence"] != pytest.approx(reports["saved"]["avg_confidence"], rel=1e-3)
 
 
+def test_evaluate_reproduces_the_runs_own_test_figures(trained_dir, tmp_path, capsys):
+    # the label length the run generated with: training's generation_max_length counts a seq2seq decoder's
+    # start token (generate's max_length), so evaluate must allow one new token fewer, not as many
+    output = tmp_path / "metrics.json"
+    code, _, err = run(capsys, "evaluate", "--model", trained_dir, "--output-file", str(output))
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    metrics = json.loads(Path(trained_dir, "results.json").read_text())["metrics"]
+    for key in ("accuracy", "ece", "avg_confidence"):
+        assert report[key] == pytest.approx(metrics[f"test_{key}"], abs=1e-6), key
+
+
 def test_predict_prints_label_rationale_and_confidence(trained_dir, tmp_path, capsys):
     question = "mia has 4 pens . mia buys 3 more . then mia loses 2 . how many pens does mia have now ?"
     code, out, err = run(capsys, "predict", "--model", trained_dir, question)
