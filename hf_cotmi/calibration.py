@@ -24,7 +24,13 @@ import numpy as np
 
 Binning = Literal["uniform", "quantile"]
 
-__all__ = ["CalibrationBins", "average_confidence", "expected_calibration_error", "reliability_diagram_data"]
+__all__ = [
+    "CalibrationBins",
+    "average_confidence",
+    "check_binning",
+    "expected_calibration_error",
+    "reliability_diagram_data",
+]
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,31 @@ def _check_correct(correct: Any, n: int) -> np.ndarray:
     return corr
 
 
-def _bin_edges(conf: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
+def check_binning(n_bins: int, binning: str) -> None:
+    """Refuse binning options that :func:`expected_calibration_error` would refuse, before any data exists.
+
+    Args:
+        n_bins: number of bins ``M``, a positive integer.
+        binning: ``"uniform"`` or ``"quantile"``.
+
+    Raises:
+        ValueError: naming ``n_bins`` or ``binning`` and what was expected.
+
+    Examples:
+        >>> check_binning(15, "quantile")
+        >>> check_binning(0, "uniform")
+        Traceback (most recent call last):
+        ...
+        ValueError: `n_bins` must be a positive integer; got 0
+    """
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"`n_bins` must be a positive integer; got {n_bins!r}")
+    if binning not in ("uniform", "quantile"):
+        raise ValueError(f"`binning` must be 'uniform' or 'quantile'; got {binning!r}")
+
+
+def _bin_edges(conf: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
+    check_binning(n_bins, binning)
     n = int(n_bins)
     if binning == "uniform":
         # exact m/M (linspace gives 0.30000000000000004, which moves 0.3 down a bin)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
-from .calibration import Binning
+from .calibration import Binning, check_binning
 from .confidence import (
     CONFIDENCE_MODES,
     ConfidenceMode,
@@ -116,10 +116,7 @@ class ECECallback(TrainerCallback):
             spec = get_task(task) if isinstance(task, str) else task
             confidence, label_candidates = spec.confidence_for(confidence, label_candidates)  # type: ignore[assignment]
             is_correct = is_correct or spec.is_correct
-        if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-            raise ValueError(f"`n_bins` must be a positive integer; got {n_bins!r}")
-        if binning not in ("uniform", "quantile"):
-            raise ValueError(f"`binning` must be 'uniform' or 'quantile'; got {binning!r}")
+        check_binning(n_bins, binning)
         if confidence is not None and confidence not in CONFIDENCE_MODES:
             raise ValueError(f"`confidence` must be one of {CONFIDENCE_MODES} or None; got {confidence!r}")
         if confidence == "candidates" and label_candidates is None:

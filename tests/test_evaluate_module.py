@@ -150,3 +150,81 @@ def test_a_gold_class_outside_the_probability_vector_is_refused_not_counted_wron
     assert metric.compute(predictions=probs, references=golds)["ece"] == pytest.approx(
         expected_calibration_error(naive_conf, naive_correct)
     )
+
+
+def naive_uniform_ece(confidences, correct, n_bins=10):
+    """Textbook loop in float64: bin m holds m/M <= c < (m+1)/M, the last bin also c == 1."""
+    total = 0.0
+    for m in range(n_bins):
+        low, high = m / n_bins, (m + 1) / n_bins
+        members = [i for i, c in enumerate(confidences) if low <= c < high or (m == n_bins - 1 and c == high)]
+        if members:
+            accuracy = sum(correct[i] for i in members) / len(members)
+            confidence = sum(confidences[i] for i in members) / len(members)
+            total += len(members) / len(confidences) * abs(accuracy - confidence)
+    return total
+
+
+def test_empty_input_and_nothing_to_score_raise_a_clear_error(tmp_path):
+    """`evaluate` itself fails here with an IndexError / AttributeError that names nothing."""
+    metric = load(tmp_path)
+    with pytest.raises(ValueError, match=r"`predictions` is empty; expected at least one prediction"):
+        metric.compute(predictions=[], references=[])
+    with pytest.raises(ValueError, match=r"`references` is empty; expected at least one"):
+        metric.add_batch(predictions=[0.5], references=[])
+    with pytest.raises(ValueError, match=r"nothing to score: no `predictions` were passed to `compute`"):
+        load(tmp_path).compute()
+    # the module is still usable after the refusals, and empty batches did not count
+    metric.add_batch(predictions=[0.9, 0.6], references=[1, 0])
+    assert metric.compute()["ece"] == pytest.approx(naive_uniform_ece([0.9, 0.6], [1, 0]))
+
+
+def test_a_gold_class_that_is_not_an_integer_is_refused_not_truncated(tmp_path):
+    """A class index of 1.5 was cut to 1 by the int32 feature and scored as class 1."""
+    metric = load(tmp_path)
+    with pytest.raises(ValueError, match=r"gold class index .* must be an integer; got 1\.5 at index 0"):
+        metric.compute(predictions=[[0.1, 0.9], [0.6, 0.4]], references=[1.5, 1])
+    probs, golds = [[0.1, 0.9], [0.6, 0.4], [0.25, 0.75]], [1.0, 0.0, 0]  # whole floats are class indices
+    naive_conf = [max(p) for p in probs]
+    naive_correct = [int(p.index(max(p)) == g) for p, g in zip(probs, golds)]
+    assert metric.compute(predictions=probs, references=golds)["ece"] == pytest.approx(
+        naive_uniform_ece(naive_conf, naive_correct)
+    )
+
+
+@pytest.mark.parametrize(
+    ("vectors", "index", "total"),
+    [
+        ([[0.1, 0.2], [0.3, 0.7]], 0, "0.3"),  # unnormalised scores in [0, 1]
+        ([[0.5, 0.5], [0.9]], 1, "0.9"),  # a single probability instead of a distribution
+        ([[0.5, 0.5], [0.8, 0.9, 0.1]], 1, "1.8"),  # independent sigmoids (multi-label)
+    ],
+)
+def test_vectors_that_are_not_probability_distributions_are_refused(tmp_path, vectors, index, total):
+    with pytest.raises(ValueError, match=rf"sum to 1 .* at index {index} sums to {total}.*softmax"):
+        load(tmp_path).compute(predictions=vectors, references=[0] * len(vectors))
+
+
+def test_float32_softmax_over_a_large_vocabulary_is_accepted(tmp_path):
+    torch = pytest.importorskip("torch")
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(6, 50_000, generator=generator) * 3, dim=-1).numpy()  # float32
+    golds = probs.argmax(1).tolist()
+    golds[0] = (golds[0] + 1) % 50_000
+    result = load(tmp_path).compute(predictions=probs, references=golds)
+    confidences = [float(p.max()) for p in probs]
+    correct = [int(int(p.argmax()) == g) for p, g in zip(probs, golds)]
+    assert result["ece"] == pytest.approx(naive_uniform_ece(confidences, correct), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"n_bins": 0}, "`n_bins` must be a positive integer; got 0"),
+        ({"n_bins": 10.0}, "`n_bins` must be a positive integer; got 10.0"),
+        ({"binning": "equal_mass"}, "`binning` must be 'uniform' or 'quantile'; got 'equal_mass'"),
+    ],
+)
+def test_invalid_load_time_options_fail_at_load_not_at_the_first_evaluation(tmp_path, options, match):
+    with pytest.raises(ValueError, match=match):
+        load(tmp_path, **options)
