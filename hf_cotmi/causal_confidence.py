@@ -253,7 +253,13 @@ def _takes(model: Any, name: str) -> bool:
 
 def _cache_argument(model: Any) -> str | None:
     """The name under which ``forward`` takes a key-value cache (``cache`` in transformers 5.2x, formerly
-    ``past_key_values``), or None."""
+    ``past_key_values``), or None; None too for a model whose PEFT adapters put virtual tokens in front of
+    every call's input (prompt tuning, p-tuning), which would land between the cached prompt and the
+    candidate tokens."""
+    from .peft_methods import prepends_virtual_tokens
+
+    if prepends_virtual_tokens(model):
+        return None
     for name in ("cache", "past_key_values"):
         if _takes(model, name):
             return name
@@ -288,7 +294,8 @@ def score_candidates(
         pad_id: id used for padding (never attended to).
         batch_size: candidate rows per forward pass (and prompts per prompt pass).
         strategy: ``"cache"`` (the prompt runs once, its cache is shared) or ``"full"`` (prompt + candidate
-            per row); ``"cache"`` falls back to ``"full"`` for a model that returns no cache.
+            per row); ``"cache"`` falls back to ``"full"`` for a model that returns no cache, and for
+            prompt tuning and p-tuning adapters (their virtual tokens cannot continue a cache).
 
     Returns:
         One float64 array of scores per example, in the order of its candidates.

@@ -466,7 +466,8 @@ def label_confidences(
 
     Raises:
         ValueError: for an unknown mode, ``"candidates"`` without candidates, a missing column, an example
-            without candidates, ``batch_size < 1``, or (``"first_token"``) a generation whose every step up
+            without candidates, ``batch_size < 1``, an encoder-decoder student with prompt-learning PEFT
+            adapters (prompt tuning, prefix tuning, ...), or (``"first_token"``) a generation whose every step up
             to its end was forced by a logits processor (e.g. ``max_new_tokens=1`` with a forced BOS).
 
     Examples:
@@ -507,6 +508,8 @@ def label_confidences(
     causal = student_type == "causal"
     if chat_template:
         check_chat_template_student(student_type)
+    if not causal:
+        _check_no_prompt_learning(model)
     if causal:
         if chat_template and input_column in columns and input_column not in needed:
             needed.append(input_column)  # the user turn each candidate's assistant turn follows
@@ -598,6 +601,20 @@ def label_confidences(
 
 # ---------------------------------------------------------------------------------------------------------
 # the steps of label_confidences
+
+
+def _check_no_prompt_learning(model: Any) -> None:
+    """Refuse an encoder-decoder student with prompt-learning adapters: its confidences run the encoder on its
+    own (``model.get_encoder()``), which the adapters' virtual tokens never reach."""
+    from .peft_methods import prompt_learning_method
+
+    method = prompt_learning_method(model)
+    if method is not None:
+        raise ValueError(
+            f"label_confidences cannot score an encoder-decoder student with {method} adapters: their virtual "
+            "tokens exist only inside peft's forward, and the confidences run the encoder on its own; use "
+            "adapters that change weights (LoRA, IA3, ...) or merge them, or a decoder-only student"
+        )
 
 
 def check_candidates_mode(mode: str | None, label_candidates: Any, name: str = "mode") -> None:

@@ -405,9 +405,11 @@ def _pretrained(
                 ) from error
             loader = AutoPeftModelForCausalLM if causal else AutoPeftModelForSeq2SeqLM
             # trainable unless merged: a training run from saved adapters trains them further
+            if not merge_adapters:
+                _check_trainable_adapters(name)
             model = loader.from_pretrained(name, is_trainable=not merge_adapters)
             if merge_adapters:
-                model = model.merge_and_unload()
+                model = _merged(model, name, causal)
         else:
             # a local folder by its absolute path: the model remembers it (name_or_path), and adapters
             # trained on it save it as their base model, which must load from any working folder
@@ -420,6 +422,42 @@ def _pretrained(
             _adapter_base_error(name, error) if adapters else failed_load_error("model", name, error)
         ) from error
     return model, tokenizer
+
+
+def _check_trainable_adapters(folder: str) -> None:
+    """Refuse prompt-learning adapters for further training: peft loads them frozen only."""
+    from peft import PeftConfig
+
+    from .peft_methods import peft_type_name
+
+    config = PeftConfig.from_pretrained(folder)
+    if getattr(config, "is_prompt_learning", False):
+        raise CLIUsageError(
+            f"{folder!r} holds {peft_type_name(config)} adapters, which peft cannot load to train further "
+            "(it loads prompt-learning adapters frozen); train new ones from the base model "
+            f"({config.base_model_name_or_path!r}) instead"
+        )
+
+
+def _merged(model: Any, folder: str, causal: bool) -> Any:
+    """The base model with the adapters of ``model`` (a ``PeftModel`` loaded from ``folder``) merged in.
+
+    Prompt learning (prompt tuning, p-tuning, prefix tuning) has no weights to merge: its virtual tokens
+    exist only inside peft's forward, which the inference code (generation from encoder outputs, candidate
+    scoring on a cache) goes around, so it is refused here by name.
+    """
+    if not hasattr(model.base_model, "merge_and_unload"):
+        from .peft_methods import peft_type_name
+
+        kind = peft_type_name(model.active_peft_config)
+        loader = "AutoPeftModelForCausalLM" if causal else "AutoPeftModelForSeq2SeqLM"
+        raise CLIUsageError(
+            f"{folder!r} holds {kind} adapters, which cannot be merged into their base model; evaluate and "
+            "predict take full weights or adapters that change weights (LoRA, IA3, LoHa, LoKr, ...). Load these "
+            f"with peft's {loader}.from_pretrained and evaluate them with "
+            "DSSMITrainer(model=..., args=DSSMITrainingArguments(..., predict_with_generate=True)).predict(features)"
+        )
+    return model.merge_and_unload()
 
 
 def _adapter_base_error(folder: str, error: Exception) -> CLIUsageError:
@@ -507,8 +545,9 @@ def load_student(
 
     Raises:
         CLIUsageError: the model or tokenizer cannot be loaded, a local folder holds no tokenizer files
-            (:func:`tokenizer_files_problem`), ``source`` is a file, or ``student_type`` contradicts the
-            saved model's kind.
+            (:func:`tokenizer_files_problem`), ``source`` is a file, ``student_type`` contradicts the
+            saved model's kind, or the folder holds prompt-learning adapters (prompt tuning, prefix tuning,
+            ...), which cannot be merged for inference nor loaded trainable.
 
     Examples:
         >>> model, tokenizer, text = load_student(texts=["tom has 3 apples"], tiny_d_model=16)

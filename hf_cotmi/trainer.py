@@ -32,6 +32,7 @@ from .collator import EXPL_COLUMNS, PRED_COLUMNS, DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
 from .metrics import decode_token_ids
 from .model_card import PAPERS, TAGS, DSSModelCardCallback, DSSModelCardData, Paper, render_model_card
+from .peft_methods import check_peft_config, check_peft_model
 from .student_types import resolve_student_type
 
 logger = logging.getLogger("hf_cotmi")
@@ -323,7 +324,9 @@ class DSSMITrainer(Seq2SeqTrainer):
       ``output_rationale=True`` it also generates rationales, and :meth:`predict` returns
       ``predictions=(label_ids, rationale_ids)`` and writes ``predictions.jsonl`` (``{"prediction",
       "rationale"}`` per example, and ``"input"`` when the dataset has that column).
-    - ``peft_config`` wraps the model with PEFT; only the adapter trains and is saved.
+    - ``peft_config`` wraps the model with PEFT; only the adapter trains and is saved. Its ``task_type``
+      must be the student's (``SEQ_2_SEQ_LM`` or ``CAUSAL_LM``); AdaLoRA and CPT, whose training needs
+      more than a forward pass, are refused (:func:`hf_cotmi.peft_methods.check_peft_config`).
     - Trainer options keep their meaning: ``neftune_noise_alpha`` noises the embeddings of both passes (a
       seq2seq student's encoder and decoder embeddings), ``remove_unused_columns=True`` keeps the rationale
       columns, ``average_tokens_across_devices=False`` averages each process's loss over its own batch only.
@@ -380,9 +383,12 @@ class DSSMITrainer(Seq2SeqTrainer):
                 "compute_loss_func is not used by DSSMITrainer: its loss is label_loss_weight * label loss + "
                 "rationale_loss_weight * rationale loss + mi_loss_weight * MI loss (set those instead)"
             )
+        if model is not None:
+            check_peft_model(model, resolve_student_type(model))
         if peft_config is not None:
             if model is None:
                 raise ValueError("peft_config needs a model to wrap; model is None")
+            check_peft_config(peft_config, resolve_student_type(model))
             if _has_peft_adapters(model):
                 raise ValueError(
                     "peft_config was given for a model that already has PEFT adapters (it has a "
