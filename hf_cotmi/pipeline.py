@@ -32,7 +32,7 @@ from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .run_arguments import COLUMN_FIELDS, CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
 from .student_types import resolve_student_type
 from .students import Student, check_model_folder, input_length_limit, load_student, peft_config
-from .tasks import SYNTHETIC_TASK, TASKS, TaskSpec, get_task
+from .tasks import METRICS, SYNTHETIC_TASK, TASKS, TaskSpec, get_task
 
 logger = logging.getLogger("hf_cotmi")
 
@@ -47,6 +47,8 @@ __all__ = [
     "Student",
     "load_task_data",
     "task_spec",
+    "TEACHER_LABEL_COLUMNS",
+    "with_teacher_labels",
     "load_student",
     "build_features",
     "build_trainer",
@@ -128,6 +130,8 @@ class LoadedData:
         spec: the task's :class:`~hf_cotmi.tasks.TaskSpec` (default: a custom spec with ``task`` as metric).
         report: what the loader counted (:class:`~hf_cotmi.data.report.DSSLoadReport` for a DSS dataset,
             :class:`~hf_cotmi.data.report.CoTLoadReport` for your files; None for the synthetic task).
+        teacher_label_column: with ``label_source="llm"`` on your files, the column of the training file
+            whose teacher labels replaced the training split's ``label`` (see :func:`with_teacher_labels`).
 
     Examples:
         >>> LoadedData(splits={}, name=None, task="text", source={}).spec.name
@@ -140,6 +144,7 @@ class LoadedData:
     source: dict[str, Any]
     spec: TaskSpec | None = None
     report: Any = None
+    teacher_label_column: str | None = None
 
     def __post_init__(self) -> None:
         if self.spec is None:
@@ -227,6 +232,54 @@ def _dss(args: DataArguments) -> tuple[Any, dict[str, Any]]:
     return data, {"dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir)}, report
 
 
+TEACHER_LABEL_COLUMNS: tuple[str, ...] = ("teacher_label", "llm_label")
+"""Where ``--label-source llm`` finds the teacher's labels in your own training file, the first column
+present: ``hf-cotmi generate-rationales`` writes ``teacher_label``, the DSS loaders ``llm_label``."""
+
+
+def with_teacher_labels(dataset: Any, where: str) -> tuple[Any, str]:
+    """``dataset`` with its ``label`` replaced by the teacher's labels (``label_source="llm"`` on your files),
+    and the name of the column they came from (the first of :data:`TEACHER_LABEL_COLUMNS` it has).
+
+    Args:
+        dataset: a training split as :func:`hf_cotmi.load_cot_dataset` returns it.
+        where: the file it came from, for messages.
+
+    Raises:
+        CLIUsageError: no teacher label column (the message lists the columns there are), or a record
+            whose teacher label is null (named by its row).
+
+    Examples:
+        >>> from datasets import Dataset
+        >>> rows = Dataset.from_dict({"input": ["q ?"], "label": ["gold"], "rationale": ["r ."],
+        ...                           "teacher_label": ["teacher's"]})
+        >>> relabelled, column = with_teacher_labels(rows, "train.jsonl")
+        >>> relabelled["label"][0], column
+        ("teacher's", 'teacher_label')
+    """
+    from .data.custom import as_text_column
+
+    column = next((name for name in TEACHER_LABEL_COLUMNS if name in dataset.column_names), None)
+    if column is None:
+        expected = " or ".join(repr(name) for name in TEACHER_LABEL_COLUMNS)
+        raise CLIUsageError(
+            f"--label-source llm trains on the teacher's labels, and {where} has no column holding them "
+            f"({expected}; hf-cotmi generate-rationales writes teacher_label); the columns are "
+            f"{dataset.column_names}. Train on its label column with --label-source gt (the default)"
+        )
+    dataset = as_text_column(dataset, column, where)
+    missing = next((row for row, label in enumerate(dataset[column]) if label is None), None)
+    if missing is not None:
+        raise CLIUsageError(
+            f"{where}, row {missing}: {column!r} is missing (null); --label-source llm needs the teacher's "
+            "label of every training record (rows count from 0)"
+        )
+    relabelled = dataset.map(
+        lambda labels: {"label": labels}, input_columns=column, batched=True, desc="teacher labels"
+    )
+    return relabelled, column
+
+
 def _pick_splits(data: Any, args: DataArguments, need_train: bool) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     if args.train_split in data:
@@ -254,7 +307,8 @@ def load_task_data(args: DataArguments, *, need_train: bool = True) -> LoadedDat
 
     Raises:
         CLIUsageError: no data named, both a dataset and files, an unknown dataset, ``--data-dir`` missing,
-            or a split that is not there.
+            or a split that is not there; with ``label_source="llm"``, a training file of your own without
+            the teacher's labels (:func:`with_teacher_labels`).
         FileNotFoundError: a file or folder that does not exist.
 
     Examples:
@@ -281,7 +335,12 @@ def load_task_data(args: DataArguments, *, need_train: bool = True) -> LoadedDat
         (data, source, report), name = _synthetic(args), "synthetic-arithmetic-cot"
     else:
         (data, source, report), name = _dss(args), args.dataset
-    return LoadedData(_pick_splits(data, args, need_train), name, spec.metric, source, spec, report)
+    splits = _pick_splits(data, args, need_train)
+    teacher_label_column = None
+    if files and args.label_source == "llm" and "train" in splits:  # a DSS dataset's loader did it
+        where = files.get(args.train_split, args.train_split)
+        splits["train"], teacher_label_column = with_teacher_labels(splits["train"], where)
+    return LoadedData(splits, name, spec.metric, source, spec, report, teacher_label_column)
 
 
 def build_features(
@@ -461,6 +520,24 @@ def _sidecar_spec(sidecar: dict[str, Any], metric: str | None = None) -> TaskSpe
     elif mode in _PLAIN_CONFIDENCE_MODES:
         spec = replace(spec, confidence=mode)
     return replace(spec, metric=metric) if metric and metric != spec.metric else spec
+
+
+def _metric_of_new_files(spec: TaskSpec, data_args: DataArguments, sidecar: dict[str, Any]) -> TaskSpec:
+    """``spec`` of data given to evaluate anew: files of your own without ``--task`` compare answers as the
+    training run did (the task it recorded, e.g. ``equation``); a ``--task`` or ``--dataset`` given decides
+    by itself.
+
+    Examples:
+        >>> new = TaskSpec.custom()
+        >>> _metric_of_new_files(new, DataArguments(test_file="t.jsonl"), {"task": "equation"}).metric
+        'equation'
+        >>> _metric_of_new_files(new, DataArguments(test_file="t.jsonl", task="text"), {"task": "equation"}).metric
+        'text'
+    """
+    recorded = sidecar.get("task")
+    if data_args.task or data_args.dataset or recorded not in METRICS or recorded == spec.metric:
+        return spec
+    return replace(spec, metric=recorded)
 
 
 # confidence modes that need no candidates
@@ -1071,7 +1148,10 @@ def run_training(
     data = load_task_data(data_args)
     spec: TaskSpec = data.spec  # type: ignore[assignment]
     sizes = ", ".join(f"{split} {dataset.num_rows}" for split, dataset in data.splits.items())
-    print_fn(f"data: {data.name or 'your files'} ({sizes} examples; answers compared as {spec.metric})")
+    labels = f"; training labels from {data.teacher_label_column!r}" if data.teacher_label_column else ""
+    print_fn(
+        f"data: {data.name or 'your files'} ({sizes} examples; answers compared as {spec.metric}{labels})"
+    )
     vocabulary = [*extra_vocabulary, *_built_in_vocabulary(model_args, data_args)]
     student = load_student(model_args, _vocabulary(data.splits["train"]), extra_vocabulary=vocabulary)
     print_fn(f"student: {student.description}" + (" + LoRA adapters" if model_args.use_peft else ""))
@@ -1257,7 +1337,8 @@ def run_evaluation(
     """Accuracy, ECE, average confidence and the reliability diagram of a saved student on one split.
 
     Settings the training run saved in ``hf_cotmi_config.json`` (prefixes, task and data source) are used
-    where ``data_args`` leaves them open; on that recorded data the confidence mode (and candidates) the run
+    where ``data_args`` leaves them open (files of your own given anew without ``task`` are compared by the
+    run's task, e.g. ``equation``); on that recorded data the confidence mode (and candidates) the run
     measured its ECE with is the default. Of recorded files, only the evaluated split's is read. Files of
     your own given in ``data_args`` (``test_file``, ``validation_file``) are read with the column names the
     run recorded (``input_column``, ...) where ``data_args`` leaves those at their defaults.
@@ -1280,7 +1361,10 @@ def run_evaluation(
         raise CLIUsageError("--num-examples-to-show is not used by evaluate (predict shows examples)")
     sidecar = read_sidecar(model_path)
     data, from_sidecar = _data_for_evaluation(data_args, sidecar, model_path, split, explicit_options)
-    spec = _sidecar_spec(sidecar, data_args.task or sidecar.get("task")) if from_sidecar else data.spec
+    if from_sidecar:
+        spec = _sidecar_spec(sidecar, data_args.task or sidecar.get("task"))
+    else:
+        spec = _metric_of_new_files(data.spec, data_args, sidecar)
     model, tokenizer, _ = load_student(model_path, for_inference=True, device=device)
     predict_prefix = sidecar.get("predict_prefix", PREDICT_PREFIX)
     chat_template = bool(data_args.chat_template or sidecar.get("chat_template", False))

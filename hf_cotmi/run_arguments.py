@@ -128,7 +128,9 @@ class DataArguments:
     test_split: str = field(default="test", metadata={"help": "Split evaluated after training."})
     label_source: str = field(
         default="gt",
-        metadata={"help": "DSS datasets: train on ground-truth labels (gt) or the teacher's labels (llm).",
+        metadata={"help": "Train on ground-truth labels (gt) or the teacher's labels (llm): a DSS dataset's PaLM "
+                  "labels, or the teacher_label column (llm_label also read) of your --train-file, as "
+                  "hf-cotmi generate-rationales writes it. Held-out splits keep their gold labels.",
                   "choices": ["gt", "llm"]},
     )  # fmt: skip
     task: str | None = field(

@@ -620,7 +620,7 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys):
             "--input-file",
             "x",
             "--output-file",
-            "y",
+            "y.jsonl",
             "--base-url",
             "http://127.0.0.1:1/v1",
         ]

@@ -19,6 +19,7 @@ from .answers import TASKS
 from .generate import FILTERS
 from .options import (
     check_max_records,
+    check_output_file,
     check_positive,
     check_request_timeout,
     check_sampling,
@@ -59,8 +60,9 @@ class GenerateRationalesArguments:
     )
     output_file: str | None = field(
         default=None,
-        metadata={"help": "JSON Lines training file to write; appended to (resumed) when it exists."},
-    )
+        metadata={"help": "JSON Lines training file to write (.jsonl, or .json); appended to (resumed) when it "
+                  "exists."},
+    )  # fmt: skip
     base_url: str | None = field(
         default=None,
         metadata={"help": "Root of an OpenAI-compatible API (vLLM, TGI, llama.cpp, transformers serve, a hosted "
@@ -148,10 +150,11 @@ def check_option_values(options: dict[str, Any]) -> None:
     """Check the values of ``generate-rationales`` options (the :class:`GenerateRationalesArguments` fields).
 
     Raises:
-        ValueError: a count that is not positive (``num_samples``, ``max_new_tokens``, ``batch_size``,
-            ``concurrency``), a negative ``max_records`` or ``max_retries``, a sampling or waiting value out of
-            range, or an option that the teacher given (``base_url`` or ``teacher_model``) does not read; the
-            message starts with the option's field name.
+        ValueError: an ``output_file`` that ``hf-cotmi train --train-file`` would not read as JSON Lines
+            (:func:`~hf_cotmi.teacher.options.check_output_file`), a count that is not positive
+            (``num_samples``, ``max_new_tokens``, ``batch_size``, ``concurrency``), a negative ``max_records`` or
+            ``max_retries``, a sampling or waiting value out of range, or an option that the teacher given
+            (``base_url`` or ``teacher_model``) does not read; the message starts with the option's field name.
 
     Examples:
         >>> try:
@@ -160,6 +163,8 @@ def check_option_values(options: dict[str, Any]) -> None:
         ...     print(str(error).split(" only")[0])
         batch_size=4 (--batch-size) is read by a local teacher (teacher_model)
     """
+    if options.get("output_file") is not None:
+        check_output_file(options["output_file"])
     for name in ("num_samples", "max_new_tokens", "batch_size", "concurrency"):
         check_positive(name, options[name])
     check_max_records(options["max_records"])

@@ -36,7 +36,7 @@ from .backends import (
     TeacherBackend,
     TeacherRequestError,
 )
-from .options import check_max_records, check_positive, refuse_other_teachers_options
+from .options import check_max_records, check_output_file, check_positive, refuse_other_teachers_options
 from .prompts import load_prompt_template, render_prompt
 from .retrying import RetryPolicy
 from .store import (
@@ -854,7 +854,8 @@ def generate_rationales(
     Args:
         source: a ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file or a ``datasets.Dataset`` with an
             input column and optionally a label column.
-        output_file: the JSON Lines training file to write (appended to when it exists).
+        output_file: the JSON Lines training file to write, named ``.jsonl`` (or ``.json``); appended to when
+            it exists.
         base_url: root of an OpenAI-compatible API, e.g. ``http://127.0.0.1:8000/v1``.
         model: the model name on that server.
         teacher_model: a local causal model (Hub name or folder) instead of a server.
@@ -898,7 +899,9 @@ def generate_rationales(
             is in progress (Ctrl-C included) carries the :class:`GenerationSummary` as ``error.summary``,
             as ``TeacherRequestError`` does.
         SettingsMismatchError: the output was made with other settings and ``force`` is False.
-        ValueError: a line already in the output or rejects file no longer matches its input record (the
+        ValueError: an ``output_file`` not named ``.jsonl`` or ``.json``, which ``hf-cotmi train
+            --train-file`` would not read as JSON Lines; a line already in the output or rejects file no
+            longer matches its input record (the
             input, gold label or a copied column changed; the message names the record and the field), or
             an input column has the name of a field the generator writes (:data:`GENERATED_FIELDS`).
 
@@ -908,6 +911,7 @@ def generate_rationales(
         ...                               task="multiple_choice", filter="drop")  # doctest: +SKIP
     """
     _check_run_options(task, filter, num_samples, max_records)
+    check_output_file(output_file)
     temperature = _sampling_temperature(temperature, num_samples)
     top_p = None if top_p is None else float(top_p)
     policy = retry_policy or RetryPolicy(max_retries=max_retries, max_retry_after=max_retry_after)

@@ -15,9 +15,13 @@ Examples:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "OUTPUT_SUFFIXES",
+    "check_output_file",
     "check_positive",
     "check_request_timeout",
     "check_sampling",
@@ -33,6 +37,37 @@ _SERVER_ONLY = {
     "request_timeout": 120.0,
     "max_retry_after": 300.0,
 }
+
+
+OUTPUT_SUFFIXES: tuple[str, ...] = (".jsonl", ".json")
+"""Names of an output file that ``hf-cotmi train --train-file`` reads as the JSON Lines written into it (it
+reads ``.csv`` and ``.parquet`` by their own formats)."""
+
+
+def check_output_file(output_file: str | os.PathLike[str]) -> None:
+    """Refuse an output file whose name ``hf-cotmi train --train-file`` would not read as JSON Lines.
+
+    Raises:
+        ValueError: the suffix is not one of :data:`OUTPUT_SUFFIXES` (case aside); the message starts with
+            ``output_file``.
+
+    Examples:
+        >>> check_output_file("train.jsonl")
+        >>> try:
+        ...     check_output_file("train.csv")
+        ... except ValueError as error:
+        ...     print(str(error).split("; ")[1])
+        name it with .jsonl (e.g. 'train.jsonl')
+    """
+    path = Path(output_file)
+    suffix = path.suffix.lower()
+    if suffix in OUTPUT_SUFFIXES:
+        return
+    read_as = f"reads as {suffix!r}" if suffix in (".csv", ".parquet") else "does not read"
+    raise ValueError(
+        f"output_file {str(output_file)!r} would hold JSON Lines under a name that hf-cotmi train --train-file "
+        f"{read_as}; name it with .jsonl (e.g. {path.stem + '.jsonl'!r})"
+    )
 
 
 def check_positive(name: str, value: object) -> None:
