@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_runs import evaluate_reproduces_the_runs_test_figures
 from test_cli import FAST, SYNTHETIC, run
 
 from hf_cotmi import build_tiny_causal_lm, build_word_tokenizer
@@ -229,10 +230,4 @@ def test_chat_template_without_a_template_or_with_a_seq2seq_student_is_a_clear_e
 
 def test_evaluate_reproduces_a_causal_runs_own_test_figures(causal_trained_dir, tmp_path, capsys):
     # a decoder-only student's trainer reads generation_max_length as new tokens: evaluate must too
-    output = tmp_path / "metrics.json"
-    code, _, err = run(capsys, "evaluate", "--model", causal_trained_dir, "--output-file", str(output))
-    assert code == 0, err
-    report = json.loads(output.read_text())
-    metrics = json.loads(Path(causal_trained_dir, "results.json").read_text())["metrics"]
-    for key in ("accuracy", "ece", "avg_confidence"):
-        assert report[key] == pytest.approx(metrics[f"test_{key}"], abs=1e-6), key
+    evaluate_reproduces_the_runs_test_figures(capsys, causal_trained_dir, tmp_path)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_runs import run
+from cli_runs import evaluate_reproduces_the_runs_test_figures, run
 from conftest import DSS_DATA
 from conftest import needs_dss as needs_dss_data
 from huggingface_hub import ModelCard
@@ -287,13 +287,7 @@ def test_evaluate_a_saved_student(trained_dir, tmp_path, capsys):
 def test_evaluate_reproduces_the_runs_own_test_figures(trained_dir, tmp_path, capsys):
     # the label length the run generated with: training's generation_max_length counts a seq2seq decoder's
     # start token (generate's max_length), so evaluate must allow one new token fewer, not as many
-    output = tmp_path / "metrics.json"
-    code, _, err = run(capsys, "evaluate", "--model", trained_dir, "--output-file", str(output))
-    assert code == 0, err
-    report = json.loads(output.read_text())
-    metrics = json.loads(Path(trained_dir, "results.json").read_text())["metrics"]
-    for key in ("accuracy", "ece", "avg_confidence"):
-        assert report[key] == pytest.approx(metrics[f"test_{key}"], abs=1e-6), key
+    evaluate_reproduces_the_runs_test_figures(capsys, trained_dir, tmp_path)
 
 
 def test_predict_prints_label_rationale_and_confidence(trained_dir, tmp_path, capsys):
