@@ -253,12 +253,14 @@ def _takes(model: Any, name: str) -> bool:
 
 def _cache_argument(model: Any) -> str | None:
     """The name under which ``forward`` takes a key-value cache (``cache`` in transformers 5.2x, formerly
-    ``past_key_values``), or None; None too for a model whose PEFT adapters put virtual tokens in front of
-    every call's input (prompt tuning, p-tuning), which would land between the cached prompt and the
-    candidate tokens."""
-    from .peft_methods import prepends_virtual_tokens
+    ``past_key_values``), or None; None too for a model with prompt-learning PEFT adapters: prompt tuning
+    and p-tuning put virtual tokens in front of every call's input, which would land between the cached
+    prompt and the candidate tokens, and prefix tuning's own cache entries scored the candidates wrongly
+    with the lowest supported versions (peft 0.21, transformers 5.19: 0.045 log-probability off), so all
+    of them are scored with full passes."""
+    from .peft_methods import prompt_learning_method
 
-    if prepends_virtual_tokens(model):
+    if prompt_learning_method(model):
         return None
     for name in ("cache", "past_key_values"):
         if _takes(model, name):

@@ -19,7 +19,6 @@ __all__ = [
     "peft_type_name",
     "check_peft_config",
     "check_peft_model",
-    "prepends_virtual_tokens",
     "prompt_learning_method",
 ]
 
@@ -41,9 +40,6 @@ _NOT_TRAINED_BY_DSS = {
     ),
 }
 
-# prompt-learning methods whose virtual tokens peft puts in front of the input embeddings at every call
-_VIRTUAL_TOKEN_METHODS = frozenset({"PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"})
-
 
 def peft_type_name(config: Any) -> str:
     """The peft method of a config as peft spells it in ``adapter_config.json`` (``"LORA"``, ...).
@@ -64,23 +60,6 @@ def _active_config(model: Any) -> Any:
         return None
     active = getattr(model, "active_adapter", None)  # a method (deprecated) on a transformers model
     return configs.get(active) if isinstance(active, str) else next(iter(configs.values()))
-
-
-def prepends_virtual_tokens(model: Any) -> str | None:
-    """The peft method (``"PROMPT_TUNING"``, ``"P_TUNING"``, ...) when the model's active adapter puts virtual
-    tokens in front of its input embeddings at every forward call, else None.
-
-    Such a model cannot continue from a key-value cache: each call would put the virtual tokens in front of
-    the new tokens again. (Prefix tuning puts its virtual tokens in the cache instead and is not one.)
-
-    Examples:
-        >>> from types import SimpleNamespace
-        >>> prepends_virtual_tokens(SimpleNamespace()) is None
-        True
-    """
-    config = _active_config(model)
-    kind = peft_type_name(config) if config is not None else None
-    return kind if kind in _VIRTUAL_TOKEN_METHODS else None
 
 
 def prompt_learning_method(model: Any) -> str | None:
