@@ -524,11 +524,13 @@ class DSSMITrainer(Seq2SeqTrainer):
     def _inner_training_loop(self, *args: Any, **kwargs: Any) -> Any:
         """The Trainer's loop, with ``neftune_noise_alpha`` reaching every embedding module the student calls
         (see :func:`_neftune_on_tied_embeddings`); the model exists here even when ``model_init`` builds it."""
-        model = self.accelerator.unwrap_model(self.model)
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        with _neftune_on_tied_embeddings(model, self.neftune_noise_alpha):
+        with _neftune_on_tied_embeddings(self._base_model(self.model), self.neftune_noise_alpha):
             return super()._inner_training_loop(*args, **kwargs)
+
+    def _base_model(self, model: nn.Module) -> nn.Module:
+        """``model`` without its accelerate (DDP, FSDP, ...) and PEFT wrappers: the transformers model."""
+        inner = self.accelerator.unwrap_model(model)
+        return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
     def _set_signature_columns_if_needed(self) -> None:
         """The columns ``remove_unused_columns=True`` keeps: those ``model.forward`` takes, as in the Trainer,
@@ -551,9 +553,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         return {name: float(value) for name, value in self._components["train"].sums.items()}
 
     def _decoder_input_ids(self, labels: torch.Tensor) -> torch.Tensor:
-        model = self.accelerator.unwrap_model(self.model)
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
+        model = self._base_model(self.model)
         if not hasattr(model, "prepare_decoder_input_ids_from_labels"):
             raise ValueError(
                 f"{type(model).__name__} cannot build decoder_input_ids from labels; give DSSDataCollator the "
@@ -583,9 +583,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         return resolve_student_type(self.model)
 
     def _supports_logits_to_keep(self, model: nn.Module) -> bool:
-        inner = self.accelerator.unwrap_model(model)
-        if hasattr(inner, "get_base_model"):
-            inner = inner.get_base_model()
+        inner = self._base_model(model)
         cached = getattr(self, "_logits_to_keep_support", None)
         if cached is None or cached[0] is not type(inner):
             supported = "logits_to_keep" in inspect.signature(inner.forward).parameters
@@ -763,9 +761,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         return label_sum, rationale_sum, mi_mean, labels, rationale_labels
 
     def _output_projection_module(self, model: nn.Module) -> nn.Module | None:
-        inner = self.accelerator.unwrap_model(model)
-        if hasattr(inner, "get_base_model"):
-            inner = inner.get_base_model()
+        inner = self._base_model(model)
         getter = getattr(inner, "get_output_embeddings", None)
         return getter() if callable(getter) else None
 
@@ -779,9 +775,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         if not self.args.chunked_output_projection:
             return None
         head = self._output_projection_module(model)
-        inner = self.accelerator.unwrap_model(model)
-        if hasattr(inner, "get_base_model"):
-            inner = inner.get_base_model()
+        inner = self._base_model(model)
         config = getattr(inner, "config", None)
         reason = None
         if head is None:
