@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .run_arguments import CLIUsageError
+from .run_arguments import CLIUsageError, error_summary
 
 __all__ = ["CommonArguments", "build_argument_parser", "parse_command_line"]
 
@@ -332,7 +332,7 @@ def parse_command_line(
     except CLIUsageError:
         raise
     except (ValueError, TypeError) as error:  # a dataclass's __post_init__ check: a usage error too
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = error_summary(error)
         where = _where_given(first, parser, argv, (path, set(from_config)) if path else None)
         raise CLIUsageError(f"{where}{first} (see {parser.prog} --help)") from error
     *values, remaining = outputs

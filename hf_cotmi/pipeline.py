@@ -561,12 +561,16 @@ def check_confidence_options(confidence: str | None, label_candidates: str | Non
         ...     print(str(error).split(";")[0])
         --label-candidates is used only by --confidence candidates
     """
-    if label_candidates and confidence in _PLAIN_CONFIDENCE_MODES:
+    from .confidence import check_candidates_mode
+
+    try:  # the library's rule, in the command line's words
+        check_candidates_mode(confidence, label_candidates or None, "confidence")
+    except ValueError as error:
         raise CLIUsageError(
             f"--label-candidates is used only by --confidence candidates; --confidence {confidence} would "
             "ignore it: drop --label-candidates, or use --confidence candidates (or leave --confidence out: "
             "--label-candidates alone means candidates)"
-        )
+        ) from error
 
 
 # -------------------------------------------------------------------------------------------- training

@@ -17,7 +17,14 @@ from .confidence import CONFIDENCE_MODES
 from .student_types import STUDENT_TYPES
 from .tasks import METRICS, TASKS
 
-__all__ = ["CLIUsageError", "ModelArguments", "DataArguments", "EvaluationArguments", "COLUMN_FIELDS"]
+__all__ = [
+    "CLIUsageError",
+    "ModelArguments",
+    "DataArguments",
+    "EvaluationArguments",
+    "COLUMN_FIELDS",
+    "error_summary",
+]
 
 
 class CLIUsageError(ValueError):
@@ -27,6 +34,18 @@ class CLIUsageError(ValueError):
         >>> str(CLIUsageError("--data-dir is needed"))
         '--data-dir is needed'
     """
+
+
+def error_summary(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none: what a one-line
+    error message quotes of the error behind it.
+
+    Examples:
+        >>> error_summary(OSError("404 Client Error\\nmore")), error_summary(KeyError())
+        ('404 Client Error', 'KeyError')
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @dataclass

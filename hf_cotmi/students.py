@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from .run_arguments import CLIUsageError, ModelArguments
+from .run_arguments import CLIUsageError, ModelArguments, error_summary
 from .student_types import resolve_student_type
 
 __all__ = [
@@ -89,7 +89,7 @@ def failed_load_error(what: str, name: str, error: Exception) -> CLIUsageError:
         ... # doctest: +ELLIPSIS
         could not load the tokenizer 'no/such-model': it is not a local folder, ... (404 Client Error)
     """
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    first = error_summary(error)
     where = (
         "the folder exists but holds no loadable model"
         if os.path.isdir(name)
@@ -472,7 +472,7 @@ def _adapter_base_error(folder: str, error: Exception) -> CLIUsageError:
         base = None
     if not isinstance(base, str) or not base or os.path.isdir(base):
         return failed_load_error("model", folder, error)
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    first = error_summary(error)
     return CLIUsageError(
         f"could not load the model {folder!r}: it holds LoRA adapters whose base model {base!r} "
         f"(base_model_name_or_path in its {ADAPTER_CONFIG}) is neither a folder here nor on the Hugging Face "

@@ -622,12 +622,9 @@ def stop_token_ids(model: Any, tokenizer: Any, *, chat_template: bool) -> list[i
         >>> stop_token_ids(model, SimpleNamespace(eos_token_id=9, chat_template=None), chat_template=False)
         [2, 7, 9]
     """
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), getattr(model, "config", None)):
-        eos = getattr(source, "eos_token_id", None)
-        if eos is not None:
-            ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
-            break
+    from ..students import eos_token_ids
+
+    ids = eos_token_ids(model, None)  # the generation config's EOS, else the model config's
     if getattr(tokenizer, "eos_token_id", None) is not None:
         ids.add(int(tokenizer.eos_token_id))
     turn_end = chat_turn_end_token_id(tokenizer) if chat_template else None
