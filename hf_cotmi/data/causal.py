@@ -169,6 +169,14 @@ def _probe_contents(tokenizer: Any) -> Any:
             yield tokenizer.decode([token_id])
 
 
+def _require_chat_template(tokenizer: Any) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"chat_template=True but the tokenizer ({type(tokenizer).__name__}) has no chat template; "
+            "set tokenizer.chat_template or use chat_template=False"
+        )
+
+
 def chat_prompt_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The ids the chat template puts before and after the user's content in a generation prompt.
 
@@ -188,11 +196,7 @@ def chat_prompt_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
         >>> tok.decode(head), tok.decode(tail)
         ('user :', 'end assistant :')
     """
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            f"chat_template=True but the tokenizer ({type(tokenizer).__name__}) has no chat template; "
-            "set tokenizer.chat_template or use chat_template=False"
-        )
+    _require_chat_template(tokenizer)
     first: list[int] | None = None
     for content in _probe_contents(tokenizer):
         ids = _ids(tokenizer, [_chat_prompt(tokenizer, content)])[0]
@@ -296,11 +300,7 @@ def encode_causal_task(
     eos = _eos_id(tokenizer)
     out = CausalEncoding()
     if chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                f"chat_template=True but the tokenizer ({type(tokenizer).__name__}) has no chat template; "
-                "set tokenizer.chat_template or use chat_template=False"
-            )
+        _require_chat_template(tokenizer)
         prompt_ids, target_ids = [], []
         for prompt, target in zip(prompts, targets):
             rendered, turn = _chat_texts(tokenizer, prompt, target)
