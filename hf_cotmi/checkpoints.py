@@ -47,6 +47,7 @@ __all__ = [
     "checkpoint_problems",
     "latest_complete_checkpoint",
     "numbered_checkpoints",
+    "checkpoint_step",
     "resolve_resume_checkpoint",
 ]
 
@@ -250,10 +251,21 @@ def numbered_checkpoints(output_dir: PathLike) -> list[Path]:
         return []
     found = []
     for path in output_dir.iterdir():
-        match = _CHECKPOINT.fullmatch(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
+        step = checkpoint_step(path)
+        if step is not None and path.is_dir():
+            found.append((step, path))
     return [path for _, path in sorted(found)]
+
+
+def checkpoint_step(path: PathLike) -> int | None:
+    """The step N of a ``checkpoint-N`` folder's path (a trailing separator aside), else None.
+
+    Examples:
+        >>> checkpoint_step("out/checkpoint-150/"), checkpoint_step("out/best")
+        (150, None)
+    """
+    match = _CHECKPOINT.fullmatch(os.path.basename(os.path.normpath(os.fspath(path))))
+    return int(match.group(1)) if match else None
 
 
 def latest_complete_checkpoint(output_dir: PathLike) -> str | None:

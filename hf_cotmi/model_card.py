@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import os
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -369,8 +367,9 @@ def best_checkpoint_step(args: Any, state: Any) -> int | None:
     step = getattr(state, "best_global_step", None)
     if step:
         return int(step)
-    match = re.fullmatch(r"checkpoint-(\d+)", os.path.basename(os.path.normpath(folder)))
-    return int(match.group(1)) if match else None
+    from .checkpoints import checkpoint_step
+
+    return checkpoint_step(folder)
 
 
 def _is_number(value: Any) -> bool:
