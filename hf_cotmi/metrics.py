@@ -250,6 +250,10 @@ def equation_accuracy(
 def text_accuracy(predictions: Sequence[str], references: Sequence[str], *, normalize: bool = True) -> float:
     """Fraction of predictions that equal their reference, after :func:`normalize_text` by default.
 
+    A reference that is empty (after normalisation; blank when ``normalize=False``) has no answer to match:
+    it counts as wrong, as an equation that does not evaluate does, so a student that generates nothing
+    does not score on it.
+
     Args:
         predictions: predicted answers.
         references: gold answers.
@@ -267,12 +271,15 @@ def text_accuracy(predictions: Sequence[str], references: Sequence[str], *, norm
         0.5
         >>> text_accuracy(["Neutral"], ["neutral"], normalize=False)
         0.0
+        >>> text_accuracy(["", "yes"], ["", "yes"])
+        0.5
     """
     _check_lengths(predictions, references)
     if normalize:
-        correct = sum(normalize_text(p) == normalize_text(r) for p, r in zip(predictions, references))
+        pairs = [(normalize_text(p), normalize_text(r)) for p, r in zip(predictions, references)]
+        correct = sum(bool(r) and p == r for p, r in pairs)
     else:
-        correct = sum(p == r for p, r in zip(predictions, references))
+        correct = sum(bool(str(r).strip()) and p == r for p, r in zip(predictions, references))
     return correct / len(predictions)
 
 
@@ -285,6 +292,8 @@ def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
 
     if isinstance(array, tuple):  # (generated ids, ...) from the Trainer
         array = array[0]
+    if isinstance(array, list) and not array:  # no rows (not one empty row)
+        return []
     if isinstance(array, list) and array and (isinstance(array[0], tuple) or np.ndim(array[0]) >= 2):
         # one entry per batch (eval_do_concat_batches=False): each batch's rows, in order
         return [row for batch in array for row in _token_id_rows(batch, pad_id)]
@@ -293,8 +302,8 @@ def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
     values = np.asarray(array)
     if values.ndim == 3:  # logits (predict_with_generate=False): take the most likely token
         values = values.argmax(axis=-1)
-    if values.ndim == 1:
-        values = values[None, :]
+    if values.ndim == 1:  # one row of ids; an empty one is no rows, as an empty list is
+        values = values[None, :] if values.size else values.reshape(0, 0)
     if values.ndim != 2:
         raise ValueError(f"expected token ids of shape (batch, length); got an array of shape {values.shape}")
     values = values.astype(np.int64, copy=True)
@@ -366,6 +375,9 @@ def decode_token_ids(tokenizer: Any, ids: Any, pad_id: int | None = None) -> lis
         tokenizer: the student's tokenizer.
         ids: rows of ids (array, tensor as list, ragged lists, a ``(ids, ...)`` tuple or logits).
         pad_id: the id that replaces negative ids (default: the pad token, else EOS).
+
+    Returns:
+        One text per row; no rows (``[]``, an empty array) give ``[]``.
 
     Examples:
         >>> from hf_cotmi.tiny import build_word_tokenizer

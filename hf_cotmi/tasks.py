@@ -72,9 +72,10 @@ def correctness_function(metric: str) -> Callable[[str, str], bool]:
 def answer_key_function(metric: str) -> Callable[[str], str | float | None]:
     """``answer_key(label)``: what the accuracy metric ``metric`` compares, so equal answers share a key.
 
-    ``text``: the normalised text; ``equation``: the value, to 12 significant digits (None when the
-    equation does not evaluate: such an answer is never right). Used to count answers, e.g. for the
-    majority baseline, where "Yes", "yes." and "YES" are one answer.
+    ``text``: the normalised text (None when it is empty); ``equation``: the value, to 12 significant
+    digits (None when the equation does not evaluate). None marks an answer the metric never counts as
+    right. Used to count answers, e.g. for the majority baseline, where "Yes", "yes." and "YES" are one
+    answer.
 
     Raises:
         ValueError: ``metric`` is not ``"text"`` or ``"equation"``.
@@ -88,13 +89,17 @@ def answer_key_function(metric: str) -> Callable[[str], str | float | None]:
     if metric not in METRICS:
         raise ValueError(f"task metric {metric!r} is not supported; expected one of {', '.join(METRICS)}")
     if metric == "text":
-        return normalize_text
+        return _text_key
 
     def equation_value(label: str) -> float | None:
         value = safe_eval_arithmetic(label)
         return None if value is None else float(f"{value:.12g}")
 
     return equation_value
+
+
+def _text_key(label: str) -> str | None:
+    return normalize_text(label) or None
 
 
 @dataclass(frozen=True)

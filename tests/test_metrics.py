@@ -206,6 +206,16 @@ def test_text_accuracy_normalises():
     assert text_accuracy(["a"], ["a"], normalize=False) == 1.0
 
 
+@pytest.mark.parametrize(
+    ("prediction", "reference", "normalize"),
+    [("", "", True), (".", "", True), ("", ".", True), ("", "\n", True), ("", "", False), (" ", " ", False)],
+)
+def test_text_accuracy_never_matches_an_empty_reference(prediction, reference, normalize):
+    """A blank gold answer has nothing to match: a student that generates nothing must not score on it
+    (as an equation that does not evaluate, it counts as wrong)."""
+    assert text_accuracy([prediction, "yes"], [reference, "yes"], normalize=normalize) == 0.5
+
+
 def test_normalize_text():
     assert normalize_text(" Washington  D.C. ") == "washington d.c"
     assert normalize_text("ＡＢＣ") == "abc"  # NFKC
@@ -285,3 +295,23 @@ def test_compute_metrics_reads_per_batch_arrays_as_one_evaluation(tokenizer):
 def test_build_compute_metrics_rejects_unknown_task(tokenizer):
     with pytest.raises(ValueError, match="task='math'.*'text', 'equation'"):
         build_compute_metrics(tokenizer, task="math")
+
+
+def test_compute_metrics_scores_rows_of_only_padding_as_wrong(tokenizer):
+    """Rows of -100 decode to "" on both sides: an empty generation is not a match for an empty label."""
+    from transformers import EvalPrediction
+
+    padding = np.full((2, 3), -100)
+    result = build_compute_metrics(tokenizer)(EvalPrediction(predictions=padding, label_ids=padding))
+    assert result == {"accuracy": 0.0}
+
+
+@pytest.mark.parametrize("empty", [[], np.zeros((0,), dtype=np.int64), np.zeros((0, 4), dtype=np.int64)])
+def test_decode_token_ids_of_no_rows_is_no_texts(tokenizer, empty):
+    from transformers import EvalPrediction
+
+    from hf_cotmi.metrics import decode_token_ids
+
+    assert decode_token_ids(tokenizer, empty) == []
+    with pytest.raises(ValueError, match="accuracy of an empty list is undefined"):
+        build_compute_metrics(tokenizer)(EvalPrediction(predictions=empty, label_ids=empty))

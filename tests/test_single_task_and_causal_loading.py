@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from hf_cotmi import build_compute_metrics, build_word_tokenizer, parse_single_task_label, single_task_target
-from hf_cotmi.data.parsing import ANSWER_MARKER, EXPLANATION_MARKER, SINGLE_TASK_ORDERS
+from hf_cotmi.data.parsing import (
+    ANSWER_MARKER,
+    EXPLANATION_MARKER,
+    SINGLE_TASK_ORDERS,
+    parse_single_task_rationale,
+)
 
 
 @pytest.mark.parametrize("order", SINGLE_TASK_ORDERS)
@@ -37,6 +42,15 @@ def test_single_task_parser_takes_the_last_answer_and_handles_missing_markers() 
         single_task_target("a", "b", "middle")
     with pytest.raises(ValueError, match="expected one of"):
         parse_single_task_label("a", "middle")
+
+
+@pytest.mark.parametrize("order_text", ["Also the answer is yes .", "a cat. also the answer is yes"])
+def test_the_answer_marker_is_a_phrase_not_the_end_of_a_word(order_text: str) -> None:
+    """The marker "so the answer is" is not inside "also the answer is": no label, all rationale."""
+    assert parse_single_task_label(order_text, "rationale_first") == ""
+    assert parse_single_task_rationale(order_text, "rationale_first") == order_text.strip()
+    # the marker still follows punctuation or digits directly
+    assert parse_single_task_label("42.So the answer is 7", "rationale_first") == "7"
 
 
 def test_compute_metrics_parses_predictions_but_not_references() -> None:

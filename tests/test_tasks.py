@@ -9,7 +9,7 @@ import pytest
 
 from hf_cotmi import ECECallback, TaskSpec, equation_accuracy, get_task, text_accuracy
 from hf_cotmi.confidence import CONFIDENCE_MODES
-from hf_cotmi.tasks import NLI_LABELS, TASKS, correctness_function
+from hf_cotmi.tasks import NLI_LABELS, TASKS, answer_key_function, correctness_function
 
 
 def test_builtin_tasks_carry_their_policy():
@@ -189,6 +189,16 @@ def test_majority_baseline_counts_the_answers_the_metric_counts_as_one(task, tra
     assert spec.baseline_accuracy({"label": train}, {"label": test}) == pytest.approx(expected)
     raw_majority = Counter(train).most_common(1)[0][0]
     assert expected != sum(spec.is_correct(raw_majority, gold) for gold in test) / len(test)
+
+
+def test_empty_labels_are_never_right_nor_the_majority_answer():
+    """An empty gold label cannot be matched, by either metric, and an empty training label is not an
+    answer the majority baseline may pick (it would score on the empty test labels)."""
+    for metric in ("text", "equation"):
+        assert correctness_function(metric)("", "") is False
+        assert answer_key_function(metric)(" . ") is None
+    train, test = {"label": ["", "", "yes"]}, {"label": ["", "yes", "yes"]}
+    assert get_task("synthetic").baseline_accuracy(train, test) == pytest.approx(2 / 3)
 
 
 def test_majority_baseline_is_zero_when_no_training_label_can_be_scored():

@@ -189,8 +189,9 @@ EXPLANATION_MARKER = "Explanation:"
 """Written between label and rationale in a ``label_first`` single-task target."""
 
 # matched case-insensitively and with any spacing: uncased and word-level tokenizers decode
-# "So the answer is" as "so the answer is" and "Explanation:" as "explanation :"
-_ANSWER_PATTERN = re.compile(r"so\s+the\s+answer\s+is", re.IGNORECASE)
+# "So the answer is" as "so the answer is" and "Explanation:" as "explanation :"; "so" must not end a
+# word ("also the answer is" is not the marker)
+_ANSWER_PATTERN = re.compile(r"(?<![^\W\d_])so\s+the\s+answer\s+is", re.IGNORECASE)
 _EXPLANATION_PATTERN = re.compile(r"explanation\s*:", re.IGNORECASE)
 
 
@@ -228,10 +229,10 @@ def single_task_target(label: str, rationale: str, order: str = "rationale_first
 def parse_single_task_label(text: str, order: str = "rationale_first") -> str:
     """The label in a generated single-task target (the inverse of :func:`single_task_target`).
 
-    ``rationale_first``: the text after the *last* ``So the answer is`` (any case and spacing), without a
-    final period; ``""`` when the marker is missing (a generation cut off before its answer counts as
-    wrong). ``label_first``: the text before the first ``Explanation:``, or all of it when the marker is
-    missing (generation stopped after the label).
+    ``rationale_first``: the text after the *last* ``So the answer is`` (any case and spacing; not after a
+    letter, so ``also the answer is`` is no marker), without a final period; ``""`` when the marker is
+    missing (a generation cut off before its answer counts as wrong). ``label_first``: the text before the
+    first ``Explanation:``, or all of it when the marker is missing (generation stopped after the label).
 
     Raises:
         ValueError: an unknown ``order``.
