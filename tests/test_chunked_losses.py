@@ -248,3 +248,57 @@ def test_bf16_autocast_mean_reduction_mi_equals_the_unchunked_path(divergence):
     (ref, ref_grad), (ours, ours_grad) = results
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(ours_grad, ref_grad, atol=1e-6, rtol=1e-3)
+
+
+@pytest.mark.parametrize("reduction", ["max", "mean"])
+@pytest.mark.parametrize("variant", ["paper", "masked"])
+def test_a_batch_without_any_target_gives_finite_sums_and_gradients(variant, reduction):
+    """Every label and rationale target is -100 (a micro-batch of padding): zero sums, no NaN anywhere."""
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = make_inputs(seed=21)
+    inputs = (weight, label_hidden, label_labels.fill_(-100), rationale_hidden, rationale_labels.fill_(-100))
+    mi = dict(variant=variant, reduction=reduction, divergence="kl")
+    expected, expected_grads = values_and_grads(unchunked, inputs, **mi)
+    got, got_grads = values_and_grads(chunked, inputs, chunk_size=5, **mi)
+    assert got[0].item() == got[1].item() == 0.0
+    for a, b in zip(got + list(got_grads), expected + list(expected_grads)):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    if variant == "masked":  # no valid row: the MI term is 0 and sends no gradient
+        assert got[2].item() == 0.0 and got_grads[2].abs().max() == 0
+
+
+def test_non_contiguous_hidden_states_and_weight_give_the_unchunked_result():
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = make_inputs(seed=22)
+    # the same values, stored transposed: [n, B, d] viewed as [B, n, d], and [d, V] viewed as [V, d]
+    views = (
+        weight.t().contiguous().t(),
+        label_hidden.transpose(0, 1).contiguous().transpose(0, 1),
+        label_labels,
+        rationale_hidden.transpose(0, 1).contiguous().transpose(0, 1),
+        rationale_labels,
+    )
+    assert not any(views[i].is_contiguous() for i in (0, 1, 3))
+    mi = dict(variant="masked", reduction="max", divergence="ce")
+    got, got_grads = values_and_grads(chunked, views, chunk_size=7, **mi)
+    expected, expected_grads = values_and_grads(unchunked, make_inputs(seed=22), **mi)
+    for a, b in zip(got + list(got_grads), expected + list(expected_grads)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_hidden_states_without_autocast_keep_their_dtype(dtype):
+    """Low-precision hidden states and a float32 head: float32 sums, a float32 weight gradient and hidden
+    gradients in the hidden dtype, the float32 reference rounded once (no float64 anywhere)."""
+    weight, label_hidden, label_labels, rationale_hidden, rationale_labels = make_inputs(seed=23)
+    label_hidden, rationale_hidden = label_hidden.to(dtype), rationale_hidden.to(dtype)
+    low = (weight, label_hidden, label_labels, rationale_hidden, rationale_labels)
+    got, got_grads = values_and_grads(chunked, low, chunk_size=4, variant="masked")
+    upcast = (weight, label_hidden.float(), label_labels, rationale_hidden.float(), rationale_labels)
+    expected, expected_grads = values_and_grads(unchunked, upcast, variant="masked")
+    assert [t.dtype for t in got] == [torch.float32] * 3
+    assert [g.dtype for g in got_grads] == [torch.float32, dtype, dtype]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_grads[0], expected_grads[0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(got_grads[1:], expected_grads[1:]):
+        torch.testing.assert_close(a, b.to(dtype))  # the dtype's default tolerance: one rounding
