@@ -168,19 +168,7 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
 
         Every error is a ``ValueError`` that names the field and says what was expected.
         """
-        weights = {
-            "label_loss_weight": self.label_loss_weight,
-            "rationale_loss_weight": self.rationale_loss_weight,
-            "mi_loss_weight": self.mi_loss_weight,
-        }
-        for name, value in weights.items():
-            if not _is_number(value) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
-        if all(value == 0 for value in weights.values()):
-            raise ValueError(
-                "label_loss_weight, rationale_loss_weight and mi_loss_weight are all 0: nothing would be "
-                "trained; give at least one a positive weight"
-            )
+        self.check_loss_weights()
         for name, value, choices in (
             ("mi_reduction", self.mi_reduction, REDUCTIONS),
             ("mi_divergence", self.mi_divergence, DIVERGENCES),
@@ -235,6 +223,37 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
         _check_mixed_precision(self)
         super().__post_init__()
         _check_processes_train_together(self)
+
+    def check_loss_weights(self) -> None:
+        """Refuse loss weights that are negative, not finite, not numbers, or all 0.
+
+        Run when the arguments are built and again by ``DSSMITrainer.train()``, so that a weight changed
+        afterwards (``args.mi_loss_weight = -0.1``) is refused too, before any step.
+
+        Raises:
+            ValueError: naming the weight and its value, or saying that all three are 0.
+
+        Examples:
+            >>> args = DSSMITrainingArguments("out")
+            >>> args.mi_loss_weight = -0.1
+            >>> args.check_loss_weights()
+            Traceback (most recent call last):
+            ...
+            ValueError: mi_loss_weight must be a finite non-negative number, got -0.1
+        """
+        weights = {
+            "label_loss_weight": self.label_loss_weight,
+            "rationale_loss_weight": self.rationale_loss_weight,
+            "mi_loss_weight": self.mi_loss_weight,
+        }
+        for name, value in weights.items():
+            if not _is_number(value) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+        if all(value == 0 for value in weights.values()):
+            raise ValueError(
+                "label_loss_weight, rationale_loss_weight and mi_loss_weight are all 0: nothing would be "
+                "trained; give at least one a positive weight"
+            )
 
     @property
     def needs_rationale_pass(self) -> bool:

@@ -180,7 +180,7 @@ class ECECallback(TrainerCallback):
 
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs: Any
-    ):
+    ) -> None:
         """Fallback for trainers without the ``evaluation_metrics`` hook: add the keys to ``metrics``.
 
         Reaches ``evaluate()``'s return value and ``metric_for_best_model``, not the log history (the

@@ -508,11 +508,14 @@ class DSSMITrainer(Seq2SeqTrainer):
         ``output_dir`` (:func:`~hf_cotmi.latest_complete_checkpoint`), skipping with a warning the
         half-written ones a process killed while saving leaves (transformers would take the highest number
         and fail on it, or resume from it with a fresh optimizer); an error when there is none. A path is
-        passed on as given.
+        passed on as given. The loss weights are checked again first
+        (:meth:`~hf_cotmi.DSSMITrainingArguments.check_loss_weights`): one changed after the arguments were
+        built is refused before any step.
 
         Examples:
             >>> # trainer.train(resume_from_checkpoint=True)  # the newest complete checkpoint in output_dir
         """
+        self.args.check_loss_weights()
         if resume_from_checkpoint is True:
             from .checkpoints import resolve_resume_checkpoint
 

@@ -141,3 +141,111 @@ def test_the_model_card_snippet_runs(tmp_path, capsys, tiny_tokenizer):
     assert "model = AutoModelForCausalLM.from_pretrained(" in capsys.readouterr().out
     card = namespace["card"]
     assert card.metrics["eval_loss"] > 0 and card.training_logs[-1]["loss_mi"] > 0
+
+
+# ------------------------------------------------------------------ names the snippets that do not run use
+
+SHELL_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?:bash|sh|shell|console)\n(?P<body>.*?)^(?P=indent)```", re.S | re.M
+)
+# `hf-cotmi train`, `$(which hf-cotmi) train` (accelerate launch) and `-m hf_cotmi.cli train` (torchrun)
+COMMAND = re.compile(
+    r"(?:(?<![\w-])hf-cotmi\)?|-m hf_cotmi\.cli)\s+(?P<command>[a-z][\w-]*)(?P<rest>[^|;&#]*)"
+)
+FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*")
+
+
+def command_flags(text: str) -> list[tuple[int, str, list[str]]]:
+    """``(line, command, flags)`` of each ``hf-cotmi <command>`` in the shell blocks of a Markdown page, with
+    its ``\\``-continued lines joined.
+
+    Examples:
+        >>> command_flags("```bash\\nhf-cotmi train --max-steps 5 \\\\\\n  --use-peft  # --no\\n```\\n")
+        [(2, 'train', ['--max-steps', '--use-peft'])]
+    """
+    found = []
+    for block in SHELL_FENCE.finditer(text):
+        first_line = text.count("\n", 0, block.start()) + 2
+        body = textwrap.dedent(block.group("body"))
+        for offset, line in enumerate(re.split(r"(?<!\\)\n", body)):
+            for call in COMMAND.finditer(line.replace("\\\n", " ")):
+                found.append((first_line + offset, call.group("command"), FLAG.findall(call.group("rest"))))
+    return found
+
+
+def keyword_calls(code: str) -> list[tuple[int, str, list[str]]]:
+    """``(line, name, keywords)`` of each call of a public ``hf_cotmi`` name in a Python block (a doctest
+    session's ``>>>`` lines included).
+
+    Examples:
+        >>> keyword_calls("args = DSSMITrainingArguments('out', mi_weight=0.1)\\nprint(args)")
+        [(1, 'DSSMITrainingArguments', ['mi_weight'])]
+    """
+    if code.lstrip().startswith(">>>"):
+        code = "\n".join(line[4:] for line in code.splitlines() if line.startswith((">>> ", "... ")))
+    calls = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Call):
+            function = node.func
+            name = function.id if isinstance(function, ast.Name) else getattr(function, "attr", None)
+            if name in hf_cotmi.__all__:
+                calls.append((node.lineno, name, [keyword.arg for keyword in node.keywords if keyword.arg]))
+    return calls
+
+
+def accepted_keywords(name: str) -> set[str] | None:
+    """The keyword names a public ``hf_cotmi`` callable takes (``DSSMITrainer`` passes the rest of
+    ``Seq2SeqTrainer``'s on; ``run_demo`` takes the demo's options); None where any name is taken."""
+    import inspect
+
+    from transformers import Seq2SeqTrainer
+
+    from hf_cotmi.cli import build_parser
+
+    value = getattr(hf_cotmi, name)
+    if name == "DSSMITrainer":
+        return set(inspect.signature(value).parameters) | set(inspect.signature(Seq2SeqTrainer).parameters)
+    if name == "run_demo":
+        return {action.dest for action in build_parser("demo")._actions} | {"output_dir", "print_fn"}
+    if not callable(value):
+        return None
+    parameters = inspect.signature(value).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return {parameter.name for parameter in parameters}
+
+
+def test_the_hf_cotmi_commands_of_the_docs_use_flags_that_exist():
+    """Most shell blocks need a Hub model, data or a GPU and never run here: a renamed or mistyped flag in
+    them is found only by comparing with the parser of each command."""
+    from hf_cotmi.cli import build_parser
+
+    options = {}
+    unknown = []
+    for page in PAGES:
+        for line, command, flags in command_flags(page.read_text(encoding="utf-8")):
+            if command not in options:
+                parser = build_parser(command)  # an unknown command is a CLIUsageError here
+                options[command] = {o for action in parser._actions for o in action.option_strings}
+            where = f"{page.relative_to(ROOT).as_posix()}:{line}"
+            unknown += [
+                f"{where}: hf-cotmi {command} {flag}" for flag in flags if flag not in options[command]
+            ]
+    assert not unknown, "flags the commands do not have:\n" + "\n".join(unknown)
+    assert {"train", "evaluate", "predict", "demo", "generate-rationales"} <= set(options)
+
+
+def test_the_python_snippets_call_hf_cotmi_with_argument_names_that_exist():
+    """The snippets that load Hub models are only parsed above; their keyword names are checked here
+    against the signatures (``DSSMITrainingArguments(mi_weight=...)`` would fail only when pasted)."""
+    checked, unknown = 0, []
+    for param in ALL_BLOCKS:
+        where, code = param.id, param.values[0]
+        for line, name, keywords in keyword_calls(code):
+            accepted = accepted_keywords(name)
+            if accepted is None:
+                continue
+            checked += len(keywords)
+            unknown += [f"{where}+{line}: {name}({word}=...)" for word in keywords if word not in accepted]
+    assert not unknown, "argument names that do not exist:\n" + "\n".join(unknown)
+    assert checked > 50

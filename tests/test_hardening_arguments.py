@@ -53,6 +53,39 @@ def test_options_the_trainer_would_ignore_are_refused(tiny_tokenizer, tmp_path):
     assert DSSMITrainer(model=model, args=plain, processing_class=tiny_tokenizer).compute_metrics is None
 
 
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"label_loss_weight": -0.5}, "label_loss_weight must be a finite non-negative number, got -0.5"),
+        ({"mi_loss_weight": float("nan")}, "mi_loss_weight must be a finite non-negative number, got nan"),
+        (
+            {"label_loss_weight": 0, "rationale_loss_weight": 0, "mi_loss_weight": 0},
+            "label_loss_weight, rationale_loss_weight and mi_loss_weight are all 0",
+        ),
+    ],
+)
+def test_loss_weights_changed_after_construction_are_refused_before_training(
+    changes, match, tmp_path, tiny_tokenizer, tiny_features
+):
+    """``args.mi_loss_weight = w`` (a sweep, an ablation) skips ``__post_init__``: a negative weight would
+    maximise its loss and all-zero weights train nothing, silently. ``train()`` checks again, before a step."""
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    args = DSSMITrainingArguments(
+        str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to="none", use_cpu=True,
+        save_strategy="no", disable_tqdm=True,
+    )  # fmt: skip
+    trainer = DSSMITrainer(
+        model=model, args=args, processing_class=tiny_tokenizer, train_dataset=tiny_features
+    )
+    for name, value in changes.items():
+        setattr(trainer.args, name, value)
+    with pytest.raises(ValueError, match=match):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    assert all(torch.equal(old, new) for old, new in zip(before, model.parameters()))
+
+
 def test_positive_max_steps_and_epoch_training_are_accepted():
     assert DSSMITrainingArguments("out", report_to="none", max_steps=1).max_steps == 1
     assert DSSMITrainingArguments("out", report_to="none", num_train_epochs=0.5).max_steps == -1
