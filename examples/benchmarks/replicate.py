@@ -67,7 +67,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the sibling modules: what is compared, how it is reported, how long it took
 from stopped_time import StoppedTime  # noqa: E402
 from sweep_methods import DEFAULT_METHODS, METHOD_NAMES, Method, build_methods  # noqa: E402
-from sweep_report import fraction_key, same_student_weights, write_json, write_report  # noqa: E402
+from sweep_report import (  # noqa: E402
+    fraction_key,
+    record_problem,
+    run_name,
+    same_student_weights,
+    write_json,
+    write_report,
+)
 
 logger = logging.getLogger("replicate")
 
@@ -1036,7 +1043,7 @@ def run_sweep(sweep: Sweep, out: Path) -> list[dict[str, Any]]:
                 done = run_dir / "done.json"
                 if done.exists():
                     print(f"[{index}/{total}] {name} seed {seed}{at}: done, skipped", flush=True)
-                    finished = json.loads(done.read_text())
+                    finished = read_done(done, name, seed, fraction)
                     warn_if_other_student(finished, sweep.student_sha256, done)
                     records.append(finished)
                     continue
@@ -1078,18 +1085,67 @@ def warn_if_other_student(record: dict[str, Any], student_sha256: str | None, do
     return True
 
 
+def done_problem(done: Path, method: str, seed: int, fraction: float | None = None) -> str | None:
+    """What keeps a run folder's ``done.json`` from being that run's finished record (None: nothing).
+
+    It must be a JSON object, the record of this folder's method, seed and fraction, with a usable test
+    accuracy (:func:`sweep_report.record_problem`). ``done.json`` is written whole or not at all, so a
+    broken one was not written by this script: the message says to delete it, which trains the run again.
+
+    Example:
+        >>> import tempfile
+        >>> done = Path(tempfile.mkdtemp()) / "done.json"
+        >>> _ = done.write_text('{"method": "dss", "seed": 1, "test_accuracy": 0.7}')
+        >>> done_problem(done, "dss", 0).endswith("holds dss seed 1, not dss seed 0: it is another run's record")
+        True
+    """
+    try:
+        record = json.loads(done.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        record, reason = None, str(error)
+    else:
+        reason = f"a JSON {type(record).__name__}, not an object"
+    if not isinstance(record, dict):
+        return f"{done} is not a finished run's record ({reason}): delete it to train the run again"
+    problem = record_problem(record)
+    if problem:
+        return f"{done}: {problem}"
+    expected = {"method": method, "seed": seed, "train_fraction": fraction}
+    if any(record.get(key) != value for key, value in expected.items()):
+        return f"{done} holds {run_name(record)}, not {run_name(expected)}: it is another run's record"
+    return None
+
+
+def read_done(done: Path, method: str, seed: int, fraction: float | None = None) -> dict[str, Any]:
+    """The finished record in ``done``, the run of ``method``, ``seed`` and ``fraction``; a clear error (exit
+    status 2) naming the file when it is not (:func:`done_problem`).
+
+    Example:
+        >>> import tempfile
+        >>> done = Path(tempfile.mkdtemp()) / "done.json"
+        >>> _ = done.write_text('{"method": "dss", "seed": 0, "test_accuracy": 0.7}')
+        >>> read_done(done, "dss", 0)["test_accuracy"]
+        0.7
+    """
+    problem = done_problem(done, method, seed, fraction)
+    if problem:
+        raise _error(problem)
+    return json.loads(done.read_text(encoding="utf-8"))
+
+
 def collect_records(
     out: Path, methods: Sequence[str], seeds: Sequence[int], fractions: Sequence[float] | None = None
 ) -> list[dict[str, Any]]:
     """The finished runs in an output folder (for ``--report-only``); each run once, whatever is repeated
-    in ``methods``, ``seeds`` or ``fractions``."""
+    in ``methods``, ``seeds`` or ``fractions``. A run without ``done.json`` (unfinished) is not among them;
+    a ``done.json`` that is not its run's record stops the report (:func:`read_done`)."""
     records = []
     for fraction in dict.fromkeys(fractions or [None]):
         for seed in dict.fromkeys(seeds):
             for name in dict.fromkeys(methods):
                 done = run_folder(out, name, seed, fraction) / "done.json"
                 if done.exists():
-                    records.append(json.loads(done.read_text()))
+                    records.append(read_done(done, name, seed, fraction))
     return records
 
 
@@ -1149,7 +1205,14 @@ def report_only(options: Options, out: Path, *, seeds_given: bool = True) -> dic
     fractions = options.run.train_fractions or settings.get("train_fractions")
     records = collect_records(out, methods, seeds, fractions)
     if not records:
-        records = [r for r in stored.get("runs", []) if r["method"] in methods and r["seed"] in seeds]
+        # the report's own runs, those in its scope only: a run of another fraction would count as finished
+        records = [
+            r
+            for r in stored.get("runs", [])
+            if r["method"] in methods
+            and r["seed"] in seeds
+            and r.get("train_fraction") in (fractions or [None])
+        ]
     return write_report(out, records, methods, seeds, settings, fractions)
 
 

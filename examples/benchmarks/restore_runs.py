@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replicate import run_folder  # noqa: E402 - the sibling script: one definition of a run's folder
-from sweep_report import write_json  # noqa: E402
+from sweep_report import run_name, write_json  # noqa: E402
 
 
 def restore_runs(results: Path, output_dir: Path, student_sha256: str | None = None) -> tuple[int, int, int]:
@@ -70,10 +70,9 @@ def restore_runs(results: Path, output_dir: Path, student_sha256: str | None = N
         raise SystemExit(
             "restore_runs: --student-sha256 is empty; give the fingerprint (or its first characters)"
         )
+    _check_one_record_per_run(results, stored["runs"])
     restored = present = left_out = 0
-    for index, run in enumerate(stored["runs"]):
-        if not isinstance(run, dict) or not {"method", "seed"} <= set(run):
-            raise SystemExit(f"restore_runs: {results}: run {index} has no 'method' and 'seed'")
+    for run in stored["runs"]:
         if student_sha256 is not None and not str(run.get("student_sha256") or "").startswith(
             student_sha256.strip().lower()
         ):
@@ -93,6 +92,22 @@ def restore_runs(results: Path, output_dir: Path, student_sha256: str | None = N
         output_dir.mkdir(parents=True, exist_ok=True)  # also when no run was restored into it
         write_json(protocol, stored["protocol"])
     return restored, present, left_out
+
+
+def _check_one_record_per_run(results: Path, runs: list) -> None:
+    """Refuse, before anything is written, a run without method and seed, and a run the report holds twice
+    (the second would be counted as "already there" and left out silently)."""
+    first_index: dict[tuple[str, int, float | None], int] = {}
+    for index, run in enumerate(runs):
+        if not isinstance(run, dict) or not {"method", "seed"} <= set(run):
+            raise SystemExit(f"restore_runs: {results}: run {index} has no 'method' and 'seed'")
+        key = (str(run["method"]), int(run["seed"]), run.get("train_fraction"))
+        if key in first_index:
+            raise SystemExit(
+                f"restore_runs: {results}: runs {first_index[key]} and {index} are both {run_name(run)}: a "
+                "report holds each run once; keep one of them"
+            )
+        first_index[key] = index
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[int, int, int]:

@@ -71,6 +71,92 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, std
 
 
+def run_name(record: dict[str, Any]) -> str:
+    """How the report's messages name a run: its method, seed and (in a size sweep) train fraction.
+
+    Example:
+        >>> run_name({"method": "dss", "seed": 2}), run_name({"method": "dss", "seed": 0, "train_fraction": 0.5})
+        ('dss seed 2', 'dss seed 0 (train fraction 0.5)')
+    """
+    fraction = record.get("train_fraction")
+    at = "" if fraction is None else f" (train fraction {fraction_key(fraction)})"
+    return f"{record['method']} seed {record['seed']}{at}"
+
+
+def _is_rate(value: Any) -> bool:
+    """Whether ``value`` is a finite number in [0, 1] (an accuracy or an ECE as the runs record them)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= 1
+    )
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """What keeps a run record out of the report's means (None: nothing).
+
+    A record needs its ``method`` and ``seed``, a ``test_accuracy`` in [0, 1] and a ``test_ece`` in [0, 1]
+    or null (a run whose confidence was not measured). A failed run writes no record; one with a missing,
+    NaN or percent accuracy would shift a mean or hide in it.
+
+    Examples:
+        >>> record_problem({"method": "dss", "seed": 0, "test_accuracy": 0.7, "test_ece": None}) is None
+        True
+        >>> record_problem({"method": "dss", "seed": 1, "test_accuracy": float("nan")}).split(";")[0]
+        'dss seed 1: test_accuracy is nan'
+    """
+    missing = [key for key in ("method", "seed") if key not in record]
+    if missing:
+        return f"a run record without {' and '.join(map(repr, missing))} (it has {sorted(record)})"
+    accuracy = record.get("test_accuracy")
+    if not _is_rate(accuracy):
+        return (
+            f"{run_name(record)}: test_accuracy is {accuracy!r}; expected a number in [0, 1] "
+            "(a failed run has no record: leave it out or train it again)"
+        )
+    ece = record.get("test_ece")
+    if ece is not None and not _is_rate(ece):
+        return f"{run_name(record)}: test_ece is {ece!r}; expected a number in [0, 1] or null (not measured)"
+    return None
+
+
+def check_records(records: Sequence[dict[str, Any]]) -> None:
+    """Refuse records that would make the means or the pairs wrong: a record with a :func:`record_problem`,
+    and two records of one method and seed (a rerun kept beside its first run counts that seed twice in a
+    mean, and a pair would take one of them; two train fractions' runs are summarised and paired apart).
+
+    Raises:
+        ValueError: naming the run and what was expected.
+
+    Example:
+        >>> runs = [{"method": "dss", "seed": 0, "test_accuracy": a, "test_ece": 0.1} for a in (0.7, 0.5)]
+        >>> check_records(runs)
+        Traceback (most recent call last):
+        ...
+        ValueError: 2 records of dss seed 0 (a rerun?): keep one, a run counts once
+    """
+    by_run: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for record in records:
+        problem = record_problem(record)
+        if problem:
+            raise ValueError(problem)
+        by_run.setdefault((record["method"], record["seed"]), []).append(record)
+    for (method, seed), group in by_run.items():
+        if len(group) == 1:
+            continue
+        fractions = sorted({r.get("train_fraction") for r in group}, key=lambda f: (f is None, f or 0))
+        if len(fractions) > 1:
+            where = ", ".join("none" if f is None else fraction_key(f) for f in fractions)
+            raise ValueError(
+                f"{len(group)} records of {method} seed {seed} at train fractions {where}: summarise and "
+                "pair one fraction at a time"
+            )
+        raise ValueError(
+            f"{len(group)} records of {run_name(group[0])} (a rerun?): keep one, a run counts once"
+        )
+
+
 def _error_bar(std: float | None) -> float:
     """An error bar in percent; NaN (no bar drawn) where the std is undefined (one run)."""
     return 100 * std if std is not None else math.nan
@@ -89,7 +175,8 @@ def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
     """Mean and sample standard deviation (n - 1) per method of accuracy, ECE and average confidence.
 
     Runs without a measured ECE (a causal student without confidence support) are left out of the ECE
-    and confidence means, and counted in ``ece_runs``.
+    and confidence means, and counted in ``ece_runs``. Records are checked first (:func:`check_records`: one
+    per method and seed, each with a usable accuracy); a ValueError names the one that is not.
 
     Example:
         >>> rows = [{"method": "dss", "seed": s, "test_accuracy": a, "test_ece": 0.1, "test_avg_confidence": 0.8,
@@ -97,6 +184,7 @@ def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
         >>> round(summarise(rows, ["dss"])["dss"]["accuracy_std"], 4)
         0.1414
     """
+    check_records(records)
     summary: dict[str, dict[str, Any]] = {}
     for name in methods:
         runs = [r for r in records if r["method"] == name]
@@ -153,7 +241,8 @@ def paired_differences(
     both methods finished count, and only on the same student: a seed whose two runs record different
     student weights (``student_sha256``, see :func:`same_student_weights`) is left out and listed under
     ``seeds_on_other_students``; a pair with no seed left stays, its figures None. ECE differences leave
-    out seeds where either ECE is missing.
+    out seeds where either ECE is missing (``ece_seeds`` counts the others). The records are one train
+    fraction's, one per method and seed (:func:`check_records`, a ValueError otherwise).
 
     Example:
         >>> rows = [{"method": m, "seed": s, "test_accuracy": a, "test_ece": e}
@@ -165,6 +254,7 @@ def paired_differences(
         >>> d["ahead_by_more_than_one_std"], d["ece_lower_by_more_than_one_std"]
         (True, False)
     """
+    check_records(records)  # one record per method and seed: a pair is never made across fractions
     by_seed = {(r["method"], r["seed"]): r for r in records}
     result: dict[str, dict[str, Any]] = {}
     for name in methods:
@@ -291,11 +381,13 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
         per_seed = ", ".join(f"{100 * d:+.2f}" for d in entry["per_seed_accuracy_diff"].values())
         ahead = entry.get("ahead_by_more_than_one_std")
         ece_seeds = entry.get("ece_seeds", seeds)
+        ece = _percent(entry["ece_diff_mean"], entry["ece_diff_std"], ece_seeds, signed=True)
+        if entry["ece_diff_mean"] is not None and ece_seeds < seeds:
+            ece += f" ({ece_seeds} of {seeds} seeds)"  # seeds where either run has no ECE are left out
         lines.append(
             f"| {key} | {seeds} | "
             f"{_percent(entry['accuracy_diff_mean'], entry['accuracy_diff_std'], seeds, signed=True)} | "
-            f"{per_seed} | {ahead_text[ahead]} | "
-            f"{_percent(entry['ece_diff_mean'], entry['ece_diff_std'], ece_seeds, signed=True)} | "
+            f"{per_seed} | {ahead_text[ahead]} | {ece} | "
             f"{ahead_text[entry.get('ece_lower_by_more_than_one_std')]} |"
         )
     notes = [
@@ -564,6 +656,9 @@ def write_report(
     ``fractions`` entry keyed by fraction (each with its summary, paired differences and runs) and the
     summary returned is the one of the largest fraction.
 
+    Raises:
+        ValueError: a record :func:`check_records` refuses, or (with fractions) a run of another fraction.
+
     Example:
         >>> import tempfile
         >>> out = Path(tempfile.mkdtemp())
@@ -597,6 +692,12 @@ def write_report(
     data = settings["data"]
     shown = ""  # which runs accuracy.png shows, when not all of them
     if fractions:
+        outside = [r for r in records if r.get("train_fraction") not in fractions]
+        if outside:  # counted as finished, yet in no fraction's table
+            raise ValueError(
+                f"{run_name(outside[0])}: not one of the report's train fractions {list(fractions)}; "
+                "report it with its fraction or leave it out"
+            )
         by_fraction: dict[str, dict[str, Any]] = {}
         for fraction in sorted(fractions):
             runs = [r for r in records if r.get("train_fraction") == fraction]
