@@ -411,12 +411,18 @@ def _score_full(
     batch_size: int,
     torch: Any,
 ) -> list[float]:
-    """Scores from one forward pass over prompt + candidate per candidate row (left-padded prompts)."""
+    """Scores from one forward pass over prompt + candidate per candidate row (left-padded prompts).
+
+    A model with prompt-learning adapters gets no left padding: peft puts its virtual tokens in front of the
+    padding and (prompt tuning, p-tuning) drops ``position_ids``, so a padded prompt would be scored at
+    shifted positions. Its passes hold prompts of one length each.
+    """
+    from .peft_methods import prompt_learning_method
+
     device = next(model.parameters()).device
-    rows = _rows(candidate_ids)
+    one_length = prompt_learning_method(model) is not None
     totals: list[float] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+    for chunk in _full_pass_chunks(_rows(candidate_ids), prompt_ids, batch_size, one_length):
         prompt_part, prompt_mask, _ = left_pad([prompt_ids[i] for i, _ in chunk], pad_id, torch, device)
         targets, target_mask = _right_padded([t for _, t in chunk], pad_id, torch, device)
         ids = torch.cat([prompt_part, targets], dim=1)
@@ -431,6 +437,36 @@ def _score_full(
             torch.where(target_mask.bool(), log_probs, torch.zeros_like(log_probs)).sum(-1).tolist()
         )
     return totals
+
+
+def _full_pass_chunks(
+    rows: list[tuple[int, list[int]]],
+    prompt_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    one_prompt_length: bool,
+) -> list[list[tuple[int, list[int]]]]:
+    """Consecutive candidate rows in passes of at most ``batch_size``; with ``one_prompt_length`` a pass
+    also ends where the prompt length changes, so none of its prompts is padded.
+
+    Examples:
+        >>> rows = [(0, [5, 1]), (0, [6, 1]), (1, [7, 1])]
+        >>> [len(c) for c in _full_pass_chunks(rows, [[3, 4], [3]], 4, True)]
+        [2, 1]
+        >>> [len(c) for c in _full_pass_chunks(rows, [[3, 4], [3]], 4, False)]
+        [3]
+    """
+    chunks: list[list[tuple[int, list[int]]]] = []
+    for row in rows:
+        current = chunks[-1] if chunks else None
+        if (
+            current is None
+            or len(current) == batch_size
+            or (one_prompt_length and len(prompt_ids[row[0]]) != len(prompt_ids[current[0][0]]))
+        ):
+            chunks.append([row])
+        else:
+            current.append(row)
+    return chunks
 
 
 def generate_from_prompts(

@@ -32,7 +32,7 @@ from .collator import EXPL_COLUMNS, PRED_COLUMNS, DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
 from .metrics import decode_token_ids
 from .model_card import PAPERS, TAGS, DSSModelCardCallback, DSSModelCardData, Paper, render_model_card
-from .peft_methods import check_peft_config, check_peft_model
+from .peft_methods import check_peft_config, check_peft_model, prompt_learning_method
 from .student_types import resolve_student_type
 
 logger = logging.getLogger("hf_cotmi")
@@ -134,6 +134,29 @@ def _prompt_width(labels: torch.Tensor) -> int:
     """The first column where any row has a label: the prompt width of a target-aligned batch."""
     columns = labels.ne(-100).any(dim=0).nonzero()
     return int(columns[0]) if len(columns) else labels.shape[1]
+
+
+def _left_padding(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The number of padding positions in front of each row's first token, ``[B]``.
+
+    Examples:
+        >>> _left_padding(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0]])).tolist()
+        [2, 0]
+    """
+    return attention_mask.cumsum(-1).eq(0).sum(-1)
+
+
+def _roll_left(value: Any, shift: torch.Tensor, length: int) -> Any:
+    """``value`` with each row rolled ``shift[row]`` columns to the left, if it is a ``[B, length]`` tensor.
+
+    Examples:
+        >>> _roll_left(torch.tensor([[0, 0, 5, 6], [7, 8, 9, 0]]), torch.tensor([2, 0]), 4).tolist()
+        [[5, 6, 0, 0], [7, 8, 9, 0]]
+    """
+    if not isinstance(value, torch.Tensor) or value.dim() != 2 or tuple(value.shape) != (len(shift), length):
+        return value
+    columns = torch.arange(length, device=value.device)
+    return value.gather(1, (columns[None, :] + shift[:, None].to(value.device)) % length)
 
 
 def _is_deepspeed_zero3() -> bool:
@@ -619,7 +642,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         width = end - start
         model_inputs = {k: v for k, v in batch.items() if k != "labels"}
         model_inputs["use_cache"] = False
-        if self._supports_logits_to_keep(model):
+        if prompt_learning_method(self.accelerator.unwrap_model(model)) and "attention_mask" in model_inputs:
+            logits = self._right_padded_forward(model, model_inputs, start, width)
+        elif self._supports_logits_to_keep(model):
             keep = labels.shape[1] - (start - 1)
             outputs = model(**model_inputs, logits_to_keep=keep)
             logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, :width]
@@ -640,6 +665,32 @@ class DSSMITrainer(Seq2SeqTrainer):
             pad = torch.full((labels.shape[0], width - target.shape[1]), -100, dtype=labels.dtype)
             target = torch.cat([target, pad.to(labels.device)], dim=1)
         return logits, target
+
+    def _right_padded_forward(
+        self, model: nn.Module, model_inputs: dict[str, Any], start: int, width: int
+    ) -> torch.Tensor:
+        """The target window's logits ``[B, width, V]`` of a student with prompt-learning adapters, computed on
+        right-padded rows.
+
+        peft puts its virtual tokens in front of the left padding and, for prompt tuning and p-tuning, drops
+        ``position_ids``: a left-padded row would see its positions (and its distance to the virtual tokens)
+        shifted by its padding. Each row is rolled so that its tokens start at column 0 (the padding goes to
+        the end, where a causal model never looks back at it), and each row's logits at the positions
+        predicting its targets are gathered back into the batch's window ``start - 1 .. start + width - 2``.
+        """
+        mask = model_inputs["attention_mask"]
+        length = mask.shape[1]
+        shift = _left_padding(mask)
+        rolled = {key: _roll_left(value, shift, length) for key, value in model_inputs.items()}
+        if "position_ids" in rolled:
+            rolled["position_ids"] = (rolled["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+        first = start - 1 - shift  # each row's first window column once rolled
+        kept = length - int(first.min())
+        extra = {"logits_to_keep": kept} if self._supports_logits_to_keep(model) else {}
+        outputs = model(**rolled, **extra)
+        logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, -kept:]
+        index = (first - (length - kept))[:, None] + torch.arange(width, device=first.device)[None, :]
+        return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
 
     def _dss_loss(
         self, model: nn.Module, inputs: dict[str, Any], counts: DSSBatchCounts | None

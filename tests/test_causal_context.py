@@ -6,6 +6,7 @@ context and generation indexed past the position embeddings (IndexError).
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -154,3 +155,19 @@ def test_training_features_fit_the_context_prompt_cut_target_kept(tokenizer, mod
     assert split_report.truncated_inputs == 1 and split_report.truncated_explain_inputs == 1
     with torch.no_grad():  # the forward pass the loss takes runs
         model(input_ids=torch.tensor([long["expl_input_ids"]]))
+
+
+def test_the_truncation_warning_names_the_context_that_cut_the_prompt(tokenizer, model, caplog):
+    """A prompt cut so that prompt and target fit the student's context was reported as "truncated to
+    max_input_length=1000 tokens", a limit it never reached."""
+    data = Dataset.from_dict({"input": [WORDS, "w1 w2"], "label": ["yes", "no"], "rationale": ["w1", "w2"]})
+    with caplog.at_level(logging.WARNING, logger="hf_cotmi"):
+        features = prepare_dss_features(
+            data, tokenizer, model=model, max_input_length=1000, max_label_length=8, max_rationale_length=8
+        )
+    assert len(features[0]["input_ids"]) == CONTEXT  # cut by the context, far below 1000
+    expected = (
+        f"max_input_length=1000 tokens or fewer, to fit the target in the student's context of {CONTEXT}"
+    )
+    lines = [line for line in caplog.text.splitlines() if "inputs were truncated" in line]
+    assert len(lines) == 2 and all(expected in line for line in lines), lines

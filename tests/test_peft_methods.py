@@ -58,6 +58,26 @@ def task_type(kind):
     return "SEQ_2_SEQ_LM" if kind in SEQ2SEQ else "CAUSAL_LM"
 
 
+def example_by_example_losses(model, data):
+    """Label and rationale token means over ``data``, each example run alone (no padding) through peft's own
+    loss; the token counts are those peft's shifted loss covers."""
+    sums = {"loss_label": 0.0, "loss_rationale": 0.0}
+    counts = {"loss_label": 0, "loss_rationale": 0}
+    with torch.no_grad():
+        for row in data:
+            for name, ids_key, labels_key in (
+                ("loss_label", "input_ids", "labels"),
+                ("loss_rationale", "expl_input_ids", "rationale_labels"),
+            ):
+                labels = torch.tensor([row[labels_key]])
+                scored = int((labels[:, 1:] != -100).sum())
+                sums[name] += (
+                    model(input_ids=torch.tensor([row[ids_key]]), labels=labels).loss.item() * scored
+                )
+                counts[name] += scored
+    return {name: sums[name] / counts[name] for name in sums}
+
+
 METHODS = {
     "prompt": lambda task: peft.PromptTuningConfig(task_type=task, num_virtual_tokens=3),
     "prefix": lambda task: peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=3),
@@ -101,10 +121,13 @@ def test_each_task_loss_is_the_adapted_models_own_loss(tmp_path, tiny_tokenizer,
         train_dataset=data,
         peft_config=METHODS[method](task_type(kind)),
     )
-    batch = trainer.data_collator([data[i] for i in range(8)])
-    with torch.no_grad():
-        expected = {name: trainer.model(**batch[part]).loss.item() for part, name in
-                    (("pred", "loss_label"), ("expl", "loss_rationale"))}  # fmt: skip
+    if kind in SEQ2SEQ:
+        batch = trainer.data_collator([data[i] for i in range(8)])
+        with torch.no_grad():
+            expected = {name: trainer.model(**batch[part]).loss.item() for part, name in
+                        (("pred", "loss_label"), ("expl", "loss_rationale"))}  # fmt: skip
+    else:  # each example alone: a decoder-only batch is left-padded, which peft's positions do not allow for
+        expected = example_by_example_losses(trainer.model, [data[i] for i in range(8)])
     trainer.train()
     logged = trainer.state.log_history[0]
     for name, value in expected.items():
@@ -251,3 +274,52 @@ def test_seq2seq_confidences_refuse_prompt_learning_adapters(tiny_tokenizer, met
     for options in (dict(label_candidates=["2", "3"]), dict(mode="sequence", max_new_tokens=2)):
         with pytest.raises(ValueError, match=rf"encoder-decoder student with {peft_type} adapters"):
             label_confidences(model, tiny_tokenizer, records(2), **options)
+
+
+def far_apart_prompts(tokenizer):
+    """Causal features whose prompts differ by dozens of tokens: the short ones get long left padding."""
+    rows = records(4)
+    for i, row in enumerate(rows):
+        row["input"] = "so " * (12 * (i % 2)) + row["input"]
+    return prepare_dss_features(Dataset.from_list(rows), tokenizer, student_type="causal")
+
+
+@pytest.mark.parametrize(("kind", "method"), [("gpt2", "prompt"), ("gpt2", "p-tuning"), ("llama", "prompt")])
+def test_prompt_learning_losses_do_not_depend_on_left_padding(tmp_path, tiny_tokenizer, kind, method):
+    """peft drops ``position_ids`` for prompt and p-tuning: a left-padded row got its positions shifted by
+    its padding (GPT-2's absolute positions, and the distance to the virtual tokens for every model), so a
+    short example's loss in a batch was not its loss alone. Each task's loss is the token mean of the
+    examples run one by one."""
+    data = far_apart_prompts(tiny_tokenizer)
+    torch.manual_seed(0)
+    model = peft.get_peft_model(build(kind, tiny_tokenizer), METHODS[method]("CAUSAL_LM"))
+    with torch.no_grad():  # virtual tokens that matter
+        for param in model.prompt_encoder.parameters():
+            param.mul_(30)
+    model.eval()
+    expected = example_by_example_losses(model, data)
+    args = training_arguments(
+        tmp_path, max_steps=1, per_device_train_batch_size=4, learning_rate=0.0, max_grad_norm=0.0
+    )
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer, train_dataset=data)
+    batch = trainer.data_collator([data[i] for i in range(4)])
+    assert (batch["pred"]["attention_mask"][:, :12] == 0).any()  # some rows are left-padded by 12+ tokens
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    for name, value in expected.items():
+        assert math.isclose(logged[name], value, rel_tol=1e-5), (name, logged[name], value)
+
+
+@pytest.mark.parametrize(("kind", "method"), [("gpt2", "prompt"), ("gpt2", "p-tuning"), ("llama", "prompt")])
+def test_candidate_scores_with_virtual_tokens_do_not_depend_on_left_padding(tiny_tokenizer, kind, method):
+    """Prompts of different lengths: each scores as it does alone, whatever the others in its batch."""
+    torch.manual_seed(0)
+    model = peft.get_peft_model(build(kind, tiny_tokenizer), METHODS[method]("CAUSAL_LM")).eval()
+    with torch.no_grad():
+        for param in model.prompt_encoder.parameters():
+            param.mul_(30)
+    prompts = [[3, 8, 9, 10], [3, 11, 12, 5] + [8, 9, 10, 11] * 4, [3, 12]]
+    candidates = [[[13, 14, 1], [15, 1]], [[16, 1], [17, 18, 1]], [[19, 1]]]
+    got = score_candidates(model, prompts, candidates, pad_id=0, batch_size=4)
+    expected = reference_scores(model, prompts, candidates)
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4)

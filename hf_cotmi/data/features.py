@@ -365,14 +365,17 @@ def _prepare_split(
 
 def _warn(split: str, report: FeaturesSplitReport, lengths: dict[str, int]) -> None:
     n = report.examples
+    input_limit = f"max_input_length={lengths['input']} tokens"
+    if "context" in lengths:  # a decoder-only student's prompt is cut further where the target needs room
+        input_limit += f" or fewer, to fit the target in the student's context of {lengths['context']} tokens"
     for count, what, limit in (
-        (report.truncated_inputs, "predict inputs", f"max_input_length={lengths['input']}"),
-        (report.truncated_explain_inputs, "explain inputs", f"max_input_length={lengths['input']}"),
-        (report.truncated_labels, "labels", f"max_label_length={lengths['label']}"),
-        (report.truncated_rationales, "rationales", f"max_rationale_length={lengths['rationale']}"),
+        (report.truncated_inputs, "predict inputs", input_limit),
+        (report.truncated_explain_inputs, "explain inputs", input_limit),
+        (report.truncated_labels, "labels", f"max_label_length={lengths['label']} tokens"),
+        (report.truncated_rationales, "rationales", f"max_rationale_length={lengths['rationale']} tokens"),
     ):
         if count:
-            logger.warning("%s: %d of %d %s were truncated to %s tokens", split, count, n, what, limit)
+            logger.warning("%s: %d of %d %s were truncated to %s", split, count, n, what, limit)
     if report.missing_rationales:
         logger.warning(
             "%s: %d of %d examples have an empty rationale; their rationale target is only the "
