@@ -8,7 +8,9 @@ import random
 
 import pytest
 
+from hf_cotmi.data.dss import format_cqa_input
 from hf_cotmi.data.parsing import parse_anli_output, parse_cqa_output, parse_svamp_output
+from hf_cotmi.metrics import normalize_text
 from hf_cotmi.teacher import (
     TASKS,
     load_prompt_template,
@@ -142,6 +144,73 @@ def test_user_template_file(tmp_path):
         load_prompt_template("generic", path)
     with pytest.raises(ValueError, match="not a built-in task"):
         load_prompt_template("poetry")
+
+
+GATEWAY_CHOICES = ["Chicago", "Boston", "St. Louis", "Washington D.C.", "Denver"]
+
+
+@pytest.mark.parametrize(
+    ("text", "choice"),
+    [
+        # the exemplars' answer sentence, imitated exactly: the period inside the choice is not its end
+        ("The arch stands in Missouri. So the answer is (c) St. Louis.", "St. Louis"),
+        ("The arch stands in Missouri. So the answer is (c) St. Louis", "St. Louis"),
+        ("The arch stands in Missouri. So the answer is (c) St. Louis. Hope this helps!", "St. Louis"),
+        ("The Mall is there. So the answer is (d) Washington D.C. Let me know.", "Washington D.C."),
+        ("The Mall is there. So the answer is **(D) washington d.c.**", "Washington D.C."),
+    ],
+)
+def test_a_choice_with_a_period_inside_is_the_whole_label(text, choice):
+    answer = parse_teacher_output("multiple_choice", text, choices=GATEWAY_CHOICES)
+    assert answer.reason == ""
+    assert answer.label == normalize_text(choice)
+    assert answers_agree("multiple_choice", answer.label, choice)
+
+
+def test_an_answer_that_is_no_choice_still_ends_at_its_sentence():
+    text = "Fish live in water. So the answer is (b) sea. Let me know if you need more help."
+    assert parse_teacher_output("multiple_choice", text, choices=["tree", "lake"]).label == "sea"
+    with pytest.raises(ValueError, match="choices are read by the multiple_choice task only"):
+        parse_teacher_output("nli", "So the answer is neutral.", choices=["a"])
+
+
+def test_choices_in_input_reads_back_what_format_cqa_input_wrote():
+    from hf_cotmi.teacher.prompts import choices_in_input
+
+    choices = ["St. Louis", "(a) trick", "Answer: no", "spaces  inside"]
+    assert choices_in_input(format_cqa_input("Where? Q: yes", choices)) == choices
+    assert choices_in_input("What is 2 + 2?") == []
+    template = load_prompt_template("multiple_choice")
+    assert choices_in_input(template.split("\n\n")[1]) == [
+        "oven",
+        "refrigerator",
+        "bookshelf",
+        "mailbox",
+        "bathtub",
+    ]
+
+
+def test_generated_multiple_choice_labels_keep_a_choice_with_a_period(tmp_path):
+    from hf_cotmi import generate_rationales
+
+    source = tmp_path / "in.jsonl"
+    question = format_cqa_input("Where is the Gateway Arch?", GATEWAY_CHOICES)
+    source.write_text(json.dumps({"input": question, "choices": GATEWAY_CHOICES}) + "\n")
+
+    class Teacher:
+        batch_size, concurrency, retries = 1, 1, 0
+
+        def generate(self, requests):
+            return ["The arch stands in Missouri. So the answer is (c) St. Louis." for _ in requests]
+
+        def settings(self):
+            return {"model": "canned"}
+
+    out = tmp_path / "out.jsonl"
+    generate_rationales(source, out, backend=Teacher(), task="multiple_choice", progress=False)
+    (line,) = [json.loads(text) for text in out.read_text().splitlines()]
+    assert (line["label"], line["teacher_label"]) == ("st. louis", "st. louis")
+    assert line["rationale"] == "The arch stands in Missouri."
 
 
 def test_backoff_is_exponential_with_jitter_and_honours_retry_after():

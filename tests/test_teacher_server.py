@@ -745,6 +745,134 @@ def test_a_server_that_cannot_start_is_a_clear_error_with_its_log(tmp_path):
     assert log.strip() and log[-3000:].strip()[-200:] in str(caught.value)
 
 
+# A stand-in for `transformers serve` (standard library only): it records its arguments and pid, then, by
+# FAKE_SERVE_MODE, answers /health on --host:--port ("ok"), exits as a server whose port was taken
+# ("in-use") or that found no model ("exit"), or never answers ("hang").
+FAKE_SERVE = """
+import json, os, sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+args = sys.argv[1:]
+with open(os.environ["FAKE_SERVE_RECORD"], "w") as record:
+    json.dump({"args": args, "pid": os.getpid()}, record)
+mode = os.environ["FAKE_SERVE_MODE"]
+host, port = args[args.index("--host") + 1], int(args[args.index("--port") + 1])
+if mode == "in-use":
+    print(f"ERROR: [Errno 98] error while attempting to bind on address ({host!r}, {port}): address already in use")
+    sys.exit(3)
+if mode == "exit":
+    print("OSError: no file named config.json in this folder")
+    sys.exit(1)
+if mode == "hang":
+    time.sleep(600)
+
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+HTTPServer((host, port), Health).serve_forever()
+"""
+
+
+@pytest.fixture
+def fake_serve(tmp_path, monkeypatch):
+    """Runs served_by_transformers against FAKE_SERVE: ``sys.executable`` is a fake ``python`` (and a fake
+    ``transformers`` beside it unless ``beside=False``); returns a function ``mode -> record path``."""
+
+    def install(mode: str, *, beside: bool = True) -> Path:
+        folder = tmp_path / "fake-bin"
+        folder.mkdir(exist_ok=True)
+        for name in ("python", "transformers") if beside else ("python",):
+            script = folder / name
+            script.write_text(f"#!{sys.executable}\n{FAKE_SERVE}")
+            script.chmod(0o755)
+        record = tmp_path / "fake-serve.json"
+        monkeypatch.setattr(sys, "executable", str(folder / "python"))
+        monkeypatch.setenv("FAKE_SERVE_MODE", mode)
+        monkeypatch.setenv("FAKE_SERVE_RECORD", str(record))
+        return record
+
+    return install
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_the_server_is_the_running_pythons_transformers_on_127_0_0_1(tmp_path, fake_serve):
+    """With no `transformers` script beside the interpreter (a `pip install --user`), the server still starts:
+    it is the running Python's transformers module, bound to 127.0.0.1, and stopped when the block ends."""
+    record = fake_serve("ok", beside=False)
+    with served_by_transformers(tmp_path / "teacher", log_path=tmp_path / "serve.log", timeout_s=30) as url:
+        args = json.loads(record.read_text())["args"]
+        port = args[args.index("--port") + 1]
+        assert url == f"http://127.0.0.1:{port}/v1"
+        assert args == [
+            "-m",
+            "transformers.cli.transformers",
+            "serve",
+            str(tmp_path / "teacher"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--device",
+            "cpu",
+        ]
+    assert _gone(json.loads(record.read_text())["pid"])
+
+
+def test_the_health_check_does_not_go_through_an_http_proxy(tmp_path, fake_serve, monkeypatch):
+    """A proxy in the environment (http_proxy) is for the outside world: 127.0.0.1 is asked directly."""
+    from hf_cotmi.teacher.serve import free_local_port
+
+    fake_serve("ok")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    nowhere = f"http://127.0.0.1:{free_local_port()}"  # nothing listens there
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, nowhere)
+    with served_by_transformers(tmp_path / "teacher", log_path=tmp_path / "serve.log", timeout_s=10) as url:
+        assert url.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    ("mode", "state", "advice"),
+    [
+        ("in-use", r"exited with 3", r"another process took port \d+.*run again"),
+        ("exit", r"exited with 1", r"saved causal LM with its tokenizer.*transformers\[serving\]"),
+        ("hang", r"silent for 2 s", r"a longer timeout_s"),
+    ],
+)
+def test_a_server_that_does_not_come_up_says_why_and_what_to_do_and_is_stopped(
+    tmp_path, fake_serve, mode, state, advice
+):
+    record = fake_serve(mode)
+    log = tmp_path / "serve.log"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as caught:
+        with served_by_transformers(tmp_path / "teacher", log_path=log, timeout_s=2):
+            pytest.fail("the block must not run")
+    assert time.monotonic() - started < 30
+    message = str(caught.value)
+    assert re.search(rf"did not come up \({state}\)", message), message
+    assert re.search(advice, message, re.DOTALL), message
+    assert str(log) in message and log.read_text().strip()[-60:] in message
+    assert _gone(json.loads(record.read_text())["pid"])
+
+
 def test_cancel_ends_a_retry_wait_at_once_and_a_new_run_starts_afresh(tmp_path):
     """Ctrl-C cancels the server backend: threads waiting to retry stop instead of going on for minutes."""
     from hf_cotmi.teacher import GenerationRequest, OpenAICompatibleBackend

@@ -17,8 +17,9 @@ Before the rule runs, a chat model's phrasing is brought to the prompts' (markdo
 answer is`` written ``So the answer is``, a colon after it dropped; a variant is rewritten only when the text
 lacks the prompts' phrase, so that prose such as "the answer is not obvious" never becomes a second answer
 sentence), the text is cut after the line that holds the answer sentence (for nli and multiple_choice also
-at that sentence's end, dropping a remark after it on the same line), and a final period is added when the
-teacher left it out (the ANLI rule drops the last character, which DSS knew to be a period). After the
+at that sentence's end, dropping a remark after it on the same line; for multiple_choice a period inside the
+record's choice that the answer names, as in ``(c) St. Louis``, is no such end), and a final period is added
+when the teacher left it out (the ANLI rule drops the last character, which DSS knew to be a period). After the
 SVAMP rule, whose label is only the parenthesised part of the answer, an arithmetic answer such as
 ``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when the whole is an expression.
 Everything here is a pure function of strings.
@@ -94,15 +95,27 @@ def _check_task(task: str) -> None:
         raise ValueError(f"task={task!r} is not a built-in task; expected one of {', '.join(TASKS)}")
 
 
+def _check_choices(task: str, choices: Sequence[str] | None) -> None:
+    if choices is None:
+        return
+    if isinstance(choices, str):
+        raise TypeError(f"choices must be a sequence of choice texts, got one string {choices!r}")
+    if task != "multiple_choice":
+        raise ValueError(f"choices are read by the multiple_choice task only; task={task!r} takes none")
+
+
 _SENTENCE_END = re.compile(r"\.\s")
 
 
-def _close_answer_line(text: str, phrase: str, *, one_sentence: bool = False) -> str:
+def _close_answer_line(
+    text: str, phrase: str, *, one_sentence: bool = False, choices: Sequence[str] = ()
+) -> str:
     """Cut ``text`` after the line holding the first ``phrase`` and make sure that line ends with a period.
 
     With ``one_sentence``, the line is cut at the answer sentence's end (a period and a space) too, so that a
     chat model's remark after it (``So the answer is (b) sea. Let me know ...``) is not part of the answer;
-    a line that holds ``phrase`` again is left whole, for the DSS rule to refuse as ambiguous."""
+    a period inside the one of ``choices`` that the answer starts with (``(c) St. Louis``) is no such end.
+    A line that holds ``phrase`` again is left whole, for the DSS rule to refuse as ambiguous."""
     start = text.find(phrase)
     if start < 0:
         return text
@@ -110,9 +123,24 @@ def _close_answer_line(text: str, phrase: str, *, one_sentence: bool = False) ->
     head = (text if end < 0 else text[:end]).rstrip()
     after = start + len(phrase)
     if one_sentence and phrase not in head[after:]:
-        stop = _SENTENCE_END.search(head, after)
+        stop = _SENTENCE_END.search(head, _last_of_named_choice(head, after, choices))
         head = head if stop is None else head[: stop.start() + 1]
     return head if head.endswith(".") else head + "."
+
+
+_CHOICE_OPENING = re.compile(r"\s*(?:\(.\)\s*)?")
+
+
+def _last_of_named_choice(line: str, start: int, choices: Sequence[str]) -> int:
+    """The index of the last character of the longest of ``choices`` that the answer at ``line[start:]``
+    (after its ``(x)`` letter) starts with, in any case; ``start`` when it starts with none."""
+    position = _CHOICE_OPENING.match(line, start).end()  # type: ignore[union-attr] - the pattern matches ""
+    named = [
+        choice
+        for choice in (str(choice).strip() for choice in choices)
+        if choice and line[position : position + len(choice)].casefold() == choice.casefold()
+    ]
+    return position + len(max(named, key=len)) - 1 if named else start
 
 
 # the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case,
@@ -142,12 +170,12 @@ def _plain(text: str, phrase: str) -> str:
     return re.sub(rf"({re.escape(phrase)})\s*:\s*", r"\1 ", text)
 
 
-def _dss_parse(task: str, text: str) -> PalmOutput:
+def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> PalmOutput:
     phrase = _ANSWER_PHRASE[task]
     text = _plain(text, phrase)
     if task == "generic":
         text = re.split(r"(?:^|\n)\s*Q:", text)[0]  # an invented next example, not "FAQ:" in the text
-    text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"))
+    text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
     if task in ("nli", "generic"):
         return parse_anli_output(text)
     if task == "multiple_choice":
@@ -195,12 +223,27 @@ def normalise_answer(task: str, answer: str) -> str:
     return text
 
 
-def parse_teacher_output(task: str, text: str) -> TeacherAnswer:
+def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = None) -> TeacherAnswer:
     """Parse one teacher output for ``task``: rationale and normalised answer, or the reason it failed.
+
+    Args:
+        task: one of :data:`TASKS`.
+        text: the teacher's text.
+        choices: for ``multiple_choice``, the record's answer choices (what
+            :func:`hf_cotmi.teacher.prompts.choices_in_input` reads from its input): a period inside the choice
+            the answer names is then not the end of the answer sentence (``(c) St. Louis.`` gives
+            ``st. louis``, not ``st``).
+
+    Raises:
+        ValueError: an unknown task, or ``choices`` for a task other than ``multiple_choice``.
+        TypeError: ``text`` is not a string, or ``choices`` is one string instead of a sequence of them.
 
     Examples:
         >>> parse_teacher_output("multiple_choice", "Fish swim. So the answer is (a) sea.\\n\\nQ: x").label
         'sea'
+        >>> parse_teacher_output("multiple_choice", "It is in Missouri. So the answer is (b) St. Louis.",
+        ...                      choices=["Boston", "St. Louis"]).label
+        'st. louis'
         >>> parse_teacher_output("arithmetic", "Tom has 3 + 4 apples. The answer is (3 + 4).").label
         '(3 + 4)'
         >>> parse_teacher_output("generic", "I am not sure.").reason
@@ -209,8 +252,9 @@ def parse_teacher_output(task: str, text: str) -> TeacherAnswer:
     _check_task(task)
     if not isinstance(text, str):
         raise TypeError(f"teacher output must be a string, got {type(text).__name__}")
+    _check_choices(task, choices)
     phrase = _ANSWER_PHRASE[task]
-    output = _dss_parse(task, text)
+    output = _dss_parse(task, text, choices or ())
     if not output.parsed:
         if phrase not in _plain(text, phrase):
             return TeacherAnswer("", "", f"no answer sentence ('{phrase} ...')")

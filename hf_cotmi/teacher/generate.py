@@ -37,7 +37,7 @@ from .backends import (
     TeacherRequestError,
 )
 from .options import check_max_records, check_output_file, check_positive, refuse_other_teachers_options
-from .prompts import load_prompt_template, render_prompt
+from .prompts import choices_in_input, load_prompt_template, render_prompt
 from .retrying import RetryPolicy
 from .store import (
     INDEX_FIELD,
@@ -335,7 +335,8 @@ def _final_record(
     settings_hash: str,
 ) -> tuple[str, dict[str, Any]]:
     """("output" | "rejects", line) for one record whose samples are all in."""
-    answers = [parse_teacher_output(task, text) for text in outputs]
+    choices = choices_in_input(item.input) if task == "multiple_choice" else None
+    answers = [parse_teacher_output(task, text, choices=choices) for text in outputs]
     vote = vote_answers(task, [answer.label or None for answer in answers])
     meta = {
         INDEX_FIELD: index,

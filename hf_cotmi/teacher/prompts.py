@@ -16,13 +16,14 @@ Examples:
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
 from ..data.dss import DEFAULT_NLI_SEPARATOR
 from .answers import TASKS
 
-__all__ = ["PLACEHOLDER", "load_prompt_template", "render_prompt", "format_task_input"]
+__all__ = ["PLACEHOLDER", "load_prompt_template", "render_prompt", "format_task_input", "choices_in_input"]
 
 PLACEHOLDER = "{input}"
 """The placeholder a template must contain exactly once."""
@@ -87,3 +88,32 @@ def render_prompt(template: str, text: str, task: str = "generic") -> str:
     """
     head, tail = _check_template(template, "prompt template").split(PLACEHOLDER)
     return head + format_task_input(task, text).strip() + tail.rstrip("\n")
+
+
+_CHOICES_HEADING = "Answer Choices:"
+_CHOICE_LINE = re.compile(r"\((?P<letter>[a-zA-Z])\) ?(?P<text>.*)")
+
+
+def choices_in_input(text: str) -> list[str]:
+    """The answer choices a multiple-choice input shows, in order; ``[]`` when it shows none.
+
+    Reads the form :func:`hf_cotmi.data.dss.format_cqa_input` writes (and the multiple_choice prompt
+    shows): a line ``Answer Choices:``, then one line ``(a) text``, ``(b) text``, ... per choice.
+
+    Examples:
+        >>> choices_in_input("Where is the arch?\\nAnswer Choices:\\n(a) Boston\\n(b) St. Louis")
+        ['Boston', 'St. Louis']
+        >>> choices_in_input("What is 2 + 2?")
+        []
+    """
+    lines = text.splitlines()
+    headings = [number for number, line in enumerate(lines) if line.strip() == _CHOICES_HEADING]
+    if not headings:
+        return []
+    choices: list[str] = []
+    for line in lines[headings[-1] + 1 :]:
+        match = _CHOICE_LINE.fullmatch(line.strip())
+        if match is None or match["letter"].lower() != chr(ord("a") + len(choices)):
+            break
+        choices.append(match["text"])
+    return choices
