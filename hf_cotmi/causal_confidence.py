@@ -10,7 +10,9 @@ positions whose label is ``-100``), or ``[BOS] <prefix><input>`` tokenised as tr
   cache is expanded to one row per candidate and only the candidate tokens run on top of it
   (:func:`score_candidates`). A model that returns no cache is scored with one full pass per candidate row.
 - Generation (sequence and first-token confidence): greedy or beam generation from the left-padded
-  prompts; the prompt is cut off the returned sequences.
+  prompts; the prompt is cut off the returned sequences. A model with prompt-learning PEFT adapters
+  generates without a key-value cache and, for adapters whose virtual tokens go in front of the input, from
+  prompts of one length per call (:func:`exact_generation`, :func:`generation_groups`).
 
 Examples:
     >>> from hf_cotmi.tiny import build_word_tokenizer
@@ -23,7 +25,8 @@ Examples:
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,8 @@ __all__ = [
     "score_candidates",
     "left_pad",
     "generate_from_prompts",
+    "generation_groups",
+    "exact_generation",
 ]
 
 CANDIDATE_SCORING: tuple[str, ...] = ("cache", "full")
@@ -52,6 +57,7 @@ def causal_prompts(
     max_prompt_length: int | None = None,
     *,
     chat_template: bool = False,
+    first_index: int = 0,
 ) -> list[list[int]]:
     """Prompt ids of prefixed inputs, exactly as :func:`~hf_cotmi.data.causal.encode_causal_task` builds them.
 
@@ -61,6 +67,11 @@ def causal_prompts(
         max_prompt_length: cut longer prompts (the end of the input goes), as training does.
         chat_template: render each prompt as a user turn plus the assistant header (the tokenizer's chat
             template), as features built with ``chat_template=True`` are.
+        first_index: the example index of the first prompt, for error messages.
+
+    Raises:
+        ValueError: a prompt of no tokens (an empty prompt text where the tokenizer puts no BOS in front),
+            naming its example.
 
     Examples:
         >>> from hf_cotmi.tiny import build_word_tokenizer
@@ -77,6 +88,7 @@ def causal_prompts(
         max_prompt_length=max_prompt_length or _UNBOUNDED,
         max_target_length=_UNBOUNDED,
         chat_template=chat_template,
+        row_names=[f"example {first_index + i}" for i in range(len(prompts))],
     )
     return [_prompt_part(ids, labels) for ids, labels in zip(encoded.input_ids, encoded.labels)]
 
@@ -215,6 +227,7 @@ def candidate_target_ids(
         max_prompt_length=_UNBOUNDED,
         max_target_length=_UNBOUNDED,
         chat_template=chat_template,
+        allow_empty_prompts=True,  # the targets only; scoring refuses a prompt of no tokens
     )
     return [[int(t) for t in row if t != -100] for row in encoded.labels]
 
@@ -474,6 +487,9 @@ def generate_from_prompts(
 ) -> tuple[Any, int]:
     """``model.generate`` from left-padded prompts; returns the output and the prompt width to cut off.
 
+    Generates under :func:`exact_generation` (no change for a model without prompt-learning adapters). The
+    prompts of one call should come from one :func:`generation_groups` group.
+
     Examples:
         >>> # out, width = generate_from_prompts(model, prompts, pad_id=0, max_new_tokens=8,
         >>> #                                    output_scores=True, return_dict_in_generate=True)
@@ -483,5 +499,91 @@ def generate_from_prompts(
 
     device = next(model.parameters()).device
     ids, mask, _ = left_pad(prompt_ids, pad_id, torch, device)
-    out = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=int(pad_id), **generation)
+    with exact_generation(model) as exact:
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, pad_token_id=int(pad_id), **{**generation, **exact}
+        )
     return out, ids.shape[1]
+
+
+_PREFIX_STYLE = ("PREFIX_TUNING", "CARTRIDGE")
+"""Prompt-learning methods whose virtual tokens are key-value entries in front of the input at positions of
+their own (peft moves ``position_ids`` past them): left padding leaves a row's positions as they are alone.
+The others (prompt tuning, p-tuning, CPT) put virtual-token embeddings in front of the input, padding
+included, and peft drops ``position_ids`` for them."""
+
+_CACHE_OUTPUTS = ("cache", "past_key_values")
+
+
+def generation_groups(model: Any, prompt_lengths: Sequence[int]) -> list[list[int]]:
+    """The rows of a batch to generate together: all of them, except for a model whose prompt-learning adapters
+    put virtual tokens in front of the input (prompt tuning, p-tuning): rows of one prompt length each.
+
+    peft puts those virtual tokens in front of the left padding and ignores ``position_ids``, so a padded row
+    would be generated at positions shifted by its padding. Rows keep their order within a group; the groups
+    come in the order of their first row.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> generation_groups(SimpleNamespace(), [4, 2, 4])
+        [[0, 1, 2]]
+        >>> from peft import PromptTuningConfig
+        >>> tuned = SimpleNamespace(peft_config={"default": PromptTuningConfig(num_virtual_tokens=2)})
+        >>> generation_groups(tuned, [4, 2, 4])
+        [[0, 2], [1]]
+    """
+    from .peft_methods import prompt_learning_method
+
+    method = prompt_learning_method(model)
+    if method is None or method in _PREFIX_STYLE:
+        return [list(range(len(prompt_lengths)))]
+    groups: dict[int, list[int]] = {}
+    for row, length in enumerate(prompt_lengths):
+        groups.setdefault(int(length), []).append(row)
+    return list(groups.values())
+
+
+@contextmanager
+def exact_generation(model: Any) -> Iterator[dict[str, Any]]:
+    """``generate`` arguments under which a model with prompt-learning adapters generates what peft's own
+    forward computes for the prompt and the tokens generated so far; ``{}`` (and nothing changed) for any
+    other model.
+
+    With peft 0.21 and transformers 5.2x ``generate`` is wrong for prompt learning: peft's
+    ``prepare_inputs_for_generation`` looks for the key-value cache under ``past_key_values``, which
+    transformers now passes as ``cache``. With a cache, prompt tuning and p-tuning get their virtual tokens in
+    front of every new token again, and prefix tuning's prefix (passed as ``past_key_values``) loses to the
+    empty ``cache``: the student generates without it. So these models generate with ``use_cache=False``
+    (each step runs the whole sequence through peft's forward), and for the duration a forward hook on the
+    base model drops the cache the model returns anyway (Llama returns the prefix cache it was given, grown by
+    the step's tokens, and ``generate`` would carry it into the next step). Each new token costs a pass over
+    the whole sequence.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> with exact_generation(SimpleNamespace()) as extra:
+        ...     extra
+        {}
+        >>> # with exact_generation(model) as extra:
+        >>> #     out = model.generate(input_ids=ids, attention_mask=mask, **{**generation, **extra})
+    """
+    from .peft_methods import prompt_learning_method
+
+    if prompt_learning_method(model) is None:
+        yield {}
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else None
+    handle = base.register_forward_hook(_drop_returned_cache, with_kwargs=True) if base is not None else None
+    try:
+        yield {"use_cache": False}
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _drop_returned_cache(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> Any:
+    """Forward hook: the output without the key-value cache of a call made with ``use_cache=False``."""
+    if kwargs.get("use_cache") is not False or not hasattr(output, "items"):
+        return None
+    kept = {key: value for key, value in output.items() if key not in _CACHE_OUTPUTS}
+    return type(output)(**kept) if len(kept) < len(output) else None

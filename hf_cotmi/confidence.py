@@ -259,12 +259,13 @@ def _generation_confidences(
     num_beams: int,
     eos_ids: set[int],
     torch: Any,
-    first_example: int = 0,
+    first_example: int | Sequence[int] = 0,
 ) -> list[float]:
     """Confidence of each returned sequence of ``generate(..., output_scores=True, output_logits=True)``.
 
     The confidence is the model's own probability, from the raw logits (``out.logits``); the processed
-    scores (``out.scores``) only tell which steps a logits processor forced.
+    scores (``out.scores``) only tell which steps a logits processor forced. ``first_example`` is the dataset
+    index of the first sequence (the others follow it), or of each sequence, for error messages.
     """
     if getattr(out, "logits", None) is None or getattr(out, "scores", None) is None:
         raise ValueError(
@@ -367,7 +368,7 @@ def _after_first_eos(generated: Any, eos_ids: set[int], torch: Any) -> Any:
 
 
 def _first_token_confidences(
-    model: Any, out: Any, steps: _GeneratedSteps, torch: Any, first_example: int
+    model: Any, out: Any, steps: _GeneratedSteps, torch: Any, first_example: int | Sequence[int]
 ) -> list[float]:
     """The model's top softmax probability (raw logits) at each sequence's first step the model chose.
 
@@ -387,8 +388,9 @@ def _first_token_confidences(
         forcing = ", ".join(
             f"{name}={getattr(config, name, None)}" for name in ("forced_bos_token_id", "forced_eos_token_id")
         )
+        example = first_example + missing[0] if isinstance(first_example, int) else first_example[missing[0]]
         raise ValueError(
-            f"`mode='first_token'`: example {first_example + missing[0]} has no generated token that the "
+            f"`mode='first_token'`: example {example} has no generated token that the "
             f"model chose: each of its steps was forced by a logits processor (generation config: {forcing}), "
             "so its top probability is 1 whatever the model predicts; allow more new tokens "
             "(`max_new_tokens` or `max_length`)"
@@ -871,6 +873,7 @@ def _causal_batch(
         causal_prompts,
         fit_prompts_to_room,
         generate_from_prompts,
+        generation_groups,
         prompts_of_features,
         score_candidates,
     )
@@ -900,7 +903,9 @@ def _causal_batch(
             prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
     else:
         prompt_texts = [prefix + str(t) for t in batch[input_column]]
-        prompts = causal_prompts(tokenizer, prompt_texts, max_source_length, chat_template=chat_template)
+        prompts = causal_prompts(
+            tokenizer, prompt_texts, max_source_length, chat_template=chat_template, first_index=first_example
+        )
     if per_example is not None:
         distinct = [
             _distinct_candidates(
@@ -919,7 +924,12 @@ def _causal_batch(
             confs.append(float(p[best]))
             probs.append(p)
         return texts, confs, probs
-    out, width = generate_from_prompts(model, prompts, pad_id=pad_id, **generation)
-    decoded = tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
-    confs = _generation_confidences(model, out, mode, num_beams, eos_ids, torch, first_example)
-    return [t.strip() for t in decoded], confs, []
+    texts, confs = [""] * len(prompts), [0.0] * len(prompts)
+    for rows in generation_groups(model, [len(p) for p in prompts]):  # one group but for prompt learning
+        out, width = generate_from_prompts(model, [prompts[row] for row in rows], pad_id=pad_id, **generation)
+        decoded = tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
+        examples = [first_example + row for row in rows]
+        scored = _generation_confidences(model, out, mode, num_beams, eos_ids, torch, examples)
+        for row, text, confidence in zip(rows, decoded, scored):
+            texts[row], confs[row] = text.strip(), confidence
+    return texts, confs, []

@@ -66,7 +66,7 @@ def generate_texts(
             chunk = [prefix + text for text in texts[start : start + batch_size]]
             if causal:
                 outputs += _generate_causal_texts(
-                    model, tokenizer, chunk, max_new_tokens, max_input_length, chat_template
+                    model, tokenizer, chunk, max_new_tokens, max_input_length, chat_template, start
                 )
                 continue
             encoded = tokenizer(
@@ -92,28 +92,37 @@ def _generate_causal_texts(
     max_new_tokens: int,
     max_input_length: int | None,
     chat_template: bool = False,
+    first_index: int = 0,
 ) -> list[str]:
     """Greedy generation of a decoder-only student from left-padded prompts; the prompt is cut off.
 
     Generation stops at the generation config's EOS; where that names none, at the model config's or the
     tokenizer's (the EOS that ends every training target), as :func:`hf_cotmi.label_confidences` does.
+    With prompt-learning adapters the prompts go in groups (:func:`hf_cotmi.causal_confidence.generation_groups`).
     """
     import torch
 
-    from .causal_confidence import causal_prompts, generate_from_prompts
+    from .causal_confidence import causal_prompts, generate_from_prompts, generation_groups
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompt_ids = causal_prompts(
+        tokenizer, prompts, max_input_length, chat_template=chat_template, first_index=first_index
+    )
+    texts = [""] * len(prompt_ids)
     with torch.no_grad():
-        ids, width = generate_from_prompts(
-            model,
-            causal_prompts(tokenizer, prompts, max_input_length, chat_template=chat_template),
-            pad_id=pad_id,
-            max_new_tokens=max_new_tokens,
-            num_beams=1,
-            do_sample=False,
-            **stop_at_eos_kwargs(model, eos_token_ids(model, tokenizer)),
-        )
-    return [t.strip() for t in tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)]
+        for rows in generation_groups(model, [len(p) for p in prompt_ids]):
+            ids, width = generate_from_prompts(
+                model,
+                [prompt_ids[row] for row in rows],
+                pad_id=pad_id,
+                max_new_tokens=max_new_tokens,
+                num_beams=1,
+                do_sample=False,
+                **stop_at_eos_kwargs(model, eos_token_ids(model, tokenizer)),
+            )
+            for row, text in zip(rows, tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)):
+                texts[row] = text.strip()
+    return texts
 
 
 def predict_texts(

@@ -1111,19 +1111,85 @@ class DSSMITrainer(Seq2SeqTrainer):
             input_ids = input_ids[:, :width]
             attention_mask = attention_mask[:, :width] if attention_mask is not None else None
         input_ids, attention_mask = self._leave_room(input_ids, attention_mask, limit)
+        method = prompt_learning_method(self.model)
         with torch.no_grad():
+            if method is not None:
+                return self._generate_with_virtual_tokens(input_ids, attention_mask, kwargs, limit, method)
             generated = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        new_tokens = generated[:, input_ids.shape[1] :]
-        if new_tokens.shape[1] < limit:
-            pad_id = self.model.generation_config.pad_token_id
-            if pad_id is None:
-                pad_id = self.model.generation_config.eos_token_id
-            pad_id = pad_id[0] if isinstance(pad_id, (list, tuple)) else pad_id
-            fill = torch.full(
-                (new_tokens.shape[0], limit - new_tokens.shape[1]), int(pad_id), dtype=new_tokens.dtype
-            )
-            new_tokens = torch.cat([new_tokens, fill.to(new_tokens.device)], dim=1)
-        return new_tokens
+        return self._pad_new_tokens(generated[:, input_ids.shape[1] :], limit)
+
+    def _pad_new_tokens(self, new_tokens: torch.Tensor, limit: int) -> torch.Tensor:
+        """Generated tokens padded on the right with the generation config's pad id (else EOS) to ``limit``."""
+        if new_tokens.shape[1] >= limit:
+            return new_tokens
+        pad_id = self.model.generation_config.pad_token_id
+        if pad_id is None:
+            pad_id = self.model.generation_config.eos_token_id
+        pad_id = pad_id[0] if isinstance(pad_id, (list, tuple)) else pad_id
+        fill = torch.full(
+            (new_tokens.shape[0], limit - new_tokens.shape[1]), int(pad_id), dtype=new_tokens.dtype
+        )
+        return torch.cat([new_tokens, fill.to(new_tokens.device)], dim=1)
+
+    def _generate_with_virtual_tokens(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        kwargs: dict[str, Any],
+        limit: int,
+        method: str,
+    ) -> torch.Tensor:
+        """New tokens of a student with prompt-learning adapters, each row generated as it is alone.
+
+        Generation runs under :func:`hf_cotmi.causal_confidence.exact_generation` (no key-value cache), and
+        for prompt tuning and p-tuning the left-padded rows go in calls of one prompt length, unpadded
+        (:func:`hf_cotmi.causal_confidence.generation_groups`). Under ``synced_gpus`` (DeepSpeed ZeRO-3, FSDP)
+        every process must call ``generate`` as often as the others: the batch then goes in one call, and a
+        warning says that its padded rows are off.
+        """
+        from .causal_confidence import exact_generation, generation_groups
+
+        rows_count, width = input_ids.shape
+        lengths = attention_mask.sum(-1).tolist() if attention_mask is not None else [width] * rows_count
+        groups = generation_groups(self.model, lengths)
+        if len(groups) > 1 and kwargs.get("synced_gpus"):
+            self._warn_padded_generation(method)
+            groups = [list(range(rows_count))]
+        out: torch.Tensor | None = None
+        with exact_generation(self.model) as exact:
+            for rows in groups:
+                index = torch.tensor(rows, dtype=torch.long, device=input_ids.device)
+                # left padding: the group's tokens are its last columns
+                first = width - max(1, *(int(lengths[row]) for row in rows))
+                ids = input_ids.index_select(0, index)[:, first:]
+                mask = (
+                    attention_mask.index_select(0, index)[:, first:] if attention_mask is not None else None
+                )
+                generated = self.model.generate(input_ids=ids, attention_mask=mask, **{**kwargs, **exact})
+                new_tokens = self._pad_new_tokens(generated[:, ids.shape[1] :], limit)
+                per_row = new_tokens.shape[0] // len(rows)  # num_return_sequences
+                if out is None:
+                    out = new_tokens.new_zeros((rows_count * per_row, new_tokens.shape[1]))
+                places = (index[:, None] * per_row + torch.arange(per_row, device=index.device)).flatten()
+                out[places.to(out.device)] = new_tokens
+        assert out is not None
+        return out
+
+    def _warn_padded_generation(self, method: str) -> None:
+        """Say once that a sharded evaluation generates left-padded rows with ``method`` adapters off."""
+        if getattr(self, "_warned_padded_generation", False):
+            return
+        logger.warning(
+            "%s adapters with synced_gpus (DeepSpeed ZeRO-3 or FSDP): every process must call generate as often "
+            "as the others, so each evaluation batch is generated in one call from left-padded prompts. peft "
+            "puts %s's virtual tokens in front of the padding and ignores position_ids, so a prompt shorter "
+            "than the longest of its batch is generated at shifted positions and its labels can differ from "
+            "what it generates alone; set per_device_eval_batch_size=1 (or evaluate unsharded) for exact "
+            "generations",
+            method,
+            method,
+        )
+        self._warned_padded_generation = True
 
     def _causal_generation_kwargs(self, gen_kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """``generate`` arguments for a decoder-only student, and the number of new tokens they allow.

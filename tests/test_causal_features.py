@@ -284,3 +284,53 @@ def test_an_empty_target_is_only_eos_for_a_byte_level_tokenizer(blank):
         assert ids[:-1] == tok(prefix + "tom has 3 apples", add_special_tokens=False)["input_ids"]
     counts = report.splits["dataset"]
     assert counts.missing_rationales == counts.empty_labels == 1
+
+
+def test_a_prompt_of_no_tokens_is_refused_naming_the_split_row_and_task():
+    """A tokenizer that puts nothing in front of a text (GPT-2, Qwen) with an empty prefix and an empty input
+    gave a prompt of zero tokens: the target's first token was never scored (no position before it), or
+    predicted from a padding position in a batch. Every other row is fine."""
+    from datasets import DatasetDict
+
+    data = records_dataset(3)
+    tok = byte_level_tokenizer(list(data["input"]) + list(data["rationale"]) + ["predict: explain: 0 1 2 3"])
+    rows = data.to_list()
+    rows[1]["input"] = ""
+    splits = DatasetDict({"train": Dataset.from_list(rows[:1]), "test": Dataset.from_list(rows)})
+    with pytest.raises(ValueError, match=r"split 'test', row 1, label task.*no tokens") as caught:
+        prepare_dss_features(splits, tok, student_type="causal", predict_prefix="")
+    assert "predict_prefix" in str(caught.value)
+    with pytest.raises(ValueError, match=r"split 'test', row 1, rationale task.*no tokens"):
+        prepare_dss_features(splits, tok, student_type="causal", explain_prefix="")
+    # a prefix gives the prompt its tokens; the empty input is counted, as before
+    features = prepare_dss_features(splits, tok, student_type="causal")
+    assert features["test"][1]["labels"][0] == -100
+    # a tokenizer that puts BOS in front of every text gives the empty prompt that token
+    llama_like = build_word_tokenizer(list(data["input"]) + list(data["rationale"]))
+    features = prepare_dss_features(
+        splits, llama_like, student_type="causal", predict_prefix="", explain_prefix=""
+    )
+    row = features["test"][1]
+    assert row["input_ids"][0] == llama_like.bos_token_id and row["labels"][0] == -100
+
+
+def test_raw_prompts_of_no_tokens_are_refused_naming_the_example():
+    from hf_cotmi import label_confidences
+    from hf_cotmi.causal_confidence import candidate_target_ids, causal_prompts
+    from hf_cotmi.generation import generate_texts
+
+    data = records_dataset(3)
+    tok = byte_level_tokenizer(list(data["input"]) + list(data["label"]) + ["predict: explain: 0 1 2 3"])
+    with pytest.raises(ValueError, match=r"example 1: .*no tokens"):
+        causal_prompts(tok, ["a", ""])
+    with pytest.raises(ValueError, match=r"example 6: .*no tokens"):
+        causal_prompts(tok, ["a", ""], first_index=5)
+    model = build_tiny_causal_lm(tok, "gpt2")
+    records = [{"input": "tom has 3 apples", "label": "3"}, {"input": "", "label": "3"}]
+    for options in (dict(mode="sequence", max_new_tokens=2), dict(label_candidates=["3", "4"])):
+        with pytest.raises(ValueError, match=r"example 1: .*no tokens"):
+            label_confidences(model, tok, records, prefix="", **options)
+    with pytest.raises(ValueError, match=r"example 1: .*no tokens"):
+        generate_texts(model, tok, ["tom has", ""], prefix="", max_new_tokens=2)
+    # a candidate's target split off an empty prompt text is still its tokens and EOS
+    assert candidate_target_ids(tok, "", ["3"])[0][-1] == tok.eos_token_id

@@ -323,3 +323,146 @@ def test_candidate_scores_with_virtual_tokens_do_not_depend_on_left_padding(tiny
     got = score_candidates(model, prompts, candidates, pad_id=0, batch_size=4)
     expected = reference_scores(model, prompts, candidates)
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-4)
+
+
+# generation with prompt-learning adapters on a decoder-only student
+
+EXACT_GENERATION = [
+    ("gpt2", "prompt"),
+    ("llama", "prompt"),
+    ("llama", "p-tuning"),
+    ("gpt2", "prefix"),
+    ("llama", "prefix"),
+    ("qwen2", "prefix"),
+]
+
+
+def adapted_causal(kind, method, tokenizer):
+    """A decoder-only student with prompt-learning adapters whose virtual tokens change its predictions."""
+    torch.manual_seed(0)
+    model = peft.get_peft_model(build(kind, tokenizer), METHODS[method]("CAUSAL_LM")).eval()
+    with torch.no_grad():
+        for param in model.prompt_encoder.parameters():
+            param.mul_(30)
+    return model
+
+
+def greedy_alone(model, prompt, max_new_tokens, eos_id):
+    """Greedy tokens and the softmax probability of each, from peft's own forward over the whole sequence
+    so far: one example, no padding, no cache, a full pass per token."""
+    ids, probabilities = [int(t) for t in prompt], []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+            token = int(logits.argmax())
+            probabilities.append(float(torch.softmax(logits, dim=-1)[token]))
+            ids.append(token)
+            if token == eos_id:
+                break
+    return ids[len(prompt) :], probabilities
+
+
+def prompts_of_three_lengths():
+    return [[3, 8, 9, 10], [3, 11, 12, 5] + [8, 9, 10, 11] * 3, [3, 12], [3, 9, 8, 11]]
+
+
+@pytest.mark.parametrize(("kind", "method"), EXACT_GENERATION)
+def test_generated_logits_with_virtual_tokens_are_the_teacher_forced_ones(tiny_tokenizer, kind, method):
+    """peft 0.21.2 passes its virtual tokens' cache as ``past_key_values``, which transformers 5.2x (that
+    names it ``cache``) ignores: with a cache, prompt tuning put the virtual tokens in front of every new
+    token again and prefix tuning generated without its prefix; without one, Llama carried the prefix cache
+    of one step into the next. Each generated step's logits are those of peft's forward over the prompt and
+    the tokens generated before it, for prompts of different lengths in one call."""
+    from hf_cotmi.causal_confidence import generate_from_prompts, generation_groups
+
+    model = adapted_causal(kind, method, tiny_tokenizer)
+    prompts = prompts_of_three_lengths()
+    seen = []
+    for rows in generation_groups(model, [len(p) for p in prompts]):
+        out, width = generate_from_prompts(
+            model,
+            [prompts[i] for i in rows],
+            pad_id=0,
+            max_new_tokens=5,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        for j, i in enumerate(rows):
+            seen.append(i)
+            new = out.sequences[j, width:].tolist()
+            if 1 in new:  # up to and including EOS; what follows is padding
+                new = new[: new.index(1) + 1]
+            sequence = torch.tensor([prompts[i] + new])
+            with torch.no_grad():
+                forced = model(input_ids=sequence).logits[0, -len(new) - 1 : -1]
+            generated = torch.stack([step[j] for step in out.logits[: len(new)]])
+            torch.testing.assert_close(generated, forced, atol=1e-4, rtol=1e-4)
+    assert sorted(seen) == list(range(len(prompts)))
+
+
+@pytest.mark.parametrize(("kind", "method"), [("gpt2", "prompt"), ("llama", "p-tuning"), ("llama", "prefix")])
+def test_label_confidences_and_texts_with_virtual_tokens_are_each_examples_own(tiny_tokenizer, kind, method):
+    """Sequence confidences and generated texts of inputs of different lengths in one batch: what greedy
+    decoding with peft's own forward gives each example alone."""
+    from hf_cotmi.causal_confidence import causal_prompts
+    from hf_cotmi.generation import generate_texts
+
+    model = adapted_causal(kind, method, tiny_tokenizer)
+    rows = records(4)
+    rows[1]["input"] = "so " * 12 + rows[1]["input"]
+    prompts = causal_prompts(tiny_tokenizer, ["predict: " + row["input"] for row in rows])
+    assert len({len(p) for p in prompts}) > 1
+    expected = [greedy_alone(model, p, 4, tiny_tokenizer.eos_token_id) for p in prompts]
+    result = label_confidences(model, tiny_tokenizer, rows, mode="sequence", max_new_tokens=4, batch_size=4)
+    texts = [tiny_tokenizer.decode(ids, skip_special_tokens=True).strip() for ids, _ in expected]
+    assert result.predictions == texts
+    np.testing.assert_allclose(result.confidences, [np.prod(p) for _, p in expected], rtol=1e-4)
+    generated = generate_texts(
+        model, tiny_tokenizer, [row["input"] for row in rows], prefix="predict: ", max_new_tokens=4
+    )
+    assert generated == texts
+
+
+@pytest.mark.parametrize(("kind", "method"), [("qwen2", "prompt"), ("llama", "prefix")])
+def test_trainer_generation_with_virtual_tokens_is_each_examples_own(tmp_path, tiny_tokenizer, kind, method):
+    """``predict`` with ``predict_with_generate`` from a left-padded batch of prompts of different lengths."""
+    data = far_apart_prompts(tiny_tokenizer)
+    model = adapted_causal(kind, method, tiny_tokenizer)
+    args = training_arguments(tmp_path, per_device_eval_batch_size=4)
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer)
+    label_ids = trainer.predict(data, max_new_tokens=4).predictions
+    for row in range(len(data)):
+        ids, labels = data[row]["input_ids"], data[row]["labels"]
+        prompt = [t for t, label in zip(ids, labels) if label == -100]
+        tokens, _ = greedy_alone(model, prompt, 4, tiny_tokenizer.eos_token_id)
+        assert label_ids[row, : len(tokens)].tolist() == tokens, row
+        assert (label_ids[row, len(tokens) :] == tiny_tokenizer.pad_token_id).all(), row
+
+
+def test_sharded_generation_with_prompt_tuning_warns_once_that_padded_rows_are_off(
+    tmp_path, tiny_tokenizer, caplog
+):
+    """Under ZeRO-3 or FSDP (``synced_gpus``) every process must call ``generate`` as often as the others,
+    so a batch cannot be split into prompts of one length: the trainer generates it whole and says what is
+    off, once."""
+    import logging
+
+    data = far_apart_prompts(tiny_tokenizer)
+    model = adapted_causal("gpt2", "prompt", tiny_tokenizer)
+    trainer = DSSMITrainer(
+        model=model,
+        args=training_arguments(tmp_path, per_device_eval_batch_size=2),
+        processing_class=tiny_tokenizer,
+    )
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="hf_cotmi"):
+            trainer.predict(data, max_new_tokens=2, synced_gpus=True)
+    finally:
+        torch.distributed.destroy_process_group()
+    warned = [r.getMessage() for r in caplog.records if "PROMPT_TUNING" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "synced_gpus" in warned[0] and "left-padded" in warned[0]

@@ -11,7 +11,9 @@ The prompt and the target are tokenised so that the prompt's ids are exactly wha
 when it generates: the prompt alone, then the target as the rest of the joint text (or alone, when the
 tokenizer merges across the boundary).
 
-An empty (or blank) target is EOS alone.
+An empty (or blank) target is EOS alone. An empty prompt is refused: with a tokenizer that puts nothing in
+front of a text (GPT-2, Qwen), an empty prefix and an empty input leave no position to predict the target's
+first token from.
 
 Truncation keeps the target and cuts the input: a prompt longer than ``max_prompt_length`` loses the end of
 its input text (BOS, prefix and template stay); a target longer than ``max_target_length`` is cut and
@@ -258,6 +260,8 @@ def encode_causal_task(
     max_target_length: int,
     chat_template: bool = False,
     max_length: int | None = None,
+    row_names: Sequence[str] | None = None,
+    allow_empty_prompts: bool = False,
 ) -> CausalEncoding:
     """Tokenise ``prompt -> target`` pairs into one sequence each with the loss on target and EOS only.
 
@@ -272,6 +276,10 @@ def encode_causal_task(
         max_length: the student's context (:func:`hf_cotmi.students.context_length`): a prompt is cut further
             (its end goes, as with ``max_prompt_length``, and it counts as truncated) where prompt and target
             together would not fit; None for no such limit.
+        row_names: what error messages call each pair (``"split 'train', row 3, label task"``); ``"row i"``
+            by default.
+        allow_empty_prompts: keep a prompt of no tokens instead of refusing it (for splitting targets only:
+            no position predicts such a target's first token).
 
     Returns:
         A :class:`CausalEncoding`: ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on the prompt)
@@ -279,7 +287,8 @@ def encode_causal_task(
 
     Raises:
         ValueError: no EOS token, no chat template when one is asked for, a template that does not render
-            the prompt as a prefix of the conversation, or a template longer than ``max_prompt_length``.
+            the prompt as a prefix of the conversation, a template longer than ``max_prompt_length``, or a
+            prompt of no tokens (an empty prompt text where the tokenizer puts no BOS in front), naming it.
 
     Examples:
         >>> from hf_cotmi.tiny import build_word_tokenizer
@@ -327,6 +336,8 @@ def encode_causal_task(
         target_ids = _split_target(tokenizer, prompts, raw, [TARGET_SEPARATOR + t for t in targets])
         # an empty (or blank) target is EOS alone: the separator before it would be a token of its own
         target_ids = [ids if text.strip() else [] for ids, text in zip(target_ids, targets)]
+    if not allow_empty_prompts:
+        _check_prompts_have_tokens(prompt_ids, prompts, row_names)
     for row, (prompt, target) in enumerate(zip(prompt_ids, target_ids)):
         out.truncated_targets.append(len(target) + 1 > max_target_length)
         target = target[: max_target_length - 1] + [eos]
@@ -338,3 +349,18 @@ def encode_causal_task(
         out.attention_mask.append([1] * (len(prompt) + len(target)))
         out.labels.append([-100] * len(prompt) + target)
     return out
+
+
+def _check_prompts_have_tokens(
+    prompt_ids: Sequence[Sequence[int]], prompts: Sequence[str], row_names: Sequence[str] | None
+) -> None:
+    """Refuse the first prompt of no tokens: the target's first token would follow nothing."""
+    for row, (ids, text) in enumerate(zip(prompt_ids, prompts)):
+        if len(ids):
+            continue
+        name = row_names[row] if row_names is not None else f"row {row}"
+        raise ValueError(
+            f"{name}: the prompt {text!r} has no tokens (the tokenizer puts no BOS token in front of a text), "
+            "so a decoder-only student would have no position to predict the target's first token from; give "
+            "the task a prefix (predict_prefix / explain_prefix) or the example a non-empty input"
+        )

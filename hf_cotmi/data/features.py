@@ -190,9 +190,10 @@ def _make_encoder(
     rows were dropped before tokenising."""
 
     def encode_task(
-        prompts: list[str], targets: list[str], max_target_length: int
+        prompts: list[str], targets: list[str], max_target_length: int, names: list[str]
     ) -> tuple[list, list, list, list[bool], list[bool]]:
-        """(input ids, attention mask, target ids or causal labels, truncated prompts, truncated targets)."""
+        """(input ids, attention mask, target ids or causal labels, truncated prompts, truncated targets);
+        ``names`` are the rows as error messages call them."""
         if layout == "causal":
             enc = encode_causal_task(
                 tokenizer,
@@ -202,6 +203,7 @@ def _make_encoder(
                 max_target_length=max_target_length,
                 chat_template=chat_template,
                 max_length=max_sequence_length,
+                row_names=names,
             )
             return enc.input_ids, enc.attention_mask, enc.labels, enc.truncated_prompts, enc.truncated_targets
         source, cut_source = _encode(tokenizer, prompts, max_input_length, target=False)
@@ -215,7 +217,10 @@ def _make_encoder(
         _check_text(inputs, "input" if separator is None else "premise/hypothesis", indices, split)
         _check_text(batch["label"], "label", indices, split)
         ids, mask, labels, truncated_inputs, truncated_labels = encode_task(
-            [predict_prefix + text for text in inputs], _blank_as_empty(batch["label"]), max_label_length
+            [predict_prefix + text for text in inputs],
+            _blank_as_empty(batch["label"]),
+            max_label_length,
+            [f"split {split!r}, row {index}, label task (predict_prefix + input)" for index in indices],
         )
         out: dict[str, list] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         flags = {
@@ -233,7 +238,13 @@ def _make_encoder(
             rationales = ["" if r is None else r for r in batch["rationale"]]
             _check_text(rationales, "rationale", indices, split)
             expl_ids, expl_mask, rationale_labels, truncated_explain, truncated_rationales = encode_task(
-                [explain_prefix + text for text in inputs], _blank_as_empty(rationales), max_rationale_length
+                [explain_prefix + text for text in inputs],
+                _blank_as_empty(rationales),
+                max_rationale_length,
+                [
+                    f"split {split!r}, row {index}, rationale task (explain_prefix + input)"
+                    for index in indices
+                ],
             )
             out.update(
                 expl_input_ids=expl_ids, expl_attention_mask=expl_mask, rationale_labels=rationale_labels
