@@ -78,6 +78,55 @@ def test_parse_teacher_output_follows_the_dss_rules(task, text, rationale, label
     assert (answer.rationale, answer.label, answer.reason) == (rationale, label, "")
 
 
+@pytest.mark.parametrize(
+    ("task", "text", "rationale", "label"),
+    [
+        # "Q:" inside the reasoning is no next example: only a "Q:" at a line start is, as for generic
+        (
+            "multiple_choice",
+            "The FAQ: page says fish swim. So the answer is (a) sea.",
+            "The FAQ: page says fish swim.",
+            "sea",
+        ),
+        (
+            "multiple_choice",
+            "Fish swim (see Q: 4). So the answer is (a) sea.\n  Q: next",
+            "Fish swim (see Q: 4).",
+            "sea",
+        ),
+        (
+            "arithmetic",
+            "His IQ: 100, plus 20. The answer is (100 + 20).\n\nQ: next",
+            "His IQ: 100, plus 20.",
+            "(100 + 20)",
+        ),
+        ("arithmetic", "FAQ: halve 38. The answer is (50 - 12) / 2.", "FAQ: halve 38.", "((50 - 12) / 2)"),
+        # after the answer sentence a "Q:" still cuts, as the SVAMP rule cut it
+        ("arithmetic", "IQ: add. The answer is (3 + 4). Q: and (5)?", "IQ: add.", "(3 + 4)"),
+        (
+            "generic",
+            "The FAQ: page lists Paris. So the answer is Paris.\nQ: x",
+            "The FAQ: page lists Paris.",
+            "paris",
+        ),
+    ],
+)
+def test_a_q_colon_inside_the_reasoning_does_not_cut_the_answer(task, text, rationale, label):
+    """For multiple_choice and arithmetic "IQ:" or "FAQ:" in the reasoning made the answer unparsable."""
+    answer = parse_teacher_output(task, text)
+    assert (answer.rationale, answer.label, answer.reason) == (rationale, label, "")
+
+
+@pytest.mark.parametrize("task", ["multiple_choice", "arithmetic", "generic"])
+def test_a_q_colon_at_a_line_start_before_the_answer_still_ends_the_teachers_text(task):
+    sentence = {"multiple_choice": "So the answer is (a) sea.", "arithmetic": "The answer is (1 + 1)."}
+    text = (
+        f"Let me think.\n Q: Where do fish live?\nA: Fish swim. {sentence.get(task, 'So the answer is sea.')}"
+    )
+    answer = parse_teacher_output(task, text)
+    assert not answer.parsed and "no answer sentence" not in answer.reason
+
+
 def test_parsing_agrees_with_the_dss_parsers_on_well_formed_text():
     # the independent reference: the DSS parsers themselves on text they were written for
     cases = [

@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import re
 
 import pytest
 
@@ -237,6 +238,51 @@ def test_an_input_column_named_like_a_field_the_generator_writes_is_refused_befo
     ):
         _generate(source, out, teacher, filter="mark")
     assert teacher.asked == [] and not out.exists()
+
+
+def _choice_rows():
+    """Three multiple-choice records; the last two show no answer choices (a question, or choices inline)."""
+    listed = "Where do fish live?\nAnswer Choices:\n(a) sea\n(b) desert"
+    return [
+        {"input": listed, "label": "sea"},
+        {"input": "Where do fish live?", "label": "sea"},
+        {"input": "Where do fish live? (a) sea (b) desert", "label": "sea"},
+    ]
+
+
+def test_a_multiple_choice_input_without_answer_choices_is_refused_before_any_request(tmp_path):
+    """It went to the teacher, paid for, then was rejected as unparsable or kept with an invented choice."""
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_inputs(source, _choice_rows())
+    teacher = _SumTeacher(reply=lambda request: "Fish swim. So the answer is (a) sea.")
+    with pytest.raises(
+        ValueError,
+        match=r"in\.jsonl, line 2: the input shows no answer choices \(2 of the 3 records show none: line "
+        r"2, line 3\).*'Answer Choices:'.*task='generic'",
+    ):
+        generate_rationales(source, out, backend=teacher, task="multiple_choice", progress=False)
+    assert teacher.asked == [] and not out.exists()
+    generate_rationales(source, tmp_path / "generic.jsonl", backend=teacher, task="generic", progress=False)
+    assert teacher.asked == [0, 1, 2]  # other tasks take any input
+    _write_inputs(source, _choice_rows()[:1])  # with its choices the record is asked for
+    teacher.asked.clear()
+    summary = generate_rationales(source, out, backend=teacher, task="multiple_choice", progress=False)
+    assert teacher.asked == [0] and summary.written == 1
+
+
+def test_the_command_refuses_a_multiple_choice_input_without_choices_in_one_line(tmp_path, capsys):
+    from hf_cotmi.cli import main
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_inputs(source, _choice_rows()[:2])
+    code = main(
+        ["generate-rationales", "--input-file", str(source), "--output-file", str(out), "--task",
+         "multiple_choice", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--max-retries", "0",
+         "--no-progress"]
+    )  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert code == 1 and len(error.splitlines()) == 1 and not out.exists()
+    assert re.search(r"in\.jsonl, line 2: the input shows no answer choices", error), error
 
 
 def test_input_and_label_columns_may_be_named_freely_but_a_leftover_label_column_is_refused(tmp_path):

@@ -956,3 +956,55 @@ def test_the_command_prints_the_summary_after_a_write_error(tmp_path, monkeypatc
     printed = capsys.readouterr().out.splitlines()
     assert printed[-2] == "stopped: 0 of 2 records done; rerun to continue"
     assert json.loads(printed[-1]) == dict.fromkeys(SUMMARY_KEYS, 0) | {"total": 2}
+
+
+def _bogus_proxy_in_the_environment(monkeypatch, proxy: str) -> None:
+    """``http_proxy`` / ``HTTP_PROXY`` set to ``proxy``, no ``NO_PROXY``: as on a machine behind a proxy."""
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, proxy)
+
+
+def test_a_teacher_on_127_0_0_1_is_asked_directly_not_through_an_http_proxy(monkeypatch):
+    """With http_proxy set, requests to a local server went to the proxy and failed ('connection failed')."""
+    from hf_cotmi.teacher import GenerationRequest, OpenAICompatibleBackend
+    from hf_cotmi.teacher.serve import free_local_port
+
+    _bogus_proxy_in_the_environment(monkeypatch, f"http://127.0.0.1:{free_local_port()}")  # nothing there
+    with FaultServer() as server:
+        backend = OpenAICompatibleBackend(server.url, "m", retry_policy=RetryPolicy(max_retries=0))
+        texts = backend.generate([GenerationRequest(0, 0, "Q: What is 3 plus 4?\nA:", None)])
+        assert server.requests == 1
+    assert texts[0].startswith("We add 3 and 4. 3 + 4 is 7.")
+
+
+def test_a_remote_teacher_still_goes_through_the_http_proxy_of_the_environment(monkeypatch):
+    """Users behind a corporate proxy need it: the fault server plays the proxy for a remote host."""
+    from hf_cotmi.teacher import GenerationRequest, OpenAICompatibleBackend
+
+    with FaultServer() as proxy:
+        _bogus_proxy_in_the_environment(monkeypatch, proxy.url.removesuffix("/v1"))
+        backend = OpenAICompatibleBackend(
+            "http://teacher.invalid/v1", "m", retry_policy=RetryPolicy(max_retries=0)
+        )
+        texts = backend.generate([GenerationRequest(0, 0, "Q: What is 3 plus 4?\nA:", None)])
+        assert proxy.requests == 1  # the request reached the proxy (teacher.invalid resolves nowhere)
+    assert texts[0].startswith("We add 3 and 4. 3 + 4 is 7.")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "direct"),
+    [
+        ("http://localhost:8000/v1", True),
+        ("http://[::1]:8000/v1", True),
+        ("http://127.0.0.2:8000/v1", True),
+        ("http://10.0.0.7:8000/v1", False),
+        ("https://localhost.example.com/v1", False),
+    ],
+)
+def test_only_loopback_base_urls_ignore_the_proxy_of_the_environment(base_url, direct):
+    from hf_cotmi.teacher import OpenAICompatibleBackend
+
+    http_client = OpenAICompatibleBackend(base_url, "m")._client._client  # the openai client's httpx client
+    assert http_client.trust_env is not direct

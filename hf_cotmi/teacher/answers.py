@@ -10,8 +10,12 @@ task           answer sentence                             DSS rule
 nli            ``So the answer is neutral.``               ANLI (``parse_anli_output``)
 multiple_choice ``So the answer is (c) wooded area.``      CQA (``parse_cqa_output``)
 arithmetic     ``The answer is (84 / 2).``                 SVAMP (``parse_svamp_output``)
-generic        ``So the answer is <answer>.``              ANLI, after cutting at the next ``Q:``
+generic        ``So the answer is <answer>.``              ANLI
 ============== =========================================== ===================================
+
+For multiple_choice, arithmetic and generic the text is cut first at a ``Q:`` that starts a line (an invented
+next example); a ``Q:`` inside the reasoning ("FAQ:", "IQ:") stays, though the CQA and SVAMP rules, which
+parse the PaLM release as DSS did and are not changed, would cut at any ``Q:``.
 
 Before the rule runs, a chat model's phrasing is brought to the prompts' (markdown bold removed, ``so, the
 answer is`` written ``So the answer is``, a colon after it dropped; a variant is rewritten only when the text
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..data.dss import NLI_LABELS
@@ -170,17 +174,53 @@ def _plain(text: str, phrase: str) -> str:
     return re.sub(rf"({re.escape(phrase)})\s*:\s*", r"\1 ", text)
 
 
+_NEXT_QUESTION = re.compile(r"(?:^|\n)\s*Q:")  # an invented next example: "Q:" at a line's start
+
+
+def _before_next_question(text: str) -> str:
+    """``text`` up to a ``Q:`` at a line's start (an invented next example); a ``Q:`` inside a line, as in
+    "FAQ:" or "IQ:", is part of the text.
+
+    Examples:
+        >>> _before_next_question("The FAQ: page. So the answer is (a) sea.\\n\\nQ: next")
+        'The FAQ: page. So the answer is (a) sea.'
+    """
+    return _NEXT_QUESTION.split(text, maxsplit=1)[0]
+
+
+def _without_reasoning_questions(parse: Callable[[str], PalmOutput], text: str, phrase: str) -> PalmOutput:
+    """``parse(text)`` for a DSS rule that keeps only the text before the first ``Q:`` (CQA, SVAMP), with each
+    ``Q:`` before the answer's ``phrase`` hidden from that cut and given back in the result.
+
+    ``text`` has been cut at a next example's ``Q:`` (:func:`_before_next_question`), so such a ``Q:`` is
+    in the reasoning ("IQ:", "FAQ:"), not an invented exemplar; one after ``phrase`` is cut as DSS cut it.
+    The rule itself, which must parse the PaLM release exactly as DSS did, is not changed.
+
+    Examples:
+        >>> _without_reasoning_questions(parse_svamp_output, "IQ: 100 + 20. The answer is (100 + 20).",
+        ...                              "The answer is")
+        PalmOutput(rationale='IQ: 100 + 20.', label='(100 + 20)')
+    """
+    start = text.find(phrase)
+    if start < 0 or "Q:" not in text[:start]:
+        return parse(text)
+    # a private-use character that the text does not hold stands in for each "Q:" of the reasoning
+    mask = next(chr(code) for code in range(0xE000, 0xF900) if chr(code) not in text)
+    output = parse(text[:start].replace("Q:", mask) + text[start:])
+    return PalmOutput(output.rationale.replace(mask, "Q:"), output.label.replace(mask, "Q:"))
+
+
 def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> PalmOutput:
     phrase = _ANSWER_PHRASE[task]
     text = _plain(text, phrase)
-    if task == "generic":
-        text = re.split(r"(?:^|\n)\s*Q:", text)[0]  # an invented next example, not "FAQ:" in the text
+    if task != "nli":  # the nli rule cuts at a next example's "Premise:"
+        text = _before_next_question(text)
     text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
     if task in ("nli", "generic"):
         return parse_anli_output(text)
     if task == "multiple_choice":
-        return parse_cqa_output(text)
-    return _whole_expression(text, parse_svamp_output(text))
+        return _without_reasoning_questions(parse_cqa_output, text, phrase)
+    return _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase))
 
 
 _ANSWER_END = re.compile(r"=|\.(?:\s|$)")
@@ -192,7 +232,8 @@ def _whole_expression(text: str, output: PalmOutput) -> PalmOutput:
     the label, parenthesised."""
     if not output.parsed:
         return output
-    tail = text.split("Q:")[0].split("The answer is")[1]
+    # the DSS rule's cut at "Q:", after the answer only: a "Q:" in the reasoning is part of it
+    tail = text.split("The answer is", 1)[1].split("Q:")[0]
     answer = _ANSWER_END.split(tail, maxsplit=1)[0].strip()
     if answer == output.label or safe_eval_arithmetic(answer) is None:
         return output

@@ -20,10 +20,12 @@ Examples:
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import random
 import threading
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -126,7 +128,8 @@ class OpenAICompatibleBackend:
     """A teacher behind an OpenAI-compatible HTTP API, through the ``openai`` client.
 
     Args:
-        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``. A server on this machine (``localhost``,
+            ``127.0.0.1``, ``::1``) is asked directly; any other goes through the environment's proxy, if any.
         model: the model name the server expects.
         api: ``chat`` (``/chat/completions``: the server applies its chat template) or ``completions``
             (``/completions``: the raw prompt, for base models).
@@ -188,11 +191,14 @@ class OpenAICompatibleBackend:
         self._rng = random.Random()
         self._cancelled = threading.Event()
         # The key goes to the client only; it is never part of settings(), logs or errors.
+        # A server on this machine is asked directly: a proxy of the environment (http_proxy) cannot reach it.
+        http_client = _direct_http_client(openai) if _is_loopback_url(base_url) else None
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=os.environ.get(api_key_env) or "not-needed",
             max_retries=0,
             timeout=request_timeout,
+            http_client=http_client,
         )
 
     def settings(self) -> dict[str, Any]:
@@ -348,6 +354,43 @@ class OpenAICompatibleBackend:
                     f"record {request.index} (sample {request.sample}): {error}"
                 ) from error
         return texts
+
+
+def _is_loopback_url(url: str) -> bool:
+    """Whether ``url`` points at this machine: host ``localhost`` or a loopback address (``127.0.0.0/8``, ``::1``).
+
+    Requests to such a URL must not go through a proxy of the environment (``http_proxy``), which cannot
+    reach this machine's servers; any other host keeps honouring it.
+
+    Examples:
+        >>> [_is_loopback_url(url) for url in ("http://127.0.0.1:8000/v1", "http://[::1]:8000/v1")]
+        [True, True]
+        >>> [_is_loopback_url(url) for url in ("http://LocalHost:8000/v1", "https://api.example.com/v1")]
+        [True, False]
+    """
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError:  # a malformed URL (an unclosed "[") is for the client to refuse
+        return False
+    if not host:
+        return False
+    if host.rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
+def _direct_http_client(openai: Any) -> Any:
+    """An HTTP client for the ``openai`` client that reads no proxy from the environment (``trust_env=False``),
+    with the ``openai`` package's own defaults (connection limits, redirects) where it exports them."""
+    default_client = getattr(openai, "DefaultHttpxClient", None)
+    if default_client is not None:
+        return default_client(trust_env=False)
+    import httpx  # pragma: no cover - openai releases before DefaultHttpxClient (they depend on httpx)
+
+    return httpx.Client(trust_env=False, follow_redirects=True)  # pragma: no cover
 
 
 def _no_text_reason(choice: Any) -> str:

@@ -194,16 +194,19 @@ def _refuse_generated_names(columns: Sequence[str], copied: Sequence[str], where
 
 
 def read_teacher_inputs(
-    source: Any, *, input_column: str = "input", label_column: str | None = "label"
+    source: Any, *, input_column: str = "input", label_column: str | None = "label", task: str | None = None
 ) -> list[TeacherInput]:
     """Read inputs (and optional gold labels) from a file or a ``datasets.Dataset``.
 
     Files: ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet``, read as :func:`hf_cotmi.load_cot_dataset`
-    reads them. ``label_column`` may be absent from the data when it is the default ``label``.
+    reads them. ``label_column`` may be absent from the data when it is the default ``label``. With
+    ``task="multiple_choice"`` every input must show its answer choices
+    (:func:`hf_cotmi.teacher.prompts.choices_in_input`), as the task's prompt and answer sentence need them.
 
     Raises:
-        ValueError: no ``input_column``, a named ``label_column`` that is missing, or a null / non-text
-            input (the message names the source and row).
+        ValueError: no ``input_column``, a named ``label_column`` that is missing, a null / non-text
+            input, or for ``multiple_choice`` an input without answer choices (the message names the source
+            and row).
 
     Examples:
         >>> from datasets import Dataset
@@ -271,7 +274,49 @@ def read_teacher_inputs(
                     "Lines output cannot hold; convert the column to text or drop it"
                 ) from None
         rows.append(TeacherInput(text, label, extra))
+    if task == "multiple_choice":
+        _refuse_inputs_without_choices(rows, where, locate)
     return rows
+
+
+def _refuse_inputs_without_choices(
+    rows: Sequence[TeacherInput], where: str, locate: Callable[[int], str]
+) -> None:
+    """A ValueError naming the first multiple-choice input that shows no answer choices (and how many do
+    not), before any request: the teacher could only invent a choice, or answer without one (a reject).
+
+    Examples:
+        >>> listed = TeacherInput("Where?\\nAnswer Choices:\\n(a) sea\\n(b) desert")
+        >>> _refuse_inputs_without_choices([listed], "in.jsonl", lambda i: f"line {i + 1}")
+        >>> try:
+        ...     _refuse_inputs_without_choices([listed, TeacherInput("Where?")], "in.jsonl", lambda i: f"line {i + 1}")
+        ... except ValueError as error:
+        ...     print(str(error).split(" (")[0])
+        in.jsonl, line 2: the input shows no answer choices
+    """
+    missing = [number for number, row in enumerate(rows) if not choices_in_input(row.input)]
+    if not missing:
+        return
+    first = missing[0]
+    named = ", ".join(locate(number) for number in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    raise ValueError(
+        f"{where}, {locate(first)}: the input shows no answer choices ({len(missing)} of the {len(rows)} "
+        f"records show none: {named}); it is {_shown_input(rows[first].input)}. "
+        "task='multiple_choice' (--task multiple_choice) asks the teacher to pick one of the choices the input "
+        "lists after the question, on a line 'Answer Choices:' then one line per choice, '(a) ...', '(b) ...' "
+        "(hf_cotmi.data.dss.format_cqa_input writes them); add them to the input, or use task='generic' for "
+        "questions without choices"
+    )
+
+
+def _shown_input(text: str, limit: int = 80) -> str:
+    """``repr`` of an input, cut to ``limit`` characters with ``...``.
+
+    Examples:
+        >>> _shown_input("Where do fish live?"), _shown_input("x" * 100, limit=5)
+        ("'Where do fish live?'", "'xxxxx...'")
+    """
+    return repr(text) if len(text) <= limit else repr(text[:limit])[:-1] + "...'"
 
 
 def _make_backend(
@@ -547,10 +592,11 @@ def _sampling_temperature(temperature: float | None, num_samples: int) -> float:
 
 
 def _first_inputs(
-    source: Any, input_column: str, label_column: str | None, max_records: int | None
+    source: Any, input_column: str, label_column: str | None, max_records: int | None, task: str
 ) -> list[TeacherInput]:
-    """The input records (:func:`read_teacher_inputs`), only the first ``max_records`` when it is given."""
-    inputs = read_teacher_inputs(source, input_column=input_column, label_column=label_column)
+    """The input records (:func:`read_teacher_inputs`, checked for ``task``), only the first ``max_records``
+    when it is given."""
+    inputs = read_teacher_inputs(source, input_column=input_column, label_column=label_column, task=task)
     if max_records is not None:
         inputs = inputs[:max_records]
     return inputs
@@ -903,8 +949,9 @@ def generate_rationales(
         ValueError: an ``output_file`` not named ``.jsonl`` or ``.json``, which ``hf-cotmi train
             --train-file`` would not read as JSON Lines; a line already in the output or rejects file no
             longer matches its input record (the
-            input, gold label or a copied column changed; the message names the record and the field), or
-            an input column has the name of a field the generator writes (:data:`GENERATED_FIELDS`).
+            input, gold label or a copied column changed; the message names the record and the field),
+            an input column has the name of a field the generator writes (:data:`GENERATED_FIELDS`), or for
+            ``task="multiple_choice"`` an input shows no answer choices (refused before any request).
 
     Examples:
         >>> summary = generate_rationales("cqa.jsonl", "cqa-rationales.jsonl",
@@ -917,7 +964,7 @@ def generate_rationales(
     top_p = None if top_p is None else float(top_p)
     policy = retry_policy or RetryPolicy(max_retries=max_retries, max_retry_after=max_retry_after)
     template = load_prompt_template(task, template_file)
-    inputs = _first_inputs(source, input_column, label_column, max_records)
+    inputs = _first_inputs(source, input_column, label_column, max_records, task)
     teacher = _make_backend(
         backend,
         base_url,
