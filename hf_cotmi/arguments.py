@@ -39,7 +39,8 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     ``bf16=True`` with ``use_cpu=True`` for bfloat16 on the CPU. ``bf16`` without ``use_cpu`` on a machine
     without a bfloat16-capable accelerator is refused too (add ``use_cpu=True``). So is a launch of several
     processes (``torchrun``: ``WORLD_SIZE`` > 1) that transformers would not join into one distributed run:
-    on a machine without a GPU that needs ``use_cpu=True``, or each process would train alone.
+    on a machine without a GPU that needs ``use_cpu=True``, or each process would train alone. ``fsdp`` on
+    the CPU is refused as well: accelerate shards only on GPU-class devices and would train with DDP instead.
 
     Args:
         label_loss_weight: weight of the label task (``predict:`` -> label) cross-entropy.
@@ -223,6 +224,7 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
         _check_mixed_precision(self)
         super().__post_init__()
         _check_processes_train_together(self)
+        _check_fsdp_can_take_effect(self)
 
     def check_loss_weights(self) -> None:
         """Refuse loss weights that are negative, not finite, not numbers, or all 0.
@@ -312,6 +314,27 @@ def _check_processes_train_together(args: DSSMITrainingArguments) -> None:
         "Trainer does not run them as one distributed run: without a GPU, transformers joins processes only "
         "with use_cpu=True, so each process would train its own copy and write the same output folder; add "
         "use_cpu=True (--use-cpu) to train on the CPU with gloo, or start a single process"
+    )
+
+
+def _check_fsdp_can_take_effect(args: DSSMITrainingArguments) -> None:
+    """Refuse ``fsdp`` where accelerate would not shard: on the CPU (``use_cpu=True``, or no accelerator).
+
+    accelerate (1.16) turns its FSDP plugin on only for GPU-class devices (CUDA, XPU, NPU, MLU, ...); for
+    processes on the CPU (gloo) it keeps the plugin off without a word, and the Trainer trains with DDP, every
+    process holding the whole model. PyTorch/XLA's FSDP (``fsdp_config["xla"]``) has its own path and is
+    left alone.
+    """
+    if not args.fsdp or (args.fsdp_config or {}).get("xla"):
+        return
+    if not args.use_cpu and _accelerator_available():
+        return
+    where = "use_cpu=True is set" if args.use_cpu else "this machine has no GPU or other accelerator"
+    raise ValueError(
+        f"fsdp=True cannot take effect: {where}, and accelerate shards a model with FSDP only on a GPU (or "
+        "another accelerator); on the CPU it leaves FSDP off without an error and the Trainer trains with DDP, "
+        "each process holding the whole model. Drop --fsdp/--fsdp-config to train with DDP on the CPU "
+        "(torchrun --nproc_per_node N ... --use-cpu), or run on GPUs"
     )
 
 

@@ -2,8 +2,9 @@
 
 Run as one process (``python ddp_train_causal.py OUT 4``) or under
 ``torchrun --nproc_per_node 2 ddp_train_causal.py OUT 2``: the per-device batch size is the second argument,
-so both give the same global batch. A third argument ``fsdp`` trains with FSDP2 through the Trainer;
-``chunked`` trains with ``chunked_output_projection=True``.
+so both give the same global batch. A third argument ``fsdp`` asks for FSDP2 through the Trainer, which
+``DSSMITrainingArguments`` refuses on the CPU (accelerate would train with DDP instead); ``chunked`` trains
+with ``chunked_output_projection=True``.
 """
 
 from __future__ import annotations
