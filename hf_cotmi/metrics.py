@@ -292,6 +292,8 @@ def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
 
     if isinstance(array, tuple):  # (generated ids, ...) from the Trainer
         array = array[0]
+    if hasattr(array, "detach"):  # a tensor (batch_eval_metrics hands the gathered batch), maybe on a GPU
+        array = array.detach().cpu().numpy()
     if isinstance(array, list) and not array:  # no rows (not one empty row)
         return []
     if isinstance(array, list) and array and (isinstance(array[0], tuple) or np.ndim(array[0]) >= 2):
@@ -332,7 +334,10 @@ def build_compute_metrics(
             in one target); references are compared as decoded.
 
     Returns:
-        A function ``EvalPrediction -> {"accuracy": float}``.
+        A function ``EvalPrediction -> {"accuracy": float}``. It also serves ``batch_eval_metrics=True``: the
+        Trainer then calls it once per (gathered) batch with ``compute_result=False`` and on the last batch
+        with ``compute_result=True``; it counts the correct rows of each batch, returns ``{}`` until the last
+        one, then the accuracy over all the rows it was given and starts afresh for the next evaluation.
 
     Examples:
         >>> from hf_cotmi.tiny import build_word_tokenizer
@@ -340,7 +345,12 @@ def build_compute_metrics(
         >>> tok = build_word_tokenizer(["( 84.0 / 2.0 )", "( 42.0 * 1.0 )"])
         >>> ids = tok(["( 84.0 / 2.0 )"])["input_ids"]
         >>> gold = tok(["( 42.0 * 1.0 )"])["input_ids"]
-        >>> build_compute_metrics(tok, task="equation")(EvalPrediction(predictions=ids, label_ids=gold))
+        >>> compute_metrics = build_compute_metrics(tok, task="equation")
+        >>> compute_metrics(EvalPrediction(predictions=ids, label_ids=gold))
+        {'accuracy': 1.0}
+        >>> compute_metrics(EvalPrediction(predictions=ids, label_ids=ids), compute_result=False)
+        {}
+        >>> compute_metrics(EvalPrediction(predictions=ids, label_ids=gold), compute_result=True)
         {'accuracy': 1.0}
     """
     task = getattr(task, "metric", task)  # a TaskSpec gives its metric
@@ -348,15 +358,42 @@ def build_compute_metrics(
         raise ValueError(f"task={task!r} is not supported; expected one of {METRICS}")
     pad_id = _padding_id(tokenizer)
     score = equation_accuracy if task == "equation" else text_accuracy
+    batches = _BatchAccuracy()
 
-    def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+    def compute_metrics(eval_prediction: Any, compute_result: bool | None = None) -> dict[str, float]:
         decoded_predictions = decode_token_ids(tokenizer, eval_prediction.predictions, pad_id)
         if prediction_parser is not None:
             decoded_predictions = [prediction_parser(text) for text in decoded_predictions]
         decoded_references = decode_token_ids(tokenizer, eval_prediction.label_ids, pad_id)
-        return {"accuracy": float(score(decoded_predictions, decoded_references))}
+        if compute_result is None:  # the whole evaluation at once
+            return {"accuracy": float(score(decoded_predictions, decoded_references))}
+        batches.add(score, decoded_predictions, decoded_references)
+        return {"accuracy": batches.result()} if compute_result else {}
 
     return compute_metrics
+
+
+class _BatchAccuracy:
+    """Correct and total rows over the batches of one ``batch_eval_metrics`` evaluation."""
+
+    def __init__(self) -> None:
+        self.correct = 0
+        self.rows = 0
+
+    def add(self, score: Callable[..., float], predictions: list[str], references: list[str]) -> None:
+        if len(predictions) != len(references):
+            _check_lengths(predictions, references)
+        if predictions:  # a batch of no rows adds nothing
+            self.correct += round(score(predictions, references) * len(predictions))
+            self.rows += len(predictions)
+
+    def result(self) -> float:
+        """The accuracy over all batches added so far; the count starts again at zero."""
+        correct, rows = self.correct, self.rows
+        self.correct = self.rows = 0
+        if rows == 0:
+            raise ValueError("accuracy of an empty list is undefined: the evaluation's batches held no rows")
+        return correct / rows
 
 
 def _padding_id(tokenizer: Any) -> int:

@@ -292,6 +292,39 @@ def test_compute_metrics_reads_per_batch_arrays_as_one_evaluation(tokenizer):
     assert compute(EvalPrediction(predictions=with_rationales, label_ids=labels)) == whole
 
 
+def test_compute_metrics_serves_batch_eval_metrics(tokenizer):
+    """``batch_eval_metrics=True``: one call per batch of tensors, ``compute_result=True`` on the last; the
+    accuracy is that of all rows at once, and the next evaluation starts from zero."""
+    import inspect
+
+    import torch
+    from transformers import EvalPrediction
+
+    predicted = ["( 84.0 / 2.0 )", "( 3.0 + 4.0 )", "( 42.0 * 1.0 )", "( 3.0 + 4.0 )", "( 1.0 + 1.0 )"]
+    gold = ["( 42.0 * 1.0 )", "( 42.0 * 1.0 )", "( 84.0 / 2.0 )", "( 3.0 + 4.0 )", "( 3.0 + 4.0 )"]
+    compute = build_compute_metrics(tokenizer, task="equation")
+    assert "compute_result" in inspect.signature(compute).parameters  # what the Trainer checks
+    whole = compute(
+        EvalPrediction(
+            predictions=_ids(tokenizer, predicted, 9, -100), label_ids=_ids(tokenizer, gold, 9, -100)
+        )
+    )
+    assert whole == {"accuracy": pytest.approx(3 / 5)}
+
+    def batch(first: int, stop: int, width: int) -> EvalPrediction:
+        return EvalPrediction(
+            predictions=torch.tensor(_ids(tokenizer, predicted[first:stop], width, -100)),
+            label_ids=torch.tensor(_ids(tokenizer, gold[first:stop], width + 1, -100)),
+        )
+
+    for _ in range(2):  # two evaluations in a row
+        assert compute(batch(0, 2, 9), compute_result=False) == {}
+        assert compute(batch(2, 4, 7), compute_result=False) == {}
+        assert compute(batch(4, 5, 8), compute_result=True) == whole
+    with pytest.raises(ValueError, match="empty"):
+        compute(EvalPrediction(predictions=[], label_ids=[]), compute_result=True)
+
+
 def test_build_compute_metrics_rejects_unknown_task(tokenizer):
     with pytest.raises(ValueError, match="task='math'.*'text', 'equation'"):
         build_compute_metrics(tokenizer, task="math")
