@@ -60,7 +60,9 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
             before the output projection, a chunk of positions at a time, recomputing each chunk's logits in
             the backward pass, so no ``[B, n, V]`` logits are held (see ``docs/concepts/mi-loss.md``). Models
             whose head is not a plain bias-free ``nn.Linear`` (e.g. LoRA on the head) or that transform the
-            logits after it (final logit soft-capping) fall back to the unchunked path with a warning.
+            logits after it (final logit soft-capping) fall back to the unchunked path with a warning. Flat
+            (single-task) batches from ``DataCollatorForSeq2Seq`` are chunked too, except when
+            ``predict_with_generate=False`` evaluation returns their label logits as predictions.
         output_projection_chunk_size: tokens (batch rows x positions) whose logits exist at once when
             ``chunked_output_projection`` is on; a chunk takes ``chunk_size * vocab * 4`` bytes.
         logging_nan_inf_filter: transformers' filter that logs the running average in place of a NaN/inf

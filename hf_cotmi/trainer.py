@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -323,6 +323,22 @@ def _generation_config_kept(model: nn.Module) -> Iterator[None]:
         vars(config).update(kept)
 
 
+class _LossOnlyModel:
+    """Stands in for the model where ``Seq2SeqTrainer.prediction_step`` computes a flat batch's loss with
+    ``model(**inputs)`` after generating (generation itself uses ``trainer.model``): ``{"loss": loss_of(inputs)}``.
+
+    Examples:
+        >>> _LossOnlyModel(lambda batch: batch["labels"].float().mean())(labels=torch.tensor([1, 3]))
+        {'loss': tensor(2.)}
+    """
+
+    def __init__(self, loss_of: Callable[[dict[str, Any]], torch.Tensor]) -> None:
+        self.loss_of = loss_of
+
+    def __call__(self, **inputs: Any) -> dict[str, torch.Tensor]:
+        return {"loss": self.loss_of(inputs)}
+
+
 class DSSMITrainer(Seq2SeqTrainer):
     """Drop-in ``Seq2SeqTrainer`` for Distilling Step-by-Step plus the mutual-information loss.
 
@@ -362,7 +378,8 @@ class DSSMITrainer(Seq2SeqTrainer):
     - ``chunked_output_projection=True`` computes the three terms from the output projection's inputs in
       position chunks (:func:`~hf_cotmi.chunked_dss_losses`), recomputing the logits in backward, so no
       ``[B, n, V]`` logits are held; same loss and gradients, one more output-projection product per pass.
-      Heads it cannot take apart fall back with a warning (see ``docs/concepts/mi-loss.md``).
+      Heads it cannot take apart fall back with a warning (see ``docs/concepts/mi-loss.md``). A flat batch's
+      loss is chunked too, except where ``predict_with_generate=False`` evaluation returns its label logits.
 
     Callbacks that define ``evaluation_metrics(trainer, eval_dataset, metric_key_prefix) -> dict`` (such as
     :class:`~hf_cotmi.ECECallback`) get their metrics merged into each evaluation's logged metrics.
@@ -378,6 +395,9 @@ class DSSMITrainer(Seq2SeqTrainer):
     """Tags of every model this trainer trains (model card metadata and ``model.add_model_tags``)."""
     _papers: tuple[Paper, ...] = PAPERS
     """The papers the model card cites: Distilling Step-by-Step and the mutual-information loss."""
+    _label_logits_are_predictions: bool = False
+    """True while a flat batch's evaluation step returns its label logits as the predictions (see
+    :meth:`_flat_prediction_step`): :meth:`compute_loss` then computes them, chunking or not."""
 
     def __init__(
         self,
@@ -512,7 +532,8 @@ class DSSMITrainer(Seq2SeqTrainer):
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Weighted sum of the label loss, the rationale loss and the MI loss (see the class docstring)."""
         counts = num_items_in_batch if isinstance(num_items_in_batch, DSSBatchCounts) else None
-        loss, components, outputs = self._dss_loss(model, inputs, counts)
+        keep_logits = return_outputs and self._label_logits_are_predictions
+        loss, components, outputs = self._dss_loss(model, inputs, counts, keep_logits)
         # With counts the loss is normalised over the whole accumulated batch: the Trainer must not divide
         # it again. Without them (a flat batch) the Trainer's own handling applies.
         self.loss_is_scaled_for_ga = counts is not None
@@ -693,10 +714,15 @@ class DSSMITrainer(Seq2SeqTrainer):
         return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
 
     def _dss_loss(
-        self, model: nn.Module, inputs: dict[str, Any], counts: DSSBatchCounts | None
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        counts: DSSBatchCounts | None,
+        keep_logits: bool = False,
     ) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
         """The weighted loss, its components and the label logits (none when chunked); ``counts=None`` means
-        local means."""
+        local means. A nested or a flat batch is chunked where the head allows it, unless ``keep_logits``
+        asks for the label logits (the unchunked path)."""
         args = self.args
         pred = inputs["pred"] if "pred" in inputs else inputs
         expl = inputs.get("expl") if "pred" in inputs else None
@@ -719,7 +745,7 @@ class DSSMITrainer(Seq2SeqTrainer):
                 )
             needs_rationale = False
         with_mi = needs_rationale and args.mi_loss_weight > 0
-        head_weight = None if flat else self._chunkable_output_projection(model)
+        head_weight = None if keep_logits else self._chunkable_output_projection(model)
         if head_weight is not None:
             label_sum, rationale_sum, mi_mean, labels, rationale_labels = self._chunked_sums(
                 model, pred, expl if needs_rationale else None, head_weight, with_mi
@@ -988,8 +1014,7 @@ class DSSMITrainer(Seq2SeqTrainer):
     ) -> tuple[torch.Tensor | None, Any, torch.Tensor | None]:
         """Loss over both tasks, then generated labels (and rationales with ``output_rationale``)."""
         if "pred" not in inputs:
-            with _generation_config_kept(self.model):
-                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+            return self._flat_prediction_step(model, inputs, prediction_loss_only, ignore_keys, gen_kwargs)
         self._expose_inputs_for_metrics(inputs)
         inputs = self._prepare_inputs(inputs)
         pred, expl = inputs["pred"], inputs.get("expl")
@@ -1035,6 +1060,36 @@ class DSSMITrainer(Seq2SeqTrainer):
                 pad = torch.full((labels.shape[0], width - labels.shape[-1]), -100, dtype=labels.dtype)
                 labels = torch.cat([labels, pad.to(labels.device)], dim=-1)
         return loss, predictions, labels
+
+    def _flat_prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None,
+        gen_kwargs: dict[str, Any],
+    ) -> tuple[torch.Tensor | None, Any, torch.Tensor | None]:
+        """``Seq2SeqTrainer.prediction_step`` for a flat batch, its loss from :meth:`_dss_loss` (chunked where
+        the head allows it, as in training).
+
+        - The loss alone, or the loss and generated labels (``predict_with_generate``): the base class would
+          compute the loss after generating with ``model(**inputs)``, the full logits of every position; it
+          gets a stand-in for ``model`` there (:class:`_LossOnlyModel`) that returns :meth:`_dss_loss`'s.
+        - ``predict_with_generate=False`` and predictions wanted (``predict()``): the predictions *are* the
+          label logits, so this one case computes them (the unchunked path).
+        """
+        generates = self.args.predict_with_generate and not prediction_loss_only
+        self._label_logits_are_predictions = not prediction_loss_only and not self.args.predict_with_generate
+        loss_model: Any = model
+        if generates:
+            loss_model = _LossOnlyModel(lambda batch: self._dss_loss(model, batch, None)[0])
+        try:
+            with _generation_config_kept(self.model):
+                return super().prediction_step(
+                    loss_model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs
+                )
+        finally:
+            self._label_logits_are_predictions = False
 
     def _rows_not_repeated(self, batch_size: int) -> int:
         """How many of this process's ``batch_size`` evaluation rows are its own examples, not repeats.

@@ -306,21 +306,89 @@ def test_trainer_steps_never_produce_full_logits(
     )
 
 
-def test_a_flat_batch_is_the_documented_unchunked_fallback(tmp_path, wide_tokenizer):
-    """docs/concepts/mi-loss.md: "A flat (single-task) batch always uses the unchunked path"."""
-    features = tokenise(long_label_records(), wide_tokenizer, with_rationale=False).remove_columns(
-        ["input", "label"]
+@pytest.fixture(scope="module")
+def flat_features(wide_tokenizer) -> dict[str, Dataset]:
+    """Label-task-only features (no rationale columns) for ``DataCollatorForSeq2Seq``, labels of different
+    lengths (the collator pads them with -100)."""
+    records = long_label_records()
+    for i, record in enumerate(records):
+        record["label"] += " apples" * (i % 3)
+    columns = ["input_ids", "attention_mask", "labels"]
+    causal = prepare_dss_features(Dataset.from_list(records), wide_tokenizer, student_type="causal")
+    return {
+        "t5": tokenise(records, wide_tokenizer, with_rationale=False).select_columns(columns),
+        "llama": causal.select_columns(columns),
+    }
+
+
+def flat_trainer(tmp_path, tokenizer, kind: str, chunked: bool, **extra: Any) -> DSSMITrainer:
+    model = build(kind, tokenizer)
+    args = training_arguments(
+        tmp_path, chunked_output_projection=chunked, output_projection_chunk_size=8, **extra
     )
-    model = build("t5", wide_tokenizer)
-    collator = DataCollatorForSeq2Seq(wide_tokenizer, model=model)
-    trainer = DSSMITrainer(
-        model=model,
-        args=training_arguments(tmp_path, chunked_output_projection=True, output_projection_chunk_size=8),
-        processing_class=wide_tokenizer,
-        data_collator=collator,
-    )
-    batch = collator([features[i] for i in range(8)])
-    model.train()
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model)
+    return DSSMITrainer(model=model, args=args, processing_class=tokenizer, data_collator=collator)
+
+
+@pytest.mark.parametrize("kind", ["t5", "llama"])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_flat_training_step_never_produces_full_logits(
+    tmp_path, wide_tokenizer, flat_features, kind, chunked
+):
+    """A flat (single-task) batch from DataCollatorForSeq2Seq takes the chunked path too."""
+    vocab = len(wide_tokenizer)
+    features = flat_features[kind]
+    trainer = flat_trainer(tmp_path, wide_tokenizer, kind, chunked)
+    batch = trainer.data_collator([features[i] for i in range(8)])
+    assert "pred" not in batch and batch["labels"].eq(-100).any()
+    trainer.model.train()
     with ProducedTensors() as produced:
-        trainer.compute_loss(model, batch).backward()
-    assert produced.at_least(full_logits_bound([batch], len(wide_tokenizer)))
+        trainer.compute_loss(trainer.model, batch).backward()
+    assert_only_unchunked_makes_full_logits(produced, full_logits_bound([batch], vocab), chunked, 8, vocab)
+    if chunked:
+        assert produced.projected_rows(vocab) == 2 * batch["labels"].shape[0] * target_width(batch["labels"])
+
+
+@pytest.mark.parametrize("kind", ["t5", "llama"])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_the_evaluation_loss_of_a_flat_batch_never_produces_full_logits(
+    tmp_path, wide_tokenizer, flat_features, kind, chunked
+):
+    """The loss alone, and the loss with generated labels (predict_with_generate)."""
+    vocab = len(wide_tokenizer)
+    features = flat_features[kind]
+    trainer = flat_trainer(tmp_path, wide_tokenizer, kind, chunked)
+    assert trainer.args.predict_with_generate
+    batch = trainer.data_collator([features[i] for i in range(8)])
+    bound = full_logits_bound([batch], vocab)
+    trainer.model.eval()
+    for loss_only in (True, False):
+        with ProducedTensors() as produced:
+            loss, predictions, _ = trainer.prediction_step(
+                trainer.model, batch, prediction_loss_only=loss_only, max_new_tokens=3
+            )
+        assert torch.isfinite(loss)
+        assert (predictions is None) == loss_only
+        assert_only_unchunked_makes_full_logits(produced, bound, chunked, 8, vocab)
+
+
+@pytest.mark.parametrize("kind", ["t5", "llama"])
+def test_flat_predictions_without_generation_are_the_label_logits(
+    tmp_path, wide_tokenizer, flat_features, kind
+):
+    """With predict_with_generate=False the predictions of a flat batch are its label logits: that one case
+    computes them (the documented fallback), and its loss alone is still chunked."""
+    vocab = len(wide_tokenizer)
+    features = flat_features[kind]
+    trainer = flat_trainer(tmp_path, wide_tokenizer, kind, True, predict_with_generate=False)
+    batch = trainer.data_collator([features[i] for i in range(8)])
+    bound = full_logits_bound([batch], vocab)
+    trainer.model.eval()
+    with ProducedTensors() as produced:
+        loss, _, _ = trainer.prediction_step(trainer.model, batch, prediction_loss_only=True)
+    assert_only_unchunked_makes_full_logits(produced, bound, True, 8, vocab)
+    _, logits, labels = trainer.prediction_step(trainer.model, batch, prediction_loss_only=False)
+    assert logits.shape == (8, target_width(batch["labels"]), vocab)
+    assert labels is not None
+    reference = trainer.model(**batch).loss
+    torch.testing.assert_close(loss, reference.detach(), rtol=1e-5, atol=1e-6)

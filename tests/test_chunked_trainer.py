@@ -226,25 +226,30 @@ def test_lora_on_attention_is_chunked_and_lora_on_the_head_falls_back(
             assert "not a plain nn.Linear" in caplog.text
 
 
-def test_logit_soft_capping_falls_back_with_a_warning(tmp_path, tiny_tokenizer, causal_features, caplog):
+def soft_capped_gemma(tokenizer):
+    """A tiny Gemma 2 with final logit soft-capping (a model the chunked path cannot take)."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        final_logit_softcapping=3.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    return Gemma2ForCausalLM(config)
+
+
+def test_logit_soft_capping_falls_back_with_a_warning(tmp_path, tiny_tokenizer, causal_features, caplog):
     def gemma():
-        torch.manual_seed(0)
-        config = Gemma2Config(
-            vocab_size=len(tiny_tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-            final_logit_softcapping=3.0,
-            pad_token_id=tiny_tokenizer.pad_token_id,
-            eos_token_id=tiny_tokenizer.eos_token_id,
-            bos_token_id=tiny_tokenizer.bos_token_id,
-        )
-        return Gemma2ForCausalLM(config)
+        return soft_capped_gemma(tiny_tokenizer)
 
     with caplog.at_level(logging.WARNING, logger="hf_cotmi"):
         chunked = one_step(tmp_path, tiny_tokenizer, causal_features, gemma(), True, expect_chunked=False)
@@ -283,3 +288,146 @@ def test_two_process_ddp_with_chunking_matches_one_unchunked_process(tmp_path):
     assert_same_training_logs(single, multi, (*KEYS, "grad_norm"))
     for key in ("eval_loss", "eval_loss_label", "eval_loss_rationale", "eval_loss_mi"):
         assert math.isclose(single["eval"][key], multi["eval"][key], rel_tol=1e-5), key
+
+
+# ---------------------------------------------------------------- flat (single-task) batches
+
+
+@pytest.fixture(scope="module")
+def flat_features(seq2seq_features, causal_features):
+    """Label-task-only features for DataCollatorForSeq2Seq (it pads the labels with -100)."""
+    columns = ["input_ids", "attention_mask", "labels"]
+    return {"t5": seq2seq_features.select_columns(columns), "llama": causal_features.select_columns(columns)}
+
+
+def flat_step(tmp_path, tokenizer, features, model, chunked, monkeypatch):
+    """One optimizer step (batch 4, gradient accumulation 2) on flat batches: the logged loss, the gradients
+    before the optimizer, the micro-batches and how often the chunked path ran."""
+    from transformers import DataCollatorForSeq2Seq
+
+    chunked_calls = []
+    chunked_sums = DSSMITrainer._chunked_sums
+
+    def counting_chunked_sums(self, *args, **kwargs):
+        chunked_calls.append(1)
+        return chunked_sums(self, *args, **kwargs)
+
+    monkeypatch.setattr(DSSMITrainer, "_chunked_sums", counting_chunked_sums)
+    snapshot = GradientSnapshot()
+    args = training_arguments(
+        tmp_path / f"flat-chunked{chunked}",
+        max_steps=1,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        learning_rate=0.0,
+        max_grad_norm=0.0,
+        chunked_output_projection=chunked,
+        output_projection_chunk_size=5,
+    )
+    trainer = DSSMITrainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=features,
+        callbacks=[snapshot],
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+    )
+    batches = []
+    compute_loss = trainer.compute_loss
+
+    def recording_compute_loss(model, inputs, *args, **kwargs):
+        batches.append({k: v.clone() for k, v in inputs.items()})
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording_compute_loss
+    trainer.train()
+    monkeypatch.setattr(DSSMITrainer, "_chunked_sums", chunked_sums)
+    return trainer.state.log_history[0]["loss"], snapshot.grads[0], batches, len(chunked_calls)
+
+
+def models_own_step(model, batches):
+    """The reference: the model's own loss (``model(**batch).loss``, a token mean) of each micro-batch,
+    averaged over the micro-batches, and its gradients."""
+    model.train()
+    loss = sum(model(**batch).loss for batch in batches) / len(batches)
+    loss.backward()
+    return loss.item(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kind", ["t5", "llama"])
+def test_a_flat_step_with_chunking_gives_the_unchunked_loss_and_gradients(
+    tmp_path, tiny_tokenizer, flat_features, kind, monkeypatch
+):
+    features = flat_features[kind]
+    chunked = flat_step(tmp_path, tiny_tokenizer, features, build(kind, tiny_tokenizer), True, monkeypatch)
+    unchunked = flat_step(tmp_path, tiny_tokenizer, features, build(kind, tiny_tokenizer), False, monkeypatch)
+    loss, grads, batches, chunked_calls = chunked
+    assert len(batches) == 2 and all("pred" not in batch for batch in batches)
+    assert all(batch["labels"].eq(-100).any() for batch in batches)  # label padding in every micro-batch
+    assert chunked_calls == 2  # both micro-batches took the chunked path
+    assert unchunked[3] == 0
+    reference_loss, reference_grads = models_own_step(build(kind, tiny_tokenizer), batches)
+    for name, value in (("unchunked", unchunked[0]), ("model's own loss", reference_loss)):
+        assert math.isclose(loss, value, rel_tol=1e-5), (name, loss, value)
+    model = build(kind, tiny_tokenizer)
+    head = model.get_output_embeddings().weight
+    head_name = next(n for n, p in model.named_parameters() if p is head)  # tied to the embeddings for T5
+    assert grads[head_name].abs().sum() > 0
+    for other in (unchunked[1], reference_grads):
+        assert grads.keys() == other.keys() and len(grads) > 3
+        for name in grads:
+            torch.testing.assert_close(grads[name], other[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def flat_trainer(tmp_path, tokenizer, model, chunked, **extra):
+    from transformers import DataCollatorForSeq2Seq
+
+    args = training_arguments(tmp_path / f"flat-eval-{chunked}", chunked_output_projection=chunked, **extra)
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model)
+    return DSSMITrainer(model=model, args=args, processing_class=tokenizer, data_collator=collator)
+
+
+@pytest.mark.parametrize("kind", ["t5", "llama"])
+@pytest.mark.parametrize("with_generate", [True, False])
+def test_flat_evaluation_and_predictions_match_the_unchunked_trainer(
+    tmp_path, tiny_tokenizer, flat_features, kind, with_generate
+):
+    """evaluate() and predict() on flat batches: the same loss with chunking on; predict() still returns the
+    generated labels, or (predict_with_generate=False) the label logits."""
+    results = {}
+    for chunked in (False, True):
+        trainer = flat_trainer(
+            tmp_path,
+            tiny_tokenizer,
+            build(kind, tiny_tokenizer),
+            chunked,
+            predict_with_generate=with_generate,
+            per_device_eval_batch_size=3,  # a short last batch
+        )
+        metrics = trainer.evaluate(flat_features[kind], max_new_tokens=2)
+        output = trainer.predict(flat_features[kind], max_new_tokens=2)
+        results[chunked] = metrics, output
+    (metrics, output), (chunked_metrics, chunked_output) = results[False], results[True]
+    assert math.isclose(chunked_metrics["eval_loss"], metrics["eval_loss"], rel_tol=1e-5)
+    assert math.isclose(chunked_output.metrics["test_loss"], output.metrics["test_loss"], rel_tol=1e-5)
+    assert math.isclose(output.metrics["test_loss"], metrics["eval_loss"], rel_tol=1e-5)
+    assert len(chunked_output.predictions) == len(flat_features[kind])
+    if not with_generate:
+        assert chunked_output.predictions.shape[-1] == len(tiny_tokenizer)  # the label logits
+    torch.testing.assert_close(
+        torch.as_tensor(chunked_output.predictions), torch.as_tensor(output.predictions), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_a_flat_batch_falls_back_with_the_same_warning(tmp_path, tiny_tokenizer, flat_features, caplog):
+    features = flat_features["llama"]
+    losses = {}
+    for chunked in (False, True):
+        trainer = flat_trainer(tmp_path, tiny_tokenizer, soft_capped_gemma(tiny_tokenizer), chunked)
+        batch = trainer.data_collator([features[i] for i in range(8)])
+        trainer.model.train()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hf_cotmi"):
+            losses[chunked] = trainer.compute_loss(trainer.model, batch).item()
+        assert ("final_logit_softcapping=3.0" in caplog.text) == chunked, caplog.text
+    assert math.isclose(losses[True], losses[False], rel_tol=1e-6)
