@@ -345,8 +345,10 @@ class DSSMITrainer(Seq2SeqTrainer):
     Each training batch from :class:`~hf_cotmi.DSSDataCollator` is ``{"pred": ..., "expl": ...}``. The
     trainer runs the ``predict:`` pass and the ``explain:`` pass and minimises
     ``label_loss_weight * label_loss + rationale_loss_weight * rationale_loss + mi_loss_weight * mi_loss``
-    (see :class:`~hf_cotmi.DSSMITrainingArguments`). A flat batch (plain ``input_ids``/``labels``) trains
-    as ordinary seq2seq.
+    (see :class:`~hf_cotmi.DSSMITrainingArguments`). A flat batch (plain ``input_ids``/``labels``, e.g. from
+    ``DataCollatorForSeq2Seq``) trains as ordinary seq2seq: its loss (logged as ``loss`` and ``loss_label``)
+    is the label-token mean over the whole optimizer step, as plain ``Seq2SeqTrainer`` gives for models that
+    take ``num_items_in_batch``.
 
     - Both cross-entropies are token means over the whole optimizer step (all gradient-accumulation
       micro-batches and all processes), and the MI term is an example mean over it, so (batch 8,
@@ -501,20 +503,22 @@ class DSSMITrainer(Seq2SeqTrainer):
         """Count label tokens, rationale tokens and examples over all micro-batches of one optimizer step.
 
         Returns a :class:`DSSBatchCounts` summed over processes (over this process only with
-        ``average_tokens_across_devices=False``; a flat batch counts as the label task), or defers to the
-        Trainer for batches that are not mappings.
+        ``average_tokens_across_devices=False``), or defers to the Trainer for batches that are not mappings.
+        A flat batch (``DataCollatorForSeq2Seq``'s ``BatchEncoding`` as well as a plain dict) counts as the
+        label task, so its loss is the token mean over the whole step, as plain ``Seq2SeqTrainer`` makes it
+        for models that take ``num_items_in_batch``.
         """
-        if not batch_samples or not isinstance(batch_samples[0], dict):
+        if not batch_samples or not isinstance(batch_samples[0], Mapping):
             return super()._get_num_items_in_batch(batch_samples, device)
         counts = torch.zeros(3, dtype=torch.float64)
         for batch in batch_samples:
             pred = batch["pred"] if "pred" in batch else batch
             if "labels" not in pred:
                 return None
-            counts[0] += pred["labels"].ne(-100).sum().item()
+            counts[0] += self._scored_tokens(pred["labels"])
             counts[2] += pred["labels"].shape[0]
             if "expl" in batch:
-                counts[1] += batch["expl"]["labels"].ne(-100).sum().item()
+                counts[1] += self._scored_tokens(batch["expl"]["labels"])
         counts = counts.to(device)
         # average_tokens_across_devices=False: each process normalises by its own counts (DDP then averages
         # the per-process means), as the Trainer does
@@ -522,6 +526,14 @@ class DSSMITrainer(Seq2SeqTrainer):
         if world > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
         return DSSBatchCounts(counts[0], counts[1], counts[2], world_size=world)
+
+    def _scored_tokens(self, labels: torch.Tensor) -> int:
+        """The targets of ``labels`` that carry loss: those other than -100, and for a decoder-only student not
+        the first column (no position predicts it; :meth:`_causal_forward` drops it, as the model's own
+        shifted loss and the Trainer's count do)."""
+        if self.student_type == "causal":
+            labels = labels[:, 1:]
+        return int(labels.ne(-100).sum())
 
     def compute_loss(
         self,
@@ -535,7 +547,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         keep_logits = return_outputs and self._label_logits_are_predictions
         loss, components, outputs = self._dss_loss(model, inputs, counts, keep_logits)
         # With counts the loss is normalised over the whole accumulated batch: the Trainer must not divide
-        # it again. Without them (a flat batch) the Trainer's own handling applies.
+        # it again (a flat batch gets them too, see _get_num_items_in_batch). Without them (compute_loss called
+        # directly) the loss is a local mean, which the Trainer would divide by the accumulation steps.
         self.loss_is_scaled_for_ga = counts is not None
         if model.training:
             # global_step is constant over the micro-batches of one optimizer step

@@ -346,10 +346,13 @@ def flat_step(tmp_path, tokenizer, features, model, chunked, monkeypatch):
 
 
 def models_own_step(model, batches):
-    """The reference: the model's own loss (``model(**batch).loss``, a token mean) of each micro-batch,
-    averaged over the micro-batches, and its gradients."""
+    """The reference: the model's own loss (``model(**batch).loss``, a token mean) of each micro-batch times
+    the tokens it averaged over, divided by the tokens of all micro-batches (the token mean over the step, as
+    plain Seq2SeqTrainer gives it), and its gradients."""
     model.train()
-    loss = sum(model(**batch).loss for batch in batches) / len(batches)
+    shifted = not model.config.is_encoder_decoder  # a causal LM's loss scores labels[:, 1:]
+    counts = [(batch["labels"][:, 1:] if shifted else batch["labels"]).ne(-100).sum() for batch in batches]
+    loss = sum(model(**batch).loss * count for batch, count in zip(batches, counts)) / sum(counts)
     loss.backward()
     return loss.item(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
