@@ -323,6 +323,11 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
         f"{report['dataset'] or 'your files'} {report['split']} ({report['num_examples']} examples, "
         f"{report['confidence_mode']} confidence, {report['n_bins']} bins):"
     )
+    if "run_max_samples" in report:
+        print(
+            f"  (the first {report['run_max_samples']} examples, as the training run evaluated them; "
+            "--max-test-samples N evaluates more)"
+        )
     print(f"  accuracy        {report['accuracy']:.4f}")
     if "generated_accuracy" in report:
         print(
@@ -391,6 +396,8 @@ def _predict(argv: Sequence[str], debug: bool = False) -> int:
         print(f"input:      {row['input']}")
         print(f"label:      {row['label']}")
         print(f"confidence: {row['confidence']:.4f}")
+        if "generated_label" in row:  # candidates: the label above is the most likely candidate
+            print(f"generated:  {row['generated_label']}")
         print(f"rationale:  {row['rationale']}")
     if args.output_file:
         with open(args.output_file, "w", encoding="utf-8") as handle:

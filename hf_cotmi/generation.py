@@ -148,9 +148,12 @@ def predict_texts(
 
     ``confidence`` is a mode of :func:`hf_cotmi.label_confidences`: by default ``"candidates"`` when
     ``label_candidates`` is given, else ``"sequence"``; candidates beside a generation mode are refused.
+    In candidates mode each row also holds ``generated_label``, the label greedy generation gives (what
+    training's ``test_accuracy`` counts, and what ``pipeline("text-generation")`` answers), since the most
+    likely candidate need not be it.
 
     Returns:
-        ``[{"input", "label", "confidence", "rationale"}, ...]``.
+        ``[{"input", "label", "confidence", "rationale"}, ...]``, with ``"generated_label"`` in candidates mode.
 
     Examples:
         >>> # predict_texts(model, tok, ["tom has 3 apples . tom buys 4 more . how many ..."])
@@ -173,17 +176,22 @@ def predict_texts(
         max_source_length=max_input_length,
         chat_template=chat_template,
     )
+    generation = {
+        "batch_size": batch_size,
+        "max_input_length": max_input_length,
+        "chat_template": chat_template,
+    }
     rationales = generate_texts(
-        model,
-        tokenizer,
-        texts,
-        prefix=explain_prefix,
-        max_new_tokens=rationale_max_new_tokens,
-        batch_size=batch_size,
-        max_input_length=max_input_length,
-        chat_template=chat_template,
+        model, tokenizer, texts, prefix=explain_prefix, max_new_tokens=rationale_max_new_tokens, **generation
     )
-    return [
+    rows = [
         {"input": text, "label": label, "confidence": float(conf), "rationale": rationale}
         for text, label, conf, rationale in zip(texts, result.predictions, result.confidences, rationales)
     ]
+    if mode == "candidates":  # the candidate ranked first is not necessarily what the student generates
+        generated = generate_texts(
+            model, tokenizer, texts, prefix=predict_prefix, max_new_tokens=label_max_new_tokens, **generation
+        )
+        for row, label in zip(rows, generated):
+            row["generated_label"] = label
+    return rows

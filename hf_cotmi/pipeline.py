@@ -957,7 +957,9 @@ def _show_examples(
         max_input_length=data_args.max_input_length,
         chat_template=data_args.chat_template,
     )
-    print_fn(f"the first {shown} of them, with the generated rationale and label:")
+    candidates = mode == "candidates"
+    what = "the most likely candidate label and the generated label" if candidates else "label"
+    print_fn(f"the first {shown} of them, with the generated rationale and {what}:")
     for row, gold in zip(rows, raw["label"]):
         row["gold"] = gold
         row["correct"] = bool(spec.is_correct(row["label"], gold))
@@ -965,6 +967,10 @@ def _show_examples(
         print_fn(f"  rationale: {row['rationale']}")
         mark = "right" if row["correct"] else "wrong"
         print_fn(f"  label:     {row['label']}  (gold {gold}, {mark}, confidence {row['confidence']:.2f})")
+        if candidates:  # the accuracy counts the generated label, the ECE the candidate above
+            row["generated_correct"] = bool(spec.is_correct(row["generated_label"], gold))
+            mark = "right" if row["generated_correct"] else "wrong"
+            print_fn(f"  generated: {row['generated_label']}  ({mark}; the label the accuracy counts)")
     return rows
 
 
@@ -1029,6 +1035,29 @@ def _sidecar(
         "peft": model_args.use_peft,
         "student_type": resolve_student_type(trainer.model),
         "chat_template": bool(data_args.chat_template),
+        "held_out_max_samples": held_out_max_samples(data_args),
+    }
+
+
+def held_out_max_samples(data_args: DataArguments) -> dict[str, int]:
+    """The held-out splits a run cut to their first N examples (``--max-test-samples``, ``--max-eval-samples``),
+    by the data's split name: ``evaluate`` on the recorded data cuts them the same way, so it reproduces
+    the run's figures.
+
+    Examples:
+        >>> held_out_max_samples(DataArguments(dataset="svamp", max_test_samples=50))
+        {'test': 50}
+        >>> held_out_max_samples(DataArguments(dataset="esnli", train_split="valid", max_eval_samples=9))
+        {}
+    """
+    limits = {
+        data_args.test_split: data_args.max_test_samples,
+        data_args.eval_split: data_args.max_eval_samples,
+    }
+    return {
+        split: limit
+        for split, limit in limits.items()
+        if limit is not None and split != data_args.train_split
     }
 
 
@@ -1299,6 +1328,9 @@ def _data_for_evaluation(
                 )
             files = set(_FILE_FIELDS.values())
             values = {k: v for k, v in values.items() if k not in files or k == needed}
+        limit = _recorded_limit(sidecar, split, data_args, explicit)
+        if limit is not None:
+            values["max_test_samples"] = limit  # the evaluated split is loaded as "test"
         data_args = DataArguments(**{**asdict(data_args), **values})
         carried: dict[str, str] = {}
     else:
@@ -1406,7 +1438,19 @@ def run_evaluation(
         chat_template=chat_template,
     )
     report.update(split=split, dataset=data.name, model=model_path, task=spec.metric)
+    run_limit = _recorded_limit(sidecar, split, data_args, explicit_options)
+    if from_sidecar and run_limit is not None:
+        report["run_max_samples"] = run_limit  # the run's cut applied: evaluate reproduces its figures
     return report
+
+
+def _recorded_limit(
+    sidecar: dict[str, Any], split: str, data_args: DataArguments, explicit: Collection[str] = ()
+) -> int | None:
+    """The first-N cut the run made to ``split`` (:func:`held_out_max_samples`), unless a flag sets one."""
+    if _given(data_args, "max_test_samples", explicit):
+        return None
+    return (sidecar.get("held_out_max_samples") or {}).get("valid" if split == "validation" else split)
 
 
 # DataArguments fields that only training reads: evaluate refuses them rather than ignore them
