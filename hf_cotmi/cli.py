@@ -45,6 +45,8 @@ __all__ = [
     "PredictArguments",
     "build_parser",
     "demo_arguments",
+    "train_arguments",
+    "accelerator_available",
 ]
 
 PROG = "hf-cotmi"
@@ -240,8 +242,40 @@ def _setup_logging(debug: bool) -> None:
 # ---------------------------------------------------------------------------------------------- commands
 
 
+def accelerator_available() -> bool:
+    """Whether torch sees an accelerator (CUDA, MPS, XPU, ...), the device pinned memory serves.
+
+    Examples:
+        >>> isinstance(accelerator_available(), bool)
+        True
+    """
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return bool(accelerator.is_available())
+    return bool(torch.cuda.is_available())
+
+
+def train_arguments(argv: Sequence[str]) -> tuple[Any, ...]:
+    """Parse ``hf-cotmi train`` options. Without an accelerator ``dataloader_pin_memory`` defaults to False
+    (pinned memory needs one; torch warns on every data loader otherwise); a value given on the command line
+    or in ``--config`` wins, as with any default.
+
+    Returns:
+        ``(ModelArguments, DataArguments, EvaluationArguments, DSSMITrainingArguments, CommonArguments)``.
+
+    Examples:
+        >>> arguments = train_arguments(["--dataset", "synthetic", "--dataloader-pin-memory", "true"])
+        >>> arguments[3].dataloader_pin_memory
+        True
+    """
+    defaults = {} if accelerator_available() else {"dataloader_pin_memory": False}
+    return _parse("train", argv, defaults)
+
+
 def _train(argv: Sequence[str], debug: bool = False) -> int:
-    model_args, data_args, eval_args, training_args, common = _parse("train", argv)
+    model_args, data_args, eval_args, training_args, common = train_arguments(argv)
     check_confidence_options(eval_args.confidence, eval_args.label_candidates)
     _setup_logging(debug)
     title = f"{PROG} train"

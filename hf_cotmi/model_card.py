@@ -10,6 +10,7 @@ class attributes (``_tag_names``, ``_papers``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import numbers
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 from huggingface_hub import CardData, ModelCard
 from transformers import TrainerCallback
 
+from .data.dss import DEFAULT_NLI_SEPARATOR, DSS_DATASETS, format_cqa_input
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 
 TAGS = ["hf-cotmi", "distilling-step-by-step", "chain-of-thought-distillation"]
@@ -86,6 +88,71 @@ MUTUAL_INFORMATION_COT_DISTILLATION = Paper(
 
 PAPERS = (DISTILLING_STEP_BY_STEP, MUTUAL_INFORMATION_COT_DISTILLATION)
 
+ARITHMETIC_EXAMPLE = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+"""The usage snippet's input for arithmetic tasks (``svamp``, ``synthetic``) and tasks it does not know."""
+
+NLI_EXAMPLE = ("A man in a red shirt is playing a guitar on stage.", "A man is performing music.")
+"""The premise and hypothesis of the usage snippet's input for NLI tasks (``esnli``, ``anli1``)."""
+
+CQA_EXAMPLE = (
+    "Where would you put a plate after washing it?",
+    ["cupboard", "table", "sink", "restaurant", "oven"],
+)
+"""The question and answer choices of the usage snippet's input for ``cqa``."""
+
+DEFAULT_LABEL_MAX_NEW_TOKENS = 32
+"""New tokens the usage snippet lets the answer take when the card does not know the run's limit."""
+DEFAULT_RATIONALE_MAX_NEW_TOKENS = 256
+"""New tokens the usage snippet lets the rationale take when the card does not know the run's limit."""
+
+
+@dataclass(frozen=True)
+class HeldOutSubset:
+    """A held-out split whose figures cover only its first ``evaluated`` examples.
+
+    Args:
+        split: the data's name of the split (``test``, ``valid``).
+        evaluated: the examples evaluated (the first ones of the split).
+        available: the examples the split holds, when known.
+        option: the option that cut the split (``--max-test-samples``), named by the card.
+
+    Examples:
+        >>> HeldOutSubset("test", evaluated=50, available=1000).evaluated
+        50
+    """
+
+    split: str
+    evaluated: int
+    available: int | None = None
+    option: str | None = None
+
+
+def held_out_subset(
+    split: str, evaluated: int, limit: int | None, available: int | None, option: str | None = None
+) -> HeldOutSubset | None:
+    """The :class:`HeldOutSubset` a first-``limit`` cut left, or None when the whole split was evaluated.
+
+    Args:
+        split: the data's name of the split.
+        evaluated: the examples evaluated after the cut.
+        limit: the cut asked for (``max_test_samples``), None when none was.
+        available: the examples of the split before the cut; None when unknown (then a split as long as
+            ``limit`` counts as cut, since examples may have been left out).
+        option: the option that cut it, for the card's note.
+
+    Examples:
+        >>> held_out_subset("test", evaluated=50, limit=50, available=1000)
+        HeldOutSubset(split='test', evaluated=50, available=1000, option=None)
+        >>> held_out_subset("test", evaluated=80, limit=100, available=80) is None
+        True
+    """
+    if limit is None or evaluated < limit:
+        return None
+    if available is not None and available <= evaluated:
+        return None
+    return HeldOutSubset(split, evaluated, available, option)
+
+
 # Kept for code that imported the BibTeX strings directly.
 DSS_BIBTEX = DISTILLING_STEP_BY_STEP.bibtex
 MI_BIBTEX = MUTUAL_INFORMATION_COT_DISTILLATION.bibtex
@@ -134,6 +201,20 @@ class DSSModelCardData(CardData):
         best_model_step: with ``load_best_model_at_end``, the step of the best checkpoint, whose weights
             training ends with; the ``eval_*`` metrics are then that step's evaluation.
         best_model_metric: the metric that checkpoint was chosen by (``eval_loss``, ``eval_accuracy``, ...).
+        local_base_model: the base name of the local folder the student was loaded from (no Hub id to link;
+            the card names the folder, never its absolute path).
+        label_max_new_tokens: the new tokens the usage snippet lets the answer take: the run's evaluation
+            limit (``generation_max_length``, less the decoder's start token for a seq2seq student).
+        rationale_max_new_tokens: the new tokens the usage snippet lets the rationale take (the run's
+            ``rationale_max_new_tokens``).
+        example_input: the usage snippet's input: one of the run's own (the first test input, as the
+            student was prompted with it); None: a built-in example that fits ``task``.
+        task: the task that picks the built-in example (``svamp``, ``cqa``, ``esnli``, ``anli1``,
+            ``synthetic``, ...); None: ``datasets[0]``. An unknown task gets the arithmetic example.
+        nli_separator: the text between premise and hypothesis in the built-in NLI example: the student
+            tokenizer's EOS token, as :func:`hf_cotmi.prepare_dss_features` joins them.
+        held_out_subsets: by metric prefix (``"test"``, ``"eval"``), the held-out splits whose figures cover
+            only their first examples (see :func:`held_out_subset`); the card says so.
 
     Examples:
         >>> card = DSSModelCardData(model_name="t5-small-svamp-dssmi", loss_settings={"mi_loss_weight": 0.1})
@@ -166,6 +247,13 @@ class DSSModelCardData(CardData):
     papers: list[Paper] = field(default_factory=lambda: list(PAPERS))
     best_model_step: int | None = None
     best_model_metric: str | None = None
+    local_base_model: str | None = None
+    label_max_new_tokens: int = DEFAULT_LABEL_MAX_NEW_TOKENS
+    rationale_max_new_tokens: int = DEFAULT_RATIONALE_MAX_NEW_TOKENS
+    example_input: str | None = None
+    task: str | None = None
+    nli_separator: str = DEFAULT_NLI_SEPARATOR
+    held_out_subsets: dict[str, HeldOutSubset] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -199,6 +287,22 @@ class DSSModelCardData(CardData):
         if "rationale_loss_weight" not in settings or "mi_loss_weight" not in settings:
             return True
         return any(float(settings[name] or 0) > 0 for name in ("rationale_loss_weight", "mi_loss_weight"))
+
+    @property
+    def usage_input(self) -> str:
+        """The input the usage snippet prompts with: ``example_input``, else a built-in one for the task.
+
+        Examples:
+            >>> DSSModelCardData("m", task="esnli", nli_separator="</s>").usage_input
+            'A man in a red shirt is playing a guitar on stage.</s>A man is performing music.'
+            >>> DSSModelCardData("m", example_input="2 + 2 ?").usage_input
+            '2 + 2 ?'
+        """
+        if self.example_input is not None:
+            return self.example_input
+        return built_in_example(
+            self.task or (self.datasets[0] if self.datasets else None), self.nli_separator
+        )
 
     @property
     def resolved_pipeline_tag(self) -> str:
@@ -266,6 +370,8 @@ class DSSModelCardData(CardData):
             rationale_task=self.rationale_task,
             pipeline_tag=self.resolved_pipeline_tag,
             repo_literal=_python_literal(repo or ""),
+            question_literal=_python_literal(self.usage_input),
+            held_out_notes=self._held_out_notes(),
             predict_prefix_literal=_python_literal(self.predict_prefix),
             explain_prefix_literal=_python_literal(self.explain_prefix),
             generation_returns_prompt=self.model_class.endswith("CausalLM"),
@@ -276,6 +382,14 @@ class DSSModelCardData(CardData):
             papers=[{"heading": p.heading, "bibtex": p.bibtex} for p in self.papers],
         )
         return values
+
+    def _held_out_notes(self) -> list[dict[str, Any]]:
+        """The subsets whose figures the card lists (a prefix with no metric needs no note)."""
+        notes = []
+        for prefix, subset in self.held_out_subsets.items():
+            if any(name.startswith(f"{prefix}_") for name in self.metrics):
+                notes.append({"prefix": prefix, **dataclasses.asdict(subset)})
+        return notes
 
     def metadata(self) -> dict[str, Any]:
         """The YAML metadata the Hub indexes, as a dict (``to_yaml`` dumps it).
@@ -370,6 +484,79 @@ def best_checkpoint_step(args: Any, state: Any) -> int | None:
     from .checkpoints import checkpoint_step
 
     return checkpoint_step(folder)
+
+
+def built_in_example(task: str | None, nli_separator: str = DEFAULT_NLI_SEPARATOR) -> str:
+    """The usage snippet's input for ``task`` when the card has none of the run's own.
+
+    NLI tasks get a premise and a hypothesis joined with ``nli_separator`` (what training put between
+    them), CQA a question with lettered answer choices as :func:`hf_cotmi.data.dss.format_cqa_input` writes
+    them, every other task an arithmetic word problem.
+
+    Examples:
+        >>> built_in_example("anli1", " | ")
+        'A man in a red shirt is playing a guitar on stage. | A man is performing music.'
+        >>> built_in_example(None) == ARITHMETIC_EXAMPLE
+        True
+    """
+    spec = DSS_DATASETS.get(task) if task else None
+    if spec is not None and spec.is_nli:
+        premise, hypothesis = NLI_EXAMPLE
+        return f"{premise}{nli_separator}{hypothesis}"
+    if task == "cqa":
+        return format_cqa_input(*CQA_EXAMPLE)
+    return ARITHMETIC_EXAMPLE
+
+
+def record_run_data(card: DSSModelCardData, data: Any, data_args: Any, tokenizer: Any) -> None:
+    """Put what a ``hf-cotmi train`` run knows about its data into ``card``: the task, the first test input
+    (as the student was prompted with it; for a built-in dataset only, never a row of your own files) and the
+    held-out splits cut to their first examples.
+
+    Args:
+        card: the trainer's card data (``trainer.model_card_callback.card_data``).
+        data: the run's :class:`hf_cotmi.pipeline.LoadedData` (``splits``, ``spec``, ``report``, ``source``).
+        data_args: its :class:`hf_cotmi.run_arguments.DataArguments` (split names and ``max_*_samples``).
+        tokenizer: the student's tokenizer (NLI inputs are joined with its EOS, as training joined them).
+
+    Examples:
+        >>> # record_run_data(trainer.model_card_callback.card_data, data, data_args, trainer.processing_class)
+    """
+    from .data.features import student_input_texts
+
+    card.task = getattr(data.spec, "name", None) or card.task
+    # an input of a built-in dataset (public data) only: a row of your own files stays out of a card that
+    # push_to_hub may publish
+    public = bool((getattr(data, "source", None) or {}).get("dataset"))
+    for prefix in ("test", "eval", "train") if public else ():
+        rows = data.splits.get(prefix)
+        if rows is not None and rows.num_rows:
+            text = student_input_texts(rows.select(range(1)), tokenizer)[0]
+            card.example_input = text if isinstance(text, str) else None
+            break
+    held_out = {
+        "test": (data_args.test_split, data_args.max_test_samples, "--max-test-samples"),
+        "eval": (data_args.eval_split, data_args.max_eval_samples, "--max-eval-samples"),
+    }
+    card.held_out_subsets = {}
+    for prefix, (split, limit, option) in held_out.items():
+        if prefix not in data.splits:
+            continue
+        available = _split_size(data.report, data.source, split)
+        subset = held_out_subset(split, data.splits[prefix].num_rows, limit, available, option)
+        if subset is not None:
+            card.held_out_subsets[prefix] = subset
+
+
+def _split_size(report: Any, source: dict[str, Any], split: str) -> int | None:
+    """The examples a loaded split held before a first-N cut: from the loader's report (a DSS dataset's
+    records kept, your file's records), or the synthetic task's size option; None when unknown."""
+    counts = getattr(report, "splits", {}).get(split)
+    for name in ("kept", "records"):
+        if isinstance(getattr(counts, name, None), int):
+            return int(getattr(counts, name))
+    size = (source or {}).get(f"synthetic_{split}_size")
+    return int(size) if isinstance(size, int) else None
 
 
 def _is_number(value: Any) -> bool:

@@ -1105,6 +1105,9 @@ def _save_run(
     """
     args, output_dir = trainer.args, trainer.args.output_dir
     card_kwargs: dict[str, Any] = {"dataset": data.name} if data.name else {}
+    from .model_card import record_run_data  # the card's example input and the test subset it covers
+
+    record_run_data(trainer.model_card_callback.card_data, data, data_args, trainer.processing_class)
     # on every process (sharded FSDP / DeepSpeed models save together); _internal_call: save only, since
     # the Trainer's save_model would push the folder before results.json is in it
     trainer.save_model(_internal_call=True)

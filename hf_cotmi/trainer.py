@@ -31,7 +31,15 @@ from .chunked_losses import chunked_dss_losses
 from .collator import EXPL_COLUMNS, PRED_COLUMNS, DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
 from .metrics import decode_token_ids
-from .model_card import PAPERS, TAGS, DSSModelCardCallback, DSSModelCardData, Paper, render_model_card
+from .model_card import (
+    DEFAULT_LABEL_MAX_NEW_TOKENS,
+    PAPERS,
+    TAGS,
+    DSSModelCardCallback,
+    DSSModelCardData,
+    Paper,
+    render_model_card,
+)
 from .peft_methods import check_peft_config, check_peft_model, prompt_learning_method
 from .student_types import resolve_student_type
 
@@ -1457,9 +1465,14 @@ class DSSMITrainer(Seq2SeqTrainer):
         if model_name is None:
             model_name = self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
         unwrapped = self.accelerator.unwrap_model(self.model)
+        name = getattr(getattr(unwrapped, "config", None), "_name_or_path", "") or ""
+        local_base_model = None
         if finetuned_from is None:
-            name = getattr(getattr(unwrapped, "config", None), "_name_or_path", "") or ""
             finetuned_from = name if name and not os.path.isdir(name) else None
+            # a local folder is no Hub id to link: the card names it by its base name, not its path
+            local_base_model = (
+                os.path.basename(os.path.normpath(name)) if name and os.path.isdir(name) else None
+            )
         # The usage snippet needs the full repository id; push_to_hub passes only the part after the "/".
         repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
         if "/" in model_name or not repo_id:
@@ -1470,6 +1483,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             repo_id=repo_id,
             library_name="peft" if _has_peft_adapters(unwrapped) else "transformers",
             base_model=finetuned_from,
+            local_base_model=local_base_model,
             datasets=[dataset] if isinstance(dataset, str) else list(dataset or []),
             extra_tags=[tags] if isinstance(tags, str) else list(tags or []),
         )
@@ -1487,7 +1501,31 @@ class DSSMITrainer(Seq2SeqTrainer):
             framework_versions={"transformers": transformers.__version__, "torch": torch.__version__},
             model_class="AutoModelForCausalLM" if self.student_type == "causal" else "AutoModelForSeq2SeqLM",
             prompt_start_ids=self._prompt_start_ids(),
+            label_max_new_tokens=self._label_max_new_tokens(),
+            rationale_max_new_tokens=self.args.rationale_max_new_tokens,
+            nli_separator=self._nli_separator(),
         )
+
+    def _label_max_new_tokens(self) -> int:
+        """The new tokens evaluation lets a generated label take (:func:`hf_cotmi.pipeline.label_new_tokens`
+        of ``generation_max_length``), for the card's usage snippet; the card's default without one."""
+        limit = self.args.generation_max_length
+        if not limit:
+            return DEFAULT_LABEL_MAX_NEW_TOKENS
+        from .pipeline import label_new_tokens
+
+        return label_new_tokens(self.model, int(limit))
+
+    def _nli_separator(self) -> str:
+        """What the features put between premise and hypothesis for this tokenizer (its EOS), else ``</s>``."""
+        from .data.dss import DEFAULT_NLI_SEPARATOR
+        from .data.features import default_nli_separator
+
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        try:
+            return default_nli_separator(tokenizer)
+        except ValueError:
+            return DEFAULT_NLI_SEPARATOR
 
     def _prompt_start_ids(self) -> list[int]:
         """The ids training puts before a decoder-only student's prompt (empty for seq2seq students)."""
