@@ -260,12 +260,15 @@ def _generation_confidences(
     eos_ids: set[int],
     torch: Any,
     first_example: int | Sequence[int] = 0,
+    target_prefix: Sequence[int] = (),
 ) -> list[float]:
     """Confidence of each returned sequence of ``generate(..., output_scores=True, output_logits=True)``.
 
     The confidence is the model's own probability, from the raw logits (``out.logits``); the processed
     scores (``out.scores``) only tell which steps a logits processor forced. ``first_example`` is the dataset
     index of the first sequence (the others follow it), or of each sequence, for error messages.
+    ``target_prefix``: the ids every training target starts with (:func:`target_prefix_ids`), which the
+    first-token confidence reads past.
     """
     if getattr(out, "logits", None) is None or getattr(out, "scores", None) is None:
         raise ValueError(
@@ -275,7 +278,7 @@ def _generation_confidences(
         )
     steps = _GeneratedSteps.of(out, num_beams, eos_ids, torch)
     if mode == "first_token":
-        return _first_token_confidences(model, out, steps, torch, first_example)
+        return _first_token_confidences(model, out, steps, torch, first_example, target_prefix)
     return _sequence_confidences(out, steps, torch)
 
 
@@ -367,8 +370,47 @@ def _after_first_eos(generated: Any, eos_ids: set[int], torch: Any) -> Any:
     return (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0
 
 
+def target_prefix_ids(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer puts before every target text (``tokenizer(text_target=...)``): ``[CLS]`` for
+    BERT, ``<s>`` for BART, none for T5.
+
+    Examples:
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> target_prefix_ids(build_word_tokenizer(["a b"]))  # writes "a b </s>": nothing in front
+        []
+    """
+    probe = tokenizer(text_target="a", verbose=False)["input_ids"]
+    bare = tokenizer("a", add_special_tokens=False, verbose=False)["input_ids"]
+    for offset in range(len(probe) - len(bare) + 1):
+        if bare and probe[offset : offset + len(bare)] == bare:
+            return [int(t) for t in probe[:offset]]
+    return []
+
+
+def _target_prefix_steps(tokens: Any, prefix: Sequence[int], torch: Any) -> Any:
+    """``(sequences, steps)``: True at the leading steps of each sequence that generated ``prefix`` (a
+    prefix of it: the steps up to the first that differs).
+
+    Examples:
+        >>> import torch
+        >>> _target_prefix_steps(torch.tensor([[7, 5, 7], [5, 7, 7]]), [7], torch).tolist()
+        [[True, False, False], [False, False, False]]
+    """
+    marked = torch.zeros_like(tokens, dtype=torch.bool)
+    agree = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+    for step, token in enumerate(list(prefix)[: tokens.shape[1]]):
+        agree &= tokens[:, step] == int(token)
+        marked[:, step] = agree
+    return marked
+
+
 def _first_token_confidences(
-    model: Any, out: Any, steps: _GeneratedSteps, torch: Any, first_example: int | Sequence[int]
+    model: Any,
+    out: Any,
+    steps: _GeneratedSteps,
+    torch: Any,
+    first_example: int | Sequence[int],
+    target_prefix: Sequence[int] = (),
 ) -> list[float]:
     """The model's top softmax probability (raw logits) at each sequence's first step the model chose.
 
@@ -378,10 +420,17 @@ def _first_token_confidences(
     (:meth:`_GeneratedSteps.forced`), so the confidence is read at the first step the model chose, among the
     steps up to the sequence's end (its first EOS). With beams, a step's row is the chosen beam's there.
 
+    The leading steps that generated ``target_prefix`` (the special tokens every training target starts
+    with: BERT's ``[CLS]``, BART's ``<s>``) are skipped too: the student learnt to emit them whatever the
+    answer, so their probability says nothing about the label. A sequence that is nothing but them (and
+    forced steps) is read at its first chosen step, as without a prefix.
+
     Raises:
         ValueError: a sequence with no such step (every step up to its end was forced).
     """
-    candidate = steps.live & ~steps.forced(out.scores, torch)
+    chosen = steps.live & ~steps.forced(out.scores, torch)
+    about_label = chosen & ~_target_prefix_steps(steps.tokens, target_prefix, torch)
+    candidate = torch.where(about_label.any(dim=1, keepdim=True), about_label, chosen)
     missing = (~candidate.any(dim=1)).nonzero().flatten().tolist()
     if missing:
         config = getattr(model, "generation_config", None)
@@ -495,6 +544,7 @@ def label_confidences(
         needed.append(candidate_column)
     token_ids = _CandidateTokens(tokenizer)
     eos_ids = eos_token_ids(model, tokenizer)
+    target_prefix = target_prefix_ids(tokenizer) if mode == "first_token" else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     generation = {
@@ -584,7 +634,9 @@ def label_confidences(
                     texts = tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
                     predictions.extend(t.strip() for t in texts)
                     confidences.extend(
-                        _generation_confidences(model, out, mode, num_beams, eos_ids, torch, offset)
+                        _generation_confidences(
+                            model, out, mode, num_beams, eos_ids, torch, offset, target_prefix
+                        )
                     )
                 offset += len(golds)
     finally:

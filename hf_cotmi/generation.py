@@ -125,6 +125,40 @@ def _generate_causal_texts(
     return texts
 
 
+# the column predict_texts hands label_confidences each text's own candidates in
+_CANDIDATES_COLUMN = "candidates"
+
+
+def _label_task_rows(
+    texts: Sequence[str],
+    label_candidates: Sequence[str] | None,
+    candidates_per_text: Sequence[Sequence[str]] | None,
+) -> tuple[dict[str, list], list[str] | str | None]:
+    """The rows :func:`hf_cotmi.label_confidences` scores for ``texts`` and its ``label_candidates``: the
+    shared list, or the name of the column holding each text's own candidates.
+
+    Raises:
+        ValueError: both kinds of candidates given, or not one list of candidates per text.
+
+    Examples:
+        >>> _label_task_rows(["q"], None, [["sea", "tree"]])
+        ({'input': ['q'], 'label': [''], 'candidates': [['sea', 'tree']]}, 'candidates')
+        >>> _label_task_rows(["q"], ["yes", "no"], None)
+        ({'input': ['q'], 'label': ['']}, ['yes', 'no'])
+    """
+    rows: dict[str, list] = {"input": list(texts), "label": [""] * len(texts)}
+    if candidates_per_text is None:
+        return rows, list(label_candidates) if label_candidates else None
+    if label_candidates:
+        raise ValueError("give label_candidates (shared by all texts) or candidates_per_text, not both")
+    if len(candidates_per_text) != len(texts):
+        raise ValueError(
+            f"candidates_per_text has {len(candidates_per_text)} lists for {len(texts)} texts; expected one per text"
+        )
+    rows[_CANDIDATES_COLUMN] = [list(choices) for choices in candidates_per_text]
+    return rows, _CANDIDATES_COLUMN
+
+
 def predict_texts(
     model: Any,
     tokenizer: Any,
@@ -139,6 +173,7 @@ def predict_texts(
     batch_size: int = 16,
     max_input_length: int | None = None,
     chat_template: bool = False,
+    candidates_per_text: Sequence[Sequence[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Label, confidence and rationale of a distilled student for each text.
 
@@ -150,7 +185,8 @@ def predict_texts(
     ``label_candidates`` is given, else ``"sequence"``; candidates beside a generation mode are refused.
     In candidates mode each row also holds ``generated_label``, the label greedy generation gives (what
     training's ``test_accuracy`` counts, and what ``pipeline("text-generation")`` answers), since the most
-    likely candidate need not be it.
+    likely candidate need not be it. ``candidates_per_text`` gives each text its own candidates instead of
+    the shared ``label_candidates`` (a multiple-choice question's choices, as CQA's ``choices`` column).
 
     Returns:
         ``[{"input", "label", "confidence", "rationale"}, ...]``, with ``"generated_label"`` in candidates mode.
@@ -158,18 +194,21 @@ def predict_texts(
     Examples:
         >>> # predict_texts(model, tok, ["tom has 3 apples . tom buys 4 more . how many ..."])
         >>> # [{'input': '...', 'label': '7', 'confidence': 0.93, 'rationale': '3 + 4 = 7 . ...'}]
+        >>> # predict_texts(model, tok, ["where do fish live?"], candidates_per_text=[["sea", "tree"]])
+        >>> # [{'input': '...', 'label': 'sea', 'confidence': 0.81, 'rationale': '...', 'generated_label': 'sea'}]
     """
     from .confidence import label_confidences
 
     if not texts:
         return []
-    mode = confidence or ("candidates" if label_candidates else "sequence")
+    rows_in, candidates = _label_task_rows(texts, label_candidates, candidates_per_text)
+    mode = confidence or ("candidates" if candidates else "sequence")
     result = label_confidences(
         model,
         tokenizer,
-        {"input": list(texts), "label": [""] * len(texts)},
+        rows_in,
         mode=mode,  # type: ignore[arg-type]
-        label_candidates=list(label_candidates) if label_candidates else None,
+        label_candidates=candidates,
         prefix=predict_prefix,
         batch_size=batch_size,
         max_new_tokens=label_max_new_tokens if mode != "candidates" else None,

@@ -927,6 +927,28 @@ def evaluate_split(
     return metrics, baseline, diagram
 
 
+def _example_candidates(callback: Any, raw: Any) -> tuple[list[str] | None, list[list[str]] | None]:
+    """The candidates the examples after training are scored over, as the ECE callback scored the split:
+    ``(shared list, None)``, ``(None, each row's own list)`` for a candidates column (CQA's ``choices``), or
+    ``(None, None)`` outside candidates mode.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> _example_candidates(SimpleNamespace(mode="candidates", label_candidates="choices"),
+        ...                     {"choices": [["sea", "tree"]]})
+        (None, [['sea', 'tree']])
+    """
+    if callback.mode != "candidates":
+        return None, None
+    if isinstance(callback.label_candidates, list):
+        return callback.label_candidates, None
+    column = callback.label_candidates
+    names = raw.column_names if hasattr(raw, "column_names") else list(raw)
+    if isinstance(column, str) and column in names:
+        return None, [list(choices) for choices in raw[column]]
+    return None, None
+
+
 def _show_examples(
     trainer: Any,
     raw: Any,
@@ -940,9 +962,11 @@ def _show_examples(
     from .data.features import student_input_texts
 
     callback = _ece_callback(trainer)
-    label_set = callback.label_candidates if isinstance(callback.label_candidates, list) else None
-    mode = "sequence" if callback.mode == "candidates" and label_set is None else callback.mode
     raw = raw.select(range(shown))
+    label_set, per_row = _example_candidates(callback, raw)
+    mode = callback.mode
+    if mode == "candidates" and label_set is None and per_row is None:
+        mode = "sequence"  # candidates from a column the split lacks
     rows = predict_texts(
         trainer.model,
         trainer.processing_class,
@@ -956,6 +980,7 @@ def _show_examples(
         label_candidates=label_set,
         max_input_length=data_args.max_input_length,
         chat_template=data_args.chat_template,
+        candidates_per_text=per_row,
     )
     candidates = mode == "candidates"
     what = "the most likely candidate label and the generated label" if candidates else "label"
