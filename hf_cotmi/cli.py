@@ -27,12 +27,14 @@ from typing import Any
 
 from .command_line import CommonArguments, build_argument_parser, parse_command_line
 from .confidence import CONFIDENCE_MODES
+from .data.textfiles import InputRecord
 from .pipeline import (
     check_confidence_options,
     quiet_libraries,
     run_evaluation,
     run_prediction,
     run_training,
+    shown_text,
     write_json,
 )
 from .run_arguments import COLUMN_FIELDS, CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
@@ -117,8 +119,8 @@ class PredictArguments:
     )
     input_file: str | None = field(
         default=None,
-        metadata={"help": "Read inputs from this file: one text per line, or JSON Lines with an 'input' field. "
-                  "'-' reads standard input."},
+        metadata={"help": "Read inputs from this file: one text per line, or JSON Lines with an 'input' field "
+                  "(and a multiple-choice question's 'choices' list). '-' reads standard input."},
     )  # fmt: skip
     output_file: str | None = field(
         default=None, metadata={"help": "Also write the predictions as JSON Lines."}
@@ -126,7 +128,8 @@ class PredictArguments:
     confidence: str | None = field(
         default=None,
         metadata={"help": "sequence (probability of the generated label), first_token, or candidates "
-                  "(with --label-candidates).", "choices": list(CONFIDENCE_MODES)},
+                  "(with --label-candidates, or each question's own choices: a JSON Lines 'choices' list or "
+                  "'Answer Choices:' lines in its text).", "choices": list(CONFIDENCE_MODES)},
     )  # fmt: skip
     label_candidates: str | None = field(
         default=None, metadata={"help": "Comma-separated labels to choose from (candidates confidence)."}
@@ -388,14 +391,14 @@ def _prepare_output_file(path: str | None) -> None:
         os.makedirs(directory, exist_ok=True)
 
 
-def _read_inputs(path: str) -> list[str]:
+def _read_inputs(path: str) -> list[InputRecord]:
     from .data.jsonfiles import DataFormatError
-    from .data.textfiles import read_input_lines
+    from .data.textfiles import read_input_records
 
     if path != "-" and not os.path.isfile(path):
         raise CLIUsageError(f"--input-file {path!r} does not exist or is not a file")
     try:
-        return read_input_lines(path)
+        return read_input_records(path)
     except DataFormatError as error:
         raise CLIUsageError(f"--input-file: {error}") from error
 
@@ -407,13 +410,13 @@ def _predict(argv: Sequence[str], debug: bool = False) -> int:
     if not args.model_name_or_path:
         raise CLIUsageError("--model is required: the folder a training run saved (e.g. demo-out)")
     _prepare_output_file(args.output_file)
-    texts = list(extra.texts)
+    inputs = [InputRecord(text, f"text argument {n}") for n, text in enumerate(extra.texts, start=1)]
     if args.input_file:
-        texts += _read_inputs(args.input_file)
+        inputs += _read_inputs(args.input_file)
     with quiet_libraries(not debug):
         rows = run_prediction(
             args.model_name_or_path,
-            texts,
+            inputs,
             label_candidates=args.label_candidates,
             confidence=args.confidence,
             batch_size=args.batch_size,
@@ -427,17 +430,24 @@ def _predict(argv: Sequence[str], debug: bool = False) -> int:
             continue
         if index:
             print()
-        print(f"input:      {row['input']}")
-        print(f"label:      {row['label']}")
-        print(f"confidence: {row['confidence']:.4f}")
-        if "generated_label" in row:  # candidates: the label above is the most likely candidate
-            print(f"generated:  {row['generated_label']}")
-        print(f"rationale:  {row['rationale']}")
+        _print_prediction(row)
     if args.output_file:
         with open(args.output_file, "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return 0
+
+
+def _print_prediction(row: dict[str, Any]) -> None:
+    """One prediction as readable lines; an empty label or rationale shows as ``""``."""
+    print(f"input:      {row['input']}")
+    if "choices" in row:  # the question's own choices, the candidates scored
+        print(f"choices:    {json.dumps(row['choices'], ensure_ascii=False)}")
+    print(f"label:      {shown_text(row['label'])}")
+    print(f"confidence: {row['confidence']:.4f}")
+    if "generated_label" in row:  # candidates: the label above is the most likely candidate
+        print(f"generated:  {shown_text(row['generated_label'])}")
+    print(f"rationale:  {shown_text(row['rationale'])}")
 
 
 _COMMANDS: dict[str, Callable[[Sequence[str], bool], int]] = {

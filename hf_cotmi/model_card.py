@@ -215,6 +215,11 @@ class DSSModelCardData(CardData):
             tokenizer's EOS token, as :func:`hf_cotmi.prepare_dss_features` joins them.
         held_out_subsets: by metric prefix (``"test"``, ``"eval"``), the held-out splits whose figures cover
             only their first examples (see :func:`held_out_subset`); the card says so.
+        confidence_mode: the confidence the ECE was measured with (``"candidates"``, ``"sequence"``,
+            ``"first_token"``: :attr:`hf_cotmi.ECECallback.mode`); the evaluation section says which
+            (:func:`ece_description`). None: unknown, nothing is said.
+        label_candidates: in candidates mode, the fixed labels scored, or the name of the column holding each
+            example's own candidates (CQA's ``choices``).
 
     Examples:
         >>> card = DSSModelCardData(model_name="t5-small-svamp-dssmi", loss_settings={"mi_loss_weight": 0.1})
@@ -254,6 +259,8 @@ class DSSModelCardData(CardData):
     task: str | None = None
     nli_separator: str = DEFAULT_NLI_SEPARATOR
     held_out_subsets: dict[str, HeldOutSubset] = field(default_factory=dict)
+    confidence_mode: str | None = None
+    label_candidates: list[str] | str | None = None
 
     @property
     def method(self) -> str:
@@ -372,6 +379,7 @@ class DSSModelCardData(CardData):
             repo_literal=_python_literal(repo or ""),
             question_literal=_python_literal(self.usage_input),
             held_out_notes=self._held_out_notes(),
+            ece_note=self._ece_note(),
             predict_prefix_literal=_python_literal(self.predict_prefix),
             explain_prefix_literal=_python_literal(self.explain_prefix),
             generation_returns_prompt=self.model_class.endswith("CausalLM"),
@@ -390,6 +398,12 @@ class DSSModelCardData(CardData):
             if any(name.startswith(f"{prefix}_") for name in self.metrics):
                 notes.append({"prefix": prefix, **dataclasses.asdict(subset)})
         return notes
+
+    def _ece_note(self) -> str | None:
+        """How the listed ECE was measured (:func:`ece_description`); None without an ECE or a known mode."""
+        if not any(name.endswith("_ece") for name in self.metrics):
+            return None
+        return ece_description(self.confidence_mode, self.label_candidates)
 
     def metadata(self) -> dict[str, Any]:
         """The YAML metadata the Hub indexes, as a dict (``to_yaml`` dumps it).
@@ -446,6 +460,71 @@ class DSSModelCardData(CardData):
         return yaml.safe_dump(
             self.metadata(), sort_keys=False, allow_unicode=True, line_break=line_break
         ).strip()
+
+
+_ECE_METRICS = "The ECE (`*_ece`) and `*_avg_confidence` use"
+_GENERATED_CORRECTNESS = (
+    "the ECE measures it against whether that generated label is correct, "
+    "the correctness `*_accuracy` counts."
+)
+_CHOSEN_CORRECTNESS = "while `*_accuracy` counts the label the student generates."
+_MAX_LABELS_NAMED = 10
+
+
+def ece_description(
+    confidence_mode: str | None, label_candidates: list[str] | str | None = None
+) -> str | None:
+    """One sentence saying which confidence a card's ECE used and the correctness it was measured against.
+
+    Sequence and first-token confidence belong to the generated label, so the ECE is measured against the
+    correctness ``*_accuracy`` counts; candidates confidence belongs to the most likely candidate (a fixed
+    label, or one of each example's own choices), so the ECE is measured against that candidate's
+    correctness (``*_choice_accuracy``), while ``*_accuracy`` stays the generated label's.
+
+    Args:
+        confidence_mode: ``"candidates"``, ``"sequence"`` or ``"first_token"``; anything else (None): None.
+        label_candidates: candidates mode's fixed labels, or the column of each example's own candidates.
+
+    Examples:
+        >>> print(ece_description("candidates", "choices"))  # doctest: +NORMALIZE_WHITESPACE
+        The ECE (`*_ece`) and `*_avg_confidence` use candidates confidence, the softmax over each example's
+        own `choices` of the student's likelihood of each, taken for the most likely one; the ECE measures it
+        against whether that choice is correct (`*_choice_accuracy`), while `*_accuracy` counts the label the
+        student generates.
+        >>> ece_description(None) is None
+        True
+    """
+    if confidence_mode == "sequence":
+        return (
+            f"{_ECE_METRICS} sequence confidence, the student's probability of the whole label it generates; "
+            f"{_GENERATED_CORRECTNESS}"
+        )
+    if confidence_mode == "first_token":
+        return (
+            f"{_ECE_METRICS} first-token confidence, the student's top probability at the first token of the "
+            f"label it generates; {_GENERATED_CORRECTNESS}"
+        )
+    if confidence_mode != "candidates":
+        return None
+    if isinstance(label_candidates, str):
+        scored, chosen = f"each example's own {_code(label_candidates)}", "choice"
+    elif label_candidates:
+        named = ", ".join(_code(str(label)) for label in label_candidates[:_MAX_LABELS_NAMED])
+        more = len(label_candidates) - _MAX_LABELS_NAMED
+        scored = f"the fixed labels {named}" + (f" and {more} more" if more > 0 else "")
+        chosen = "label"
+    else:
+        scored, chosen = "the candidates", "candidate"
+    return (
+        f"{_ECE_METRICS} candidates confidence, the softmax over {scored} of the student's likelihood of each, "
+        f"taken for the most likely one; the ECE measures it against whether that {chosen} is correct "
+        f"(`*_choice_accuracy`), {_CHOSEN_CORRECTNESS}"
+    )
+
+
+def _code(text: str) -> str:
+    """``text`` as inline Markdown code (a backtick inside becomes a quote, a line break a space)."""
+    return "`" + " ".join(text.replace("`", "'").split()) + "`"
 
 
 def card_metrics(metrics: dict[str, Any], prefixes: tuple[str, ...] = _METRIC_PREFIXES) -> dict[str, float]:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .data.textfiles import write_text_atomically
+from .data.textfiles import InputRecord, write_text_atomically
 from .generation import generate_texts, predict_texts
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .run_arguments import COLUMN_FIELDS, CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
@@ -949,6 +949,17 @@ def _example_candidates(callback: Any, raw: Any) -> tuple[list[str] | None, list
     return None, None
 
 
+def shown_text(text: str) -> str:
+    """A label or rationale as ``predict`` and the examples after training print it: the text itself, or
+    its quoted form (``""``) when it is empty or blank, so an empty answer is not printed as blank space.
+
+    Examples:
+        >>> shown_text("sea"), shown_text(""), shown_text(" ")
+        ('sea', '""', '" "')
+    """
+    return text if text.strip() else json.dumps(text)
+
+
 def _show_examples(
     trainer: Any,
     raw: Any,
@@ -989,13 +1000,18 @@ def _show_examples(
         row["gold"] = gold
         row["correct"] = bool(spec.is_correct(row["label"], gold))
         print_fn(f"  input:     {row['input']}")
-        print_fn(f"  rationale: {row['rationale']}")
+        print_fn(f"  rationale: {shown_text(row['rationale'])}")
         mark = "right" if row["correct"] else "wrong"
-        print_fn(f"  label:     {row['label']}  (gold {gold}, {mark}, confidence {row['confidence']:.2f})")
+        print_fn(
+            f"  label:     {shown_text(row['label'])}  (gold {shown_text(gold)}, {mark}, "
+            f"confidence {row['confidence']:.2f})"
+        )
         if candidates:  # the accuracy counts the generated label, the ECE the candidate above
             row["generated_correct"] = bool(spec.is_correct(row["generated_label"], gold))
             mark = "right" if row["generated_correct"] else "wrong"
-            print_fn(f"  generated: {row['generated_label']}  ({mark}; the label the accuracy counts)")
+            print_fn(
+                f"  generated: {shown_text(row['generated_label'])}  ({mark}; the label the accuracy counts)"
+            )
     return rows
 
 
@@ -1520,7 +1536,7 @@ def _evaluation_input_length(data_args: DataArguments, sidecar: dict[str, Any]) 
 
 def run_prediction(
     model_path: str,
-    texts: Sequence[str],
+    texts: Sequence[str | InputRecord],
     *,
     label_candidates: str | None = None,
     confidence: str | None = None,
@@ -1536,31 +1552,32 @@ def run_prediction(
     decoder-only student trained with ``--chat-template`` is prompted with its chat template again. Without
     ``confidence`` the mode is the run's: its candidates, else the mode it measured its ECE with.
 
+    Candidates confidence without ``label_candidates`` (a run over a column of each example's own candidates,
+    CQA's ``choices``, or ``confidence="candidates"``) scores each input's own choices: its record's list in
+    the run's column (``choices`` for a run without one), else the ``Answer Choices:`` lines of its text
+    (:func:`hf_cotmi.prediction_inputs.question_choices`); each row then also holds its ``choices``.
+
+    Raises:
+        CLIUsageError: no text; empty ``label_candidates``; candidates confidence and an input without
+            choices (named: ``texts`` may be :class:`~hf_cotmi.data.textfiles.InputRecord` with their line).
+
     Examples:
         >>> # run_prediction("demo-out", ["mia has 4 pens . mia buys 3 more . ..."])[0]["label"]
+        >>> # run_prediction("cqa-out", ["Where?\\nAnswer Choices:\\n(a) sea\\n(b) tree"])[0]["choices"]
     """
+    from .prediction_inputs import input_records
+
     check_confidence_options(confidence, label_candidates)
     if not texts:
         raise CLIUsageError("no input text: give texts as arguments, or --input-file FILE")
+    records = input_records(texts)
     sidecar = read_sidecar(model_path)
+    mode, candidates, choices = _prediction_candidates(sidecar, records, confidence, label_candidates)
     model, tokenizer, _ = load_student(model_path, for_inference=True, device=device)
-    candidates: list[str] | None = None
-    if label_candidates:
-        candidates = [c.strip() for c in label_candidates.split(",") if c.strip()]
-        if not candidates:
-            raise CLIUsageError(f"--label-candidates {label_candidates!r} names no label")
-    elif isinstance(sidecar.get("label_candidates"), list) and confidence in (None, "candidates"):
-        candidates = [str(c) for c in sidecar["label_candidates"]]
-    saved_mode = sidecar.get("confidence")  # the mode the run measured its ECE with
-    mode = confidence or (
-        "candidates" if candidates else saved_mode if saved_mode in _PLAIN_CONFIDENCE_MODES else "sequence"
-    )
-    if mode == "candidates" and not candidates:
-        raise CLIUsageError("--confidence candidates needs --label-candidates (comma-separated labels)")
-    return predict_texts(
+    rows = predict_texts(
         model,
         tokenizer,
-        list(texts),
+        [record.text for record in records],
         predict_prefix=sidecar.get("predict_prefix", PREDICT_PREFIX),
         explain_prefix=sidecar.get("explain_prefix", EXPLAIN_PREFIX),
         label_max_new_tokens=max_new_tokens
@@ -1568,8 +1585,61 @@ def run_prediction(
         rationale_max_new_tokens=rationale_max_new_tokens
         or int(sidecar.get("rationale_max_new_tokens") or 256),
         confidence=mode,
-        label_candidates=candidates if mode == "candidates" else None,
+        label_candidates=candidates,
         batch_size=batch_size,
         max_input_length=int(sidecar.get("max_input_length") or input_length_limit(model, tokenizer)),
         chat_template=bool(sidecar.get("chat_template", False)),
+        candidates_per_text=choices,
     )
+    for row, own in zip(rows, choices or ()):
+        row["choices"] = own
+    return rows
+
+
+def _prediction_candidates(
+    sidecar: dict[str, Any],
+    records: Sequence[InputRecord],
+    confidence: str | None,
+    label_candidates: str | None,
+) -> tuple[str, list[str] | None, list[list[str]] | None]:
+    """``(mode, shared candidates, each input's choices)`` of ``predict``: the options given, else the run's.
+
+    Examples:
+        >>> run = {"confidence": "candidates", "label_candidates": "choices"}
+        >>> _prediction_candidates(run, [InputRecord("q", "line 1", {"choices": ["sea", "tree"]})], None, None)
+        ('candidates', None, [['sea', 'tree']])
+        >>> _prediction_candidates(run, [InputRecord("q", "line 1")], "sequence", None)
+        ('sequence', None, None)
+    """
+    from .prediction_inputs import choices_per_input
+
+    saved, saved_mode = sidecar.get("label_candidates"), sidecar.get("confidence")
+    candidates: list[str] | None = None
+    column: str | None = None
+    if label_candidates:
+        candidates = [c.strip() for c in label_candidates.split(",") if c.strip()]
+        if not candidates:
+            raise CLIUsageError(f"--label-candidates {label_candidates!r} names no label")
+    elif confidence in (None, "candidates") and isinstance(saved, list):
+        candidates = [str(c) for c in saved]
+    elif confidence in (None, "candidates") and isinstance(saved, str) and saved:
+        column = saved  # the run scored each example's own candidates (CQA's choices)
+    if confidence:
+        mode = confidence
+    elif candidates or column:
+        mode = "candidates"
+    else:  # the mode the run measured its ECE with
+        mode = saved_mode if saved_mode in _PLAIN_CONFIDENCE_MODES else "sequence"
+    if mode != "candidates":
+        return mode, None, None
+    if candidates:
+        return mode, candidates, None
+    if column:
+        needed_by = f"the run's confidence is candidates over each question's own {column!r}"
+    else:
+        column = TASKS["cqa"].candidates_column or "choices"
+        needed_by = (
+            "--confidence candidates needs --label-candidates (comma-separated labels) "
+            "or each input's own choices"
+        )
+    return mode, None, choices_per_input(records, column, needed_by=needed_by)

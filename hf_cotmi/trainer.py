@@ -26,7 +26,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
 from .arguments import DSSMITrainingArguments
-from .callbacks import StopOnNonFiniteCallback
+from .callbacks import ECECallback, StopOnNonFiniteCallback
 from .chunked_losses import chunked_dss_losses
 from .collator import EXPL_COLUMNS, PRED_COLUMNS, DSSDataCollator
 from .losses import rationale_nll_and_mutual_information
@@ -1455,8 +1455,10 @@ class DSSMITrainer(Seq2SeqTrainer):
         tags: str | list[str] | None = None,
     ) -> DSSModelCardData:
         """A copy of the card data ``model_card_callback`` filled during training (hyperparameters, losses,
-        metrics), with the names added: model name, repository id, base model, datasets and extra tags, and the
-        library (``peft`` for a student saved as adapters, else ``transformers``).
+        metrics), with the names added: model name, repository id, base model, datasets and extra tags, the
+        library (``peft`` for a student saved as adapters, else ``transformers``), and the confidence mode and
+        candidates of the :class:`~hf_cotmi.ECECallback` among the trainer's callbacks (the card says how its
+        ECE was measured).
 
         Examples:
             >>> # trainer.model_card_data().loss_settings["mi_loss_weight"]
@@ -1486,7 +1488,18 @@ class DSSMITrainer(Seq2SeqTrainer):
             local_base_model=local_base_model,
             datasets=[dataset] if isinstance(dataset, str) else list(dataset or []),
             extra_tags=[tags] if isinstance(tags, str) else list(tags or []),
+            **self._ece_confidence(card),
         )
+
+    def _ece_confidence(self, card: DSSModelCardData) -> dict[str, Any]:
+        """The card's ``confidence_mode`` and ``label_candidates``: the ECE callback's, else the card's own."""
+        ece = next((c for c in self.callback_handler.callbacks if isinstance(c, ECECallback)), None)
+        if ece is None:
+            return {"confidence_mode": card.confidence_mode, "label_candidates": card.label_candidates}
+        candidates = ece.label_candidates
+        if candidates is not None and not isinstance(candidates, str):
+            candidates = [str(label) for label in candidates]
+        return {"confidence_mode": ece.mode, "label_candidates": candidates}
 
     def _initial_model_card_data(self) -> DSSModelCardData:
         """What the card knows before training: the prefixes, loss settings, tags, papers and versions."""

@@ -306,7 +306,7 @@ def test_input_lines_split_at_newline_only(tmp_path):
     texts = [f"first{sep}half of one input" for sep in SEPARATORS]
     path = write(tmp_path / "in.txt", "\r\n".join(texts) + "\n\n" + json.dumps({"input": "a\u2028b"}) + "\n")
     assert read_input_lines(path) == texts + ["a\u2028b"]
-    assert _read_inputs(str(path)) == texts + ["a\u2028b"]
+    assert [record.text for record in _read_inputs(str(path))] == texts + ["a\u2028b"]
 
 
 def test_input_lines_from_standard_input_are_decoded_as_utf8(monkeypatch):

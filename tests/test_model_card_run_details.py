@@ -240,3 +240,64 @@ def test_a_row_of_your_own_files_never_reaches_the_card_a_built_in_datasets_does
     built_in = LoadedData(splits=rows, name="svamp", task="equation", source={"dataset": "svamp"})
     record_run_data(card, built_in, DataArguments(), tokenizer)
     assert snippet_question(render_model_card(card)) == "a public question"
+
+
+# ------------------------------------------------------------------ how the ECE was measured
+
+ECE_METRICS = {"test_accuracy": 0.5, "test_ece": 0.1, "test_avg_confidence": 0.6}
+
+
+def ece_sentence(card: DSSModelCardData) -> str:
+    lines = [line for line in evaluation_section(render_model_card(card)).splitlines() if "`*_ece`" in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+GENERATED = "whether that generated label is correct, the correctness `*_accuracy` counts"
+CHOSEN = "`*_accuracy` counts the label the student generates"
+
+
+@pytest.mark.parametrize(
+    ("mode", "candidates", "phrases"),
+    [
+        ("sequence", None, ["sequence confidence", "probability of the whole label it generates", GENERATED]),
+        ("first_token", None, ["first-token confidence", "first token of the label it generates", GENERATED]),
+        ("candidates", ["entailment", "neutral", "contradiction"],
+         ["candidates confidence", "the fixed labels `entailment`, `neutral`, `contradiction`",
+          "whether that label is correct (`*_choice_accuracy`)", CHOSEN]),
+        ("candidates", "choices",
+         ["candidates confidence", "each example's own `choices`",
+          "whether that choice is correct (`*_choice_accuracy`)", CHOSEN]),
+    ],
+)  # fmt: skip
+def test_the_evaluation_section_says_which_confidence_the_ece_used(mode, candidates, phrases):
+    card = DSSModelCardData("m", metrics=ECE_METRICS, confidence_mode=mode, label_candidates=candidates)
+    sentence = ece_sentence(card)
+    for phrase in phrases:
+        assert phrase in sentence, (phrase, sentence)
+
+
+def test_no_ece_sentence_without_an_ece_or_a_known_mode():
+    no_ece = DSSModelCardData("m", metrics={"test_accuracy": 0.5}, confidence_mode="sequence")
+    unknown = DSSModelCardData("m", metrics=ECE_METRICS)
+    for card in (no_ece, unknown):
+        assert "`*_ece`" not in evaluation_section(render_model_card(card))
+
+
+def test_a_trainers_card_records_its_ece_callbacks_confidence(tmp_path, tiny_tokenizer):
+    from hf_cotmi import ECECallback
+
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32)
+    callback = ECECallback(label_candidates="choices")
+    trainer = DSSMITrainer(
+        model=model,
+        args=training_arguments(tmp_path / "out"),
+        processing_class=tiny_tokenizer,
+        callbacks=[callback],
+    )
+    card = trainer.model_card_data()
+    assert (card.confidence_mode, card.label_candidates) == ("candidates", "choices")
+    plain = DSSMITrainer(
+        model=model, args=training_arguments(tmp_path / "plain"), processing_class=tiny_tokenizer
+    )
+    assert plain.model_card_data().confidence_mode is None

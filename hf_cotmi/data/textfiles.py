@@ -9,7 +9,8 @@ whole or not at all.
 - :func:`read_csv_records`: a CSV file with a header line; duplicate or empty headers and rows with the
   wrong number of fields are errors naming the line (the header is line 1).
 - :func:`read_input_lines`: the input texts of ``hf-cotmi predict --input-file`` (one per line, or JSON
-  Lines with an ``input`` field).
+  Lines with an ``input`` field); :func:`read_input_records` gives each with its line and its JSON fields
+  (a multiple-choice question's ``choices``).
 - :func:`write_atomically`, :func:`write_text_atomically`: a file (any writer's, or UTF-8 text) made
   through a temporary file beside the target and a rename, so a reader sees the old file or the new one,
   never a partial one.
@@ -29,8 +30,9 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Callable
-from typing import IO, Union
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Union
 
 from .jsonfiles import DataFormatError, check_duplicate_keys
 
@@ -39,6 +41,8 @@ __all__ = [
     "split_lines",
     "read_csv_records",
     "read_input_lines",
+    "InputRecord",
+    "read_input_records",
     "write_atomically",
     "write_text_atomically",
 ]
@@ -183,7 +187,8 @@ def read_input_lines(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[str]
 
     A line is text up to ``"\\n"`` (see :func:`split_lines`: U+2028 and other separators stay inside the
     input); surrounding whitespace is stripped and blank lines are skipped. A line that starts with ``{`` is
-    a JSON object whose ``input`` field is the text (JSON Lines).
+    a JSON object whose ``input`` field is the text (JSON Lines). :func:`read_input_records` also gives each
+    input's line and the other fields of its JSON object.
 
     Args:
         path_or_stdin: a path, ``"-"`` for standard input, or an open file (bytes or text).
@@ -201,43 +206,92 @@ def read_input_lines(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[str]
         >>> read_input_lines(io.BytesIO('a\\u2028b\\n\\n{"input": "c"}\\n'.encode()))
         ['a\\u2028b', 'c']
     """
+    return [record.text for record in read_input_records(path_or_stdin)]
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One input of ``hf-cotmi predict``: its text, where it came from, and its JSON object's fields.
+
+    Attributes:
+        text: the input text (a plain line stripped, or a JSON object's ``input``).
+        where: where it came from, for messages: ``"questions.jsonl, line 3"``, ``"text argument 1"``.
+        fields: the whole JSON object of a JSON Lines input (``input`` included, and e.g. a multiple-choice
+            question's ``choices``); empty for a plain line or a text given as an argument.
+
+    Examples:
+        >>> InputRecord("where do fish live?", "text argument 1").fields
+        {}
+    """
+
+    text: str
+    where: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+def read_input_records(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[InputRecord]:
+    """The inputs of a file for ``hf-cotmi predict --input-file``, each with its line and JSON fields.
+
+    Lines are read as :func:`read_input_lines` reads them (plain text, or a JSON object with a text
+    ``input``); a JSON object's other fields (a multiple-choice question's ``choices``) are kept in
+    :attr:`InputRecord.fields`.
+
+    Args:
+        path_or_stdin: a path, ``"-"`` for standard input, or an open file (bytes or text).
+
+    Returns:
+        One :class:`InputRecord` per input, in file order; ``where`` names the file and the 1-based line.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        DataFormatError: as :func:`read_input_lines`.
+
+    Examples:
+        >>> import io
+        >>> plain, record = read_input_records(io.StringIO('sea?\\n{"input": "q", "choices": ["a", "b"]}\\n'))
+        >>> plain.text, plain.fields, record.where, record.fields["choices"]
+        ('sea?', {}, 'the input stream, line 2', ['a', 'b'])
+    """
+    where, text = _input_text(path_or_stdin)
+    records = []
+    for number, line in enumerate(split_lines(text), start=1):
+        if not line.strip():
+            continue
+        located = f"{where}, line {number}"
+        if not line.lstrip().startswith("{"):
+            records.append(InputRecord(line.strip(), located))
+            continue
+        try:
+            record = json.loads(line, object_pairs_hook=check_duplicate_keys)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(f"{located}: not valid JSON ({error.msg})") from None
+        except DataFormatError as error:
+            raise DataFormatError(f"{located}: {error}") from None
+        if not isinstance(record.get("input"), str):  # a line that starts with "{" is an object
+            raise DataFormatError(
+                f"{located}: expected a JSON object with a text field 'input'; {_what_it_has(record)}"
+            )
+        # a blank plain line separates inputs; a blank JSON input is an error of its record
+        if not record["input"].strip():
+            raise DataFormatError(f"{located}: 'input' is blank; expected the text to predict from")
+        records.append(InputRecord(record["input"], located, record))
+    return records
+
+
+def _input_text(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> tuple[str, str]:
+    """``(where, text)`` of a path, ``"-"`` (standard input) or an open file, decoded as UTF-8."""
     if isinstance(path_or_stdin, (str, os.PathLike)) and os.fspath(path_or_stdin) == "-":
         path_or_stdin = sys.stdin
     if isinstance(path_or_stdin, (str, os.PathLike)):
         where = os.fspath(path_or_stdin)
         if not os.path.isfile(where):
             raise FileNotFoundError(f"{where!r} does not exist or is not a file")
-        text = read_text_file(where)
-    else:
-        stream = path_or_stdin
-        where = "standard input" if stream is sys.stdin else str(getattr(stream, "name", "the input stream"))
-        stream = getattr(stream, "buffer", stream)  # read bytes where possible, to decode them ourselves
-        data = stream.read()
-        text = decode_text(data, where) if isinstance(data, bytes) else data.removeprefix("\ufeff")
-    texts = []
-    for number, line in enumerate(split_lines(text), start=1):
-        if not line.strip():
-            continue
-        if not line.lstrip().startswith("{"):
-            texts.append(line.strip())
-            continue
-        try:
-            record = json.loads(line, object_pairs_hook=check_duplicate_keys)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{where}, line {number}: not valid JSON ({error.msg})") from None
-        except DataFormatError as error:
-            raise DataFormatError(f"{where}, line {number}: {error}") from None
-        if not isinstance(record.get("input"), str):  # a line that starts with "{" is an object
-            raise DataFormatError(
-                f"{where}, line {number}: expected a JSON object with a text field 'input'; {_what_it_has(record)}"
-            )
-        # a blank plain line separates inputs; a blank JSON input is an error of its record
-        if not record["input"].strip():
-            raise DataFormatError(
-                f"{where}, line {number}: 'input' is blank; expected the text to predict from"
-            )
-        texts.append(record["input"])
-    return texts
+        return where, read_text_file(where)
+    stream = path_or_stdin
+    where = "standard input" if stream is sys.stdin else str(getattr(stream, "name", "the input stream"))
+    stream = getattr(stream, "buffer", stream)  # read bytes where possible, to decode them ourselves
+    data = stream.read()
+    return where, decode_text(data, where) if isinstance(data, bytes) else data.removeprefix("\ufeff")
 
 
 def _what_it_has(record: dict) -> str:
