@@ -423,4 +423,6 @@ def decode_token_ids(tokenizer: Any, ids: Any, pad_id: int | None = None) -> lis
         ['yes']
     """
     rows = _token_id_rows(ids, _padding_id(tokenizer) if pad_id is None else pad_id)
+    if not rows:  # some transformers releases decode no rows as one empty text
+        return []
     return tokenizer.batch_decode(rows, skip_special_tokens=True)
