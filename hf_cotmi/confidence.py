@@ -37,7 +37,7 @@ import numpy as np
 
 from .calibration import average_confidence, expected_calibration_error
 from .dataset_rows import num_rows
-from .metrics import decode_token_ids, normalize_text
+from .metrics import decode_token_ids, text_accuracy
 from .prefixes import PREDICT_PREFIX
 from .student_types import check_chat_template_student, resolve_student_type
 
@@ -48,8 +48,8 @@ __all__ = ["CONFIDENCE_MODES", "LabelConfidences", "label_confidences", "check_c
 
 
 def _default_is_correct(prediction: str, reference: str) -> bool:
-    # the same normalisation as the library's text accuracy, so that ECE and accuracy agree on "correct"
-    return normalize_text(prediction) == normalize_text(reference)
+    # the library's text accuracy itself, so that ECE and accuracy agree on "correct" (an empty reference too)
+    return text_accuracy([prediction], [reference]) == 1.0
 
 
 @dataclass
@@ -505,8 +505,9 @@ def label_confidences(
         num_beams: beams for generation (1 = greedy). With beams, ``"sequence"`` uses the chosen beam's
             per-token log-probabilities (no length penalty).
         max_source_length: truncate tokenised ``input_column`` text to this many tokens.
-        is_correct: ``is_correct(prediction, gold) -> bool``; default: exact match after
-            :func:`hf_cotmi.metrics.normalize_text`. Pass e.g. an equation checker for arithmetic tasks.
+        is_correct: ``is_correct(prediction, gold) -> bool``; default: :func:`hf_cotmi.metrics.text_accuracy`'s
+            rule (exact match after :func:`hf_cotmi.metrics.normalize_text`; an empty gold is never matched).
+            Pass e.g. an equation checker for arithmetic tasks.
         chat_template: decoder-only students trained on features built with ``chat_template=True``: raw
             text is prompted as a user turn plus the assistant header, and each candidate is scored as the
             assistant turn (end-of-turn tokens included). The user turn a candidate follows is

@@ -556,3 +556,16 @@ def test_predict_texts_refuses_candidates_beside_a_generation_mode(tok, trained_
     # candidates alone mean candidates mode: every label is one of them
     rows = predict_texts(trained_t5, tok, INPUTS[:2], label_candidates=CANDIDATES, rationale_max_new_tokens=2)
     assert [row["label"] in CANDIDATES for row in rows] == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("prediction", "gold"), [("Neutral.", "neutral"), ("yes", "no"), ("", ""), (" ", "."), ("sea", "")]
+)
+def test_the_default_correctness_is_the_text_accuracys(prediction, gold):
+    """ECE and accuracy must agree on "correct": without ``is_correct`` an example is right exactly when the
+    text accuracy counts it right (an empty gold never is)."""
+    from hf_cotmi.confidence import _default_is_correct
+    from hf_cotmi.metrics import text_accuracy
+
+    assert _default_is_correct(prediction, gold) == (text_accuracy([prediction], [gold]) == 1.0)
+    assert _default_is_correct("", "") is False
