@@ -37,6 +37,7 @@ from .pipeline import (
     shown_text,
     write_json,
 )
+from .prediction_inputs import input_records
 from .run_arguments import COLUMN_FIELDS, CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
 from .teacher.command import build_generate_rationales_parser, generate_rationales_command
 
@@ -410,7 +411,7 @@ def _predict(argv: Sequence[str], debug: bool = False) -> int:
     if not args.model_name_or_path:
         raise CLIUsageError("--model is required: the folder a training run saved (e.g. demo-out)")
     _prepare_output_file(args.output_file)
-    inputs = [InputRecord(text, f"text argument {n}") for n, text in enumerate(extra.texts, start=1)]
+    inputs = input_records(extra.texts, source="text argument")
     if args.input_file:
         inputs += _read_inputs(args.input_file)
     with quiet_libraries(not debug):

@@ -294,8 +294,6 @@ def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
         array = array[0]
     if hasattr(array, "detach"):  # a tensor (batch_eval_metrics hands the gathered batch), maybe on a GPU
         array = array.detach().cpu().numpy()
-    if isinstance(array, list) and not array:  # no rows (not one empty row)
-        return []
     if isinstance(array, list) and array and (isinstance(array[0], tuple) or np.ndim(array[0]) >= 2):
         # one entry per batch (eval_do_concat_batches=False): each batch's rows, in order
         return [row for batch in array for row in _token_id_rows(batch, pad_id)]

@@ -934,8 +934,9 @@ def _example_candidates(callback: Any, raw: Any) -> tuple[list[str] | None, list
 
     Examples:
         >>> from types import SimpleNamespace
+        >>> from datasets import Dataset
         >>> _example_candidates(SimpleNamespace(mode="candidates", label_candidates="choices"),
-        ...                     {"choices": [["sea", "tree"]]})
+        ...                     Dataset.from_dict({"choices": [["sea", "tree"]]}))
         (None, [['sea', 'tree']])
     """
     if callback.mode != "candidates":
@@ -943,8 +944,7 @@ def _example_candidates(callback: Any, raw: Any) -> tuple[list[str] | None, list
     if isinstance(callback.label_candidates, list):
         return callback.label_candidates, None
     column = callback.label_candidates
-    names = raw.column_names if hasattr(raw, "column_names") else list(raw)
-    if isinstance(column, str) and column in names:
+    if isinstance(column, str) and column in raw.column_names:
         return None, [list(choices) for choices in raw[column]]
     return None, None
 
