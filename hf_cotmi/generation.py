@@ -109,6 +109,7 @@ def _generate_causal_texts(
         tokenizer, prompts, max_input_length, chat_template=chat_template, first_index=first_index
     )
     texts = [""] * len(prompt_ids)
+    stop_at_eos = stop_at_eos_kwargs(model, eos_token_ids(model, tokenizer))
     with torch.no_grad():
         for rows in generation_groups(model, [len(p) for p in prompt_ids]):
             ids, width = generate_from_prompts(
@@ -118,7 +119,7 @@ def _generate_causal_texts(
                 max_new_tokens=max_new_tokens,
                 num_beams=1,
                 do_sample=False,
-                **stop_at_eos_kwargs(model, eos_token_ids(model, tokenizer)),
+                **stop_at_eos,
             )
             for row, text in zip(rows, tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)):
                 texts[row] = text.strip()

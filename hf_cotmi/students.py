@@ -446,10 +446,10 @@ def _merged(model: Any, folder: str, causal: bool) -> Any:
     exist only inside peft's forward, which the inference code (generation from encoder outputs, candidate
     scoring on a cache) goes around, so it is refused here by name.
     """
-    if not hasattr(model.base_model, "merge_and_unload"):
-        from .peft_methods import peft_type_name
+    from .peft_methods import prompt_learning_method
 
-        kind = peft_type_name(model.active_peft_config)
+    kind = prompt_learning_method(model)
+    if kind:
         loader = "AutoPeftModelForCausalLM" if causal else "AutoPeftModelForSeq2SeqLM"
         raise CLIUsageError(
             f"{folder!r} holds {kind} adapters, which cannot be merged into their base model; evaluate and "

@@ -1276,8 +1276,6 @@ class DSSMITrainer(Seq2SeqTrainer):
         too, and a prompt longer than it would leave no room); else 20. A passed ``generation_config`` is
         copied with the other generation options set on it, since ``generate`` deprecates getting both.
         """
-        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
         kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         max_length = kwargs.pop("max_length", None)
@@ -1293,7 +1291,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             or 20
         )
         kwargs["max_new_tokens"] = limit
-        kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or _is_fsdp(self.model))
+        kwargs.setdefault("synced_gpus", _is_deepspeed_zero3() or _is_fsdp(self.model))
         if "eos_token_id" not in kwargs and getattr(given, "eos_token_id", None) is None:
             kwargs.update(self._causal_stop_at_eos())
         if given is not None:
@@ -1488,14 +1486,14 @@ class DSSMITrainer(Seq2SeqTrainer):
             local_base_model=local_base_model,
             datasets=[dataset] if isinstance(dataset, str) else list(dataset or []),
             extra_tags=[tags] if isinstance(tags, str) else list(tags or []),
-            **self._ece_confidence(card),
+            **self._ece_confidence(),
         )
 
-    def _ece_confidence(self, card: DSSModelCardData) -> dict[str, Any]:
-        """The card's ``confidence_mode`` and ``label_candidates``: the ECE callback's, else the card's own."""
+    def _ece_confidence(self) -> dict[str, Any]:
+        """The card's ``confidence_mode`` and ``label_candidates`` from the ECE callback; none without one."""
         ece = next((c for c in self.callback_handler.callbacks if isinstance(c, ECECallback)), None)
         if ece is None:
-            return {"confidence_mode": card.confidence_mode, "label_candidates": card.label_candidates}
+            return {}
         candidates = ece.label_candidates
         if candidates is not None and not isinstance(candidates, str):
             candidates = [str(label) for label in candidates]
