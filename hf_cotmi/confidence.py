@@ -379,12 +379,11 @@ def target_prefix_ids(tokenizer: Any) -> list[int]:
         >>> target_prefix_ids(build_word_tokenizer(["a b"]))  # writes "a b </s>": nothing in front
         []
     """
+    from .data.causal import ids_in_front
+
     probe = tokenizer(text_target="a", verbose=False)["input_ids"]
     bare = tokenizer("a", add_special_tokens=False, verbose=False)["input_ids"]
-    for offset in range(len(probe) - len(bare) + 1):
-        if bare and probe[offset : offset + len(bare)] == bare:
-            return [int(t) for t in probe[:offset]]
-    return []
+    return ids_in_front(probe, bare) or []
 
 
 def _target_prefix_steps(tokens: Any, prefix: Sequence[int], torch: Any) -> Any:

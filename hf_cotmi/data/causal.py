@@ -40,6 +40,7 @@ __all__ = [
     "CausalEncoding",
     "encode_causal_task",
     "leading_special_ids",
+    "ids_in_front",
     "check_prompt_rows",
     "chat_prompt_frame",
     "TARGET_SEPARATOR",
@@ -102,15 +103,26 @@ def leading_special_ids(tokenizer: Any) -> list[int]:
         >>> leading_special_ids(tok) == [tok.bos_token_id]
         True
     """
-    probe = tokenizer("a", verbose=False)["input_ids"]
-    bare = _ids(tokenizer, ["a"])[0]
-    for offset in range(len(probe) - len(bare) + 1):
-        if bare and probe[offset : offset + len(bare)] == bare:
-            if offset:
-                return [int(t) for t in probe[:offset]]
-            break
+    added = ids_in_front(tokenizer("a", verbose=False)["input_ids"], _ids(tokenizer, ["a"])[0])
+    if added:
+        return added
     bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
     return [int(bos)] if bos is not None and bos != eos else []
+
+
+def ids_in_front(sequence: Sequence[int], part: Sequence[int]) -> list[int] | None:
+    """The ids of ``sequence`` before the first place ``part`` (non-empty) appears in it; None where it does
+    not. With ``sequence`` a text tokenised with special tokens and ``part`` the same text without them, this
+    is what the tokenizer puts in front of every text.
+
+    Examples:
+        >>> ids_in_front([1, 7, 8, 2], [7, 8]), ids_in_front([7, 8, 2], [7, 8]), ids_in_front([7, 2], [8])
+        ([1], [], None)
+    """
+    for offset in range(len(sequence) - len(part) + 1):
+        if part and list(sequence[offset : offset + len(part)]) == list(part):
+            return [int(t) for t in sequence[:offset]]
+    return None
 
 
 def check_prompt_rows(rows: Sequence[Sequence[int]], eos_token_id: int | None) -> None:
