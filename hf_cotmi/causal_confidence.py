@@ -41,6 +41,7 @@ __all__ = [
     "left_pad",
     "generate_from_prompts",
     "generation_groups",
+    "generate_in_groups",
     "exact_generation",
 ]
 
@@ -482,13 +483,34 @@ def _full_pass_chunks(
     return chunks
 
 
+def generate_in_groups(
+    model: Any, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, **generation: Any
+) -> Iterator[tuple[list[int], Any, int]]:
+    """:func:`generate_from_prompts` over each :func:`generation_groups` group of ``prompt_ids`` (one group
+    but for prompt-learning adapters): yields ``(rows, output, width)``, ``rows`` the indices of the group's
+    prompts in ``prompt_ids`` (the output's rows, in order).
+
+    Examples:
+        >>> # texts = [""] * len(prompts)
+        >>> # for rows, out, width in generate_in_groups(model, prompts, pad_id=0, max_new_tokens=8):
+        >>> #     for row, ids in zip(rows, out[:, width:]):
+        >>> #         texts[row] = tokenizer.decode(ids, skip_special_tokens=True)
+    """
+    for rows in generation_groups(model, [len(prompt) for prompt in prompt_ids]):
+        output, width = generate_from_prompts(
+            model, [prompt_ids[row] for row in rows], pad_id=pad_id, **generation
+        )
+        yield rows, output, width
+
+
 def generate_from_prompts(
     model: Any, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, **generation: Any
 ) -> tuple[Any, int]:
     """``model.generate`` from left-padded prompts; returns the output and the prompt width to cut off.
 
     Generates under :func:`exact_generation` (no change for a model without prompt-learning adapters). The
-    prompts of one call should come from one :func:`generation_groups` group.
+    prompts of one call should come from one :func:`generation_groups` group (:func:`generate_in_groups`
+    makes the groups).
 
     Examples:
         >>> # out, width = generate_from_prompts(model, prompts, pad_id=0, max_new_tokens=8,

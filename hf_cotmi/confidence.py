@@ -924,8 +924,7 @@ def _causal_batch(
         candidate_target_ids,
         causal_prompts,
         fit_prompts_to_room,
-        generate_from_prompts,
-        generation_groups,
+        generate_in_groups,
         prompts_of_features,
         score_candidates,
     )
@@ -977,8 +976,7 @@ def _causal_batch(
             probs.append(p)
         return texts, confs, probs
     texts, confs = [""] * len(prompts), [0.0] * len(prompts)
-    for rows in generation_groups(model, [len(p) for p in prompts]):  # one group but for prompt learning
-        out, width = generate_from_prompts(model, [prompts[row] for row in rows], pad_id=pad_id, **generation)
+    for rows, out, width in generate_in_groups(model, prompts, pad_id=pad_id, **generation):
         decoded = tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
         examples = [first_example + row for row in rows]
         scored = _generation_confidences(model, out, mode, num_beams, eos_ids, torch, examples)

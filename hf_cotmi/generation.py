@@ -102,7 +102,7 @@ def _generate_causal_texts(
     """
     import torch
 
-    from .causal_confidence import causal_prompts, generate_from_prompts, generation_groups
+    from .causal_confidence import causal_prompts, generate_in_groups
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_ids = causal_prompts(
@@ -111,16 +111,15 @@ def _generate_causal_texts(
     texts = [""] * len(prompt_ids)
     stop_at_eos = stop_at_eos_kwargs(model, eos_token_ids(model, tokenizer))
     with torch.no_grad():
-        for rows in generation_groups(model, [len(p) for p in prompt_ids]):
-            ids, width = generate_from_prompts(
-                model,
-                [prompt_ids[row] for row in rows],
-                pad_id=pad_id,
-                max_new_tokens=max_new_tokens,
-                num_beams=1,
-                do_sample=False,
-                **stop_at_eos,
-            )
+        for rows, ids, width in generate_in_groups(
+            model,
+            prompt_ids,
+            pad_id=pad_id,
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            do_sample=False,
+            **stop_at_eos,
+        ):
             for row, text in zip(rows, tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)):
                 texts[row] = text.strip()
     return texts
