@@ -189,8 +189,9 @@ def _before_next_question(text: str) -> str:
 
 
 def _without_reasoning_questions(parse: Callable[[str], PalmOutput], text: str, phrase: str) -> PalmOutput:
-    """``parse(text)`` for a DSS rule that keeps only the text before the first ``Q:`` (CQA, SVAMP), with each
-    ``Q:`` before the answer's ``phrase`` hidden from that cut and given back in the result.
+    """``parse(text)`` for a DSS rule that keeps only the text before the first ``Q:`` (CQA, SVAMP), with the
+    ``Q:`` before the answer's ``phrase`` kept out of that cut: the rule parses the text from ``phrase`` on,
+    and the text before it is the rationale.
 
     ``text`` has been cut at a next example's ``Q:`` (:func:`_before_next_question`), so such a ``Q:`` is
     in the reasoning ("IQ:", "FAQ:"), not an invented exemplar; one after ``phrase`` is cut as DSS cut it.
@@ -204,10 +205,8 @@ def _without_reasoning_questions(parse: Callable[[str], PalmOutput], text: str, 
     start = text.find(phrase)
     if start < 0 or "Q:" not in text[:start]:
         return parse(text)
-    # a private-use character that the text does not hold stands in for each "Q:" of the reasoning
-    mask = next(chr(code) for code in range(0xE000, 0xF900) if chr(code) not in text)
-    output = parse(text[:start].replace("Q:", mask) + text[start:])
-    return PalmOutput(output.rationale.replace(mask, "Q:"), output.label.replace(mask, "Q:"))
+    # the rule run from the answer sentence on sees no "Q:" of the reasoning; what precedes is the rationale
+    return PalmOutput(text[:start].strip(), parse(text[start:]).label)
 
 
 def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> PalmOutput:
