@@ -442,10 +442,17 @@ def _score_full(
         ids = torch.cat([prompt_part, targets], dim=1)
         mask = torch.cat([prompt_mask, target_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        kept = targets.shape[1] + 1  # the last prompt position onwards: no output projection for the rest
-        extra = {"logits_to_keep": kept} if _takes(model, "logits_to_keep") else {}
-        logits = _forward(model, ids, mask, positions, use_cache=False, **extra).logits[:, -kept:]
-        predicting = logits[:, :-1].float()  # position t predicts token t + 1
+        # position t predicts token t + 1: the last prompt position up to the last target's predecessor,
+        # and no output projection for the rest. Counted from the end: prompt tuning puts virtual tokens in
+        # front of the logits.
+        predicting_positions = torch.arange(-targets.shape[1] - 1, -1, device=device)
+        if _takes(model, "logits_to_keep"):
+            logits = _forward(
+                model, ids, mask, positions, use_cache=False, logits_to_keep=predicting_positions
+            ).logits
+        else:
+            logits = _forward(model, ids, mask, positions, use_cache=False).logits[:, predicting_positions]
+        predicting = logits.float()
         log_probs = torch.log_softmax(predicting, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         totals.extend(
             torch.where(target_mask.bool(), log_probs, torch.zeros_like(log_probs)).sum(-1).tolist()

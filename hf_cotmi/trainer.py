@@ -671,9 +671,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         The target window is the columns ``[start, end)`` between the first and last label other than -100
         over the batch (with :class:`~hf_cotmi.DSSDataCollator` every row's target starts at ``start``).
         Position ``t`` predicts token ``t + 1``, so the logits kept are those of positions
-        ``start - 1 .. end - 2``: ``logits_to_keep`` drops the prompt (and the last position) before the
-        output projection where the model supports it; otherwise a pre-hook on the output projection cuts
-        its input to those positions (:func:`_head_sees_only`).
+        ``start - 1 .. end - 2``: ``logits_to_keep`` (a 1-D tensor of those positions) drops the prompt and
+        the positions after the window before the output projection where the model supports it; otherwise a
+        pre-hook on the output projection cuts its input to those positions (:func:`_head_sees_only`).
         """
         labels = batch["labels"]
         columns = labels.ne(-100).any(dim=0).nonzero()
@@ -687,9 +687,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         if prompt_learning_method(self.accelerator.unwrap_model(model)) and "attention_mask" in model_inputs:
             logits = self._right_padded_forward(model, model_inputs, start, width)
         elif self._supports_logits_to_keep(model):
-            keep = labels.shape[1] - (start - 1)
+            keep = torch.arange(start - 1, end - 1, device=labels.device) - labels.shape[1]  # from the end
             outputs = model(**model_inputs, logits_to_keep=keep)
-            logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0])[:, :width]
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         else:
             sequence_length = labels.shape[1]
             with _head_sees_only(self._output_projection_module(model), sequence_length, start - 1, end - 1):

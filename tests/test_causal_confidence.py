@@ -112,6 +112,24 @@ def test_both_scoring_strategies_give_the_naive_log_likelihoods(tok, trained, ar
     for text, cands, got in zip(INPUTS, per_example, scores):
         reference = [naive_log_likelihood(model, tok, text, c) for c in cands]
         np.testing.assert_allclose(got, reference, atol=1e-4)
+    if strategy == "full":  # the output projection sees only the positions that predict a candidate token
+        seen = []
+        hook = model.get_output_embeddings().register_forward_hook(
+            lambda module, args, out: seen.append(args[0].shape[1])
+        )
+        try:
+            with torch.no_grad():
+                score_candidates(
+                    model,
+                    prompts[:1],
+                    [targets[0][:1]],
+                    pad_id=tok.pad_token_id,
+                    batch_size=1,
+                    strategy="full",
+                )
+        finally:
+            hook.remove()
+        assert seen == [len(targets[0][0])]
     # an empty candidate is EOS alone: a single token, scored from the prompt's last position only
     eos_only = [candidate_target_ids(tok, PREDICT_PREFIX + x, [""]) for x in INPUTS[:2]]
     assert eos_only[0] == [[tok.eos_token_id]]

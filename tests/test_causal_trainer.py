@@ -141,8 +141,8 @@ def test_only_target_positions_reach_the_output_projection(tmp_path, tiny_tokeni
     trainer.train()
     widths = [int((sub["labels"] != -100).any(0).sum()) for sub in (batch["pred"], batch["expl"])]
     full = [sub["input_ids"].shape[1] for sub in (batch["pred"], batch["expl"])]
-    # the head sees the target window plus the one position after it, never the prompt
-    assert [s[1] for s in shapes[:2]] == [w + 1 for w in widths]
+    # the head sees the positions that predict a target, never the prompt nor the last position
+    assert [s[1] for s in shapes[:2]] == widths
     assert all(w + 1 < f for w, f in zip(widths, full))
 
 
@@ -377,7 +377,7 @@ def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokeniz
     """The shape of the offline MiniLM causal student: BertLMHeadModel with is_decoder=True.
 
     Loss and gradients match the naive reference on every position's logits, and the head sees only the
-    target window (``logits_to_keep``: the window plus the last position).
+    target window (``logits_to_keep``: the positions that predict a target).
     """
     from transformers import BertConfig, BertLMHeadModel
 
@@ -401,7 +401,7 @@ def test_a_bert_decoder_student_trains_like_the_reference(tmp_path, tiny_tokeniz
     )
     seen = seen[-2:]  # the trainer's two passes (the reference's passes came first)
     widths = [int((sub["labels"] != -100).any(0).sum()) for sub in (batch["pred"], batch["expl"])]
-    assert seen == [w + 1 for w in widths]
+    assert seen == widths
     assert all(w < sub["input_ids"].shape[1] for w, sub in zip(widths, (batch["pred"], batch["expl"])))
 
 
