@@ -100,29 +100,45 @@ def _prompt_part(input_ids: Sequence[int], labels: Sequence[int]) -> list[int]:
 
 
 def prompts_of_features(
-    input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None
+    input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None, *, first_index: int = 0
 ) -> list[list[int]]:
     """The prompt of each tokenised causal example: its leading ids whose label is ``-100``.
 
-    Without labels the whole of ``input_ids`` is the prompt.
+    Without labels the whole of ``input_ids`` is the prompt. ``first_index`` is the dataset index of the
+    first example (for error messages).
 
     Raises:
-        ValueError: an example whose labels are not as long as its ids.
+        ValueError: an example whose labels are not as long as its ids, or whose prompt has no ids (its
+            first id is already a target: features built without a BOS token and an empty prompt text, or by
+            hand), naming its index.
 
     Examples:
         >>> prompts_of_features([[3, 7, 8, 9, 1]], [[-100, -100, -100, 9, 1]])
         [[3, 7, 8]]
+        >>> prompts_of_features([[9, 1]], [[9, 1]], first_index=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: example 4: its prompt has no ids (its first id is already a target); a decoder-only student ...
     """
     if labels is None:
-        return [[int(t) for t in ids] for ids in input_ids]
-    out = []
-    for index, (ids, row) in enumerate(zip(input_ids, labels)):
-        if len(ids) != len(row):
+        out = [[int(t) for t in ids] for ids in input_ids]
+    else:
+        out = []
+        for index, (ids, row) in enumerate(zip(input_ids, labels), start=first_index):
+            if len(ids) != len(row):
+                raise ValueError(
+                    f"example {index}: `input_ids` has {len(ids)} ids but `labels` {len(row)}; a decoder-only "
+                    "student's features have labels as long as the ids (-100 on the prompt)"
+                )
+            out.append(_prompt_part(ids, row))
+    for index, prompt in enumerate(out, start=first_index):
+        if not prompt:
+            where = "its first id is already a target" if labels is not None else "its `input_ids` are empty"
             raise ValueError(
-                f"example {index}: `input_ids` has {len(ids)} ids but `labels` {len(row)}; a decoder-only "
-                "student's features have labels as long as the ids (-100 on the prompt)"
+                f"example {index}: its prompt has no ids ({where}); a decoder-only student needs at least one "
+                "prompt token before its target (prepare_dss_features refuses such rows: rebuild the features "
+                "with it)"
             )
-        out.append(_prompt_part(ids, row))
     return out
 
 

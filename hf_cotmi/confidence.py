@@ -939,7 +939,7 @@ def _causal_batch(
     if "input_ids" in batch:
         if batch.get("labels") is None:
             check_prompt_rows(batch["input_ids"], tokenizer.eos_token_id)
-        prompts = prompts_of_features(batch["input_ids"], batch.get("labels"))
+        prompts = prompts_of_features(batch["input_ids"], batch.get("labels"), first_index=first_example)
         if room is not None:  # cut as training cuts: the end of the input goes, a chat template's tail stays
             prompts = fit_prompts_to_room(
                 tokenizer,

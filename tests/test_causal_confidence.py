@@ -166,6 +166,20 @@ def test_features_without_their_labels_are_refused_rather_than_prompted_with_the
     assert DSSDataCollator(tok, model=model)(prompts)["pred"]["input_ids"].shape[0] == len(INPUTS)
 
 
+def test_features_whose_prompt_is_empty_are_refused_naming_the_example(tok, trained):
+    """A hand-built (or old) feature row whose first id is already a target has no prompt to score from."""
+    model = trained["llama"]
+    columns = {"input": INPUTS, "label": LABELS, "rationale": RATIONALES}
+    features = prepare_dss_features(Dataset.from_dict(columns), tok, model=model, with_rationale=False)
+    rows = features.to_list()
+    rows[3]["labels"] = list(rows[3]["input_ids"])  # every id a target: no prompt left
+    broken = Dataset.from_list(rows)
+    with pytest.raises(ValueError, match="example 3: its prompt has no ids"):
+        label_confidences(model, tok, broken, label_candidates=CANDIDATES, batch_size=2)
+    with pytest.raises(ValueError, match="example 3: its prompt has no ids"):
+        label_confidences(model, tok, broken, batch_size=2)  # sequence confidence: generation
+
+
 def test_the_prompt_runs_once_per_batch_with_the_cache(tok, trained):
     model = trained["llama"]
     seen: list[int] = []
