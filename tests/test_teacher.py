@@ -690,6 +690,115 @@ def test_ambiguous_chat_answers_are_still_refused(task, text, reason):
     assert not answer.parsed and reason in answer.reason
 
 
+_PREMISE = "An old man sleeps on a bench in the park."
+_HYPOTHESIS = "The man is running a marathon."
+_REASONING = "A man asleep on a bench cannot be running a marathon."
+
+
+@pytest.mark.parametrize(
+    ("text", "rationale"),
+    [
+        # the reply restates the question, as the prompt shows it, before the reasoning
+        (f"Premise: {_PREMISE}\nHypothesis: {_HYPOTHESIS}\n{_REASONING}", _REASONING),
+        (f"Premise: {_PREMISE}\nHypothesis: {_HYPOTHESIS}\nAnswer: {_REASONING}", _REASONING),
+        (f"Q: Premise: {_PREMISE}\nHypothesis: {_HYPOTHESIS}\nA: {_REASONING}", _REASONING),
+        (f"\n Premise: {_PREMISE}\n\nHypothesis: {_HYPOTHESIS}\n\n{_REASONING}", _REASONING),
+        (f"**Premise:** {_PREMISE}\n**Hypothesis:** {_HYPOTHESIS}\n\n{_REASONING}", _REASONING),
+        (f"Premise: {_PREMISE} Hypothesis: {_HYPOTHESIS} Answer: {_REASONING}", _REASONING),
+        (f"Q: Premise: {_PREMISE} Hypothesis: {_HYPOTHESIS} A: {_REASONING}", _REASONING),
+        # reasoning after the restatement that speaks of the premise keeps it
+        (
+            f"Premise: {_PREMISE}\nHypothesis: {_HYPOTHESIS}\nThe premise says he sleeps. {_REASONING}",
+            f"The premise says he sleeps. {_REASONING}",
+        ),
+        # reasoning that merely mentions the premise or the hypothesis is no restatement
+        (f"The premise says he sleeps. {_REASONING}", f"The premise says he sleeps. {_REASONING}"),
+        (
+            f"In the premise: he sleeps. Hypothesis: he runs. {_REASONING}",
+            f"In the premise: he sleeps. Hypothesis: he runs. {_REASONING}",
+        ),
+    ],
+)
+def test_an_nli_reply_that_restates_premise_and_hypothesis_parses_to_its_reasoning(text, rationale):
+    """Such replies were refused: the ANLI rule keeps only the text before the first "Premise:"."""
+    answer = parse_teacher_output("nli", f"{text} So the answer is contradiction.\n\nPremise: next example")
+    assert (answer.rationale, answer.label, answer.reason) == (rationale, "contradiction", "")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # nothing but the restatement before the answer sentence: no reasoning to keep
+        f"Premise: {_PREMISE}\nHypothesis: {_HYPOTHESIS} So the answer is contradiction.",
+        f"Premise: {_PREMISE}\nHypothesis: {_HYPOTHESIS}\nAnswer: So the answer is contradiction.",
+        # one line with no answer marker: where the hypothesis ends is unknown, so no reasoning is guessed
+        f"Premise: {_PREMISE} Hypothesis: {_HYPOTHESIS} {_REASONING} So the answer is contradiction.",
+    ],
+)
+def test_a_restated_question_is_never_taken_for_the_rationale(text):
+    answer = parse_teacher_output("nli", text)
+    assert not answer.parsed and "restates the premise and hypothesis" in answer.reason
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "rationale", "label"),
+    [
+        (
+            "generic",
+            "A: The man is sleeping so he cannot run. So the answer is no.",
+            "The man is sleeping so he cannot run.",
+            "no",
+        ),
+        (
+            "nli",
+            "A: The man is sleeping so he cannot run. So the answer is contradiction.",
+            "The man is sleeping so he cannot run.",
+            "contradiction",
+        ),
+        (
+            "nli",
+            "  A:\n  The man sleeps. So the answer is contradiction.",
+            "The man sleeps.",
+            "contradiction",
+        ),
+        (
+            "nli",
+            "Answer: The man sleeps. So the answer is contradiction.",
+            "The man sleeps.",
+            "contradiction",
+        ),
+        ("generic", "A: Mercury is first. So the answer is Mercury.", "Mercury is first.", "mercury"),
+        ("generic", "**A:** Mercury is first. So the answer is Mercury.", "Mercury is first.", "mercury"),
+        (
+            "multiple_choice",
+            "A: Hammers hit nails. So the answer is (c) hammer.",
+            "Hammers hit nails.",
+            "hammer",
+        ),
+        ("arithmetic", "\nA: 7 * 6 is 42. The answer is (7 * 6).", "7 * 6 is 42.", "(7 * 6)"),
+        # an "A:" that is not the reply's opening marker stays
+        ("arithmetic", "Box A: 7 * 6 is 42. The answer is (7 * 6).", "Box A: 7 * 6 is 42.", "(7 * 6)"),
+        (
+            "generic",
+            "Mercury is first. A: yes. So the answer is Mercury.",
+            "Mercury is first. A: yes.",
+            "mercury",
+        ),
+        ("generic", "A:B is 2:1 here. So the answer is 2:1.", "A:B is 2:1 here.", "2:1"),
+        (
+            "generic",
+            "Answer: Mercury is first. So the answer is Mercury.",
+            "Answer: Mercury is first.",
+            "mercury",
+        ),
+    ],
+)
+def test_a_leading_answer_marker_is_not_part_of_the_rationale(task, text, rationale, label):
+    """The few-shot prompts' answer marker ("A:", and nli's "Answer:") opening a reply stayed in its rationale."""
+    answer = parse_teacher_output(task, text)
+    assert (answer.rationale, answer.label, answer.reason) == (rationale, label, "")
+
+
 # ------------------------------------------------------------------------ the local teacher's generation
 
 _CHATML_TEMPLATE = (

@@ -20,11 +20,13 @@ parse the PaLM release as DSS did and are not changed, would cut at any ``Q:``.
 Before the rule runs, a chat model's phrasing is brought to the prompts' (markdown bold removed, ``so, the
 answer is`` written ``So the answer is``, a colon after it dropped; a variant is rewritten only when the text
 lacks the prompts' phrase, so that prose such as "the answer is not obvious" never becomes a second answer
-sentence), the text is cut after the line that holds the answer sentence (for nli and multiple_choice also
-at that sentence's end, dropping a remark after it on the same line; for multiple_choice a period inside the
-record's choice that the answer names, as in ``(c) St. Louis``, is no such end), and a final period is added
-when the teacher left it out (the ANLI rule drops the last character, which DSS knew to be a period). After the
-SVAMP rule, whose label is only the parenthesised part of the answer, an arithmetic answer such as
+sentence), an nli reply that opens by restating the question (``Premise: ...`` then ``Hypothesis: ...``,
+maybe after ``Q:``) loses that restatement, a few-shot answer marker opening the reply (``A:``; for nli also
+``Answer:``) is removed, the text is cut after the line that holds the answer sentence (for nli and
+multiple_choice also at that sentence's end, dropping a remark after it on the same line; for multiple_choice a
+period inside the record's choice that the answer names, as in ``(c) St. Louis``, is no such end), and a final
+period is added when the teacher left it out (the ANLI rule drops the last character, which DSS knew to be a
+period). After the SVAMP rule, whose label is only the parenthesised part of the answer, an arithmetic answer such as
 ``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when the whole is an expression.
 Everything here is a pure function of strings.
 
@@ -209,9 +211,65 @@ def _without_reasoning_questions(parse: Callable[[str], PalmOutput], text: str, 
     return PalmOutput(text[:start].strip(), parse(text[start:]).label)
 
 
+# a reply that opens by restating the nli question as the prompt shows it: an optional "Q:", "Premise: <one
+# line>", then "Hypothesis:" opening the next non-blank line (or later on the premise's line); the hypothesis
+# runs to its line's end, or to an answer marker or the answer sentence on that line
+_RESTATED_NLI_QUESTION = re.compile(
+    r"\A\s*(?:Q:\s*)?Premise:[^\n]*?\s+Hypothesis:(?:(?!\s(?:Answer|A):|So the answer is)[^\n])*"
+)
+
+
+_RESTATEMENT_ONLY = (
+    "empty rationale: the reply restates the premise and hypothesis and gives no reasoning after them "
+    "(expected on a line of its own, or after 'Answer:' or 'A:', before the answer sentence)"
+)
+
+
+def _without_restated_question(text: str) -> str:
+    """An nli reply without the premise and hypothesis it restates at its very start; any other text as it is.
+
+    The ANLI rule keeps only the text before the first ``Premise:`` (a next example), so such a reply would
+    be refused. Reasoning that mentions the premise is kept: only a ``Premise:`` opening the reply and
+    followed by a ``Hypothesis:`` is a restatement. When the hypothesis shares its line with the reasoning
+    and no answer marker parts them, the whole line is the restatement (where the hypothesis ends is not
+    known), and the reply is then refused for its empty rationale rather than given a guessed one.
+
+    Examples:
+        >>> _without_restated_question("Q: Premise: A man sleeps.\\nHypothesis: He runs.\\nA: He cannot run.")
+        '\\nA: He cannot run.'
+        >>> _without_restated_question("The premise says he sleeps.")
+        'The premise says he sleeps.'
+    """
+    match = _RESTATED_NLI_QUESTION.match(text)
+    return text if match is None else text[match.end() :]
+
+
+# the few-shot prompts' answer markers: "A:" after each "Q:" (and after a restated nli question), and the
+# nli prompt's "Answer:"; one opening a reply is no part of its rationale
+_LEADING_ANSWER_MARKER = {
+    "nli": re.compile(r"\A\s*(?:Answer|A):(?:\s+|\Z)"),
+    "other": re.compile(r"\A\s*A:(?:\s+|\Z)"),
+}
+
+
+def _without_leading_answer_marker(task: str, text: str) -> str:
+    """``text`` without the answer marker (``A:``; for nli also ``Answer:``) and whitespace at its very
+    start; a marker elsewhere, or one not followed by whitespace (``A:B is 2:1``), stays.
+
+    Examples:
+        >>> _without_leading_answer_marker("generic", "  A: Mercury is first. Box A: one.")
+        'Mercury is first. Box A: one.'
+    """
+    marker = _LEADING_ANSWER_MARKER["nli" if task == "nli" else "other"]
+    return marker.sub("", text, count=1)
+
+
 def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> PalmOutput:
     phrase = _ANSWER_PHRASE[task]
     text = _plain(text, phrase)
+    if task == "nli":
+        text = _without_restated_question(text)
+    text = _without_leading_answer_marker(task, text)
     if task != "nli":  # the nli rule cuts at a next example's "Premise:"
         text = _before_next_question(text)
     text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
@@ -303,6 +361,8 @@ def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = N
     if not label:
         return TeacherAnswer("", "", f"answer {output.label!r} is not a valid {task} answer")
     if not output.rationale:
+        if task == "nli" and _RESTATED_NLI_QUESTION.match(_plain(text, phrase)):
+            return TeacherAnswer("", "", _RESTATEMENT_ONLY)
         return TeacherAnswer("", "", "empty rationale before the answer sentence")
     return TeacherAnswer(output.rationale, label, "")
 
