@@ -1130,6 +1130,21 @@ def _sidecar_in_checkpoints(sidecar: Callable[[], dict[str, Any]]) -> Any:
     return _SidecarInCheckpoints()
 
 
+@contextlib.contextmanager
+def _already_saved(trainer: Any, checkpoint_sidecar: Any) -> Iterator[None]:
+    """For the final push: the Trainer's ``push_to_hub`` saves the model, and ``checkpoint_sidecar`` (the
+    :func:`_sidecar_in_checkpoints` callback) writes the sidecar when the push begins, but :func:`_save_run`
+    has just written both into the same folder; within this, neither is written again.
+    """
+    trainer.save_model = lambda *args, **kwargs: None
+    trainer.remove_callback(checkpoint_sidecar)
+    try:
+        yield
+    finally:
+        del trainer.save_model  # the class's save_model again
+        trainer.add_callback(checkpoint_sidecar)
+
+
 def _save_run(
     trainer: Any,
     data: LoadedData,
@@ -1137,9 +1152,11 @@ def _save_run(
     data_args: DataArguments,
     results: dict[str, Any],
     started: float,
+    checkpoint_sidecar: Any,
 ) -> None:
     """Save model, tokenizer and model card, then the sidecar and ``results.json``; with ``push_to_hub``,
-    upload the folder after that.
+    upload the folder after that (each file written once: the push neither saves the model again nor
+    rewrites the sidecar through ``checkpoint_sidecar``, the run's :func:`_sidecar_in_checkpoints`).
 
     ``results.json`` is written last, so a folder that holds one holds a finished run: a model save that
     fails (disk full, interrupted) leaves no results claiming otherwise, and the upload includes it.
@@ -1163,9 +1180,10 @@ def _save_run(
         results["total_seconds"] = round(time.monotonic() - started, 1)
         write_json(os.path.join(output_dir, "results.json"), results, default=float)
     if args.push_to_hub:
-        # push_to_hub saves the model again (the same files) and writes the card before it uploads the
-        # folder; the full repo id as model name: the card's usage snippet loads from it
-        trainer.push_to_hub(model_name=trainer.hub_model_id, **card_kwargs)
+        # push_to_hub writes the card and uploads the folder; the full repo id as model name: the card's
+        # usage snippet loads from it
+        with _already_saved(trainer, checkpoint_sidecar):
+            trainer.push_to_hub(model_name=trainer.hub_model_id, **card_kwargs)
 
 
 def run_training(
@@ -1267,7 +1285,8 @@ def run_training(
         print_fn=print_fn,
         chat_template=data_args.chat_template,
     )
-    trainer.add_callback(_sidecar_in_checkpoints(lambda: _sidecar(trainer, data, model_args, data_args)))
+    checkpoint_sidecar = _sidecar_in_checkpoints(lambda: _sidecar(trainer, data, model_args, data_args))
+    trainer.add_callback(checkpoint_sidecar)
     print_fn(_describe_training(training_args))
     train_started = time.monotonic()
     try:
@@ -1280,7 +1299,7 @@ def run_training(
     results.update(_test_phase(trainer, data, features, prefix, eval_args, data_args, print_fn))
     if training_args.push_to_hub:
         print_fn(f"pushing {training_args.output_dir} to the Hub as {trainer.hub_model_id} ...")
-    _save_run(trainer, data, model_args, data_args, results, started)
+    _save_run(trainer, data, model_args, data_args, results, started, checkpoint_sidecar)
     output_dir = training_args.output_dir
     results["files"] = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
     results["trainer"] = trainer

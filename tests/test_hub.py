@@ -260,3 +260,58 @@ def test_checkpoint_pushes_upload_the_sidecar_with_the_checkpoint(strategy, tmp_
         assert sidecar.is_file(), sorted(p.name for p in uploaded.iterdir())
         assert json.loads(sidecar.read_text()) == final
         assert final["predict_prefix"] == "label it: " and final["data"]["dataset"] == "synthetic"
+
+
+def test_cli_train_push_saves_the_model_and_writes_the_sidecar_once(tmp_path, fake_hub, monkeypatch, capsys):
+    """``hf-cotmi train --push-to-hub`` saves the weights into the output folder once and writes the sidecar
+    there once, and the one upload still holds the card, the sidecar, the weights and results.json as they
+    are on disk."""
+    from transformers import Trainer
+
+    from hf_cotmi import pipeline
+
+    out = tmp_path / "out"
+    weight_saves: list[str] = []
+    sidecar_writes: list[str] = []
+    save_weights, write_json = Trainer._save, pipeline.write_json
+
+    def counted_save(trainer, output_dir=None, state_dict=None):
+        weight_saves.append(os.path.normpath(output_dir or trainer.args.output_dir))
+        return save_weights(trainer, output_dir, state_dict=state_dict)
+
+    def counted_write(path, values, **options):
+        if os.path.basename(path) == "hf_cotmi_config.json":
+            sidecar_writes.append(os.path.normpath(os.path.dirname(path)))
+        return write_json(path, values, **options)
+
+    monkeypatch.setattr(Trainer, "_save", counted_save)
+    monkeypatch.setattr(pipeline, "write_json", counted_write)
+    repo_id = "someone/pushed-once"
+    code = main(
+        ["train", "--model", str(save_tiny_student(tmp_path / "tiny")), "--dataset", "synthetic",
+         "--synthetic-train-size", "16", "--synthetic-test-size", "4", "--max-steps", "1",
+         "--per-device-train-batch-size", "8", "--save-strategy", "no", "--use-cpu", "--disable-tqdm",
+         "--report-to", "none", "--generation-max-length", "4", "--rationale-max-new-tokens", "4",
+         "--num-examples-to-show", "0", "--output-dir", str(out), "--push-to-hub", "--hub-model-id", repo_id]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert {"weights saved": weight_saves, "sidecar written": sidecar_writes} == {
+        "weights saved": [os.path.normpath(out)],
+        "sidecar written": [os.path.normpath(out)],
+    }
+
+    assert len(fake_hub.uploads) == 1
+    uploaded = fake_hub.uploads[0]["folder"]
+    names = {p.relative_to(uploaded).as_posix() for p in uploaded.rglob("*")}
+    # what the upload held before the second model save and sidecar write were removed
+    assert names == {
+        "README.md", "hf_cotmi_config.json", "results.json", "model.safetensors", "config.json",
+        "generation_config.json", "tokenizer.json", "tokenizer_config.json", "reliability_diagram.png",
+        "all_results.json", "train_results.json", "test_results.json", "training_args.bin",
+    }  # fmt: skip
+    for name in ("README.md", "hf_cotmi_config.json", "results.json", "model.safetensors"):
+        assert (uploaded / name).read_bytes() == (out / name).read_bytes(), name
+    check_card(
+        uploaded / "README.md", repo_id, json.loads((out / "results.json").read_text())["metrics"],
+        ["synthetic-arithmetic-cot"],
+    )  # fmt: skip

@@ -200,7 +200,11 @@ def test_a_finished_run_has_the_model_and_results_json(tiny_student_dir, tmp_pat
 
 
 def test_the_push_uploads_a_folder_with_model_and_results_json(tiny_student_dir, tmp_path, offline_push):
-    _train_own_files(tiny_student_dir, tmp_path, push_to_hub=True, hub_model_id="me/student")
+    results = _train_own_files(tiny_student_dir, tmp_path, push_to_hub=True, hub_model_id="me/student")
+    # the trainer handed back is as it was before the final push: its own save_model, the sidecar callback
+    trainer = results["trainer"]
+    assert "save_model" not in vars(trainer)
+    assert "_SidecarInCheckpoints" in [type(c).__name__ for c in trainer.callback_handler.callbacks]
     assert len(offline_push) == 1
     assert {"results.json", SIDECAR_NAME, "config.json"} <= offline_push[0]
     assert any(name.endswith(".safetensors") for name in offline_push[0])
