@@ -79,6 +79,10 @@ class ECECallback(TrainerCallback):
         chat_template: a decoder-only student trained on ``chat_template=True`` features: candidates are
             scored as its assistant turn (see :func:`hf_cotmi.label_confidences`).
 
+    Scoring is a pass over the evaluation set of its own, after the trainer's evaluation loop: the main
+    process shows a ``tqdm`` progress bar over its examples (``"eval: sequence confidence"``), which
+    ``args.disable_tqdm`` turns off as it does the Trainer's bars.
+
     After each evaluation, ``callback.last_results[prefix]`` holds the :class:`hf_cotmi.LabelConfidences`
     and ``callback.last_plots[prefix]`` the diagram path.
 
@@ -246,7 +250,10 @@ class ECECallback(TrainerCallback):
                 [] if self.mode == "candidates" else None,
             )
         else:
-            result = self._label_confidences(model, tokenizer, share, args, batch_size, limits)
+            # a bar beside the Trainer's own (its evaluation loop is the accuracy's pass, this is a second one)
+            shown = is_main and not getattr(args, "disable_tqdm", False)
+            progress = f"{prefix}: {self.mode} confidence" if shown else None
+            result = self._label_confidences(model, tokenizer, share, args, batch_size, limits, progress)
         if world_size > 1:
             import torch.distributed as dist
 
@@ -281,7 +288,14 @@ class ECECallback(TrainerCallback):
         return metrics
 
     def _label_confidences(
-        self, model: Any, tokenizer: Any, dataset: Any, args: Any, batch_size: int, limits: dict[str, Any]
+        self,
+        model: Any,
+        tokenizer: Any,
+        dataset: Any,
+        args: Any,
+        batch_size: int,
+        limits: dict[str, Any],
+        progress_bar: str | None = None,
     ) -> LabelConfidences:
         return label_confidences(
             model,
@@ -297,6 +311,7 @@ class ECECallback(TrainerCallback):
             num_beams=limits["num_beams"],
             is_correct=self.is_correct,
             chat_template=self.chat_template,
+            progress_bar=progress_bar,
         )
 
 

@@ -103,6 +103,12 @@ class EvaluateArguments:
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, ... (default: CUDA when available)."}
     )
+    disable_tqdm: bool = field(
+        default=False,
+        metadata={
+            "help": "Hide the progress bar over the examples being scored (as train's --disable-tqdm)."
+        },
+    )
 
 
 @dataclass
@@ -356,6 +362,7 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
             plot_file=args.plot_file,
             device=args.device,
             explicit_options=_data_options_given("evaluate", argv, COLUMN_FIELDS),
+            disable_tqdm=args.disable_tqdm,
         )
     print(
         f"{report['dataset'] or 'your files'} {report['split']} ({report['num_examples']} examples, "

@@ -29,6 +29,7 @@ encoder's part).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -187,6 +188,27 @@ def _iter_batches(dataset: Any, columns: Sequence[str], batch_size: int) -> Iter
         else:
             rows = dataset[start:stop]
             yield {c: [_as_list(row[c]) for row in rows] for c in columns}
+
+
+@contextlib.contextmanager
+def _examples_progress(description: str | None, total: int) -> Iterator[Callable[[int], Any]]:
+    """``advance(count)`` for a ``tqdm`` bar over ``total`` examples, or a no-op without a description."""
+    if description is None:
+        yield lambda count: None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=description, unit="example", leave=False, dynamic_ncols=True) as bar:
+        yield bar.update
+
+
+def _counted(
+    batches: Iterator[dict[str, list[Any]]], advance: Callable[[int], Any]
+) -> Iterator[dict[str, list[Any]]]:
+    """The batches, each counted by ``advance`` once the loop asks for the next one (its work is done)."""
+    for batch in batches:
+        yield batch
+        advance(len(next(iter(batch.values()))))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -470,6 +492,7 @@ def label_confidences(
     max_source_length: int | None = None,
     is_correct: Callable[[str, str], bool] | None = None,
     chat_template: bool = False,
+    progress_bar: str | None = None,
 ) -> LabelConfidences:
     """Predict the label of every example with a student and measure its confidence.
 
@@ -511,6 +534,9 @@ def label_confidences(
             text is prompted as a user turn plus the assistant header, and each candidate is scored as the
             assistant turn (end-of-turn tokens included). The user turn a candidate follows is
             ``prefix + example[input_column]`` where that column is present, else the decoded prompt.
+        progress_bar: show a ``tqdm`` progress bar over the examples (on standard error, cleared when done)
+            with this description, e.g. ``"test: sequence confidence"``; ``None`` (the default) shows none.
+            ``TQDM_DISABLE=1`` in the environment turns it off as it does every ``tqdm`` bar.
 
     Returns:
         :class:`LabelConfidences` with predictions, references, confidences and correctness.
@@ -573,9 +599,9 @@ def label_confidences(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _examples_progress(progress_bar, num_rows(dataset)) as advance:
             offset = 0
-            for batch in _iter_batches(dataset, needed, batch_size):
+            for batch in _counted(_iter_batches(dataset, needed, batch_size), advance):
                 if causal:
                     golds = _gold_labels(batch, tokenizer, label_column)
                     references.extend(golds)

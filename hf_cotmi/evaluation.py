@@ -33,6 +33,7 @@ def evaluate_calibration(
     device: str | None = None,
     task: Any = None,
     chat_template: bool = False,
+    progress_bar: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy, expected calibration error and average confidence of a student on a dataset.
 
@@ -63,6 +64,9 @@ def evaluate_calibration(
             ``label_candidates`` and ``is_correct`` where those are not given.
         chat_template: a decoder-only student trained with ``chat_template=True`` (see
             :func:`hf_cotmi.label_confidences`).
+        progress_bar: show a ``tqdm`` progress bar over the examples with this description (candidates
+            mode: a second one, ``"<description> (generated labels)"``, for the generated label's pass);
+            ``None`` (the default) shows none. ``hf-cotmi evaluate`` shows one unless ``--disable-tqdm``.
 
     Returns:
         ``{"accuracy", "ece", "avg_confidence", "num_examples", "confidence_mode", "n_bins", "binning"}`` plus
@@ -105,6 +109,7 @@ def evaluate_calibration(
         num_beams=num_beams,
         is_correct=is_correct,
         chat_template=chat_template,
+        progress_bar=progress_bar,
     )
     report: dict[str, Any] = {
         "accuracy": result.accuracy,
@@ -130,6 +135,7 @@ def evaluate_calibration(
             num_beams=num_beams,
             is_correct=is_correct,
             chat_template=chat_template,
+            progress_bar=None if progress_bar is None else f"{progress_bar} (generated labels)",
         )
         report["choice_accuracy"] = result.accuracy
         report["generated_accuracy"] = generated.accuracy

@@ -1186,6 +1186,24 @@ def _save_run(
             trainer.push_to_hub(model_name=trainer.hub_model_id, **card_kwargs)
 
 
+def _splits_with_a_use(data: LoadedData, training_args: Any) -> LoadedData:
+    """The splits whose features the run reads: the validation split only when it is evaluated, during
+    training (``eval_strategy``; best-model loading and early stopping need that too) or at the end (the
+    data has no test split).
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> data = LoadedData(splits={"train": 1, "eval": 2, "test": 3}, name=None, task="text", source={})
+        >>> sorted(_splits_with_a_use(data, SimpleNamespace(eval_strategy="no")).splits)
+        ['test', 'train']
+        >>> sorted(_splits_with_a_use(data, SimpleNamespace(eval_strategy="steps")).splits)
+        ['eval', 'test', 'train']
+    """
+    if training_args.eval_strategy != "no" or "test" not in data.splits:
+        return data
+    return replace(data, splits={name: split for name, split in data.splits.items() if name != "eval"})
+
+
 def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -1200,7 +1218,8 @@ def run_training(
 
     Steps: ``resume_from_checkpoint`` resolved (``true``/``latest``: the newest complete checkpoint in
     ``output_dir``, see :func:`hf_cotmi.resolve_resume_checkpoint`), :func:`load_task_data`,
-    :func:`~hf_cotmi.students.load_student`, :func:`build_features`, :func:`build_trainer` and ``train()``,
+    :func:`~hf_cotmi.students.load_student`, :func:`build_features` (of the validation split only when it is
+    evaluated: during training, or at the end for want of a test split), :func:`build_trainer` and ``train()``,
     :func:`evaluate_split` on the test split (accuracy, ECE, average confidence, the task's baseline, the
     reliability diagram), a few test inputs with their generated rationale and label, then the model,
     tokenizer, model card (``README.md``), ``results.json`` and ``hf_cotmi_config.json`` into
@@ -1252,7 +1271,7 @@ def run_training(
     print_fn(f"student: {student.description}" + (" + LoRA adapters" if model_args.use_peft else ""))
     _check_chat_template(data_args, student)
     features, features_report = build_features(
-        data,
+        _splits_with_a_use(data, training_args),
         student.tokenizer,
         data_args,
         predict_prefix=training_args.predict_prefix,
@@ -1432,6 +1451,7 @@ def run_evaluation(
     plot_file: str | None = None,
     device: str | None = None,
     explicit_options: Collection[str] = (),
+    disable_tqdm: bool = False,
 ) -> dict[str, Any]:
     """Accuracy, ECE, average confidence and the reliability diagram of a saved student on one split.
 
@@ -1443,7 +1463,8 @@ def run_evaluation(
     run recorded (``input_column``, ...) where ``data_args`` leaves those at their defaults.
     ``explicit_options`` names ``data_args`` fields set on purpose: they win over the recorded values even
     when they equal the default (the CLI passes the column flags given). The diagram goes to ``plot_file``,
-    by default :func:`default_diagram_path`.
+    by default :func:`default_diagram_path`. A ``tqdm`` progress bar over the examples shows while they are
+    scored (``"test: sequence confidence"``), unless ``disable_tqdm``.
 
     Returns:
         :func:`hf_cotmi.evaluate_calibration`'s dict plus ``"split"``, ``"dataset"``, ``"model"``, ``"task"``.
@@ -1499,6 +1520,7 @@ def run_evaluation(
         is_correct=spec.is_correct,
         plot_path=plot_file or default_diagram_path(model_path, split),
         chat_template=chat_template,
+        progress_bar=None if disable_tqdm else f"{split}: {mode} confidence",
     )
     report.update(split=split, dataset=data.name, model=model_path, task=spec.metric)
     run_limit = _recorded_limit(sidecar, split, data_args, explicit_options)
