@@ -595,6 +595,20 @@ class DSSMITrainer(Seq2SeqTrainer):
         with _neftune_on_tied_embeddings(self._base_model(self.model), self.neftune_noise_alpha):
             return super()._inner_training_loop(*args, **kwargs)
 
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's epoch, not run once ``max_steps`` is reached: transformers takes one more optimizer
+        step from a checkpoint saved at ``max_steps`` inside an epoch (its step loop checks the budget only
+        after a step), so resuming a finished run would train past its budget."""
+        if 0 < self.state.max_steps <= self.state.global_step:
+            logger.warning(
+                "the checkpoint resumed from already reached max_steps=%d (global step %d): nothing left to train",
+                self.state.max_steps,
+                self.state.global_step,
+            )
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def _base_model(self, model: nn.Module) -> nn.Module:
         """``model`` without its accelerate (DDP, FSDP, ...) and PEFT wrappers: the transformers model."""
         inner = self.accelerator.unwrap_model(model)

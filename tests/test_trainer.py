@@ -419,6 +419,44 @@ def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(
     assert math.isclose(final_full["loss_mi"], final_resumed["loss_mi"], rel_tol=1e-5)
 
 
+def test_resuming_a_checkpoint_at_max_steps_trains_no_further_step(
+    tmp_path, tiny_tokenizer, tiny_features, make_args, caplog
+):
+    """transformers alone takes one more optimizer step from a checkpoint that already reached ``max_steps``
+    (step 5 of 4, with new weights under a constant learning rate); the run is finished, so nothing trains."""
+    from safetensors.torch import load_file
+
+    def trainer_for(model):
+        args = make_args(
+            tmp_path,
+            max_steps=4,
+            per_device_train_batch_size=2,  # 8 steps an epoch: the budget ends inside the first epoch
+            save_strategy="steps",
+            save_steps=4,
+            logging_steps=1,
+            lr_scheduler_type="constant",
+            learning_rate=1e-2,
+        )
+        return DSSMITrainer(
+            model=model, args=args, processing_class=tiny_tokenizer, train_dataset=tiny_features
+        )
+
+    trainer_for(build_tiny_seq2seq(tiny_tokenizer, "t5", seed=3)).train()
+    checkpoint = tmp_path / "out" / "checkpoint-4"
+    saved = load_file(str(checkpoint / "model.safetensors"))
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=4)  # other weights: the checkpoint's must be loaded
+    resumed = trainer_for(model)
+    with caplog.at_level("WARNING", logger="hf_cotmi"):
+        output = resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == output.global_step == 4
+    assert [e["step"] for e in resumed.state.log_history if "loss" in e] == [1, 2, 3, 4]
+    for name, value in model.state_dict().items():
+        if name in saved:
+            torch.testing.assert_close(value, saved[name], msg=name)
+    assert "already reached max_steps=4" in caplog.text
+    assert not (tmp_path / "out" / "checkpoint-5").exists()
+
+
 def test_resume_of_a_lora_run_reproduces_every_logged_step(
     tmp_path, tiny_tokenizer, tiny_features, make_args
 ):
