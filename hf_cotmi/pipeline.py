@@ -1309,7 +1309,8 @@ def run_training(
     print_fn(_describe_training(training_args))
     train_started = time.monotonic()
     try:
-        train_output = trainer.train(resume_from_checkpoint=resume)
+        with _warnings_to(print_fn):  # what the trainer warns of (a fallback, nothing left to train) is shown
+            train_output = trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_how_to_resume(training_args.output_dir)) from None
     results: dict[str, Any] = {"output_dir": training_args.output_dir}

@@ -241,6 +241,23 @@ def test_resume_true_or_latest_skips_a_half_written_checkpoint(checkpointed_run,
     assert checkpoint_problems(half) == []  # step 3 was saved over the half-written folder
 
 
+def test_resuming_a_finished_run_says_so_and_trains_no_further_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    # 4 steps an epoch: the 2-step budget ends inside the epoch, where transformers alone steps once more
+    flags = [*SMALL_RUN, "--per-device-train-batch-size", "8", "--logging-steps", "1", "--save-steps", "2"]
+    code, _, err = run(capsys, "demo", "--output-dir", str(out), *flags, "--save-strategy", "steps")
+    assert code == 0, err
+    code, stdout, err = run(
+        capsys, "demo", "--output-dir", str(out), *flags, "--save-strategy", "steps",
+        "--resume_from_checkpoint", "latest",
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"resuming from {out / 'checkpoint-2'}" in stdout
+    assert "warning: the checkpoint resumed from already reached max_steps=2 (global step 2)" in stdout
+    assert re.findall(r"^  step (\d+)/", stdout, flags=re.MULTILINE) == []
+    assert not (out / "checkpoint-3").exists()
+
+
 def test_resume_without_a_complete_checkpoint_is_a_usage_error(tmp_path, capsys):
     out = tmp_path / "run"
     (out / "checkpoint-1").mkdir(parents=True)
