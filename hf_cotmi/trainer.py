@@ -587,6 +587,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             resume_from_checkpoint = resolve_resume_checkpoint(True, self.args.output_dir)
         self._last_component_step = None
         self._components["train"] = _ComponentStore()
+        self._stopped_when_saved = False
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _inner_training_loop(self, *args: Any, **kwargs: Any) -> Any:
@@ -595,16 +596,31 @@ class DSSMITrainer(Seq2SeqTrainer):
         with _neftune_on_tied_embeddings(self._base_model(self.model), self.neftune_noise_alpha):
             return super()._inner_training_loop(*args, **kwargs)
 
+    def _load_callback_state(self) -> None:
+        """The Trainer's restoring of callback states on resume (``restore_callback_states_from_checkpoint``),
+        remembering whether the restored ``TrainerControl`` had stopped training: the Trainer clears that
+        flag when training begins."""
+        super()._load_callback_state()
+        restored = self.args.restore_callback_states_from_checkpoint
+        self._stopped_when_saved = bool(restored and self.control.should_training_stop)
+
     def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
-        """The Trainer's epoch, not run once ``max_steps`` is reached: transformers takes one more optimizer
-        step from a checkpoint saved at ``max_steps`` inside an epoch (its step loop checks the budget only
-        after a step), so resuming a finished run would train past its budget."""
+        """The Trainer's epoch, not run when the resumed run had finished.
+
+        transformers takes one more optimizer step from a checkpoint saved at ``max_steps`` inside an epoch
+        (its step loop checks the budget only after a step), and trains on from a checkpoint saved when
+        training stopped (early stopping, a callback) even with its callback states restored.
+        """
+        reason = None
         if 0 < self.state.max_steps <= self.state.global_step:
-            logger.warning(
-                "the checkpoint resumed from already reached max_steps=%d (global step %d): nothing left to train",
-                self.state.max_steps,
-                self.state.global_step,
+            reason = (
+                f"already reached max_steps={self.state.max_steps} (global step {self.state.global_step})"
             )
+        elif getattr(self, "_stopped_when_saved", False):
+            reason = f"was saved when training stopped (global step {self.state.global_step})"
+        self._stopped_when_saved = False
+        if reason is not None:
+            logger.warning("the checkpoint resumed from %s: nothing left to train", reason)
             self.control.should_training_stop = True
             return None
         return super()._run_epoch(*args, **kwargs)

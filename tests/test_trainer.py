@@ -457,6 +457,46 @@ def test_resuming_a_checkpoint_at_max_steps_trains_no_further_step(
     assert not (tmp_path / "out" / "checkpoint-5").exists()
 
 
+def test_resuming_a_run_that_stopped_early_with_restored_callback_states_trains_no_further(
+    tmp_path, tiny_tokenizer, tiny_features, make_args, caplog
+):
+    """With ``restore_callback_states_from_checkpoint=True`` the checkpoint's ``TrainerControl`` comes back
+    with ``should_training_stop`` (early stopping, or any callback, ended the run there), but transformers
+    clears it when training begins and trains on; without the option the run goes on, as before."""
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                control.should_training_stop = True
+
+    def run(resume=None, restore=True):
+        args = make_args(
+            tmp_path,
+            max_steps=6,
+            save_strategy="steps",
+            save_steps=2,
+            logging_steps=1,
+            restore_callback_states_from_checkpoint=restore,
+        )
+        trainer = DSSMITrainer(
+            model=build_tiny_seq2seq(tiny_tokenizer, "t5", seed=3),
+            args=args,
+            processing_class=tiny_tokenizer,
+            train_dataset=tiny_features,
+            callbacks=[] if resume else [StopAt()],
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    run()
+    checkpoint = str(tmp_path / "out" / "checkpoint-2")
+    with caplog.at_level("WARNING", logger="hf_cotmi"):
+        stopped = run(resume=checkpoint)
+    assert stopped.state.global_step == 2
+    assert "was saved when training stopped" in caplog.text
+    assert run(resume=checkpoint, restore=False).state.global_step == 6
+
+
 def test_resume_of_a_lora_run_reproduces_every_logged_step(
     tmp_path, tiny_tokenizer, tiny_features, make_args
 ):
