@@ -598,11 +598,14 @@ class DSSMITrainer(Seq2SeqTrainer):
 
     def _load_callback_state(self) -> None:
         """The Trainer's restoring of callback states on resume (``restore_callback_states_from_checkpoint``),
-        remembering whether the restored ``TrainerControl`` had stopped training: the Trainer clears that
-        flag when training begins."""
+        remembering whether the restored ``TrainerControl`` had stopped training before the checkpoint's
+        own budget (early stopping, a callback): the Trainer clears that flag when training begins. A stop at
+        the budget is not one: a larger ``max_steps`` continues such a run. (``self.state`` is still the
+        checkpoint's here, with its ``max_steps``.)"""
         super()._load_callback_state()
         restored = self.args.restore_callback_states_from_checkpoint
-        self._stopped_when_saved = bool(restored and self.control.should_training_stop)
+        stopped_early = self.control.should_training_stop and self.state.global_step < self.state.max_steps
+        self._stopped_when_saved = bool(restored and stopped_early)
 
     def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
         """The Trainer's epoch, not run when the resumed run had finished.
@@ -616,9 +619,8 @@ class DSSMITrainer(Seq2SeqTrainer):
             reason = (
                 f"already reached max_steps={self.state.max_steps} (global step {self.state.global_step})"
             )
-        elif getattr(self, "_stopped_when_saved", False):
+        elif self._stopped_when_saved:
             reason = f"was saved when training stopped (global step {self.state.global_step})"
-        self._stopped_when_saved = False
         if reason is not None:
             logger.warning("the checkpoint resumed from %s: nothing left to train", reason)
             self.control.should_training_stop = True

@@ -497,6 +497,38 @@ def test_resuming_a_run_that_stopped_early_with_restored_callback_states_trains_
     assert run(resume=checkpoint, restore=False).state.global_step == 6
 
 
+@pytest.mark.parametrize("restore", [True, False])
+def test_a_finished_run_resumed_with_a_larger_max_steps_trains_on(
+    tmp_path, tiny_tokenizer, tiny_features, make_args, restore
+):
+    """The checkpoint at the old budget recorded ``should_training_stop`` (the budget's own stop): a larger
+    ``max_steps`` continues it, with or without restored callback states."""
+
+    def run(max_steps, resume=None):
+        args = make_args(
+            tmp_path,
+            max_steps=max_steps,
+            per_device_train_batch_size=2,
+            save_strategy="steps",
+            save_steps=4,
+            logging_steps=1,
+            restore_callback_states_from_checkpoint=restore,
+        )
+        trainer = DSSMITrainer(
+            model=build_tiny_seq2seq(tiny_tokenizer, "t5", seed=3),
+            args=args,
+            processing_class=tiny_tokenizer,
+            train_dataset=tiny_features,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    run(4)
+    extended = run(8, resume=str(tmp_path / "out" / "checkpoint-4"))
+    assert extended.state.global_step == 8
+    assert [e["step"] for e in extended.state.log_history if "loss" in e] == list(range(1, 9))
+
+
 def test_resume_of_a_lora_run_reproduces_every_logged_step(
     tmp_path, tiny_tokenizer, tiny_features, make_args
 ):
