@@ -120,25 +120,23 @@ def prompts_of_features(
         ...
         ValueError: example 4: its prompt has no ids (its first id is already a target); a decoder-only student ...
     """
-    if labels is None:
-        out = [[int(t) for t in ids] for ids in input_ids]
-    else:
-        out = []
-        for index, (ids, row) in enumerate(zip(input_ids, labels), start=first_index):
-            if len(ids) != len(row):
-                raise ValueError(
-                    f"example {index}: `input_ids` has {len(ids)} ids but `labels` {len(row)}; a decoder-only "
-                    "student's features have labels as long as the ids (-100 on the prompt)"
-                )
-            out.append(_prompt_part(ids, row))
-    for index, prompt in enumerate(out, start=first_index):
+    out = []
+    rows = [None] * len(input_ids) if labels is None else labels
+    for index, (ids, row) in enumerate(zip(input_ids, rows), start=first_index):
+        if row is not None and len(ids) != len(row):
+            raise ValueError(
+                f"example {index}: `input_ids` has {len(ids)} ids but `labels` {len(row)}; a decoder-only "
+                "student's features have labels as long as the ids (-100 on the prompt)"
+            )
+        prompt = [int(t) for t in ids] if row is None else _prompt_part(ids, row)
         if not prompt:
-            where = "its first id is already a target" if labels is not None else "its `input_ids` are empty"
+            where = "its first id is already a target" if row is not None else "its `input_ids` are empty"
             raise ValueError(
                 f"example {index}: its prompt has no ids ({where}); a decoder-only student needs at least one "
                 "prompt token before its target (prepare_dss_features refuses such rows: rebuild the features "
                 "with it)"
             )
+        out.append(prompt)
     return out
 
 

@@ -29,7 +29,6 @@ encoder's part).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -190,16 +189,19 @@ def _iter_batches(dataset: Any, columns: Sequence[str], batch_size: int) -> Iter
             yield {c: [_as_list(row[c]) for row in rows] for c in columns}
 
 
-@contextlib.contextmanager
-def _examples_progress(description: str | None, total: int) -> Iterator[Callable[[int], Any]]:
-    """``advance(count)`` for a ``tqdm`` bar over ``total`` examples, or a no-op without a description."""
-    if description is None:
-        yield lambda count: None
-        return
+def _examples_progress(description: str | None, total: int) -> Any:
+    """A ``tqdm`` bar over ``total`` examples (on standard error, cleared when done); off without a
+    description."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc=description, unit="example", leave=False, dynamic_ncols=True) as bar:
-        yield bar.update
+    return tqdm(
+        total=total,
+        desc=description,
+        unit="example",
+        leave=False,
+        dynamic_ncols=True,
+        disable=description is None,
+    )
 
 
 def _counted(
@@ -599,9 +601,9 @@ def label_confidences(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _examples_progress(progress_bar, num_rows(dataset)) as advance:
+        with torch.no_grad(), _examples_progress(progress_bar, num_rows(dataset)) as bar:
             offset = 0
-            for batch in _counted(_iter_batches(dataset, needed, batch_size), advance):
+            for batch in _counted(_iter_batches(dataset, needed, batch_size), bar.update):
                 if causal:
                     golds = _gold_labels(batch, tokenizer, label_column)
                     references.extend(golds)
