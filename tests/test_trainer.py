@@ -419,36 +419,42 @@ def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(
     assert math.isclose(final_full["loss_mi"], final_resumed["loss_mi"], rel_tol=1e-5)
 
 
+@pytest.fixture
+def trained_from(tmp_path, tiny_tokenizer, tiny_features, make_args):
+    """``trained_from(resume, model=None, callbacks=(), **overrides)``: a T5 DSSMITrainer (seed 3 unless a
+    model is given) saving in ``tmp_path / "out"`` after ``train(resume_from_checkpoint=resume)``."""
+
+    def train(resume=None, model=None, callbacks=(), **overrides):
+        trainer = DSSMITrainer(
+            model=model or build_tiny_seq2seq(tiny_tokenizer, "t5", seed=3),
+            args=make_args(tmp_path, save_strategy="steps", logging_steps=1, **overrides),
+            processing_class=tiny_tokenizer,
+            train_dataset=tiny_features,
+            callbacks=list(callbacks),
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    return train
+
+
 def test_resuming_a_checkpoint_at_max_steps_trains_no_further_step(
-    tmp_path, tiny_tokenizer, tiny_features, make_args, caplog
+    tmp_path, tiny_tokenizer, trained_from, caplog
 ):
     """transformers alone takes one more optimizer step from a checkpoint that already reached ``max_steps``
     (step 5 of 4, with new weights under a constant learning rate); the run is finished, so nothing trains."""
     from safetensors.torch import load_file
 
-    def trainer_for(model):
-        args = make_args(
-            tmp_path,
-            max_steps=4,
-            per_device_train_batch_size=2,  # 8 steps an epoch: the budget ends inside the first epoch
-            save_strategy="steps",
-            save_steps=4,
-            logging_steps=1,
-            lr_scheduler_type="constant",
-            learning_rate=1e-2,
-        )
-        return DSSMITrainer(
-            model=model, args=args, processing_class=tiny_tokenizer, train_dataset=tiny_features
-        )
-
-    trainer_for(build_tiny_seq2seq(tiny_tokenizer, "t5", seed=3)).train()
+    # 8 steps an epoch (batch 2 of 16 examples): the budget ends inside the first epoch
+    budget = dict(max_steps=4, per_device_train_batch_size=2, save_steps=4)
+    constant = dict(lr_scheduler_type="constant", learning_rate=1e-2)
+    trained_from(**budget, **constant)
     checkpoint = tmp_path / "out" / "checkpoint-4"
     saved = load_file(str(checkpoint / "model.safetensors"))
     model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=4)  # other weights: the checkpoint's must be loaded
-    resumed = trainer_for(model)
     with caplog.at_level("WARNING", logger="hf_cotmi"):
-        output = resumed.train(resume_from_checkpoint=str(checkpoint))
-    assert resumed.state.global_step == output.global_step == 4
+        resumed = trained_from(str(checkpoint), model=model, **budget, **constant)
+    assert resumed.state.global_step == 4
     assert [e["step"] for e in resumed.state.log_history if "loss" in e] == [1, 2, 3, 4]
     for name, value in model.state_dict().items():
         if name in saved:
@@ -458,7 +464,7 @@ def test_resuming_a_checkpoint_at_max_steps_trains_no_further_step(
 
 
 def test_resuming_a_run_that_stopped_early_with_restored_callback_states_trains_no_further(
-    tmp_path, tiny_tokenizer, tiny_features, make_args, caplog
+    tmp_path, trained_from, caplog
 ):
     """With ``restore_callback_states_from_checkpoint=True`` the checkpoint's ``TrainerControl`` comes back
     with ``should_training_stop`` (early stopping, or any callback, ended the run there), but transformers
@@ -469,62 +475,23 @@ def test_resuming_a_run_that_stopped_early_with_restored_callback_states_trains_
             if state.global_step == 2:
                 control.should_training_stop = True
 
-    def run(resume=None, restore=True):
-        args = make_args(
-            tmp_path,
-            max_steps=6,
-            save_strategy="steps",
-            save_steps=2,
-            logging_steps=1,
-            restore_callback_states_from_checkpoint=restore,
-        )
-        trainer = DSSMITrainer(
-            model=build_tiny_seq2seq(tiny_tokenizer, "t5", seed=3),
-            args=args,
-            processing_class=tiny_tokenizer,
-            train_dataset=tiny_features,
-            callbacks=[] if resume else [StopAt()],
-        )
-        trainer.train(resume_from_checkpoint=resume)
-        return trainer
-
-    run()
+    budget = dict(max_steps=6, save_steps=2)
+    trained_from(callbacks=[StopAt()], restore_callback_states_from_checkpoint=True, **budget)
     checkpoint = str(tmp_path / "out" / "checkpoint-2")
     with caplog.at_level("WARNING", logger="hf_cotmi"):
-        stopped = run(resume=checkpoint)
+        stopped = trained_from(checkpoint, restore_callback_states_from_checkpoint=True, **budget)
     assert stopped.state.global_step == 2
     assert "was saved when training stopped" in caplog.text
-    assert run(resume=checkpoint, restore=False).state.global_step == 6
+    assert trained_from(checkpoint, **budget).state.global_step == 6
 
 
 @pytest.mark.parametrize("restore", [True, False])
-def test_a_finished_run_resumed_with_a_larger_max_steps_trains_on(
-    tmp_path, tiny_tokenizer, tiny_features, make_args, restore
-):
+def test_a_finished_run_resumed_with_a_larger_max_steps_trains_on(tmp_path, trained_from, restore):
     """The checkpoint at the old budget recorded ``should_training_stop`` (the budget's own stop): a larger
     ``max_steps`` continues it, with or without restored callback states."""
-
-    def run(max_steps, resume=None):
-        args = make_args(
-            tmp_path,
-            max_steps=max_steps,
-            per_device_train_batch_size=2,
-            save_strategy="steps",
-            save_steps=4,
-            logging_steps=1,
-            restore_callback_states_from_checkpoint=restore,
-        )
-        trainer = DSSMITrainer(
-            model=build_tiny_seq2seq(tiny_tokenizer, "t5", seed=3),
-            args=args,
-            processing_class=tiny_tokenizer,
-            train_dataset=tiny_features,
-        )
-        trainer.train(resume_from_checkpoint=resume)
-        return trainer
-
-    run(4)
-    extended = run(8, resume=str(tmp_path / "out" / "checkpoint-4"))
+    run = dict(per_device_train_batch_size=2, save_steps=4, restore_callback_states_from_checkpoint=restore)
+    trained_from(max_steps=4, **run)
+    extended = trained_from(str(tmp_path / "out" / "checkpoint-4"), max_steps=8, **run)
     assert extended.state.global_step == 8
     assert [e["step"] for e in extended.state.log_history if "loss" in e] == list(range(1, 9))
 
