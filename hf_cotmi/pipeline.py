@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -341,6 +341,65 @@ def load_task_data(args: DataArguments, *, need_train: bool = True) -> LoadedDat
         where = files.get(args.train_split, args.train_split)
         splits["train"], teacher_label_column = with_teacher_labels(splits["train"], where)
     return LoadedData(splits, name, spec.metric, source, spec, report, teacher_label_column)
+
+
+def _candidates_problem(value: Any) -> str | None:
+    """What is wrong with one row's candidates (``"text"``, ``"an empty list"``, ...), or None."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, Mapping):
+        return "an object"
+    if not isinstance(value, (list, tuple)):
+        return type(value).__name__
+    if not value:
+        return "an empty list"
+    for item in value:
+        if item is None:
+            return "a list holding null"
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            return f"a list holding {type(item).__name__}"
+    return None
+
+
+def _check_candidate_lists(splits: Mapping[str, Any], column: str, places: Mapping[str, str]) -> None:
+    """Refuse, before any training or scoring, a held-out row whose ``column`` (``--label-candidates COLUMN``)
+    is not a non-empty list of candidate labels (text, or whole numbers): such a column used to fail only
+    after training, or to be scored as the label ``"None"`` or an object's keys.
+
+    ``splits``: split name -> ``datasets.Dataset`` (``"train"`` and splits without ``column`` are skipped);
+    ``places``: split name -> where it came from, for messages (``"--test-file test.jsonl"``).
+
+    Examples:
+        >>> from datasets import Dataset
+        >>> _check_candidate_lists({"test": Dataset.from_dict({"choices": [["sea", "tree"]]})}, "choices", {})
+        >>> try:
+        ...     _check_candidate_lists({"test": Dataset.from_dict({"choices": ["sea,tree"]})}, "choices", {})
+        ... except CLIUsageError as error:
+        ...     print(str(error).split(";")[0])
+        split 'test', row 0 (counting from 0): 'choices' is 'sea,tree' (text)
+    """
+    for split, dataset in splits.items():
+        if split == "train" or column not in dataset.column_names:
+            continue
+        for row, value in enumerate(dataset.with_format(None)[column]):
+            problem = _candidates_problem(value)
+            if problem is not None:
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                place = places.get(split, f"split {split!r}")
+                raise CLIUsageError(
+                    f"{place}, row {row} (counting from 0): {column!r} is {shown} ({problem}); expected a "
+                    f"non-empty list of candidate labels (text or whole numbers) for --label-candidates {column}"
+                )
+
+
+def _split_place(args: DataArguments, chosen: str) -> str:
+    """Where the split ``chosen`` (``"valid"``, ``"test"``, ...) comes from: ``"--test-file PATH"``, else
+    ``"split 'test'"``."""
+    field_name = _FILE_FIELDS.get(chosen)
+    path = getattr(args, field_name) if field_name else None
+    return f"{_FILE_OPTIONS[chosen]} {path}" if path else f"split {chosen!r}"
 
 
 def build_features(
@@ -1287,6 +1346,10 @@ def run_training(
         mode, candidates = spec.resolve_confidence(eval_args.confidence, eval_args.label_candidates, columns)
     except ValueError as error:
         raise CLIUsageError(str(error)) from None
+    if isinstance(candidates, str):  # a column: each held-out row's own candidates
+        places = {"eval": _split_place(data_args, data_args.eval_split)}
+        places["test"] = _split_place(data_args, data_args.test_split)
+        _check_candidate_lists(data.splits, candidates, places)
     if training_args.generation_max_length is None:
         training_args.generation_max_length = data_args.max_label_length
     trainer = build_trainer(
@@ -1507,6 +1570,8 @@ def run_evaluation(
         )
     except ValueError as error:
         raise CLIUsageError(str(error)) from None
+    if isinstance(candidates, str):  # a column: each row's own candidates
+        _check_candidate_lists({split: built}, candidates, {split: _split_place(data_args, split)})
     report = evaluate_calibration(
         model,
         tokenizer,

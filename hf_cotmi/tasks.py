@@ -314,7 +314,8 @@ class TaskSpec:
             ``(mode, candidates)`` for :func:`hf_cotmi.label_confidences`.
 
         Raises:
-            ValueError: an unknown mode, candidates naming no label, or candidates mode without candidates.
+            ValueError: an unknown mode, candidates naming no label or only one (that is no column), or
+                candidates mode without candidates.
 
         Examples:
             >>> get_task("esnli").resolve_confidence()
@@ -332,6 +333,12 @@ class TaskSpec:
                 given = [c.strip() for c in candidates.split(",") if c.strip()]
                 if not given:
                     raise ValueError(f"--label-candidates {candidates!r} names no label")
+                if len(given) == 1:  # one candidate: always confidence 1 (a misspelt column name?)
+                    raise ValueError(
+                        f"--label-candidates {candidates!r} is not a column of the evaluation data (its columns: "
+                        f"{list(columns)}) and, read as labels, names only one, which would always get "
+                        "confidence 1; expected a column name or two or more comma-separated labels"
+                    )
         # the API's rule (confidence_for), so the CLI and evaluate_calibration / ECECallback agree
         resolved_mode, resolved = self.confidence_for(mode, given)
         if resolved_mode not in CONFIDENCE_MODES:

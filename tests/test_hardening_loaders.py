@@ -286,7 +286,7 @@ def test_a_bom_json_array_is_read_as_an_array(tmp_path):
         ('[{"a": 1} {"a": 2}]', "line 1: expected ',' or ']' after record 1"),
         ('[{"a": 1}]\n[{"a": 2}]', "line 2: text after the closing ']' of the array"),
         ('[{"a": 1},\n {"a": }]', "record 2 (line 2): not valid JSON"),
-        ('[{"a": 1}, 2]', "record 2: expected a JSON object, got int"),
+        ('[{"a": 1}, 2]', "record 2 (line 1): expected a JSON object, got a number (2)"),
     ],
 )
 def test_malformed_json_arrays_name_the_line_or_record(tmp_path, text, expected):
@@ -349,3 +349,71 @@ def test_the_strict_reading_benchmark_runs(tmp_path):
     spec.loader.exec_module(module)
     summary = module.main(["--records", "50", "--repeats", "1"])
     assert summary["strict_over_baseline"] > 0
+
+
+# ------------------------------------------------------- numbers JSON cannot hold, values Arrow cannot store
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1e400"])
+def test_a_number_too_large_for_a_float_is_refused_not_read_as_a_missing_label(tmp_path, literal):
+    # Python reads 1e400 as infinity, which the text column would then show as null ("missing")
+    line = json.dumps(GOOD).replace(f'"label": "{GOOD["label"]}"', f'"label": {literal}')
+    path = write(tmp_path / "huge.jsonl", jsonl_bytes(json.dumps(GOOD), line))
+    message = error_of(path)
+    assert f"huge.jsonl, line 2: the number {literal} is too large" in message
+    assert "missing" not in message
+
+
+def test_a_number_too_large_for_a_float_in_a_json_array_names_the_record(tmp_path):
+    path = write(tmp_path / "huge.json", '[{"input": "a", "label": "b", "rationale": 1e999}]')
+    assert "huge.json, record 1 (line 1): the number 1e999 is too large" in error_of(path)
+
+
+@pytest.mark.parametrize(
+    ("values", "line", "field"),
+    [
+        ([["a", "b"], ["c", 1]], 2, "choices"),  # one list mixes text and a number
+        ([["a"], [1]], 2, "choices"),  # lists of text, then a list of numbers
+        ([{"x": 1}, {"x": "s"}], 2, "meta"),  # an object's field changes type
+        ([1, 2**64], 2, "big"),  # a whole number beyond 64 bits
+        ([12345678901234567, 2.5], 2, "mixed"),  # an integer a float cannot hold, then a float
+    ],
+)
+def test_a_value_arrow_cannot_store_names_the_line_and_field(tmp_path, values, line, field):
+    rows = [dict(GOOD, **{field: value}) for value in values]
+    path = write(tmp_path / "odd.jsonl", jsonl_bytes(*(json.dumps(r) for r in rows)))
+    message = error_of(path)
+    assert message.startswith(f"{path}, line {line}: the field {field!r} holds ")
+    assert "expected" in message
+
+
+def test_a_lone_surrogate_escape_names_the_line_and_field(tmp_path):
+    path = write(
+        tmp_path / "sur.json",
+        '[{"input": "a", "label": "b", "rationale": "r"},\n'
+        ' {"input": "x\\ud800", "label": "b", "rationale": "r"}]',
+    )
+    message = error_of(path)
+    assert message.startswith(f"{path}, record 2: the field 'input' holds ")
+    assert "surrogate" in message
+
+
+def test_a_whole_number_with_too_many_digits_names_the_line(tmp_path):
+    # Python refuses to read integers of more than 4300 digits, with a ValueError that names no file
+    line = json.dumps(GOOD).replace(f'"label": "{GOOD["label"]}"', '"label": ' + "1" * 5000)
+    path = write(tmp_path / "digits.jsonl", jsonl_bytes(line))
+    assert f"{path}, line 1: the whole number of 5000 digits is too long" in error_of(path)
+
+
+def test_json_lines_of_arrays_say_the_file_was_read_as_one_array_and_name_the_line(tmp_path):
+    # a line that starts with "[" makes the file one JSON array: its first element "a" is no object
+    path = write(tmp_path / "rows.jsonl", jsonl_bytes('["a", "b", "r"]', '["c", "d", "r"]'))
+    assert error_of(path) == (
+        f"{path}, record 1 (line 1): expected a JSON object, got text ('a'); the file starts with '[', so it "
+        "is read as one JSON array of objects"
+    )
+
+
+def test_a_json_lines_record_that_is_null_says_null_not_a_python_type(tmp_path):
+    path = write(tmp_path / "null.jsonl", jsonl_bytes(json.dumps(GOOD), "null"))
+    assert error_of(path) == f"{path}, line 2: expected a JSON object, got null"

@@ -68,13 +68,64 @@ def _json_columns(path: Path, unit: str, records: list[tuple[int, dict]]) -> dic
             kind = _kind(value)
             seen = first.setdefault(key, (kind, number))
             if seen[0] != kind:
-                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
                 raise DataFormatError(
                     f"{path}: could not build a table from its records: at {unit} {number} the field {key!r} "
-                    f"holds {kind} ({shown}) but at {unit} {seen[1]} {seen[0]}; expected the same type in every "
-                    "record (quote numbers to make them text)"
+                    f"holds {kind} ({_shown(value)}) but at {unit} {seen[1]} {seen[0]}; expected the same type "
+                    "in every record (quote numbers to make them text)"
                 )
     return columns
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to 40 characters for a message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _builds(values: list[Any]) -> Exception | None:
+    """The error Arrow raises for a column of ``values``, or None when it stores them."""
+    from datasets import Dataset
+
+    try:
+        Dataset.from_dict({"column": values})
+    except Exception as error:  # pyarrow raises ArrowInvalid, ArrowTypeError, OverflowError, ...
+        return error
+    return None
+
+
+def _unstorable(path: Path, unit: str, numbers: list[int], columns: dict[str, list[Any]]) -> str | None:
+    """Why Arrow cannot build a table of ``columns``, naming the field and the first record it fails at
+    (by bisection over the records: a prefix that fails makes every longer one fail); None if no single
+    column fails.
+
+    Examples:
+        >>> _unstorable(Path("d.jsonl"), "line", [1, 3], {"n": [1, 2**64]}).split(", which")[0]
+        "d.jsonl, line 3: the field 'n' holds 18446744073709551616"
+    """
+    for key, values in columns.items():
+        error = _builds(values)
+        if error is None:
+            continue
+        good, bad = 0, len(values)  # values[:good] builds, values[:bad] does not
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if _builds(values[:middle]) is None else (good, middle)
+        index = bad - 1
+        value = values[index]
+        alone = _builds([value])
+        where = f"{path}, {unit} {numbers[index]}: the field {key!r} holds {_shown(value)}"
+        if alone is not None:
+            return (
+                f"{where}, which a table cannot store ({alone}); expected text, a whole number within 64 "
+                "bits, a float, true/false, or lists (of one type) and objects of these (quote numbers to make "
+                "them text)"
+            )
+        error = _builds(values[: index + 1]) or error
+        return (
+            f"{where}, which does not fit the type of that field in the records before it ({error}); "
+            "expected the same type in every record, inside lists and objects too"
+        )
+    return None
 
 
 def read_table_file(path: Path) -> tuple[Dataset, Locate]:
@@ -111,9 +162,10 @@ def read_table_file(path: Path) -> tuple[Dataset, Locate]:
         numbers = [number for number, _ in records]
         try:
             dataset = Dataset.from_dict(columns)
-        except Exception as error:  # pyarrow: e.g. lists whose elements mix types
+        except Exception as error:  # pyarrow: e.g. lists whose elements mix types, a number beyond 64 bits
             raise DataFormatError(
-                f"{path}: could not build a table from its records ({error}); "
+                _unstorable(path, unit, numbers, columns)
+                or f"{path}: could not build a table from its records ({error}); "
                 "expected each field to hold the same type in every record"
             ) from error
         return dataset, lambda index: f"{unit} {numbers[index]}"

@@ -11,6 +11,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -76,7 +77,56 @@ def refuse_constant(name: str) -> None:
     raise DataFormatError(f"{name} is not a JSON value (a missing number?); write null, or the value as text")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=check_duplicate_keys, parse_constant=refuse_constant)
+def finite_float(text: str) -> float:
+    """``parse_float`` for ``json.loads``: the number, refusing one too large for a float (``1e400``), which
+    Python would read as infinity, and a text column would then show as null (a "missing" value).
+
+    Raises:
+        DataFormatError: the number overflows a 64-bit float (the caller adds the file and line).
+
+    Examples:
+        >>> json.loads('{"label": 2.5e3}', parse_float=finite_float)
+        {'label': 2500.0}
+        >>> try:
+        ...     json.loads('{"label": 1e400}', parse_float=finite_float)
+        ... except DataFormatError as error:
+        ...     print(error)
+        the number 1e400 is too large for a 64-bit float (it would read as infinity); write it as text
+    """
+    value = float(text)
+    if math.isinf(value):
+        raise DataFormatError(
+            f"the number {text} is too large for a 64-bit float (it would read as infinity); write it as text"
+        )
+    return value
+
+
+def readable_int(text: str) -> int:
+    """``parse_int`` for ``json.loads``: the whole number, or an error naming its length where Python refuses
+    to read it (more digits than ``sys.get_int_max_str_digits()``, 4300 by default).
+
+    Raises:
+        DataFormatError: too many digits (the caller adds the file and line).
+
+    Examples:
+        >>> json.loads('{"label": 12}', parse_int=readable_int)
+        {'label': 12}
+    """
+    try:
+        return int(text)
+    except ValueError:
+        digits = len(text.lstrip("-"))
+        raise DataFormatError(
+            f"the whole number of {digits} digits is too long to read; write it as text"
+        ) from None
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=check_duplicate_keys,
+    parse_constant=refuse_constant,
+    parse_float=finite_float,
+    parse_int=readable_int,
+)
 
 
 def _read_text(path: Path) -> str:
@@ -116,10 +166,29 @@ def _parse_jsonl(text: str, path: Path) -> list[tuple[int, dict]]:
             raise DataFormatError(f"{path}, line {line_number}: {error}") from None
         if not isinstance(record, dict):
             raise DataFormatError(
-                f"{path}, line {line_number}: expected a JSON object, got {type(record).__name__}"
+                f"{path}, line {line_number}: expected a JSON object, got {_json_kind(record)}"
             )
         records.append((line_number, record))
     return records
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, for a message: ``text ('a')``, ``a number (2)``, ``a list``, ``null``, ...
+
+    Examples:
+        >>> _json_kind("a"), _json_kind(2), _json_kind([1]), _json_kind(None)
+        ("text ('a')", 'a number (2)', 'a list', 'null')
+    """
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"true/false ({shown})"
+    if isinstance(value, str):
+        return f"text ({shown})"
+    if isinstance(value, (int, float)):
+        return f"a number ({shown})"
+    return "a list" if isinstance(value, list) else type(value).__name__
 
 
 def _parse_json_array(text: str, path: Path) -> list[tuple[int, dict]]:
@@ -142,7 +211,7 @@ def _parse_json_array(text: str, path: Path) -> list[tuple[int, dict]]:
         position += 1
     else:
         while True:
-            number = len(records) + 1
+            number, start = len(records) + 1, position
             try:
                 item, position = _DECODER.raw_decode(text, position)
             except json.JSONDecodeError as error:
@@ -156,7 +225,8 @@ def _parse_json_array(text: str, path: Path) -> list[tuple[int, dict]]:
                 ) from None
             if not isinstance(item, dict):
                 raise DataFormatError(
-                    f"{path}, record {number}: expected a JSON object, got {type(item).__name__}"
+                    f"{path}, record {number} (line {line_of(start)}): expected a JSON object, got "
+                    f"{_json_kind(item)}; the file starts with '[', so it is read as one JSON array of objects"
                 )
             records.append((number, item))
             position = skip(position)
