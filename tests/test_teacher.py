@@ -559,6 +559,34 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_p
     assert not (tmp_path / "out.jsonl.lock").exists()  # released and removed when the run ends
 
 
+def test_a_lock_released_between_opening_and_locking_it_is_taken_afresh(tmp_path, monkeypatch):
+    """A run that opened ``<output>.lock`` just before the run holding it ended (and removed it) locked the
+    removed file: a third run then created and locked a new one, and both appended the same records."""
+    import fcntl
+
+    from hf_cotmi.teacher.store import OutputInUseError, exclusive_output
+
+    out = tmp_path / "out.jsonl"
+    lock = tmp_path / "out.jsonl.lock"
+    lock.write_text("")  # the lock file of a run still writing
+    real_flock = fcntl.flock
+    ended = []
+
+    def flock_after_the_first_run_ended(fd, operation):
+        if not ended:  # between this run's open and its flock, the first run ends and removes its lock file
+            ended.append(True)
+            lock.unlink()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_first_run_ended)
+    with exclusive_output(out):  # the second run
+        assert lock.exists()  # it holds the lock file a newcomer opens, not the removed one
+        with pytest.raises(OutputInUseError):
+            with exclusive_output(out):  # a third run
+                pass
+    assert not lock.exists()
+
+
 def test_a_long_retry_after_is_logged_as_a_warning(caplog):
     """A server asking for an hour's wait is honoured; the wait must not look like a silent hang."""
     pytest.importorskip("openai")

@@ -105,6 +105,10 @@ class FaultServer:
                     self.end_headers()
                     self.wfile.write(page)
                     return
+                if fault == "cut-json":  # a 200 whose JSON body ends early (a proxy, a server that crashed)
+                    return self._reply(
+                        200, None, body=b'{"id": "r", "object": "chat.completion", "choices": [{"ind'
+                    )
                 if fault in ("500", "501", "503"):
                     return self._reply(int(fault), {"error": {"message": "scheduled failure"}})
                 if fault == "429":
@@ -147,8 +151,8 @@ class FaultServer:
                     },
                 )
 
-            def _reply(self, status, payload, headers=None):
-                data = json.dumps(payload).encode()
+            def _reply(self, status, payload, headers=None, body=None):
+                data = json.dumps(payload).encode() if body is None else body
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -511,6 +515,27 @@ def test_content_parts_name_the_record_and_what_came(tmp_path):
         assert server.requests == 1 and error.value.summary.retries == 0
 
 
+def test_a_reply_whose_json_is_cut_short_is_retried_and_names_its_record(tmp_path):
+    """A 200 whose JSON body ended early stopped the run at once with "JSONDecodeError: Expecting value ...",
+    naming neither the record nor the server, though asking again mends it."""
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 3)
+    once = RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
+    common = {"model": "m", "task": "arithmetic", "concurrency": 1, "retry_policy": once, "progress": False}
+    with FaultServer({2: "cut-json"}) as server:
+        summary = generate_rationales(inputs, tmp_path / "a.jsonl", base_url=server.url, **common)
+        assert server.requests == 4
+    assert summary.complete and summary.retries == 1 and len(lines(tmp_path / "a.jsonl")) == 3
+    with FaultServer({2: "cut-json", 3: "cut-json"}) as server:
+        with pytest.raises(TeacherRequestError) as error:
+            generate_rationales(inputs, tmp_path / "b.jsonl", base_url=server.url, **common)
+        assert server.requests == 3
+    message = str(error.value)
+    assert re.search(r"^record 1 \(sample 0\): .*127\.0\.0\.1.* not valid JSON .*gave up after 1 retries",
+                     message), message  # fmt: skip
+    assert error.value.summary.written == 1 and len(lines(tmp_path / "b.jsonl")) == 1
+
+
 def test_max_retry_after_caps_a_day_long_retry_after_from_the_api_and_the_command(tmp_path, capsys):
     """A server or proxy saying Retry-After: 86400 made the run sleep a day."""
     inputs = tmp_path / "in.jsonl"
@@ -575,6 +600,43 @@ def test_sigkill_mid_run_then_rerun_gives_the_same_files(tmp_path):
         assert (tmp_path / f"killed{suffix}").read_bytes() == (
             tmp_path / f"reference{suffix}"
         ).read_bytes(), suffix
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_what_finished_and_exits_without_waiting_for_the_requests_in_flight(tmp_path):
+    """After Ctrl-C the command said "interrupted", then the process waited for the requests in flight (up
+    to --request-timeout, 120 s by default) whose answers nobody would write; a second Ctrl-C printed a
+    traceback from the interpreter's exit."""
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 12)
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with FaultServer({5: "slow", 6: "slow", 7: "slow"}, slow=60.0) as server:
+        argv = _cli("--input-file", str(inputs), "--output-file", str(out), "--base-url", server.url, "--model",
+                    "m", "--task", "arithmetic", "--concurrency", "3", "--no-progress", "true")  # fmt: skip
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while server.requests < 7 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        # the three slow requests are in flight; wait until the four before them are written (under load
+        # their writing can trail the requests)
+        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 4):
+            time.sleep(0.02)
+        time.sleep(0.1)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=90)
+        assert time.monotonic() - interrupted < 15, "waited for the requests in flight"
+        assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+        assert "stopped: 4 of 12 records done" in stdout
+        kept = [line["source_index"] for line in lines(out)]  # what finished is kept: the four fast requests'
+        assert (
+            len(kept) == len(set(kept)) == 4
+        )  # records (which ones depends on how the threads were scheduled)
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    done = lines(out) + lines(tmp_path / "out.rejects.jsonl")
+    assert sorted(line["source_index"] for line in done) == list(range(12))
 
 
 @pytest.fixture(scope="module")

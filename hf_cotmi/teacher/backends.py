@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import logging
 import os
 import random
@@ -214,7 +215,8 @@ class OpenAICompatibleBackend:
         }
 
     def _classify(self, error: Exception) -> Exception:
-        """A RetryableError for transient failures; a TeacherRequestError otherwise."""
+        """A RetryableError for transient failures (timeouts, connection errors, 429, most 5xx, a reply whose
+        JSON is cut short); a TeacherRequestError for other HTTP errors; any other error as it is."""
         openai = self._openai
         if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
             kind = "timed out" if isinstance(error, openai.APITimeoutError) else "connection failed"
@@ -232,6 +234,13 @@ class OpenAICompatibleBackend:
             return TeacherRequestError(
                 f"HTTP {status} from {self.base_url} for model {self.model!r} ({self.api} API): "
                 f"{str(getattr(error, 'message', '') or error)[:300]}"
+            )
+        if isinstance(error, json.JSONDecodeError):
+            # a reply said to be JSON whose body is not (cut short by a proxy or a crashing server): the
+            # client's error names neither the server nor the reply; asking again may get a whole one
+            return RetryableError(
+                f"{self.base_url} answered with a body that is not valid JSON ({error.msg} at character "
+                f"{error.pos}): {error.doc[:200]!r}"
             )
         return error
 

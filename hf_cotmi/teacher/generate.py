@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -794,7 +795,14 @@ def _send_units(
     cancel = teacher.cancel if isinstance(teacher, OpenAICompatibleBackend) else None
     if cancel is not None:
         cancel(False)
-    executor = ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher")
+    # A server's requests run in daemon threads: after Ctrl-C the process exits without waiting for the
+    # answers in flight (up to request_timeout), which nobody would write. A local model's generate keeps
+    # to the executor's threads, which the interpreter waits for (native code must not be cut off at exit).
+    executor = (
+        None
+        if cancel is not None
+        else ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix="teacher")
+    )
     in_flight: dict[Future, list[GenerationRequest]] = {}
     failure: Exception | None = None
     stopped = False  # by an exception, while the run was in progress
@@ -802,7 +810,12 @@ def _send_units(
     def submit_next() -> None:
         unit = next(work, None)
         if unit is not None:
-            in_flight[executor.submit(teacher.generate, unit)] = unit
+            future = (
+                _start_daemon_thread(teacher.generate, unit)
+                if executor is None
+                else executor.submit(teacher.generate, unit)
+            )
+            in_flight[future] = unit
 
     try:
         for _ in range(teacher.concurrency):
@@ -827,8 +840,31 @@ def _send_units(
             cancel()
         raise
     finally:
-        executor.shutdown(wait=failure is not None and not stopped, cancel_futures=True)
+        if executor is not None:
+            executor.shutdown(wait=failure is not None and not stopped, cancel_futures=True)
     return failure
+
+
+def _start_daemon_thread(
+    function: Callable[[list[GenerationRequest]], list[str]], unit: list[GenerationRequest]
+) -> Future:
+    """Run ``function(unit)`` in a new daemon thread named ``teacher-...``; the Future holds its result or error.
+
+    Unlike a ``ThreadPoolExecutor``'s threads, the interpreter does not wait for it when the process exits.
+    """
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(function(unit))
+        except BaseException as error:  # handed to whoever reads the Future
+            future.set_exception(error)
+
+    name = f"teacher-{unit[0].index}-{unit[0].sample}" if unit else "teacher"
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def _as_teacher_error(failure: Exception, summary: GenerationSummary) -> TeacherRequestError:

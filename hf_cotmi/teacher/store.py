@@ -95,21 +95,48 @@ def exclusive_output(path: str | os.PathLike[str]) -> Iterator[None]:
         return
     lock_path = Path(f"{path}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _lock_file(lock_path, fcntl, path)
     try:
+        yield
+    finally:
+        try:
+            lock_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def _lock_file(lock_path: Path, fcntl: Any, path: str | os.PathLike[str]) -> int:
+    """Open and lock ``lock_path``; the open descriptor, once it is locked and still the file at that path.
+
+    A run that ends removes its lock file: one that opened it just before then locks a removed file, which a
+    newcomer would not see, so the lock is taken again on the file the path now names.
+    """
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise OutputInUseError(
                 f"another run is generating into {path} (it holds {lock_path}); wait for it to finish, or write "
                 "to another --output-file"
             ) from None
-        try:
-            yield
-        finally:
-            lock_path.unlink(missing_ok=True)
-    finally:
-        os.close(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, lock_path):
+            return fd
+        os.close(fd)  # the run that held it ended and removed it meanwhile: lock the one there now
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 class JsonlAppender:
