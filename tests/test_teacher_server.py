@@ -486,6 +486,19 @@ def test_a_reply_without_a_message_names_its_record_instead_of_an_attribute_erro
     assert summary.complete and summary.retries == 1
 
 
+@pytest.mark.parametrize("choices", ["abc", {"0": "x"}, 7])
+def test_choices_that_are_not_a_list_are_named_as_such(choices):
+    """``choices`` of the wrong kind was reported as "choices[0].message is null" (the first character of a
+    string has no message)."""
+    from types import SimpleNamespace
+
+    from hf_cotmi.teacher.backends import OpenAICompatibleBackend, RetryableError
+
+    backend = SimpleNamespace(api="chat", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(RetryableError, match=rf"choices is a {type(choices).__name__}, not a list"):
+        OpenAICompatibleBackend._completion_text(backend, SimpleNamespace(choices=choices))
+
+
 def test_a_refusal_is_the_teachers_answer_a_reject_not_a_retry_or_a_stop(tmp_path, caplog):
     """A refusal is deterministic (a rerun gets it again): it goes to the rejects file with its text, and the
     run goes on; retrying it, then stopping, left a run that could never get past the record."""

@@ -276,7 +276,9 @@ class OpenAICompatibleBackend:
         when it is not a string."""
         where = "choices[0].message.content" if self.api == "chat" else "choices[0].text"
         came = None
-        if not response.choices:
+        if response.choices and not isinstance(response.choices, (list, tuple)):
+            came = f"choices is a {type(response.choices).__name__}, not a list"
+        elif not response.choices:
             came = "no choices"
         elif response.choices[0] is None:
             came = "choices[0] is null"
