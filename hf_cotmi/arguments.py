@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
@@ -24,11 +25,13 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
     - ``rationale_loss_weight=0`` and ``mi_loss_weight=0``: standard fine-tuning on labels; the rationale
       pass is skipped.
 
-    Everything else is ``Seq2SeqTrainingArguments``. Three defaults differ: ``remove_unused_columns=False``
+    Everything else is ``Seq2SeqTrainingArguments``. Four defaults differ: ``remove_unused_columns=False``
     (every column reaches the collator and the callbacks; ``True`` drops the columns neither
     ``model.forward`` nor :class:`~hf_cotmi.DSSDataCollator` uses, and keeps the rationale columns),
-    ``predict_with_generate=True`` and ``logging_nan_inf_filter=False`` (the logged loss is the real value,
-    NaN included).
+    ``predict_with_generate=True``, ``logging_nan_inf_filter=False`` (the logged loss is the real value,
+    NaN included), and ``greater_is_better``, which is ``False`` (lower is better) for a
+    ``metric_for_best_model`` naming an ECE (``eval_ece``, ``eval_ood_ece``) or a loss component
+    (``eval_loss_mi``, ...) as well as for one ending in ``loss``; transformers would maximise those.
 
     Values are checked when the arguments are built, and a ``ValueError`` names the field: negative, NaN or
     infinite loss weights or learning rate, batch sizes or ``gradient_accumulation_steps`` below 1,
@@ -224,6 +227,7 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
                 "output_rationale=True needs predict_with_generate=True (the rationales are generated)"
             )
         _check_mixed_precision(self)
+        _minimise_lower_is_better_metric(self)
         super().__post_init__()
         _check_processes_train_together(self)
         _check_fsdp_can_take_effect(self)
@@ -284,6 +288,21 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
             "mi_divergence": self.mi_divergence,
             "mi_variant": self.mi_variant,
         }
+
+
+_LOWER_IS_BETTER = re.compile(r"(^|_)(ece|loss(_label|_rationale|_mi)?)$")
+"""Metric names where lower is better: an ECE (``ece``, ``eval_ood_ece``) and the loss and its components."""
+
+
+def _minimise_lower_is_better_metric(args: DSSMITrainingArguments) -> None:
+    """Default ``greater_is_better`` to ``False`` for a ``metric_for_best_model`` that is an ECE or a loss term.
+
+    transformers defaults it to ``True`` unless the name ends in ``"loss"``: ``eval_ece`` or ``eval_loss_mi``
+    as the best-model metric would keep the worst checkpoint. A ``greater_is_better`` given is kept.
+    """
+    metric = args.metric_for_best_model
+    if args.greater_is_better is None and isinstance(metric, str) and _LOWER_IS_BETTER.search(metric):
+        args.greater_is_better = False
 
 
 def _is_number(value: object) -> bool:

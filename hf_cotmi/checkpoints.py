@@ -290,6 +290,21 @@ def latest_complete_checkpoint(output_dir: PathLike) -> str | None:
     return None
 
 
+def _save_only_model_note(problems: list[str]) -> str:
+    """Why a checkpoint with its weights but no optimizer or scheduler state cannot be resumed, or ``""``.
+
+    ``save_only_model=True`` writes such checkpoints; transformers would resume from one with a fresh optimizer
+    and a learning-rate schedule started again, without a word.
+    """
+    if sorted(problems) != ["optimizer.pt is missing", "scheduler.pt is missing"]:
+        return ""
+    return (
+        "; it holds the model only, as save_only_model=True saves it, and a run cannot resume from it (the "
+        "optimizer and the learning-rate schedule would start again): start a new run from its weights, and "
+        "leave save_only_model off for checkpoints to resume from"
+    )
+
+
 def resolve_resume_checkpoint(value: PathLike | bool | None, output_dir: PathLike) -> str | None:
     """Turn a ``resume_from_checkpoint`` value into the checkpoint folder to resume from, or None.
 
@@ -327,11 +342,15 @@ def resolve_resume_checkpoint(value: PathLike | bool | None, output_dir: PathLik
     if text is True or text.lower() in _TRUE:
         found = latest_complete_checkpoint(output_dir)
         if found is None:
-            incomplete = [path.name for path in numbered_checkpoints(output_dir)]
+            folders = numbered_checkpoints(output_dir)
+            incomplete = [path.name for path in folders]
             detail = f" (incomplete: {', '.join(incomplete)})" if incomplete else ""
+            note = next(
+                (n for n in (_save_only_model_note(checkpoint_problems(p)) for p in folders) if n), ""
+            )
             raise ValueError(
                 f"resume_from_checkpoint={value!r}: {os.fspath(output_dir)!r} holds no complete checkpoint-N "
-                f"folder{detail}; train without resume_from_checkpoint to start from the beginning"
+                f"folder{detail}{note}; train without resume_from_checkpoint to start from the beginning"
             )
         return found
     path = Path(text)
@@ -342,7 +361,8 @@ def resolve_resume_checkpoint(value: PathLike | bool | None, output_dir: PathLik
     problems = checkpoint_problems(path)
     if problems:
         raise ValueError(
-            f"resume_from_checkpoint={text!r}: the checkpoint is incomplete ({'; '.join(problems)}); "
-            "name a complete one, or pass 'latest' for the newest complete checkpoint"
+            f"resume_from_checkpoint={text!r}: the checkpoint is incomplete ({'; '.join(problems)})"
+            f"{_save_only_model_note(problems)}; name a complete one, or pass 'latest' for the newest complete "
+            "checkpoint"
         )
     return os.fspath(path)

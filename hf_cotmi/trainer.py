@@ -572,8 +572,10 @@ class DSSMITrainer(Seq2SeqTrainer):
         ``resume_from_checkpoint=True`` resumes from the newest *complete* ``checkpoint-N/`` in
         ``output_dir`` (:func:`~hf_cotmi.latest_complete_checkpoint`), skipping with a warning the
         half-written ones a process killed while saving leaves (transformers would take the highest number
-        and fail on it, or resume from it with a fresh optimizer); an error when there is none. A path is
-        passed on as given. The loss weights are checked again first
+        and fail on it, or resume from it with a fresh optimizer); an error when there is none. A path (or
+        ``"latest"``) is resolved as :func:`~hf_cotmi.resolve_resume_checkpoint` does: an incomplete checkpoint,
+        such as one written with ``save_only_model=True`` (no optimizer or scheduler state), is refused
+        rather than resumed with a fresh optimizer. The loss weights are checked again first
         (:meth:`~hf_cotmi.DSSMITrainingArguments.check_loss_weights`): one changed after the arguments were
         built is refused before any step.
 
@@ -581,10 +583,10 @@ class DSSMITrainer(Seq2SeqTrainer):
             >>> # trainer.train(resume_from_checkpoint=True)  # the newest complete checkpoint in output_dir
         """
         self.args.check_loss_weights()
-        if resume_from_checkpoint is True:
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             from .checkpoints import resolve_resume_checkpoint
 
-            resume_from_checkpoint = resolve_resume_checkpoint(True, self.args.output_dir)
+            resume_from_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
         self._last_component_step = None
         self._components["train"] = _ComponentStore()
         self._stopped_when_saved = False

@@ -220,3 +220,94 @@ def test_average_tokens_across_devices_decides_whose_tokens_a_loss_is_averaged_o
         loss = trainer.compute_loss(model, batch, num_items_in_batch=counts)
         plain = trainer.compute_loss(model, batch)
     assert math.isclose(float(loss), float(plain), rel_tol=1e-6)
+
+
+# ------------------------------------------------------------------ metric_for_best_model direction
+
+
+@pytest.mark.parametrize(
+    "metric,greater",
+    [
+        ("eval_ece", False),
+        ("ece", False),
+        ("eval_ood_ece", False),
+        ("eval_loss_mi", False),
+        ("loss_label", False),
+        ("eval_anli_loss_rationale", False),
+        ("eval_loss", False),
+        ("eval_accuracy", True),
+        ("eval_choice_accuracy", True),
+        ("eval_avg_confidence", True),
+    ],
+)
+def test_metric_for_best_model_defaults_to_the_direction_of_the_metric(metric, greater):
+    """transformers maximises every metric whose name does not end in "loss": an ECE or a loss component
+    (eval_loss_mi) would keep the worst checkpoint unless greater_is_better=False was remembered."""
+    args = training_arguments("out", metric_for_best_model=metric)
+    assert args.greater_is_better is greater
+
+
+def test_an_explicit_greater_is_better_is_kept():
+    assert training_arguments(
+        "out", metric_for_best_model="eval_ece", greater_is_better=True
+    ).greater_is_better
+
+
+def test_load_best_model_at_end_keeps_the_best_calibrated_checkpoint(tmp_path, tiny_tokenizer, tiny_features):
+    from hf_cotmi import ECECallback
+
+    args = training_arguments(
+        tmp_path,
+        max_steps=4,
+        learning_rate=3e-2,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_ece",
+    )
+    trainer = DSSMITrainer(
+        model=build_tiny_seq2seq(tiny_tokenizer, "t5"),
+        args=args,
+        processing_class=tiny_tokenizer,
+        train_dataset=tiny_features,
+        eval_dataset=tiny_features.select(range(8)),
+        callbacks=[ECECallback(n_bins=5, plot=False)],
+    )
+    trainer.train()
+    history = {entry["step"]: entry["eval_ece"] for entry in trainer.state.log_history if "eval_ece" in entry}
+    assert len(set(history.values())) > 1  # the checkpoints differ, so the direction matters
+    lowest = min(history, key=history.get)
+    assert trainer.state.best_metric == history[lowest]
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{lowest}")
+
+
+# ------------------------------------------------------------------------- save_only_model
+
+
+@pytest.mark.parametrize("how", ["path", "true"])
+def test_resuming_a_save_only_model_checkpoint_is_refused_naming_save_only_model(
+    tmp_path, tiny_tokenizer, tiny_features, how
+):
+    """Such a checkpoint has no optimizer, scheduler or RNG state: transformers resumes from a path to it with
+    a fresh optimizer and a restarted learning-rate schedule, without a word."""
+
+    def trainer(max_steps):
+        args = training_arguments(
+            tmp_path, max_steps=max_steps, save_strategy="steps", save_steps=1, save_only_model=True
+        )
+        return DSSMITrainer(
+            model=build_tiny_seq2seq(tiny_tokenizer, "t5"),
+            args=args,
+            processing_class=tiny_tokenizer,
+            train_dataset=tiny_features,
+        )
+
+    trainer(1).train()
+    resumed = trainer(2)
+    resume = str(tmp_path / "checkpoint-1") if how == "path" else True
+    with pytest.raises(ValueError, match="save_only_model=True") as error:
+        resumed.train(resume_from_checkpoint=resume)
+    assert "checkpoint-1" in str(error.value)
+    assert resumed.state.global_step == 0
