@@ -51,7 +51,8 @@ class ECECallback(TrainerCallback):
 
     With ``eval_dataset`` a dict (e.g. ``{"id": ..., "ood": ...}``), each named set gets its own keys
     (``eval_id_ece``, ``eval_ood_ece``, ...): this is how in-domain and out-of-domain calibration are tracked
-    side by side. Any of the keys can serve as ``metric_for_best_model`` (with ``greater_is_better=False``).
+    side by side. Any of the keys can serve as ``metric_for_best_model`` (``DSSMITrainingArguments`` then
+    defaults ``greater_is_better`` to ``False``; give it yourself with other training arguments).
 
     Args:
         n_bins: number of ECE bins.
