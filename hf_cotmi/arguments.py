@@ -64,8 +64,8 @@ class DSSMITrainingArguments(Seq2SeqTrainingArguments):
             the backward pass, so no ``[B, n, V]`` logits are held (see ``docs/concepts/mi-loss.md``). Models
             whose head is not a plain bias-free ``nn.Linear`` (e.g. LoRA on the head) or that transform the
             logits after it (final logit soft-capping) fall back to the unchunked path with a warning. Flat
-            (single-task) batches from ``DataCollatorForSeq2Seq`` are chunked too, except when
-            ``predict_with_generate=False`` evaluation returns their label logits as predictions.
+            (single-task) batches from ``DataCollatorForSeq2Seq`` are chunked too. ``predict_with_generate=False``
+            evaluation that keeps predictions (``predict()``) returns the label logits, so it is not chunked.
         output_projection_chunk_size: tokens (batch rows x positions) whose logits exist at once when
             ``chunked_output_projection`` is on; a chunk takes ``chunk_size * vocab * 4`` bytes.
         logging_nan_inf_filter: transformers' filter that logs the running average in place of a NaN/inf

@@ -389,7 +389,8 @@ class DSSMITrainer(Seq2SeqTrainer):
       position chunks (:func:`~hf_cotmi.chunked_dss_losses`), recomputing the logits in backward, so no
       ``[B, n, V]`` logits are held; same loss and gradients, one more output-projection product per pass.
       Heads it cannot take apart fall back with a warning (see ``docs/concepts/mi-loss.md``). A flat batch's
-      loss is chunked too, except where ``predict_with_generate=False`` evaluation returns its label logits.
+      loss is chunked too. ``predict_with_generate=False`` evaluation that keeps predictions (``predict()``)
+      returns the label task's logits, as ``Seq2SeqTrainer`` does, so those batches are not chunked.
 
     Callbacks that define ``evaluation_metrics(trainer, eval_dataset, metric_key_prefix) -> dict`` (such as
     :class:`~hf_cotmi.ECECallback`) get their metrics merged into each evaluation's logged metrics.
@@ -429,7 +430,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         if compute_metrics is not None and not args.predict_with_generate:
             raise ValueError(
                 "compute_metrics needs predict_with_generate=True: DSSMITrainer's metrics compare generated "
-                "labels; with predict_with_generate=False evaluation computes the losses only"
+                "labels; with predict_with_generate=False evaluation computes the losses, and predict() returns the "
+                "label logits"
             )
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError(
@@ -814,6 +816,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         label_loss = mean("label_tokens", label_sum, labels.ne(-100).sum())
         if flat:
             return label_loss, {"loss_label": label_loss.detach().item()}, outputs
+        if keep_logits:  # the labels the logits are scored against (a causal student's: its target window)
+            outputs["target_labels"] = labels
 
         loss = args.label_loss_weight * label_loss
         components = {"loss_label": label_loss.detach().item()}
@@ -1067,14 +1071,17 @@ class DSSMITrainer(Seq2SeqTrainer):
         ignore_keys: list[str] | None = None,
         **gen_kwargs: Any,
     ) -> tuple[torch.Tensor | None, Any, torch.Tensor | None]:
-        """Loss over both tasks, then generated labels (and rationales with ``output_rationale``)."""
+        """Loss over both tasks, then generated labels (and rationales with ``output_rationale``); with
+        ``predict_with_generate=False``, as ``Seq2SeqTrainer`` does, the label task's logits and the labels
+        they are scored against (a decoder-only student's: its target positions)."""
         if "pred" not in inputs:
             return self._flat_prediction_step(model, inputs, prediction_loss_only, ignore_keys, gen_kwargs)
         self._expose_inputs_for_metrics(inputs)
         inputs = self._prepare_inputs(inputs)
         pred, expl = inputs["pred"], inputs.get("expl")
         has_labels = "labels" in pred
-        loss = None
+        wants_logits = has_labels and not prediction_loss_only and not self.args.predict_with_generate
+        loss = outputs = None
         if has_labels:
             batch_size = pred["labels"].shape[0]
             own = self._rows_not_repeated(batch_size)
@@ -1082,10 +1089,16 @@ class DSSMITrainer(Seq2SeqTrainer):
             # gather (gather_for_metrics drops it), so its loss is the whole batch's and is not summed
             scored = inputs if own in (0, batch_size) else _first_rows(inputs, own, batch_size)
             with torch.no_grad(), self.compute_loss_context_manager():
-                loss, components, _ = self._dss_loss(model, scored, None)
+                loss, components, outputs = self._dss_loss(
+                    model, scored, None, wants_logits and scored is inputs
+                )
+                if wants_logits and scored is not inputs:  # every row's logits: the gather drops the repeats
+                    outputs = self._dss_loss(model, inputs, None, True)[2]
             loss = loss.detach()
             if own > 0:
                 self._components["eval"].add(components, weight=own, scale=own)
+        if wants_logits:
+            return loss, outputs["logits"], outputs["target_labels"]
         if prediction_loss_only or not self.args.predict_with_generate:
             return loss, None, None
 

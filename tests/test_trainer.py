@@ -709,3 +709,35 @@ def test_evaluation_leaves_the_model_generation_config_as_it_was(
     with caplog.at_level("WARNING"):
         reloaded.generate(**ids, max_new_tokens=3)
     assert not [r for r in caplog.records if "max_length" in r.getMessage()], caplog.text
+
+
+@pytest.mark.parametrize("architecture", ["t5", "llama"])
+def test_predict_without_generation_returns_the_label_logits_as_seq2seq_trainer_does(
+    tmp_path, tiny_tokenizer, tiny_features, make_args, architecture
+):
+    """``predict_with_generate=False``: ``Seq2SeqTrainer.predict`` gives the label logits and labels; on DSS
+    batches predictions and label_ids were None. Now the ``predict:`` pass's logits, with the labels they
+    are scored against: their cross-entropy is the reported label loss."""
+    from datasets import Dataset
+    from tiny_task import make_records
+
+    from hf_cotmi import build_tiny_causal_lm, prepare_dss_features
+
+    if architecture == "t5":
+        model, features = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=2), tiny_features
+    else:
+        model = build_tiny_causal_lm(tiny_tokenizer, "llama", seed=2)
+        features = prepare_dss_features(Dataset.from_list(make_records(16)), tiny_tokenizer, model=model)
+    args = make_args(tmp_path, predict_with_generate=False, per_device_eval_batch_size=16)
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer, train_dataset=features)
+    output = trainer.predict(features)
+    logits, labels = torch.as_tensor(output.predictions), torch.as_tensor(output.label_ids)
+    assert logits.ndim == 3 and logits.shape[:2] == labels.shape and logits.shape[0] == 16
+    assert logits.shape[-1] == model.get_output_embeddings().weight.shape[0]
+    cross_entropy = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    assert math.isclose(cross_entropy.item(), output.metrics["test_loss_label"], rel_tol=1e-5)
+    if architecture == "t5":  # the logits of the model's own forward on the predict: task
+        batch = trainer.data_collator([features[i] for i in range(16)])["pred"]
+        with torch.no_grad():
+            reference = model.eval()(**batch).logits
+        torch.testing.assert_close(logits, reference, atol=1e-5, rtol=1e-5)
