@@ -36,6 +36,7 @@ __all__ = [
     "causal_prompts",
     "prompts_of_features",
     "fit_prompts_to_room",
+    "fit_prompts_to_candidates",
     "candidate_target_ids",
     "score_candidates",
     "left_pad",
@@ -204,6 +205,62 @@ def fit_prompts_to_room(
             )
         else:
             out.append(row[:room])
+    return out
+
+
+def fit_prompts_to_candidates(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    candidate_ids: Sequence[Sequence[Sequence[int]]],
+    *,
+    chat_template: bool | None = False,
+    first_index: int = 0,
+) -> list[list[int]]:
+    """Each prompt cut (:func:`fit_prompts_to_room`) to leave its longest candidate room in the student's context.
+
+    Training cuts a prompt so that prompt and target fit the context
+    (:func:`hf_cotmi.students.context_length`); the candidates of one example share its prompt, so the room
+    is the context less the longest of them. Unchanged where the context is unknown.
+
+    Args:
+        model: the decoder-only student (its config gives the context).
+        tokenizer: its tokenizer (``model_max_length``, and the chat template's tail).
+        prompts: one prompt per example, without padding.
+        candidate_ids: per example, the target ids of each candidate (EOS included).
+        chat_template: as :func:`fit_prompts_to_room` takes it.
+        first_index: the example index of the first prompt, for error messages.
+
+    Raises:
+        ValueError: an example whose longest candidate leaves no room for a prompt, naming it.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["a b c d yes no"])
+        >>> model = SimpleNamespace(config=SimpleNamespace(n_positions=5))
+        >>> ids = tok("a b c d", add_special_tokens=False)["input_ids"]
+        >>> tok.decode(fit_prompts_to_candidates(model, tok, [ids], [[[8, 1], [9, 1]]])[0])
+        'a b c'
+    """
+    from .students import context_length
+
+    context = context_length(model, tokenizer)
+    rows = [[int(t) for t in ids] for ids in prompts]
+    if context is None:
+        return rows
+    out = []
+    for index, (row, candidates) in enumerate(zip(rows, candidate_ids), start=first_index):
+        longest = max((len(ids) for ids in candidates), default=0)
+        if longest >= context:
+            raise ValueError(
+                f"example {index}: the longest candidate takes {longest} tokens (EOS included) but the "
+                f"student's context is {context} tokens, which leaves no room for the prompt; give shorter "
+                "candidates"
+            )
+        out += fit_prompts_to_room(
+            tokenizer, [row], context - longest, chat_template=chat_template, first_index=index
+        )
     return out
 
 

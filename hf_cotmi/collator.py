@@ -10,6 +10,7 @@ from transformers import DataCollatorForSeq2Seq
 
 from .data.causal import check_prompt_rows
 from .student_types import ensure_pad_token, resolve_student_type
+from .students import context_length
 
 #: feature column -> (sub-batch, key inside it)
 PRED_COLUMNS = {"input_ids": "input_ids", "attention_mask": "attention_mask", "labels": "labels"}
@@ -45,7 +46,8 @@ class DSSDataCollator:
     generation wants, and the logits that predict targets are the contiguous positions ``P - 1`` onwards
     (the trainer computes only those). ``position_ids`` count real tokens only (left padding does not shift
     positions), padded positions have attention 0 and label -100. A tokenizer without a pad token gets its
-    EOS token as pad, with a warning.
+    EOS token as pad, with a warning. Given the model, a row with labels longer than the student's context
+    (:func:`hf_cotmi.students.context_length`) is refused: its features were built without the model.
 
     Args:
         tokenizer: the student's tokenizer (its pad token pads the inputs).
@@ -123,6 +125,8 @@ class DSSDataCollator:
         if self.student_type == "causal":
             if not any(with_labels):
                 check_prompt_rows([row["input_ids"] for row in rows], self.tokenizer.eos_token_id)
+            elif self.model is not None:
+                _check_rows_fit_context(rows, columns, context_length(self.model, self.tokenizer))
             return pad_target_aligned(
                 rows, self.tokenizer.pad_token_id, self.label_pad_token_id, self.pad_to_multiple_of
             )
@@ -135,6 +139,24 @@ class DSSDataCollator:
                 row["labels"] = labels + [self.label_pad_token_id] * (width - len(labels))
         padded = self._pad(rows)
         return {k: v for k, v in padded.items() if v is not None}
+
+
+def _check_rows_fit_context(rows: list[dict[str, Any]], columns: dict[str, str], context: int | None) -> None:
+    """Refuse a decoder-only training row (prompt + target) longer than the student's context.
+
+    :func:`hf_cotmi.prepare_dss_features` cuts prompts to the context only when it is given the model; rows
+    built without it can be longer, and a model with position embeddings (GPT-2) then indexes past them.
+    """
+    if context is None:
+        return
+    source = next(source for source, target in columns.items() if target == "input_ids")
+    for index, row in enumerate(rows):
+        if len(row["input_ids"]) > context:
+            raise ValueError(
+                f"feature {index}: {source!r} has {len(row['input_ids'])} tokens but the student's context of "
+                f"{context} tokens holds prompt and target together; build the features with "
+                "prepare_dss_features(..., model=model), which cuts each prompt to fit"
+            )
 
 
 def _as_list(values: Any) -> list:

@@ -951,6 +951,7 @@ def _causal_batch(
     from .causal_confidence import (
         candidate_target_ids,
         causal_prompts,
+        fit_prompts_to_candidates,
         fit_prompts_to_room,
         generate_in_groups,
         prompts_of_features,
@@ -994,6 +995,15 @@ def _causal_batch(
         ]
         per_example = [kept[0] for kept, _ in distinct]
         targets = [ids[0] for _, ids in distinct]
+        # training cuts a prompt to leave its target room in the context: leave the candidates the same
+        prompts = fit_prompts_to_candidates(
+            model,
+            tokenizer,
+            prompts,
+            targets,
+            chat_template=True if chat_template else (None if "input_ids" in batch else False),
+            first_index=first_example,
+        )
         scores = score_candidates(model, prompts, targets, pad_id=pad_id, batch_size=batch_size)
         texts, confs, probs = [], [], []
         for cands, score in zip(per_example, scores):

@@ -226,9 +226,19 @@ def generation_prompt_limit(
     return room if max_input_length is None else min(max_input_length, room)
 
 
+def _as_id_set(value: Any) -> set[int]:
+    if value is None:
+        return set()
+    return {int(e) for e in (value if isinstance(value, (list, tuple)) else [value])}
+
+
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The ids a student's generated text ends at: the generation config's EOS, else the model config's,
-    else the tokenizer's (``tokenizer`` may be None); empty when none names one.
+    """The ids a student's generated text ends at: the generation config's EOS (else the model config's) and
+    the tokenizer's (``tokenizer`` may be None); empty when none names one.
+
+    The tokenizer's EOS is what every training target ends with
+    (:func:`hf_cotmi.data.causal.encode_causal_task`), so it ends a generation even where the configs name
+    another token (a base model whose ``tokenizer.eos_token`` was set to a chat template's end of turn).
 
     Examples:
         >>> from types import SimpleNamespace
@@ -236,33 +246,36 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
         ...                         config=SimpleNamespace(eos_token_id=[2, 7]))
         >>> sorted(eos_token_ids(model, None)), eos_token_ids(SimpleNamespace(), SimpleNamespace(eos_token_id=1))
         ([2, 7], {1})
+        >>> sorted(eos_token_ids(model, SimpleNamespace(eos_token_id=9)))
+        [2, 7, 9]
     """
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = getattr(getattr(model, "config", None), "eos_token_id", None)
-    if eos is None:
-        eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+    eos = _as_id_set(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    if not eos:
+        eos = _as_id_set(getattr(getattr(model, "config", None), "eos_token_id", None))
+    return eos | _as_id_set(getattr(tokenizer, "eos_token_id", None))
 
 
 def stop_at_eos_kwargs(model: Any, eos_ids: set[int]) -> dict[str, Any]:
     """``generate`` arguments that make generation stop at ``eos_ids`` (none if its config already does).
 
-    ``generate`` stops only at its generation config's EOS. Where that names none but the model config or the
-    tokenizer does (:func:`eos_token_ids`), a row would run on past the EOS every training target ends with
-    (and a sequence confidence ends at), and its prediction would hold the text after it.
+    ``generate`` stops only at its generation config's EOS. Where that does not name every id of
+    :func:`eos_token_ids` (it names none, or another token than the tokenizer's EOS), a row would run on past
+    the EOS every training target ends with (and a sequence confidence ends at), and its prediction would
+    hold the text after it.
 
     Examples:
         >>> from types import SimpleNamespace
         >>> model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None))
         >>> stop_at_eos_kwargs(model, {1}), stop_at_eos_kwargs(model, set())
         ({'eos_token_id': [1]}, {})
+        >>> ends_at_0 = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=0))
+        >>> stop_at_eos_kwargs(ends_at_0, {0}), stop_at_eos_kwargs(ends_at_0, {0, 2})
+        ({}, {'eos_token_id': [0, 2]})
     """
-    if not eos_ids or getattr(getattr(model, "generation_config", None), "eos_token_id", None) is not None:
+    configured = _as_id_set(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    if not eos_ids or eos_ids <= configured:
         return {}
-    return {"eos_token_id": sorted(eos_ids)}
+    return {"eos_token_id": sorted(eos_ids | configured)}
 
 
 def input_length_limit(
