@@ -31,6 +31,7 @@ from .data.textfiles import InputRecord
 from .pipeline import (
     check_confidence_options,
     quiet_libraries,
+    recorded_input_column,
     run_evaluation,
     run_prediction,
     run_training,
@@ -127,7 +128,8 @@ class PredictArguments:
     input_file: str | None = field(
         default=None,
         metadata={"help": "Read inputs from this file: one text per line, or JSON Lines with an 'input' field "
-                  "(and a multiple-choice question's 'choices' list). '-' reads standard input."},
+                  "(or the --input-column the run was trained with) and a multiple-choice question's 'choices' "
+                  "list. '-' reads standard input."},
     )  # fmt: skip
     output_file: str | None = field(
         default=None, metadata={"help": "Also write the predictions as JSON Lines."}
@@ -399,14 +401,14 @@ def _prepare_output_file(path: str | None) -> None:
         os.makedirs(directory, exist_ok=True)
 
 
-def _read_inputs(path: str) -> list[InputRecord]:
+def _read_inputs(path: str, input_field: str = "input") -> list[InputRecord]:
     from .data.jsonfiles import DataFormatError
     from .data.textfiles import read_input_records
 
     if path != "-" and not os.path.isfile(path):
         raise CLIUsageError(f"--input-file {path!r} does not exist or is not a file")
     try:
-        return read_input_records(path)
+        return read_input_records(path, input_field=input_field)
     except DataFormatError as error:
         raise CLIUsageError(f"--input-file: {error}") from error
 
@@ -420,7 +422,8 @@ def _predict(argv: Sequence[str], debug: bool = False) -> int:
     _prepare_output_file(args.output_file)
     inputs = input_records(extra.texts, source="text argument")
     if args.input_file:
-        inputs += _read_inputs(args.input_file)
+        # JSON Lines in the run's own layout: the text in its --input-column (or 'input')
+        inputs += _read_inputs(args.input_file, recorded_input_column(args.model_name_or_path))
     with quiet_libraries(not debug):
         rows = run_prediction(
             args.model_name_or_path,

@@ -220,6 +220,8 @@ class DSSModelCardData(CardData):
             (:func:`ece_description`). None: unknown, nothing is said.
         label_candidates: in candidates mode, the fixed labels scored, or the name of the column holding each
             example's own candidates (CQA's ``choices``).
+        max_input_length: the token limit training cut the prefixed inputs to (``--max-input-length``); the
+            usage snippet cuts its prompt the same way (for a chat-template prompt it does not). None: no cut.
 
     Examples:
         >>> card = DSSModelCardData(model_name="t5-small-svamp-dssmi", loss_settings={"mi_loss_weight": 0.1})
@@ -261,6 +263,7 @@ class DSSModelCardData(CardData):
     held_out_subsets: dict[str, HeldOutSubset] = field(default_factory=dict)
     confidence_mode: str | None = None
     label_candidates: list[str] | str | None = None
+    max_input_length: int | None = None
 
     @property
     def method(self) -> str:
@@ -383,6 +386,7 @@ class DSSModelCardData(CardData):
             predict_prefix_literal=_python_literal(self.predict_prefix),
             explain_prefix_literal=_python_literal(self.explain_prefix),
             generation_returns_prompt=self.model_class.endswith("CausalLM"),
+            truncation=self._seq2seq_truncation(),
             loss_rows=_rows(self.loss_settings),
             hyperparameter_rows=_rows(self.hyperparameters),
             metric_rows=_rows(dict(self.metrics)),
@@ -390,6 +394,13 @@ class DSSModelCardData(CardData):
             papers=[{"heading": p.heading, "bibtex": p.bibtex} for p in self.papers],
         )
         return values
+
+    def _seq2seq_truncation(self) -> str:
+        """The tokenizer arguments that cut a seq2seq snippet's prompt as training cut it ("" for no cut; a
+        decoder-only prompt is cut in the template's ``prompt()``)."""
+        if not self.max_input_length:
+            return ""
+        return f", truncation=True, max_length={self.max_input_length}"
 
     def _held_out_notes(self) -> list[dict[str, Any]]:
         """The subsets whose figures the card lists (a prefix with no metric needs no note)."""
@@ -604,6 +615,7 @@ def record_run_data(card: DSSModelCardData, data: Any, data_args: Any, tokenizer
     from .data.features import student_input_texts
 
     card.task = getattr(data.spec, "name", None) or card.task
+    card.max_input_length = getattr(data_args, "max_input_length", None)  # the snippet cuts as training did
     # an input of a built-in dataset (public data) only: a row of your own files stays out of a card that
     # push_to_hub may publish
     public = bool((getattr(data, "source", None) or {}).get("dataset"))

@@ -26,10 +26,18 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from .data.jsonfiles import json_value_kind
 from .data.textfiles import InputRecord, write_text_atomically
 from .generation import generate_texts, predict_texts
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
-from .run_arguments import COLUMN_FIELDS, CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
+from .run_arguments import (
+    COLUMN_FIELDS,
+    CLIUsageError,
+    DataArguments,
+    EvaluationArguments,
+    ModelArguments,
+    error_summary,
+)
 from .student_types import resolve_student_type
 from .students import Student, check_model_folder, input_length_limit, load_student, peft_config
 from .tasks import METRICS, SYNTHETIC_TASK, TASKS, TaskSpec, get_task
@@ -63,6 +71,7 @@ __all__ = [
     "check_confidence_options",
     "label_new_tokens",
     "read_sidecar",
+    "recorded_input_column",
     "json_safe",
     "write_json",
     "quiet_libraries",
@@ -476,6 +485,12 @@ def build_features(
 def read_sidecar(path: str) -> dict[str, Any]:
     """Read the ``hf_cotmi_config.json`` a training run wrote into ``path`` (``{}`` when there is none).
 
+    Keys it does not know (a newer hf-cotmi's) are kept and ignored by its readers.
+
+    Raises:
+        CLIUsageError: the file is not valid JSON or holds something other than a JSON object (naming the
+            file): a damaged sidecar must not pass for none, which would silently drop the run's settings.
+
     Examples:
         >>> read_sidecar("/nonexistent")
         {}
@@ -483,9 +498,33 @@ def read_sidecar(path: str) -> dict[str, Any]:
     file = os.path.join(path, SIDECAR_NAME)
     if not os.path.isfile(file):
         return {}
-    with open(file, encoding="utf-8") as handle:
-        value = json.load(handle)
-    return value if isinstance(value, dict) else {}
+    try:
+        with open(file, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CLIUsageError(
+            f"{file} is not valid JSON ({error_summary(error)}); it holds the settings evaluate and predict "
+            "reuse: restore it from the run (or a checkpoint-N/ of it), or delete it to use the defaults"
+        ) from error
+    if not isinstance(value, dict):
+        raise CLIUsageError(
+            f"{file} holds {json_value_kind(value)}; expected a JSON object of the run's settings, as training "
+            "writes it: restore it from the run (or a checkpoint-N/ of it), or delete it to use the defaults"
+        )
+    return value
+
+
+def recorded_input_column(model_path: str) -> str:
+    """The input column of the files a run was trained on (``--input-column``), as its sidecar records it;
+    ``"input"`` without one. ``predict --input-file`` reads JSON Lines in that layout.
+
+    Examples:
+        >>> recorded_input_column("/nonexistent")
+        'input'
+    """
+    data = read_sidecar(model_path).get("data")
+    column = data.get("input_column") if isinstance(data, dict) else None
+    return column if isinstance(column, str) and column else "input"
 
 
 def json_safe(value: Any) -> Any:

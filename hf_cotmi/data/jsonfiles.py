@@ -23,6 +23,7 @@ __all__ = [
     "read_json_records",
     "llm_output_files",
     "read_llm_outputs",
+    "json_value_kind",
 ]
 
 
@@ -166,17 +167,17 @@ def _parse_jsonl(text: str, path: Path) -> list[tuple[int, dict]]:
             raise DataFormatError(f"{path}, line {line_number}: {error}") from None
         if not isinstance(record, dict):
             raise DataFormatError(
-                f"{path}, line {line_number}: expected a JSON object, got {_json_kind(record)}"
+                f"{path}, line {line_number}: expected a JSON object, got {json_value_kind(record)}"
             )
         records.append((line_number, record))
     return records
 
 
-def _json_kind(value: object) -> str:
-    """What a JSON value is, for a message: ``text ('a')``, ``a number (2)``, ``a list``, ``null``, ...
+def json_value_kind(value: object) -> str:
+    """What a JSON value is, for an error message: ``text ('a')``, ``a number (2)``, ``a list``, ``null``, ...
 
     Examples:
-        >>> _json_kind("a"), _json_kind(2), _json_kind([1]), _json_kind(None)
+        >>> json_value_kind("a"), json_value_kind(2), json_value_kind([1]), json_value_kind(None)
         ("text ('a')", 'a number (2)', 'a list', 'null')
     """
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
@@ -226,7 +227,7 @@ def _parse_json_array(text: str, path: Path) -> list[tuple[int, dict]]:
             if not isinstance(item, dict):
                 raise DataFormatError(
                     f"{path}, record {number} (line {line_of(start)}): expected a JSON object, got "
-                    f"{_json_kind(item)}; the file starts with '[', so it is read as one JSON array of objects"
+                    f"{json_value_kind(item)}; the file starts with '[', so it is read as one JSON array of objects"
                 )
             records.append((number, item))
             position = skip(position)

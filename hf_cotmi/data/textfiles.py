@@ -229,7 +229,9 @@ class InputRecord:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
-def read_input_records(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[InputRecord]:
+def read_input_records(
+    path_or_stdin: PathLike | IO[bytes] | IO[str], input_field: str = "input"
+) -> list[InputRecord]:
     """The inputs of a file for ``hf-cotmi predict --input-file``, each with its line and JSON fields.
 
     Lines are read as :func:`read_input_lines` reads them (plain text, or a JSON object with a text
@@ -238,6 +240,8 @@ def read_input_records(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[In
 
     Args:
         path_or_stdin: a path, ``"-"`` for standard input, or an open file (bytes or text).
+        input_field: the field holding a JSON object's text, where it has one (the input column a run was
+            trained with, e.g. ``question``); an object without it is read by its ``input`` field.
 
     Returns:
         One :class:`InputRecord` per input, in file order; ``where`` names the file and the 1-based line.
@@ -251,6 +255,8 @@ def read_input_records(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[In
         >>> plain, record = read_input_records(io.StringIO('sea?\\n{"input": "q", "choices": ["a", "b"]}\\n'))
         >>> plain.text, plain.fields, record.where, record.fields["choices"]
         ('sea?', {}, 'the input stream, line 2', ['a', 'b'])
+        >>> read_input_records(io.StringIO('{"question": "q", "answer": "a"}\\n'), input_field="question")[0].text
+        'q'
     """
     where, text = _input_text(path_or_stdin)
     records = []
@@ -267,14 +273,16 @@ def read_input_records(path_or_stdin: PathLike | IO[bytes] | IO[str]) -> list[In
             raise DataFormatError(f"{located}: not valid JSON ({error.msg})") from None
         except DataFormatError as error:
             raise DataFormatError(f"{located}: {error}") from None
-        if not isinstance(record.get("input"), str):  # a line that starts with "{" is an object
+        field_name = input_field if input_field in record else "input"
+        if not isinstance(record.get(field_name), str):  # a line that starts with "{" is an object
+            names = " or ".join(repr(name) for name in dict.fromkeys((input_field, "input")))
             raise DataFormatError(
-                f"{located}: expected a JSON object with a text field 'input'; {_what_it_has(record)}"
+                f"{located}: expected a JSON object with a text field {names}; {_what_it_has(record)}"
             )
         # a blank plain line separates inputs; a blank JSON input is an error of its record
-        if not record["input"].strip():
-            raise DataFormatError(f"{located}: 'input' is blank; expected the text to predict from")
-        records.append(InputRecord(record["input"], located, record))
+        if not record[field_name].strip():
+            raise DataFormatError(f"{located}: {field_name!r} is blank; expected the text to predict from")
+        records.append(InputRecord(record[field_name], located, record))
     return records
 
 
