@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .calibration import Binning
+from .calibration import Binning, check_binning
 from .confidence import ConfidenceMode, label_confidences
 from .prefixes import PREDICT_PREFIX
 
@@ -75,6 +75,10 @@ def evaluate_calibration(
         reported as ``"choice_accuracy"``, and ``"generated_accuracy"`` is the accuracy of the label the
         student generates (greedy, ``max_new_tokens``). All rates are fractions in [0, 1].
 
+    Raises:
+        ValueError: an invalid ``n_bins`` or ``binning`` (before the model is loaded or scored), an empty
+            ``dataset``, or what :func:`hf_cotmi.label_confidences` refuses.
+
     Examples:
         >>> from hf_cotmi import evaluate_calibration
         >>> # evaluate_calibration("out/checkpoint-500", None, anli_test,
@@ -82,6 +86,7 @@ def evaluate_calibration(
         >>> #                      plot_path="out/reliability.png")
         >>> # {'accuracy': 0.41, 'ece': 0.12, 'avg_confidence': 0.53, 'num_examples': 1200, ...}
     """
+    check_binning(n_bins, binning)  # before loading and scoring the model, not after
     if task is not None:
         from .tasks import get_task
 
@@ -111,6 +116,8 @@ def evaluate_calibration(
         chat_template=chat_template,
         progress_bar=progress_bar,
     )
+    if len(result) == 0:
+        raise ValueError("`dataset` is empty; expected at least one example to measure calibration on")
     report: dict[str, Any] = {
         "accuracy": result.accuracy,
         "ece": result.ece(n_bins, binning),

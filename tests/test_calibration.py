@@ -220,3 +220,39 @@ def test_invalid_options_raise():
         expected_calibration_error([0.5], [1], n_bins=0)
     with pytest.raises(ValueError, match="`binning` must be 'uniform' or 'quantile'"):
         expected_calibration_error([0.5], [1], binning="equal")
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"n_bins": 0}, "`n_bins` must be a positive integer; got 0"),
+        ({"n_bins": 2.5}, "`n_bins` must be a positive integer; got 2.5"),
+        ({"binning": "equal"}, "`binning` must be 'uniform' or 'quantile'; got 'equal'"),
+    ],
+)
+def test_evaluate_calibration_refuses_bad_binning_before_scoring_the_model(
+    monkeypatch, tmp_path, options, match
+):
+    """A typo in n_bins/binning must fail at once, not after loading the model and scoring the whole set."""
+    import hf_cotmi.evaluation
+    from hf_cotmi import evaluate_calibration
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model was scored before the binning options were checked")
+
+    monkeypatch.setattr(hf_cotmi.evaluation, "label_confidences", must_not_run)
+    raw = {"input": ["a man sleeps"], "label": ["yes"]}
+    with pytest.raises(ValueError, match=match):
+        evaluate_calibration(object(), object(), raw, label_candidates=["yes", "no"], **options)
+    # a saved model is not even loaded (the folder does not exist: loading it would fail otherwise)
+    with pytest.raises(ValueError, match=match):
+        evaluate_calibration(str(tmp_path / "no_such_student"), None, raw, **options)
+
+
+def test_evaluate_calibration_names_an_empty_dataset():
+    from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer, evaluate_calibration
+
+    tok = build_word_tokenizer(["predict: a man sleeps", "yes", "no"])
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    with pytest.raises(ValueError, match="`dataset` is empty"):
+        evaluate_calibration(model, tok, {"input": [], "label": []}, label_candidates=["yes", "no"])

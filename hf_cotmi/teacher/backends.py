@@ -425,7 +425,8 @@ class LocalCausalBackend:
     """A local Hugging Face causal language model as the teacher: batched ``generate``, left padding.
 
     Prompts go through the tokenizer's chat template when it has one (``use_chat_template=None``), as a
-    chat server would; otherwise they are tokenised as they are. Greedy decoding at temperature 0.
+    chat server would; otherwise they are tokenised as they are. Greedy decoding at temperature 0, sampling
+    above it, one sequence per prompt and no beam search whatever the model's generation config says.
     Generation stops at the generation config's EOS, the tokenizer's EOS and, with a chat template, the
     token that ends the template's assistant turn (``<|im_end|>``, ``<|eot_id|>``, ...: :func:`stop_token_ids`).
     A prompt whose tokens and ``max_new_tokens`` do not fit in the model's context is refused, naming its record.
@@ -570,9 +571,14 @@ class LocalCausalBackend:
             add_special_tokens=not self.use_chat_template,
         ).to(self.device)
         self._check_room(requests, encoded["attention_mask"].sum(dim=1).tolist())
+        # one sequence per prompt, without beam search, whatever the model's generation config ships: greedy
+        # at temperature 0, sampling above it (a shipped num_beams made "greedy" a beam search, and a shipped
+        # num_return_sequences handed back more texts than prompts)
         options: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
+            "num_beams": 1,
+            "num_return_sequences": 1,
         }
         if self.stop_token_ids:
             options["eos_token_id"] = self.stop_token_ids
