@@ -51,6 +51,8 @@ __all__ = [
     "demo_arguments",
     "train_arguments",
     "accelerator_available",
+    "end_distributed_run",
+    "launched_process",
 ]
 
 PROG = "hf-cotmi"
@@ -346,7 +348,40 @@ def _demo(argv: Sequence[str], debug: bool = False) -> int:
     return 0
 
 
+def launched_process() -> tuple[int, int]:
+    """``(rank, number of processes)`` that ``torchrun`` or ``accelerate launch`` gave this process, from
+    ``RANK`` and ``WORLD_SIZE``; ``(0, 1)`` for a process started on its own.
+
+    Examples:
+        >>> launched_process()  # started on its own, not by a launcher
+        (0, 1)
+    """
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    if not (rank.isdigit() and world.isdigit()):
+        return 0, 1
+    return int(rank), max(1, int(world))
+
+
+def _left_to_the_main_process(command: str) -> bool:
+    """``evaluate`` and ``predict`` run in one process. Under a launcher of several processes the main one
+    does the work and says so (on stderr: ``predict --jsonl`` output stays JSON Lines); the others return
+    at once, so the report is printed and its files written once, not by every process at the same time."""
+    rank, world = launched_process()
+    if world <= 1:
+        return False
+    if rank == 0:
+        print(
+            f"{PROG} {command}: note: runs in one process; of the {world} processes the launcher started "
+            "(WORLD_SIZE), the main one does the work and the others stop",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
 def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
+    if _left_to_the_main_process("evaluate"):
+        return 0
     args, data_args, eval_args, common = _parse("evaluate", argv)
     check_confidence_options(eval_args.confidence, eval_args.label_candidates)
     _setup_logging(debug)
@@ -414,6 +449,8 @@ def _read_inputs(path: str, input_field: str = "input") -> list[InputRecord]:
 
 
 def _predict(argv: Sequence[str], debug: bool = False) -> int:
+    if _left_to_the_main_process("predict"):
+        return 0
     args, common, extra = _parse("predict", argv)
     check_confidence_options(args.confidence, args.label_candidates)
     _setup_logging(debug)
@@ -496,6 +533,30 @@ def _strip_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
     return kept, debug
 
 
+def end_distributed_run() -> None:
+    """Under ``torchrun`` or ``accelerate launch``: wait until every process has finished its work, then close
+    the process group. Nothing happens where no process group was started (one process, ``predict``).
+
+    Without this the processes other than the main one left as soon as their share was done, while the main
+    one was still showing examples and saving: with gloo a process that exits with its process group open
+    aborts ("terminate called without an active exception"), and the launcher then stopped the main process
+    before it had written ``results.json`` and the model card.
+
+    Examples:
+        >>> end_distributed_run()  # one process: nothing to wait for
+    """
+    distributed = sys.modules.get("torch.distributed")  # never imported: no process group to end
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return
+    try:
+        distributed.barrier()
+    except RuntimeError as error:  # gloo and NCCL: a process closed its connection, having failed
+        raise RuntimeError(
+            "another process of this distributed run stopped before the end (its error is printed above)"
+        ) from error
+    distributed.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hf-cotmi`` console script; returns the exit status.
 
@@ -533,7 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rest, debug = _strip_debug(rest)
     try:
-        return _COMMANDS[command](rest, debug)
+        status = _COMMANDS[command](rest, debug)
+        end_distributed_run()
+        return status
     except KeyboardInterrupt as interrupt:
         # a message, where there is one, says what the run left and how to go on
         detail = f"; {interrupt}" if str(interrupt) else ""

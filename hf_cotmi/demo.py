@@ -182,6 +182,8 @@ def execute_demo(
     import torch
 
     started = time.monotonic()
+    if training_args.process_index != 0:  # the main process reports (torchrun, accelerate launch)
+        print_fn = _print_nothing
     threads = torch.get_num_threads()
     if demo_args.num_threads > 0:
         torch.set_num_threads(demo_args.num_threads)
@@ -218,6 +220,10 @@ def execute_demo(
     print_fn(f"training curve: {curve}")
     print_fn(f"demo finished in {int(total // 60)}m{int(total % 60):02d}s")
     return results
+
+
+def _print_nothing(text: str) -> None:
+    """The print function of the processes other than the main one."""
 
 
 def _log_often_enough(training_args: Any) -> None:

@@ -984,11 +984,24 @@ class DSSMITrainer(Seq2SeqTrainer):
     def _evaluation_components(self, prefix: str) -> dict[str, float]:
         """The evaluation loss components summed so far, as ``{prefix}_loss_*`` means over the examples."""
         store = self._components["eval"]
+        if self.args.world_size > 1:
+            return self._gathered_evaluation_components(store, prefix)
         if store.weight <= 0 or not store.sums:
             return {}
-        totals = self._gather_sum({**store.sums, "_examples": store.weight})
-        examples = totals.pop("_examples")
-        return {f"{prefix}_{k}": v / examples for k, v in totals.items()}
+        return {f"{prefix}_{k}": v / store.weight for k, v in store.sums.items()}
+
+    def _gathered_evaluation_components(self, store: _ComponentStore, prefix: str) -> dict[str, float]:
+        """:meth:`_evaluation_components` over all processes. Every process joins the one reduction, also a
+        process without examples of its own (a split smaller than one evaluation batch per process leaves
+        it only the repeats that fill its batch): skipping it would leave the others waiting in theirs."""
+        local = {name: store.sums.get(name, 0.0) for name in COMPONENTS}
+        local.update({f"_with_{name}": float(name in store.sums) for name in COMPONENTS})
+        local["_examples"] = store.weight
+        totals = self._gather_sum(local)
+        examples = totals["_examples"]
+        if examples <= 0:
+            return {}
+        return {f"{prefix}_{k}": totals[k] / examples for k in COMPONENTS if totals[f"_with_{k}"] > 0}
 
     def _gather_sum(self, values: dict[str, float]) -> dict[str, float]:
         if self.args.world_size <= 1 or not values:
