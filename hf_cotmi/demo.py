@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .pipeline import quiet_libraries, run_training
+from .pipeline import _silent, quiet_libraries, run_training
 from .run_arguments import DataArguments, EvaluationArguments, ModelArguments
 from .tasks import SYNTHETIC_TASK
 
@@ -183,7 +183,7 @@ def execute_demo(
 
     started = time.monotonic()
     if training_args.process_index != 0:  # the main process reports (torchrun, accelerate launch)
-        print_fn = _print_nothing
+        print_fn = _silent
     threads = torch.get_num_threads()
     if demo_args.num_threads > 0:
         torch.set_num_threads(demo_args.num_threads)
@@ -220,10 +220,6 @@ def execute_demo(
     print_fn(f"training curve: {curve}")
     print_fn(f"demo finished in {int(total // 60)}m{int(total % 60):02d}s")
     return results
-
-
-def _print_nothing(text: str) -> None:
-    """The print function of the processes other than the main one."""
 
 
 def _log_often_enough(training_args: Any) -> None:

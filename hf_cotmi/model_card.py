@@ -386,7 +386,6 @@ class DSSModelCardData(CardData):
             predict_prefix_literal=_python_literal(self.predict_prefix),
             explain_prefix_literal=_python_literal(self.explain_prefix),
             generation_returns_prompt=self.model_class.endswith("CausalLM"),
-            truncation=self._seq2seq_truncation(),
             loss_rows=_rows(self.loss_settings),
             hyperparameter_rows=_rows(self.hyperparameters),
             metric_rows=_rows(dict(self.metrics)),
@@ -394,13 +393,6 @@ class DSSModelCardData(CardData):
             papers=[{"heading": p.heading, "bibtex": p.bibtex} for p in self.papers],
         )
         return values
-
-    def _seq2seq_truncation(self) -> str:
-        """The tokenizer arguments that cut a seq2seq snippet's prompt as training cut it ("" for no cut; a
-        decoder-only prompt is cut in the template's ``prompt()``)."""
-        if not self.max_input_length:
-            return ""
-        return f", truncation=True, max_length={self.max_input_length}"
 
     def _held_out_notes(self) -> list[dict[str, Any]]:
         """The subsets whose figures the card lists (a prefix with no metric needs no note)."""

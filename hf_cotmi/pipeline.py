@@ -406,9 +406,10 @@ def _check_candidate_lists(splits: Mapping[str, Any], column: str, places: Mappi
 def _split_place(args: DataArguments, chosen: str) -> str:
     """Where the split ``chosen`` (``"valid"``, ``"test"``, ...) comes from: ``"--test-file PATH"``, else
     ``"split 'test'"``."""
-    field_name = _FILE_FIELDS.get(chosen)
+    split = "valid" if chosen == "validation" else chosen
+    field_name = _FILE_FIELDS.get(split)
     path = getattr(args, field_name) if field_name else None
-    return f"{_FILE_OPTIONS[chosen]} {path}" if path else f"split {chosen!r}"
+    return f"{_FILE_OPTIONS[split]} {path}" if path else f"split {chosen!r}"
 
 
 def build_features(
@@ -1368,8 +1369,9 @@ def run_training(
     student = load_student(model_args, _vocabulary(data.splits["train"]), extra_vocabulary=vocabulary)
     print_fn(f"student: {student.description}" + (" + LoRA adapters" if model_args.use_peft else ""))
     _check_chat_template(data_args, student)
+    used = _splits_with_a_use(data, training_args)
     features, features_report = build_features(
-        _splits_with_a_use(data, training_args),
+        used,
         student.tokenizer,
         data_args,
         predict_prefix=training_args.predict_prefix,
@@ -1388,7 +1390,7 @@ def run_training(
     if isinstance(candidates, str):  # a column: each held-out row's own candidates
         places = {"eval": _split_place(data_args, data_args.eval_split)}
         places["test"] = _split_place(data_args, data_args.test_split)
-        _check_candidate_lists(data.splits, candidates, places)
+        _check_candidate_lists(used.splits, candidates, places)
     if training_args.generation_max_length is None:
         training_args.generation_max_length = data_args.max_label_length
     trainer = build_trainer(

@@ -982,18 +982,11 @@ class DSSMITrainer(Seq2SeqTrainer):
         super().log(logs, start_time)
 
     def _evaluation_components(self, prefix: str) -> dict[str, float]:
-        """The evaluation loss components summed so far, as ``{prefix}_loss_*`` means over the examples."""
+        """The evaluation loss components summed so far (over all processes), as ``{prefix}_loss_*`` means over
+        the examples. Every process joins the one reduction, also a process without examples of its own (a
+        split smaller than one evaluation batch per process leaves it only the repeats that fill its batch):
+        skipping it would leave the others waiting in theirs."""
         store = self._components["eval"]
-        if self.args.world_size > 1:
-            return self._gathered_evaluation_components(store, prefix)
-        if store.weight <= 0 or not store.sums:
-            return {}
-        return {f"{prefix}_{k}": v / store.weight for k, v in store.sums.items()}
-
-    def _gathered_evaluation_components(self, store: _ComponentStore, prefix: str) -> dict[str, float]:
-        """:meth:`_evaluation_components` over all processes. Every process joins the one reduction, also a
-        process without examples of its own (a split smaller than one evaluation batch per process leaves
-        it only the repeats that fill its batch): skipping it would leave the others waiting in theirs."""
         local = {name: store.sums.get(name, 0.0) for name in COMPONENTS}
         local.update({f"_with_{name}": float(name in store.sums) for name in COMPONENTS})
         local["_examples"] = store.weight

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
-from .jsonfiles import DataFormatError, read_json_file
+from .jsonfiles import DataFormatError, read_json_file, shown_value
 from .report import CoTLoadReport, CoTSplitReport
 from .textfiles import read_csv_records
 
@@ -70,16 +70,10 @@ def _json_columns(path: Path, unit: str, records: list[tuple[int, dict]]) -> dic
             if seen[0] != kind:
                 raise DataFormatError(
                     f"{path}: could not build a table from its records: at {unit} {number} the field {key!r} "
-                    f"holds {kind} ({_shown(value)}) but at {unit} {seen[1]} {seen[0]}; expected the same type "
+                    f"holds {kind} ({shown_value(value)}) but at {unit} {seen[1]} {seen[0]}; expected the same type "
                     "in every record (quote numbers to make them text)"
                 )
     return columns
-
-
-def _shown(value: Any) -> str:
-    """``repr(value)``, cut to 40 characters for a message."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _builds(values: list[Any]) -> Exception | None:
@@ -113,7 +107,7 @@ def _unstorable(path: Path, unit: str, numbers: list[int], columns: dict[str, li
         index = bad - 1
         value = values[index]
         alone = _builds([value])
-        where = f"{path}, {unit} {numbers[index]}: the field {key!r} holds {_shown(value)}"
+        where = f"{path}, {unit} {numbers[index]}: the field {key!r} holds {shown_value(value)}"
         if alone is not None:
             return (
                 f"{where}, which a table cannot store ({alone}); expected text, a whole number within 64 "

@@ -24,6 +24,7 @@ __all__ = [
     "llm_output_files",
     "read_llm_outputs",
     "json_value_kind",
+    "shown_value",
 ]
 
 
@@ -173,6 +174,17 @@ def _parse_jsonl(text: str, path: Path) -> list[tuple[int, dict]]:
     return records
 
 
+def shown_value(value: object) -> str:
+    """``repr(value)`` cut to 40 characters, for an error message.
+
+    Examples:
+        >>> shown_value("a"), shown_value("x" * 50)[-5:]
+        ("'a'", 'xx...')
+    """
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def json_value_kind(value: object) -> str:
     """What a JSON value is, for an error message: ``text ('a')``, ``a number (2)``, ``a list``, ``null``, ...
 
@@ -180,7 +192,7 @@ def json_value_kind(value: object) -> str:
         >>> json_value_kind("a"), json_value_kind(2), json_value_kind([1]), json_value_kind(None)
         ("text ('a')", 'a number (2)', 'a list', 'null')
     """
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    shown = shown_value(value)
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -684,9 +684,9 @@ def stop_token_ids(model: Any, tokenizer: Any, *, chat_template: bool) -> list[i
     """
     from ..students import eos_token_ids
 
-    ids = eos_token_ids(model, None)  # the generation config's EOS, else the model config's
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(tokenizer.eos_token_id))
+    ids = eos_token_ids(
+        model, tokenizer
+    )  # the generation config's (else the model config's) and the tokenizer's
     turn_end = chat_turn_end_token_id(tokenizer) if chat_template else None
     if turn_end is not None:
         ids.add(int(turn_end))
