@@ -19,6 +19,7 @@ __all__ = [
     "peft_type_name",
     "check_peft_config",
     "check_peft_model",
+    "check_target_modules",
     "prompt_learning_method",
 ]
 
@@ -122,3 +123,59 @@ def check_peft_model(model: Any, student_type: str) -> None:
     configs = getattr(model, "peft_config", None)
     for config in configs.values() if isinstance(configs, dict) else ():
         check_peft_config(config, student_type)
+
+
+def _adaptable_module_names(model: Any) -> list[str]:
+    """The last name component of each linear, embedding or GPT-2 ``Conv1D`` module of ``model``, sorted."""
+    import torch
+
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d)
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if name and (isinstance(module, kinds) or type(module).__name__ == "Conv1D")
+        }
+    )
+
+
+def check_target_modules(config: Any, model: Any) -> None:
+    """Refuse a peft config whose ``target_modules`` list holds a name that matches no module of ``model``.
+
+    peft matches a name against a module path itself or its last components (``"q"``, ``"self_attn.q_proj"``)
+    and needs only one name of the list to match, so a typo beside a good name trained silently without its
+    adapters. A string (a regular expression, or ``"all-linear"``) and a config without ``target_modules``
+    (peft's default for the architecture) are left to peft.
+
+    Raises:
+        ValueError: naming the names that match nothing and the adaptable module names the model has.
+
+    Examples:
+        >>> import torch
+        >>> from peft import LoraConfig
+        >>> model = torch.nn.Sequential()
+        >>> model.add_module("q", torch.nn.Linear(2, 2))
+        >>> check_target_modules(LoraConfig(target_modules=["q"]), model)
+        >>> try:
+        ...     check_target_modules(LoraConfig(target_modules=["q", "vv"]), model)
+        ... except ValueError as error:
+        ...     print(str(error).split(";")[0])
+        peft_config.target_modules names 'vv', which matches no module of the model
+    """
+    targets = getattr(config, "target_modules", None)
+    if targets is None or isinstance(targets, str):
+        return
+    paths = [name for name, _ in model.named_modules() if name]
+    unmatched = [
+        target
+        for target in sorted(targets)
+        if not any(path == target or path.endswith("." + target) for path in paths)
+    ]
+    if not unmatched:
+        return
+    names = ", ".join(repr(name) for name in unmatched)
+    raise ValueError(
+        f"peft_config.target_modules names {names}, which {'matches' if len(unmatched) == 1 else 'match'} "
+        f"no module of the model; its linear, embedding and Conv1D modules are named "
+        f"{', '.join(_adaptable_module_names(model))} (or give 'all-linear', --lora-target-modules all-linear)"
+    )

@@ -40,7 +40,7 @@ from .model_card import (
     Paper,
     render_model_card,
 )
-from .peft_methods import check_peft_config, check_peft_model, prompt_learning_method
+from .peft_methods import check_peft_config, check_peft_model, check_target_modules, prompt_learning_method
 from .student_types import resolve_student_type
 
 logger = logging.getLogger("hf_cotmi")
@@ -450,6 +450,7 @@ class DSSMITrainer(Seq2SeqTrainer):
                     "peft_config); wrapping it again would nest a second adapter model around it. Pass the "
                     "model without peft_config to train its adapters, or the base model with peft_config"
                 )
+            check_target_modules(peft_config, model)
             try:
                 from peft import get_peft_model
             except ImportError as error:  # pragma: no cover - depends on the environment

@@ -466,3 +466,49 @@ def test_sharded_generation_with_prompt_tuning_warns_once_that_padded_rows_are_o
     warned = [r.getMessage() for r in caplog.records if "PROMPT_TUNING" in r.getMessage()]
     assert len(warned) == 1, warned
     assert "synced_gpus" in warned[0] and "left-padded" in warned[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "targets", "unmatched"),
+    [
+        ("t5", ["q", "nothing"], "'nothing'"),
+        ("llama", ["q_proj", "v_prj"], "'v_prj'"),
+        ("t5", ["q_proj"], "'q_proj'"),
+    ],
+    ids=["t5-one-typo", "llama-one-typo", "t5-none-match"],
+)
+def test_a_target_module_name_that_matches_nothing_is_refused_naming_the_modules_there_are(
+    tmp_path, tiny_tokenizer, kind, targets, unmatched
+):
+    """peft needs only one of ``target_modules`` to match: a typo beside a good name trained silently
+    without that name's adapters (``--lora-target-modules q,vv`` adapted ``q`` alone); none matching gave
+    peft's error, which does not say what the model's modules are called."""
+    model = build(kind, tiny_tokenizer)
+    linear = sorted(
+        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    )
+    with pytest.raises(ValueError, match=rf"target_modules.*{unmatched}.*matches no module") as caught:
+        DSSMITrainer(
+            model=model,
+            args=training_arguments(tmp_path),
+            processing_class=tiny_tokenizer,
+            peft_config=peft.LoraConfig(task_type=task_type(kind), r=4, target_modules=targets),
+        )
+    assert all(name in str(caught.value) for name in linear), (linear, str(caught.value))
+
+
+def test_target_modules_given_by_dotted_suffix_or_regex_still_train(tmp_path, tiny_tokenizer):
+    """peft matches a name as a module path's last components, and a string as a regular expression."""
+    for targets in (["self_attn.q_proj", "v_proj"], r".*\.(q|v)_proj"):
+        trainer = DSSMITrainer(
+            model=build("llama", tiny_tokenizer),
+            args=training_arguments(tmp_path, max_steps=1),
+            processing_class=tiny_tokenizer,
+            peft_config=peft.LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=targets),
+        )
+        adapted = {
+            n.split(".lora_")[0].rsplit(".", 1)[-1]
+            for n, p in trainer.model.named_parameters()
+            if p.requires_grad
+        }
+        assert adapted == {"q_proj", "v_proj"}, (targets, adapted)
