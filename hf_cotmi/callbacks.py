@@ -63,8 +63,10 @@ class ECECallback(TrainerCallback):
             candidates (e.g. ``"choices"``; the column must survive, so keep ``remove_unused_columns=False``).
             Candidates mode only: with ``confidence="sequence"`` or ``"first_token"`` it is a ``ValueError``.
         plot: write a reliability diagram per evaluation and dataset to
-            ``{output_dir}/reliability_diagrams/{prefix}_step{global_step}.png`` (a diagram that cannot be
-            written is logged as a warning; it never stops training).
+            ``{output_dir}/reliability_diagrams/{prefix}_step{global_step}.png``; a later evaluation at the
+            same step and prefix (``trainer.evaluate()`` after training) writes ``..._step{global_step}_2.png``
+            and so on, never over an earlier one (a diagram that cannot be written is logged as a warning; it
+            never stops training).
         binning: ``"uniform"`` (equal width) or ``"quantile"`` (equal mass) bins.
         label_column: column with the gold label text (otherwise the gold label is decoded from ``labels``).
         is_correct: ``is_correct(prediction, gold) -> bool`` for generation modes and candidates; default:
@@ -143,6 +145,7 @@ class ECECallback(TrainerCallback):
         self.last_results: dict[str, LabelConfidences] = {}
         self.last_plots: dict[str, str] = {}
         self._handled: set[tuple[int, str]] = set()
+        self._drawn: set[str] = set()  # diagram paths this callback has written (none is overwritten)
 
     # ------------------------------------------------------------------ hook for DSSMITrainer
 
@@ -273,8 +276,7 @@ class ECECallback(TrainerCallback):
         if self.plot and is_main and output_dir:
             from .plotting import save_reliability_diagram
 
-            name = re.sub(r"[^\w.-]+", "_", prefix)
-            path = os.path.join(output_dir, "reliability_diagrams", f"{name}_step{step}.png")
+            path = self._diagram_path(output_dir, prefix, step)
             try:
                 self.last_plots[prefix] = save_reliability_diagram(
                     result.confidences,
@@ -287,6 +289,22 @@ class ECECallback(TrainerCallback):
             except (ImportError, OSError) as err:  # a diagram must never stop training
                 logger.warning("ECECallback: could not write the reliability diagram %s: %s", path, err)
         return metrics
+
+    def _diagram_path(self, output_dir: str, prefix: str, step: int) -> str:
+        """A path for this evaluation's diagram that no earlier evaluation through this callback has used.
+
+        ``{prefix}_step{step}.png``; a second diagram at the same step (an ``evaluate()`` after training, with
+        ``load_best_model_at_end`` the best checkpoint's weights, or two prefixes that differ only in
+        characters a file name cannot hold) gets ``_2``, ``_3``, ... rather than replacing the first.
+        """
+        name = re.sub(r"[^\w.-]+", "_", prefix)
+        stem = os.path.join(output_dir, "reliability_diagrams", f"{name}_step{step}")
+        path, copy = f"{stem}.png", 1
+        while path in self._drawn:
+            copy += 1
+            path = f"{stem}_{copy}.png"
+        self._drawn.add(path)
+        return path
 
     def _label_confidences(
         self,

@@ -88,7 +88,13 @@ class EvaluateArguments:
         default=None,
         metadata={"aliases": ["--model"], "help": "Folder of a trained student (or a Hub name)."},
     )
-    split: str = field(default="test", metadata={"help": "Split to evaluate: train, valid or test."})
+    split: str = field(
+        default="test",
+        metadata={
+            "help": "Split to evaluate: train, valid (or validation) or test.",
+            "choices": ["train", "valid", "validation", "test"],
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "Examples per forward pass."})
     max_new_tokens: int | None = field(
         default=None, metadata={"help": "Longest generated label (default: what training used)."}

@@ -32,6 +32,7 @@ from .generation import generate_texts, predict_texts
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
 from .run_arguments import (
     COLUMN_FIELDS,
+    SPLIT_NAMES,
     CLIUsageError,
     DataArguments,
     EvaluationArguments,
@@ -183,12 +184,24 @@ def task_spec(args: DataArguments) -> TaskSpec:
     return TaskSpec.custom(metric=args.task or "text")
 
 
-def _limit(dataset: Any, limit: int | None, option: str) -> Any:
+def _limit(dataset: Any, limit: int | None, option: str, split: str) -> Any:
+    """The first ``limit`` rows of ``dataset`` (the split ``split``), all of them (with a warning) when it has
+    fewer; ``None`` keeps all."""
     if limit is None:
         return dataset
     if limit < 1:
         raise CLIUsageError(f"{option} must be at least 1; got {limit}")
-    return dataset.select(range(min(limit, dataset.num_rows)))
+    if limit > dataset.num_rows:
+        logger.warning(
+            "%s %d is more than the %d examples of split %r: all %d are used",
+            option,
+            limit,
+            dataset.num_rows,
+            split,
+            dataset.num_rows,
+        )
+        return dataset
+    return dataset.select(range(limit))
 
 
 _FILE_OPTIONS = {"train": "--train-file", "valid": "--validation-file", "test": "--test-file"}
@@ -289,18 +302,34 @@ def with_teacher_labels(dataset: Any, where: str) -> tuple[Any, str]:
     return relabelled, column
 
 
+def _check_split_names(args: DataArguments) -> None:
+    """Refuse a ``--train-split`` / ``--eval-split`` / ``--test-split`` that is no split name at all (an empty
+    one, as ``evaluate`` passes, means none): such a split used to be left out without a word."""
+    for option in ("train_split", "eval_split", "test_split"):
+        name = getattr(args, option)
+        if name and name not in SPLIT_NAMES:
+            raise CLIUsageError(
+                f"--{option.replace('_', '-')} {name!r} is not a split name; expected one of "
+                f"{', '.join(repr(n) for n in SPLIT_NAMES)}"
+            )
+
+
 def _pick_splits(data: Any, args: DataArguments, need_train: bool) -> dict[str, Any]:
+    _check_split_names(args)
     splits: dict[str, Any] = {}
     if args.train_split in data:
-        splits["train"] = _limit(data[args.train_split], args.max_train_samples, "--max-train-samples")
+        train = data[args.train_split]
+        splits["train"] = _limit(train, args.max_train_samples, "--max-train-samples", args.train_split)
     elif need_train:
         raise CLIUsageError(
             f"no training split {args.train_split!r}: the data has {list(data)}; pick one with --train-split"
         )
     if args.eval_split in data and args.eval_split != args.train_split:
-        splits["eval"] = _limit(data[args.eval_split], args.max_eval_samples, "--max-eval-samples")
+        evaluated = data[args.eval_split]
+        splits["eval"] = _limit(evaluated, args.max_eval_samples, "--max-eval-samples", args.eval_split)
     if args.test_split in data and args.test_split != args.train_split:
-        splits["test"] = _limit(data[args.test_split], args.max_test_samples, "--max-test-samples")
+        tested = data[args.test_split]
+        splits["test"] = _limit(tested, args.max_test_samples, "--max-test-samples", args.test_split)
     return splits
 
 

@@ -106,6 +106,16 @@ class ModelArguments:
             )
 
 
+SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "test")
+"""The split names ``--train-split``, ``--eval-split`` and ``--test-split`` choose from (a DSS dataset's
+files, your ``--train-file`` / ``--validation-file`` / ``--test-file``, the synthetic task's splits).
+
+Examples:
+    >>> "validation" in SPLIT_NAMES
+    False
+"""
+
+
 @dataclass
 class DataArguments:
     """Which data to train and evaluate on, and how to tokenise it.
@@ -139,12 +149,19 @@ class DataArguments:
     label_column: str = field(default="label", metadata={"help": "Label column of your files."})
     rationale_column: str = field(default="rationale", metadata={"help": "Rationale column of your files."})
     train_split: str = field(
-        default="train", metadata={"help": "Split to train on (esnli has no train: use valid)."}
+        default="train",
+        metadata={"help": "Split to train on (esnli has no train: use valid).", "choices": list(SPLIT_NAMES)},
     )
     eval_split: str = field(
-        default="valid", metadata={"help": "Split evaluated during training (with --eval-strategy)."}
+        default="valid",
+        metadata={
+            "help": "Split evaluated during training (with --eval-strategy).",
+            "choices": list(SPLIT_NAMES),
+        },
     )
-    test_split: str = field(default="test", metadata={"help": "Split evaluated after training."})
+    test_split: str = field(
+        default="test", metadata={"help": "Split evaluated after training.", "choices": list(SPLIT_NAMES)}
+    )
     label_source: str = field(
         default="gt",
         metadata={"help": "Train on ground-truth labels (gt) or the teacher's labels (llm): a DSS dataset's PaLM "
@@ -176,13 +193,15 @@ class DataArguments:
                   "predict reuse it)."},
     )  # fmt: skip
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N training examples."}
+        default=None,
+        metadata={"help": "Use only the first N training examples (all, with a warning, if fewer)."},
     )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N evaluation examples."}
+        default=None,
+        metadata={"help": "Use only the first N evaluation examples (all, with a warning, if fewer)."},
     )
     max_test_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N test examples."}
+        default=None, metadata={"help": "Use only the first N test examples (all, with a warning, if fewer)."}
     )
     synthetic_train_size: int = field(default=4000, metadata={"help": "Synthetic task: training examples."})
     synthetic_valid_size: int = field(default=0, metadata={"help": "Synthetic task: validation examples."})
