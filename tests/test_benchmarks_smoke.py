@@ -683,7 +683,7 @@ def test_old_flag_spellings_still_set_the_options(tmp_path: Path) -> None:
         replicate.parse_args(["--smoke"])
     options = replicate.parse_args(
         ["--student", "tiny", "--dataset", "synthetic", "--output-dir", str(tmp_path), "--batch-size", "4",
-         "--eval-batch-size", "5", "--lr-scheduler", "constant", "--data-seed", "7", "--valid-split", "dev",
+         "--eval-batch-size", "5", "--lr-scheduler", "constant", "--data-seed", "7", "--valid-split", "test",
          "--label-candidates", "yes", "no", "--patience", "2", "--patience-start", "30", "--max-steps", "9"]
     )  # fmt: skip
     training, run = options.training, options.run
@@ -691,7 +691,7 @@ def test_old_flag_spellings_still_set_the_options(tmp_path: Path) -> None:
     assert str(getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type)) == "constant"
     assert (run.subsample_seed, options.data.eval_split, options.evaluation.label_candidates) == (
         7,
-        "dev",
+        "test",
         "yes,no",
     )
     assert (run.patience, run.patience_start, training.max_steps, training.eval_steps) == (2, 30, 9, 100)
