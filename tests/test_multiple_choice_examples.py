@@ -86,15 +86,21 @@ def choices_run(tmp_path_factory) -> Path:
     return out
 
 
+def _assert_the_most_likely_choice_is_shown(run, row: dict, choices) -> str:
+    """``row``'s label is its most likely choice and its confidence that choice's probability; returns it."""
+    probabilities = _choice_probabilities(run, row["input"], choices)
+    best = max(probabilities, key=probabilities.get)
+    assert row["label"] == best
+    assert row["confidence"] == pytest.approx(probabilities[best], abs=1e-5)
+    return best
+
+
 def test_examples_show_the_chosen_candidate_with_its_confidence(choices_run):
     results = json.loads((choices_run / "results.json").read_text())
     examples, metrics = results["examples"], results["metrics"]
     assert len(examples) == len(CHOICES)
     for row, choices in zip(examples, CHOICES):
-        probabilities = _choice_probabilities(choices_run, row["input"], choices)
-        best = max(probabilities, key=probabilities.get)
-        assert row["label"] == best
-        assert row["confidence"] == pytest.approx(probabilities[best], abs=1e-5)
+        best = _assert_the_most_likely_choice_is_shown(choices_run, row, choices)
         assert row["correct"] == (best == row["gold"])
         assert row["generated_correct"] == (row["generated_label"] == row["gold"])
     # every test row is shown: the marks add up to the two accuracies, the confidences to the average
@@ -140,10 +146,7 @@ def test_predict_scores_each_questions_own_choices_from_its_json_record(choices_
     rows = _predict_rows(capsys, choices_run, "--input-file", str(questions))
     assert len(rows) == len(CHOICES)
     for row, choices in zip(rows, CHOICES):
-        probabilities = _choice_probabilities(choices_run, row["input"], choices)
-        best = max(probabilities, key=probabilities.get)
-        assert row["label"] == best
-        assert row["confidence"] == pytest.approx(probabilities[best], abs=1e-5)
+        _assert_the_most_likely_choice_is_shown(choices_run, row, choices)
         assert row["choices"] == list(choices)
         assert "generated_label" in row  # candidates mode: the generated label beside the chosen choice
 
