@@ -8,6 +8,7 @@ from typing import Any
 
 from .calibration import Binning, check_binning
 from .confidence import ConfidenceMode, label_confidences
+from .dataset_rows import num_rows
 from .prefixes import PREDICT_PREFIX
 
 __all__ = ["evaluate_calibration"]
@@ -87,6 +88,8 @@ def evaluate_calibration(
         >>> # {'accuracy': 0.41, 'ece': 0.12, 'avg_confidence': 0.53, 'num_examples': 1200, ...}
     """
     check_binning(n_bins, binning)  # before loading and scoring the model, not after
+    if num_rows(dataset) == 0:
+        raise ValueError("`dataset` is empty; expected at least one example to measure calibration on")
     if task is not None:
         from .tasks import get_task
 
@@ -116,8 +119,6 @@ def evaluate_calibration(
         chat_template=chat_template,
         progress_bar=progress_bar,
     )
-    if len(result) == 0:
-        raise ValueError("`dataset` is empty; expected at least one example to measure calibration on")
     report: dict[str, Any] = {
         "accuracy": result.accuracy,
         "ece": result.ece(n_bins, binning),
