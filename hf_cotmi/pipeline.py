@@ -40,7 +40,14 @@ from .run_arguments import (
     error_summary,
 )
 from .student_types import resolve_student_type
-from .students import Student, check_model_folder, input_length_limit, load_student, peft_config
+from .students import (
+    Student,
+    check_model_folder,
+    failed_load_error,
+    input_length_limit,
+    load_student,
+    peft_config,
+)
 from .tasks import METRICS, SYNTHETIC_TASK, TASKS, TaskSpec, get_task
 
 logger = logging.getLogger("hf_cotmi")
@@ -515,38 +522,107 @@ def build_features(
 def read_sidecar(path: str) -> dict[str, Any]:
     """Read the ``hf_cotmi_config.json`` a training run wrote into ``path`` (``{}`` when there is none).
 
-    Keys it does not know (a newer hf-cotmi's) are kept and ignored by its readers.
+    ``path`` is a local folder (a run's output folder, a ``checkpoint-N/`` in it, LoRA adapters), or else a
+    Hugging Face Hub repository id (a run pushed with ``push_to_hub``, which uploads the file too): the file
+    then comes from the Hub, or the Hugging Face cache, as ``from_pretrained`` gets the model's files (see
+    :func:`_sidecar_file`). Keys it does not know (a newer hf-cotmi's) are kept and ignored by its readers.
 
     Raises:
         CLIUsageError: the file is not valid JSON or holds something other than a JSON object (naming the
             file): a damaged sidecar must not pass for none, which would silently drop the run's settings.
+            Or ``path`` is not a local folder and the Hub refuses the repository (no such repository or
+            revision, private or gated): the error loading the model would give.
 
     Examples:
         >>> read_sidecar("/nonexistent")
         {}
     """
-    file = os.path.join(path, SIDECAR_NAME)
-    if not os.path.isfile(file):
+    file = _sidecar_file(path)
+    if file is None:
         return {}
+    where, fix = file, "restore it from the run (or a checkpoint-N/ of it), or delete it to use the defaults"
+    if not os.path.isdir(path):
+        where = f"{file} (the {SIDECAR_NAME} of the Hub repository {path!r})"
+        fix = "upload the run's own copy to the repository again, or give the run's output folder instead"
     try:
         with open(file, encoding="utf-8") as handle:
             value = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CLIUsageError(
-            f"{file} is not valid JSON ({error_summary(error)}); it holds the settings evaluate and predict "
-            "reuse: restore it from the run (or a checkpoint-N/ of it), or delete it to use the defaults"
+            f"{where} is not valid JSON ({error_summary(error)}); it holds the settings evaluate and predict "
+            f"reuse: {fix}"
         ) from error
     if not isinstance(value, dict):
         raise CLIUsageError(
-            f"{file} holds {json_value_kind(value)}; expected a JSON object of the run's settings, as training "
-            "writes it: restore it from the run (or a checkpoint-N/ of it), or delete it to use the defaults"
+            f"{where} holds {json_value_kind(value)}; expected a JSON object of the run's settings, as training "
+            f"writes it: {fix}"
         )
     return value
 
 
+# the Hub repositories whose sidecar could not be read, warned of once in a process
+_UNREACHABLE_SIDECARS: set[str] = set()
+
+
+def _sidecar_file(path: str) -> str | None:
+    """Where the sidecar of the model ``path`` is on this machine, or None when it has none.
+
+    A local path is looked into. Any other name is taken for a Hub repository id, as ``from_pretrained``
+    takes it, and the file is fetched with ``huggingface_hub.hf_hub_download`` with the defaults the model's
+    own files load with (no model option names a revision, token or cache folder: the default branch,
+    ``HF_TOKEN`` or the saved login, the Hugging Face cache; offline, ``HF_HUB_OFFLINE=1``, the cached copy).
+    A repository without the file (a model trained elsewhere) has none; a name that is no repository id
+    either is left to the model loading to report. When the Hub cannot be reached and the file is not in the
+    cache, a ``UserWarning`` (once for each repository) names it and says the run's settings are replaced by
+    the defaults (the model may still load from the cache; if it cannot, its error follows).
+    """
+    if os.path.exists(path):
+        file = os.path.join(path, SIDECAR_NAME)
+        return file if os.path.isfile(file) else None
+    import warnings
+
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+    )
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        return None  # neither a folder nor a repository id: loading the model says so
+    try:
+        return str(hf_hub_download(repo_id=path, filename=SIDECAR_NAME))
+    except LocalEntryNotFoundError:  # offline or unreachable, not cached (caught before its parent class)
+        cached = try_to_load_from_cache(path, SIDECAR_NAME)
+        if isinstance(cached, str):
+            return cached
+        if cached is not None:
+            return None  # the cache recorded that the repository has no such file
+        if path not in _UNREACHABLE_SIDECARS:  # once: predict --input-file reads it twice
+            _UNREACHABLE_SIDECARS.add(path)
+            warnings.warn(
+                f"could not read {SIDECAR_NAME} of the Hugging Face Hub repository {path!r} (offline or the Hub "
+                "unreachable, and it is not in the cache): the training run's settings (prefixes, task, data, "
+                "input column, lengths, chat template) are unknown and the defaults are used; connect to the Hub "
+                "once to cache the file, or give the run's output folder as the model",
+                UserWarning,
+                stacklevel=3,
+            )
+        return None
+    except EntryNotFoundError:  # the repository has no such file
+        return None
+    except HfHubHTTPError as error:  # no such repository or revision, private or gated
+        raise failed_load_error("model", path, error) from error
+
+
 def recorded_input_column(model_path: str) -> str:
     """The input column of the files a run was trained on (``--input-column``), as its sidecar records it;
-    ``"input"`` without one. ``predict --input-file`` reads JSON Lines in that layout.
+    ``"input"`` without one. ``predict --input-file`` reads JSON Lines in that layout. ``model_path`` is a
+    folder or a Hub repository id (:func:`read_sidecar`).
 
     Examples:
         >>> recorded_input_column("/nonexistent")
@@ -1514,8 +1590,8 @@ def _data_for_evaluation(
         if not source:
             if not os.path.exists(model_path):
                 raise CLIUsageError(
-                    f"--model {model_path!r} is not a local folder, so no {SIDECAR_NAME} names its data; check "
-                    "the path, or give the data of a Hub model with --dataset or --test-file"
+                    f"--model {model_path!r} is not a local folder, and no {SIDECAR_NAME} naming its data came "
+                    "from the Hub; check the path, or give the data of a Hub model with --dataset or --test-file"
                 )
             raise CLIUsageError(
                 f"no data given and {model_path!r} has no {SIDECAR_NAME} naming its data; use --dataset or --test-file"
@@ -1589,12 +1665,13 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Accuracy, ECE, average confidence and the reliability diagram of a saved student on one split.
 
-    Settings the training run saved in ``hf_cotmi_config.json`` (prefixes, task and data source) are used
-    where ``data_args`` leaves them open (files of your own given anew without ``task`` are compared by the
-    run's task, e.g. ``equation``); on that recorded data the confidence mode (and candidates) the run
-    measured its ECE with is the default. Of recorded files, only the evaluated split's is read. Files of
-    your own given in ``data_args`` (``test_file``, ``validation_file``) are read with the column names the
-    run recorded (``input_column``, ...) where ``data_args`` leaves those at their defaults.
+    Settings the training run saved in ``hf_cotmi_config.json`` (prefixes, task and data source; read from
+    the Hub for a repository id, see :func:`read_sidecar`) are used where ``data_args`` leaves them open
+    (files of your own given anew without ``task`` are compared by the run's task, e.g. ``equation``); on
+    that recorded data the confidence mode (and candidates) the run measured its ECE with is the default.
+    Of recorded files, only the evaluated split's is read. Files of your own given in ``data_args``
+    (``test_file``, ``validation_file``) are read with the column names the run recorded (``input_column``,
+    ...) where ``data_args`` leaves those at their defaults.
     ``explicit_options`` names ``data_args`` fields set on purpose: they win over the recorded values even
     when they equal the default (the CLI passes the column flags given). The diagram goes to ``plot_file``,
     by default :func:`default_diagram_path`. A ``tqdm`` progress bar over the examples shows while they are
@@ -1724,10 +1801,11 @@ def run_prediction(
 ) -> list[dict[str, Any]]:
     """Label, confidence and rationale of a saved student for each text (see :func:`predict_texts`).
 
-    Inputs are truncated to the ``max_input_length`` the training run saved in ``hf_cotmi_config.json``;
-    without that file, to the student's own limit (:func:`hf_cotmi.students.input_length_limit`). A
-    decoder-only student trained with ``--chat-template`` is prompted with its chat template again. Without
-    ``confidence`` the mode is the run's: its candidates, else the mode it measured its ECE with.
+    Inputs are truncated to the ``max_input_length`` the training run saved in ``hf_cotmi_config.json`` (read
+    from the Hub for a repository id, see :func:`read_sidecar`); without that file, to the student's own
+    limit (:func:`hf_cotmi.students.input_length_limit`). A decoder-only student trained with
+    ``--chat-template`` is prompted with its chat template again. Without ``confidence`` the mode is the
+    run's: its candidates, else the mode it measured its ECE with.
 
     Candidates confidence without ``label_candidates`` (a run over a column of each example's own candidates,
     CQA's ``choices``, or ``confidence="candidates"``) scores each input's own choices: its record's list in
