@@ -448,6 +448,11 @@ def _read_inputs(path: str, input_field: str = "input") -> list[InputRecord]:
 
     if path != "-" and not os.path.isfile(path):
         raise CLIUsageError(f"--input-file {path!r} does not exist or is not a file")
+    if path.lower().endswith(".parquet"):  # read as text it fails at its first byte that is not UTF-8
+        raise CLIUsageError(
+            f"--input-file {path!r} is a Parquet file, which predict does not read; expected a UTF-8 text file "
+            f"with one input per line, or JSON Lines with the text in an {input_field!r} field"
+        )
     try:
         return read_input_records(path, input_field=input_field)
     except DataFormatError as error:

@@ -17,6 +17,7 @@ from hf_cotmi.cli import _read_inputs
 from hf_cotmi.data.jsonfiles import DataFormatError, read_json_file, read_jsonl
 from hf_cotmi.data.textfiles import read_csv_records, read_input_lines
 from hf_cotmi.run_arguments import CLIUsageError
+from hf_cotmi.teacher.generate import read_teacher_inputs
 
 BOM = b"\xef\xbb\xbf"
 GOOD = {"input": "1 + 1 ?", "label": "2", "rationale": "1 + 1 = 2 ."}
@@ -294,6 +295,57 @@ def test_malformed_json_arrays_name_the_line_or_record(tmp_path, text, expected)
     with pytest.raises(DataFormatError) as caught:
         read_json_file(path)
     assert str(caught.value).startswith(f"{path}, {expected}")
+
+
+# --------------------------------------------------------------------------------- Parquet files
+
+
+def parquet_with(tmp_path: Path, column: pa.Array) -> Path:
+    """A Parquet file whose 'input' column is ``column`` (two rows), with text labels and rationales."""
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"input": column, "label": ["1", "2"], "rationale": ["r", "r"]}), path)
+    return path
+
+
+def test_a_file_that_is_not_parquet_names_the_file(tmp_path):
+    path = write(tmp_path / "x.parquet", b"\xff\xfe not a Parquet file")
+    assert error_of(path).startswith(f"{path}: not a readable Parquet file (")
+
+
+def test_text_in_parquet_that_is_not_utf8_names_the_record_and_field(tmp_path):
+    raw = pa.array([b"ok", b"caf\xe9"], pa.binary())
+    # a string column whose bytes are not UTF-8: Arrow writes and reads it without a check
+    text = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
+    path = parquet_with(tmp_path, text)
+    expected = f"{path}, record 2: the field 'input' holds byte 0xe9 at character 4, which is not UTF-8"
+    with pytest.raises(DataFormatError) as caught:
+        load_cot_dataset(path)
+    assert str(caught.value).startswith(expected)
+
+
+@pytest.mark.parametrize("kind", [pa.binary(), pa.large_binary()])
+def test_a_binary_parquet_column_that_is_not_utf8_names_the_record_and_field(tmp_path, kind):
+    path = parquet_with(tmp_path, pa.array([b"\xff1 + 1 ?", b"2 + 2 ?"], kind))
+    expected = f"{path}, record 1: the field 'input' holds byte 0xff at character 1, which is not UTF-8"
+    with pytest.raises(DataFormatError) as caught:
+        load_cot_dataset(path)
+    assert str(caught.value).startswith(expected)
+    with pytest.raises(DataFormatError) as caught:
+        read_teacher_inputs(path, label_column=None)
+    assert str(caught.value).startswith(expected)
+
+
+def test_a_binary_parquet_column_of_utf8_text_reads_as_text(tmp_path):
+    path = parquet_with(tmp_path, pa.array([b"1 + 1 ?", "数 ?".encode()], pa.binary()))
+    assert load_cot_dataset(path)["train"]["input"] == ["1 + 1 ?", "数 ?"]
+
+
+def test_predict_refuses_a_parquet_input_file_by_name(tmp_path):
+    path = parquet_with(tmp_path, pa.array(["1 + 1 ?", "2 + 2 ?"]))
+    with pytest.raises(
+        CLIUsageError, match=r"--input-file '.*bad\.parquet' is a Parquet file, which predict"
+    ):
+        _read_inputs(str(path))
 
 
 # ------------------------------------------------------------------------------- predict --input-file

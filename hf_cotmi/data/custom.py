@@ -22,6 +22,7 @@ from .report import CoTLoadReport, CoTSplitReport
 from .textfiles import read_csv_records
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
     from datasets import ClassLabel, Dataset, DatasetDict
 
 __all__ = ["SUPPORTED_SUFFIXES", "load_cot_dataset", "read_table_file"]
@@ -122,6 +123,55 @@ def _unstorable(path: Path, unit: str, numbers: list[int], columns: dict[str, li
     return None
 
 
+def _not_utf8(values: list[bytes | None], column: str, where: str, locate: Locate | None) -> str | None:
+    """Why ``values`` (the bytes of a text or binary column) are not UTF-8 text, naming the first row whose
+    bytes are not, its field and the byte; None when every value decodes.
+
+    Examples:
+        >>> _not_utf8([b"ok", b"caf\\xe9"], "input", "d.parquet", lambda index: f"record {index + 1}")
+        "d.parquet, record 2: the field 'input' holds byte 0xe9 at character 4, which is not UTF-8; expected UTF-8 text"
+        >>> _not_utf8([b"ok", None], "input", "d.parquet", None) is None
+        True
+    """
+    for index, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as error:
+            at = locate(index) if locate is not None else f"row {index}"
+            character = len(value[: error.start].decode("utf-8")) + 1
+            return (
+                f"{where}, {at}: the field {column!r} holds byte 0x{value[error.start]:02x} at character "
+                f"{character}, which is not UTF-8; expected UTF-8 text"
+            )
+    return None
+
+
+def _check_parquet_text(table: pa.Table, path: Path, locate: Locate) -> None:
+    """Refuse a Parquet table whose text columns hold bytes that are not UTF-8 (Arrow reads them without a
+    check; reading a value then fails with a bare ``UnicodeDecodeError``), naming the record and field."""
+    import pyarrow as pa
+
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid as error:
+        texts = [
+            name
+            for name, kind in zip(table.column_names, table.schema.types)
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        ]
+        found = (
+            _not_utf8(table.column(name).cast(pa.large_binary()).to_pylist(), name, str(path), locate)
+            for name in texts
+        )
+        raise DataFormatError(
+            next((problem for problem in found if problem), None)
+            or f"{path}: the table holds values Arrow cannot read ({error}); expected UTF-8 text in its text "
+            "fields"
+        ) from error
+
+
 def read_table_file(path: Path) -> tuple[Dataset, Locate]:
     """Read one JSON Lines / JSON / CSV / Parquet file into a Dataset, strictly, with a record locator.
 
@@ -182,7 +232,12 @@ def read_table_file(path: Path) -> tuple[Dataset, Locate]:
             raise DataFormatError(
                 f"{path}: the file is empty (no records); expected records with input and label"
             )
-        return Dataset(InMemoryTable(table)), lambda index: f"record {index + 1}"
+
+        def locate(index: int) -> str:
+            return f"record {index + 1}"
+
+        _check_parquet_text(table, path, locate)
+        return Dataset(InMemoryTable(table)), locate
     raise ValueError(
         f"{str(path)!r}: unsupported file type {suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
     )
@@ -239,6 +294,7 @@ def as_text_column(
 
     Raises:
         ValueError: the column holds lists or objects (named with the first row that has one).
+        DataFormatError: a binary column holds bytes that are not UTF-8 (names the first such row).
 
     Examples:
         >>> from datasets import ClassLabel, Dataset, Features
@@ -260,6 +316,10 @@ def as_text_column(
         first = next((i for i, value in enumerate(dataset[column]) if value is not None), None)
         at = f" (the first at {locate(first)})" if locate is not None and first is not None else ""
         raise ValueError(f"{where}: column {shown_name or column!r} holds {feature}{at}, expected text")
+    if feature.dtype in ("binary", "large_binary"):  # Arrow's cast to text fails with "Invalid UTF8 payload"
+        problem = _not_utf8(dataset[column], shown_name or column, where, locate)
+        if problem:
+            raise DataFormatError(problem)
     if feature.dtype.startswith("float"):  # Arrow writes 1e10 as "1e+10": an answer no metric reads back
         features = dataset.features.copy()
         features[column] = Value("string")
