@@ -64,7 +64,69 @@ def build_argument_parser(
         list(dataclasses), prog=prog, description=description, epilog=epilog, allow_abbrev=False
     )
     _bare_optional_bool_flags(parser)
+    _expand_home_in_paths(parser)
     return parser
+
+
+# options whose value is a file or folder (or a Hub name, which never starts with "~"), of every command
+_PATH_OPTIONS = frozenset(
+    {
+        "config",
+        "data_dir",
+        "train_file",
+        "validation_file",
+        "test_file",
+        "input_file",
+        "output_file",
+        "output_dir",
+        "plot_file",
+        "rejects_file",
+        "template_file",
+        "chat_template_file",
+        "model_name_or_path",
+        "tokenizer_name_or_path",
+        "teacher_model",
+        "resume_from_checkpoint",
+        "generation_config",
+        "deepspeed",
+        "fsdp_config",
+        "accelerator_config",
+    }
+)
+
+
+def _expand_home(path: str) -> str:
+    """``path`` with a leading ``~`` or ``~user`` made that home folder, as a shell does with a word that
+    starts with it, but not after the ``=`` of ``--output-dir=~/runs``, nor in a ``--config`` file.
+
+    Examples:
+        >>> import os
+        >>> _expand_home("~/runs") == os.path.join(os.path.expanduser("~"), "runs")
+        True
+        >>> _expand_home("runs/~x"), _expand_home("google/flan-t5-small")
+        ('runs/~x', 'google/flan-t5-small')
+    """
+    return os.path.expanduser(path)
+
+
+def _expand_home_in_paths(parser: Any) -> None:
+    """Let every path option (:data:`_PATH_OPTIONS`) expand a leading ``~`` (:func:`_expand_home`), given on
+    the command line in any spelling or in a ``--config`` file (whose values go through the same ``type``),
+    then read as before (text, or a ``Path``)."""
+    for action in parser._actions:
+        if action.dest in _PATH_OPTIONS and action.option_strings:
+            read = str if action.type is None else action.type
+            action.type = _ExpandingType(read)
+
+
+@dataclass(frozen=True)
+class _ExpandingType:
+    """An ``argparse`` type that expands ``~`` (:func:`_expand_home`) before reading the text as ``read`` does."""
+
+    read: Any
+
+    def __call__(self, text: str) -> Any:
+        return self.read(_expand_home(text))
 
 
 def _parser_class() -> type:
@@ -107,7 +169,7 @@ def _config_path(argv: Sequence[str]) -> str | None:
             paths.append(token.split("=", 1)[1])
             if not paths[-1]:
                 raise CLIUsageError("--config needs a YAML file")
-    distinct = list(dict.fromkeys(paths))
+    distinct = list(dict.fromkeys(_expand_home(path) for path in paths))
     if len(distinct) > 1:
         shown = " and ".join(repr(path) for path in distinct)
         raise CLIUsageError(f"--config is given twice ({shown}): only one file is read; merge them into one")
