@@ -29,6 +29,7 @@ __all__ = [
     "average_confidence",
     "check_binning",
     "expected_calibration_error",
+    "refuse_text",
     "reliability_diagram_data",
 ]
 
@@ -71,9 +72,42 @@ class CalibrationBins:
         return int(self.count.shape[0])
 
 
+def refuse_text(values: Any, name: str) -> None:
+    """Refuse ``values`` that hold text (``"0.7"``, ``b"1"``), also inside a probability vector: NumPy and
+    Arrow would read a text that spells a number as that number, and one that does not as an error, so a
+    column read as text from a file would pass or fail by chance. Anything else is left to the caller.
+
+    Raises:
+        ValueError: the first text, with its index (the vector's index for a text inside a vector).
+
+    Examples:
+        >>> refuse_text([0.9, 0.6], "confidences")
+        >>> try:
+        ...     refuse_text([0.9, "0.6"], "confidences")
+        ... except ValueError as error:
+        ...     print(error)
+        `confidences` must hold numbers, not text; got '0.6' at index 1 (convert it with float() first)
+    """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biufc":
+        return
+    if hasattr(values, "tolist") and not hasattr(values, "detach"):  # NumPy array, pandas Series
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)):
+        return
+    for index, value in enumerate(values):
+        inner = value.tolist() if isinstance(value, np.ndarray) else value
+        for item in inner if isinstance(inner, (list, tuple)) else (inner,):
+            if isinstance(item, (str, bytes)):
+                raise ValueError(
+                    f"`{name}` must hold numbers, not text; got {item!r} at index {index} (convert it with "
+                    "float() first)"
+                )
+
+
 def _as_float_array(values: Any, name: str) -> np.ndarray:
     if hasattr(values, "detach"):  # torch tensor, without importing torch
         values = values.detach().cpu().double().numpy()
+    refuse_text(values, name)
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -176,8 +210,8 @@ def reliability_diagram_data(
         A :class:`CalibrationBins`.
 
     Raises:
-        ValueError: on empty input, NaN, confidences outside [0, 1], correctness other than 0/1, mismatched
-            lengths, ``n_bins < 1`` or an unknown ``binning``.
+        ValueError: on empty input, text (``"0.7"``), NaN, confidences outside [0, 1], correctness other
+            than 0/1, mismatched lengths, ``n_bins < 1`` or an unknown ``binning``.
 
     Examples:
         >>> bins = reliability_diagram_data([0.1, 0.15, 0.8, 0.95], [0, 1, 1, 1], n_bins=2)
@@ -236,8 +270,8 @@ def expected_calibration_error(
         The ECE as a Python float in [0, 1].
 
     Raises:
-        ValueError: on empty input, NaN, confidences outside [0, 1], correctness other than 0/1, mismatched
-            lengths, ``n_bins < 1`` or an unknown ``binning``.
+        ValueError: on empty input, text (``"0.7"``), NaN, confidences outside [0, 1], correctness other
+            than 0/1, mismatched lengths, ``n_bins < 1`` or an unknown ``binning``.
 
     Examples:
         >>> round(expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10), 3)
@@ -256,7 +290,7 @@ def average_confidence(confidences: Sequence[float] | Any) -> float:
         The mean as a Python float in [0, 1].
 
     Raises:
-        ValueError: on empty input, NaN or confidences outside [0, 1].
+        ValueError: on empty input, text (``"0.7"``), NaN or confidences outside [0, 1].
 
     Examples:
         >>> average_confidence([0.5, 1.0])

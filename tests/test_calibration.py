@@ -201,7 +201,13 @@ def test_average_confidence():
         ([0.5, 0.6], [1], "`correct` has 1 values"),
         ([0.5], [2], "`correct` must hold booleans or 0/1"),
         ([[0.5, 0.5]], [[1, 0]], "must be 1-D"),
-        (["a"], [1], "`confidences` must be a 1-D sequence of numbers"),
+        (["a"], [1], "`confidences` must hold numbers, not text; got 'a' at index 0"),
+        # a text that spells a number is refused as well, not read as the number
+        (["0.7", "0.9"], [1, 0], "`confidences` must hold numbers, not text; got '0.7' at index 0"),
+        ([0.7, "0.9"], [1, 0], "`confidences` must hold numbers, not text; got '0.9' at index 1"),
+        (np.array(["0.7"]), [1], "`confidences` must hold numbers, not text; got '0.7' at index 0"),
+        ([b"0.7"], [1], r"`confidences` must hold numbers, not text; got b'0.7' at index 0"),
+        ([0.7, 0.9], ["1", "0"], "`correct` must hold numbers, not text; got '1' at index 0"),
     ],
 )
 def test_invalid_inputs_raise(confidences, correct, match):
@@ -209,7 +215,7 @@ def test_invalid_inputs_raise(confidences, correct, match):
         expected_calibration_error(confidences, correct)
 
 
-@pytest.mark.parametrize("bad", [[], [float("nan")], [1.5], [-0.01]])
+@pytest.mark.parametrize("bad", [[], [float("nan")], [1.5], [-0.01], ["0.5"]])
 def test_average_confidence_invalid(bad):
     with pytest.raises(ValueError, match="confidences"):
         average_confidence(bad)

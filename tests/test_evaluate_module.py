@@ -179,6 +179,34 @@ def test_empty_input_and_nothing_to_score_raise_a_clear_error(tmp_path):
     assert metric.compute()["ece"] == pytest.approx(naive_uniform_ece([0.9, 0.6], [1, 0]))
 
 
+@pytest.mark.parametrize(
+    "given,name,value",
+    [
+        ({"predictions": ["0.9", "0.6"], "references": [1, 0]}, "`predictions`", "got '0.9' at index 0"),
+        ({"predictions": [0.9, 0.6], "references": [1, "0"]}, "`references`", "got '0' at index 1"),
+        (
+            {"predictions": [[0.1, 0.9], [0.6, "0.4"]], "references": [1, 1]},
+            "`predictions`",
+            "got '0.4' at index 1",
+        ),
+    ],
+)
+def test_text_is_refused_not_read_as_the_number_it_spells(tmp_path, given, name, value):
+    """`evaluate` casts "0.9" to the float 0.9 on its way in: the module refuses it first, as its own
+    functions do, wherever it comes in (compute, add_batch, add)."""
+    metric = load(tmp_path)
+    expected = f"{name} must hold numbers, not text; {value}"
+    with pytest.raises(ValueError, match=expected):
+        metric.compute(**given)
+    with pytest.raises(ValueError, match=expected):
+        metric.add_batch(**given)
+    with pytest.raises(ValueError, match=r"`prediction` must hold numbers, not text; got '0.9'"):
+        metric.add(prediction="0.9", reference=1)
+    # nothing was added by the refusals
+    metric.add_batch(predictions=[0.9, 0.6], references=[1, 0])
+    assert metric.compute()["ece"] == pytest.approx(naive_uniform_ece([0.9, 0.6], [1, 0]))
+
+
 def test_a_gold_class_that_is_not_an_integer_is_refused_not_truncated(tmp_path):
     """A class index of 1.5 was cut to 1 by the int32 feature and scored as class 1."""
     metric = load(tmp_path)

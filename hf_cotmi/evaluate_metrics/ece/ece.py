@@ -10,7 +10,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from hf_cotmi.calibration import average_confidence, check_binning, expected_calibration_error
+from hf_cotmi.calibration import average_confidence, check_binning, expected_calibration_error, refuse_text
 
 # how far a probability vector's sum may stray from 1: float32 (even bfloat16) softmax outputs over a large
 # vocabulary stay well within it; unnormalised scores, single probabilities and independent sigmoids do not
@@ -53,10 +53,10 @@ Returns:
     ece (float): expected calibration error in [0, 1].
     avg_confidence (float): mean confidence in [0, 1].
 Raises:
-    ValueError: on empty input, NaN, confidences outside [0, 1], references other than 0/1 (confidences),
-        probability vectors with entries outside [0, 1] or a sum other than 1 (softmax logits first), gold
-        class indices that are not integers or fall outside the vector, and invalid ``n_bins``/``binning``
-        (at ``evaluate.load`` already when given there).
+    ValueError: on empty input, text ("0.7"), NaN, confidences outside [0, 1], references other than 0/1
+        (confidences), probability vectors with entries outside [0, 1] or a sum other than 1 (softmax logits
+        first), gold class indices that are not integers or fall outside the vector, and invalid
+        ``n_bins``/``binning`` (at ``evaluate.load`` already when given there).
 Examples:
     >>> import evaluate, hf_cotmi
     >>> ece = evaluate.load(hf_cotmi.ece_metric_path())
@@ -68,7 +68,8 @@ Examples:
 
 
 def _refuse_empty(**columns) -> None:
-    """Raise when a column that was passed holds no value (``evaluate`` would fail with an IndexError)."""
+    """Raise when a column that was passed holds no value (``evaluate`` would fail with an IndexError), or
+    holds text (``"0.7"``), which ``evaluate`` would read as the number it spells."""
     for name, column in columns.items():
         try:
             empty = column is not None and len(column) == 0
@@ -76,6 +77,7 @@ def _refuse_empty(**columns) -> None:
             empty = False
         if empty:
             raise ValueError(f"`{name}` is empty; expected at least one prediction")
+        refuse_text(column, name)
 
 
 def _gold_class(reference: float, size: int, index: int) -> int:
@@ -174,6 +176,11 @@ class ECE(evaluate.Metric):
             ],
             reference_urls=["https://arxiv.org/abs/1706.04599"],
         )
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """Add one prediction and reference; text (``"0.7"``) raises a ValueError naming it."""
+        _refuse_empty(prediction=[prediction], reference=[reference])
+        return super().add(prediction=prediction, reference=reference, **kwargs)
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
         """Add a batch of predictions and references; an empty one raises a ValueError naming it."""
