@@ -262,6 +262,94 @@ def test_generated_multiple_choice_labels_keep_a_choice_with_a_period(tmp_path):
     assert line["rationale"] == "The arch stands in Missouri."
 
 
+PIE_CHOICES = ["oven", "refrigerator", "bookshelf", "mailbox", "bathtub"]
+_COOL = "A refrigerator keeps food cool."
+
+
+@pytest.mark.parametrize(
+    ("answer", "label"),
+    [
+        ("(b) refrigerator.", "refrigerator"),
+        ("(B): refrigerator.", "refrigerator"),  # the colon after the letter is no part of the answer
+        ("(b).", "refrigerator"),  # a letter alone names its choice
+        ("refrigerator (b).", "refrigerator"),
+        ("B: refrigerator.", "refrigerator"),  # a reply that labels the options by letter
+        (":\nB: refrigerator", "refrigerator"),
+        ("A: oven.", "oven"),
+        ("(x) refrigerator.", "refrigerator"),  # a letter that names no choice: the text decides, as before
+        ("(b) fridge.", "fridge"),  # a text that is no choice: the text, as before
+    ],
+)
+def test_a_multiple_choice_answer_agrees_with_its_letter(answer, label):
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_COOL} So the answer is {answer}", choices=PIE_CHOICES
+    )
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, label, "")
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        # the CQA rule reads the text after the first letter and ignores the letter: without the check
+        # the first two gave "refrigerator", the "not (a)" one "refrigerator, not", the listing one "oven"
+        (
+            "(a) refrigerator.",
+            "the answer's letter (a) names choice 'oven' but its text 'refrigerator' is choice (b)",
+        ),
+        ("(e) refrigerator.", "letter (e) names choice 'bathtub' but its text 'refrigerator' is choice (b)"),
+        ("oven (b).", "letter (b) names choice 'refrigerator' but its text 'oven' is choice (a)"),
+        ("B: oven.", "letter (b) names choice 'refrigerator' but its text 'oven' is choice (a)"),
+        ("(b) refrigerator, not (a) oven.", "names more than one choice letter ((b) and (a))"),
+        ("A: (b) refrigerator.", "names more than one choice letter ((a) and (b))"),
+        (":\n(a) oven\n(b) refrigerator", "followed by a line that labels a choice"),
+        (":\nA: oven\nB: refrigerator", "followed by a line that labels a choice"),
+    ],
+)
+def test_a_multiple_choice_answer_whose_letter_disagrees_is_refused(answer, reason):
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_COOL} So the answer is {answer}", choices=PIE_CHOICES
+    )
+    assert not parsed.parsed and reason in parsed.reason
+
+
+def test_a_reply_that_labels_the_options_keeps_option_a_in_its_rationale():
+    text = "A: an oven heats food.\nB: a refrigerator keeps it cool.\nSo the answer is (b) refrigerator."
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert parsed.rationale == "A: an oven heats food.\nB: a refrigerator keeps it cool."
+    assert parsed.label == "refrigerator"
+    # the few-shot marker opening a reply is still no part of its rationale
+    parsed = parse_teacher_output("multiple_choice", f"A: {_COOL} So the answer is (b) refrigerator.")
+    assert parsed.rationale == _COOL
+
+
+def test_a_refused_multiple_choice_answer_is_counted_and_reported(tmp_path):
+    from hf_cotmi import generate_rationales
+
+    source = tmp_path / "in.jsonl"
+    question = format_cqa_input("Where would you keep a pie cool?", PIE_CHOICES)
+    source.write_text(json.dumps({"input": question, "label": "refrigerator"}) + "\n")
+
+    class Teacher:
+        batch_size, concurrency, retries = 1, 1, 0
+
+        def generate(self, requests):
+            return [f"{_COOL} So the answer is (a) refrigerator." for _ in requests]
+
+        def settings(self):
+            return {"model": "canned"}
+
+    out = tmp_path / "out.jsonl"
+    summary = generate_rationales(source, out, backend=Teacher(), task="multiple_choice", progress=False)
+    assert (summary.counts()["parsed"], summary.counts()["unparsable"], summary.counts()["written"]) == (
+        0,
+        1,
+        0,
+    )
+    (reject,) = [json.loads(text) for text in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert reject["teacher_answers"] == [None]
+    assert "letter (a) names choice 'oven'" in reject["teacher_parse_errors"][0]
+
+
 def test_backoff_is_exponential_with_jitter_and_honours_retry_after():
     policy = RetryPolicy(initial_delay=0.5, max_delay=4.0, jitter=0.5)
     rng = random.Random(1)

@@ -22,12 +22,17 @@ answer is`` written ``So the answer is``, a colon after it dropped; a variant is
 lacks the prompts' phrase, so that prose such as "the answer is not obvious" never becomes a second answer
 sentence), an nli reply that opens by restating the question (``Premise: ...`` then ``Hypothesis: ...``,
 maybe after ``Q:``) loses that restatement, a few-shot answer marker opening the reply (``A:``; for nli also
-``Answer:``) is removed, the text is cut after the line that holds the answer sentence (for nli and
+``Answer:``; not a multiple_choice reply's ``A:`` that labels option A, as its ``B:`` shows) is removed, the
+text is cut after the line that holds the answer sentence (for nli and
 multiple_choice also at that sentence's end, dropping a remark after it on the same line; for multiple_choice a
 period inside the record's choice that the answer names, as in ``(c) St. Louis``, is no such end), and a final
 period is added when the teacher left it out (the ANLI rule drops the last character, which DSS knew to be a
 period). After the SVAMP rule, whose label is only the parenthesised part of the answer, an arithmetic answer such as
-``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when the whole is an expression.
+``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when the whole is an expression. After the CQA
+rule, which reads the text after the first ``(x)`` and ignores the letter, the letter is checked against that
+text and the record's choices (:func:`_by_choice_letter`): an answer whose letter and text name different
+choices, that names two letters, or that is followed by a line labelling another choice is refused, never
+read as one of them.
 Everything here is a pure function of strings.
 
 Examples:
@@ -251,20 +256,29 @@ _LEADING_ANSWER_MARKER = {
     "other": re.compile(r"\A\s*A:(?:\s+|\Z)"),
 }
 
+# a multiple-choice reply that goes through the options by letter ("A: ... B: ..."): its "A:" is option A's
+_OPTION_B_LABEL = re.compile(r"\sB:\s")
+
 
 def _without_leading_answer_marker(task: str, text: str) -> str:
     """``text`` without the answer marker (``A:``; for nli also ``Answer:``) and whitespace at its very
-    start; a marker elsewhere, or one not followed by whitespace (``A:B is 2:1``), stays.
+    start; a marker elsewhere, or one not followed by whitespace (``A:B is 2:1``), stays. So does a
+    multiple-choice reply's ``A:`` when the reply labels option B as ``B:`` too: it names option A.
 
     Examples:
         >>> _without_leading_answer_marker("generic", "  A: Mercury is first. Box A: one.")
         'Mercury is first. Box A: one.'
+        >>> _without_leading_answer_marker("multiple_choice", "A: an oven heats.\\nB: a fridge cools.")
+        'A: an oven heats.\\nB: a fridge cools.'
     """
     marker = _LEADING_ANSWER_MARKER["nli" if task == "nli" else "other"]
+    if task == "multiple_choice" and marker.match(text) and _OPTION_B_LABEL.search(text):
+        return text
     return marker.sub("", text, count=1)
 
 
-def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> PalmOutput:
+def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmOutput, str]:
+    """The DSS rule's output for the prepared ``text``, and why the answer is refused ("" when it is not)."""
     phrase = _ANSWER_PHRASE[task]
     text = _plain(text, phrase)
     if task == "nli":
@@ -272,12 +286,107 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> PalmOutput:
     text = _without_leading_answer_marker(task, text)
     if task != "nli":  # the nli rule cuts at a next example's "Premise:"
         text = _before_next_question(text)
+    listed = task == "multiple_choice" and _options_listed_after_answer(text, phrase)
     text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
     if task in ("nli", "generic"):
-        return parse_anli_output(text)
+        return parse_anli_output(text), ""
     if task == "multiple_choice":
-        return _without_reasoning_questions(parse_cqa_output, text, phrase)
-    return _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase))
+        output = _without_reasoning_questions(parse_cqa_output, text, phrase)
+        if listed and output.rationale + output.label:
+            return output, _OPTIONS_LISTED
+        return _by_choice_letter(text, output, choices)
+    return _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase)), ""
+
+
+# a line that opens with an option's label: "(b) ...", "B: ...", "B) ..."
+_OPTION_LINE = re.compile(r"[ \t]*(?:\([A-Za-z]\)|[A-Za-z][:)])(?:\s|\Z)")
+
+_OPTIONS_LISTED = (
+    "the answer sentence is followed by a line that labels a choice, as in a list of the choices; expected "
+    "one answer ('So the answer is (x) choice.')"
+)
+
+
+def _options_listed_after_answer(text: str, phrase: str) -> bool:
+    """Whether the first non-blank line after the one holding the answer sentence opens with an option's
+    label: the reply lists choices (``So the answer is:`` then ``(a) oven`` and ``(b) refrigerator`` on lines
+    of their own) rather than naming one, and the line the answer is cut to holds only the first of them.
+
+    Examples:
+        >>> _options_listed_after_answer("Cold. So the answer is A: oven\\nB: refrigerator", "So the answer is")
+        True
+        >>> _options_listed_after_answer("Cold. So the answer is (b) refrigerator.\\nHope it helps.",
+        ...                              "So the answer is")
+        False
+    """
+    start = text.find(phrase)
+    end = text.find("\n", start) if start >= 0 else -1
+    if end < 0:
+        return False
+    following = [line for line in text[end + 1 :].splitlines() if line.strip()]
+    return bool(following) and _OPTION_LINE.match(following[0]) is not None
+
+
+# a choice's letter in a multiple-choice answer: "(b)" as the prompt teaches, or "B:" opening the answer
+_LETTER_MARK = re.compile(r"\((?P<letter>[A-Za-z])\)")
+_OPENING_LETTER = re.compile(r"\s*(?P<letter>[A-Za-z]):(?:\s|\Z)")
+
+
+def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> tuple[PalmOutput, str]:
+    """The CQA rule's ``output`` for the prepared multiple-choice ``text``, checked against the letters its
+    answer sentence names, and why it is refused ("" when it is not).
+
+    The rule takes the text after the first ``(x)`` and ignores the letter, so an answer that names two
+    letters (``(b) fridge, not (a) oven``), or whose letter names one of ``choices`` and whose text another
+    (``(a) refrigerator`` when (a) is oven) is refused; a colon after the letter (``(B): refrigerator``) is
+    no part of the answer; a letter without text (``(b).``) or opening the answer as ``B:`` (a reply that
+    labels the options ``A:``, ``B:``, ...) gives its choice, the latter only where its text, if any, is
+    that choice. A letter that names no choice, or a text that is none (``(b) fridge``), is left to the
+    text, as the rule does.
+
+    Examples:
+        >>> choices = ["oven", "refrigerator"]
+        >>> _by_choice_letter("Cold. So the answer is B: refrigerator.", PalmOutput("Cold.", ""), choices)
+        (PalmOutput(rationale='Cold.', label='refrigerator'), '')
+        >>> _by_choice_letter("Cold. So the answer is (a) refrigerator.", PalmOutput("Cold.", "refrigerator"),
+        ...                   choices)[1]
+        "the answer's letter (a) names choice 'oven' but its text 'refrigerator' is choice (b)"
+    """
+    phrase = _ANSWER_PHRASE["multiple_choice"]
+    start = text.find(phrase)
+    if start < 0 or not (output.rationale or output.label):  # no single answer sentence: the rule refused it
+        return output, ""
+    answer = text[start + len(phrase) :].split("Q:")[0]
+    opening = _OPENING_LETTER.match(answer)
+    body = answer[opening.end() :] if opening else answer
+    first = _LETTER_MARK.search(body)
+    letters = [opening["letter"]] if opening else []
+    if first is not None:  # letters after the text of the choice the answer names, as in "(c) vitamin (a)"
+        after = max(first.end(), _last_of_named_choice(body, 0, choices) + 1)
+        letters += [first["letter"], *(mark["letter"] for mark in _LETTER_MARK.finditer(body, after))]
+    named = list(dict.fromkeys(letter.lower() for letter in letters))
+    if len(named) > 1:
+        shown = " and ".join(f"({letter})" for letter in named)
+        return output, f"the answer sentence names more than one choice letter ({shown})"
+    if not named:
+        return output, ""
+    # the answer's text: the rule's label, else what surrounds the letter ("refrigerator (b)."), or follows "B:"
+    said = body if first is None else output.label or body[: first.start()] + body[first.end() :]
+    said = said.strip().removesuffix(".").lstrip(":- \t").rstrip()
+    index = ord(named[0]) - ord("a")
+    if not 0 <= index < len(choices):  # the letter names no choice: the text is the answer
+        return (PalmOutput(output.rationale, said) if first is not None else output), ""
+    keys = [normalize_text(choice) for choice in choices]
+    key = normalize_text(said)
+    if not key or key == keys[index]:
+        return PalmOutput(output.rationale, said or str(choices[index])), ""
+    if key in keys:
+        other = chr(ord("a") + keys.index(key))
+        return output, (
+            f"the answer's letter ({named[0]}) names choice {choices[index]!r} but its text {said!r} is "
+            f"choice ({other})"
+        )
+    return (PalmOutput(output.rationale, said) if first is not None else output), ""
 
 
 _ANSWER_END = re.compile(r"=|\.(?:\s|$)")
@@ -330,7 +439,8 @@ def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = N
         choices: for ``multiple_choice``, the record's answer choices (what
             :func:`hf_cotmi.teacher.prompts.choices_in_input` reads from its input): a period inside the choice
             the answer names is then not the end of the answer sentence (``(c) St. Louis.`` gives
-            ``st. louis``, not ``st``).
+            ``st. louis``, not ``st``), and the answer's letter must name the choice its text names
+            (``(a) refrigerator`` where (a) is ``oven`` is refused; a letter alone gives its choice).
 
     Raises:
         ValueError: an unknown task, or ``choices`` for a task other than ``multiple_choice``.
@@ -352,7 +462,9 @@ def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = N
         raise TypeError(f"teacher output must be a string, got {type(text).__name__}")
     _check_choices(task, choices)
     phrase = _ANSWER_PHRASE[task]
-    output = _dss_parse(task, text, choices or ())
+    output, refusal = _dss_parse(task, text, choices or ())
+    if refusal:
+        return TeacherAnswer("", "", refusal)
     if not output.parsed:
         if phrase not in _plain(text, phrase):
             return TeacherAnswer("", "", f"no answer sentence ('{phrase} ...')")
