@@ -41,11 +41,12 @@ from .run_arguments import (
 )
 from .student_types import resolve_student_type
 from .students import (
+    HubFileUnreachable,
     Student,
     check_model_folder,
-    failed_load_error,
     input_length_limit,
     load_student,
+    model_file,
     peft_config,
 )
 from .tasks import METRICS, SYNTHETIC_TASK, TASKS, TaskSpec, get_task
@@ -567,42 +568,18 @@ _UNREACHABLE_SIDECARS: set[str] = set()
 def _sidecar_file(path: str) -> str | None:
     """Where the sidecar of the model ``path`` is on this machine, or None when it has none.
 
-    A local path is looked into. Any other name is taken for a Hub repository id, as ``from_pretrained``
-    takes it, and the file is fetched with ``huggingface_hub.hf_hub_download`` with the defaults the model's
-    own files load with (no model option names a revision, token or cache folder: the default branch,
-    ``HF_TOKEN`` or the saved login, the Hugging Face cache; offline, ``HF_HUB_OFFLINE=1``, the cached copy).
-    A repository without the file (a model trained elsewhere) has none; a name that is no repository id
-    either is left to the model loading to report. When the Hub cannot be reached and the file is not in the
-    cache, a ``UserWarning`` (once for each repository) names it and says the run's settings are replaced by
-    the defaults (the model may still load from the cache; if it cannot, its error follows).
+    A local folder's own, or a Hub repository's, fetched as :func:`~hf_cotmi.students.model_file` fetches a
+    file of a model (a repository without the file, a model trained elsewhere, has none). When the Hub cannot
+    be reached and the file is not in the cache, a ``UserWarning`` (once for each repository) names it and
+    says the run's settings are replaced by the defaults (the model may still load from the cache; if it
+    cannot, its error follows).
     """
-    if os.path.exists(path):
-        file = os.path.join(path, SIDECAR_NAME)
-        return file if os.path.isfile(file) else None
-    import warnings
-
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-    )
-    from huggingface_hub.utils import validate_repo_id
-
     try:
-        validate_repo_id(path)
-    except HFValidationError:
-        return None  # neither a folder nor a repository id: loading the model says so
-    try:
-        return str(hf_hub_download(repo_id=path, filename=SIDECAR_NAME))
-    except LocalEntryNotFoundError:  # offline or unreachable, not cached (caught before its parent class)
-        cached = try_to_load_from_cache(path, SIDECAR_NAME)
-        if isinstance(cached, str):
-            return cached
-        if cached is not None:
-            return None  # the cache recorded that the repository has no such file
+        return model_file(path, SIDECAR_NAME)
+    except HubFileUnreachable:
         if path not in _UNREACHABLE_SIDECARS:  # once: predict --input-file reads it twice
+            import warnings
+
             _UNREACHABLE_SIDECARS.add(path)
             warnings.warn(
                 f"could not read {SIDECAR_NAME} of the Hugging Face Hub repository {path!r} (offline or the Hub "
@@ -613,10 +590,6 @@ def _sidecar_file(path: str) -> str | None:
                 stacklevel=3,
             )
         return None
-    except EntryNotFoundError:  # the repository has no such file
-        return None
-    except HfHubHTTPError as error:  # no such repository or revision, private or gated
-        raise failed_load_error("model", path, error) from error
 
 
 def recorded_input_column(model_path: str) -> str:

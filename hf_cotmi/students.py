@@ -1,8 +1,10 @@
-"""Load a student: built in code, a Hub name or local folder, or a trained folder (full weights or LoRA).
+"""Load a student: built in code, a Hub name or local folder, or a trained one (full weights or LoRA, in a
+folder or a Hub repository).
 
 One function, :func:`load_student`, serves training (a fresh or pretrained student) and inference (a
-saved one, LoRA adapters merged onto their base model). :func:`peft_config` is the LoRA configuration
-that :class:`~hf_cotmi.DSSMITrainer` takes as ``peft_config``.
+saved one, LoRA adapters merged onto their base model). :func:`model_file` finds one file of a model, in its
+folder or its Hub repository. :func:`peft_config` is the LoRA configuration that
+:class:`~hf_cotmi.DSSMITrainer` takes as ``peft_config``.
 
 Examples:
     >>> from hf_cotmi.students import load_student
@@ -36,7 +38,8 @@ __all__ = [
 ]
 
 ADAPTER_CONFIG = "adapter_config.json"
-"""The file peft writes into a folder of LoRA adapters (how a saved adapter student is recognised)."""
+"""The file peft writes into a folder of LoRA adapters (how a saved adapter student, in a folder or a Hub
+repository, is recognised)."""
 
 DEFAULT_INPUT_LENGTH_LIMIT = 512
 """Token limit of an input when neither the tokenizer nor the model config gives a usable one (T5's)."""
@@ -96,6 +99,88 @@ def failed_load_error(what: str, name: str, error: Exception) -> CLIUsageError:
         else "it is not a local folder, and the Hugging Face Hub could not provide it (offline, or no such repo)"
     )
     return CLIUsageError(f"could not load the {what} {name!r}: {where} ({first})")
+
+
+class HubFileUnreachable(LookupError):
+    """A file of a Hugging Face Hub repository is not in the Hugging Face cache, and the Hub cannot be asked
+    for it (offline, ``HF_HUB_OFFLINE=1``, or unreachable): whether the repository has the file is unknown.
+
+    Raised by :func:`model_file`; ``repo_id`` and ``filename`` name the file.
+
+    Examples:
+        >>> error = HubFileUnreachable("me/run", "adapter_config.json")
+        >>> error.repo_id, error.filename
+        ('me/run', 'adapter_config.json')
+    """
+
+    def __init__(self, repo_id: str, filename: str) -> None:
+        super().__init__(
+            f"{filename} of the Hugging Face Hub repository {repo_id!r} is not in the Hugging Face cache, and "
+            "the Hub cannot be reached"
+        )
+        self.repo_id = repo_id
+        self.filename = filename
+
+
+def model_file(path: str, filename: str) -> str | None:
+    """Where the file ``filename`` of the model ``path`` is on this machine, or None when the model has none.
+
+    ``path`` names a model as ``from_pretrained`` takes it. A local path is looked into. Any other name is
+    taken for a Hugging Face Hub repository id, and the file is fetched with
+    ``huggingface_hub.hf_hub_download`` with the defaults the model's own files load with (no model option
+    names a revision, token or cache folder: the default branch, ``HF_TOKEN`` or the saved login, the Hugging
+    Face cache; offline, ``HF_HUB_OFFLINE=1``, the cached copy). A repository without the file has none, as
+    has one whose cache records that it has none (an earlier look found none); a name that is neither a
+    local path nor a repository id has none either, and loading the model reports it.
+
+    Args:
+        path: a local folder or a Hub repository id (``"me/lora-run"``).
+        filename: the file's name in the folder or repository (``"adapter_config.json"``).
+
+    Returns:
+        The file's path (in the folder, or in the Hugging Face cache), or None.
+
+    Raises:
+        HubFileUnreachable: the Hub cannot be reached and the cache does not hold the file.
+        CLIUsageError: the Hub refuses the repository (no such repository or revision, private or gated):
+            the error loading the model gives (:func:`failed_load_error`).
+
+    Examples:
+        >>> import tempfile
+        >>> model_file(tempfile.mkdtemp(), "adapter_config.json") is None
+        True
+        >>> model_file("/nonexistent", "adapter_config.json") is None  # no folder, no repository id
+        True
+    """
+    if os.path.exists(path):
+        file = os.path.join(path, filename)
+        return file if os.path.isfile(file) else None
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+    )
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        return None  # neither a folder nor a repository id: loading the model says so
+    try:
+        return str(hf_hub_download(repo_id=path, filename=filename))
+    except LocalEntryNotFoundError as error:  # offline or unreachable, not cached (before its parent class)
+        cached = try_to_load_from_cache(path, filename)
+        if isinstance(cached, str):
+            return cached
+        if cached is not None:
+            return None  # the cache recorded that the repository has no such file
+        raise HubFileUnreachable(path, filename) from error
+    except EntryNotFoundError:  # the repository has no such file
+        return None
+    except HfHubHTTPError as error:  # no such repository or revision, private or gated
+        raise failed_load_error("model", path, error) from error
 
 
 def _tokenizer_class_files(folder: str) -> tuple[str, dict[str, str]] | None:
@@ -312,24 +397,55 @@ def input_length_limit(
     return generation_prompt_limit(model, tokenizer, max_new_tokens, limit) or limit
 
 
-def _saved_kind(name: str) -> str:
+def _adapter_config(name: str) -> dict[str, Any] | None:
+    """The values of the ``adapter_config.json`` of the model ``name``: a folder or a Hub repository of PEFT
+    adapters (:func:`model_file`); None when it holds none, or when, offline, the file is not in the cache
+    (loading the model then says what is missing).
+
+    Raises:
+        CLIUsageError: the file is not valid JSON or holds no JSON object (naming the file), or the Hub
+            refuses the repository.
+    """
+    import json
+
+    from .data.jsonfiles import json_value_kind
+
+    try:
+        file = model_file(name, ADAPTER_CONFIG)
+    except HubFileUnreachable:
+        return None
+    if file is None:
+        return None
+    where = file if os.path.exists(name) else f"{file} (the {ADAPTER_CONFIG} of the Hub repository {name!r})"
+    try:
+        with open(file, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise CLIUsageError(
+            f"{where} is not valid JSON ({error_summary(error)}); peft writes it beside the adapters "
+            "(save_pretrained): restore it, or save the adapters again"
+        ) from error
+    if not isinstance(values, dict):
+        raise CLIUsageError(
+            f"{where} holds {json_value_kind(values)}; expected the JSON object of the adapters' settings "
+            "peft writes (save_pretrained): restore it, or save the adapters again"
+        )
+    return values
+
+
+def _saved_kind(name: str, adapter: dict[str, Any] | None) -> str:
     """``"seq2seq"`` or ``"causal"``: what the folder (or Hub name) holds, from its config.
 
-    LoRA adapters say it in ``adapter_config.json`` (peft's ``task_type``), else their base model's config
-    does.
+    LoRA adapters (``adapter``, their :func:`_adapter_config`) say it in ``adapter_config.json`` (peft's
+    ``task_type``), else their base model's config does.
     """
     from transformers import AutoConfig
 
-    adapters = os.path.join(name, ADAPTER_CONFIG)
-    if os.path.isfile(adapters):
-        import json
-
-        with open(adapters, encoding="utf-8") as handle:
-            values = json.load(handle)
-        task = str(values.get("task_type") or "")
+    if adapter is not None:
+        task = str(adapter.get("task_type") or "")
         if task in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
             return "causal" if task == "CAUSAL_LM" else "seq2seq"
-        name = values.get("base_model_name_or_path") or name
+        name = adapter.get("base_model_name_or_path") or name
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
@@ -340,8 +456,8 @@ def _saved_kind(name: str) -> str:
 def is_causal_folder(name: str) -> bool:
     """Whether a model folder (or Hub name) holds a decoder-only (causal) LM, from its config.
 
-    A folder of LoRA adapters is judged by its ``adapter_config.json`` (peft's ``task_type``
-    ``CAUSAL_LM``), else by its base model's config; any other by ``config.is_encoder_decoder``
+    A folder or Hub repository of LoRA adapters is judged by its ``adapter_config.json`` (peft's
+    ``task_type`` ``CAUSAL_LM``), else by its base model's config; any other by ``config.is_encoder_decoder``
     (False: causal).
 
     Examples:
@@ -352,7 +468,7 @@ def is_causal_folder(name: str) -> bool:
         >>> is_causal_folder(folder)
         True
     """
-    return _saved_kind(name) == "causal"
+    return _saved_kind(name, _adapter_config(name)) == "causal"
 
 
 def check_model_folder(name: str | os.PathLike[str]) -> None:
@@ -396,20 +512,23 @@ def _pretrained(
             f"{option} {problem}: transformers would build a tokenizer with an empty vocabulary; save the "
             "tokenizer into the folder (tokenizer.save_pretrained) or copy the base model's tokenizer files there"
         )
+    adapter = _adapter_config(name)  # a folder or Hub repository of adapters has one
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+        options = (
+            _adapter_repo_tokenizer_options(name) if adapter is not None and tokenizer_name == name else {}
+        )
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, **options)
     except (OSError, ValueError) as error:
         raise failed_load_error("tokenizer", tokenizer_name, error) from error
-    kind = _saved_kind(name)
+    kind = _saved_kind(name, adapter)
     if student_type is not None and student_type != kind:
         raise CLIUsageError(
             f"--student-type {student_type} but {name!r} holds a {kind} model; leave --student-type out to "
             "use the model's kind"
         )
     causal = kind == "causal"
-    adapters = os.path.isfile(os.path.join(name, ADAPTER_CONFIG))
     try:
-        if adapters:
+        if adapter is not None:
             try:
                 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
             except ImportError as error:  # pragma: no cover - depends on the environment
@@ -420,6 +539,8 @@ def _pretrained(
             # trainable unless merged: a training run from saved adapters trains them further
             if not merge_adapters:
                 _check_trainable_adapters(name)
+            # from a Hub repository too: peft fetches the adapters (the base model by its name in the
+            # adapter config), from the Hugging Face cache when offline
             model = loader.from_pretrained(name, is_trainable=not merge_adapters)
             if merge_adapters:
                 model = _merged(model, name, causal)
@@ -431,10 +552,32 @@ def _pretrained(
     except CLIUsageError:
         raise
     except (OSError, ValueError) as error:
-        raise (
-            _adapter_base_error(name, error) if adapters else failed_load_error("model", name, error)
-        ) from error
+        if adapter is not None:
+            raise _adapter_base_error(name, adapter, error) from error
+        raise failed_load_error("model", name, error) from error
     return model, tokenizer
+
+
+def _adapter_repo_tokenizer_options(name: str) -> dict[str, Any]:
+    """``AutoTokenizer.from_pretrained`` options for the tokenizer beside PEFT adapters ``name``.
+
+    transformers reads the model's ``config.json`` first; adapters have none, and for a folder (or a Hub
+    repository answering that it has none) transformers goes on with an empty config. Offline, a Hub
+    repository's file that is not in the cache is unknown rather than missing, and transformers refuses the
+    tokenizer unless an earlier online look recorded the file missing (a repository fetched with
+    ``hf download``, say, has no such record): the empty config is passed here for it, as transformers would
+    use it. A folder, or a repository with a ``config.json``, gets no options.
+    """
+    from transformers import CONFIG_NAME, PreTrainedConfig
+
+    if os.path.exists(name):
+        return {}
+    try:
+        if model_file(name, CONFIG_NAME) is not None:
+            return {}
+    except HubFileUnreachable:
+        pass
+    return {"config": PreTrainedConfig()}
 
 
 def _check_trainable_adapters(folder: str) -> None:
@@ -473,16 +616,11 @@ def _merged(model: Any, folder: str, causal: bool) -> Any:
     return model.merge_and_unload()
 
 
-def _adapter_base_error(folder: str, error: Exception) -> CLIUsageError:
-    """The error for adapters that do not load, naming the base model their ``adapter_config.json`` needs
-    when that is what is missing (a relative path read from another working folder, or an absent Hub name)."""
-    import json
-
-    try:
-        with open(os.path.join(folder, ADAPTER_CONFIG), encoding="utf-8") as handle:
-            base = json.load(handle).get("base_model_name_or_path")
-    except (OSError, ValueError, AttributeError):
-        base = None
+def _adapter_base_error(folder: str, adapter: dict[str, Any], error: Exception) -> CLIUsageError:
+    """The error for adapters (in a folder or Hub repository) that do not load, naming the base model their
+    ``adapter_config.json`` (its values ``adapter``) needs when that is what is missing (a relative path read
+    from another working folder, or an absent Hub name)."""
+    base = adapter.get("base_model_name_or_path")
     if not isinstance(base, str) or not base or os.path.isdir(base):
         return failed_load_error("model", folder, error)
     first = error_summary(error)
@@ -538,13 +676,17 @@ def load_student(
 
     A folder or Hub name loads with ``AutoModelForSeq2SeqLM`` when its config is encoder-decoder and with
     ``AutoModelForCausalLM`` otherwise (LoRA adapters with ``AutoPeftModelForSeq2SeqLM`` /
-    ``AutoPeftModelForCausalLM``, by the adapter's task type).
+    ``AutoPeftModelForCausalLM``, by the adapter's task type). Adapters are recognised by their
+    ``adapter_config.json`` in a folder or in a Hub repository (a LoRA run pushed with ``push_to_hub``, as
+    ``AutoPeftModel*.from_pretrained`` takes it): the base model it names (``base_model_name_or_path``)
+    loads with the adapters on top; offline (``HF_HUB_OFFLINE=1``) the repository's files come from the
+    Hugging Face cache.
 
     Args:
         source: :class:`~hf_cotmi.run_arguments.ModelArguments`, a Hub name or folder (a pretrained model,
-            or one a training run saved: full weights, or LoRA adapters with ``adapter_config.json``), or
-            ``None`` for the small model built from a config with a word-level tokenizer over ``texts``: a T5,
-            or a Llama with ``student_type="causal"``.
+            or one a training run saved: full weights, or LoRA adapters with ``adapter_config.json``, in a
+            folder or a Hub repository), or ``None`` for the small model built from a config with a
+            word-level tokenizer over ``texts``: a T5, or a Llama with ``student_type="causal"``.
         texts: training texts the built-in tokenizer's vocabulary is taken from.
         extra_vocabulary: more texts for that vocabulary (e.g. every number the task can produce).
         for_inference: merge LoRA adapters into their base model, move the model to ``device`` and put it
@@ -559,14 +701,16 @@ def load_student(
     Raises:
         CLIUsageError: the model or tokenizer cannot be loaded, a local folder holds no tokenizer files
             (:func:`tokenizer_files_problem`), ``source`` is a file, ``student_type`` contradicts the
-            saved model's kind, or the folder holds prompt-learning adapters (prompt tuning, prefix tuning,
-            ...), which cannot be merged for inference nor loaded trainable.
+            saved model's kind, the adapters' base model cannot be found (naming it), their
+            ``adapter_config.json`` is not a JSON object, or the folder holds prompt-learning adapters
+            (prompt tuning, prefix tuning, ...), which cannot be merged for inference nor loaded trainable.
 
     Examples:
         >>> model, tokenizer, text = load_student(texts=["tom has 3 apples"], tiny_d_model=16)
         >>> type(model).__name__
         'T5ForConditionalGeneration'
         >>> # model, tokenizer, _ = load_student("demo-out", for_inference=True)  # a trained folder
+        >>> # load_student("me/lora-run", for_inference=True)  # LoRA pushed to the Hub: base + adapters
     """
     if isinstance(source, ModelArguments):
         args = source

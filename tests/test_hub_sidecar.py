@@ -6,7 +6,8 @@ silently fall back to the defaults. The Hub is unreachable here: a repository fe
 Face cache folder (``models--me--renamed-run/snapshots/<commit>/`` and ``refs/main``, as ``from_pretrained``
 and ``hf_hub_download`` leave it), read offline by the real huggingface_hub and transformers; what only an
 online Hub answers (no such file, no such repository) is played by a stand-in for
-``huggingface_hub.hf_hub_download``, which is where ``hf_cotmi.pipeline`` imports it from.
+``huggingface_hub.hf_hub_download``, which is where ``hf_cotmi.students.model_file`` (the sidecar reader's
+fetch) imports it from.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
-def cache_repository(cache: Path, folder: Path, *, sidecar: bool = True) -> Path:
-    """Put the files of ``folder`` into ``cache`` as :data:`REPO` at its main branch (without the sidecar
+def cache_repository(cache: Path, folder: Path, *, sidecar: bool = True, repo: str = REPO) -> Path:
+    """Put the files of ``folder`` into ``cache`` as ``repo`` at its main branch (without the sidecar
     unless ``sidecar``), as downloading them would; returns the snapshot folder."""
-    repository = cache / ("models--" + REPO.replace("/", "--"))
+    repository = cache / ("models--" + repo.replace("/", "--"))
     snapshot = repository / "snapshots" / COMMIT
     shutil.copytree(folder, snapshot, ignore=None if sidecar else shutil.ignore_patterns(SIDECAR_NAME))
     (repository / "refs").mkdir()
