@@ -1412,7 +1412,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         """``Seq2SeqTrainer.predict`` with the ``{prefix}_loss_*`` components in its metrics, as
         :meth:`evaluate` reports them; with ``output_rationale=True`` predictions are ``(labels, rationales)``
         token ids and ``predictions.jsonl`` (one ``{"prediction", "rationale"}`` object per example, with
-        ``"input"`` when the dataset has that column) is written to the output directory.
+        ``"input"`` when the dataset has that column) is written to the output directory. Predictions come
+        in the dataset's order, also with ``train_sampling_strategy="group_by_length"`` (see
+        :meth:`get_test_dataloader`), and a ``datasets.IterableDataset`` is predicted too.
 
         Examples:
             >>> # output = trainer.predict(features["test"]); label_ids, rationale_ids = output.predictions
@@ -1428,6 +1430,31 @@ class DSSMITrainer(Seq2SeqTrainer):
         ):
             self._write_predictions(test_dataset, output)
         return output
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        """The Trainer's test dataloader, reading ``test_dataset`` in its own order.
+
+        With ``train_sampling_strategy="group_by_length"`` transformers reads evaluation *and prediction* sets
+        in a shuffled, length-grouped order, so :meth:`predict` would return its predictions (and write
+        ``predictions.jsonl``, each line with the ``input`` of the dataset row at its position) in an order
+        that is not the dataset's. Prediction reads the set as the Trainer does without length grouping:
+        in order on one process, sharded in order by accelerate on several. Evaluation, whose metrics do not
+        depend on the order, keeps the grouping.
+
+        Examples:
+            >>> # trainer.predict(features["test"]).predictions[i] is the prediction for features["test"][i]
+        """
+        return self._get_dataloader(
+            dataset=test_dataset,
+            description="test",
+            batch_size=self.args.eval_batch_size,
+            sampler_fn=self._sampler_in_order,
+        )
+
+    def _sampler_in_order(self, dataset: Any) -> torch.utils.data.Sampler | None:
+        """The Trainer's evaluation sampler without length grouping: sequential on one process, none on several
+        (accelerate then shards the set in order)."""
+        return torch.utils.data.SequentialSampler(dataset) if self.args.world_size <= 1 else None
 
     def decode_predictions(self, predictions: Any) -> list[dict[str, str]]:
         """Decode ``predict()``'s token ids into ``[{"prediction": ..., "rationale": ...}, ...]``.
@@ -1449,9 +1476,10 @@ class DSSMITrainer(Seq2SeqTrainer):
 
     def _write_predictions(self, dataset: Any, output: PredictionOutput) -> None:
         rows = self.decode_predictions(output.predictions)
-        texts = (
-            dataset["input"] if hasattr(dataset, "column_names") and "input" in dataset.column_names else None
-        )
+        texts = None
+        if "input" in (getattr(dataset, "column_names", None) or []):
+            # a datasets.IterableDataset has column names but no column lists: read its rows in order
+            texts = dataset["input"] if hasattr(dataset, "__len__") else [row["input"] for row in dataset]
         os.makedirs(self.args.output_dir, exist_ok=True)
         path = os.path.join(self.args.output_dir, "predictions.jsonl")
         with open(path, "w", encoding="utf-8") as handle:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -311,3 +313,71 @@ def test_resuming_a_save_only_model_checkpoint_is_refused_naming_save_only_model
         resumed.train(resume_from_checkpoint=resume)
     assert "checkpoint-1" in str(error.value)
     assert resumed.state.global_step == 0
+
+
+# ------------------------------------------------------------- predict(): order and iterable datasets
+
+
+def varied_length_records(count):
+    """Records whose inputs differ in length, so that length grouping reorders them."""
+    records = make_records(count, seed=3)
+    for index, record in enumerate(records):
+        record["input"] += " ." * (index * 3 % 11)
+    return records
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.mark.parametrize("architecture", ["t5", "llama"])
+def test_predict_keeps_the_dataset_order_with_group_by_length(tmp_path, tiny_tokenizer, architecture):
+    """transformers reads prediction sets in a shuffled length-grouped order under
+    train_sampling_strategy="group_by_length": predictions.jsonl paired row i's input with another row's
+    prediction, and predict() returned the rows out of order."""
+    records = Dataset.from_list(varied_length_records(12))
+    if architecture == "llama":
+        model = build_tiny_causal_lm(tiny_tokenizer)
+        features = prepare_dss_features(records, tiny_tokenizer, student_type="causal")
+    else:
+        model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+        features = prepare_dss_features(records, tiny_tokenizer)
+    args = training_arguments(
+        tmp_path,
+        train_sampling_strategy="group_by_length",
+        per_device_eval_batch_size=4,
+        output_rationale=True,
+        rationale_max_new_tokens=3,
+    )
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer)
+    output = trainer.predict(features)
+    gold = tiny_tokenizer.batch_decode(
+        np.where(output.label_ids < 0, tiny_tokenizer.pad_token_id, output.label_ids),
+        skip_special_tokens=True,
+    )
+    # row i of the output is row i of the set
+    assert [text.strip() for text in gold] == list(records["label"])
+    lines = read_jsonl(tmp_path / "predictions.jsonl")
+    assert [line["input"] for line in lines] == list(records["input"])
+    assert [line["prediction"] for line in lines] == [
+        row["prediction"] for row in trainer.decode_predictions(output.predictions)
+    ]
+
+
+@pytest.mark.parametrize("architecture", ["t5", "llama"])
+def test_predict_writes_the_predictions_of_an_iterable_dataset(tmp_path, tiny_tokenizer, architecture):
+    """A datasets.IterableDataset has column names but no column lists: writing predictions.jsonl failed
+    with "Object of type IterableColumn is not JSON serializable" after the whole prediction pass."""
+    model, features = student_and_features(architecture, tiny_tokenizer, None)
+    if architecture != "llama":
+        features = prepare_dss_features(Dataset.from_list(make_records(16)), tiny_tokenizer)
+    test_set = features.select(range(6))
+    args = training_arguments(tmp_path, output_rationale=True, rationale_max_new_tokens=3)
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer)
+    trainer.predict(test_set)
+    sized = read_jsonl(tmp_path / "predictions.jsonl")
+    trainer.predict(test_set.to_iterable_dataset())
+    streamed = read_jsonl(tmp_path / "predictions.jsonl")
+    assert [line["input"] for line in streamed] == list(test_set["input"])
+    assert streamed == sized
