@@ -32,7 +32,7 @@ from .confidence import (
     check_candidates_mode,
     label_confidences,
 )
-from .dataset_rows import num_rows, row_range
+from .dataset_rows import num_rows, row_range, sized_rows
 from .prefixes import PREDICT_PREFIX
 from .tasks import TaskSpec, get_task
 
@@ -75,8 +75,10 @@ class ECECallback(TrainerCallback):
         max_new_tokens: generation limit for ``"sequence"`` / ``"first_token"``; default:
             ``args.generation_max_length`` (as a total ``max_length``; for a decoder-only student, as the number
             of new tokens), else the model's generation config. Options passed to ``trainer.evaluate()``
-            (``max_new_tokens``, ``max_length``, ``num_beams``) win over this and the arguments for that call,
-            as they do for the accuracy.
+            (``max_new_tokens``, ``max_length``, ``num_beams``, a ``generation_config``) win over this and the
+            arguments for that call, as they do for the accuracy. The beams are the accuracy's too: those
+            options, else ``args.generation_num_beams``, else the model's generation config (which
+            ``args.generation_config`` replaces).
         task: a :class:`~hf_cotmi.tasks.TaskSpec` or built-in task name; it supplies ``confidence``,
             ``label_candidates`` and ``is_correct`` where those are not given.
         chat_template: a decoder-only student trained on ``chat_template=True`` features: candidates are
@@ -159,7 +161,8 @@ class ECECallback(TrainerCallback):
 
         Args:
             trainer: the trainer (its ``model``, ``processing_class``, ``args`` and ``state`` are used).
-            eval_dataset: the dataset being evaluated (tokenised DSS features or ``input``/``label`` text).
+            eval_dataset: the dataset being evaluated (tokenised DSS features or ``input``/``label`` text); one
+                without a length (a ``datasets.IterableDataset``) is read into a list of rows first.
             metric_key_prefix: e.g. ``"eval"`` or ``"eval_ood"``.
 
         Returns:
@@ -172,6 +175,8 @@ class ECECallback(TrainerCallback):
         """
         step = int(getattr(trainer.state, "global_step", 0))
         self._handled.add((step, metric_key_prefix))
+        # an IterableDataset (the Trainer evaluates those too) is read into a list of rows once
+        eval_dataset = sized_rows(eval_dataset)
         is_main = trainer.is_world_process_zero() if hasattr(trainer, "is_world_process_zero") else True
         return self._compute(
             trainer.model,
@@ -236,7 +241,7 @@ class ECECallback(TrainerCallback):
         if hasattr(tokenizer, "tokenizer") and not hasattr(tokenizer, "batch_decode"):  # a processor
             tokenizer = tokenizer.tokenizer
         batch_size = self.batch_size or int(getattr(args, "per_device_eval_batch_size", 8) or 8)
-        limits = _generation_limits(self.max_new_tokens, generation or {}, args)
+        limits = _generation_limits(self.max_new_tokens, generation or {}, args, model)
         world_size, rank = _process_group()
         rows = num_rows(dataset)
         share = (
@@ -335,23 +340,50 @@ class ECECallback(TrainerCallback):
 
 
 def _generation_limits(
-    max_new_tokens: int | None, generation: dict[str, Any], args: Any
+    max_new_tokens: int | None, generation: dict[str, Any], args: Any, model: Any = None
 ) -> dict[str, int | None]:
     """``max_new_tokens``, ``max_length`` and ``num_beams`` of the confidences' generation.
 
-    The options of the ``evaluate()`` call in progress come first (the accuracy's generation used them),
-    then the callback's own ``max_new_tokens``, then the training arguments.
+    The options of the ``evaluate()`` call in progress come first (the accuracy's generation used them), a
+    ``generation_config`` among them after the explicit ones (``generate`` lets keyword arguments override
+    it, and its ``max_new_tokens`` over any ``max_length``); then the callback's own ``max_new_tokens``;
+    then the training arguments (``generation_max_length``, ``generation_num_beams``). The beams fall back
+    to the model's generation config (what the accuracy's ``generate`` uses: ``args.generation_config``
+    replaces it, a checkpoint's ``generation_config.json`` fills it), the length to whatever
+    :func:`~hf_cotmi.label_confidences` takes from it.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> from transformers import GenerationConfig
+        >>> args = SimpleNamespace(generation_max_length=6, generation_num_beams=None)
+        >>> model = SimpleNamespace(generation_config=GenerationConfig(num_beams=4))
+        >>> _generation_limits(None, {}, args, model)
+        {'max_new_tokens': None, 'max_length': 6, 'num_beams': 4}
+        >>> _generation_limits(None, {"generation_config": GenerationConfig(max_new_tokens=3)}, args, model)
+        {'max_new_tokens': 3, 'max_length': None, 'num_beams': 4}
     """
-    beams = generation.get("num_beams") or getattr(args, "generation_num_beams", None) or 1
+    given = generation.get("generation_config")
+    model_config = getattr(model, "generation_config", None)
+    beams = (
+        generation.get("num_beams")
+        or getattr(args, "generation_num_beams", None)
+        or getattr(given, "num_beams", None)
+        or getattr(model_config, "num_beams", None)
+        or 1
+    )
     limits: dict[str, int | None] = {"max_new_tokens": None, "max_length": None, "num_beams": int(beams)}
     if generation.get("max_new_tokens") is not None:
         limits["max_new_tokens"] = int(generation["max_new_tokens"])
+    elif getattr(given, "max_new_tokens", None) is not None:
+        limits["max_new_tokens"] = int(given.max_new_tokens)
     elif generation.get("max_length") is not None:
         limits["max_length"] = int(generation["max_length"])
     elif max_new_tokens is not None:
         limits["max_new_tokens"] = max_new_tokens
-    else:
-        limits["max_length"] = getattr(args, "generation_max_length", None)
+    elif getattr(args, "generation_max_length", None) is not None:
+        limits["max_length"] = int(args.generation_max_length)
+    elif getattr(given, "max_length", None) is not None:
+        limits["max_length"] = int(given.max_length)
     return limits
 
 

@@ -2,7 +2,8 @@
 
 Those forms are a ``datasets.Dataset``, a dict of equally long columns and a list of row dicts. The
 functions here treat all three alike, so that a caller (the ECE callback sharing its evaluation set
-between processes, for one) need not know which form it was given.
+between processes, for one) need not know which form it was given; :func:`sized_rows` turns an iterable
+dataset without a length (``datasets.IterableDataset``, which the Trainer also evaluates) into the third.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["num_rows", "row_range"]
+__all__ = ["num_rows", "row_range", "sized_rows"]
 
 
 def num_rows(dataset: Any) -> int:
@@ -66,3 +67,38 @@ def row_range(dataset: Any, start: int, stop: int) -> Any:
     if hasattr(dataset, "select") and hasattr(dataset, "column_names"):
         return dataset.select(range(start, stop))
     return dataset[start:stop]
+
+
+def sized_rows(dataset: Any) -> Any:
+    """``dataset`` itself when it has a length (or is a dict of columns), else its rows read into a list.
+
+    An evaluation set the Trainer accepts need not have a length: a ``datasets.IterableDataset`` (e.g.
+    ``Dataset.to_iterable_dataset()`` or a streamed split) or a ``torch.utils.data.IterableDataset`` of row
+    dicts. An evaluation set is finite, so it is read once, in its own order, into a list of row dicts, which
+    :func:`num_rows` and :func:`row_range` can count and slice.
+
+    Args:
+        dataset: a ``datasets.Dataset``, a dict of columns, a sequence of row dicts, or an iterable of row dicts.
+
+    Returns:
+        ``dataset`` unchanged when it has a length or is a mapping; otherwise ``list(dataset)``.
+
+    Raises:
+        TypeError: ``dataset`` has no length and cannot be iterated either.
+
+    Examples:
+        >>> rows = sized_rows(row for row in [{"label": "0"}, {"label": "1"}])
+        >>> num_rows(rows), rows[1]
+        (2, {'label': '1'})
+        >>> columns = {"label": ["0"]}
+        >>> sized_rows(columns) is columns
+        True
+    """
+    if isinstance(dataset, Mapping) or hasattr(dataset, "__len__"):
+        return dataset
+    if not hasattr(dataset, "__iter__"):
+        raise TypeError(
+            f"`dataset` is a {type(dataset).__name__}, which has neither a length nor rows to iterate; expected a "
+            "datasets.Dataset or IterableDataset, a dict of columns or a list of row dicts"
+        )
+    return list(dataset)

@@ -356,3 +356,60 @@ def test_a_task_supplies_its_confidence_mode_to_evaluate_calibration_as_to_the_c
     assert (
         chosen["confidence_mode"] == "candidates" == ECECallback(task=spec, label_candidates=CANDIDATES).mode
     )
+
+
+def ece_trainer(tok, tmp_path, model, eval_dataset, **overrides):
+    from hf_cotmi import DSSDataCollator, DSSMITrainer
+
+    return DSSMITrainer(
+        model=model,
+        args=training_arguments(tmp_path, generation_max_length=6, **overrides),
+        processing_class=tok,
+        eval_dataset=eval_dataset,
+        data_collator=DSSDataCollator(tok, model=model),
+        callbacks=[ECECallback(n_bins=5, plot=False)],
+    )
+
+
+@pytest.mark.parametrize("source", ["model", "evaluate"])
+def test_the_ece_generates_with_the_beams_the_accuracy_generates_with(tok, tmp_path, source):
+    """The accuracy's generate() takes num_beams from the model's generation config (which
+    args.generation_config replaces, and a checkpoint's generation_config.json fills) or from a
+    generation_config passed to evaluate(); the confidences behind the ECE were generated greedily."""
+    from transformers import GenerationConfig
+
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    in_domain = features(tok, INPUTS, LABELS)
+    trainer = ece_trainer(tok, tmp_path, model, in_domain)
+    if source == "model":
+        model.generation_config.num_beams = 3
+        metrics = trainer.evaluate()
+        reference = label_confidences(model, tok, in_domain, max_length=6, num_beams=3)
+    else:
+        given = GenerationConfig(num_beams=3, max_new_tokens=2, decoder_start_token_id=tok.pad_token_id)
+        metrics = trainer.evaluate(generation_config=given)
+        reference = label_confidences(model, tok, in_domain, max_new_tokens=2, num_beams=3)
+    greedy = label_confidences(
+        model,
+        tok,
+        in_domain,
+        num_beams=1,
+        **({"max_length": 6} if source == "model" else {"max_new_tokens": 2}),
+    )
+    assert reference.average_confidence != pytest.approx(greedy.average_confidence, abs=1e-6)
+    assert metrics["eval_avg_confidence"] == pytest.approx(reference.average_confidence, abs=1e-6)
+    assert metrics["eval_ece"] == pytest.approx(reference.ece(5), abs=1e-6)
+
+
+def test_the_ece_of_an_iterable_evaluation_set(tok, tmp_path):
+    """The Trainer evaluates a datasets.IterableDataset; the callback failed on it with "object of type
+    'IterableDataset' has no len()" once the evaluation loop had run (in training: after the first
+    evaluation, losing the run)."""
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    in_domain = features(tok, INPUTS, LABELS)
+    trainer = ece_trainer(tok, tmp_path, model, in_domain.to_iterable_dataset())
+    streamed = trainer.evaluate()
+    reference = label_confidences(model, tok, in_domain, max_length=6)
+    assert streamed["eval_avg_confidence"] == pytest.approx(reference.average_confidence, abs=1e-6)
+    assert streamed["eval_ece"] == pytest.approx(reference.ece(5), abs=1e-6)
+    assert streamed["eval_ece"] == pytest.approx(trainer.evaluate(in_domain)["eval_ece"], abs=1e-9)
