@@ -97,7 +97,8 @@ _PATH_OPTIONS = frozenset(
 
 def _expand_home(path: str) -> str:
     """``path`` with a leading ``~`` or ``~user`` made that home folder, as a shell does with a word that
-    starts with it, but not after the ``=`` of ``--output-dir=~/runs``, nor in a ``--config`` file.
+    starts with it. A shell leaves the ``~`` after the ``=`` of ``--output-dir=~/runs`` as it is and never
+    sees a ``--config`` file's values; this function expands the ``~`` in both.
 
     Examples:
         >>> import os
@@ -295,12 +296,18 @@ class _ConfigValue:
             return [self.typed_one(item) for item in value]
         return self.typed_one(value)
 
-    def kind(self) -> Any:
+    def read(self) -> Any:
+        """What turns the value's text into the option's value, as ``argparse`` would (``~`` expanded too)."""
         from transformers.hf_argparser import string_to_bool
 
         if self.action.nargs == 0 and isinstance(self.action.const, bool):  # a plain switch (predict --jsonl)
             return string_to_bool
         return str if self.action.type is None else self.action.type
+
+    def kind(self) -> Any:
+        """The type the option's value has: :meth:`read`, unwrapped from a path option's ``~`` expansion."""
+        read = self.read()
+        return read.read if isinstance(read, _ExpandingType) else read
 
     def expected(self) -> str:
         from enum import Enum
@@ -336,7 +343,7 @@ class _ConfigValue:
             raise self.refuse(value)
         if isinstance(value, str):  # argparse converts strings, as on the command line
             try:
-                value = kind(value)
+                value = self.read()(value)
             except (ValueError, TypeError, ArgumentTypeError):
                 raise self.refuse(value) from None
         elif isinstance(value, dict) and "dict" in self.annotation and self.action.nargs not in ("+", "*"):

@@ -162,6 +162,10 @@ def run_with_config(tmp_path, capsys, text):
         ("optim_args: {lr: 1}", "'optim_args' must be text; got {'lr': 1} (dict)"),
         ("debug: true", "'debug' must be one of underflow_overflow, tpu_metrics_debug; got True (bool)"),
         ("generation_config: 3", "'generation_config' must be text; got 3 (int)"),
+        # path options take a file or its JSON text; their ~-expanding type still reads as text
+        ("deepspeed: 5", "'deepspeed' must be a mapping or its JSON text; got 5 (int)"),
+        ("fsdp_config: [1, 2]", "'fsdp_config' must be a mapping or its JSON text; got [1, 2] (list)"),
+        ("accelerator_config: 5", "'accelerator_config' must be a mapping or its JSON text; got 5 (int)"),
     ],
 )
 def test_wrong_types_in_a_config_file_name_the_file_and_key(tmp_path, capsys, line, expected):
