@@ -1541,6 +1541,14 @@ def _load_with_recorded_columns(
         ) from error
 
 
+def _recorded_in(model_path: str) -> str:
+    """Where the run's settings evaluate reuses came from, for an error about one: the sidecar of the run
+    folder, or of the Hub repository ``model_path`` names."""
+    if os.path.isdir(model_path):
+        return f"{SIDECAR_NAME} in {model_path!r}"
+    return f"the {SIDECAR_NAME} of the Hub repository {model_path!r}"
+
+
 def _data_for_evaluation(
     data_args: DataArguments,
     sidecar: dict[str, Any],
@@ -1588,11 +1596,18 @@ def _data_for_evaluation(
                 )
             if not os.path.isfile(path):
                 raise CLIUsageError(
-                    f"{SIDECAR_NAME} in {model_path!r} records {path!r} as the {split!r} data, and it does "
+                    f"{_recorded_in(model_path)} records {path!r} as the {split!r} data, and it does "
                     f"not exist or is not a file; give the data with {_FILE_OPTIONS[wanted]}"
                 )
             files = set(_FILE_FIELDS.values())
             values = {k: v for k, v in values.items() if k not in files or k == needed}
+        folder = values.get("data_dir")
+        if folder and not os.path.isdir(folder):  # a folder of the machine the run trained on
+            raise CLIUsageError(
+                f"{_recorded_in(model_path)} records data_dir {folder!r} (where the run read --dataset "
+                f"{source.get('dataset')}), and it does not exist here or is not a "
+                "folder; give the release folder with --data-dir, or other data with --test-file or --dataset"
+            )
         limit = _recorded_limit(sidecar, split, data_args, explicit)
         if limit is not None:
             values["max_test_samples"] = limit  # the evaluated split is loaded as "test"

@@ -8,6 +8,7 @@ JSON Lines in the layout the run was trained on (its recorded ``--input-column``
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -130,3 +131,35 @@ def test_the_cards_snippet_cuts_a_long_input_as_training_and_predict_do(tmp_path
     question = snippet_question((out / "README.md").read_text())
     row = run_prediction(str(out), [question], device="cpu")[0]
     assert _snippet_prints(out) == (row["label"], row["rationale"])
+
+
+def test_a_recorded_data_dir_missing_here_names_the_sidecar_and_the_fix(student_copy, tmp_path, capsys):
+    gone = str(tmp_path / "home" / "alice" / "dss")  # the training machine's folder, absent here
+    (student_copy / SIDECAR_NAME).write_text(json.dumps({"data": {"dataset": "svamp", "data_dir": gone}}))
+    code, _, err = run(capsys, "evaluate", "--model", str(student_copy))
+    line = one_error_line(err, "evaluate")
+    assert code == 2, err
+    assert f"{SIDECAR_NAME} in {str(student_copy)!r} records data_dir {gone!r}" in line, line
+    assert "--dataset svamp" in line and "--data-dir" in line and "--test-file" in line, line
+    # a --data-dir given wins over the recorded one: its own error, which does not blame the sidecar
+    other = str(tmp_path / "elsewhere")
+    code, _, err = run(capsys, "evaluate", "--model", str(student_copy), "--data-dir", other)
+    line = one_error_line(err, "evaluate")
+    assert code != 0 and repr(other) in line and SIDECAR_NAME not in line and gone not in line, line
+
+
+def test_a_recorded_data_dir_of_a_hub_repository_names_the_repository(tmp_path, monkeypatch):
+    from hf_cotmi.pipeline import CLIUsageError, DataArguments, _data_for_evaluation
+
+    monkeypatch.chdir(tmp_path)  # "me/run" is no folder here: a Hub repository id
+    sidecar = {"data": {"dataset": "svamp", "data_dir": "/home/alice/no-such-dss"}}
+    with pytest.raises(CLIUsageError) as caught:
+        _data_for_evaluation(DataArguments(), sidecar, "me/run", "test")
+    message = str(caught.value)
+    source = f"the {SIDECAR_NAME} of the Hub repository 'me/run'"
+    assert f"{source} records data_dir '/home/alice/no-such-dss'" in message, message
+    assert "--data-dir" in message and "--test-file" in message
+    # a recorded test file missing here is named the same way
+    sidecar = {"data": {"test_file": "/home/alice/test.jsonl"}}
+    with pytest.raises(CLIUsageError, match=re.escape(f"{source} records '/home/alice/test.jsonl' as the")):
+        _data_for_evaluation(DataArguments(), sidecar, "me/run", "test")
