@@ -442,13 +442,28 @@ def _prepare_output_file(path: str | None) -> None:
         os.makedirs(directory, exist_ok=True)
 
 
+def _is_parquet(path: str) -> bool:
+    """Whether the file is Parquet: by its name, or by the ``PAR1`` it starts and ends with, as Parquet files
+    do whatever their name (``x.pq``, ``x``); a text whose first line starts with ``PAR1`` is not one."""
+    if path.lower().endswith(".parquet"):
+        return True
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PAR1":
+            return False
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() < 8:
+            return False
+        handle.seek(-4, os.SEEK_END)
+        return handle.read(4) == b"PAR1"
+
+
 def _read_inputs(path: str, input_field: str = "input") -> list[InputRecord]:
     from .data.jsonfiles import DataFormatError
     from .data.textfiles import read_input_records
 
     if path != "-" and not os.path.isfile(path):
         raise CLIUsageError(f"--input-file {path!r} does not exist or is not a file")
-    if path.lower().endswith(".parquet"):  # read as text it fails at its first byte that is not UTF-8
+    if path != "-" and _is_parquet(path):  # read as text it fails at its first byte that is not UTF-8
         raise CLIUsageError(
             f"--input-file {path!r} is a Parquet file, which predict does not read; expected a UTF-8 text file "
             f"with one input per line, or JSON Lines with the text in an {input_field!r} field"

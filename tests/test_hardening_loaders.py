@@ -348,6 +348,21 @@ def test_predict_refuses_a_parquet_input_file_by_name(tmp_path):
         _read_inputs(str(path))
 
 
+@pytest.mark.parametrize("name", ["inputs.pq", "inputs"])
+def test_predict_refuses_a_parquet_input_file_by_its_first_bytes(tmp_path, name):
+    path = parquet_with(tmp_path, pa.array(["1 + 1 ?", "2 + 2 ?"])).rename(tmp_path / name)
+    assert path.read_bytes()[:4] == b"PAR1"
+    with pytest.raises(CLIUsageError) as caught:
+        _read_inputs(str(path))
+    assert str(caught.value).startswith(f"--input-file {str(path)!r} is a Parquet file, which predict")
+
+
+@pytest.mark.parametrize("text", ["PAR1 is a word\nPAR1\n", "PAR1", "PAR1PAR"])
+def test_predict_reads_a_text_input_file_that_only_starts_like_parquet(tmp_path, text):
+    path = write(tmp_path / "in.txt", text)  # Parquet also ends with PAR1, after at least 8 bytes
+    assert [record.text for record in _read_inputs(str(path))] == [line for line in text.split("\n") if line]
+
+
 # ------------------------------------------------------------------------------- predict --input-file
 
 

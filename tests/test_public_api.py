@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,3 +72,26 @@ def test_a_public_name_has_type_hints_everywhere(name):
         if (missing := missing_hints(function))
     }
     assert not gaps, f"parameters or return values without a type hint: {gaps}"
+
+
+# the modules an API page documents all of: each function and class of their __all__ has its ``:::`` entry
+DOCUMENTED_MODULES = {
+    "hf_cotmi.calibration": "calibration.md",
+    "hf_cotmi.confidence": "calibration.md",
+    "hf_cotmi.plotting": "calibration.md",
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(DOCUMENTED_MODULES))
+def test_every_public_function_and_class_of_a_documented_module_is_on_its_api_page(module_name):
+    page = Path(__file__).parent.parent / "docs" / "api" / DOCUMENTED_MODULES[module_name]
+    entries = set(re.findall(r"^::: ([\w.]+)$", page.read_text(encoding="utf-8"), re.MULTILINE))
+    module = importlib.import_module(module_name)
+    names = [
+        name
+        for name in module.__all__
+        if inspect.isfunction(getattr(module, name)) or inspect.isclass(getattr(module, name))
+    ]
+    assert names, module_name
+    missing = [name for name in names if f"{module_name}.{name}" not in entries]
+    assert not missing, f"{page.name} has no '::: {module_name}.NAME' for {missing}"
