@@ -301,8 +301,8 @@ def test_a_multiple_choice_answer_agrees_with_its_letter(answer, label):
         ("B: oven.", "letter (b) names choice 'refrigerator' but its text 'oven' is choice (a)"),
         ("(b) refrigerator, not (a) oven.", "names more than one choice letter ((b) and (a))"),
         ("A: (b) refrigerator.", "names more than one choice letter ((a) and (b))"),
-        (":\n(a) oven\n(b) refrigerator", "followed by a line that labels a choice"),
-        (":\nA: oven\nB: refrigerator", "followed by a line that labels a choice"),
+        (":\n(a) oven\n(b) refrigerator", "followed by lines that list the choices"),
+        (":\nA: oven\nB: refrigerator", "followed by lines that list the choices"),
     ],
 )
 def test_a_multiple_choice_answer_whose_letter_disagrees_is_refused(answer, reason):
@@ -320,6 +320,116 @@ def test_a_reply_that_labels_the_options_keeps_option_a_in_its_rationale():
     # the few-shot marker opening a reply is still no part of its rationale
     parsed = parse_teacher_output("multiple_choice", f"A: {_COOL} So the answer is (b) refrigerator.")
     assert parsed.rationale == _COOL
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices", "label"),
+    [
+        # a minus sign opening the answer is part of it; the letter's check stripped it, so that the first
+        # gave "10 degrees", the second was refused as choice (b), and the third gave "5"
+        ("(a) -10 degrees.", ["-10 degrees", "20 degrees"], "-10 degrees"),
+        ("(a) -10 degrees.", ["-10 degrees", "10 degrees", "0 degrees"], "-10 degrees"),
+        ("(a) -5.", None, "-5"),
+        ("(b) -3.", ["3", "-3"], "-3"),
+        # a colon not directly after the letter is part of the answer too (it gave ")")
+        ("(a) :-)", [":-)", ":-("], ":-)"),
+        # one directly after it is not, even where the choice holds a colon of its own
+        ("(B): time: 5pm.", ["time: 3pm", "time: 5pm"], "time: 5pm"),
+    ],
+)
+def test_a_multiple_choice_answer_keeps_its_leading_minus_and_colon(answer, choices, label):
+    parsed = parse_teacher_output("multiple_choice", f"{_COOL} So the answer is {answer}", choices=choices)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, label, "")
+
+
+@pytest.mark.parametrize("answer", ["option (b).", "choice (b).", "letter (b).", "the refrigerator (b)."])
+def test_a_letter_after_words_that_are_no_choice_gives_the_letters_choice(answer):
+    # the words before the letter were the label ("option"); they are no choice, so the letter decides
+    text = f"{_COOL} So the answer is {answer}"
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, "refrigerator", "")
+    # without the record's choices the letter names nothing: refused, as before the letter's check
+    parsed = parse_teacher_output("multiple_choice", text)
+    assert not parsed.parsed and "does not parse" in parsed.reason
+
+
+def test_a_letter_after_words_that_names_no_choice_is_refused():
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_COOL} So the answer is option (x).", choices=PIE_CHOICES
+    )
+    assert not parsed.parsed and "does not parse" in parsed.reason
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        # a chat model's "why not the others" after an answer that has its text: no list of the choices
+        "\n(b) keeps it cold, unlike the others.",
+        "\n\n(a) oven heats food, so it is wrong.",
+        "\n\nA: because it's cold",
+        "\n(a) oven heats food.\n(c) bookshelf holds books.",
+        "\n\nWhy not the others?\n(a) oven: heats food.\n(c) bookshelf: holds books.",
+    ],
+)
+def test_lines_labelling_choices_after_an_answer_with_its_text_are_no_list(after):
+    text = f"{_COOL} So the answer is (b) refrigerator.{after}"
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, "refrigerator", "")
+
+
+@pytest.mark.parametrize(
+    ("answer", "label"),
+    [
+        # the answer split from a list of the choices: "So the answer is:" ends its line, the lines list them
+        (":\n\n(a) oven\n\n(b) refrigerator\n(c) bookshelf", ""),
+        (":\n(a): oven\n(b): refrigerator", ""),
+        # the phrase alone ends its line: the answer line names no choice, and a label line follows
+        ("\n(b) refrigerator.", ""),
+        # an answer that is only a label, directly followed by lines labelling other letters
+        ("(b):\n(a) oven\n(c) bookshelf", ""),
+        # the answer on the line after the colon, with no list: one letter is named
+        (":\n(b) refrigerator.\n(b) keeps it cold.", "refrigerator"),
+        ("(b):\n(a) oven heats food.\n\n(c) bookshelf holds books.", "refrigerator"),
+    ],
+)
+def test_an_answer_split_from_a_list_of_the_choices_is_refused(answer, label):
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_COOL} So the answer is {answer}", choices=PIE_CHOICES
+    )
+    assert parsed.label == label
+    assert ("followed by lines that list the choices" in parsed.reason) == (not label)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # "B:" inside a line is no option's label, nor is one in an invented next example
+        f"A: Vitamin B: found in meat. {_COOL} So the answer is (b) refrigerator.",
+        f"A: The oven heats. B: {_COOL} So the answer is (b) refrigerator.",
+        f"A: {_COOL} So the answer is (b) refrigerator.\n\nQ: Which plan?\nAnswer Choices:\nA: go\nB: stay",
+    ],
+)
+def test_a_leading_answer_marker_is_removed_unless_a_line_opens_with_option_b(text):
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert parsed.label == "refrigerator"
+    assert not parsed.rationale.startswith("A:")
+    assert parsed.rationale.endswith(_COOL)
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices", "label"),
+    [
+        # a letter inside the choice the answer names cut the CQA rule's label there ("vitamin", "plan")
+        ("(c) vitamin (a).", ["iron", "zinc", "vitamin (a)"], "vitamin (a)"),
+        ("(b) Plan (B).", ["Plan (A)", "Plan (B)"], "plan (b)"),
+        ("(e) both (a) and (b).", ["sun", "rain", "snow", "wind", "both (a) and (b)"], "both (a) and (b)"),
+        # a choice that only starts the answer is not the answer: the text decides, as before
+        ("(b) refrigerator (the cold one).", PIE_CHOICES, "refrigerator (the cold one)"),
+    ],
+)
+def test_a_choice_holding_a_letter_is_the_whole_label(answer, choices, label):
+    parsed = parse_teacher_output("multiple_choice", f"{_COOL} So the answer is {answer}", choices=choices)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, label, "")
 
 
 def test_a_refused_multiple_choice_answer_is_counted_and_reported(tmp_path):

@@ -22,17 +22,23 @@ answer is`` written ``So the answer is``, a colon after it dropped; a variant is
 lacks the prompts' phrase, so that prose such as "the answer is not obvious" never becomes a second answer
 sentence), an nli reply that opens by restating the question (``Premise: ...`` then ``Hypothesis: ...``,
 maybe after ``Q:``) loses that restatement, a few-shot answer marker opening the reply (``A:``; for nli also
-``Answer:``; not a multiple_choice reply's ``A:`` that labels option A, as its ``B:`` shows) is removed, the
-text is cut after the line that holds the answer sentence (for nli and
-multiple_choice also at that sentence's end, dropping a remark after it on the same line; for multiple_choice a
-period inside the record's choice that the answer names, as in ``(c) St. Louis``, is no such end), and a final
-period is added when the teacher left it out (the ANLI rule drops the last character, which DSS knew to be a
-period). After the SVAMP rule, whose label is only the parenthesised part of the answer, an arithmetic answer such as
-``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when the whole is an expression. After the CQA
-rule, which reads the text after the first ``(x)`` and ignores the letter, the letter is checked against that
-text and the record's choices (:func:`_by_choice_letter`): an answer whose letter and text name different
-choices, that names two letters, or that is followed by a line labelling another choice is refused, never
-read as one of them.
+``Answer:``; not a multiple_choice reply's ``A:`` that labels option A, as a line opening with ``B:`` before
+any next ``Q:`` shows) is removed, the text is cut after the line that holds the answer sentence (for nli
+and multiple_choice also at that sentence's end, dropping a remark after it on the same line; for
+multiple_choice a period inside the record's choice that the answer names, as in ``(c) St. Louis``, is no
+such end), and a final period is added when the teacher left it out (the ANLI rule drops the last
+character, which DSS knew to be a period). After the SVAMP rule, whose label is only the parenthesised part
+of the answer, an arithmetic answer such as ``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when
+the whole is an expression. After the CQA rule, which reads the text after the first ``(x)`` and ignores
+the letter, the letter is checked against that text and the record's choices (:func:`_by_choice_letter`):
+an answer whose letter and text name different choices, or that names two letters, is refused, never read
+as one of them; a letter alone, or after words that are no choice (``option (b)``), gives the letter's
+choice. An answer split from a list of the choices (:func:`_options_listed_after_answer`) is refused too:
+``So the answer is:`` (or ``So the answer is`` alone) ending its line, then lines opening with labels
+(``(a) ...``, ``B: ...``) that name two or more letters (one or more after a bare phrase), or an answer that
+is only a label (``So the answer is (b):``) directly followed by two or more such lines naming different
+letters. Lines labelling choices after an answer with its text (a "why not the others" section) are no
+such list.
 Everything here is a pure function of strings.
 
 Examples:
@@ -139,19 +145,33 @@ def _close_answer_line(
     return head if head.endswith(".") else head + "."
 
 
-_CHOICE_OPENING = re.compile(r"\s*(?:\(.\)\s*)?")
+# what may open the answer before the choice's text: its "(x)" letter, maybe with a colon directly after it
+_CHOICE_OPENING = re.compile(r"\s*(?:\(.\):?\s*)?")
 
 
-def _last_of_named_choice(line: str, start: int, choices: Sequence[str]) -> int:
-    """The index of the last character of the longest of ``choices`` that the answer at ``line[start:]``
-    (after its ``(x)`` letter) starts with, in any case; ``start`` when it starts with none."""
+def _named_choice_span(line: str, start: int, choices: Sequence[str]) -> tuple[int, int] | None:
+    """Where in ``line`` the longest of ``choices`` that the answer at ``line[start:]`` (after its ``(x)``
+    letter and a colon directly after it) starts with, in any case, begins and ends; None when it starts
+    with none.
+
+    Examples:
+        >>> _named_choice_span(" (c) vitamin (a).", 0, ["iron", "vitamin (a)"])
+        (5, 16)
+    """
     position = _CHOICE_OPENING.match(line, start).end()  # type: ignore[union-attr] - the pattern matches ""
     named = [
         choice
         for choice in (str(choice).strip() for choice in choices)
         if choice and line[position : position + len(choice)].casefold() == choice.casefold()
     ]
-    return position + len(max(named, key=len)) - 1 if named else start
+    return (position, position + len(max(named, key=len))) if named else None
+
+
+def _last_of_named_choice(line: str, start: int, choices: Sequence[str]) -> int:
+    """The index of the last character of the longest of ``choices`` that the answer at ``line[start:]``
+    (after its ``(x)`` letter) starts with, in any case; ``start`` when it starts with none."""
+    span = _named_choice_span(line, start, choices)
+    return start if span is None else span[1] - 1
 
 
 # the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case,
@@ -165,9 +185,10 @@ _PHRASE_VARIANTS = {
 }
 
 
-def _plain(text: str, phrase: str) -> str:
+def _plain(text: str, phrase: str, *, keep_colon: bool = False) -> str:
     """A chat model's output as the DSS rules read it: markdown bold/underline markers (``**``, ``__``)
-    removed, the answer sentence's opening written as the prompts teach it, and a colon after it dropped.
+    removed, the answer sentence's opening written as the prompts teach it, and a colon after it dropped
+    (with the whitespace around it, line breaks included) unless ``keep_colon``.
 
     Only when the text lacks ``phrase`` itself is a variant rewritten, and only the most specific variant it
     holds: "the answer is" in the reasoning, or restating the answer, must not become a second answer
@@ -178,7 +199,7 @@ def _plain(text: str, phrase: str) -> str:
             if variant.search(text):
                 text = variant.sub(phrase, text)
                 break
-    return re.sub(rf"({re.escape(phrase)})\s*:\s*", r"\1 ", text)
+    return text if keep_colon else re.sub(rf"({re.escape(phrase)})\s*:\s*", r"\1 ", text)
 
 
 _NEXT_QUESTION = re.compile(r"(?:^|\n)\s*Q:")  # an invented next example: "Q:" at a line's start
@@ -256,23 +277,31 @@ _LEADING_ANSWER_MARKER = {
     "other": re.compile(r"\A\s*A:(?:\s+|\Z)"),
 }
 
-# a multiple-choice reply that goes through the options by letter ("A: ... B: ..."): its "A:" is option A's
-_OPTION_B_LABEL = re.compile(r"\sB:\s")
+# a multiple-choice reply that goes through the options by letter, one a line ("A: ...\nB: ..."): its "A:"
+# is option A's
+_OPTION_B_LABEL = re.compile(r"^[ \t]*B:(?:\s|$)", re.MULTILINE)
 
 
 def _without_leading_answer_marker(task: str, text: str) -> str:
     """``text`` without the answer marker (``A:``; for nli also ``Answer:``) and whitespace at its very
     start; a marker elsewhere, or one not followed by whitespace (``A:B is 2:1``), stays. So does a
-    multiple-choice reply's ``A:`` when the reply labels option B as ``B:`` too: it names option A.
+    multiple-choice reply's ``A:`` when a line of the reply (before a next example's ``Q:``) opens with
+    ``B:`` too: the reply labels the options by letter, and its ``A:`` names option A.
 
     Examples:
         >>> _without_leading_answer_marker("generic", "  A: Mercury is first. Box A: one.")
         'Mercury is first. Box A: one.'
         >>> _without_leading_answer_marker("multiple_choice", "A: an oven heats.\\nB: a fridge cools.")
         'A: an oven heats.\\nB: a fridge cools.'
+        >>> _without_leading_answer_marker("multiple_choice", "A: Vitamin B: is in meat.")
+        'Vitamin B: is in meat.'
     """
     marker = _LEADING_ANSWER_MARKER["nli" if task == "nli" else "other"]
-    if task == "multiple_choice" and marker.match(text) and _OPTION_B_LABEL.search(text):
+    if (
+        task == "multiple_choice"
+        and marker.match(text)
+        and _OPTION_B_LABEL.search(_before_next_question(text))
+    ):
         return text
     return marker.sub("", text, count=1)
 
@@ -280,13 +309,16 @@ def _without_leading_answer_marker(task: str, text: str) -> str:
 def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmOutput, str]:
     """The DSS rule's output for the prepared ``text``, and why the answer is refused ("" when it is not)."""
     phrase = _ANSWER_PHRASE[task]
+    # whether a colon and a line break end the answer sentence's line is seen before _plain drops them
+    listed = task == "multiple_choice" and _options_listed_after_answer(
+        _before_next_question(_plain(text, phrase, keep_colon=True)), phrase
+    )
     text = _plain(text, phrase)
     if task == "nli":
         text = _without_restated_question(text)
     text = _without_leading_answer_marker(task, text)
     if task != "nli":  # the nli rule cuts at a next example's "Premise:"
         text = _before_next_question(text)
-    listed = task == "multiple_choice" and _options_listed_after_answer(text, phrase)
     text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
     if task in ("nli", "generic"):
         return parse_anli_output(text), ""
@@ -298,24 +330,52 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
     return _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase)), ""
 
 
-# a line that opens with an option's label: "(b) ...", "B: ...", "B) ..."
-_OPTION_LINE = re.compile(r"[ \t]*(?:\([A-Za-z]\)|[A-Za-z][:)])(?:\s|\Z)")
+# a line that opens with an option's label: "(b) ...", "(b): ...", "B: ...", "B) ..."
+_OPTION_LINE = re.compile(r"[ \t]*(?:\((?P<paren>[A-Za-z])\):?|(?P<bare>[A-Za-z])[:)])(?:\s|\Z)")
+# an answer that is an option's label and nothing else: "(b)", "(b):", "B:", "B)"
+_LABEL_ONLY = re.compile(r"(?:\([A-Za-z]\):?|[A-Za-z][:)])\.?")
 
 _OPTIONS_LISTED = (
-    "the answer sentence is followed by a line that labels a choice, as in a list of the choices; expected "
-    "one answer ('So the answer is (x) choice.')"
+    "the answer sentence is followed by lines that list the choices ('(a) ...', '(b) ...'); expected one "
+    "answer ('So the answer is (x) choice.')"
 )
 
 
+def _option_letters(lines: Sequence[str], *, skip_blank: bool) -> list[str]:
+    """The letters (lower case) of the option labels that ``lines`` open with, up to the first line that opens
+    with none; blank lines are passed over with ``skip_blank`` and end the run otherwise."""
+    letters = []
+    for line in lines:
+        if skip_blank and not line.strip():
+            continue
+        match = _OPTION_LINE.match(line)
+        if match is None:
+            break
+        letters.append((match["paren"] or match["bare"]).lower())
+    return letters
+
+
 def _options_listed_after_answer(text: str, phrase: str) -> bool:
-    """Whether the first non-blank line after the one holding the answer sentence opens with an option's
-    label: the reply lists choices (``So the answer is:`` then ``(a) oven`` and ``(b) refrigerator`` on lines
-    of their own) rather than naming one, and the line the answer is cut to holds only the first of them.
+    """Whether the multiple-choice answer is split from a list of the choices that follows it, in ``text``
+    as the teacher wrote it (its colon after ``phrase`` kept, cut at a next example's ``Q:``).
+
+    Lines after the answer line that open with an option's label (``(b) ...``, ``B: ...``, ``B) ...``) are
+    such a list only where the answer line names no choice on its own:
+
+    - ``phrase`` ends its line: with nothing, when a label line is the first non-blank line after it; with a
+      colon (which is dropped, so that the first line after it becomes the answer), when the non-blank lines
+      after it that open with labels, up to the first that does not, name two or more letters;
+    - the answer on ``phrase``'s line is only a label (``(b)``, ``(b):``, ``B:``): when two or more lines
+      directly after it (no blank line between) open with labels naming different letters.
+
+    So an answer with its text followed by lines labelling choices (``(b) keeps it cold``, ``A: because
+    ...``), as a chat model's "why not the others" adds, lists nothing.
 
     Examples:
-        >>> _options_listed_after_answer("Cold. So the answer is A: oven\\nB: refrigerator", "So the answer is")
+        >>> _options_listed_after_answer("Cold. So the answer is:\\n(a) oven\\n(b) refrigerator",
+        ...                              "So the answer is")
         True
-        >>> _options_listed_after_answer("Cold. So the answer is (b) refrigerator.\\nHope it helps.",
+        >>> _options_listed_after_answer("Cold. So the answer is (b) refrigerator.\\n(a) oven heats food.",
         ...                              "So the answer is")
         False
     """
@@ -323,13 +383,20 @@ def _options_listed_after_answer(text: str, phrase: str) -> bool:
     end = text.find("\n", start) if start >= 0 else -1
     if end < 0:
         return False
-    following = [line for line in text[end + 1 :].splitlines() if line.strip()]
-    return bool(following) and _OPTION_LINE.match(following[0]) is not None
+    answer = text[start + len(phrase) : end].strip()
+    after = text[end + 1 :].split("\n")
+    if answer in ("", ":"):
+        return len(set(_option_letters(after, skip_blank=True))) >= (2 if answer else 1)
+    if _LABEL_ONLY.fullmatch(answer.removeprefix(":").strip()):
+        return len(set(_option_letters(after, skip_blank=False))) >= 2
+    return False
 
 
 # a choice's letter in a multiple-choice answer: "(b)" as the prompt teaches, or "B:" opening the answer
 _LETTER_MARK = re.compile(r"\((?P<letter>[A-Za-z])\)")
 _OPENING_LETTER = re.compile(r"\s*(?P<letter>[A-Za-z]):(?:\s|\Z)")
+# any "(x)", as the CQA rule reads it: its label is the text between the first and the second
+_RULE_LETTER = re.compile(r"\(.\)")
 
 
 def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> tuple[PalmOutput, str]:
@@ -338,15 +405,23 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
 
     The rule takes the text after the first ``(x)`` and ignores the letter, so an answer that names two
     letters (``(b) fridge, not (a) oven``), or whose letter names one of ``choices`` and whose text another
-    (``(a) refrigerator`` when (a) is oven) is refused; a colon after the letter (``(B): refrigerator``) is
-    no part of the answer; a letter without text (``(b).``) or opening the answer as ``B:`` (a reply that
-    labels the options ``A:``, ``B:``, ...) gives its choice, the latter only where its text, if any, is
-    that choice. A letter that names no choice, or a text that is none (``(b) fridge``), is left to the
-    text, as the rule does.
+    (``(a) refrigerator`` when (a) is oven, ``oven (b).``) is refused. The answer's text is
+
+    - for ``(x) text``, the form the rule reads: the text after the letter, without a colon directly after
+      the letter (``(B): refrigerator``), and the whole of the choice it starts with even where that holds a
+      letter (``(c) vitamin (a)``). A text that is no choice (``(b) fridge``), or a letter that names none
+      (``(x) refrigerator``), leaves the text to decide, as the rule does;
+    - for a letter after the text or alone (``refrigerator (b).``, ``option (b).``, ``(b).``): the text
+      before it, which, when it is no choice, gives way to the letter's choice; without such a choice the
+      answer is refused;
+    - for ``B: text`` opening the answer (a reply that labels the options ``A:``, ``B:``, ...): the text,
+      which must be the letter's choice or nothing (the letter's choice); otherwise the answer is refused.
 
     Examples:
         >>> choices = ["oven", "refrigerator"]
         >>> _by_choice_letter("Cold. So the answer is B: refrigerator.", PalmOutput("Cold.", ""), choices)
+        (PalmOutput(rationale='Cold.', label='refrigerator'), '')
+        >>> _by_choice_letter("Cold. So the answer is option (b).", PalmOutput("Cold.", ""), choices)
         (PalmOutput(rationale='Cold.', label='refrigerator'), '')
         >>> _by_choice_letter("Cold. So the answer is (a) refrigerator.", PalmOutput("Cold.", "refrigerator"),
         ...                   choices)[1]
@@ -360,9 +435,10 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
     opening = _OPENING_LETTER.match(answer)
     body = answer[opening.end() :] if opening else answer
     first = _LETTER_MARK.search(body)
+    named_choice = _named_choice_span(body, 0, choices)
     letters = [opening["letter"]] if opening else []
     if first is not None:  # letters after the text of the choice the answer names, as in "(c) vitamin (a)"
-        after = max(first.end(), _last_of_named_choice(body, 0, choices) + 1)
+        after = max(first.end(), 0 if named_choice is None else named_choice[1])
         letters += [first["letter"], *(mark["letter"] for mark in _LETTER_MARK.finditer(body, after))]
     named = list(dict.fromkeys(letter.lower() for letter in letters))
     if len(named) > 1:
@@ -370,23 +446,37 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
         return output, f"the answer sentence names more than one choice letter ({shown})"
     if not named:
         return output, ""
-    # the answer's text: the rule's label, else what surrounds the letter ("refrigerator (b)."), or follows "B:"
-    said = body if first is None else output.label or body[: first.start()] + body[first.end() :]
-    said = said.strip().removesuffix(".").lstrip(":- \t").rstrip()
+    text_decides = first is not None and bool(output.label)  # "(x) text": the rule's label is the text
+    if first is None:  # "B: text"
+        said = body
+    elif not text_decides:  # "refrigerator (b).", "option (b).", "(b).": the text before the letter
+        said = body[: first.start()]
+    else:  # the rule's label, without a colon directly after the letter ("(B): refrigerator")
+        colon = body.startswith(":", first.end())
+        said = output.label[1:] if colon and output.label.startswith(":") else output.label
+        cut = _RULE_LETTER.search(body, first.end())  # where the rule's label ends
+        if named_choice and cut and first.end() <= named_choice[0] and cut.start() < named_choice[1]:
+            # the rule cut the text at a letter inside the choice it names ("(c) vitamin (a)"): read on
+            stop = _RULE_LETTER.search(body, named_choice[1])
+            said = body[first.end() + int(colon) : len(body) if stop is None else stop.start()]
+    said = said.strip().removesuffix(".").rstrip()
     index = ord(named[0]) - ord("a")
-    if not 0 <= index < len(choices):  # the letter names no choice: the text is the answer
-        return (PalmOutput(output.rationale, said) if first is not None else output), ""
+    known = 0 <= index < len(choices)
     keys = [normalize_text(choice) for choice in choices]
     key = normalize_text(said)
-    if not key or key == keys[index]:
-        return PalmOutput(output.rationale, said or str(choices[index])), ""
-    if key in keys:
-        other = chr(ord("a") + keys.index(key))
-        return output, (
-            f"the answer's letter ({named[0]}) names choice {choices[index]!r} but its text {said!r} is "
-            f"choice ({other})"
-        )
-    return (PalmOutput(output.rationale, said) if first is not None else output), ""
+    if key and key in keys:
+        if known and key != keys[index]:
+            other = chr(ord("a") + keys.index(key))
+            return output, (
+                f"the answer's letter ({named[0]}) names choice {choices[index]!r} but its text {said!r} is "
+                f"choice ({other})"
+            )
+        return PalmOutput(output.rationale, said), ""
+    if key and text_decides:  # a text that is no choice, or a letter that names none: the text, as the rule
+        return PalmOutput(output.rationale, said), ""
+    if known and (not key or first is not None):  # a letter alone, or after words that are no choice
+        return PalmOutput(output.rationale, str(choices[index])), ""
+    return PalmOutput(output.rationale, ""), ""
 
 
 _ANSWER_END = re.compile(r"=|\.(?:\s|$)")
