@@ -43,6 +43,7 @@ from .student_types import check_chat_template_student, resolve_student_type
 
 ConfidenceMode = Literal["candidates", "sequence", "first_token"]
 CONFIDENCE_MODES: tuple[str, ...] = ("candidates", "sequence", "first_token")
+"""The values of the ``mode`` of ``label_confidences``: how the confidence in a label is measured."""
 
 __all__ = ["CONFIDENCE_MODES", "LabelConfidences", "label_confidences", "check_candidates_mode"]
 

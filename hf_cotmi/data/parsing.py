@@ -160,6 +160,7 @@ PARSERS: dict[str, Callable[[str], PalmOutput]] = {
     "esnli": parse_esnli_output,
     "anli1": parse_anli_output,
 }
+"""The parser of each DSS dataset, by name: what ``parse_palm_output`` calls."""
 
 
 def parse_palm_output(name: str, text: str) -> PalmOutput:
