@@ -16,6 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# the public loss; the other functions are the building blocks chunked_losses.py and the trainer share
+__all__ = ["mutual_information_loss"]
+
 REDUCTIONS = ("max", "mean")
 DIVERGENCES = ("ce", "kl")
 VARIANTS = ("paper", "masked")
