@@ -342,7 +342,11 @@ def test_a_multiple_choice_answer_keeps_its_leading_minus_and_colon(answer, choi
     assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, label, "")
 
 
-@pytest.mark.parametrize("answer", ["option (b).", "choice (b).", "letter (b).", "the refrigerator (b)."])
+@pytest.mark.parametrize(
+    # "ovens" only starts like choice (a): no whole word of it, so no other choice opens the words
+    "answer",
+    ["option (b).", "choice (b).", "letter (b).", "the refrigerator (b).", "ovens heat food, so (b)."],
+)
 def test_a_letter_after_words_that_are_no_choice_gives_the_letters_choice(answer):
     # the words before the letter were the label ("option"); they are no choice, so the letter decides
     text = f"{_COOL} So the answer is {answer}"
@@ -430,6 +434,123 @@ def test_a_leading_answer_marker_is_removed_unless_a_line_opens_with_option_b(te
 def test_a_choice_holding_a_letter_is_the_whole_label(answer, choices, label):
     parsed = parse_teacher_output("multiple_choice", f"{_COOL} So the answer is {answer}", choices=choices)
     assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, label, "")
+
+
+VITAMINS = ["vitamin (a)", "vitamin (c)", "iron"]
+_ORANGES = "Oranges have it."
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # the "(c)" inside the choice the answer names was read as the answer's letter: the first two gave
+        # "iron", the third was refused as naming (c) and (b), the "B:" one as naming (b) and (c)
+        "vitamin (c).",
+        "Vitamin (C).",
+        "vitamin (c) (b).",  # the letter after the choice is its own: (b) names vitamin (c)
+        "B: vitamin (c).",
+        "(b) vitamin (c).",
+    ],
+)
+def test_a_choice_holding_a_letter_is_not_read_as_that_letter(answer):
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_ORANGES} So the answer is {answer}", choices=VITAMINS
+    )
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_ORANGES, "vitamin (c)", "")
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices", "reason"),
+    [
+        # the letter after the choice names another choice
+        ("vitamin (c) (a).", VITAMINS, "letter (a) names choice 'vitamin (a)' but its text 'vitamin (c)' is"),
+        # words that start with another choice before the letter: they gave the letter's choice
+        # ("vitamin (a)", "refrigerator")
+        ("vitamin (c) or vitamin (a).", VITAMINS, "its text 'vitamin (c) or vitamin' starts with choice (b)"),
+        (
+            "oven, not (b).",
+            PIE_CHOICES,
+            "letter (b) names choice 'refrigerator' but its text 'oven, not' starts",
+        ),
+        # a choice holding a letter, then more words and no letter of the answer's own: no answer
+        ("vitamin (c) because of oranges.", VITAMINS, "does not parse"),
+    ],
+)
+def test_a_letter_after_words_starting_with_another_choice_is_refused(answer, choices, reason):
+    parsed = parse_teacher_output("multiple_choice", f"{_ORANGES} So the answer is {answer}", choices=choices)
+    assert not parsed.parsed and reason in parsed.reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices", "label"),
+    [
+        # a separator between the letter and the choice: these gave "- refrigerator", "-- refrigerator", ...
+        ("(b) - refrigerator.", PIE_CHOICES, "refrigerator"),
+        ("(b) -- refrigerator.", PIE_CHOICES, "refrigerator"),
+        ("(b) : refrigerator.", PIE_CHOICES, "refrigerator"),
+        ("(b) \u2013 refrigerator.", PIE_CHOICES, "refrigerator"),  # en dash
+        ("(b) \u2014 refrigerator", PIE_CHOICES, "refrigerator"),  # em dash, no final period
+        ("(b) - St. Louis. Hope this helps.", ["Boston", "St. Louis"], "st. louis"),  # it gave "- st"
+        # a minus written with a space after it, where the letter's choice is the negative number
+        ("(a) - 5.", ["-5", "5"], "-5"),
+        ("(b) - 5.", ["-5", "5"], "5"),
+        # a text that is no choice keeps its dash; a minus sign with no space after it is no separator
+        ("(b) - fridge.", PIE_CHOICES, "- fridge"),
+        ("(a) -5.", ["-5", "5"], "-5"),
+        ("(a) -10 degrees.", ["-10 degrees", "10 degrees"], "-10 degrees"),
+    ],
+)
+def test_a_separator_between_the_letter_and_its_choice_is_dropped(answer, choices, label):
+    parsed = parse_teacher_output("multiple_choice", f"{_COOL} So the answer is {answer}", choices=choices)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, label, "")
+
+
+def test_a_separator_before_another_letters_choice_is_refused():
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_COOL} So the answer is (a) - refrigerator.", choices=PIE_CHOICES
+    )
+    assert (
+        parsed.reason
+        == "the answer's letter (a) names choice 'oven' but its text 'refrigerator' is choice (b)"
+    )
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        # the answer on the line after the colon, then why the others are wrong: refused as a list before
+        ":\n\n**(b) refrigerator**\n\n(a) oven: heats food, wrong.\n(c) bookshelf: not for food.",
+        ":\n(b) refrigerator.\n(a) and (c) are wrong.",
+        ":\n(b) refrigerator\n(a) oven\n(c) bookshelf: holds books, not food.",
+        # an answer that is only a label, then lines about the other choices
+        "(b):\n(a) oven heats food.\n(c) bookshelf holds books.",
+        "(b).\n(a) oven heats food.\n(c) bookshelf holds books.",
+    ],
+)
+def test_an_answer_then_why_not_the_others_is_no_list(after):
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_COOL}\n\nSo the answer is{after}", choices=PIE_CHOICES
+    )
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, "refrigerator", "")
+
+
+@pytest.mark.parametrize(
+    ("after", "choices"),
+    [
+        # every labelled line is a bare choice: a list of the choices, whichever letter comes first
+        (":\n(a) oven\n(b) refrigerator\n(c) bookshelf", PIE_CHOICES),
+        (":\n(b) refrigerator.\n(a) oven.", PIE_CHOICES),
+        (":\n(a) - oven\n(b) - refrigerator", PIE_CHOICES),
+        ("(b):\nA: oven\nC: bookshelf", PIE_CHOICES),
+        # the first labelled line is no bare choice: the options gone through one by one, no single answer
+        (":\n(a) oven: no.\n(b) refrigerator: yes.\n(c) bookshelf: no.", PIE_CHOICES),
+        # without the record's choices no line is known to be a bare choice
+        (":\n(b) refrigerator\n(a) oven heats food.", None),
+    ],
+)
+def test_an_answer_split_from_bare_choices_or_an_evaluation_of_each_is_refused(after, choices):
+    parsed = parse_teacher_output("multiple_choice", f"{_COOL}\n\nSo the answer is{after}", choices=choices)
+    assert not parsed.parsed and "followed by lines that list the choices" in parsed.reason
 
 
 def test_a_refused_multiple_choice_answer_is_counted_and_reported(tmp_path):

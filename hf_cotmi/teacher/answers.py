@@ -33,12 +33,23 @@ the whole is an expression. After the CQA rule, which reads the text after the f
 the letter, the letter is checked against that text and the record's choices (:func:`_by_choice_letter`):
 an answer whose letter and text name different choices, or that names two letters, is refused, never read
 as one of them; a letter alone, or after words that are no choice (``option (b)``), gives the letter's
-choice. An answer split from a list of the choices (:func:`_options_listed_after_answer`) is refused too:
-``So the answer is:`` (or ``So the answer is`` alone) ending its line, then lines opening with labels
-(``(a) ...``, ``B: ...``) that name two or more letters (one or more after a bare phrase), or an answer that
-is only a label (``So the answer is (b):``) directly followed by two or more such lines naming different
-letters. Lines labelling choices after an answer with its text (a "why not the others" section) are no
-such list.
+choice, and words that start with a choice other than the letter's (``oven, not (b)``) are refused. An answer
+that is, or starts with, a choice holding a letter (``vitamin (c)``) has only a letter after that choice as
+its own. A separator between the letter and the choice (``(b) - refrigerator``, ``(b) – ...``, ``(b) : ...``:
+dashes or colons followed by whitespace) is dropped where what is left is a choice; a minus sign (``-5``)
+stays, and ``(a) - 5`` is ``-5`` where (a) is ``-5``. An answer split from a list of the choices
+(:func:`_options_listed_after_answer`) is refused too. A line opening with a label (``(a) ...``, ``B: ...``,
+``B) ...``) is a bare choice when its text after the label (a final period and a separator aside) is exactly
+one of the choices. The answer is split from a list when
+
+- ``So the answer is`` alone ends its line and a label line follows it (blank lines aside);
+- ``So the answer is:`` ends its line and the label lines after it (blank lines aside, up to the first line
+  that opens with no label) name two or more letters, unless the first of them is a bare choice and another
+  is not: ``(b) refrigerator`` then ``(a) oven: heats food`` is the answer, then why the others are wrong;
+- the answer is only a label (``So the answer is (b):``) and the label lines directly after it name two or
+  more letters and are all bare choices.
+
+So lines labelling choices after an answer with its text (a "why not the others" section) are no such list.
 Everything here is a pure function of strings.
 
 Examples:
@@ -147,24 +158,33 @@ def _close_answer_line(
 
 # what may open the answer before the choice's text: its "(x)" letter, maybe with a colon directly after it
 _CHOICE_OPENING = re.compile(r"\s*(?:\(.\):?\s*)?")
+# a separator between a letter and its choice ("(b) - refrigerator", "(b) – refrigerator", "(b) : ..."): dashes
+# or colons followed by whitespace, so that a minus sign ("-5") is none
+_SEPARATOR = re.compile(r"[-–—:]+\s+")
 
 
 def _named_choice_span(line: str, start: int, choices: Sequence[str]) -> tuple[int, int] | None:
     """Where in ``line`` the longest of ``choices`` that the answer at ``line[start:]`` (after its ``(x)``
     letter and a colon directly after it) starts with, in any case, begins and ends; None when it starts
-    with none.
+    with none. A choice after a separator (``- refrigerator``) counts where none starts before it.
 
     Examples:
         >>> _named_choice_span(" (c) vitamin (a).", 0, ["iron", "vitamin (a)"])
         (5, 16)
+        >>> _named_choice_span(" (b) - St. Louis.", 0, ["Boston", "St. Louis"])
+        (7, 16)
     """
     position = _CHOICE_OPENING.match(line, start).end()  # type: ignore[union-attr] - the pattern matches ""
-    named = [
-        choice
-        for choice in (str(choice).strip() for choice in choices)
-        if choice and line[position : position + len(choice)].casefold() == choice.casefold()
-    ]
-    return (position, position + len(max(named, key=len))) if named else None
+    separator = _SEPARATOR.match(line, position)
+    for at in (position, *([separator.end()] if separator else [])):
+        named = [
+            choice
+            for choice in (str(choice).strip() for choice in choices)
+            if choice and line[at : at + len(choice)].casefold() == choice.casefold()
+        ]
+        if named:
+            return at, at + len(max(named, key=len))
+    return None
 
 
 def _last_of_named_choice(line: str, start: int, choices: Sequence[str]) -> int:
@@ -311,7 +331,7 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
     phrase = _ANSWER_PHRASE[task]
     # whether a colon and a line break end the answer sentence's line is seen before _plain drops them
     listed = task == "multiple_choice" and _options_listed_after_answer(
-        _before_next_question(_plain(text, phrase, keep_colon=True)), phrase
+        _before_next_question(_plain(text, phrase, keep_colon=True)), phrase, choices
     )
     text = _plain(text, phrase)
     if task == "nli":
@@ -341,42 +361,57 @@ _OPTIONS_LISTED = (
 )
 
 
-def _option_letters(lines: Sequence[str], *, skip_blank: bool) -> list[str]:
-    """The letters (lower case) of the option labels that ``lines`` open with, up to the first line that opens
-    with none; blank lines are passed over with ``skip_blank`` and end the run otherwise."""
-    letters = []
+def _option_lines(lines: Sequence[str], *, skip_blank: bool) -> list[tuple[str, str]]:
+    """The letter (lower case) and the rest of each of ``lines`` that opens with an option's label, up to the
+    first line that opens with none; blank lines are passed over with ``skip_blank`` and end the run
+    otherwise."""
+    labelled = []
     for line in lines:
         if skip_blank and not line.strip():
             continue
         match = _OPTION_LINE.match(line)
         if match is None:
             break
-        letters.append((match["paren"] or match["bare"]).lower())
-    return letters
+        labelled.append(((match["paren"] or match["bare"]).lower(), line[match.end() :]))
+    return labelled
 
 
-def _options_listed_after_answer(text: str, phrase: str) -> bool:
+def _is_bare_choice(text: str, keys: Sequence[str]) -> bool:
+    """Whether ``text``, the rest of a line after its option's label, is one of the normalised choices
+    ``keys`` and nothing else (a final period, or a separator before it as in ``- oven``, aside)."""
+    said = text.strip().removesuffix(".").rstrip()
+    return normalize_text(_without_separator(said, keys)) in keys
+
+
+def _options_listed_after_answer(text: str, phrase: str, choices: Sequence[str] = ()) -> bool:
     """Whether the multiple-choice answer is split from a list of the choices that follows it, in ``text``
     as the teacher wrote it (its colon after ``phrase`` kept, cut at a next example's ``Q:``).
 
     Lines after the answer line that open with an option's label (``(b) ...``, ``B: ...``, ``B) ...``) are
-    such a list only where the answer line names no choice on its own:
+    such a list only where the answer line names no choice on its own. A labelled line is a bare choice when
+    its text after the label, a final period and a separator (``- ``) aside, is exactly one of ``choices``
+    (in any case).
 
-    - ``phrase`` ends its line: with nothing, when a label line is the first non-blank line after it; with a
-      colon (which is dropped, so that the first line after it becomes the answer), when the non-blank lines
-      after it that open with labels, up to the first that does not, name two or more letters;
-    - the answer on ``phrase``'s line is only a label (``(b)``, ``(b):``, ``B:``): when two or more lines
-      directly after it (no blank line between) open with labels naming different letters.
+    - ``phrase`` ends its line with nothing: when a label line is the first non-blank line after it (the
+      answer, on another line, is not read);
+    - ``phrase`` ends its line with a colon (which is dropped, so that the first line after it becomes the
+      answer): when the non-blank lines after it that open with labels, up to the first that does not, name
+      two or more letters, unless the first of them is a bare choice and another is not (the answer, then
+      why the others are wrong: ``(b) refrigerator`` then ``(a) oven: heats food``);
+    - the answer on ``phrase``'s line is only a label (``(b)``, ``(b):``, ``B:``): when the lines directly
+      after it (no blank line between) that open with labels name two or more letters and are all bare
+      choices.
 
     So an answer with its text followed by lines labelling choices (``(b) keeps it cold``, ``A: because
     ...``), as a chat model's "why not the others" adds, lists nothing.
 
     Examples:
+        >>> choices = ["oven", "refrigerator"]
         >>> _options_listed_after_answer("Cold. So the answer is:\\n(a) oven\\n(b) refrigerator",
-        ...                              "So the answer is")
+        ...                              "So the answer is", choices)
         True
-        >>> _options_listed_after_answer("Cold. So the answer is (b) refrigerator.\\n(a) oven heats food.",
-        ...                              "So the answer is")
+        >>> _options_listed_after_answer("Cold. So the answer is:\\n(b) refrigerator\\n(a) oven heats food.",
+        ...                              "So the answer is", choices)
         False
     """
     start = text.find(phrase)
@@ -385,10 +420,17 @@ def _options_listed_after_answer(text: str, phrase: str) -> bool:
         return False
     answer = text[start + len(phrase) : end].strip()
     after = text[end + 1 :].split("\n")
-    if answer in ("", ":"):
-        return len(set(_option_letters(after, skip_blank=True))) >= (2 if answer else 1)
+    keys = [normalize_text(choice) for choice in choices]
+    if not answer:
+        return bool(_option_lines(after, skip_blank=True))
+    if answer == ":":
+        labelled = _option_lines(after, skip_blank=True)
+        bare = [_is_bare_choice(rest, keys) for _, rest in labelled]
+        return len({letter for letter, _ in labelled}) >= 2 and (all(bare) or not bare[0])
     if _LABEL_ONLY.fullmatch(answer.removeprefix(":").strip()):
-        return len(set(_option_letters(after, skip_blank=False))) >= 2
+        labelled = _option_lines(after, skip_blank=False)
+        bare = [_is_bare_choice(rest, keys) for _, rest in labelled]
+        return len({letter for letter, _ in labelled}) >= 2 and all(bare)
     return False
 
 
@@ -412,10 +454,17 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
       letter (``(c) vitamin (a)``). A text that is no choice (``(b) fridge``), or a letter that names none
       (``(x) refrigerator``), leaves the text to decide, as the rule does;
     - for a letter after the text or alone (``refrigerator (b).``, ``option (b).``, ``(b).``): the text
-      before it, which, when it is no choice, gives way to the letter's choice; without such a choice the
-      answer is refused;
+      before it, which, when it is no choice, gives way to the letter's choice, unless it starts with
+      another choice (``oven, not (b).``), which is refused; without the letter's choice the answer is
+      refused;
     - for ``B: text`` opening the answer (a reply that labels the options ``A:``, ``B:``, ...): the text,
-      which must be the letter's choice or nothing (the letter's choice); otherwise the answer is refused.
+      which must be the letter's choice or nothing (the letter's choice); otherwise the answer is refused;
+    - for an answer that is, or starts with, a choice holding a letter (``vitamin (c).``, ``vitamin (c)
+      (b).``): the letter inside that choice is no letter of the answer, only one after the choice is (the
+      text before it is then the answer's text, as above); without one the answer must be exactly a choice.
+
+    A separator opening the text (``- refrigerator``, ``: refrigerator``) is dropped where the text is no
+    choice and what is left is one (see :func:`_without_separator`).
 
     Examples:
         >>> choices = ["oven", "refrigerator"]
@@ -436,6 +485,12 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
     body = answer[opening.end() :] if opening else answer
     first = _LETTER_MARK.search(body)
     named_choice = _named_choice_span(body, 0, choices)
+    # the answer is, or starts with, a choice holding a letter ("vitamin (c)"): its own letter comes after it
+    whole = (
+        named_choice is not None and first is not None and named_choice[0] <= first.start() < named_choice[1]
+    )
+    if whole and named_choice is not None:
+        first = _LETTER_MARK.search(body, named_choice[1])
     letters = [opening["letter"]] if opening else []
     if first is not None:  # letters after the text of the choice the answer names, as in "(c) vitamin (a)"
         after = max(first.end(), 0 if named_choice is None else named_choice[1])
@@ -444,12 +499,13 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
     if len(named) > 1:
         shown = " and ".join(f"({letter})" for letter in named)
         return output, f"the answer sentence names more than one choice letter ({shown})"
-    if not named:
+    if not named and not whole:
         return output, ""
-    text_decides = first is not None and bool(output.label)  # "(x) text": the rule's label is the text
-    if first is None:  # "B: text"
+    # "(x) text": the rule's label is the text (not where the rule cut inside the choice, as in "vitamin (c)")
+    text_decides = first is not None and bool(output.label) and not whole
+    if first is None:  # "B: text", or a choice holding a letter and no letter after it ("vitamin (c).")
         said = body
-    elif not text_decides:  # "refrigerator (b).", "option (b).", "(b).": the text before the letter
+    elif not text_decides:  # the text before the letter: "refrigerator (b).", "(b).", "vitamin (c) (b)."
         said = body[: first.start()]
     else:  # the rule's label, without a colon directly after the letter ("(B): refrigerator")
         colon = body.startswith(":", first.end())
@@ -460,9 +516,10 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
             stop = _RULE_LETTER.search(body, named_choice[1])
             said = body[first.end() + int(colon) : len(body) if stop is None else stop.start()]
     said = said.strip().removesuffix(".").rstrip()
-    index = ord(named[0]) - ord("a")
-    known = 0 <= index < len(choices)
     keys = [normalize_text(choice) for choice in choices]
+    index = ord(named[0]) - ord("a") if named else -1
+    known = 0 <= index < len(choices)
+    said = _without_separator(said, keys, keys[index] if known else "")
     key = normalize_text(said)
     if key and key in keys:
         if known and key != keys[index]:
@@ -474,9 +531,42 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
         return PalmOutput(output.rationale, said), ""
     if key and text_decides:  # a text that is no choice, or a letter that names none: the text, as the rule
         return PalmOutput(output.rationale, said), ""
+    if known and first is not None and not text_decides and named_choice is not None:  # "oven, not (b)."
+        opening_key = normalize_text(body[named_choice[0] : named_choice[1]])
+        whole_word = not body[named_choice[1] : named_choice[1] + 1].isalnum()  # "art", not "artwork"
+        if whole_word and opening_key in keys and opening_key != keys[index]:  # opened by another choice
+            other = chr(ord("a") + keys.index(opening_key))
+            return output, (
+                f"the answer's letter ({named[0]}) names choice {choices[index]!r} but its text {said!r} starts "
+                f"with choice ({other}) {choices[keys.index(opening_key)]!r}"
+            )
     if known and (not key or first is not None):  # a letter alone, or after words that are no choice
         return PalmOutput(output.rationale, str(choices[index])), ""
     return PalmOutput(output.rationale, ""), ""
+
+
+def _without_separator(text: str, keys: Sequence[str], letter_key: str = "") -> str:
+    """``text`` without a separator opening it (``- ``, ``– ``, ``: ``) when ``text`` is none of the
+    normalised choices ``keys`` and what is left is one; ``text`` otherwise, so that a minus sign stays.
+
+    Where the answer's letter names the choice ``letter_key`` and what is left is not that choice, a ``-``
+    followed by spaces is read as a minus sign when the text without the spaces is that choice (``- 5``
+    for ``-5``).
+
+    Examples:
+        >>> _without_separator("– refrigerator", ["oven", "refrigerator"]), _without_separator("-5", ["5"])
+        ('refrigerator', '-5')
+        >>> _without_separator("- 5", ["-5", "5"], letter_key="-5")
+        '-5'
+    """
+    separator = _SEPARATOR.match(text)
+    if separator is None or normalize_text(text) in keys:
+        return text
+    rest = text[separator.end() :]
+    if letter_key and normalize_text(rest) != letter_key and separator[0].rstrip() == "-":
+        if normalize_text(f"-{rest}") == letter_key:
+            return f"-{rest}"
+    return rest if normalize_text(rest) in keys else text
 
 
 _ANSWER_END = re.compile(r"=|\.(?:\s|$)")
