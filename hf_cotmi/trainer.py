@@ -1416,9 +1416,18 @@ class DSSMITrainer(Seq2SeqTrainer):
         in the dataset's order, also with ``train_sampling_strategy="group_by_length"`` (see
         :meth:`get_test_dataloader`), and a ``datasets.IterableDataset`` is predicted too.
 
+        On several processes an iterable set (one without a length, or any ``torch.utils.data.IterableDataset``)
+        is first read, in its order, into a ``datasets.Dataset`` (a list of its rows if it is no
+        ``datasets.IterableDataset``) on every process, which holds the whole set in memory: accelerate
+        shares an iterable set out without knowing where it ends, so with ``dispatch_batches=False`` it
+        repeats rows from the start to fill the last batch (predict would return more rows than the set,
+        counted in the metrics too) or, for a set of several shards, reads the shards out of order, and with
+        dispatch (its default) it refuses batches padded to different lengths.
+
         Examples:
             >>> # output = trainer.predict(features["test"]); label_ids, rationale_ids = output.predictions
         """
+        test_dataset = self._sized_on_several_processes(test_dataset)
         with self._evaluation_scope(test_dataset, metric_key_prefix, gen_kwargs):
             output = super().predict(test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
             # the base predict() never calls log(), where evaluate() gets its components
@@ -1430,6 +1439,23 @@ class DSSMITrainer(Seq2SeqTrainer):
         ):
             self._write_predictions(test_dataset, output)
         return output
+
+    def _sized_on_several_processes(self, dataset: Any) -> Any:
+        """``dataset`` itself on one process or when accelerate shares it out by index; else its rows, read in
+        order into a ``datasets.Dataset`` (with its features when it declares them) or, for an iterable set
+        of another kind, a list. :meth:`predict` explains why."""
+        iterable = isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__")
+        if self.args.world_size <= 1 or not iterable:
+            return dataset
+        import datasets
+
+        rows = list(dataset)
+        if not isinstance(dataset, datasets.IterableDataset):
+            return rows
+        features = dataset.features
+        if features is not None and rows and set(features) != set(rows[0]):
+            features = None  # columns added or dropped after the features were declared: infer them
+        return datasets.Dataset.from_list(rows, features=features)
 
     def get_test_dataloader(self, test_dataset: Any) -> Any:
         """The Trainer's test dataloader, reading ``test_dataset`` in its own order.
