@@ -443,18 +443,22 @@ def _prepare_output_file(path: str | None) -> None:
 
 
 def _is_parquet(path: str) -> bool:
-    """Whether the file is Parquet: by its name, or by the ``PAR1`` it starts and ends with, as Parquet files
-    do whatever their name (``x.pq``, ``x``); a text whose first line starts with ``PAR1`` is not one."""
+    """Whether the file is Parquet: by its name, or by its layout whatever its name (``x.pq``, ``x``): it
+    starts with ``PAR1`` and ends with the footer's length (4 bytes, little-endian) and ``PAR1``, the footer
+    fitting between the leading ``PAR1`` and its length (at most size - 12 bytes, as in a file without
+    columns). A text that starts, or even starts and ends, with ``PAR1`` is not one."""
     if path.lower().endswith(".parquet"):
         return True
     with open(path, "rb") as handle:
         if handle.read(4) != b"PAR1":
             return False
-        handle.seek(0, os.SEEK_END)
-        if handle.tell() < 8:
+        size = handle.seek(0, os.SEEK_END)
+        if size < 12:
             return False
-        handle.seek(-4, os.SEEK_END)
-        return handle.read(4) == b"PAR1"
+        handle.seek(-8, os.SEEK_END)
+        tail = handle.read(8)
+    footer = int.from_bytes(tail[:4], "little")
+    return tail[4:] == b"PAR1" and 0 < footer <= size - 12
 
 
 def _read_inputs(path: str, input_field: str = "input") -> list[InputRecord]:

@@ -15,12 +15,15 @@ Examples:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .run_arguments import CLIUsageError, ModelArguments, error_summary
 from .student_types import resolve_student_type
+
+logger = logging.getLogger("hf_cotmi")
 
 __all__ = [
     "Student",
@@ -75,8 +78,10 @@ def failed_load_error(what: str, name: str, error: Exception) -> CLIUsageError:
     """The usage error to raise when ``from_pretrained(name)`` failed: it names what and where, and why.
 
     A ``name`` that is a folder holds no loadable model; any other name is neither a local folder nor
-    something the Hugging Face Hub could provide. The first line of ``error`` (or its type, when it has no
-    message) ends the message.
+    something the Hugging Face Hub could provide, and where the Hub answered that it has no such repository
+    (404, or 401 for a name it does not show without a token), the message says the name is neither a local
+    folder nor a Hub repository. The first line of ``error`` (or its type, when it has no message) ends the
+    message.
 
     Args:
         what: what was being loaded, as the message says it (``"model"``, ``"tokenizer"``,
@@ -93,12 +98,31 @@ def failed_load_error(what: str, name: str, error: Exception) -> CLIUsageError:
         could not load the tokenizer 'no/such-model': it is not a local folder, ... (404 Client Error)
     """
     first = error_summary(error)
-    where = (
-        "the folder exists but holds no loadable model"
-        if os.path.isdir(name)
-        else "it is not a local folder, and the Hugging Face Hub could not provide it (offline, or no such repo)"
-    )
+    if os.path.isdir(name):
+        where = "the folder exists but holds no loadable model"
+    elif _no_such_repository(error):
+        where = (
+            "it is neither a local folder nor a Hugging Face Hub repository (a relative path is read from the "
+            "current folder; a private repository needs a token: hf auth login, or HF_TOKEN)"
+        )
+    else:
+        where = "it is not a local folder, and the Hugging Face Hub could not provide it (offline, or no such repo)"
     return CLIUsageError(f"could not load the {what} {name!r}: {where} ({first})")
+
+
+def _no_such_repository(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, is the Hub's answer that there is no such repository
+    (``RepositoryNotFoundError``: a 404, or a 401 without a token that may see it; a gated one is not)."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RepositoryNotFoundError) and not isinstance(current, GatedRepoError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class HubFileUnreachable(LookupError):
@@ -122,7 +146,7 @@ class HubFileUnreachable(LookupError):
         self.filename = filename
 
 
-def model_file(path: str, filename: str) -> str | None:
+def model_file(path: str, filename: str, *, trust_cached_absence: bool = False) -> str | None:
     """Where the file ``filename`` of the model ``path`` is on this machine, or None when the model has none.
 
     ``path`` names a model as ``from_pretrained`` takes it. A local path is looked into. Any other name is
@@ -136,6 +160,11 @@ def model_file(path: str, filename: str) -> str | None:
     Args:
         path: a local folder or a Hub repository id (``"me/lora-run"``).
         filename: the file's name in the folder or repository (``"adapter_config.json"``).
+        trust_cached_absence: when the cache records that the repository has no such file (at the commit it
+            knows as the branch's latest), answer None without asking the Hub. Asking costs a request, and
+            while the Hub fails (5xx, 429) huggingface_hub retries it with backoff for some 20 s; a file
+            added to the repository since is then seen once the cache learns of the new commit (loading the
+            model online does that). For probes, such as whether a model is PEFT adapters.
 
     Returns:
         The file's path (in the folder, or in the Hugging Face cache), or None.
@@ -168,6 +197,10 @@ def model_file(path: str, filename: str) -> str | None:
         validate_repo_id(path)
     except HFValidationError:
         return None  # neither a folder nor a repository id: loading the model says so
+    if trust_cached_absence:
+        cached = try_to_load_from_cache(path, filename)
+        if cached is not None and not isinstance(cached, str):  # huggingface_hub's "recorded missing" marker
+            return None
     try:
         return str(hf_hub_download(repo_id=path, filename=filename))
     except LocalEntryNotFoundError as error:  # offline or unreachable, not cached (before its parent class)
@@ -411,7 +444,8 @@ def _adapter_config(name: str) -> dict[str, Any] | None:
     from .data.jsonfiles import json_value_kind
 
     try:
-        file = model_file(name, ADAPTER_CONFIG)
+        # asked of every Hub model: the cache's record that a repository has none is taken as it stands
+        file = model_file(name, ADAPTER_CONFIG, trust_cached_absence=True)
     except HubFileUnreachable:
         return None
     if file is None:
@@ -505,20 +539,28 @@ def _pretrained(
             f"--model {name!r} is a file; expected a model folder (e.g. one a training run saved) or a Hub name"
         )
     check_model_folder(name)
+    adapter = _adapter_config(name)  # a folder or Hub repository of adapters has one
+    base_tokenizer = False
+    if adapter is not None and tokenizer_name == name:
+        tokenizer_name = _adapter_tokenizer_source(name, adapter)
+        base_tokenizer = tokenizer_name != name
     problem = tokenizer_files_problem(tokenizer_name)
     if problem:
         option = "--model" if tokenizer_name == name else "--tokenizer-name-or-path"
+        if base_tokenizer:
+            option = f"--model {name!r} holds adapters without a tokenizer, and their base model"
         raise CLIUsageError(
             f"{option} {problem}: transformers would build a tokenizer with an empty vocabulary; save the "
             "tokenizer into the folder (tokenizer.save_pretrained) or copy the base model's tokenizer files there"
         )
-    adapter = _adapter_config(name)  # a folder or Hub repository of adapters has one
     try:
         options = (
             _adapter_repo_tokenizer_options(name) if adapter is not None and tokenizer_name == name else {}
         )
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, **options)
     except (OSError, ValueError) as error:
+        if base_tokenizer:
+            raise _adapter_base_error(name, adapter, error, found=("tokenizer", tokenizer_name)) from error
         raise failed_load_error("tokenizer", tokenizer_name, error) from error
     kind = _saved_kind(name, adapter)
     if student_type is not None and student_type != kind:
@@ -558,6 +600,36 @@ def _pretrained(
     return model, tokenizer
 
 
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+"""Either of these beside PEFT adapters (``save_pretrained`` of a tokenizer writes both, or the first with
+a vocabulary file) means the adapters come with their own tokenizer."""
+
+
+def _adapter_tokenizer_source(name: str, adapter: dict[str, Any]) -> str:
+    """Where the tokenizer of the PEFT adapters ``name`` (a folder or Hub repository; ``adapter`` the values of
+    its ``adapter_config.json``) loads from: ``name`` itself when it holds a tokenizer (``tokenizer_config.json``
+    or ``tokenizer.json``), else their base model (``base_model_name_or_path``), as PEFT users expect of
+    adapters saved or pushed without one. Offline, a repository whose files are neither cached nor recorded
+    missing keeps ``name``.
+    """
+    base = adapter.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        return name
+    for filename in _TOKENIZER_FILES:
+        try:
+            if model_file(name, filename) is not None:
+                return name
+        except HubFileUnreachable:
+            return name  # unknown: the repository's own tokenizer is tried, as before
+    logger.info(
+        "%r holds adapters without tokenizer files (%s): loading the tokenizer of their base model %r",
+        name,
+        " or ".join(_TOKENIZER_FILES),
+        base,
+    )
+    return base
+
+
 def _adapter_repo_tokenizer_options(name: str) -> dict[str, Any]:
     """``AutoTokenizer.from_pretrained`` options for the tokenizer beside PEFT adapters ``name``.
 
@@ -567,6 +639,12 @@ def _adapter_repo_tokenizer_options(name: str) -> dict[str, Any]:
     tokenizer unless an earlier online look recorded the file missing (a repository fetched with
     ``hf download``, say, has no such record): the empty config is passed here for it, as transformers would
     use it. A folder, or a repository with a ``config.json``, gets no options.
+
+    Offline, that includes a repository that does have a ``config.json`` which is not in the cache: the empty
+    config then stands in for it, and where ``tokenizer_config.json`` names no ``tokenizer_class``,
+    transformers picks the tokenizer class without the model type that ``config.json`` would give, which can
+    be another class than online. Repositories pushed by hf-cotmi are unaffected: their
+    ``tokenizer_config.json`` always records ``tokenizer_class``.
     """
     from transformers import CONFIG_NAME, PreTrainedConfig
 
@@ -616,13 +694,32 @@ def _merged(model: Any, folder: str, causal: bool) -> Any:
     return model.merge_and_unload()
 
 
-def _adapter_base_error(folder: str, adapter: dict[str, Any], error: Exception) -> CLIUsageError:
-    """The error for adapters (in a folder or Hub repository) that do not load, naming the base model their
-    ``adapter_config.json`` (its values ``adapter``) needs when that is what is missing (a relative path read
-    from another working folder, or an absent Hub name)."""
+def _base_model_missing(base: str) -> bool:
+    """Whether the base model ``base`` that adapters name cannot be found: it is no folder here, and no Hub
+    repository with a ``config.json`` (offline: none in the cache; a repository the Hub refuses, or whose
+    ``config.json`` neither the Hub nor the cache can provide, counts as missing)."""
+    from transformers import CONFIG_NAME
+
+    if os.path.isdir(base):
+        return False
+    try:
+        return model_file(base, CONFIG_NAME) is None
+    except (HubFileUnreachable, CLIUsageError):
+        return True
+
+
+def _adapter_base_error(
+    folder: str, adapter: dict[str, Any], error: Exception, *, found: tuple[str, str] | None = None
+) -> CLIUsageError:
+    """The error for adapters (in a folder or Hub repository) that do not load: naming the base model their
+    ``adapter_config.json`` (its values ``adapter``) needs when that base model itself cannot be found
+    (:func:`_base_model_missing`: a relative path read from another working folder, or an absent Hub name),
+    else :func:`failed_load_error` of ``found`` (what failed and its name; default: the model ``folder``,
+    whose adapters' weights are missing, or which the Hub failed to serve, ...)."""
     base = adapter.get("base_model_name_or_path")
-    if not isinstance(base, str) or not base or os.path.isdir(base):
-        return failed_load_error("model", folder, error)
+    if not isinstance(base, str) or not base or not _base_model_missing(base):
+        what, name = found or ("model", folder)
+        return failed_load_error(what, name, error)
     first = error_summary(error)
     return CLIUsageError(
         f"could not load the model {folder!r}: it holds LoRA adapters whose base model {base!r} "
@@ -680,7 +777,8 @@ def load_student(
     ``adapter_config.json`` in a folder or in a Hub repository (a LoRA run pushed with ``push_to_hub``, as
     ``AutoPeftModel*.from_pretrained`` takes it): the base model it names (``base_model_name_or_path``)
     loads with the adapters on top; offline (``HF_HUB_OFFLINE=1``) the repository's files come from the
-    Hugging Face cache.
+    Hugging Face cache. Adapters without tokenizer files (neither ``tokenizer_config.json`` nor
+    ``tokenizer.json``, as plain PEFT saves them) get their base model's tokenizer.
 
     Args:
         source: :class:`~hf_cotmi.run_arguments.ModelArguments`, a Hub name or folder (a pretrained model,

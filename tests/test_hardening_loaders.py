@@ -348,18 +348,24 @@ def test_predict_refuses_a_parquet_input_file_by_name(tmp_path):
         _read_inputs(str(path))
 
 
-@pytest.mark.parametrize("name", ["inputs.pq", "inputs"])
+@pytest.mark.parametrize("name", ["inputs.pq", "inputs", "no-columns"])
 def test_predict_refuses_a_parquet_input_file_by_its_first_bytes(tmp_path, name):
     path = parquet_with(tmp_path, pa.array(["1 + 1 ?", "2 + 2 ?"])).rename(tmp_path / name)
+    if name == "no-columns":  # its footer is all there is between its two PAR1
+        pq.write_table(pa.table({}), path)
+        assert int.from_bytes(path.read_bytes()[-8:-4], "little") == path.stat().st_size - 12
     assert path.read_bytes()[:4] == b"PAR1"
     with pytest.raises(CLIUsageError) as caught:
         _read_inputs(str(path))
     assert str(caught.value).startswith(f"--input-file {str(path)!r} is a Parquet file, which predict")
 
 
-@pytest.mark.parametrize("text", ["PAR1 is a word\nPAR1\n", "PAR1", "PAR1PAR"])
+@pytest.mark.parametrize(
+    "text", ["PAR1 is a word\nPAR1\n", "PAR1", "PAR1PAR", "PAR1 mentions PAR1", "PAR1\n\x10\x00\x00\x00PAR1"]
+)
 def test_predict_reads_a_text_input_file_that_only_starts_like_parquet(tmp_path, text):
-    path = write(tmp_path / "in.txt", text)  # Parquet also ends with PAR1, after at least 8 bytes
+    # Parquet also ends with PAR1, after the footer's length, which the footer fits in (the last one: 16 > 2)
+    path = write(tmp_path / "in.txt", text)
     assert [record.text for record in _read_inputs(str(path))] == [line for line in text.split("\n") if line]
 
 

@@ -12,6 +12,7 @@ training started from, which the saved adapter config names by its absolute path
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -19,11 +20,12 @@ import pytest
 import torch
 from cli_runs import one_error_line, run
 from conftest import training_arguments
-from test_hub_sidecar import COMMIT, cache_repository, hub_cache  # noqa: F401 (a fixture)
+from huggingface_hub import errors
+from test_hub_sidecar import COMMIT, _http_error, cache_repository, hub_cache  # noqa: F401 (a fixture)
 
 from hf_cotmi.pipeline import DataArguments, EvaluationArguments, ModelArguments, run_training
 from hf_cotmi.run_arguments import CLIUsageError
-from hf_cotmi.students import ADAPTER_CONFIG, is_causal_folder, load_student
+from hf_cotmi.students import ADAPTER_CONFIG, failed_load_error, is_causal_folder, load_student, model_file
 
 REPO = "me/lora-run"
 
@@ -149,3 +151,151 @@ def test_a_damaged_adapter_config_is_named(lora_run, hub_cache, tmp_path, text):
     with pytest.raises(CLIUsageError) as error:
         load_student(str(folder))
     assert str(error.value).startswith(f"{folder / ADAPTER_CONFIG} {expected}"), error.value
+
+
+def _adapters_without(lora_run: Path, folder: Path, names: tuple[str, ...], base: str | None = None) -> Path:
+    """A copy of the LoRA run in ``folder`` without the files ``names``, its adapter config naming ``base``."""
+    shutil.copytree(lora_run, folder)
+    for name in names:
+        (folder / name).unlink()
+    if base is not None:
+        config = json.loads((folder / ADAPTER_CONFIG).read_text())
+        (folder / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model_name_or_path": base}))
+    return folder
+
+
+def _record_missing(snapshot: Path, *names: str) -> None:
+    """Record in the cache that the repository of ``snapshot`` has no ``names`` (as an online look does)."""
+    for name in names:
+        marker = snapshot.parents[1] / ".no_exist" / COMMIT / name
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+
+def test_adapters_without_weights_are_named_not_their_base_model_found_on_the_hub(
+    lora_run,
+    tiny_student_dir,
+    tmp_path,
+    hub_cache,  # noqa: F811
+):
+    cache_repository(hub_cache, Path(tiny_student_dir), repo="me/tiny")
+    # the reference: with its weights, the repository loads on the base model "me/tiny" from the Hub cache
+    whole = _adapters_without(lora_run, tmp_path / "whole", (), base="me/tiny")
+    cache_repository(hub_cache, whole, repo="me/whole")
+    assert load_student("me/whole", for_inference=True, device="cpu").model.training is False
+
+    folder = _adapters_without(
+        lora_run, tmp_path / "no-weights", ("adapter_model.safetensors",), base="me/tiny"
+    )
+    cache_repository(hub_cache, folder, repo=REPO)
+    with pytest.raises(CLIUsageError) as error:
+        load_student(REPO, for_inference=True, device="cpu")
+    message = str(error.value)
+    assert message.startswith(f"could not load the model {REPO!r}: it is not a local folder"), message
+    assert "base model" not in message, message  # "me/tiny" is in the cache: the adapters' weights are not
+    # a base model the cache does not hold (offline) is still the one named
+    absent = _adapters_without(lora_run, tmp_path / "absent-base", (), base="me/absent")
+    cache_repository(hub_cache, absent, repo="me/absent-base")
+    with pytest.raises(CLIUsageError, match="whose base model 'me/absent' .base_model_name_or_path"):
+        load_student("me/absent-base", for_inference=True, device="cpu")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@pytest.mark.parametrize("where", ["hub", "folder"])
+def test_adapters_without_tokenizer_files_load_their_base_models_tokenizer(
+    lora_run,
+    tiny_student_dir,
+    tmp_path,
+    where,
+    caplog,
+    hub_cache,  # noqa: F811
+):
+    from transformers import AutoTokenizer
+
+    folder = _adapters_without(lora_run, tmp_path / "no-tokenizer", TOKENIZER_FILES)
+    assert not any(folder.glob("tokenizer*")) and not (folder / "special_tokens_map.json").exists()
+    name = str(folder)
+    if where == "hub":  # an online look found no tokenizer files in the repository (a plain PEFT push)
+        _record_missing(cache_repository(hub_cache, folder, repo=REPO), *TOKENIZER_FILES)
+        name = REPO
+    with caplog.at_level("INFO", logger="hf_cotmi"):
+        student = load_student(name, for_inference=True, device="cpu")
+    assert f"{name!r} holds adapters without tokenizer files" in caplog.text
+    assert f"the tokenizer of their base model {tiny_student_dir!r}" in caplog.text
+    base = AutoTokenizer.from_pretrained(tiny_student_dir)
+    text = "tom has 3 apples and buys 4 more"
+    assert student.tokenizer(text)["input_ids"] == base(text)["input_ids"]
+    assert (
+        len(student.tokenizer) == len(base) and student.tokenizer.unk_token_id != base(text)["input_ids"][0]
+    )
+
+
+def test_adapters_with_an_incomplete_tokenizer_are_still_refused(lora_run, tmp_path):
+    # tokenizer_config.json says the folder has a tokenizer: its missing vocabulary is an error, as for a model
+    folder = _adapters_without(lora_run, tmp_path / "incomplete", ("tokenizer.json",))
+    with pytest.raises(CLIUsageError, match=rf"--model {re.escape(repr(str(folder)))}: no tokenizer files"):
+        load_student(str(folder))
+
+
+def test_offline_an_adapter_repo_whose_tokenizer_files_are_unknown_keeps_its_own(
+    lora_run,
+    tmp_path,
+    hub_cache,  # noqa: F811
+):
+    # neither cached nor recorded missing: whether the repository has a tokenizer is unknown
+    folder = _adapters_without(lora_run, tmp_path / "no-tokenizer", TOKENIZER_FILES)
+    cache_repository(hub_cache, folder, repo=REPO)
+    with pytest.raises(CLIUsageError, match=f"could not load the tokenizer {REPO!r}"):
+        load_student(REPO)
+
+
+def test_the_adapter_probe_takes_the_caches_record_without_asking_the_hub(
+    tiny_student_dir,
+    monkeypatch,
+    hub_cache,  # noqa: F811
+):
+    import huggingface_hub
+
+    asked: list[dict] = []
+
+    def hf_hub_download(**kwargs):  # the Hub failing (after huggingface_hub's retries)
+        asked.append(kwargs)
+        raise _http_error(errors.HfHubHTTPError, 500)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    snapshot = cache_repository(hub_cache, Path(tiny_student_dir), repo="me/tiny")
+    _record_missing(snapshot, ADAPTER_CONFIG)
+    student = load_student("me/tiny")  # a full model, from the cache
+    assert type(student.model).__name__ == "T5ForConditionalGeneration" and asked == []
+    # without the record the Hub is asked, as before
+    (snapshot.parents[1] / ".no_exist" / COMMIT / ADAPTER_CONFIG).unlink()
+    with pytest.raises(CLIUsageError, match="500 Client Error"):
+        load_student("me/tiny")
+    assert asked == [{"repo_id": "me/tiny", "filename": ADAPTER_CONFIG}]
+    # other files of the model are asked for even when recorded missing (a record can be stale)
+    _record_missing(snapshot, "hf_cotmi_config.json")
+    with pytest.raises(CLIUsageError, match="500 Client Error"):
+        model_file("me/tiny", "hf_cotmi_config.json")
+
+
+@pytest.mark.parametrize(
+    "kind,status,no_such_repository",
+    [
+        ("RepositoryNotFoundError", 401, True),
+        ("RepositoryNotFoundError", 404, True),
+        ("GatedRepoError", 403, False),
+    ],
+)
+def test_a_name_the_hub_has_no_repository_for_is_said_to_be_neither_folder_nor_repository(
+    kind, status, no_such_repository
+):
+    answer = _http_error(getattr(errors, kind), status)
+    wrapped = OSError("runs/lora is not a local folder and is not a valid model identifier")
+    wrapped.__cause__ = answer  # as transformers raises it
+    for error in (answer, wrapped):
+        message = str(failed_load_error("model", "runs/lora", error))
+        neither = "'runs/lora': it is neither a local folder nor a Hugging Face Hub repository"
+        assert (neither in message) is no_such_repository, message
+        assert message.endswith(f"({str(error).splitlines()[0]})"), message
