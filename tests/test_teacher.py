@@ -464,9 +464,8 @@ def test_a_choice_holding_a_letter_is_not_read_as_that_letter(answer):
     [
         # the letter after the choice names another choice
         ("vitamin (c) (a).", VITAMINS, "letter (a) names choice 'vitamin (a)' but its text 'vitamin (c)' is"),
-        # words that start with another choice before the letter: they gave the letter's choice
-        # ("vitamin (a)", "refrigerator")
-        ("vitamin (c) or vitamin (a).", VITAMINS, "its text 'vitamin (c) or vitamin' starts with choice (b)"),
+        # words that start with another choice before the letter: it gave the letter's choice
+        # ("refrigerator")
         (
             "oven, not (b).",
             PIE_CHOICES,
@@ -479,6 +478,25 @@ def test_a_choice_holding_a_letter_is_not_read_as_that_letter(answer):
 def test_a_letter_after_words_starting_with_another_choice_is_refused(answer, choices, reason):
     parsed = parse_teacher_output("multiple_choice", f"{_ORANGES} So the answer is {answer}", choices=choices)
     assert not parsed.parsed and reason in parsed.reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        # the letter ends a second choice's text: the reason said the letter named a choice ("iron", or
+        # "vitamin (a)") that the text, starting with the first choice, was not
+        ("vitamin (a) or vitamin (c).", "((a) 'vitamin (a)' and (b) 'vitamin (c)')"),
+        ("vitamin (c), not vitamin (a).", "((b) 'vitamin (c)' and (a) 'vitamin (a)')"),
+        ("vitamin (c) or vitamin (a).", "((b) 'vitamin (c)' and (a) 'vitamin (a)')"),
+        ("vitamin (a) or Vitamin (C).", "((a) 'vitamin (a)' and (b) 'vitamin (c)')"),  # in any case
+    ],
+)
+def test_a_letter_ending_a_second_choice_is_refused_as_two_choices(answer, shown):
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_ORANGES} So the answer is {answer}", choices=VITAMINS
+    )
+    assert not parsed.parsed
+    assert parsed.reason == f"the answer sentence names more than one choice {shown}"
 
 
 @pytest.mark.parametrize(

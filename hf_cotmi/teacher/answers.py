@@ -536,6 +536,13 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
         whole_word = not body[named_choice[1] : named_choice[1] + 1].isalnum()  # "art", not "artwork"
         if whole_word and opening_key in keys and opening_key != keys[index]:  # opened by another choice
             other = chr(ord("a") + keys.index(opening_key))
+            # the letter ends another choice's text ("vitamin (a) or vitamin (c)."): two choices, no letter
+            ending = _choice_ending_at(body, first.end(), named_choice[1], choices)
+            if ending is not None and normalize_text(choices[ending]) != opening_key:
+                shown = " and ".join(
+                    f"({chr(ord('a') + at)}) {choices[at]!r}" for at in (keys.index(opening_key), ending)
+                )
+                return output, f"the answer sentence names more than one choice ({shown})"
             return output, (
                 f"the answer's letter ({named[0]}) names choice {choices[index]!r} but its text {said!r} starts "
                 f"with choice ({other}) {choices[keys.index(opening_key)]!r}"
@@ -543,6 +550,29 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
     if known and (not key or first is not None):  # a letter alone, or after words that are no choice
         return PalmOutput(output.rationale, str(choices[index])), ""
     return PalmOutput(output.rationale, ""), ""
+
+
+def _choice_ending_at(line: str, end: int, start: int, choices: Sequence[str]) -> int | None:
+    """The index in ``choices`` of the longest choice (in any case) with words before a final ``(x)``
+    letter whose text is ``line[:end]``'s end, as a whole word beginning at or after ``start``; None when
+    there is none.
+
+    Examples:
+        >>> _choice_ending_at("vitamin (a) or vitamin (c)", 26, 11, ["vitamin (a)", "vitamin (c)", "iron"])
+        1
+        >>> _choice_ending_at("oven, not (b)", 13, 4, ["oven", "refrigerator"]) is None
+        True
+    """
+    found: int | None = None
+    for at, choice in enumerate(str(choice).strip() for choice in choices):
+        begin = end - len(choice)
+        mark = _LETTER_MARK.fullmatch(choice, max(len(choice) - 3, 0))
+        if mark is None or not choice[: mark.start()].strip() or begin < start:
+            continue  # no choice with words before a final letter, or one reaching into the opening choice
+        if line[begin:end].casefold() == choice.casefold() and not line[begin - 1 : begin].isalnum():
+            if found is None or len(choice) > len(str(choices[found]).strip()):
+                found = at
+    return found
 
 
 def _without_separator(text: str, keys: Sequence[str], letter_key: str = "") -> str:
