@@ -1733,11 +1733,18 @@ def run_evaluation(
 def _recorded_limit(
     sidecar: dict[str, Any], split: str, data_args: DataArguments, explicit: Collection[str] = ()
 ) -> int | None:
-    """The first-N cut the run made to ``split`` (:func:`held_out_max_samples`), unless a flag sets one."""
+    """The first-N cut the run made to ``split`` (:func:`held_out_max_samples`), unless a flag sets one or
+    asks for other synthetic data (``--synthetic-test-size 50``: that data is not the run's, and its size wins).
+    """
     if _given(data_args, "max_test_samples", explicit):
+        return None
+    if any(_given(data_args, name, explicit) for name in _SYNTHETIC_DATA_FIELDS):
         return None
     return (sidecar.get("held_out_max_samples") or {}).get("valid" if split == "validation" else split)
 
+
+# DataArguments fields that generate other synthetic data than a run recorded: its first-N cut does not apply
+_SYNTHETIC_DATA_FIELDS = ("synthetic_test_size", "synthetic_steps", "synthetic_max_number", "synthetic_seed")
 
 # DataArguments fields that only training reads: evaluate refuses them rather than ignore them
 _TRAINING_ONLY_DATA_FIELDS = {

@@ -75,3 +75,26 @@ def test_the_recorded_limit_belongs_to_its_split_and_a_flag_wins(subset_run, tmp
         str(subset_run), DataArguments(max_test_samples=100), EvaluationArguments(), plot_file=plot
     )
     assert whole["num_examples"] == TEST_ROWS and "run_max_samples" not in whole
+
+
+def test_other_synthetic_data_is_evaluated_whole_not_cut_to_the_runs_count(tiny_student_dir, tmp_path):
+    """``--smoke`` records a cut of 20; ``evaluate --synthetic-test-size 50`` asks for 50 other examples."""
+    out = tmp_path / "out"
+    run_training(
+        ModelArguments(model_name_or_path=tiny_student_dir),
+        DataArguments(dataset="synthetic", synthetic_train_size=8, synthetic_test_size=6, max_test_samples=3),
+        EvaluationArguments(num_examples_to_show=0),
+        training_arguments(out, max_steps=1),
+        print_fn=lambda text: None,
+    )
+    plot = str(tmp_path / "d.png")
+    recorded = run_evaluation(str(out), DataArguments(), EvaluationArguments(), plot_file=plot)
+    assert recorded["num_examples"] == 3 and recorded["run_max_samples"] == 3
+    other = run_evaluation(
+        str(out), DataArguments(synthetic_test_size=5), EvaluationArguments(), plot_file=plot
+    )
+    assert other["num_examples"] == 5 and "run_max_samples" not in other
+    reseeded = run_evaluation(
+        str(out), DataArguments(synthetic_seed=7), EvaluationArguments(), plot_file=plot
+    )
+    assert reseeded["num_examples"] == 6 and "run_max_samples" not in reseeded
