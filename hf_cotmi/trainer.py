@@ -492,6 +492,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         self._last_component_step: int | None = None
         # the evaluate()/predict() call in progress: its dataset, metric prefix and generation options
         self._evaluation_context: tuple[Any, str, dict[str, Any]] | None = None
+        # evaluation sets read into memory for several processes, by id() of the set: (the set, its rows)
+        self._sized_eval_sets: dict[int, tuple[Any, Any]] = {}
 
     @property
     def evaluation_generation_kwargs(self) -> dict[str, Any]:
@@ -1022,7 +1024,11 @@ class DSSMITrainer(Seq2SeqTrainer):
 
         A dict of evaluation sets is evaluated one set at a time with the prefix ``{prefix}_{name}``, and
         ``gen_kwargs`` (``max_new_tokens=...``, ``num_beams=...``) reach every set; the base class loop
-        would drop them.
+        would drop them. On several processes an iterable set is read into memory first, as :meth:`predict`
+        explains, once per set object: later evaluations (each evaluation during training) reuse its rows.
+
+        Examples:
+            >>> # trainer.evaluate(features["validation"], max_new_tokens=8)["eval_accuracy"]
         """
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(dataset, dict):
@@ -1039,8 +1045,49 @@ class DSSMITrainer(Seq2SeqTrainer):
             return metrics
         if isinstance(dataset, str):  # a name inside a dict-valued self.eval_dataset
             dataset = self.eval_dataset[dataset]
-        with self._evaluation_scope(dataset, metric_key_prefix, gen_kwargs):
+        with self._evaluation_scope(self._sized_eval_set(dataset), metric_key_prefix, gen_kwargs):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        """The Trainer's evaluation dataloader, over the set read into memory where :meth:`evaluate` reads it.
+
+        ``eval_dataset`` is, as for the base class, a set, a name in a dict-valued ``eval_dataset`` or ``None``
+        (the trainer's own set); a named set keeps its name as the key of a dataloader kept with
+        ``dataloader_persistent_workers``.
+
+        Examples:
+            >>> # trainer.get_eval_dataloader("ood")  # the loader of trainer.eval_dataset["ood"]
+        """
+        if isinstance(eval_dataset, str):
+            dataset = self.eval_dataset[eval_dataset]
+        else:
+            dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        sized = self._sized_eval_set(dataset)
+        if sized is dataset:
+            return super().get_eval_dataloader(eval_dataset)
+        key = eval_dataset if isinstance(eval_dataset, str) else "eval"
+        kept = getattr(self, "_eval_dataloaders", {})
+        if self.args.dataloader_persistent_workers and key in kept:
+            return kept[key]
+        return self._get_dataloader(
+            dataset=sized,
+            description="Evaluation",
+            batch_size=self.args.eval_batch_size,
+            sampler_fn=self._get_eval_sampler,
+            dataloader_key=key,
+        )
+
+    def _sized_eval_set(self, dataset: Any) -> Any:
+        """:meth:`_sized_on_several_processes` of an evaluation set, read once per set object."""
+        if dataset is None:
+            return None
+        cached = self._sized_eval_sets.get(id(dataset))
+        if cached is not None and cached[0] is dataset:
+            return cached[1]
+        sized = self._sized_on_several_processes(dataset)
+        if sized is not dataset:  # keeps the set itself too, so its id() names no other set meanwhile
+            self._sized_eval_sets[id(dataset)] = (dataset, sized)
+        return sized
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         """The base loop, gathering predictions, labels and losses with ``gather_for_metrics``.

@@ -1,5 +1,6 @@
 """Two CPU processes (torchrun, gloo) predict an iterable set as one process does: every example once, in the
-dataset's order, with ``predictions.jsonl`` matching, whether accelerate dispatches batches or not."""
+dataset's order, with ``predictions.jsonl`` matching, whether accelerate dispatches batches or not; and
+evaluate it with every example once, reading it once for several evaluations."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def test_two_processes_predict_iterable_sets_in_order(tmp_path: Path) -> None:
                 assert got["predicted_rows"] == len(expected), (rank, case)
                 assert [g.strip() for g in got["gold"]] == [r["label"] for r in expected], (rank, case)
                 assert got["predictions"] == reference["predictions"], (rank, case)  # the untrained model's
+                evaluated = report[f"evaluate/{case}"]
+                assert "error" not in evaluated, (rank, case, evaluated)
+                # every example once (the evaluation order may differ from the dataset's on two processes)
+                assert sorted(evaluated["gold"]) == sorted(r["label"] for r in expected), (rank, case)
                 if rank == 2:  # the second process of two writes no predictions.jsonl
                     assert "jsonl" not in got
                     continue
@@ -49,3 +54,8 @@ def test_two_processes_predict_iterable_sets_in_order(tmp_path: Path) -> None:
                 assert [line["prediction"] for line in lines] == reference["predictions"], (rank, case)
                 if name != "torch-iterable":  # a torch iterable set has no column names to find "input" in
                     assert [line["input"] for line in lines] == [r["input"] for r in expected], (rank, case)
+            twice = report[f"evaluate-twice/{dispatch}"]
+            assert "error" not in twice, (rank, dispatch, twice)
+            assert [sorted(gold) for gold in twice["gold"]] == [sorted(r["label"] for r in expected)] * 2
+            # one process reads the set at each evaluation; two read it into memory once
+            assert twice["reads"] == (2 if report is single else 1), (rank, dispatch)

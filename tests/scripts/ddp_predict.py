@@ -8,6 +8,11 @@ so batches are padded to different lengths. Every set is predicted by a trainer 
 row dicts. Each process writes ``OUT/report_rank{N}.json``: for each case, the decoded gold labels and
 predicted labels of ``predict()``, and (main process) the ``predictions.jsonl`` lines it wrote; a case that
 raised gives its error instead.
+
+Every set is also evaluated (``"evaluate/{dispatch}/{name}"``): the decoded gold labels ``compute_metrics``
+saw. Last, a ``torch.utils.data.IterableDataset`` given as the trainer's dict-valued ``eval_dataset`` is
+evaluated twice (``"evaluate-twice/{dispatch}"``): the rows ``compute_metrics`` saw each time and how often
+the set was read.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ class RowDicts(torch.utils.data.IterableDataset):
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        self.reads = 0
 
     def __iter__(self):
+        self.reads += 1
         return iter(self.dataset)
 
 
@@ -74,7 +81,17 @@ def main() -> None:
             seed=0,
         )
         rank = args.process_index
-        trainer = DSSMITrainer(model=model, args=args, processing_class=tokenizer)
+        seen: list[list[str]] = []
+
+        def compute_metrics(prediction, seen=seen) -> dict[str, float]:
+            labels = prediction.label_ids
+            gold = np.where(labels < 0, tokenizer.pad_token_id, labels)
+            seen.append([text.strip() for text in tokenizer.batch_decode(gold, skip_special_tokens=True)])
+            return {}
+
+        trainer = DSSMITrainer(
+            model=model, args=args, processing_class=tokenizer, compute_metrics=compute_metrics
+        )
         for name, make in sets.items():
             case = f"{dispatch}/{name}"
             try:
@@ -93,6 +110,21 @@ def main() -> None:
             if trainer.is_world_process_zero():
                 with open(os.path.join(args.output_dir, "predictions.jsonl"), encoding="utf-8") as handle:
                     report[case]["jsonl"] = [json.loads(line) for line in handle]
+            seen.clear()
+            try:
+                trainer.evaluate(make())
+                report[f"evaluate/{case}"] = {"gold": seen[0]}
+            except Exception as error:  # noqa: BLE001
+                report[f"evaluate/{case}"] = {"error": f"{type(error).__name__}: {error}"}
+        seen.clear()
+        rows = RowDicts(features)
+        trainer.eval_dataset = {"rows": rows}
+        try:
+            trainer.evaluate()
+            trainer.evaluate()
+            report[f"evaluate-twice/{dispatch}"] = {"gold": list(seen), "reads": rows.reads}
+        except Exception as error:  # noqa: BLE001
+            report[f"evaluate-twice/{dispatch}"] = {"error": f"{type(error).__name__}: {error}"}
     with open(os.path.join(output_dir, f"report_rank{rank}.json"), "w") as handle:
         json.dump(report, handle)
     # As in ddp_train.py: leave without the interpreter's teardown (gloo can hang in its destructor at exit).
