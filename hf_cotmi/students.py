@@ -80,7 +80,8 @@ def failed_load_error(what: str, name: str, error: Exception) -> CLIUsageError:
     A ``name`` that is a folder holds no loadable model; any other name is neither a local folder nor
     something the Hugging Face Hub could provide, and where the Hub answered that it has no such repository
     (404, or 401 for a name it does not show without a token), the message says the name is neither a local
-    folder nor a Hub repository. The first line of ``error`` (or its type, when it has no message) ends the
+    folder nor a Hub repository, and that a private one needs a token (one that can read it, when a token
+    is set: ``huggingface_hub.get_token()``). The first line of ``error`` (or its type, when it has no message) ends the
     message.
 
     Args:
@@ -101,9 +102,14 @@ def failed_load_error(what: str, name: str, error: Exception) -> CLIUsageError:
     if os.path.isdir(name):
         where = "the folder exists but holds no loadable model"
     elif _no_such_repository(error):
+        from huggingface_hub import get_token
+
+        token = (
+            "a token that can read it" if get_token() is not None else "a token: hf auth login, or HF_TOKEN"
+        )
         where = (
             "it is neither a local folder nor a Hugging Face Hub repository (a relative path is read from the "
-            "current folder; a private repository needs a token: hf auth login, or HF_TOKEN)"
+            f"current folder; a private repository needs {token})"
         )
     else:
         where = "it is not a local folder, and the Hugging Face Hub could not provide it (offline, or no such repo)"
@@ -430,10 +436,11 @@ def input_length_limit(
     return generation_prompt_limit(model, tokenizer, max_new_tokens, limit) or limit
 
 
-def _adapter_config(name: str) -> dict[str, Any] | None:
+def _adapter_config(name: str, *, trust_cached_absence: bool = True) -> dict[str, Any] | None:
     """The values of the ``adapter_config.json`` of the model ``name``: a folder or a Hub repository of PEFT
-    adapters (:func:`model_file`); None when it holds none, or when, offline, the file is not in the cache
-    (loading the model then says what is missing).
+    adapters (:func:`model_file`, by default taking the cache's record that a repository has none as it
+    stands); None when it holds none, or when, offline, the file is not in the cache (loading the model then
+    says what is missing).
 
     Raises:
         CLIUsageError: the file is not valid JSON or holds no JSON object (naming the file), or the Hub
@@ -445,7 +452,7 @@ def _adapter_config(name: str) -> dict[str, Any] | None:
 
     try:
         # asked of every Hub model: the cache's record that a repository has none is taken as it stands
-        file = model_file(name, ADAPTER_CONFIG, trust_cached_absence=True)
+        file = model_file(name, ADAPTER_CONFIG, trust_cached_absence=trust_cached_absence)
     except HubFileUnreachable:
         return None
     if file is None:
@@ -532,14 +539,38 @@ def check_model_folder(name: str | os.PathLike[str]) -> None:
 def _pretrained(
     name: str, tokenizer_name: str, merge_adapters: bool, student_type: str | None = None
 ) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
     if os.path.isfile(name):
         raise CLIUsageError(
             f"--model {name!r} is a file; expected a model folder (e.g. one a training run saved) or a Hub name"
         )
     check_model_folder(name)
     adapter = _adapter_config(name)  # a folder or Hub repository of adapters has one
+    try:
+        return _pretrained_as(name, tokenizer_name, merge_adapters, student_type, adapter)
+    except CLIUsageError as error:
+        if adapter is not None or os.path.exists(name):
+            raise
+        # the cache's record that the repository has no adapter config may be stale (it has become one of
+        # adapters since): ask the Hub before giving up
+        try:
+            adapter = _adapter_config(name, trust_cached_absence=False)
+        except CLIUsageError:
+            adapter = None
+        if adapter is None:
+            raise error
+        return _pretrained_as(name, tokenizer_name, merge_adapters, student_type, adapter)
+
+
+def _pretrained_as(
+    name: str,
+    tokenizer_name: str,
+    merge_adapters: bool,
+    student_type: str | None,
+    adapter: dict[str, Any] | None,
+) -> tuple[Any, Any]:
+    """:func:`_pretrained` of a model that holds the adapters ``adapter`` (their config), or none."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
     base_tokenizer = False
     if adapter is not None and tokenizer_name == name:
         tokenizer_name = _adapter_tokenizer_source(name, adapter)

@@ -299,3 +299,46 @@ def test_a_name_the_hub_has_no_repository_for_is_said_to_be_neither_folder_nor_r
         neither = "'runs/lora': it is neither a local folder nor a Hugging Face Hub repository"
         assert (neither in message) is no_such_repository, message
         assert message.endswith(f"({str(error).splitlines()[0]})"), message
+
+
+@pytest.mark.parametrize("token", [None, "hf_stand_in"], ids=["no-token", "token-set"])
+def test_a_private_repository_is_said_to_need_a_token_that_can_read_it_when_one_is_set(token, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: token)
+    message = str(failed_load_error("model", "me/private", _http_error(errors.RepositoryNotFoundError, 401)))
+    if token is None:
+        assert "a private repository needs a token: hf auth login, or HF_TOKEN)" in message, message
+    else:
+        assert "a private repository needs a token that can read it)" in message, message
+        assert "hf auth login" not in message, message
+
+
+def test_a_repo_that_became_adapters_since_the_cache_recorded_none_loads_them(
+    lora_run,
+    monkeypatch,
+    hub_cache,  # noqa: F811
+):
+    import huggingface_hub
+    from peft import PeftModel
+
+    # the cache knows the repository at an older commit, without adapter_config.json (a full model then, whose
+    # files are gone); the Hub's main branch is now COMMIT, the adapters
+    snapshot = cache_repository(hub_cache, lora_run, repo=REPO)
+    repository, old = snapshot.parents[1], "f" * 40
+    (repository / "snapshots" / old).mkdir()
+    (repository / "refs" / "main").write_text(old)
+    (repository / ".no_exist" / old).mkdir(parents=True)
+    (repository / ".no_exist" / old / ADAPTER_CONFIG).touch()
+    real_download = huggingface_hub.hf_hub_download
+    asked: list[str] = []
+
+    def hf_hub_download(**kwargs):  # the Hub answers with its main branch, which the cache then knows
+        asked.append(kwargs["filename"])
+        (repository / "refs" / "main").write_text(COMMIT)
+        return real_download(**kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    student = load_student(REPO)
+    assert isinstance(student.model, PeftModel), type(student.model)
+    assert asked[0] == ADAPTER_CONFIG, asked
