@@ -39,7 +39,14 @@ from .pipeline import (
     write_json,
 )
 from .prediction_inputs import input_records
-from .run_arguments import COLUMN_FIELDS, CLIUsageError, DataArguments, EvaluationArguments, ModelArguments
+from .run_arguments import (
+    COLUMN_FIELDS,
+    CLIUsageError,
+    DataArguments,
+    EvaluationArguments,
+    ModelArguments,
+    plural,
+)
 from .teacher.command import build_generate_rationales_parser, generate_rationales_command
 
 __all__ = [
@@ -408,12 +415,13 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
             disable_tqdm=args.disable_tqdm,
         )
     print(
-        f"{report['dataset'] or 'your files'} {report['split']} ({report['num_examples']} examples, "
+        f"{report['dataset'] or 'your files'} {report['split']} ({plural(report['num_examples'], 'example')}, "
         f"{report['confidence_mode']} confidence, {report['n_bins']} bins):"
     )
     if "run_max_samples" in report:
         print(
-            f"  (the first {report['run_max_samples']} examples, as the training run evaluated them; "
+            f"  (the first {plural(report['run_max_samples'], 'example')}, as the training run evaluated "
+            f"{'it' if report['run_max_samples'] == 1 else 'them'}; "
             "--max-test-samples N evaluates more)"
         )
     print(f"  accuracy        {report['accuracy']:.4f}")

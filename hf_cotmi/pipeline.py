@@ -38,6 +38,7 @@ from .run_arguments import (
     EvaluationArguments,
     ModelArguments,
     error_summary,
+    plural,
 )
 from .student_types import resolve_student_type
 from .students import (
@@ -1022,7 +1023,7 @@ def _how_to_resume(output_dir: str) -> str:
 def _describe_training(training_args: Any) -> str:
     settings = training_args.loss_settings()
     steps = training_args.max_steps > 0
-    length = f"{training_args.max_steps} steps" if steps else f"{training_args.num_train_epochs} epochs"
+    length = plural(training_args.max_steps, "step") if steps else f"{training_args.num_train_epochs} epochs"
     return (
         f"training: {length}, batch {training_args.per_device_train_batch_size}, "
         f"lr {training_args.learning_rate:g}; loss = {settings['label_loss_weight']:g} * label + "
@@ -1073,7 +1074,7 @@ def evaluate_split(
         >>> #                                             split_name="valid")  # prints "valid: accuracy ..."
     """
     name = split_name or prefix
-    print_fn(f"evaluating on {features.num_rows} {name} examples ...")
+    print_fn(f"evaluating on {plural(features.num_rows, name + ' example')} ...")
     metrics = trainer.evaluate(features, metric_key_prefix=prefix)
     confidences = _ece_callback(trainer).last_results.get(prefix)  # choice accuracy: ECECallback logs it
     trainer.save_metrics(prefix, metrics)
@@ -1172,7 +1173,8 @@ def _show_examples(
     )
     candidates = mode == "candidates"
     what = "the most likely candidate label and the generated label" if candidates else "label"
-    print_fn(f"the first {shown} of them, with the generated rationale and {what}:")
+    first = "the first one" if shown == 1 else f"the first {shown}"
+    print_fn(f"{first} of them, with the generated rationale and {what}:")
     for row, gold in zip(rows, raw["label"]):
         row["gold"] = gold
         row["correct"] = bool(spec.is_correct(row["label"], gold))

@@ -48,6 +48,16 @@ def error_summary(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun``, the noun with an "s" unless the count is 1: a count in a printed message.
+
+    Examples:
+        >>> plural(1, "step"), plural(2, "step"), plural(0, "valid example")
+        ('1 step', '2 steps', '0 valid examples')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 @dataclass
 class ModelArguments:
     """Which student to train: a Hub name or local path, or (without one) a small T5 built from a config.

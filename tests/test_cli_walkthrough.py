@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from cli_runs import one_error_line, run
 
+from hf_cotmi.run_arguments import plural
+
 TINY = [
     "--tiny-d-model", "16", "--tiny-num-layers", "1", "--tiny-num-heads", "2", "--tiny-d-ff", "32",
     "--per-device-train-batch-size", "4", "--per-device-eval-batch-size", "4", "--use-cpu",
@@ -56,6 +58,12 @@ CUSTOM_COLUMNS = [
 # ------------------------------------------------------------------------------------------- train output
 
 
+def test_plural_leaves_the_s_off_for_a_count_of_one_only():
+    counts = [plural(count, "step") for count in (0, 1, 2, 11)]
+    assert counts == ["0 steps", "1 step", "2 steps", "11 steps"]
+    assert plural(1, "valid example") == "1 valid example" and plural(3, "record") == "3 records"
+
+
 def test_train_with_progress_bars_prints_each_logging_step_and_evaluation_once(tmp_path, capsys):
     code, out, err = run(
         capsys, "train", "--dataset", "synthetic", "--synthetic-train-size", "16", "--synthetic-valid-size", "4",
@@ -63,6 +71,7 @@ def test_train_with_progress_bars_prints_each_logging_step_and_evaluation_once(t
         "--eval-steps", "2", "--save-strategy", "no", *TINY, "--output-dir", str(tmp_path / "out"),
     )  # fmt: skip
     assert code == 0, err
+    assert "\ntraining: 2 steps, batch 4, " in out, out
     assert re.findall(r"^  step (\d)/2  loss ", out, flags=re.MULTILINE) == ["1", "2"], out
     assert len(re.findall(r"^  eval at step 2: ", out, flags=re.MULTILINE)) == 1, out
     # the progress bar's copy of the same logs, as a Python dict, is not printed as well
@@ -102,6 +111,7 @@ def test_the_final_evaluation_is_named_by_the_test_split_it_measured(tmp_path, c
         "--disable-tqdm", *TINY, "--output-dir", str(tmp_path / "out"),
     )  # fmt: skip
     assert code == 0, err
+    assert "\ntraining: 1 step, batch 4, " in out, out  # not "1 steps"
     assert "evaluating on 4 valid examples ..." in out
     assert final_result_lines(out) == ["valid"], out
 

@@ -223,6 +223,7 @@ def generate_rationales_command(argv: Sequence[str], debug: bool = False) -> int
     Examples:
         >>> generate_rationales_command(["--input-file", "in.jsonl"])  # doctest: +SKIP
     """
+    from ..run_arguments import plural
     from .generate import generate_rationales
 
     args = _parse(argv)
@@ -264,16 +265,18 @@ def generate_rationales_command(argv: Sequence[str], debug: bool = False) -> int
         partial = getattr(error, "summary", None)
         if partial is not None:
             print(
-                f"stopped: {partial.parsed + partial.unparsable} of {partial.total} records done; rerun to continue"
+                f"stopped: {partial.parsed + partial.unparsable} of {plural(partial.total, 'record')} done; "
+                "rerun to continue"
             )
             print(json.dumps(partial.counts()))
             sys.stdout.flush()
         raise
     rate = "n/a" if summary.agreement_rate is None else f"{summary.agreement_rate:.3f}"
     print(
-        f"{summary.written} records written to {summary.output_file}, "
+        f"{plural(summary.written, 'record')} written to {summary.output_file}, "
         f"{summary.unparsable + summary.dropped} to {summary.rejects_file}; "
-        f"{summary.resumed} were already done; mean self-consistency agreement {rate}"
+        f"{summary.resumed} {'was' if summary.resumed == 1 else 'were'} already done; "
+        f"mean self-consistency agreement {rate}"
     )
     print(json.dumps(summary.counts()))
     return 0
