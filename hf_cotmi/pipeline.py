@@ -26,7 +26,6 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .data.jsonfiles import json_value_kind
 from .data.textfiles import InputRecord, write_text_atomically
 from .generation import generate_texts, predict_texts
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
@@ -37,7 +36,6 @@ from .run_arguments import (
     DataArguments,
     EvaluationArguments,
     ModelArguments,
-    error_summary,
     plural,
 )
 from .student_types import resolve_student_type
@@ -49,6 +47,7 @@ from .students import (
     load_student,
     model_file,
     peft_config,
+    read_model_json,
 )
 from .tasks import METRICS, SYNTHETIC_TASK, TASKS, TaskSpec, get_task
 
@@ -542,24 +541,15 @@ def read_sidecar(path: str) -> dict[str, Any]:
     file = _sidecar_file(path)
     if file is None:
         return {}
-    where, fix = file, "restore it from the run (or a checkpoint-N/ of it), or delete it to use the defaults"
+    fix = "restore it from the run (or a checkpoint-N/ of it), or delete it to use the defaults"
     if not os.path.isdir(path):
-        where = f"{file} (the {SIDECAR_NAME} of the Hub repository {path!r})"
         fix = "upload the run's own copy to the repository again, or give the run's output folder instead"
-    try:
-        with open(file, encoding="utf-8") as handle:
-            value = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CLIUsageError(
-            f"{where} is not valid JSON ({error_summary(error)}); it holds the settings evaluate and predict "
-            f"reuse: {fix}"
-        ) from error
-    if not isinstance(value, dict):
-        raise CLIUsageError(
-            f"{where} holds {json_value_kind(value)}; expected a JSON object of the run's settings, as training "
-            f"writes it: {fix}"
-        )
-    return value
+    return read_model_json(
+        path,
+        file,
+        invalid=f"it holds the settings evaluate and predict reuse: {fix}",
+        expected=f"expected a JSON object of the run's settings, as training writes it: {fix}",
+    )
 
 
 # the Hub repositories whose sidecar could not be read, warned of once in a process

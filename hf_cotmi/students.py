@@ -222,6 +222,42 @@ def model_file(path: str, filename: str, *, trust_cached_absence: bool = False) 
         raise failed_load_error("model", path, error) from error
 
 
+def read_model_json(name: str, file: str, *, invalid: str, expected: str) -> dict[str, Any]:
+    """The JSON object in ``file``, a file of the model ``name`` (a folder or a Hub repository) that
+    :func:`model_file` found: a damaged one must not pass for none.
+
+    Raises:
+        CLIUsageError: ``file`` is not valid JSON (the message goes on with ``invalid``: what the file is for
+            and how to restore it) or holds no JSON object (``expected``); it names the file, and for a Hub
+            repository the repository it came from.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = open(os.path.join(folder, "a.json"), "w").write("[1]")
+        >>> try:
+        ...     read_model_json(folder, os.path.join(folder, "a.json"), invalid="?", expected="expected an object")
+        ... except CLIUsageError as error:
+        ...     print(str(error).split("; ")[1])
+        expected an object
+    """
+    import json
+
+    from .data.jsonfiles import json_value_kind
+
+    where = file
+    if not os.path.exists(name):
+        where = f"{file} (the {os.path.basename(file)} of the Hub repository {name!r})"
+    try:
+        with open(file, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise CLIUsageError(f"{where} is not valid JSON ({error_summary(error)}); {invalid}") from error
+    if not isinstance(value, dict):
+        raise CLIUsageError(f"{where} holds {json_value_kind(value)}; {expected}")
+    return value
+
+
 def _tokenizer_class_files(folder: str) -> tuple[str, dict[str, str]] | None:
     """The class ``tokenizer_config.json`` names and its vocabulary files, or None when it names none."""
     import json
@@ -446,10 +482,6 @@ def _adapter_config(name: str, *, trust_cached_absence: bool = True) -> dict[str
         CLIUsageError: the file is not valid JSON or holds no JSON object (naming the file), or the Hub
             refuses the repository.
     """
-    import json
-
-    from .data.jsonfiles import json_value_kind
-
     try:
         # asked of every Hub model: the cache's record that a repository has none is taken as it stands
         file = model_file(name, ADAPTER_CONFIG, trust_cached_absence=trust_cached_absence)
@@ -457,21 +489,13 @@ def _adapter_config(name: str, *, trust_cached_absence: bool = True) -> dict[str
         return None
     if file is None:
         return None
-    where = file if os.path.exists(name) else f"{file} (the {ADAPTER_CONFIG} of the Hub repository {name!r})"
-    try:
-        with open(file, encoding="utf-8") as handle:
-            values = json.load(handle)
-    except ValueError as error:  # not JSON, or not UTF-8
-        raise CLIUsageError(
-            f"{where} is not valid JSON ({error_summary(error)}); peft writes it beside the adapters "
-            "(save_pretrained): restore it, or save the adapters again"
-        ) from error
-    if not isinstance(values, dict):
-        raise CLIUsageError(
-            f"{where} holds {json_value_kind(values)}; expected the JSON object of the adapters' settings "
-            "peft writes (save_pretrained): restore it, or save the adapters again"
-        )
-    return values
+    return read_model_json(
+        name,
+        file,
+        invalid="peft writes it beside the adapters (save_pretrained): restore it, or save the adapters again",
+        expected="expected the JSON object of the adapters' settings peft writes (save_pretrained): restore it, "
+        "or save the adapters again",
+    )
 
 
 def _saved_kind(name: str, adapter: dict[str, Any] | None) -> str:
