@@ -628,6 +628,44 @@ def test_report_only_reports_every_finished_run_after_parallel_jobs(tmp_path: Pa
     assert len(rewritten["runs"]) == len(stored["runs"])
 
 
+def test_a_report_in_progress_counts_its_finished_runs_against_the_sweeps_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report written while a sweep is under way says how many of the planned runs finished.
+
+    (It counted the methods and seeds seen among the finished runs: a 48-run size sweep with 7 runs of 2
+    methods and 1 seed finished read "7/8 runs finished".)
+    """
+    replicate = _load("replicate")
+    restore = _load("restore_runs")
+    stored = json.loads((ASSETS / "esnli-minilm-h200" / "results.json").read_text())
+    run = next(r for r in stored["runs"] if r["method"] == "dss" and r["seed"] == 0)
+    out = tmp_path / "out"
+    (out / "runs" / "dss" / "seed0").mkdir(parents=True)
+    (out / "runs" / "dss" / "seed0" / "done.json").write_text(json.dumps(run))
+    (out / "protocol.json").write_text(json.dumps(stored["protocol"]))
+    replicate.main(["--report-only", "--output-dir", str(out)])
+    assert "1/1 runs finished" in (out / "results.md").read_text()  # no plan: the finished run is all
+    replicate.record_plan(out, ["finetune", "dss"], ["0", "1"])
+    replicate.record_plan(out, ["dss_mi_masked"], [2])  # a later sweep adds to the plan
+    assert replicate.read_plan(out) == (["finetune", "dss", "dss_mi_masked"], [0, 1, 2])
+    replicate.main(["--report-only", "--output-dir", str(out)])
+    report = json.loads((out / "results.json").read_text())
+    assert (report["finished_runs"], report["expected_runs"]) == (1, 9)
+    assert "1/9 runs finished" in (out / "results.md").read_text()
+    # the report restored on a fresh machine counts against the same plan
+    again = tmp_path / "again"
+    assert restore.main([str(out / "results.json"), str(again)]) == (1, 0, 0)
+    assert replicate.read_plan(again) == (["finetune", "dss", "dss_mi_masked"], [0, 1, 2])
+    replicate.main(["--report-only", "--output-dir", str(again)])
+    assert (again / "results.md").read_text() == (out / "results.md").read_text()
+    (out / "sweep_plan.json").write_text('{"methods": ["dss"], "seeds": ["zero"]}')
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        replicate.main(["--report-only", "--output-dir", str(out)])
+    assert "sweep_plan.json: expected {'methods': [names], 'seeds': [integers]}" in capsys.readouterr().err
+
+
 def test_a_workers_report_keeps_the_runs_other_workers_finished_in_the_folder(tmp_path: Path) -> None:
     """Parallel workers share one folder; each one's closing report covers every finished run there.
 
@@ -823,6 +861,8 @@ def test_parallel_sweep_time_limit_stops_jobs_and_a_rerun_finishes_them(
     err = capsys.readouterr().err
     assert "time limit: 4 of 4 runs left" in err and "dss seed 1" in err
     assert not list(out.glob("runs/*/seed*/done.json"))
+    # the plan is recorded before any job starts: a report in between counts against all of it
+    assert _load("replicate").read_plan(out) == (["finetune", "dss"], [0, 1])
     assert sweep.main(["--workers", "2", "--", *replicate_args]) == 0
     assert len(list(out.glob("runs/*/seed*/done.json"))) == 4
     # a limit that has passed before any job is taken: finished runs are not "left"
@@ -834,6 +874,10 @@ def test_parallel_sweep_time_limit_stops_jobs_and_a_rerun_finishes_them(
     assert log.count("==== ") == 2 and "test accuracy" in log.split("==== ")[2]
     with pytest.raises(SystemExit):
         sweep.main(["--time-limit", "0", "--", *replicate_args])
+    for wrong in (["--methods", "dss_mi_typo"], ["--seeds", "zero"]):  # refused before any job starts
+        with pytest.raises(SystemExit):
+            sweep.main(["--", *wrong, "--output-dir", str(tmp_path / "wrong")])
+        assert not (tmp_path / "wrong").exists()
 
 
 @pytest.mark.slow

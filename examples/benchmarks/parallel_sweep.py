@@ -351,6 +351,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = _output_dir(rest)
     if output_dir is None:
         parser.error("the sweep's arguments need --output-dir (every job writes into the same folder)")
+    unknown = [m for m in methods if m not in replicate.METHOD_NAMES]
+    if unknown:
+        parser.error(
+            f"--methods: unknown {', '.join(unknown)}; expected some of {', '.join(replicate.METHOD_NAMES)}"
+        )
+    not_integers = [s for s in seeds if not s.lstrip("-").isdigit()]
+    if not_integers:
+        parser.error(f"--seeds: expected integers; got {', '.join(not_integers)}")
     log_dir = options.log_dir or output_dir / "logs"
     rest = threads_per_worker(rest, options.workers, os.cpu_count())
     jobs = jobs_in_order(methods, seeds)
@@ -358,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(jobs)} runs ({len(methods)} methods x {len(seeds)} seeds), {options.workers} at a time",
         flush=True,
     )
+    replicate.record_plan(output_dir, methods, seeds)  # a report before the end counts against all of it
     outcome = run_jobs(rest, jobs, options.workers, log_dir, sys.executable, options.time_limit)
     report_methods, scope_seeds = replicate.report_scope(methods, seeds, output_dir)
     report_seeds = [str(seed) for seed in scope_seeds]

@@ -1152,6 +1152,51 @@ def collect_records(
 # ---------------------------------------------------------------------------------------------------- main
 
 
+PLAN_FILE = "sweep_plan.json"
+
+
+def read_plan(out: Path) -> tuple[list[str], list[int]]:
+    """The methods and seeds the sweeps in ``out`` set out to run (``sweep_plan.json``; empty lists without it).
+
+    A report written while a sweep is under way counts its finished runs against this plan (``7/48 runs
+    finished``), not against the runs that happen to have finished.
+
+    Example:
+        >>> read_plan(Path("no-such-folder"))
+        ([], [])
+    """
+    path = out / PLAN_FILE
+    if not path.is_file():
+        return [], []
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        methods, seeds = plan["methods"], plan["seeds"]
+        if not all(isinstance(m, str) for m in methods) or not all(type(s) is int for s in seeds):
+            raise TypeError("methods must be names, seeds integers")
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise _error(f"{path}: expected {{'methods': [names], 'seeds': [integers]}} ({error})") from error
+    return list(methods), list(seeds)
+
+
+def record_plan(out: Path, methods: Sequence[str], seeds: Sequence[int | str]) -> None:
+    """Add ``methods`` and ``seeds`` to the folder's plan (:func:`read_plan`); what was planned before stays.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> record_plan(folder, ["dss"], [1]); record_plan(folder, ["finetune", "dss"], ["0"])
+        >>> read_plan(folder)
+        (['finetune', 'dss'], [0, 1])
+    """
+    old_methods, old_seeds = read_plan(out)
+    names = set(old_methods) | set(methods)
+    ordered = [m for m in METHOD_NAMES if m in names] + sorted(names - set(METHOD_NAMES))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(
+        out / PLAN_FILE, {"methods": ordered, "seeds": sorted(set(old_seeds) | {int(s) for s in seeds})}
+    )
+
+
 def finished_on_disk(out: Path) -> tuple[list[str], list[int]]:
     """The methods and seeds that have a finished run (``done.json``) anywhere under ``OUT/runs``.
 
@@ -1167,7 +1212,8 @@ def finished_on_disk(out: Path) -> tuple[list[str], list[int]]:
 def report_scope(
     methods: Sequence[str], seeds: Sequence[int | str], out: Path
 ) -> tuple[list[str], list[int]]:
-    """The methods and seeds a report covers: the given ones and every finished run's in the folder.
+    """The methods and seeds a report covers: the given ones, the folder's plan (:func:`read_plan`) and every
+    finished run's in the folder.
 
     A folder can be filled by several processes (the workers of ``parallel_sweep.py``, or a later sweep of
     new methods beside the DSS runs they pair with); a report over all of them keeps one table, and the
@@ -1179,18 +1225,19 @@ def report_scope(
         (['dss', 'dss_mi_kl'], [0, 1])
     """
     disk_methods, disk_seeds = finished_on_disk(out)
-    names = set(methods) | set(disk_methods)
+    plan_methods, plan_seeds = read_plan(out)
+    names = set(methods) | set(disk_methods) | set(plan_methods)
     ordered = [m for m in METHOD_NAMES if m in names]
     ordered += sorted(names - set(ordered))
-    return ordered, sorted({int(s) for s in seeds} | set(disk_seeds))
+    return ordered, sorted({int(s) for s in seeds} | set(disk_seeds) | set(plan_seeds))
 
 
 def report_only(options: Options, out: Path, *, seeds_given: bool = True) -> dict[str, Any]:
     """Rewrite the report from the finished runs (``runs/*/done.json``, else the runs in results.json).
 
-    Without ``--methods`` / ``--seeds`` it reports every method and seed with a finished run on disk (the
-    folder may have been filled by several processes, or its results.json written by an older version that
-    reported only its own process's runs).
+    Without ``--methods`` / ``--seeds`` it reports every method and seed of the folder's plan
+    (``sweep_plan.json``) and with a finished run on disk (the folder may have been filled by several
+    processes, or its results.json written by an older version that reported only its own process's runs).
     """
     stored = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
     if (out / "protocol.json").is_file():
@@ -1199,9 +1246,9 @@ def report_only(options: Options, out: Path, *, seeds_given: bool = True) -> dic
         settings = stored["protocol"]
     else:
         raise _error(f"{out} has neither protocol.json nor results.json: nothing to report")
-    disk_methods, disk_seeds = finished_on_disk(out)
-    methods = options.run.methods or disk_methods or stored.get("methods") or list(DEFAULT_METHODS)
-    seeds = options.run.seeds if seeds_given else (disk_seeds or stored.get("seeds") or options.run.seeds)
+    planned = report_scope([], [], out)  # the plan and the finished runs
+    methods = options.run.methods or planned[0] or stored.get("methods") or list(DEFAULT_METHODS)
+    seeds = options.run.seeds if seeds_given else (planned[1] or stored.get("seeds") or options.run.seeds)
     fractions = options.run.train_fractions or settings.get("train_fractions")
     records = collect_records(out, methods, seeds, fractions)
     if not records:
@@ -1239,6 +1286,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = protocol(options, description)
     settings["task"] = spec.metric
     check_protocol(out, settings, options.run.force)
+    record_plan(out, options.methods, options.run.seeds)
     texts = _vocabulary(data)
 
     def student_loader() -> tuple[Any, Any]:

@@ -5,9 +5,11 @@ A ``replicate.py`` sweep spread over several sittings keeps its state in the out
 run is ``runs/<method>/seed<k>/done.json`` (``runs/frac<f>/...`` in a size sweep), the settings are
 ``protocol.json``. When that folder is lost (a fresh machine, a new checkout: run folders are not
 committed) but the report was, this script writes every run the ``results.json`` holds back as its
-``done.json``, and the protocol as ``protocol.json``; rerunning the sweep's command then trains only the
-runs that are missing. Existing ``done.json`` files are left as they are, and a folder whose
-``protocol.json`` differs from the report's is refused (``replicate.py`` would refuse to mix them too).
+``done.json``, the protocol as ``protocol.json`` and the report's methods and seeds as the sweep's plan
+(``sweep_plan.json``: a report in progress says how many runs of the plan finished); rerunning the sweep's
+command then trains only the runs that are missing. Existing ``done.json`` files are left as they are, and
+a folder whose ``protocol.json`` differs from the report's is refused (``replicate.py`` would refuse to mix
+them too).
 ``--student-sha256 PREFIX`` restores only the runs trained on that student build (their recorded
 ``student_sha256`` starts with it); the others, and runs that recorded none, are counted and left out,
 so a new sweep on one build can start from the runs a report holds on it.
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from replicate import run_folder  # noqa: E402 - the sibling script: one definition of a run's folder
+from replicate import record_plan, run_folder  # noqa: E402 - the sibling script: one definition of a run's folder
 from sweep_report import run_name, write_json  # noqa: E402
 
 
@@ -91,6 +93,8 @@ def restore_runs(results: Path, output_dir: Path, student_sha256: str | None = N
     if not protocol.is_file():
         output_dir.mkdir(parents=True, exist_ok=True)  # also when no run was restored into it
         write_json(protocol, stored["protocol"])
+    if student_sha256 is None:  # the whole report back: a report in progress counts against its plan again
+        record_plan(output_dir, stored.get("methods") or [], stored.get("seeds") or [])
     return restored, present, left_out
 
 
