@@ -161,8 +161,12 @@ class ECECallback(TrainerCallback):
 
         Args:
             trainer: the trainer (its ``model``, ``processing_class``, ``args`` and ``state`` are used).
-            eval_dataset: the dataset being evaluated (tokenised DSS features or ``input``/``label`` text); one
-                without a length (a ``datasets.IterableDataset``) is read into a list of rows first.
+            eval_dataset: the dataset being evaluated (tokenised DSS features or ``input``/``label`` text); an
+                iterable one (a ``datasets.IterableDataset``, a ``torch.utils.data.IterableDataset``) is read into
+                memory first (:func:`~hf_cotmi.dataset_rows.sized_rows`). On one process that is a second read
+                of the set at each evaluation, after the trainer's evaluation loop: cheap beside the generation
+                that scores its rows, but the set must give its rows again at each ``iter()`` (one that can be
+                read only once is a ``ValueError``).
             metric_key_prefix: e.g. ``"eval"`` or ``"eval_ood"``.
 
         Returns:
@@ -175,8 +179,17 @@ class ECECallback(TrainerCallback):
         """
         step = int(getattr(trainer.state, "global_step", 0))
         self._handled.add((step, metric_key_prefix))
-        # an IterableDataset (the Trainer evaluates those too) is read into a list of rows once
-        eval_dataset = sized_rows(eval_dataset)
+        # an IterableDataset (the Trainer evaluates those too) is read into memory
+        read = sized_rows(eval_dataset)
+        if read is not eval_dataset and num_rows(read) == 0:
+            raise ValueError(
+                f"ECECallback: the `{metric_key_prefix}` evaluation set (a {type(eval_dataset).__name__}) gave no "
+                "rows when read for calibration; on one process the callback reads an iterable set again after "
+                "the trainer's evaluation loop has read it, and this one can be read only once (a generator or "
+                "iterator behind it?): give a datasets.Dataset, a list of rows, or an iterable set that gives its "
+                "rows again at each read (a datasets.IterableDataset does)"
+            )
+        eval_dataset = read
         is_main = trainer.is_world_process_zero() if hasattr(trainer, "is_world_process_zero") else True
         return self._compute(
             trainer.model,

@@ -2,8 +2,8 @@
 
 Those forms are a ``datasets.Dataset``, a dict of equally long columns and a list of row dicts. The
 functions here treat all three alike, so that a caller (the ECE callback sharing its evaluation set
-between processes, for one) need not know which form it was given; :func:`sized_rows` turns an iterable
-dataset without a length (``datasets.IterableDataset``, which the Trainer also evaluates) into the third.
+between processes, for one) need not know which form it was given; :func:`sized_rows` reads an iterable
+dataset (``datasets.IterableDataset``, which the Trainer also evaluates) into the first or the third.
 """
 
 from __future__ import annotations
@@ -70,18 +70,22 @@ def row_range(dataset: Any, start: int, stop: int) -> Any:
 
 
 def sized_rows(dataset: Any) -> Any:
-    """``dataset`` itself when it has a length (or is a dict of columns), else its rows read into a list.
+    """``dataset`` itself when it has a length and rows to index (or is a dict of columns), else its rows read
+    in order into memory.
 
-    An evaluation set the Trainer accepts need not have a length: a ``datasets.IterableDataset`` (e.g.
+    An evaluation set the Trainer accepts need not have either: a ``datasets.IterableDataset`` (e.g.
     ``Dataset.to_iterable_dataset()`` or a streamed split) or a ``torch.utils.data.IterableDataset`` of row
-    dicts. An evaluation set is finite, so it is read once, in its own order, into a list of row dicts, which
-    :func:`num_rows` and :func:`row_range` can count and slice.
+    dicts, which may have a length but is read by iterating all the same. An evaluation set is finite, so it
+    is read once, in its own order, into a ``datasets.Dataset`` (for a ``datasets.IterableDataset``, with
+    its features when they still name its columns) or a list of row dicts, which :func:`num_rows` and
+    :func:`row_range` can count and slice and accelerate can share out between processes by index.
 
     Args:
         dataset: a ``datasets.Dataset``, a dict of columns, a sequence of row dicts, or an iterable of row dicts.
 
     Returns:
-        ``dataset`` unchanged when it has a length or is a mapping; otherwise ``list(dataset)``.
+        ``dataset`` unchanged when it is a mapping, or has a length and is no ``torch.utils.data.IterableDataset``;
+        otherwise its rows, as a ``datasets.Dataset`` for a ``datasets.IterableDataset`` and a list otherwise.
 
     Raises:
         TypeError: ``dataset`` has no length and cannot be iterated either.
@@ -94,11 +98,23 @@ def sized_rows(dataset: Any) -> Any:
         >>> sized_rows(columns) is columns
         True
     """
-    if isinstance(dataset, Mapping) or hasattr(dataset, "__len__"):
+    import torch
+
+    if isinstance(dataset, Mapping) or (
+        hasattr(dataset, "__len__") and not isinstance(dataset, torch.utils.data.IterableDataset)
+    ):
         return dataset
     if not hasattr(dataset, "__iter__"):
         raise TypeError(
             f"`dataset` is a {type(dataset).__name__}, which has neither a length nor rows to iterate; expected a "
             "datasets.Dataset or IterableDataset, a dict of columns or a list of row dicts"
         )
-    return list(dataset)
+    import datasets
+
+    rows = list(dataset)
+    if not isinstance(dataset, datasets.IterableDataset):
+        return rows
+    features = dataset.features
+    if features is not None and rows and set(features) != set(rows[0]):
+        features = None  # columns added or dropped after the features were declared: infer them
+    return datasets.Dataset.from_list(rows, features=features)

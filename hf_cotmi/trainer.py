@@ -29,6 +29,7 @@ from .arguments import DSSMITrainingArguments
 from .callbacks import ECECallback, StopOnNonFiniteCallback
 from .chunked_losses import chunked_dss_losses
 from .collator import EXPL_COLUMNS, PRED_COLUMNS, DSSDataCollator
+from .dataset_rows import sized_rows
 from .losses import rationale_nll_and_mutual_information
 from .metrics import decode_token_ids
 from .model_card import (
@@ -1488,21 +1489,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         return output
 
     def _sized_on_several_processes(self, dataset: Any) -> Any:
-        """``dataset`` itself on one process or when accelerate shares it out by index; else its rows, read in
-        order into a ``datasets.Dataset`` (with its features when it declares them) or, for an iterable set
-        of another kind, a list. :meth:`predict` explains why."""
-        iterable = isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__")
-        if self.args.world_size <= 1 or not iterable:
-            return dataset
-        import datasets
-
-        rows = list(dataset)
-        if not isinstance(dataset, datasets.IterableDataset):
-            return rows
-        features = dataset.features
-        if features is not None and rows and set(features) != set(rows[0]):
-            features = None  # columns added or dropped after the features were declared: infer them
-        return datasets.Dataset.from_list(rows, features=features)
+        """``dataset`` itself on one process, else :func:`~hf_cotmi.dataset_rows.sized_rows`: its rows read in
+        order into memory where accelerate could not share it out by index. :meth:`predict` explains why."""
+        return dataset if self.args.world_size <= 1 else sized_rows(dataset)
 
     def get_test_dataloader(self, test_dataset: Any) -> Any:
         """The Trainer's test dataloader, reading ``test_dataset`` in its own order.

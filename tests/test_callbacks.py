@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import datasets
 import numpy as np
 import pytest
+import torch
 from conftest import training_arguments
 
 from hf_cotmi import ECECallback, build_tiny_seq2seq, build_word_tokenizer, label_confidences
@@ -413,3 +414,48 @@ def test_the_ece_of_an_iterable_evaluation_set(tok, tmp_path):
     assert streamed["eval_avg_confidence"] == pytest.approx(reference.average_confidence, abs=1e-6)
     assert streamed["eval_ece"] == pytest.approx(reference.ece(5), abs=1e-6)
     assert streamed["eval_ece"] == pytest.approx(trainer.evaluate(in_domain)["eval_ece"], abs=1e-9)
+
+
+class TorchRows(torch.utils.data.IterableDataset):
+    """The rows of a list as a ``torch.utils.data.IterableDataset``; with ``once=True`` the rows of one iterator,
+    which a second read finds spent (a set behind a generator or a socket)."""
+
+    def __init__(self, rows, once=False):
+        self.rows, self.iterator = rows, iter(rows) if once else None
+        self.reads = 0
+
+    def __iter__(self):
+        self.reads += 1
+        return self.iterator if self.iterator is not None else iter(self.rows)
+
+
+class SizedTorchRows(TorchRows):
+    """:class:`TorchRows` with a length (torch allows one), still without rows to index."""
+
+    def __len__(self):
+        return len(self.rows)
+
+
+def test_the_ece_of_a_torch_iterable_evaluation_set_with_a_length(tok, tmp_path):
+    """A torch IterableDataset may have a length but has no rows to slice: the callback failed on it after
+    the evaluation loop on one process ("must be a datasets.Dataset, a dict of columns or a list of row
+    dicts"), where several processes read it into a list first."""
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    in_domain = features(tok, INPUTS, LABELS)
+    rows = SizedTorchRows(list(in_domain))
+    metrics = ece_trainer(tok, tmp_path, model, rows).evaluate()
+    reference = label_confidences(model, tok, in_domain, max_length=6)
+    assert metrics["eval_avg_confidence"] == pytest.approx(reference.average_confidence, abs=1e-6)
+    assert metrics["eval_ece"] == pytest.approx(reference.ece(5), abs=1e-6)
+    assert rows.reads == 2  # one process: the evaluation loop's read, then the callback's
+
+
+def test_an_evaluation_set_that_can_be_read_once_gets_a_clear_error(tok, tmp_path):
+    """On one process the callback reads an iterable set after the evaluation loop has: a set that can be read
+    only once gave it no rows and the error blamed the columns ("it has []")."""
+    model = build_tiny_seq2seq(tok, "t5", seed=0)
+    rows = TorchRows(list(features(tok, INPUTS, LABELS)), once=True)
+    with pytest.raises(
+        ValueError, match=r"`eval` evaluation set \(a TorchRows\) gave no rows .* read only once"
+    ):
+        ece_trainer(tok, tmp_path, model, rows).evaluate()

@@ -286,6 +286,35 @@ def test_row_range_slices_every_dataset_kind() -> None:
     assert row_range(Dataset.from_dict(columns), 1, 3)["label"] == ["1", "2"]
 
 
+def test_sized_rows_reads_iterable_sets_in_order_and_keeps_sized_ones() -> None:
+    """The one reader of an iterable evaluation set, for the ECE callback and for the trainer on several
+    processes: a datasets.IterableDataset becomes a datasets.Dataset with its features, any torch iterable set
+    (with a length too: it has no rows to index) a list of its rows, in order."""
+    import torch
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from hf_cotmi.dataset_rows import sized_rows
+
+    features = Features({"input": Value("string"), "label": ClassLabel(names=["no", "yes"])})
+    table = Dataset.from_dict({"input": ["x0", "x1", "x2", "x3"], "label": [1, 0, 0, 1]}, features=features)
+    assert sized_rows(table) is table
+    read = sized_rows(table.to_iterable_dataset(num_shards=2))
+    assert isinstance(read, Dataset) and read.features == features and read.to_list() == table.to_list()
+    renamed = sized_rows(table.to_iterable_dataset().rename_column("label", "gold"))
+    assert renamed.column_names == ["input", "gold"] and renamed["gold"] == [1, 0, 0, 1]
+
+    class SizedRows(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(table.to_list())
+
+        def __len__(self):
+            return 4
+
+    assert sized_rows(SizedRows()) == table.to_list()
+    with pytest.raises(TypeError, match="neither a length nor rows to iterate"):
+        sized_rows(7)
+
+
 @pytest.mark.parametrize("arch", ["t5", "bart"])
 def test_candidates_that_tokenise_alike_are_one_candidate(tok, arch):
     """ " yes" and "Yes" are the tokens of "yes" to this tokenizer: one sequence, not three in the softmax."""
