@@ -163,8 +163,9 @@ class ECECallback(TrainerCallback):
             trainer: the trainer (its ``model``, ``processing_class``, ``args`` and ``state`` are used).
             eval_dataset: the dataset being evaluated (tokenised DSS features or ``input``/``label`` text); an
                 iterable one (a ``datasets.IterableDataset``, a ``torch.utils.data.IterableDataset``) is read into
-                memory first (:func:`~hf_cotmi.dataset_rows.sized_rows`). On one process that is a second read
-                of the set at each evaluation, after the trainer's evaluation loop: cheap beside the generation
+                memory first (:func:`~hf_cotmi.dataset_rows.sized_rows`). On one process with at most one
+                dataloader worker (where the trainer keeps the set streamed) that is a second read of the set at
+                each evaluation, after the trainer's evaluation loop: cheap beside the generation
                 that scores its rows, but the set must give its rows again at each ``iter()`` (one that can be
                 read only once is a ``ValueError``).
             metric_key_prefix: e.g. ``"eval"`` or ``"eval_ood"``.

@@ -1025,8 +1025,9 @@ class DSSMITrainer(Seq2SeqTrainer):
 
         A dict of evaluation sets is evaluated one set at a time with the prefix ``{prefix}_{name}``, and
         ``gen_kwargs`` (``max_new_tokens=...``, ``num_beams=...``) reach every set; the base class loop
-        would drop them. On several processes an iterable set is read into memory first, as :meth:`predict`
-        explains, once per set object: later evaluations (each evaluation during training) reuse its rows.
+        would drop them. On several processes, or with ``dataloader_num_workers`` above 1, an iterable set is
+        read into memory first, as :meth:`predict` explains, once per set object: later evaluations (each
+        evaluation during training) reuse its rows.
 
         Examples:
             >>> # trainer.evaluate(features["validation"], max_new_tokens=8)["eval_accuracy"]
@@ -1079,13 +1080,13 @@ class DSSMITrainer(Seq2SeqTrainer):
         )
 
     def _sized_eval_set(self, dataset: Any) -> Any:
-        """:meth:`_sized_on_several_processes` of an evaluation set, read once per set object."""
+        """:meth:`_sized_when_read_in_parts` of an evaluation set, read once per set object."""
         if dataset is None:
             return None
         cached = self._sized_eval_sets.get(id(dataset))
         if cached is not None and cached[0] is dataset:
             return cached[1]
-        sized = self._sized_on_several_processes(dataset)
+        sized = self._sized_when_read_in_parts(dataset)
         if sized is not dataset:  # keeps the set itself too, so its id() names no other set meanwhile
             self._sized_eval_sets[id(dataset)] = (dataset, sized)
         return sized
@@ -1470,12 +1471,19 @@ class DSSMITrainer(Seq2SeqTrainer):
         shares an iterable set out without knowing where it ends, so with ``dispatch_batches=False`` it
         repeats rows from the start to fill the last batch (predict would return more rows than the set,
         counted in the metrics too) or, for a set of several shards, reads the shards out of order, and with
-        dispatch (its default) it refuses batches padded to different lengths.
+        dispatch (its default) it refuses batches padded to different lengths. It is read into memory the same
+        way on one process with ``dataloader_num_workers`` above 1: PyTorch hands every worker the whole
+        iterable set, so a ``datasets.IterableDataset`` of several shards gives each worker its own shards and
+        the DataLoader takes their batches in turn (predictions out of the dataset's order, each line of
+        ``predictions.jsonl`` with another example's input), and a ``torch.utils.data.IterableDataset`` that
+        does not split itself between workers is read whole by each (every example counted once per worker).
+        Read into memory, the set is shared out by index. With one worker or none, an iterable set on one
+        process stays streamed.
 
         Examples:
             >>> # output = trainer.predict(features["test"]); label_ids, rationale_ids = output.predictions
         """
-        test_dataset = self._sized_on_several_processes(test_dataset)
+        test_dataset = self._sized_when_read_in_parts(test_dataset)
         with self._evaluation_scope(test_dataset, metric_key_prefix, gen_kwargs):
             output = super().predict(test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
             # the base predict() never calls log(), where evaluate() gets its components
@@ -1488,10 +1496,13 @@ class DSSMITrainer(Seq2SeqTrainer):
             self._write_predictions(test_dataset, output)
         return output
 
-    def _sized_on_several_processes(self, dataset: Any) -> Any:
-        """``dataset`` itself on one process, else :func:`~hf_cotmi.dataset_rows.sized_rows`: its rows read in
-        order into memory where accelerate could not share it out by index. :meth:`predict` explains why."""
-        return dataset if self.args.world_size <= 1 else sized_rows(dataset)
+    def _sized_when_read_in_parts(self, dataset: Any) -> Any:
+        """``dataset`` itself when one process reads it with at most one dataloader worker, else
+        :func:`~hf_cotmi.dataset_rows.sized_rows`: its rows read in order into memory where accelerate or the
+        DataLoader's workers could not share it out by index. :meth:`predict` explains why."""
+        if self.args.world_size <= 1 and self.args.dataloader_num_workers <= 1:
+            return dataset
+        return sized_rows(dataset)
 
     def get_test_dataloader(self, test_dataset: Any) -> Any:
         """The Trainer's test dataloader, reading ``test_dataset`` in its own order.

@@ -381,3 +381,75 @@ def test_predict_writes_the_predictions_of_an_iterable_dataset(tmp_path, tiny_to
     streamed = read_jsonl(tmp_path / "predictions.jsonl")
     assert [line["input"] for line in streamed] == list(test_set["input"])
     assert streamed == sized
+
+
+class RowDicts(torch.utils.data.IterableDataset):
+    """The rows of a ``datasets.Dataset`` as a torch iterable set that does not split itself between
+    dataloader workers (no ``get_worker_info``): each worker given it reads every row."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __iter__(self):
+        return iter(self.dataset)
+
+
+def test_predict_keeps_the_order_of_an_iterable_set_read_by_several_workers(tmp_path, tiny_tokenizer):
+    """With dataloader_num_workers=2 each worker read its own shard of a two-shard datasets.IterableDataset
+    and the DataLoader took their batches in turn: predict() returned the examples out of order, and
+    predictions.jsonl paired each input (re-read in order) with another example's prediction."""
+    records = Dataset.from_list(make_records(12, seed=3))
+    features = prepare_dss_features(records, tiny_tokenizer)
+    assert len(set(records["label"])) > 1  # so a gold label out of place would show
+
+    def predict(test_set, folder):
+        args = training_arguments(
+            tmp_path / folder,
+            dataloader_num_workers=2,
+            per_device_eval_batch_size=2,
+            output_rationale=True,
+            rationale_max_new_tokens=3,
+        )
+        model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=11)
+        trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer)
+        output = trainer.predict(test_set)
+        gold = tiny_tokenizer.batch_decode(
+            np.where(output.label_ids < 0, tiny_tokenizer.pad_token_id, output.label_ids),
+            skip_special_tokens=True,
+        )
+        return [text.strip() for text in gold], read_jsonl(tmp_path / folder / "predictions.jsonl")
+
+    sized_gold, sized_lines = predict(features, "sized")
+    streamed_gold, streamed_lines = predict(features.to_iterable_dataset(num_shards=2), "streamed")
+    assert sized_gold == list(records["label"])
+    assert streamed_gold == sized_gold
+    assert [line["input"] for line in streamed_lines] == list(records["input"])
+    assert streamed_lines == sized_lines
+
+
+def test_evaluate_counts_each_example_once_with_several_workers(tmp_path, tiny_tokenizer):
+    """A torch IterableDataset that does not split itself between workers was read whole by each of
+    dataloader_num_workers=2 workers: the accuracy's rows counted every example twice, the ECE's once."""
+    from hf_cotmi import ECECallback
+
+    features = prepare_dss_features(Dataset.from_list(make_records(12, seed=3)), tiny_tokenizer)
+
+    def evaluate(eval_set, folder):
+        args = training_arguments(tmp_path / folder, dataloader_num_workers=2, per_device_eval_batch_size=2)
+        callback = ECECallback(n_bins=5, plot=False)
+        trainer = DSSMITrainer(
+            model=build_tiny_seq2seq(tiny_tokenizer, "t5", seed=11),
+            args=args,
+            processing_class=tiny_tokenizer,
+            compute_metrics=lambda prediction: {"n": float(len(prediction.label_ids))},
+            callbacks=[callback],
+        )
+        metrics = trainer.evaluate(eval_set)
+        assert len(callback.last_results["eval"].confidences) == len(features)
+        timings = ("runtime", "per_second", "preparation_time")
+        return {k: v for k, v in metrics.items() if not any(t in k for t in timings)}
+
+    sized = evaluate(features, "sized")
+    streamed = evaluate(RowDicts(features), "streamed")
+    assert sized["eval_n"] == len(features) and "eval_ece" in sized
+    assert streamed == pytest.approx(sized)
