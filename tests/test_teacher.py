@@ -571,6 +571,197 @@ def test_an_answer_split_from_bare_choices_or_an_evaluation_of_each_is_refused(a
     assert not parsed.parsed and "followed by lines that list the choices" in parsed.reason
 
 
+NUTRIENTS = ["calcium", "protein", "vitamin", "iron", "zinc"]
+_BLOOD = "Red blood cells carry oxygen with it."
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices", "shown"),
+    [
+        # the letter names the first of the two choices that the text names: it gave "iron"
+        (
+            "iron or vitamin (c).",
+            ["calcium", "protein", "iron", "vitamin", "zinc"],
+            "(c) 'iron' and (d) 'vitamin'",
+        ),
+        (
+            "Iron, or maybe vitamin (C).",
+            ["calcium", "protein", "iron", "vitamin", "zinc"],
+            "(c) 'iron' and (d) 'vitamin'",
+        ),
+        # the text after the letter names a second choice: it gave that text ("iron or vitamin"), no choice
+        ("(d) iron or vitamin.", NUTRIENTS, "(d) 'iron' and (c) 'vitamin'"),
+        ("(c) vitamin or iron.", NUTRIENTS, "(c) 'vitamin' and (d) 'iron'"),
+        ("(d) iron, not vitamin.", NUTRIENTS, "(d) 'iron' and (c) 'vitamin'"),
+        ("(d) iron and zinc.", NUTRIENTS, "(d) 'iron' and (e) 'zinc'"),
+        ("(d) iron, since vitamin alone carries no oxygen.", NUTRIENTS, "(d) 'iron' and (c) 'vitamin'"),
+        ("(d) iron (or maybe vitamin).", NUTRIENTS, "(d) 'iron' and (c) 'vitamin'"),
+    ],
+)
+def test_an_answer_naming_a_second_choice_by_its_text_is_refused(answer, choices, shown):
+    parsed = parse_teacher_output("multiple_choice", f"{_BLOOD} So the answer is {answer}", choices=choices)
+    assert (parsed.label, parsed.reason) == ("", f"the answer sentence names more than one choice ({shown})")
+
+
+# answers naming choice (d) "iron" of NUTRIENTS, and answers naming it and choice (c) "vitamin", by text or by
+# letter, each starting with a label (so that every answer sentence below can introduce them)
+_IRON = [
+    "(d) iron.",
+    "(D) Iron",
+    "(d): iron.",
+    "(d).",
+    "(d) - iron.",
+    "D: iron.",
+    "D. Iron",
+    "D) iron.",
+    "**(d) iron**.",
+]
+_IRON_OR_VITAMIN = [
+    "(d) iron or vitamin.",
+    "(d) iron or (c) vitamin.",
+    "(d) or (c).",
+    "(d) iron or (c).",
+    "(d) iron, (c) vitamin and (e) zinc.",
+    "D: iron or vitamin.",
+    "D. Iron or (c).",
+    "D. Iron or vitamin.",
+    "D) iron, not vitamin.",
+    "**(d) iron** or **vitamin**.",
+]
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "So the answer is ",
+        "So the answer is:\n",
+        "so, the answer is ",
+        "The correct answer is ",
+        "The answer is ",
+        "\nAnswer: ",
+    ],
+)
+def test_an_answer_naming_one_choice_parses_and_one_naming_two_is_refused(sentence):
+    for answer in _IRON:
+        parsed = parse_teacher_output("multiple_choice", f"{_BLOOD} {sentence}{answer}", choices=NUTRIENTS)
+        assert (answer, parsed.rationale, parsed.label, parsed.reason) == (answer, _BLOOD, "iron", "")
+    for answer in _IRON_OR_VITAMIN:
+        parsed = parse_teacher_output("multiple_choice", f"{_BLOOD} {sentence}{answer}", choices=NUTRIENTS)
+        assert (answer, parsed.label) == (answer, "") and parsed.reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "label"),
+    [
+        # a letter after the text, as the prompt's answer sentence alone may put it
+        ("iron (d).", "iron"),
+        ("Iron (D)", "iron"),
+        ("iron or vitamin (d).", ""),
+        ("iron or vitamin (c).", ""),
+        ("iron (d) or vitamin (c).", ""),
+        ("iron or (c).", ""),
+        ("vitamin, not iron (d).", ""),
+    ],
+)
+def test_a_letter_after_the_text_names_one_choice_or_the_answer_is_refused(answer, label):
+    parsed = parse_teacher_output("multiple_choice", f"{_BLOOD} So the answer is {answer}", choices=NUTRIENTS)
+    assert parsed.label == label and bool(parsed.reason) == (not label)
+
+
+def test_a_choice_opening_with_an_initial_is_no_label():
+    choices = ["Roald Dahl", "J. K. Rowling", "C. S. Lewis"]
+    for answer in ("J. K. Rowling (b).", "(b) J. K. Rowling.", "B. J. K. Rowling."):
+        parsed = parse_teacher_output(
+            "multiple_choice", f"She wrote it. So the answer is {answer}", choices=choices
+        )
+        assert (answer, parsed.label, parsed.reason) == (answer, "j. k. rowling", "")
+    parsed = parse_teacher_output(
+        "multiple_choice", "She wrote it. So the answer is C. S. Lewis (b).", choices=choices
+    )
+    assert (
+        parsed.reason
+        == "the answer's letter (b) names choice 'J. K. Rowling' but its text 'C. S. Lewis' is choice (c)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # answer sentences other than the prompt's that name one choice by its letter: they were not parsed
+        f"{_COOL}\nAnswer: (b)",
+        f"{_COOL}\nAnswer: (b) refrigerator.",
+        f"{_COOL} The correct answer is (b).",
+        f"{_COOL} So the correct answer is (B) Refrigerator.",
+        f"{_COOL} The correct answer is: B) refrigerator.",
+        f"{_COOL} The answer is B. Refrigerator",
+        f"{_COOL} So the answer is B. Refrigerator. Hope this helps!",
+        # the reply's last line is a choice's label and that choice, and no other line opens with a label
+        f"{_COOL}\n\nB. Refrigerator",
+        f"{_COOL}\n(b) refrigerator.\n",
+        f"{_COOL}\n**B: Refrigerator**",
+    ],
+)
+def test_an_answer_naming_one_choice_by_its_letter_in_other_words_parses(text):
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, "refrigerator", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        # the letter names no choice, or its text another letter's choice or none
+        (f"{_COOL}\nAnswer: (f)", "does not parse"),
+        (
+            f"{_COOL} The answer is B. Oven.",
+            "letter (b) names choice 'refrigerator' but its text 'Oven' is choice (a)",
+        ),
+        (f"{_COOL} The answer is B. Fridge.", "does not parse"),
+        (f"{_COOL}\nB. Oven", "no answer sentence"),
+        (f"{_COOL}\nB. Fridge", "no answer sentence"),
+        # a letter alone on the last line, or a last line that ends a list of the options: no answer
+        (f"{_COOL}\nB.", "no answer sentence"),
+        ("An oven heats.\nA. Oven heats food.\nB. Refrigerator", "no answer sentence"),
+        (
+            "Answer Choices:\n(a) oven\n(b) refrigerator\n(c) bookshelf\n(d) mailbox\n(e) bathtub",
+            "no answer sentence",
+        ),
+        # "the answer is" not followed by a label stays prose; two answer sentences are ambiguous
+        (f"{_COOL} The answer is not (a) oven.", "no answer sentence"),
+        (f"The answer is (a) oven? No: {_COOL} The answer is (b) refrigerator.", "does not parse"),
+        (f"The correct answer is (a) oven? No. {_COOL} The answer is (b) refrigerator.", "does not parse"),
+    ],
+)
+def test_an_answer_in_other_words_is_refused_unless_its_letter_names_its_choice(text, reason):
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert not parsed.parsed and reason in parsed.reason
+
+
+def test_a_letter_in_other_words_names_nothing_without_the_records_choices():
+    for text in (
+        f"{_COOL} The answer is B. Refrigerator",
+        f"{_COOL}\nAnswer: (b)",
+        f"{_COOL}\nB. Refrigerator",
+    ):
+        parsed = parse_teacher_output("multiple_choice", text)
+        assert not parsed.parsed and parsed.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the model lists the choices after the answer sentence: no single answer, whatever its words
+        f"{_COOL}\nSo the answer is:\n(b) refrigerator.\n(a) oven.\n(c) bookshelf.",
+        f"{_COOL}\nSo the answer is:\nB. refrigerator\nA. oven\nC. bookshelf",
+        f"{_COOL}\nThe correct answer is:\n(b) refrigerator.\n(a) oven.\n(c) bookshelf.",
+        f"{_COOL}\nAnswer:\n(b) refrigerator.\n(a) oven.\n(c) bookshelf.",
+        f"{_COOL}\nSo the answer is B.\nA. oven\nC. bookshelf",
+    ],
+)
+def test_an_answer_sentence_followed_by_a_list_of_the_choices_is_refused(text):
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert not parsed.parsed and "followed by lines that list the choices" in parsed.reason
+
+
 def test_a_refused_multiple_choice_answer_is_counted_and_reported(tmp_path):
     from hf_cotmi import generate_rationales
 

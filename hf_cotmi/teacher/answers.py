@@ -18,29 +18,36 @@ next example); a ``Q:`` inside the reasoning ("FAQ:", "IQ:") stays, though the C
 parse the PaLM release as DSS did and are not changed, would cut at any ``Q:``.
 
 Before the rule runs, a chat model's phrasing is brought to the prompts' (markdown bold removed, ``so, the
-answer is`` written ``So the answer is``, a colon after it dropped; a variant is rewritten only when the text
-lacks the prompts' phrase, so that prose such as "the answer is not obvious" never becomes a second answer
-sentence), an nli reply that opens by restating the question (``Premise: ...`` then ``Hypothesis: ...``,
-maybe after ``Q:``) loses that restatement, a few-shot answer marker opening the reply (``A:``; for nli also
-``Answer:``; not a multiple_choice reply's ``A:`` that labels option A, as a line opening with ``B:`` before
-any next ``Q:`` shows) is removed, the text is cut after the line that holds the answer sentence (for nli
-and multiple_choice also at that sentence's end, dropping a remark after it on the same line; for
-multiple_choice a period inside the record's choice that the answer names, as in ``(c) St. Louis``, is no
-such end), and a final period is added when the teacher left it out (the ANLI rule drops the last
-character, which DSS knew to be a period). After the SVAMP rule, whose label is only the parenthesised part
-of the answer, an arithmetic answer such as ``(50 - 12) / 2`` is kept whole, as ``((50 - 12) / 2)``, when
-the whole is an expression. After the CQA rule, which reads the text after the first ``(x)`` and ignores
-the letter, the letter is checked against that text and the record's choices (:func:`_by_choice_letter`):
-an answer whose letter and text name different choices, or that names two letters, is refused, never read
-as one of them; a letter alone, or after words that are no choice (``option (b)``), gives the letter's
-choice, and words that start with a choice other than the letter's (``oven, not (b)``) are refused. An answer
-that is, or starts with, a choice holding a letter (``vitamin (c)``) has only a letter after that choice as
-its own. A separator between the letter and the choice (``(b) - refrigerator``, ``(b) – ...``, ``(b) : ...``:
-dashes or colons followed by whitespace) is dropped where what is left is a choice; a minus sign (``-5``)
-stays, and ``(a) - 5`` is ``-5`` where (a) is ``-5``. An answer split from a list of the choices
-(:func:`_options_listed_after_answer`) is refused too. A line opening with a label (``(a) ...``, ``B: ...``,
-``B) ...``) is a bare choice when its text after the label (a final period and a separator aside) is exactly
-one of the choices. The answer is split from a list when
+answer is`` written ``So the answer is``, as are, for multiple_choice where a choice's label follows, ``the
+correct answer is``, ``Answer:`` opening a line and ``the answer is``, a colon after it dropped; a variant is
+rewritten only when the text lacks the prompts' phrase, so that prose such as "the answer is not obvious"
+never becomes a second answer sentence; a multiple_choice text that holds two is refused), a multiple_choice
+reply without an answer sentence whose last line is a label and its choice (``B. Refrigerator``) and no other
+line opening with a label is given one (:func:`_with_final_choice_line`), an nli reply that opens by restating
+the question (``Premise: ...`` then ``Hypothesis: ...``, maybe after ``Q:``) loses that restatement, a
+few-shot answer marker opening the reply (``A:``; for nli also ``Answer:``; not a multiple_choice reply's
+``A:`` that labels option A, as a line opening with ``B:`` before any next ``Q:`` shows) is removed, the text
+is cut after the line that holds the answer sentence (for nli and multiple_choice also at that sentence's end,
+dropping a remark after it on the same line; for multiple_choice a period inside the record's choice that the
+answer names, as in ``(c) St. Louis``, is no such end), and a final period is added when the teacher left it
+out (the ANLI rule drops the last character, which DSS knew to be a period). After the SVAMP rule, whose label
+is only the parenthesised part of the answer, an arithmetic answer such as ``(50 - 12) / 2`` is kept whole, as
+``((50 - 12) / 2)``, when the whole is an expression. After the CQA rule, which reads the text after the first
+``(x)`` and ignores the letter, the letter is checked against that text and the record's choices
+(:func:`_by_choice_letter`): an answer whose letter and text name different choices, or that names two
+letters, is refused, never read as one of them; a letter alone, or after words that are no choice (``option
+(b)``), gives the letter's choice, and words that start with a choice other than the letter's (``oven, not
+(b)``) are refused. A label ``B:``, ``B.`` or ``B)`` opening the answer is a letter too (not where a choice
+starts there, as ``J. K. Rowling`` does), whose text must be its choice. An answer that names a second choice,
+by its text (a whole word, not inside a longer choice) or its letter (``iron or vitamin (c)``, ``(d) iron or
+vitamin``), is refused (:func:`_choices_named`), never read as either. An answer that is, or starts with, a
+choice holding a letter (``vitamin (c)``) has only a letter after that choice as its own. A separator between
+the letter and the choice (``(b) - refrigerator``, ``(b) – ...``, ``(b) : ...``: dashes or colons followed by
+whitespace) is dropped where what is left is a choice; a minus sign (``-5``) stays, and ``(a) - 5`` is ``-5``
+where (a) is ``-5``. An answer split from a list of the choices (:func:`_options_listed_after_answer`) is
+refused too. A line opening with a label (``(a) ...``, ``B: ...``, ``B. ...``, ``B) ...``) is a bare choice
+when its text after the label (a final period and a separator aside) is exactly one of the choices. The answer
+is split from a list when
 
 - ``So the answer is`` alone ends its line and a label line follows it (blank lines aside);
 - ``So the answer is:`` ends its line and the label lines after it (blank lines aside, up to the first line
@@ -158,6 +165,8 @@ def _close_answer_line(
 
 # what may open the answer before the choice's text: its "(x)" letter, maybe with a colon directly after it
 _CHOICE_OPENING = re.compile(r"\s*(?:\(.\):?\s*)?")
+# or a label without parentheses: "B:", "B.", "B)", followed by whitespace or the end
+_OPENING_LETTER = re.compile(r"\s*(?P<letter>[A-Za-z])[:.)](?:\s+|\Z)")
 # a separator between a letter and its choice ("(b) - refrigerator", "(b) – refrigerator", "(b) : ..."): dashes
 # or colons followed by whitespace, so that a minus sign ("-5") is none
 _SEPARATOR = re.compile(r"[-–—:]+\s+")
@@ -166,56 +175,85 @@ _SEPARATOR = re.compile(r"[-–—:]+\s+")
 def _named_choice_span(line: str, start: int, choices: Sequence[str]) -> tuple[int, int] | None:
     """Where in ``line`` the longest of ``choices`` that the answer at ``line[start:]`` (after its ``(x)``
     letter and a colon directly after it) starts with, in any case, begins and ends; None when it starts
-    with none. A choice after a separator (``- refrigerator``) counts where none starts before it.
+    with none. A choice after a separator (``- refrigerator``), or after a label such as ``B.`` (``B.
+    Refrigerator``), counts where none starts before it (as ``J. K. Rowling`` does).
 
     Examples:
         >>> _named_choice_span(" (c) vitamin (a).", 0, ["iron", "vitamin (a)"])
         (5, 16)
         >>> _named_choice_span(" (b) - St. Louis.", 0, ["Boston", "St. Louis"])
         (7, 16)
+        >>> _named_choice_span(" B. St. Louis.", 0, ["Boston", "St. Louis"])
+        (4, 13)
     """
-    position = _CHOICE_OPENING.match(line, start).end()  # type: ignore[union-attr] - the pattern matches ""
-    separator = _SEPARATOR.match(line, position)
-    for at in (position, *([separator.end()] if separator else [])):
-        named = [
-            choice
-            for choice in (str(choice).strip() for choice in choices)
-            if choice and line[at : at + len(choice)].casefold() == choice.casefold()
-        ]
-        if named:
-            return at, at + len(max(named, key=len))
+    bases = [_CHOICE_OPENING.match(line, start).end()]  # type: ignore[union-attr] - the pattern matches ""
+    label = _OPENING_LETTER.match(line, start)
+    if label is not None:
+        bases.append(label.end())
+    for base in bases:
+        separator = _SEPARATOR.match(line, base)
+        for at in (base, *([separator.end()] if separator else [])):
+            named = [
+                choice
+                for choice in (str(choice).strip() for choice in choices)
+                if choice and line[at : at + len(choice)].casefold() == choice.casefold()
+            ]
+            if named:
+                return at, at + len(max(named, key=len))
     return None
 
 
 def _last_of_named_choice(line: str, start: int, choices: Sequence[str]) -> int:
     """The index of the last character of the longest of ``choices`` that the answer at ``line[start:]``
-    (after its ``(x)`` letter) starts with, in any case; ``start`` when it starts with none."""
+    (after its ``(x)`` letter) starts with, in any case; when it starts with none, where a label opening it
+    ends (the period of ``B. Fridge.`` ends no sentence), or ``start``."""
     span = _named_choice_span(line, start, choices)
-    return start if span is None else span[1] - 1
+    if span is None:
+        label = _OPENING_LETTER.match(line, start)
+        return start if label is None else label.end()
+    return span[1] - 1
 
 
-# the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case,
-# then (arithmetic, whose prompts teach "The answer is") "the answer is" in any case
+_SO_THE_ANSWER_IS = r"\bso,?\s+the\s+answer\s+is\b"
+# a choice's label ahead, maybe after a colon: "(b)", "B.", "B:", "B)"
+_LABEL_AHEAD = r"(?=\s*:?\s*(?:\([a-z]\)|[a-z][.:)](?:\s|$)))"
+
+# the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case, and
+# for arithmetic, whose prompts teach "The answer is", "the answer is" in any case. For multiple_choice one
+# pattern holds every variant, so that each one the text holds is an answer sentence (two are refused as
+# ambiguous): "So, the answer is", and where a choice's label follows (so that "the answer is not obvious"
+# stays prose) "(so) the correct answer is", "Answer:" opening a line and "the answer is"
 _PHRASE_VARIANTS = {
-    "So the answer is": (re.compile(r"\bso,?\s+the\s+answer\s+is\b", re.IGNORECASE),),
-    "The answer is": (
-        re.compile(r"\bso,?\s+the\s+answer\s+is\b", re.IGNORECASE),
+    "nli": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),),
+    "generic": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),),
+    "multiple_choice": (
+        re.compile(
+            rf"{_SO_THE_ANSWER_IS}|(?:\b(?:so,?\s+)?the\s+correct\s+answer\s+is\b|^[ \t]*answer(?=\s*:)"
+            rf"|\bthe\s+answer\s+is\b){_LABEL_AHEAD}",
+            re.IGNORECASE | re.MULTILINE,
+        ),
+    ),
+    "arithmetic": (
+        re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),
         re.compile(r"\bthe\s+answer\s+is\b", re.IGNORECASE),
     ),
 }
 
 
-def _plain(text: str, phrase: str, *, keep_colon: bool = False) -> str:
+def _plain(text: str, task: str, *, keep_colon: bool = False) -> str:
     """A chat model's output as the DSS rules read it: markdown bold/underline markers (``**``, ``__``)
-    removed, the answer sentence's opening written as the prompts teach it, and a colon after it dropped
-    (with the whitespace around it, line breaks included) unless ``keep_colon``.
+    removed, the answer sentence's opening written as ``task``'s prompt teaches it, and a colon after it
+    dropped (with the whitespace around it, line breaks included) unless ``keep_colon``.
 
-    Only when the text lacks ``phrase`` itself is a variant rewritten, and only the most specific variant it
-    holds: "the answer is" in the reasoning, or restating the answer, must not become a second answer
-    sentence (which the DSS rule refuses as ambiguous)."""
+    Only when the text lacks the prompt's phrase itself is a variant rewritten, and only the most specific
+    variant it holds: "the answer is" in the reasoning, or restating the answer, must not become a second
+    answer sentence (which the DSS rule refuses as ambiguous). multiple_choice has one pattern for all its
+    variants, each followed by a choice's label but "So, the answer is": every one the text holds is
+    rewritten."""
+    phrase = _ANSWER_PHRASE[task]
     text = text.replace("**", "").replace("__", "")
     if phrase not in text:
-        for variant in _PHRASE_VARIANTS[phrase]:
+        for variant in _PHRASE_VARIANTS[task]:
             if variant.search(text):
                 text = variant.sub(phrase, text)
                 break
@@ -331,14 +369,16 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
     phrase = _ANSWER_PHRASE[task]
     # whether a colon and a line break end the answer sentence's line is seen before _plain drops them
     listed = task == "multiple_choice" and _options_listed_after_answer(
-        _before_next_question(_plain(text, phrase, keep_colon=True)), phrase, choices
+        _before_next_question(_plain(text, task, keep_colon=True)), phrase, choices
     )
-    text = _plain(text, phrase)
+    text = _plain(text, task)
     if task == "nli":
         text = _without_restated_question(text)
     text = _without_leading_answer_marker(task, text)
     if task != "nli":  # the nli rule cuts at a next example's "Premise:"
         text = _before_next_question(text)
+    if task == "multiple_choice" and phrase not in text:
+        text = _with_final_choice_line(text, phrase, choices)
     text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
     if task in ("nli", "generic"):
         return parse_anli_output(text), ""
@@ -346,14 +386,17 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
         output = _without_reasoning_questions(parse_cqa_output, text, phrase)
         if listed and output.rationale + output.label:
             return output, _OPTIONS_LISTED
-        return _by_choice_letter(text, output, choices)
+        output, refusal = _by_choice_letter(text, output, choices)
+        if output.label and not refusal:
+            refusal = _second_choice_named(_answer_sentence(text), output.label, choices)
+        return output, refusal
     return _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase)), ""
 
 
-# a line that opens with an option's label: "(b) ...", "(b): ...", "B: ...", "B) ..."
-_OPTION_LINE = re.compile(r"[ \t]*(?:\((?P<paren>[A-Za-z])\):?|(?P<bare>[A-Za-z])[:)])(?:\s|\Z)")
-# an answer that is an option's label and nothing else: "(b)", "(b):", "B:", "B)"
-_LABEL_ONLY = re.compile(r"(?:\([A-Za-z]\):?|[A-Za-z][:)])\.?")
+# a line that opens with an option's label: "(b) ...", "(b): ...", "B: ...", "B. ...", "B) ..."
+_OPTION_LINE = re.compile(r"[ \t]*(?:\((?P<paren>[A-Za-z])\):?|(?P<bare>[A-Za-z])[:.)])(?:\s|\Z)")
+# an answer that is an option's label and nothing else: "(b)", "(b):", "B:", "B.", "B)"
+_LABEL_ONLY = re.compile(r"(?:\([A-Za-z]\):?|[A-Za-z][:.)])\.?")
 
 _OPTIONS_LISTED = (
     "the answer sentence is followed by lines that list the choices ('(a) ...', '(b) ...'); expected one "
@@ -381,6 +424,30 @@ def _is_bare_choice(text: str, keys: Sequence[str]) -> bool:
     ``keys`` and nothing else (a final period, or a separator before it as in ``- oven``, aside)."""
     said = text.strip().removesuffix(".").rstrip()
     return normalize_text(_without_separator(said, keys)) in keys
+
+
+def _with_final_choice_line(text: str, phrase: str, choices: Sequence[str]) -> str:
+    """``text`` with ``phrase`` put before its last non-blank line where that line is a choice's label and
+    that choice (``B. Refrigerator``, ``(b) refrigerator.``) and no other line opens with a label (the last
+    line of a list of the options is no answer); ``text`` otherwise.
+
+    Examples:
+        >>> _with_final_choice_line("Cold.\\nB. Refrigerator", "So the answer is", ["oven", "refrigerator"])
+        'Cold.\\nSo the answer is B. Refrigerator'
+        >>> _with_final_choice_line("A. Oven\\nB. Refrigerator", "So the answer is", ["oven", "refrigerator"])
+        'A. Oven\\nB. Refrigerator'
+    """
+    lines = text.rstrip().split("\n")
+    labels = [_OPTION_LINE.match(line) for line in lines]
+    last = labels[-1]
+    if last is None or any(labels[:-1]):
+        return text
+    index = ord((last["paren"] or last["bare"]).lower()) - ord("a")
+    if not (
+        index < len(choices) and _is_bare_choice(lines[-1][last.end() :], [normalize_text(choices[index])])
+    ):
+        return text
+    return "\n".join([*lines[:-1], f"{phrase} {lines[-1].strip()}"])
 
 
 def _options_listed_after_answer(text: str, phrase: str, choices: Sequence[str] = ()) -> bool:
@@ -434,11 +501,36 @@ def _options_listed_after_answer(text: str, phrase: str, choices: Sequence[str] 
     return False
 
 
-# a choice's letter in a multiple-choice answer: "(b)" as the prompt teaches, or "B:" opening the answer
+# a choice's letter in a multiple-choice answer: "(b)" as the prompt teaches, or "B:", "B." or "B)" opening
+# the answer (_OPENING_LETTER)
 _LETTER_MARK = re.compile(r"\((?P<letter>[A-Za-z])\)")
-_OPENING_LETTER = re.compile(r"\s*(?P<letter>[A-Za-z]):(?:\s|\Z)")
 # any "(x)", as the CQA rule reads it: its label is the text between the first and the second
 _RULE_LETTER = re.compile(r"\(.\)")
+
+
+def _answer_sentence(text: str) -> str:
+    """The multiple-choice answer in the prepared ``text``: what follows its answer phrase, up to a ``Q:``
+    (as the CQA rule cuts it); "" when ``text`` has no answer phrase."""
+    phrase = _ANSWER_PHRASE["multiple_choice"]
+    start = text.find(phrase)
+    return "" if start < 0 else text[start + len(phrase) :].split("Q:")[0]
+
+
+def _opening_letter(answer: str, choices: Sequence[str]) -> re.Match[str] | None:
+    """The label without parentheses that opens ``answer`` (``B:``, ``B.``, ``B)``), unless one of
+    ``choices`` starts there (``J. K. Rowling``); None when there is none.
+
+    Examples:
+        >>> _opening_letter(" B. St. Louis.", ["St. Louis"])["letter"]
+        'B'
+        >>> _opening_letter(" J. K. Rowling.", ["J. K. Rowling"]) is None
+        True
+    """
+    opening = _OPENING_LETTER.match(answer)
+    span = _named_choice_span(answer, 0, choices)
+    if opening is not None and span is not None and span[0] == opening.start("letter"):
+        return None
+    return opening
 
 
 def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> tuple[PalmOutput, str]:
@@ -457,8 +549,9 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
       before it, which, when it is no choice, gives way to the letter's choice, unless it starts with
       another choice (``oven, not (b).``), which is refused; without the letter's choice the answer is
       refused;
-    - for ``B: text`` opening the answer (a reply that labels the options ``A:``, ``B:``, ...): the text,
-      which must be the letter's choice or nothing (the letter's choice); otherwise the answer is refused;
+    - for ``B: text``, ``B. text`` or ``B) text`` opening the answer (a reply that labels the options
+      ``A:``, ``B:``, ...): the text, which must be the letter's choice or nothing (the letter's choice);
+      otherwise the answer is refused;
     - for an answer that is, or starts with, a choice holding a letter (``vitamin (c).``, ``vitamin (c)
       (b).``): the letter inside that choice is no letter of the answer, only one after the choice is (the
       text before it is then the answer's text, as above); without one the answer must be exactly a choice.
@@ -480,8 +573,8 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
     start = text.find(phrase)
     if start < 0 or not (output.rationale or output.label):  # no single answer sentence: the rule refused it
         return output, ""
-    answer = text[start + len(phrase) :].split("Q:")[0]
-    opening = _OPENING_LETTER.match(answer)
+    answer = _answer_sentence(text)
+    opening = _opening_letter(answer, choices)
     body = answer[opening.end() :] if opening else answer
     first = _LETTER_MARK.search(body)
     named_choice = _named_choice_span(body, 0, choices)
@@ -539,10 +632,7 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
             # the letter ends another choice's text ("vitamin (a) or vitamin (c)."): two choices, no letter
             ending = _choice_ending_at(body, first.end(), named_choice[1], choices)
             if ending is not None and normalize_text(choices[ending]) != opening_key:
-                shown = " and ".join(
-                    f"({chr(ord('a') + at)}) {choices[at]!r}" for at in (keys.index(opening_key), ending)
-                )
-                return output, f"the answer sentence names more than one choice ({shown})"
+                return output, _more_than_one_choice((keys.index(opening_key), ending), choices)
             return output, (
                 f"the answer's letter ({named[0]}) names choice {choices[index]!r} but its text {said!r} starts "
                 f"with choice ({other}) {choices[keys.index(opening_key)]!r}"
@@ -573,6 +663,84 @@ def _choice_ending_at(line: str, end: int, start: int, choices: Sequence[str]) -
             if found is None or len(choice) > len(str(choices[found]).strip()):
                 found = at
     return found
+
+
+def _more_than_one_choice(indices: Sequence[int], choices: Sequence[str]) -> str:
+    """The reason an answer naming the ``choices`` at ``indices`` is refused."""
+    shown = " and ".join(f"({chr(ord('a') + at)}) {choices[at]!r}" for at in indices)
+    return f"the answer sentence names more than one choice ({shown})"
+
+
+def _word_spans(text: str, word: str) -> list[tuple[int, int]]:
+    """Where ``word`` (already case-folded, not empty) occurs in ``text`` (case-folded) as a whole word: not
+    directly after or before a letter or digit ("art" is not in "artwork")."""
+    spans = []
+    begin = text.find(word)
+    while begin >= 0:
+        end = begin + len(word)
+        if not text[begin - 1 : begin].isalnum() and not text[end : end + 1].isalnum():
+            spans.append((begin, end))
+        begin = text.find(word, begin + 1)
+    return spans
+
+
+def _choices_named(answer: str, choices: Sequence[str]) -> list[int]:
+    """The indices of the ``choices`` that ``answer`` names, in the order it first names them, one for each
+    choice text (the first of equal ones). It names a choice
+
+    - by its text: a whole-word occurrence in any case, not inside a longer occurrence of another choice
+      (``train`` inside ``train station``);
+    - by its letter: a ``(x)`` that is no part of a choice's text (as in ``vitamin (c)``), or a label opening
+      the answer (``B:``, ``B.``, ``B)``). A letter that names no choice names nothing.
+
+    Examples:
+        >>> _choices_named(" (d) iron or vitamin.", ["calcium", "protein", "vitamin", "iron", "zinc"])
+        [3, 2]
+        >>> _choices_named(" (b) train station.", ["train", "train station"])
+        [1]
+    """
+    folded = answer.casefold()
+    keys = [normalize_text(choice) for choice in choices]
+    texts = [str(choice).strip().casefold() for choice in choices]
+    found = [(*span, at) for at, choice in enumerate(texts) if choice for span in _word_spans(folded, choice)]
+    named = [  # (where, index): the occurrences that no longer occurrence holds
+        (begin, at)
+        for begin, end, at in found
+        if not any(
+            other[0] <= begin and end <= other[1] and other[1] - other[0] > end - begin for other in found
+        )
+    ]
+    opening = _opening_letter(folded, choices)
+    marks = [*([(opening.start("letter"), opening["letter"])] if opening else [])]
+    marks += [(mark.start(), mark["letter"]) for mark in _LETTER_MARK.finditer(folded)]
+    for where, letter in marks:
+        inside_a_choice = any(begin <= where < end for begin, end, _ in found)
+        if not inside_a_choice and ord(letter) - ord("a") < len(choices):
+            named.append((where, ord(letter) - ord("a")))
+    return list(dict.fromkeys(keys.index(keys[at]) for _, at in sorted(named)))
+
+
+def _second_choice_named(answer: str, label: str, choices: Sequence[str]) -> str:
+    """Why ``answer``, parsed as ``label``, is refused for naming more than one of ``choices``
+    (:func:`_choices_named`); "" when it names one or none. Where ``label`` is a choice, a choice whose text
+    is a whole word of the label's (``5`` of ``-5``, written ``(a) - 5``) is the label's.
+
+    Examples:
+        >>> _second_choice_named(" iron or vitamin (c).", "iron", ["calcium", "protein", "iron", "vitamin"])
+        "the answer sentence names more than one choice ((c) 'iron' and (d) 'vitamin')"
+        >>> _second_choice_named(" (a) - 5.", "-5", ["-5", "5"])
+        ''
+    """
+    named = _choices_named(answer, choices)
+    key = normalize_text(label)
+    if key in (normalize_text(choice) for choice in choices):
+        own = label.casefold()
+        named = [
+            at
+            for at in named
+            if normalize_text(choices[at]) == key or not _word_spans(own, str(choices[at]).strip().casefold())
+        ]
+    return _more_than_one_choice(named, choices) if len(named) > 1 else ""
 
 
 def _without_separator(text: str, keys: Sequence[str], letter_key: str = "") -> str:
@@ -676,14 +844,14 @@ def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = N
     if refusal:
         return TeacherAnswer("", "", refusal)
     if not output.parsed:
-        if phrase not in _plain(text, phrase):
+        if phrase not in _plain(text, task):
             return TeacherAnswer("", "", f"no answer sentence ('{phrase} ...')")
         return TeacherAnswer("", "", f"the answer sentence does not parse by the {task} rule")
     label = normalise_answer(task, output.label)
     if not label:
         return TeacherAnswer("", "", f"answer {output.label!r} is not a valid {task} answer")
     if not output.rationale:
-        if task == "nli" and _RESTATED_NLI_QUESTION.match(_plain(text, phrase)):
+        if task == "nli" and _RESTATED_NLI_QUESTION.match(_plain(text, task)):
             return TeacherAnswer("", "", _RESTATEMENT_ONLY)
         return TeacherAnswer("", "", "empty rationale before the answer sentence")
     return TeacherAnswer(output.rationale, label, "")
