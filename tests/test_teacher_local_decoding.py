@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hf_cotmi.teacher import GenerationRequest, LocalCausalBackend
+from hf_cotmi.teacher.backends import CutOffText
 from hf_cotmi.teacher.tiny import _WORDS
 from hf_cotmi.tiny import build_tiny_causal_lm, build_word_tokenizer
 
@@ -84,3 +85,25 @@ def test_sampling_gives_one_text_per_request_when_the_config_asks_for_several_se
     assert len(texts) == 3
     assert texts == [backend.generate([request])[0] for request in requests]  # each follows its own seed
     assert len(set(texts)) == 3
+
+
+def test_a_text_that_ran_into_max_new_tokens_is_marked_cut_off():
+    """The local teacher gave no sign of a text cut at max_new_tokens (a server's finish_reason 'length'), so
+    an answer sentence the cut ended ('So the answer is 1' of 14) was read as the teacher's answer."""
+    model, tokenizer = _teacher()
+    backend = _backend(model, tokenizer, temperature=0.0)
+    requests = [GenerationRequest(i, 0, p, None) for i, p in enumerate(_PROMPTS)]
+    cut = backend.generate(requests)
+    assert all(isinstance(text, CutOffText) for text in cut)  # the model never writes EOS
+    # make a word the first text holds, and some other text lacks, a stop token: those rows stop before the limit
+    first = tokenizer(cut[0], add_special_tokens=False)["input_ids"]
+    others = [set(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in cut[1:]]
+    stop = next(token for token in first[1:-1] if any(token not in ids for ids in others))
+    backend.stop_token_ids = sorted({*backend.stop_token_ids, stop})
+    texts = backend.generate(requests)
+    stopped = [stop in tokenizer(text, add_special_tokens=False)["input_ids"] for text in cut]
+    assert stopped[0] and not all(stopped)
+    assert len(texts[0]) < len(cut[0])
+    for text, before, was_stopped in zip(texts, cut, stopped):
+        assert isinstance(text, CutOffText) is not was_stopped
+        assert was_stopped or text == before  # the rows that did not stop are as before

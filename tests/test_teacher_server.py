@@ -58,6 +58,19 @@ def canned_answer(prompt: str, seed: int | None) -> str:
     )
 
 
+def cut_off_answer(fault: str, prompt: str) -> str:
+    """A generic-task answer ('So the answer is ...') to 'What is A plus B?', cut off where ``fault`` says, as
+    a server cuts a text at ``max_tokens`` (``finish_reason: "length"``)."""
+    a, b = map(int, QUESTION.search(prompt).groups())
+    whole = f"We add {a} and {b}. So the answer is {a + b}.\n\nQ: What is 1 plus 1?\nA: 2"
+    ends = {
+        "cut-in-answer": whole.index(".\n") - 1,  # 'So the answer is 1' of 14
+        "cut-after-answer": whole.index(" plus 1?"),  # in an invented next question
+        "cut-in-reasoning": whole.index(" So"),  # before any answer
+    }
+    return whole[: ends[fault]]
+
+
 class FaultServer:
     """OpenAI-compatible chat/completions on 127.0.0.1 with scheduled faults (by request number)."""
 
@@ -105,6 +118,11 @@ class FaultServer:
                     self.end_headers()
                     self.wfile.write(page)
                     return
+                if fault == "not-utf8":  # a 200 whose body is not UTF-8, which JSON must be
+                    text = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "We add \xff"}}]}'
+                    return self._reply(200, None, body=text)
+                if fault == "error-body":  # a gateway's error in a 200 reply, instead of a completion
+                    return self._reply(200, {"error": {"message": "upstream model overloaded", "code": 502}})
                 if fault == "cut-json":  # a 200 whose JSON body ends early (a proxy, a server that crashed)
                     return self._reply(
                         200, None, body=b'{"id": "r", "object": "chat.completion", "choices": [{"ind'
@@ -118,13 +136,14 @@ class FaultServer:
                 if fault == "slow":
                     time.sleep(server.slow)
                 time.sleep(server.delay)
+                cut = fault is not None and fault.startswith("cut-") and fault != "cut-json"
                 if self.path.endswith("/chat/completions"):
                     prompt = body["messages"][-1]["content"]
-                    text = canned_answer(prompt, body.get("seed"))
+                    text = cut_off_answer(fault, prompt) if cut else canned_answer(prompt, body.get("seed"))
                     choice = {
                         "index": 0,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "finish_reason": "length" if cut else "stop",
                     }
                     if fault == "null-message":  # a reply some servers give for a filtered answer
                         choice["message"] = None
@@ -135,8 +154,8 @@ class FaultServer:
                     kind = "chat.completion"
                 else:
                     prompt = body["prompt"]
-                    text = canned_answer(prompt, body.get("seed"))
-                    choice = {"index": 0, "text": text, "finish_reason": "stop"}
+                    text = cut_off_answer(fault, prompt) if cut else canned_answer(prompt, body.get("seed"))
+                    choice = {"index": 0, "text": text, "finish_reason": "length" if cut else "stop"}
                     kind = "text_completion"
                 with server.lock:
                     server.answered.append(prompt.rsplit("Q: ", 1)[-1])
@@ -547,6 +566,63 @@ def test_a_reply_whose_json_is_cut_short_is_retried_and_names_its_record(tmp_pat
     assert re.search(r"^record 1 \(sample 0\): .*127\.0\.0\.1.* not valid JSON .*gave up after 1 retries",
                      message), message  # fmt: skip
     assert error.value.summary.written == 1 and len(lines(tmp_path / "b.jsonl")) == 1
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_a_text_cut_off_at_max_new_tokens_keeps_only_an_answer_the_cut_spared(tmp_path, api):
+    """``finish_reason: "length"`` was ignored: 'So the answer is 1', cut from '... is 14.', was written as the
+    teacher's answer '1'; and a record cut before its answer was refused without saying it was cut."""
+    inputs = tmp_path / "in.jsonl"
+    rows = [{"input": f"What is {a} plus 3?", "label": str(a + 3)} for a in (11, 12, 13, 14)]
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out.jsonl"
+    faults = {1: "cut-in-answer", 2: "cut-after-answer", 3: "cut-in-reasoning"}
+    with FaultServer(faults) as server:
+        summary = generate_rationales(
+            inputs, out, base_url=server.url, model="m", api=api, task="generic", concurrency=1, progress=False
+        )  # fmt: skip
+    written = {line["source_index"]: line for line in lines(out)}
+    rejects = {line["source_index"]: line for line in lines(tmp_path / "out.rejects.jsonl")}
+    assert sorted(written) == [1] and sorted(rejects) == [0, 2, 3]
+    # the cut came after the answer's line: the answer stands (and agrees with the gold label)
+    assert written[1]["teacher_label"] == "15" and written[1]["rationale"] == "We add 12 and 3."
+    assert rejects[0]["teacher_outputs"] == ["We add 11 and 3. So the answer is 1"]
+    assert rejects[0]["teacher_parse_errors"] == [
+        "the text was cut off at max_new_tokens in the line of its answer sentence; raise max_new_tokens"
+    ]
+    assert rejects[2]["teacher_parse_errors"][0].endswith(
+        "; the text was cut off at max_new_tokens; raise max_new_tokens"
+    )
+    assert rejects[2]["teacher_parse_errors"][0].startswith("no answer sentence")
+    assert rejects[3]["teacher_parse_errors"] == ["no answer sentence ('So the answer is ...')"]  # not cut
+    assert summary.counts() == {
+        "total": 4, "parsed": 1, "unparsable": 3, "agreed": 1, "dropped": 0, "written": 1, "retries": 0,
+    }  # fmt: skip
+
+
+def test_a_reply_that_is_not_utf8_or_holds_an_error_is_retried_and_names_its_record(tmp_path):
+    """A body with a byte that is not UTF-8 stopped the run at once with "UnicodeDecodeError: 'utf-8' codec
+    can't decode byte 0xff in position 98", naming neither the record nor the server; a gateway's error in a
+    200 reply was shown as "no choices" only, its message lost."""
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 3)
+    with FaultServer({1: "not-utf8", 2: "error-body"}) as server:
+        summary = generate_rationales(
+            inputs, tmp_path / "out.jsonl", base_url=server.url, model="m", task="arithmetic", concurrency=1,
+            progress=False, retry_policy=FAST_RETRIES,
+        )  # fmt: skip
+    assert summary.complete and summary.written == 3 and summary.retries == 2
+    once = RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
+    for fault, said in [
+        ("not-utf8", r"not UTF-8 \(byte b'\\xff' at position \d+\): b'.*We add \\xff"),
+        ("error-body", r"no choices, but an error: .*upstream model overloaded"),
+    ]:
+        with FaultServer({1: fault, 2: fault}) as server:
+            with pytest.raises(TeacherRequestError, match=rf"record 0 \(sample 0\): {server.url}.* {said}"):
+                generate_rationales(
+                    inputs, tmp_path / f"{fault}.jsonl", base_url=server.url, model="m", concurrency=1,
+                    progress=False, retry_policy=once,
+                )  # fmt: skip
 
 
 def test_max_retry_after_caps_a_day_long_retry_after_from_the_api_and_the_command(tmp_path, capsys):

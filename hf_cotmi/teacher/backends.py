@@ -35,6 +35,7 @@ from .options import check_positive, check_request_timeout, check_sampling
 from .retrying import RetryableError, RetryPolicy, call_with_retries, parse_retry_after
 
 __all__ = [
+    "CutOffText",
     "GenerationRequest",
     "TeacherBackend",
     "TeacherRequestError",
@@ -78,6 +79,23 @@ class GenerationRequest:
         return self.index, self.sample
 
 
+class CutOffText(str):
+    """A teacher's text that generation cut off at ``max_new_tokens`` (a server's ``finish_reason: "length"``,
+    a local model that wrote no stop token): its last line may end mid-sentence, even mid-answer.
+
+    A backend returns such a text as this ``str`` subclass; the generator then keeps its answer only when that
+    stands on a line before the cut (a ``So the answer is St. Lou`` that the cut ended is refused, not read
+    as ``st. lou``). Any other text is a plain ``str``.
+
+    Examples:
+        >>> text = CutOffText("Fish swim. So the answer is (a) se")
+        >>> isinstance(text, str), text.endswith("se")
+        (True, True)
+    """
+
+    __slots__ = ()
+
+
 class TeacherRequestError(RuntimeError):
     """A teacher request failed for good (not retryable, or retries exhausted).
 
@@ -106,7 +124,8 @@ class TeacherBackend(Protocol):
     retries: int
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        """The completion text of each request, in order."""
+        """The completion text of each request, in order (a :class:`CutOffText` for one cut off at the
+        token limit)."""
         ...
 
     def settings(self) -> dict[str, Any]:
@@ -235,6 +254,14 @@ class OpenAICompatibleBackend:
                 f"HTTP {status} from {self.base_url} for model {self.model!r} ({self.api} API): "
                 f"{str(getattr(error, 'message', '') or error)[:300]}"
             )
+        if isinstance(error, UnicodeDecodeError):
+            # JSON must be UTF-8: a body that is not (a proxy's, a broken server's) failed in the client's
+            # json.loads with an error naming neither the server nor the reply
+            body, start, end = error.object, error.start, error.end
+            return RetryableError(
+                f"{self.base_url} answered with a body that is not UTF-8 (byte {body[start:end]!r} at position "
+                f"{start}): {body[max(0, start - 80) : end + 40]!r}"
+            )
         if isinstance(error, json.JSONDecodeError):
             # a reply said to be JSON whose body is not (cut short by a proxy or a crashing server): the
             # client's error names neither the server nor the reply; asking again may get a whole one
@@ -279,7 +306,9 @@ class OpenAICompatibleBackend:
         if response.choices and not isinstance(response.choices, (list, tuple)):
             came = f"choices is a {type(response.choices).__name__}, not a list"
         elif not response.choices:
-            came = "no choices"
+            # a 200 whose body holds an error instead (some gateways send one): show it
+            said = getattr(response, "error", None)
+            came = "no choices" + (f", but an error: {str(said)[:300]}" if said else "")
         elif response.choices[0] is None:
             came = "choices[0] is null"
         elif self.api == "chat" and getattr(response.choices[0], "message", None) is None:
@@ -307,7 +336,7 @@ class OpenAICompatibleBackend:
             raise TeacherRequestError(
                 f"{self.base_url} answered, but {where} is a {type(text).__name__}; expected a string"
             )
-        return text
+        return CutOffText(text) if getattr(first, "finish_reason", None) == "length" else text
 
     def _count_retry(self, attempt: int, error: RetryableError, delay: float) -> None:
         with self._lock:
@@ -363,6 +392,10 @@ class OpenAICompatibleBackend:
             except TeacherRequestError as error:  # not retryable: say which record, so it can be found
                 raise TeacherRequestError(
                     f"record {request.index} (sample {request.sample}): {error}"
+                ) from error
+            except Exception as error:  # the client's own failure on an odd reply: still name the record
+                raise TeacherRequestError(
+                    f"record {request.index} (sample {request.sample}): {type(error).__name__}: {error}"
                 ) from error
         return texts
 
@@ -593,7 +626,13 @@ class LocalCausalBackend:
         with torch.inference_mode():
             output = self.model.generate(**encoded, **options)
         generated = output[:, encoded["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        if generated.shape[1] < self.max_new_tokens:  # every row stopped before the limit
+            return texts
+        # a row without a stop token ran into max_new_tokens (a finished row holds its stop token, then padding)
+        stop = torch.tensor(self.stop_token_ids, dtype=generated.dtype, device=generated.device)
+        stopped = torch.isin(generated, stop).any(dim=1)
+        return [text if done else CutOffText(text) for text, done in zip(texts, stopped.tolist())]
 
 
 def _saved_config(name: str, trust_remote_code: bool) -> Any:

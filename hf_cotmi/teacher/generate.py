@@ -29,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .answers import TASKS, answers_agree, parse_teacher_output, vote_answers
+from .answers import TASKS, TeacherAnswer, answers_agree, parse_teacher_output, vote_answers
 from .backends import (
+    CutOffText,
     GenerationRequest,
     LocalCausalBackend,
     OpenAICompatibleBackend,
@@ -382,7 +383,7 @@ def _final_record(
 ) -> tuple[str, dict[str, Any]]:
     """("output" | "rejects", line) for one record whose samples are all in."""
     choices = choices_in_input(item.input) if task == "multiple_choice" else None
-    answers = [parse_teacher_output(task, text, choices=choices) for text in outputs]
+    answers = [_parse_sample(task, text, choices) for text in outputs]
     vote = vote_answers(task, [answer.label or None for answer in answers])
     meta = {
         INDEX_FIELD: index,
@@ -424,6 +425,32 @@ def _final_record(
     if filter == "drop" and agrees is False:
         return "rejects", {**line, "reason": REJECT_DISAGREES}
     return "output", line
+
+
+_CUT_OFF = "the text was cut off at max_new_tokens"
+
+
+def _parse_sample(task: str, text: str, choices: Sequence[str] | None) -> TeacherAnswer:
+    """:func:`parse_teacher_output` of one sample; for a :class:`CutOffText` its answer counts only when it
+    stands on a line before the cut (the same without the cut last line), and a reason says the text was cut.
+
+    Examples:
+        >>> _parse_sample("generic", CutOffText("It is after Wednesday. So the answer is Thurs"), None).reason
+        'the text was cut off at max_new_tokens in the line of its answer sentence; raise max_new_tokens'
+        >>> _parse_sample("generic", CutOffText("Wednesday is before. So the answer is Thursday.\\nQ: Wh"), None).label
+        'thursday'
+    """
+    answer = parse_teacher_output(task, text, choices=choices)
+    if not isinstance(text, CutOffText):
+        return answer
+    if answer.parsed:
+        whole_lines = parse_teacher_output(task, text[: text.rfind("\n") + 1], choices=choices)
+        if whole_lines.parsed and whole_lines.label == answer.label:
+            return answer
+        reason = f"{_CUT_OFF} in the line of its answer sentence"
+    else:
+        reason = f"{answer.reason}; {_CUT_OFF}"
+    return TeacherAnswer("", "", f"{reason}; raise max_new_tokens")
 
 
 def _agrees(task: str, line: dict[str, Any]) -> bool:
@@ -742,7 +769,8 @@ class _RecordWriter:
     def take(self, request: GenerationRequest, text: str) -> bool:
         """Keep one sample's text; True when it was its record's last, and the record is written."""
         samples = self._samples.setdefault(request.index, {})
-        samples[request.sample] = _without_lone_surrogates(text, request.index)
+        kept = _without_lone_surrogates(text, request.index)
+        samples[request.sample] = CutOffText(kept) if isinstance(text, CutOffText) else kept
         if len(samples) < self.num_samples:
             return False
         del self._samples[request.index]
