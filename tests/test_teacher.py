@@ -218,7 +218,10 @@ def test_a_choice_with_a_period_inside_is_the_whole_label(text, choice):
 
 def test_an_answer_that_is_no_choice_still_ends_at_its_sentence():
     text = "Fish live in water. So the answer is (b) sea. Let me know if you need more help."
-    assert parse_teacher_output("multiple_choice", text, choices=["tree", "lake"]).label == "sea"
+    assert parse_teacher_output("multiple_choice", text).label == "sea"
+    # with the record's choices, a text that is none of them is refused (test_an_answer_that_is_none_...)
+    parsed = parse_teacher_output("multiple_choice", text, choices=["tree", "lake"])
+    assert (parsed.label, parsed.reason) == ("", "the answer 'sea' is none of the record's choices")
     with pytest.raises(ValueError, match="choices are read by the multiple_choice task only"):
         parse_teacher_output("nli", "So the answer is neutral.", choices=["a"])
 
@@ -277,7 +280,6 @@ _COOL = "A refrigerator keeps food cool."
         (":\nB: refrigerator", "refrigerator"),
         ("A: oven.", "oven"),
         ("(x) refrigerator.", "refrigerator"),  # a letter that names no choice: the text decides, as before
-        ("(b) fridge.", "fridge"),  # a text that is no choice: the text, as before
     ],
 )
 def test_a_multiple_choice_answer_agrees_with_its_letter(answer, label):
@@ -427,8 +429,6 @@ def test_a_leading_answer_marker_is_removed_unless_a_line_opens_with_option_b(te
         ("(c) vitamin (a).", ["iron", "zinc", "vitamin (a)"], "vitamin (a)"),
         ("(b) Plan (B).", ["Plan (A)", "Plan (B)"], "plan (b)"),
         ("(e) both (a) and (b).", ["sun", "rain", "snow", "wind", "both (a) and (b)"], "both (a) and (b)"),
-        # a choice that only starts the answer is not the answer: the text decides, as before
-        ("(b) refrigerator (the cold one).", PIE_CHOICES, "refrigerator (the cold one)"),
     ],
 )
 def test_a_choice_holding_a_letter_is_the_whole_label(answer, choices, label):
@@ -512,8 +512,8 @@ def test_a_letter_ending_a_second_choice_is_refused_as_two_choices(answer, shown
         # a minus written with a space after it, where the letter's choice is the negative number
         ("(a) - 5.", ["-5", "5"], "-5"),
         ("(b) - 5.", ["-5", "5"], "5"),
-        # a text that is no choice keeps its dash; a minus sign with no space after it is no separator
-        ("(b) - fridge.", PIE_CHOICES, "- fridge"),
+        # a minus sign with no space after it is no separator (a text that is no choice keeps its dash, and
+        # is refused: test_an_answer_that_is_none_of_the_records_choices_is_refused)
         ("(a) -5.", ["-5", "5"], "-5"),
         ("(a) -10 degrees.", ["-10 degrees", "10 degrees"], "-10 degrees"),
     ],
@@ -666,6 +666,157 @@ def test_an_answer_naming_one_choice_parses_and_one_naming_two_is_refused(senten
 def test_a_letter_after_the_text_names_one_choice_or_the_answer_is_refused(answer, label):
     parsed = parse_teacher_output("multiple_choice", f"{_BLOOD} So the answer is {answer}", choices=NUTRIENTS)
     assert parsed.label == label and bool(parsed.reason) == (not label)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "word"),
+    [
+        # a negated answer names no answer: all but the "B:" one (refused as not parsing) gave a label: the
+        # choice after "not", the letter's choice after words that are no choice, or the text ("not
+        # refrigerator", "oven is not it", "refrigerator, which doesn't heat food")
+        ("So the answer is not (a) oven.", "not"),
+        ("So the answer is not (b).", "not"),
+        ("So the answer isn't (a) oven.", "n't"),
+        ("So the answer is definitely not (b).", "not"),
+        ("So the answer is (b) not refrigerator.", "not"),
+        ("So the answer is (a) oven is not it.", "not"),
+        ("So the answer is none of them, so (b).", "none"),
+        ("So the answer is B: never the refrigerator.", "never"),
+        ("So, the answer is not (a) oven.", "not"),  # a chat model's phrase, written as the prompt's
+        ("So the answer is (b) refrigerator, which doesn\u2019t heat food.", "doesn\u2019t"),
+    ],
+)
+def test_a_negated_answer_is_refused(sentence, word):
+    parsed = parse_teacher_output("multiple_choice", f"{_COOL} {sentence}", choices=PIE_CHOICES)
+    assert (parsed.label, parsed.reason) == (
+        "",
+        f"the answer sentence negates ({word!r}, outside the text of a choice): it names no answer",
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices", "label"),
+    [
+        # a negating word inside a choice's text is part of the choice (answers of the DSS PaLM release)
+        ("(c) not lie.", ["laugh", "truthful", "not lie", "think", "sense of duty"], "not lie"),
+        ("(e) should not.", ["unnecessary", "optional", "will not", "need not", "should not"], "should not"),
+        (
+            "(e) can't help it.",
+            ["help people", "all know", "was given to", "no choice", "can't help it"],
+            "can't help it",
+        ),
+        # without the record's choices the text after the letter may be a choice: only words before it count
+        ("(c) not lie.", None, "not lie"),
+    ],
+)
+def test_a_negating_word_inside_a_choice_is_no_negation(answer, choices, label):
+    parsed = parse_teacher_output("multiple_choice", f"{_COOL} So the answer is {answer}", choices=choices)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, label, "")
+    if choices is None:
+        parsed = parse_teacher_output("multiple_choice", f"{_COOL} So the answer is not {answer}")
+        assert not parsed.parsed and "negates ('not'" in parsed.reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        # a remark after the answer sentence, on its line, that names another choice: the teacher hedges.
+        # The remark was dropped, so that these gave "iron"
+        ("(d) iron. Or vitamin (c).", "(d) 'iron' and (c) 'vitamin'"),
+        ("(d) iron. Or maybe vitamin.", "(d) 'iron' and (c) 'vitamin'"),
+        ("D. Iron. Zinc (e) would do too.", "(d) 'iron' and (e) 'zinc'"),
+        ("(d) iron. Not (c).", "(d) 'iron' and (c) 'vitamin'"),
+    ],
+)
+def test_a_remark_on_the_answer_line_naming_another_choice_is_refused(answer, shown):
+    parsed = parse_teacher_output("multiple_choice", f"{_BLOOD} So the answer is {answer}", choices=NUTRIENTS)
+    assert (parsed.label, parsed.reason) == (
+        "",
+        f"the answer sentence with the remark after it on its line names more than one choice ({shown})",
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # a remark naming no choice, or only the answer's own, is dropped
+        "(d) iron. Hope this helps!",
+        "(d) iron. I'm not sure, though.",
+        "(d) iron. Iron carries oxygen.",
+        "(d) iron.\nOr vitamin (c).",  # a remark on a line of its own is after the answer line: not read
+    ],
+)
+def test_a_remark_on_the_answer_line_naming_no_other_choice_is_dropped(answer):
+    parsed = parse_teacher_output("multiple_choice", f"{_BLOOD} So the answer is {answer}", choices=NUTRIENTS)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_BLOOD, "iron", "")
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices", "label"),
+    [
+        # the letter's choice, then prose naming no other choice: these gave the whole text, no choice
+        # ("refrigerator because it is cold", ...)
+        ("(b) refrigerator because it is cold.", PIE_CHOICES, "refrigerator"),
+        ("(B) Refrigerator, as it keeps food cool.", PIE_CHOICES, "refrigerator"),
+        ("(b) refrigerator (the cold one).", PIE_CHOICES, "refrigerator"),
+        ("(b) vitamin (c) from oranges.", VITAMINS, "vitamin (c)"),
+        ("(b) - St. Louis, in Missouri.", ["Boston", "St. Louis"], "st. louis"),
+        # it was refused ("does not parse"), as the text after "B:" was no choice
+        ("B: refrigerator, as it keeps food cool.", PIE_CHOICES, "refrigerator"),
+    ],
+)
+def test_the_letters_choice_followed_by_prose_is_the_label(answer, choices, label):
+    parsed = parse_teacher_output("multiple_choice", f"{_COOL} So the answer is {answer}", choices=choices)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, label, "")
+
+
+FIELD_CHOICES = ["tropical forest", "tree", "pet shops", "book store", "feild"]  # DSS CQA train record 8521
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices", "said"),
+    [
+        # a text that is no choice of the record: these gave "fridge", "field" (PaLM's answer to the record of
+        # FIELD_CHOICES, whose letter names "feild"), "refrigerators", "- fridge", "fridge" and "oven heats"
+        ("(b) fridge.", PIE_CHOICES, "fridge"),
+        ("(e) field.", FIELD_CHOICES, "field"),
+        ("(b) refrigerators.", PIE_CHOICES, "refrigerators"),  # the choice, but not as a whole word
+        ("(b) - fridge.", PIE_CHOICES, "- fridge"),
+        ("(x) fridge.", PIE_CHOICES, "fridge"),  # a letter that names no choice
+        ("(a) oven heats.", ["oven heats food", "refrigerator"], "oven heats"),  # a choice's start only
+    ],
+)
+def test_an_answer_that_is_none_of_the_records_choices_is_refused(answer, choices, said):
+    parsed = parse_teacher_output("multiple_choice", f"{_COOL} So the answer is {answer}", choices=choices)
+    assert (parsed.label, parsed.reason) == ("", f"the answer {said!r} is none of the record's choices")
+    # without the record's choices the text is the label, as the DSS rule reads it
+    parsed = parse_teacher_output("multiple_choice", f"{_COOL} So the answer is {answer}")
+    assert (parsed.label, parsed.reason) == (normalize_text(said), "")
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        # the letter's choice followed by prose naming another choice, or negating: no label
+        (
+            "(a) oven because a refrigerator is too cold.",
+            "the answer sentence names more than one choice ((a) 'oven' and (b) 'refrigerator')",
+        ),
+        (
+            "(b) refrigerator, not the oven.",
+            "the answer sentence names more than one choice ((b) 'refrigerator' and (a) 'oven')",
+        ),
+        (
+            "(a) oven would not do.",
+            "the answer sentence negates ('not', outside the text of a choice): it names no answer",
+        ),
+    ],
+)
+def test_the_letters_choice_followed_by_prose_naming_more_is_refused(answer, reason):
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_COOL} So the answer is {answer}", choices=PIE_CHOICES
+    )
+    assert (parsed.label, parsed.reason) == ("", reason)
 
 
 def test_a_choice_opening_with_an_initial_is_no_label():

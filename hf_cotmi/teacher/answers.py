@@ -40,7 +40,13 @@ letters, is refused, never read as one of them; a letter alone, or after words t
 (b)``) are refused. A label ``B:``, ``B.`` or ``B)`` opening the answer is a letter too (not where a choice
 starts there, as ``J. K. Rowling`` does), whose text must be its choice. An answer that names a second choice,
 by its text (a whole word, not inside a longer choice) or its letter (``iron or vitamin (c)``, ``(d) iron or
-vitamin``), is refused (:func:`_choices_named`), never read as either. An answer that is, or starts with, a
+vitamin``), is refused (:func:`_choices_named`), never read as either; so is an answer whose line holds a
+remark after the answer sentence that names another choice (``(d) iron. Or vitamin (c).``: the teacher hedges;
+a remark naming no other choice is dropped), and one that negates (``not (a) oven``, ``isn't (a)``, ``(a)
+oven is not it``: :func:`_negation`; ``not`` inside a choice's text, as in ``not lie``, negates nothing). With
+the record's choices a label that is none of them is refused (``(b) fridge``, ``(e) field`` where (e) is
+``feild``), but the letter's choice followed by more words (``(b) refrigerator because it is cold``) gives
+that choice, the words checked as above (:func:`_refused_choice`). An answer that is, or starts with, a
 choice holding a letter (``vitamin (c)``) has only a letter after that choice as its own. A separator between
 the letter and the choice (``(b) - refrigerator``, ``(b) – ...``, ``(b) : ...``: dashes or colons followed by
 whitespace) is dropped where what is left is a choice; a minus sign (``-5``) stays, and ``(a) - 5`` is ``-5``
@@ -379,6 +385,7 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
         text = _before_next_question(text)
     if task == "multiple_choice" and phrase not in text:
         text = _with_final_choice_line(text, phrase, choices)
+    line = _close_answer_line(text, phrase)  # the answer sentence's line, a remark after the sentence kept
     text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
     if task in ("nli", "generic"):
         return parse_anli_output(text), ""
@@ -387,8 +394,8 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
         if listed and output.rationale + output.label:
             return output, _OPTIONS_LISTED
         output, refusal = _by_choice_letter(text, output, choices)
-        if output.label and not refusal:
-            refusal = _second_choice_named(_answer_sentence(text), output.label, choices)
+        if not refusal and (output.rationale or output.label):  # the rule found one answer sentence
+            refusal = _refused_choice(_answer_sentence(text), _answer_sentence(line), output.label, choices)
         return output, refusal
     return _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase)), ""
 
@@ -544,7 +551,9 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
     - for ``(x) text``, the form the rule reads: the text after the letter, without a colon directly after
       the letter (``(B): refrigerator``), and the whole of the choice it starts with even where that holds a
       letter (``(c) vitamin (a)``). A text that is no choice (``(b) fridge``), or a letter that names none
-      (``(x) refrigerator``), leaves the text to decide, as the rule does;
+      (``(x) refrigerator``), leaves the text to decide, as the rule does (:func:`_refused_choice` then
+      refuses a text that is none of the record's choices), but the letter's choice followed by more words
+      (``(b) refrigerator because it is cold``) gives that choice;
     - for a letter after the text or alone (``refrigerator (b).``, ``option (b).``, ``(b).``): the text
       before it, which, when it is no choice, gives way to the letter's choice, unless it starts with
       another choice (``oven, not (b).``), which is refused; without the letter's choice the answer is
@@ -622,6 +631,9 @@ def _by_choice_letter(text: str, output: PalmOutput, choices: Sequence[str]) -> 
                 f"choice ({other})"
             )
         return PalmOutput(output.rationale, said), ""
+    if known and key and _opens_with_choice_then_prose(body, named_choice, keys[index]):
+        # "(b) refrigerator because it is cold.": the letter's choice, then words that _refused_choice checks
+        return PalmOutput(output.rationale, str(choices[index])), ""
     if key and text_decides:  # a text that is no choice, or a letter that names none: the text, as the rule
         return PalmOutput(output.rationale, said), ""
     if known and first is not None and not text_decides and named_choice is not None:  # "oven, not (b)."
@@ -665,10 +677,12 @@ def _choice_ending_at(line: str, end: int, start: int, choices: Sequence[str]) -
     return found
 
 
-def _more_than_one_choice(indices: Sequence[int], choices: Sequence[str]) -> str:
-    """The reason an answer naming the ``choices`` at ``indices`` is refused."""
+def _more_than_one_choice(
+    indices: Sequence[int], choices: Sequence[str], where: str = "the answer sentence"
+) -> str:
+    """The reason an answer naming the ``choices`` at ``indices`` in ``where`` is refused."""
     shown = " and ".join(f"({chr(ord('a') + at)}) {choices[at]!r}" for at in indices)
-    return f"the answer sentence names more than one choice ({shown})"
+    return f"{where} names more than one choice ({shown})"
 
 
 def _word_spans(text: str, word: str) -> list[tuple[int, int]]:
@@ -720,10 +734,12 @@ def _choices_named(answer: str, choices: Sequence[str]) -> list[int]:
     return list(dict.fromkeys(keys.index(keys[at]) for _, at in sorted(named)))
 
 
-def _second_choice_named(answer: str, label: str, choices: Sequence[str]) -> str:
-    """Why ``answer``, parsed as ``label``, is refused for naming more than one of ``choices``
-    (:func:`_choices_named`); "" when it names one or none. Where ``label`` is a choice, a choice whose text
-    is a whole word of the label's (``5`` of ``-5``, written ``(a) - 5``) is the label's.
+def _second_choice_named(
+    answer: str, label: str, choices: Sequence[str], where: str = "the answer sentence"
+) -> str:
+    """Why ``answer`` (``where`` in the reason), parsed as ``label``, is refused for naming more than one of
+    ``choices`` (:func:`_choices_named`); "" when it names one or none. Where ``label`` is a choice, a choice
+    whose text is a whole word of the label's (``5`` of ``-5``, written ``(a) - 5``) is the label's.
 
     Examples:
         >>> _second_choice_named(" iron or vitamin (c).", "iron", ["calcium", "protein", "iron", "vitamin"])
@@ -740,7 +756,96 @@ def _second_choice_named(answer: str, label: str, choices: Sequence[str]) -> str
             for at in named
             if normalize_text(choices[at]) == key or not _word_spans(own, str(choices[at]).strip().casefold())
         ]
-    return _more_than_one_choice(named, choices) if len(named) > 1 else ""
+    return _more_than_one_choice(named, choices, where) if len(named) > 1 else ""
+
+
+# what may follow the letter's choice in an answer that goes on after it ("(b) refrigerator because it is cold",
+# "(b) refrigerator, as ...", "(b) refrigerator (the cold one)"): whitespace, a comma, semicolon, colon or an
+# opening parenthesis; not a letter or digit ("refrigerators"), a period ("5.5") or a hyphen ("oven-baked")
+_PROSE_AFTER_CHOICE = re.compile(r"[\s,;:(]")
+
+
+def _opens_with_choice_then_prose(body: str, named_choice: tuple[int, int] | None, letter_key: str) -> bool:
+    """Whether the answer ``body``, whose opening choice (after its letter) lies at ``named_choice``
+    (:func:`_named_choice_span`), opens with the letter's normalised choice ``letter_key`` followed by more
+    words (:data:`_PROSE_AFTER_CHOICE`).
+
+    Examples:
+        >>> body = " (b) refrigerator because it is cold."
+        >>> _opens_with_choice_then_prose(body, _named_choice_span(body, 0, ["oven", "refrigerator"]), "refrigerator")
+        True
+        >>> _opens_with_choice_then_prose(" (b) refrigerators.", None, "refrigerator")
+        False
+    """
+    if named_choice is None:
+        return False
+    begin, end = named_choice
+    return normalize_text(body[begin:end]) == letter_key and _PROSE_AFTER_CHOICE.match(body, end) is not None
+
+
+# a word that negates, in any case: "not", "never", "neither", "nor", "none", "cannot", or one ending in "n't" or
+# "n’t" ("doesn't"; "So the answer isn't" leaves "n't" right after the answer phrase). "no" is left out: it opens
+# many choices ("no legs", "have no home") and seldom negates an answer
+_NEGATION = re.compile(r"\b(?:not|never|neither|nor|none|cannot)\b|\w*n['’]t\b", re.IGNORECASE)
+
+
+def _negation(answer: str, choices: Sequence[str]) -> str:
+    """The first word of the multiple-choice ``answer`` (what follows the answer phrase) that negates
+    (:data:`_NEGATION`), in lower case, outside every whole-word occurrence of one of ``choices`` (in ``not
+    lie``, a choice, ``not`` negates nothing); without choices, only in the words before the answer's first
+    label (``(x)``, or ``B:`` opening it), as the text after it may be a choice. "" when no word negates.
+
+    Examples:
+        >>> _negation(" not (a) oven.", ["oven", "refrigerator"]), _negation(" (c) not lie.", ["laugh", "not lie"])
+        ('not', '')
+        >>> _negation(" (c) not lie.", []), _negation(" B: not lie.", []), _negation("n't (a) oven.", [])
+        ('', '', "n't")
+    """
+    folded = answer.casefold()
+    texts = [str(choice).strip().casefold() for choice in choices]
+    inside = [span for text in texts if text for span in _word_spans(folded, text)]
+    end = len(folded)
+    if not choices:  # the words before the first label: "B:" opening the answer, or the first "(x)"
+        label = _OPENING_LETTER.match(folded) or _LETTER_MARK.search(folded)
+        end = end if label is None else label.start()
+    for word in _NEGATION.finditer(folded, 0, end):
+        if not any(begin <= word.start() < end for begin, end in inside):
+            return word[0]
+    return ""
+
+
+def _refused_choice(sentence: str, line: str, label: str, choices: Sequence[str]) -> str:
+    """Why the multiple-choice answer ``sentence`` (what follows the answer phrase, up to the sentence's end),
+    whose letter agrees with its text and which the rule parsed as ``label`` ("" for none), is refused; ""
+    when it is not. ``line`` is the answer sentence's whole line (a remark after the sentence kept). It is
+    refused when
+
+    - the sentence names more than one of ``choices`` (:func:`_second_choice_named`), or the line does (a
+      remark after the answer that names another choice: the teacher hedges; a remark naming none is
+      dropped);
+    - the sentence negates (:func:`_negation`): ``not (a) oven`` names no answer;
+    - with the record's ``choices``, ``label`` is none of them: a text that is no choice (``(b) fridge``) is
+      no training target of a multiple-choice task.
+
+    Examples:
+        >>> choices = ["ox", "cow"]
+        >>> _refused_choice(" (b) cow.", " (b) cow. Or (a).", "cow", choices)
+        "the answer sentence with the remark after it on its line names more than one choice ((b) 'cow' and (a) 'ox')"
+        >>> _refused_choice(" (b) cows.", " (b) cows.", "cows", choices)
+        "the answer 'cows' is none of the record's choices"
+    """
+    if label:
+        reason = _second_choice_named(sentence, label, choices) or _second_choice_named(
+            line, label, choices, "the answer sentence with the remark after it on its line"
+        )
+        if reason:
+            return reason
+    negation = _negation(sentence, choices)
+    if negation:
+        return f"the answer sentence negates ({negation!r}, outside the text of a choice): it names no answer"
+    if label and choices and normalize_text(label) not in (normalize_text(choice) for choice in choices):
+        return f"the answer {label!r} is none of the record's choices"
+    return ""
 
 
 def _without_separator(text: str, keys: Sequence[str], letter_key: str = "") -> str:
@@ -817,8 +922,9 @@ def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = N
         choices: for ``multiple_choice``, the record's answer choices (what
             :func:`hf_cotmi.teacher.prompts.choices_in_input` reads from its input): a period inside the choice
             the answer names is then not the end of the answer sentence (``(c) St. Louis.`` gives
-            ``st. louis``, not ``st``), and the answer's letter must name the choice its text names
-            (``(a) refrigerator`` where (a) is ``oven`` is refused; a letter alone gives its choice).
+            ``st. louis``, not ``st``), the answer's letter must name the choice its text names
+            (``(a) refrigerator`` where (a) is ``oven`` is refused; a letter alone gives its choice), and an
+            answer that is none of the choices (``(b) fridge``) is refused.
 
     Raises:
         ValueError: an unknown task, or ``choices`` for a task other than ``multiple_choice``.
