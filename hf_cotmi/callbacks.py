@@ -41,6 +41,21 @@ logger = logging.getLogger(__name__)
 __all__ = ["ECECallback"]
 
 
+def _rows_for_calibration(dataset: Any, prefix: str) -> Any:
+    """``dataset`` with rows to count and slice: an iterable set (the Trainer evaluates those too) read into
+    memory (:func:`~hf_cotmi.dataset_rows.sized_rows`); a set that gives no rows when read again is refused."""
+    read = sized_rows(dataset)
+    if read is not dataset and num_rows(read) == 0:
+        raise ValueError(
+            f"ECECallback: the `{prefix}` evaluation set (a {type(dataset).__name__}) gave no rows when read for "
+            "calibration; on one process the callback reads an iterable set again after the trainer's "
+            "evaluation loop has read it, and this one can be read only once (a generator or iterator behind "
+            "it?): give a datasets.Dataset, a list of rows, or an iterable set that gives its rows again at each "
+            "read (a datasets.IterableDataset does)"
+        )
+    return read
+
+
 class ECECallback(TrainerCallback):
     """Log ``{prefix}_ece`` and ``{prefix}_avg_confidence`` for each evaluation dataset at each evaluation.
 
@@ -180,17 +195,7 @@ class ECECallback(TrainerCallback):
         """
         step = int(getattr(trainer.state, "global_step", 0))
         self._handled.add((step, metric_key_prefix))
-        # an IterableDataset (the Trainer evaluates those too) is read into memory
-        read = sized_rows(eval_dataset)
-        if read is not eval_dataset and num_rows(read) == 0:
-            raise ValueError(
-                f"ECECallback: the `{metric_key_prefix}` evaluation set (a {type(eval_dataset).__name__}) gave no "
-                "rows when read for calibration; on one process the callback reads an iterable set again after "
-                "the trainer's evaluation loop has read it, and this one can be read only once (a generator or "
-                "iterator behind it?): give a datasets.Dataset, a list of rows, or an iterable set that gives its "
-                "rows again at each read (a datasets.IterableDataset does)"
-            )
-        eval_dataset = read
+        eval_dataset = _rows_for_calibration(eval_dataset, metric_key_prefix)
         is_main = trainer.is_world_process_zero() if hasattr(trainer, "is_world_process_zero") else True
         return self._compute(
             trainer.model,
@@ -231,6 +236,7 @@ class ECECallback(TrainerCallback):
                 prefix,
             )
             return
+        dataset = _rows_for_calibration(dataset, prefix)  # a torch IterableDataset with a length has no rows
         metrics.update(
             self._compute(
                 model, tokenizer, dataset, args, step, prefix, getattr(state, "is_world_process_zero", True)

@@ -666,6 +666,30 @@ def test_a_report_in_progress_counts_its_finished_runs_against_the_sweeps_plan(
     assert "sweep_plan.json: expected {'methods': [names], 'seeds': [integers]}" in capsys.readouterr().err
 
 
+def test_a_job_plans_its_whole_sweep_once_the_folder_accepts_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parallel_sweep.py job records the whole sweep as the folder's plan, after the settings check: a
+    sweep that the folder refuses (other settings) must plan nothing there."""
+    replicate = _load("replicate")
+    sweep = _load("parallel_sweep")
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    (refused / "protocol.json").write_text(json.dumps({"dataset": "other"}))
+    arguments = ["--smoke", "--max-steps", "2", "--eval-steps", "1", "--threads", "1"]
+    assert (
+        sweep.main(["--", *arguments, "--methods", "dss", "--seeds", "7", "--output-dir", str(refused)]) == 1
+    )
+    assert not (refused / "sweep_plan.json").exists()
+    monkeypatch.setenv(
+        replicate.SWEEP_PLAN_VARIABLE, json.dumps({"methods": ["finetune", "dss"], "seeds": [0, 3]})
+    )
+    out = tmp_path / "out"
+    _smoke(replicate, out, "--methods", "dss", "--seeds", "0")
+    assert replicate.read_plan(out) == (["finetune", "dss"], [0, 3])
+    assert json.loads((out / "results.json").read_text())["expected_runs"] == 4
+
+
 def test_a_workers_report_keeps_the_runs_other_workers_finished_in_the_folder(tmp_path: Path) -> None:
     """Parallel workers share one folder; each one's closing report covers every finished run there.
 
@@ -861,8 +885,6 @@ def test_parallel_sweep_time_limit_stops_jobs_and_a_rerun_finishes_them(
     err = capsys.readouterr().err
     assert "time limit: 4 of 4 runs left" in err and "dss seed 1" in err
     assert not list(out.glob("runs/*/seed*/done.json"))
-    # the plan is recorded before any job starts: a report in between counts against all of it
-    assert _load("replicate").read_plan(out) == (["finetune", "dss"], [0, 1])
     assert sweep.main(["--workers", "2", "--", *replicate_args]) == 0
     assert len(list(out.glob("runs/*/seed*/done.json"))) == 4
     # a limit that has passed before any job is taken: finished runs are not "left"
@@ -874,6 +896,7 @@ def test_parallel_sweep_time_limit_stops_jobs_and_a_rerun_finishes_them(
     assert log.count("==== ") == 2 and "test accuracy" in log.split("==== ")[2]
     with pytest.raises(SystemExit):
         sweep.main(["--time-limit", "0", "--", *replicate_args])
+    assert _load("replicate").read_plan(out) == (["finetune", "dss"], [0, 1])
     for wrong in (["--methods", "dss_mi_typo"], ["--seeds", "zero"]):  # refused before any job starts
         with pytest.raises(SystemExit):
             sweep.main(["--", *wrong, "--output-dir", str(tmp_path / "wrong")])

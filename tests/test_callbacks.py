@@ -450,6 +450,31 @@ def test_the_ece_of_a_torch_iterable_evaluation_set_with_a_length(tok, tmp_path)
     assert rows.reads == 2  # one process: the evaluation loop's read, then the callback's
 
 
+def test_the_plain_trainer_fallback_reads_a_torch_iterable_set_with_a_length(tok, tmp_path):
+    """The fallback for trainers without the hook handed such a set to the calibration as it was, which
+    refused it ("must be a datasets.Dataset, a dict of columns or a list of row dicts")."""
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    model = build_tiny_seq2seq(tok, "bart", seed=5)
+    in_domain = features(tok, INPUTS, LABELS).remove_columns(["label", "input"])
+    rows = SizedTorchRows(list(in_domain))
+    args = Seq2SeqTrainingArguments(
+        str(tmp_path), per_device_eval_batch_size=4, report_to="none", use_cpu=True, disable_tqdm=True
+    )
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        processing_class=tok,
+        eval_dataset=rows,
+        data_collator=DataCollatorForSeq2Seq(tok, model=model),
+        callbacks=[ECECallback(n_bins=5, label_candidates=CANDIDATES, plot=False)],
+    )
+    metrics = trainer.evaluate()
+    reference = label_confidences(model, tok, in_domain, label_candidates=CANDIDATES)
+    assert metrics["eval_ece"] == pytest.approx(reference.ece(n_bins=5), abs=1e-6)
+    assert metrics["eval_avg_confidence"] == pytest.approx(reference.average_confidence, abs=1e-6)
+
+
 def test_an_evaluation_set_that_can_be_read_once_gets_a_clear_error(tok, tmp_path):
     """On one process the callback reads an iterable set after the evaluation loop has: a set that can be read
     only once gave it no rows and the error blamed the columns ("it has []")."""

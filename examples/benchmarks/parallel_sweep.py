@@ -30,6 +30,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -200,15 +201,18 @@ class JobOutcome(NamedTuple):
     cut: list[tuple[str, str]]
 
 
-def _run_until(command: Sequence[str], log: Path, deadline: float | None) -> int | None:
-    """Run one job; its exit code, or None when the deadline came first (the job is terminated).
+def _run_until(
+    command: Sequence[str], log: Path, deadline: float | None, environment: dict[str, str] | None = None
+) -> int | None:
+    """Run one job (in ``environment``, else this process's); its exit code, or None when the deadline came
+    first (the job is terminated).
 
     The log is appended to, so a run resumed over several sittings keeps the output of each.
     """
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n")
         handle.flush()
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -230,6 +234,7 @@ def run_jobs(
     log_dir: Path,
     python: str,
     time_limit: float | None = None,
+    environment: dict[str, str] | None = None,
 ) -> JobOutcome:
     """Run the jobs, ``workers`` at a time, each logging to ``log_dir``.
 
@@ -274,7 +279,7 @@ def run_jobs(
             command = [python, str(REPLICATE), *rest, "--methods", method, "--seeds", seed]
             started = time.monotonic()
             say(f"start {method} seed {seed} (log {log})")
-            code = _run_until(command, log, deadline)
+            code = _run_until(command, log, deadline, environment)
             minutes = (time.monotonic() - started) / 60
             with lock:
                 ended += 1
@@ -366,8 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(jobs)} runs ({len(methods)} methods x {len(seeds)} seeds), {options.workers} at a time",
         flush=True,
     )
-    replicate.record_plan(output_dir, methods, seeds)  # a report before the end counts against all of it
-    outcome = run_jobs(rest, jobs, options.workers, log_dir, sys.executable, options.time_limit)
+    # each job adds the whole sweep to the folder's plan once its settings are accepted: a report before the
+    # end counts against all of it, and a sweep whose settings the folder refuses plans nothing there
+    environment = {
+        **os.environ,
+        replicate.SWEEP_PLAN_VARIABLE: json.dumps({"methods": methods, "seeds": seeds}),
+    }
+    outcome = run_jobs(rest, jobs, options.workers, log_dir, sys.executable, options.time_limit, environment)
     report_methods, scope_seeds = replicate.report_scope(methods, seeds, output_dir)
     report_seeds = [str(seed) for seed in scope_seeds]
     report = [

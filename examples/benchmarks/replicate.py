@@ -1153,6 +1153,8 @@ def collect_records(
 
 
 PLAN_FILE = "sweep_plan.json"
+# set by parallel_sweep.py for its jobs: the whole sweep's methods and seeds, as JSON, for the plan
+SWEEP_PLAN_VARIABLE = "REPLICATE_SWEEP_PLAN"
 
 
 def read_plan(out: Path) -> tuple[list[str], list[int]]:
@@ -1171,6 +1173,8 @@ def read_plan(out: Path) -> tuple[list[str], list[int]]:
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
         methods, seeds = plan["methods"], plan["seeds"]
+        if not isinstance(methods, list) or not isinstance(seeds, list):
+            raise TypeError("methods and seeds must be lists")
         if not all(isinstance(m, str) for m in methods) or not all(type(s) is int for s in seeds):
             raise TypeError("methods must be names, seeds integers")
     except (json.JSONDecodeError, KeyError, TypeError) as error:
@@ -1287,6 +1291,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings["task"] = spec.metric
     check_protocol(out, settings, options.run.force)
     record_plan(out, options.methods, options.run.seeds)
+    if os.environ.get(SWEEP_PLAN_VARIABLE):  # a job of parallel_sweep.py: its whole sweep is the plan
+        sweep = json.loads(os.environ[SWEEP_PLAN_VARIABLE])
+        record_plan(out, sweep["methods"], sweep["seeds"])
     texts = _vocabulary(data)
 
     def student_loader() -> tuple[Any, Any]:

@@ -6,10 +6,10 @@ run is ``runs/<method>/seed<k>/done.json`` (``runs/frac<f>/...`` in a size sweep
 ``protocol.json``. When that folder is lost (a fresh machine, a new checkout: run folders are not
 committed) but the report was, this script writes every run the ``results.json`` holds back as its
 ``done.json``, the protocol as ``protocol.json`` and the report's methods and seeds as the sweep's plan
-(``sweep_plan.json``: a report in progress says how many runs of the plan finished); rerunning the sweep's
-command then trains only the runs that are missing. Existing ``done.json`` files are left as they are, and
-a folder whose ``protocol.json`` differs from the report's is refused (``replicate.py`` would refuse to mix
-them too).
+(``sweep_plan.json``: a report in progress says how many runs of the plan finished; not with
+``--student-sha256``, which starts a new sweep); rerunning the sweep's command then trains only the runs
+that are missing. Existing ``done.json`` files are left as they are, and a folder whose ``protocol.json``
+differs from the report's is refused (``replicate.py`` would refuse to mix them too).
 ``--student-sha256 PREFIX`` restores only the runs trained on that student build (their recorded
 ``student_sha256`` starts with it); the others, and runs that recorded none, are counted and left out,
 so a new sweep on one build can start from the runs a report holds on it.
