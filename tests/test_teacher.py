@@ -1050,6 +1050,45 @@ def test_settings_mismatch_refused_unless_forced(tmp_path):
     assert json.loads((tmp_path / "o.jsonl.settings.json").read_text())["model"] == "right-name"
 
 
+def test_settings_keep_what_server_replies_said_apart_from_the_settings(tmp_path, caplog):
+    from hf_cotmi.data.jsonfiles import DataFormatError
+    from hf_cotmi.teacher.store import REPLIES_FIELD, ReplyModelCheck, settings_id
+
+    out, stored = tmp_path / "o.jsonl", tmp_path / "o.jsonl.settings.json"
+    settings = {"model": "tgi", "temperature": 0.0}
+    written = [{"source_index": 0, "teacher_settings_id": settings_id(settings)}]
+    assert check_settings(out, settings, [], force=False) is None
+    check = ReplyModelCheck(out, settings, None, base_url="http://u:key@127.0.0.1:8080/v1?k=key", force=False)
+    check("org/teacher-7b")  # the first reply's model is recorded, the URL without what may be a key
+    replies = {"model": "org/teacher-7b", "base_url": "http://127.0.0.1:8080/v1"}
+    assert json.loads(stored.read_text()) == {**settings, REPLIES_FIELD: replies}
+    check("org/teacher-7b")
+    with pytest.raises(
+        SettingsMismatchError, match=r"replies as model 'org/other-7b', but .* model 'org/teacher-7b'"
+    ):
+        check("org/other-7b")
+    # a rerun: no difference in the settings, and what the replies said comes back for its check
+    assert check_settings(out, settings, written, force=False) == replies
+    forced = {**settings, "temperature": 0.7}
+    assert check_settings(out, forced, written, force=True) == replies  # kept with the new settings
+    assert json.loads(stored.read_text()) == {**forced, REPLIES_FIELD: replies}
+    with caplog.at_level("WARNING", logger="hf_cotmi.teacher.store"):
+        ReplyModelCheck(out, forced, replies, base_url="http://127.0.0.1:9000/v1", force=True)("org/other-7b")
+    assert "appending anyway (--force)" in caplog.text
+    assert json.loads(stored.read_text())[REPLIES_FIELD] == {
+        "model": "org/other-7b",
+        "base_url": "http://127.0.0.1:9000/v1",
+    }
+    # no line written: what replies said describes nothing, and goes
+    assert check_settings(out, forced, [], force=False) is None
+    assert json.loads(stored.read_text()) == forced
+    stored.write_text(json.dumps({**settings, REPLIES_FIELD: "org/teacher-7b"}))
+    with pytest.raises(
+        DataFormatError, match=r"o\.jsonl\.settings\.json: 'server_replies' is 'org/teacher-7b'; expected"
+    ):
+        check_settings(out, settings, written, force=False)
+
+
 def test_read_teacher_inputs_checks_columns_and_rows(tmp_path):
     from hf_cotmi.teacher import read_teacher_inputs
 

@@ -74,8 +74,20 @@ def cut_off_answer(fault: str, prompt: str) -> str:
 class FaultServer:
     """OpenAI-compatible chat/completions on 127.0.0.1 with scheduled faults (by request number)."""
 
-    def __init__(self, faults: dict[int, str] | None = None, delay: float = 0.0, slow: float = 1.5):
+    def __init__(
+        self,
+        faults: dict[int, str] | None = None,
+        delay: float = 0.0,
+        slow: float = 1.5,
+        reply_model: str | None = None,
+        drip: float = 0.1,
+        drip_bytes: int = 40,
+    ):
+        """``reply_model``: the model name every reply reports (default: the one asked for, as vLLM does).
+        Faults "drip-headers" and "drip-body" send ``drip_bytes`` bytes of the reply's head or body one at a
+        time, ``drip`` seconds apart, then the rest at once; "other-model" reports model 'another-model'."""
         self.faults, self.delay, self.slow = dict(faults or {}), delay, slow
+        self.reply_model, self.drip, self.drip_bytes = reply_model, drip, drip_bytes
         self.requests = 0
         self.answered: list[str] = []  # the prompt's question of each 200 answer
         self.authorizations: set[str] = set()
@@ -159,19 +171,26 @@ class FaultServer:
                     kind = "text_completion"
                 with server.lock:
                     server.answered.append(prompt.rsplit("Q: ", 1)[-1])
+                model = "another-model" if fault == "other-model" else server.reply_model or body["model"]
                 self._reply(
                     200,
-                    {
-                        "id": f"r{number}",
-                        "object": kind,
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [choice],
-                    },
+                    {"id": f"r{number}", "object": kind, "created": 0, "model": model, "choices": [choice]},
+                    drip=fault[len("drip-") :] if fault is not None and fault.startswith("drip-") else None,
                 )
 
-            def _reply(self, status, payload, headers=None, body=None):
+            def _reply(self, status, payload, headers=None, body=None, drip=None):
                 data = json.dumps(payload).encode() if body is None else body
+                if drip is not None:  # "headers" or "body": that part's first bytes one at a time
+                    fields = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+                    head = f"HTTP/1.1 {status} OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+                    whole = (head + "\r\n").encode() + data
+                    start = 0 if drip == "headers" else len(whole) - len(data)
+                    self.wfile.write(whole[:start])
+                    for at in range(start, start + server.drip_bytes):
+                        self.wfile.write(whole[at : at + 1])
+                        time.sleep(server.drip)
+                    self.wfile.write(whole[start + server.drip_bytes :])
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -647,6 +666,135 @@ def test_max_retry_after_caps_a_day_long_retry_after_from_the_api_and_the_comman
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["retries"] == 1
 
 
+@pytest.mark.parametrize("fault", ["drip-headers", "drip-body"])
+def test_request_timeout_limits_the_whole_request_not_the_wait_for_each_byte(tmp_path, fault):
+    """A server sending a byte every 0.5 s with a 1 s --request-timeout took 6 s and was accepted: the client's
+    timeout limits each wait for a byte. A reply that drips for 4 s must time out at 0.5 s, and be retried."""
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inputs, 2)
+    common = {"model": "m", "task": "arithmetic", "concurrency": 1, "request_timeout": 0.5, "progress": False}
+    with FaultServer({1: fault}, drip=0.1, drip_bytes=40) as server:  # 4 s for the first request's reply
+        started = time.monotonic()
+        summary = generate_rationales(inputs, out, base_url=server.url, retry_policy=FAST_RETRIES, **common)
+        elapsed = time.monotonic() - started
+        assert server.requests == 3 and server.log[0][2] == server.log[1][2]  # record 0 was asked again
+    assert summary.complete and summary.written == 2 and summary.retries == 1
+    assert elapsed < 3.0, elapsed  # the dripping reply was not waited for (nor is it afterwards)
+    assert lines(out)[0]["rationale"] == "We add 1 and 3. 1 + 3 is 4."
+    with FaultServer({1: fault}, drip=0.1, drip_bytes=40) as server:
+        with pytest.raises(
+            TeacherRequestError,
+            match=r"record 0 \(sample 0\): request to http://127\.0\.0\.1:\d+/v1 timed out: no whole reply "
+            r"within 0\.5 s \(request_timeout\); gave up after 0 retries",
+        ):
+            generate_rationales(inputs, tmp_path / "once.jsonl", base_url=server.url, max_retries=0, **common)
+
+
+def test_an_infinite_request_timeout_waits_for_a_slow_reply(tmp_path):
+    """``request_timeout=math.inf`` (no limit) failed every request with 'OverflowError: timestamp out of range'."""
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 1)
+    with FaultServer({1: "drip-body"}, drip=0.05, drip_bytes=10) as server:
+        summary = generate_rationales(
+            inputs, tmp_path / "out.jsonl", base_url=server.url, model="m", task="arithmetic",
+            request_timeout=float("inf"), max_retries=0, progress=False,
+        )  # fmt: skip
+    assert summary.complete and summary.written == 1 and summary.retries == 0
+
+
+def _recorded_replies(out: Path) -> dict | None:
+    return json.loads(out.with_name(out.name + ".settings.json").read_text()).get("server_replies")
+
+
+def test_a_rerun_against_a_server_running_another_model_is_refused_and_the_output_kept(tmp_path, capsys):
+    """A rerun into the same output against another server under the same --model name appended that
+    server's answers: records 0-1 from one teacher, 2-3 from another, without a word."""
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inputs, 4)
+    common = {"model": "fake-teacher", "task": "arithmetic", "concurrency": 1, "progress": False}
+    with FaultServer() as first:
+        generate_rationales(inputs, out, base_url=first.url, max_records=2, **common)
+    assert _recorded_replies(out) == {"model": "fake-teacher", "base_url": first.url}
+    before, settings_before = out.read_bytes(), out.with_name("out.jsonl.settings.json").read_bytes()
+    with FaultServer(reply_model="another-model") as second:
+        with pytest.raises(SettingsMismatchError) as caught:
+            generate_rationales(inputs, out, base_url=second.url, **common)
+        assert second.requests == 1  # refused at the first reply
+        message = str(caught.value)
+        assert message.startswith(f"{out}: the server at {second.url} replies as model 'another-model', but ")
+        assert (
+            f"replies naming model 'fake-teacher' (recorded in {out}.settings.json, from {first.url})"
+            in message
+        )
+        assert "another output file" in message and "--force" in message
+        assert (
+            out.read_bytes() == before
+            and out.with_name("out.jsonl.settings.json").read_bytes() == settings_before
+        )
+        assert caught.value.summary.written == 2 and not (tmp_path / "out.rejects.jsonl").read_text()
+        # the command: one line on stderr, exit 1, the counts, and no advice to rerun
+        argv = ["generate-rationales", "--input-file", str(inputs), "--output-file", str(out), "--base-url",
+                second.url, "--model", "fake-teacher", "--task", "arithmetic", "--no-progress"]  # fmt: skip
+        assert main(argv) == 1
+        printed = capsys.readouterr()
+        assert printed.out.splitlines()[-2] == "stopped: 2 of 4 records done"
+        assert len(printed.err.splitlines()) == 1 and "replies as model 'another-model'" in printed.err
+        assert out.read_bytes() == before
+        # --force appends anyway, and records the model the output is now made from
+        summary = generate_rationales(inputs, out, base_url=second.url, force=True, **common)
+    assert summary.complete and summary.resumed == 2
+    assert _recorded_replies(out) == {"model": "another-model", "base_url": second.url}
+    assert out.read_bytes().startswith(before)
+
+
+def test_a_reply_naming_another_model_mid_run_stops_the_run_and_is_not_written(tmp_path):
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inputs, 4)
+    with FaultServer({3: "other-model"}) as server:
+        with pytest.raises(
+            SettingsMismatchError, match=r"replies as model 'another-model', but .* model 'm'"
+        ):
+            generate_rationales(
+                inputs, out, base_url=server.url, model="m", task="arithmetic", concurrency=1, progress=False
+            )
+        assert server.requests == 3  # not retried
+    assert [line["source_index"] for line in lines(out)] == [0, 1]  # the third reply was not written
+
+
+def test_an_output_whose_settings_predate_the_recorded_reply_model_records_it_without_refusing(tmp_path):
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inputs, 4)
+    common = {"model": "m", "task": "arithmetic", "concurrency": 1, "progress": False}
+    with FaultServer() as server:
+        generate_rationales(inputs, out, base_url=server.url, max_records=2, **common)
+    settings_file = out.with_name("out.jsonl.settings.json")
+    older = json.loads(settings_file.read_text())
+    del older["server_replies"]  # as a settings file written before the reply model was recorded
+    settings_file.write_text(json.dumps(older, indent=2, sort_keys=True) + "\n")
+    with FaultServer(reply_model="served-name") as server:
+        summary = generate_rationales(inputs, out, base_url=server.url, **common)
+    assert summary.complete and summary.resumed == 2
+    assert _recorded_replies(out) == {"model": "served-name", "base_url": server.url}
+    assert json.loads(settings_file.read_text()) == {**older, "server_replies": _recorded_replies(out)}
+    # what a reply said is no setting: every line keeps the same settings hash
+    assert len({line["teacher_settings_id"] for line in lines(out)}) == 1 and len(lines(out)) == 4
+
+
+def test_the_recorded_base_url_keeps_no_credentials_and_follows_the_server(tmp_path):
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inputs, 2)
+    common = {"model": "m", "task": "arithmetic", "concurrency": 1, "progress": False}
+    with FaultServer() as server:
+        port = server.url.split(":")[2].split("/")[0]
+        generate_rationales(inputs, out, base_url=f"http://user:{SECRET}@127.0.0.1:{port}/v1",
+                            max_records=1, **common)  # fmt: skip
+        assert _recorded_replies(out) == {"model": "m", "base_url": server.url}
+    with FaultServer() as restarted:  # the same teacher on another port: no refusal, the URL follows it
+        assert generate_rationales(inputs, out, base_url=restarted.url, **common).complete
+    assert _recorded_replies(out) == {"model": "m", "base_url": restarted.url}
+    assert SECRET not in out.with_name("out.jsonl.settings.json").read_text()
+
+
 def _cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "hf_cotmi.cli", "generate-rationales", *argv]
 
@@ -827,6 +975,19 @@ def test_real_transformers_serve_and_the_local_backend_agree(served_teacher, tmp
         texts and texts[0].strip() for texts in served_texts.values()
     )  # the tiny model wrote something
     assert served_texts == local_texts  # greedy: the same text over HTTP and from a left-padded local batch
+
+
+def test_a_local_teacher_records_no_reply_model_and_resumes(tmp_path):
+    folder = save_tiny_causal_teacher(tmp_path / "m")
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inputs, 3)
+    common = {"teacher_model": folder, "max_new_tokens": 4, "device": "cpu", "progress": False}
+    generate_rationales(inputs, out, max_records=2, **common)
+    settings = json.loads(out.with_name("out.jsonl.settings.json").read_text())
+    assert settings["backend"] == "local" and "server_replies" not in settings
+    summary = generate_rationales(inputs, out, **common)
+    assert summary.complete and summary.resumed == 2
+    assert json.loads(out.with_name("out.jsonl.settings.json").read_text()) == settings
 
 
 def test_local_backend_left_pads_and_batches(tmp_path):

@@ -5,9 +5,9 @@ sends it batches of at most ``batch_size`` requests from at most ``concurrency``
 
 - :class:`OpenAICompatibleBackend` (vLLM, TGI, llama.cpp, ``transformers serve``, hosted APIs): one HTTP
   request per sample through the ``openai`` client (chat completions, or completions for base models),
-  ``batch_size`` 1 and ``concurrency`` threads; timeouts, connection errors, 429 and 5xx are retried with
-  backoff (:mod:`hf_cotmi.teacher.retrying`). The API key is read from an environment variable and never
-  logged or written.
+  ``batch_size`` 1 and ``concurrency`` threads; timeouts (of the whole request), connection errors, 429 and
+  5xx are retried with backoff (:mod:`hf_cotmi.teacher.retrying`). The API key is read from an environment
+  variable and never logged or written.
 - :class:`LocalCausalBackend`: ``AutoModelForCausalLM.generate`` on batches of prompts with left padding,
   on CUDA when there is one.
 
@@ -23,11 +23,13 @@ import functools
 import ipaddress
 import json
 import logging
+import math
 import os
 import random
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -159,9 +161,19 @@ class OpenAICompatibleBackend:
         temperature: 0 decodes greedily; above 0 samples.
         top_p: nucleus sampling (None: the server's default).
         concurrency: requests in flight at once.
-        request_timeout: seconds before a request counts as timed out (and is retried).
+        request_timeout: seconds a request may take in all (connecting, the server's generation, the whole
+            reply) before it counts as timed out and is retried; a reply still coming in then is not waited
+            for (its connection closes when the server ends it, or is silent for as long). ``math.inf``: no
+            limit.
         retry_policy: backoff and number of retries.
         stop: stop sequences sent with each request (None: none).
+
+    Attributes:
+        reply_model_check: called with the model name each reply reports (its ``model`` field; a reply
+            naming none is not checked) before the reply's text is used; what it raises ends that request,
+            without a retry, and reaches the caller of :meth:`generate` as it is. None (the default): no
+            check. :func:`~hf_cotmi.teacher.generate.generate_rationales` sets a
+            :class:`~hf_cotmi.teacher.store.ReplyModelCheck` for the length of a run.
 
     Examples:
         >>> backend = OpenAICompatibleBackend("http://127.0.0.1:8000/v1", "teacher")  # doctest: +SKIP
@@ -205,7 +217,9 @@ class OpenAICompatibleBackend:
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.stop = list(stop) if stop else None
         self.batch_size, self.concurrency = 1, concurrency
+        self.request_timeout = request_timeout
         self.retry_policy = retry_policy or RetryPolicy()
+        self.reply_model_check: Callable[[str], None] | None = None
         self.retries = 0
         self._lock = threading.Lock()
         self._rng = random.Random()
@@ -217,7 +231,10 @@ class OpenAICompatibleBackend:
             base_url=base_url,
             api_key=os.environ.get(api_key_env) or "not-needed",
             max_retries=0,
-            timeout=request_timeout,
+            # the client's timeout limits each wait (to connect, for the next bytes of the reply), not the whole
+            # request, which _once limits; it also ends a request given up on that the server keeps silent on.
+            # None: no limit (a socket takes no infinite timeout)
+            timeout=request_timeout if math.isfinite(request_timeout) else None,
             http_client=http_client,
         )
 
@@ -271,7 +288,8 @@ class OpenAICompatibleBackend:
             )
         return error
 
-    def _once(self, request: GenerationRequest) -> str:
+    def _once(self, request: GenerationRequest) -> tuple[str, str | None]:
+        """One attempt at ``request``: its text, and the model name the reply reports (None if it names none)."""
         options: dict[str, Any] = {"model": self.model, "max_tokens": self.max_new_tokens}
         options["temperature"] = self.temperature
         if self.top_p is not None:
@@ -280,13 +298,20 @@ class OpenAICompatibleBackend:
             options["seed"] = request.seed
         if self.stop:
             options["stop"] = self.stop
+        if self.api == "chat":
+            messages = [{"role": "user", "content": request.prompt}]
+            create = functools.partial(self._client.chat.completions.create, messages=messages, **options)
+        else:
+            create = functools.partial(self._client.completions.create, prompt=request.prompt, **options)
         try:
-            if self.api == "chat":
-                response = self._client.chat.completions.create(
-                    messages=[{"role": "user", "content": request.prompt}], **options
-                )
-            else:
-                response = self._client.completions.create(prompt=request.prompt, **options)
+            response = _call_with_deadline(
+                create, self.request_timeout, f"teacher-request-{request.index}-{request.sample}"
+            )
+        except _DeadlinePassed:
+            raise RetryableError(
+                f"request to {self.base_url} timed out: no whole reply within {self.request_timeout:g} s "
+                "(request_timeout)"
+            ) from None
         except Exception as error:
             raise self._classify(error) from error
         if not hasattr(response, "choices"):
@@ -294,7 +319,8 @@ class OpenAICompatibleBackend:
             raise RetryableError(
                 f"{self.base_url} answered with something that is not a completion: {str(response)[:200]!r}"
             )
-        return self._completion_text(response)
+        model = getattr(response, "model", None)
+        return self._completion_text(response), model if isinstance(model, str) and model.strip() else None
 
     def _completion_text(self, response: Any) -> str:
         """The reply's ``choices[0]`` text; a refusal's text for a chat reply that refuses (``content: null``
@@ -369,20 +395,19 @@ class OpenAICompatibleBackend:
             raise TeacherRequestError("cancelled while waiting to retry")
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        """Complete each request (one HTTP call each, retried on transient failures)."""
+        """Complete each request (one HTTP call each, retried on transient failures); each reply's model name
+        goes through :attr:`reply_model_check` first, when one is set."""
         texts = []
         for request in requests:
             if self._cancelled.is_set():
                 raise TeacherRequestError(f"record {request.index} (sample {request.sample}): cancelled")
             try:
-                texts.append(
-                    call_with_retries(
-                        functools.partial(self._once, request),
-                        self.retry_policy,
-                        on_retry=self._count_retry,
-                        sleep=self._wait_unless_cancelled,
-                        rng=self._rng,
-                    )
+                text, model = call_with_retries(
+                    functools.partial(self._once, request),
+                    self.retry_policy,
+                    on_retry=self._count_retry,
+                    sleep=self._wait_unless_cancelled,
+                    rng=self._rng,
                 )
             except RetryableError as error:
                 raise TeacherRequestError(
@@ -397,7 +422,48 @@ class OpenAICompatibleBackend:
                 raise TeacherRequestError(
                     f"record {request.index} (sample {request.sample}): {type(error).__name__}: {error}"
                 ) from error
+            check = self.reply_model_check
+            if check is not None and model is not None:
+                check(model)  # outside the handlers above: its error reaches the caller as it is
+            texts.append(text)
         return texts
+
+
+class _DeadlinePassed(Exception):
+    """The function given to :func:`_call_with_deadline` had not returned by its deadline."""
+
+
+def _call_with_deadline(function: Callable[[], Any], seconds: float, name: str) -> Any:
+    """``function()``, run in a daemon thread named ``name``: its result or its error, or ``_DeadlinePassed``
+    when it has not returned within ``seconds`` (``math.inf``: no deadline).
+
+    The HTTP client's timeout limits each wait for the next bytes, so a server sending a byte now and then
+    keeps a request going for as long as it likes; this limits the whole of it. A call given up on is not
+    stopped (a blocking call cannot be), only no longer waited for; its result is dropped.
+
+    Examples:
+        >>> _call_with_deadline(lambda: 42, 1.0, "example")
+        42
+        >>> import time
+        >>> try:
+        ...     _call_with_deadline(lambda: time.sleep(1.0), 0.05, "example")
+        ... except _DeadlinePassed:
+        ...     print("gave up")
+        gave up
+    """
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function())
+        except BaseException as error:  # handed to the caller, if it still waits
+            future.set_exception(error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    finished, _ = wait([future], timeout=seconds if math.isfinite(seconds) else None)
+    if not finished:
+        raise _DeadlinePassed
+    return future.result()
 
 
 def _is_loopback_url(url: str) -> bool:

@@ -26,6 +26,7 @@ from .options import (
     refuse_other_teachers_options,
 )
 from .retrying import RetryPolicy
+from .store import SettingsMismatchError
 
 __all__ = [
     "GenerateRationalesArguments",
@@ -111,8 +112,9 @@ class GenerateRationalesArguments:
     )
     force: bool = field(
         default=False,
-        metadata={"help": "Append even when the output was made with other result-changing settings."},
-    )
+        metadata={"help": "Append even when the output was made with other result-changing settings, or from "
+                  "replies of another model than the server's replies now name."},
+    )  # fmt: skip
     input_column: str = field(default="input", metadata={"help": "Input column of the input file."})
     label_column: str = field(default="label", metadata={"help": "Gold label column (optional in the file)."})
     max_records: int | None = field(default=None, metadata={"help": "Use only the first N input records."})
@@ -120,7 +122,11 @@ class GenerateRationalesArguments:
     device: str | None = field(
         default=None, metadata={"help": "Device of a local teacher (default: CUDA when available)."}
     )
-    request_timeout: float = field(default=120.0, metadata={"help": "Seconds before a request is retried."})
+    request_timeout: float = field(
+        default=120.0,
+        metadata={"help": "Seconds a server request may take in all (connecting, the teacher's generation, the "
+                  "whole reply) before it is given up on and retried (inf: no limit)."},
+    )  # fmt: skip
     max_retries: int = field(
         default=6,
         metadata={"help": "Retries per request on timeouts, connection errors, 429 and 5xx (not 501, 505)."},
@@ -264,9 +270,10 @@ def generate_rationales_command(argv: Sequence[str], debug: bool = False) -> int
     except BaseException as error:  # a teacher's error, a full disk, Ctrl-C: what the files hold is shown
         partial = getattr(error, "summary", None)
         if partial is not None:
+            # a reply naming another model: a rerun against the same server is refused again
+            advice = "" if isinstance(error, SettingsMismatchError) else "; rerun to continue"
             print(
-                f"stopped: {partial.parsed + partial.unparsable} of {plural(partial.total, 'record')} done; "
-                "rerun to continue"
+                f"stopped: {partial.parsed + partial.unparsable} of {plural(partial.total, 'record')} done{advice}"
             )
             print(json.dumps(partial.counts()))
             sys.stdout.flush()

@@ -45,6 +45,8 @@ from .store import (
     INDEX_FIELD,
     SETTINGS_FIELD,
     JsonlAppender,
+    ReplyModelCheck,
+    SettingsMismatchError,
     check_settings,
     exclusive_output,
     read_done,
@@ -895,10 +897,10 @@ def _start_daemon_thread(
     return future
 
 
-def _as_teacher_error(failure: Exception, summary: GenerationSummary) -> TeacherRequestError:
+def _as_run_error(failure: Exception, summary: GenerationSummary) -> Exception:
     """``failure`` as a TeacherRequestError (a local model's error, an odd reply, ... wrapped, with it as the
-    cause), carrying ``summary``."""
-    if not isinstance(failure, TeacherRequestError):
+    cause), carrying ``summary``; a SettingsMismatchError (a reply naming another model) stays as it is."""
+    if not isinstance(failure, (TeacherRequestError, SettingsMismatchError)):
         wrapped = TeacherRequestError(f"{type(failure).__name__}: {failure}")
         wrapped.__cause__ = failure
         failure = wrapped
@@ -959,8 +961,10 @@ def generate_rationales(
     Lines are appended and flushed as records finish; a rerun skips records already in either file, so a
     crash loses only the requests in flight. Settings that change results (teacher, prompt, task, filter,
     sampling, ``max_new_tokens``, ``num_samples``, ``seed``) are stored in ``<output>.settings.json``; a
-    run with other settings refuses to append unless ``force``. When every record is done both files
-    are put in input order.
+    run with other settings refuses to append unless ``force``. So does a run whose server replies as
+    another model (the ``model`` field of its replies) than the one the output was made from: the name asked
+    for tells servers apart no better than their URL. When every record is done both files are put in input
+    order.
 
     Args:
         source: a ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file or a ``datasets.Dataset`` with an
@@ -983,7 +987,8 @@ def generate_rationales(
         batch_size: prompts per ``generate`` call of a local teacher.
         api: ``chat`` (chat template of the server or model) or ``completions`` (raw prompt).
         api_key_env: environment variable with the server's API key (never logged or written).
-        request_timeout: seconds before a server request is retried.
+        request_timeout: seconds a server request may take in all (connecting, the teacher's generation,
+            the whole reply) before it is given up on and retried (``math.inf``: no limit).
         max_retries: retries per request (timeouts, connection errors, 429, 5xx).
         max_retry_after: longest wait, in seconds, that a server's ``Retry-After`` can ask for; a longer
             one is capped to it, with a warning (``math.inf``: wait as long as the server asks).
@@ -1009,7 +1014,10 @@ def generate_rationales(
             server teacher's pending retries cancelled. This and any other exception raised while the run
             is in progress (Ctrl-C included) carries the :class:`GenerationSummary` as ``error.summary``,
             as ``TeacherRequestError`` does.
-        SettingsMismatchError: the output was made with other settings and ``force`` is False.
+        SettingsMismatchError: the output was made with other settings and ``force`` is False; or a server's
+            reply names another model (its ``model`` field) than the replies the output was made from
+            (recorded in ``<output>.settings.json`` at the first reply; checked on every reply, a rerun's
+            too): the run stops, what was written before is kept, and the error carries the summary.
         ValueError: an ``output_file`` not named ``.jsonl`` or ``.json``, which ``hf-cotmi train
             --train-file`` would not read as JSON Lines; a line already in the output or rejects file no
             longer matches its input record (the
@@ -1063,7 +1071,7 @@ def generate_rationales(
     _check_distinct_files(source, output_path, rejects_path)
     with exclusive_output(output_path):  # a second run on the same output would write its records again
         outputs, rejects = _read_done_lines(output_path, rejects_path, inputs, max_records)
-        check_settings(output_path, settings, [*outputs.values(), *rejects.values()], force=force)
+        replies = check_settings(output_path, settings, [*outputs.values(), *rejects.values()], force=force)
         resumed = len(outputs) + len(rejects)
         retries_before = teacher.retries
         work = _request_units(
@@ -1101,12 +1109,19 @@ def generate_rationales(
                     if records.take(request, text):
                         progress_bar.record_done()
 
+            server = teacher if isinstance(teacher, OpenAICompatibleBackend) else None
+            if server is not None:  # each reply must name the model the output was made from
+                server.reply_model_check = ReplyModelCheck(
+                    output_path, settings, replies, base_url=server.base_url, force=force
+                )
             try:
                 failure = _send_units(teacher, work, take)
             except BaseException as error:
                 stopped_by = error
                 raise
             finally:
+                if server is not None:
+                    server.reply_model_check = None
                 summary = summarise()  # once: the last progress counts and the result
                 summary.output_file, summary.rejects_file = str(output_path), str(rejects_path)
                 progress_bar.close(summary)
@@ -1114,7 +1129,7 @@ def generate_rationales(
                     _attach_summary(stopped_by, summary)
 
         if failure is not None:
-            raise _as_teacher_error(failure, summary)
+            raise _as_run_error(failure, summary)
         if summary.complete:
             sort_by_index(output_path)
             sort_by_index(rejects_path)

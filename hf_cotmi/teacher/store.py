@@ -9,7 +9,9 @@ a temporary file, then renamed over the old one), so an interrupted and resumed 
 files as an uninterrupted one.
 
 The settings that change results are stored beside the output (``<output>.settings.json``) and their
-hash in every line; :func:`check_settings` refuses to mix settings unless forced.
+hash in every line; :func:`check_settings` refuses to mix settings unless forced. For a server teacher the
+file also records the model name its replies report (:data:`REPLIES_FIELD`), which
+:class:`ReplyModelCheck` compares every reply with.
 
 Examples:
     >>> import pathlib, tempfile
@@ -30,6 +32,8 @@ import hashlib
 import json
 import logging
 import os
+import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +55,8 @@ __all__ = [
     "settings_path",
     "check_settings",
     "SettingsMismatchError",
+    "REPLIES_FIELD",
+    "ReplyModelCheck",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,6 +66,12 @@ INDEX_FIELD = "source_index"
 
 SETTINGS_FIELD = "teacher_settings_id"
 """The field holding the hash of the result-changing settings a line was made with."""
+
+REPLIES_FIELD = "server_replies"
+"""The key of ``<output>.settings.json`` holding what a server teacher's replies said: ``model``, the model
+name they report (their ``model`` field), and ``base_url``, the API root they came from (without credentials
+or query; for information). It is no setting: neither hashed into the lines nor compared as one. The
+model is checked by :class:`ReplyModelCheck`."""
 
 
 class OutputInUseError(RuntimeError):
@@ -346,16 +358,24 @@ def check_settings(
     existing: list[dict[str, Any]],
     *,
     force: bool,
-) -> None:
+) -> dict[str, Any] | None:
     """Refuse (unless ``force``) to append to an output made with other result-changing settings.
 
     Compares ``settings`` with the stored ``<output>.settings.json`` and with the settings hash of every
-    existing line, then stores ``settings`` (first run, or forced). With no existing line (a first run that
-    failed before writing any, or an output deleted to start again) the stored settings describe nothing
-    and are replaced.
+    existing line, then stores ``settings`` (first run, or forced), keeping what the server's replies said
+    (:data:`REPLIES_FIELD`), which is no setting. With no existing line (a first run that failed before
+    writing any, or an output deleted to start again) the stored settings describe nothing and are replaced,
+    and what replies said is dropped.
+
+    Returns:
+        What the replies the existing lines were made from said (``{"model": ..., "base_url": ...}``), for
+        :class:`ReplyModelCheck`; None when nothing is recorded (no existing line, a teacher that is no
+        server, or a settings file written before replies were recorded).
 
     Raises:
         SettingsMismatchError: the settings differ and ``force`` is False; the message lists what differs.
+        DataFormatError: the settings file is not a JSON object, or what it records of the replies is not
+            an object with a text ``model``.
 
     Examples:
         >>> import pathlib, tempfile
@@ -369,20 +389,17 @@ def check_settings(
     """
     stored_path = settings_path(output_file)
     current = settings_id(settings)
-    stored = None
+    stored = replies = None
     if stored_path.exists():
-        try:
-            stored = json.loads(stored_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{stored_path}: not valid JSON ({error.msg})") from None
-        if not isinstance(stored, dict):
-            raise DataFormatError(
-                f"{stored_path}: expected a JSON object of settings, found {type(stored).__name__} "
-                f"{stored!r}; delete it, and the next run checks its settings against the hash in every line"
-            )
-    if not existing and stored is not None and stored != settings:
-        logger.info("%s: no record written yet; replacing the settings of an earlier run", stored_path)
-        stored = None
+        stored = _read_settings_file(stored_path)
+        replies = stored.pop(REPLIES_FIELD, None)
+        if replies is not None:
+            _check_replies(replies, stored_path)
+    if not existing:
+        if stored is not None and stored != settings:
+            logger.info("%s: no record written yet; replacing the settings of an earlier run", stored_path)
+            stored = None
+        replies = None  # they describe no record
     other_ids = {record.get(SETTINGS_FIELD) for record in existing} - {current}
     if (stored is not None and stored != settings) or other_ids:
         if not force:
@@ -395,6 +412,140 @@ def check_settings(
                 "--force to append anyway (records already there are kept as they are)"
             )
         logger.warning("%s: appending with other settings (--force)", output_file)
-    if stored != settings:
-        stored_path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(stored_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    _store_settings(stored_path, settings, replies)
+    return replies
+
+
+def _read_settings_file(path: Path) -> dict[str, Any]:
+    """The JSON object stored in ``path``; a DataFormatError naming it when it is not one."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{path}: not valid JSON ({error.msg})") from None
+    if not isinstance(stored, dict):
+        raise DataFormatError(
+            f"{path}: expected a JSON object of settings, found {type(stored).__name__} "
+            f"{stored!r}; delete it, and the next run checks its settings against the hash in every line"
+        )
+    return stored
+
+
+def _check_replies(replies: Any, path: Path) -> None:
+    """A DataFormatError naming ``path`` when what it records of the replies is not an object with a text
+    ``model``."""
+    if not isinstance(replies, dict) or not isinstance(replies.get("model"), str):
+        raise DataFormatError(
+            f"{path}: {REPLIES_FIELD!r} is {replies!r}; expected an object with the model name the server's "
+            f'replies report, such as {{"model": "teacher"}}; remove the key, and the next reply is recorded'
+        )
+
+
+def _store_settings(path: Path, settings: dict[str, Any], replies: dict[str, Any] | None) -> None:
+    """Write ``settings`` (with ``replies`` under :data:`REPLIES_FIELD`) to ``path``, unless it holds them."""
+    text = json.dumps({**settings, **({REPLIES_FIELD: replies} if replies else {})}, indent=2, sort_keys=True)
+    if path.exists() and path.read_text(encoding="utf-8") == text + "\n":
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, text + "\n")
+
+
+def _url_without_secrets(url: str) -> str:
+    """``url`` without user name, password, query and fragment, the parts that may carry a key.
+
+    Examples:
+        >>> _url_without_secrets("https://user:key@api.example.com:8443/v1?api-key=k")
+        'https://api.example.com:8443/v1'
+        >>> _url_without_secrets("http://[::1]:8000/v1")
+        'http://[::1]:8000/v1'
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:  # a malformed URL (the client refused it already)
+        return ""
+    host = f"[{host}]" if ":" in host else host
+    return urllib.parse.urlunsplit(
+        (parts.scheme, host if port is None else f"{host}:{port}", parts.path, "", "")
+    )
+
+
+class ReplyModelCheck:
+    """Compares the model name each reply of a server teacher reports with the one the output was made from,
+    and records it beside the output (:data:`REPLIES_FIELD` of ``<output>.settings.json``) when there is none.
+
+    The name asked for (``--model``) identifies no teacher: TGI answers to any name, and the same URL may
+    serve another model after a restart. The name a reply reports is what the server says it ran, so two
+    teachers' outputs are not mixed in one file unawares. A reply naming no model is not checked. A URL that
+    changed is no refusal (a restarted server on another port): the new one is recorded.
+
+    Called from the worker threads of a run (:attr:`OpenAICompatibleBackend.reply_model_check
+    <hf_cotmi.teacher.backends.OpenAICompatibleBackend>`), before a reply's text is used.
+
+    Args:
+        output_file: the output, whose settings file records the replies.
+        settings: the run's settings, as :func:`check_settings` stored them.
+        recorded: what :func:`check_settings` returned (None: record the first reply's model).
+        base_url: the API root the replies come from (recorded without credentials or query).
+        force: append anyway when a reply names another model (``--force``): a warning, and the new model
+            is recorded.
+
+    Raises:
+        SettingsMismatchError: (when called) a reply names another model than the one recorded, and
+            ``force`` is False; the message names the output, both models and what to do.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "o.jsonl"
+        >>> check = ReplyModelCheck(out, {"model": "tgi"}, None, base_url="http://127.0.0.1:8080/v1", force=False)
+        >>> check("Qwen/Qwen2.5-7B-Instruct")  # the first reply: recorded
+        >>> try:
+        ...     check("meta-llama/Llama-3.1-8B-Instruct")
+        ... except SettingsMismatchError as error:
+        ...     print(str(error).split(", but")[0].split(": ", 1)[1])
+        the server at http://127.0.0.1:8080/v1 replies as model 'meta-llama/Llama-3.1-8B-Instruct'
+    """
+
+    def __init__(
+        self,
+        output_file: str | os.PathLike[str],
+        settings: dict[str, Any],
+        recorded: dict[str, Any] | None,
+        *,
+        base_url: str,
+        force: bool,
+    ) -> None:
+        self.output_file, self.settings, self.force = Path(output_file), dict(settings), force
+        self.recorded = dict(recorded) if recorded else None
+        self.base_url = _url_without_secrets(base_url)
+        self._lock = threading.Lock()
+
+    def __call__(self, model: str) -> None:
+        """Check (and, the first time, record) the model name one reply reports."""
+        with self._lock:
+            recorded = self.recorded
+            if recorded is not None and recorded.get("model") != model:
+                self._refuse(model, recorded)
+            new = {"model": model, "base_url": self.base_url}
+            if recorded != new:
+                _store_settings(settings_path(self.output_file), self.settings, new)
+                self.recorded = new
+
+    def _refuse(self, model: str, recorded: dict[str, Any]) -> None:
+        """Raise the SettingsMismatchError for a reply naming ``model`` (or warn, with ``force``)."""
+        came_from = f", from {recorded['base_url']}" if recorded.get("base_url") else ""
+        said = (
+            f"{self.output_file}: the server at {self.base_url} replies as model {model!r}, but the records in "
+            f"{self.output_file} come from replies naming model {recorded['model']!r} (recorded in "
+            f"{settings_path(self.output_file)}{came_from})"
+        )
+        if self.force:
+            logger.warning("%s; appending anyway (--force), and recording %r", said, model)
+            return
+        asked = self.settings.get("model")
+        raise SettingsMismatchError(
+            f"{said}: two teachers' outputs would be mixed"
+            + (f" (the name asked for, {asked!r}, does not tell servers apart)" if asked else "")
+            + f". Point --base-url at the server that made them, write to another output file, delete "
+            f"{self.output_file} (and its rejects file) to start over, or pass --force to append anyway (records "
+            "already there are kept as they are)"
+        )
