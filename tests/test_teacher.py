@@ -878,8 +878,11 @@ def test_an_answer_naming_one_choice_by_its_letter_in_other_words_parses(text):
         ),
         # "the answer is" not followed by a label stays prose; two answer sentences are ambiguous
         (f"{_COOL} The answer is not (a) oven.", "no answer sentence"),
-        (f"The answer is (a) oven? No: {_COOL} The answer is (b) refrigerator.", "does not parse"),
-        (f"The correct answer is (a) oven? No. {_COOL} The answer is (b) refrigerator.", "does not parse"),
+        (f"The answer is (a) oven? No: {_COOL} The answer is (b) refrigerator.", "holds 2 answer sentences"),
+        (
+            f"The correct answer is (a) oven? No. {_COOL} The answer is (b) refrigerator.",
+            "holds 2 answer sentences",
+        ),
     ],
 )
 def test_an_answer_in_other_words_is_refused_unless_its_letter_names_its_choice(text, reason):
@@ -911,6 +914,172 @@ def test_a_letter_in_other_words_names_nothing_without_the_records_choices():
 def test_an_answer_sentence_followed_by_a_list_of_the_choices_is_refused(text):
     parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
     assert not parsed.parsed and "followed by lines that list the choices" in parsed.reason
+
+
+_TRIP = ["home", "car", "bus"]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # a teacher that corrects itself. The text after the first answer sentence's line was cut off: those with
+        # a second sentence on a later line gave the first one's choice, the one-line one was refused as not
+        # parsing
+        (
+            "Cars are fast.\nThe correct answer is (a) home.\nThe answer is (b) car.",
+            "'The correct answer is (a) home.' gives 'home', 'The answer is (b) car.' gives 'car'",
+        ),
+        (
+            "Cars are fast.\nThe correct answer is (a) home.\nAnswer: (b) car",
+            "'The correct answer is (a) home.' gives 'home', 'Answer: (b) car' gives 'car'",
+        ),
+        (
+            "Cars are fast, so the answer is (a) home.\nWait, that is wrong: the correct answer is (b) car.",
+            "'so the answer is (a) home.' gives 'home', 'the correct answer is (b) car.' gives 'car'",
+        ),
+        (
+            "Cars are fast.\nThe correct answer is (a) home. The answer is (b) car.",
+            "'The correct answer is (a) home.' gives 'home', 'The answer is (b) car.' gives 'car'",
+        ),
+        # the prompt's phrase, then a variant followed by a label: that is an answer sentence too; a second
+        # sentence that gives no answer (two letters, a negation) is no agreement either
+        (
+            "Cars are fast. So the answer is (a) home.\nWait, the correct answer is (b) car.",
+            "'So the answer is (a) home.' gives 'home', 'the correct answer is (b) car.' gives 'car'",
+        ),
+        (
+            "Cars are fast. So the answer is (a) home.\n\nSo the answer is (b) car.",
+            "'So the answer is (a) home.' gives 'home', 'So the answer is (b) car.' gives 'car'",
+        ),
+        (
+            "Cars are fast. So the answer is (b) car.\nAnswer: (b) car, not (c) bus.",
+            "'So the answer is (b) car.' gives 'car', 'Answer: (b) car, not (c) bus.' gives no answer",
+        ),
+        (
+            "Cars are fast. So the answer is (b) car.\nSo the answer is not (b) car.",
+            "'So the answer is (b) car.' gives 'car', 'So the answer is not (b) car.' gives no answer",
+        ),
+    ],
+)
+def test_a_second_answer_sentence_naming_another_choice_is_refused(text, said):
+    parsed = parse_teacher_output("multiple_choice", text, choices=_TRIP)
+    assert (parsed.label, parsed.reason) == (
+        "",
+        f"the text holds 2 answer sentences that do not all name the same choice ({said})",
+    )
+
+
+def test_three_answer_sentences_are_counted_and_each_one_shown():
+    text = "Buses are slow.\nThe answer is (c) bus.\n**Answer:** (c) bus\nSo the answer is (a) home."
+    parsed = parse_teacher_output("multiple_choice", text, choices=_TRIP)
+    assert parsed.reason == (
+        "the text holds 3 answer sentences that do not all name the same choice ('The answer is (c) bus.' "
+        "gives 'bus', 'Answer: (c) bus' gives 'bus', 'So the answer is (a) home.' gives 'home')"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # answer sentences that all name one choice, on one line or on several: those on several lines gave the
+        # choice already (the second, with the variant before the prompt's phrase in its rationale), the
+        # one-line ones were refused as not parsing
+        f"{_COOL} So the answer is (b) refrigerator.\nAnswer: (b)",
+        f"{_COOL}\nThe correct answer is (b) refrigerator.\n\nSo the answer is B. Refrigerator.",
+        f"{_COOL} So the answer is (b) refrigerator. So the answer is (b).",
+        f"{_COOL} The correct answer is (b) refrigerator. So, the answer is refrigerator (b).",
+        f"{_COOL}\nthe answer is (b) refrigerator.\nThe correct answer is: (B) Refrigerator\nAnswer: B.",
+    ],
+)
+def test_answer_sentences_that_all_name_the_same_choice_give_it(text):
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, "refrigerator", "")
+
+
+def test_answer_sentences_naming_one_choice_only_by_its_letter_need_the_records_choices():
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_COOL} So the answer is (b) refrigerator.\nAnswer: (b)"
+    )
+    assert parsed.reason == (
+        "the text holds 2 answer sentences that do not all name the same choice ('So the answer is (b) "
+        "refrigerator.' gives 'refrigerator', 'Answer: (b)' gives no answer)"
+    )
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        # "the answer is" not followed by a label is prose, and a next example's answer is not the reply's
+        "\nThe answer is not (a) oven, which heats food.",
+        "\nSo, the answer is clear.",
+        "\n\nQ: Where do you keep ice?\nSo the answer is (c) bookshelf.",
+        " Q: and ice? So the answer is (c) bookshelf.",  # the CQA rule cuts the answer at any "Q:"
+    ],
+)
+def test_prose_or_a_next_example_after_the_answer_is_no_second_answer_sentence(after):
+    parsed = parse_teacher_output(
+        "multiple_choice", f"{_COOL} So the answer is (b) refrigerator.{after}", choices=PIE_CHOICES
+    )
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, "refrigerator", "")
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "shown"),
+    [
+        # the line after the first answer was cut off, so that these gave the first answer. The DSS rules
+        # refuse a text holding their phrase twice (the reference below), and so does the teacher now
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\nNo: 5 + 4 is 9. The answer is (5 + 4).",
+            "'The answer is (3 + 4).', 'The answer is (5 + 4).'",
+        ),
+        ("nli", "No link. So the answer is neutral.\n\nSo the answer is entailment.", None),
+        ("generic", "It is in France. So the answer is Paris.\nSo the answer is Rome.", None),
+        # chat variants, each written as the prompt's phrase: two answer sentences too
+        (
+            "arithmetic",
+            "3 + 4 is 7, so the answer is (3 + 4).\nWait, so the answer is (5 + 4).",
+            "'The answer is (3 + 4).', 'The answer is (5 + 4).'",
+        ),
+        ("arithmetic", "3 + 4 is 7, the answer is (3 + 4).\nNo, the answer is (5 + 4).", None),
+        (
+            "nli",
+            "No link, so the answer is neutral.\nOr so, the answer is entailment.",
+            "'So the answer is neutral.', 'So the answer is entailment.'",
+        ),
+    ],
+)
+def test_a_second_answer_sentence_on_a_later_line_is_refused_for_every_task(task, text, shown):
+    parsed = parse_teacher_output(task, text)
+    assert not parsed.parsed
+    assert parsed.reason.startswith(
+        f"the answer sentence does not parse by the {task} rule: the text holds 2 answer sentences"
+    )
+    if shown is not None:
+        assert parsed.reason.endswith(f"({shown}); the rule takes one")
+    if "The answer is" in text or "So the answer is" in text:  # the prompt's phrase: what DSS did
+        dss = {"arithmetic": parse_svamp_output, "nli": parse_anli_output, "generic": parse_anli_output}
+        assert not dss[task](text).parsed
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "label"),
+    [
+        # prose after the answer line that is no answer sentence of the task: the first answer, as before
+        ("arithmetic", "3 + 4 is 7. The answer is (3 + 4).\nThat is, the answer is 7.", "(3 + 4)"),
+        ("arithmetic", "3 + 4 is 7, so the answer is (3 + 4).\nThat is, the answer is 7.", "(3 + 4)"),
+        ("nli", "No link. So the answer is neutral.\nAlso, so the answer is not entailment.", "neutral"),
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\n\nQ: And 5 + 4?\nThe answer is (5 + 4).",
+            "(3 + 4)",
+        ),
+        ("nli", "No link. So the answer is neutral.\n\nPremise: x\nSo the answer is entailment.", "neutral"),
+    ],
+)
+def test_prose_after_the_answer_line_is_no_second_answer_sentence_for_every_task(task, text, label):
+    parsed = parse_teacher_output(task, text)
+    assert (parsed.label, parsed.reason) == (label, "")
 
 
 def test_a_refused_multiple_choice_answer_is_counted_and_reported(tmp_path):

@@ -21,7 +21,7 @@ Before the rule runs, a chat model's phrasing is brought to the prompts' (markdo
 answer is`` written ``So the answer is``, as are, for multiple_choice where a choice's label follows, ``the
 correct answer is``, ``Answer:`` opening a line and ``the answer is``, a colon after it dropped; a variant is
 rewritten only when the text lacks the prompts' phrase, so that prose such as "the answer is not obvious"
-never becomes a second answer sentence; a multiple_choice text that holds two is refused), a multiple_choice
+never becomes a second answer sentence; a text that holds two is refused, see below), a multiple_choice
 reply without an answer sentence whose last line is a label and its choice (``B. Refrigerator``) and no other
 line opening with a label is given one (:func:`_with_final_choice_line`), an nli reply that opens by restating
 the question (``Premise: ...`` then ``Hypothesis: ...``, maybe after ``Q:``) loses that restatement, a
@@ -63,6 +63,18 @@ is split from a list when
   more letters and are all bare choices.
 
 So lines labelling choices after an answer with its text (a "why not the others" section) are no such list.
+
+As the cut after the answer line would hide a second answer on a later line (a teacher correcting itself: ``So
+the answer is (a) home.`` then ``Wait, the correct answer is (b) car.``), every answer sentence the text holds
+where the rule reads it (before a next example; for nli and generic before ``Premise:``, for multiple_choice
+and arithmetic before a ``Q:`` after the first answer) is counted first, on one line or on several. For nli,
+arithmetic and generic an answer sentence is the prompt's phrase, or a variant rewritten as it, and a text
+holding two is refused, as the DSS rules refuse it (:func:`_answer_sentences`). For multiple_choice a variant
+followed by a choice's label counts beside the prompt's phrase too (:func:`_choice_answer_starts`); each
+answer sentence is parsed on its own after the text before the first, and the text is refused, naming each
+sentence and what it gives, unless all give the same choice: then that choice, with the text before the
+first sentence as the rationale (:func:`_one_choice_of_several`).
+
 Everything here is a pure function of strings.
 
 Examples:
@@ -226,8 +238,8 @@ _LABEL_AHEAD = r"(?=\s*:?\s*(?:\([a-z]\)|[a-z][.:)](?:\s|$)))"
 
 # the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case, and
 # for arithmetic, whose prompts teach "The answer is", "the answer is" in any case. For multiple_choice one
-# pattern holds every variant, so that each one the text holds is an answer sentence (two are refused as
-# ambiguous): "So, the answer is", and where a choice's label follows (so that "the answer is not obvious"
+# pattern holds every variant, so that each one the text holds is an answer sentence (_choice_answer_starts
+# counts them): "So, the answer is", and where a choice's label follows (so that "the answer is not obvious"
 # stays prose) "(so) the correct answer is", "Answer:" opening a line and "the answer is"
 _PHRASE_VARIANTS = {
     "nli": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),),
@@ -246,6 +258,11 @@ _PHRASE_VARIANTS = {
 }
 
 
+def _without_emphasis(text: str) -> str:
+    """``text`` without markdown bold/underline markers (``**``, ``__``)."""
+    return text.replace("**", "").replace("__", "")
+
+
 def _plain(text: str, task: str, *, keep_colon: bool = False) -> str:
     """A chat model's output as the DSS rules read it: markdown bold/underline markers (``**``, ``__``)
     removed, the answer sentence's opening written as ``task``'s prompt teaches it, and a colon after it
@@ -257,7 +274,7 @@ def _plain(text: str, task: str, *, keep_colon: bool = False) -> str:
     variants, each followed by a choice's label but "So, the answer is": every one the text holds is
     rewritten."""
     phrase = _ANSWER_PHRASE[task]
-    text = text.replace("**", "").replace("__", "")
+    text = _without_emphasis(text)
     if phrase not in text:
         for variant in _PHRASE_VARIANTS[task]:
             if variant.search(text):
@@ -371,7 +388,25 @@ def _without_leading_answer_marker(task: str, text: str) -> str:
 
 
 def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmOutput, str]:
-    """The DSS rule's output for the prepared ``text``, and why the answer is refused ("" when it is not)."""
+    """The DSS rule's output for the teacher's ``text``, and why the answer is refused ("" when it is not).
+
+    Every answer sentence the text holds, up to a next example, is read: the text after the first one's line
+    is cut off, so a second answer on a later line (a teacher correcting itself) must be refused here, not
+    dropped. A multiple_choice text whose answer sentences all name the same choice gives that choice
+    (:func:`_one_choice_of_several`); for the other tasks two are refused, as the DSS rules refuse them."""
+    if task == "multiple_choice":
+        # bold removed and cut at a next example's "Q:", as _dss_parse_one prepares it, but the chat phrases
+        # not yet rewritten: where each answer sentence starts is found in the text as the teacher wrote it
+        prepared = _before_next_question(_without_emphasis(text))
+        starts = _choice_answer_starts(prepared)
+        if len(starts) > 1:
+            return _one_choice_of_several(prepared, starts, choices)
+    return _dss_parse_one(task, text, choices)
+
+
+def _dss_parse_one(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmOutput, str]:
+    """:func:`_dss_parse` of a ``text`` that holds at most one answer sentence of the multiple_choice task;
+    for the other tasks, the refusal of a text holding more (:func:`_answer_sentences`)."""
     phrase = _ANSWER_PHRASE[task]
     # whether a colon and a line break end the answer sentence's line is seen before _plain drops them
     listed = task == "multiple_choice" and _options_listed_after_answer(
@@ -385,6 +420,14 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
         text = _before_next_question(text)
     if task == "multiple_choice" and phrase not in text:
         text = _with_final_choice_line(text, phrase, choices)
+    if task != "multiple_choice":
+        sentences = _answer_sentences(task, text)
+        if len(sentences) > 1:  # what the DSS rule refuses; on another line it would be cut off below
+            shown = ", ".join(repr(sentence) for sentence in sentences)
+            return PalmOutput("", ""), (
+                f"the answer sentence does not parse by the {task} rule: the text holds {len(sentences)} answer "
+                f"sentences ({shown}); the rule takes one"
+            )
     line = _close_answer_line(text, phrase)  # the answer sentence's line, a remark after the sentence kept
     text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
     if task in ("nli", "generic"):
@@ -398,6 +441,120 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
             refusal = _refused_choice(_answer_sentence(text), _answer_sentence(line), output.label, choices)
         return output, refusal
     return _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase)), ""
+
+
+# a choice's label directly after a multiple-choice variant of the answer phrase (maybe after a colon)
+_LABEL_FOLLOWS = re.compile(_LABEL_AHEAD, re.IGNORECASE | re.MULTILINE)
+
+
+def _choice_answer_starts(text: str) -> list[int]:
+    """Where each answer sentence of the multiple-choice ``text`` starts, in order: ``text`` cut at a next
+    example's ``Q:``, markdown bold removed, its chat phrases not yet rewritten (:func:`_plain`).
+
+    An answer sentence is the prompt's phrase, or a variant of it (:data:`_PHRASE_VARIANTS`) that
+    :func:`_plain` rewrites (every one, where the text lacks the prompt's phrase) or that a choice's label
+    follows (``the correct answer is (b)``, ``Answer: (b)`` opening a line), with the prompt's phrase too: a
+    labelled variant answers as the phrase does. A variant followed by no label beside the prompt's phrase
+    (``the answer is not obvious``) is prose. As the CQA rule does, the text from a ``Q:`` after the first
+    answer sentence on is not read.
+
+    Examples:
+        >>> _choice_answer_starts("Cars. So the answer is (a) home.\\nNo, the correct answer is (b) car.")
+        [6, 37]
+        >>> _choice_answer_starts("Hm, the answer is unclear. So the answer is (b) car. Q: so the answer is (a).")
+        [27]
+    """
+    phrase = _ANSWER_PHRASE["multiple_choice"]
+    (variant,) = _PHRASE_VARIANTS["multiple_choice"]
+    rewritten = phrase not in text
+    spans = [(found.start(), found.end()) for found in re.finditer(re.escape(phrase), text)]
+    spans += [
+        found.span()
+        for found in variant.finditer(text)
+        if rewritten or _LABEL_FOLLOWS.match(text, found.end())
+    ]
+    starts: list[int] = []
+    end = -1
+    for begin, stop in sorted(spans):  # the prompt's phrase and a variant matching it are one sentence
+        if begin >= end:
+            starts.append(begin)
+        end = max(end, stop)
+    cut = text.find("Q:", starts[0]) if starts else -1
+    return [start for start in starts if cut < 0 or start < cut]
+
+
+def _shown_sentence(text: str, start: int, end: int) -> str:
+    """The answer sentence at ``text[start:end]`` as a reason shows it: its first line, at most 80 characters."""
+    line = text[start:end].split("\n", 1)[0].strip()
+    return line if len(line) <= 80 else f"{line[:77]}..."
+
+
+def _one_choice_of_several(
+    text: str, starts: Sequence[int], choices: Sequence[str]
+) -> tuple[PalmOutput, str]:
+    """The DSS rule's output for the multiple-choice ``text`` (prepared as :func:`_choice_answer_starts`
+    reads it) holding answer sentences at ``starts`` (two or more), and why it is refused ("" when it is not).
+
+    Each sentence is parsed on its own, after the text before the first (:func:`_dss_parse_one`, every check
+    included): when all give the same choice (``So the answer is (b) refrigerator.`` then ``Answer: (b)``)
+    the answer is the first sentence's, with the text before it as the rationale; otherwise (a teacher that
+    corrects itself: ``(a) home.`` then ``Wait, the correct answer is (b) car.``) the text is refused, naming
+    each sentence and what it gives, never read as one of them.
+
+    Examples:
+        >>> text = "Cars. So the answer is (a) home.\\nNo, the correct answer is (b) car."
+        >>> reason = _one_choice_of_several(text, _choice_answer_starts(text), ["home", "car"])[1]
+        >>> reason.removeprefix("the text holds 2 answer sentences that do not all name the same choice ")
+        "('So the answer is (a) home.' gives 'home', 'the correct answer is (b) car.' gives 'car')"
+        >>> text = "Cold. So the answer is (b) car.\\nAnswer: (b)"
+        >>> _one_choice_of_several(text, _choice_answer_starts(text), ["home", "car"])
+        (PalmOutput(rationale='Cold.', label='car'), '')
+    """
+    ends = [*starts[1:], len(text)]
+    rationale = text[: starts[0]].rstrip()
+    parsed = []  # (output, refusal, normalised label) of each sentence after the rationale
+    for index, (start, end) in enumerate(zip(starts, ends)):
+        # on a line of its own after the rationale, so that "Answer:" still opens a line
+        alone = text[:end] if index == 0 else f"{rationale}\n{text[start:end]}"
+        output, refusal = _dss_parse_one("multiple_choice", alone, choices)
+        label = "" if refusal else normalise_answer("multiple_choice", output.label)
+        parsed.append((output, refusal, label))
+    labels = [label for _, _, label in parsed]
+    if labels[0] and all(label == labels[0] for label in labels):
+        return parsed[0][0], ""
+    said = ", ".join(
+        f"{_shown_sentence(text, start, end)!r} " + (f"gives {label!r}" if label else "gives no answer")
+        for start, end, label in zip(starts, ends, labels)
+    )
+    return PalmOutput("", ""), (
+        f"the text holds {len(starts)} answer sentences that do not all name the same choice ({said})"
+    )
+
+
+def _answer_sentences(task: str, text: str) -> list[str]:
+    """The answer sentences of ``task`` (not multiple_choice) that the prepared ``text`` (chat phrases
+    rewritten, :func:`_plain`; cut at a next example's ``Q:`` but for nli) holds where its DSS rule reads
+    it: before the first ``Premise:`` (nli, generic: the ANLI rule), or with the text from a ``Q:`` after the
+    first answer sentence on cut off (arithmetic: the SVAMP rule). Each is shown by its line from the phrase
+    on, up to the next sentence. The rule refuses a text holding two, which the cut after the first one's
+    line would hide when the second is on a later line.
+
+    Examples:
+        >>> _answer_sentences("nli", "No link. So the answer is neutral.\\nSo the answer is entailment.")
+        ['So the answer is neutral.', 'So the answer is entailment.']
+        >>> _answer_sentences("arithmetic", "Add. The answer is (3 + 4).\\nQ: and? The answer is (5).")
+        ['The answer is (3 + 4).']
+    """
+    phrase = _ANSWER_PHRASE[task]
+    start = text.find(phrase)
+    if start < 0:
+        return []
+    if task == "arithmetic":
+        text = text[:start] + text[start:].split("Q:")[0]
+    else:
+        text = text.split("Premise:")[0]
+    starts = [found.start() for found in re.finditer(re.escape(phrase), text)]
+    return [_shown_sentence(text, begin, end) for begin, end in zip(starts, [*starts[1:], len(text)])]
 
 
 # a line that opens with an option's label: "(b) ...", "(b): ...", "B: ...", "B. ...", "B) ..."
