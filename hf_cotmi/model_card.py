@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
+import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -153,6 +155,77 @@ def held_out_subset(
     return HeldOutSubset(split, evaluated, available, option)
 
 
+_SNAPSHOT_COMMIT = re.compile(r"[0-9a-f]{40}")
+"""The name of a snapshot folder in the Hugging Face cache: the commit it holds."""
+
+
+def cached_snapshot_repo_id(folder: str | os.PathLike[str]) -> str | None:
+    """The Hub repository whose snapshot ``folder`` is, when it is one in the Hugging Face cache's layout
+    (``.../models--org--name/snapshots/<commit>``, what ``from_pretrained`` and ``hf download`` fill), else
+    None. The cache spells the repository id exactly (``/`` as ``--``, which repository names cannot hold),
+    so the id is read from the path alone, whatever the folder's files say.
+
+    Examples:
+        >>> cached_snapshot_repo_id("/home/me/.cache/huggingface/hub/models--google-t5--t5-small/snapshots/" + "a" * 40)
+        'google-t5/t5-small'
+        >>> cached_snapshot_repo_id("/srv/hub/models--gpt2/snapshots/" + "0" * 40)
+        'gpt2'
+        >>> cached_snapshot_repo_id("/home/me/models/t5-small") is None
+        True
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    parts = os.path.normpath(os.fspath(folder)).replace("\\", "/").split("/")
+    if len(parts) < 3 or parts[-2] != "snapshots" or not _SNAPSHOT_COMMIT.fullmatch(parts[-1]):
+        return None
+    repository = parts[-3]
+    if not repository.startswith("models--"):
+        return None
+    repo_id = repository[len("models--") :].replace("--", "/")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return None
+    return repo_id
+
+
+def card_base_model(name_or_path: str | None) -> tuple[str | None, str | None]:
+    """What the card says a student was fine-tuned from, given the name or path its config records
+    (``config._name_or_path``): ``(base_model, local_base_model)``.
+
+    - a Hub name: ``(name, None)``: the metadata's ``base_model``, linked in the card;
+    - a folder of the Hugging Face cache: ``(its repository id, None)`` (:func:`cached_snapshot_repo_id`);
+    - any other folder, or a path (absolute, ``./``, ``../``) that is none here: ``(None, its base name)``.
+      A folder is no Hub id, and its path would leak the directory layout and break the card's link; the
+      card names the folder's base name only, and ``base_model`` stays out of the metadata;
+    - nothing (a model built from a config): ``(None, None)``.
+
+    Examples:
+        >>> card_base_model("google-t5/t5-small")
+        ('google-t5/t5-small', None)
+        >>> card_base_model("/home/me/models/t5-small")
+        (None, 't5-small')
+        >>> card_base_model("/home/me/.cache/huggingface/hub/models--google-t5--t5-small/snapshots/" + "a" * 40)
+        ('google-t5/t5-small', None)
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not name_or_path:
+        return None, None
+    repo_id = cached_snapshot_repo_id(name_or_path)
+    if repo_id is not None:
+        return repo_id, None
+    if not os.path.isdir(name_or_path):
+        try:
+            validate_repo_id(name_or_path)
+            return name_or_path, None
+        except HFValidationError:
+            pass  # a path that is no folder here (moved, or read from another working folder)
+    return None, os.path.basename(os.path.normpath(name_or_path)) or None
+
+
 # Kept for code that imported the BibTeX strings directly.
 DSS_BIBTEX = DISTILLING_STEP_BY_STEP.bibtex
 MI_BIBTEX = MUTUAL_INFORMATION_COT_DISTILLATION.bibtex
@@ -170,7 +243,8 @@ class DSSModelCardData(CardData):
     Args:
         model_name: the card's title (and the model-index name).
         repo_id: the repository the usage snippet loads from (defaults to ``model_name``).
-        base_model: the Hub model the student was fine-tuned from, if any.
+        base_model: the Hub model the student was fine-tuned from, if any (a repository id, never a path:
+            :func:`card_base_model`).
         datasets: dataset names for the metadata.
         loss_settings: the loss weights and MI settings (``DSSMITrainingArguments.loss_settings()``).
         hyperparameters: learning rate, batch sizes, steps, seed, optimizer, schedule.
@@ -202,7 +276,8 @@ class DSSModelCardData(CardData):
             training ends with; the ``eval_*`` metrics are then that step's evaluation.
         best_model_metric: the metric that checkpoint was chosen by (``eval_loss``, ``eval_accuracy``, ...).
         local_base_model: the base name of the local folder the student was loaded from (no Hub id to link;
-            the card names the folder, never its absolute path).
+            the card names the folder, never its absolute path). A folder of the Hugging Face cache has its
+            repository id as ``base_model`` instead.
         label_max_new_tokens: the new tokens the usage snippet lets the answer take: the run's evaluation
             limit (``generation_max_length``, less the decoder's start token for a seq2seq student).
         rationale_max_new_tokens: the new tokens the usage snippet lets the rationale take (the run's

@@ -1493,7 +1493,8 @@ def run_training(
     results.update(_test_phase(trainer, data, features, prefix, eval_args, data_args, print_fn))
     if training_args.push_to_hub:
         print_fn(f"pushing {training_args.output_dir} to the Hub as {trainer.hub_model_id} ...")
-    _save_run(trainer, data, model_args, data_args, results, started, checkpoint_sidecar)
+    with _warnings_to(print_fn):  # what the model card leaves out for the Hub (a local base model) is shown
+        _save_run(trainer, data, model_args, data_args, results, started, checkpoint_sidecar)
     output_dir = training_args.output_dir
     results["files"] = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
     results["trainer"] = trainer

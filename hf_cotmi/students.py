@@ -768,19 +768,34 @@ def _adapter_base_error(
 ) -> CLIUsageError:
     """The error for adapters (in a folder or Hub repository) that do not load: naming the base model their
     ``adapter_config.json`` (its values ``adapter``) needs when that base model itself cannot be found
-    (:func:`_base_model_missing`: a relative path read from another working folder, or an absent Hub name),
-    else :func:`failed_load_error` of ``found`` (what failed and its name; default: the model ``folder``,
-    whose adapters' weights are missing, or which the Hub failed to serve, ...)."""
+    (:func:`_base_model_missing`: a relative path read from another working folder, an absolute path of the
+    machine that trained them, or an absent Hub name), else :func:`failed_load_error` of ``found`` (what
+    failed and its name; default: the model ``folder``, whose adapters' weights are missing, or which the Hub
+    failed to serve, ...)."""
     base = adapter.get("base_model_name_or_path")
     if not isinstance(base, str) or not base or not _base_model_missing(base):
         what, name = found or ("model", folder)
         return failed_load_error(what, name, error)
+    named = f"could not load the model {folder!r}: it holds LoRA adapters whose base model {base!r} "
+    named += f"(base_model_name_or_path in its {ADAPTER_CONFIG})"
+    if os.path.isabs(base):  # peft wrote the folder training started from, on the machine it ran on
+        target = "to the base model's Hub name or its folder here"
+        if os.path.isdir(folder):
+            rebase = f"set base_model_name_or_path in {os.path.join(folder, ADAPTER_CONFIG)} {target}"
+        else:  # a Hub repository
+            rebase = (
+                f"download the adapters (hf download {folder} --local-dir DIR), set base_model_name_or_path in "
+                f"DIR/{ADAPTER_CONFIG} {target} and give --model DIR"
+            )
+        return CLIUsageError(
+            f"{named} is no folder on this machine: it is where the base model was when the adapters were "
+            f"trained. Put the base model there, or {rebase}"
+        )
     first = error_summary(error)
     return CLIUsageError(
-        f"could not load the model {folder!r}: it holds LoRA adapters whose base model {base!r} "
-        f"(base_model_name_or_path in its {ADAPTER_CONFIG}) is neither a folder here nor on the Hugging Face "
-        f"Hub ({first}); a relative path is read from the current folder: run from the folder training ran "
-        f"in, or set base_model_name_or_path to the base model's absolute path or Hub name"
+        f"{named} is neither a folder here nor on the Hugging Face Hub ({first}); a relative path is read from "
+        f"the current folder: run from the folder training ran in, or set base_model_name_or_path to the base "
+        f"model's absolute path or Hub name"
     )
 
 

@@ -39,6 +39,7 @@ from .model_card import (
     DSSModelCardCallback,
     DSSModelCardData,
     Paper,
+    card_base_model,
     render_model_card,
 )
 from .peft_methods import check_peft_config, check_peft_model, check_target_modules, prompt_learning_method
@@ -1596,6 +1597,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             model_name=model_name, finetuned_from=finetuned_from, dataset=dataset or dataset_tags, tags=tags
         )
         card.license, card.language = license, language
+        self._say_where_the_base_model_came_from(finetuned_from)
         os.makedirs(self.args.output_dir, exist_ok=True)
         with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as handle:
             handle.write(render_model_card(card))
@@ -1620,14 +1622,11 @@ class DSSMITrainer(Seq2SeqTrainer):
         if model_name is None:
             model_name = self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
         unwrapped = self.accelerator.unwrap_model(self.model)
-        name = getattr(getattr(unwrapped, "config", None), "_name_or_path", "") or ""
         local_base_model = None
         if finetuned_from is None:
-            finetuned_from = name if name and not os.path.isdir(name) else None
-            # a local folder is no Hub id to link: the card names it by its base name, not its path
-            local_base_model = (
-                os.path.basename(os.path.normpath(name)) if name and os.path.isdir(name) else None
-            )
+            # a Hub name, or the repository of a folder in the Hugging Face cache; any other folder is no Hub id
+            # to link: the card names it by its base name, never its path
+            finetuned_from, local_base_model = card_base_model(self._base_model_name_or_path())
         # The usage snippet needs the full repository id; push_to_hub passes only the part after the "/".
         repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
         if "/" in model_name or not repo_id:
@@ -1643,6 +1642,51 @@ class DSSMITrainer(Seq2SeqTrainer):
             extra_tags=[tags] if isinstance(tags, str) else list(tags or []),
             **self._ece_confidence(),
         )
+
+    def _base_model_name_or_path(self) -> str:
+        """The name or path the student was loaded from, as its config records it (``_name_or_path``; a
+        ``PeftModel`` gives its base model's); empty for a model built from a config."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        return getattr(getattr(unwrapped, "config", None), "_name_or_path", "") or ""
+
+    def _say_where_the_base_model_came_from(self, finetuned_from: str | None) -> None:
+        """Log what the card's ``base_model`` is when the student was loaded from a folder and
+        ``finetuned_from`` was not given: the repository of a Hugging Face cache folder (info), or none (a
+        warning naming ``finetuned_from`` and ``--model`` when the card is for the Hub, else info); and for
+        adapters, that their ``adapter_config.json`` names the folder by its local path (peft writes it),
+        which other machines do not have (a warning when the card is for the Hub, else info)."""
+        path = self._base_model_name_or_path()
+        hub_id, _ = card_base_model(path)
+        if not path or hub_id == path:
+            return  # built from a config, or loaded by its Hub name
+        for_hub = bool(self.args.push_to_hub or self.hub_model_id)
+        said = logger.warning if for_hub else logger.info
+        if finetuned_from is None and hub_id is not None:
+            logger.info(
+                "the model card names base_model %r: the student was loaded from %s, a snapshot of that Hub "
+                "repository in the Hugging Face cache",
+                hub_id,
+                path,
+            )
+        elif finetuned_from is None:
+            said(
+                "the model card leaves base_model out of its metadata: the student was loaded from the folder "
+                "%s, which names no Hugging Face Hub repository. If it is a copy of a Hub model, give its Hub "
+                "name: finetuned_from='org/name' to push_to_hub() or create_model_card(), or --model org/name "
+                "to hf-cotmi train (a downloaded model loads from the Hugging Face cache)",
+                path,
+            )
+        if _has_peft_adapters(self.accelerator.unwrap_model(self.model)):
+            hub_name = finetuned_from or hub_id or "org/name"
+            said(
+                "the adapters' adapter_config.json names their base model by the local path %s "
+                "(base_model_name_or_path, which peft writes), so peft and hf-cotmi evaluate/predict load "
+                "them only where that folder is; to push adapters that load anywhere, train from the base "
+                "model's Hub name (from_pretrained(%r), --model %s)",
+                path,
+                hub_name,
+                hub_name,
+            )
 
     def _ece_confidence(self) -> dict[str, Any]:
         """The card's ``confidence_mode`` and ``label_candidates`` from the ECE callback; none without one."""

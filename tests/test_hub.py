@@ -188,7 +188,7 @@ def test_cli_train_push_to_hub(tmp_path, fake_hub, capsys):
     check_card(uploaded / "README.md", repo_id, metrics, ["synthetic-arithmetic-cot"], base_model=None)
 
 
-def test_push_to_hub_with_lora_uploads_the_adapter_under_a_peft_card(tmp_path, fake_hub):
+def test_push_to_hub_with_lora_uploads_the_adapter_under_a_peft_card(tmp_path, fake_hub, caplog):
     """An adapter-only repository is a PEFT repository: the Hub (and PEFT's own card) say ``library_name: peft``
     with the base model; the card's usage snippet still loads it (transformers applies the adapter)."""
     peft = pytest.importorskip("peft")
@@ -209,7 +209,13 @@ def test_push_to_hub_with_lora_uploads_the_adapter_under_a_peft_card(tmp_path, f
         peft_config=peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM"),
     )
     trainer.train()
-    trainer.push_to_hub(model_name=repo_id, dataset="svamp", finetuned_from="google-t5/t5-small")
+    with caplog.at_level("WARNING", logger="hf_cotmi"):
+        trainer.push_to_hub(model_name=repo_id, dataset="svamp", finetuned_from="google-t5/t5-small")
+    # the card names the base model given; the adapters name the folder, which the push is warned of
+    (warning,) = [r.getMessage() for r in caplog.records if "adapter_config.json" in r.getMessage()]
+    assert f"names their base model by the local path {base_folder} " in warning
+    assert "(from_pretrained('google-t5/t5-small'), --model google-t5/t5-small)" in warning
+    assert not [r for r in caplog.records if "leaves base_model out" in r.getMessage()]
 
     folder = fake_hub.uploads[0]["folder"]
     files = {p.name for p in folder.iterdir()}
@@ -228,6 +234,50 @@ def test_push_to_hub_with_lora_uploads_the_adapter_under_a_peft_card(tmp_path, f
     assert "pip install peft" in snippet
     printed = run_snippet(snippet, repo_id, folder)
     assert printed.startswith("answer:") and "\nrationale:" in printed
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["own-folder", "cache-folder"])
+def test_cli_push_of_lora_from_a_local_folder_keeps_its_path_off_the_card(cached, tmp_path, fake_hub, capsys):
+    """``--use-peft --model FOLDER --push-to-hub``: the card's metadata names no path as the base model (the
+    repository of a Hugging Face cache folder, else none), and the run warns of what the Hub repository
+    lacks: the base model's Hub name, and adapters that name a base model other machines can load."""
+    pytest.importorskip("peft")
+    repo_id = "someone/cli-lora"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    relative = f"hub/models--google-t5--t5-small/snapshots/{commit}" if cached else "models/t5-small"
+    folder = save_tiny_student(tmp_path / relative)
+    out = tmp_path / "out"
+    code = main(
+        ["train", "--model", folder, "--use-peft", "--lora-r", "4", "--dataset", "synthetic",
+         "--synthetic-train-size", "8", "--synthetic-test-size", "4", "--max-steps", "1",
+         "--per-device-train-batch-size", "8", "--save-strategy", "no", "--use-cpu", "--disable-tqdm", "true",
+         "--report-to", "none", "--generation-max-length", "4", "--rationale-max-new-tokens", "4",
+         "--num-examples-to-show", "0", "--output-dir", str(out), "--push-to-hub", "--hub-model-id", repo_id]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    uploaded = fake_hub.uploads[-1]["folder"]
+    text = (uploaded / "README.md").read_text()
+    assert ModelCard(text).data.library_name == "peft"
+    assert ModelCard(text).data.base_model == ("google-t5/t5-small" if cached else None)
+    assert str(tmp_path) not in text
+    assert json.loads((uploaded / "adapter_config.json").read_text())["base_model_name_or_path"] == folder
+    warnings = [line for line in captured.out.splitlines() if line.startswith("warning: ")]
+    hub_name = "google-t5/t5-small" if cached else "org/name"
+    adapters = (
+        f"warning: the adapters' adapter_config.json names their base model by the local path {folder} "
+        "(base_model_name_or_path, which peft writes), so peft and hf-cotmi evaluate/predict load them only "
+        f"where that folder is; to push adapters that load anywhere, train from the base model's Hub name "
+        f"(from_pretrained({hub_name!r}), --model {hub_name})"
+    )
+    if cached:
+        assert warnings == [adapters], captured.out
+    else:
+        assert len(warnings) == 2 and warnings[1] == adapters, captured.out
+        assert warnings[0].startswith(
+            f"warning: the model card leaves base_model out of its metadata: the student was loaded from the "
+            f"folder {folder}, which names no Hugging Face Hub repository"
+        ), warnings
 
 
 @pytest.mark.parametrize("strategy", ["checkpoint", "every_save"])

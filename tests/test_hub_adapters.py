@@ -137,6 +137,55 @@ def test_an_adapter_repo_whose_base_model_is_missing_gives_the_folders_error(
     assert code == 2 and one_error_line(err, "predict").endswith(from_hub), err
 
 
+def test_an_adapter_repo_whose_base_folder_was_on_another_machine_says_how_to_load_it(
+    lora_run,
+    tiny_student_dir,
+    tmp_path,
+    capsys,
+    hub_cache,  # noqa: F811
+):
+    """Adapters trained from a local folder name it by its absolute path (peft writes it); pushed and loaded
+    elsewhere, that folder is missing. The error names it and says how to give the adapters a base model, and
+    doing what it says loads them as their run folder loads."""
+    elsewhere = str(tmp_path / "gone" / "t5-small")  # absolute, and no folder here
+    pushed = _adapters_without(lora_run, tmp_path / "pushed", (), base=elsewhere)
+    cache_repository(hub_cache, pushed, repo=REPO)
+    named = (
+        f"it holds LoRA adapters whose base model {elsewhere!r} (base_model_name_or_path in its "
+        f"{ADAPTER_CONFIG}) is no folder on this machine: it is where the base model was when the adapters "
+        "were trained. Put the base model there, or "
+    )
+    with pytest.raises(CLIUsageError) as error:
+        load_student(REPO, for_inference=True, device="cpu")
+    message = str(error.value)
+    assert message == (
+        f"could not load the model {REPO!r}: {named}download the adapters (hf download {REPO} --local-dir DIR), "
+        f"set base_model_name_or_path in DIR/{ADAPTER_CONFIG} to the base model's Hub name or its folder here "
+        "and give --model DIR"
+    ), message
+    code, _, err = run(capsys, "predict", "--model", REPO, "q 1 ?")
+    assert code == 2 and one_error_line(err, "predict").endswith(message), err
+    with pytest.raises(CLIUsageError) as error:  # the folder itself: its own adapter config is to be set
+        load_student(str(pushed), for_inference=True, device="cpu")
+    assert str(error.value) == (
+        f"could not load the model {str(pushed)!r}: {named}set base_model_name_or_path in "
+        f"{pushed / ADAPTER_CONFIG} to the base model's Hub name or its folder here"
+    ), error.value
+
+    # what the error says: the downloaded adapters, their config naming the base model's folder here
+    downloaded = _adapters_without(pushed, tmp_path / "DIR", (), base=tiny_student_dir)
+    outputs = []
+    for model in (str(downloaded), str(lora_run)):  # the reference: the run folder, as training saved it
+        code, stdout, err = run(
+            capsys, "predict", "--model", model, "--jsonl", "tom has 2 apples . how many ?"
+        )
+        assert code == 0, err
+        outputs.append(json.loads(stdout))
+    from_download, from_run = outputs
+    assert (from_download["label"], from_download["rationale"]) == (from_run["label"], from_run["rationale"])
+    assert from_download["confidence"] == pytest.approx(from_run["confidence"], rel=1e-5)
+
+
 @pytest.mark.parametrize("text", ['{"task_type": "SEQ_2_SEQ_LM"', '["LORA"]'])
 def test_a_damaged_adapter_config_is_named(lora_run, hub_cache, tmp_path, text):  # noqa: F811
     folder = tmp_path / "damaged"

@@ -18,7 +18,13 @@ from transformers import AutoModelForSeq2SeqLM
 
 from hf_cotmi import DSSMITrainer, build_tiny_causal_lm, build_tiny_seq2seq, build_word_tokenizer
 from hf_cotmi.data.synthetic import make_arithmetic_cot_dataset
-from hf_cotmi.model_card import DSSModelCardData, HeldOutSubset, held_out_subset, render_model_card
+from hf_cotmi.model_card import (
+    DSSModelCardData,
+    HeldOutSubset,
+    card_base_model,
+    held_out_subset,
+    render_model_card,
+)
 
 needs_esnli = needs_dss_data("esnli")
 
@@ -157,11 +163,104 @@ def test_a_student_loaded_from_a_local_folder_is_named_by_its_base_name(tmp_path
     text = render_model_card(card)
     assert "distilled from a local model (`my-student`)" in text and str(tmp_path) not in text
     assert "base_model" not in text.split("---")[1]  # a folder is no Hub id for the metadata
+    # nor is a path that is no folder here (moved since, or relative to another working folder)
+    trainer.model.config._name_or_path = str(tmp_path / "moved" / "my-student")
+    card = trainer.model_card_data(model_name="distilled")
+    assert card.base_model is None and card.local_base_model == "my-student"
+    assert str(tmp_path) not in render_model_card(card)
     # a Hub name stays the linked base model
     trainer.model.config._name_or_path = "google-t5/t5-small"
     card = trainer.model_card_data(model_name="distilled")
     assert card.base_model == "google-t5/t5-small" and card.local_base_model is None
     assert "from [`google-t5/t5-small`](https://huggingface.co/google-t5/t5-small)" in render_model_card(card)
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    ("relative", "expected"),
+    [
+        (f"hub/models--google-t5--t5-small/snapshots/{COMMIT}", ("google-t5/t5-small", None)),
+        (f"hub/models--gpt2/snapshots/{COMMIT}", ("gpt2", None)),
+        # not the cache's layout: a folder like any other, named by its base name
+        ("hub/models--google-t5--t5-small/snapshots/main", (None, "main")),
+        (f"hub/datasets--me--data/snapshots/{COMMIT}", (None, COMMIT)),
+        (f"hub/models--a--b--c/snapshots/{COMMIT}", (None, COMMIT)),  # no valid repository id
+        ("home/me/models/t5-small", (None, "t5-small")),
+    ],
+)
+def test_the_card_names_a_folder_by_the_hub_repository_its_path_spells(tmp_path, relative, expected):
+    folder = tmp_path / relative
+    folder.mkdir(parents=True)
+    assert card_base_model(str(folder)) == expected
+    assert card_base_model(str(folder) + "/") == expected
+
+
+def test_the_card_names_hub_ids_and_never_a_path(tmp_path):
+    assert card_base_model("google-t5/t5-small") == ("google-t5/t5-small", None)
+    assert card_base_model("t5-small") == ("t5-small", None)
+    assert card_base_model("") == (None, None)
+    # a path that is no folder here (moved, or relative to another working folder) is no Hub id either
+    assert card_base_model(str(tmp_path / "gone" / "t5-small")) == (None, "t5-small")
+    assert card_base_model("../models/t5-small") == (None, "t5-small")
+    # the cache spells the id even when the snapshot is gone
+    assert card_base_model(f"/nowhere/models--org--name/snapshots/{COMMIT}") == ("org/name", None)
+
+
+def _student_from(folder: Path, tmp_path: Path, tiny_tokenizer) -> DSSMITrainer:
+    """A trainer of a tiny T5 saved to and loaded from ``folder``, writing to ``tmp_path / "out"``."""
+    build_tiny_seq2seq(tiny_tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32).save_pretrained(
+        folder
+    )
+    return DSSMITrainer(
+        model=AutoModelForSeq2SeqLM.from_pretrained(folder),
+        args=training_arguments(tmp_path / "out"),
+        processing_class=tiny_tokenizer,
+    )
+
+
+def _written_card(trainer: DSSMITrainer, caplog) -> tuple[str, list]:
+    """The card ``create_model_card`` writes, and the trainer's log records about its base model."""
+    caplog.clear()
+    with caplog.at_level("INFO", logger="hf_cotmi"):
+        trainer.create_model_card(model_name="distilled")
+    records = [r for r in caplog.records if "base_model" in r.getMessage()]
+    return Path(trainer.args.output_dir, "README.md").read_text(), records
+
+
+def test_a_student_from_a_cache_folder_names_its_hub_repository(tmp_path, tiny_tokenizer, caplog):
+    folder = tmp_path / "hub" / "models--google-t5--t5-small" / "snapshots" / COMMIT
+    text, records = _written_card(_student_from(folder, tmp_path, tiny_tokenizer), caplog)
+    assert "base_model: google-t5/t5-small\n" in text.split("---")[1]
+    assert "distilled from [`google-t5/t5-small`](https://huggingface.co/google-t5/t5-small)" in text
+    assert str(tmp_path) not in text and COMMIT not in text
+    (record,) = records
+    assert record.levelname == "INFO" and str(folder) in record.getMessage()
+    assert "a snapshot of that Hub repository in the Hugging Face cache" in record.getMessage()
+
+
+def test_a_card_for_the_hub_warns_that_a_local_base_model_is_left_out(tmp_path, tiny_tokenizer, caplog):
+    folder = tmp_path / "my-student"
+    trainer = _student_from(folder, tmp_path, tiny_tokenizer)
+    text, records = _written_card(trainer, caplog)
+    assert "base_model" not in text.split("---")[1] and str(tmp_path) not in text
+    (record,) = records
+    assert record.levelname == "INFO"  # a card for the folder: said, not warned of
+    message = record.getMessage()
+    assert f"loaded from the folder {folder}, which names no Hugging Face Hub repository" in message
+    assert "finetuned_from='org/name' to push_to_hub() or create_model_card()" in message
+    assert "--model org/name to hf-cotmi train" in message
+    trainer.hub_model_id = "me/distilled"  # what push_to_hub sets (init_hf_repo) before it writes the card
+    assert [(r.levelname, r.getMessage()) for r in _written_card(trainer, caplog)[1]] == [
+        ("WARNING", message)
+    ]
+    # given, the base model is named, and nothing is said
+    caplog.clear()
+    with caplog.at_level("INFO", logger="hf_cotmi"):
+        trainer.create_model_card(model_name="distilled", finetuned_from="google-t5/t5-small")
+    assert "base_model: google-t5/t5-small\n" in Path(trainer.args.output_dir, "README.md").read_text()
+    assert not [r for r in caplog.records if "base_model" in r.getMessage()]
 
 
 # ------------------------------------------------------------------ hf-cotmi train writes all of it
