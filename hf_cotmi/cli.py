@@ -82,6 +82,15 @@ Run '{PROG} <command> --help' for the options of a command. Every command takes
 """
 
 
+_BASE_MODEL_HELP = (
+    "LoRA adapters (--model): load them onto this base model, a Hub name or a local folder, instead of the one "
+    "their adapter_config.json names (base_model_name_or_path; for a run started from a local folder, that "
+    "folder's path on the machine it ran on). The tokenizer is the adapters' own, else this model's. Refused "
+    "for a full model."
+)
+"""The help of ``--base-model``, an option of ``evaluate`` and ``predict``."""
+
+
 @dataclass
 class EvaluateArguments:
     """Options of ``hf-cotmi evaluate``.
@@ -94,6 +103,9 @@ class EvaluateArguments:
     model_name_or_path: str | None = field(
         default=None,
         metadata={"aliases": ["--model"], "help": "Folder of a trained student (or a Hub name)."},
+    )
+    base_model_name_or_path: str | None = field(
+        default=None, metadata={"aliases": ["--base-model"], "help": _BASE_MODEL_HELP}
     )
     split: str = field(
         default="test",
@@ -139,6 +151,9 @@ class PredictArguments:
     model_name_or_path: str | None = field(
         default=None,
         metadata={"aliases": ["--model"], "help": "Folder of a trained student (or a Hub name)."},
+    )
+    base_model_name_or_path: str | None = field(
+        default=None, metadata={"aliases": ["--base-model"], "help": _BASE_MODEL_HELP}
     )
     input_file: str | None = field(
         default=None,
@@ -413,6 +428,7 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
             device=args.device,
             explicit_options=_data_options_given("evaluate", argv, COLUMN_FIELDS),
             disable_tqdm=args.disable_tqdm,
+            base_model=args.base_model_name_or_path,
         )
     print(
         f"{report['dataset'] or 'your files'} {report['split']} ({plural(report['num_examples'], 'example')}, "
@@ -509,6 +525,7 @@ def _predict(argv: Sequence[str], debug: bool = False) -> int:
             max_new_tokens=args.max_new_tokens,
             rationale_max_new_tokens=args.rationale_max_new_tokens,
             device=args.device,
+            base_model=args.base_model_name_or_path,
         )
     for index, row in enumerate(rows):
         if extra.jsonl:

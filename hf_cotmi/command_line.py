@@ -84,6 +84,7 @@ _PATH_OPTIONS = frozenset(
         "template_file",
         "chat_template_file",
         "model_name_or_path",
+        "base_model_name_or_path",
         "tokenizer_name_or_path",
         "teacher_model",
         "resume_from_checkpoint",

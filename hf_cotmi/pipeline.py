@@ -1643,6 +1643,7 @@ def run_evaluation(
     device: str | None = None,
     explicit_options: Collection[str] = (),
     disable_tqdm: bool = False,
+    base_model: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy, ECE, average confidence and the reliability diagram of a saved student on one split.
 
@@ -1656,10 +1657,13 @@ def run_evaluation(
     ``explicit_options`` names ``data_args`` fields set on purpose: they win over the recorded values even
     when they equal the default (the CLI passes the column flags given). The diagram goes to ``plot_file``,
     by default :func:`default_diagram_path`. A ``tqdm`` progress bar over the examples shows while they are
-    scored (``"test: sequence confidence"``), unless ``disable_tqdm``.
+    scored (``"test: sequence confidence"``), unless ``disable_tqdm``. LoRA adapters load onto ``base_model``
+    (``--base-model``) when it is given, instead of the base model their config names (see
+    :func:`~hf_cotmi.students.load_student`).
 
     Returns:
-        :func:`hf_cotmi.evaluate_calibration`'s dict plus ``"split"``, ``"dataset"``, ``"model"``, ``"task"``.
+        :func:`hf_cotmi.evaluate_calibration`'s dict plus ``"split"``, ``"dataset"``, ``"model"``, ``"task"``,
+        and ``"base_model"`` when it is given.
 
     Examples:
         >>> # run_evaluation("demo-out", DataArguments(), EvaluationArguments())["accuracy"]
@@ -1677,7 +1681,7 @@ def run_evaluation(
         spec = _sidecar_spec(sidecar, data_args.task or sidecar.get("task"))
     else:
         spec = _metric_of_new_files(data.spec, data_args, sidecar)
-    model, tokenizer, _ = load_student(model_path, for_inference=True, device=device)
+    model, tokenizer, _ = load_student(model_path, for_inference=True, device=device, base_model=base_model)
     predict_prefix = sidecar.get("predict_prefix", PREDICT_PREFIX)
     chat_template = bool(data_args.chat_template or sidecar.get("chat_template", False))
     built = build_features(
@@ -1717,6 +1721,8 @@ def run_evaluation(
         progress_bar=None if disable_tqdm else f"{split}: {mode} confidence",
     )
     report.update(split=split, dataset=data.name, model=model_path, task=spec.metric)
+    if base_model is not None:
+        report["base_model"] = base_model
     run_limit = _recorded_limit(sidecar, split, data_args, explicit_options)
     if from_sidecar and run_limit is not None:
         report["run_max_samples"] = run_limit  # the run's cut applied: evaluate reproduces its figures
@@ -1786,6 +1792,7 @@ def run_prediction(
     max_new_tokens: int | None = None,
     rationale_max_new_tokens: int | None = None,
     device: str | None = None,
+    base_model: str | None = None,
 ) -> list[dict[str, Any]]:
     """Label, confidence and rationale of a saved student for each text (see :func:`predict_texts`).
 
@@ -1793,7 +1800,9 @@ def run_prediction(
     from the Hub for a repository id, see :func:`read_sidecar`); without that file, to the student's own
     limit (:func:`hf_cotmi.students.input_length_limit`). A decoder-only student trained with
     ``--chat-template`` is prompted with its chat template again. Without ``confidence`` the mode is the
-    run's: its candidates, else the mode it measured its ECE with.
+    run's: its candidates, else the mode it measured its ECE with. LoRA adapters load onto ``base_model``
+    (``--base-model``) when it is given, instead of the base model their config names (see
+    :func:`~hf_cotmi.students.load_student`).
 
     Candidates confidence without ``label_candidates`` (a run over a column of each example's own candidates,
     CQA's ``choices``, or ``confidence="candidates"``) scores each input's own choices: its record's list in
@@ -1816,7 +1825,7 @@ def run_prediction(
     records = input_records(texts)
     sidecar = read_sidecar(model_path)
     mode, candidates, choices = _prediction_candidates(sidecar, records, confidence, label_candidates)
-    model, tokenizer, _ = load_student(model_path, for_inference=True, device=device)
+    model, tokenizer, _ = load_student(model_path, for_inference=True, device=device, base_model=base_model)
     rows = predict_texts(
         model,
         tokenizer,

@@ -561,7 +561,11 @@ def check_model_folder(name: str | os.PathLike[str]) -> None:
 
 
 def _pretrained(
-    name: str, tokenizer_name: str, merge_adapters: bool, student_type: str | None = None
+    name: str,
+    tokenizer_name: str,
+    merge_adapters: bool,
+    student_type: str | None = None,
+    base_model: str | None = None,
 ) -> tuple[Any, Any]:
     if os.path.isfile(name):
         raise CLIUsageError(
@@ -570,7 +574,7 @@ def _pretrained(
     check_model_folder(name)
     adapter = _adapter_config(name)  # a folder or Hub repository of adapters has one
     try:
-        return _pretrained_as(name, tokenizer_name, merge_adapters, student_type, adapter)
+        return _pretrained_as(name, tokenizer_name, merge_adapters, student_type, adapter, base_model)
     except CLIUsageError as error:
         if adapter is not None or os.path.exists(name):
             raise
@@ -582,7 +586,12 @@ def _pretrained(
             adapter = None
         if adapter is None:
             raise error
-        return _pretrained_as(name, tokenizer_name, merge_adapters, student_type, adapter)
+        return _pretrained_as(name, tokenizer_name, merge_adapters, student_type, adapter, base_model)
+
+
+_GIVEN_BASE = "model given as --base-model"
+"""What :func:`failed_load_error` calls the base model given for adapters (``--base-model``,
+``load_student(base_model=...)``) when it does not load."""
 
 
 def _pretrained_as(
@@ -591,10 +600,20 @@ def _pretrained_as(
     merge_adapters: bool,
     student_type: str | None,
     adapter: dict[str, Any] | None,
+    base_model: str | None = None,
 ) -> tuple[Any, Any]:
-    """:func:`_pretrained` of a model that holds the adapters ``adapter`` (their config), or none."""
+    """:func:`_pretrained` of a model that holds the adapters ``adapter`` (their config), or none; ``base_model``
+    (``--base-model``) is the base model the adapters go on instead of the one their config names."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    if base_model is not None:
+        if adapter is None:
+            if _holds_full_model(name):
+                raise _base_model_without_adapters(name, base_model)
+        else:
+            _check_given_base(name, adapter, base_model)
+            # a local folder by its absolute path, as --model's (the merged model and its adapters remember it)
+            adapter = {**adapter, "base_model_name_or_path": _model_source(base_model)}
     base_tokenizer = False
     if adapter is not None and tokenizer_name == name:
         tokenizer_name = _adapter_tokenizer_source(name, adapter)
@@ -603,7 +622,8 @@ def _pretrained_as(
     if problem:
         option = "--model" if tokenizer_name == name else "--tokenizer-name-or-path"
         if base_tokenizer:
-            option = f"--model {name!r} holds adapters without a tokenizer, and their base model"
+            given = "--base-model" if base_model is not None else "their base model"
+            option = f"--model {name!r} holds adapters without a tokenizer, and {given}"
         raise CLIUsageError(
             f"{option} {problem}: transformers would build a tokenizer with an empty vocabulary; save the "
             "tokenizer into the folder (tokenizer.save_pretrained) or copy the base model's tokenizer files there"
@@ -614,8 +634,12 @@ def _pretrained_as(
         )
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, **options)
     except (OSError, ValueError) as error:
+        if base_tokenizer and base_model is not None:
+            raise failed_load_error("tokenizer", base_model, error) from error
         if base_tokenizer:
-            raise _adapter_base_error(name, adapter, error, found=("tokenizer", tokenizer_name)) from error
+            raise _adapter_base_error(
+                name, adapter, error, found=("tokenizer", tokenizer_name), inference=merge_adapters
+            ) from error
         raise failed_load_error("tokenizer", tokenizer_name, error) from error
     kind = _saved_kind(name, adapter)
     if student_type is not None and student_type != kind:
@@ -638,21 +662,114 @@ def _pretrained_as(
                 _check_trainable_adapters(name)
             # from a Hub repository too: peft fetches the adapters (the base model by its name in the
             # adapter config), from the Hugging Face cache when offline
-            model = loader.from_pretrained(name, is_trainable=not merge_adapters)
+            if base_model is None:
+                model = loader.from_pretrained(name, is_trainable=not merge_adapters)
+            else:
+                own_tokenizer = tokenizer if tokenizer_name == name else None
+                model = _adapters_on(name, base_model, causal, not merge_adapters, own_tokenizer)
             if merge_adapters:
                 model = _merged(model, name, causal)
         else:
             # a local folder by its absolute path: the model remembers it (name_or_path), and adapters
             # trained on it save it as their base model, which must load from any working folder
-            source = os.path.abspath(name) if os.path.isdir(name) else name
-            model = (AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM).from_pretrained(source)
+            auto = AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM
+            model = auto.from_pretrained(_model_source(name))
     except CLIUsageError:
         raise
     except (OSError, ValueError) as error:
-        if adapter is not None:
-            raise _adapter_base_error(name, adapter, error) from error
+        if adapter is not None and base_model is None:
+            raise _adapter_base_error(name, adapter, error, inference=merge_adapters) from error
         raise failed_load_error("model", name, error) from error
+    if adapter is None and base_model is not None:  # --model loaded, though no file said it was a full model
+        raise _base_model_without_adapters(name, base_model)
     return model, tokenizer
+
+
+def _model_source(name: str) -> str:
+    """What ``from_pretrained`` is given for the model ``name``: a local folder by its absolute path, a Hub
+    name as it is."""
+    return os.path.abspath(name) if os.path.isdir(name) else name
+
+
+def _holds_full_model(name: str) -> bool:
+    """Whether the model ``name`` (a folder, or a Hub repository without ``adapter_config.json``) has a
+    ``config.json``: a full model (False where that cannot be told, offline)."""
+    from transformers import CONFIG_NAME
+
+    try:
+        return model_file(name, CONFIG_NAME) is not None
+    except (HubFileUnreachable, CLIUsageError):
+        return False
+
+
+def _base_model_without_adapters(name: str, base_model: str) -> CLIUsageError:
+    """The error for ``--base-model`` given with a ``--model`` that holds no adapters."""
+    return CLIUsageError(
+        f"--base-model {base_model!r} is for LoRA adapters, but --model {name!r} holds a full model "
+        f"(no {ADAPTER_CONFIG}), which loads without a base model; leave --base-model out"
+    )
+
+
+def _check_given_base(name: str, adapter: dict[str, Any], base_model: str) -> None:
+    """Refuse a base model (``--base-model``) for the adapters ``name`` (``adapter``: the values of their
+    ``adapter_config.json``) that does not load, or whose kind (seq2seq or causal) is not the adapters'."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(_model_source(base_model))
+    except (OSError, ValueError) as error:
+        raise failed_load_error(_GIVEN_BASE, base_model, error) from error
+    task = str(adapter.get("task_type") or "")
+    if task not in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
+        return  # the base model's config says what the adapters are
+    wanted = "causal" if task == "CAUSAL_LM" else "seq2seq"
+    given = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+    if given != wanted:
+        recorded = adapter.get("base_model_name_or_path")
+        trained = f" (their {ADAPTER_CONFIG} names {recorded!r})" if recorded else ""
+        raise CLIUsageError(
+            f"--base-model {base_model!r} holds a {given} model, but the adapters of --model {name!r} are for a "
+            f"{wanted} one (task_type {task} in their {ADAPTER_CONFIG}); give the base model they were trained "
+            f"on{trained}"
+        )
+
+
+def _adapters_on(name: str, base_model: str, causal: bool, trainable: bool, own_tokenizer: Any | None) -> Any:
+    """The PEFT adapters ``name`` (a folder or Hub repository) on the model ``base_model`` (``--base-model``)
+    instead of the base model their ``adapter_config.json`` names, as ``AutoPeftModel*.from_pretrained`` puts
+    them on that one: the base model's embeddings grow to the adapters' own tokenizer (``own_tokenizer``) when
+    it is the larger. The loaded adapters' config names ``base_model`` (saved again, they name it).
+
+    Raises:
+        CLIUsageError: ``base_model`` does not load, or the adapters' weights do not fit it (naming both).
+    """
+    from peft import PeftConfig, PeftModelForCausalLM, PeftModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    source = _model_source(base_model)
+    try:
+        base = (AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM).from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise failed_load_error(_GIVEN_BASE, base_model, error) from error
+    if own_tokenizer is not None and len(own_tokenizer) > base.get_input_embeddings().weight.shape[0]:
+        base.resize_token_embeddings(len(own_tokenizer))
+    config = PeftConfig.from_pretrained(name)
+    config.base_model_name_or_path = source
+    loader = PeftModelForCausalLM if causal else PeftModelForSeq2SeqLM
+    try:
+        return loader.from_pretrained(base, name, is_trainable=trainable, config=config)
+    except (RuntimeError, ValueError) as error:
+        lines = [line.strip() for line in str(error).splitlines()]
+        # torch: a weight of the adapters has another shape than the base model's; peft: a module the
+        # adapters change is not in the base model. Other errors (missing weights, ...) are --model's.
+        misfit = [line for line in lines if "size mismatch" in line or "not found in the base model" in line]
+        if not misfit:
+            raise
+        detail = misfit[0].rstrip(".")
+        raise CLIUsageError(
+            f"the adapters of --model {name!r} do not fit --base-model {base_model!r} ({detail}); give the base "
+            "model they were trained on"
+        ) from error
 
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
@@ -764,21 +881,34 @@ def _base_model_missing(base: str) -> bool:
 
 
 def _adapter_base_error(
-    folder: str, adapter: dict[str, Any], error: Exception, *, found: tuple[str, str] | None = None
+    folder: str,
+    adapter: dict[str, Any],
+    error: Exception,
+    *,
+    found: tuple[str, str] | None = None,
+    inference: bool = True,
 ) -> CLIUsageError:
     """The error for adapters (in a folder or Hub repository) that do not load: naming the base model their
     ``adapter_config.json`` (its values ``adapter``) needs when that base model itself cannot be found
     (:func:`_base_model_missing`: a relative path read from another working folder, an absolute path of the
     machine that trained them, or an absent Hub name), else :func:`failed_load_error` of ``found`` (what
     failed and its name; default: the model ``folder``, whose adapters' weights are missing, or which the Hub
-    failed to serve, ...)."""
+    failed to serve, ...).
+
+    For ``inference`` (``evaluate``, ``predict``) the message says to give the base model with
+    ``--base-model``; otherwise (the adapters trained further, where there is no such option) to set
+    ``base_model_name_or_path`` in the adapters' config."""
     base = adapter.get("base_model_name_or_path")
     if not isinstance(base, str) or not base or not _base_model_missing(base):
         what, name = found or ("model", folder)
         return failed_load_error(what, name, error)
     named = f"could not load the model {folder!r}: it holds LoRA adapters whose base model {base!r} "
     named += f"(base_model_name_or_path in its {ADAPTER_CONFIG})"
+    given = "give --base-model the base model's Hub name or its folder here"
     if os.path.isabs(base):  # peft wrote the folder training started from, on the machine it ran on
+        missing = f"{named} is no folder on this machine: it is where the base model was when the adapters were trained"
+        if inference:
+            return CLIUsageError(f"{missing}. {given[0].upper()}{given[1:]}, or put the base model there")
         target = "to the base model's Hub name or its folder here"
         if os.path.isdir(folder):
             rebase = f"set base_model_name_or_path in {os.path.join(folder, ADAPTER_CONFIG)} {target}"
@@ -787,15 +917,16 @@ def _adapter_base_error(
                 f"download the adapters (hf download {folder} --local-dir DIR), set base_model_name_or_path in "
                 f"DIR/{ADAPTER_CONFIG} {target} and give --model DIR"
             )
-        return CLIUsageError(
-            f"{named} is no folder on this machine: it is where the base model was when the adapters were "
-            f"trained. Put the base model there, or {rebase}"
-        )
-    first = error_summary(error)
+        return CLIUsageError(f"{missing}. Put the base model there, or {rebase}")
+    missing = (
+        f"{named} is neither a folder here nor on the Hugging Face Hub ({error_summary(error)}); a relative path "
+        "is read from the current folder"
+    )
+    if inference:
+        return CLIUsageError(f"{missing}: {given}, or run from the folder training ran in")
     return CLIUsageError(
-        f"{named} is neither a folder here nor on the Hugging Face Hub ({first}); a relative path is read from "
-        f"the current folder: run from the folder training ran in, or set base_model_name_or_path to the base "
-        f"model's absolute path or Hub name"
+        f"{missing}: run from the folder training ran in, or set base_model_name_or_path to the base model's "
+        "absolute path or Hub name"
     )
 
 
@@ -837,6 +968,7 @@ def load_student(
     for_inference: bool = False,
     device: str | None = None,
     seed: int = 0,
+    base_model: str | os.PathLike[str] | None = None,
     **model_options: Any,
 ) -> Student:
     """Load (or build) a student, seq2seq or decoder-only, and its tokenizer.
@@ -848,7 +980,9 @@ def load_student(
     ``AutoPeftModel*.from_pretrained`` takes it): the base model it names (``base_model_name_or_path``)
     loads with the adapters on top; offline (``HF_HUB_OFFLINE=1``) the repository's files come from the
     Hugging Face cache. Adapters without tokenizer files (neither ``tokenizer_config.json`` nor
-    ``tokenizer.json``, as plain PEFT saves them) get their base model's tokenizer.
+    ``tokenizer.json``, as plain PEFT saves them) get their base model's tokenizer. ``base_model``
+    (``--base-model``) puts the adapters on another base model than the one their config names: adapters
+    trained from a local folder name its absolute path, which other machines lack.
 
     Args:
         source: :class:`~hf_cotmi.run_arguments.ModelArguments`, a Hub name or folder (a pretrained model,
@@ -861,6 +995,9 @@ def load_student(
             in eval mode (what ``evaluate``/``predict`` want); otherwise adapters stay trainable.
         device: with ``for_inference``: ``cpu``, ``cuda``, ... (default: CUDA when available, else CPU).
         seed: initialisation seed of the built-in model.
+        base_model: for LoRA adapters: the base model to load them onto, a Hub name or a local folder, instead
+            of their ``base_model_name_or_path``; the tokenizer is then the adapters' own, else this model's.
+            Loaded as the model is, without ``trust_remote_code``. Refused for a full model.
         **model_options: :class:`~hf_cotmi.run_arguments.ModelArguments` fields when ``source`` is not one.
 
     Returns:
@@ -871,7 +1008,9 @@ def load_student(
             (:func:`tokenizer_files_problem`), ``source`` is a file, ``student_type`` contradicts the
             saved model's kind, the adapters' base model cannot be found (naming it), their
             ``adapter_config.json`` is not a JSON object, or the folder holds prompt-learning adapters
-            (prompt tuning, prefix tuning, ...), which cannot be merged for inference nor loaded trainable.
+            (prompt tuning, prefix tuning, ...), which cannot be merged for inference nor loaded trainable;
+            ``base_model`` with a model that holds no adapters (or none at all), a ``base_model`` that does not
+            load, is of the other kind (seq2seq or causal) than the adapters, or does not fit their weights.
 
     Examples:
         >>> model, tokenizer, text = load_student(texts=["tom has 3 apples"], tiny_d_model=16)
@@ -879,12 +1018,18 @@ def load_student(
         'T5ForConditionalGeneration'
         >>> # model, tokenizer, _ = load_student("demo-out", for_inference=True)  # a trained folder
         >>> # load_student("me/lora-run", for_inference=True)  # LoRA pushed to the Hub: base + adapters
+        >>> # load_student("me/lora-run", base_model="google-t5/t5-small")  # its recorded base is elsewhere
     """
     if isinstance(source, ModelArguments):
         args = source
     else:
         name = os.fspath(source) if source is not None else None
         args = ModelArguments(model_name_or_path=name, **model_options)
+    base = os.fspath(base_model) if base_model is not None else None
+    if base is not None and not args.model_name_or_path:
+        raise CLIUsageError(
+            f"--base-model {base!r} needs --model: the LoRA adapters to load onto it (a folder or Hub repository)"
+        )
     if args.model_name_or_path:
         name = args.model_name_or_path
         model, tokenizer = _pretrained(
@@ -892,6 +1037,7 @@ def load_student(
             args.tokenizer_name_or_path or name,
             merge_adapters=for_inference,
             student_type=args.student_type,
+            base_model=base,
         )
         count = sum(p.numel() for p in model.parameters())
         description = f"{name} ({type(model).__name__}, {count:,} parameters)"

@@ -1680,9 +1680,9 @@ class DSSMITrainer(Seq2SeqTrainer):
             hub_name = finetuned_from or hub_id or "org/name"
             said(
                 "the adapters' adapter_config.json names their base model by the local path %s "
-                "(base_model_name_or_path, which peft writes), so peft and hf-cotmi evaluate/predict load "
-                "them only where that folder is; to push adapters that load anywhere, train from the base "
-                "model's Hub name (from_pretrained(%r), --model %s)",
+                "(base_model_name_or_path, which peft writes), so peft loads them only where that folder is "
+                "(elsewhere hf-cotmi evaluate/predict need --base-model); to push adapters that load anywhere, "
+                "train from the base model's Hub name (from_pretrained(%r), --model %s)",
                 path,
                 hub_name,
                 hub_name,

@@ -266,9 +266,9 @@ def test_cli_push_of_lora_from_a_local_folder_keeps_its_path_off_the_card(cached
     hub_name = "google-t5/t5-small" if cached else "org/name"
     adapters = (
         f"warning: the adapters' adapter_config.json names their base model by the local path {folder} "
-        "(base_model_name_or_path, which peft writes), so peft and hf-cotmi evaluate/predict load them only "
-        f"where that folder is; to push adapters that load anywhere, train from the base model's Hub name "
-        f"(from_pretrained({hub_name!r}), --model {hub_name})"
+        "(base_model_name_or_path, which peft writes), so peft loads them only where that folder is (elsewhere "
+        "hf-cotmi evaluate/predict need --base-model); to push adapters that load anywhere, train from the base "
+        f"model's Hub name (from_pretrained({hub_name!r}), --model {hub_name})"
     )
     if cached:
         assert warnings == [adapters], captured.out

@@ -133,6 +133,10 @@ def test_an_adapter_repo_whose_base_model_is_missing_gives_the_folders_error(
     ), from_hub
     assert "'runs/base' (base_model_name_or_path in its adapter_config.json)" in from_hub
     assert from_hub.replace(repr(REPO), "MODEL") == from_folder.replace(repr(str(folder)), "MODEL")
+    assert from_hub.endswith(
+        "a relative path is read from the current folder: give --base-model the base model's Hub name or its "
+        "folder here, or run from the folder training ran in"
+    ), from_hub
     code, _, err = run(capsys, "predict", "--model", REPO, "q 1 ?")
     assert code == 2 and one_error_line(err, "predict").endswith(from_hub), err
 
@@ -145,45 +149,247 @@ def test_an_adapter_repo_whose_base_folder_was_on_another_machine_says_how_to_lo
     hub_cache,  # noqa: F811
 ):
     """Adapters trained from a local folder name it by its absolute path (peft writes it); pushed and loaded
-    elsewhere, that folder is missing. The error names it and says how to give the adapters a base model, and
-    doing what it says loads them as their run folder loads."""
+    elsewhere, that folder is missing. The error names it and says how to give the adapters a base model:
+    evaluate and predict with --base-model (see the tests below), a run training them further (which has no
+    such option) by setting their adapter config; doing that loads them as their run folder loads."""
     elsewhere = str(tmp_path / "gone" / "t5-small")  # absolute, and no folder here
     pushed = _adapters_without(lora_run, tmp_path / "pushed", (), base=elsewhere)
     cache_repository(hub_cache, pushed, repo=REPO)
     named = (
         f"it holds LoRA adapters whose base model {elsewhere!r} (base_model_name_or_path in its "
         f"{ADAPTER_CONFIG}) is no folder on this machine: it is where the base model was when the adapters "
-        "were trained. Put the base model there, or "
+        "were trained. "
     )
+    for model in (REPO, str(pushed)):
+        with pytest.raises(CLIUsageError) as error:
+            load_student(model, for_inference=True, device="cpu")
+        message = str(error.value)
+        assert message == (
+            f"could not load the model {model!r}: {named}Give --base-model the base model's Hub name or its "
+            "folder here, or put the base model there"
+        ), message
+        for command, more in (("predict", ["q 1 ?"]), ("evaluate", [])):
+            code, _, err = run(capsys, command, "--model", model, *more)
+            assert code == 2 and one_error_line(err, command).endswith(message), err
+
+    # trained further (for_inference=False, as train loads them), where there is no --base-model
     with pytest.raises(CLIUsageError) as error:
-        load_student(REPO, for_inference=True, device="cpu")
-    message = str(error.value)
-    assert message == (
-        f"could not load the model {REPO!r}: {named}download the adapters (hf download {REPO} --local-dir DIR), "
-        f"set base_model_name_or_path in DIR/{ADAPTER_CONFIG} to the base model's Hub name or its folder here "
-        "and give --model DIR"
-    ), message
-    code, _, err = run(capsys, "predict", "--model", REPO, "q 1 ?")
-    assert code == 2 and one_error_line(err, "predict").endswith(message), err
-    with pytest.raises(CLIUsageError) as error:  # the folder itself: its own adapter config is to be set
-        load_student(str(pushed), for_inference=True, device="cpu")
+        load_student(REPO)
     assert str(error.value) == (
-        f"could not load the model {str(pushed)!r}: {named}set base_model_name_or_path in "
-        f"{pushed / ADAPTER_CONFIG} to the base model's Hub name or its folder here"
+        f"could not load the model {REPO!r}: {named}Put the base model there, or download the adapters (hf "
+        f"download {REPO} --local-dir DIR), set base_model_name_or_path in DIR/{ADAPTER_CONFIG} to the base "
+        "model's Hub name or its folder here and give --model DIR"
+    ), error.value
+    with pytest.raises(CLIUsageError) as error:  # the folder itself: its own adapter config is to be set
+        load_student(str(pushed))
+    assert str(error.value) == (
+        f"could not load the model {str(pushed)!r}: {named}Put the base model there, or set "
+        f"base_model_name_or_path in {pushed / ADAPTER_CONFIG} to the base model's Hub name or its folder here"
     ), error.value
 
-    # what the error says: the downloaded adapters, their config naming the base model's folder here
+    # what that error says: the downloaded adapters, their config naming the base model's folder here
     downloaded = _adapters_without(pushed, tmp_path / "DIR", (), base=tiny_student_dir)
-    outputs = []
-    for model in (str(downloaded), str(lora_run)):  # the reference: the run folder, as training saved it
-        code, stdout, err = run(
-            capsys, "predict", "--model", model, "--jsonl", "tom has 2 apples . how many ?"
-        )
-        assert code == 0, err
-        outputs.append(json.loads(stdout))
-    from_download, from_run = outputs
+    from peft import PeftModel
+
+    assert isinstance(load_student(str(downloaded)).model, PeftModel)
+    from_download, from_run = (
+        _prediction(capsys, "--model", model) for model in (str(downloaded), str(lora_run))
+    )
     assert (from_download["label"], from_download["rationale"]) == (from_run["label"], from_run["rationale"])
     assert from_download["confidence"] == pytest.approx(from_run["confidence"], rel=1e-5)
+
+
+QUESTION = "tom has 2 apples . how many ?"
+
+
+def _prediction(capsys, *options: str) -> dict:
+    """What ``hf-cotmi predict --jsonl`` with ``options`` answers for :data:`QUESTION`."""
+    code, stdout, err = run(capsys, "predict", *options, "--jsonl", QUESTION)
+    assert code == 0, err
+    return json.loads(stdout)
+
+
+@pytest.mark.parametrize("where", ["hub", "folder"])
+def test_base_model_loads_adapters_whose_base_folder_is_missing_as_where_they_were_trained(
+    lora_run,
+    tiny_student_dir,
+    tmp_path,
+    capsys,
+    where,
+    hub_cache,  # noqa: F811
+):
+    """evaluate and predict --base-model: adapters whose recorded base folder is missing here (pushed, or
+    copied from another machine) load onto the base model given, and answer as the run folder does on the
+    machine where its base model is."""
+    pushed = _adapters_without(lora_run, tmp_path / "pushed", (), base=str(tmp_path / "gone" / "t5-small"))
+    model = str(pushed)
+    if where == "hub":
+        cache_repository(hub_cache, pushed, repo=REPO)
+        model = REPO
+    reference = _prediction(capsys, "--model", str(lora_run))  # its adapter config names tiny_student_dir
+    got = _prediction(capsys, "--model", model, "--base-model", tiny_student_dir)
+    assert (got["label"], got["rationale"]) == (reference["label"], reference["rationale"])
+    assert got["confidence"] == pytest.approx(reference["confidence"], rel=1e-5)
+
+    output = tmp_path / "metrics.json"
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        "--model",
+        model,
+        "--base-model",
+        tiny_student_dir,
+        "--plot-file",
+        str(tmp_path / "d.png"),
+        "--output-file",
+        str(output),
+    )
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    metrics = json.loads((lora_run / "results.json").read_text())["metrics"]  # the training run's figures
+    assert (report["model"], report["base_model"], report["num_examples"]) == (model, tiny_student_dir, 6)
+    for key in ("accuracy", "ece", "avg_confidence"):
+        assert report[key] == pytest.approx(metrics[f"test_{key}"], abs=1e-6), key
+
+
+def test_load_student_and_the_pipeline_take_base_model(
+    lora_run,
+    tiny_student_dir,
+    tmp_path,
+    monkeypatch,
+    hub_cache,  # noqa: F811
+):
+    from peft import AutoPeftModelForSeq2SeqLM, PeftModel
+
+    from hf_cotmi.pipeline import run_evaluation, run_prediction
+
+    pushed = _adapters_without(lora_run, tmp_path / "pushed", (), base=str(tmp_path / "gone" / "t5-small"))
+    cache_repository(hub_cache, pushed, repo=REPO)
+    monkeypatch.chdir(Path(tiny_student_dir).parent)
+    relative = Path(tiny_student_dir).name  # a folder here, read from the current folder
+
+    merged = load_student(REPO, for_inference=True, device="cpu", base_model=relative)
+    assert not isinstance(merged.model, PeftModel) and merged.model.training is False
+    # the reference: peft's own loading of the run folder (whose recorded base model is here), merged
+    expected = _weights(AutoPeftModelForSeq2SeqLM.from_pretrained(str(lora_run)).merge_and_unload())
+    got = _weights(merged.model)
+    assert got.keys() == expected.keys()
+    assert all(torch.allclose(got[name], expected[name], atol=1e-6) for name in expected)
+
+    # trainable, the adapters' config names the base model they are on, by its absolute path
+    trainable = load_student(REPO, base_model=Path(relative))
+    assert isinstance(trainable.model, PeftModel)
+    names = [name for name, p in trainable.model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in name for name in names)
+    assert trainable.model.peft_config["default"].base_model_name_or_path == tiny_student_dir
+
+    rows = run_prediction(REPO, [QUESTION], device="cpu", base_model=relative)
+    reference = run_prediction(str(lora_run), [QUESTION], device="cpu")
+    assert (rows[0]["label"], rows[0]["rationale"]) == (reference[0]["label"], reference[0]["rationale"])
+    assert rows[0]["confidence"] == pytest.approx(reference[0]["confidence"], rel=1e-5)
+    report = run_evaluation(
+        REPO,
+        DataArguments(),
+        EvaluationArguments(),
+        device="cpu",
+        plot_file=str(tmp_path / "d.png"),
+        disable_tqdm=True,
+        base_model=relative,
+    )
+    metrics = json.loads((lora_run / "results.json").read_text())["metrics"]
+    assert report["base_model"] == relative
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert report["ece"] == pytest.approx(metrics["test_ece"], abs=1e-6)
+
+
+@pytest.mark.parametrize("own_tokenizer", [True, False], ids=["adapters-tokenizer", "no-tokenizer"])
+def test_with_base_model_the_tokenizer_is_the_adapters_own_else_the_base_models(
+    lora_run, tiny_student_dir, tmp_path, own_tokenizer
+):
+    from transformers import AutoTokenizer
+
+    from hf_cotmi import build_word_tokenizer
+
+    # the base model here, with a tokenizer of its own that is not the adapters' (another vocabulary)
+    base_here = tmp_path / "base-here"
+    shutil.copytree(tiny_student_dir, base_here)
+    build_word_tokenizer(["zebra yak tom"]).save_pretrained(base_here)
+    adapters = _adapters_without(
+        lora_run, tmp_path / "adapters", () if own_tokenizer else TOKENIZER_FILES, base=str(tmp_path / "gone")
+    )
+    student = load_student(str(adapters), for_inference=True, device="cpu", base_model=str(base_here))
+    text = "tom has 3 apples"
+    adapters_ids = AutoTokenizer.from_pretrained(str(lora_run))(text)["input_ids"]
+    base_ids = AutoTokenizer.from_pretrained(str(base_here))(text)["input_ids"]
+    assert adapters_ids != base_ids
+    assert student.tokenizer(text)["input_ids"] == (adapters_ids if own_tokenizer else base_ids)
+
+
+@pytest.mark.filterwarnings("ignore:could not read hf_cotmi_config.json")  # me/tiny has none
+def test_base_model_with_a_full_model_is_refused_naming_both(
+    tiny_student_dir,
+    tmp_path,
+    capsys,
+    hub_cache,  # noqa: F811
+):
+    cache_repository(hub_cache, Path(tiny_student_dir), repo="me/tiny")
+    base = str(tmp_path / "some-base")
+    for model in (tiny_student_dir, "me/tiny"):
+        expected = (
+            f"--base-model {base!r} is for LoRA adapters, but --model {model!r} holds a full model (no "
+            f"{ADAPTER_CONFIG}), which loads without a base model; leave --base-model out"
+        )
+        with pytest.raises(CLIUsageError) as error:
+            load_student(model, for_inference=True, device="cpu", base_model=base)
+        assert str(error.value) == expected
+        code, _, err = run(capsys, "predict", "--model", model, "--base-model", base, "q 1 ?")
+        assert code == 2 and one_error_line(err, "predict").endswith(expected), err
+        code, _, err = run(
+            capsys, "evaluate", "--model", model, "--base-model", base, "--dataset", "synthetic",
+            "--synthetic-test-size", "2", "--plot-file", str(tmp_path / "d.png"),
+        )  # fmt: skip
+        assert code == 2 and one_error_line(err, "evaluate").endswith(expected), err
+    with pytest.raises(CLIUsageError, match=r"^--base-model .* needs --model: the LoRA adapters"):
+        load_student(texts=["tom has 3 apples"], base_model=base)
+
+
+def test_a_base_model_that_does_not_load_or_fit_the_adapters_is_refused_naming_both(lora_run, tmp_path):
+    from hf_cotmi import build_tiny_causal_lm, build_tiny_seq2seq, build_word_tokenizer
+
+    gone = str(tmp_path / "gone")
+    adapters = str(_adapters_without(lora_run, tmp_path / "adapters", (), base=gone))
+    tokenizer = build_word_tokenizer(["tom has 3 apples"])
+
+    def refusal(base: Path) -> str:
+        with pytest.raises(CLIUsageError) as error:
+            load_student(adapters, for_inference=True, device="cpu", base_model=str(base))
+        return str(error.value)
+
+    causal = tmp_path / "llama"
+    build_tiny_causal_lm(
+        tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32
+    ).save_pretrained(causal)
+    assert refusal(causal) == (
+        f"--base-model {str(causal)!r} holds a causal model, but the adapters of --model {adapters!r} are for a "
+        f"seq2seq one (task_type SEQ_2_SEQ_LM in their {ADAPTER_CONFIG}); give the base model they were trained "
+        f"on (their {ADAPTER_CONFIG} names {gone!r})"
+    )
+    for architecture, width, why in (
+        ("t5", 32, "size mismatch for "),  # another width
+        ("bart", 16, "Target modules {"),  # other module names: q_proj, ...
+    ):
+        other = tmp_path / architecture
+        build_tiny_seq2seq(
+            tokenizer, architecture, d_model=width, num_layers=1, num_heads=2, d_ff=32
+        ).save_pretrained(other)
+        message = refusal(other)
+        assert message.startswith(
+            f"the adapters of --model {adapters!r} do not fit --base-model {str(other)!r} ({why}"
+        ), message
+        assert message.endswith("); give the base model they were trained on"), message
+        assert architecture == "t5" or "} not found in the base model" in message, message
+    missing = tmp_path / "no-such-base"
+    assert refusal(missing).startswith(f"could not load the model given as --base-model {str(missing)!r}: ")
 
 
 @pytest.mark.parametrize("text", ['{"task_type": "SEQ_2_SEQ_LM"', '["LORA"]'])
