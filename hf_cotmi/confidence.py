@@ -18,7 +18,9 @@
 - ``"first_token"``: generate the label and take the model's top softmax probability (raw logits) at the
   first decoding step the model chooses. A step forced by a logits processor (an mBART/NLLB-style
   ``forced_bos_token_id`` fixes the first generated token) is skipped: the confidence is read at the first
-  step whose processed scores are not all -inf but one.
+  step whose processed scores are not all -inf but one. So are leading tokens that say nothing about the
+  label: those every training target starts with (BERT's ``[CLS]``) and whitespace-only ones (the lone
+  space a Qwen2 or Llama-3 student writes before a number).
 
 The encoder runs once per batch of examples; its hidden states are reused for generation and for scoring
 all candidates of those examples (expanded to one row per candidate, scored ``batch_size`` rows at a
@@ -286,6 +288,7 @@ def _generation_confidences(
     torch: Any,
     first_example: int | Sequence[int] = 0,
     target_prefix: Sequence[int] = (),
+    tokenizer: Any = None,
 ) -> list[float]:
     """Confidence of each returned sequence of ``generate(..., output_scores=True, output_logits=True)``.
 
@@ -293,7 +296,8 @@ def _generation_confidences(
     scores (``out.scores``) only tell which steps a logits processor forced. ``first_example`` is the dataset
     index of the first sequence (the others follow it), or of each sequence, for error messages.
     ``target_prefix``: the ids every training target starts with (:func:`target_prefix_ids`), which the
-    first-token confidence reads past.
+    first-token confidence reads past, as it reads past leading tokens that ``tokenizer`` decodes to
+    whitespace only (:func:`_whitespace_ids`; none are skipped without a tokenizer).
     """
     if getattr(out, "logits", None) is None or getattr(out, "scores", None) is None:
         raise ValueError(
@@ -303,7 +307,8 @@ def _generation_confidences(
         )
     steps = _GeneratedSteps.of(out, num_beams, eos_ids, torch)
     if mode == "first_token":
-        return _first_token_confidences(model, out, steps, torch, first_example, target_prefix)
+        blank = _whitespace_ids(tokenizer, steps.tokens) if tokenizer is not None else set()
+        return _first_token_confidences(model, out, steps, torch, first_example, target_prefix, blank)
     return _sequence_confidences(out, steps, torch)
 
 
@@ -428,6 +433,25 @@ def _target_prefix_steps(tokens: Any, prefix: Sequence[int], torch: Any) -> Any:
     return marked
 
 
+def _whitespace_ids(tokenizer: Any, tokens: Any) -> set[int]:
+    """The ids among ``tokens`` that ``tokenizer`` decodes to whitespace only (special tokens excluded).
+
+    A byte-level tokenizer that splits digits (Qwen2, Llama 3) writes the answer ``" 12"`` after a prompt as
+    ``" "``, ``"1"``, ``"2"``; a SentencePiece one can write a lone ``"▁"``. Such a token says nothing about
+    the label, which is compared stripped.
+
+    Examples:
+        >>> import torch
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> tok = build_word_tokenizer(["yes no"])
+        >>> _whitespace_ids(tok, torch.tensor([[tok.convert_tokens_to_ids("yes"), tok.eos_token_id]]))
+        set()
+    """
+    special = {int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])}
+    ids = {int(t) for t in tokens.flatten().tolist() if int(t) >= 0} - special
+    return {i for i in ids if not tokenizer.decode([i], skip_special_tokens=False).strip()}
+
+
 def _first_token_confidences(
     model: Any,
     out: Any,
@@ -435,6 +459,7 @@ def _first_token_confidences(
     torch: Any,
     first_example: int | Sequence[int],
     target_prefix: Sequence[int] = (),
+    whitespace_ids: set[int] | frozenset[int] = frozenset(),
 ) -> list[float]:
     """The model's top softmax probability (raw logits) at each sequence's first step the model chose.
 
@@ -446,14 +471,21 @@ def _first_token_confidences(
 
     The leading steps that generated ``target_prefix`` (the special tokens every training target starts
     with: BERT's ``[CLS]``, BART's ``<s>``) are skipped too: the student learnt to emit them whatever the
-    answer, so their probability says nothing about the label. A sequence that is nothing but them (and
-    forced steps) is read at its first chosen step, as without a prefix.
+    answer, so their probability says nothing about the label. So are the leading steps that generated a
+    token of ``whitespace_ids`` (a lone space, as a Qwen2 or Llama-3 student writes before a number: the
+    label is compared stripped, so the space says nothing about it either). A sequence that is nothing but
+    such tokens (and forced steps) is read at its first chosen step, as without them.
 
     Raises:
         ValueError: a sequence with no such step (every step up to its end was forced).
     """
     chosen = steps.live & ~steps.forced(out.scores, torch)
-    about_label = chosen & ~_target_prefix_steps(steps.tokens, target_prefix, torch)
+    # the leading run of steps that say nothing about the label: target prefix, whitespace, forced tokens
+    uninformative = _target_prefix_steps(steps.tokens, target_prefix, torch) | (steps.live & ~chosen)
+    for token in whitespace_ids:
+        uninformative |= steps.tokens == int(token)
+    leading = uninformative.long().cumprod(dim=1).bool()
+    about_label = chosen & ~leading
     candidate = torch.where(about_label.any(dim=1, keepdim=True), about_label, chosen)
     missing = (~candidate.any(dim=1)).nonzero().flatten().tolist()
     if missing:
@@ -664,7 +696,7 @@ def label_confidences(
                     predictions.extend(t.strip() for t in texts)
                     confidences.extend(
                         _generation_confidences(
-                            model, out, mode, num_beams, eos_ids, torch, offset, target_prefix
+                            model, out, mode, num_beams, eos_ids, torch, offset, target_prefix, tokenizer
                         )
                     )
                 offset += len(golds)
@@ -1018,7 +1050,9 @@ def _causal_batch(
     for rows, out, width in generate_in_groups(model, prompts, pad_id=pad_id, **generation):
         decoded = tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
         examples = [first_example + row for row in rows]
-        scored = _generation_confidences(model, out, mode, num_beams, eos_ids, torch, examples)
+        scored = _generation_confidences(
+            model, out, mode, num_beams, eos_ids, torch, examples, tokenizer=tokenizer
+        )
         for row, text, confidence in zip(rows, decoded, scored):
             texts[row], confs[row] = text.strip(), confidence
     return texts, confs, []

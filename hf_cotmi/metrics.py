@@ -287,7 +287,9 @@ METRICS: tuple[str, ...] = ("text", "equation")
 """How answers are compared: normalised exact match, or the value of an arithmetic expression."""
 
 
-def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
+def _token_id_rows(array: Any, pad_id: int, eos_id: int | None = None) -> list[list[int]]:
+    """Rows of token ids; logits are reduced by argmax, each row ending at its first ``eos_id`` (the argmax
+    at the positions after a row's end, the padding of its batch, is no prediction)."""
     import numpy as np
 
     if isinstance(array, tuple):  # (generated ids, ...) from the Trainer
@@ -296,12 +298,15 @@ def _token_id_rows(array: Any, pad_id: int) -> list[list[int]]:
         array = array.detach().cpu().numpy()
     if isinstance(array, list) and array and (isinstance(array[0], tuple) or np.ndim(array[0]) >= 2):
         # one entry per batch (eval_do_concat_batches=False): each batch's rows, in order
-        return [row for batch in array for row in _token_id_rows(batch, pad_id)]
+        return [row for batch in array for row in _token_id_rows(batch, pad_id, eos_id)]
     if isinstance(array, list) and array and not np.isscalar(array[0]):  # rows, possibly ragged
         return [[pad_id if int(t) < 0 else int(t) for t in row] for row in array]
     values = np.asarray(array)
     if values.ndim == 3:  # logits (predict_with_generate=False): take the most likely token
         values = values.argmax(axis=-1)
+        if eos_id is not None:  # teacher-forced predictions run on over the batch's padding: cut at EOS
+            is_eos = values == eos_id
+            values = np.where(np.cumsum(is_eos, axis=1) - is_eos > 0, pad_id, values)
     if values.ndim == 1:  # one row of ids; an empty one is no rows, as an empty list is
         values = values[None, :] if values.size else values.reshape(0, 0)
     if values.ndim != 2:
@@ -317,8 +322,9 @@ def build_compute_metrics(
     """Build a ``compute_metrics`` function for a ``Seq2SeqTrainer`` with ``predict_with_generate=True``.
 
     The returned function takes an ``EvalPrediction``. Its ``predictions`` are generated token ids (a tuple
-    is reduced to its first element; an array of logits, shape (batch, length, vocab), is reduced by argmax;
-    a list of per-batch arrays, from ``eval_do_concat_batches=False``, is read batch after batch) and its
+    is reduced to its first element; an array of logits, shape (batch, length, vocab), is reduced by argmax,
+    each row ending at its first EOS, since the argmax runs on over the padding of the row's batch; a list of
+    per-batch arrays, from ``eval_do_concat_batches=False``, is read batch after batch) and its
     ``label_ids`` hold the gold ids. Negative ids (the ``-100`` padding) become the pad id, both are
     decoded with ``skip_special_tokens=True``, and the texts are compared with :func:`text_accuracy`
     (``task="text"``) or :func:`equation_accuracy` (``task="equation"``).
@@ -408,7 +414,8 @@ def decode_token_ids(tokenizer: Any, ids: Any, pad_id: int | None = None) -> lis
 
     Args:
         tokenizer: the student's tokenizer.
-        ids: rows of ids (array, tensor as list, ragged lists, a ``(ids, ...)`` tuple or logits).
+        ids: rows of ids (array, tensor as list, ragged lists, a ``(ids, ...)`` tuple or logits: their argmax,
+            each row cut after its first EOS, so that the positions after its end in a padded batch add nothing).
         pad_id: the id that replaces negative ids (default: the pad token, else EOS).
 
     Returns:
@@ -420,7 +427,8 @@ def decode_token_ids(tokenizer: Any, ids: Any, pad_id: int | None = None) -> lis
         >>> decode_token_ids(tok, [[tok.convert_tokens_to_ids("yes"), -100]])
         ['yes']
     """
-    rows = _token_id_rows(ids, _padding_id(tokenizer) if pad_id is None else pad_id)
+    eos_id = getattr(tokenizer, "eos_token_id", None)
+    rows = _token_id_rows(ids, _padding_id(tokenizer) if pad_id is None else pad_id, eos_id)
     if not rows:  # some transformers releases decode no rows as one empty text
         return []
     return tokenizer.batch_decode(rows, skip_special_tokens=True)

@@ -271,6 +271,40 @@ def test_compute_metrics_logits_are_argmaxed(tokenizer):
     assert result == {"accuracy": 1.0}
 
 
+def _one_hot_logits(tokenizer, rows: list[list[str]], width: int) -> np.ndarray:
+    """Logits whose argmax is each row's tokens, then ``bridge`` over the rest of the width (what a student
+    predicts at the positions after its target, which a padded batch holds)."""
+    filler = tokenizer.convert_tokens_to_ids("bridge")
+    logits = np.zeros((len(rows), width, len(tokenizer)), dtype=np.float32)
+    for i, tokens in enumerate(rows):
+        ids = tokenizer.convert_tokens_to_ids(tokens)
+        for j in range(width):
+            logits[i, j, ids[j] if j < len(ids) else filler] = 1.0
+    return logits
+
+
+def test_logits_give_the_same_predictions_and_accuracy_alone_or_in_a_padded_batch(tokenizer):
+    """predict_with_generate=False: the label logits of a batch reach past a short row's EOS (its padding);
+    the argmax there is no prediction, so each row decodes as it does alone, up to its first EOS."""
+    from transformers import EvalPrediction
+
+    from hf_cotmi.metrics import decode_token_ids
+
+    eos = tokenizer.eos_token
+    rows = [["wooded", "area", eos], ["beach", eos], ["bridge", "beach", "area", eos]]
+    labels = _ids(tokenizer, ["wooded area", "beach", "bridge beach area"], 4, -100)
+    compute = build_compute_metrics(tokenizer)
+    alone = [decode_token_ids(tokenizer, _one_hot_logits(tokenizer, [row], len(row)))[0] for row in rows]
+    assert alone == ["wooded area", "beach", "bridge beach area"]
+    batch = _one_hot_logits(tokenizer, rows, 4)
+    assert decode_token_ids(tokenizer, batch) == alone  # not "beach bridge bridge"
+    assert compute(EvalPrediction(predictions=batch, label_ids=labels)) == {"accuracy": 1.0}
+    per_batch = [_one_hot_logits(tokenizer, rows[:1], 5), _one_hot_logits(tokenizer, rows[1:], 6)]
+    assert compute(EvalPrediction(predictions=per_batch, label_ids=[labels[:1], labels[1:]])) == {
+        "accuracy": 1.0
+    }
+
+
 def test_compute_metrics_reads_per_batch_arrays_as_one_evaluation(tokenizer):
     """``eval_do_concat_batches=False`` hands a list of per-batch arrays (of their own widths, or tuples of
     generated ids and more); the accuracy is that of the same rows evaluated as one array."""
