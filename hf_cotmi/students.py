@@ -355,14 +355,20 @@ def context_length(model: Any, tokenizer: Any) -> int | None:
 
 
 def generation_prompt_limit(
-    model: Any, tokenizer: Any, max_new_tokens: int | None, max_input_length: int | None = None
+    model: Any,
+    tokenizer: Any,
+    max_new_tokens: int | None,
+    max_input_length: int | None = None,
+    *,
+    argument: str = "max_new_tokens",
 ) -> int | None:
     """The longest prompt from which a decoder-only student can still generate ``max_new_tokens`` tokens.
 
     A decoder-only student's generated tokens follow its prompt in one context (:func:`context_length`), so
     the prompt gets ``context - max_new_tokens`` tokens at most (and ``max_input_length`` when that is
     smaller). A seq2seq student generates in its decoder: ``max_input_length`` is returned unchanged, as it
-    is when the context or ``max_new_tokens`` is unknown.
+    is when the context or ``max_new_tokens`` is unknown. ``argument`` is the name the error gives
+    ``max_new_tokens`` (the setting it came from, such as ``rationale_max_new_tokens``).
 
     Raises:
         ValueError: ``max_new_tokens`` alone fills a decoder-only student's context.
@@ -378,7 +384,7 @@ def generation_prompt_limit(
         return max_input_length
     if max_new_tokens >= context:
         raise ValueError(
-            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the student's context of "
+            f"{argument}={max_new_tokens} leaves no room for a prompt in the student's context of "
             f"{context} tokens (a decoder-only student generates after its prompt); ask for fewer than "
             f"{context} new tokens"
         )

@@ -223,6 +223,14 @@ def build_tiny_causal_lm(
     The config carries the tokenizer's pad, BOS and EOS ids, and the generation config stops at EOS and
     pads with the pad id (or EOS when the tokenizer has no pad token).
 
+    Build students you will save and reload with ``"llama"`` or ``"gpt2"``. A ``"qwen2"`` student saved beside
+    the word-level tokenizer of :func:`build_word_tokenizer` reloads with a broken tokenizer through
+    ``AutoTokenizer.from_pretrained`` (and so through :func:`hf_cotmi.students.load_student`, ``hf-cotmi
+    evaluate`` and ``hf-cotmi predict``): transformers 5 maps the ``qwen2`` model type to ``Qwen2Tokenizer``,
+    which rebuilds the saved vocabulary as a byte-level BPE without merges, so most words encode to nothing
+    (``"predict: tom has 3 apples"`` gives the ids of ``":"``, ``"3"`` and ``"</s>"``). In memory, or with the
+    tokenizer reloaded by ``PreTrainedTokenizerFast.from_pretrained``, a ``"qwen2"`` student works.
+
     Args:
         tokenizer: a tokenizer with ``eos_token_id`` (e.g. from :func:`build_word_tokenizer`).
         architecture: ``"llama"``, ``"qwen2"`` or ``"gpt2"``.

@@ -17,7 +17,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -86,22 +86,48 @@ class DSSBatchCounts:
         return local_sum * self.world_size / total
 
 
+class _DSSLoss(NamedTuple):
+    """What :meth:`DSSMITrainer._dss_loss` computes for one batch.
+
+    Attributes:
+        loss: the weighted loss (each term a mean over the batch, or over the step with counts).
+        components: the unweighted terms as floats (``loss_label``, ``loss_rationale``, ``loss_mi``).
+        totals: per term, the detached local sum, what it is a mean over (tokens, or examples for MI) and its
+            weight in ``loss``: what evaluation adds up over the set.
+        outputs: the label logits (``{"logits": ...}``, with ``target_labels`` when kept), empty when chunked.
+    """
+
+    loss: torch.Tensor
+    components: dict[str, float]
+    totals: dict[str, tuple[torch.Tensor, torch.Tensor, float]]
+    outputs: dict[str, Any]
+
+
 class _ComponentStore:
     """Loss components of one mode (training or evaluation), summed until the next log.
 
     Training adds each micro-batch's share of its optimizer step (weight 1 for the first micro-batch of
-    a step, 0 for the rest), so ``mean()`` is the mean over logged steps; evaluation adds batch means
-    weighted by batch size, so ``mean()`` is the mean over examples.
+    a step, 0 for the rest), so ``sums / weight`` is the mean over logged steps. Evaluation adds each batch's
+    sums, counts (tokens, or examples for MI) and loss weights (:meth:`add_totals`), so ``sums / counts`` is
+    the mean over the whole set, whatever its batches.
     """
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
         self.weight = 0.0
+        self.counts: dict[str, float] = defaultdict(float)
+        self.loss_weights: dict[str, float] = {}
 
-    def add(self, components: dict[str, float], weight: float, scale: float = 1.0) -> None:
+    def add(self, components: dict[str, float], weight: float) -> None:
         for name, value in components.items():
-            self.sums[name] += value * scale
+            self.sums[name] += value
         self.weight += weight
+
+    def add_totals(self, totals: dict[str, tuple[torch.Tensor, torch.Tensor, float]]) -> None:
+        for name, (local_sum, count, loss_weight) in totals.items():
+            self.sums[name] += float(local_sum)
+            self.counts[name] += float(count)
+            self.loss_weights[name] = loss_weight
 
 
 def _as_dssmi_arguments(args: Seq2SeqTrainingArguments | None) -> DSSMITrainingArguments:
@@ -366,9 +392,10 @@ class DSSMITrainer(Seq2SeqTrainer):
     - ``loss_label``, ``loss_rationale`` and ``loss_mi`` are logged beside ``loss`` in training and
       ``eval_loss_*`` in evaluation. The evaluation loss is the same weighted objective as in training,
       MI term included (the released code left it out of the evaluation loss); features without
-      rationales give the label term only. ``eval_loss`` is transformers' mean of the batch losses, which
-      counts a short last batch as a full one; the ``eval_loss_*`` components weigh each batch by its
-      examples, so with a short last batch their weighted sum differs slightly from ``eval_loss``.
+      rationales give the label term only. Its terms are means over the whole evaluation set, as the
+      training terms are over an optimizer step (token means, and an example mean for MI, over all batches
+      and processes), and ``eval_loss`` is their weighted sum: none depends on ``per_device_eval_batch_size``
+      or the number of processes (except ``mi_variant="paper"``'s MI term, below).
     - ``mi_variant="paper"`` reduces over padded positions too, so its value depends on how far a batch
       is padded; ``"masked"`` does not.
     - With ``predict_with_generate`` evaluation generates labels from the ``predict:`` input; with
@@ -411,6 +438,9 @@ class DSSMITrainer(Seq2SeqTrainer):
     _label_logits_are_predictions: bool = False
     """True while a flat batch's evaluation step returns its label logits as the predictions (see
     :meth:`_flat_prediction_step`): :meth:`compute_loss` then computes them, chunking or not."""
+    _evaluating_flat_batch: bool = False
+    """True during a flat batch's evaluation step (:meth:`_flat_prediction_step`): :meth:`compute_loss` then adds
+    the batch's loss sums and counts to the evaluation's."""
 
     def __init__(
         self,
@@ -489,6 +519,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         self.model_card_callback = DSSModelCardCallback(self._initial_model_card_data())
         self.add_callback(self.model_card_callback)
         self._prepare_causal_generation()
+        self._check_generation_room()
         # One store of loss components per mode, read and reset by log().
         self._components: dict[str, _ComponentStore] = {"train": _ComponentStore(), "eval": _ComponentStore()}
         self._last_component_step: int | None = None
@@ -560,7 +591,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         """Weighted sum of the label loss, the rationale loss and the MI loss (see the class docstring)."""
         counts = num_items_in_batch if isinstance(num_items_in_batch, DSSBatchCounts) else None
         keep_logits = return_outputs and self._label_logits_are_predictions
-        loss, components, outputs = self._dss_loss(model, inputs, counts, keep_logits)
+        result = self._dss_loss(model, inputs, counts, keep_logits)
+        loss, outputs = result.loss, result.outputs
         # With counts the loss is normalised over the whole accumulated batch: the Trainer must not divide
         # it again (a flat batch gets them too, see _get_num_items_in_batch). Without them (compute_loss called
         # directly) the loss is a local mean, which the Trainer would divide by the accumulation steps.
@@ -569,7 +601,9 @@ class DSSMITrainer(Seq2SeqTrainer):
             # global_step is constant over the micro-batches of one optimizer step
             first_of_step = self.state.global_step != self._last_component_step
             self._last_component_step = self.state.global_step
-            self._components["train"].add(components, weight=1.0 if first_of_step else 0.0)
+            self._components["train"].add(result.components, weight=1.0 if first_of_step else 0.0)
+        elif self._evaluating_flat_batch:
+            self._add_evaluation_totals(model, inputs, result.totals)
         return (loss, outputs) if return_outputs else loss
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
@@ -590,6 +624,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             >>> # trainer.train(resume_from_checkpoint=True)  # the newest complete checkpoint in output_dir
         """
         self.args.check_loss_weights()
+        self._check_generation_room()
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             from .checkpoints import resolve_resume_checkpoint
 
@@ -781,10 +816,11 @@ class DSSMITrainer(Seq2SeqTrainer):
         inputs: dict[str, Any],
         counts: DSSBatchCounts | None,
         keep_logits: bool = False,
-    ) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
-        """The weighted loss, its components and the label logits (none when chunked); ``counts=None`` means
-        local means. A nested or a flat batch is chunked where the head allows it, unless ``keep_logits``
-        asks for the label logits (the unchunked path)."""
+    ) -> _DSSLoss:
+        """The weighted loss, its components, their sums and counts, and the label logits (none when chunked);
+        ``counts=None`` means local means. A nested or a flat batch is chunked where the head allows it, unless
+        ``keep_logits`` asks for the label logits (the unchunked path). A flat batch's loss is its label term,
+        unweighted."""
         args = self.args
         pred = inputs["pred"] if "pred" in inputs else inputs
         expl = inputs.get("expl") if "pred" in inputs else None
@@ -818,24 +854,31 @@ class DSSMITrainer(Seq2SeqTrainer):
                 model, pred, expl if needs_rationale else None, with_mi
             )
             outputs = {"logits": label_logits}
-        label_loss = mean("label_tokens", label_sum, labels.ne(-100).sum())
+        label_tokens = labels.ne(-100).sum()
+        label_loss = mean("label_tokens", label_sum, label_tokens)
+        label_weight = 1.0 if flat else args.label_loss_weight
+        totals = {"loss_label": (label_sum.detach(), label_tokens, label_weight)}
         if flat:
-            return label_loss, {"loss_label": label_loss.detach().item()}, outputs
+            return _DSSLoss(label_loss, {"loss_label": label_loss.detach().item()}, totals, outputs)
         if keep_logits:  # the labels the logits are scored against (a causal student's: its target window)
             outputs["target_labels"] = labels
 
-        loss = args.label_loss_weight * label_loss
+        loss = label_weight * label_loss
         components = {"loss_label": label_loss.detach().item()}
         if needs_rationale:
-            rationale_loss = mean("rationale_tokens", rationale_sum, rationale_labels.ne(-100).sum())
+            rationale_tokens = rationale_labels.ne(-100).sum()
+            rationale_loss = mean("rationale_tokens", rationale_sum, rationale_tokens)
             loss = loss + args.rationale_loss_weight * rationale_loss
             components["loss_rationale"] = rationale_loss.detach().item()
+            totals["loss_rationale"] = (rationale_sum.detach(), rationale_tokens, args.rationale_loss_weight)
             if with_mi:
                 local_examples = torch.tensor(float(labels.shape[0]), device=labels.device)
-                mi_loss = mean("examples", mi_mean * local_examples, local_examples)
+                mi_sum = mi_mean * local_examples
+                mi_loss = mean("examples", mi_sum, local_examples)
                 loss = loss + args.mi_loss_weight * mi_loss
                 components["loss_mi"] = mi_loss.detach().item()
-        return loss, components, outputs
+                totals["loss_mi"] = (mi_sum.detach(), local_examples, args.mi_loss_weight)
+        return _DSSLoss(loss, components, totals, outputs)
 
     def _unchunked_sums(
         self, model: nn.Module, pred: dict[str, Any], expl: dict[str, Any] | None, with_mi: bool
@@ -987,19 +1030,36 @@ class DSSMITrainer(Seq2SeqTrainer):
         super().log(logs, start_time)
 
     def _evaluation_components(self, prefix: str) -> dict[str, float]:
-        """The evaluation loss components summed so far (over all processes), as ``{prefix}_loss_*`` means over
-        the examples. Every process joins the one reduction, also a process without examples of its own (a
-        split smaller than one evaluation batch per process leaves it only the repeats that fill its batch):
-        skipping it would leave the others waiting in theirs."""
+        """The evaluation loss and its components over the whole set (all batches, all processes), as the
+        training loss is over an optimizer step: ``{prefix}_loss_label`` and ``{prefix}_loss_rationale`` are the
+        summed NLL divided by the tokens, ``{prefix}_loss_mi`` the summed MI term divided by the examples, and
+        ``{prefix}_loss`` their weighted sum. None of them depends on the evaluation batch size.
+
+        Every process joins the one reduction, also a process without examples of its own (a split smaller
+        than one evaluation batch per process leaves it only the repeats that fill its batch): skipping it would
+        leave the others waiting in theirs."""
         store = self._components["eval"]
-        local = {name: store.sums.get(name, 0.0) for name in COMPONENTS}
-        local.update({f"_with_{name}": float(name in store.sums) for name in COMPONENTS})
-        local["_examples"] = store.weight
+        local: dict[str, float] = {}
+        for name in COMPONENTS:
+            present = name in store.counts
+            local[name] = store.sums.get(name, 0.0)
+            local[f"_count_{name}"] = store.counts.get(name, 0.0)
+            local[f"_with_{name}"] = float(present)  # processes that computed the term
+            local[f"_weight_{name}"] = store.loss_weights.get(name, 0.0) if present else 0.0
         totals = self._gather_sum(local)
-        examples = totals["_examples"]
-        if examples <= 0:
-            return {}
-        return {f"{prefix}_{k}": totals[k] / examples for k in COMPONENTS if totals[f"_with_{k}"] > 0}
+        metrics: dict[str, float] = {}
+        loss = 0.0
+        for name in COMPONENTS:
+            processes = totals[f"_with_{name}"]
+            if processes <= 0:
+                continue
+            # as in training: a count of 0 (no scored token) gives 0, not a division by zero
+            mean = totals[name] / max(totals[f"_count_{name}"], 1.0)
+            metrics[f"{prefix}_{name}"] = mean
+            loss += totals[f"_weight_{name}"] / processes * mean
+        if metrics:
+            metrics[f"{prefix}_loss"] = loss
+        return metrics
 
     def _gather_sum(self, values: dict[str, float]) -> dict[str, float]:
         if self.args.world_size <= 1 or not values:
@@ -1146,14 +1206,13 @@ class DSSMITrainer(Seq2SeqTrainer):
             # gather (gather_for_metrics drops it), so its loss is the whole batch's and is not summed
             scored = inputs if own in (0, batch_size) else _first_rows(inputs, own, batch_size)
             with torch.no_grad(), self.compute_loss_context_manager():
-                loss, components, outputs = self._dss_loss(
-                    model, scored, None, wants_logits and scored is inputs
-                )
+                result = self._dss_loss(model, scored, None, wants_logits and scored is inputs)
+                outputs = result.outputs
                 if wants_logits and scored is not inputs:  # every row's logits: the gather drops the repeats
-                    outputs = self._dss_loss(model, inputs, None, True)[2]
-            loss = loss.detach()
+                    outputs = self._dss_loss(model, inputs, None, True).outputs
+            loss = result.loss.detach()
             if own > 0:
-                self._components["eval"].add(components, weight=own, scale=own)
+                self._components["eval"].add_totals(result.totals)
         if wants_logits:
             return loss, outputs["logits"], outputs["target_labels"]
         if prediction_loss_only or not self.args.predict_with_generate:
@@ -1205,9 +1264,10 @@ class DSSMITrainer(Seq2SeqTrainer):
         """
         generates = self.args.predict_with_generate and not prediction_loss_only
         self._label_logits_are_predictions = not prediction_loss_only and not self.args.predict_with_generate
+        self._evaluating_flat_batch = True  # compute_loss adds the batch's sums to the evaluation's
         loss_model: Any = model
         if generates:
-            loss_model = _LossOnlyModel(lambda batch: self._dss_loss(model, batch, None)[0])
+            loss_model = _LossOnlyModel(lambda batch: self.compute_loss(model, batch))
         try:
             with _generation_config_kept(self.model):
                 return super().prediction_step(
@@ -1215,6 +1275,24 @@ class DSSMITrainer(Seq2SeqTrainer):
                 )
         finally:
             self._label_logits_are_predictions = False
+            self._evaluating_flat_batch = False
+
+    def _add_evaluation_totals(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        totals: dict[str, tuple[torch.Tensor, torch.Tensor, float]],
+    ) -> None:
+        """Add a flat evaluation batch's loss sums and counts to the evaluation's: those of this process's own
+        rows (:meth:`_rows_not_repeated`; a last batch that repeats some rows is scored again without them)."""
+        batch_size = inputs["labels"].shape[0]
+        own = self._rows_not_repeated(batch_size)
+        if own == 0:
+            return
+        if own < batch_size:
+            with torch.no_grad():
+                totals = self._dss_loss(model, _first_rows(inputs, own, batch_size), None).totals
+        self._components["eval"].add_totals(totals)
 
     def _rows_not_repeated(self, batch_size: int) -> int:
         """How many of this process's ``batch_size`` evaluation rows are its own examples, not repeats.
@@ -1440,6 +1518,32 @@ class DSSMITrainer(Seq2SeqTrainer):
 
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         return stop_at_eos_kwargs(self.model, eos_token_ids(self.model, tokenizer))
+
+    def _check_generation_room(self) -> None:
+        """Refuse generation lengths a decoder-only student's context cannot hold, before any training step.
+
+        Such a student generates after its prompt, in one context, so evaluation and :meth:`predict` fail on
+        ``rationale_max_new_tokens`` (with ``output_rationale``), ``generation_max_length`` (read as new
+        tokens) or a ``generation_config`` argument's ``max_new_tokens`` at or above its context length
+        (:func:`hf_cotmi.students.generation_prompt_limit`): found only then, after the whole training run.
+        The error names the argument, its value and the context length.
+        """
+        args = self.args
+        if self.model is None or not args.predict_with_generate or self.student_type != "causal":
+            return
+        from .students import generation_prompt_limit
+
+        asked: list[tuple[str, Any]] = []
+        if args.output_rationale:
+            asked.append(("rationale_max_new_tokens", args.rationale_max_new_tokens))
+        if args.generation_max_length:
+            asked.append(("generation_max_length", args.generation_max_length))
+        elif args.generation_config is not None:  # loaded into the model's generation config by the Trainer
+            asked.append(("generation_config.max_new_tokens", self.model.generation_config.max_new_tokens))
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        for argument, value in asked:
+            if value is not None:
+                generation_prompt_limit(self.model, tokenizer, int(value), argument=argument)
 
     def _prepare_causal_generation(self) -> None:
         """A decoder-only student's generation config pads with the tokenizer's pad id (EOS as a fallback)."""

@@ -117,6 +117,25 @@ def test_a_student_type_that_contradicts_the_model_is_a_usage_error(gpt2_dir, tm
     assert code == 2 and "--student-type" in err
 
 
+def test_a_rationale_length_the_context_cannot_hold_stops_train_before_training(
+    gpt2_dir, tmp_path, capsys, monkeypatch
+):
+    """The tiny GPT-2 takes 1024 tokens: 1024 new ones leave no room for a prompt. Without the check the run
+    trained to the end and failed in the test phase."""
+    from hf_cotmi.trainer import DSSMITrainer
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(DSSMITrainer, "train", trained)
+    code, _, err = run(
+        capsys, "train", "--model", gpt2_dir, *SYNTHETIC, *FAST, "--output-rationale",
+        "--rationale-max-new-tokens", "1024", "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code != 0
+    assert "rationale_max_new_tokens=1024 leaves no room for a prompt in the student's context of 1024" in err
+
+
 def test_demo_defaults_for_the_causal_student():
     causal, seq2seq = demo_defaults(causal=True), demo_defaults()
     assert causal != seq2seq and causal["dataset"] == seq2seq["dataset"]

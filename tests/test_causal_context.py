@@ -7,12 +7,14 @@ context and generation indexed past the position embeddings (IndexError).
 from __future__ import annotations
 
 import logging
+import re
 from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import training_arguments
 from datasets import Dataset
+from transformers import GenerationConfig
 
 from hf_cotmi import DSSMITrainer, build_tiny_causal_lm, build_word_tokenizer, prepare_dss_features
 from hf_cotmi.confidence import label_confidences
@@ -104,6 +106,66 @@ def test_predict_texts_with_the_students_own_limit(tokenizer, model):
 def test_too_many_new_tokens_is_a_clear_error(tokenizer, model):
     with pytest.raises(ValueError, match="max_new_tokens=70"):
         generate_texts(model, tokenizer, ["w1"], prefix="", max_new_tokens=70)
+
+
+@pytest.mark.parametrize(
+    "settings, argument, value",
+    [
+        (dict(output_rationale=True, rationale_max_new_tokens=CONTEXT), "rationale_max_new_tokens", CONTEXT),
+        (dict(output_rationale=True, rationale_max_new_tokens=256), "rationale_max_new_tokens", 256),
+        (dict(generation_max_length=CONTEXT + 1), "generation_max_length", CONTEXT + 1),
+        (
+            dict(generation_max_length=None, generation_config=GenerationConfig(max_new_tokens=CONTEXT)),
+            "generation_config.max_new_tokens",
+            CONTEXT,
+        ),
+    ],
+    ids=["rationale-at-the-context", "rationale-default", "generation-max-length", "generation-config"],
+)
+def test_generation_lengths_the_context_cannot_hold_are_refused_before_training(
+    tmp_path, tokenizer, model, settings, argument, value
+):
+    """Evaluation would fail on them only after the whole training run; the trainer refuses them when built."""
+    args = training_arguments(tmp_path / "out", **settings)
+    expected = (
+        rf"^{re.escape(argument)}={value} leaves no room for a prompt in the student's context of {CONTEXT} "
+    )
+    with pytest.raises(ValueError, match=expected):
+        DSSMITrainer(model=model, args=args, processing_class=tokenizer)
+
+
+def test_generation_lengths_that_fit_or_are_not_used_are_accepted(tmp_path, tokenizer, model):
+    fits = training_arguments(
+        tmp_path / "out",
+        output_rationale=True,
+        rationale_max_new_tokens=CONTEXT - 1,
+        generation_max_length=CONTEXT - 1,
+    )
+    DSSMITrainer(model=model, args=fits, processing_class=tokenizer)
+    # no rationale is generated without output_rationale, nothing at all without predict_with_generate
+    unused = training_arguments(tmp_path / "out", rationale_max_new_tokens=256)
+    DSSMITrainer(model=model, args=unused, processing_class=tokenizer)
+    no_generation = training_arguments(
+        tmp_path / "out", predict_with_generate=False, generation_max_length=500
+    )
+    DSSMITrainer(model=model, args=no_generation, processing_class=tokenizer)
+
+
+def test_a_generation_length_changed_after_building_is_refused_before_any_step(tmp_path, tokenizer, model):
+    features = prepare_dss_features(
+        Dataset.from_list([{"input": "w1 w2", "label": "yes", "rationale": "no"}] * 4),
+        tokenizer,
+        model=model,
+        max_input_length=16,
+        max_label_length=8,
+        max_rationale_length=8,
+    )
+    args = training_arguments(tmp_path / "out", output_rationale=True, rationale_max_new_tokens=8)
+    trainer = DSSMITrainer(model=model, args=args, processing_class=tokenizer, train_dataset=features)
+    trainer.args.rationale_max_new_tokens = CONTEXT
+    with pytest.raises(ValueError, match=f"rationale_max_new_tokens={CONTEXT} leaves no room"):
+        trainer.train()
+    assert trainer.state.global_step == 0
 
 
 def test_trainer_generation_truncates_feature_prompts(tmp_path, tokenizer, model):

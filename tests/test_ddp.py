@@ -94,14 +94,23 @@ def test_ece_callback_shares_the_evaluation_between_processes(runs: Path) -> Non
 @pytest.mark.slow
 def test_evaluation_losses_count_each_example_once(runs: Path) -> None:
     """Under two processes the evaluation loss and its components average the 15 examples once each, as one
-    process does: not the example the second process repeats to fill its last batch (8 + 7 + 1 repeated)."""
+    process does: not the example the second process repeats to fill its last batch (8 + 7 + 1 repeated).
+    Evaluated again in batches of 4 (one process) and 2 per process (the last one 1 + 1 repeated), they are
+    the same: means over the set, not over batches."""
     single = json.loads((runs / "single" / "ece_rank0.json").read_text())["eval_losses"]
     assert set(single) == {"eval_loss", "eval_loss_label", "eval_loss_rationale", "eval_loss_mi"}
+    reports = [(runs / "single" / "losses_rank0.json", "small batches")]
     for rank in (0, 1):
-        multi = json.loads((runs / "multi" / f"ece_rank{rank}.json").read_text())["eval_losses"]
+        reports += [
+            (runs / "multi" / f"ece_rank{rank}.json", rank),
+            (runs / "multi" / f"losses_rank{rank}.json", rank),
+        ]
+    for path, context in reports:
+        losses = json.loads(path.read_text())
+        multi = losses.get("eval_losses", losses)
         assert multi.keys() == single.keys()
         for key, value in single.items():
-            assert math.isclose(multi[key], value, rel_tol=1e-5), (rank, key, multi[key], value)
+            assert math.isclose(multi[key], value, rel_tol=1e-5), (context, path.name, key, multi[key], value)
 
 
 CAUSAL_SCRIPT = Path(__file__).parent / "scripts" / "ddp_train_causal.py"

@@ -93,6 +93,12 @@ def main() -> None:
             },
             handle,
         )
+    # the evaluation losses again in other batches: 4 alone, 2 per process (the second process's last batch
+    # repeats an example); they are means over the set, so the batches must not change them
+    trainer.args.per_device_eval_batch_size = per_device
+    small = trainer.evaluate()
+    with open(os.path.join(output_dir, f"losses_rank{args.process_index}.json"), "w") as handle:
+        json.dump({k: v for k, v in small.items() if k.startswith("eval_loss")}, handle)
     if trainer.is_world_process_zero():
         with open(os.path.join(output_dir, "log_history.json"), "w") as handle:
             json.dump({"world_size": args.world_size, "log_history": trainer.state.log_history}, handle)

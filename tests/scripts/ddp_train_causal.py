@@ -47,7 +47,8 @@ def main() -> None:
         output_dir=output_dir,
         max_steps=3,
         per_device_train_batch_size=per_device,
-        per_device_eval_batch_size=4,
+        # evaluation in batches of 4 alone and 2 per process: other batches, the same losses (means over the set)
+        per_device_eval_batch_size=per_device,
         learning_rate=1e-3,
         logging_steps=1,
         save_strategy="no",
@@ -67,7 +68,7 @@ def main() -> None:
         args=args,
         processing_class=tokenizer,
         train_dataset=features,
-        eval_dataset=features.select(range(8)),
+        eval_dataset=features.select(range(7)),  # the second process repeats an example in its last batch
     )
     trainer.train()
     # FSDP2 turns parameters into DTensors sharded over the processes: record that it really ran.
