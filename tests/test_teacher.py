@@ -147,7 +147,7 @@ def test_parsing_agrees_with_the_dss_parsers_on_well_formed_text():
         ("arithmetic", "The answer is (x + 1).", "not a valid arithmetic answer"),
         ("arithmetic", "He has 5. The answer is 5.", "does not parse"),  # the SVAMP rule needs parentheses
         ("multiple_choice", "So the answer is (b) pen.", "empty rationale"),
-        ("generic", "So the answer is yes. So the answer is no.", "does not parse"),  # twice: DSS refuses
+        ("generic", "So the answer is yes. So the answer is no.", "holds 2 answer sentences"),  # DSS refuses
     ],
 )
 def test_unparsable_outputs_say_why(task, text, reason):
@@ -965,7 +965,7 @@ def test_a_second_answer_sentence_naming_another_choice_is_refused(text, said):
     parsed = parse_teacher_output("multiple_choice", text, choices=_TRIP)
     assert (parsed.label, parsed.reason) == (
         "",
-        f"the text holds 2 answer sentences that do not all name the same choice ({said})",
+        f"the text holds 2 answer sentences that do not all give the same answer ({said})",
     )
 
 
@@ -973,7 +973,7 @@ def test_three_answer_sentences_are_counted_and_each_one_shown():
     text = "Buses are slow.\nThe answer is (c) bus.\n**Answer:** (c) bus\nSo the answer is (a) home."
     parsed = parse_teacher_output("multiple_choice", text, choices=_TRIP)
     assert parsed.reason == (
-        "the text holds 3 answer sentences that do not all name the same choice ('The answer is (c) bus.' "
+        "the text holds 3 answer sentences that do not all give the same answer ('The answer is (c) bus.' "
         "gives 'bus', 'Answer: (c) bus' gives 'bus', 'So the answer is (a) home.' gives 'home')"
     )
 
@@ -1001,7 +1001,7 @@ def test_answer_sentences_naming_one_choice_only_by_its_letter_need_the_records_
         "multiple_choice", f"{_COOL} So the answer is (b) refrigerator.\nAnswer: (b)"
     )
     assert parsed.reason == (
-        "the text holds 2 answer sentences that do not all name the same choice ('So the answer is (b) "
+        "the text holds 2 answer sentences that do not all give the same answer ('So the answer is (b) "
         "refrigerator.' gives 'refrigerator', 'Answer: (b)' gives no answer)"
     )
 
@@ -1024,39 +1024,49 @@ def test_prose_or_a_next_example_after_the_answer_is_no_second_answer_sentence(a
 
 
 @pytest.mark.parametrize(
-    ("task", "text", "shown"),
+    ("task", "text", "said"),
     [
         # the line after the first answer was cut off, so that these gave the first answer. The DSS rules
         # refuse a text holding their phrase twice (the reference below), and so does the teacher now
         (
             "arithmetic",
             "3 + 4 is 7. The answer is (3 + 4).\nNo: 5 + 4 is 9. The answer is (5 + 4).",
-            "'The answer is (3 + 4).', 'The answer is (5 + 4).'",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'The answer is (5 + 4).' gives '(5 + 4)'",
         ),
-        ("nli", "No link. So the answer is neutral.\n\nSo the answer is entailment.", None),
-        ("generic", "It is in France. So the answer is Paris.\nSo the answer is Rome.", None),
-        # chat variants, each written as the prompt's phrase: two answer sentences too
+        (
+            "nli",
+            "No link. So the answer is neutral.\n\nSo the answer is entailment.",
+            "'So the answer is neutral.' gives 'neutral', 'So the answer is entailment.' gives 'entailment'",
+        ),
+        (
+            "generic",
+            "It is in France. So the answer is Paris.\nSo the answer is Rome.",
+            "'So the answer is Paris.' gives 'paris', 'So the answer is Rome.' gives 'rome'",
+        ),
+        # chat variants, each written as the prompt's phrase: two answer sentences too, shown as written
         (
             "arithmetic",
             "3 + 4 is 7, so the answer is (3 + 4).\nWait, so the answer is (5 + 4).",
-            "'The answer is (3 + 4).', 'The answer is (5 + 4).'",
+            "'so the answer is (3 + 4).' gives '(3 + 4)', 'so the answer is (5 + 4).' gives '(5 + 4)'",
         ),
-        ("arithmetic", "3 + 4 is 7, the answer is (3 + 4).\nNo, the answer is (5 + 4).", None),
+        (
+            "arithmetic",
+            "3 + 4 is 7, the answer is (3 + 4).\nNo, the answer is (5 + 4).",
+            "'the answer is (3 + 4).' gives '(3 + 4)', 'the answer is (5 + 4).' gives '(5 + 4)'",
+        ),
         (
             "nli",
             "No link, so the answer is neutral.\nOr so, the answer is entailment.",
-            "'So the answer is neutral.', 'So the answer is entailment.'",
+            "'so the answer is neutral.' gives 'neutral', 'so, the answer is entailment.' gives 'entailment'",
         ),
     ],
 )
-def test_a_second_answer_sentence_on_a_later_line_is_refused_for_every_task(task, text, shown):
+def test_a_second_answer_sentence_on_a_later_line_is_refused_for_every_task(task, text, said):
     parsed = parse_teacher_output(task, text)
-    assert not parsed.parsed
-    assert parsed.reason.startswith(
-        f"the answer sentence does not parse by the {task} rule: the text holds 2 answer sentences"
+    assert (parsed.label, parsed.reason) == (
+        "",
+        f"the text holds 2 answer sentences that do not all give the same answer ({said})",
     )
-    if shown is not None:
-        assert parsed.reason.endswith(f"({shown}); the rule takes one")
     if "The answer is" in text or "So the answer is" in text:  # the prompt's phrase: what DSS did
         dss = {"arithmetic": parse_svamp_output, "nli": parse_anli_output, "generic": parse_anli_output}
         assert not dss[task](text).parsed
@@ -1080,6 +1090,216 @@ def test_a_second_answer_sentence_on_a_later_line_is_refused_for_every_task(task
 def test_prose_after_the_answer_line_is_no_second_answer_sentence_for_every_task(task, text, label):
     parsed = parse_teacher_output(task, text)
     assert (parsed.label, parsed.reason) == (label, "")
+
+
+def _refused_as(said: str, count: int = 2) -> str:
+    """The reason a text holding ``count`` answer sentences that give different answers (``said``) is refused."""
+    return f"the text holds {count} answer sentences that do not all give the same answer ({said})"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the answer first, then the reasoning and the answer again: the rationale was taken as the text before
+        # the first answer sentence (none) and the reply refused, or a bare "Answer: (b)" gave no answer
+        f"The correct answer is (b) refrigerator.\n\n{_COOL} So the answer is (b) refrigerator.",
+        f"**Answer:** (b) refrigerator\n\n**Explanation:** {_COOL} So the answer is (b) refrigerator.",
+        f"Answer: (b)\n\n{_COOL} So the answer is (b) refrigerator.",
+        f"**Answer: (b) refrigerator**\n\nExplanation: {_COOL} So the answer is (b).",
+        f"So the answer is (b) refrigerator.\n{_COOL} So the answer is (b) refrigerator.",
+        # three: the reasoning is what stands between the first answer's line and the next answer sentence
+        f"Answer: (b)\n\nReasoning: {_COOL} So the answer is (b).\n\n**Final Answer:** (b) refrigerator",
+    ],
+)
+def test_an_answer_first_reply_whose_answers_agree_gives_the_reasoning_after_it(text):
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_COOL, "refrigerator", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            f"Answer: (a)\n\n{_COOL} So the answer is (b) refrigerator.",
+            _refused_as(
+                "'Answer: (a)' gives 'oven', 'So the answer is (b) refrigerator.' gives 'refrigerator'"
+            ),
+        ),
+        (
+            "**Answer:** (b) refrigerator\n\n**Explanation:** An oven heats food. So the answer is (a) oven.",
+            _refused_as(
+                "'Answer: (b) refrigerator' gives 'refrigerator', 'So the answer is (a) oven.' gives 'oven'"
+            ),
+        ),
+        # no reasoning before the first answer sentence, nor between it and the next (a heading is none)
+        ("Answer: (b)\n\nSo the answer is (b) refrigerator.", "empty rationale before the answer sentence"),
+        ("Answer: (b)\nExplanation:\nSo the answer is (b).", "empty rationale before the answer sentence"),
+        ("So the answer is (b). So the answer is (b).", "empty rationale before the answer sentence"),
+    ],
+)
+def test_an_answer_first_reply_is_refused_when_its_answers_differ_or_no_reasoning_follows(text, reason):
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert (parsed.rationale, parsed.label, parsed.reason) == ("", "", reason)
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "said"),
+    [
+        # a teacher correcting itself in another case or words than the prompt's phrase: that gave the first
+        # answer, the variant counting only where the prompt's phrase was missing
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\nWait, the answer is (5 + 4).",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'the answer is (5 + 4).' gives '(5 + 4)'",
+        ),
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\nNo, the answer is: 9.",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'the answer is: 9.' gives '9'",
+        ),
+        (
+            "nli",
+            "No link. So the answer is neutral.\nWait, so the answer is entailment.",
+            "'So the answer is neutral.' gives 'neutral', 'so the answer is entailment.' gives 'entailment'",
+        ),
+        (
+            "nli",
+            "No link. So the answer is neutral.\n\n**So, the answer is: Contradiction**",
+            "'So the answer is neutral.' gives 'neutral', 'So, the answer is: Contradiction' gives "
+            "'contradiction'",
+        ),
+        (
+            "generic",
+            "It is in France. So the answer is Paris.\nActually, so the answer is Rome.",
+            "'So the answer is Paris.' gives 'paris', 'so the answer is Rome.' gives 'rome'",
+        ),
+        (
+            "multiple_choice",
+            "Cool. So the answer is (b) refrigerator.\n\n**Final Answer:** (a)",
+            "'So the answer is (b) refrigerator.' gives 'refrigerator', 'Final Answer: (a)' gives 'oven'",
+        ),
+        (
+            "multiple_choice",
+            "Cool. So the answer is (b) refrigerator.\nFinal answer: (a) oven",
+            "'So the answer is (b) refrigerator.' gives 'refrigerator', 'Final answer: (a) oven' gives 'oven'",
+        ),
+        (
+            "multiple_choice",
+            "Cool. So the answer is (b) refrigerator. The final answer is (a) oven.",
+            "'So the answer is (b) refrigerator.' gives 'refrigerator', 'The final answer is (a) oven.' gives "
+            "'oven'",
+        ),
+    ],
+)
+def test_a_self_correction_in_a_variant_of_the_phrase_is_refused(task, text, said):
+    parsed = parse_teacher_output(task, text, choices=PIE_CHOICES if task == "multiple_choice" else None)
+    assert (parsed.label, parsed.reason) == ("", _refused_as(said))
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "label"),
+    [
+        # a variant of the phrase not followed by an answer of the task stays prose beside the prompt's phrase
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\nSo the answer is not obvious at first.",
+            "(3 + 4)",
+        ),
+        ("arithmetic", "3 + 4 is 7. The answer is (3 + 4).\nThat is, the answer is the sum.", "(3 + 4)"),
+        ("nli", "No link. So the answer is neutral.\nAt first so the answer is not obvious.", "neutral"),
+        ("nli", "No link. So the answer is neutral.\nAnd so, the answer is entailed? No.", "neutral"),
+        ("generic", "It is in France. So the answer is Paris.\nBut so the answer is not Rome.", "paris"),
+        ("generic", "It is in France. So the answer is Paris.\nAnd so the answer isn't Rome.", "paris"),
+        (
+            "multiple_choice",
+            "Cool. So the answer is (b) refrigerator.\nThe final answer is not (a) oven.",
+            "refrigerator",
+        ),
+        (
+            "multiple_choice",
+            "Cool. So the answer is (b) refrigerator.\nFinal answer: it keeps cool.",
+            "refrigerator",
+        ),
+    ],
+)
+def test_a_variant_of_the_phrase_without_an_answer_after_it_stays_prose(task, text, label):
+    parsed = parse_teacher_output(task, text, choices=PIE_CHOICES if task == "multiple_choice" else None)
+    assert (parsed.label, parsed.reason) == (label, "")
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "rationale", "label"),
+    [
+        # the same answer again: refused for every task but multiple_choice, which accepted it
+        ("nli", "No link. So the answer is neutral.\n\nSo the answer is neutral.", "No link.", "neutral"),
+        ("nli", "No link. So the answer is neutral.\nSo, the answer is: **Neutral**", "No link.", "neutral"),
+        ("nli", "No link. So the answer is neutral. So the answer is neutral.", "No link.", "neutral"),
+        (
+            "generic",
+            "It is in France. So the answer is Paris.\nSo the answer is paris.",
+            "It is in France.",
+            "paris",
+        ),
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\nThe answer is (3 + 4).",
+            "3 + 4 is 7.",
+            "(3 + 4)",
+        ),
+        # for arithmetic the same value: the first expression the rule reads is the answer
+        ("arithmetic", "3 + 4 is 7. The answer is (3 + 4).\n\nThe answer is 7.", "3 + 4 is 7.", "(3 + 4)"),
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\nThe answer is (14 / 2).",
+            "3 + 4 is 7.",
+            "(3 + 4)",
+        ),
+        ("arithmetic", "The answer is 7.\n\n3 + 4 is 7. The answer is (3 + 4).", "3 + 4 is 7.", "(3 + 4)"),
+    ],
+)
+def test_answer_sentences_that_agree_give_their_answer_for_every_task(task, text, rationale, label):
+    parsed = parse_teacher_output(task, text)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (rationale, label, "")
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "reason"),
+    [
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\n\nThe answer is 8.",
+            _refused_as("'The answer is (3 + 4).' gives '(3 + 4)', 'The answer is 8.' gives '8'"),
+        ),
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\nThe answer is 7 apples.",
+            _refused_as(
+                "'The answer is (3 + 4).' gives '(3 + 4)', 'The answer is 7 apples.' gives no answer"
+            ),
+        ),
+        (
+            "generic",
+            "It is in France. So the answer is Paris.\nSo the answer is Paris, France.",
+            _refused_as(
+                "'So the answer is Paris.' gives 'paris', 'So the answer is Paris, France.' gives 'paris, france'"
+            ),
+        ),
+        # a number without parentheses is no answer by the SVAMP rule, once or twice
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is 7.\n\n**The answer is 7.**",
+            "the answer sentence does not parse by the arithmetic rule",
+        ),
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is 7.",
+            "the answer sentence does not parse by the arithmetic rule",
+        ),
+    ],
+)
+def test_answer_sentences_that_differ_are_refused_for_every_task(task, text, reason):
+    parsed = parse_teacher_output(task, text)
+    assert (parsed.rationale, parsed.label, parsed.reason) == ("", "", reason)
 
 
 def test_a_refused_multiple_choice_answer_is_counted_and_reported(tmp_path):
@@ -1593,9 +1813,13 @@ def test_chat_style_answer_sentences_parse_without_a_second_answer_or_trailing_t
 @pytest.mark.parametrize(
     ("task", "text", "reason"),
     [
-        # two answer sentences of the same form are still ambiguous and refused, as DSS refused them
-        ("arithmetic", "so the answer is (1 + 1). so the answer is (2 + 2).", "does not parse"),
-        ("nli", "No link. so the answer is neutral. so, the answer is entailment.", "does not parse"),
+        # two answer sentences of the same form that give different answers are refused, as DSS refused them
+        ("arithmetic", "so the answer is (1 + 1). so the answer is (2 + 2).", "holds 2 answer sentences"),
+        (
+            "nli",
+            "No link. so the answer is neutral. so, the answer is entailment.",
+            "holds 2 answer sentences",
+        ),
         # an answer that is no single choice text is refused, not written with the trailing sentence
         ("multiple_choice", "Fish swim. So the answer is (b). Sea is where fish live.", "does not parse"),
     ],

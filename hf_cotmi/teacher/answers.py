@@ -19,9 +19,10 @@ parse the PaLM release as DSS did and are not changed, would cut at any ``Q:``.
 
 Before the rule runs, a chat model's phrasing is brought to the prompts' (markdown bold removed, ``so, the
 answer is`` written ``So the answer is``, as are, for multiple_choice where a choice's label follows, ``the
-correct answer is``, ``Answer:`` opening a line and ``the answer is``, a colon after it dropped; a variant is
-rewritten only when the text lacks the prompts' phrase, so that prose such as "the answer is not obvious"
-never becomes a second answer sentence; a text that holds two is refused, see below), a multiple_choice
+correct answer is``, ``the final answer is``, ``the answer is`` and, opening a line, ``Answer:`` and ``Final
+answer:``, a colon after it dropped; a variant is rewritten only when the text lacks the prompts' phrase, so
+that prose such as "the answer is not obvious" never becomes a second answer sentence; for a text holding
+two, see below), a multiple_choice
 reply without an answer sentence whose last line is a label and its choice (``B. Refrigerator``) and no other
 line opening with a label is given one (:func:`_with_final_choice_line`), an nli reply that opens by restating
 the question (``Premise: ...`` then ``Hypothesis: ...``, maybe after ``Q:``) loses that restatement, a
@@ -67,13 +68,18 @@ So lines labelling choices after an answer with its text (a "why not the others"
 As the cut after the answer line would hide a second answer on a later line (a teacher correcting itself: ``So
 the answer is (a) home.`` then ``Wait, the correct answer is (b) car.``), every answer sentence the text holds
 where the rule reads it (before a next example; for nli and generic before ``Premise:``, for multiple_choice
-and arithmetic before a ``Q:`` after the first answer) is counted first, on one line or on several. For nli,
-arithmetic and generic an answer sentence is the prompt's phrase, or a variant rewritten as it, and a text
-holding two is refused, as the DSS rules refuse it (:func:`_answer_sentences`). For multiple_choice a variant
-followed by a choice's label counts beside the prompt's phrase too (:func:`_choice_answer_starts`); each
-answer sentence is parsed on its own after the text before the first, and the text is refused, naming each
-sentence and what it gives, unless all give the same choice: then that choice, with the text before the
-first sentence as the rationale (:func:`_one_choice_of_several`).
+and arithmetic before a ``Q:`` after the first answer) is counted first, on one line or on several
+(:func:`_answer_spans`): the prompt's phrase, a variant rewritten as it, and, beside the prompt's phrase, a
+variant in any case followed by an answer of the task (an nli label, a choice's label, an expression or
+number, for generic any words but a negation: ``Wait, so the answer is entailment.``, ``Final answer:
+(a)``); a variant followed by anything else stays prose. Each answer sentence is parsed on its own
+(:func:`_given_answer`), and the text is refused, naming each sentence and what it gives, unless all give
+the same answer (for arithmetic the same value, ``(3 + 4)`` and ``7``; a number without parentheses, which
+the SVAMP rule does not read, only confirms another sentence's value). Then that answer is the first the
+rule reads, and the rationale is the text before the first sentence or, where there is none (the answer
+given first, ``Answer: (b)`` then the reasoning and ``So the answer is (b).``), the text between the first
+sentence's line and the next sentence, without a heading such as ``Explanation:`` opening it
+(:func:`_one_answer_of_several`).
 
 Everything here is a pure function of strings.
 
@@ -233,21 +239,37 @@ def _last_of_named_choice(line: str, start: int, choices: Sequence[str]) -> int:
 
 
 _SO_THE_ANSWER_IS = r"\bso,?\s+the\s+answer\s+is\b"
-# a choice's label ahead, maybe after a colon: "(b)", "B.", "B:", "B)"
-_LABEL_AHEAD = r"(?=\s*:?\s*(?:\([a-z]\)|[a-z][.:)](?:\s|$)))"
+
+# words that negate an answer ("not", "never", ...): _NEGATION and _ANSWER_AHEAD["generic"] read them
+_NEGATING_WORDS = r"not|never|neither|nor|none|cannot"
+
+# what follows a variant of the answer phrase, maybe after a colon, where it answers: an answer of the task. A
+# variant so followed is an answer sentence even beside the prompt's own phrase (_answer_spans), so that a
+# teacher correcting itself in other words is seen; one followed by anything else ("the answer is not obvious")
+# is prose. For multiple_choice a variant other than "So, the answer is" is rewritten only when so followed
+_ANSWER_AHEAD = {
+    # one of the nli labels, a whole word, in any case
+    "nli": rf"(?=\s*:?\s*(?:{'|'.join(NLI_LABELS)})\b)",
+    # a choice's label: "(b)", "B.", "B:", "B)"
+    "multiple_choice": r"(?=\s*:?\s*(?:\([a-z]\)|[a-z][.:)](?:\s|$)))",
+    # an expression or a number: "(5 + 4)", "9", "-3"
+    "arithmetic": r"(?=\s*:?\s*-?\s*[(\d])",
+    # any text but a word that negates ("so the answer is not Rome")
+    "generic": rf"(?=\s*:?\s*\S)(?!\s*:?\s*(?:{_NEGATING_WORDS})\b)",
+}
 
 # the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case, and
 # for arithmetic, whose prompts teach "The answer is", "the answer is" in any case. For multiple_choice one
-# pattern holds every variant, so that each one the text holds is an answer sentence (_choice_answer_starts
-# counts them): "So, the answer is", and where a choice's label follows (so that "the answer is not obvious"
-# stays prose) "(so) the correct answer is", "Answer:" opening a line and "the answer is"
+# pattern holds every variant, so that each one the text holds is an answer sentence (_answer_spans counts
+# them): "So, the answer is", and where a choice's label follows "(so) the correct answer is", "the final
+# answer is", "the answer is" and, opening a line, "Answer:" and "Final answer:"
 _PHRASE_VARIANTS = {
     "nli": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),),
     "generic": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),),
     "multiple_choice": (
         re.compile(
-            rf"{_SO_THE_ANSWER_IS}|(?:\b(?:so,?\s+)?the\s+correct\s+answer\s+is\b|^[ \t]*answer(?=\s*:)"
-            rf"|\bthe\s+answer\s+is\b){_LABEL_AHEAD}",
+            rf"{_SO_THE_ANSWER_IS}|(?:\b(?:so,?\s+)?the\s+(?:correct\s+|final\s+)?answer\s+is\b"
+            rf"|^[ \t]*(?:final\s+)?answer(?=\s*:)){_ANSWER_AHEAD['multiple_choice']}",
             re.IGNORECASE | re.MULTILINE,
         ),
     ),
@@ -256,11 +278,31 @@ _PHRASE_VARIANTS = {
         re.compile(r"\bthe\s+answer\s+is\b", re.IGNORECASE),
     ),
 }
+# _ANSWER_AHEAD of each task, compiled
+_ANSWER_FOLLOWS = {
+    task: re.compile(ahead, re.IGNORECASE | re.MULTILINE) for task, ahead in _ANSWER_AHEAD.items()
+}
 
 
 def _without_emphasis(text: str) -> str:
     """``text`` without markdown bold/underline markers (``**``, ``__``)."""
     return text.replace("**", "").replace("__", "")
+
+
+def _rewritten_variant(task: str, text: str) -> re.Pattern[str] | None:
+    """The variant of ``task``'s answer phrase (:data:`_PHRASE_VARIANTS`) that :func:`_plain` writes as the
+    prompt's phrase wherever it occurs in ``text`` (markdown bold removed): the most specific one ``text``
+    holds, only when it lacks the prompt's phrase itself; None when it rewrites none.
+
+    Examples:
+        >>> _rewritten_variant("arithmetic", "So, the answer is (3 + 4).") is _PHRASE_VARIANTS["arithmetic"][0]
+        True
+        >>> _rewritten_variant("nli", "No link. So the answer is neutral. so the answer is clear.") is None
+        True
+    """
+    if _ANSWER_PHRASE[task] in text:
+        return None
+    return next((variant for variant in _PHRASE_VARIANTS[task] if variant.search(text)), None)
 
 
 def _plain(text: str, task: str, *, keep_colon: bool = False) -> str:
@@ -269,17 +311,16 @@ def _plain(text: str, task: str, *, keep_colon: bool = False) -> str:
     dropped (with the whitespace around it, line breaks included) unless ``keep_colon``.
 
     Only when the text lacks the prompt's phrase itself is a variant rewritten, and only the most specific
-    variant it holds: "the answer is" in the reasoning, or restating the answer, must not become a second
-    answer sentence (which the DSS rule refuses as ambiguous). multiple_choice has one pattern for all its
-    variants, each followed by a choice's label but "So, the answer is": every one the text holds is
-    rewritten."""
+    variant it holds (:func:`_rewritten_variant`): "the answer is" in the reasoning, or restating the answer,
+    must not become a second answer sentence. multiple_choice has one pattern for all its variants, each
+    followed by a choice's label but "So, the answer is": every one the text holds is rewritten. A variant
+    that another answer of the task follows beside the prompt's phrase is an answer sentence too, which
+    :func:`_answer_spans` counts."""
     phrase = _ANSWER_PHRASE[task]
     text = _without_emphasis(text)
-    if phrase not in text:
-        for variant in _PHRASE_VARIANTS[task]:
-            if variant.search(text):
-                text = variant.sub(phrase, text)
-                break
+    variant = _rewritten_variant(task, text)
+    if variant is not None:
+        text = variant.sub(phrase, text)
     return text if keep_colon else re.sub(rf"({re.escape(phrase)})\s*:\s*", r"\1 ", text)
 
 
@@ -390,23 +431,20 @@ def _without_leading_answer_marker(task: str, text: str) -> str:
 def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmOutput, str]:
     """The DSS rule's output for the teacher's ``text``, and why the answer is refused ("" when it is not).
 
-    Every answer sentence the text holds, up to a next example, is read: the text after the first one's line
-    is cut off, so a second answer on a later line (a teacher correcting itself) must be refused here, not
-    dropped. A multiple_choice text whose answer sentences all name the same choice gives that choice
-    (:func:`_one_choice_of_several`); for the other tasks two are refused, as the DSS rules refuse them."""
-    if task == "multiple_choice":
-        # bold removed and cut at a next example's "Q:", as _dss_parse_one prepares it, but the chat phrases
-        # not yet rewritten: where each answer sentence starts is found in the text as the teacher wrote it
-        prepared = _before_next_question(_without_emphasis(text))
-        starts = _choice_answer_starts(prepared)
-        if len(starts) > 1:
-            return _one_choice_of_several(prepared, starts, choices)
+    Every answer sentence the text holds where the rule reads it is counted (:func:`_answer_spans`): the
+    text after the first one's line is cut off, so a second answer on a later line (a teacher correcting
+    itself) must be read here, not dropped. A text holding several gives their answer when all give the
+    same one, and is refused otherwise (:func:`_one_answer_of_several`)."""
+    read = _where_answers_are_read(task, text)
+    spans = _answer_spans(task, read)
+    if len(spans) > 1:
+        return _one_answer_of_several(task, read, spans, choices)
     return _dss_parse_one(task, text, choices)
 
 
 def _dss_parse_one(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmOutput, str]:
-    """:func:`_dss_parse` of a ``text`` that holds at most one answer sentence of the multiple_choice task;
-    for the other tasks, the refusal of a text holding more (:func:`_answer_sentences`)."""
+    """:func:`_dss_parse` of a ``text`` that holds at most one answer sentence (:func:`_answer_spans`): the
+    DSS rule reads the answer sentence's line, the text after it being cut off."""
     phrase = _ANSWER_PHRASE[task]
     # whether a colon and a line break end the answer sentence's line is seen before _plain drops them
     listed = task == "multiple_choice" and _options_listed_after_answer(
@@ -420,14 +458,6 @@ def _dss_parse_one(task: str, text: str, choices: Sequence[str] = ()) -> tuple[P
         text = _before_next_question(text)
     if task == "multiple_choice" and phrase not in text:
         text = _with_final_choice_line(text, phrase, choices)
-    if task != "multiple_choice":
-        sentences = _answer_sentences(task, text)
-        if len(sentences) > 1:  # what the DSS rule refuses; on another line it would be cut off below
-            shown = ", ".join(repr(sentence) for sentence in sentences)
-            return PalmOutput("", ""), (
-                f"the answer sentence does not parse by the {task} rule: the text holds {len(sentences)} answer "
-                f"sentences ({shown}); the rule takes one"
-            )
     line = _close_answer_line(text, phrase)  # the answer sentence's line, a remark after the sentence kept
     text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
     if task in ("nli", "generic"):
@@ -443,44 +473,64 @@ def _dss_parse_one(task: str, text: str, choices: Sequence[str] = ()) -> tuple[P
     return _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase)), ""
 
 
-# a choice's label directly after a multiple-choice variant of the answer phrase (maybe after a colon)
-_LABEL_FOLLOWS = re.compile(_LABEL_AHEAD, re.IGNORECASE | re.MULTILINE)
-
-
-def _choice_answer_starts(text: str) -> list[int]:
-    """Where each answer sentence of the multiple-choice ``text`` starts, in order: ``text`` cut at a next
-    example's ``Q:``, markdown bold removed, its chat phrases not yet rewritten (:func:`_plain`).
-
-    An answer sentence is the prompt's phrase, or a variant of it (:data:`_PHRASE_VARIANTS`) that
-    :func:`_plain` rewrites (every one, where the text lacks the prompt's phrase) or that a choice's label
-    follows (``the correct answer is (b)``, ``Answer: (b)`` opening a line), with the prompt's phrase too: a
-    labelled variant answers as the phrase does. A variant followed by no label beside the prompt's phrase
-    (``the answer is not obvious``) is prose. As the CQA rule does, the text from a ``Q:`` after the first
-    answer sentence on is not read.
+def _where_answers_are_read(task: str, text: str) -> str:
+    """``text`` up to where ``task``'s DSS rule stops reading answers, with markdown bold removed and the chat
+    phrases not yet rewritten (:func:`_plain`), so that each answer sentence is found as the teacher wrote it:
+    for nli without a restated question (:func:`_without_restated_question`) and up to the first
+    ``Premise:``; for the other tasks up to a next example's ``Q:``, and for generic up to a ``Premise:``
+    too. (multiple_choice and arithmetic read no answer after a ``Q:`` after the first one either:
+    :func:`_answer_spans`.)
 
     Examples:
-        >>> _choice_answer_starts("Cars. So the answer is (a) home.\\nNo, the correct answer is (b) car.")
-        [6, 37]
-        >>> _choice_answer_starts("Hm, the answer is unclear. So the answer is (b) car. Q: so the answer is (a).")
-        [27]
+        >>> _where_answers_are_read("generic", "**Yes.** So the answer is Paris.\\nPremise: x")
+        'Yes. So the answer is Paris.\\n'
     """
-    phrase = _ANSWER_PHRASE["multiple_choice"]
-    (variant,) = _PHRASE_VARIANTS["multiple_choice"]
-    rewritten = phrase not in text
-    spans = [(found.start(), found.end()) for found in re.finditer(re.escape(phrase), text)]
-    spans += [
-        found.span()
-        for found in variant.finditer(text)
-        if rewritten or _LABEL_FOLLOWS.match(text, found.end())
+    text = _without_emphasis(text)
+    if task == "nli":
+        return _without_restated_question(text).split("Premise:")[0]
+    text = _before_next_question(text)
+    return text.split("Premise:")[0] if task == "generic" else text
+
+
+def _answer_spans(task: str, text: str) -> list[tuple[int, int]]:
+    """Where each answer sentence of ``task`` in ``text`` (:func:`_where_answers_are_read`) starts, and where
+    its phrase ends, in order.
+
+    An answer sentence is the prompt's phrase (in the case the prompt writes it, as the DSS rules read it),
+    or a variant of it (:data:`_PHRASE_VARIANTS`) that :func:`_plain` rewrites (every one, where the text
+    lacks the prompt's phrase) or that an answer of the task follows (:data:`_ANSWER_AHEAD`: ``Wait, so the
+    answer is entailment``, ``Final answer: (a)``, ``the answer is (5 + 4)``), beside the prompt's phrase
+    too: such a variant answers as the phrase does. A variant followed by no answer (``the answer is not
+    obvious``) is prose. As the CQA and SVAMP rules do, multiple_choice and arithmetic read no answer from
+    a ``Q:`` after the first answer sentence on.
+
+    Examples:
+        >>> _answer_spans("multiple_choice", "Cars. So the answer is (a) home.\\nNo, the correct answer is (b) car.")
+        [(6, 22), (37, 58)]
+        >>> _answer_spans("nli", "No link. So the answer is neutral.\\nWait, so the answer is not entailment.")
+        [(9, 25)]
+        >>> _answer_spans("arithmetic", "Add. The answer is (3 + 4).\\nQ: and? The answer is (5).")
+        [(5, 18)]
+    """
+    phrase = _ANSWER_PHRASE[task]
+    rewritten = _rewritten_variant(task, text)
+    found = [match.span() for match in re.finditer(re.escape(phrase), text)]
+    found += [
+        match.span()
+        for variant in _PHRASE_VARIANTS[task]
+        for match in variant.finditer(text)
+        if variant is rewritten or _ANSWER_FOLLOWS[task].match(text, match.end())
     ]
-    starts: list[int] = []
-    end = -1
-    for begin, stop in sorted(spans):  # the prompt's phrase and a variant matching it are one sentence
-        if begin >= end:
-            starts.append(begin)
-        end = max(end, stop)
-    cut = text.find("Q:", starts[0]) if starts else -1
-    return [start for start in starts if cut < 0 or start < cut]
+    spans: list[tuple[int, int]] = []
+    for begin, end in sorted(found):  # the prompt's phrase and a variant overlapping it are one sentence
+        if spans and begin < spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((begin, end))
+    if task in ("multiple_choice", "arithmetic") and spans:
+        cut = text.find("Q:", spans[0][0])
+        spans = [span for span in spans if cut < 0 or span[0] < cut]
+    return spans
 
 
 def _shown_sentence(text: str, start: int, end: int) -> str:
@@ -489,72 +539,102 @@ def _shown_sentence(text: str, start: int, end: int) -> str:
     return line if len(line) <= 80 else f"{line[:77]}..."
 
 
-def _one_choice_of_several(
-    text: str, starts: Sequence[int], choices: Sequence[str]
-) -> tuple[PalmOutput, str]:
-    """The DSS rule's output for the multiple-choice ``text`` (prepared as :func:`_choice_answer_starts`
-    reads it) holding answer sentences at ``starts`` (two or more), and why it is refused ("" when it is not).
+# what stands before an answer sentence that is parsed on its own (_given_answer): the DSS rules read an answer
+# sentence with no reasoning before it as giving no answer where its label is only a letter ("Answer: (b)")
+_STAND_IN_RATIONALE = "Some reasoning."
 
-    Each sentence is parsed on its own, after the text before the first (:func:`_dss_parse_one`, every check
-    included): when all give the same choice (``So the answer is (b) refrigerator.`` then ``Answer: (b)``)
-    the answer is the first sentence's, with the text before it as the rationale; otherwise (a teacher that
-    corrects itself: ``(a) home.`` then ``Wait, the correct answer is (b) car.``) the text is refused, naming
-    each sentence and what it gives, never read as one of them.
+
+def _given_answer(task: str, sentence: str, choices: Sequence[str]) -> tuple[str, str]:
+    """What the answer ``sentence`` of ``task`` gives, parsed on its own (:func:`_dss_parse_one`, every check
+    included, after a stand-in rationale): the DSS rule's label, and that label normalised (both "" for
+    none). ``sentence`` opens with the prompt's phrase and runs to the next answer sentence.
+
+    For arithmetic, a sentence whose answer the SVAMP rule does not read, as it has no parentheses (``The
+    answer is 7.``), gives its whole answer normalised (:func:`_whole_answer`) and no label: its value can
+    confirm, or contradict, another sentence's, but is no answer by the rule.
+
+    Examples:
+        >>> _given_answer("multiple_choice", "So the answer is: (b)\\n\\nA fridge is cold.", ["oven", "fridge"])
+        ('fridge', 'fridge')
+        >>> _given_answer("arithmetic", "The answer is 7.", [])
+        ('', '7')
+    """
+    output, refusal = _dss_parse_one(task, f"{_STAND_IN_RATIONALE}\n{sentence}", choices)
+    if refusal:
+        return "", ""
+    answer = normalise_answer(task, output.label)
+    if answer or task != "arithmetic":
+        return (output.label if answer else ""), answer
+    line = _close_answer_line(_plain(sentence, task), _ANSWER_PHRASE[task])
+    return "", normalise_answer(task, _whole_answer(line))
+
+
+# a heading that opens the reasoning after an answer given first: "Explanation:", "Reasoning:", "Reason:",
+# "Rationale:", in any case
+_REASONING_HEADING = re.compile(r"\A(?:explanation|reasoning|reason|rationale)\s*:\s*", re.IGNORECASE)
+
+
+def _reasoning_of_several(task: str, text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """The rationale of ``text`` (:func:`_where_answers_are_read`), whose answer sentences at ``spans`` (two
+    or more, :func:`_answer_spans`) agree: the text before the first, as the DSS rule reads it (a few-shot
+    answer marker, such as ``A:``, opening it removed); where that is empty (the answer given first), the
+    text from the first answer sentence's line's end to the next answer sentence, without a heading opening
+    it (:data:`_REASONING_HEADING`). "" when neither holds any.
+
+    Examples:
+        >>> text = "Answer: (b)\\n\\n**Why:** Cold. So the answer is (b)."
+        >>> _reasoning_of_several("multiple_choice", text, _answer_spans("multiple_choice", text))
+        '**Why:** Cold.'
+        >>> text = "Answer: (b)\\n\\nExplanation: Cold. So the answer is (b)."
+        >>> _reasoning_of_several("multiple_choice", text, _answer_spans("multiple_choice", text))
+        'Cold.'
+    """
+    before = _without_leading_answer_marker(task, text[: spans[0][0]]).strip()
+    if before:
+        return before
+    line_end = text.find("\n", spans[0][1])
+    between = text[line_end : spans[1][0]].strip() if 0 <= line_end < spans[1][0] else ""
+    return _REASONING_HEADING.sub("", between, count=1)
+
+
+def _one_answer_of_several(
+    task: str, text: str, spans: Sequence[tuple[int, int]], choices: Sequence[str]
+) -> tuple[PalmOutput, str]:
+    """The DSS rule's output for ``text`` (:func:`_where_answers_are_read`) holding answer sentences at
+    ``spans`` (two or more, :func:`_answer_spans`), and why it is refused ("" when it is not).
+
+    Each sentence is parsed on its own (:func:`_given_answer`). When all give the same answer (compared by
+    :func:`answer_key`: for arithmetic, by value), that is the answer: the first label the rule reads, with
+    the reasoning as the rationale (:func:`_reasoning_of_several`); for arithmetic, sentences whose answer
+    the rule does not read alone give none (``The answer is 7.`` twice). Otherwise (a teacher that corrects
+    itself: ``(a) home.`` then ``Wait, the correct answer is (b) car.``) the text is refused, naming each
+    sentence and what it gives, never read as one of them.
 
     Examples:
         >>> text = "Cars. So the answer is (a) home.\\nNo, the correct answer is (b) car."
-        >>> reason = _one_choice_of_several(text, _choice_answer_starts(text), ["home", "car"])[1]
-        >>> reason.removeprefix("the text holds 2 answer sentences that do not all name the same choice ")
+        >>> reason = _one_answer_of_several("multiple_choice", text, _answer_spans("multiple_choice", text),
+        ...                                 ["home", "car"])[1]
+        >>> reason.removeprefix("the text holds 2 answer sentences that do not all give the same answer ")
         "('So the answer is (a) home.' gives 'home', 'the correct answer is (b) car.' gives 'car')"
-        >>> text = "Cold. So the answer is (b) car.\\nAnswer: (b)"
-        >>> _one_choice_of_several(text, _choice_answer_starts(text), ["home", "car"])
-        (PalmOutput(rationale='Cold.', label='car'), '')
-    """
-    ends = [*starts[1:], len(text)]
-    rationale = text[: starts[0]].rstrip()
-    parsed = []  # (output, refusal, normalised label) of each sentence after the rationale
-    for index, (start, end) in enumerate(zip(starts, ends)):
-        # on a line of its own after the rationale, so that "Answer:" still opens a line
-        alone = text[:end] if index == 0 else f"{rationale}\n{text[start:end]}"
-        output, refusal = _dss_parse_one("multiple_choice", alone, choices)
-        label = "" if refusal else normalise_answer("multiple_choice", output.label)
-        parsed.append((output, refusal, label))
-    labels = [label for _, _, label in parsed]
-    if labels[0] and all(label == labels[0] for label in labels):
-        return parsed[0][0], ""
-    said = ", ".join(
-        f"{_shown_sentence(text, start, end)!r} " + (f"gives {label!r}" if label else "gives no answer")
-        for start, end, label in zip(starts, ends, labels)
-    )
-    return PalmOutput("", ""), (
-        f"the text holds {len(starts)} answer sentences that do not all name the same choice ({said})"
-    )
-
-
-def _answer_sentences(task: str, text: str) -> list[str]:
-    """The answer sentences of ``task`` (not multiple_choice) that the prepared ``text`` (chat phrases
-    rewritten, :func:`_plain`; cut at a next example's ``Q:`` but for nli) holds where its DSS rule reads
-    it: before the first ``Premise:`` (nli, generic: the ANLI rule), or with the text from a ``Q:`` after the
-    first answer sentence on cut off (arithmetic: the SVAMP rule). Each is shown by its line from the phrase
-    on, up to the next sentence. The rule refuses a text holding two, which the cut after the first one's
-    line would hide when the second is on a later line.
-
-    Examples:
-        >>> _answer_sentences("nli", "No link. So the answer is neutral.\\nSo the answer is entailment.")
-        ['So the answer is neutral.', 'So the answer is entailment.']
-        >>> _answer_sentences("arithmetic", "Add. The answer is (3 + 4).\\nQ: and? The answer is (5).")
-        ['The answer is (3 + 4).']
+        >>> text = "3 + 4 is 7. The answer is (3 + 4).\\nThat is, the answer is 7."
+        >>> _one_answer_of_several("arithmetic", text, _answer_spans("arithmetic", text), [])
+        (PalmOutput(rationale='3 + 4 is 7.', label='(3 + 4)'), '')
     """
     phrase = _ANSWER_PHRASE[task]
-    start = text.find(phrase)
-    if start < 0:
-        return []
-    if task == "arithmetic":
-        text = text[:start] + text[start:].split("Q:")[0]
-    else:
-        text = text.split("Premise:")[0]
-    starts = [found.start() for found in re.finditer(re.escape(phrase), text)]
-    return [_shown_sentence(text, begin, end) for begin, end in zip(starts, [*starts[1:], len(text)])]
+    ends = [begin for begin, _ in spans[1:]] + [len(text)]
+    # each sentence opening with the prompt's phrase, so that _plain rewrites nothing else in it
+    given = [_given_answer(task, phrase + text[stop:end], choices) for (_, stop), end in zip(spans, ends)]
+    keys = [answer_key(task, answer) if answer else "" for _, answer in given]
+    if keys[0] and all(key == keys[0] for key in keys):
+        label = next((label for label, _ in given if label), "")
+        return PalmOutput(_reasoning_of_several(task, text, spans) if label else "", label), ""
+    said = ", ".join(
+        f"{_shown_sentence(text, start, end)!r} " + (f"gives {answer!r}" if answer else "gives no answer")
+        for (start, _), end, (_, answer) in zip(spans, ends, given)
+    )
+    return PalmOutput("", ""), (
+        f"the text holds {len(spans)} answer sentences that do not all give the same answer ({said})"
+    )
 
 
 # a line that opens with an option's label: "(b) ...", "(b): ...", "B: ...", "B. ...", "B) ..."
@@ -943,7 +1023,7 @@ def _opens_with_choice_then_prose(body: str, named_choice: tuple[int, int] | Non
 # a word that negates, in any case: "not", "never", "neither", "nor", "none", "cannot", or one ending in "n't" or
 # "n’t" ("doesn't"; "So the answer isn't" leaves "n't" right after the answer phrase). "no" is left out: it opens
 # many choices ("no legs", "have no home") and seldom negates an answer
-_NEGATION = re.compile(r"\b(?:not|never|neither|nor|none|cannot)\b|\w*n['’]t\b", re.IGNORECASE)
+_NEGATION = re.compile(rf"\b(?:{_NEGATING_WORDS})\b|\w*n['’]t\b", re.IGNORECASE)
 
 
 def _negation(answer: str, choices: Sequence[str]) -> str:
@@ -1032,15 +1112,26 @@ def _without_separator(text: str, keys: Sequence[str], letter_key: str = "") -> 
 _ANSWER_END = re.compile(r"=|\.(?:\s|$)")
 
 
+def _whole_answer(text: str) -> str:
+    """The whole arithmetic answer in the prepared ``text``: what follows its ``The answer is``, up to a
+    ``Q:`` (the DSS rule's cut, after the answer only: a ``Q:`` in the reasoning is part of it), an ``=`` or
+    the sentence's end.
+
+    Examples:
+        >>> _whole_answer("Half. The answer is (50 - 12) / 2 = 19.")
+        '(50 - 12) / 2'
+    """
+    tail = text.split(_ANSWER_PHRASE["arithmetic"], 1)[1].split("Q:")[0]
+    return _ANSWER_END.split(tail, maxsplit=1)[0].strip()
+
+
 def _whole_expression(text: str, output: PalmOutput) -> PalmOutput:
     """The SVAMP rule keeps only the parenthesised part of ``The answer is (50 - 12) / 2.``: ``(50 - 12)``, a
-    different value. When the whole answer (up to an ``=`` or the sentence's end) is an expression, it is
-    the label, parenthesised."""
+    different value. When the whole answer (:func:`_whole_answer`) is an expression, it is the label,
+    parenthesised."""
     if not output.parsed:
         return output
-    # the DSS rule's cut at "Q:", after the answer only: a "Q:" in the reasoning is part of it
-    tail = text.split("The answer is", 1)[1].split("Q:")[0]
-    answer = _ANSWER_END.split(tail, maxsplit=1)[0].strip()
+    answer = _whole_answer(text)
     if answer == output.label or safe_eval_arithmetic(answer) is None:
         return output
     return PalmOutput(output.rationale, f"({answer})")
