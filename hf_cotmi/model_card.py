@@ -191,20 +191,29 @@ def cached_snapshot_repo_id(folder: str | os.PathLike[str]) -> str | None:
 
 
 def card_base_model(name_or_path: str | None) -> tuple[str | None, str | None]:
-    """What the card says a student was fine-tuned from, given the name or path its config records
+    r"""What the card says a student was fine-tuned from, given the name or path its config records
     (``config._name_or_path``): ``(base_model, local_base_model)``.
 
-    - a Hub name: ``(name, None)``: the metadata's ``base_model``, linked in the card;
-    - a folder of the Hugging Face cache: ``(its repository id, None)`` (:func:`cached_snapshot_repo_id`);
-    - any other folder, or a path (absolute, ``./``, ``../``) that is none here: ``(None, its base name)``.
-      A folder is no Hub id, and its path would leak the directory layout and break the card's link; the
-      card names the folder's base name only, and ``base_model`` stays out of the metadata;
+    - a folder of the Hugging Face cache: ``(its repository id, None)`` (:func:`cached_snapshot_repo_id`),
+      also through a link to it (its real path is read);
+    - any other folder here: ``(None, its base name)``. A folder is no Hub id, and its path would leak the
+      directory layout and break the card's link; the card names the folder's base name only, and
+      ``base_model`` stays out of the metadata;
+    - a path that is no folder here (moved, or relative to another working folder) and cannot be a Hub id:
+      ``(None, its base name)`` too. These are the absolute paths (``/...``, ``C:\...``), those starting
+      with ``./`` or ``../``, and any with a backslash, a second ``/``, or another character a repository id
+      cannot hold (``huggingface_hub.utils.validate_repo_id``);
+    - any other name (``t5-small``, ``org/name``, and so also a relative ``models/t5-small`` that is no
+      folder here, which ``from_pretrained`` would take for a Hub id as well): ``(name, None)``, the
+      metadata's ``base_model``, linked in the card;
     - nothing (a model built from a config): ``(None, None)``.
 
     Examples:
         >>> card_base_model("google-t5/t5-small")
         ('google-t5/t5-small', None)
         >>> card_base_model("/home/me/models/t5-small")
+        (None, 't5-small')
+        >>> card_base_model("C:\\Users\\me\\t5-small")
         (None, 't5-small')
         >>> card_base_model("/home/me/.cache/huggingface/hub/models--google-t5--t5-small/snapshots/" + "a" * 40)
         ('google-t5/t5-small', None)
@@ -215,6 +224,8 @@ def card_base_model(name_or_path: str | None) -> tuple[str | None, str | None]:
     if not name_or_path:
         return None, None
     repo_id = cached_snapshot_repo_id(name_or_path)
+    if repo_id is None and os.path.isdir(name_or_path):  # a link to a cache folder is one too
+        repo_id = cached_snapshot_repo_id(os.path.realpath(name_or_path))
     if repo_id is not None:
         return repo_id, None
     if not os.path.isdir(name_or_path):
@@ -223,7 +234,8 @@ def card_base_model(name_or_path: str | None) -> tuple[str | None, str | None]:
             return name_or_path, None
         except HFValidationError:
             pass  # a path that is no folder here (moved, or read from another working folder)
-    return None, os.path.basename(os.path.normpath(name_or_path)) or None
+    # a Windows path (adapters trained there name their base folder so) ends at its last backslash too
+    return None, os.path.basename(os.path.normpath(name_or_path.replace("\\", "/"))) or None
 
 
 # Kept for code that imported the BibTeX strings directly.

@@ -42,6 +42,7 @@ from .student_types import resolve_student_type
 from .students import (
     HubFileUnreachable,
     Student,
+    _model_source,
     check_model_folder,
     input_length_limit,
     load_student,
@@ -1663,7 +1664,8 @@ def run_evaluation(
 
     Returns:
         :func:`hf_cotmi.evaluate_calibration`'s dict plus ``"split"``, ``"dataset"``, ``"model"``, ``"task"``,
-        and ``"base_model"`` when it is given.
+        and ``"base_model"`` when it is given (a local folder by its absolute path: a folder ``./gpt2``
+        recorded as ``gpt2`` would read as the Hub's ``gpt2``).
 
     Examples:
         >>> # run_evaluation("demo-out", DataArguments(), EvaluationArguments())["accuracy"]
@@ -1722,7 +1724,7 @@ def run_evaluation(
     )
     report.update(split=split, dataset=data.name, model=model_path, task=spec.metric)
     if base_model is not None:
-        report["base_model"] = base_model
+        report["base_model"] = _model_source(os.fspath(base_model))
     run_limit = _recorded_limit(sidecar, split, data_args, explicit_options)
     if from_sidecar and run_limit is not None:
         report["run_max_samples"] = run_limit  # the run's cut applied: evaluate reproduces its figures

@@ -16,7 +16,9 @@ Examples:
 from __future__ import annotations
 
 import logging
+import ntpath
 import os
+import posixpath
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -872,14 +874,29 @@ def _merged(model: Any, folder: str, causal: bool) -> Any:
     return model.merge_and_unload()
 
 
+def _is_absolute_path(path: str) -> bool:
+    r"""Whether ``path`` is absolute on POSIX or on Windows: adapters name their base folder as the machine
+    that trained them wrote it, which may be the other kind of machine (``C:\Users\me\t5-small``,
+    ``C:/Users/me/t5-small`` and ``\\server\share\t5-small`` are absolute on Linux too).
+
+    Examples:
+        >>> [_is_absolute_path(p) for p in ("/home/me/t5", "C:\\me\\t5", "C:/me/t5", "runs/t5", "t5-small")]
+        [True, True, True, False, False]
+    """
+    return posixpath.isabs(path) or ntpath.isabs(path)
+
+
 def _base_model_missing(base: str) -> bool:
-    """Whether the base model ``base`` that adapters name cannot be found: it is no folder here, and no Hub
+    """Whether the base model ``base`` that adapters name cannot be found: it is no folder here, and (unless
+    it is an absolute path, :func:`_is_absolute_path`, which names a folder, never a Hub repository) no Hub
     repository with a ``config.json`` (offline: none in the cache; a repository the Hub refuses, or whose
     ``config.json`` neither the Hub nor the cache can provide, counts as missing)."""
     from transformers import CONFIG_NAME
 
     if os.path.isdir(base):
         return False
+    if _is_absolute_path(base):
+        return True
     try:
         return model_file(base, CONFIG_NAME) is None
     except (HubFileUnreachable, CLIUsageError):
@@ -911,7 +928,7 @@ def _adapter_base_error(
     named = f"could not load the model {folder!r}: it holds LoRA adapters whose base model {base!r} "
     named += f"(base_model_name_or_path in its {ADAPTER_CONFIG})"
     given = "give --base-model the base model's Hub name or its folder here"
-    if os.path.isabs(base):  # peft wrote the folder training started from, on the machine it ran on
+    if _is_absolute_path(base):  # peft wrote the folder training started from, on the machine it ran on
         missing = f"{named} is no folder on this machine: it is where the base model was when the adapters were trained"
         if inference:
             return CLIUsageError(f"{missing}. {given[0].upper()}{given[1:]}, or put the base model there")

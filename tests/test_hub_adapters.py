@@ -202,6 +202,39 @@ def test_an_adapter_repo_whose_base_folder_was_on_another_machine_says_how_to_lo
 QUESTION = "tom has 2 apples . how many ?"
 
 
+@pytest.mark.parametrize(
+    "windows_base",
+    ["C:\\Users\\me\\models\\t5-small", "C:/Users/me/models/t5-small", "\\\\server\\models\\t5-small"],
+    ids=["backslashes", "slashes", "unc"],
+)
+def test_a_windows_absolute_base_folder_is_said_to_be_on_another_machine(
+    lora_run, tmp_path, monkeypatch, windows_base
+):
+    """Adapters trained on Windows name their base folder as Windows wrote it: on Linux that is no relative
+    path to run from elsewhere, nor a Hub name to look up (no Hub request is made for it), but where the
+    base model was on the machine that trained them."""
+    from hf_cotmi import students
+
+    folder = _adapters_without(lora_run, tmp_path / "from-windows", (), base=windows_base)
+    looked_up = []
+    real_model_file = students.model_file
+
+    def spy(path: str, *args, **kwargs):
+        looked_up.append(path)
+        return real_model_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(students, "model_file", spy)
+    with pytest.raises(CLIUsageError) as error:
+        load_student(str(folder), for_inference=True, device="cpu")
+    assert str(error.value) == (
+        f"could not load the model {str(folder)!r}: it holds LoRA adapters whose base model {windows_base!r} "
+        f"(base_model_name_or_path in its {ADAPTER_CONFIG}) is no folder on this machine: it is where the base "
+        "model was when the adapters were trained. Give --base-model the base model's Hub name or its folder "
+        "here, or put the base model there"
+    ), error.value
+    assert windows_base not in looked_up, looked_up
+
+
 def _prediction(capsys, *options: str) -> dict:
     """What ``hf-cotmi predict --jsonl`` with ``options`` answers for :data:`QUESTION`."""
     code, stdout, err = run(capsys, "predict", *options, "--jsonl", QUESTION)
@@ -297,9 +330,23 @@ def test_load_student_and_the_pipeline_take_base_model(
         base_model=relative,
     )
     metrics = json.loads((lora_run / "results.json").read_text())["metrics"]
-    assert report["base_model"] == relative
+    # the folder by its absolute path: as typed, a folder here named like a Hub model ("gpt2") read as that
+    assert report["base_model"] == tiny_student_dir != relative
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert report["ece"] == pytest.approx(metrics["test_ece"], abs=1e-6)
+    # a Hub name is recorded as it is
+    cache_repository(hub_cache, Path(tiny_student_dir), repo="me/tiny-base")
+    report = run_evaluation(
+        REPO,
+        DataArguments(),
+        EvaluationArguments(),
+        device="cpu",
+        plot_file=str(tmp_path / "d.png"),
+        disable_tqdm=True,
+        base_model="me/tiny-base",
+    )
+    assert report["base_model"] == "me/tiny-base"
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
 
 
 @pytest.mark.parametrize("own_tokenizer", [True, False], ids=["adapters-tokenizer", "no-tokenizer"])

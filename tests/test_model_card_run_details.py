@@ -208,6 +208,32 @@ def test_the_card_names_hub_ids_and_never_a_path(tmp_path):
     assert card_base_model(f"/nowhere/models--org--name/snapshots/{COMMIT}") == ("org/name", None)
 
 
+def test_a_link_to_a_cache_folder_names_its_hub_repository(tmp_path):
+    """A link to a snapshot folder of the Hugging Face cache gave (None, 'linked'): the link's own path is not
+    in the cache's layout, the folder it points to is."""
+    snapshot = tmp_path / "hub" / "models--google-t5--t5-small" / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (tmp_path / "linked").symlink_to(snapshot, target_is_directory=True)
+    assert card_base_model(str(tmp_path / "linked")) == ("google-t5/t5-small", None)
+    (tmp_path / "plain").mkdir()  # a link to any other folder is named by the link, as a folder is
+    (tmp_path / "also-plain").symlink_to(tmp_path / "plain", target_is_directory=True)
+    assert card_base_model(str(tmp_path / "also-plain")) == (None, "also-plain")
+
+
+def test_a_relative_path_that_could_be_a_hub_id_is_one_unless_it_is_a_folder_here(tmp_path, monkeypatch):
+    """``models/t5-small`` is a valid repository id (as ``from_pretrained`` takes it when no such folder is
+    here), so it stays the card's ``base_model``; as a folder here, or spelled ``./models/t5-small``, or a
+    Windows path, it is a path, named by its base name only."""
+    monkeypatch.chdir(tmp_path)
+    assert card_base_model("models/t5-small") == ("models/t5-small", None)
+    assert card_base_model("./models/t5-small") == (None, "t5-small")
+    assert card_base_model("models\\t5-small") == (None, "t5-small")
+    assert card_base_model("C:\\Users\\me\\t5-small") == (None, "t5-small")
+    assert card_base_model("C:/Users/me/t5-small") == (None, "t5-small")
+    (tmp_path / "models" / "t5-small").mkdir(parents=True)
+    assert card_base_model("models/t5-small") == (None, "t5-small")
+
+
 def _student_from(folder: Path, tmp_path: Path, tiny_tokenizer) -> DSSMITrainer:
     """A trainer of a tiny T5 saved to and loaded from ``folder``, writing to ``tmp_path / "out"``."""
     build_tiny_seq2seq(tiny_tokenizer, "t5", d_model=16, num_layers=1, num_heads=2, d_ff=32).save_pretrained(

@@ -28,7 +28,7 @@ import pytest
 
 from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer, generate_rationales, load_cot_dataset
 from hf_cotmi.cli import main
-from hf_cotmi.teacher import LocalCausalBackend, RetryPolicy, TeacherRequestError
+from hf_cotmi.teacher import LocalCausalBackend, OpenAICompatibleBackend, RetryPolicy, TeacherRequestError
 from hf_cotmi.teacher.command import generate_rationales_command
 from hf_cotmi.teacher.serve import served_by_transformers
 from hf_cotmi.teacher.store import SettingsMismatchError
@@ -690,16 +690,32 @@ def test_request_timeout_limits_the_whole_request_not_the_wait_for_each_byte(tmp
             generate_rationales(inputs, tmp_path / "once.jsonl", base_url=server.url, max_retries=0, **common)
 
 
-def test_an_infinite_request_timeout_waits_for_a_slow_reply(tmp_path):
-    """``request_timeout=math.inf`` (no limit) failed every request with 'OverflowError: timestamp out of range'."""
+@pytest.mark.parametrize(
+    "request_timeout", [float("inf"), threading.TIMEOUT_MAX + 1, 1e10], ids=["inf", "above-max", "1e10"]
+)
+def test_an_infinite_request_timeout_waits_for_a_slow_reply(tmp_path, request_timeout):
+    """``request_timeout=math.inf`` (no limit) failed every request with 'OverflowError: timestamp out of range',
+    and so did a finite one above ``threading.TIMEOUT_MAX`` (longer than any wait takes): both are no limit."""
     inputs = tmp_path / "in.jsonl"
     write_inputs(inputs, 1)
     with FaultServer({1: "drip-body"}, drip=0.05, drip_bytes=10) as server:
         summary = generate_rationales(
             inputs, tmp_path / "out.jsonl", base_url=server.url, model="m", task="arithmetic",
-            request_timeout=float("inf"), max_retries=0, progress=False,
+            request_timeout=request_timeout, max_retries=0, progress=False,
         )  # fmt: skip
     assert summary.complete and summary.written == 1 and summary.retries == 0
+
+
+def test_a_retry_wait_longer_than_any_wait_takes_still_ends_when_cancelled():
+    """A server's ``Retry-After`` above ``threading.TIMEOUT_MAX`` s, honoured in full with
+    ``max_retry_after=inf``, made the retry's wait fail with OverflowError instead of waiting (until
+    cancelled, as Ctrl-C or a write error does)."""
+    backend = OpenAICompatibleBackend("http://127.0.0.1:9/v1", "m")
+    threading.Timer(0.2, backend.cancel).start()
+    started = time.monotonic()
+    with pytest.raises(TeacherRequestError, match="cancelled while waiting to retry"):
+        backend._wait_unless_cancelled(threading.TIMEOUT_MAX * 2)
+    assert time.monotonic() - started < 10
 
 
 def _recorded_replies(out: Path) -> dict | None:
@@ -745,6 +761,28 @@ def test_a_rerun_against_a_server_running_another_model_is_refused_and_the_outpu
     assert summary.complete and summary.resumed == 2
     assert _recorded_replies(out) == {"model": "another-model", "base_url": second.url}
     assert out.read_bytes().startswith(before)
+
+
+def test_after_a_forced_mix_the_refusal_says_which_records_the_recorded_model_made(tmp_path):
+    """After --force appended model B's replies to two records of model A's, a rerun against A was told
+    "the records in out.jsonl come from replies naming model 'B'", though two of the three came from A."""
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inputs, 4)
+    common = {"model": "tgi", "task": "arithmetic", "concurrency": 1, "progress": False}
+    with FaultServer(reply_model="A") as first:
+        generate_rationales(inputs, out, base_url=first.url, max_records=2, **common)
+    with FaultServer(reply_model="B") as forced:
+        generate_rationales(inputs, out, base_url=forced.url, max_records=3, force=True, **common)
+    assert _recorded_replies(out) == {"model": "B", "base_url": forced.url}
+    assert len(lines(out)) == 3
+    with FaultServer(reply_model="A") as again:
+        with pytest.raises(SettingsMismatchError) as caught:
+            generate_rationales(inputs, out, base_url=again.url, **common)
+    said = str(caught.value)
+    assert said.startswith(
+        f"{out}: the server at {again.url} replies as model 'A', but the latest records in {out} come from "
+        f"replies naming model 'B' (recorded in {out}.settings.json, from {forced.url}): "
+    ), said
 
 
 def test_a_reply_naming_another_model_mid_run_stops_the_run_and_is_not_written(tmp_path):

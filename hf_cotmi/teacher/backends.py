@@ -23,7 +23,6 @@ import functools
 import ipaddress
 import json
 import logging
-import math
 import os
 import random
 import threading
@@ -163,8 +162,8 @@ class OpenAICompatibleBackend:
         concurrency: requests in flight at once.
         request_timeout: seconds a request may take in all (connecting, the server's generation, the whole
             reply) before it counts as timed out and is retried; a reply still coming in then is not waited
-            for (its connection closes when the server ends it, or is silent for as long). ``math.inf``: no
-            limit.
+            for (its connection closes when the server ends it, or is silent for as long). ``math.inf``, or
+            anything above ``threading.TIMEOUT_MAX`` (some 292 years; waits take no longer): no limit.
         retry_policy: backoff and number of retries.
         stop: stop sequences sent with each request (None: none).
 
@@ -233,8 +232,8 @@ class OpenAICompatibleBackend:
             max_retries=0,
             # the client's timeout limits each wait (to connect, for the next bytes of the reply), not the whole
             # request, which _once limits; it also ends a request given up on that the server keeps silent on.
-            # None: no limit (a socket takes no infinite timeout)
-            timeout=request_timeout if math.isfinite(request_timeout) else None,
+            # None: no limit (a socket takes no infinite timeout, nor one above threading.TIMEOUT_MAX)
+            timeout=_wait_timeout(request_timeout),
             http_client=http_client,
         )
 
@@ -391,7 +390,7 @@ class OpenAICompatibleBackend:
             self._cancelled.clear()
 
     def _wait_unless_cancelled(self, seconds: float) -> None:
-        if self._cancelled.wait(seconds):
+        if self._cancelled.wait(_wait_timeout(seconds)):  # Retry-After with max_retry_after=inf: any length
             raise TeacherRequestError("cancelled while waiting to retry")
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
@@ -429,13 +428,25 @@ class OpenAICompatibleBackend:
         return texts
 
 
+def _wait_timeout(seconds: float) -> float | None:
+    """``seconds`` as the timeout of a wait (a socket's, a thread's): None, no limit, for ``math.inf`` and for
+    anything above ``threading.TIMEOUT_MAX`` (some 292 years), which such waits refuse with OverflowError.
+
+    Examples:
+        >>> _wait_timeout(120.0), _wait_timeout(float("inf")), _wait_timeout(1e10)
+        (120.0, None, None)
+    """
+    return seconds if seconds <= threading.TIMEOUT_MAX else None
+
+
 class _DeadlinePassed(Exception):
     """The function given to :func:`_call_with_deadline` had not returned by its deadline."""
 
 
 def _call_with_deadline(function: Callable[[], Any], seconds: float, name: str) -> Any:
     """``function()``, run in a daemon thread named ``name``: its result or its error, or ``_DeadlinePassed``
-    when it has not returned within ``seconds`` (``math.inf``: no deadline).
+    when it has not returned within ``seconds`` (``math.inf``, or above ``threading.TIMEOUT_MAX``: no
+    deadline, :func:`_wait_timeout`).
 
     The HTTP client's timeout limits each wait for the next bytes, so a server sending a byte now and then
     keeps a request going for as long as it likes; this limits the whole of it. A call given up on is not
@@ -460,7 +471,7 @@ def _call_with_deadline(function: Callable[[], Any], seconds: float, name: str) 
             future.set_exception(error)
 
     threading.Thread(target=run, name=name, daemon=True).start()
-    finished, _ = wait([future], timeout=seconds if math.isfinite(seconds) else None)
+    finished, _ = wait([future], timeout=_wait_timeout(seconds))
     if not finished:
         raise _DeadlinePassed
     return future.result()

@@ -125,7 +125,8 @@ class GenerateRationalesArguments:
     request_timeout: float = field(
         default=120.0,
         metadata={"help": "Seconds a server request may take in all (connecting, the teacher's generation, the "
-                  "whole reply) before it is given up on and retried (inf: no limit)."},
+                  "whole reply) before it is given up on and retried (inf, or above threading.TIMEOUT_MAX, "
+                  "some 292 years: no limit)."},
     )  # fmt: skip
     max_retries: int = field(
         default=6,

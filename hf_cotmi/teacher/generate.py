@@ -988,7 +988,8 @@ def generate_rationales(
         api: ``chat`` (chat template of the server or model) or ``completions`` (raw prompt).
         api_key_env: environment variable with the server's API key (never logged or written).
         request_timeout: seconds a server request may take in all (connecting, the teacher's generation,
-            the whole reply) before it is given up on and retried (``math.inf``: no limit).
+            the whole reply) before it is given up on and retried (``math.inf``, or above
+            ``threading.TIMEOUT_MAX``, some 292 years: no limit).
         max_retries: retries per request (timeouts, connection errors, 429, 5xx).
         max_retry_after: longest wait, in seconds, that a server's ``Retry-After`` can ask for; a longer
             one is capped to it, with a warning (``math.inf``: wait as long as the server asks).

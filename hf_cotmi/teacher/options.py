@@ -93,7 +93,8 @@ def check_positive(name: str, value: object) -> None:
 
 
 def check_request_timeout(request_timeout: float) -> None:
-    """Refuse a server request timeout that is not above 0 seconds (NaN included).
+    """Refuse a server request timeout that is not above 0 seconds (NaN included). ``math.inf``, and any
+    value above ``threading.TIMEOUT_MAX`` (some 292 years, longer than a wait can take), is no limit.
 
     Raises:
         ValueError: ``request_timeout`` is not > 0.

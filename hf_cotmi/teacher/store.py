@@ -69,8 +69,9 @@ SETTINGS_FIELD = "teacher_settings_id"
 
 REPLIES_FIELD = "server_replies"
 """The key of ``<output>.settings.json`` holding what a server teacher's replies said: ``model``, the model
-name they report (their ``model`` field), and ``base_url``, the API root they came from (without credentials
-or query; for information). It is no setting: neither hashed into the lines nor compared as one. The
+name they report (their ``model`` field; once ``--force`` appended another model's replies, that of the
+latest ones), and ``base_url``, the API root they came from (without credentials or query; for
+information). It is no setting: neither hashed into the lines nor compared as one. The
 model is checked by :class:`ReplyModelCheck`."""
 
 
@@ -487,7 +488,7 @@ class ReplyModelCheck:
         recorded: what :func:`check_settings` returned (None: record the first reply's model).
         base_url: the API root the replies come from (recorded without credentials or query).
         force: append anyway when a reply names another model (``--force``): a warning, and the new model
-            is recorded.
+            is recorded as that of the latest records (which model the earlier ones came from is not kept).
 
     Raises:
         SettingsMismatchError: (when called) a reply names another model than the one recorded, and
@@ -534,8 +535,8 @@ class ReplyModelCheck:
         """Raise the SettingsMismatchError for a reply naming ``model`` (or warn, with ``force``)."""
         came_from = f", from {recorded['base_url']}" if recorded.get("base_url") else ""
         said = (
-            f"{self.output_file}: the server at {self.base_url} replies as model {model!r}, but the records in "
-            f"{self.output_file} come from replies naming model {recorded['model']!r} (recorded in "
+            f"{self.output_file}: the server at {self.base_url} replies as model {model!r}, but the latest records "
+            f"in {self.output_file} come from replies naming model {recorded['model']!r} (recorded in "
             f"{settings_path(self.output_file)}{came_from})"
         )
         if self.force:
