@@ -1481,6 +1481,8 @@ def run_training(
     )
     checkpoint_sidecar = _sidecar_in_checkpoints(lambda: _sidecar(trainer, data, model_args, data_args))
     trainer.add_callback(checkpoint_sidecar)
+    if prefix in features:  # the test phase generates: a length the context cannot hold fails now, not after
+        trainer._check_generation_room()
     print_fn(_describe_training(training_args))
     train_started = time.monotonic()
     try:

@@ -395,7 +395,11 @@ class DSSMITrainer(Seq2SeqTrainer):
       rationales give the label term only. Its terms are means over the whole evaluation set, as the
       training terms are over an optimizer step (token means, and an example mean for MI, over all batches
       and processes), and ``eval_loss`` is their weighted sum: none depends on ``per_device_eval_batch_size``
-      or the number of processes (except ``mi_variant="paper"``'s MI term, below).
+      or the number of processes (except ``mi_variant="paper"``'s MI term, below). Nested DSS batches are
+      scored by the DSS objective itself, not through :meth:`compute_loss`; a flat batch through it. A subclass
+      that overrides :meth:`compute_loss` keeps transformers' ``eval_loss`` (the mean of the batch losses
+      its override returns for flat batches, and of the DSS objective for nested ones, so it depends on the
+      batch size); the ``eval_loss_*`` components are reported as above.
     - ``mi_variant="paper"`` reduces over padded positions too, so its value depends on how far a batch
       is padded; ``"masked"`` does not.
     - With ``predict_with_generate`` evaluation generates labels from the ``predict:`` input; with
@@ -519,7 +523,6 @@ class DSSMITrainer(Seq2SeqTrainer):
         self.model_card_callback = DSSModelCardCallback(self._initial_model_card_data())
         self.add_callback(self.model_card_callback)
         self._prepare_causal_generation()
-        self._check_generation_room()
         # One store of loss components per mode, read and reset by log().
         self._components: dict[str, _ComponentStore] = {"train": _ComponentStore(), "eval": _ComponentStore()}
         self._last_component_step: int | None = None
@@ -624,7 +627,8 @@ class DSSMITrainer(Seq2SeqTrainer):
             >>> # trainer.train(resume_from_checkpoint=True)  # the newest complete checkpoint in output_dir
         """
         self.args.check_loss_weights()
-        self._check_generation_room()
+        if self._evaluation_generates_during_training():
+            self._check_generation_room()
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             from .checkpoints import resolve_resume_checkpoint
 
@@ -1012,9 +1016,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         evaluation context), training otherwise. Training components reach the log that carries ``loss``;
         the end-of-training summary (no ``loss`` key) leaves them for the next one.
         """
-        if self._evaluation_context is not None:
+        if self._evaluation_context is not None:  # the loss components are in logs already (evaluation_loop)
             dataset, prefix, _ = self._evaluation_context
-            logs.update(self._evaluation_components(prefix))
             for callback in self.callback_handler.callbacks:
                 hook = getattr(callback, "evaluation_metrics", None)
                 if callable(hook):
@@ -1152,19 +1155,40 @@ class DSSMITrainer(Seq2SeqTrainer):
             self._sized_eval_sets[id(dataset)] = (dataset, sized)
         return sized
 
-    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
-        """The base loop, gathering predictions, labels and losses with ``gather_for_metrics``.
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> Any:
+        """The base loop, gathering predictions, labels and losses with ``gather_for_metrics``, its metrics with
+        the evaluation loss and its components (:meth:`_evaluation_components`).
 
         ``Seq2SeqTrainer.evaluate`` and ``predict`` switch to ``accelerator.gather``, which keeps the examples
         a distributed sampler repeats to even out the last batch, and transformers 5 no longer cuts the
         gathered arrays back to the dataset's length: under DDP, ``compute_metrics`` (accuracy) and
         ``predict`` would count those examples twice. ``gather_for_metrics`` drops them.
+
+        The components are merged here, before the base ``evaluate``/``predict`` log the metrics or hand them
+        to callbacks (``on_evaluate``, ``on_predict``), so every one of them sees the returned values. A subclass
+        that overrides :meth:`compute_loss` keeps the base loop's ``{prefix}_loss`` (see the class docstring).
         """
         gather = self.accelerator.gather_for_metrics
         if "use_gather_object" in inspect.signature(gather).parameters:
             gather = functools.partial(gather, use_gather_object=self.args.eval_use_gather_object)
         self.gather_function = gather
-        return super().evaluation_loop(*args, **kwargs)
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
+        components = self._evaluation_components(metric_key_prefix)
+        # a subclass's compute_loss: {prefix}_loss stays the base loop's mean of the losses it returned
+        if type(self).compute_loss is not DSSMITrainer.compute_loss:
+            components.pop(f"{metric_key_prefix}_loss", None)
+        output.metrics.update(components)
+        self._components["eval"] = _ComponentStore()
+        return output
 
     @contextlib.contextmanager
     def _evaluation_scope(
@@ -1452,26 +1476,15 @@ class DSSMITrainer(Seq2SeqTrainer):
     def _causal_generation_kwargs(self, gen_kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """``generate`` arguments for a decoder-only student, and the number of new tokens they allow.
 
-        The limit is, first found: ``max_new_tokens``; the passed ``generation_config``'s ``max_new_tokens``
-        (which ``generate`` puts above a ``max_length``); ``max_length`` (``generation_max_length``); then the
-        passed and the model's generation config, their ``max_length`` read as new tokens (it counts the prompt
-        too, and a prompt longer than it would leave no room); else 20. A passed ``generation_config`` is
-        copied with the other generation options set on it, since ``generate`` deprecates getting both.
+        The limit is :meth:`_generation_limit`'s (a ``max_length`` is read as new tokens: it counts the prompt
+        too, and a prompt longer than it would leave no room). A passed ``generation_config`` is copied with the
+        other generation options set on it, since ``generate`` deprecates getting both.
         """
         kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        max_length = kwargs.pop("max_length", None)
+        limit, _ = self._generation_limit(kwargs)
+        kwargs.pop("max_length", None)
         given = kwargs.pop("generation_config", None)
-        model_config = self.model.generation_config
-        limit = (
-            kwargs.pop("max_new_tokens", None)
-            or getattr(given, "max_new_tokens", None)
-            or max_length
-            or getattr(given, "max_length", None)
-            or model_config.max_new_tokens
-            or model_config.max_length
-            or 20
-        )
         kwargs["max_new_tokens"] = limit
         kwargs.setdefault("synced_gpus", _is_deepspeed_zero3() or _is_fsdp(self.model))
         if "eos_token_id" not in kwargs and getattr(given, "eos_token_id", None) is None:
@@ -1519,31 +1532,79 @@ class DSSMITrainer(Seq2SeqTrainer):
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         return stop_at_eos_kwargs(self.model, eos_token_ids(self.model, tokenizer))
 
-    def _check_generation_room(self) -> None:
-        """Refuse generation lengths a decoder-only student's context cannot hold, before any training step.
+    def _generation_limit(self, kwargs: dict[str, Any]) -> tuple[int, str]:
+        """How many new tokens a decoder-only student generates with the ``generate`` options ``kwargs`` (none of
+        them ``None``), and the setting that says so, as :meth:`_causal_generation_kwargs` reads them.
 
-        Such a student generates after its prompt, in one context, so evaluation and :meth:`predict` fail on
-        ``rationale_max_new_tokens`` (with ``output_rationale``), ``generation_max_length`` (read as new
-        tokens) or a ``generation_config`` argument's ``max_new_tokens`` at or above its context length
-        (:func:`hf_cotmi.students.generation_prompt_limit`): found only then, after the whole training run.
-        The error names the argument, its value and the context length.
+        First found: ``max_new_tokens``; the passed ``generation_config``'s ``max_new_tokens`` (which
+        ``generate`` puts above a ``max_length``); ``max_length`` (``generation_max_length``); the passed
+        generation config's ``max_length``; the model's generation config (the ``generation_config`` training
+        argument when one was given) ``max_new_tokens``, else its ``max_length``, read as new tokens; else 20.
+        """
+        given = kwargs.get("generation_config")
+        model_config = self.model.generation_config
+        max_length = kwargs.get("max_length")
+        model_source = (
+            "generation_config" if self.args.generation_config is not None else "model.generation_config"
+        )
+        found = [
+            ("max_new_tokens", kwargs.get("max_new_tokens")),
+            ("generation_config.max_new_tokens", getattr(given, "max_new_tokens", None)),
+            (
+                "generation_max_length" if max_length == self.args.generation_max_length else "max_length",
+                max_length,
+            ),
+            ("generation_config.max_length", getattr(given, "max_length", None)),
+            (f"{model_source}.max_new_tokens", model_config.max_new_tokens),
+            (f"{model_source}.max_length", model_config.max_length),
+        ]
+        for source, value in found:
+            if value:
+                return int(value), source
+        return 20, "the default max_new_tokens"
+
+    def _evaluation_generates_during_training(self) -> bool:
+        """Whether the evaluations ``train()`` runs generate: an ``eval_strategy``, ``predict_with_generate``
+        and predictions kept (:meth:`prediction_step` generates unless ``prediction_loss_only``, which the base
+        ``evaluate`` sets without ``compute_metrics``)."""
+        args = self.args
+        return (
+            args.eval_strategy != "no"
+            and args.predict_with_generate
+            and self.compute_metrics is not None
+            and not args.prediction_loss_only
+        )
+
+    def _check_generation_room(self, gen_kwargs: dict[str, Any] | None = None) -> None:
+        """Refuse generation lengths a decoder-only student's context cannot hold, before they are used.
+
+        Such a student generates after its prompt, in one context, so evaluation that generates fails on a
+        label or rationale generation length at or above its context length
+        (:func:`hf_cotmi.students.generation_prompt_limit`). The lengths are the ones :meth:`evaluate` with
+        ``gen_kwargs`` uses (:meth:`_generation_limit`; ``generation_max_length`` unless ``gen_kwargs`` set a
+        length), and with ``output_rationale`` the rationale's (``rationale_max_new_tokens``, else the same
+        settings without ``max_length``). :meth:`train` calls it when its evaluations generate
+        (:meth:`_evaluation_generates_during_training`), so the error comes before the first step instead of
+        after the whole run. The error names the setting, its value and the context length.
         """
         args = self.args
         if self.model is None or not args.predict_with_generate or self.student_type != "causal":
             return
         from .students import generation_prompt_limit
 
-        asked: list[tuple[str, Any]] = []
-        if args.output_rationale:
-            asked.append(("rationale_max_new_tokens", args.rationale_max_new_tokens))
-        if args.generation_max_length:
-            asked.append(("generation_max_length", args.generation_max_length))
-        elif args.generation_config is not None:  # loaded into the model's generation config by the Trainer
-            asked.append(("generation_config.max_new_tokens", self.model.generation_config.max_new_tokens))
+        kwargs = {k: v for k, v in (gen_kwargs or {}).items() if v is not None}
+        if "max_length" not in kwargs and "max_new_tokens" not in kwargs and args.generation_max_length:
+            kwargs["max_length"] = args.generation_max_length  # as Seq2SeqTrainer.evaluate sets it
+        asked = [self._generation_limit(kwargs)]
+        if args.output_rationale:  # as prediction_step generates the rationales
+            rationale = {k: v for k, v in kwargs.items() if k not in ("max_length", "max_new_tokens")}
+            if args.rationale_max_new_tokens:
+                rationale["max_new_tokens"] = args.rationale_max_new_tokens
+            limit, source = self._generation_limit(rationale)
+            asked.append((limit, "rationale_max_new_tokens" if source == "max_new_tokens" else source))
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        for argument, value in asked:
-            if value is not None:
-                generation_prompt_limit(self.model, tokenizer, int(value), argument=argument)
+        for limit, source in asked:
+            generation_prompt_limit(self.model, tokenizer, limit, argument=source)
 
     def _prepare_causal_generation(self) -> None:
         """A decoder-only student's generation config pads with the tokenizer's pad id (EOS as a fallback)."""
@@ -1591,8 +1652,6 @@ class DSSMITrainer(Seq2SeqTrainer):
         test_dataset = self._sized_when_read_in_parts(test_dataset)
         with self._evaluation_scope(test_dataset, metric_key_prefix, gen_kwargs):
             output = super().predict(test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
-            # the base predict() never calls log(), where evaluate() gets its components
-            output.metrics.update(self._evaluation_components(metric_key_prefix))
         if (
             self.args.output_rationale
             and isinstance(output.predictions, tuple)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import training_arguments
+from conftest import RecordingMetrics, training_arguments
 from datasets import Dataset
 from transformers import GenerationConfig
 
@@ -108,51 +108,9 @@ def test_too_many_new_tokens_is_a_clear_error(tokenizer, model):
         generate_texts(model, tokenizer, ["w1"], prefix="", max_new_tokens=70)
 
 
-@pytest.mark.parametrize(
-    "settings, argument, value",
-    [
-        (dict(output_rationale=True, rationale_max_new_tokens=CONTEXT), "rationale_max_new_tokens", CONTEXT),
-        (dict(output_rationale=True, rationale_max_new_tokens=256), "rationale_max_new_tokens", 256),
-        (dict(generation_max_length=CONTEXT + 1), "generation_max_length", CONTEXT + 1),
-        (
-            dict(generation_max_length=None, generation_config=GenerationConfig(max_new_tokens=CONTEXT)),
-            "generation_config.max_new_tokens",
-            CONTEXT,
-        ),
-    ],
-    ids=["rationale-at-the-context", "rationale-default", "generation-max-length", "generation-config"],
-)
-def test_generation_lengths_the_context_cannot_hold_are_refused_before_training(
-    tmp_path, tokenizer, model, settings, argument, value
-):
-    """Evaluation would fail on them only after the whole training run; the trainer refuses them when built."""
-    args = training_arguments(tmp_path / "out", **settings)
-    expected = (
-        rf"^{re.escape(argument)}={value} leaves no room for a prompt in the student's context of {CONTEXT} "
-    )
-    with pytest.raises(ValueError, match=expected):
-        DSSMITrainer(model=model, args=args, processing_class=tokenizer)
-
-
-def test_generation_lengths_that_fit_or_are_not_used_are_accepted(tmp_path, tokenizer, model):
-    fits = training_arguments(
-        tmp_path / "out",
-        output_rationale=True,
-        rationale_max_new_tokens=CONTEXT - 1,
-        generation_max_length=CONTEXT - 1,
-    )
-    DSSMITrainer(model=model, args=fits, processing_class=tokenizer)
-    # no rationale is generated without output_rationale, nothing at all without predict_with_generate
-    unused = training_arguments(tmp_path / "out", rationale_max_new_tokens=256)
-    DSSMITrainer(model=model, args=unused, processing_class=tokenizer)
-    no_generation = training_arguments(
-        tmp_path / "out", predict_with_generate=False, generation_max_length=500
-    )
-    DSSMITrainer(model=model, args=no_generation, processing_class=tokenizer)
-
-
-def test_a_generation_length_changed_after_building_is_refused_before_any_step(tmp_path, tokenizer, model):
-    features = prepare_dss_features(
+@pytest.fixture
+def features(tokenizer, model):
+    return prepare_dss_features(
         Dataset.from_list([{"input": "w1 w2", "label": "yes", "rationale": "no"}] * 4),
         tokenizer,
         model=model,
@@ -160,8 +118,146 @@ def test_a_generation_length_changed_after_building_is_refused_before_any_step(t
         max_label_length=8,
         max_rationale_length=8,
     )
-    args = training_arguments(tmp_path / "out", output_rationale=True, rationale_max_new_tokens=8)
-    trainer = DSSMITrainer(model=model, args=args, processing_class=tokenizer, train_dataset=features)
+
+
+def evaluating_trainer(tmp_path, tokenizer, model, features, compute_metrics=None, **settings):
+    """A trainer that evaluates after its one step, generating when ``compute_metrics`` is given."""
+    settings = {"max_steps": 1, "eval_strategy": "steps", "eval_steps": 1, **settings}
+    args = training_arguments(tmp_path / "out", **settings)
+    return DSSMITrainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=features,
+        eval_dataset=features,
+        compute_metrics=compute_metrics,
+    )
+
+
+def _set_generation_config(**values):
+    def setup(model):
+        for name, value in values.items():
+            setattr(model.generation_config, name, value)
+
+    return setup
+
+
+@pytest.mark.parametrize(
+    "settings, setup, argument, value",
+    [
+        (
+            dict(output_rationale=True, rationale_max_new_tokens=CONTEXT),
+            None,
+            "rationale_max_new_tokens",
+            CONTEXT,
+        ),
+        (dict(output_rationale=True, rationale_max_new_tokens=256), None, "rationale_max_new_tokens", 256),
+        (dict(generation_max_length=CONTEXT + 1), None, "generation_max_length", CONTEXT + 1),
+        (
+            dict(generation_max_length=None, generation_config=GenerationConfig(max_new_tokens=CONTEXT)),
+            None,
+            "generation_config.max_new_tokens",
+            CONTEXT,
+        ),
+        (
+            dict(generation_max_length=None, generation_config=GenerationConfig(max_length=CONTEXT)),
+            None,
+            "generation_config.max_length",
+            CONTEXT,
+        ),
+        (
+            dict(generation_max_length=None),
+            _set_generation_config(max_new_tokens=CONTEXT),
+            "model.generation_config.max_new_tokens",
+            CONTEXT,
+        ),
+        (
+            dict(generation_max_length=None),
+            _set_generation_config(max_length=CONTEXT),
+            "model.generation_config.max_length",
+            CONTEXT,
+        ),
+    ],
+    ids=[
+        "rationale-at-the-context",
+        "rationale-default",
+        "generation-max-length",
+        "generation-config-max-new-tokens",
+        "generation-config-max-length",
+        "model-max-new-tokens",
+        "model-max-length",
+    ],
+)
+def test_generation_lengths_the_context_cannot_hold_are_refused_before_training(
+    tmp_path, tokenizer, model, features, settings, setup, argument, value
+):
+    """Evaluation during training would fail on them only after the first training steps (or the whole run);
+    ``train()`` refuses them before any step, naming the setting evaluation takes the length from."""
+    if setup is not None:
+        setup(model)
+    trainer = evaluating_trainer(tmp_path, tokenizer, model, features, RecordingMetrics(), **settings)
+    expected = (
+        rf"^{re.escape(argument)}={value} leaves no room for a prompt in the student's context of {CONTEXT} "
+    )
+    with pytest.raises(ValueError, match=expected):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+@pytest.mark.parametrize(
+    "settings, compute_metrics",
+    [
+        (
+            dict(
+                output_rationale=True, rationale_max_new_tokens=CONTEXT - 1, generation_max_length=CONTEXT - 1
+            ),
+            True,
+        ),
+        (dict(rationale_max_new_tokens=256), True),  # no rationale is generated without output_rationale
+        (dict(predict_with_generate=False, generation_max_length=500), False),  # nothing is generated
+        (dict(generation_max_length=CONTEXT, output_rationale=True, rationale_max_new_tokens=CONTEXT), False),
+        (dict(generation_max_length=CONTEXT, eval_strategy="no"), True),  # no evaluation during training
+    ],
+    ids=["fits", "rationale-not-generated", "no-generation", "loss-only-evaluation", "no-evaluation"],
+)
+def test_generation_lengths_that_fit_or_are_not_used_train(
+    tmp_path, tokenizer, model, features, settings, compute_metrics
+):
+    """Without ``compute_metrics`` the evaluation computes the losses only: nothing is generated."""
+    metrics = RecordingMetrics() if compute_metrics else None
+    trainer = evaluating_trainer(tmp_path, tokenizer, model, features, metrics, **settings)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    evaluated = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    assert len(evaluated) == (0 if settings.get("eval_strategy") == "no" else 1)
+    if evaluated:  # compute_metrics got the generated labels
+        assert ("eval_n" in evaluated[0]) == (metrics is not None)
+
+
+def test_evaluate_with_its_own_max_new_tokens_is_accepted(tmp_path, tokenizer, model, features):
+    """``generation_max_length`` fills the context, but the call asks for 4 new tokens: those are generated."""
+    trainer = evaluating_trainer(
+        tmp_path, tokenizer, model, features, RecordingMetrics(), generation_max_length=CONTEXT
+    )
+    widths = PromptWidths(model)
+    assert trainer.evaluate(features, max_new_tokens=4)["eval_n"] == 4
+    assert widths.calls and all(total - prompt <= 4 for prompt, total in widths.calls)
+    with pytest.raises(ValueError, match=f"max_new_tokens={CONTEXT} leaves no room"):
+        trainer.evaluate(features)  # generation_max_length, read as new tokens
+
+
+def test_a_generation_length_changed_after_building_is_refused_before_any_step(
+    tmp_path, tokenizer, model, features
+):
+    trainer = evaluating_trainer(
+        tmp_path,
+        tokenizer,
+        model,
+        features,
+        RecordingMetrics(),
+        output_rationale=True,
+        rationale_max_new_tokens=8,
+    )
     trainer.args.rationale_max_new_tokens = CONTEXT
     with pytest.raises(ValueError, match=f"rationale_max_new_tokens={CONTEXT} leaves no room"):
         trainer.train()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import RecordingMetrics, training_arguments
 from datasets import Dataset
 from tiny_task import make_records, tokenise
-from transformers import DataCollatorForSeq2Seq
+from transformers import DataCollatorForSeq2Seq, TrainerCallback
 
 from hf_cotmi import DSSMITrainer, build_tiny_causal_lm, build_tiny_seq2seq, prepare_dss_features
 
@@ -180,3 +180,68 @@ def test_repeated_rows_are_left_out_of_the_evaluation_loss(tmp_path, tiny_tokeni
     args = training_arguments(tmp_path / "out", per_device_eval_batch_size=3, mi_variant="masked")
     trainer = LastRowRepeated(model=model, args=args, processing_class=tiny_tokenizer, **extra)
     assert_metrics_match(trainer.evaluate(features), expected, "repeats")
+
+
+class SeenMetrics(TrainerCallback):
+    """Keeps the metrics ``on_evaluate`` and ``on_predict`` get (copies, as they were then)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, float]] = {}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.seen["evaluate"] = dict(metrics)
+
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        self.seen["predict"] = dict(metrics)
+
+
+def test_callbacks_get_the_evaluation_loss_that_is_returned(tmp_path, tiny_tokenizer):
+    """``on_predict`` is called inside the base ``predict``: it got the batch-mean ``test_loss`` and no
+    ``test_loss_*`` while the returned metrics had the set means."""
+    model, features = student_and_features("seq2seq", tiny_tokenizer)
+    expected = reference_metrics(model, features, "test", False)
+    for batch_size in (1, 3):
+        callback = SeenMetrics()
+        args = training_arguments(
+            tmp_path / "out", per_device_eval_batch_size=batch_size, mi_variant="masked"
+        )
+        trainer = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer, callbacks=[callback])
+        returned = trainer.predict(features).metrics
+        assert_metrics_match(returned, expected, batch_size)
+        assert_metrics_match(callback.seen["predict"], expected, batch_size)
+        evaluated = trainer.evaluate(features)
+        expected_eval = {k.replace("test", "eval", 1): v for k, v in expected.items()}
+        assert_metrics_match(evaluated, expected_eval, batch_size)
+        assert_metrics_match(callback.seen["evaluate"], expected_eval, batch_size)
+        assert_metrics_match(trainer.state.log_history[-1], expected_eval, batch_size)
+
+
+class LossPlusOne(DSSMITrainer):
+    """A subclass whose ``compute_loss`` adds 1 to the loss."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return (result[0] + 1.0, result[1]) if return_outputs else result + 1.0
+
+
+@pytest.mark.parametrize("loss_only", [True, False], ids=["loss-only", "generating"])
+def test_a_compute_loss_override_keeps_its_eval_loss(tmp_path, tiny_tokenizer, loss_only):
+    """Flat batches are scored through ``compute_loss``; the set-mean ``eval_loss`` replaced the override's."""
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=5)
+    features = tokenise(uneven_records(), tiny_tokenizer, with_rationale=False).remove_columns(
+        ["input", "label"]
+    )
+    label = reference_metrics(model, tokenise(uneven_records(), tiny_tokenizer), "eval", False)[
+        "eval_loss_label"
+    ]
+    # one batch: transformers' mean of the batch losses is the set's label token mean, plus the override's 1
+    args = training_arguments(tmp_path / "out", per_device_eval_batch_size=EXAMPLES, generation_max_length=2)
+    trainer = LossPlusOne(
+        model=model,
+        args=args,
+        processing_class=tiny_tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tiny_tokenizer, model=model),
+        compute_metrics=None if loss_only else RecordingMetrics(),
+    )
+    metrics = trainer.evaluate(features)
+    assert_metrics_match(metrics, {"eval_loss_label": label, "eval_loss": label + 1.0}, "override")
