@@ -1302,6 +1302,112 @@ def test_answer_sentences_that_differ_are_refused_for_every_task(task, text, rea
     assert (parsed.rationale, parsed.label, parsed.reason) == ("", "", reason)
 
 
+@pytest.mark.parametrize(
+    ("text", "rationale", "label"),
+    [
+        # a variant whose answer has no value is prose beside the prompt's phrase
+        (
+            "Tom had 10, gave 3.\nThe answer is (10 - 3).\n\nIn the first step, the answer is 10 because he "
+            "starts there.",
+            "Tom had 10, gave 3.",
+            "(10 - 3)",
+        ),
+        (
+            "First: the answer is 10 - 3 = 7 left. Then he doubles it. The answer is ((10 - 3) * 2).",
+            "First: the answer is 10 - 3 = 7 left. Then he doubles it.",
+            "((10 - 3) * 2)",
+        ),
+        # a variant whose number has a value confirms the answer by it, a unit or a clause after it aside
+        (
+            "Tom had 10, gave 3. The answer is (10 - 3). That is, the answer is 7 apples.",
+            "Tom had 10, gave 3.",
+            "(10 - 3)",
+        ),
+        (
+            "He has 12 and gives half. The answer is (12 / 2).\n\nTherefore, the answer is: 6 apples.",
+            "He has 12 and gives half.",
+            "(12 / 2)",
+        ),
+        (
+            "Step 1: 3 + 4 = 7. The answer is (3 + 4).\nStep 2: check: the answer is 7, which is 3 + 4.",
+            "Step 1: 3 + 4 = 7.",
+            "(3 + 4)",
+        ),
+    ],
+)
+def test_an_arithmetic_variant_is_prose_or_confirms_by_its_value(text, rationale, label):
+    parsed = parse_teacher_output("arithmetic", text)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (rationale, label, "")
+
+
+def test_an_arithmetic_variant_whose_value_differs_is_refused():
+    parsed = parse_teacher_output(
+        "arithmetic", "Tom had 10, gave 3. The answer is (10 - 3).\nSo the answer is 8."
+    )
+    assert parsed.reason == _refused_as(
+        "'The answer is (10 - 3).' gives '(10 - 3)', 'So the answer is 8.' gives '8'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "rationale", "label"),
+    [
+        ("**Two plus five.** The answer is (2 + 5).", "Two plus five.", "(2 + 5)"),
+        ("Two plus five. __The answer is (2 + 5).__", "Two plus five.", "(2 + 5)"),
+        ("Two plus five. The answer is **(2 + 5)**.", "Two plus five.", "(2 + 5)"),
+    ],
+)
+def test_markdown_emphasis_around_text_is_removed(text, rationale, label):
+    parsed = parse_teacher_output("arithmetic", text)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (rationale, label, "")
+
+
+@pytest.mark.parametrize("text", ["Two cubed. The answer is (2**3).", "Two cubed. The answer is (2 ** 3)."])
+def test_a_power_operator_is_no_emphasis_and_is_never_read_as_another_number(text):
+    parsed = parse_teacher_output("arithmetic", text)
+    # the power stays in the answer (which the arithmetic answers do not evaluate), never becoming (23)
+    assert (parsed.label, parsed.reason) == (
+        "",
+        f"answer {text.split('is ')[1][:-1]!r} is not a valid arithmetic answer",
+    )
+
+
+def test_underscores_inside_a_generic_answer_are_kept():
+    parsed = parse_teacher_output("generic", "It is the variable. So the answer is max__len.")
+    assert (parsed.rationale, parsed.label, parsed.reason) == ("It is the variable.", "max__len", "")
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "choices", "rationale"),
+    [
+        (
+            "nli",
+            "Sure! Let me help.\n\nSo the answer is entailment.\n\nExplanation: A man is a person. So the answer is "
+            "entailment.",
+            None,
+            "A man is a person.",
+        ),
+        (
+            "nli",
+            "## Answer\nSo the answer is entailment.\n\n## Explanation\nA man is a person.\n\nSo the answer is "
+            "entailment.",
+            None,
+            "A man is a person.",
+        ),
+        (
+            "multiple_choice",
+            "Sure! Here's my answer.\n\n**Answer:** (b) refrigerator\n\n**Explanation:** A refrigerator keeps food "
+            "cool. So the answer is (b) refrigerator.",
+            ["oven", "refrigerator"],
+            "A refrigerator keeps food cool.",
+        ),
+    ],
+)
+def test_a_preamble_before_an_answer_given_first_is_no_rationale(task, text, choices, rationale):
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert (parsed.rationale, parsed.reason) == (rationale, "")
+
+
 def test_a_refused_multiple_choice_answer_is_counted_and_reported(tmp_path):
     from hf_cotmi import generate_rationales
 

@@ -17,7 +17,8 @@ For multiple_choice, arithmetic and generic the text is cut first at a ``Q:`` th
 next example); a ``Q:`` inside the reasoning ("FAQ:", "IQ:") stays, though the CQA and SVAMP rules, which
 parse the PaLM release as DSS did and are not changed, would cut at any ``Q:``.
 
-Before the rule runs, a chat model's phrasing is brought to the prompts' (markdown bold removed, ``so, the
+Before the rule runs, a chat model's phrasing is brought to the prompts' (markdown bold around text removed,
+not ``**`` in ``(2**3)``, ``so, the
 answer is`` written ``So the answer is``, as are, for multiple_choice where a choice's label follows, ``the
 correct answer is``, ``the final answer is``, ``the answer is`` and, opening a line, ``Answer:`` and ``Final
 answer:``, a colon after it dropped; a variant is rewritten only when the text lacks the prompts' phrase, so
@@ -72,14 +73,15 @@ and arithmetic before a ``Q:`` after the first answer) is counted first, on one 
 (:func:`_answer_spans`): the prompt's phrase, a variant rewritten as it, and, beside the prompt's phrase, a
 variant in any case followed by an answer of the task (an nli label, a choice's label, an expression or
 number, for generic any words but a negation: ``Wait, so the answer is entailment.``, ``Final answer:
-(a)``); a variant followed by anything else stays prose. Each answer sentence is parsed on its own
+(a)``); a variant followed by anything else stays prose, as does, for arithmetic, a variant whose answer has
+no value (:func:`_prose_variant`). Each answer sentence is parsed on its own
 (:func:`_given_answer`), and the text is refused, naming each sentence and what it gives, unless all give
 the same answer (for arithmetic the same value, ``(3 + 4)`` and ``7``; a number without parentheses, which
 the SVAMP rule does not read, only confirms another sentence's value). Then that answer is the first the
-rule reads, and the rationale is the text before the first sentence or, where there is none (the answer
-given first, ``Answer: (b)`` then the reasoning and ``So the answer is (b).``), the text between the first
+rule reads, and the rationale is the longer of the text before the first sentence and (the answer given
+first, ``Answer: (b)`` then the reasoning and ``So the answer is (b).``) the text between the first
 sentence's line and the next sentence, without a heading such as ``Explanation:`` opening it
-(:func:`_one_answer_of_several`).
+(:func:`_reasoning_of_several`).
 
 Everything here is a pure function of strings.
 
@@ -284,9 +286,23 @@ _ANSWER_FOLLOWS = {
 }
 
 
+# a markdown bold/underline marker ("**", "__") that is an operator, not emphasis: between two characters of an
+# expression (letters, digits, parentheses: "(2**3)", "a__b") or with whitespace on both sides ("2 ** 3")
+_MARKER_IN_EXPRESSION = re.compile(r"(?<=[\w()])(?:\*\*|__)(?=[\w()])|(?<=\s)(?:\*\*|__)(?=\s)")
+_EMPHASIS_MARKER = re.compile(r"\*\*|__")
+
+
 def _without_emphasis(text: str) -> str:
-    """``text`` without markdown bold/underline markers (``**``, ``__``)."""
-    return text.replace("**", "").replace("__", "")
+    """``text`` without markdown bold/underline markers (``**``, ``__``) where they mark emphasis, hugging
+    text on one side only (``**Answer:**``, ``**(b) fridge**``); a marker between two characters of an
+    expression (``2**3``, ``a__b``) or between whitespace (``2 ** 3``) is an operator and stays.
+
+    Examples:
+        >>> _without_emphasis("**Answer:** (b). The answer is (2**3).")
+        'Answer: (b). The answer is (2**3).'
+    """
+    kept = {match.start() for match in _MARKER_IN_EXPRESSION.finditer(text)}
+    return _EMPHASIS_MARKER.sub(lambda m: m[0] if m.start() in kept else "", text)
 
 
 def _rewritten_variant(task: str, text: str) -> re.Pattern[str] | None:
@@ -436,7 +452,7 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
     itself) must be read here, not dropped. A text holding several gives their answer when all give the
     same one, and is refused otherwise (:func:`_one_answer_of_several`)."""
     read = _where_answers_are_read(task, text)
-    spans = _answer_spans(task, read)
+    spans = [span for span in _answer_spans(task, read) if not _prose_variant(task, read, span)]
     if len(spans) > 1:
         return _one_answer_of_several(task, read, spans, choices)
     return _dss_parse_one(task, text, choices)
@@ -539,6 +555,48 @@ def _shown_sentence(text: str, start: int, end: int) -> str:
     return line if len(line) <= 80 else f"{line[:77]}..."
 
 
+# what a variant of the arithmetic phrase (not the prompt's "The answer is") answers, after a colon: a number or
+# an expression, then maybe one word (a unit: "7 apples") and maybe a clause after a comma ("7, which is 3 +
+# 4"), up to the sentence's end
+_VARIANT_ANSWER = re.compile(
+    r"\A\s*:?\s*(?P<expression>[-(\d][-+*/().\d\s]*?)\s*(?:[A-Za-z]+)?\s*(?:,\s[^\n]*)?\Z"
+)
+_VARIANT_SENTENCE_END = re.compile(r"\n|\.(?:\s|$)")
+
+
+def _is_variant(task: str, text: str, span: tuple[int, int]) -> bool:
+    """Whether the answer sentence at ``span`` of ``text`` (:func:`_answer_spans`) opens with a variant of
+    ``task``'s phrase that :func:`_plain` does not rewrite, rather than with the prompt's phrase."""
+    rewritten = _rewritten_variant(task, text)
+    return not text.startswith(_ANSWER_PHRASE[task], span[0]) and not (
+        rewritten is not None and rewritten.match(text, span[0])
+    )
+
+
+def _variant_answer(sentence: str) -> str:
+    """The arithmetic answer of a variant's ``sentence`` (what follows the variant's phrase), normalised: its
+    number or expression (:data:`_VARIANT_ANSWER`) where that has a value; "" where the sentence gives none.
+
+    Examples:
+        >>> _variant_answer(": 6 apples.\\n\\nMore."), _variant_answer(" 7, which is 3 + 4.")
+        ('6', '7')
+        >>> _variant_answer(" 10 because he starts there."), _variant_answer(" 10 - 3 = 7 left.")
+        ('', '')
+    """
+    match = _VARIANT_ANSWER.match(_VARIANT_SENTENCE_END.split(sentence, maxsplit=1)[0])
+    if match is None or safe_eval_arithmetic(match["expression"]) is None:
+        return ""
+    return normalise_answer("arithmetic", match["expression"])
+
+
+def _prose_variant(task: str, text: str, span: tuple[int, int]) -> bool:
+    """Whether the arithmetic answer sentence at ``span`` of ``text`` is prose: a variant of the phrase
+    (:func:`_is_variant`: ``the answer is`` beside the prompt's ``The answer is``) whose answer has no value
+    (:func:`_variant_answer`: ``the answer is 10 - 3 = 7 left``, ``the answer is 10 because ...``). Such a
+    variant is reasoning; one whose answer has a value confirms or contradicts the other sentences by it."""
+    return task == "arithmetic" and _is_variant(task, text, span) and not _variant_answer(text[span[1] :])
+
+
 # what stands before an answer sentence that is parsed on its own (_given_answer): the DSS rules read an answer
 # sentence with no reasoning before it as giving no answer where its label is only a letter ("Answer: (b)")
 _STAND_IN_RATIONALE = "Some reasoning."
@@ -577,9 +635,11 @@ _REASONING_HEADING = re.compile(r"\A(?:explanation|reasoning|reason|rationale)\s
 def _reasoning_of_several(task: str, text: str, spans: Sequence[tuple[int, int]]) -> str:
     """The rationale of ``text`` (:func:`_where_answers_are_read`), whose answer sentences at ``spans`` (two
     or more, :func:`_answer_spans`) agree: the text before the first, as the DSS rule reads it (a few-shot
-    answer marker, such as ``A:``, opening it removed); where that is empty (the answer given first), the
-    text from the first answer sentence's line's end to the next answer sentence, without a heading opening
-    it (:data:`_REASONING_HEADING`). "" when neither holds any.
+    answer marker, such as ``A:``, opening it removed), or the text from the first answer sentence's line's
+    end to the next answer sentence, without a heading opening it (:data:`_REASONING_HEADING`), whichever is
+    longer, the latter on a tie (so an answer given first after a preamble, ``Sure! Let me help.``, has the
+    reasoning after it); markdown heading lines and an ``Answer:`` label ending either are dropped
+    (:func:`_without_headings`). "" when neither holds any.
 
     Examples:
         >>> text = "Answer: (b)\\n\\n**Why:** Cold. So the answer is (b)."
@@ -589,12 +649,27 @@ def _reasoning_of_several(task: str, text: str, spans: Sequence[tuple[int, int]]
         >>> _reasoning_of_several("multiple_choice", text, _answer_spans("multiple_choice", text))
         'Cold.'
     """
-    before = _without_leading_answer_marker(task, text[: spans[0][0]]).strip()
-    if before:
-        return before
+    before = _without_headings(_without_leading_answer_marker(task, text[: spans[0][0]]))
     line_end = text.find("\n", spans[0][1])
     between = text[line_end : spans[1][0]].strip() if 0 <= line_end < spans[1][0] else ""
-    return _REASONING_HEADING.sub("", between, count=1)
+    between = _without_headings(_REASONING_HEADING.sub("", between, count=1))
+    return before if len(before) > len(between) else between
+
+
+# a line that only heads what follows: a markdown heading ("## Answer") or an answer label ending the text
+# ("Answer:", "Final answer:")
+_HEADING_LINE = re.compile(r"^[ \t]*#+[ \t][^\n]*(?:\n|\Z)", re.MULTILINE)
+_TRAILING_ANSWER_LABEL = re.compile(r"(?:^|\n)[ \t]*(?:final\s+)?answer\s*:\s*\Z", re.IGNORECASE)
+
+
+def _without_headings(text: str) -> str:
+    """``text`` without its markdown heading lines and an answer label (``Answer:``) ending it, stripped.
+
+    Examples:
+        >>> _without_headings("## Explanation\\nA man is a person.\\n\\nFinal answer:")
+        'A man is a person.'
+    """
+    return _TRAILING_ANSWER_LABEL.sub("", _HEADING_LINE.sub("", text).strip()).strip()
 
 
 def _one_answer_of_several(
@@ -623,7 +698,12 @@ def _one_answer_of_several(
     phrase = _ANSWER_PHRASE[task]
     ends = [begin for begin, _ in spans[1:]] + [len(text)]
     # each sentence opening with the prompt's phrase, so that _plain rewrites nothing else in it
-    given = [_given_answer(task, phrase + text[stop:end], choices) for (_, stop), end in zip(spans, ends)]
+    given = [
+        ("", _variant_answer(text[stop:end]))
+        if task == "arithmetic" and _is_variant(task, text, (start, stop))
+        else _given_answer(task, phrase + text[stop:end], choices)
+        for (start, stop), end in zip(spans, ends)
+    ]
     keys = [answer_key(task, answer) if answer else "" for _, answer in given]
     if keys[0] and all(key == keys[0] for key in keys):
         label = next((label for label, _ in given if label), "")
