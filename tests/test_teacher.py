@@ -1350,6 +1350,165 @@ def test_an_arithmetic_variant_whose_value_differs_is_refused():
 
 
 @pytest.mark.parametrize(
+    ("task", "text", "said"),
+    [
+        # the variants multiple_choice read ("the correct answer is", "Final answer:", ...) correct any task
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\nWait, the correct answer is contradiction.",
+            "'So the answer is entailment.' gives 'entailment', 'the correct answer is contradiction.' gives "
+            "'contradiction'",
+        ),
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\n\n**Final Answer: Contradiction**",
+            "'So the answer is entailment.' gives 'entailment', 'Final Answer: Contradiction' gives 'contradiction'",
+        ),
+        # one adverb between the phrase and an nli label
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\nWait, so the answer is actually contradiction.",
+            "'So the answer is entailment.' gives 'entailment', 'so the answer is actually contradiction.' gives "
+            "'contradiction'",
+        ),
+        (
+            "generic",
+            "Paris is the capital. So the answer is Paris.\nActually, the answer is Lyon.",
+            "'So the answer is Paris.' gives 'paris', 'the answer is Lyon.' gives 'lyon'",
+        ),
+        (
+            "generic",
+            "Paris is the capital. So the answer is Paris.\nFinal answer: Lyon",
+            "'So the answer is Paris.' gives 'paris', 'Final answer: Lyon' gives 'lyon'",
+        ),
+        # \boxed{...} is read as its expression, compared by value
+        (
+            "arithmetic",
+            "Tom has 3 apples and gets 4 more. The answer is (3 + 4).\n\nFinal Answer: \\boxed{8}",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'Final Answer: (8)' gives '(8)'",
+        ),
+        (
+            "arithmetic",
+            "Tom has 3 apples and gets 4 more. The answer is (3 + 4).\nThe final answer is 8.",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'The final answer is 8.' gives '8'",
+        ),
+        # an answer given first that the reasoning's answer sentence contradicts
+        (
+            "nli",
+            "**Answer: contradiction**\n\n**Explanation:** A man is a person. So the answer is entailment.",
+            "'Answer: contradiction' gives 'contradiction', 'So the answer is entailment.' gives 'entailment'",
+        ),
+        (
+            "generic",
+            "**Answer:** Lyon\n\n**Explanation:** Paris is the capital. So the answer is Paris.",
+            "'Answer: Lyon' gives 'lyon', 'So the answer is Paris.' gives 'paris'",
+        ),
+        (
+            "arithmetic",
+            "**Answer:** 8\n\n**Explanation:** Tom has 3 apples and gets 4. The answer is (3 + 4).",
+            "'Answer: 8' gives '8', 'The answer is (3 + 4).' gives '(3 + 4)'",
+        ),
+    ],
+)
+def test_a_correction_in_another_tasks_variant_of_the_phrase_is_refused(task, text, said):
+    """The variants were read for multiple_choice only: the other tasks kept the first, corrected, answer."""
+    parsed = parse_teacher_output(task, text)
+    assert (parsed.rationale, parsed.label, parsed.reason) == ("", "", _refused_as(said))
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "rationale", "label"),
+    [
+        # an answer given first: the reasoning after it is the rationale, without the answer
+        (
+            "nli",
+            "**Answer: entailment**\n\n**Explanation:** A man is a person. So the answer is entailment.",
+            "A man is a person.",
+            "entailment",
+        ),
+        (
+            "generic",
+            "**Answer:** Paris\n\n**Explanation:** Paris is the capital. So the answer is Paris.",
+            "Paris is the capital.",
+            "paris",
+        ),
+        (
+            "arithmetic",
+            "**Answer:** (3 + 4)\n\n**Explanation:** Tom has 3 apples and gets 4. The answer is (3 + 4).",
+            "Tom has 3 apples and gets 4.",
+            "(3 + 4)",
+        ),
+        # a variant that agrees, an adverb or \boxed{...} included
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\nYes, so the answer is really entailment.",
+            "A man is a person.",
+            "entailment",
+        ),
+        (
+            "nli",
+            "A man is a person. So the answer is actually entailment.",
+            "A man is a person.",
+            "entailment",
+        ),
+        (
+            "arithmetic",
+            "Tom has 3 apples and gets 4 more. The answer is (3 + 4).\n\nFinal Answer: \\boxed{7}",
+            "Tom has 3 apples and gets 4 more.",
+            "(3 + 4)",
+        ),
+        (
+            "arithmetic",
+            "Tom has 3 and gets 4. The answer is \\boxed{3 + 4}.",
+            "Tom has 3 and gets 4.",
+            "(3 + 4)",
+        ),
+        # a variant followed by no answer of the task stays prose
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\nThe correct answer is not obvious, though.",
+            "A man is a person.",
+            "entailment",
+        ),
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\nFinal answer: it depends.",
+            "A man is a person.",
+            "entailment",
+        ),
+        (
+            "generic",
+            "It is in France. So the answer is Paris.\nThe correct answer is not Lyon.",
+            "It is in France.",
+            "paris",
+        ),
+        # a generic "Answer:" that opens the reasoning (more than one sentence on its line) is no answer sentence
+        (
+            "generic",
+            "Answer: Mercury is first. So the answer is Mercury.",
+            "Answer: Mercury is first.",
+            "mercury",
+        ),
+        (
+            "arithmetic",
+            "Tom has 3 and gets 4. The answer is (3 + 4).\nThe final answer is the sum.",
+            "Tom has 3 and gets 4.",
+            "(3 + 4)",
+        ),
+    ],
+)
+def test_another_tasks_variant_that_agrees_or_is_prose_keeps_the_answer(task, text, rationale, label):
+    parsed = parse_teacher_output(task, text)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (rationale, label, "")
+
+
+def test_an_nli_answer_label_without_the_prompts_phrase_is_still_no_answer_sentence():
+    """The e-SNLI release writes "Answer: <label>"; the nli task's rule reads "So the answer is" only."""
+    parsed = parse_teacher_output("nli", "A man is a person.\nAnswer: entailment")
+    assert (parsed.label, parsed.reason) == ("", "no answer sentence ('So the answer is ...')")
+
+
+@pytest.mark.parametrize(
     ("text", "rationale", "label"),
     [
         ("**Two plus five.** The answer is (2 + 5).", "Two plus five.", "(2 + 5)"),

@@ -71,10 +71,16 @@ the answer is (a) home.`` then ``Wait, the correct answer is (b) car.``), every 
 where the rule reads it (before a next example; for nli and generic before ``Premise:``, for multiple_choice
 and arithmetic before a ``Q:`` after the first answer) is counted first, on one line or on several
 (:func:`_answer_spans`): the prompt's phrase, a variant rewritten as it, and, beside the prompt's phrase, a
-variant in any case followed by an answer of the task (an nli label, a choice's label, an expression or
-number, for generic any words but a negation: ``Wait, so the answer is entailment.``, ``Final answer:
-(a)``); a variant followed by anything else stays prose, as does, for arithmetic, a variant whose answer has
-no value (:func:`_prose_variant`). Each answer sentence is parsed on its own
+variant in any case followed by an answer of the task (an nli label, maybe after one adverb such as
+``actually``, which is dropped; a choice's label; an expression or number, a LaTeX ``\\boxed{...}`` holding
+one read as it in parentheses; for generic any words but a negation, and after an ``Answer:`` label only one
+sentence on its line): ``So the answer is``, ``(so) the correct answer is``, ``the final answer is``, ``the
+answer is`` and, opening a line, ``Answer:`` and ``Final answer:``, for every task (``Wait, so the answer is
+actually contradiction.``, ``Final answer: (a)``, ``Final Answer: \\boxed{8}``); but for ``So, the answer is`` (and
+arithmetic's ``the answer is``) these are rewritten as the prompt's phrase, where the text lacks it, for
+multiple_choice only (an e-SNLI ``Answer: neutral`` line stays no nli answer sentence). A variant followed
+by anything else stays prose, as does, for arithmetic, a variant whose answer has no value
+(:func:`_prose_variant`). Each answer sentence is parsed on its own
 (:func:`_given_answer`), and the text is refused, naming each sentence and what it gives, unless all give
 the same answer (for arithmetic the same value, ``(3 + 4)`` and ``7``; a number without parentheses, which
 the SVAMP rule does not read, only confirms another sentence's value). Then that answer is the first the
@@ -245,13 +251,18 @@ _SO_THE_ANSWER_IS = r"\bso,?\s+the\s+answer\s+is\b"
 # words that negate an answer ("not", "never", ...): _NEGATION and _ANSWER_AHEAD["generic"] read them
 _NEGATING_WORDS = r"not|never|neither|nor|none|cannot"
 
+# an adverb that a teacher may put between the answer phrase and an nli label ("so the answer is actually
+# contradiction"): _ANSWER_AHEAD["nli"] passes over one, and _plain drops it after the prompt's phrase
+_NLI_ADVERB = r"(?:actually|really|definitely|clearly|indeed|certainly|probably|likely|still|instead)"
+
 # what follows a variant of the answer phrase, maybe after a colon, where it answers: an answer of the task. A
 # variant so followed is an answer sentence even beside the prompt's own phrase (_answer_spans), so that a
 # teacher correcting itself in other words is seen; one followed by anything else ("the answer is not obvious")
-# is prose. For multiple_choice a variant other than "So, the answer is" is rewritten only when so followed
+# is prose. A variant other than "So, the answer is" (and for arithmetic "the answer is") is rewritten as the
+# prompt's phrase for multiple_choice only, and only when so followed
 _ANSWER_AHEAD = {
-    # one of the nli labels, a whole word, in any case
-    "nli": rf"(?=\s*:?\s*(?:{'|'.join(NLI_LABELS)})\b)",
+    # one of the nli labels, a whole word, in any case, maybe after one adverb ("actually contradiction")
+    "nli": rf"(?=\s*:?\s*(?:{_NLI_ADVERB}\s+)?(?:{'|'.join(NLI_LABELS)})\b)",
     # a choice's label: "(b)", "B.", "B:", "B)"
     "multiple_choice": r"(?=\s*:?\s*(?:\([a-z]\)|[a-z][.:)](?:\s|$)))",
     # an expression or a number: "(5 + 4)", "9", "-3"
@@ -260,18 +271,38 @@ _ANSWER_AHEAD = {
     "generic": rf"(?=\s*:?\s*\S)(?!\s*:?\s*(?:{_NEGATING_WORDS})\b)",
 }
 
+# what a chat model writes for the answer phrase besides "So, the answer is", for every task: "(so) the correct
+# answer is", "the final answer is", "the answer is" and, opening a line, "Answer:" and "Final answer:"; each is
+# an answer sentence only where an answer of the task follows (_ANSWER_AHEAD)
+_SENTENCE_VARIANTS = r"\b(?:so,?\s+)?the\s+(?:correct\s+|final\s+)?answer\s+is\b"
+_LABEL_VARIANTS = r"^[ \t]*(?:final\s+)?answer(?=\s*:)"
+# for generic, whose answer may be any words, an "Answer:" label counts only where the rest of its line is one
+# sentence ("Answer: Paris"), not where it opens the reasoning ("Answer: Mercury is first. So the answer is ...")
+_ONE_SENTENCE_LINE = r"(?=\s*:[ \t]*(?:(?![.!?][ \t]+\S)[^\n])*$)"
+
+
+def _answered_variants(task: str) -> re.Pattern[str]:
+    """The variants of the answer phrase (:data:`_SENTENCE_VARIANTS`, :data:`_LABEL_VARIANTS`) for ``task``,
+    each only where an answer of ``task`` follows (:data:`_ANSWER_AHEAD`).
+
+    Examples:
+        >>> [bool(_answered_variants("generic").search(text)) for text in ("Answer: Paris", "Answer: Hm. Paris")]
+        [True, False]
+    """
+    label = _LABEL_VARIANTS + (_ONE_SENTENCE_LINE if task == "generic" else "")
+    return re.compile(rf"(?:{_SENTENCE_VARIANTS}|{label}){_ANSWER_AHEAD[task]}", re.IGNORECASE | re.MULTILINE)
+
+
 # the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case, and
 # for arithmetic, whose prompts teach "The answer is", "the answer is" in any case. For multiple_choice one
 # pattern holds every variant, so that each one the text holds is an answer sentence (_answer_spans counts
-# them): "So, the answer is", and where a choice's label follows "(so) the correct answer is", "the final
-# answer is", "the answer is" and, opening a line, "Answer:" and "Final answer:"
+# them): "So, the answer is", and the others (_answered_variants) where a choice's label follows
 _PHRASE_VARIANTS = {
     "nli": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),),
     "generic": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),),
     "multiple_choice": (
         re.compile(
-            rf"{_SO_THE_ANSWER_IS}|(?:\b(?:so,?\s+)?the\s+(?:correct\s+|final\s+)?answer\s+is\b"
-            rf"|^[ \t]*(?:final\s+)?answer(?=\s*:)){_ANSWER_AHEAD['multiple_choice']}",
+            rf"{_SO_THE_ANSWER_IS}|{_answered_variants('multiple_choice').pattern}",
             re.IGNORECASE | re.MULTILINE,
         ),
     ),
@@ -280,6 +311,10 @@ _PHRASE_VARIANTS = {
         re.compile(r"\bthe\s+answer\s+is\b", re.IGNORECASE),
     ),
 }
+# for nli, generic and arithmetic, the other variants (_answered_variants) where an answer of the task follows: answer
+# sentences that _answer_spans counts, beside the prompt's phrase or a variant rewritten as it, but that _plain
+# does not rewrite (the e-SNLI release's "Answer: neutral" lines stay no answer sentence of the nli task)
+_ANSWERED_VARIANTS = {task: (_answered_variants(task),) for task in ("nli", "generic", "arithmetic")}
 # _ANSWER_AHEAD of each task, compiled
 _ANSWER_FOLLOWS = {
     task: re.compile(ahead, re.IGNORECASE | re.MULTILINE) for task, ahead in _ANSWER_AHEAD.items()
@@ -303,6 +338,32 @@ def _without_emphasis(text: str) -> str:
     """
     kept = {match.start() for match in _MARKER_IN_EXPRESSION.finditer(text)}
     return _EMPHASIS_MARKER.sub(lambda m: m[0] if m.start() in kept else "", text)
+
+
+_BOXED = re.compile(r"\\boxed\{(?P<inside>[^{}]*)\}")
+
+
+def _unboxed(task: str, text: str) -> str:
+    r"""For arithmetic, ``text`` with each LaTeX ``\\boxed{...}`` whose content is an expression (by
+    :func:`hf_cotmi.metrics.safe_eval_arithmetic`, which evaluates nothing) written as that expression in
+    parentheses, as the prompts write an answer; any other text as it is.
+
+    Examples:
+        >>> _unboxed("arithmetic", "Final Answer: \\boxed{3 + 4}"), _unboxed("arithmetic", "\\boxed{(8)} \\boxed{x}")
+        ('Final Answer: (3 + 4)', '(8) \\boxed{x}')
+    """
+    if task != "arithmetic":
+        return text
+
+    def expression(match: re.Match[str]) -> str:
+        inside = match["inside"].strip()
+        if safe_eval_arithmetic(inside) is None:
+            return match[0]
+        if inside.startswith("(") and inside.endswith(")") and safe_eval_arithmetic(inside[1:-1]) is not None:
+            return inside
+        return f"({inside})"
+
+    return _BOXED.sub(expression, text)
 
 
 def _rewritten_variant(task: str, text: str) -> re.Pattern[str] | None:
@@ -333,10 +394,17 @@ def _plain(text: str, task: str, *, keep_colon: bool = False) -> str:
     that another answer of the task follows beside the prompt's phrase is an answer sentence too, which
     :func:`_answer_spans` counts."""
     phrase = _ANSWER_PHRASE[task]
-    text = _without_emphasis(text)
+    text = _unboxed(task, _without_emphasis(text))
     variant = _rewritten_variant(task, text)
     if variant is not None:
         text = variant.sub(phrase, text)
+    if task == "nli":  # "So the answer is actually contradiction": the adverb dropped
+        text = re.sub(
+            rf"({re.escape(phrase)}\s*:?\s*){_NLI_ADVERB}\s+(?=(?:{'|'.join(NLI_LABELS)})\b)",
+            r"\1",
+            text,
+            flags=re.IGNORECASE,
+        )
     return text if keep_colon else re.sub(rf"({re.escape(phrase)})\s*:\s*", r"\1 ", text)
 
 
@@ -501,7 +569,7 @@ def _where_answers_are_read(task: str, text: str) -> str:
         >>> _where_answers_are_read("generic", "**Yes.** So the answer is Paris.\\nPremise: x")
         'Yes. So the answer is Paris.\\n'
     """
-    text = _without_emphasis(text)
+    text = _unboxed(task, _without_emphasis(text))
     if task == "nli":
         return _without_restated_question(text).split("Premise:")[0]
     text = _before_next_question(text)
@@ -513,10 +581,11 @@ def _answer_spans(task: str, text: str) -> list[tuple[int, int]]:
     its phrase ends, in order.
 
     An answer sentence is the prompt's phrase (in the case the prompt writes it, as the DSS rules read it),
-    or a variant of it (:data:`_PHRASE_VARIANTS`) that :func:`_plain` rewrites (every one, where the text
-    lacks the prompt's phrase) or that an answer of the task follows (:data:`_ANSWER_AHEAD`: ``Wait, so the
-    answer is entailment``, ``Final answer: (a)``, ``the answer is (5 + 4)``), beside the prompt's phrase
-    too: such a variant answers as the phrase does. A variant followed by no answer (``the answer is not
+    or a variant of it that :func:`_plain` rewrites (:data:`_PHRASE_VARIANTS`: every one, where the text
+    lacks the prompt's phrase) or that an answer of the task follows (:data:`_ANSWER_AHEAD`, and for nli,
+    generic and arithmetic :data:`_ANSWERED_VARIANTS`: ``Wait, so the answer is entailment``, ``Final answer:
+    (a)``, ``the answer is (5 + 4)``), beside the prompt's phrase too: such a variant answers as the phrase
+    does. A variant followed by no answer (``the answer is not
     obvious``) is prose. As the CQA and SVAMP rules do, multiple_choice and arithmetic read no answer from
     a ``Q:`` after the first answer sentence on.
 
@@ -533,7 +602,7 @@ def _answer_spans(task: str, text: str) -> list[tuple[int, int]]:
     found = [match.span() for match in re.finditer(re.escape(phrase), text)]
     found += [
         match.span()
-        for variant in _PHRASE_VARIANTS[task]
+        for variant in (*_PHRASE_VARIANTS[task], *_ANSWERED_VARIANTS.get(task, ()))
         for match in variant.finditer(text)
         if variant is rewritten or _ANSWER_FOLLOWS[task].match(text, match.end())
     ]
