@@ -44,6 +44,7 @@ from .students import (
     Student,
     _model_source,
     check_model_folder,
+    generation_prompt_limit,
     input_length_limit,
     load_student,
     model_file,
@@ -1315,6 +1316,75 @@ def _already_saved(trainer: Any, checkpoint_sidecar: Any) -> Iterator[None]:
         trainer.add_callback(checkpoint_sidecar)
 
 
+def _check_example_room(trainer: Any) -> None:
+    """Refuse, before training, generation lengths the examples shown after the test phase cannot use.
+
+    :func:`_show_examples` generates a rationale (``rationale_max_new_tokens``) and a label
+    (:func:`label_new_tokens` of ``generation_max_length``) for each example, whatever ``output_rationale``
+    and ``predict_with_generate`` are, so a decoder-only student whose context cannot hold either would fail
+    there, after the whole run (:func:`hf_cotmi.students.generation_prompt_limit`). A seq2seq student has
+    nothing to check.
+
+    Raises:
+        CLIUsageError: a length at or above the student's context; it names the setting and the options
+            that avoid it.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(config=SimpleNamespace(n_positions=128, is_encoder_decoder=False))
+        >>> args = SimpleNamespace(rationale_max_new_tokens=256, generation_max_length=8)
+        >>> _check_example_room(SimpleNamespace(model=model, processing_class=None, args=args))
+        Traceback (most recent call last):
+        ...
+        hf_cotmi.run_arguments.CLIUsageError: rationale_max_new_tokens=256 leaves no room ...
+    """
+    args = trainer.args
+    asked = {
+        "rationale_max_new_tokens": (args.rationale_max_new_tokens, "a smaller --rationale-max-new-tokens"),
+        "generation_max_length": (
+            label_new_tokens(trainer.model, args.generation_max_length),
+            "a smaller --generation-max-length",
+        ),
+    }
+    for argument, (limit, smaller) in asked.items():
+        try:
+            generation_prompt_limit(trainer.model, trainer.processing_class, limit, argument=argument)
+        except ValueError as error:
+            raise CLIUsageError(
+                f"{error}; the examples shown after the test phase generate that many tokens (pass "
+                f"--num-examples-to-show 0 to show none, or {smaller})"
+            ) from None
+
+
+def _save_trained(
+    trainer: Any,
+    data: LoadedData,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    print_fn: Callable[[str], None],
+) -> None:
+    """After training, when what follows it fails: save the model, tokenizer and sidecar into ``output_dir``
+    (no ``results.json``, which marks a finished run, and no push), so ``hf-cotmi evaluate`` can redo the test
+    phase. A sharded model (FSDP, DeepSpeed) on several processes is not saved here: its processes save
+    together, and one that did not fail would not join.
+    """
+    args = trainer.args
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
+    if sharded and args.world_size > 1:
+        return
+    trainer.save_model(_internal_call=True)
+    if trainer.is_world_process_zero():
+        write_json(
+            os.path.join(args.output_dir, SIDECAR_NAME),
+            _sidecar(trainer, data, model_args, data_args),
+            sort_keys=True,
+        )
+        print_fn(
+            f"the steps after training failed; saved the trained model and tokenizer to {args.output_dir}/ "
+            f"(hf-cotmi evaluate {args.output_dir} evaluates it)"
+        )
+
+
 def _save_run(
     trainer: Any,
     data: LoadedData,
@@ -1393,7 +1463,8 @@ def run_training(
     :func:`evaluate_split` on the test split (accuracy, ECE, average confidence, the task's baseline, the
     reliability diagram), a few test inputs with their generated rationale and label, then the model,
     tokenizer, model card (``README.md``), ``results.json`` and ``hf_cotmi_config.json`` into
-    ``output_dir``; with ``push_to_hub`` the folder goes to the Hub. What the loader and the tokeniser
+    ``output_dir``; with ``push_to_hub`` the folder goes to the Hub (should the test phase fail, the model,
+    tokenizer and ``hf_cotmi_config.json`` are saved before the error goes on). What the loader and the tokeniser
     counted (missing rationales, truncations, unparsed outputs) is printed (:func:`data_report_lines`).
     Without ``model_args.model_name_or_path`` the student is the small T5 (a Llama with
     ``student_type="causal"``) its ``tiny_*`` fields describe (on the synthetic task its vocabulary holds
@@ -1483,6 +1554,8 @@ def run_training(
     trainer.add_callback(checkpoint_sidecar)
     if prefix in features:  # the test phase generates: a length the context cannot hold fails now, not after
         trainer._check_generation_room()
+        if min(eval_args.num_examples_to_show, data.splits[prefix].num_rows) > 0:
+            _check_example_room(trainer)
     print_fn(_describe_training(training_args))
     train_started = time.monotonic()
     try:
@@ -1493,7 +1566,11 @@ def run_training(
     results: dict[str, Any] = {"output_dir": training_args.output_dir}
     results["train_seconds"] = round(time.monotonic() - train_started, 1)
     trainer.save_metrics("train", train_output.metrics)
-    results.update(_test_phase(trainer, data, features, prefix, eval_args, data_args, print_fn))
+    try:
+        results.update(_test_phase(trainer, data, features, prefix, eval_args, data_args, print_fn))
+    except Exception:  # what was trained is kept: the model is saved before the error goes on
+        _save_trained(trainer, data, model_args, data_args, print_fn)
+        raise
     if training_args.push_to_hub:
         print_fn(f"pushing {training_args.output_dir} to the Hub as {trainer.hub_model_id} ...")
     with _warnings_to(print_fn):  # what the model card leaves out for the Hub (a local base model) is shown

@@ -136,6 +136,70 @@ def test_a_rationale_length_the_context_cannot_hold_stops_train_before_training(
     assert "rationale_max_new_tokens=1024 leaves no room for a prompt in the student's context of 1024" in err
 
 
+@pytest.fixture(scope="module")
+def short_gpt2_dir(tmp_path_factory) -> str:
+    """A tiny GPT-2 whose context is 128 tokens: the default --rationale-max-new-tokens (256) fills it."""
+    folder = tmp_path_factory.mktemp("short-gpt2-student")
+    tokenizer = build_word_tokenizer(arithmetic_vocabulary())
+    model = build_tiny_causal_lm(
+        tokenizer, "gpt2", hidden_size=16, num_layers=1, num_heads=2, max_positions=128
+    )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def _without(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option`` and its value."""
+    at = argv.index(option)
+    return argv[:at] + argv[at + 2 :]
+
+
+# features that fit the 128-token context, and the default --rationale-max-new-tokens (256)
+SHORT = [*SYNTHETIC, "--max-input-length", "48", "--max-label-length", "8", "--max-rationale-length", "32"]
+SHORT_FAST = _without(FAST, "--rationale-max-new-tokens")
+
+
+def test_an_example_rationale_length_the_context_cannot_hold_stops_train_before_training(
+    short_gpt2_dir, tmp_path, capsys, monkeypatch
+):
+    """The examples after the test phase generate a rationale of --rationale-max-new-tokens tokens even
+    without --output-rationale; the default 256 leaves no room in a 128-token context. Without the check the
+    run trained, wrote its test metrics and failed there."""
+    from hf_cotmi.trainer import DSSMITrainer
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(DSSMITrainer, "train", trained)
+    code, _, err = run(
+        capsys, "train", "--model", short_gpt2_dir, *SHORT, *SHORT_FAST, "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2, err
+    assert "rationale_max_new_tokens=256 leaves no room for a prompt in the student's context of 128" in err
+    assert "--num-examples-to-show 0" in err and "--rationale-max-new-tokens" in err
+
+
+def test_a_failure_after_training_still_saves_the_trained_model(
+    short_gpt2_dir, tmp_path, capsys, monkeypatch
+):
+    """What the pre-check above would miss fails after training: the model and tokenizer are saved first."""
+    from hf_cotmi import pipeline
+
+    monkeypatch.setattr(pipeline, "_check_example_room", lambda trainer: None)
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "train", "--model", short_gpt2_dir, *SHORT, *SHORT_FAST, "--output-dir", str(out)
+    )
+    assert code != 0
+    assert "max_new_tokens=256 leaves no room" in err  # the example display's generate_texts
+    files = set(p.name for p in out.iterdir())
+    assert {"model.safetensors", "config.json", "tokenizer.json", SIDECAR_NAME} <= files, files
+    assert "results.json" not in files  # it marks a finished run
+    saved = load_student(str(out))
+    assert saved.model.config.n_positions == 128
+
+
 def test_demo_defaults_for_the_causal_student():
     causal, seq2seq = demo_defaults(causal=True), demo_defaults()
     assert causal != seq2seq and causal["dataset"] == seq2seq["dataset"]
