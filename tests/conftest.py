@@ -114,6 +114,32 @@ def save_tiny_student(folder: str | Path) -> str:
     return str(folder)
 
 
+def fit_causal_on_labels(
+    model: Any, tokenizer: Any, inputs: Any, labels: Any, *, steps: int, max_target_length: int
+) -> Any:
+    """``model`` (a tiny decoder-only student) fitted on the label task, ``predict: <input>`` -> label, one
+    example at a time for ``steps`` passes (Adam, lr 1e-2, seed 0), so that greedy generation writes the
+    labels and ends at EOS; returned in eval mode."""
+    from hf_cotmi.data.causal import encode_causal_task
+    from hf_cotmi.prefixes import PREDICT_PREFIX
+
+    enc = encode_causal_task(
+        tokenizer,
+        [PREDICT_PREFIX + x for x in inputs],
+        list(labels),
+        max_prompt_length=64,
+        max_target_length=max_target_length,
+    )
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        for ids, target in zip(enc.input_ids, enc.labels):
+            model(input_ids=torch.tensor([ids]), labels=torch.tensor([target])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_student_dir(tmp_path_factory) -> str:
     """A folder holding :func:`save_tiny_student`'s student (shared; tests must not write into it)."""

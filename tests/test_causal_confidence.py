@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import fit_causal_on_labels
 from datasets import Dataset
 
 from hf_cotmi import (
@@ -50,17 +51,7 @@ def data():
 def fitted(tok, architecture, steps=40):
     """A tiny decoder fitted for a few steps on the label task, so that generations end at EOS."""
     model = build_tiny_causal_lm(tok, architecture, seed=1)
-    enc = encode_causal_task(
-        tok, [PREDICT_PREFIX + x for x in INPUTS], LABELS, max_prompt_length=64, max_target_length=16
-    )
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        for ids, labels in zip(enc.input_ids, enc.labels):
-            model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval()
+    return fit_causal_on_labels(model, tok, INPUTS, LABELS, steps=steps, max_target_length=16)
 
 
 @pytest.fixture(scope="module")

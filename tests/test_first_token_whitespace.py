@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import fit_causal_on_labels
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -59,17 +60,7 @@ def digit_tokenizer():
 def fitted(tokenizer, architecture, steps=60):
     """A tiny decoder fitted on the label task, so that greedy generation writes the labels."""
     model = build_tiny_causal_lm(tokenizer, architecture, seed=1)
-    enc = encode_causal_task(
-        tokenizer, [PREDICT_PREFIX + x for x in INPUTS], LABELS, max_prompt_length=64, max_target_length=8
-    )
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        for ids, labels in zip(enc.input_ids, enc.labels):
-            model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval()
+    return fit_causal_on_labels(model, tokenizer, INPUTS, LABELS, steps=steps, max_target_length=8)
 
 
 def greedy_top_probabilities(model, prompt, steps):
