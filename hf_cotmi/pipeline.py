@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -1362,27 +1363,66 @@ def _save_trained(
     model_args: ModelArguments,
     data_args: DataArguments,
     print_fn: Callable[[str], None],
-) -> None:
-    """After training, when what follows it fails: save the model, tokenizer and sidecar into ``output_dir``
-    (no ``results.json``, which marks a finished run, and no push), so ``hf-cotmi evaluate`` can redo the test
-    phase. A sharded model (FSDP, DeepSpeed) on several processes is not saved here: its processes save
-    together, and one that did not fail would not join.
+    *,
+    what: str = "failed",
+) -> bool:
+    """After training, when what follows it fails or is interrupted: save the model, tokenizer and sidecar
+    into ``output_dir`` (no ``results.json``, which marks a finished run, and no push), so
+    ``hf-cotmi evaluate --model DIR`` can redo the test phase.
+
+    With FSDP or DeepSpeed on several processes nothing is saved: the processes of a sharded model save
+    together, and one that did not fail would not join; a line says so. A save that fails itself (a full disk)
+    is printed and not raised, so the caller raises the error that stopped the run.
+
+    Args:
+        what: how the steps after training stopped, for the printed line ("failed", "were interrupted").
+
+    Returns:
+        Whether the model was saved.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> args = SimpleNamespace(output_dir="out", world_size=2)
+        >>> trainer = SimpleNamespace(args=args, is_fsdp_enabled=True)
+        >>> _save_trained(trainer, None, None, None, print)
+        the steps after training failed; with FSDP or DeepSpeed on several processes the trained model is not saved
+        False
     """
     args = trainer.args
     sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
     if sharded and args.world_size > 1:
-        return
-    trainer.save_model(_internal_call=True)
-    if trainer.is_world_process_zero():
-        write_json(
-            os.path.join(args.output_dir, SIDECAR_NAME),
-            _sidecar(trainer, data, model_args, data_args),
-            sort_keys=True,
-        )
         print_fn(
-            f"the steps after training failed; saved the trained model and tokenizer to {args.output_dir}/ "
-            f"(hf-cotmi evaluate {args.output_dir} evaluates it)"
+            f"the steps after training {what}; with FSDP or DeepSpeed on several processes the trained model "
+            "is not saved"
         )
+        return False
+    try:
+        trainer.save_model(_internal_call=True)
+        if trainer.is_world_process_zero():
+            write_json(
+                os.path.join(args.output_dir, SIDECAR_NAME),
+                _sidecar(trainer, data, model_args, data_args),
+                sort_keys=True,
+            )
+    except Exception as error:  # the error that stopped the run is the one raised, not this one
+        print_fn(f"could not save the trained model: {error}")
+        return False
+    if trainer.is_world_process_zero():
+        print_fn(
+            f"the steps after training {what}; saved the trained model and tokenizer to {args.output_dir}/; "
+            f"{_evaluate_command(args.output_dir)} redoes the test phase"
+        )
+    return True
+
+
+def _evaluate_command(output_dir: str) -> str:
+    """The command that redoes the test phase of a model saved in ``output_dir``.
+
+    Examples:
+        >>> _evaluate_command("runs/my run")
+        "hf-cotmi evaluate --model 'runs/my run'"
+    """
+    return f"hf-cotmi evaluate --model {shlex.quote(output_dir)}"
 
 
 def _save_run(
@@ -1568,6 +1608,16 @@ def run_training(
     trainer.save_metrics("train", train_output.metrics)
     try:
         results.update(_test_phase(trainer, data, features, prefix, eval_args, data_args, print_fn))
+    except KeyboardInterrupt:  # what was trained is kept, as below
+        output_dir = training_args.output_dir
+        if _save_trained(trainer, data, model_args, data_args, print_fn, what="were interrupted"):
+            kept = (
+                f"the trained model is saved in {output_dir}/; {_evaluate_command(output_dir)} redoes the "
+                "test phase"
+            )
+        else:
+            kept = f"training had finished but the trained model was not saved; {_how_to_resume(output_dir)}"
+        raise KeyboardInterrupt(kept) from None
     except Exception:  # what was trained is kept: the model is saved before the error goes on
         _save_trained(trainer, data, model_args, data_args, print_fn)
         raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -188,7 +190,7 @@ def test_a_failure_after_training_still_saves_the_trained_model(
 
     monkeypatch.setattr(pipeline, "_check_example_room", lambda trainer: None)
     out = tmp_path / "out"
-    code, _, err = run(
+    code, out_text, err = run(
         capsys, "train", "--model", short_gpt2_dir, *SHORT, *SHORT_FAST, "--output-dir", str(out)
     )
     assert code != 0
@@ -198,6 +200,50 @@ def test_a_failure_after_training_still_saves_the_trained_model(
     assert "results.json" not in files  # it marks a finished run
     saved = load_student(str(out))
     assert saved.model.config.n_positions == 128
+    # the command the message suggests works on the saved folder
+    hint = re.search(r"; (hf-cotmi evaluate .+) redoes the test phase$", out_text, re.MULTILINE)
+    assert hint, out_text
+    program, *argv = shlex.split(hint.group(1))
+    assert program == "hf-cotmi"
+    code, evaluated, err = run(capsys, *argv)
+    assert code == 0, err
+    assert "accuracy" in evaluated
+
+
+def test_a_failed_rescue_save_still_reports_the_original_error(short_gpt2_dir, tmp_path, capsys, monkeypatch):
+    """A save that fails too (a full disk) is printed; the CLI's error is still the test phase's."""
+    from hf_cotmi import pipeline
+    from hf_cotmi.trainer import DSSMITrainer
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "_check_example_room", lambda trainer: None)
+    monkeypatch.setattr(DSSMITrainer, "save_model", full_disk)
+    code, out, err = run(
+        capsys, "train", "--model", short_gpt2_dir, *SHORT, *SHORT_FAST, "--output-dir", str(tmp_path / "out")
+    )
+    assert code == 1
+    assert "could not save the trained model: [Errno 28] No space left on device" in out
+    assert "max_new_tokens=256 leaves no room" in err and "No space left" not in err
+
+
+def test_an_interrupted_test_phase_still_saves_the_trained_model(gpt2_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after training: the model is saved and the interruption says where and how to evaluate it."""
+    from hf_cotmi import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_test_phase", interrupted)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "train", "--model", gpt2_dir, *SYNTHETIC, *FAST, "--output-dir", str(out))
+    assert code == 130
+    assert f"hf-cotmi train: interrupted; the trained model is saved in {out}/; " in err
+    assert f"hf-cotmi evaluate --model {out} redoes the test phase" in err
+    files = set(p.name for p in out.iterdir())
+    assert {"model.safetensors", "config.json", "tokenizer.json", SIDECAR_NAME} <= files, files
+    assert "results.json" not in files
 
 
 def test_demo_defaults_for_the_causal_student():
