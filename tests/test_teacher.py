@@ -1408,6 +1408,48 @@ def test_an_arithmetic_variant_whose_value_differs_is_refused():
             "**Answer:** 8\n\n**Explanation:** Tom has 3 apples and gets 4. The answer is (3 + 4).",
             "'Answer: 8' gives '8', 'The answer is (3 + 4).' gives '(3 + 4)'",
         ),
+        # \boxed{...} for every task, a \text{...} inside it read as its text; the reason quotes the plain answer
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\n\nFinal Answer: \\boxed{neutral}",
+            "'So the answer is entailment.' gives 'entailment', 'Final Answer: neutral' gives 'neutral'",
+        ),
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\n\nFinal Answer: \\boxed{\\text{neutral}}",
+            "'So the answer is entailment.' gives 'entailment', 'Final Answer: neutral' gives 'neutral'",
+        ),
+        # LaTeX math delimiters around the answer after an answer phrase are removed
+        (
+            "arithmetic",
+            "Tom has 3 apples and gets 4 more. The answer is (3 + 4).\nThe final answer is $\\boxed{8}$.",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'The final answer is (8).' gives '(8)'",
+        ),
+        (
+            "arithmetic",
+            "Tom has 3 apples and gets 4 more. The answer is (3 + 4).\n\nFinal Answer: $\\boxed{8}$",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'Final Answer: (8)' gives '(8)'",
+        ),
+        (
+            "arithmetic",
+            "Tom has 3 apples and gets 4 more. The answer is (3 + 4).\nThe final answer is $8$.",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'The final answer is 8.' gives '8'",
+        ),
+        (
+            "arithmetic",
+            "Tom has 3 apples and gets 4 more. The answer is (3 + 4).\nThe final answer is \\(8\\).",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'The final answer is 8.' gives '8'",
+        ),
+        (
+            "arithmetic",
+            "Tom has 3 apples and gets 4 more. The answer is (3 + 4).\nThe final answer is $$8$$.",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'The final answer is 8.' gives '8'",
+        ),
+        (
+            "arithmetic",
+            "Tom has 3 apples and gets 4 more. The answer is (3 + 4).\nFinal answer: \\[ \\boxed{8} \\]",
+            "'The answer is (3 + 4).' gives '(3 + 4)', 'Final answer: (8)' gives '(8)'",
+        ),
     ],
 )
 def test_a_correction_in_another_tasks_variant_of_the_phrase_is_refused(task, text, said):
@@ -1495,11 +1537,54 @@ def test_a_correction_in_another_tasks_variant_of_the_phrase_is_refused(task, te
             "Tom has 3 and gets 4.",
             "(3 + 4)",
         ),
+        # LaTeX math around an answer that agrees; math in the reasoning stays as written
+        (
+            "arithmetic",
+            "Tom has $3 + 4$ apples. The answer is (3 + 4).\nThe final answer is $\\boxed{7}$.",
+            "Tom has $3 + 4$ apples.",
+            "(3 + 4)",
+        ),
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\n\nFinal Answer: $\\boxed{\\text{Entailment}}$",
+            "A man is a person.",
+            "entailment",
+        ),
+        # a sentence negating a label the answer is not agrees with it
+        (
+            "nli",
+            "A man is a person. So the answer is entailment.\nBut wait, the answer is actually not neutral.",
+            "A man is a person.",
+            "entailment",
+        ),
     ],
 )
 def test_another_tasks_variant_that_agrees_or_is_prose_keeps_the_answer(task, text, rationale, label):
     parsed = parse_teacher_output(task, text)
     assert (parsed.rationale, parsed.label, parsed.reason) == (rationale, label, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "A man is a person. So the answer is entailment. But wait, the answer is actually not entailment.",
+            "the answer is actually not entailment",
+        ),
+        (
+            "A man is a person. So the answer is entailment.\nFinal answer: not entailment",
+            "Final answer: not entailment",
+        ),
+    ],
+)
+def test_an_nli_answer_sentence_negating_the_answer_is_refused(text, shown):
+    """A teacher taking its answer back ("the answer is actually not entailment") was read as that answer."""
+    parsed = parse_teacher_output("nli", text)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (
+        "",
+        "",
+        f"the answer sentence {shown!r} negates the answer 'entailment'",
+    )
 
 
 def test_an_nli_answer_label_without_the_prompts_phrase_is_still_no_answer_sentence():

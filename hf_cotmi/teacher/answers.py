@@ -73,18 +73,22 @@ and arithmetic before a ``Q:`` after the first answer) is counted first, on one 
 (:func:`_answer_spans`): the prompt's phrase, a variant rewritten as it, and, beside the prompt's phrase, a
 variant in any case followed by an answer of the task (an nli label, maybe after one adverb such as
 ``actually``, which is dropped; a choice's label; an expression or number, a LaTeX ``\\boxed{...}`` holding
-one read as it in parentheses; for generic any words but a negation, and after an ``Answer:`` label only one
-sentence on its line): ``So the answer is``, ``(so) the correct answer is``, ``the final answer is``, ``the
-answer is`` and, opening a line, ``Answer:`` and ``Final answer:``, for every task (``Wait, so the answer is
+one read as it in parentheses (for the other tasks every ``\\boxed{...}`` is read as its content, a
+``\\text{...}`` in it as its text; LaTeX math delimiters around an answer after an answer phrase, ``$\\boxed{8}$``
+or ``\\(8\\)``, are dropped: :func:`_unboxed`); for generic any words but a negation, and after an
+``Answer:`` label only one sentence on its line): ``So the answer is``, ``(so) the correct answer is``,
+``the final answer is``, ``the answer is`` and, opening a line, ``Answer:`` and ``Final answer:``, for
+every task (``Wait, so the answer is
 actually contradiction.``, ``Final answer: (a)``, ``Final Answer: \\boxed{8}``); but for ``So, the answer is`` (and
 arithmetic's ``the answer is``) these are rewritten as the prompt's phrase, where the text lacks it, for
 multiple_choice only (an e-SNLI ``Answer: neutral`` line stays no nli answer sentence). A variant followed
 by anything else stays prose, as does, for arithmetic, a variant whose answer has no value
 (:func:`_prose_variant`). Each answer sentence is parsed on its own
 (:func:`_given_answer`), and the text is refused, naming each sentence and what it gives, unless all give
-the same answer (for arithmetic the same value, ``(3 + 4)`` and ``7``; a number without parentheses, which
-the SVAMP rule does not read, only confirms another sentence's value). Then that answer is the first the
-rule reads, and the rationale is the longer of the text before the first sentence and (the answer given
+the same answer (an nli sentence negating the answer, ``the answer is actually not entailment``, is a correction
+too: :func:`_negated_nli_answer`; for arithmetic the same value, ``(3 + 4)`` and ``7``; a number without
+parentheses, which the SVAMP rule does not read, only confirms another sentence's value). Then that answer
+is the first the rule reads, and the rationale is the longer of the text before the first sentence and (the answer given
 first, ``Answer: (b)`` then the reasoning and ``So the answer is (b).``) the text between the first
 sentence's line and the next sentence, without a heading such as ``Explanation:`` opening it
 (:func:`_reasoning_of_several`).
@@ -340,20 +344,50 @@ def _without_emphasis(text: str) -> str:
     return _EMPHASIS_MARKER.sub(lambda m: m[0] if m.start() in kept else "", text)
 
 
-_BOXED = re.compile(r"\\boxed\{(?P<inside>[^{}]*)\}")
+# a LaTeX "\boxed{...}", its content holding at most one level of braces ("\boxed{\text{neutral}}")
+_BOXED = re.compile(r"\\boxed\{(?P<inside>(?:[^{}]|\{[^{}]*\})*)\}")
+_LATEX_TEXT = re.compile(r"\\text\{(?P<inside>[^{}]*)\}")
+# LaTeX math delimiters around the answer after an answer phrase or a variant of it ("The final answer is
+# $\boxed{8}$.", "Final Answer: \(8\)"): "$$", "$", "\(" and "\)", "\[" and "\]"; math elsewhere stays
+_DELIMITED_ANSWER = re.compile(
+    r"(?P<phrase>(?:\bthe\s+(?:correct\s+|final\s+)?answer\s+is|^[ \t]*(?:final\s+)?answer\s*:)[ \t]*:?\s*)"
+    r"(?:\$\$(?P<display>[^$]+)\$\$|\$(?P<inline>[^$\n]+)\$|\\\((?P<paren>[^\n]+?)\\\)|\\\[(?P<bracket>.+?)\\\])",
+    re.IGNORECASE | re.MULTILINE | re.DOTALL,
+)
+
+
+def _undelimited(text: str) -> str:
+    r"""``text`` without LaTeX math delimiters (``$$``, ``$``, ``\\(`` ``\\)``, ``\\[`` ``\\]``) around the
+    answer that follows an answer phrase or a variant of it (:data:`_DELIMITED_ANSWER`); math elsewhere, in
+    the reasoning, as it is.
+
+    Examples:
+        >>> _undelimited("So $3 + 4$ apples. The final answer is $\\boxed{7}$."), _undelimited("Answer: \\(7\\)")
+        ('So $3 + 4$ apples. The final answer is \\boxed{7}.', 'Answer: 7')
+    """
+
+    def inside(match: re.Match[str]) -> str:
+        content = next(match[name] for name in ("display", "inline", "paren", "bracket") if match[name])
+        return match["phrase"] + content.strip()
+
+    return _DELIMITED_ANSWER.sub(inside, text)
 
 
 def _unboxed(task: str, text: str) -> str:
-    r"""For arithmetic, ``text`` with each LaTeX ``\\boxed{...}`` whose content is an expression (by
-    :func:`hf_cotmi.metrics.safe_eval_arithmetic`, which evaluates nothing) written as that expression in
-    parentheses, as the prompts write an answer; any other text as it is.
+    r"""``text`` with its answer's LaTeX math delimiters removed (:func:`_undelimited`) and each LaTeX
+    ``\\boxed{...}`` written as its content: for arithmetic, only one whose content is an expression (by
+    :func:`hf_cotmi.metrics.safe_eval_arithmetic`, which evaluates nothing), in parentheses as the prompts
+    write an answer; for the other tasks every one, with a ``\\text{...}`` inside it written as its text.
 
     Examples:
         >>> _unboxed("arithmetic", "Final Answer: \\boxed{3 + 4}"), _unboxed("arithmetic", "\\boxed{(8)} \\boxed{x}")
         ('Final Answer: (3 + 4)', '(8) \\boxed{x}')
+        >>> _unboxed("nli", "Final Answer: $\\boxed{\\text{Neutral}}$")
+        'Final Answer: Neutral'
     """
+    text = _undelimited(text)
     if task != "arithmetic":
-        return text
+        return _BOXED.sub(lambda match: _LATEX_TEXT.sub(r"\g<inside>", match["inside"]).strip(), text)
 
     def expression(match: re.Match[str]) -> str:
         inside = match["inside"].strip()
@@ -522,8 +556,42 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
     read = _where_answers_are_read(task, text)
     spans = [span for span in _answer_spans(task, read) if not _prose_variant(task, read, span)]
     if len(spans) > 1:
-        return _one_answer_of_several(task, read, spans, choices)
-    return _dss_parse_one(task, text, choices)
+        output, refusal = _one_answer_of_several(task, read, spans, choices)
+    else:
+        output, refusal = _dss_parse_one(task, text, choices)
+    if task == "nli" and output.label and not refusal:
+        refusal = _negated_nli_answer(read, normalise_answer(task, output.label))
+    return (PalmOutput("", ""), refusal) if refusal else (output, refusal)
+
+
+# an nli answer sentence that negates a label, maybe with an adverb before or after "not" ("But wait, the answer
+# is actually not entailment."): the prompt's phrase or a variant of it, in any case
+_NEGATED_NLI_ANSWER = re.compile(
+    rf"(?:{_SENTENCE_VARIANTS}|{_LABEL_VARIANTS})\s*:?\s*(?:{_NLI_ADVERB}\s+)?not\s+(?:{_NLI_ADVERB}\s+)?"
+    rf"(?P<label>{'|'.join(NLI_LABELS)})\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _negated_nli_answer(text: str, label: str) -> str:
+    """Why the nli ``text`` (:func:`_where_answers_are_read`), whose answer is ``label``, is refused for an
+    answer sentence that negates that label (:data:`_NEGATED_NLI_ANSWER`: a teacher correcting itself); ""
+    when none does. A sentence negating another label (``neutral``, then ``the answer is not entailment``)
+    agrees with the answer.
+
+    Examples:
+        >>> _negated_nli_answer("So the answer is entailment. But wait, the answer is actually not entailment.",
+        ...                     "entailment")
+        "the answer sentence 'the answer is actually not entailment' negates the answer 'entailment'"
+        >>> _negated_nli_answer("So the answer is neutral.\\nSo the answer is not entailment.", "neutral")
+        ''
+    """
+    for match in _NEGATED_NLI_ANSWER.finditer(text):
+        if match["label"].casefold() == label:
+            return (
+                f"the answer sentence {_shown_sentence(text, *match.span())!r} negates the answer {label!r}"
+            )
+    return ""
 
 
 def _dss_parse_one(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmOutput, str]:
