@@ -82,6 +82,17 @@ def reference_metrics(
     return metrics
 
 
+def label_only_student(tokenizer, *, flat: bool) -> tuple[torch.nn.Module, Dataset, float]:
+    """A tiny T5, the uneven records' features without rationales (flat: without the text columns too, as
+    ``DataCollatorForSeq2Seq`` takes them) and the reference label token mean over them."""
+    model = build_tiny_seq2seq(tokenizer, "t5", seed=5)
+    features = tokenise(uneven_records(), tokenizer, with_rationale=False)
+    if flat:
+        features = features.remove_columns(["input", "label"])
+    label = reference_metrics(model, tokenise(uneven_records(), tokenizer), "eval", False)["eval_loss_label"]
+    return model, features, label
+
+
 def assert_metrics_match(metrics: dict[str, float], expected: dict[str, float], context: object) -> None:
     for key, value in expected.items():
         assert math.isclose(metrics[key], value, rel_tol=2e-5), (context, key, metrics[key], value)
@@ -120,11 +131,7 @@ def test_evaluation_loss_is_the_set_mean_at_every_batch_size(tmp_path, tiny_toke
 
 def test_label_only_features_give_the_weighted_label_token_mean(tmp_path, tiny_tokenizer):
     """Nested batches without rationales: the label term only, weighted as in training."""
-    model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=5)
-    features = tokenise(uneven_records(), tiny_tokenizer, with_rationale=False)
-    label = reference_metrics(model, tokenise(uneven_records(), tiny_tokenizer), "eval", False)[
-        "eval_loss_label"
-    ]
+    model, features, label = label_only_student(tiny_tokenizer, flat=False)
     for batch_size in (1, 3):
         args = training_arguments(tmp_path / "out", per_device_eval_batch_size=batch_size)
         metrics = DSSMITrainer(model=model, args=args, processing_class=tiny_tokenizer).evaluate(features)
@@ -135,13 +142,7 @@ def test_label_only_features_give_the_weighted_label_token_mean(tmp_path, tiny_t
 @pytest.mark.parametrize("loss_only", [True, False], ids=["loss-only", "generating"])
 def test_a_flat_batch_gives_the_label_token_mean(tmp_path, tiny_tokenizer, loss_only):
     """A flat batch (``DataCollatorForSeq2Seq``) trains on the unweighted label token mean; it is evaluated on it."""
-    model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=5)
-    features = tokenise(uneven_records(), tiny_tokenizer, with_rationale=False).remove_columns(
-        ["input", "label"]
-    )
-    label = reference_metrics(model, tokenise(uneven_records(), tiny_tokenizer), "eval", False)[
-        "eval_loss_label"
-    ]
+    model, features, label = label_only_student(tiny_tokenizer, flat=True)
     for batch_size in (1, 3):
         args = training_arguments(
             tmp_path / "out", per_device_eval_batch_size=batch_size, generation_max_length=2
@@ -227,13 +228,7 @@ class LossPlusOne(DSSMITrainer):
 @pytest.mark.parametrize("loss_only", [True, False], ids=["loss-only", "generating"])
 def test_a_compute_loss_override_keeps_its_eval_loss(tmp_path, tiny_tokenizer, loss_only):
     """Flat batches are scored through ``compute_loss``; the set-mean ``eval_loss`` replaced the override's."""
-    model = build_tiny_seq2seq(tiny_tokenizer, "t5", seed=5)
-    features = tokenise(uneven_records(), tiny_tokenizer, with_rationale=False).remove_columns(
-        ["input", "label"]
-    )
-    label = reference_metrics(model, tokenise(uneven_records(), tiny_tokenizer), "eval", False)[
-        "eval_loss_label"
-    ]
+    model, features, label = label_only_student(tiny_tokenizer, flat=True)
     # one batch: transformers' mean of the batch losses is the set's label token mean, plus the override's 1
     args = training_arguments(tmp_path / "out", per_device_eval_batch_size=EXAMPLES, generation_max_length=2)
     trainer = LossPlusOne(
