@@ -2179,6 +2179,274 @@ def test_ambiguous_chat_answers_are_still_refused(task, text, reason):
     assert not answer.parsed and reason in answer.reason
 
 
+_SLEEPING = "The man is sleeping, so he cannot be running."
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "choices", "sentence", "line"),
+    [
+        ("nli", f"{_SLEEPING} So the answer is contradiction.\nneutral", None, "contradiction", "'neutral'"),
+        (
+            "nli",
+            f"{_SLEEPING} So the answer is contradiction.\n\nNeutral.",
+            None,
+            "contradiction",
+            "'Neutral.'",
+        ),
+        (
+            "nli",
+            f"{_SLEEPING} So the answer is contradiction.\n\n**Neutral**",
+            None,
+            "contradiction",
+            "'Neutral'",
+        ),
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b) refrigerator.\n(a)",
+            PIE_CHOICES,
+            "refrigerator",
+            "'(a)'",
+        ),
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b).\n\nA. Oven",
+            PIE_CHOICES,
+            "refrigerator",
+            "'A. Oven'",
+        ),
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b) refrigerator.\noven",
+            PIE_CHOICES,
+            "refrigerator",
+            "'oven'",
+        ),
+        ("arithmetic", "3 + 4 is 7. The answer is (3 + 4).\n8", None, "(3 + 4)", "'8'"),
+        ("arithmetic", "3 + 4 is 7. The answer is (3 + 4).\n\n\\boxed{3 + 5}", None, "(3 + 4)", "'(3 + 5)'"),
+    ],
+)
+def test_a_line_after_the_answer_holding_only_another_answer_is_refused(task, text, choices, sentence, line):
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert not parsed.parsed
+    assert parsed.reason.startswith(
+        "the text holds 1 answer sentence and, after it, 1 line holding only an answer"
+    )
+    # both are named, each with what it gives
+    assert f"gives {sentence!r}" in parsed.reason and f"the line {line} gives" in parsed.reason
+
+
+def test_a_line_holding_another_answer_after_several_agreeing_sentences_is_refused():
+    text = f"Answer: (b)\n\n{_COOL} So the answer is (b).\n\n(a)"
+    parsed = parse_teacher_output("multiple_choice", text, choices=PIE_CHOICES)
+    assert parsed.reason == (
+        "the text holds 2 answer sentences and, after them, 1 line holding only an answer, which do not all give "
+        "the same answer ('Answer: (b)' gives 'refrigerator', 'So the answer is (b).' gives 'refrigerator', the "
+        "line '(a)' gives 'oven')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "choices", "rationale", "label"),
+    [
+        # the same answer again, on a line of its own
+        (
+            "nli",
+            f"{_SLEEPING} So the answer is contradiction.\ncontradiction",
+            None,
+            _SLEEPING,
+            "contradiction",
+        ),
+        (
+            "nli",
+            f"{_SLEEPING} So the answer is contradiction.\n\nContradiction.",
+            None,
+            _SLEEPING,
+            "contradiction",
+        ),
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b) refrigerator.\n\n(b)",
+            PIE_CHOICES,
+            _COOL,
+            "refrigerator",
+        ),
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b).\nB. Refrigerator",
+            PIE_CHOICES,
+            _COOL,
+            "refrigerator",
+        ),
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b).\nrefrigerator",
+            PIE_CHOICES,
+            _COOL,
+            "refrigerator",
+        ),
+        ("arithmetic", "3 + 4 is 7. The answer is (3 + 4).\n7", None, "3 + 4 is 7.", "(3 + 4)"),
+        ("arithmetic", "3 + 4 is 7. The answer is (3 + 4).\n\n\\boxed{7}", None, "3 + 4 is 7.", "(3 + 4)"),
+        # lines that are more than an answer, or come before the answer sentence, answer nothing
+        (
+            "nli",
+            f"neutral\n{_SLEEPING} So the answer is contradiction.",
+            None,
+            f"neutral\n{_SLEEPING}",
+            "contradiction",
+        ),
+        (
+            "nli",
+            f"{_SLEEPING} So the answer is contradiction.\nNeutral would need more.",
+            None,
+            _SLEEPING,
+            "contradiction",
+        ),
+        (
+            "nli",
+            f"{_SLEEPING} So the answer is contradiction.\n\nPremise: x\nneutral",
+            None,
+            _SLEEPING,
+            "contradiction",
+        ),
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\n8 apples were eaten.",
+            None,
+            "3 + 4 is 7.",
+            "(3 + 4)",
+        ),
+        ("arithmetic", "3 + 4 is 7. The answer is (3 + 4).\n\nQ: And 8?\n8", None, "3 + 4 is 7.", "(3 + 4)"),
+        # generic answers may be any words: no line is only an answer
+        ("generic", "It is hot. So the answer is Mercury.\nVenus", None, "It is hot.", "mercury"),
+        # a multiple-choice reply that lists the choices, or says why the others are wrong, after its answer
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b) refrigerator.\n\n(a) oven\n(b) refrigerator\n(c) bookshelf",
+            PIE_CHOICES,
+            _COOL,
+            "refrigerator",
+        ),
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b).\n\n(a) oven: it heats.",
+            PIE_CHOICES,
+            _COOL,
+            "refrigerator",
+        ),
+        # without the record's choices a letter names no answer
+        ("multiple_choice", f"{_COOL} So the answer is (b) refrigerator.\n(a)", None, _COOL, "refrigerator"),
+    ],
+)
+def test_a_line_after_the_answer_agreeing_with_it_or_no_answer_keeps_the_answer(
+    task, text, choices, rationale, label
+):
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (rationale, label, "")
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "choices", "label"),
+    [
+        ("nli", f"{_SLEEPING}\n\nFinal Answer\n\nneutral", None, "neutral"),
+        ("nli", f"{_SLEEPING}\n\n**Final Answer**\n\nContradiction.", None, "contradiction"),
+        (
+            "nli",
+            f"{_SLEEPING}\n\n### Final Answer\n\n\\boxed{{\\text{{contradiction}}}}",
+            None,
+            "contradiction",
+        ),
+        ("nli", f"{_SLEEPING}\n\nFinal answer: contradiction", None, "contradiction"),
+        ("multiple_choice", f"{_SLEEPING}\n\n**Final Answer**\n\n(b)", PIE_CHOICES, "refrigerator"),
+        ("multiple_choice", f"{_SLEEPING}\n\n**Answer**\n\n(b) refrigerator", PIE_CHOICES, "refrigerator"),
+        ("arithmetic", f"{_SLEEPING}\n\nFinal answer:\n\n\\boxed{{8}}", None, "(8)"),
+        ("arithmetic", f"{_SLEEPING}\n\n**Final Answer**\n\n$\\boxed{{4 + 4}}$", None, "(4 + 4)"),
+        ("arithmetic", f"{_SLEEPING}\n\nFinal Answer: (4 + 4)", None, "(4 + 4)"),
+        ("generic", f"{_SLEEPING}\n\nFinal Answer\n\nMercury", None, "mercury"),
+        ("generic", f"{_SLEEPING}\n\n## Final Answer\n\nMercury.\n\nQ: next", None, "mercury"),
+    ],
+)
+def test_a_final_answer_label_or_heading_over_the_answer_is_read(task, text, choices, label):
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (_SLEEPING, label, "")
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "choices", "outcome"),
+    [
+        # a heading over reasoning is no answer label, and stays in the rationale as before
+        ("nli", "## Answer\nNeutral says nothing. So the answer is neutral.", None, "neutral"),
+        ("generic", "## Answer\n\nMercury is closest.\n\nSo the answer is Mercury.", None, "mercury"),
+        (
+            "generic",
+            f"{_SLEEPING}\n\nFinal Answer\n\nMercury is closest. It is hot.",
+            None,
+            "no answer sentence",
+        ),
+        ("arithmetic", f"{_SLEEPING}\n\nFinal Answer\n\n8 apples", None, "no answer sentence"),
+        # "Answer", not "Final answer", is read beside the prompt's phrase only (e-SNLI's "Answer: neutral")
+        ("nli", f"{_SLEEPING}\n\nAnswer\n\ncontradiction", None, "no answer sentence"),
+        # a heading over the choices listed is refused as a list
+        (
+            "multiple_choice",
+            f"{_COOL}\n\nFinal Answer\n\n(a) oven\n(b) refrigerator",
+            PIE_CHOICES,
+            "list the choices",
+        ),
+        # a heading whose answer differs from the answer sentence's is a second answer
+        (
+            "nli",
+            f"{_SLEEPING} So the answer is contradiction.\n\n**Final Answer**\n\nneutral",
+            None,
+            "2 answer sentences that do not all give the same answer ('So the answer is contradiction.' gives "
+            "'contradiction', 'Final Answer:' gives 'neutral')",
+        ),
+        (
+            "arithmetic",
+            "3 + 4 is 7. The answer is (3 + 4).\n\n**Final Answer**\n\n\\boxed{8}",
+            None,
+            "2 answer sentences that do not all give the same answer ('The answer is (3 + 4).' gives '(3 + 4)', "
+            "'Final Answer:' gives '(8)')",
+        ),
+    ],
+)
+def test_a_heading_over_no_single_answer_or_another_answer_is_read_as_such(task, text, choices, outcome):
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert parsed.label == outcome if parsed.parsed else outcome in parsed.reason
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "choices", "label"),
+    [
+        ("generic", "It is hot. So the answer is Mercury. I hope this helps!", None, "mercury"),
+        ("generic", "It is hot. So the answer is Mercury! Let me know if you need more.", None, "mercury"),
+        ("generic", "It is hot. So the answer is 3.5. I hope this helps!", None, "3.5"),
+        ("generic", "It is hot. So the answer is St. Louis. I hope this helps!", None, "st. louis"),
+        ("generic", "It is hot. So the answer is J. K. Rowling. Enjoy!", None, "j. k. rowling"),
+        ("generic", "It is hot. So the answer is 2 + 3.5 = 5.5. Enjoy!", None, "2 + 3.5 = 5.5"),
+        ("nli", "No link. So the answer is neutral! Let me know.", None, "neutral"),
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b) refrigerator! Hope this helps.",
+            PIE_CHOICES,
+            "refrigerator",
+        ),
+        ("arithmetic", "Add. The answer is (3 + 4) apples. Let me know (if you need more).", None, "(3 + 4)"),
+        ("arithmetic", "Add. The answer is (3 + 4). Let me know (if you need more).", None, "(3 + 4)"),
+        ("arithmetic", "Add. The answer is (39. 5 + 1). Let me know.", None, "(39. 5 + 1)"),
+        ("arithmetic", "Halve. The answer is (7 / 2) = 3.5. Let me know.", None, "(7 / 2)"),
+    ],
+)
+def test_a_remark_after_the_answer_sentence_is_no_part_of_the_answer(task, text, choices, label):
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert (parsed.label, parsed.reason) == (label, "")
+
+
+def test_a_question_mark_after_the_answer_ends_no_sentence():
+    # "neutral? I am not sure." hedges: it is not read as the answer "neutral"
+    parsed = parse_teacher_output("nli", "No link. So the answer is neutral? I am not sure.")
+    assert not parsed.parsed and "is not a valid nli answer" in parsed.reason
+
+
 _PREMISE = "An old man sleeps on a bench in the park."
 _HYPOTHESIS = "The man is running a marathon."
 _REASONING = "A man asleep on a bench cannot be running a marathon."

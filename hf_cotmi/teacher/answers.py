@@ -18,7 +18,10 @@ next example); a ``Q:`` inside the reasoning ("FAQ:", "IQ:") stays, though the C
 parse the PaLM release as DSS did and are not changed, would cut at any ``Q:``.
 
 Before the rule runs, a chat model's phrasing is brought to the prompts' (markdown bold around text removed,
-not ``**`` in ``(2**3)``, ``so, the
+not ``**`` in ``(2**3)``; a heading on a line of its own, ``Final Answer``, ``**Answer**`` or ``## Final
+answer``, whose next non-blank line is an answer of the task and nothing else, as ``neutral``, ``(b)`` or
+``\\boxed{8}`` (for generic, one sentence ending the text), written as the label ``Final Answer:`` it stands
+for, :func:`_answer_under_heading`, and read as that label is; ``so, the
 answer is`` written ``So the answer is``, as are, for multiple_choice where a choice's label follows, ``the
 correct answer is``, ``the final answer is``, ``the answer is`` and, opening a line, ``Answer:`` and ``Final
 answer:``, a colon after it dropped; a variant is rewritten only when the text lacks the prompts' phrase, so
@@ -29,9 +32,12 @@ line opening with a label is given one (:func:`_with_final_choice_line`), an nli
 the question (``Premise: ...`` then ``Hypothesis: ...``, maybe after ``Q:``) loses that restatement, a
 few-shot answer marker opening the reply (``A:``; for nli also ``Answer:``; not a multiple_choice reply's
 ``A:`` that labels option A, as a line opening with ``B:`` before any next ``Q:`` shows) is removed, the text
-is cut after the line that holds the answer sentence (for nli and multiple_choice also at that sentence's end,
-dropping a remark after it on the same line; for multiple_choice a period inside the record's choice that the
-answer names, as in ``(c) St. Louis``, is no such end), and a final period is added when the teacher left it
+is cut after the line that holds the answer sentence and at that sentence's end, a period or an exclamation
+mark followed by whitespace, dropping a remark after it on the same line (``So the answer is neutral. I hope
+this helps!``; :func:`_answer_end`: for multiple_choice a period inside the record's choice that the answer
+names, as in ``(c) St. Louis``, is no such end, for arithmetic a period between digits, ``39. 0``, and for
+generic, whose answer may be any words, only one before a capital letter ends it, not after an initial or an
+abbreviation such as ``St.``), and a final period is added when the teacher left it
 out (the ANLI rule drops the last character, which DSS knew to be a period). After the SVAMP rule, whose label
 is only the parenthesised part of the answer, an arithmetic answer such as ``(50 - 12) / 2`` is kept whole, as
 ``((50 - 12) / 2)``, when the whole is an expression. After the CQA rule, which reads the text after the first
@@ -81,7 +87,8 @@ or ``\\(8\\)``, are dropped: :func:`_unboxed`); for generic any words but a nega
 every task (``Wait, so the answer is
 actually contradiction.``, ``Final answer: (a)``, ``Final Answer: \\boxed{8}``); but for ``So, the answer is`` (and
 arithmetic's ``the answer is``) these are rewritten as the prompt's phrase, where the text lacks it, for
-multiple_choice only (an e-SNLI ``Answer: neutral`` line stays no nli answer sentence). A variant followed
+multiple_choice only, and so is ``Final answer:`` for every task (an e-SNLI ``Answer: neutral`` line stays no
+nli answer sentence). A variant followed
 by anything else stays prose, as does, for arithmetic, a variant whose answer has no value
 (:func:`_prose_variant`). Each answer sentence is parsed on its own
 (:func:`_given_answer`), and the text is refused, naming each sentence and what it gives, unless all give
@@ -91,7 +98,12 @@ parentheses, which the SVAMP rule does not read, only confirms another sentence'
 is the first the rule reads, and the rationale is the longer of the text before the first sentence and (the answer given
 first, ``Answer: (b)`` then the reasoning and ``So the answer is (b).``) the text between the first
 sentence's line and the next sentence, without a heading such as ``Explanation:`` opening it
-(:func:`_reasoning_of_several`).
+(:func:`_reasoning_of_several`). A line after the last answer sentence's that holds only an answer of the task
+(``neutral``, ``(a)``, ``B. Oven`` or ``oven`` with the record's choices, ``7``; not for generic, whose answer
+may be any words; not lines of a multiple_choice reply that list the choices after its answer: see
+:func:`_answer_lines`) is such an answer too: one that gives the same answer changes nothing, and one that
+gives another refuses the text, naming each sentence and that line (:func:`_disagreeing_answer_line`); a line
+before an answer sentence, in the reasoning, is never read so.
 
 Everything here is a pure function of strings.
 
@@ -175,27 +187,76 @@ def _check_choices(task: str, choices: Sequence[str] | None) -> None:
         raise ValueError(f"choices are read by the multiple_choice task only; task={task!r} takes none")
 
 
-_SENTENCE_END = re.compile(r"\.\s")
+# where an answer sentence ends on its line: a period or an exclamation mark followed by whitespace ("So the
+# answer is neutral! Let me know ..."); a question mark, a hedge, ends none. For arithmetic not a period between
+# digits, which a subword decoder may write "39. 0" (safe_eval_arithmetic reads it as 39.0)
+_SENTENCE_END = re.compile(r"[.!](?=\s)")
+_EXPRESSION_SENTENCE_END = re.compile(r"[.!](?=\s)(?!(?<=\d\.)[ \t]+\d)")
+# for generic, whose answer may be any words: a period or an exclamation mark followed by whitespace and a capital
+# letter (a new sentence), the period not after an abbreviation (_ABBREVIATION)
+_GENERIC_SENTENCE_END = re.compile(r"[.!](?=\s+[A-Z])")
+# a word that a period after it does not end a sentence with: an initial ("J."), letters with periods between
+# them ("U.S", "e.g"), or a title or other common abbreviation ("St", "Dr"); "no", an answer, is none
+_ABBREVIATION = re.compile(
+    r"[A-Za-z]|(?:[A-Za-z]\.)+[A-Za-z]|mrs?|ms|dr|prof|st|mt|ft|jr|sr|vs|etc|inc|ltd|co|corp|gen|gov|lt|col|capt|"
+    r"sgt|rev|hon|approx",
+    re.IGNORECASE,
+)
 
 
-def _close_answer_line(
-    text: str, phrase: str, *, one_sentence: bool = False, choices: Sequence[str] = ()
-) -> str:
+def _answer_end(task: str, line: str, after: int, choices: Sequence[str] = ()) -> int | None:
+    """Where the answer that starts at ``line[after:]`` (the answer sentence's line, after the answer phrase)
+    ends its sentence: the index of the period or exclamation mark that closes it, or None when its line
+    holds no end (:data:`_SENTENCE_END`). For multiple_choice a period inside the one of ``choices`` that the
+    answer starts with (``(c) St. Louis``) ends nothing; for arithmetic a period between digits (``39. 0``)
+    ends nothing; for generic only a period or exclamation mark before a capital letter does, the period not
+    after an abbreviation (:data:`_ABBREVIATION`: ``St. Louis``, ``J. K. Rowling``).
+
+    Examples:
+        >>> line = "So the answer is St. Louis. I hope this helps!"
+        >>> line[: _answer_end("generic", line, 16)]
+        'So the answer is St. Louis'
+        >>> _answer_end("generic", "So the answer is 3.5 kg", 16) is None
+        True
+    """
+    if task == "multiple_choice":
+        return _stop(_SENTENCE_END.search(line, _last_of_named_choice(line, after, choices)))
+    if task != "generic":
+        end = _EXPRESSION_SENTENCE_END if task == "arithmetic" else _SENTENCE_END
+        return _stop(end.search(line, after))
+    for end in _GENERIC_SENTENCE_END.finditer(line, after):
+        word = line[after : end.start()].split()[-1:]
+        if end[0] == "!" or not word or not _ABBREVIATION.fullmatch(word[0].lstrip("\"'([")):
+            return end.start()
+    return None
+
+
+def _stop(match: re.Match[str] | None) -> int | None:
+    """Where ``match`` starts; None for no match."""
+    return None if match is None else match.start()
+
+
+def _close_answer_line(text: str, phrase: str, *, task: str = "", choices: Sequence[str] = ()) -> str:
     """Cut ``text`` after the line holding the first ``phrase`` and make sure that line ends with a period.
 
-    With ``one_sentence``, the line is cut at the answer sentence's end (a period and a space) too, so that a
-    chat model's remark after it (``So the answer is (b) sea. Let me know ...``) is not part of the answer;
-    a period inside the one of ``choices`` that the answer starts with (``(c) St. Louis``) is no such end.
-    A line that holds ``phrase`` again is left whole, for the DSS rule to refuse as ambiguous."""
+    With ``task``, the line is cut at the answer sentence's end too (:func:`_answer_end`), so that a chat
+    model's remark after it (``So the answer is (b) sea. Let me know ...``, ``So the answer is Paris. I hope
+    this helps!``) is not part of the answer; the sentence then ends with a period, whatever closed it. A
+    line that holds ``phrase`` again is left whole, for the DSS rule to refuse as ambiguous.
+
+    Examples:
+        >>> _close_answer_line("Hot. So the answer is Mercury! Ask again.\\nQ: x", "So the answer is", task="generic")
+        'Hot. So the answer is Mercury.'
+    """
     start = text.find(phrase)
     if start < 0:
         return text
     end = text.find("\n", start)
     head = (text if end < 0 else text[:end]).rstrip()
     after = start + len(phrase)
-    if one_sentence and phrase not in head[after:]:
-        stop = _SENTENCE_END.search(head, _last_of_named_choice(head, after, choices))
-        head = head if stop is None else head[: stop.start() + 1]
+    if task and phrase not in head[after:]:
+        stop = _answer_end(task, head, after, choices)
+        head = head if stop is None else head[:stop].rstrip() + "."
     return head if head.endswith(".") else head + "."
 
 
@@ -297,13 +358,29 @@ def _answered_variants(task: str) -> re.Pattern[str]:
     return re.compile(rf"(?:{_SENTENCE_VARIANTS}|{label}){_ANSWER_AHEAD[task]}", re.IGNORECASE | re.MULTILINE)
 
 
+def _final_answer_label(task: str) -> re.Pattern[str]:
+    """A ``Final answer:`` label opening a line (one written as a heading, ``**Final Answer**`` over the answer,
+    is made one by :func:`_answer_under_heading`), where an answer of ``task`` follows it
+    (:data:`_ANSWER_AHEAD`; for generic, on a line holding one sentence), in any case.
+
+    Examples:
+        >>> label = _final_answer_label("nli")
+        >>> bool(label.search("Final Answer:\\n\\nneutral")), bool(label.search("Answer: neutral"))
+        (True, False)
+    """
+    label = r"^[ \t]*final\s+answer(?=\s*:)" + (_ONE_SENTENCE_LINE if task == "generic" else "")
+    return re.compile(rf"{label}{_ANSWER_AHEAD[task]}", re.IGNORECASE | re.MULTILINE)
+
+
 # the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case, and
-# for arithmetic, whose prompts teach "The answer is", "the answer is" in any case. For multiple_choice one
+# for arithmetic, whose prompts teach "The answer is", "the answer is" in any case; then a "Final answer:" label
+# (_final_answer_label), which names the answer as plainly as the prompt's phrase (unlike "Answer:", which the
+# e-SNLI release's lines open with: those stay no answer sentence of the nli task). For multiple_choice one
 # pattern holds every variant, so that each one the text holds is an answer sentence (_answer_spans counts
 # them): "So, the answer is", and the others (_answered_variants) where a choice's label follows
 _PHRASE_VARIANTS = {
-    "nli": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),),
-    "generic": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),),
+    "nli": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE), _final_answer_label("nli")),
+    "generic": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE), _final_answer_label("generic")),
     "multiple_choice": (
         re.compile(
             rf"{_SO_THE_ANSWER_IS}|{_answered_variants('multiple_choice').pattern}",
@@ -313,6 +390,7 @@ _PHRASE_VARIANTS = {
     "arithmetic": (
         re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),
         re.compile(r"\bthe\s+answer\s+is\b", re.IGNORECASE),
+        _final_answer_label("arithmetic"),
     ),
 }
 # for nli, generic and arithmetic, the other variants (_answered_variants) where an answer of the task follows: answer
@@ -398,6 +476,108 @@ def _unboxed(task: str, text: str) -> str:
         return f"({inside})"
 
     return _BOXED.sub(expression, text)
+
+
+# a letter alone on a line, as an answer: "(b)", "(b):", "B", "B:", "B)" (a final period already dropped)
+_BARE_LETTER = re.compile(r"\((?P<paren>[A-Za-z])\):?|(?P<bare>[A-Z])[:)]?")
+
+
+def _bare_answer(task: str, line: str, choices: Sequence[str] = ()) -> str:
+    """The answer of ``task`` that ``line`` (markdown bold removed, :func:`_unboxed`) is and nothing else,
+    normalised; "" when it is anything else. A final period is no part of it.
+
+    - nli: one of the labels, in any case (``Neutral.``);
+    - multiple_choice, only with the record's ``choices``: a choice's letter (``(b)``, ``B:``, ``B)``, ``B``),
+      the letter and its own choice (``(b) refrigerator``, ``B. Refrigerator``, ``(b) - refrigerator``), or a
+      choice's text (``refrigerator``); without them a letter names nothing;
+    - arithmetic: a number or an expression (``7``, ``(3 + 4)``, a ``\\boxed{7}``), with a value;
+    - generic: nothing, as any words may be its answer.
+
+    Examples:
+        >>> _bare_answer("nli", " Neutral."), _bare_answer("nli", "Neutral statements are rare.")
+        ('neutral', '')
+        >>> _bare_answer("multiple_choice", "B. Refrigerator", ["oven", "refrigerator"])
+        'refrigerator'
+        >>> _bare_answer("arithmetic", "(3 + 4)"), _bare_answer("arithmetic", "7 apples")
+        ('(3 + 4)', '')
+    """
+    said = line.strip().removesuffix(".").rstrip()
+    if task == "nli":
+        return normalise_answer(task, said)
+    if task == "arithmetic":
+        return normalise_answer(task, said) if said else ""
+    if task != "multiple_choice" or not said:
+        return ""
+    keys = [normalize_text(choice) for choice in choices]
+    letter = _BARE_LETTER.fullmatch(said) or _OPTION_LINE.match(said)
+    if letter is None:
+        return normalize_text(said) if normalize_text(said) in keys else ""
+    index = ord((letter["paren"] or letter["bare"]).lower()) - ord("a")
+    rest = said[letter.end() :].strip()
+    if index >= len(keys) or (rest and normalize_text(_without_separator(rest, keys)) != keys[index]):
+        return ""
+    return keys[index]
+
+
+def _read_as_answer(task: str, line: str) -> str:
+    r"""``line``, stripped, as an answer after a label reads (:func:`_unboxed`: math delimiters dropped, a LaTeX
+    ``\\boxed{...}`` read).
+
+    Examples:
+        >>> _read_as_answer("arithmetic", " $\\boxed{4 + 4}$"), _read_as_answer("nli", "$neutral$")
+        ('(4 + 4)', 'neutral')
+    """
+    label = "Answer: "
+    return _unboxed(task, label + line.strip()).removeprefix(label)
+
+
+# a heading on a line of its own that stands for an answer label: "Final Answer", "Answer" (markdown bold already
+# removed: "**Final Answer**"), maybe a markdown heading ("## Final answer", "### Answer:")
+_ANSWER_HEADING = re.compile(
+    r"^[ \t]*(?P<hashes>#{1,6}[ \t]+)?(?P<words>(?:final[ \t]+)?answer)[ \t]*(?P<colon>:?)[ \t]*(?=\n|\Z)",
+    re.IGNORECASE | re.MULTILINE,
+)
+# the next non-blank line after a heading
+_NEXT_LINE = re.compile(r"\s*?\n(?P<line>[^\n]*\S[^\n]*)")
+# more than one sentence on a line
+_SECOND_SENTENCE = re.compile(r"[.!?][ \t]+\S")
+
+
+def _answer_under_heading(task: str, text: str, choices: Sequence[str] = ()) -> str:
+    """``text`` with each answer heading (:data:`_ANSWER_HEADING`: ``Final Answer``, ``**Answer**``, ``##
+    Final answer``) whose answer is the next non-blank line written as the label it stands for (``Final
+    Answer:``), which is then read as that label is (for every task ``Final answer:``; ``Answer:`` beside the
+    prompt's phrase, or for multiple_choice alone). The next line is its answer where it is an answer of
+    ``task`` and nothing else (:func:`_bare_answer`), and for generic where it is one sentence and the last
+    line the answers are read in (:func:`_where_answers_are_read`). A heading over anything else (``##
+    Answer`` then reasoning) labels nothing, and ``text`` is then returned as it is.
+
+    Markdown bold is removed before the headings are looked for (and a LaTeX ``\\boxed{...}``, or math
+    delimiters, in the next line read as after a label: :func:`_unboxed`); ``text`` is returned as it is where
+    it holds no such heading.
+
+    Examples:
+        >>> _answer_under_heading("nli", "No link.\\n\\n**Final Answer**\\n\\nNeutral")
+        'No link.\\n\\nFinal Answer:\\n\\nNeutral'
+        >>> _answer_under_heading("nli", "## Answer\\nNeutral statements say nothing. So the answer is neutral.")
+        '## Answer\\nNeutral statements say nothing. So the answer is neutral.'
+    """
+    prepared = _without_emphasis(text)
+    pieces, last = [], 0
+    for heading in _ANSWER_HEADING.finditer(prepared):
+        following = _NEXT_LINE.match(prepared, heading.end())
+        if (heading["colon"] and not heading["hashes"]) or following is None:
+            continue  # already a label, or nothing under it
+        line = _read_as_answer(task, following["line"])
+        if task == "generic":
+            rest = prepared[following.end() :]
+            answers = not _SECOND_SENTENCE.search(line) and not _where_answers_are_read(task, rest).strip()
+        else:
+            answers = bool(_bare_answer(task, line, choices))
+        if answers:
+            pieces += [prepared[last : heading.start()], f"{heading['words']}:"]
+            last = heading.end()
+    return text if not pieces else "".join([*pieces, prepared[last:]])
 
 
 def _rewritten_variant(task: str, text: str) -> re.Pattern[str] | None:
@@ -552,13 +732,16 @@ def _dss_parse(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmO
     Every answer sentence the text holds where the rule reads it is counted (:func:`_answer_spans`): the
     text after the first one's line is cut off, so a second answer on a later line (a teacher correcting
     itself) must be read here, not dropped. A text holding several gives their answer when all give the
-    same one, and is refused otherwise (:func:`_one_answer_of_several`)."""
+    same one, and is refused otherwise (:func:`_one_answer_of_several`). So is a text whose line after the
+    last answer sentence holds only another answer (:func:`_answer_lines`, :func:`_disagreeing_answer_line`)."""
     read = _where_answers_are_read(task, text)
     spans = [span for span in _answer_spans(task, read) if not _prose_variant(task, read, span)]
     if len(spans) > 1:
         output, refusal = _one_answer_of_several(task, read, spans, choices)
     else:
         output, refusal = _dss_parse_one(task, text, choices)
+    if spans and output.label and not refusal:
+        refusal = _disagreeing_answer_line(task, read, spans, output.label, choices)
     if task == "nli" and output.label and not refusal:
         refusal = _negated_nli_answer(read, normalise_answer(task, output.label))
     return (PalmOutput("", ""), refusal) if refusal else (output, refusal)
@@ -611,7 +794,7 @@ def _dss_parse_one(task: str, text: str, choices: Sequence[str] = ()) -> tuple[P
     if task == "multiple_choice" and phrase not in text:
         text = _with_final_choice_line(text, phrase, choices)
     line = _close_answer_line(text, phrase)  # the answer sentence's line, a remark after the sentence kept
-    text = _close_answer_line(text, phrase, one_sentence=task in ("nli", "multiple_choice"), choices=choices)
+    text = _close_answer_line(text, phrase, task=task, choices=choices)
     if task in ("nli", "generic"):
         return parse_anli_output(text), ""
     if task == "multiple_choice":
@@ -710,16 +893,26 @@ def _is_variant(task: str, text: str, span: tuple[int, int]) -> bool:
     )
 
 
+# what may part an answer phrase from its answer on a later line: a colon and the whitespace after it, line breaks
+# included ("So the answer is:\n\n(b)"), which _plain drops
+_COLON_BEFORE_ANSWER = re.compile(r"[ \t]*:\s*")
+
+
 def _variant_answer(sentence: str) -> str:
     """The arithmetic answer of a variant's ``sentence`` (what follows the variant's phrase), normalised: its
     number or expression (:data:`_VARIANT_ANSWER`) where that has a value; "" where the sentence gives none.
+    After a colon the answer may be on a later line (``Final Answer:``, then ``(8)``).
 
     Examples:
         >>> _variant_answer(": 6 apples.\\n\\nMore."), _variant_answer(" 7, which is 3 + 4.")
         ('6', '7')
         >>> _variant_answer(" 10 because he starts there."), _variant_answer(" 10 - 3 = 7 left.")
         ('', '')
+        >>> _variant_answer(":\\n\\n(8)")
+        '(8)'
     """
+    colon = _COLON_BEFORE_ANSWER.match(sentence)
+    sentence = sentence if colon is None else sentence[colon.end() :]
     match = _VARIANT_ANSWER.match(_VARIANT_SENTENCE_END.split(sentence, maxsplit=1)[0])
     if match is None or safe_eval_arithmetic(match["expression"]) is None:
         return ""
@@ -832,25 +1025,106 @@ def _one_answer_of_several(
         >>> _one_answer_of_several("arithmetic", text, _answer_spans("arithmetic", text), [])
         (PalmOutput(rationale='3 + 4 is 7.', label='(3 + 4)'), '')
     """
+    given = _given_answers(task, text, spans, choices)
+    keys = [answer_key(task, answer) if answer else "" for _, answer in given]
+    if keys[0] and all(key == keys[0] for key in keys):
+        label = next((label for label, _ in given if label), "")
+        return PalmOutput(_reasoning_of_several(task, text, spans) if label else "", label), ""
+    said = ", ".join(_what_sentences_give(text, spans, [answer for _, answer in given]))
+    return PalmOutput("", ""), (
+        f"the text holds {len(spans)} answer sentences that do not all give the same answer ({said})"
+    )
+
+
+def _given_answers(
+    task: str, text: str, spans: Sequence[tuple[int, int]], choices: Sequence[str]
+) -> list[tuple[str, str]]:
+    """What each answer sentence of ``text`` (:func:`_where_answers_are_read`) at ``spans``
+    (:func:`_answer_spans`), running to the next one, gives parsed on its own (:func:`_given_answer`): the
+    DSS rule's label and that label normalised; for an arithmetic variant, no label and the value of its
+    answer (:func:`_variant_answer`)."""
     phrase = _ANSWER_PHRASE[task]
     ends = [begin for begin, _ in spans[1:]] + [len(text)]
     # each sentence opening with the prompt's phrase, so that _plain rewrites nothing else in it
-    given = [
+    return [
         ("", _variant_answer(text[stop:end]))
         if task == "arithmetic" and _is_variant(task, text, (start, stop))
         else _given_answer(task, phrase + text[stop:end], choices)
         for (start, stop), end in zip(spans, ends)
     ]
-    keys = [answer_key(task, answer) if answer else "" for _, answer in given]
-    if keys[0] and all(key == keys[0] for key in keys):
-        label = next((label for label, _ in given if label), "")
-        return PalmOutput(_reasoning_of_several(task, text, spans) if label else "", label), ""
-    said = ", ".join(
+
+
+def _what_sentences_give(text: str, spans: Sequence[tuple[int, int]], answers: Sequence[str]) -> list[str]:
+    """For a reason: each answer sentence of ``text`` at ``spans`` shown (:func:`_shown_sentence`) with the
+    answer it gives (``answers``, "" for none)."""
+    ends = [begin for begin, _ in spans[1:]] + [len(text)]
+    return [
         f"{_shown_sentence(text, start, end)!r} " + (f"gives {answer!r}" if answer else "gives no answer")
-        for (start, _), end, (_, answer) in zip(spans, ends, given)
-    )
-    return PalmOutput("", ""), (
-        f"the text holds {len(spans)} answer sentences that do not all give the same answer ({said})"
+        for (start, _), end, answer in zip(spans, ends, answers)
+    ]
+
+
+def _answer_lines(
+    task: str, text: str, spans: Sequence[tuple[int, int]], choices: Sequence[str]
+) -> list[tuple[str, str]]:
+    """The lines of ``text`` (:func:`_where_answers_are_read`) after the line that holds the answer of its
+    last answer sentence (at ``spans``, :func:`_answer_spans`) that are an answer of the task and nothing else
+    (:func:`_bare_answer`: ``neutral``, ``(a)``, ``7``), each stripped and with the answer it gives. Only
+    lines after every answer sentence count: a line of the reasoning, before the answer, is none. For
+    multiple_choice and arithmetic, lines from a ``Q:`` on are not read, as the DSS rules cut there; for
+    multiple_choice, lines after the answer of which two or more open with a choice's label (``(a) oven``
+    then ``(b) refrigerator``) list the choices or say why the others are wrong: none of them counts.
+
+    Examples:
+        >>> text = "He sleeps. So the answer is contradiction.\\n\\nNeutral."
+        >>> _answer_lines("nli", text, _answer_spans("nli", text), [])
+        [('Neutral.', 'neutral')]
+        >>> text = "Add. The answer is (3 + 4).\\nThat is 7 in all.\\n7"
+        >>> _answer_lines("arithmetic", text, _answer_spans("arithmetic", text), [])
+        [('7', '7')]
+    """
+    answer = _COLON_BEFORE_ANSWER.match(text, spans[-1][1])
+    line_end = text.find("\n", spans[-1][1] if answer is None else answer.end())
+    if line_end < 0:
+        return []
+    after = text[line_end + 1 :]
+    if task in ("multiple_choice", "arithmetic"):
+        after = after.split("Q:")[0]
+    lines = after.split("\n")
+    if task == "multiple_choice" and sum(_OPTION_LINE.match(line) is not None for line in lines) > 1:
+        return []
+    found = [(line.strip(), _bare_answer(task, _read_as_answer(task, line), choices)) for line in lines]
+    return [(line, answer) for line, answer in found if answer]
+
+
+def _disagreeing_answer_line(
+    task: str, text: str, spans: Sequence[tuple[int, int]], label: str, choices: Sequence[str]
+) -> str:
+    """Why ``text`` (:func:`_where_answers_are_read`), whose answer sentences at ``spans`` give the DSS rule's
+    ``label``, is refused for a line after them that holds only another answer (:func:`_answer_lines`: ``So
+    the answer is contradiction.`` then ``neutral``, a teacher correcting itself or ending on what it means),
+    naming each answer sentence and each such line with what it gives; "" when every such line gives the
+    same answer (by :func:`answer_key`: for arithmetic, the same value) or there is none.
+
+    Examples:
+        >>> text = "He sleeps. So the answer is contradiction.\\nneutral"
+        >>> reason = _disagreeing_answer_line("nli", text, _answer_spans("nli", text), "contradiction", [])
+        >>> reason.removeprefix("the text holds 1 answer sentence and, after it, 1 line holding only an answer, "
+        ...                     "which do not all give the same answer ")
+        "('So the answer is contradiction.' gives 'contradiction', the line 'neutral' gives 'neutral')"
+    """
+    lines = _answer_lines(task, text, spans, choices)
+    key = answer_key(task, normalise_answer(task, label))
+    if all(answer_key(task, answer) == key for _, answer in lines):
+        return ""
+    given = [answer for _, answer in _given_answers(task, text, spans, choices)]
+    shown = [f"the line {line!r} gives {answer!r}" for line, answer in lines]
+    said = ", ".join([*_what_sentences_give(text, spans, given), *shown])
+    sentences = f"{len(spans)} answer sentence{'s' if len(spans) > 1 else ''}"
+    shown_lines = f"{len(lines)} line{'s' if len(lines) > 1 else ''} holding only an answer"
+    return (
+        f"the text holds {sentences} and, after {'them' if len(spans) > 1 else 'it'}, {shown_lines}, which do "
+        f"not all give the same answer ({said})"
     )
 
 
@@ -1411,6 +1685,7 @@ def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = N
         raise TypeError(f"teacher output must be a string, got {type(text).__name__}")
     _check_choices(task, choices)
     phrase = _ANSWER_PHRASE[task]
+    text = _answer_under_heading(task, text, choices or ())
     output, refusal = _dss_parse(task, text, choices or ())
     if refusal:
         return TeacherAnswer("", "", refusal)
