@@ -33,6 +33,7 @@ from .confidence import (
     label_confidences,
 )
 from .dataset_rows import num_rows, row_range, sized_rows
+from .device_reads import read_floats
 from .prefixes import PREDICT_PREFIX
 from .tasks import TaskSpec, get_task
 
@@ -460,6 +461,9 @@ class StopOnNonFiniteCallback(TrainerCallback):
       and under ``fp16``, whose loss scaler overflows gradients on purpose and skips those steps itself, only
       the loss is checked.
 
+    The check reads its numbers from the device once per optimizer step (a :class:`~hf_cotmi.DSSMITrainer` keeps
+    the loss components there between logs), not at every micro-batch.
+
     On a non-finite value it raises :class:`NonFiniteLossError` naming the step (numbered as in the logs),
     the components and the gradient norm. The optimizer never applies that step, so the weights stay as
     they were after the last finite step; checkpoints already written are kept and no final model is
@@ -479,41 +483,49 @@ class StopOnNonFiniteCallback(TrainerCallback):
 
     def __init__(self, trainer: Any | None = None) -> None:
         self.trainer = trainer
-        self._components_before: dict[str, float] = {}
-        self._running_loss_before = 0.0
+        self._components_before: dict[str, Any] = {}
+        self._running_loss_before: Any = None
 
-    # -- what the trainer accumulated so far in this logging interval
-    def _component_sums(self) -> dict[str, float]:
-        read = getattr(self.trainer, "training_loss_components", None)  # DSSMITrainer: sums since last log
+    # -- what the trainer accumulated so far in this logging interval: tensors where it keeps them on the
+    # device (read at the check only, all in one host-device synchronisation), floats otherwise
+    def _component_sums(self) -> dict[str, Any]:
+        read = getattr(self.trainer, "_training_loss_sums", None)  # DSSMITrainer: a snapshot, on the device
+        if not callable(read):
+            read = getattr(self.trainer, "training_loss_components", None)  # sums since the last log, floats
         return dict(read()) if callable(read) else {}
 
-    def _running_loss(self) -> float | None:
+    def _running_loss(self) -> Any:
         running = getattr(self.trainer, "_tr_loss", None)  # transformers' accumulated loss since last log
         if running is None:
             return None
-        return float(running.detach().float().sum().item()) if hasattr(running, "detach") else float(running)
+        # sum() makes a new tensor: a snapshot of _tr_loss, which the Trainer adds to in place
+        return running.detach().float().sum() if hasattr(running, "detach") else float(running)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Remember the sums so far, so the step's own values can be told apart."""
         self._components_before = self._component_sums()
-        self._running_loss_before = self._running_loss() or 0.0
+        self._running_loss_before = self._running_loss()
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Check the step's loss and gradient norm; raise :class:`NonFiniteLossError` if either is not finite."""
         step = int(state.global_step) + 1
-        components = {
-            name: value - self._components_before.get(name, 0.0)
-            for name, value in self._component_sums().items()
-        }
+        after = self._component_sums()
+        names = list(after)
+        before = [self._components_before.get(name, 0.0) for name in names]
         running = self._running_loss()
-        loss = None if running is None else running - self._running_loss_before
         # Under fp16 a dynamic loss scaler overflows the gradients now and then on purpose, and skips those
         # steps itself; only the loss says whether training diverged.
         scaled = (
             bool(getattr(args, "fp16", False))
             or getattr(getattr(self.trainer, "accelerator", None), "scaler", None) is not None
         )
-        gradient_norm = None if scaled else _gradient_norm(kwargs.get("model"))
+        norm_tensor = None if scaled else _gradient_norm_tensor(kwargs.get("model"))
+        # every number of the check in one read from the device; the differences are taken in Python, as exact
+        # as the sums
+        numbers = read_floats([*after.values(), *before, running, self._running_loss_before, norm_tensor])
+        components = {name: numbers[i] - numbers[len(names) + i] for i, name in enumerate(names)}
+        running, running_before, gradient_norm = numbers[2 * len(names) :]
+        loss = None if running is None else running - (running_before or 0.0)
         # transformers' running loss is the real value only without its NaN filter
         real_loss = loss is not None and not getattr(args, "logging_nan_inf_filter", True)
         loss_finite = all(math.isfinite(v) for v in components.values()) and (
@@ -556,8 +568,9 @@ class StopOnNonFiniteCallback(TrainerCallback):
             )
 
 
-def _gradient_norm(model: Any) -> float | None:
-    """The 2-norm of all parameter gradients together (NaN or inf when any gradient is), or None."""
+def _gradient_norm_tensor(model: Any) -> Any:
+    """The 2-norm of all parameter gradients together (NaN or inf when any gradient is), a 0-d tensor on the
+    device, or None."""
     import torch
 
     if model is None:
@@ -565,7 +578,12 @@ def _gradient_norm(model: Any) -> float | None:
     grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
     if not grads:  # e.g. DeepSpeed ZeRO keeps the gradients in its own partitions
         return None
-    return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False).item())
+    return torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
+
+
+def _gradient_norm(model: Any) -> float | None:
+    """:func:`_gradient_norm_tensor` as a float."""
+    return read_floats([_gradient_norm_tensor(model)])[0]
 
 
 def _first_non_finite_parameter(model: Any) -> str | None:

@@ -15,7 +15,6 @@ import inspect
 import json
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -30,6 +29,7 @@ from .callbacks import ECECallback, StopOnNonFiniteCallback
 from .chunked_losses import chunked_dss_losses
 from .collator import EXPL_COLUMNS, PRED_COLUMNS, DSSDataCollator
 from .dataset_rows import sized_rows
+from .device_reads import read_floats
 from .losses import rationale_nll_and_mutual_information
 from .metrics import decode_token_ids
 from .model_card import (
@@ -91,16 +91,38 @@ class _DSSLoss(NamedTuple):
 
     Attributes:
         loss: the weighted loss (each term a mean over the batch, or over the step with counts).
-        components: the unweighted terms as floats (``loss_label``, ``loss_rationale``, ``loss_mi``).
+        components: the unweighted terms (``loss_label``, ``loss_rationale``, ``loss_mi``), detached 0-d
+            tensors on the loss's device: reading them as numbers waits for the device, so they are only read
+            when logged (:class:`_ComponentStore`).
         totals: per term, the detached local sum, what it is a mean over (tokens, or examples for MI) and its
             weight in ``loss``: what evaluation adds up over the set.
         outputs: the label logits (``{"logits": ...}``, with ``target_labels`` when kept), empty when chunked.
     """
 
     loss: torch.Tensor
-    components: dict[str, float]
+    components: dict[str, torch.Tensor]
     totals: dict[str, tuple[torch.Tensor, torch.Tensor, float]]
     outputs: dict[str, Any]
+
+
+def _sum_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype sums of losses and counts are kept in on ``device``: float64, as Python adds floats (so the
+    sums equal those of the values read one by one), except on MPS, which has no float64."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def _accumulate(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    """``total + value`` in :func:`_sum_dtype`, on the device (no host-device synchronisation); always a new
+    tensor, so a reference to an earlier total keeps its value.
+
+    Examples:
+        >>> _accumulate(_accumulate(None, torch.tensor(0.5)), torch.tensor(2)).item()
+        2.5
+    """
+    value = value.detach()
+    if total is None:
+        return value.to(_sum_dtype(value.device), copy=True)
+    return total + value.to(total.device, total.dtype)
 
 
 class _ComponentStore:
@@ -110,24 +132,33 @@ class _ComponentStore:
     a step, 0 for the rest), so ``sums / weight`` is the mean over logged steps. Evaluation adds each batch's
     sums, counts (tokens, or examples for MI) and loss weights (:meth:`add_totals`), so ``sums / counts`` is
     the mean over the whole set, whatever its batches.
+
+    The sums and counts stay tensors on the device (:func:`_accumulate`): adding a micro-batch does not wait
+    for the device, as reading a number would; :meth:`numbers` reads them all at once, when they are logged.
+    Each addition makes new tensors, so a copy of ``sums`` (``dict(store.sums)``) is a snapshot.
     """
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
+        self.sums: dict[str, torch.Tensor] = {}
         self.weight = 0.0
-        self.counts: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, torch.Tensor] = {}
         self.loss_weights: dict[str, float] = {}
 
-    def add(self, components: dict[str, float], weight: float) -> None:
+    def add(self, components: Mapping[str, torch.Tensor], weight: float) -> None:
         for name, value in components.items():
-            self.sums[name] += value
+            self.sums[name] = _accumulate(self.sums.get(name), value)
         self.weight += weight
 
     def add_totals(self, totals: dict[str, tuple[torch.Tensor, torch.Tensor, float]]) -> None:
         for name, (local_sum, count, loss_weight) in totals.items():
-            self.sums[name] += float(local_sum)
-            self.counts[name] += float(count)
+            self.sums[name] = _accumulate(self.sums.get(name), local_sum)
+            self.counts[name] = _accumulate(self.counts.get(name), count)
             self.loss_weights[name] = loss_weight
+
+    def numbers(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The sums and the counts as floats, read in one host-device synchronisation."""
+        values = read_floats([*self.sums.values(), *self.counts.values()])
+        return dict(zip(self.sums, values)), dict(zip(self.counts, values[len(self.sums) :]))
 
 
 def _as_dssmi_arguments(args: Seq2SeqTrainingArguments | None) -> DSSMITrainingArguments:
@@ -166,10 +197,29 @@ def _first_rows(batch: Any, count: int, batch_size: int) -> Any:
     return batch
 
 
+def _label_columns(labels: torch.Tensor) -> tuple[int, int]:
+    """``(first, end)``: the first column where any row has a label and one past the last such column; both
+    ``labels.shape[1]`` when there is no label. Read from the device in one synchronisation (the window's
+    shape is needed on the host).
+
+    Examples:
+        >>> _label_columns(torch.tensor([[-100, -100, 5, -100], [-100, 7, 8, -100]]))
+        (1, 3)
+    """
+    length = labels.shape[1]
+    if length == 0:
+        return 0, 0
+    scored = labels.ne(-100).any(dim=0)
+    columns = torch.arange(length, device=labels.device)
+    first = torch.where(scored, columns, length).min()
+    last = torch.where(scored, columns, -1).max()
+    first_column, last_column = torch.stack([first, last]).tolist()
+    return first_column, (last_column + 1 if last_column >= 0 else length)
+
+
 def _prompt_width(labels: torch.Tensor) -> int:
     """The first column where any row has a label: the prompt width of a target-aligned batch."""
-    columns = labels.ne(-100).any(dim=0).nonzero()
-    return int(columns[0]) if len(columns) else labels.shape[1]
+    return _label_columns(labels)[0]
 
 
 def _left_padding(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -559,16 +609,23 @@ class DSSMITrainer(Seq2SeqTrainer):
         """
         if not batch_samples or not isinstance(batch_samples[0], Mapping):
             return super()._get_num_items_in_batch(batch_samples, device)
-        counts = torch.zeros(3, dtype=torch.float64)
+        # summed where the batches are (on the device, without waiting for it), then moved once
+        label_tokens: torch.Tensor | None = None
+        rationale_tokens: torch.Tensor | None = None
+        examples = 0
         for batch in batch_samples:
             pred = batch["pred"] if "pred" in batch else batch
             if "labels" not in pred:
                 return None
-            counts[0] += self._scored_tokens(pred["labels"])
-            counts[2] += pred["labels"].shape[0]
+            label_tokens = _accumulate(label_tokens, self._scored_tokens(pred["labels"]))
+            examples += pred["labels"].shape[0]
             if "expl" in batch:
-                counts[1] += self._scored_tokens(batch["expl"]["labels"])
-        counts = counts.to(device)
+                rationale_tokens = _accumulate(rationale_tokens, self._scored_tokens(batch["expl"]["labels"]))
+        assert label_tokens is not None  # batch_samples is not empty
+        if rationale_tokens is None:
+            rationale_tokens = torch.zeros_like(label_tokens)
+        counts = torch.stack([label_tokens, rationale_tokens, torch.full_like(label_tokens, examples)])
+        counts = counts.to(device, _sum_dtype(device))
         # average_tokens_across_devices=False: each process normalises by its own counts (DDP then averages
         # the per-process means), as the Trainer does
         world = max(1, self.accelerator.num_processes) if self.args.average_tokens_across_devices else 1
@@ -576,13 +633,13 @@ class DSSMITrainer(Seq2SeqTrainer):
             counts = self.accelerator.reduce(counts, reduction="sum")
         return DSSBatchCounts(counts[0], counts[1], counts[2], world_size=world)
 
-    def _scored_tokens(self, labels: torch.Tensor) -> int:
+    def _scored_tokens(self, labels: torch.Tensor) -> torch.Tensor:
         """The targets of ``labels`` that carry loss: those other than -100, and for a decoder-only student not
         the first column (no position predicts it; :meth:`_causal_forward` drops it, as the model's own
         shifted loss and the Trainer's count do)."""
         if self.student_type == "causal":
             labels = labels[:, 1:]
-        return int(labels.ne(-100).sum())
+        return labels.ne(-100).sum()
 
     def compute_loss(
         self,
@@ -692,13 +749,19 @@ class DSSMITrainer(Seq2SeqTrainer):
     def training_loss_components(self) -> dict[str, float]:
         """The training loss components summed since the last log (``loss_label``, ``loss_rationale``, ...).
 
-        Each optimizer step adds its own values, so the difference of two readings taken around a step is
+        The sums are kept on the device while training; reading them waits for it (one synchronisation). Each
+        optimizer step adds its own values, so the difference of two readings taken around a step is
         that step's components (how :class:`~hf_cotmi.StopOnNonFiniteCallback` names what went non-finite).
 
         Examples:
             >>> # before = trainer.training_loss_components(); ...one step...; after - before
         """
-        return {name: float(value) for name, value in self._components["train"].sums.items()}
+        return self._components["train"].numbers()[0]
+
+    def _training_loss_sums(self) -> dict[str, torch.Tensor]:
+        """:meth:`training_loss_components` as tensors on the device, without waiting for it: a snapshot (the
+        store adds new tensors), which :class:`~hf_cotmi.StopOnNonFiniteCallback` takes at every step."""
+        return dict(self._components["train"].sums)
 
     def _decoder_input_ids(self, labels: torch.Tensor) -> torch.Tensor:
         model = self._base_model(self.model)
@@ -756,10 +819,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         pre-hook on the output projection cuts its input to those positions (:func:`_head_sees_only`).
         """
         labels = batch["labels"]
-        columns = labels.ne(-100).any(dim=0).nonzero()
+        first, end = _label_columns(labels)
         # A label at column 0 has no position predicting it (as in the model's own shifted loss).
-        start = max(1, _prompt_width(labels))
-        end = int(columns[-1]) + 1 if len(columns) else labels.shape[1]
+        start = max(1, first)
         end = max(end, start + 1)
         width = end - start
         model_inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -784,8 +846,8 @@ class DSSMITrainer(Seq2SeqTrainer):
                 )
         target = labels[:, start:end]
         if target.shape[1] < width:  # a batch without any label: one empty position
-            pad = torch.full((labels.shape[0], width - target.shape[1]), -100, dtype=labels.dtype)
-            target = torch.cat([target, pad.to(labels.device)], dim=1)
+            pad = labels.new_full((labels.shape[0], width - target.shape[1]), -100)
+            target = torch.cat([target, pad], dim=1)
         return logits, target
 
     def _right_padded_forward(
@@ -863,24 +925,25 @@ class DSSMITrainer(Seq2SeqTrainer):
         label_weight = 1.0 if flat else args.label_loss_weight
         totals = {"loss_label": (label_sum.detach(), label_tokens, label_weight)}
         if flat:
-            return _DSSLoss(label_loss, {"loss_label": label_loss.detach().item()}, totals, outputs)
+            return _DSSLoss(label_loss, {"loss_label": label_loss.detach()}, totals, outputs)
         if keep_logits:  # the labels the logits are scored against (a causal student's: its target window)
             outputs["target_labels"] = labels
 
         loss = label_weight * label_loss
-        components = {"loss_label": label_loss.detach().item()}
+        components = {"loss_label": label_loss.detach()}
         if needs_rationale:
             rationale_tokens = rationale_labels.ne(-100).sum()
             rationale_loss = mean("rationale_tokens", rationale_sum, rationale_tokens)
             loss = loss + args.rationale_loss_weight * rationale_loss
-            components["loss_rationale"] = rationale_loss.detach().item()
+            components["loss_rationale"] = rationale_loss.detach()
             totals["loss_rationale"] = (rationale_sum.detach(), rationale_tokens, args.rationale_loss_weight)
             if with_mi:
-                local_examples = torch.tensor(float(labels.shape[0]), device=labels.device)
+                # filled on the device: torch.tensor(n, device=...) copies from the host and waits for it
+                local_examples = labels.new_full((), labels.shape[0], dtype=torch.float32)
                 mi_sum = mi_mean * local_examples
                 mi_loss = mean("examples", mi_sum, local_examples)
                 loss = loss + args.mi_loss_weight * mi_loss
-                components["loss_mi"] = mi_loss.detach().item()
+                components["loss_mi"] = mi_loss.detach()
                 totals["loss_mi"] = (mi_sum.detach(), local_examples, args.mi_loss_weight)
         return _DSSLoss(loss, components, totals, outputs)
 
@@ -1027,7 +1090,8 @@ class DSSMITrainer(Seq2SeqTrainer):
         elif "loss" in logs:
             store = self._components["train"]
             if store.weight > 0 and store.sums:
-                means = {k: store.sums[k] / store.weight for k in COMPONENTS if k in store.sums}
+                sums = store.numbers()[0]  # the one read of the components since the last log
+                means = {k: sums[k] / store.weight for k in COMPONENTS if k in sums}
                 logs.update({k: round(v, 6) for k, v in self._gather_mean(means).items()})
             self._components["train"] = _ComponentStore()
         super().log(logs, start_time)
@@ -1042,11 +1106,12 @@ class DSSMITrainer(Seq2SeqTrainer):
         than one evaluation batch per process leaves it only the repeats that fill its batch): skipping it would
         leave the others waiting in theirs."""
         store = self._components["eval"]
+        sums, counts = store.numbers()
         local: dict[str, float] = {}
         for name in COMPONENTS:
-            present = name in store.counts
-            local[name] = store.sums.get(name, 0.0)
-            local[f"_count_{name}"] = store.counts.get(name, 0.0)
+            present = name in counts
+            local[name] = sums.get(name, 0.0)
+            local[f"_count_{name}"] = counts.get(name, 0.0)
             local[f"_with_{name}"] = float(present)  # processes that computed the term
             local[f"_weight_{name}"] = store.loss_weights.get(name, 0.0) if present else 0.0
         totals = self._gather_sum(local)
