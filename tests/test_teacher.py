@@ -2415,6 +2415,218 @@ def test_a_heading_over_no_single_answer_or_another_answer_is_read_as_such(task,
 
 
 @pytest.mark.parametrize(
+    ("task", "text", "choices", "rationale", "label"),
+    [
+        # "The final answer is ..." alone: a chat model's closing sentence (Llama-3-Instruct's "The final answer
+        # is: $\boxed{8}$"), read as the prompt's phrase where an answer of the task follows
+        ("nli", f"{_SLEEPING} The final answer is contradiction.", None, _SLEEPING, "contradiction"),
+        ("nli", f"{_SLEEPING}\nThe final answer is: Contradiction", None, _SLEEPING, "contradiction"),
+        ("nli", f"{_SLEEPING}\nThe final answer is:\n\ncontradiction", None, _SLEEPING, "contradiction"),
+        ("nli", f"{_SLEEPING} So the final answer is **contradiction**.", None, _SLEEPING, "contradiction"),
+        (
+            "nli",
+            f"{_SLEEPING} The final answer is $\\boxed{{\\text{{contradiction}}}}$.",
+            None,
+            _SLEEPING,
+            "contradiction",
+        ),
+        ("nli", f"{_SLEEPING} The final answer is actually contradiction.", None, _SLEEPING, "contradiction"),
+        # the connective before "the final answer is" stays in the rationale, as for the other variants
+        (
+            "nli",
+            f"{_SLEEPING} Therefore, the final answer is contradiction.",
+            None,
+            f"{_SLEEPING} Therefore,",
+            "contradiction",
+        ),
+        # Minerva's "Final Answer: The final answer is ...": the label is no part of the rationale
+        (
+            "nli",
+            f"{_SLEEPING}\nFinal Answer: The final answer is contradiction.",
+            None,
+            _SLEEPING,
+            "contradiction",
+        ),
+        ("arithmetic", f"{_SLEEPING}\n\nThe final answer is: $\\boxed{{8}}$", None, _SLEEPING, "(8)"),
+        ("arithmetic", f"{_SLEEPING} The final answer is $\\boxed{{4 + 4}}$.", None, _SLEEPING, "(4 + 4)"),
+        ("arithmetic", f"{_SLEEPING} The final answer is \\(\\boxed{{8}}\\).", None, _SLEEPING, "(8)"),
+        ("arithmetic", f"{_SLEEPING} The final answer is (4 + 4).", None, _SLEEPING, "(4 + 4)"),
+        ("arithmetic", f"{_SLEEPING} So the final answer is **(4 + 4)**.", None, _SLEEPING, "(4 + 4)"),
+        ("arithmetic", f"{_SLEEPING} The final answer is (4 + 4) apples.", None, _SLEEPING, "(4 + 4)"),
+        (
+            "arithmetic",
+            f"{_SLEEPING}\nFinal Answer: The final answer is $\\boxed{{8}}$. I hope it is correct.",
+            None,
+            _SLEEPING,
+            "(8)",
+        ),
+        ("generic", f"{_SLEEPING} The final answer is Mercury.", None, _SLEEPING, "mercury"),
+        ("generic", f"{_SLEEPING}\nThe final answer is: **Mercury**", None, _SLEEPING, "mercury"),
+        ("generic", f"{_SLEEPING}\nThe final answer is:\n\nMercury\n", None, _SLEEPING, "mercury"),
+        (
+            "generic",
+            f"{_SLEEPING} So the final answer is $\\boxed{{\\text{{Mercury}}}}$.",
+            None,
+            _SLEEPING,
+            "mercury",
+        ),
+        ("generic", f"{_SLEEPING} The final answer is Mercury.\n\nQ: next", None, _SLEEPING, "mercury"),
+        # multiple_choice read it already, where a choice's label follows
+        (
+            "multiple_choice",
+            f"{_COOL} Therefore, the final answer is (b).",
+            PIE_CHOICES,
+            f"{_COOL} Therefore,",
+            "refrigerator",
+        ),
+        (
+            "multiple_choice",
+            f"{_COOL} The final answer is: **(b) refrigerator**",
+            PIE_CHOICES,
+            _COOL,
+            "refrigerator",
+        ),
+        # several answer sentences that agree keep the answer
+        (
+            "nli",
+            f"{_SLEEPING} So, the answer is contradiction.\nThe final answer is contradiction.",
+            None,
+            _SLEEPING,
+            "contradiction",
+        ),
+        (
+            "arithmetic",
+            f"{_SLEEPING} In all, the answer is 8.\n\nThe final answer is: $\\boxed{{8}}$",
+            None,
+            f"{_SLEEPING} In all,",
+            "(8)",
+        ),
+        (
+            "arithmetic",
+            f"{_SLEEPING} The final answer is (4 + 4).\nThe final answer is $\\boxed{{8}}$.",
+            None,
+            _SLEEPING,
+            "(4 + 4)",
+        ),
+        (
+            "generic",
+            f"{_SLEEPING} The final answer is Mercury.\nThe final answer is mercury.",
+            None,
+            _SLEEPING,
+            "mercury",
+        ),
+    ],
+)
+def test_the_final_answer_is_reads_as_the_answer_sentence(task, text, choices, rationale, label):
+    """ "The final answer is ..." was read for multiple_choice only: the other tasks found no answer sentence."""
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (rationale, label, "")
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "reason"),
+    [
+        # a negation is no answer
+        (
+            "nli",
+            f"{_SLEEPING} The final answer is not entailment.",
+            "no answer sentence ('So the answer is ...')",
+        ),
+        (
+            "arithmetic",
+            f"{_SLEEPING} The final answer is not (8).",
+            "no answer sentence ('The answer is ...')",
+        ),
+        (
+            "generic",
+            f"{_SLEEPING} The final answer is not Venus.",
+            "no answer sentence ('So the answer is ...')",
+        ),
+        (
+            "generic",
+            f"{_SLEEPING} The final answer is never Venus.",
+            "no answer sentence ('So the answer is ...')",
+        ),
+        # for arithmetic, an answer without a value is prose
+        (
+            "arithmetic",
+            f"{_SLEEPING} The final answer is 4 + 4 = 8.",
+            "no answer sentence ('The answer is ...')",
+        ),
+        (
+            "arithmetic",
+            f"{_SLEEPING} The final answer is 8 because he has 8.",
+            "no answer sentence ('The answer is ...')",
+        ),
+        (
+            "arithmetic",
+            f"{_SLEEPING} The final answer is the sum.",
+            "no answer sentence ('The answer is ...')",
+        ),
+        # a number without parentheses, which the SVAMP rule does not read, as after "The answer is"
+        (
+            "arithmetic",
+            f"{_SLEEPING} The final answer is 8.",
+            "the answer sentence does not parse by the arithmetic rule",
+        ),
+        # for generic, only one sentence ending the text: not one followed by more text or a remark
+        (
+            "generic",
+            f"{_SLEEPING} The final answer is Mercury.\n\nI hope this helps!",
+            "no answer sentence ('So the answer is ...')",
+        ),
+        (
+            "generic",
+            f"{_SLEEPING} The final answer is Mercury. I hope this helps!",
+            "no answer sentence ('So the answer is ...')",
+        ),
+        (
+            "generic",
+            "The final answer is hard to find. Mercury is closest to the sun.",
+            "no answer sentence ('So the answer is ...')",
+        ),
+        # several answer sentences that differ are refused
+        (
+            "nli",
+            f"{_SLEEPING} The final answer is contradiction.\nWait, the final answer is neutral.",
+            _refused_as(
+                "'The final answer is contradiction.' gives 'contradiction', 'the final answer is neutral.' gives "
+                "'neutral'"
+            ),
+        ),
+        (
+            "arithmetic",
+            f"{_SLEEPING} The final answer is $\\boxed{{8}}$.\nThe final answer is $\\boxed{{9}}$.",
+            _refused_as("'The final answer is (8).' gives '(8)', 'The final answer is (9).' gives '(9)'"),
+        ),
+        (
+            "arithmetic",
+            f"{_SLEEPING} So, the answer is (4 + 4).\n\nThe final answer is: $\\boxed{{9}}$",
+            _refused_as(
+                "'So, the answer is (4 + 4).' gives '(4 + 4)', 'The final answer is: (9)' gives '(9)'"
+            ),
+        ),
+        (
+            "generic",
+            f"{_SLEEPING} So, the answer is Mercury.\nThe final answer is Venus.",
+            _refused_as(
+                "'So, the answer is Mercury.' gives 'mercury', 'The final answer is Venus.' gives 'venus'"
+            ),
+        ),
+        # an nli answer sentence negating the answer is a correction
+        (
+            "nli",
+            f"{_SLEEPING} The final answer is contradiction.\nBut the answer is actually not contradiction.",
+            "the answer sentence 'the answer is actually not contradiction' negates the answer 'contradiction'",
+        ),
+    ],
+)
+def test_the_final_answer_is_without_one_answer_stays_unread_or_is_refused(task, text, reason):
+    parsed = parse_teacher_output(task, text)
+    assert (parsed.rationale, parsed.label, parsed.reason) == ("", "", reason)
+
+
+@pytest.mark.parametrize(
     ("task", "text", "choices", "label"),
     [
         ("generic", "It is hot. So the answer is Mercury. I hope this helps!", None, "mercury"),

@@ -22,11 +22,13 @@ not ``**`` in ``(2**3)``; a heading on a line of its own, ``Final Answer``, ``**
 answer``, whose next non-blank line is an answer of the task and nothing else, as ``neutral``, ``(b)`` or
 ``\\boxed{8}`` (for generic, one sentence ending the text), written as the label ``Final Answer:`` it stands
 for, :func:`_answer_under_heading`, and read as that label is; ``so, the
-answer is`` written ``So the answer is``, as are, for multiple_choice where a choice's label follows, ``the
-correct answer is``, ``the final answer is``, ``the answer is`` and, opening a line, ``Answer:`` and ``Final
-answer:``, a colon after it dropped; a variant is rewritten only when the text lacks the prompts' phrase, so
-that prose such as "the answer is not obvious" never becomes a second answer sentence; for a text holding
-two, see below), a multiple_choice
+answer is`` written ``So the answer is``, as is, for nli, arithmetic and generic, ``(so) the final answer is``
+where an answer of the task follows it (:func:`_final_answer_sentence`: ``The final answer is: $\\boxed{8}$``,
+``Therefore, the final answer is neutral.``; see below), and, for multiple_choice where a choice's label
+follows, ``the correct answer is``, ``the final answer is``, ``the answer is`` and, opening a line,
+``Answer:`` and ``Final answer:``, a colon after it dropped; a variant is rewritten only when the text lacks
+the prompts' phrase, so that prose such as "the answer is not obvious" never becomes a second answer
+sentence; for a text holding two, see below), a multiple_choice
 reply without an answer sentence whose last line is a label and its choice (``B. Refrigerator``) and no other
 line opening with a label is given one (:func:`_with_final_choice_line`), an nli reply that opens by restating
 the question (``Premise: ...`` then ``Hypothesis: ...``, maybe after ``Q:``) loses that restatement, a
@@ -88,17 +90,25 @@ every task (``Wait, so the answer is
 actually contradiction.``, ``Final answer: (a)``, ``Final Answer: \\boxed{8}``); but for ``So, the answer is`` (and
 arithmetic's ``the answer is``) these are rewritten as the prompt's phrase, where the text lacks it, for
 multiple_choice only, and so is ``Final answer:`` for every task (an e-SNLI ``Answer: neutral`` line stays no
-nli answer sentence). A variant followed
+nli answer sentence), and ``(so) the final answer is`` for nli, arithmetic and generic, before the others
+where the text holds it, and only where an answer of the task follows it: an nli label, maybe after one
+adverb; for arithmetic a number or an expression with a value, maybe followed by one unit word or a clause
+after a comma, then the sentence's end (``$\\boxed{8}$`` read as ``(8)``; a number without parentheses, ``The
+final answer is 8.``, the SVAMP rule then does not read, as after ``The answer is``; ``4 + 4 = 8`` and ``8
+because ...`` are prose); for generic one sentence that opens with no negation and ends its line, on the
+phrase's line or, after a colon, a later one, which is the last line where answers are read (``The final
+answer is Paris.`` then ``I hope this helps!`` stays unread); a ``Final answer:`` label opening its line is
+part of it (``Final Answer: The final answer is $\\boxed{8}$.``). A variant followed
 by anything else stays prose, as does, for arithmetic, a variant whose answer has no value
-(:func:`_prose_variant`). Each answer sentence is parsed on its own
-(:func:`_given_answer`), and the text is refused, naming each sentence and what it gives, unless all give
-the same answer (an nli sentence negating the answer, ``the answer is actually not entailment``, is a correction
-too: :func:`_negated_nli_answer`; for arithmetic the same value, ``(3 + 4)`` and ``7``; a number without
-parentheses, which the SVAMP rule does not read, only confirms another sentence's value). Then that answer
-is the first the rule reads, and the rationale is the longer of the text before the first sentence and (the answer given
-first, ``Answer: (b)`` then the reasoning and ``So the answer is (b).``) the text between the first
-sentence's line and the next sentence, without a heading such as ``Explanation:`` opening it
-(:func:`_reasoning_of_several`). A line after the last answer sentence's that holds only an answer of the task
+(:func:`_prose_variant`); a negation (``The final answer is not 8``) is none. Each answer sentence is parsed
+on its own (:func:`_given_answer`), and the text is refused, naming each sentence and what it gives, unless
+all give the same answer (an nli sentence negating the answer, ``the answer is actually not entailment``, is a
+correction too: :func:`_negated_nli_answer`; for arithmetic the same value, ``(3 + 4)`` and ``7``; a number
+without parentheses, which the SVAMP rule does not read, only confirms another sentence's value). Then that
+answer is the first the rule reads, and the rationale is the longer of the text before the first sentence
+and (the answer given first, ``Answer: (b)`` then the reasoning and ``So the answer is (b).``) the text
+between the first sentence's line and the next sentence, without a heading such as ``Explanation:`` opening
+it (:func:`_reasoning_of_several`). A line after the last answer sentence's that holds only an answer of the task
 (``neutral``, ``(a)``, ``B. Oven`` or ``oven`` with the record's choices, ``7``; not for generic, whose answer
 may be any words; not lines of a multiple_choice reply that list the choices after its answer: see
 :func:`_answer_lines`) is such an answer too: one that gives the same answer changes nothing, and one that
@@ -372,15 +382,67 @@ def _final_answer_label(task: str) -> re.Pattern[str]:
     return re.compile(rf"{label}{_ANSWER_AHEAD[task]}", re.IGNORECASE | re.MULTILINE)
 
 
-# the answer sentence as chat models also write it, most specific first: "So, the answer is" in any case, and
-# for arithmetic, whose prompts teach "The answer is", "the answer is" in any case; then a "Final answer:" label
-# (_final_answer_label), which names the answer as plainly as the prompt's phrase (unlike "Answer:", which the
-# e-SNLI release's lines open with: those stay no answer sentence of the nli task). For multiple_choice one
-# pattern holds every variant, so that each one the text holds is an answer sentence (_answer_spans counts
-# them): "So, the answer is", and the others (_answered_variants) where a choice's label follows
+# what must follow "(so) the final answer is" for _final_answer_sentence to read it, besides _ANSWER_AHEAD's
+# nli label: for arithmetic a number or an expression with a value (the shape _variant_answer reads: maybe one
+# unit word and a clause after a comma, then the sentence's or the line's end; "the final answer is 10 - 3 = 7
+# left" and "the final answer is 10 because ..." are prose); for generic, whose answer may be any words, one
+# sentence (no negation opening it) ending its line, on the phrase's line or, after a colon, a later one, and
+# that line the last where answers are read (only whitespace, a next example's "Q:" line or a "Premise:" after
+# it), as the heading over a generic answer must end the text (_answer_under_heading)
+_FINAL_ANSWER_AHEAD = {
+    "nli": _ANSWER_AHEAD["nli"],
+    "arithmetic": (
+        r"(?=\s*:?\s*-?[ \t]*[(\d][-+*/().\d \t]*?[ \t]*(?:[A-Za-z]+[ \t]*)?"  # the expression, a unit word
+        r"(?:,[ \t](?:(?!\.(?:\s|\Z))[^\n])*)?"  # a clause after a comma
+        r"(?:\.(?:\s|\Z)|[ \t]*(?:\n|\Z)))"  # the sentence's or the line's end
+    ),
+    "generic": (
+        rf"(?=(?:[ \t]*:\s*|[ \t]+)(?!(?:{_NEGATING_WORDS})\b)\S(?:(?![.!?][ \t]+\S)[^\n])*"
+        r"(?:\s*\Z|[ \t]*\n\s*Q:|\s*Premise:))"
+    ),
+}
+
+
+def _final_answer_sentence(task: str) -> re.Pattern[str]:
+    """``(so) the final answer is``, as chat models end a reply (``The final answer is: $\\boxed{8}$``,
+    ``Therefore, the final answer is neutral.``), in any case, where an answer of ``task`` (nli, arithmetic or
+    generic) follows it (:data:`_FINAL_ANSWER_AHEAD`); a ``Final answer:`` label opening its line (``Final
+    Answer: The final answer is $8$.``) is part of it, so that the label is neither left in the rationale
+    nor a second answer sentence.
+
+    Examples:
+        >>> sentence = _final_answer_sentence("arithmetic")
+        >>> [bool(sentence.search(text)) for text in ("The final answer is: (8)", "The final answer is 8-1=7")]
+        [True, False]
+        >>> sentence = _final_answer_sentence("generic")
+        >>> [bool(sentence.search(text)) for text in ("The final answer is Rome.", "The final answer is X.\\nY")]
+        [True, False]
+    """
+    label = r"(?:^[ \t]*final\s+answer[ \t]*:[ \t]*)?"
+    sentence = r"\b(?:so,?\s+)?the\s+final\s+answer\s+is\b"
+    return re.compile(label + sentence + _FINAL_ANSWER_AHEAD[task], re.IGNORECASE | re.MULTILINE)
+
+
+# the answer sentence as chat models also write it, most specific first. For nli, arithmetic and generic:
+# "(so) the final answer is" where an answer of the task follows (_final_answer_sentence: a chat model's
+# closing sentence, checked, before the others, which a text's reasoning may hold followed by other words);
+# "So, the answer is" in any case, and for arithmetic, whose prompts teach "The answer is", "the answer is" in
+# any case; then a "Final answer:" label (_final_answer_label), which names the answer as plainly as the
+# prompt's phrase (unlike "Answer:", which the e-SNLI release's lines open with: those stay no answer sentence
+# of the nli task). For multiple_choice one pattern holds every variant, so that each one the text holds is an
+# answer sentence (_answer_spans counts them): "So, the answer is", and the others (_answered_variants) where a
+# choice's label follows
 _PHRASE_VARIANTS = {
-    "nli": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE), _final_answer_label("nli")),
-    "generic": (re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE), _final_answer_label("generic")),
+    "nli": (
+        _final_answer_sentence("nli"),
+        re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),
+        _final_answer_label("nli"),
+    ),
+    "generic": (
+        _final_answer_sentence("generic"),
+        re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),
+        _final_answer_label("generic"),
+    ),
     "multiple_choice": (
         re.compile(
             rf"{_SO_THE_ANSWER_IS}|{_answered_variants('multiple_choice').pattern}",
@@ -388,6 +450,7 @@ _PHRASE_VARIANTS = {
         ),
     ),
     "arithmetic": (
+        _final_answer_sentence("arithmetic"),
         re.compile(_SO_THE_ANSWER_IS, re.IGNORECASE),
         re.compile(r"\bthe\s+answer\s+is\b", re.IGNORECASE),
         _final_answer_label("arithmetic"),
@@ -586,7 +649,11 @@ def _rewritten_variant(task: str, text: str) -> re.Pattern[str] | None:
     holds, only when it lacks the prompt's phrase itself; None when it rewrites none.
 
     Examples:
-        >>> _rewritten_variant("arithmetic", "So, the answer is (3 + 4).") is _PHRASE_VARIANTS["arithmetic"][0]
+        >>> so_the_answer_is = _PHRASE_VARIANTS["arithmetic"][1]
+        >>> _rewritten_variant("arithmetic", "So, the answer is (3 + 4).") is so_the_answer_is
+        True
+        >>> text = "so the answer is 7. The final answer is (7)."  # "the final answer is", checked, first
+        >>> _rewritten_variant("arithmetic", text) is _PHRASE_VARIANTS["arithmetic"][0]
         True
         >>> _rewritten_variant("nli", "No link. So the answer is neutral. so the answer is clear.") is None
         True
