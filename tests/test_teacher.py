@@ -1288,12 +1288,14 @@ def test_answer_sentences_that_agree_give_their_answer_for_every_task(task, text
         (
             "arithmetic",
             "3 + 4 is 7. The answer is 7.\n\n**The answer is 7.**",
-            "the answer sentence does not parse by the arithmetic rule",
+            "the answer sentence does not parse by the arithmetic rule, which reads only a parenthesised expression "
+            "('The answer is (24 - 9).'), not a bare number",
         ),
         (
             "arithmetic",
             "3 + 4 is 7. The answer is 7.",
-            "the answer sentence does not parse by the arithmetic rule",
+            "the answer sentence does not parse by the arithmetic rule, which reads only a parenthesised expression "
+            "('The answer is (24 - 9).'), not a bare number",
         ),
     ],
 )
@@ -2567,7 +2569,8 @@ def test_the_final_answer_is_reads_as_the_answer_sentence(task, text, choices, r
         (
             "arithmetic",
             f"{_SLEEPING} The final answer is 8.",
-            "the answer sentence does not parse by the arithmetic rule",
+            "the answer sentence does not parse by the arithmetic rule, which reads only a parenthesised expression "
+            "('The answer is (24 - 9).'), not a bare number",
         ),
         # for generic, only one sentence ending the text: not one followed by more text or a remark
         (

@@ -1719,6 +1719,13 @@ def normalise_answer(task: str, answer: str) -> str:
     return text
 
 
+# what a refusal for an answer sentence the task's rule does not read adds, where the rule is stricter than a
+# reader would guess: the SVAMP rule reads only a parenthesised expression
+_RULE_HINT = {
+    "arithmetic": ", which reads only a parenthesised expression ('The answer is (24 - 9).'), not a bare number",
+}
+
+
 def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = None) -> TeacherAnswer:
     """Parse one teacher output for ``task``: rationale and normalised answer, or the reason it failed.
 
@@ -1759,7 +1766,9 @@ def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = N
     if not output.parsed:
         if phrase not in _plain(text, task):
             return TeacherAnswer("", "", f"no answer sentence ('{phrase} ...')")
-        return TeacherAnswer("", "", f"the answer sentence does not parse by the {task} rule")
+        return TeacherAnswer(
+            "", "", f"the answer sentence does not parse by the {task} rule{_RULE_HINT.get(task, '')}"
+        )
     label = normalise_answer(task, output.label)
     if not label:
         return TeacherAnswer("", "", f"answer {output.label!r} is not a valid {task} answer")
