@@ -18,6 +18,7 @@ Examples:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import unicodedata
@@ -35,6 +36,8 @@ __all__ = [
     "decode_token_ids",
     "METRICS",
 ]
+
+logger = logging.getLogger(__name__)
 
 MAX_EXPRESSION_LENGTH = 1000
 """Longest string (in characters) :func:`safe_eval_arithmetic` will look at; longer gives None."""
@@ -287,26 +290,103 @@ METRICS: tuple[str, ...] = ("text", "equation")
 """How answers are compared: normalised exact match, or the value of an arithmetic expression."""
 
 
-def _token_id_rows(array: Any, pad_id: int, eos_id: int | None = None) -> list[list[int]]:
-    """Rows of token ids; logits are reduced by argmax, each row ending at its first ``eos_id`` (the argmax
-    at the positions after a row's end, the padding of its batch, is no prediction)."""
+def _as_array_like(array: Any) -> Any:
+    """A ``(ids, ...)`` tuple from the Trainer reduced to its first element; a tensor (``batch_eval_metrics``
+    hands the gathered batch, maybe on a GPU) to a NumPy array; anything else as it is."""
+    if isinstance(array, tuple):
+        array = array[0]
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    return array
+
+
+def _is_batch_list(array: Any) -> bool:
+    """Whether ``array`` is one entry per batch (``eval_do_concat_batches=False``), not rows."""
     import numpy as np
 
-    if isinstance(array, tuple):  # (generated ids, ...) from the Trainer
-        array = array[0]
-    if hasattr(array, "detach"):  # a tensor (batch_eval_metrics hands the gathered batch), maybe on a GPU
-        array = array.detach().cpu().numpy()
-    if isinstance(array, list) and array and (isinstance(array[0], tuple) or np.ndim(array[0]) >= 2):
-        # one entry per batch (eval_do_concat_batches=False): each batch's rows, in order
-        return [row for batch in array for row in _token_id_rows(batch, pad_id, eos_id)]
+    return isinstance(array, list) and bool(array) and (isinstance(array[0], tuple) or np.ndim(array[0]) >= 2)
+
+
+def _label_batches(label_ids: Any, sizes: list[int]) -> list[Any]:
+    """``label_ids`` split like predictions given as one entry per batch of ``sizes`` rows: labels given per
+    batch as well are taken as they are, rows (an array, ragged lists) are sliced."""
+    if label_ids is None:
+        return [None] * len(sizes)
+    if _is_batch_list(label_ids):
+        if len(label_ids) != len(sizes):
+            raise ValueError(
+                f"label_ids hold {len(label_ids)} batches but the predictions {len(sizes)}; give both per batch "
+                "or both as one array"
+            )
+        return list(label_ids)
+    rows = list(_as_array_like(label_ids))
+    if len(rows) != sum(sizes):
+        raise ValueError(f"label_ids hold {len(rows)} rows but the predictions {sum(sizes)}")
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [rows[start : start + size] for start, size in zip(starts, sizes)]
+
+
+_warned_unaligned_labels = False
+
+
+def _label_positions(label_ids: Any, shape: tuple[int, int]) -> Any:
+    """Which positions of argmax ids of ``shape`` (rows, width) predict a label: where ``label_ids`` (aligned
+    with the logits from the first position, as the Trainer returns them) is not negative. None when the labels
+    cannot be aligned (a label beyond the logits' width, as the full-width labels of a flat decoder-only batch
+    have): the rows are then cut at their first EOS alone, with a warning."""
+    import numpy as np
+
+    global _warned_unaligned_labels
+    label_ids = _as_array_like(label_ids)
+    rows = [np.asarray(row).reshape(-1) for row in label_ids]
+    if len(rows) != shape[0]:
+        raise ValueError(f"label_ids hold {len(rows)} rows but the logits {shape[0]}")
+    width = max([shape[1], *(len(row) for row in rows)])
+    labels = np.full((shape[0], width), -100, dtype=np.int64)
+    for i, row in enumerate(rows):
+        labels[i, : len(row)] = row
+    if (labels[:, shape[1] :] >= 0).any():
+        if not _warned_unaligned_labels:
+            logger.warning(
+                "label_ids are %d wide and hold labels beyond the logits' %d positions, so they are not aligned "
+                "with the logits (a flat decoder-only batch's labels cover its prompt too): each predicted row is "
+                "cut at its first EOS only, and may read the argmax over its batch's padding",
+                labels.shape[1],
+                shape[1],
+            )
+            _warned_unaligned_labels = True
+        return None
+    return labels[:, : shape[1]] >= 0
+
+
+def _token_id_rows(
+    array: Any, pad_id: int, eos_id: int | None = None, label_ids: Any = None
+) -> list[list[int]]:
+    """Rows of token ids. Logits are reduced by argmax and each row keeps only its positions that predict a
+    label (``label_ids`` not negative there), up to its first ``eos_id``: a teacher-forced row's argmax runs
+    on over its batch's padding, which is no prediction. Without ``label_ids`` the first EOS alone ends a row,
+    so a row the student does not end with EOS reads that padding too."""
+    import numpy as np
+
+    array = _as_array_like(array)
+    if _is_batch_list(array):  # one entry per batch (eval_do_concat_batches=False): its rows, in order
+        sizes = [len(_as_array_like(batch)) for batch in array]
+        batches = zip(array, _label_batches(label_ids, sizes))
+        return [row for batch, labels in batches for row in _token_id_rows(batch, pad_id, eos_id, labels)]
     if isinstance(array, list) and array and not np.isscalar(array[0]):  # rows, possibly ragged
         return [[pad_id if int(t) < 0 else int(t) for t in row] for row in array]
     values = np.asarray(array)
     if values.ndim == 3:  # logits (predict_with_generate=False): take the most likely token
         values = values.argmax(axis=-1)
-        if eos_id is not None:  # teacher-forced predictions run on over the batch's padding: cut at EOS
-            is_eos = values == eos_id
-            values = np.where(np.cumsum(is_eos, axis=1) - is_eos > 0, pad_id, values)
+        keep = np.ones(values.shape, dtype=bool)
+        if label_ids is not None:
+            label_positions = _label_positions(label_ids, values.shape)
+            if label_positions is not None:
+                keep = label_positions
+        if eos_id is not None:  # generation stops at the first EOS: nothing after it is predicted
+            is_eos = (values == eos_id) & keep
+            keep &= np.cumsum(is_eos, axis=1) - is_eos == 0
+        values = np.where(keep, values, pad_id)
     if values.ndim == 1:  # one row of ids; an empty one is no rows, as an empty list is
         values = values[None, :] if values.size else values.reshape(0, 0)
     if values.ndim != 2:
@@ -322,10 +402,11 @@ def build_compute_metrics(
     """Build a ``compute_metrics`` function for a ``Seq2SeqTrainer`` with ``predict_with_generate=True``.
 
     The returned function takes an ``EvalPrediction``. Its ``predictions`` are generated token ids (a tuple
-    is reduced to its first element; an array of logits, shape (batch, length, vocab), is reduced by argmax,
-    each row ending at its first EOS, since the argmax runs on over the padding of the row's batch; a list of
-    per-batch arrays, from ``eval_do_concat_batches=False``, is read batch after batch) and its
-    ``label_ids`` hold the gold ids. Negative ids (the ``-100`` padding) become the pad id, both are
+    is reduced to its first element; an array of logits, shape (batch, length, vocab), is reduced by argmax
+    and each row read at its label positions up to its first EOS, as :func:`decode_token_ids` does with
+    ``label_ids``, so that the argmax over the padding of the row's batch is not read; a list of per-batch
+    arrays, from ``eval_do_concat_batches=False``, is read batch after batch) and its ``label_ids`` hold the
+    gold ids. Negative ids (the ``-100`` padding) become the pad id, both are
     decoded with ``skip_special_tokens=True``, and the texts are compared with :func:`text_accuracy`
     (``task="text"``) or :func:`equation_accuracy` (``task="equation"``).
 
@@ -365,7 +446,9 @@ def build_compute_metrics(
     batches = _BatchAccuracy()
 
     def compute_metrics(eval_prediction: Any, compute_result: bool | None = None) -> dict[str, float]:
-        decoded_predictions = decode_token_ids(tokenizer, eval_prediction.predictions, pad_id)
+        decoded_predictions = decode_token_ids(
+            tokenizer, eval_prediction.predictions, pad_id, label_ids=eval_prediction.label_ids
+        )
         if prediction_parser is not None:
             decoded_predictions = [prediction_parser(text) for text in decoded_predictions]
         decoded_references = decode_token_ids(tokenizer, eval_prediction.label_ids, pad_id)
@@ -409,26 +492,47 @@ def _padding_id(tokenizer: Any) -> int:
     return int(pad_id)
 
 
-def decode_token_ids(tokenizer: Any, ids: Any, pad_id: int | None = None) -> list[str]:
+def decode_token_ids(
+    tokenizer: Any, ids: Any, pad_id: int | None = None, *, label_ids: Any = None
+) -> list[str]:
     """Decode rows of token ids to text: negative ids (``-100`` padding) become the pad id first.
+
+    Logits (``predict_with_generate=False``) are teacher-forced: their argmax runs on over the positions after
+    a row's end in its padded batch. Each row is therefore read at the positions of its labels only (where
+    ``label_ids`` is not negative), up to its first EOS, so it decodes as it does in a batch of its own. Without
+    ``label_ids`` the first EOS alone ends a row; a row whose argmax at its label's EOS is another token then
+    also reads the padding's argmax, which depends on the batch.
 
     Args:
         tokenizer: the student's tokenizer.
-        ids: rows of ids (array, tensor as list, ragged lists, a ``(ids, ...)`` tuple or logits: their argmax,
-            each row cut after its first EOS, so that the positions after its end in a padded batch add nothing).
+        ids: rows of ids (array, tensor, ragged lists, a ``(ids, ...)`` tuple, a list of per-batch arrays) or
+            logits of shape (batch, length, vocab), read as their argmax.
         pad_id: the id that replaces negative ids (default: the pad token, else EOS).
+        label_ids: for logits, the labels they are scored against, position by position (what the Trainer
+            returns as ``label_ids``: for a decoder-only student its target window), in the same layout as
+            ``ids`` (one array, or one per batch); ignored for token ids. Labels with a label beyond the
+            logits' width cannot be aligned with them: the rows are then cut at their first EOS only, with a
+            warning.
 
     Returns:
         One text per row; no rows (``[]``, an empty array) give ``[]``.
 
+    Raises:
+        ValueError: ``label_ids`` hold another number of rows (or batches) than ``ids``.
+
     Examples:
+        >>> import numpy as np
         >>> from hf_cotmi.tiny import build_word_tokenizer
         >>> tok = build_word_tokenizer(["yes no"])
-        >>> decode_token_ids(tok, [[tok.convert_tokens_to_ids("yes"), -100]])
+        >>> yes, no = tok.convert_tokens_to_ids(["yes", "no"])
+        >>> decode_token_ids(tok, [[yes, -100]])
         ['yes']
+        >>> logits = np.eye(len(tok))[[[yes, no, no]]]  # the argmax: "yes no no", where the label is yes + EOS
+        >>> decode_token_ids(tok, logits), decode_token_ids(tok, logits, label_ids=[[yes, tok.eos_token_id, -100]])
+        (['yes no no'], ['yes no'])
     """
     eos_id = getattr(tokenizer, "eos_token_id", None)
-    rows = _token_id_rows(ids, _padding_id(tokenizer) if pad_id is None else pad_id, eos_id)
+    rows = _token_id_rows(ids, _padding_id(tokenizer) if pad_id is None else pad_id, eos_id, label_ids)
     if not rows:  # some transformers releases decode no rows as one empty text
         return []
     return tokenizer.batch_decode(rows, skip_special_tokens=True)

@@ -382,3 +382,190 @@ def test_decode_token_ids_of_no_rows_is_no_texts(tokenizer, empty):
     assert decode_token_ids(tokenizer, empty) == []
     with pytest.raises(ValueError, match="accuracy of an empty list is undefined"):
         build_compute_metrics(tokenizer)(EvalPrediction(predictions=empty, label_ids=empty))
+
+
+def _eos_test_tokenizer():
+    from hf_cotmi.tiny import build_word_tokenizer
+
+    return build_word_tokenizer(["beach bridge wooded area ."])
+
+
+# (gold label, the student's teacher-forced argmax at its label's positions, target EOS included); rows 2 and
+# 5 write "." where the label has its EOS, so only the label's length ends them
+_TEACHER_FORCED_ROWS = [
+    ("wooded area", ["wooded", "area", "</s>"]),
+    ("beach", ["beach", "."]),
+    ("bridge beach area", ["bridge", "beach", "wooded", "area"]),
+    ("area", ["</s>", "beach"]),
+    ("area", ["area", "."]),
+]
+
+
+def _reference_texts(tokenizer) -> list[str]:
+    """Each row decoded on its own: its label's positions, up to the first EOS the student predicts there."""
+    texts = []
+    for _, predicted in _TEACHER_FORCED_ROWS:
+        ids = tokenizer.convert_tokens_to_ids(predicted)
+        if tokenizer.eos_token_id in ids:
+            ids = ids[: ids.index(tokenizer.eos_token_id)]
+        texts.append(tokenizer.decode(ids, skip_special_tokens=True))
+    return texts
+
+
+def _teacher_forced_batch(tokenizer, rows, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of ``rows`` (argmax: each row's tokens, then "bridge" over its batch's padding) and their labels
+    (-100 after each label and its EOS), ``width`` positions wide."""
+    logits = _one_hot_logits(tokenizer, [predicted for _, predicted in rows], width)
+    labels = _ids(tokenizer, [gold for gold, _ in rows], width, -100)
+    return logits, labels
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 4, 5])
+def test_logits_decode_at_their_label_positions_whatever_the_batch_size(batch_size):
+    """A student whose argmax at its label's EOS is not EOS (``beach .`` for ``beach``) ran on into its batch's
+    padding: alone 'beach .', in a batch 'beach . bridge', accuracy 1.0 at batch 1 and 0.5 at batch 2. Each row
+    now reads its label's positions only, so every batch size gives the rows decoded one by one."""
+    import torch
+    from transformers import EvalPrediction
+
+    from hf_cotmi.metrics import decode_token_ids
+
+    tok = _eos_test_tokenizer()
+    assert tok.eos_token == "</s>"
+    reference = _reference_texts(tok)
+    assert reference == ["wooded area", "beach .", "bridge beach wooded area", "", "area ."]
+    golds = [gold for gold, _ in _TEACHER_FORCED_ROWS]
+    expected = {"accuracy": text_accuracy(reference, golds)}
+    assert expected == {"accuracy": pytest.approx(3 / 5)}
+    batches = []
+    for start in range(0, len(_TEACHER_FORCED_ROWS), batch_size):
+        rows = _TEACHER_FORCED_ROWS[start : start + batch_size]
+        width = (
+            max(len(tok(gold)["input_ids"]) for gold, _ in rows) + start % 2
+        )  # padded a column more or not
+        batches.append(_teacher_forced_batch(tok, rows, width))
+    per_batch_logits, per_batch_labels = [b[0] for b in batches], [b[1] for b in batches]
+    compute = build_compute_metrics(tok)
+    # eval_do_concat_batches=False: the per-batch arrays
+    assert compute(EvalPrediction(predictions=per_batch_logits, label_ids=per_batch_labels)) == expected
+    assert decode_token_ids(tok, per_batch_logits, label_ids=per_batch_labels) == reference
+    # the Trainer's concatenation: every batch padded with -100 to the widest
+    width = max(logits.shape[1] for logits in per_batch_logits)
+    logits = np.concatenate(
+        [np.pad(x, ((0, 0), (0, width - x.shape[1]), (0, 0)), constant_values=-100) for x in per_batch_logits]
+    )
+    labels = np.concatenate(
+        [np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=-100) for x in per_batch_labels]
+    )
+    assert compute(EvalPrediction(predictions=logits, label_ids=labels)) == expected
+    assert decode_token_ids(tok, logits, label_ids=labels) == reference
+    # batch_eval_metrics=True: one call per batch of tensors
+    for i, (batch_logits, batch_labels) in enumerate(batches):
+        last = i == len(batches) - 1
+        result = compute(
+            EvalPrediction(
+                predictions=torch.from_numpy(batch_logits), label_ids=torch.from_numpy(batch_labels)
+            ),
+            compute_result=last,
+        )
+        assert result == (expected if last else {})
+
+
+def test_logits_with_labels_that_cannot_be_aligned_are_cut_at_their_eos_with_a_warning(caplog):
+    """Labels with a label beyond the logits' width (a flat decoder-only batch's labels cover its prompt) do not
+    say which position predicts which label: each row is then cut at its first EOS alone, and a warning says
+    so. Another number of rows is an error."""
+    from hf_cotmi import metrics
+    from hf_cotmi.metrics import decode_token_ids
+
+    tok = _eos_test_tokenizer()
+    logits, labels = _teacher_forced_batch(tok, _TEACHER_FORCED_ROWS[:2], 4)
+    prompt = np.full((2, 3), -100)
+    wide = np.concatenate([prompt, labels], axis=1)  # the labels after 3 prompt columns
+    assert decode_token_ids(tok, logits, label_ids=labels) == ["wooded area", "beach ."]
+    with mock.patch.object(metrics, "_warned_unaligned_labels", False), caplog.at_level("WARNING"):
+        assert decode_token_ids(tok, logits, label_ids=wide) == ["wooded area", "beach . bridge bridge"]
+    assert "not aligned with the logits" in caplog.text
+    assert decode_token_ids(
+        tok, logits, label_ids=np.pad(labels, ((0, 0), (0, 3)), constant_values=-100)
+    ) == [
+        "wooded area",
+        "beach .",
+    ]  # padding beyond the logits' width is no label
+    with pytest.raises(ValueError, match="label_ids hold 1 rows but the logits 2"):
+        decode_token_ids(tok, logits, label_ids=labels[:1])
+    with pytest.raises(ValueError, match="label_ids hold 1 batches but the predictions 2"):
+        decode_token_ids(tok, [logits[:1], logits[1:]], label_ids=[labels])
+
+
+def _eos_test_records() -> list[dict[str, str]]:
+    """Records whose labels differ in length, so an evaluation batch pads the shorter ones."""
+    labels = ["3", "tom has 3 apples", "7 apples", "12", "how many apples ?", "5 + 4 = 9", "1"]
+    return [
+        {"input": f"tom has {i} apples . how many ?", "label": label, "rationale": f"tom has {i} ."}
+        for i, label in enumerate(labels)
+    ]
+
+
+@pytest.mark.parametrize("architecture", ["t5", "llama"])
+def test_predict_without_generation_scores_each_example_as_alone(tmp_path, tiny_tokenizer, architecture):
+    """``predict()`` with ``predict_with_generate=False`` gives the label logits and the labels they are scored
+    against (a decoder-only student's: its target window); decoded with those labels, and compared by
+    ``build_compute_metrics``, each row is its example's own forward pass (argmax at its target positions, up
+    to the first EOS) at every batch size. An untrained student rarely predicts EOS where its label has it."""
+    import torch
+    from datasets import Dataset
+    from transformers import EvalPrediction
+
+    from hf_cotmi import (
+        DSSMITrainer,
+        DSSMITrainingArguments,
+        build_tiny_causal_lm,
+        build_tiny_seq2seq,
+        prepare_dss_features,
+    )
+    from hf_cotmi.metrics import decode_token_ids
+
+    tok = tiny_tokenizer
+    if architecture == "t5":
+        model = build_tiny_seq2seq(tok, "t5", seed=3)
+    else:
+        model = build_tiny_causal_lm(tok, "llama", seed=3)
+    model.eval()
+    records = _eos_test_records()
+    features = prepare_dss_features(Dataset.from_list(records), tok, model=model)
+    trainer = DSSMITrainer(
+        model=model,
+        args=DSSMITrainingArguments(
+            str(tmp_path), report_to="none", use_cpu=True, predict_with_generate=False
+        ),
+        processing_class=tok,
+    )
+    reference, target_lengths, ran_on = [], [], 0
+    for index in range(len(features)):  # each example alone, read without the package's decoding
+        pred = trainer.data_collator([features[index]])["pred"]
+        labels = pred["labels"][0]
+        with torch.no_grad():
+            if architecture == "t5":
+                argmax = model(**pred).logits[0].argmax(-1)
+                ids = [int(argmax[t]) for t in range(len(labels)) if labels[t] >= 0]
+            else:
+                inputs = {key: value for key, value in pred.items() if key != "labels"}
+                argmax = model(**inputs).logits[0].argmax(-1)
+                ids = [int(argmax[t - 1]) for t in range(1, len(labels)) if labels[t] >= 0]
+        target_lengths.append(len(ids))
+        ran_on += tok.eos_token_id not in ids  # no EOS at its label's positions: it would read the padding
+        ids = ids[: ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids
+        reference.append(tok.decode(ids, skip_special_tokens=True))
+    assert ran_on > 0 and len(set(target_lengths)) > 2  # what the batches' padding could change
+    golds = [record["label"] for record in records]
+    expected = {"accuracy": text_accuracy(reference, golds)}
+    seen: list[str] = []
+    compute = build_compute_metrics(tok, prediction_parser=lambda text: seen.append(text) or text)
+    for batch_size in (1, 2, 3, 7):
+        trainer.args.per_device_eval_batch_size = batch_size
+        output = trainer.predict(features)  # the label logits and the labels they are scored against
+        seen.clear()
+        assert compute(EvalPrediction(predictions=output.predictions, label_ids=output.label_ids)) == expected
+        assert seen == reference, batch_size
+        assert decode_token_ids(tok, output.predictions, label_ids=output.label_ids) == reference, batch_size

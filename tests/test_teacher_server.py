@@ -619,6 +619,71 @@ def test_a_text_cut_off_at_max_new_tokens_keeps_only_an_answer_the_cut_spared(tm
     }  # fmt: skip
 
 
+# (task, choices, a text cut at max_new_tokens, a continuation the uncut text could have had)
+_CUT_RUNNING_ON = [
+    # the cut line's answer sentence agrees with the earlier one only as a prefix: '... is 125.' uncut
+    ("generic", None, "He has 12 apples. So the answer is 12.\nSo the answer is 12", "5."),
+    ("generic", None, "He has 12 apples. So the answer is 12.\nThat is", ", so the answer is 13."),
+    ("generic", None, "He has 12 apples. So the answer is 12.\n", "So the answer is 13."),
+    ("arithmetic", None, "Add 3 and 4. The answer is (3 + 4).\nThe answer is (3 + 4)", " + 1."),
+    ("nli", None, "A dog runs. So the answer is neutral.\nSo the answer is neutral", " or contradiction."),
+    (
+        "multiple_choice",
+        ["oven", "refrigerator"],
+        "It keeps food cool. So the answer is (b) refrigerator.\nWait",
+        ", so the answer is (a) oven.",
+    ),
+]
+# (task, choices, a text cut in an invented next example, its answer)
+_CUT_AFTER_READING = [
+    ("generic", None, "He has 12 apples. So the answer is 12.\n\nQ: How many pe", "12"),
+    ("arithmetic", None, "Add 3 and 4. The answer is (3 + 4).\n\nQ: What is 2 pl", "(3 + 4)"),
+    ("nli", None, "A dog runs. So the answer is neutral.\n\nPremise: A cat sle", "neutral"),
+    (
+        "multiple_choice",
+        ["oven", "refrigerator"],
+        "It keeps food cool. So the answer is (b) refrigerator.\n\nQ: Wh",
+        "refrigerator",
+    ),
+]
+
+
+@pytest.mark.parametrize(("task", "choices", "text", "rest"), _CUT_RUNNING_ON)
+def test_a_cut_text_still_read_for_answers_at_the_cut_keeps_no_answer(task, choices, text, rest):
+    """A cut text whose last line agreed with its answer only as a prefix (``So the answer is 12`` after a line
+    saying 12) was kept with that answer, although the uncut text (``... is 125.``) is refused as two answers.
+    Where the text is still read for answers at the cut, the rest could always give another: no answer."""
+    from hf_cotmi.teacher.answers import parse_teacher_output
+    from hf_cotmi.teacher.backends import CutOffText
+    from hf_cotmi.teacher.generate import _parse_sample
+
+    before_the_cut = parse_teacher_output(task, text[: text.rfind("\n") + 1], choices=choices)
+    assert before_the_cut.label  # the lines before the cut give an answer...
+    uncut = parse_teacher_output(task, text + rest, choices=choices)
+    assert uncut.label != before_the_cut.label  # ...that a possible uncut text refuses or changes
+    # the text as cut gives that answer too, as the old rule required of a cut text
+    assert parse_teacher_output(task, text, choices=choices).label == before_the_cut.label
+    answer = _parse_sample(task, CutOffText(text), choices)
+    assert (answer.label, answer.rationale) == ("", "")
+    assert answer.reason.startswith("the text was cut off at max_new_tokens")
+    assert answer.reason.endswith("; raise max_new_tokens")
+    assert _parse_sample(task, text, choices) == parse_teacher_output(task, text, choices=choices)  # not cut
+
+
+@pytest.mark.parametrize(("task", "choices", "text", "label"), _CUT_AFTER_READING)
+def test_a_cut_text_keeps_an_answer_that_nothing_after_the_cut_could_change(task, choices, text, label):
+    """A cut in an invented next example (``Q:``, ``Premise:``), where no answer is read any more, spares the
+    answer before it: whatever the rest, the text gives that answer."""
+    from hf_cotmi.teacher.answers import parse_teacher_output
+    from hf_cotmi.teacher.backends import CutOffText
+    from hf_cotmi.teacher.generate import _parse_sample
+
+    answer = _parse_sample(task, CutOffText(text), choices)
+    assert answer.label == label and answer.reason == ""
+    for rest in ("5.", "\nSo the answer is 13.", "\nThe answer is (9 + 9).", "\nSo the answer is (a) oven."):
+        assert parse_teacher_output(task, text + rest, choices=choices).label == label, rest
+
+
 def test_a_reply_that_is_not_utf8_or_holds_an_error_is_retried_and_names_its_record(tmp_path):
     """A body with a byte that is not UTF-8 stopped the run at once with "UnicodeDecodeError: 'utf-8' codec
     can't decode byte 0xff in position 98", naming neither the record nor the server; a gateway's error in a

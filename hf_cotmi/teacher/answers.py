@@ -145,6 +145,7 @@ __all__ = [
     "answer_key",
     "answers_agree",
     "vote_answers",
+    "answers_read_at_end",
 ]
 
 TASKS: tuple[str, ...] = ("nli", "multiple_choice", "arithmetic", "generic")
@@ -892,6 +893,29 @@ def _where_answers_are_read(task: str, text: str) -> str:
         return _without_restated_question(text).split("Premise:")[0]
     text = _before_next_question(text)
     return text.split("Premise:")[0] if task == "generic" else text
+
+
+def answers_read_at_end(task: str, text: str) -> bool:
+    """Whether ``task``'s parser would still read answers in text added after ``text``: False once ``text``
+    runs into an invented next example (a ``Q:``, or ``Premise:`` for nli and generic), after which nothing
+    is read. A text cut off at the token limit (``max_new_tokens``) keeps its answer only when this is False:
+    otherwise the lost text could have given a second, different answer.
+
+    Args:
+        task: one of :data:`TASKS`.
+        text: a teacher's reply, maybe cut off.
+
+    Returns:
+        True when more text after ``text`` would be read for answers.
+
+    Examples:
+        >>> answers_read_at_end("generic", "Add them. So the answer is 12.\\nSo the answer")
+        True
+        >>> answers_read_at_end("generic", "Add them. So the answer is 12.\\n\\nQ: How many")
+        False
+    """
+    _check_task(task)
+    return _where_answers_are_read(task, text + "x") != _where_answers_are_read(task, text)
 
 
 def _answer_spans(task: str, text: str) -> list[tuple[int, int]]:

@@ -86,7 +86,8 @@ class CutOffText(str):
 
     A backend returns such a text as this ``str`` subclass; the generator then keeps its answer only when that
     stands on a line before the cut (a ``So the answer is St. Lou`` that the cut ended is refused, not read
-    as ``st. lou``). Any other text is a plain ``str``.
+    as ``st. lou``) and the cut falls where no answer is read any more, in an invented next example
+    (:func:`~hf_cotmi.teacher.answers.answers_read_at_end`). Any other text is a plain ``str``.
 
     Examples:
         >>> text = CutOffText("Fish swim. So the answer is (a) se")

@@ -29,7 +29,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .answers import TASKS, TeacherAnswer, answers_agree, parse_teacher_output, vote_answers
+from .answers import (
+    TASKS,
+    TeacherAnswer,
+    answers_agree,
+    answers_read_at_end,
+    parse_teacher_output,
+    vote_answers,
+)
 from .backends import (
     CutOffText,
     GenerationRequest,
@@ -433,25 +440,37 @@ _CUT_OFF = "the text was cut off at max_new_tokens"
 
 
 def _parse_sample(task: str, text: str, choices: Sequence[str] | None) -> TeacherAnswer:
-    """:func:`parse_teacher_output` of one sample; for a :class:`CutOffText` its answer counts only when it
-    stands on a line before the cut (the same without the cut last line), and a reason says the text was cut.
+    """:func:`parse_teacher_output` of one sample; a :class:`CutOffText` keeps its answer only where the text
+    it cut off could not give another one, and a reason says the text was cut.
+
+    The rule: the whole lines (the text without its cut last line) must give the same answer as the text, and
+    the text the answer is read from must end before the cut (at a next example's ``Q:``, or ``Premise:`` for
+    nli and generic: :func:`~hf_cotmi.teacher.answers.answers_read_at_end`). Where it runs on into the
+    cut, the uncut text could have gone on to a second answer sentence, or the cut one could have extended the
+    answer (``So the answer is 12`` of ``... 125.`` after a line saying 12), which the parser refuses as two
+    answers; so such a sample is refused too, however its lines before the cut read.
 
     Examples:
         >>> _parse_sample("generic", CutOffText("It is after Wednesday. So the answer is Thurs"), None).reason
         'the text was cut off at max_new_tokens in the line of its answer sentence; raise max_new_tokens'
         >>> _parse_sample("generic", CutOffText("Wednesday is before. So the answer is Thursday.\\nQ: Wh"), None).label
         'thursday'
+        >>> _parse_sample("generic", CutOffText("Add. So the answer is 12.\\nSo the answer is 12"), None).label
+        ''
     """
     answer = parse_teacher_output(task, text, choices=choices)
     if not isinstance(text, CutOffText):
         return answer
-    if answer.parsed:
-        whole_lines = parse_teacher_output(task, text[: text.rfind("\n") + 1], choices=choices)
-        if whole_lines.parsed and whole_lines.label == answer.label:
-            return answer
-        reason = f"{_CUT_OFF} in the line of its answer sentence"
-    else:
+    if not answer.parsed:
         reason = f"{answer.reason}; {_CUT_OFF}"
+    else:
+        whole_lines = parse_teacher_output(task, text[: text.rfind("\n") + 1], choices=choices)
+        if not whole_lines.parsed or whole_lines.label != answer.label:
+            reason = f"{_CUT_OFF} in the line of its answer sentence"
+        elif answers_read_at_end(task, text):  # the rest of the text could give another answer
+            reason = f"{_CUT_OFF} after its answer, where a later answer sentence would still be read"
+        else:
+            return answer
     return TeacherAnswer("", "", f"{reason}; raise max_new_tokens")
 
 
