@@ -393,19 +393,46 @@ def _generation_limits(
         or 1
     )
     limits: dict[str, int | None] = {"max_new_tokens": None, "max_length": None, "num_beams": int(beams)}
-    if generation.get("max_new_tokens") is not None:
-        limits["max_new_tokens"] = int(generation["max_new_tokens"])
-    elif getattr(given, "max_new_tokens", None) is not None:
-        limits["max_new_tokens"] = int(given.max_new_tokens)
-    elif generation.get("max_length") is not None:
-        limits["max_length"] = int(generation["max_length"])
-    elif max_new_tokens is not None:
-        limits["max_new_tokens"] = max_new_tokens
-    elif getattr(args, "generation_max_length", None) is not None:
-        limits["max_length"] = int(args.generation_max_length)
-    elif getattr(given, "max_length", None) is not None:
-        limits["max_length"] = int(given.max_length)
+    length = _generation_length(max_new_tokens, generation, args)
+    if length is not None:
+        kind, value, _ = length
+        limits[kind] = value
     return limits
+
+
+def _generation_length(
+    max_new_tokens: int | None, generation: dict[str, Any], args: Any
+) -> tuple[str, int, str] | None:
+    """The length limit of the confidences' generation, as :func:`_generation_limits` takes it: ``(kind, value,
+    setting)``, ``kind`` being ``"max_new_tokens"`` or ``"max_length"`` and ``setting`` where it came from
+    (``ECECallback.max_new_tokens`` for the callback's own); None when nothing sets one (the model's generation
+    config decides then).
+
+    First found: the ``evaluate()`` call's ``max_new_tokens``, its ``generation_config``'s ``max_new_tokens``, its
+    ``max_length``; the callback's ``max_new_tokens``; ``args.generation_max_length``; the call's
+    ``generation_config``'s ``max_length``.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> args = SimpleNamespace(generation_max_length=6)
+        >>> _generation_length(None, {}, args), _generation_length(8, {}, args)
+        (('max_length', 6, 'generation_max_length'), ('max_new_tokens', 8, 'ECECallback.max_new_tokens'))
+        >>> _generation_length(8, {"max_length": 4}, args)
+        ('max_length', 4, 'max_length')
+    """
+    given = generation.get("generation_config")
+    found = [
+        ("max_new_tokens", generation.get("max_new_tokens"), "max_new_tokens"),
+        ("max_new_tokens", getattr(given, "max_new_tokens", None), "generation_config.max_new_tokens"),
+        ("max_length", generation.get("max_length"), "max_length"),
+        ("max_new_tokens", max_new_tokens, "ECECallback.max_new_tokens"),
+        ("max_length", getattr(args, "generation_max_length", None), "generation_max_length"),
+        ("max_length", getattr(given, "max_length", None), "generation_config.max_length"),
+    ]
+    for kind, value, setting in found:
+        if value is not None:
+            return kind, int(value), setting
+    return None
 
 
 def _process_group() -> tuple[int, int]:

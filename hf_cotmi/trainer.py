@@ -25,7 +25,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
 from .arguments import DSSMITrainingArguments
-from .callbacks import ECECallback, StopOnNonFiniteCallback
+from .callbacks import ECECallback, StopOnNonFiniteCallback, _generation_length
 from .chunked_losses import chunked_dss_losses
 from .collator import EXPL_COLUMNS, PRED_COLUMNS, DSSDataCollator
 from .dataset_rows import sized_rows
@@ -143,6 +143,7 @@ class _ComponentStore:
         self.weight = 0.0
         self.counts: dict[str, torch.Tensor] = {}
         self.loss_weights: dict[str, float] = {}
+        self.foreign_losses: torch.Tensor | None = None
 
     def add(self, components: Mapping[str, torch.Tensor], weight: float) -> None:
         for name, value in components.items():
@@ -155,10 +156,22 @@ class _ComponentStore:
             self.counts[name] = _accumulate(self.counts.get(name), count)
             self.loss_weights[name] = loss_weight
 
-    def numbers(self) -> tuple[dict[str, float], dict[str, float]]:
-        """The sums and the counts as floats, read in one host-device synchronisation."""
-        values = read_floats([*self.sums.values(), *self.counts.values()])
-        return dict(zip(self.sums, values)), dict(zip(self.counts, values[len(self.sums) :]))
+    def add_foreign_loss(self, differs: torch.Tensor) -> None:
+        """Count an evaluation batch whose loss, as the evaluation loop got it, is not the one the DSS objective
+        scored (a :meth:`DSSMITrainer.compute_loss` override's own): ``differs`` is 1 (or True) for such a batch,
+        0 for one whose loss is the objective's; a tensor on the device, not read here."""
+        self.foreign_losses = _accumulate(self.foreign_losses, differs)
+
+    def numbers(self) -> tuple[dict[str, float], dict[str, float], float]:
+        """The sums, the counts and the number of foreign losses (:meth:`add_foreign_loss`) as floats, read in
+        one host-device synchronisation."""
+        values = read_floats([*self.sums.values(), *self.counts.values(), self.foreign_losses])
+        sums, counts = len(self.sums), len(self.counts)
+        return (
+            dict(zip(self.sums, values[:sums])),
+            dict(zip(self.counts, values[sums : sums + counts])),
+            values[-1] or 0.0,
+        )
 
 
 def _as_dssmi_arguments(args: Seq2SeqTrainingArguments | None) -> DSSMITrainingArguments:
@@ -446,10 +459,12 @@ class DSSMITrainer(Seq2SeqTrainer):
       training terms are over an optimizer step (token means, and an example mean for MI, over all batches
       and processes), and ``eval_loss`` is their weighted sum: none depends on ``per_device_eval_batch_size``
       or the number of processes (except ``mi_variant="paper"``'s MI term, below). Nested DSS batches are
-      scored by the DSS objective itself, not through :meth:`compute_loss`; a flat batch through it. A subclass
-      that overrides :meth:`compute_loss` keeps transformers' ``eval_loss`` (the mean of the batch losses
-      its override returns for flat batches, and of the DSS objective for nested ones, so it depends on the
-      batch size); the ``eval_loss_*`` components are reported as above.
+      scored by the DSS objective itself, not through :meth:`compute_loss`, so a subclass that overrides it
+      changes nothing there; a flat batch is scored through it. Where such an override returns a loss of its
+      own for a flat batch (not the one ``super().compute_loss`` gave it: an added term, a loss computed
+      without it), ``eval_loss`` is transformers' (the mean of the batch losses the evaluation loop got, which
+      depends on the batch size); an override that passes the DSS loss on keeps the set mean. The
+      ``eval_loss_*`` components are reported as above.
     - ``mi_variant="paper"`` reduces over padded positions too, so its value depends on how far a batch
       is padded; ``"masked"`` does not.
     - With ``predict_with_generate`` evaluation generates labels from the ``predict:`` input; with
@@ -494,7 +509,10 @@ class DSSMITrainer(Seq2SeqTrainer):
     :meth:`_flat_prediction_step`): :meth:`compute_loss` then computes them, chunking or not."""
     _evaluating_flat_batch: bool = False
     """True during a flat batch's evaluation step (:meth:`_flat_prediction_step`): :meth:`compute_loss` then adds
-    the batch's loss sums and counts to the evaluation's."""
+    the batch's loss sums and counts to the evaluation's, and keeps its loss in :attr:`_flat_batch_loss`."""
+    _flat_batch_loss: torch.Tensor | None = None
+    """The loss :meth:`compute_loss` computed for the flat evaluation batch in progress; None before it has (and
+    when a ``compute_loss`` override never calls it)."""
 
     def __init__(
         self,
@@ -663,6 +681,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             self._last_component_step = self.state.global_step
             self._components["train"].add(result.components, weight=1.0 if first_of_step else 0.0)
         elif self._evaluating_flat_batch:
+            self._flat_batch_loss = loss  # what the evaluation loop gets unless an override changes it
             self._add_evaluation_totals(model, inputs, result.totals)
         return (loss, outputs) if return_outputs else loss
 
@@ -684,8 +703,8 @@ class DSSMITrainer(Seq2SeqTrainer):
             >>> # trainer.train(resume_from_checkpoint=True)  # the newest complete checkpoint in output_dir
         """
         self.args.check_loss_weights()
-        if self._evaluation_generates_during_training():
-            self._check_generation_room()
+        if self.args.eval_strategy != "no":  # a generation length its evaluations cannot use fails now
+            self._check_generation_room(predictions=self._evaluation_generates_during_training())
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             from .checkpoints import resolve_resume_checkpoint
 
@@ -1100,14 +1119,16 @@ class DSSMITrainer(Seq2SeqTrainer):
         """The evaluation loss and its components over the whole set (all batches, all processes), as the
         training loss is over an optimizer step: ``{prefix}_loss_label`` and ``{prefix}_loss_rationale`` are the
         summed NLL divided by the tokens, ``{prefix}_loss_mi`` the summed MI term divided by the examples, and
-        ``{prefix}_loss`` their weighted sum. None of them depends on the evaluation batch size.
+        ``{prefix}_loss`` their weighted sum. None of them depends on the evaluation batch size. ``{prefix}_loss``
+        is left out (the base loop's stays) when a :meth:`compute_loss` override returned a loss of its own for a
+        flat batch on any process (:meth:`_ComponentStore.add_foreign_loss`).
 
         Every process joins the one reduction, also a process without examples of its own (a split smaller
         than one evaluation batch per process leaves it only the repeats that fill its batch): skipping it would
         leave the others waiting in theirs."""
         store = self._components["eval"]
-        sums, counts = store.numbers()
-        local: dict[str, float] = {}
+        sums, counts, foreign_losses = store.numbers()
+        local: dict[str, float] = {"_foreign_losses": foreign_losses}
         for name in COMPONENTS:
             present = name in counts
             local[name] = sums.get(name, 0.0)
@@ -1125,7 +1146,7 @@ class DSSMITrainer(Seq2SeqTrainer):
             mean = totals[name] / max(totals[f"_count_{name}"], 1.0)
             metrics[f"{prefix}_{name}"] = mean
             loss += totals[f"_weight_{name}"] / processes * mean
-        if metrics:
+        if metrics and totals["_foreign_losses"] == 0:  # else the base loop's mean of the losses it got stays
             metrics[f"{prefix}_loss"] = loss
         return metrics
 
@@ -1237,8 +1258,9 @@ class DSSMITrainer(Seq2SeqTrainer):
         ``predict`` would count those examples twice. ``gather_for_metrics`` drops them.
 
         The components are merged here, before the base ``evaluate``/``predict`` log the metrics or hand them
-        to callbacks (``on_evaluate``, ``on_predict``), so every one of them sees the returned values. A subclass
-        that overrides :meth:`compute_loss` keeps the base loop's ``{prefix}_loss`` (see the class docstring).
+        to callbacks (``on_evaluate``, ``on_predict``), so every one of them sees the returned values. A
+        :meth:`compute_loss` override that returned a loss of its own for a flat batch keeps the base loop's
+        ``{prefix}_loss`` (see the class docstring).
         """
         gather = self.accelerator.gather_for_metrics
         if "use_gather_object" in inspect.signature(gather).parameters:
@@ -1247,11 +1269,7 @@ class DSSMITrainer(Seq2SeqTrainer):
         output = super().evaluation_loop(
             dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
         )
-        components = self._evaluation_components(metric_key_prefix)
-        # a subclass's compute_loss: {prefix}_loss stays the base loop's mean of the losses it returned
-        if type(self).compute_loss is not DSSMITrainer.compute_loss:
-            components.pop(f"{metric_key_prefix}_loss", None)
-        output.metrics.update(components)
+        output.metrics.update(self._evaluation_components(metric_key_prefix))
         self._components["eval"] = _ComponentStore()
         return output
 
@@ -1354,17 +1372,28 @@ class DSSMITrainer(Seq2SeqTrainer):
         generates = self.args.predict_with_generate and not prediction_loss_only
         self._label_logits_are_predictions = not prediction_loss_only and not self.args.predict_with_generate
         self._evaluating_flat_batch = True  # compute_loss adds the batch's sums to the evaluation's
+        self._flat_batch_loss = None  # and says which loss it computed
         loss_model: Any = model
         if generates:
             loss_model = _LossOnlyModel(lambda batch: self.compute_loss(model, batch))
         try:
             with _generation_config_kept(self.model):
-                return super().prediction_step(
+                loss, predictions, labels = super().prediction_step(
                     loss_model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs
                 )
         finally:
             self._label_logits_are_predictions = False
             self._evaluating_flat_batch = False
+        # a compute_loss override may return a loss of its own (see the class docstring)
+        if loss is not None:
+            ours, self._flat_batch_loss = self._flat_batch_loss, None
+            differs = (
+                torch.ones((), device=loss.device)
+                if ours is None
+                else loss.ne(ours.detach().to(loss.device, loss.dtype).mean())
+            )
+            self._components["eval"].add_foreign_loss(differs)
+        return loss, predictions, labels
 
     def _add_evaluation_totals(
         self,
@@ -1629,9 +1658,11 @@ class DSSMITrainer(Seq2SeqTrainer):
         return 20, "the default max_new_tokens"
 
     def _evaluation_generates_during_training(self) -> bool:
-        """Whether the evaluations ``train()`` runs generate: an ``eval_strategy``, ``predict_with_generate``
-        and predictions kept (:meth:`prediction_step` generates unless ``prediction_loss_only``, which the base
-        ``evaluate`` sets without ``compute_metrics``)."""
+        """Whether the evaluations ``train()`` runs generate predictions: an ``eval_strategy``,
+        ``predict_with_generate`` and predictions kept (:meth:`prediction_step` generates unless
+        ``prediction_loss_only``, which the base ``evaluate`` sets without ``compute_metrics``). An
+        :class:`~hf_cotmi.ECECallback` generates at each evaluation whatever these say
+        (:meth:`_ece_generation_lengths`)."""
         args = self.args
         return (
             args.eval_strategy != "no"
@@ -1640,24 +1671,47 @@ class DSSMITrainer(Seq2SeqTrainer):
             and not args.prediction_loss_only
         )
 
-    def _check_generation_room(self, gen_kwargs: dict[str, Any] | None = None) -> None:
+    def _check_generation_room(
+        self, gen_kwargs: dict[str, Any] | None = None, *, predictions: bool = True
+    ) -> None:
         """Refuse generation lengths a decoder-only student's context cannot hold, before they are used.
 
         Such a student generates after its prompt, in one context, so evaluation that generates fails on a
         label or rationale generation length at or above its context length
         (:func:`hf_cotmi.students.generation_prompt_limit`). The lengths are the ones :meth:`evaluate` with
-        ``gen_kwargs`` uses (:meth:`_generation_limit`; ``generation_max_length`` unless ``gen_kwargs`` set a
-        length), and with ``output_rationale`` the rationale's (``rationale_max_new_tokens``, else the same
-        settings without ``max_length``). :meth:`train` calls it when its evaluations generate
-        (:meth:`_evaluation_generates_during_training`), so the error comes before the first step instead of
-        after the whole run. The error names the setting, its value and the context length.
+        ``gen_kwargs`` uses: with ``predictions`` and ``predict_with_generate`` those of the predictions
+        (:meth:`_prediction_generation_lengths`), and always those of each :class:`~hf_cotmi.ECECallback` that
+        generates (:meth:`_ece_generation_lengths`), which runs at every evaluation. :meth:`train` calls it
+        when it evaluates (an ``eval_strategy``), with ``predictions`` when those evaluations generate
+        predictions (:meth:`_evaluation_generates_during_training`), so the error comes before the first step
+        instead of after the whole run. The error names the setting, its value and the context length, and the
+        callback that generates with it.
         """
-        args = self.args
-        if self.model is None or not args.predict_with_generate or self.student_type != "causal":
+        if self.model is None or self.student_type != "causal":
             return
         from .students import generation_prompt_limit
 
         kwargs = {k: v for k, v in (gen_kwargs or {}).items() if v is not None}
+        asked: list[tuple[int, str, str]] = []  # (new tokens, the setting, the callback that generates them)
+        if predictions and self.args.predict_with_generate:
+            asked += [(limit, source, "") for limit, source in self._prediction_generation_lengths(kwargs)]
+        asked += self._ece_generation_lengths(kwargs)
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        for limit, source, callback in asked:
+            try:
+                generation_prompt_limit(self.model, tokenizer, limit, argument=source)
+            except ValueError as err:
+                if not callback:
+                    raise
+                raise ValueError(f"{err}; {callback} generates labels with it at each evaluation") from None
+
+    def _prediction_generation_lengths(self, gen_kwargs: dict[str, Any]) -> list[tuple[int, str]]:
+        """The new tokens :meth:`prediction_step` generates with the ``evaluate()`` options ``gen_kwargs`` (none of
+        them ``None``), each with the setting that says so: the label's (:meth:`_generation_limit`;
+        ``generation_max_length`` unless ``gen_kwargs`` set a length), and with ``output_rationale`` the
+        rationale's (``rationale_max_new_tokens``, else the same settings without ``max_length``)."""
+        args = self.args
+        kwargs = dict(gen_kwargs)
         if "max_length" not in kwargs and "max_new_tokens" not in kwargs and args.generation_max_length:
             kwargs["max_length"] = args.generation_max_length  # as Seq2SeqTrainer.evaluate sets it
         asked = [self._generation_limit(kwargs)]
@@ -1667,9 +1721,24 @@ class DSSMITrainer(Seq2SeqTrainer):
                 rationale["max_new_tokens"] = args.rationale_max_new_tokens
             limit, source = self._generation_limit(rationale)
             asked.append((limit, "rationale_max_new_tokens" if source == "max_new_tokens" else source))
-        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        for limit, source in asked:
-            generation_prompt_limit(self.model, tokenizer, limit, argument=source)
+        return asked
+
+    def _ece_generation_lengths(self, gen_kwargs: dict[str, Any]) -> list[tuple[int, str, str]]:
+        """The new tokens each :class:`~hf_cotmi.ECECallback` among the callbacks generates at an evaluation with
+        the ``evaluate()`` options ``gen_kwargs`` (none of them ``None``), as ``(limit, setting, callback)``.
+
+        The length is the one the callback's generation takes (``_generation_length`` in
+        :mod:`hf_cotmi.callbacks`); without one the model's generation config decides, read as
+        :meth:`_generation_limit` reads it. Candidates mode scores the candidates and generates nothing.
+        """
+        lengths = []
+        for callback in self.callback_handler.callbacks:
+            if not isinstance(callback, ECECallback) or callback.mode == "candidates":
+                continue
+            found = _generation_length(callback.max_new_tokens, gen_kwargs, self.args)
+            limit, source = (found[1], found[2]) if found is not None else self._generation_limit({})
+            lengths.append((limit, source, f"ECECallback(confidence={callback.mode!r})"))
+        return lengths
 
     def _prepare_causal_generation(self) -> None:
         """A decoder-only student's generation config pads with the tokenizer's pad id (EOS as a fallback)."""

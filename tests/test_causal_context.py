@@ -16,7 +16,13 @@ from conftest import RecordingMetrics, training_arguments
 from datasets import Dataset
 from transformers import GenerationConfig
 
-from hf_cotmi import DSSMITrainer, build_tiny_causal_lm, build_word_tokenizer, prepare_dss_features
+from hf_cotmi import (
+    DSSMITrainer,
+    ECECallback,
+    build_tiny_causal_lm,
+    build_word_tokenizer,
+    prepare_dss_features,
+)
 from hf_cotmi.confidence import label_confidences
 from hf_cotmi.generation import generate_texts, predict_texts
 from hf_cotmi.students import generation_prompt_limit, input_length_limit
@@ -120,7 +126,9 @@ def features(tokenizer, model):
     )
 
 
-def evaluating_trainer(tmp_path, tokenizer, model, features, compute_metrics=None, **settings):
+def evaluating_trainer(
+    tmp_path, tokenizer, model, features, compute_metrics=None, callbacks=None, **settings
+):
     """A trainer that evaluates after its one step, generating when ``compute_metrics`` is given."""
     settings = {"max_steps": 1, "eval_strategy": "steps", "eval_steps": 1, **settings}
     args = training_arguments(tmp_path / "out", **settings)
@@ -131,6 +139,7 @@ def evaluating_trainer(tmp_path, tokenizer, model, features, compute_metrics=Non
         train_dataset=features,
         eval_dataset=features,
         compute_metrics=compute_metrics,
+        callbacks=callbacks,
     )
 
 
@@ -202,6 +211,108 @@ def test_generation_lengths_the_context_cannot_hold_are_refused_before_training(
     with pytest.raises(ValueError, match=expected):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+@pytest.mark.parametrize(
+    "settings, setup, callback, compute_metrics, argument, value",
+    [
+        # the evaluation computes the losses only (no compute_metrics), but the callback generates
+        (
+            dict(generation_max_length=CONTEXT),
+            None,
+            ECECallback(confidence="sequence", plot=False),
+            False,
+            "generation_max_length",
+            CONTEXT,
+        ),
+        (
+            dict(generation_max_length=CONTEXT + 1, predict_with_generate=False),
+            None,
+            ECECallback(confidence="first_token", plot=False),
+            False,
+            "generation_max_length",
+            CONTEXT + 1,
+        ),
+        # the predictions' length fits; the callback's own does not
+        (
+            dict(generation_max_length=6),
+            None,
+            ECECallback(confidence="sequence", max_new_tokens=CONTEXT, plot=False),
+            True,
+            "ECECallback.max_new_tokens",
+            CONTEXT,
+        ),
+        (
+            dict(generation_max_length=None),
+            _set_generation_config(max_length=CONTEXT),
+            ECECallback(confidence="first_token", plot=False),
+            False,
+            "model.generation_config.max_length",
+            CONTEXT,
+        ),
+    ],
+    ids=[
+        "loss-only-evaluation",
+        "no-predict-with-generate",
+        "callback-max-new-tokens",
+        "model-max-length",
+    ],
+)
+def test_ece_generation_lengths_the_context_cannot_hold_are_refused_before_training(
+    tmp_path, tokenizer, model, features, settings, setup, callback, compute_metrics, argument, value
+):
+    """``ECECallback`` generates labels at every evaluation (sequence and first-token confidence), whatever
+    ``compute_metrics`` and ``predict_with_generate`` say, with its own ``max_new_tokens`` when it has one: a
+    length the context cannot hold failed only at the first evaluation, after the first step. The error names
+    the setting and the callback."""
+    if setup is not None:
+        setup(model)
+    metrics = RecordingMetrics() if compute_metrics else None
+    trainer = evaluating_trainer(
+        tmp_path, tokenizer, model, features, metrics, callbacks=[callback], **settings
+    )
+    expected = (
+        rf"^{re.escape(argument)}={value} leaves no room for a prompt in the student's context of {CONTEXT} "
+        rf".*; ECECallback\(confidence='{callback.mode}'\) generates labels with it at each evaluation$"
+    )
+    with pytest.raises(ValueError, match=expected):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+@pytest.mark.parametrize(
+    "settings, callback",
+    [
+        # the callback's own length wins over generation_max_length, which nothing else generates with
+        (
+            dict(generation_max_length=CONTEXT),
+            ECECallback(confidence="sequence", max_new_tokens=4, plot=False),
+        ),
+        # candidates are scored, not generated
+        (dict(generation_max_length=CONTEXT), ECECallback(label_candidates=["yes", "no"], plot=False)),
+        (
+            dict(generation_max_length=CONTEXT, eval_strategy="no"),
+            ECECallback(confidence="sequence", plot=False),
+        ),
+    ],
+    ids=["callback-max-new-tokens-fits", "candidates", "no-evaluation"],
+)
+def test_ece_generation_lengths_that_fit_or_are_not_used_train(
+    tmp_path, tokenizer, model, features, settings, callback
+):
+    trainer = evaluating_trainer(tmp_path, tokenizer, model, features, callbacks=[callback], **settings)
+    widths = PromptWidths(model)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    evaluated = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if settings.get("eval_strategy") == "no":
+        assert evaluated == [] and widths.calls == []
+        return
+    assert len(evaluated) == 1 and 0.0 <= evaluated[0]["eval_ece"] <= 1.0
+    if callback.mode == "candidates":
+        assert widths.calls == []
+    else:  # the callback generated its 4 tokens at most after each prompt
+        assert widths.calls and all(0 < total - prompt <= 4 for prompt, total in widths.calls)
 
 
 @pytest.mark.parametrize(

@@ -240,3 +240,90 @@ def test_a_compute_loss_override_keeps_its_eval_loss(tmp_path, tiny_tokenizer, l
     )
     metrics = trainer.evaluate(features)
     assert_metrics_match(metrics, {"eval_loss_label": label, "eval_loss": label + 1.0}, "override")
+
+
+class PassThrough(DSSMITrainer):
+    """A subclass whose ``compute_loss`` override hands the DSS loss on unchanged."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+class OwnLoss(DSSMITrainer):
+    """A subclass whose ``compute_loss`` is the model's own loss, without the DSS objective."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+
+@pytest.mark.parametrize("subclass", [PassThrough, LossPlusOne], ids=["pass-through", "loss-plus-one"])
+@pytest.mark.parametrize("loss_only", [True, False], ids=["loss-only", "generating"])
+def test_a_compute_loss_override_does_not_change_the_loss_of_nested_batches(
+    tmp_path, tiny_tokenizer, subclass, loss_only
+):
+    """Nested DSS batches are scored by the DSS objective, not through ``compute_loss``: ``eval_loss`` is the set
+    mean at every batch size, whatever the override does (it was the batch-size dependent mean of batch
+    losses)."""
+    model, features = student_and_features("seq2seq", tiny_tokenizer)
+    expected = reference_metrics(model, features, "eval", False)
+    for batch_size in (1, 3, EXAMPLES):
+        args = training_arguments(
+            tmp_path / "out",
+            per_device_eval_batch_size=batch_size,
+            mi_variant="masked",
+            generation_max_length=2,
+        )
+        trainer = subclass(
+            model=model,
+            args=args,
+            processing_class=tiny_tokenizer,
+            compute_metrics=None if loss_only else RecordingMetrics(),
+        )
+        assert_metrics_match(trainer.evaluate(features), expected, (subclass.__name__, batch_size))
+
+
+@pytest.mark.parametrize("loss_only", [True, False], ids=["loss-only", "generating"])
+def test_a_pass_through_compute_loss_keeps_the_set_mean_of_flat_batches(tmp_path, tiny_tokenizer, loss_only):
+    """``super().compute_loss`` handed on unchanged is the DSS loss: the set mean stays, at every batch size."""
+    model, features, label = label_only_student(tiny_tokenizer, flat=True)
+    for batch_size in (1, 3):
+        args = training_arguments(
+            tmp_path / "out", per_device_eval_batch_size=batch_size, generation_max_length=2
+        )
+        trainer = PassThrough(
+            model=model,
+            args=args,
+            processing_class=tiny_tokenizer,
+            data_collator=DataCollatorForSeq2Seq(tiny_tokenizer, model=model),
+            compute_metrics=None if loss_only else RecordingMetrics(),
+        )
+        metrics = trainer.evaluate(features)
+        assert_metrics_match(metrics, {"eval_loss_label": label, "eval_loss": label}, batch_size)
+
+
+@pytest.mark.parametrize("loss_only", [True, False], ids=["loss-only", "generating"])
+def test_a_compute_loss_of_its_own_keeps_transformers_eval_loss(tmp_path, tiny_tokenizer, loss_only):
+    """An override that never calls ``super().compute_loss``: ``eval_loss`` is transformers' mean of the batch
+    losses (each batch's weighted by its size), here the model's own label token mean per batch of 3."""
+    model, features, label = label_only_student(tiny_tokenizer, flat=True)
+    collator = DataCollatorForSeq2Seq(tiny_tokenizer, model=model)
+    model.eval()
+    batch_losses = []
+    with torch.no_grad():
+        for start in range(0, EXAMPLES, 3):
+            rows = [features[i] for i in range(start, min(start + 3, EXAMPLES))]
+            batch_losses.append((len(rows), model(**collator(rows)).loss.item()))
+    expected = sum(size * loss for size, loss in batch_losses) / EXAMPLES
+    assert not math.isclose(expected, label, rel_tol=1e-3)  # the batch means differ from the set mean
+    args = training_arguments(tmp_path / "out", per_device_eval_batch_size=3, generation_max_length=2)
+    trainer = OwnLoss(
+        model=model,
+        args=args,
+        processing_class=tiny_tokenizer,
+        data_collator=collator,
+        compute_metrics=None if loss_only else RecordingMetrics(),
+    )
+    metrics = trainer.evaluate(features)
+    assert_metrics_match(metrics, {"eval_loss": expected}, "own loss")
+    assert "eval_loss_label" not in metrics  # nothing was scored by the DSS objective

@@ -282,3 +282,31 @@ def test_the_finiteness_check_reads_the_step_of_a_trainer_that_keeps_tensors():
         else:
             callback.on_pre_optimizer_step(args, state, None)
     assert math.isnan(hf_cotmi.device_reads.read_floats([store.sums["loss_label"]])[0])
+
+
+def test_flat_evaluation_through_a_compute_loss_override_reads_once(tmp_path, tiny_tokenizer, host_reads):
+    """Whether an override handed the DSS loss on is counted on the device, batch by batch, and read with the
+    components in the one read at the end of the evaluation."""
+    from transformers import DataCollatorForSeq2Seq
+
+    class PassThrough(DSSMITrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    label_only = tokenise(make_records(8), tiny_tokenizer, with_rationale=False).remove_columns(
+        ["input", "label"]
+    )
+    model = build_tiny_seq2seq(tiny_tokenizer, "t5")
+    args = training_arguments(tmp_path / "out", per_device_eval_batch_size=2)
+    trainer = PassThrough(
+        model=model,
+        args=args,
+        processing_class=tiny_tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tiny_tokenizer, model=model),
+    )
+    metrics = trainer.evaluate(label_only)
+    assert metrics["eval_loss"] == metrics["eval_loss_label"]
+    assert [call for call in host_reads if call[0] == "trainer.py"] == []
+    assert [call for call in host_reads if call[0] == "device_reads.py"] == [
+        ("device_reads.py", "read_floats", "tolist")
+    ]
