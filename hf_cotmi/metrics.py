@@ -332,8 +332,8 @@ _warned_unaligned_labels = False
 def _label_positions(label_ids: Any, shape: tuple[int, int]) -> Any:
     """Which positions of argmax ids of ``shape`` (rows, width) predict a label: where ``label_ids`` (aligned
     with the logits from the first position, as the Trainer returns them) is not negative. None when the labels
-    cannot be aligned (a label beyond the logits' width, as the full-width labels of a flat decoder-only batch
-    have): the rows are then cut at their first EOS alone, with a warning."""
+    cannot be aligned (a label beyond the logits' width, as a decoder-only student's full-width labels have when
+    another trainer returns them): the rows are then cut at their first EOS alone, with a warning."""
     import numpy as np
 
     global _warned_unaligned_labels
@@ -349,7 +349,7 @@ def _label_positions(label_ids: Any, shape: tuple[int, int]) -> Any:
         if not _warned_unaligned_labels:
             logger.warning(
                 "label_ids are %d wide and hold labels beyond the logits' %d positions, so they are not aligned "
-                "with the logits (a flat decoder-only batch's labels cover its prompt too): each predicted row is "
+                "with the logits (labels covering a decoder-only student's prompt too): each predicted row is "
                 "cut at its first EOS only, and may read the argmax over its batch's padding",
                 labels.shape[1],
                 shape[1],

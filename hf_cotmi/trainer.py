@@ -513,6 +513,10 @@ class DSSMITrainer(Seq2SeqTrainer):
     _flat_batch_loss: torch.Tensor | None = None
     """The loss :meth:`compute_loss` computed for the flat evaluation batch in progress; None before it has (and
     when a ``compute_loss`` override never calls it)."""
+    _flat_batch_target_labels: torch.Tensor | None = None
+    """The labels the label logits of the flat evaluation batch in progress are scored against (a decoder-only
+    student's: its target window), when :meth:`compute_loss` kept those logits as the predictions; None
+    otherwise. :meth:`_flat_prediction_step` returns them as the label ids, aligned with the logits."""
 
     def __init__(
         self,
@@ -671,6 +675,11 @@ class DSSMITrainer(Seq2SeqTrainer):
         keep_logits = return_outputs and self._label_logits_are_predictions
         result = self._dss_loss(model, inputs, counts, keep_logits)
         loss, outputs = result.loss, result.outputs
+        if keep_logits:
+            # a flat evaluation batch's (see _label_logits_are_predictions): the base prediction_step takes every
+            # output but the loss as the predictions, so the labels go to _flat_prediction_step apart
+            outputs = dict(outputs)
+            self._flat_batch_target_labels = outputs.pop("target_labels")
         # With counts the loss is normalised over the whole accumulated batch: the Trainer must not divide
         # it again (a flat batch gets them too, see _get_num_items_in_batch). Without them (compute_loss called
         # directly) the loss is a local mean, which the Trainer would divide by the accumulation steps.
@@ -943,10 +952,10 @@ class DSSMITrainer(Seq2SeqTrainer):
         label_loss = mean("label_tokens", label_sum, label_tokens)
         label_weight = 1.0 if flat else args.label_loss_weight
         totals = {"loss_label": (label_sum.detach(), label_tokens, label_weight)}
-        if flat:
-            return _DSSLoss(label_loss, {"loss_label": label_loss.detach()}, totals, outputs)
         if keep_logits:  # the labels the logits are scored against (a causal student's: its target window)
             outputs["target_labels"] = labels
+        if flat:
+            return _DSSLoss(label_loss, {"loss_label": label_loss.detach()}, totals, outputs)
 
         loss = label_weight * label_loss
         components = {"loss_label": label_loss.detach()}
@@ -1367,12 +1376,17 @@ class DSSMITrainer(Seq2SeqTrainer):
           compute the loss after generating with ``model(**inputs)``, the full logits of every position; it
           gets a stand-in for ``model`` there (:class:`_LossOnlyModel`) that returns :meth:`_dss_loss`'s.
         - ``predict_with_generate=False`` and predictions wanted (``predict()``): the predictions *are* the
-          label logits, so this one case computes them (the unchunked path).
+          label logits, so this one case computes them (the unchunked path). The label ids returned are then
+          the labels those logits are scored against, position by position, as for a DSS batch: a
+          decoder-only student's target window (its logits cover only the positions that predict a target),
+          not the batch's full-width labels, which cover its prompt too and could not be aligned with them. A
+          label in column 0, which no position predicts (the loss leaves it out too), is not among them.
         """
         generates = self.args.predict_with_generate and not prediction_loss_only
         self._label_logits_are_predictions = not prediction_loss_only and not self.args.predict_with_generate
         self._evaluating_flat_batch = True  # compute_loss adds the batch's sums to the evaluation's
         self._flat_batch_loss = None  # and says which loss it computed
+        self._flat_batch_target_labels = None  # and, keeping the label logits, what they are scored against
         loss_model: Any = model
         if generates:
             loss_model = _LossOnlyModel(lambda batch: self.compute_loss(model, batch))
@@ -1384,6 +1398,14 @@ class DSSMITrainer(Seq2SeqTrainer):
         finally:
             self._label_logits_are_predictions = False
             self._evaluating_flat_batch = False
+            target_labels, self._flat_batch_target_labels = self._flat_batch_target_labels, None
+        # the label logits, unless a compute_loss override returned outputs of its own
+        if (
+            target_labels is not None
+            and isinstance(predictions, torch.Tensor)
+            and predictions.shape[:2] == target_labels.shape
+        ):
+            labels = target_labels.detach()
         # a compute_loss override may return a loss of its own (see the class docstring)
         if loss is not None:
             ours, self._flat_batch_loss = self._flat_batch_loss, None
@@ -1827,26 +1849,48 @@ class DSSMITrainer(Seq2SeqTrainer):
         (accelerate then shards the set in order)."""
         return torch.utils.data.SequentialSampler(dataset) if self.args.world_size <= 1 else None
 
-    def decode_predictions(self, predictions: Any) -> list[dict[str, str]]:
-        """Decode ``predict()``'s token ids into ``[{"prediction": ..., "rationale": ...}, ...]``.
+    def decode_predictions(self, predictions: Any, label_ids: Any = None) -> list[dict[str, str]]:
+        """Decode ``predict()``'s predictions into ``[{"prediction": ..., "rationale": ...}, ...]``.
+
+        ``predictions`` are generated token ids, or ``(label ids, rationale ids)`` with ``output_rationale``
+        (a rationale is None without them), or, with ``predict_with_generate=False``, the label logits,
+        read as their argmax. Teacher-forced logits run on over the positions after a row's end in its padded
+        batch: give ``label_ids`` (``predict()``'s ``label_ids``, the labels the logits are scored against)
+        and each row is read at its label positions only, up to its first EOS, so it decodes as it does in a
+        batch of its own (see :func:`~hf_cotmi.metrics.decode_token_ids`). Without them a row the student
+        does not end with EOS where its label ends reads its batch's padding too, and its text depends on the
+        evaluation batch size. Generated ids ignore ``label_ids``.
+
+        Args:
+            predictions: ``predict()``'s ``predictions``.
+            label_ids: ``predict()``'s ``label_ids``, in the same layout; needed only for logits.
+
+        Returns:
+            One ``{"prediction", "rationale"}`` dict per example, texts stripped.
+
+        Raises:
+            ValueError: the trainer has no ``processing_class``, or ``label_ids`` hold another number of rows
+                than the logits.
 
         Examples:
-            >>> # rows = trainer.decode_predictions(trainer.predict(features["test"]).predictions)
+            >>> # output = trainer.predict(features["test"])
+            >>> # rows = trainer.decode_predictions(output.predictions, label_ids=output.label_ids)
+            >>> # rows[0]  -> {'prediction': '9', 'rationale': None}
         """
         tokenizer = self.processing_class
         if tokenizer is None:
             raise ValueError("decode_predictions needs the trainer's processing_class (the tokenizer)")
-        label_ids, rationale_ids = predictions if isinstance(predictions, tuple) else (predictions, None)
+        ids, rationale_ids = predictions if isinstance(predictions, tuple) else (predictions, None)
 
-        def decode(ids: Any) -> list[str]:
-            return [text.strip() for text in decode_token_ids(tokenizer, ids)]
+        def decode(ids: Any, labels: Any = None) -> list[str]:
+            return [text.strip() for text in decode_token_ids(tokenizer, ids, label_ids=labels)]
 
-        labels = decode(label_ids)
-        rationales = decode(rationale_ids) if rationale_ids is not None else [None] * len(labels)
-        return [{"prediction": p, "rationale": r} for p, r in zip(labels, rationales)]
+        texts = decode(ids, label_ids)  # the rationales are generated: label_ids are the label task's
+        rationales = decode(rationale_ids) if rationale_ids is not None else [None] * len(texts)
+        return [{"prediction": p, "rationale": r} for p, r in zip(texts, rationales)]
 
     def _write_predictions(self, dataset: Any, output: PredictionOutput) -> None:
-        rows = self.decode_predictions(output.predictions)
+        rows = self.decode_predictions(output.predictions, label_ids=output.label_ids)
         texts = None
         if "input" in (getattr(dataset, "column_names", None) or []):
             # a datasets.IterableDataset has column names but no column lists: read its rows in order

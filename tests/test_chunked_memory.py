@@ -389,6 +389,6 @@ def test_flat_predictions_without_generation_are_the_label_logits(
     assert_only_unchunked_makes_full_logits(produced, bound, True, 8, vocab)
     _, logits, labels = trainer.prediction_step(trainer.model, batch, prediction_loss_only=False)
     assert logits.shape == (8, target_width(batch["labels"]), vocab)
-    assert labels is not None
+    assert labels.shape == logits.shape[:2]  # the labels the logits are scored against, position by position
     reference = trainer.model(**batch).loss
     torch.testing.assert_close(loss, reference.detach(), rtol=1e-5, atol=1e-6)

@@ -507,31 +507,56 @@ def _eos_test_records() -> list[dict[str, str]]:
     ]
 
 
+def _tiny_student(tokenizer, architecture: str):
+    """An untrained tiny student in evaluation mode: it rarely predicts EOS where its label has it."""
+    from hf_cotmi import build_tiny_causal_lm, build_tiny_seq2seq
+
+    if architecture == "t5":
+        model = build_tiny_seq2seq(tokenizer, "t5", seed=3)
+    else:
+        model = build_tiny_causal_lm(tokenizer, "llama", seed=3)
+    return model.eval()
+
+
+def _each_alone(model, tokenizer, batches, architecture: str) -> tuple[list[str], list[int], int]:
+    """Each one-example batch's own forward pass, read without the package's decoding: the argmax at its label
+    positions (a decoder-only student's: at the positions before them), up to the first EOS, decoded and
+    stripped. Also the number of label positions of each, and how many have no EOS there (those would read
+    their batch's padding)."""
+    import torch
+
+    texts, target_lengths, ran_on = [], [], 0
+    for batch in batches:
+        labels = batch["labels"][0]
+        with torch.no_grad():
+            if architecture == "t5":
+                argmax = model(**batch).logits[0].argmax(-1)
+                ids = [int(argmax[t]) for t in range(len(labels)) if labels[t] >= 0]
+            else:
+                inputs = {key: value for key, value in batch.items() if key != "labels"}
+                argmax = model(**inputs).logits[0].argmax(-1)
+                ids = [int(argmax[t - 1]) for t in range(1, len(labels)) if labels[t] >= 0]
+        target_lengths.append(len(ids))
+        ran_on += tokenizer.eos_token_id not in ids
+        ids = ids[: ids.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in ids else ids
+        texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    return texts, target_lengths, ran_on
+
+
 @pytest.mark.parametrize("architecture", ["t5", "llama"])
 def test_predict_without_generation_scores_each_example_as_alone(tmp_path, tiny_tokenizer, architecture):
     """``predict()`` with ``predict_with_generate=False`` gives the label logits and the labels they are scored
     against (a decoder-only student's: its target window); decoded with those labels, and compared by
     ``build_compute_metrics``, each row is its example's own forward pass (argmax at its target positions, up
     to the first EOS) at every batch size. An untrained student rarely predicts EOS where its label has it."""
-    import torch
     from datasets import Dataset
     from transformers import EvalPrediction
 
-    from hf_cotmi import (
-        DSSMITrainer,
-        DSSMITrainingArguments,
-        build_tiny_causal_lm,
-        build_tiny_seq2seq,
-        prepare_dss_features,
-    )
+    from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, prepare_dss_features
     from hf_cotmi.metrics import decode_token_ids
 
     tok = tiny_tokenizer
-    if architecture == "t5":
-        model = build_tiny_seq2seq(tok, "t5", seed=3)
-    else:
-        model = build_tiny_causal_lm(tok, "llama", seed=3)
-    model.eval()
+    model = _tiny_student(tok, architecture)
     records = _eos_test_records()
     features = prepare_dss_features(Dataset.from_list(records), tok, model=model)
     trainer = DSSMITrainer(
@@ -541,27 +566,14 @@ def test_predict_without_generation_scores_each_example_as_alone(tmp_path, tiny_
         ),
         processing_class=tok,
     )
-    reference, target_lengths, ran_on = [], [], 0
-    for index in range(len(features)):  # each example alone, read without the package's decoding
-        pred = trainer.data_collator([features[index]])["pred"]
-        labels = pred["labels"][0]
-        with torch.no_grad():
-            if architecture == "t5":
-                argmax = model(**pred).logits[0].argmax(-1)
-                ids = [int(argmax[t]) for t in range(len(labels)) if labels[t] >= 0]
-            else:
-                inputs = {key: value for key, value in pred.items() if key != "labels"}
-                argmax = model(**inputs).logits[0].argmax(-1)
-                ids = [int(argmax[t - 1]) for t in range(1, len(labels)) if labels[t] >= 0]
-        target_lengths.append(len(ids))
-        ran_on += tok.eos_token_id not in ids  # no EOS at its label's positions: it would read the padding
-        ids = ids[: ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids
-        reference.append(tok.decode(ids, skip_special_tokens=True))
+    alone = [trainer.data_collator([features[index]])["pred"] for index in range(len(features))]
+    reference, target_lengths, ran_on = _each_alone(model, tok, alone, architecture)
     assert ran_on > 0 and len(set(target_lengths)) > 2  # what the batches' padding could change
     golds = [record["label"] for record in records]
     expected = {"accuracy": text_accuracy(reference, golds)}
     seen: list[str] = []
     compute = build_compute_metrics(tok, prediction_parser=lambda text: seen.append(text) or text)
+    without_labels = []
     for batch_size in (1, 2, 3, 7):
         trainer.args.per_device_eval_batch_size = batch_size
         output = trainer.predict(features)  # the label logits and the labels they are scored against
@@ -569,3 +581,97 @@ def test_predict_without_generation_scores_each_example_as_alone(tmp_path, tiny_
         assert compute(EvalPrediction(predictions=output.predictions, label_ids=output.label_ids)) == expected
         assert seen == reference, batch_size
         assert decode_token_ids(tok, output.predictions, label_ids=output.label_ids) == reference, batch_size
+        rows = trainer.decode_predictions(output.predictions, label_ids=output.label_ids)
+        assert [row["prediction"] for row in rows] == reference, batch_size
+        assert all(row["rationale"] is None for row in rows)
+        without_labels.append([row["prediction"] for row in trainer.decode_predictions(output.predictions)])
+    # without the label ids a row read its batch's padding: what the label ids change
+    assert any(texts != reference for texts in without_labels)
+
+
+@pytest.mark.parametrize("architecture", ["t5", "llama"])
+def test_flat_predictions_without_generation_come_with_labels_aligned_to_their_logits(
+    tmp_path, tiny_tokenizer, architecture, caplog
+):
+    """A flat (label-task-only) batch, from ``DataCollatorForSeq2Seq``, with ``predict_with_generate=False``:
+    ``predict()`` returns the label logits and, as for a DSS batch, the labels they are scored against, position
+    by position (a decoder-only student's: its target window, not the full-width labels, which cover its prompt
+    too and could not be aligned, so the metrics read each row up to its first EOS only, with a warning). The
+    gold texts read from those labels are the features' own, the predictions each example's own forward pass,
+    and their accuracy the same at every batch size. (A DSSMITrainer takes no ``compute_metrics`` without
+    generation: they are computed on ``predict()``'s output.)"""
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, EvalPrediction
+
+    from hf_cotmi import DSSMITrainer, DSSMITrainingArguments, metrics, prepare_dss_features
+    from hf_cotmi.metrics import decode_token_ids
+
+    tok = tiny_tokenizer
+    model = _tiny_student(tok, architecture)
+    records = _eos_test_records()
+    features = prepare_dss_features(Dataset.from_list(records), tok, model=model)
+    features = features.select_columns(["input_ids", "attention_mask", "labels"])
+    collator = DataCollatorForSeq2Seq(tok, model=model)
+    trainer = DSSMITrainer(
+        model=model,
+        args=DSSMITrainingArguments(
+            str(tmp_path), report_to="none", use_cpu=True, predict_with_generate=False
+        ),
+        processing_class=tok,
+        data_collator=collator,
+    )
+    alone = [collator([features[index]]) for index in range(len(features))]
+    assert all("pred" not in batch for batch in alone)
+    reference, target_lengths, ran_on = _each_alone(model, tok, alone, architecture)
+    assert ran_on > 0 and len(set(target_lengths)) > 2  # what the batches' padding could change
+    # the gold texts of the features' own (full-width) labels
+    golds = [
+        tok.decode([t for t in row if t >= 0], skip_special_tokens=True).strip() for row in features["labels"]
+    ]
+    assert golds == [record["label"] for record in records]
+    expected = text_accuracy(reference, golds)
+    compute = build_compute_metrics(tok)
+    with mock.patch.object(metrics, "_warned_unaligned_labels", False), caplog.at_level("WARNING"):
+        for batch_size in (1, 2, 3, 7):
+            trainer.args.per_device_eval_batch_size = batch_size
+            output = trainer.predict(features)
+            assert output.label_ids.shape == output.predictions.shape[:2], batch_size
+            references = [text.strip() for text in decode_token_ids(tok, output.label_ids)]
+            assert references == golds, batch_size
+            rows = trainer.decode_predictions(output.predictions, label_ids=output.label_ids)
+            assert [row["prediction"] for row in rows] == reference, batch_size
+            assert compute(EvalPrediction(output.predictions, output.label_ids)) == {"accuracy": expected}
+    assert "not aligned with the logits" not in caplog.text
+
+
+def test_a_flat_causal_batch_labelled_from_its_first_token_returns_the_labels_its_logits_predict(
+    tmp_path, tiny_tokenizer
+):
+    """A flat decoder-only batch whose labels are its input ids (a label in column 0, which no position
+    predicts): ``predict()``'s label ids are its labels from column 1 on, what the logits predict and the loss
+    scores (as the model's own shifted loss does), aligned with the logits."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq
+
+    from hf_cotmi import DSSMITrainer, DSSMITrainingArguments
+
+    tok = tiny_tokenizer
+    model = _tiny_student(tok, "llama")
+    features = []
+    for text in ["tom has 3 apples", "how many ?", "7"]:
+        ids = tok(text)["input_ids"]
+        features.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)})
+    collator = DataCollatorForSeq2Seq(tok, model=model)
+    trainer = DSSMITrainer(
+        model=model,
+        args=DSSMITrainingArguments(
+            str(tmp_path), report_to="none", use_cpu=True, predict_with_generate=False
+        ),
+        processing_class=tok,
+        data_collator=collator,
+    )
+    batch = collator(features)
+    assert batch["labels"][:, 0].ge(0).all() and batch["labels"][:, -1].ge(0).any()
+    _, logits, labels = trainer.prediction_step(model, batch, prediction_loss_only=False)
+    assert torch.equal(labels, batch["labels"][:, 1:])
+    assert logits.shape[:2] == labels.shape
