@@ -2662,6 +2662,267 @@ def test_a_question_mark_after_the_answer_ends_no_sentence():
     assert not parsed.parsed and "is not a valid nli answer" in parsed.reason
 
 
+def _corrected_by(answer: str, remark: str, holds: str) -> str:
+    """The reason an answer followed on its line by a remark that may correct it is refused."""
+    return (
+        f"the answer {answer!r} is followed on its line by {remark!r}, which holds {holds!r}: the teacher may be "
+        "correcting itself (expected the answer sentence alone, or a remark that gives no other answer)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "choices", "reason"),
+    [
+        # a correction after an exclamation mark or a period, on the answer's line: never read as the first answer
+        (
+            "nli",
+            "Hmm. So the answer is neutral! Actually no, contradiction.",
+            None,
+            _corrected_by("neutral", "Actually no, contradiction.", "Actually"),
+        ),
+        (
+            "nli",
+            "Hmm. So the answer is entailment. Wait, no. Contradiction.",
+            None,
+            _corrected_by("entailment", "Wait, no. Contradiction.", "Wait"),
+        ),
+        # another label alone is enough for nli
+        (
+            "nli",
+            "Hmm. So the answer is entailment. Contradiction is likelier.",
+            None,
+            _corrected_by("entailment", "Contradiction is likelier.", "Contradiction"),
+        ),
+        (
+            "arithmetic",
+            "10 minus 2. The answer is (10 - 2)! Oops, I mean (10 + 2).",
+            None,
+            _corrected_by("(10 - 2)", "Oops, I mean (10 + 2).", "Oops"),
+        ),
+        # another value alone is enough for arithmetic: an expression, or a number
+        (
+            "arithmetic",
+            "10 minus 2. The answer is (10 - 2). So (10 + 2) fits better.",
+            None,
+            _corrected_by("(10 - 2)", "So (10 + 2) fits better.", "(10 + 2)"),
+        ),
+        (
+            "arithmetic",
+            "10 minus 2. The answer is (10 - 2). That makes 12 apples.",
+            None,
+            _corrected_by("(10 - 2)", "That makes 12 apples.", "12"),
+        ),
+        (
+            "generic",
+            "Capitals. So the answer is Paris. Wait, no, it is Lyon.",
+            None,
+            _corrected_by("Paris", "Wait, no, it is Lyon.", "Wait"),
+        ),
+        (
+            "generic",
+            "Capitals. So the answer is Paris. It is not Lyon.",
+            None,
+            _corrected_by("Paris", "It is not Lyon.", "not"),
+        ),
+        (
+            "generic",
+            "Capitals. So the answer is Paris. I think the answer would be Lyon.",
+            None,
+            _corrected_by("Paris", "I think the answer would be Lyon.", "answer would"),
+        ),
+        (
+            "multiple_choice",
+            f"{_COOL} So the answer is (b) refrigerator. Wait, no.",
+            PIE_CHOICES,
+            _corrected_by("refrigerator", "Wait, no.", "Wait"),
+        ),
+        # a generic answer kept whole, as no remark opens after its period, is checked too
+        (
+            "generic",
+            "Senators. So the answer is Sen. Warren, not Sanders.",
+            None,
+            "the answer 'Sen. Warren, not Sanders' runs on past a sentence's end with 'Warren, not Sanders', which "
+            "holds 'not': the teacher may be correcting itself (expected the answer sentence alone, or a remark "
+            "that gives no other answer)",
+        ),
+    ],
+)
+def test_a_remark_on_the_answers_line_that_may_correct_it_refuses_the_answer(task, text, choices, reason):
+    """The cut at the answer sentence's end dropped such a remark and kept the first answer (for nli, arithmetic
+    and generic; multiple_choice read only the choices a remark names)."""
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert (parsed.rationale, parsed.label, parsed.reason) == ("", "", reason)
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "label"),
+    [
+        ("nli", "Hmm. So the answer is neutral. I hope this helps!", "neutral"),
+        ("nli", "Hmm. So the answer is neutral. The premise does not say he runs.", "neutral"),
+        ("nli", "Hmm. So the answer is neutral. Neutral means unrelated.", "neutral"),
+        ("arithmetic", "10 minus 2. The answer is (10 - 2). That is 8 apples.", "(10 - 2)"),
+        ("generic", "Capitals. So the answer is Paris. Let me know if you have questions.", "paris"),
+        ("generic", "Capitals. So the answer is Paris. I hope this answer helps.", "paris"),
+        # words of correction that introduce an agreeing answer sentence are that sentence's
+        ("nli", "Hmm. So the answer is neutral. Actually, the final answer is neutral.", "neutral"),
+        ("nli", "Hmm. So the answer is entailment. Also, so the answer is not neutral.", "entailment"),
+    ],
+)
+def test_a_remark_on_the_answers_line_that_gives_no_other_answer_is_dropped(task, text, label):
+    parsed = parse_teacher_output(task, text)
+    assert (parsed.label, parsed.reason) == (label, "")
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "choices", "label"),
+    [
+        ("nli", "Hmm. So the answer is neutral!", None, "neutral"),
+        ("multiple_choice", f"{_COOL} So the answer is (b) fridge!", ["oven", "fridge"], "fridge"),
+        ("generic", "Hmm. So the answer is Paris!", None, "paris"),
+        ("arithmetic", "Add. The answer is (3 + 4)!", None, "(3 + 4)"),
+        # a choice's own exclamation mark stays in it
+        (
+            "multiple_choice",
+            "Fans cheer. So the answer is (b) good luck!",
+            ["have fun", "good luck!"],
+            "good luck!",
+        ),
+    ],
+)
+def test_an_exclamation_mark_ending_the_line_ends_the_answer_sentence(task, text, choices, label):
+    """Only an exclamation mark followed by whitespace ended the sentence: 'neutral!' was no nli label."""
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert (parsed.label, parsed.reason) == (label, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        # a period or exclamation mark that no remark follows is part of the answer, whatever the abbreviation
+        ("Senators. So the answer is Sen. Warren.", "sen. warren"),
+        (
+            "The address. So the answer is 1600 Pennsylvania Ave. NW, Washington.",
+            "1600 pennsylvania ave. nw, washington",
+        ),
+        ("Companies. So the answer is Yahoo! Inc.", "yahoo! inc"),
+        ("Authors. So the answer is J. K. Rowling.", "j. k. rowling"),
+        # a remark after it is dropped, whatever the word before the period
+        ("Vitamins. So the answer is vitamin C. It helps immunity.", "vitamin c"),
+        ("Capitals. So the answer is Washington, D.C. It is the capital.", "washington, d.c"),
+        ("Cities. So the answer is St. Louis. Hope this helps!", "st. louis"),
+    ],
+)
+def test_a_generic_answer_ends_only_where_a_remark_follows(text, label):
+    """A list of abbreviations cut 'Sen. Warren' to 'sen' and kept 'It helps immunity.' in 'vitamin C'."""
+    parsed = parse_teacher_output("generic", text)
+    assert (parsed.label, parsed.reason) == (label, "")
+
+
+_REFRIGERATOR_CHOICES = ["oven", "refrigerator", "sea"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A refrigerator keeps food cool.\n\n**Final Answer**\n\nB",
+        "A refrigerator keeps food cool.\n\n**Final Answer**\n\nrefrigerator",
+        "A refrigerator keeps food cool.\n\n**Final Answer**\n\n\\boxed{B}",
+        "A refrigerator keeps food cool.\n\n**Final Answer:** B",
+        "A refrigerator keeps food cool.\n\nFinal Answer: \\boxed{B}",
+        "A refrigerator keeps food cool.\n\nFinal Answer: Refrigerator.",
+        "A refrigerator keeps food cool.\n\nThe final answer is: $\\boxed{B}$",
+    ],
+)
+def test_a_multiple_choice_letter_or_choice_after_a_final_answer_label_is_read(text):
+    """Read only with a label in parentheses or followed by '.', ':' or ')': these had no answer sentence."""
+    parsed = parse_teacher_output("multiple_choice", text, choices=_REFRIGERATOR_CHOICES)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (
+        "A refrigerator keeps food cool.",
+        "refrigerator",
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        # without the record's choices a letter names nothing, as for "The answer is B."
+        ("Cold.\n\nFinal Answer: B", "the answer sentence does not parse by the multiple_choice rule"),
+        ("Cold.\n\n**Final Answer**\n\nB", "no answer sentence ('So the answer is ...')"),
+    ],
+)
+def test_a_multiple_choice_letter_after_a_final_answer_label_needs_the_choices(text, reason):
+    parsed = parse_teacher_output("multiple_choice", text)
+    assert (parsed.label, parsed.reason) == ("", reason)
+
+
+@pytest.mark.parametrize(
+    ("task", "line", "shown", "given"),
+    [
+        ("nli", "*Neutral*", "*Neutral*", "neutral"),
+        ("nli", "`neutral`", "`neutral`", "neutral"),
+        ("nli", "- neutral", "- neutral", "neutral"),
+        ("nli", "→ neutral.", "→ neutral.", "neutral"),
+        ("arithmetic", "* _9_", "* _9_", "9"),
+    ],
+)
+def test_a_marked_answer_line_after_the_answer_is_read(task, line, shown, given):
+    """Emphasis, code marks, a bullet or an arrow hid a differing answer line."""
+    first = {"nli": "So the answer is contradiction.", "arithmetic": "The answer is (3 + 4)."}[task]
+    gives = {"nli": "contradiction", "arithmetic": "(3 + 4)"}[task]
+    parsed = parse_teacher_output(task, f"He sleeps. {first}\n{line}")
+    assert parsed.reason == (
+        "the text holds 1 answer sentence and, after it, 1 line holding only an answer, which do not all give the "
+        f"same answer ({first!r} gives {gives!r}, the line {shown!r} gives {given!r})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "choices", "label"),
+    [
+        # lines listing two or more different answers are a list, not an answer
+        (
+            "nli",
+            "He sleeps. So the answer is contradiction.\n\nOptions:\nentailment\nneutral\ncontradiction",
+            None,
+            "contradiction",
+        ),
+        (
+            "multiple_choice",
+            "Cold. So the answer is (b) refrigerator.\n\nEliminated:\noven\nsea",
+            _REFRIGERATOR_CHOICES,
+            "refrigerator",
+        ),
+        # "1." and "2." number the items of a list
+        ("arithmetic", "Add. The answer is (3 + 4).\n\n1.\nTom has 3.\n2.\nHe gets 4.", None, "(3 + 4)"),
+        # display math on lines of its own under a heading
+        ("arithmetic", "Add 4 and 4.\n\n**Final Answer**\n\\[\n\\boxed{8}\n\\]", None, "(8)"),
+        ("arithmetic", "Add 4 and 4.\n\n## Final Answer\n$$\n\\boxed{4 + 4}\n$$", None, "(4 + 4)"),
+    ],
+)
+def test_lists_and_display_math_after_the_answer_are_read_as_such(task, text, choices, label):
+    """Lists were refused as differing answer lines; display math under a heading had no answer sentence."""
+    parsed = parse_teacher_output(task, text, choices=choices)
+    assert (parsed.label, parsed.reason) == (label, "")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # one line, or a lone number with a period, still counts
+        "Add. The answer is (3 + 4).\n\n8.",
+        "Add. The answer is (3 + 4).\n8.\nI hope this helps.",
+        # blank lines part two answers: no list
+        "Add. The answer is (3 + 4).\n\n8\n\n9",
+    ],
+)
+def test_answer_lines_that_are_no_list_still_refuse_a_differing_answer(text):
+    parsed = parse_teacher_output("arithmetic", text)
+    assert (
+        not parsed.parsed and "holding only an answer, which do not all give the same answer" in parsed.reason
+    )
+
+
 _PREMISE = "An old man sleeps on a bench in the park."
 _HYPOTHESIS = "The man is running a marathon."
 _REASONING = "A man asleep on a bench cannot be running a marathon."

@@ -20,8 +20,12 @@ parse the PaLM release as DSS did and are not changed, would cut at any ``Q:``.
 Before the rule runs, a chat model's phrasing is brought to the prompts' (markdown bold around text removed,
 not ``**`` in ``(2**3)``; a heading on a line of its own, ``Final Answer``, ``**Answer**`` or ``## Final
 answer``, whose next non-blank line is an answer of the task and nothing else, as ``neutral``, ``(b)`` or
-``\\boxed{8}`` (for generic, one sentence ending the text), written as the label ``Final Answer:`` it stands
-for, :func:`_answer_under_heading`, and read as that label is; ``so, the
+``\\boxed{8}``, maybe as display math on lines of its own (``\\[``, ``\\boxed{8}``, ``\\]``; for generic, one
+sentence ending the text), written as the label ``Final Answer:`` it stands for, :func:`_answer_under_heading`,
+and read as that label is; for multiple_choice, with the record's choices, a choice's text alone after such a
+label (``Final Answer: refrigerator``) gets the choice's letter, ``(b) refrigerator``
+(:func:`_lettered_labelled_choice`), and a capital letter ending the label's line (``Final Answer: B``, ``The
+final answer is: $\\boxed{B}$``) is a choice's label as ``B.`` is; ``so, the
 answer is`` written ``So the answer is``, as is, for nli, arithmetic and generic, ``(so) the final answer is``
 where an answer of the task follows it (:func:`_final_answer_sentence`: ``The final answer is: $\\boxed{8}$``,
 ``Therefore, the final answer is neutral.``; see below), and, for multiple_choice where a choice's label
@@ -35,11 +39,20 @@ the question (``Premise: ...`` then ``Hypothesis: ...``, maybe after ``Q:``) los
 few-shot answer marker opening the reply (``A:``; for nli also ``Answer:``; not a multiple_choice reply's
 ``A:`` that labels option A, as a line opening with ``B:`` before any next ``Q:`` shows) is removed, the text
 is cut after the line that holds the answer sentence and at that sentence's end, a period or an exclamation
-mark followed by whitespace, dropping a remark after it on the same line (``So the answer is neutral. I hope
-this helps!``; :func:`_answer_end`: for multiple_choice a period inside the record's choice that the answer
-names, as in ``(c) St. Louis``, is no such end, for arithmetic a period between digits, ``39. 0``, and for
-generic, whose answer may be any words, only one before a capital letter ends it, not after an initial or an
-abbreviation such as ``St.``), and a final period is added when the teacher left it
+mark followed by whitespace or ending the line, dropping a remark after it on the same line (``So the answer
+is neutral. I hope this helps!``, ``So the answer is neutral!``; :func:`_answer_end`: for multiple_choice a
+period inside the record's choice that the answer names, as in ``(c) St. Louis``, is no such end, nor is a
+choice's own final mark, ``good luck!``; for arithmetic a period between digits, ``39. 0``; for generic, whose
+answer may be any words, only one that ends the line or that a word opening a remark follows, ``I``, ``Let``,
+``Hope``, ``It``, ``Wait``, ...: no list of abbreviations can be complete, so ``Sen. Warren``, ``Yahoo! Inc``
+and ``1600 Pennsylvania Ave. NW`` stay whole, as DSS read the line, while ``vitamin C. It helps.`` gives
+``vitamin c``). A remark so dropped that may correct the answer refuses it, never dropped
+(:func:`_correcting_remark`: a teacher correcting itself on the answer's line, ``So the answer is neutral!
+Actually no, contradiction.``): one holding a word of correction (``wait``, ``actually``, ``oops``, ``I
+mean``, ``no,``), for nli another label, for arithmetic an expression or number of another value, for generic
+a negation or an answer phrase (and for a generic answer kept whole, the same in its words after a sentence's
+end); for multiple_choice one naming another choice, see below. A remark giving no other answer (``I hope
+this helps!``) is dropped. A final period is added when the teacher left it
 out (the ANLI rule drops the last character, which DSS knew to be a period). After the SVAMP rule, whose label
 is only the parenthesised part of the answer, an arithmetic answer such as ``(50 - 12) / 2`` is kept whole, as
 ``((50 - 12) / 2)``, when the whole is an expression. After the CQA rule, which reads the text after the first
@@ -110,8 +123,11 @@ and (the answer given first, ``Answer: (b)`` then the reasoning and ``So the ans
 between the first sentence's line and the next sentence, without a heading such as ``Explanation:`` opening
 it (:func:`_reasoning_of_several`). A line after the last answer sentence's that holds only an answer of the task
 (``neutral``, ``(a)``, ``B. Oven`` or ``oven`` with the record's choices, ``7``; not for generic, whose answer
-may be any words; not lines of a multiple_choice reply that list the choices after its answer: see
-:func:`_answer_lines`) is such an answer too: one that gives the same answer changes nothing, and one that
+may be any words; a bullet, an arrow or single emphasis or code marks around it aside, ``- neutral``,
+``*Neutral*``; not lines that list two or more different answers one after another, ``Options:`` then
+``entailment``, ``neutral``; not ``1.`` and ``2.`` numbering the items of a list; not lines of a
+multiple_choice reply that list the choices after its answer: see :func:`_answer_lines`) is such an answer
+too: one that gives the same answer changes nothing, and one that
 gives another refuses the text, naming each sentence and that line (:func:`_disagreeing_answer_line`); a line
 before an answer sentence, in the reasoning, is never read so.
 
@@ -198,53 +214,90 @@ def _check_choices(task: str, choices: Sequence[str] | None) -> None:
         raise ValueError(f"choices are read by the multiple_choice task only; task={task!r} takes none")
 
 
-# where an answer sentence ends on its line: a period or an exclamation mark followed by whitespace ("So the
-# answer is neutral! Let me know ..."); a question mark, a hedge, ends none. For arithmetic not a period between
-# digits, which a subword decoder may write "39. 0" (safe_eval_arithmetic reads it as 39.0)
-_SENTENCE_END = re.compile(r"[.!](?=\s)")
-_EXPRESSION_SENTENCE_END = re.compile(r"[.!](?=\s)(?!(?<=\d\.)[ \t]+\d)")
-# for generic, whose answer may be any words: a period or an exclamation mark followed by whitespace and a capital
-# letter (a new sentence), the period not after an abbreviation (_ABBREVIATION)
-_GENERIC_SENTENCE_END = re.compile(r"[.!](?=\s+[A-Z])")
-# a word that a period after it does not end a sentence with: an initial ("J."), letters with periods between
-# them ("U.S", "e.g"), or a title or other common abbreviation ("St", "Dr"); "no", an answer, is none
-_ABBREVIATION = re.compile(
-    r"[A-Za-z]|(?:[A-Za-z]\.)+[A-Za-z]|mrs?|ms|dr|prof|st|mt|ft|jr|sr|vs|etc|inc|ltd|co|corp|gen|gov|lt|col|capt|"
-    r"sgt|rev|hon|approx",
-    re.IGNORECASE,
+# where an answer sentence ends on its line: a period or an exclamation mark followed by whitespace or the line's
+# end ("So the answer is neutral! Let me know ...", "So the answer is neutral!"); a question mark, a hedge, ends
+# none. For arithmetic not a period between digits, which a subword decoder may write "39. 0" (safe_eval_arithmetic
+# reads it as 39.0)
+_SENTENCE_END = re.compile(r"[.!](?=\s|\Z)")
+_EXPRESSION_SENTENCE_END = re.compile(r"[.!](?=\s|\Z)(?!(?<=\d\.)[ \t]+\d)")
+# the words that open a remark after a generic answer, a new sentence about it rather than more of the answer ("I
+# hope this helps!", "Let me know ...", "It is the capital."), or one that may correct it ("Wait, no, ...",
+# "Actually, ..."), which _correcting_remark then refuses; capitalised, each a whole word
+_REMARK_OPENERS = (
+    r"I|I['’](?:m|d|ve|ll)|Let|Let['’]s|Hope|Hopefully|Feel|Note|This|That|These|Those|It|It['’]s|Its|If|"
+    r"Please|Thanks|Thank|Glad|Happy|Enjoy|You|Your|Any|Do|Does|Is|Are|Would|Here|Here['’]s|He|She|They|We|"
+    r"There|Also|Because|Since|Which|Wait|Actually|No|Oops|Sorry|Correction|Hmm+|Or|But|However|Rather|Instead|"
+    r"Alternatively|Maybe|Perhaps|Not"
 )
+# for generic, whose answer may be any words ("Sen. Warren", "Yahoo! Inc.", "1600 Pennsylvania Ave. NW"): a period
+# or an exclamation mark that ends its line, or that a remark opener follows (_REMARK_OPENERS); at any other one
+# the answer goes on, so that an abbreviation, whichever it is, never cuts it short
+_GENERIC_SENTENCE_END = re.compile(rf"[.!](?=[ \t]*\Z|[ \t]+(?:{_REMARK_OPENERS})(?![\w'’.-]))")
 
 
-def _answer_end(task: str, line: str, after: int, choices: Sequence[str] = ()) -> int | None:
+def _answer_end(task: str, line: str, after: int, choices: Sequence[str] = ()) -> tuple[int, int] | None:
     """Where the answer that starts at ``line[after:]`` (the answer sentence's line, after the answer phrase)
-    ends its sentence: the index of the period or exclamation mark that closes it, or None when its line
-    holds no end (:data:`_SENTENCE_END`). For multiple_choice a period inside the one of ``choices`` that the
-    answer starts with (``(c) St. Louis``) ends nothing; for arithmetic a period between digits (``39. 0``)
-    ends nothing; for generic only a period or exclamation mark before a capital letter does, the period not
-    after an abbreviation (:data:`_ABBREVIATION`: ``St. Louis``, ``J. K. Rowling``).
+    ends, and where the remark after its sentence begins: the index of the period or exclamation mark that
+    closes the sentence and the index after it, or None when its line holds no end (:data:`_SENTENCE_END`).
+
+    - multiple_choice: a period inside the one of ``choices`` that the answer starts with (``(c) St. Louis``)
+      ends nothing, and a choice's own final period or exclamation mark (``(b) good luck!``) stays in it;
+    - arithmetic: a period between digits (``39. 0``) ends nothing;
+    - generic, whose answer may be any words: only a period or exclamation mark that ends the line, or that a
+      word opening a remark follows (:data:`_GENERIC_SENTENCE_END`: ``I``, ``Let``, ``Hope``, ``It``,
+      ``Wait``, ...), ends it. No list of abbreviations can be complete, so at any other one the answer goes
+      on (``Sen. Warren``, ``Yahoo! Inc``), the whole line as DSS read it, rather than being cut short.
 
     Examples:
-        >>> line = "So the answer is St. Louis. I hope this helps!"
-        >>> line[: _answer_end("generic", line, 16)]
-        'So the answer is St. Louis'
-        >>> _answer_end("generic", "So the answer is 3.5 kg", 16) is None
+        >>> line = "So the answer is Sen. Warren. I hope this helps!"
+        >>> end, remark = _answer_end("generic", line, 16)
+        >>> line[:end], line[remark:]
+        ('So the answer is Sen. Warren', ' I hope this helps!')
+        >>> _answer_end("generic", "So the answer is Yahoo! Inc", 16) is None
         True
+        >>> _answer_end("nli", "So the answer is neutral!", 16)
+        (24, 25)
     """
     if task == "multiple_choice":
-        return _stop(_SENTENCE_END.search(line, _last_of_named_choice(line, after, choices)))
-    if task != "generic":
-        end = _EXPRESSION_SENTENCE_END if task == "arithmetic" else _SENTENCE_END
-        return _stop(end.search(line, after))
-    for end in _GENERIC_SENTENCE_END.finditer(line, after):
-        word = line[after : end.start()].split()[-1:]
-        if end[0] == "!" or not word or not _ABBREVIATION.fullmatch(word[0].lstrip("\"'([")):
-            return end.start()
-    return None
+        span = _named_choice_span(line, after, choices)
+        match = _SENTENCE_END.search(line, _last_of_named_choice(line, after, choices))
+        if match is not None and span is not None and match.start() < span[1]:
+            return span[1], match.end()  # the choice's own final character: "(b) good luck!"
+    elif task == "generic":
+        match = _GENERIC_SENTENCE_END.search(line, after)
+    else:
+        match = (_EXPRESSION_SENTENCE_END if task == "arithmetic" else _SENTENCE_END).search(line, after)
+    return None if match is None else (match.start(), match.end())
 
 
-def _stop(match: re.Match[str] | None) -> int | None:
-    """Where ``match`` starts; None for no match."""
-    return None if match is None else match.start()
+def _cut_answer_line(
+    text: str, phrase: str, *, task: str = "", choices: Sequence[str] = ()
+) -> tuple[str, str]:
+    """``text`` cut after the line holding the first ``phrase``, that line ending with a period, and the remark
+    that a cut at the answer sentence's end (with ``task``: :func:`_answer_end`) dropped from that line ("" for
+    none), stripped. A line that holds ``phrase`` again is left whole, for the DSS rule to refuse as
+    ambiguous.
+
+    Examples:
+        >>> _cut_answer_line("Hot. So the answer is Mercury! Ask again.\\nQ: x", "So the answer is", task="generic")
+        ('Hot. So the answer is Mercury! Ask again.', '')
+        >>> _cut_answer_line("Hot. So the answer is neutral! I hope it helps.", "So the answer is", task="nli")
+        ('Hot. So the answer is neutral.', 'I hope it helps.')
+    """
+    start = text.find(phrase)
+    if start < 0:
+        return text, ""
+    end = text.find("\n", start)
+    head = (text if end < 0 else text[:end]).rstrip()
+    after = start + len(phrase)
+    remark = ""
+    if task and phrase not in head[after:]:
+        stop = _answer_end(task, head, after, choices)
+        if stop is not None:
+            # a period ends the sentence, whatever closed it; not after a choice's own final character
+            closing = "." if stop[0] < stop[1] else ""
+            head, remark = head[: stop[0]].rstrip() + closing, head[stop[1] :].strip()
+    return (head if head.endswith(".") else head + "."), remark
 
 
 def _close_answer_line(text: str, phrase: str, *, task: str = "", choices: Sequence[str] = ()) -> str:
@@ -252,23 +305,15 @@ def _close_answer_line(text: str, phrase: str, *, task: str = "", choices: Seque
 
     With ``task``, the line is cut at the answer sentence's end too (:func:`_answer_end`), so that a chat
     model's remark after it (``So the answer is (b) sea. Let me know ...``, ``So the answer is Paris. I hope
-    this helps!``) is not part of the answer; the sentence then ends with a period, whatever closed it. A
-    line that holds ``phrase`` again is left whole, for the DSS rule to refuse as ambiguous.
+    this helps!``) is not part of the answer (:func:`_correcting_remark` checks it); the sentence then ends
+    with a period, whatever closed it. A line that holds ``phrase`` again is left whole, for the DSS rule to
+    refuse as ambiguous.
 
     Examples:
-        >>> _close_answer_line("Hot. So the answer is Mercury! Ask again.\\nQ: x", "So the answer is", task="generic")
+        >>> _close_answer_line("Hot. So the answer is Mercury. It is hot.\\nQ: x", "So the answer is", task="generic")
         'Hot. So the answer is Mercury.'
     """
-    start = text.find(phrase)
-    if start < 0:
-        return text
-    end = text.find("\n", start)
-    head = (text if end < 0 else text[:end]).rstrip()
-    after = start + len(phrase)
-    if task and phrase not in head[after:]:
-        stop = _answer_end(task, head, after, choices)
-        head = head if stop is None else head[:stop].rstrip() + "."
-    return head if head.endswith(".") else head + "."
+    return _cut_answer_line(text, phrase, task=task, choices=choices)[0]
 
 
 # what may open the answer before the choice's text: its "(x)" letter, maybe with a colon directly after it
@@ -339,8 +384,8 @@ _NLI_ADVERB = r"(?:actually|really|definitely|clearly|indeed|certainly|probably|
 _ANSWER_AHEAD = {
     # one of the nli labels, a whole word, in any case, maybe after one adverb ("actually contradiction")
     "nli": rf"(?=\s*:?\s*(?:{_NLI_ADVERB}\s+)?(?:{'|'.join(NLI_LABELS)})\b)",
-    # a choice's label: "(b)", "B.", "B:", "B)"
-    "multiple_choice": r"(?=\s*:?\s*(?:\([a-z]\)|[a-z][.:)](?:\s|$)))",
+    # a choice's label: "(b)", "B.", "B:", "B)", or a capital letter ending its line ("Final Answer: B")
+    "multiple_choice": r"(?=\s*:?\s*(?:\([a-z]\)|[a-z][.:)](?:\s|$)|(?-i:[A-Z])[ \t]*$))",
     # an expression or a number: "(5 + 4)", "9", "-3"
     "arithmetic": r"(?=\s*:?\s*-?\s*[(\d])",
     # any text but a word that negates ("so the answer is not Rome")
@@ -601,8 +646,11 @@ _ANSWER_HEADING = re.compile(
     r"^[ \t]*(?P<hashes>#{1,6}[ \t]+)?(?P<words>(?:final[ \t]+)?answer)[ \t]*(?P<colon>:?)[ \t]*(?=\n|\Z)",
     re.IGNORECASE | re.MULTILINE,
 )
-# the next non-blank line after a heading
-_NEXT_LINE = re.compile(r"\s*?\n(?P<line>[^\n]*\S[^\n]*)")
+# the next non-blank line after a heading, or display math on lines of its own ("\[", the answer, "\]"; "$$" around it)
+_NEXT_LINE = re.compile(
+    r"\s*?\n(?P<line>[ \t]*(?:\\\[[ \t]*\n[^\n]*\S[^\n]*\n[ \t]*\\\]|\$\$[ \t]*\n[^\n]*\S[^\n]*\n[ \t]*\$\$)"
+    r"[ \t]*(?=\n|\Z)|[^\n]*\S[^\n]*)"
+)
 # more than one sentence on a line
 _SECOND_SENTENCE = re.compile(r"[.!?][ \t]+\S")
 
@@ -642,6 +690,45 @@ def _answer_under_heading(task: str, text: str, choices: Sequence[str] = ()) -> 
             pieces += [prepared[last : heading.start()], f"{heading['words']}:"]
             last = heading.end()
     return text if not pieces else "".join([*pieces, prepared[last:]])
+
+
+# an answer label opening a line ("Answer:", "Final answer:", maybe written from a heading by _answer_under_heading)
+# and the rest of its line or, when that is blank, the next non-blank line
+_LABELLED_LINE = re.compile(
+    r"^(?P<label>[ \t]*(?:final[ \t]+)?answer[ \t]*:)(?P<gap>[ \t]*(?:\n[ \t]*)*)(?P<line>[^\n]*\S[^\n]*)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _lettered_labelled_choice(text: str, choices: Sequence[str]) -> str:
+    """The multiple-choice ``text`` with the letter of the record's choice put before that choice's text where
+    an answer label opening a line (``Answer:``, ``Final answer:``; :data:`_LABELLED_LINE`) answers it with the
+    text alone (``Final Answer: refrigerator``, or under the label, as ``**Final Answer**`` then
+    ``refrigerator`` is written by :func:`_answer_under_heading`), so that the CQA rule, which reads only an
+    answer after a ``(x)`` letter, reads it: ``Final Answer: (b) refrigerator``. The text is as it is (not even
+    markdown bold removed) where no label so answers; without ``choices`` there is no letter to put.
+
+    Examples:
+        >>> _lettered_labelled_choice("Cold.\\n\\nFinal Answer:\\n\\nRefrigerator.", ["oven", "refrigerator"])
+        'Cold.\\n\\nFinal Answer:\\n\\n(b) Refrigerator.'
+        >>> _lettered_labelled_choice("Cold.\\nAnswer: a fridge", ["oven", "refrigerator"])
+        'Cold.\\nAnswer: a fridge'
+    """
+    keys = [normalize_text(choice) for choice in choices]
+    if not keys:
+        return text
+    prepared = _without_emphasis(text)
+
+    def lettered(match: re.Match[str]) -> str:
+        said = _read_as_answer("multiple_choice", match["line"]).removesuffix(".").rstrip()
+        key = normalize_text(said)
+        if key not in keys or _OPTION_LINE.match(said) or _BARE_LETTER.fullmatch(said):
+            return match[0]
+        letter = chr(ord("a") + keys.index(key))
+        return f"{match['label']}{match['gap'] or ' '}({letter}) {match['line'].strip()}"
+
+    rewritten = _LABELLED_LINE.sub(lettered, prepared)
+    return text if rewritten == prepared else rewritten
 
 
 def _rewritten_variant(task: str, text: str) -> re.Pattern[str] | None:
@@ -845,9 +932,12 @@ def _negated_nli_answer(text: str, label: str) -> str:
     return ""
 
 
-def _dss_parse_one(task: str, text: str, choices: Sequence[str] = ()) -> tuple[PalmOutput, str]:
+def _dss_parse_one(
+    task: str, text: str, choices: Sequence[str] = (), *, followed: bool = False
+) -> tuple[PalmOutput, str]:
     """:func:`_dss_parse` of a ``text`` that holds at most one answer sentence (:func:`_answer_spans`): the
-    DSS rule reads the answer sentence's line, the text after it being cut off."""
+    DSS rule reads the answer sentence's line, the text after it being cut off. ``followed``: the text is one
+    of several answer sentences, which the next one follows (see :func:`_correcting_remark`)."""
     phrase = _ANSWER_PHRASE[task]
     # whether a colon and a line break end the answer sentence's line is seen before _plain drops them
     listed = task == "multiple_choice" and _options_listed_after_answer(
@@ -862,18 +952,142 @@ def _dss_parse_one(task: str, text: str, choices: Sequence[str] = ()) -> tuple[P
     if task == "multiple_choice" and phrase not in text:
         text = _with_final_choice_line(text, phrase, choices)
     line = _close_answer_line(text, phrase)  # the answer sentence's line, a remark after the sentence kept
-    text = _close_answer_line(text, phrase, task=task, choices=choices)
+    text, remark = _cut_answer_line(text, phrase, task=task, choices=choices)
     if task in ("nli", "generic"):
-        return parse_anli_output(text), ""
-    if task == "multiple_choice":
+        output, refusal = parse_anli_output(text), ""
+    elif task == "multiple_choice":
         output = _without_reasoning_questions(parse_cqa_output, text, phrase)
         if listed and output.rationale + output.label:
             return output, _OPTIONS_LISTED
         output, refusal = _by_choice_letter(text, output, choices)
         if not refusal and (output.rationale or output.label):  # the rule found one answer sentence
             refusal = _refused_choice(_answer_sentence(text), _answer_sentence(line), output.label, choices)
-        return output, refusal
-    return _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase)), ""
+    else:
+        output, refusal = (
+            _whole_expression(text, _without_reasoning_questions(parse_svamp_output, text, phrase)),
+            "",
+        )
+    if output.label and not refusal:  # the CQA and SVAMP rules read nothing from a "Q:" on
+        cut = remark.split("Q:")[0] if task in ("multiple_choice", "arithmetic") else remark
+        refusal = _correcting_remark(task, output.label, cut.strip(), followed=followed)
+    return output, refusal
+
+
+# what in a remark after the answer sentence, on its line, may correct or doubt the answer, for every task: a word
+# such as "wait", "actually", "oops", "I mean", "no" before a punctuation mark ("Wait, no, ..."), or "or", "but",
+# "maybe" opening the remark
+_CORRECTION = re.compile(
+    r"\b(?:wait|actually|oops|sorry|correction|mistake|mistaken|wrong|incorrect|rather|instead|alternatively|"
+    r"i\s+mean|i\s+meant|scratch\s+that|second\s+thought)\b|\bno\b(?=\s*(?:[,.!;:]|\Z))|"
+    r"\A\W*(?:or|but|however|hmm+|maybe|perhaps)\b",
+    re.IGNORECASE,
+)
+# for generic, also an answer phrase ("the answer is", "answer:"): its remark must not answer again
+_ANSWER_WORDS = re.compile(r"\banswer\s*(?::|(?:is|was|would|should|could|might|may|must)\b)", re.IGNORECASE)
+# for arithmetic, what in a remark has a value: a parenthesised expression (one level of parentheses inside it),
+# or else a number
+_REMARK_VALUE = re.compile(r"\((?:[^()]|\([^()]*\))*\)|\d+(?:\.\d+)?")
+# where a generic answer kept whole (_answer_end) runs on past a sentence's end
+_RUN_ON = re.compile(r"[.!?]\s+(?=\S)")
+
+
+def _correcting_remark(task: str, label: str, remark: str, *, followed: bool = False) -> str:
+    """Why the answer ``label`` (the DSS rule's, of ``task``) is refused for what follows it on the answer
+    sentence's line: the ``remark`` that the cut at the sentence's end dropped (:func:`_cut_answer_line`), or,
+    for a generic answer kept whole, the words after a sentence end in it. "" when that gives no other answer.
+
+    The remark is refused, never dropped, when it may correct the answer, as a teacher correcting itself on
+    the same line does (``So the answer is neutral! Actually no, contradiction.``): when it holds a word of
+    correction (:data:`_CORRECTION`: ``wait``, ``actually``, ``I mean``, ``no,``) or
+
+    - nli: another label (``So the answer is entailment. Wait, no. Contradiction.``);
+    - arithmetic: an expression or a number of another value (``(10 - 2)! Oops, I mean (10 + 2).``; ``That
+      is 8 apples.`` after ``(10 - 2)`` agrees);
+    - generic, whose answer may be any words: a negation (:data:`_NEGATION`) or an answer phrase
+      (:data:`_ANSWER_WORDS`).
+
+    (multiple_choice checks the choices a remark names in :func:`_refused_choice`.) A remark that gives no
+    other answer (``I hope this helps!``, ``Let me know if you have questions.``) is dropped. Words of
+    correction that introduce a next answer sentence (``But wait, the answer is ...``: :func:`_answer_sentence_in`;
+    with ``followed``, the next of several answer sentences follows the remark) are left to that sentence,
+    which is compared with this one.
+
+    Examples:
+        >>> _correcting_remark("nli", "neutral", "Actually no, contradiction.").split(":")[0]
+        "the answer 'neutral' is followed on its line by 'Actually no, contradiction.', which holds 'Actually'"
+        >>> _correcting_remark("arithmetic", "(10 - 2)", "That is 8 apples."), _correcting_remark("nli", "neutral", "")
+        ('', '')
+    """
+    after = "is followed on its line by"
+    if task == "generic" and not remark:
+        run_on = _RUN_ON.search(label)
+        if run_on is None:
+            return ""
+        after, remark = "runs on past a sentence's end with", label[run_on.end() :]
+    # words that introduce a next answer sentence ("But wait, the answer is ...") are left to it
+    sentence = _answer_sentence_in(task, remark)
+    remark = remark if sentence is None else remark[:sentence]
+    introduces = followed or sentence is not None
+    found = (None if introduces else _CORRECTION.search(remark)) or _other_answer(task, label, remark)
+    if found is None:
+        return ""
+    return (
+        f"the answer {label.strip()!r} {after} {remark!r}, which holds {found[0].strip()!r}: the teacher may be "
+        "correcting itself (expected the answer sentence alone, or a remark that gives no other answer)"
+    )
+
+
+_VARIANT_IN_REMARK = re.compile(_SENTENCE_VARIANTS, re.IGNORECASE)
+
+
+def _answer_sentence_in(task: str, remark: str) -> int | None:
+    """Where in ``remark`` an answer sentence of ``task`` begins that the checks of a text's answer sentences read
+    (:func:`_answer_spans`: a variant of the phrase that an answer of ``task`` follows; for nli
+    :func:`_negated_nli_answer`: one negating a label); None when it holds none.
+
+    Examples:
+        >>> _answer_sentence_in("nli", "But wait, the answer is actually not entailment.")
+        10
+        >>> _answer_sentence_in("nli", "But the answer is unclear.") is None
+        True
+    """
+    for variant in _VARIANT_IN_REMARK.finditer(remark):
+        answered = _ANSWER_FOLLOWS[task].match(remark, variant.end())
+        if answered or (task == "nli" and _NEGATED_NLI_ANSWER.match(remark, variant.start())):
+            return variant.start()
+    return None
+
+
+_NLI_LABEL_WORD = re.compile(rf"\b(?:{'|'.join(NLI_LABELS)})\b", re.IGNORECASE)
+
+
+def _other_answer(task: str, label: str, remark: str) -> re.Match[str] | None:
+    """The first thing in ``remark`` that may be another answer than ``label`` (see :func:`_correcting_remark`):
+    for nli another label, for arithmetic an expression or number of another value, for generic a negation or
+    an answer phrase; None when there is none (multiple_choice: always None).
+
+    Examples:
+        >>> _other_answer("arithmetic", "(10 - 2)", "That is 8, not (5 + 4).")[0]
+        '(5 + 4)'
+        >>> _other_answer("nli", "neutral", "Neutral means unrelated.") is None
+        True
+    """
+    if task == "nli":
+        key = normalise_answer(task, label)
+        return next((word for word in _NLI_LABEL_WORD.finditer(remark) if word[0].casefold() != key), None)
+    if task == "arithmetic":
+        key = answer_key(task, label)
+        return next(
+            (
+                value
+                for value in _REMARK_VALUE.finditer(remark)
+                if safe_eval_arithmetic(value[0]) is not None and answer_key(task, value[0]) != key
+            ),
+            None,
+        )
+    if task == "generic":
+        return _NEGATION.search(remark) or _ANSWER_WORDS.search(remark)
+    return None
 
 
 def _where_answers_are_read(task: str, text: str) -> str:
@@ -1023,10 +1237,13 @@ def _prose_variant(task: str, text: str, span: tuple[int, int]) -> bool:
 _STAND_IN_RATIONALE = "Some reasoning."
 
 
-def _given_answer(task: str, sentence: str, choices: Sequence[str]) -> tuple[str, str]:
+def _given_answer(
+    task: str, sentence: str, choices: Sequence[str], *, followed: bool = False
+) -> tuple[str, str]:
     """What the answer ``sentence`` of ``task`` gives, parsed on its own (:func:`_dss_parse_one`, every check
     included, after a stand-in rationale): the DSS rule's label, and that label normalised (both "" for
-    none). ``sentence`` opens with the prompt's phrase and runs to the next answer sentence.
+    none). ``sentence`` opens with the prompt's phrase and runs to the next answer sentence, which follows it
+    where ``followed``.
 
     For arithmetic, a sentence whose answer the SVAMP rule does not read, as it has no parentheses (``The
     answer is 7.``), gives its whole answer normalised (:func:`_whole_answer`) and no label: its value can
@@ -1038,7 +1255,7 @@ def _given_answer(task: str, sentence: str, choices: Sequence[str]) -> tuple[str
         >>> _given_answer("arithmetic", "The answer is 7.", [])
         ('', '7')
     """
-    output, refusal = _dss_parse_one(task, f"{_STAND_IN_RATIONALE}\n{sentence}", choices)
+    output, refusal = _dss_parse_one(task, f"{_STAND_IN_RATIONALE}\n{sentence}", choices, followed=followed)
     if refusal:
         return "", ""
     answer = normalise_answer(task, output.label)
@@ -1140,7 +1357,7 @@ def _given_answers(
     return [
         ("", _variant_answer(text[stop:end]))
         if task == "arithmetic" and _is_variant(task, text, (start, stop))
-        else _given_answer(task, phrase + text[stop:end], choices)
+        else _given_answer(task, phrase + text[stop:end], choices, followed=end < len(text))
         for (start, stop), end in zip(spans, ends)
     ]
 
@@ -1164,7 +1381,11 @@ def _answer_lines(
     lines after every answer sentence count: a line of the reasoning, before the answer, is none. For
     multiple_choice and arithmetic, lines from a ``Q:`` on are not read, as the DSS rules cut there; for
     multiple_choice, lines after the answer of which two or more open with a choice's label (``(a) oven``
-    then ``(b) refrigerator``) list the choices or say why the others are wrong: none of them counts.
+    then ``(b) refrigerator``) list the choices or say why the others are wrong: none of them counts. A line
+    is read without a bullet, an arrow or single emphasis or code marks around it (:func:`_unmarked`: ``-
+    neutral``, ``*Neutral*``). Lines one after another that give two or more different answers list them
+    (``Options:`` then ``entailment``, ``neutral``), and a line ``1.`` beside a line ``2.`` numbers a list's
+    item (:func:`_numbers_an_item`): neither counts.
 
     Examples:
         >>> text = "He sleeps. So the answer is contradiction.\\n\\nNeutral."
@@ -1184,8 +1405,59 @@ def _answer_lines(
     lines = after.split("\n")
     if task == "multiple_choice" and sum(_OPTION_LINE.match(line) is not None for line in lines) > 1:
         return []
-    found = [(line.strip(), _bare_answer(task, _read_as_answer(task, line), choices)) for line in lines]
-    return [(line, answer) for line, answer in found if answer]
+    numbers = {int(marker[1]) for line in lines if (marker := _NUMBERED_ITEM.fullmatch(line.strip()))}
+    found = [
+        (line.strip(), _bare_answer(task, _read_as_answer(task, _unmarked(task, line)), choices))
+        for line in lines
+    ]
+    listed: set[int] = set()  # the indices of lines in runs that list two or more different answers
+    run: list[int] = []
+    for at, (_, answer) in enumerate([*found, ("", "")]):
+        if answer:
+            run.append(at)
+            continue
+        if len({answer_key(task, found[index][1]) for index in run}) > 1:
+            listed.update(run)
+        run = []
+    return [
+        (line, answer)
+        for at, (line, answer) in enumerate(found)
+        if answer and at not in listed and not _numbers_an_item(line, numbers)
+    ]
+
+
+# a line that only numbers an item of a list ("1.", "2."): a number and a period
+_NUMBERED_ITEM = re.compile(r"(\d+)\.")
+# a list bullet or an arrow opening a line ("- neutral", "* neutral", "• neutral", "→ neutral", "=> neutral"); for
+# arithmetic not "-", which may be a minus sign
+_BULLET = re.compile(r"\A(?:[*•→⇒➔]|-+>|=>)\s+")
+_DASH_BULLET = re.compile(r"\A-\s+")
+# single markdown emphasis or code around a whole line: "*Neutral*", "_neutral_", "`neutral`" (a final period
+# after it aside)
+_WRAPPED = re.compile(r"\A(?P<mark>[*_`])(?P<inside>[^*_`]+)(?P=mark)(?P<period>\.?)\Z")
+
+
+def _unmarked(task: str, line: str) -> str:
+    """``line``, stripped, without a list bullet or arrow opening it (:data:`_BULLET`; for tasks other than
+    arithmetic also ``- ``) and without single markdown emphasis or code around it (:data:`_WRAPPED`), so that
+    an answer so marked is read as an answer line.
+
+    Examples:
+        >>> _unmarked("nli", "- *Neutral*"), _unmarked("nli", "`neutral`."), _unmarked("arithmetic", "- 5")
+        ('Neutral', 'neutral.', '- 5')
+    """
+    said = _BULLET.sub("", line.strip())
+    if task != "arithmetic":
+        said = _DASH_BULLET.sub("", said)
+    wrapped = _WRAPPED.fullmatch(said)
+    return said if wrapped is None else wrapped["inside"].strip() + wrapped["period"]
+
+
+def _numbers_an_item(line: str, numbers: set[int]) -> bool:
+    """Whether ``line`` (stripped) only numbers an item of a list (:data:`_NUMBERED_ITEM`: ``1.``): one of
+    ``numbers``, the numbers of such lines after the answer, next to another of them (``1.`` and ``2.``)."""
+    marker = _NUMBERED_ITEM.fullmatch(line)
+    return marker is not None and bool({int(marker[1]) - 1, int(marker[1]) + 1} & numbers)
 
 
 def _disagreeing_answer_line(
@@ -1784,6 +2056,8 @@ def parse_teacher_output(task: str, text: str, choices: Sequence[str] | None = N
     _check_choices(task, choices)
     phrase = _ANSWER_PHRASE[task]
     text = _answer_under_heading(task, text, choices or ())
+    if task == "multiple_choice":
+        text = _lettered_labelled_choice(text, choices or ())
     output, refusal = _dss_parse(task, text, choices or ())
     if refusal:
         return TeacherAnswer("", "", refusal)
