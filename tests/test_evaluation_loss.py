@@ -140,14 +140,18 @@ def test_label_only_features_give_the_weighted_label_token_mean(tmp_path, tiny_t
 
 
 @pytest.mark.parametrize("loss_only", [True, False], ids=["loss-only", "generating"])
-def test_a_flat_batch_gives_the_label_token_mean(tmp_path, tiny_tokenizer, loss_only):
-    """A flat batch (``DataCollatorForSeq2Seq``) trains on the unweighted label token mean; it is evaluated on it."""
+@pytest.mark.parametrize("trainer_class", ["DSSMITrainer", "PassThrough"])
+def test_a_flat_batch_gives_the_label_token_mean(tmp_path, tiny_tokenizer, loss_only, trainer_class):
+    """A flat batch (``DataCollatorForSeq2Seq``) trains on the unweighted label token mean; it is evaluated on it,
+    at every batch size, also by a subclass whose ``compute_loss`` hands ``super().compute_loss`` on unchanged
+    (that is the DSS loss: the set mean stays)."""
     model, features, label = label_only_student(tiny_tokenizer, flat=True)
+    trainer_type = {"DSSMITrainer": DSSMITrainer, "PassThrough": PassThrough}[trainer_class]
     for batch_size in (1, 3):
         args = training_arguments(
             tmp_path / "out", per_device_eval_batch_size=batch_size, generation_max_length=2
         )
-        trainer = DSSMITrainer(
+        trainer = trainer_type(
             model=model,
             args=args,
             processing_class=tiny_tokenizer,
@@ -281,25 +285,6 @@ def test_a_compute_loss_override_does_not_change_the_loss_of_nested_batches(
             compute_metrics=None if loss_only else RecordingMetrics(),
         )
         assert_metrics_match(trainer.evaluate(features), expected, (subclass.__name__, batch_size))
-
-
-@pytest.mark.parametrize("loss_only", [True, False], ids=["loss-only", "generating"])
-def test_a_pass_through_compute_loss_keeps_the_set_mean_of_flat_batches(tmp_path, tiny_tokenizer, loss_only):
-    """``super().compute_loss`` handed on unchanged is the DSS loss: the set mean stays, at every batch size."""
-    model, features, label = label_only_student(tiny_tokenizer, flat=True)
-    for batch_size in (1, 3):
-        args = training_arguments(
-            tmp_path / "out", per_device_eval_batch_size=batch_size, generation_max_length=2
-        )
-        trainer = PassThrough(
-            model=model,
-            args=args,
-            processing_class=tiny_tokenizer,
-            data_collator=DataCollatorForSeq2Seq(tiny_tokenizer, model=model),
-            compute_metrics=None if loss_only else RecordingMetrics(),
-        )
-        metrics = trainer.evaluate(features)
-        assert_metrics_match(metrics, {"eval_loss_label": label, "eval_loss": label}, batch_size)
 
 
 @pytest.mark.parametrize("loss_only", [True, False], ids=["loss-only", "generating"])
