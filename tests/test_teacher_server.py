@@ -28,6 +28,7 @@ import pytest
 
 from hf_cotmi import build_tiny_seq2seq, build_word_tokenizer, generate_rationales, load_cot_dataset
 from hf_cotmi.cli import main
+from hf_cotmi.data.jsonfiles import DataFormatError
 from hf_cotmi.teacher import LocalCausalBackend, OpenAICompatibleBackend, RetryPolicy, TeacherRequestError
 from hf_cotmi.teacher.command import generate_rationales_command
 from hf_cotmi.teacher.serve import served_by_transformers
@@ -1030,6 +1031,67 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and "--base-url needs --model" in capsys.readouterr().err
 
 
+def test_the_summary_line_says_what_this_run_wrote_and_what_the_files_hold(tmp_path, capsys):
+    """A rerun of a finished run printed '3 records written to gen.jsonl, 3 to gen.rejects.jsonl; 6 were
+    already done': the file totals read as this run's work, though it wrote nothing."""
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rejects = tmp_path / "out.rejects.jsonl"
+    write_inputs(inputs, 10)
+    common = ["--input-file", str(inputs), "--output-file", str(out), "--model", "m", "--task", "arithmetic",
+              "--filter", "drop", "--no-progress"]  # fmt: skip
+    with FaultServer() as server:
+        printed = []
+        for extra in (["--max-records", "6"], [], []):
+            assert generate_rationales_command([*common, "--base-url", server.url, *extra]) == 0
+            printed.append(capsys.readouterr().out.splitlines()[-2])
+            printed.append((len(lines(out)), len(lines(rejects))))
+        assert server.requests == 10  # the third run asked nothing
+    # record 5 disagrees with its label and record 7 is unparsable (canned_answer): both in the rejects file
+    assert printed[1] == (5, 1) and printed[3] == printed[5] == (7, 3)
+    said = f"({out} now holds {{}}, {rejects} {{}})"
+    assert printed[0].startswith("this run wrote 6 records " + said.format(5, 1) + "; mean self-consistency")
+    assert printed[2].startswith(
+        "this run wrote 4 records " + said.format(7, 3) + "; 6 were done by an earlier run; mean"
+    )
+    assert printed[4].startswith(
+        "this run wrote 0 records " + said.format(7, 3) + "; 10 were done by an earlier run; mean"
+    )
+
+
+class _NoTeacherToBuild:
+    """Stands for a backend class: building a teacher (loading a local model) is recorded and refused."""
+
+    def __init__(self) -> None:
+        self.built: list[tuple] = []
+
+    def __call__(self, *args, **kwargs):
+        self.built.append(args)
+        raise AssertionError("the teacher was built before the output file was checked")
+
+
+@pytest.mark.parametrize("kind", ["local", "server"])
+def test_an_output_the_generator_did_not_write_is_refused_before_the_teacher_is_built(
+    tmp_path, monkeypatch, capsys, kind
+):
+    """With a train.jsonl it had not written, the command loaded the teacher's weights (minutes for a big
+    one), then stopped: 'train.jsonl, line 1: expected ... source_index'."""
+    from hf_cotmi.teacher import generate
+
+    factory = _NoTeacherToBuild()
+    monkeypatch.setattr(
+        generate, "LocalCausalBackend" if kind == "local" else "OpenAICompatibleBackend", factory
+    )
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "train.jsonl"
+    write_inputs(inputs, 2)
+    out.write_text('{"input": "What is 1 plus 3?", "label": "4", "rationale": "1 + 3 = 4."}\n')
+    teacher = ["--teacher-model", "no-such-teacher"] if kind == "local" else [
+        "--base-url", "http://127.0.0.1:1/v1", "--model", "m"]  # fmt: skip
+    code = main(["generate-rationales", "--input-file", str(inputs), "--output-file", str(out), *teacher])
+    assert code == 1 and factory.built == []
+    assert re.search(r"DataFormatError: .*train\.jsonl, line 1: expected a JSON object with an integer "
+                     r"'source_index'", capsys.readouterr().err)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------- real transformers serve
 
 
@@ -1091,6 +1153,53 @@ def test_a_local_teacher_records_no_reply_model_and_resumes(tmp_path):
     summary = generate_rationales(inputs, out, **common)
     assert summary.complete and summary.resumed == 2
     assert json.loads(out.with_name("out.jsonl.settings.json").read_text()) == settings
+
+
+def test_other_settings_or_inputs_are_refused_before_the_local_teacher_loads(tmp_path, monkeypatch):
+    """Settings known before the teacher loads (its name, length, sampling, task, prompt, filter, samples,
+    seed) and the done lines' match with the inputs are checked first; a rerun with the same settings, or
+    with --force, goes on to load the teacher."""
+    from hf_cotmi.teacher import generate
+    from hf_cotmi.teacher.store import OutputInUseError, exclusive_output
+
+    folder = save_tiny_causal_teacher(tmp_path / "m")
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = write_inputs(inputs, 3)
+    common = {"teacher_model": folder, "device": "cpu", "progress": False}
+    generate_rationales(inputs, out, max_records=2, max_new_tokens=4, **common)
+    stored = out.with_name("out.jsonl.settings.json").read_bytes()
+    factory = _NoTeacherToBuild()
+    monkeypatch.setattr(generate, "LocalCausalBackend", factory)
+    for changed, said in [
+        ({"max_new_tokens": 8}, "max_new_tokens: 4 -> 8"),
+        ({"max_new_tokens": 4, "temperature": 0.5}, "seed: None -> 0, temperature: 0.0 -> 0.5"),
+        ({"max_new_tokens": 4, "task": "arithmetic"}, "task: 'generic' -> 'arithmetic'"),
+        ({"max_new_tokens": 4, "filter": "drop"}, "filter: 'keep' -> 'drop'"),
+    ]:
+        with pytest.raises(SettingsMismatchError, match=re.escape(said)):
+            generate_rationales(inputs, out, **{**common, **changed})
+    with exclusive_output(out), pytest.raises(OutputInUseError):
+        generate_rationales(inputs, out, max_new_tokens=4, **common)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join(json.dumps({**row, "label": "0"}) + "\n" for row in rows))
+    with pytest.raises(
+        ValueError, match=r"source_index 0 has label '4', but the input's record 0 has label '0'"
+    ):
+        generate_rationales(edited, out, max_new_tokens=4, **common)
+    out.with_name("out.jsonl.settings.json").write_text("[1]")
+    with pytest.raises(
+        DataFormatError, match=r"out\.jsonl\.settings\.json: expected a JSON object of settings"
+    ):
+        generate_rationales(inputs, out, max_new_tokens=4, **common)
+    out.with_name("out.jsonl.settings.json").write_bytes(stored)
+    assert factory.built == []
+    for options in ({"max_new_tokens": 4}, {"max_new_tokens": 8, "force": True}):  # on to build the teacher
+        with pytest.raises(AssertionError, match="the teacher was built"):
+            generate_rationales(inputs, out, **options, **common)
+    assert [args[0] for args in factory.built] == [folder, folder]
+    monkeypatch.undo()
+    summary = generate_rationales(inputs, out, max_new_tokens=4, **common)
+    assert summary.complete and summary.resumed == 2 and summary.new_records == 1
 
 
 def test_local_backend_left_pads_and_batches(tmp_path):

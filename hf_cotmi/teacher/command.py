@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .answers import TASKS
-from .generate import FILTERS
+from .generate import FILTERS, GenerationSummary
 from .options import (
     check_max_records,
     check_output_file,
@@ -279,12 +279,33 @@ def generate_rationales_command(argv: Sequence[str], debug: bool = False) -> int
             print(json.dumps(partial.counts()))
             sys.stdout.flush()
         raise
-    rate = "n/a" if summary.agreement_rate is None else f"{summary.agreement_rate:.3f}"
-    print(
-        f"{plural(summary.written, 'record')} written to {summary.output_file}, "
-        f"{summary.unparsable + summary.dropped} to {summary.rejects_file}; "
-        f"{summary.resumed} {'was' if summary.resumed == 1 else 'were'} already done; "
-        f"mean self-consistency agreement {rate}"
-    )
+    print(_summary_line(summary))
     print(json.dumps(summary.counts()))
     return 0
+
+
+def _summary_line(summary: GenerationSummary) -> str:
+    """The line the command prints before the JSON counts: what this run wrote, what the files now hold (an
+    earlier run's records included), how many an earlier run had done, and the mean self-consistency
+    agreement over the files' parsed records.
+
+    Examples:
+        >>> summary = GenerationSummary(total=6, parsed=3, unparsable=3, written=3, resumed=6, agreement_rate=1.0,
+        ...                             output_file="gen.jsonl", rejects_file="gen.rejects.jsonl")
+        >>> for part in _summary_line(summary).split("; "):
+        ...     print(part)
+        this run wrote 0 records (gen.jsonl now holds 3, gen.rejects.jsonl 3)
+        6 were done by an earlier run
+        mean self-consistency agreement 1.000
+    """
+    from ..run_arguments import plural
+
+    rate = "n/a" if summary.agreement_rate is None else f"{summary.agreement_rate:.3f}"
+    earlier = ""
+    if summary.resumed:
+        earlier = f"; {summary.resumed} {'was' if summary.resumed == 1 else 'were'} done by an earlier run"
+    return (
+        f"this run wrote {plural(summary.new_records, 'record')} ({summary.output_file} now holds "
+        f"{summary.written}, {summary.rejects_file} {summary.unparsable + summary.dropped}){earlier}; "
+        f"mean self-consistency agreement {rate}"
+    )

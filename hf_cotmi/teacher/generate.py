@@ -54,6 +54,7 @@ from .store import (
     JsonlAppender,
     ReplyModelCheck,
     SettingsMismatchError,
+    check_known_settings,
     check_settings,
     exclusive_output,
     read_done,
@@ -98,7 +99,7 @@ class GenerationSummary:
         written: lines in the output file.
         retries: requests retried in this run.
         agreement_rate: mean share of samples agreeing with the vote over parsed records (None if none).
-        resumed: records found done when the run started.
+        resumed: records found done when the run started (an earlier run's).
         output_file: the output file.
         rejects_file: the rejects file.
 
@@ -128,6 +129,17 @@ class GenerationSummary:
     def complete(self) -> bool:
         """True when every input record is in the output or the rejects file."""
         return self.parsed + self.unparsable == self.total
+
+    @property
+    def new_records(self) -> int:
+        """Records this run wrote, to the output or the rejects file (the other counts are over both files,
+        an earlier run's records included).
+
+        Examples:
+            >>> GenerationSummary(total=6, parsed=3, unparsable=3, written=3, resumed=4).new_records
+            2
+        """
+        return self.parsed + self.unparsable - self.resumed
 
 
 @dataclass(frozen=True)
@@ -160,7 +172,7 @@ GENERATED_FIELDS: dict[str, str] = {
     "teacher_model": "the teacher",
     "teacher_task": "the task",
     "teacher_label": "the teacher's voted answer",
-    "teacher_label_source": "where label comes from",
+    "teacher_label_source": "where label comes from: gold (the input's), or teacher (the input had none)",
     "teacher_answers": "every sample's answer",
     "teacher_agreement": "the voted answer's share of the samples",
     "teacher_rationales": "every rationale agreeing with the vote",
@@ -330,13 +342,15 @@ def _shown_input(text: str, limit: int = 80) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit])[:-1] + "...'"
 
 
-def _make_backend(
+def _check_teacher(
     backend: TeacherBackend | None,
     base_url: str | None,
     model: str | None,
     teacher_model: str | None,
     options: dict[str, Any],
-) -> TeacherBackend:
+) -> None:
+    """Refuse a choice of teacher :func:`_make_backend` could not build: none or several, a server without its
+    model name, a model name without a server, an option the chosen kind of teacher does not read."""
     chosen = [
         name
         for name, value in (("backend", backend), ("base_url", base_url), ("teacher_model", teacher_model))
@@ -348,12 +362,28 @@ def _make_backend(
             f"(a local model), or backend; got {chosen or 'none'}"
         )
     if backend is not None:
+        return
+    if base_url and not model:
+        raise ValueError("base_url needs model: the model name on the server (--model)")
+    if not base_url and model:
+        raise ValueError(
+            "model names the model on a server (with base_url); for a local teacher use teacher_model"
+        )
+    refuse_other_teachers_options(options, server=bool(base_url))
+
+
+def _make_backend(
+    backend: TeacherBackend | None,
+    base_url: str | None,
+    model: str | None,
+    teacher_model: str | None,
+    options: dict[str, Any],
+) -> TeacherBackend:
+    """The teacher :func:`_check_teacher` accepted: ``backend``, a server's client, or a local model (loaded)."""
+    if backend is not None:
         return backend
     common = {key: options[key] for key in ("max_new_tokens", "temperature", "top_p")}
     if base_url:
-        if not model:
-            raise ValueError("base_url needs model: the model name on the server (--model)")
-        refuse_other_teachers_options(options, server=True)
         return OpenAICompatibleBackend(
             base_url,
             model,
@@ -365,11 +395,6 @@ def _make_backend(
             stop=options["stop"],
             **common,
         )
-    if model:
-        raise ValueError(
-            "model names the model on a server (with base_url); for a local teacher use teacher_model"
-        )
-    refuse_other_teachers_options(options, server=False)
     return LocalCausalBackend(
         str(teacher_model),
         batch_size=options["batch_size"],
@@ -378,6 +403,23 @@ def _make_backend(
         use_chat_template=None if options["api"] == "chat" else False,
         **common,
     )
+
+
+def _settings_known_before_loading(
+    base_url: str | None, model: str | None, teacher_model: str | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The settings a teacher given by name will report (:meth:`TeacherBackend.settings`) that are known
+    before it is built: its name, length and sampling; a local teacher's chat template is known once its
+    tokenizer loads, and the rest is checked then.
+
+    Examples:
+        >>> _settings_known_before_loading(None, None, "m", {"max_new_tokens": 8, "temperature": 0.0, "top_p": None})
+        {'model': 'm', 'max_new_tokens': 8, 'temperature': 0.0, 'top_p': None}
+    """
+    return {
+        "model": model if base_url else str(teacher_model),
+        **{key: options[key] for key in ("max_new_tokens", "temperature", "top_p")},
+    }
 
 
 def _final_record(
@@ -978,12 +1020,13 @@ def generate_rationales(
     ``reason`` and the teacher's raw texts.
 
     Lines are appended and flushed as records finish; a rerun skips records already in either file, so a
-    crash loses only the requests in flight. Settings that change results (teacher, prompt, task, filter,
-    sampling, ``max_new_tokens``, ``num_samples``, ``seed``) are stored in ``<output>.settings.json``; a
-    run with other settings refuses to append unless ``force``. So does a run whose server replies as
-    another model (the ``model`` field of its replies) than the one the output was made from: the name asked
-    for tells servers apart no better than their URL. When every record is done both files are put in input
-    order.
+    crash loses only the requests in flight. A rerun checks both files, and the settings known before the
+    teacher is built, before a local teacher loads or a server is asked. Settings that change results
+    (teacher, prompt, task, filter, sampling, ``max_new_tokens``, ``num_samples``, ``seed``) are stored in
+    ``<output>.settings.json``; a run with other settings refuses to append unless ``force``. So does a run
+    whose server replies as another model (the ``model`` field of its replies) than the one the output was
+    made from: the name asked for tells servers apart no better than their URL. When every record is done
+    both files are put in input order.
 
     Args:
         source: a ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file or a ``datasets.Dataset`` with an
@@ -1057,41 +1100,42 @@ def generate_rationales(
     policy = retry_policy or RetryPolicy(max_retries=max_retries, max_retry_after=max_retry_after)
     template = load_prompt_template(task, template_file)
     inputs = _first_inputs(source, input_column, label_column, max_records, task)
-    teacher = _make_backend(
-        backend,
-        base_url,
-        model,
-        teacher_model,
-        {
-            "max_new_tokens": max_new_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "api": api,
-            "api_key_env": api_key_env,
-            "concurrency": concurrency,
-            "request_timeout": request_timeout,
-            "max_retry_after": max_retry_after,
-            "retry_policy": policy,
-            "stop": stop,
-            "batch_size": batch_size,
-            "device": device,
-            "chat_template_file": chat_template_file,
-        },
-    )
-    backend_settings = teacher.settings()
-    temperature = float(backend_settings.get("temperature", temperature) or 0.0)  # a given backend's own
-    run_seed = seed if temperature > 0 else None
-    settings = _run_settings(
-        backend_settings, task=task, template=template, filter=filter, num_samples=num_samples, seed=run_seed
-    )
-    settings_hash = settings_id(settings)
-    teacher_name = str(settings.get("model", type(teacher).__name__))
+    teacher_options = {
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "api": api,
+        "api_key_env": api_key_env,
+        "concurrency": concurrency,
+        "request_timeout": request_timeout,
+        "max_retry_after": max_retry_after,
+        "retry_policy": policy,
+        "stop": stop,
+        "batch_size": batch_size,
+        "device": device,
+        "chat_template_file": chat_template_file,
+    }
+    _check_teacher(backend, base_url, model, teacher_model, teacher_options)
     output_path = Path(output_file)
     rejects_path = Path(rejects_file) if rejects_file is not None else _default_rejects(output_path)
     _check_distinct_files(source, output_path, rejects_path)
     with exclusive_output(output_path):  # a second run on the same output would write its records again
+        # the files are checked before the teacher loads (minutes for a big local model) or is asked
         outputs, rejects = _read_done_lines(output_path, rejects_path, inputs, max_records)
-        replies = check_settings(output_path, settings, [*outputs.values(), *rejects.values()], force=force)
+        existing = [*outputs.values(), *rejects.values()]
+        run = {"task": task, "template": template, "filter": filter, "num_samples": num_samples}
+        if backend is None:
+            known = _settings_known_before_loading(base_url, model, teacher_model, teacher_options)
+            known = _run_settings(known, **run, seed=seed if temperature > 0 else None)
+            check_known_settings(output_path, known, existing, force=force)
+        teacher = _make_backend(backend, base_url, model, teacher_model, teacher_options)
+        backend_settings = teacher.settings()
+        temperature = float(backend_settings.get("temperature", temperature) or 0.0)  # a given backend's own
+        run_seed = seed if temperature > 0 else None
+        settings = _run_settings(backend_settings, **run, seed=run_seed)
+        settings_hash = settings_id(settings)
+        teacher_name = str(settings.get("model", type(teacher).__name__))
+        replies = check_settings(output_path, settings, existing, force=force)
         resumed = len(outputs) + len(rejects)
         retries_before = teacher.retries
         work = _request_units(

@@ -54,6 +54,7 @@ __all__ = [
     "settings_id",
     "settings_path",
     "check_settings",
+    "check_known_settings",
     "SettingsMismatchError",
     "REPLIES_FIELD",
     "ReplyModelCheck",
@@ -407,14 +408,67 @@ def check_settings(
             detail = _differences(stored, settings) if stored is not None else []
             if not detail:
                 detail = [f"{len(other_ids)} other settings hash(es) in the existing lines"]
-            raise SettingsMismatchError(
-                f"{output_file} was made with other settings that change the results; differing: "
-                f"{', '.join(detail)}. Use another output file, delete it (and its rejects file), or pass "
-                "--force to append anyway (records already there are kept as they are)"
-            )
+            raise _mismatch_error(output_file, detail)
         logger.warning("%s: appending with other settings (--force)", output_file)
     _store_settings(stored_path, settings, replies)
     return replies
+
+
+def check_known_settings(
+    output_file: str | os.PathLike[str],
+    known: dict[str, Any],
+    existing: list[dict[str, Any]],
+    *,
+    force: bool,
+) -> None:
+    """Refuse early what :func:`check_settings` would refuse later: before a teacher loads (minutes for a big
+    local model), its settings are known only in part, and this compares those.
+
+    Reads ``<output>.settings.json`` when there is one (refusing a malformed one as :func:`check_settings`
+    does) and, when ``existing`` lines were made with it and ``force`` is False, compares its values of the
+    keys of ``known`` with ``known``. Settings not in ``known`` (a local teacher's chat template, known once
+    its tokenizer loads) are left to :func:`check_settings`, as is the settings hash of every line. Writes
+    nothing.
+
+    Raises:
+        SettingsMismatchError: a known setting differs (the message lists what differs, as
+            :func:`check_settings`'s does).
+        DataFormatError: the settings file is not a JSON object, or what it records of the replies is not
+            an object with a text ``model``.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "o.jsonl"
+        >>> _ = check_settings(out, {"model": "m", "temperature": 0.0, "chat_template_sha256": "ab"}, [], force=False)
+        >>> done = [{"source_index": 0}]
+        >>> check_known_settings(out, {"model": "m", "temperature": 0.0}, done, force=False)
+        >>> try:
+        ...     check_known_settings(out, {"model": "m", "temperature": 0.7}, done, force=False)
+        ... except SettingsMismatchError as error:
+        ...     print("differing: temperature: 0.0 -> 0.7." in str(error))
+        True
+    """
+    stored_path = settings_path(output_file)
+    if not stored_path.exists():
+        return
+    stored = _read_settings_file(stored_path)
+    replies = stored.pop(REPLIES_FIELD, None)
+    if replies is not None:
+        _check_replies(replies, stored_path)
+    if force or not existing:  # with no line written, check_settings replaces the stored settings
+        return
+    detail = _differences({key: stored.get(key) for key in known}, known)
+    if detail:
+        raise _mismatch_error(output_file, detail)
+
+
+def _mismatch_error(output_file: str | os.PathLike[str], detail: list[str]) -> SettingsMismatchError:
+    """The error refusing to append to ``output_file``, made with other settings (``detail``: what differs)."""
+    return SettingsMismatchError(
+        f"{output_file} was made with other settings that change the results; differing: "
+        f"{', '.join(detail)}. Use another output file, delete it (and its rejects file), or pass "
+        "--force to append anyway (records already there are kept as they are)"
+    )
 
 
 def _read_settings_file(path: Path) -> dict[str, Any]:
