@@ -196,11 +196,16 @@ _DESCRIPTIONS = {
     "--student-type causal), sized by the --tiny-* options, with a word-level tokenizer over the training texts.",
     "evaluate": "Accuracy, expected calibration error and average confidence of a saved student.",
     "predict": "Label, rationale and confidence of a saved student for each input text.",
-    "demo": "Train a small T5 built in code on a generated multi-step arithmetic task with DSS + MI (offline, "
-    "about two minutes on two CPU cores), evaluate, show examples and save everything. --model and "
-    "--dataset/--data-dir switch to a real student and real data; --student-type causal trains a small "
-    "decoder-only (Llama) student instead.",
 }
+
+
+def _description(command: str) -> str:
+    """What ``--help`` says a command does (the demo's from ``hf_cotmi.demo``, where its defaults are)."""
+    if command == "demo":
+        from .demo import _help_description
+
+        return _help_description()
+    return _DESCRIPTIONS[command]
 
 
 def _dataclasses_for(command: str) -> list[type]:
@@ -244,7 +249,7 @@ def build_parser(command: str) -> Any:
     parser = build_argument_parser(
         _dataclasses_for(command),
         prog=f"{PROG} {command}",
-        description=_DESCRIPTIONS[command],
+        description=_description(command),
         epilog="--debug (a bare flag) shows the traceback of an error and library logging.",
     )
     if command == "predict":
@@ -434,10 +439,10 @@ def _evaluate(argv: Sequence[str], debug: bool = False) -> int:
         f"{report['dataset'] or 'your files'} {report['split']} ({plural(report['num_examples'], 'example')}, "
         f"{report['confidence_mode']} confidence, {report['n_bins']} bins):"
     )
-    if "run_max_samples" in report:
+    if "run_max_samples" in report:  # a cut smaller than the split
         print(
-            f"  (the first {plural(report['run_max_samples'], 'example')}, as the training run evaluated "
-            f"{'it' if report['run_max_samples'] == 1 else 'them'}; "
+            f"  (the first {plural(report['run_max_samples'], 'example')} of {report['split_examples']}, as the "
+            f"training run evaluated {'it' if report['run_max_samples'] == 1 else 'them'}; "
             "--max-test-samples N evaluates more)"
         )
     print(f"  accuracy        {report['accuracy']:.4f}")

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -109,30 +110,52 @@ def quiet_libraries(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    import datasets
     import transformers
 
     hf_logger = logging.getLogger("hf_cotmi")
-    saved = (
-        transformers.logging.get_verbosity(),
-        transformers.utils.logging.is_progress_bar_enabled(),
-        datasets.utils.logging.is_progress_bar_enabled(),
-        hf_logger.level,
-    )
+    saved = transformers.logging.get_verbosity(), hf_logger.level
     transformers.logging.set_verbosity_error()
+    hf_logger.setLevel(logging.ERROR)
+    try:
+        with _library_progress_bars(shown=False):
+            yield
+    finally:
+        verbosity, level = saved
+        transformers.logging.set_verbosity(verbosity)
+        hf_logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _library_progress_bars(shown: bool) -> Iterator[None]:
+    """Hide, unless ``shown``, the progress bars transformers and datasets draw for a while: loading and
+    saving weights ("Loading weights", "Writing model shards"), the tokenisation's ``Dataset.map``
+    ("Tokenising train"), downloads. Their settings are restored on exit.
+
+    :func:`run_training` hides them with ``disable_tqdm``, as ``--disable-tqdm`` asks.
+
+    Examples:
+        >>> import datasets
+        >>> with _library_progress_bars(shown=False):
+        ...     datasets.is_progress_bar_enabled()
+        False
+    """
+    if shown:
+        yield
+        return
+    import datasets
+    import transformers
+
+    saved = transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    hf_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        verbosity, transformers_bars, datasets_bars, level = saved
-        transformers.logging.set_verbosity(verbosity)
+        transformers_bars, datasets_bars = saved
         if transformers_bars:
             transformers.utils.logging.enable_progress_bar()
         if datasets_bars:
             datasets.enable_progress_bars()
-        hf_logger.setLevel(level)
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -219,6 +242,10 @@ _FILE_OPTIONS = {"train": "--train-file", "valid": "--validation-file", "test": 
 _FILE_FIELDS = {"train": "train_file", "valid": "validation_file", "test": "test_file"}
 
 
+class _MissingColumnError(CLIUsageError):
+    """A column option (``--input-column``, ...) that names no column of a file of your own."""
+
+
 def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[str, Any]]:
     from .data.custom import load_cot_dataset
 
@@ -226,7 +253,14 @@ def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[st
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{_FILE_OPTIONS[split]} {path!r} does not exist or is not a file")
     columns = {name: getattr(args, name) for name in COLUMN_FIELDS}
-    data, report = load_cot_dataset(files, return_report=True, **columns)
+    try:
+        data, report = load_cot_dataset(files, return_report=True, **columns)
+    except ValueError as error:
+        # the loader's "no column 'question' (for 'input')": a column option to fix, not a data error
+        targets = {field.removesuffix("_column"): column for field, column in columns.items()}
+        if any(f"no column {column!r} (for {target!r})" in str(error) for target, column in targets.items()):
+            raise _MissingColumnError(str(error)) from error
+        raise
     source: dict[str, Any] = {_FILE_FIELDS[split]: os.path.abspath(path) for split, path in files.items()}
     return data, {**source, **columns}, report
 
@@ -502,22 +536,52 @@ def build_features(
         max_rationale_length=data_args.max_rationale_length,
     )
     for split, dataset in data.splits.items():
-        encoded, counted = prepare_dss_features(
-            DatasetDict({split: dataset}),  # so that counts and errors name the split
-            tokenizer,
-            max_input_length=data_args.max_input_length,
-            max_label_length=data_args.max_label_length,
-            max_rationale_length=data_args.max_rationale_length,
-            predict_prefix=predict_prefix,
-            explain_prefix=explain_prefix,
-            with_rationale=keeps_rationale(split),
-            empty_rationale=data_args.empty_rationale if split == "train" else "keep",
-            return_report=True,
-            model=model,
-            chat_template=data_args.chat_template,
-        )
+        try:
+            encoded, counted = prepare_dss_features(
+                DatasetDict({split: dataset}),  # so that counts and errors name the split
+                tokenizer,
+                max_input_length=data_args.max_input_length,
+                max_label_length=data_args.max_label_length,
+                max_rationale_length=data_args.max_rationale_length,
+                predict_prefix=predict_prefix,
+                explain_prefix=explain_prefix,
+                with_rationale=keeps_rationale(split),
+                empty_rationale=data_args.empty_rationale if split == "train" else "keep",
+                return_report=True,
+                model=model,
+                chat_template=data_args.chat_template,
+            )
+        except ValueError as error:
+            message = _empty_rationale_message(error, split, data_args)
+            if message is None:
+                raise
+            raise ValueError(message) from None
         features[split], report.splits[split] = encoded[split], counted.splits[split]
     return (features, report) if return_report else features
+
+
+def _empty_rationale_message(error: ValueError, split: str, data_args: DataArguments) -> str | None:
+    """Where ``error`` is the refusal of ``empty_rationale="error"``, that refusal in the options' terms:
+    its ways on are ``--empty-rationale keep`` and ``drop``, not the Python-only ``with_rationale=False`` of
+    :func:`~hf_cotmi.prepare_dss_features`'s message. None for another error.
+
+    Examples:
+        >>> error = ValueError("split 'train': 2 of 9 examples have no rationale (first rows: [0, 4]); keep "
+        ...                    "them with empty_rationale='keep' ..., or build ... with_rationale=False")
+        >>> message = _empty_rationale_message(error, "train", DataArguments(empty_rationale="error"))
+        >>> message.startswith("split 'train': 2 of 9 examples have no rationale (first rows: [0, 4]); keep")
+        True
+        >>> "with_rationale" in message, message.endswith("or drop them with --empty-rationale drop")
+        (False, True)
+    """
+    found = str(error).partition("; ")[0]
+    refusal = found.startswith(f"split {split!r}: ") and " have no rationale (" in found
+    if data_args.empty_rationale != "error" or not refusal:
+        return None
+    return (
+        f"{found}; keep them with --empty-rationale keep (their rationale target is only the end-of-sequence "
+        "token) or drop them with --empty-rationale drop"
+    )
 
 
 # ------------------------------------------------------------------------------------------ the sidecar
@@ -1018,11 +1082,39 @@ def _describe_training(training_args: Any) -> str:
     steps = training_args.max_steps > 0
     length = plural(training_args.max_steps, "step") if steps else f"{training_args.num_train_epochs} epochs"
     return (
-        f"training: {length}, batch {training_args.per_device_train_batch_size}, "
+        f"training: {length}, batch {_describe_batch(training_args)}, "
         f"lr {training_args.learning_rate:g}; loss = {settings['label_loss_weight']:g} * label + "
         f"{settings['rationale_loss_weight']:g} * rationale + {settings['mi_loss_weight']:g} * MI "
         f"({settings['mi_variant']} variant, {settings['mi_reduction']}, {settings['mi_divergence']})"
     )
+
+
+def _describe_batch(training_args: Any) -> str:
+    """The examples of one optimizer step: the batch per device, and where it is more, how it adds up.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> one = dict(per_device_train_batch_size=8, train_batch_size=8, world_size=1)
+        >>> _describe_batch(SimpleNamespace(**one, gradient_accumulation_steps=1))
+        '8'
+        >>> _describe_batch(SimpleNamespace(**one, gradient_accumulation_steps=2))
+        '8 x 2 accumulation = 16'
+        >>> _describe_batch(SimpleNamespace(**{**one, "world_size": 4}, gradient_accumulation_steps=2))
+        '8 per device x 4 processes x 2 accumulation = 64'
+    """
+    per_device = training_args.per_device_train_batch_size
+    gpus = training_args.train_batch_size // per_device  # several GPUs of one process (DataParallel)
+    factors = [
+        (gpus, "GPUs"),
+        (training_args.world_size, "processes"),
+        (training_args.gradient_accumulation_steps, "accumulation"),
+    ]
+    factors = [(count, what) for count, what in factors if count > 1]
+    if not factors:
+        return str(per_device)
+    total = per_device * math.prod(count for count, _ in factors)
+    first = f"{per_device} per device" if factors[0][1] != "accumulation" else str(per_device)
+    return " x ".join([first, *(f"{count} {what}" for count, what in factors)]) + f" = {total}"
 
 
 def _ece_callback(trainer: Any) -> Any:
@@ -1244,7 +1336,8 @@ def _sidecar(
         "rationale_max_new_tokens": args.rationale_max_new_tokens,
         "confidence": callback.mode,
         "label_candidates": callback.label_candidates,
-        "base_model": model_args.model_name_or_path,
+        # a local folder by its absolute path (as adapter_config.json and the data paths), a Hub name as given
+        "base_model": _model_source(model_args.model_name_or_path) if model_args.model_name_or_path else None,
         "peft": model_args.use_peft,
         "student_type": resolve_student_type(trainer.model),
         "chat_template": bool(data_args.chat_template),
@@ -1317,6 +1410,52 @@ def _already_saved(trainer: Any, checkpoint_sidecar: Any) -> Iterator[None]:
         trainer.add_callback(checkpoint_sidecar)
 
 
+_GENERATION_SETTING_FLAGS: dict[str, str] = {
+    "generation_max_length": "--generation-max-length",
+    "rationale_max_new_tokens": "--rationale-max-new-tokens",
+    "generation_config": "--generation-config",
+}
+"""The command-line flag of each generation setting the trainer's and the students' messages name."""
+
+
+def _in_flags(message: str) -> str:
+    """A message about generation settings in command-line terms: each ``setting=value`` the flag that sets
+    it (:data:`_GENERATION_SETTING_FLAGS`), and the :class:`~hf_cotmi.ECECallback` that generates with it the
+    calibration it measures.
+
+    Examples:
+        >>> _in_flags("generation_max_length=2000 leaves no room")
+        '--generation-max-length 2000 leaves no room'
+        >>> _in_flags("generation_config.max_new_tokens=900 leaves no room; ECECallback(confidence='sequence') ...")
+        'max_new_tokens=900 of --generation-config leaves no room; the ECE (--confidence sequence) ...'
+        >>> _in_flags("model.generation_config.max_length=900 leaves no room")
+        'model.generation_config.max_length=900 leaves no room'
+    """
+    flags = _GENERATION_SETTING_FLAGS
+
+    def flag(match: re.Match[str]) -> str:
+        setting, part, value = match.group(1), match.group(2), match.group(3)
+        return f"{part}={value} of {flags[setting]}" if part else f"{flags[setting]} {value}"
+
+    settings = "|".join(re.escape(name) for name in flags)
+    message = re.sub(rf"(?<![\w.])({settings})(?:\.(\w+))?=(\S+)", flag, message)
+    return re.sub(r"ECECallback\(confidence='(\w+)'\)", r"the ECE (--confidence \1)", message)
+
+
+def _check_generation_room(trainer: Any) -> None:
+    """The trainer's check of the generation lengths the test phase uses
+    (:meth:`~hf_cotmi.DSSMITrainer._check_generation_room`), its refusal a usage error in the flags'
+    terms (:func:`_in_flags`).
+
+    Raises:
+        CLIUsageError: a generation length at or above a decoder-only student's context.
+    """
+    try:
+        trainer._check_generation_room()
+    except ValueError as error:
+        raise CLIUsageError(_in_flags(str(error))) from None
+
+
 def _check_example_room(trainer: Any) -> None:
     """Refuse, before training, generation lengths the examples shown after the test phase cannot use.
 
@@ -1337,23 +1476,20 @@ def _check_example_room(trainer: Any) -> None:
         >>> _check_example_room(SimpleNamespace(model=model, processing_class=None, args=args))
         Traceback (most recent call last):
         ...
-        hf_cotmi.run_arguments.CLIUsageError: rationale_max_new_tokens=256 leaves no room ...
+        hf_cotmi.run_arguments.CLIUsageError: --rationale-max-new-tokens 256 leaves no room ...
     """
     args = trainer.args
     asked = {
-        "rationale_max_new_tokens": (args.rationale_max_new_tokens, "a smaller --rationale-max-new-tokens"),
-        "generation_max_length": (
-            label_new_tokens(trainer.model, args.generation_max_length),
-            "a smaller --generation-max-length",
-        ),
+        "rationale_max_new_tokens": args.rationale_max_new_tokens,
+        "generation_max_length": label_new_tokens(trainer.model, args.generation_max_length),
     }
-    for argument, (limit, smaller) in asked.items():
+    for argument, limit in asked.items():
         try:
             generation_prompt_limit(trainer.model, trainer.processing_class, limit, argument=argument)
         except ValueError as error:
             raise CLIUsageError(
-                f"{error}; the examples shown after the test phase generate that many tokens (pass "
-                f"--num-examples-to-show 0 to show none, or {smaller})"
+                f"{_in_flags(str(error))}; the examples shown after the test phase generate that many tokens "
+                f"(pass --num-examples-to-show 0 to show none, or a smaller {_GENERATION_SETTING_FLAGS[argument]})"
             ) from None
 
 
@@ -1484,6 +1620,42 @@ def _splits_with_a_use(data: LoadedData, training_args: Any) -> LoadedData:
     return replace(data, splits={name: split for name, split in data.splits.items() if name != "eval"})
 
 
+def _check_evaluation_split(data: LoadedData, data_args: DataArguments, training_args: Any) -> None:
+    """Refuse an ``eval_strategy`` with no validation split to evaluate, before the student is loaded (the
+    Trainer refused it only when built, after the data was tokenised and the model loaded, in its own words).
+
+    Raises:
+        CLIUsageError: it names the strategy and the options that give a validation split.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> data = LoadedData(splits={"train": 1, "test": 2}, name=None, task="text", source={"train_file": "t"})
+        >>> _check_evaluation_split(data, DataArguments(), SimpleNamespace(eval_strategy="no"))
+        >>> _check_evaluation_split(data, DataArguments(), SimpleNamespace(eval_strategy="steps"))
+        Traceback (most recent call last):
+        ...
+        hf_cotmi.run_arguments.CLIUsageError: --eval-strategy steps evaluates a validation split ...
+    """
+    strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+    if strategy == "no" or "eval" in data.splits:
+        return
+    dataset = data.source.get("dataset")
+    if dataset is None:  # your files
+        give = "give a validation file with --validation-file"
+    elif dataset == SYNTHETIC_TASK:
+        give = "generate validation examples with --synthetic-valid-size N"
+    else:
+        give = f"choose a split of {dataset} other than the training split with --eval-split"
+    split = f"--eval-split {data_args.eval_split}"
+    if data_args.eval_split == data_args.train_split:
+        split += ", the training split"
+    raise CLIUsageError(
+        f"--eval-strategy {strategy} evaluates a validation split during training, and the data has none "
+        f"({split}): {give}, or leave --eval-strategy at no (the default: the test split is evaluated "
+        "after training)"
+    )
+
+
 def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -1528,6 +1700,30 @@ def run_training(
         >>> # run_training(ModelArguments(), DataArguments(dataset="synthetic"), EvaluationArguments(),
         >>> #              DSSMITrainingArguments("out", max_steps=200))
     """
+    # disable_tqdm hides the libraries' bars too: loading the weights, tokenising, writing the shards
+    with _library_progress_bars(shown=not training_args.disable_tqdm):
+        return _run_training(
+            model_args,
+            data_args,
+            eval_args,
+            training_args,
+            title=title,
+            extra_vocabulary=extra_vocabulary,
+            print_fn=print_fn,
+        )
+
+
+def _run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    eval_args: EvaluationArguments,
+    training_args: Any,
+    *,
+    title: str | None,
+    extra_vocabulary: Sequence[str],
+    print_fn: Callable[[str], None],
+) -> dict[str, Any]:
+    """:func:`run_training`'s steps, with the libraries' progress bars as it set them."""
     started = time.monotonic()
     check_confidence_options(eval_args.confidence, eval_args.label_candidates)
     if model_args.use_peft and not model_args.model_name_or_path:
@@ -1541,6 +1737,7 @@ def run_training(
         print_fn(title)
     resume = _resume_checkpoint(training_args, print_fn)
     data = load_task_data(data_args)
+    _check_evaluation_split(data, data_args, training_args)
     spec: TaskSpec = data.spec  # type: ignore[assignment]
     sizes = ", ".join(f"{split} {dataset.num_rows}" for split, dataset in data.splits.items())
     labels = f"; training labels from {data.teacher_label_column!r}" if data.teacher_label_column else ""
@@ -1593,7 +1790,7 @@ def run_training(
     checkpoint_sidecar = _sidecar_in_checkpoints(lambda: _sidecar(trainer, data, model_args, data_args))
     trainer.add_callback(checkpoint_sidecar)
     if prefix in features:  # the test phase generates: a length the context cannot hold fails now, not after
-        trainer._check_generation_room()
+        _check_generation_room(trainer)
         if min(eval_args.num_examples_to_show, data.splits[prefix].num_rows) > 0:
             _check_example_room(trainer)
     print_fn(_describe_training(training_args))
@@ -1655,7 +1852,8 @@ def _load_with_recorded_columns(
     try:
         return load_task_data(data_args, need_train=False)
     except ValueError as error:
-        if isinstance(error, CLIUsageError) or not any(repr(name) in str(error) for name in carried.values()):
+        column_error = not isinstance(error, CLIUsageError) or isinstance(error, _MissingColumnError)
+        if not column_error or not any(repr(name) in str(error) for name in carried.values()):
             raise
         names = ", ".join(f"--{field.replace('_', '-')} {name}" for field, name in carried.items())
         raise CLIUsageError(
@@ -1683,7 +1881,8 @@ def _data_for_evaluation(
 
     What the run recorded fills the options the caller left at their defaults (``explicit`` names the ones
     set on purpose, even to the default); files of your own given anew are read with the run's column
-    names. Of recorded files, only the evaluated split's is read.
+    names. Of recorded files, only the evaluated split's is read. The split is whole: the first-N cut the
+    run made (:func:`_recorded_limit`) is the caller's to make, which then knows the split's size.
     """
     no_data = not (
         data_args.dataset or data_args.train_file or data_args.validation_file or data_args.test_file
@@ -1731,9 +1930,6 @@ def _data_for_evaluation(
                 f"{source.get('dataset')}), and it does not exist here or is not a "
                 "folder; give the release folder with --data-dir, or other data with --test-file or --dataset"
             )
-        limit = _recorded_limit(sidecar, split, data_args, explicit)
-        if limit is not None:
-            values["max_test_samples"] = limit  # the evaluated split is loaded as "test"
         data_args = DataArguments(**{**asdict(data_args), **values})
         carried: dict[str, str] = {}
     else:
@@ -1794,7 +1990,9 @@ def run_evaluation(
     Returns:
         :func:`hf_cotmi.evaluate_calibration`'s dict plus ``"split"``, ``"dataset"``, ``"model"``, ``"task"``,
         and ``"base_model"`` when it is given (a local folder by its absolute path: a folder ``./gpt2``
-        recorded as ``gpt2`` would read as the Hub's ``gpt2``).
+        recorded as ``gpt2`` would read as the Hub's ``gpt2``); where the run evaluated only the first N
+        examples of the split (``--max-test-samples``) and so does this, on the recorded data,
+        ``"run_max_samples"`` (N) and ``"split_examples"`` (the split's size, more than N).
 
     Examples:
         >>> # run_evaluation("demo-out", DataArguments(), EvaluationArguments())["accuracy"]
@@ -1808,6 +2006,12 @@ def run_evaluation(
         raise CLIUsageError("--num-examples-to-show is not used by evaluate (predict shows examples)")
     sidecar = read_sidecar(model_path)
     data, from_sidecar = _data_for_evaluation(data_args, sidecar, model_path, split, explicit_options)
+    run_limit = _recorded_limit(sidecar, split, data_args, explicit_options) if from_sidecar else None
+    whole = data.splits["test"].num_rows
+    if run_limit is not None and run_limit < whole:  # the run's cut: evaluate reproduces its figures
+        data.splits["test"] = data.splits["test"].select(range(run_limit))
+    else:
+        run_limit = None  # the run evaluated the whole split too
     if from_sidecar:
         spec = _sidecar_spec(sidecar, data_args.task or sidecar.get("task"))
     else:
@@ -1854,9 +2058,8 @@ def run_evaluation(
     report.update(split=split, dataset=data.name, model=model_path, task=spec.metric)
     if base_model is not None:
         report["base_model"] = _model_source(os.fspath(base_model))
-    run_limit = _recorded_limit(sidecar, split, data_args, explicit_options)
-    if from_sidecar and run_limit is not None:
-        report["run_max_samples"] = run_limit  # the run's cut applied: evaluate reproduces its figures
+    if run_limit is not None:
+        report.update(run_max_samples=run_limit, split_examples=whole)
     return report
 
 

@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from cli_runs import evaluate_reproduces_the_runs_test_figures
+from cli_runs import evaluate_reproduces_the_runs_test_figures, one_error_line
 from test_cli import FAST, SYNTHETIC, run
 
 from hf_cotmi import build_tiny_causal_lm, build_word_tokenizer
@@ -134,8 +134,31 @@ def test_a_rationale_length_the_context_cannot_hold_stops_train_before_training(
         capsys, "train", "--model", gpt2_dir, *SYNTHETIC, *FAST, "--output-rationale",
         "--rationale-max-new-tokens", "1024", "--output-dir", str(tmp_path / "out"),
     )  # fmt: skip
-    assert code != 0
-    assert "rationale_max_new_tokens=1024 leaves no room for a prompt in the student's context of 1024" in err
+    assert code == 2, err
+    assert (
+        "--rationale-max-new-tokens 1024 leaves no room for a prompt in the student's context of 1024" in err
+    )
+
+
+def test_a_label_length_the_context_cannot_hold_is_a_usage_error_naming_the_flag(
+    gpt2_dir, tmp_path, capsys, monkeypatch
+):
+    """The trainer's own check of the test phase's lengths came first, with a plain ValueError (exit 1)
+    naming the Python field (``generation_max_length=2000``), not the flag."""
+    from hf_cotmi.trainer import DSSMITrainer
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(DSSMITrainer, "train", trained)
+    argv = ["train", "--model", gpt2_dir, *SYNTHETIC, *_without(FAST, "--generation-max-length")]
+    code, _, err = run(
+        capsys, *argv, "--generation-max-length", "2000", "--output-dir", str(tmp_path / "out")
+    )  # fmt: skip
+    assert code == 2, err
+    line = one_error_line(err, "train")
+    assert "--generation-max-length 2000 leaves no room for a prompt in the student's context of 1024" in line
+    assert "generation_max_length" not in line and "ValueError" not in line
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +201,8 @@ def test_an_example_rationale_length_the_context_cannot_hold_stops_train_before_
         capsys, "train", "--model", short_gpt2_dir, *SHORT, *SHORT_FAST, "--output-dir", str(tmp_path / "out"),
     )  # fmt: skip
     assert code == 2, err
-    assert "rationale_max_new_tokens=256 leaves no room for a prompt in the student's context of 128" in err
-    assert "--num-examples-to-show 0" in err and "--rationale-max-new-tokens" in err
+    assert "--rationale-max-new-tokens 256 leaves no room for a prompt in the student's context of 128" in err
+    assert "--num-examples-to-show 0" in err and "or a smaller --rationale-max-new-tokens" in err
 
 
 def test_a_failure_after_training_still_saves_the_trained_model(

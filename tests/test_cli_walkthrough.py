@@ -181,10 +181,26 @@ def test_a_missing_column_names_the_flag_that_picks_it(tmp_path, capsys, column,
         capsys, "train", "--train-file", str(train), *CUSTOM_COLUMNS, "--max-steps", "1", *TINY,
         "--output-dir", str(tmp_path / "out"),
     )  # fmt: skip
-    assert code == 1
+    assert code == 2  # a usage error: the flag names the column, and a flag fixes it
     line = one_error_line(err, "train")
     assert f"no column {dict(input='question', label='answer', rationale='explanation')[column]!r}" in line
     assert f"{column}_column= ({flag} on the command line)" in line
+
+
+def test_a_column_flag_naming_no_column_of_the_file_is_a_usage_error(tmp_path, capsys):
+    """The docs' walk: ``--input-column question`` on files whose input column is ``input``."""
+    train = write_rows(tmp_path / "train.jsonl", [{"input": "q ?", "label": "1", "rationale": "r ."}] * 4)
+    code, _, err = run(
+        capsys, "train", "--train-file", str(train), "--input-column", "question", "--max-steps", "1", *TINY,
+        "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2
+    line = one_error_line(err, "train")
+    assert (
+        "train.jsonl: no column 'question' (for 'input'); the columns are ['input', 'label', 'rationale']"
+        in line
+    )
+    assert "ValueError" not in line
 
 
 def test_evaluate_a_model_folder_that_does_not_exist_says_so(tmp_path, capsys):
@@ -327,3 +343,95 @@ def test_the_learning_rate_note_is_for_a_built_student_at_the_default_rate_only(
     code, out, err = run(capsys, *common, "--learning-rate", "5e-3", "--output-dir", str(tmp_path / "b"))
     assert code == 0, err
     assert "note: --learning-rate" not in out
+
+
+# ----------------------------------------------------------------------------- a second walk through the docs
+
+
+def test_eval_strategy_without_a_validation_split_is_refused_before_the_student_loads(
+    tmp_path, capsys, monkeypatch
+):
+    """Transformers refused it only when the trainer was built, after the data was tokenised and the model
+    loaded, exit 1, in its own words (``args.eval_strategy`` ... ``eval_dataset``)."""
+    import hf_cotmi.pipeline
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the student was loaded")
+
+    monkeypatch.setattr(hf_cotmi.pipeline, "load_student", loaded)
+    code, _, err = run(
+        capsys, "train", "--dataset", "synthetic", "--synthetic-train-size", "8", "--synthetic-test-size", "2",
+        "--eval-strategy", "steps", "--max-steps", "1", *TINY, "--output-dir", str(tmp_path / "synthetic"),
+    )  # fmt: skip
+    assert code == 2
+    line = one_error_line(err, "train")
+    assert "--eval-strategy steps evaluates a validation split during training, and the data has none" in line
+    assert "--synthetic-valid-size N" in line and "eval_dataset" not in line
+    # from a config file, on files of your own: the flag that gives a validation file
+    train = write_rows(tmp_path / "train.jsonl", [{"input": "q ?", "label": "1", "rationale": "r ."}] * 4)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"train_file: {train}\ntest_file: {train}\neval_strategy: steps\neval_steps: 1\n")
+    code, _, err = run(capsys, "train", "--config", str(config), *TINY, "--output-dir", str(tmp_path / "own"))
+    assert code == 2
+    line = one_error_line(err, "train")
+    assert "(--eval-split valid): give a validation file with --validation-file" in line
+
+
+def test_the_training_line_shows_the_batch_that_gradient_accumulation_adds_up_to(tmp_path, capsys):
+    code, out, err = run(
+        capsys, "train", "--dataset", "synthetic", "--synthetic-train-size", "16", "--synthetic-test-size", "2",
+        "--max-steps", "1", "--gradient-accumulation-steps", "3", "--save-strategy", "no", "--disable-tqdm",
+        *TINY, "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "\ntraining: 1 step, batch 4 x 3 accumulation = 12, lr " in out, out
+
+
+def test_disable_tqdm_hides_the_libraries_bars_too(tiny_student_dir, tmp_path, capsys):
+    """``--disable-tqdm`` left transformers' "Loading weights" and "Writing model shards" and datasets'
+    "Tokenising train" bars on standard error."""
+    bars = ("Loading weights", "Tokenising train", "Writing model shards")
+    common = (
+        "train", "--model", tiny_student_dir, "--dataset", "synthetic", "--synthetic-train-size", "8",
+        "--synthetic-test-size", "2", "--max-steps", "1", "--save-strategy", "no", *TINY,
+    )  # fmt: skip
+    code, _, err = run(capsys, *common, "--output-dir", str(tmp_path / "shown"))
+    assert code == 0, err
+    assert all(bar in err for bar in bars), err
+    code, _, err = run(capsys, *common, "--disable-tqdm", "--output-dir", str(tmp_path / "hidden"))
+    assert code == 0, err
+    assert not any(bar in err for bar in bars), err
+
+
+def test_the_run_records_a_local_base_model_by_its_absolute_path(
+    tiny_student_dir, tmp_path, capsys, monkeypatch
+):
+    """As ``adapter_config.json`` and the data paths are: ``--model tiny`` typed in another folder would
+    read as the Hub's ``tiny``."""
+    folder = Path(tiny_student_dir)
+    monkeypatch.chdir(folder.parent)
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "train", "--model", folder.name, "--dataset", "synthetic", "--synthetic-train-size", "8",
+        "--synthetic-test-size", "2", "--max-steps", "1", "--save-strategy", "no", "--disable-tqdm", *TINY,
+        "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    sidecar = json.loads((out / "hf_cotmi_config.json").read_text())
+    assert sidecar["base_model"] == str(folder.resolve()) != folder.name
+
+
+def test_demo_help_gives_the_documented_time_and_the_causal_students_defaults():
+    from hf_cotmi.cli import build_parser
+    from hf_cotmi.demo import _DURATION as DURATION
+    from hf_cotmi.demo import demo_defaults
+
+    help_text = " ".join(build_parser("demo").format_help().split())
+    causal = demo_defaults(causal=True)
+    assert DURATION in help_text and "two minutes" not in help_text
+    said = f"whose defaults are {causal['max_steps']} steps at learning rate {causal['learning_rate']:g}"
+    assert f"--student-type causal trains a small decoder-only (Llama) student instead, {said}" in help_text
+    assert (causal["max_steps"], causal["learning_rate"]) == (400, 1e-2)  # what docs/cli.md says
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    assert DURATION in " ".join((docs / "cli.md").read_text().split())
+    assert DURATION.split(" on ")[0] in (docs / "index.md").read_text()

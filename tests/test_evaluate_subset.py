@@ -60,7 +60,7 @@ def test_evaluate_reproduces_the_figures_of_a_run_tested_on_a_subset(subset_run,
     code, stdout, err = run(capsys, "evaluate", "--model", str(subset_run))
     assert code == 0, err
     assert f"test ({TESTED} examples" in stdout
-    assert f"the first {TESTED} examples, as the training run evaluated them" in stdout
+    assert f"the first {TESTED} examples of {TEST_ROWS}, as the training run evaluated them" in stdout
 
 
 def test_the_recorded_limit_belongs_to_its_split_and_a_flag_wins(subset_run, tmp_path):
@@ -98,3 +98,21 @@ def test_other_synthetic_data_is_evaluated_whole_not_cut_to_the_runs_count(tiny_
         str(out), DataArguments(synthetic_seed=7), EvaluationArguments(), plot_file=plot
     )
     assert reseeded["num_examples"] == 6 and "run_max_samples" not in reseeded
+
+
+def test_a_recorded_limit_that_covered_the_whole_split_offers_no_more(tiny_student_dir, tmp_path, capsys):
+    """``demo --smoke`` cuts its 20 test examples to the first 20: ``evaluate`` said "the first 20 examples
+    ...; --max-test-samples N evaluates more", and there were no more."""
+    out = tmp_path / "out"
+    run_training(
+        ModelArguments(model_name_or_path=tiny_student_dir),
+        DataArguments(dataset="synthetic", synthetic_train_size=8, synthetic_test_size=4, max_test_samples=4),
+        EvaluationArguments(num_examples_to_show=0),
+        training_arguments(out, max_steps=1),
+        print_fn=lambda text: None,
+    )
+    assert json.loads((out / SIDECAR_NAME).read_text())["held_out_max_samples"] == {"test": 4}
+    code, stdout, err = run(capsys, "evaluate", "--model", str(out), "--plot-file", str(tmp_path / "d.png"))
+    assert code == 0, err
+    assert "test (4 examples" in stdout
+    assert "the first" not in stdout and "--max-test-samples" not in stdout

@@ -372,8 +372,10 @@ def test_empty_rationale_error_stops_naming_the_split_and_count(tmp_path, capsys
     code, _, err = run(capsys, *own_files_run(tmp_path, sparse_rationales, "--empty-rationale", "error"))
     assert code == 1
     line = one_error_line(err, "demo")
-    assert "split 'train': 67 of 100 examples have no rationale" in line
+    assert "split 'train': 67 of 100 examples have no rationale (first rows: [0, 2, 3, 5, 6])" in line
     assert "--empty-rationale keep" in line and "--empty-rationale drop" in line
+    # its ways on are the flags: not with_rationale=False nor empty_rationale='keep', Python's
+    assert "with_rationale" not in line and "empty_rationale=" not in line
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
