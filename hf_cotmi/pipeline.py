@@ -26,7 +26,7 @@ import shlex
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .data.textfiles import InputRecord, write_text_atomically
 from .generation import generate_texts, predict_texts
@@ -54,6 +54,9 @@ from .students import (
     read_model_json,
 )
 from .tasks import METRICS, SYNTHETIC_TASK, TASKS, TaskSpec, get_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .data.features import EmptyRationaleError
 
 logger = logging.getLogger("hf_cotmi")
 
@@ -243,11 +246,17 @@ _FILE_FIELDS = {"train": "train_file", "valid": "validation_file", "test": "test
 
 
 class _MissingColumnError(CLIUsageError):
-    """A column option (``--input-column``, ...) that names no column of a file of your own."""
+    """A column option (``--input-column``, ...) that names no column of a file of your own: the loader's
+    :class:`~hf_cotmi.data.custom.MissingColumnError`, its message as it is, as a usage error; ``column`` is
+    the name the option gave."""
+
+    def __init__(self, message: str, column: str) -> None:
+        super().__init__(message)
+        self.column = column
 
 
 def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[str, Any]]:
-    from .data.custom import load_cot_dataset
+    from .data.custom import MissingColumnError, load_cot_dataset
 
     for split, path in files.items():
         if not os.path.isfile(path):
@@ -255,12 +264,8 @@ def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[st
     columns = {name: getattr(args, name) for name in COLUMN_FIELDS}
     try:
         data, report = load_cot_dataset(files, return_report=True, **columns)
-    except ValueError as error:
-        # the loader's "no column 'question' (for 'input')": a column option to fix, not a data error
-        targets = {field.removesuffix("_column"): column for field, column in columns.items()}
-        if any(f"no column {column!r} (for {target!r})" in str(error) for target, column in targets.items()):
-            raise _MissingColumnError(str(error)) from error
-        raise
+    except MissingColumnError as error:  # a column option to fix, not a data error
+        raise _MissingColumnError(str(error), error.column) from error
     source: dict[str, Any] = {_FILE_FIELDS[split]: os.path.abspath(path) for split, path in files.items()}
     return data, {**source, **columns}, report
 
@@ -523,7 +528,7 @@ def build_features(
     """
     from datasets import DatasetDict
 
-    from .data.features import prepare_dss_features
+    from .data.features import EmptyRationaleError, prepare_dss_features
     from .data.report import FeaturesReport
 
     def keeps_rationale(split: str) -> bool:
@@ -551,36 +556,28 @@ def build_features(
                 model=model,
                 chat_template=data_args.chat_template,
             )
-        except ValueError as error:
-            message = _empty_rationale_message(error, split, data_args)
-            if message is None:
-                raise
-            raise ValueError(message) from None
+        except EmptyRationaleError as error:
+            raise ValueError(_empty_rationale_message(error)) from None
         features[split], report.splits[split] = encoded[split], counted.splits[split]
     return (features, report) if return_report else features
 
 
-def _empty_rationale_message(error: ValueError, split: str, data_args: DataArguments) -> str | None:
-    """Where ``error`` is the refusal of ``empty_rationale="error"``, that refusal in the options' terms:
-    its ways on are ``--empty-rationale keep`` and ``drop``, not the Python-only ``with_rationale=False`` of
-    :func:`~hf_cotmi.prepare_dss_features`'s message. None for another error.
+def _empty_rationale_message(error: EmptyRationaleError) -> str:
+    """The refusal of ``empty_rationale="error"`` in the options' terms: its ways on are
+    ``--empty-rationale keep`` and ``drop``, not the Python-only ``with_rationale=False`` of
+    :class:`~hf_cotmi.data.features.EmptyRationaleError`'s message.
 
     Examples:
-        >>> error = ValueError("split 'train': 2 of 9 examples have no rationale (first rows: [0, 4]); keep "
-        ...                    "them with empty_rationale='keep' ..., or build ... with_rationale=False")
-        >>> message = _empty_rationale_message(error, "train", DataArguments(empty_rationale="error"))
+        >>> from hf_cotmi.data.features import EmptyRationaleError
+        >>> message = _empty_rationale_message(EmptyRationaleError("train", 2, 9, [0, 4]))
         >>> message.startswith("split 'train': 2 of 9 examples have no rationale (first rows: [0, 4]); keep")
         True
         >>> "with_rationale" in message, message.endswith("or drop them with --empty-rationale drop")
         (False, True)
     """
-    found = str(error).partition("; ")[0]
-    refusal = found.startswith(f"split {split!r}: ") and " have no rationale (" in found
-    if data_args.empty_rationale != "error" or not refusal:
-        return None
     return (
-        f"{found}; keep them with --empty-rationale keep (their rationale target is only the end-of-sequence "
-        "token) or drop them with --empty-rationale drop"
+        f"{error.finding}; keep them with --empty-rationale keep (their rationale target is only the "
+        "end-of-sequence token) or drop them with --empty-rationale drop"
     )
 
 
@@ -1848,12 +1845,12 @@ def _recorded_columns(
 def _load_with_recorded_columns(
     data_args: DataArguments, carried: dict[str, str], model_path: str
 ) -> LoadedData:
-    """:func:`load_task_data` for evaluate; an error about a column name taken from the sidecar says so."""
+    """:func:`load_task_data` for evaluate; a column name taken from the sidecar that names no column of the
+    file (:class:`_MissingColumnError`, by its ``column``) says so."""
     try:
         return load_task_data(data_args, need_train=False)
-    except ValueError as error:
-        column_error = not isinstance(error, CLIUsageError) or isinstance(error, _MissingColumnError)
-        if not column_error or not any(repr(name) in str(error) for name in carried.values()):
+    except _MissingColumnError as error:
+        if error.column not in carried.values():  # a column option given, not one the run recorded
             raise
         names = ", ".join(f"--{field.replace('_', '-')} {name}" for field, name in carried.items())
         raise CLIUsageError(

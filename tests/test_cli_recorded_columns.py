@@ -129,6 +129,35 @@ def test_a_new_file_without_the_recorded_columns_says_where_the_names_came_from(
     assert "no column 'question'" in line and SIDECAR_NAME in line and "--input-column" in line
 
 
+def test_the_recorded_names_are_told_by_the_errors_class_not_its_wording(
+    renamed_run, tmp_path, capsys, monkeypatch
+):
+    """Reworded so that it names no column, the loader's missing-column error still gets the note."""
+    from hf_cotmi.data.custom import MissingColumnError
+
+    monkeypatch.setattr(MissingColumnError, "__str__", lambda error: "a column is absent")
+    plain = _write(
+        tmp_path / "plain.jsonl", 20, 24, {"input": "input", "label": "label", "rationale": "rationale"}
+    )
+    code, _, err, _ = _evaluate(capsys, renamed_run, tmp_path, "--test-file", plain)
+    line = one_error_line(err, "evaluate")
+    assert code == 2
+    assert line.startswith("hf-cotmi evaluate: error: a column is absent (evaluate used the column names ")
+    assert line.endswith("--input-column question, --label-column answer, --rationale-column why)")
+
+
+def test_a_column_flag_given_naming_no_column_gets_no_note_about_recorded_names(
+    renamed_run, tmp_path, capsys
+):
+    plain = _write(
+        tmp_path / "plain.jsonl", 20, 24, {"input": "input", "label": "label", "rationale": "rationale"}
+    )
+    code, _, err, _ = _evaluate(capsys, renamed_run, tmp_path, "--test-file", plain, "--input-column", "nope")
+    line = one_error_line(err, "evaluate")
+    assert code == 2 and "no column 'nope' (for 'input')" in line
+    assert SIDECAR_NAME not in line and "recorded" not in line
+
+
 def test_a_recorded_dataset_carries_no_column_names(tmp_path):
     plain = _write(
         tmp_path / "plain.jsonl", 0, 3, {"input": "input", "label": "label", "rationale": "rationale"}

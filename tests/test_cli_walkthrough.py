@@ -203,6 +203,20 @@ def test_a_column_flag_naming_no_column_of_the_file_is_a_usage_error(tmp_path, c
     assert "ValueError" not in line
 
 
+def test_a_missing_column_is_a_usage_error_by_its_class_not_its_wording(tmp_path, capsys, monkeypatch):
+    """The CLI knows the loader's missing-column error by its class: reworded, it is still a usage error."""
+    from hf_cotmi.data.custom import MissingColumnError
+
+    monkeypatch.setattr(MissingColumnError, "__str__", lambda error: f"{error.where} lacks {error.column}")
+    train = write_rows(tmp_path / "train.jsonl", [{"input": "q ?", "label": "1", "rationale": "r ."}] * 4)
+    code, _, err = run(
+        capsys, "train", "--train-file", str(train), "--input-column", "question", "--max-steps", "1", *TINY,
+        "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2
+    assert one_error_line(err, "train") == f"hf-cotmi train: error: {train} lacks question"
+
+
 def test_evaluate_a_model_folder_that_does_not_exist_says_so(tmp_path, capsys):
     missing = tmp_path / "no-such-run"
     code, _, err = run(capsys, "evaluate", "--model", str(missing))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from pathlib import Path
 
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from hf_cotmi import load_cot_dataset
-from hf_cotmi.data.custom import as_text_column
+from hf_cotmi.data.custom import MissingColumnError, as_text_column
 from hf_cotmi.data.jsonfiles import DataFormatError
 
 ROWS = [
@@ -102,6 +103,32 @@ def test_missing_column_lists_columns(tmp_path: Path):
     message = str(info.value)
     assert "no column 'rationale'" in message and "'question', 'answer', 'why', 'source'" in message
     assert str(path) in message and "rationale_column=" in message
+
+
+def test_a_missing_column_error_carries_what_is_missing(tmp_path: Path):
+    path = write_jsonl(tmp_path / "cot.jsonl", ROWS)
+    with pytest.raises(MissingColumnError) as info:
+        load_cot_dataset(path, input_column="question", label_column="reply", rationale_column="why")
+    error = info.value
+    assert isinstance(error, ValueError)  # the except clauses written before it had a class still catch it
+    assert (error.where, error.column, error.target) == (str(path), "reply", "label")
+    assert error.columns == ["question", "answer", "why", "source"]
+    assert str(error) == (
+        f"{path}: no column 'reply' (for 'label'); the columns are ['question', 'answer', 'why', 'source']. "
+        "Pass label_column= (--label-column on the command line) to name the right one"
+    )
+    # a split of a DatasetDict names itself; pickled (between processes), the attributes and message stay
+    data = DatasetDict({"test": Dataset.from_dict({"input": ["x"], "label": ["y"]})})
+    with pytest.raises(MissingColumnError) as info:
+        load_cot_dataset(data)
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (copy.where, copy.column, copy.target, copy.columns) == (
+        "split 'test' of the DatasetDict",
+        "rationale",
+        "rationale",
+        ["input", "label"],
+    )
+    assert str(copy) == str(info.value) and type(copy) is MissingColumnError
 
 
 def test_null_label_is_an_error_naming_the_row(tmp_path: Path):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from types import SimpleNamespace
 
 import pytest
 from datasets import Dataset, DatasetDict, List, Value, load_from_disk
 
 from hf_cotmi import prepare_dss_features
-from hf_cotmi.data.features import default_nli_separator, student_input_texts
+from hf_cotmi.data.features import EmptyRationaleError, default_nli_separator, student_input_texts
 from hf_cotmi.tiny import build_word_tokenizer
 
 WORDS = "tom has apples and buys more how many so he the answer is premise hypothesis a b c d e f g h i j k l"
@@ -130,6 +131,25 @@ def test_empty_rationales(tok, caplog):
     assert report.splits["dataset"].dropped_rationales == 2 and report.splits["dataset"].examples == 1
     with pytest.raises(ValueError, match=r"2 of 3 examples have no rationale \(first rows: \[1, 2\]\)"):
         prepare_dss_features(data, tok, empty_rationale="error")
+
+
+def test_the_empty_rationale_error_carries_the_split_the_count_and_the_first_rows(tok):
+    rationales = ["so", None, "", " ", "so", "\t", None, "", "so", ""]  # 7 of 10 blank: rows 1-3, 5-7, 9
+    data = Dataset.from_dict({"input": ["tom"] * 10, "label": ["a"] * 10, "rationale": rationales})
+    with pytest.raises(EmptyRationaleError) as info:
+        prepare_dss_features(DatasetDict({"train": data}), tok, empty_rationale="error")
+    error = info.value
+    assert isinstance(error, ValueError)  # the except clauses written before it had a class still catch it
+    assert (error.split, error.count, error.total, error.first_rows) == ("train", 7, 10, [1, 2, 3, 5, 6])
+    assert error.finding == "split 'train': 7 of 10 examples have no rationale (first rows: [1, 2, 3, 5, 6])"
+    assert str(error) == (
+        "split 'train': 7 of 10 examples have no rationale (first rows: [1, 2, 3, 5, 6]); keep them with "
+        "empty_rationale='keep' (command line: --empty-rationale keep), drop them with 'drop' "
+        "(--empty-rationale drop), or build predict-only features with with_rationale=False"
+    )
+    copy = pickle.loads(pickle.dumps(error))  # between processes, the attributes and message stay
+    assert (copy.split, copy.count, copy.total, copy.first_rows) == ("train", 7, 10, [1, 2, 3, 5, 6])
+    assert str(copy) == str(error) and type(copy) is EmptyRationaleError
 
 
 def test_nli_separator(tok):

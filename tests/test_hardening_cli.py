@@ -379,6 +379,23 @@ def test_empty_rationale_error_stops_naming_the_split_and_count(tmp_path, capsys
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+def test_the_empty_rationale_refusal_is_worded_from_the_errors_attributes(
+    tmp_path, capsys, sparse_rationales, monkeypatch
+):
+    """The CLI words the refusal from the error's split and counts, not by reading its message: reworded,
+    the CLI's line is the same."""
+    from hf_cotmi.data.features import EmptyRationaleError
+
+    monkeypatch.setattr(EmptyRationaleError, "__str__", lambda error: "some rationales are missing")
+    code, _, err = run(capsys, *own_files_run(tmp_path, sparse_rationales, "--empty-rationale", "error"))
+    assert code == 1
+    assert one_error_line(err, "demo") == (
+        "hf-cotmi demo: error: ValueError: split 'train': 67 of 100 examples have no rationale (first rows: "
+        "[0, 2, 3, 5, 6]); keep them with --empty-rationale keep (their rationale target is only the "
+        "end-of-sequence token) or drop them with --empty-rationale drop (--debug shows the traceback)"
+    )
+
+
 def test_empty_rationale_takes_only_its_three_values(tmp_path, capsys, sparse_rationales):
     code, _, err = run(capsys, *own_files_run(tmp_path, sparse_rationales, "--empty-rationale", "skip"))
     assert code == 2 and "invalid choice: 'skip'" in one_error_line(err, "demo")

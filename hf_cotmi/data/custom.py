@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
     from datasets import ClassLabel, Dataset, DatasetDict
 
-__all__ = ["SUPPORTED_SUFFIXES", "load_cot_dataset", "read_table_file"]
+__all__ = ["SUPPORTED_SUFFIXES", "MissingColumnError", "load_cot_dataset", "read_table_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,40 @@ _TEXT_DTYPES = ("string", "large_string")
 
 Locate = Callable[[int], str]
 """Row index (0-based) -> where the row is in its file (``"line 5"``, ``"record 3"``)."""
+
+
+class MissingColumnError(ValueError):
+    """:func:`load_cot_dataset`'s refusal of a column name (``input_column=``, ``label_column=``,
+    ``rationale_column=``) that names no column of the data. A ``ValueError``, as before it had a class.
+
+    Attributes:
+        where: the data the column is missing from, as the message names it: a file's path (as given),
+            ``"the Dataset"``, ``"split 'train' of the DatasetDict"`` or, for a ``Dataset`` in a mapping of
+            splits, ``"split 'train'"``.
+        column: the column name asked for (``"question"``).
+        target: the column it was asked for: ``"input"``, ``"label"`` or ``"rationale"``.
+        columns: the columns the data has.
+
+    Examples:
+        >>> from datasets import Dataset
+        >>> data = Dataset.from_dict({"input": ["1 + 1 ?"], "label": ["2"], "rationale": ["1 + 1 = 2 ."]})
+        >>> try:
+        ...     load_cot_dataset(data, input_column="question")
+        ... except MissingColumnError as error:
+        ...     print(error.where, error.column, error.target, error.columns)
+        the Dataset question input ['input', 'label', 'rationale']
+    """
+
+    def __init__(self, where: str, column: str, target: str, columns: Sequence[str]) -> None:
+        self.where, self.column, self.target, self.columns = where, column, target, list(columns)
+        super().__init__(
+            f"{where}: no column {column!r} (for {target!r}); the columns are {self.columns}. "
+            f"Pass {target}_column= (--{target}-column on the command line) to name the right one"
+        )
+
+    def __reduce__(self) -> tuple[type[MissingColumnError], tuple[str, str, str, list[str]]]:
+        # pickled (between processes) with its attributes, not the message its __init__ does not take
+        return type(self), (self.where, self.column, self.target, self.columns)
 
 
 def _kind(value: Any) -> str:
@@ -378,10 +412,7 @@ def _standardise(
     existing = dataset.column_names
     for target, column in columns.items():
         if column not in existing:
-            raise ValueError(
-                f"{where}: no column {column!r} (for {target!r}); the columns are {existing}. "
-                f"Pass {target}_column= (--{target}-column on the command line) to name the right one"
-            )
+            raise MissingColumnError(where, column, target, existing)
     renames = {column: target for target, column in columns.items() if column != target}
     clashes = [target for column, target in renames.items() if target in existing and target not in renames]
     if clashes:
@@ -500,8 +531,9 @@ def load_cot_dataset(
 
     Raises:
         FileNotFoundError: a path does not exist.
-        ValueError: a missing column, a null input or label, an empty input, an unsupported file type or a
-            malformed file (``hf_cotmi.data.jsonfiles.DataFormatError``, with file and line).
+        MissingColumnError: (a ``ValueError``) a column name that names no column of the data.
+        ValueError: a null input or label, an empty input, an unsupported file type or a malformed file
+            (``hf_cotmi.data.jsonfiles.DataFormatError``, with file and line).
         TypeError: ``source`` is of no supported kind.
 
     Examples:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "FEATURE_COLUMNS",
     "EXPLAIN_COLUMNS",
+    "EmptyRationaleError",
     "default_nli_separator",
     "prepare_dss_features",
     "student_input_texts",
@@ -267,6 +268,56 @@ def _blank_as_empty(targets: list[str]) -> list[str]:
     return [target if target.strip() else "" for target in targets]
 
 
+class EmptyRationaleError(ValueError):
+    """:func:`prepare_dss_features`' refusal, with ``empty_rationale="error"``, of examples whose rationale is
+    null, empty or blank. A ``ValueError``, as before it had a class.
+
+    Attributes:
+        split: the split holding them.
+        count: how many examples of the split have no rationale.
+        total: how many examples the split has.
+        first_rows: the first (at most five) of their rows, counted from 0.
+
+    Examples:
+        >>> from datasets import Dataset, DatasetDict
+        >>> from hf_cotmi.tiny import build_word_tokenizer
+        >>> data = Dataset.from_dict({"input": ["a ?", "b ?"], "label": ["1", "2"], "rationale": ["c .", " "]})
+        >>> tok = build_word_tokenizer(["a b c"])
+        >>> try:
+        ...     prepare_dss_features(DatasetDict(train=data), tok, empty_rationale="error")
+        ... except EmptyRationaleError as error:
+        ...     print(error.split, error.count, error.total, error.first_rows)
+        ...     print(error.finding)
+        train 1 2 [1]
+        split 'train': 1 of 2 examples have no rationale (first rows: [1])
+    """
+
+    def __init__(self, split: str, count: int, total: int, first_rows: Sequence[int]) -> None:
+        self.split, self.count, self.total, self.first_rows = split, count, total, list(first_rows)
+        super().__init__(
+            f"{self.finding}; keep them with empty_rationale='keep' (command line: --empty-rationale keep), "
+            "drop them with 'drop' (--empty-rationale drop), or build predict-only features with "
+            "with_rationale=False"
+        )
+
+    @property
+    def finding(self) -> str:
+        """What was found, without the ways on (the message's first part, which the CLI words in its flags).
+
+        Examples:
+            >>> EmptyRationaleError("train", 2, 9, [0, 4]).finding
+            "split 'train': 2 of 9 examples have no rationale (first rows: [0, 4])"
+        """
+        return (
+            f"split {self.split!r}: {self.count} of {self.total} examples have no rationale "
+            f"(first rows: {self.first_rows})"
+        )
+
+    def __reduce__(self) -> tuple[type[EmptyRationaleError], tuple[str, int, int, list[int]]]:
+        # pickled (between processes) with its attributes, not the message its __init__ does not take
+        return type(self), (self.split, self.count, self.total, self.first_rows)
+
+
 def _output_features(dataset: Dataset, with_rationale: bool) -> Any:
     from datasets import List, Value
 
@@ -313,12 +364,7 @@ def _prepare_split(
     if with_rationale and empty_rationale != "keep":
         blank = [i for i, r in enumerate(dataset["rationale"]) if _is_blank(r)]
         if blank and empty_rationale == "error":
-            raise ValueError(
-                f"split {split!r}: {len(blank)} of {dataset.num_rows} examples have no rationale "
-                f"(first rows: {blank[:5]}); keep them with empty_rationale='keep' (command line: --empty-rationale "
-                "keep), drop them with 'drop' (--empty-rationale drop), or build predict-only features with "
-                "with_rationale=False"
-            )
+            raise EmptyRationaleError(split, len(blank), dataset.num_rows, blank[:5])
         if blank:
             keep = sorted(set(range(dataset.num_rows)) - set(blank))
             dataset = dataset.select(keep)
@@ -550,9 +596,9 @@ def prepare_dss_features(
         ``Dataset`` is reported under its ``split`` name, or ``"dataset"``.
 
     Raises:
+        EmptyRationaleError: (a ``ValueError``) examples without a rationale, with ``empty_rationale="error"``.
         ValueError: a needed column is missing (the message lists the columns there are), a text value is
-            not a string, an unknown ``empty_rationale``, or a missing rationale with
-            ``empty_rationale="error"``.
+            not a string, or an unknown ``empty_rationale``.
 
     Examples:
         >>> from datasets import Dataset, DatasetDict
