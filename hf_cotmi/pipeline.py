@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import re
 import shlex
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ from .run_arguments import (
 )
 from .student_types import resolve_student_type
 from .students import (
+    GenerationLengthError,
     HubFileUnreachable,
     Student,
     _model_source,
@@ -1412,45 +1412,52 @@ _GENERATION_SETTING_FLAGS: dict[str, str] = {
     "rationale_max_new_tokens": "--rationale-max-new-tokens",
     "generation_config": "--generation-config",
 }
-"""The command-line flag of each generation setting the trainer's and the students' messages name."""
+"""The command-line flag of each generation setting a :class:`~hf_cotmi.students.GenerationLengthError`
+names (its ``setting``; ``generation_config.max_new_tokens`` is a part of ``generation_config``'s)."""
 
 
-def _in_flags(message: str) -> str:
-    """A message about generation settings in command-line terms: each ``setting=value`` the flag that sets
-    it (:data:`_GENERATION_SETTING_FLAGS`), and the :class:`~hf_cotmi.ECECallback` that generates with it the
-    calibration it measures.
+def _generation_length_in_flags(error: GenerationLengthError) -> str:
+    """The refusal of a generation length in command-line terms, from its attributes: the setting the flag
+    that sets it (:data:`_GENERATION_SETTING_FLAGS`; a setting no flag sets as the error names it), and the
+    :class:`~hf_cotmi.ECECallback` that generates with it the calibration it measures.
 
     Examples:
-        >>> _in_flags("generation_max_length=2000 leaves no room")
+        >>> from hf_cotmi.students import GenerationLengthError
+        >>> def opening(*fields):
+        ...     return _generation_length_in_flags(GenerationLengthError(*fields)).split(" for")[0]
+        >>> opening("generation_max_length", 2000, 1024)
         '--generation-max-length 2000 leaves no room'
-        >>> _in_flags("generation_config.max_new_tokens=900 leaves no room; ECECallback(confidence='sequence') ...")
-        'max_new_tokens=900 of --generation-config leaves no room; the ECE (--confidence sequence) ...'
-        >>> _in_flags("model.generation_config.max_length=900 leaves no room")
+        >>> opening("model.generation_config.max_length", 900, 512)
         'model.generation_config.max_length=900 leaves no room'
+        >>> ece = GenerationLengthError("generation_config.max_new_tokens", 900, 512, "labels", "sequence")
+        >>> message = _generation_length_in_flags(ece)
+        >>> message.split(" for")[0]
+        'max_new_tokens=900 of --generation-config leaves no room'
+        >>> message.split("; ")[-1]
+        'the ECE (--confidence sequence) generates labels with it at each evaluation'
     """
-    flags = _GENERATION_SETTING_FLAGS
-
-    def flag(match: re.Match[str]) -> str:
-        setting, part, value = match.group(1), match.group(2), match.group(3)
-        return f"{part}={value} of {flags[setting]}" if part else f"{flags[setting]} {value}"
-
-    settings = "|".join(re.escape(name) for name in flags)
-    message = re.sub(rf"(?<![\w.])({settings})(?:\.(\w+))?=(\S+)", flag, message)
-    return re.sub(r"ECECallback\(confidence='(\w+)'\)", r"the ECE (--confidence \1)", message)
+    setting, _, part = error.setting.partition(".")
+    flag = _GENERATION_SETTING_FLAGS.get(setting)
+    if flag is None:
+        named = f"{error.setting}={error.value}"
+    else:
+        named = f"{part}={error.value} of {flag}" if part else f"{flag} {error.value}"
+    callback = None if error.confidence is None else f"the ECE (--confidence {error.confidence})"
+    return error.describe(named, callback)
 
 
 def _check_generation_room(trainer: Any) -> None:
     """The trainer's check of the generation lengths the test phase uses
     (:meth:`~hf_cotmi.DSSMITrainer._check_generation_room`), its refusal a usage error in the flags'
-    terms (:func:`_in_flags`).
+    terms (:func:`_generation_length_in_flags`).
 
     Raises:
         CLIUsageError: a generation length at or above a decoder-only student's context.
     """
     try:
         trainer._check_generation_room()
-    except ValueError as error:
-        raise CLIUsageError(_in_flags(str(error))) from None
+    except GenerationLengthError as error:
+        raise CLIUsageError(_generation_length_in_flags(error)) from None
 
 
 def _check_example_room(trainer: Any) -> None:
@@ -1483,9 +1490,10 @@ def _check_example_room(trainer: Any) -> None:
     for argument, limit in asked.items():
         try:
             generation_prompt_limit(trainer.model, trainer.processing_class, limit, argument=argument)
-        except ValueError as error:
+        except GenerationLengthError as error:
             raise CLIUsageError(
-                f"{_in_flags(str(error))}; the examples shown after the test phase generate that many tokens "
+                f"{_generation_length_in_flags(error)}; the examples shown after the test phase generate that "
+                "many tokens "
                 f"(pass --num-examples-to-show 0 to show none, or a smaller {_GENERATION_SETTING_FLAGS[argument]})"
             ) from None
 

@@ -36,6 +36,7 @@ __all__ = [
     "input_length_limit",
     "context_length",
     "generation_prompt_limit",
+    "GenerationLengthError",
     "eos_token_ids",
     "stop_at_eos_kwargs",
     "ADAPTER_CONFIG",
@@ -356,6 +357,80 @@ def context_length(model: Any, tokenizer: Any) -> int | None:
     return min(known) if known else None
 
 
+class GenerationLengthError(ValueError):
+    """The refusal of a generation length that leaves a decoder-only student no room for a prompt: its
+    generated tokens follow the prompt in one context, so ``value`` new tokens at or above the context length
+    leave none (:func:`generation_prompt_limit`, and :class:`~hf_cotmi.DSSMITrainer`'s check of the lengths
+    its evaluations generate with, before training). A ``ValueError``, as before it had a class.
+
+    Attributes:
+        setting: the setting the length came from, as the caller names it: ``"generation_max_length"``,
+            ``"rationale_max_new_tokens"``, ``"generation_config.max_new_tokens"`` (a part of a generation
+            config), ``"ECECallback.max_new_tokens"``, ``"max_new_tokens"`` (a ``generate`` argument) ...
+        value: the number of new tokens asked for.
+        context: the student's context length, in tokens.
+        generates: what is generated with it: ``"labels"``, ``"rationales"``, or None where the caller does
+            not say (a :func:`generation_prompt_limit` call of its own).
+        confidence: where the length is the one an :class:`~hf_cotmi.ECECallback` generates labels with at
+            each evaluation, that callback's ``confidence`` mode (``"sequence"``, ``"first_token"``); else None.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(config=SimpleNamespace(n_positions=64, is_encoder_decoder=False))
+        >>> try:
+        ...     generation_prompt_limit(model, None, 64, argument="generation_max_length")
+        ... except GenerationLengthError as error:
+        ...     print(error.setting, error.value, error.context, error.generates, error.confidence)
+        generation_max_length 64 64 None None
+        >>> print(GenerationLengthError("generation_max_length", 64, 64, "labels", "sequence"))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        generation_max_length=64 leaves no room for a prompt in the student's context of 64 tokens (a
+        decoder-only student generates after its prompt); ask for fewer than 64 new tokens;
+        ECECallback(confidence='sequence') generates labels with it at each evaluation
+    """
+
+    def __init__(
+        self,
+        setting: str,
+        value: int,
+        context: int,
+        generates: str | None = None,
+        confidence: str | None = None,
+    ) -> None:
+        self.setting, self.value, self.context = setting, value, context
+        self.generates, self.confidence = generates, confidence
+        super().__init__(self.describe())
+
+    def describe(self, setting: str | None = None, callback: str | None = None) -> str:
+        """The message, with the setting and the callback named as given: ``setting`` for
+        ``"{setting}={value}"`` and, where :attr:`confidence` is set, ``callback`` for
+        ``"ECECallback(confidence='...')"`` (the command line names its flags there).
+
+        Examples:
+            >>> error = GenerationLengthError("generation_max_length", 900, 512)
+            >>> error.describe("--generation-max-length 900").split(" (")[0]
+            "--generation-max-length 900 leaves no room for a prompt in the student's context of 512 tokens"
+            >>> GenerationLengthError("max_length", 9, 8, "labels", "first_token").describe(
+            ...     callback="the ECE").endswith("; the ECE generates labels with it at each evaluation")
+            True
+        """
+        setting = f"{self.setting}={self.value}" if setting is None else setting
+        message = (
+            f"{setting} leaves no room for a prompt in the student's context of {self.context} tokens (a "
+            f"decoder-only student generates after its prompt); ask for fewer than {self.context} new tokens"
+        )
+        if self.confidence is None:
+            return message
+        callback = f"ECECallback(confidence={self.confidence!r})" if callback is None else callback
+        return f"{message}; {callback} generates labels with it at each evaluation"
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[GenerationLengthError], tuple[str, int, int, str | None, str | None]]:
+        # pickled (between processes) with its attributes, not the message its __init__ does not take
+        return type(self), (self.setting, self.value, self.context, self.generates, self.confidence)
+
+
 def generation_prompt_limit(
     model: Any,
     tokenizer: Any,
@@ -373,7 +448,8 @@ def generation_prompt_limit(
     ``max_new_tokens`` (the setting it came from, such as ``rationale_max_new_tokens``).
 
     Raises:
-        ValueError: ``max_new_tokens`` alone fills a decoder-only student's context.
+        GenerationLengthError: (a ``ValueError``) ``max_new_tokens`` alone fills a decoder-only student's
+            context; its ``setting`` is ``argument``.
 
     Examples:
         >>> from types import SimpleNamespace
@@ -385,11 +461,7 @@ def generation_prompt_limit(
     if resolve_student_type(model) != "causal" or context is None or max_new_tokens is None:
         return max_input_length
     if max_new_tokens >= context:
-        raise ValueError(
-            f"{argument}={max_new_tokens} leaves no room for a prompt in the student's context of "
-            f"{context} tokens (a decoder-only student generates after its prompt); ask for fewer than "
-            f"{context} new tokens"
-        )
+        raise GenerationLengthError(argument, max_new_tokens, context)
     room = context - max_new_tokens
     return room if max_input_length is None else min(max_input_length, room)
 

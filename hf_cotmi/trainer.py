@@ -1706,26 +1706,31 @@ class DSSMITrainer(Seq2SeqTrainer):
         generates (:meth:`_ece_generation_lengths`), which runs at every evaluation. :meth:`train` calls it
         when it evaluates (an ``eval_strategy``), with ``predictions`` when those evaluations generate
         predictions (:meth:`_evaluation_generates_during_training`), so the error comes before the first step
-        instead of after the whole run. The error names the setting, its value and the context length, and the
-        callback that generates with it.
+        instead of after the whole run. The error, a :class:`~hf_cotmi.students.GenerationLengthError`, names
+        the setting, its value and the context length, and the callback that generates with it; its
+        ``generates`` says whether the length is the labels' or the rationales', its ``confidence`` the
+        callback's mode.
         """
         if self.model is None or self.student_type != "causal":
             return
-        from .students import generation_prompt_limit
+        from .students import GenerationLengthError, generation_prompt_limit
 
         kwargs = {k: v for k, v in (gen_kwargs or {}).items() if v is not None}
-        asked: list[tuple[int, str, str]] = []  # (new tokens, the setting, the callback that generates them)
+        # (new tokens, the setting, what they generate, the confidence of the ECECallback that generates them)
+        asked: list[tuple[int, str, str, str | None]] = []
         if predictions and self.args.predict_with_generate:
-            asked += [(limit, source, "") for limit, source in self._prediction_generation_lengths(kwargs)]
-        asked += self._ece_generation_lengths(kwargs)
+            lengths = zip(self._prediction_generation_lengths(kwargs), ("labels", "rationales"))
+            asked += [(limit, source, generates, None) for (limit, source), generates in lengths]
+        asked += [
+            (limit, source, "labels", mode) for limit, source, mode in self._ece_generation_lengths(kwargs)
+        ]
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        for limit, source, callback in asked:
+        for limit, source, generates, confidence in asked:
             try:
                 generation_prompt_limit(self.model, tokenizer, limit, argument=source)
-            except ValueError as err:
-                if not callback:
-                    raise
-                raise ValueError(f"{err}; {callback} generates labels with it at each evaluation") from None
+            except GenerationLengthError as err:
+                refused = (err.setting, err.value, err.context)
+                raise GenerationLengthError(*refused, generates, confidence) from None
 
     def _prediction_generation_lengths(self, gen_kwargs: dict[str, Any]) -> list[tuple[int, str]]:
         """The new tokens :meth:`prediction_step` generates with the ``evaluate()`` options ``gen_kwargs`` (none of
@@ -1747,7 +1752,8 @@ class DSSMITrainer(Seq2SeqTrainer):
 
     def _ece_generation_lengths(self, gen_kwargs: dict[str, Any]) -> list[tuple[int, str, str]]:
         """The new tokens each :class:`~hf_cotmi.ECECallback` among the callbacks generates at an evaluation with
-        the ``evaluate()`` options ``gen_kwargs`` (none of them ``None``), as ``(limit, setting, callback)``.
+        the ``evaluate()`` options ``gen_kwargs`` (none of them ``None``), as ``(limit, setting, confidence)``,
+        ``confidence`` being the callback's mode.
 
         The length is the one the callback's generation takes (``_generation_length`` in
         :mod:`hf_cotmi.callbacks`); without one the model's generation config decides, read as
@@ -1759,7 +1765,7 @@ class DSSMITrainer(Seq2SeqTrainer):
                 continue
             found = _generation_length(callback.max_new_tokens, gen_kwargs, self.args)
             limit, source = (found[1], found[2]) if found is not None else self._generation_limit({})
-            lengths.append((limit, source, f"ECECallback(confidence={callback.mode!r})"))
+            lengths.append((limit, source, callback.mode))
         return lengths
 
     def _prepare_causal_generation(self) -> None:

@@ -161,6 +161,47 @@ def test_a_label_length_the_context_cannot_hold_is_a_usage_error_naming_the_flag
     assert "generation_max_length" not in line and "ValueError" not in line
 
 
+def _reworded(function, old: str, new: str):
+    """``function``, its ``ValueError`` reworded (``old`` replaced by ``new`` in the message; the same error
+    object, its fields kept): the library's message as a later rewording would leave it."""
+
+    def reworded(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ValueError as error:
+            message = str(error)
+            error.args = (message.replace(old, new),)
+            assert str(error) != message, message  # the rewording took
+            raise
+
+    return reworded
+
+
+def test_the_label_length_flag_comes_from_the_errors_fields_not_its_wording(
+    gpt2_dir, tmp_path, capsys, monkeypatch
+):
+    """The trainer's refusal reworded so that it no longer reads ``generation_max_length=2000``: the CLI
+    still names the flag and the value (it read them out of the message text, and printed the rewording)."""
+    from hf_cotmi.trainer import DSSMITrainer
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained")
+
+    check = _reworded(
+        DSSMITrainer._check_generation_room, "generation_max_length=2000", "the label length (2000 tokens)"
+    )
+    monkeypatch.setattr(DSSMITrainer, "_check_generation_room", check)
+    monkeypatch.setattr(DSSMITrainer, "train", trained)
+    argv = ["train", "--model", gpt2_dir, *SYNTHETIC, *_without(FAST, "--generation-max-length")]
+    code, _, err = run(
+        capsys, *argv, "--generation-max-length", "2000", "--output-dir", str(tmp_path / "out")
+    )  # fmt: skip
+    assert code == 2, err
+    line = one_error_line(err, "train")
+    assert "--generation-max-length 2000 leaves no room for a prompt in the student's context of 1024" in line
+    assert "label length" not in line and "generation_max_length" not in line
+
+
 @pytest.fixture(scope="module")
 def short_gpt2_dir(tmp_path_factory) -> str:
     """A tiny GPT-2 whose context is 128 tokens: the default --rationale-max-new-tokens (256) fills it."""
@@ -203,6 +244,33 @@ def test_an_example_rationale_length_the_context_cannot_hold_stops_train_before_
     assert code == 2, err
     assert "--rationale-max-new-tokens 256 leaves no room for a prompt in the student's context of 128" in err
     assert "--num-examples-to-show 0" in err and "or a smaller --rationale-max-new-tokens" in err
+
+
+def test_the_example_length_flag_comes_from_the_errors_fields_not_its_wording(
+    short_gpt2_dir, tmp_path, capsys, monkeypatch
+):
+    """As above, for the check of the examples shown after the test phase."""
+    from hf_cotmi import pipeline
+    from hf_cotmi.trainer import DSSMITrainer
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained")
+
+    limit = _reworded(pipeline.generation_prompt_limit, "rationale_max_new_tokens=256", "a rationale of 256")
+    monkeypatch.setattr(pipeline, "generation_prompt_limit", limit)
+    monkeypatch.setattr(DSSMITrainer, "train", trained)
+    code, _, err = run(
+        capsys, "train", "--model", short_gpt2_dir, *SHORT, *SHORT_FAST, "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2, err
+    line = one_error_line(err, "train")
+    assert line.startswith(
+        "hf-cotmi train: error: --rationale-max-new-tokens 256 leaves no room for a prompt in the student's "
+        "context of 128 tokens (a decoder-only student generates after its prompt); ask for fewer than 128 new "
+        "tokens; the examples shown after the test phase generate that many tokens (pass "
+        "--num-examples-to-show 0 to show none, or a smaller --rationale-max-new-tokens)"
+    ), line
+    assert "a rationale of" not in line
 
 
 def test_a_failure_after_training_still_saves_the_trained_model(

@@ -7,6 +7,7 @@ context and generation indexed past the position embeddings (IndexError).
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from types import SimpleNamespace
 
@@ -25,7 +26,7 @@ from hf_cotmi import (
 )
 from hf_cotmi.confidence import label_confidences
 from hf_cotmi.generation import generate_texts, predict_texts
-from hf_cotmi.students import generation_prompt_limit, input_length_limit
+from hf_cotmi.students import GenerationLengthError, generation_prompt_limit, input_length_limit
 
 CONTEXT = 64
 WORDS = " ".join(f"w{i}" for i in range(100))  # 200 tokens ("w", "0", ...): longer than the context
@@ -208,9 +209,13 @@ def test_generation_lengths_the_context_cannot_hold_are_refused_before_training(
     expected = (
         rf"^{re.escape(argument)}={value} leaves no room for a prompt in the student's context of {CONTEXT} "
     )
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(GenerationLengthError, match=expected) as raised:
         trainer.train()
     assert trainer.state.global_step == 0
+    generates = "rationales" if argument == "rationale_max_new_tokens" else "labels"
+    error = raised.value
+    assert (error.setting, error.value, error.context) == (argument, value, CONTEXT)
+    assert (error.generates, error.confidence) == (generates, None)
 
 
 @pytest.mark.parametrize(
@@ -275,9 +280,39 @@ def test_ece_generation_lengths_the_context_cannot_hold_are_refused_before_train
         rf"^{re.escape(argument)}={value} leaves no room for a prompt in the student's context of {CONTEXT} "
         rf".*; ECECallback\(confidence='{callback.mode}'\) generates labels with it at each evaluation$"
     )
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(GenerationLengthError, match=expected) as raised:
         trainer.train()
     assert trainer.state.global_step == 0
+    error = raised.value
+    assert (error.setting, error.value, error.context) == (argument, value, CONTEXT)
+    assert (error.generates, error.confidence) == ("labels", callback.mode)
+
+
+def test_the_generation_length_error_carries_its_fields_and_pickles_with_them(tokenizer, model):
+    """A ``ValueError`` (the handlers that caught one still do), whose message is built from its fields."""
+    with pytest.raises(GenerationLengthError) as raised:
+        generation_prompt_limit(model, tokenizer, CONTEXT + 3, argument="rationale_max_new_tokens")
+    error = raised.value
+    assert isinstance(error, ValueError)
+    assert (error.setting, error.value, error.context, error.generates, error.confidence) == (
+        "rationale_max_new_tokens",
+        CONTEXT + 3,
+        CONTEXT,
+        None,
+        None,
+    )
+    assert str(error) == (
+        f"rationale_max_new_tokens={CONTEXT + 3} leaves no room for a prompt in the student's context of "
+        f"{CONTEXT} tokens (a decoder-only student generates after its prompt); ask for fewer than {CONTEXT} "
+        "new tokens"
+    )
+    ece = GenerationLengthError("generation_max_length", 70, CONTEXT, "labels", "first_token")
+    copy = pickle.loads(pickle.dumps(ece))
+    assert type(copy) is GenerationLengthError and str(copy) == str(ece)
+    fields = {"setting": "generation_max_length", "value": 70, "context": CONTEXT}
+    assert vars(copy) == vars(ece) == {**fields, "generates": "labels", "confidence": "first_token"}
+    ending = "; ECECallback(confidence='first_token') generates labels with it at each evaluation"
+    assert str(ece).endswith(ending)
 
 
 @pytest.mark.parametrize(
