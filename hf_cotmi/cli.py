@@ -574,7 +574,8 @@ def _one_line(error: BaseException) -> str:
     first = text.splitlines()[0].strip() if text else ""
     if isinstance(error, CLIUsageError):
         return first
-    name = type(error).__name__
+    # a private subclass (the pipeline's option-worded errors) is shown by its public class's name
+    name = next(kind.__name__ for kind in type(error).__mro__ if not kind.__name__.startswith("_"))
     return f"{name}: {first}" if first else name
 
 

@@ -25,8 +25,10 @@ import shlex
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .data.custom import MissingColumnError
+from .data.features import EmptyRationaleError
 from .data.textfiles import InputRecord, write_text_atomically
 from .generation import generate_texts, predict_texts
 from .prefixes import EXPLAIN_PREFIX, PREDICT_PREFIX
@@ -54,9 +56,6 @@ from .students import (
     read_model_json,
 )
 from .tasks import METRICS, SYNTHETIC_TASK, TASKS, TaskSpec, get_task
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .data.features import EmptyRationaleError
 
 logger = logging.getLogger("hf_cotmi")
 
@@ -132,7 +131,8 @@ def quiet_libraries(enabled: bool = True) -> Iterator[None]:
 def _library_progress_bars(shown: bool) -> Iterator[None]:
     """Hide, unless ``shown``, the progress bars transformers and datasets draw for a while: loading and
     saving weights ("Loading weights", "Writing model shards"), the tokenisation's ``Dataset.map``
-    ("Tokenising train"), downloads. Their settings are restored on exit.
+    ("Tokenising train"), downloads (huggingface_hub's). Their settings are restored on exit, each library's
+    as it was.
 
     :func:`run_training` hides them with ``disable_tqdm``, as ``--disable-tqdm`` asks.
 
@@ -146,19 +146,29 @@ def _library_progress_bars(shown: bool) -> Iterator[None]:
         yield
         return
     import datasets
+    import huggingface_hub.utils
     import transformers
 
-    saved = transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    # transformers' switch turns huggingface_hub's bars off and on with its own: each is saved and restored
+    saved = (
+        transformers.utils.logging.is_progress_bar_enabled(),
+        datasets.is_progress_bar_enabled(),
+        not huggingface_hub.utils.are_progress_bars_disabled(),
+    )
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     try:
         yield
     finally:
-        transformers_bars, datasets_bars = saved
+        transformers_bars, datasets_bars, hub_bars = saved
         if transformers_bars:
             transformers.utils.logging.enable_progress_bar()
         if datasets_bars:
             datasets.enable_progress_bars()
+        # last, where it differs: enabling transformers' bars above enabled huggingface_hub's too
+        hub = huggingface_hub.utils
+        if hub.are_progress_bars_disabled() == hub_bars:
+            hub.enable_progress_bars() if hub_bars else hub.disable_progress_bars()
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -245,18 +255,14 @@ _FILE_OPTIONS = {"train": "--train-file", "valid": "--validation-file", "test": 
 _FILE_FIELDS = {"train": "train_file", "valid": "validation_file", "test": "test_file"}
 
 
-class _MissingColumnError(CLIUsageError):
+class _MissingColumnError(CLIUsageError, MissingColumnError):
     """A column option (``--input-column``, ...) that names no column of a file of your own: the loader's
-    :class:`~hf_cotmi.data.custom.MissingColumnError`, its message as it is, as a usage error; ``column`` is
-    the name the option gave."""
-
-    def __init__(self, message: str, column: str) -> None:
-        super().__init__(message)
-        self.column = column
+    :class:`~hf_cotmi.data.custom.MissingColumnError`, with its attributes and message, as a usage error too
+    (the CLI prints it as one line); ``except MissingColumnError`` catches it as it catches the loader's."""
 
 
 def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[str, Any]]:
-    from .data.custom import MissingColumnError, load_cot_dataset
+    from .data.custom import load_cot_dataset
 
     for split, path in files.items():
         if not os.path.isfile(path):
@@ -265,7 +271,7 @@ def _own_files(args: DataArguments, files: dict[str, str]) -> tuple[Any, dict[st
     try:
         data, report = load_cot_dataset(files, return_report=True, **columns)
     except MissingColumnError as error:  # a column option to fix, not a data error
-        raise _MissingColumnError(str(error), error.column) from error
+        raise _MissingColumnError(error.where, error.column, error.target, error.columns) from error
     source: dict[str, Any] = {_FILE_FIELDS[split]: os.path.abspath(path) for split, path in files.items()}
     return data, {**source, **columns}, report
 
@@ -396,7 +402,8 @@ def load_task_data(args: DataArguments, *, need_train: bool = True) -> LoadedDat
     Raises:
         CLIUsageError: no data named, both a dataset and files, an unknown dataset, ``--data-dir`` missing,
             or a split that is not there; with ``label_source="llm"``, a training file of your own without
-            the teacher's labels (:func:`with_teacher_labels`).
+            the teacher's labels (:func:`with_teacher_labels`). A column option that names no column of a
+            file of your own is both a ``CLIUsageError`` and a :class:`~hf_cotmi.data.custom.MissingColumnError`.
         FileNotFoundError: a file or folder that does not exist.
 
     Examples:
@@ -522,13 +529,17 @@ def build_features(
     Returns:
         Split name -> tokenised ``Dataset``; ``(that dict, FeaturesReport)`` with ``return_report``.
 
+    Raises:
+        EmptyRationaleError: (:class:`~hf_cotmi.data.features.EmptyRationaleError`) training examples without
+            a rationale, with ``empty_rationale="error"``; its message names the ``--empty-rationale`` ways on.
+
     Examples:
         >>> # features = build_features(data, tokenizer, DataArguments(dataset="synthetic"), with_rationale={"train"})
         >>> # features["train"].column_names  ->  [..., 'expl_input_ids', ..., 'rationale_labels']
     """
     from datasets import DatasetDict
 
-    from .data.features import EmptyRationaleError, prepare_dss_features
+    from .data.features import prepare_dss_features
     from .data.report import FeaturesReport
 
     def keeps_rationale(split: str) -> bool:
@@ -557,9 +568,21 @@ def build_features(
                 chat_template=data_args.chat_template,
             )
         except EmptyRationaleError as error:
-            raise ValueError(_empty_rationale_message(error)) from None
+            raise _EmptyRationaleOptionError(
+                error.split, error.count, error.total, error.first_rows
+            ) from error
         features[split], report.splits[split] = encoded[split], counted.splits[split]
     return (features, report) if return_report else features
+
+
+class _EmptyRationaleOptionError(EmptyRationaleError):
+    """:class:`~hf_cotmi.data.features.EmptyRationaleError`, with its attributes, worded in the options that
+    decide it (:func:`_empty_rationale_message`): what :func:`build_features` raises, which
+    ``except EmptyRationaleError`` catches as it catches :func:`~hf_cotmi.data.features.prepare_dss_features`'.
+    """
+
+    def __str__(self) -> str:
+        return _empty_rationale_message(self)
 
 
 def _empty_rationale_message(error: EmptyRationaleError) -> str:
@@ -1645,7 +1668,9 @@ def _check_evaluation_split(data: LoadedData, data_args: DataArguments, training
     if strategy == "no" or "eval" in data.splits:
         return
     dataset = data.source.get("dataset")
-    if dataset is None:  # your files
+    if dataset is None and data_args.validation_file:  # a validation file, not chosen
+        give = "--eval-split valid evaluates the file --validation-file gives"
+    elif dataset is None:  # your files
         give = "give a validation file with --validation-file"
     elif dataset == SYNTHETIC_TASK:
         give = "generate validation examples with --synthetic-valid-size N"
@@ -1854,13 +1879,16 @@ def _load_with_recorded_columns(
     data_args: DataArguments, carried: dict[str, str], model_path: str
 ) -> LoadedData:
     """:func:`load_task_data` for evaluate; a column name taken from the sidecar that names no column of the
-    file (:class:`_MissingColumnError`, by its ``column``) says so."""
+    file (:class:`_MissingColumnError`, by its ``column``) says so, and names the recorded names that are not
+    the defaults (a default name is no news: evaluate would have read it anyway)."""
     try:
         return load_task_data(data_args, need_train=False)
     except _MissingColumnError as error:
-        if error.column not in carried.values():  # a column option given, not one the run recorded
+        defaults = DataArguments()
+        renamed = {field: name for field, name in carried.items() if name != getattr(defaults, field)}
+        if error.column not in renamed.values():  # a column option given, or a default name
             raise
-        names = ", ".join(f"--{field.replace('_', '-')} {name}" for field, name in carried.items())
+        names = ", ".join(f"--{field.replace('_', '-')} {name}" for field, name in renamed.items())
         raise CLIUsageError(
             f"{error} (evaluate used the column names the training run recorded in {SIDECAR_NAME} of "
             f"{model_path!r}: {names})"

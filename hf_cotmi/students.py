@@ -426,9 +426,14 @@ class GenerationLengthError(ValueError):
 
     def __reduce__(
         self,
-    ) -> tuple[type[GenerationLengthError], tuple[str, int, int, str | None, str | None]]:
-        # pickled (between processes) with its attributes, not the message its __init__ does not take
-        return type(self), (self.setting, self.value, self.context, self.generates, self.confidence)
+    ) -> tuple[type[GenerationLengthError], tuple[str, int, int, str | None, str | None], dict[str, Any]]:
+        # pickled (between processes) and copied with its arguments, not the message its __init__ does not
+        # take, and its attributes (those a subclass adds, add_note()'s notes)
+        return (
+            type(self),
+            (self.setting, self.value, self.context, self.generates, self.confidence),
+            self.__dict__,
+        )
 
 
 def generation_prompt_limit(

@@ -6,6 +6,7 @@ context and generation indexed past the position embeddings (IndexError).
 
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 import re
@@ -307,12 +308,19 @@ def test_the_generation_length_error_carries_its_fields_and_pickles_with_them(to
         "new tokens"
     )
     ece = GenerationLengthError("generation_max_length", 70, CONTEXT, "labels", "first_token")
-    copy = pickle.loads(pickle.dumps(ece))
-    assert type(copy) is GenerationLengthError and str(copy) == str(ece)
+    pickled = pickle.loads(pickle.dumps(ece))
+    assert type(pickled) is GenerationLengthError and str(pickled) == str(ece)
     fields = {"setting": "generation_max_length", "value": 70, "context": CONTEXT}
-    assert vars(copy) == vars(ece) == {**fields, "generates": "labels", "confidence": "first_token"}
+    assert vars(pickled) == vars(ece) == {**fields, "generates": "labels", "confidence": "first_token"}
     ending = "; ECECallback(confidence='first_token') generates labels with it at each evaluation"
     assert str(ece).endswith(ending)
+    # pickled and copied, a note added and an attribute set on it stay too
+    ece.add_note("while checking the ECE's length")
+    ece.origin = "a check of its own"
+    for again in (pickle.loads(pickle.dumps(ece)), copy.copy(ece)):
+        assert type(again) is GenerationLengthError and again is not ece and str(again) == str(ece)
+        assert again.__notes__ == ["while checking the ECE's length"] and again.origin == "a check of its own"
+        assert (again.setting, again.value, again.confidence) == ("generation_max_length", 70, "first_token")
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,10 @@ from hf_cotmi.pipeline import (
     EvaluationArguments,
     ModelArguments,
     _data_for_evaluation,
+    _load_with_recorded_columns,
     run_training,
 )
+from hf_cotmi.run_arguments import CLIUsageError
 
 RENAMED = {"input": "question", "label": "answer", "rationale": "why"}
 
@@ -144,6 +146,27 @@ def test_the_recorded_names_are_told_by_the_errors_class_not_its_wording(
     assert code == 2
     assert line.startswith("hf-cotmi evaluate: error: a column is absent (evaluate used the column names ")
     assert line.endswith("--input-column question, --label-column answer, --rationale-column why)")
+
+
+def test_the_note_names_only_the_recorded_names_that_are_not_the_defaults(tmp_path):
+    """A run that renamed only its input column records the default label and rationale names too; the note
+    names the renamed one alone, and a default name missing from the file gets no note (no news)."""
+    recorded = {"input_column": "question", "label_column": "label", "rationale_column": "rationale"}
+    defaults = {"input": "input", "label": "label", "rationale": "rationale"}
+    for names, missing, note in [
+        (defaults, "question", " (evaluate used the column names the training run recorded in "),
+        ({**defaults, "input": "question", "rationale": "why"}, "rationale", None),
+    ]:
+        test = _write(tmp_path / "test.jsonl", 0, 3, names)
+        args = DataArguments(test_file=test, train_split="", eval_split="", **recorded)
+        with pytest.raises(CLIUsageError) as info:
+            _load_with_recorded_columns(args, recorded, "run-folder")
+        message = str(info.value)
+        assert message.startswith(f"{test}: no column {missing!r}")
+        if note is None:
+            assert "recorded" not in message and SIDECAR_NAME not in message
+        else:
+            assert message.endswith(f"{note}{SIDECAR_NAME} of 'run-folder': --input-column question)")
 
 
 def test_a_column_flag_given_naming_no_column_gets_no_note_about_recorded_names(

@@ -154,3 +154,52 @@ def test_label_confidences_progress_bar_counts_every_example_and_is_off_by_defau
     (bar,) = bars
     assert (bar.desc, bar.total, bar.n) == ("dev", 7, 7)
     assert "dev:" in capsys.readouterr().err
+
+
+def _bar_settings() -> tuple[bool, bool, bool]:
+    """Whether transformers', datasets' and huggingface_hub's progress bars are on."""
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    return (
+        transformers.utils.logging.is_progress_bar_enabled(),
+        datasets.is_progress_bar_enabled(),
+        not huggingface_hub.utils.are_progress_bars_disabled(),
+    )
+
+
+@pytest.mark.parametrize(
+    "settings", [(True, True, True), (True, True, False), (False, True, False), (False, False, True)]
+)
+def test_hiding_the_libraries_bars_restores_each_librarys_own_setting(settings):
+    """``disable_tqdm`` hides the libraries' bars for a while; on the way out each library's switch is as it
+    was, huggingface_hub's too, which transformers' own switch turns on and off with its own."""
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    from hf_cotmi.pipeline import _library_progress_bars
+
+    if huggingface_hub.constants.HF_HUB_DISABLE_PROGRESS_BARS is not None:
+        pytest.skip("HF_HUB_DISABLE_PROGRESS_BARS decides huggingface_hub's bars")
+    before = _bar_settings()
+    switch, hub = transformers.utils.logging, huggingface_hub.utils
+    transformers_on, datasets_on, hub_on = settings
+    try:
+        switch.enable_progress_bar() if transformers_on else switch.disable_progress_bar()
+        datasets.enable_progress_bars() if datasets_on else datasets.disable_progress_bars()
+        # after transformers', which sets huggingface_hub's along with its own
+        hub.enable_progress_bars() if hub_on else hub.disable_progress_bars()
+        assert _bar_settings() == settings
+        with _library_progress_bars(shown=False):
+            assert _bar_settings() == (False, False, False)
+        assert _bar_settings() == settings
+        with _library_progress_bars(shown=True):
+            assert _bar_settings() == settings
+        assert _bar_settings() == settings
+    finally:
+        transformers_on, datasets_on, hub_on = before
+        switch.enable_progress_bar() if transformers_on else switch.disable_progress_bar()
+        datasets.enable_progress_bars() if datasets_on else datasets.disable_progress_bars()
+        hub.enable_progress_bars() if hub_on else hub.disable_progress_bars()

@@ -389,6 +389,17 @@ def test_eval_strategy_without_a_validation_split_is_refused_before_the_student_
     assert code == 2
     line = one_error_line(err, "train")
     assert "(--eval-split valid): give a validation file with --validation-file" in line
+    # a validation file given but another split chosen to evaluate (one with no file, or the training
+    # split): the split that evaluates it
+    for split, named in [("test", "--eval-split test"), ("train", "--eval-split train, the training split")]:
+        code, _, err = run(
+            capsys, "train", "--train-file", str(train), "--validation-file", str(train), "--eval-split", split,
+            "--eval-strategy", "steps", "--eval-steps", "1", *TINY, "--output-dir", str(tmp_path / "own"),
+        )  # fmt: skip
+        assert code == 2
+        line = one_error_line(err, "train")
+        assert f"({named}): --eval-split valid evaluates the file --validation-file gives, or leave" in line
+        assert "give a validation file" not in line
 
 
 def test_the_training_line_shows_the_batch_that_gradient_accumulation_adds_up_to(tmp_path, capsys):

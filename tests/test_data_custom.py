@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy as copy_module
 import json
 import logging
 import pickle
@@ -129,6 +130,44 @@ def test_a_missing_column_error_carries_what_is_missing(tmp_path: Path):
         ["input", "label"],
     )
     assert str(copy) == str(info.value) and type(copy) is MissingColumnError
+    # a note added and an attribute set on it stay too, pickled or copied
+    info.value.add_note("while loading the test split")
+    info.value.origin = "a check of its own"
+    for again in (pickle.loads(pickle.dumps(info.value)), copy_module.copy(info.value)):
+        assert type(again) is MissingColumnError and again is not info.value and str(again) == str(info.value)
+        assert again.__notes__ == ["while loading the test split"] and again.origin == "a check of its own"
+        assert (again.where, again.column, again.columns) == (
+            "split 'test' of the DatasetDict",
+            "rationale",
+            ["input", "label"],
+        )
+
+
+def test_load_task_data_raises_a_missing_column_error_that_is_a_usage_error_too(tmp_path: Path):
+    """The pipeline's loader refuses a column option naming no column with a ``MissingColumnError`` (its
+    attributes and message the loader's), which the CLI prints as a usage error: one line, exit status 2."""
+    from hf_cotmi.pipeline import load_task_data
+    from hf_cotmi.run_arguments import CLIUsageError, DataArguments
+
+    path = str(write_jsonl(tmp_path / "cot.jsonl", ROWS))
+    args = DataArguments(
+        train_file=path, input_column="question", label_column="reply", rationale_column="why"
+    )
+    try:
+        load_task_data(args)
+    except MissingColumnError as caught:
+        error = caught
+    assert isinstance(error, CLIUsageError)
+    assert (error.where, error.column, error.target) == (path, "reply", "label")
+    assert error.columns == ["question", "answer", "why", "source"]
+    with pytest.raises(MissingColumnError) as loader:
+        load_cot_dataset(path, input_column="question", label_column="reply", rationale_column="why")
+    assert str(error) == str(loader.value)
+    # pickled or copied (it took a message and a column before), it stays what it is, its note too
+    error.add_note("from load_task_data")
+    for again in (pickle.loads(pickle.dumps(error)), copy_module.copy(error)):
+        assert type(again) is type(error) and str(again) == str(error) and again.column == "reply"
+        assert again.__notes__ == ["from load_task_data"]
 
 
 def test_null_label_is_an_error_naming_the_row(tmp_path: Path):

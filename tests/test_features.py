@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy as copy_module
 import logging
 import pickle
 from types import SimpleNamespace
@@ -150,6 +151,39 @@ def test_the_empty_rationale_error_carries_the_split_the_count_and_the_first_row
     copy = pickle.loads(pickle.dumps(error))  # between processes, the attributes and message stay
     assert (copy.split, copy.count, copy.total, copy.first_rows) == ("train", 7, 10, [1, 2, 3, 5, 6])
     assert str(copy) == str(error) and type(copy) is EmptyRationaleError
+    # a note added and an attribute set on it stay too, pickled or copied
+    error.add_note("while building the features")
+    error.origin = "a check of its own"
+    for again in (pickle.loads(pickle.dumps(error)), copy_module.copy(error)):
+        assert type(again) is EmptyRationaleError and again is not error and str(again) == str(error)
+        assert again.__notes__ == ["while building the features"] and again.origin == "a check of its own"
+        assert (again.split, again.count, again.total, again.first_rows) == ("train", 7, 10, [1, 2, 3, 5, 6])
+
+
+def test_build_features_raises_an_empty_rationale_error_worded_in_the_options(tok):
+    """The pipeline's :func:`build_features` refuses blank rationales with an ``EmptyRationaleError`` too
+    (its split and counts), whose message names the ``--empty-rationale`` ways on."""
+    from hf_cotmi.pipeline import LoadedData, build_features
+    from hf_cotmi.run_arguments import DataArguments
+
+    rationales = ["so", None, "", "so"]
+    data = Dataset.from_dict({"input": ["tom"] * 4, "label": ["a"] * 4, "rationale": rationales})
+    loaded = LoadedData(splits={"train": data}, name=None, task="text", source={})
+    try:
+        build_features(loaded, tok, DataArguments(empty_rationale="error"))
+    except EmptyRationaleError as caught:
+        error = caught
+    assert (error.split, error.count, error.total, error.first_rows) == ("train", 2, 4, [1, 2])
+    assert str(error) == (
+        "split 'train': 2 of 4 examples have no rationale (first rows: [1, 2]); keep them with "
+        "--empty-rationale keep (their rationale target is only the end-of-sequence token) or drop them "
+        "with --empty-rationale drop"
+    )
+    assert type(error.__cause__) is EmptyRationaleError and error.__cause__.first_rows == [1, 2]
+    error.add_note("from build_features")
+    for again in (pickle.loads(pickle.dumps(error)), copy_module.copy(error)):
+        assert type(again) is type(error) and str(again) == str(error)
+        assert again.__notes__ == ["from build_features"] and again.count == 2
 
 
 def test_nli_separator(tok):

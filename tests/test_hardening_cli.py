@@ -390,7 +390,7 @@ def test_the_empty_rationale_refusal_is_worded_from_the_errors_attributes(
     code, _, err = run(capsys, *own_files_run(tmp_path, sparse_rationales, "--empty-rationale", "error"))
     assert code == 1
     assert one_error_line(err, "demo") == (
-        "hf-cotmi demo: error: ValueError: split 'train': 67 of 100 examples have no rationale (first rows: "
+        "hf-cotmi demo: error: EmptyRationaleError: split 'train': 67 of 100 examples have no rationale (first rows: "
         "[0, 2, 3, 5, 6]); keep them with --empty-rationale keep (their rationale target is only the "
         "end-of-sequence token) or drop them with --empty-rationale drop (--debug shows the traceback)"
     )

@@ -70,9 +70,10 @@ class MissingColumnError(ValueError):
             f"Pass {target}_column= (--{target}-column on the command line) to name the right one"
         )
 
-    def __reduce__(self) -> tuple[type[MissingColumnError], tuple[str, str, str, list[str]]]:
-        # pickled (between processes) with its attributes, not the message its __init__ does not take
-        return type(self), (self.where, self.column, self.target, self.columns)
+    def __reduce__(self) -> tuple[type[MissingColumnError], tuple[str, str, str, list[str]], dict[str, Any]]:
+        # pickled (between processes) and copied with its arguments, not the message its __init__ does not
+        # take, and its attributes (those a subclass adds, add_note()'s notes)
+        return type(self), (self.where, self.column, self.target, self.columns), self.__dict__
 
 
 def _kind(value: Any) -> str:

@@ -313,9 +313,10 @@ class EmptyRationaleError(ValueError):
             f"(first rows: {self.first_rows})"
         )
 
-    def __reduce__(self) -> tuple[type[EmptyRationaleError], tuple[str, int, int, list[int]]]:
-        # pickled (between processes) with its attributes, not the message its __init__ does not take
-        return type(self), (self.split, self.count, self.total, self.first_rows)
+    def __reduce__(self) -> tuple[type[EmptyRationaleError], tuple[str, int, int, list[int]], dict[str, Any]]:
+        # pickled (between processes) and copied with its arguments, not the message its __init__ does not
+        # take, and its attributes (those a subclass adds, add_note()'s notes)
+        return type(self), (self.split, self.count, self.total, self.first_rows), self.__dict__
 
 
 def _output_features(dataset: Dataset, with_rationale: bool) -> Any:
