@@ -140,27 +140,6 @@ def test_a_rationale_length_the_context_cannot_hold_stops_train_before_training(
     )
 
 
-def test_a_label_length_the_context_cannot_hold_is_a_usage_error_naming_the_flag(
-    gpt2_dir, tmp_path, capsys, monkeypatch
-):
-    """The trainer's own check of the test phase's lengths came first, with a plain ValueError (exit 1)
-    naming the Python field (``generation_max_length=2000``), not the flag."""
-    from hf_cotmi.trainer import DSSMITrainer
-
-    def trained(*args, **kwargs):
-        raise AssertionError("trained")
-
-    monkeypatch.setattr(DSSMITrainer, "train", trained)
-    argv = ["train", "--model", gpt2_dir, *SYNTHETIC, *_without(FAST, "--generation-max-length")]
-    code, _, err = run(
-        capsys, *argv, "--generation-max-length", "2000", "--output-dir", str(tmp_path / "out")
-    )  # fmt: skip
-    assert code == 2, err
-    line = one_error_line(err, "train")
-    assert "--generation-max-length 2000 leaves no room for a prompt in the student's context of 1024" in line
-    assert "generation_max_length" not in line and "ValueError" not in line
-
-
 def _reworded(function, old: str, new: str):
     """``function``, its ``ValueError`` reworded (``old`` replaced by ``new`` in the message; the same error
     object, its fields kept): the library's message as a later rewording would leave it."""
@@ -177,20 +156,26 @@ def _reworded(function, old: str, new: str):
     return reworded
 
 
-def test_the_label_length_flag_comes_from_the_errors_fields_not_its_wording(
-    gpt2_dir, tmp_path, capsys, monkeypatch
+@pytest.mark.parametrize("reworded", [False, True], ids=["as-worded", "reworded"])
+def test_a_label_length_the_context_cannot_hold_is_a_usage_error_naming_the_flag(
+    gpt2_dir, tmp_path, capsys, monkeypatch, reworded
 ):
-    """The trainer's refusal reworded so that it no longer reads ``generation_max_length=2000``: the CLI
-    still names the flag and the value (it read them out of the message text, and printed the rewording)."""
+    """The trainer's own check of the test phase's lengths came first, with a plain ValueError (exit 1)
+    naming the Python field (``generation_max_length=2000``), not the flag. Reworded so that it no longer
+    reads ``generation_max_length=2000``, the CLI still names the flag and the value: it takes them from the
+    error's fields (it read them out of the message text, and printed the rewording)."""
     from hf_cotmi.trainer import DSSMITrainer
 
     def trained(*args, **kwargs):
         raise AssertionError("trained")
 
-    check = _reworded(
-        DSSMITrainer._check_generation_room, "generation_max_length=2000", "the label length (2000 tokens)"
-    )
-    monkeypatch.setattr(DSSMITrainer, "_check_generation_room", check)
+    if reworded:
+        check = _reworded(
+            DSSMITrainer._check_generation_room,
+            "generation_max_length=2000",
+            "the label length (2000 tokens)",
+        )
+        monkeypatch.setattr(DSSMITrainer, "_check_generation_room", check)
     monkeypatch.setattr(DSSMITrainer, "train", trained)
     argv = ["train", "--model", gpt2_dir, *SYNTHETIC, *_without(FAST, "--generation-max-length")]
     code, _, err = run(
@@ -199,7 +184,7 @@ def test_the_label_length_flag_comes_from_the_errors_fields_not_its_wording(
     assert code == 2, err
     line = one_error_line(err, "train")
     assert "--generation-max-length 2000 leaves no room for a prompt in the student's context of 1024" in line
-    assert "label length" not in line and "generation_max_length" not in line
+    assert "generation_max_length" not in line and "ValueError" not in line and "label length" not in line
 
 
 @pytest.fixture(scope="module")
