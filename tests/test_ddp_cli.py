@@ -70,10 +70,11 @@ def _succeeded(result: subprocess.CompletedProcess) -> str:
 
 
 def _comparable(stdout: str, folder: str) -> list[str]:
-    """Printed lines without what differs between the runs: the output folder, seconds, the per-process batch."""
+    """Printed lines without what differs between the runs: the output folder, seconds, and how the batch is
+    made up (``batch 2 per device x 2 processes = 4`` is ``batch 4``: the effective batch stays)."""
     lines = [line.replace(folder, "OUT") for line in stdout.splitlines()]
     lines = [re.sub(r"  \d+s$", "", line) for line in lines]
-    return [re.sub(r"batch \d+,", "batch B,", line) for line in lines]
+    return [re.sub(r"batch (?:[^,=]*= )?(\d+),", r"batch \1,", line) for line in lines]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,7 @@ def test_train_under_torchrun_ends_on_both_processes_and_prints_each_line_once(t
     multi = _comparable((train_runs / "multi.out").read_text(), "multi")
     single = _comparable((train_runs / "single.out").read_text(), "single")
     assert multi == single  # the same lines, each once: the examples, the evaluations, the saved folder
+    assert "batch 2 per device x 2 processes = 4," in (train_runs / "multi.out").read_text()
     assert sum(line.startswith("  input:") for line in multi) == 3
     assert sum(line.startswith("  eval at step") for line in multi) == 2
 
