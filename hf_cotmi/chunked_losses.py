@@ -124,10 +124,11 @@ class _ChunkedProjectionLoss(torch.autograd.Function):
                     picked = (-grad_nll.float() * valid[:, sl])[:, :, None]
                     grad_logits.scatter_add_(-1, safe_targets[:, sl, None], picked)
                 if grad_q is not None and reduction == "max":
-                    rows, columns = ((argmax >= start) & (argmax < start + width)).nonzero(as_tuple=True)
-                    grad_logits.index_put_(
-                        (rows, argmax[rows, columns] - start, columns), routed[rows, columns], accumulate=True
-                    )
+                    # each (row, vocab) gradient goes to the position that held the max, when it is in this
+                    # chunk; a scatter over a mask, not indices picked with nonzero (a host-device sync)
+                    in_chunk = (argmax >= start) & (argmax < start + width)
+                    local = (argmax - start).clamp(0, width - 1)
+                    grad_logits.scatter_add_(1, local[:, None, :], (routed * in_chunk)[:, None, :])
                 grad_logits = grad_logits.to(compute_dtype)
                 if needs_hidden:
                     grad_hidden[:, sl] = (grad_logits @ weight_c).to(hidden.dtype)
