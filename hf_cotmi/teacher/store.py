@@ -391,12 +391,7 @@ def check_settings(
     """
     stored_path = settings_path(output_file)
     current = settings_id(settings)
-    stored = replies = None
-    if stored_path.exists():
-        stored = _read_settings_file(stored_path)
-        replies = stored.pop(REPLIES_FIELD, None)
-        if replies is not None:
-            _check_replies(replies, stored_path)
+    stored, replies = _stored_settings(stored_path)
     if not existing:
         if stored is not None and stored != settings:
             logger.info("%s: no record written yet; replacing the settings of an earlier run", stored_path)
@@ -448,18 +443,24 @@ def check_known_settings(
         ...     print("differing: temperature: 0.0 -> 0.7." in str(error))
         True
     """
-    stored_path = settings_path(output_file)
-    if not stored_path.exists():
-        return
-    stored = _read_settings_file(stored_path)
-    replies = stored.pop(REPLIES_FIELD, None)
-    if replies is not None:
-        _check_replies(replies, stored_path)
-    if force or not existing:  # with no line written, check_settings replaces the stored settings
+    stored, _ = _stored_settings(settings_path(output_file))
+    if stored is None or force or not existing:  # with no line written, check_settings replaces them
         return
     detail = _differences({key: stored.get(key) for key in known}, known)
     if detail:
         raise _mismatch_error(output_file, detail)
+
+
+def _stored_settings(stored_path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The settings stored in ``stored_path`` and, apart, what it records of the server's replies (checked);
+    ``(None, None)`` when there is no such file."""
+    if not stored_path.exists():
+        return None, None
+    stored = _read_settings_file(stored_path)
+    replies = stored.pop(REPLIES_FIELD, None)
+    if replies is not None:
+        _check_replies(replies, stored_path)
+    return stored, replies
 
 
 def _mismatch_error(output_file: str | os.PathLike[str], detail: list[str]) -> SettingsMismatchError:
