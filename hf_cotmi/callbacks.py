@@ -316,6 +316,29 @@ class ECECallback(TrainerCallback):
                 logger.warning("ECECallback: could not write the reliability diagram %s: %s", path, err)
         return metrics
 
+    def generation_length(self, generation: dict[str, Any], args: Any) -> tuple[str, int, str] | None:
+        """The length limit this callback's generation takes in an evaluation with the ``evaluate()`` options
+        ``generation`` and the training arguments ``args``: ``(kind, value, setting)``, ``kind`` being
+        ``"max_new_tokens"`` or ``"max_length"`` and ``setting`` where it came from; None when nothing sets one
+        (the model's generation config decides then). What the trainer checks against a decoder-only student's
+        context before training.
+
+        Args:
+            generation: the options of the ``evaluate()`` call (``max_new_tokens``, ``max_length``,
+                ``generation_config``), none of them None.
+            args: the training arguments (their ``generation_max_length``).
+
+        Returns:
+            ``(kind, value, setting)``, or None.
+
+        Examples:
+            >>> from types import SimpleNamespace
+            >>> ECECallback(confidence="sequence", max_new_tokens=8).generation_length(
+            ...     {}, SimpleNamespace(generation_max_length=6))
+            ('max_new_tokens', 8, 'ECECallback.max_new_tokens')
+        """
+        return _generation_length(self.max_new_tokens, generation, args)
+
     def _diagram_path(self, output_dir: str, prefix: str, step: int) -> str:
         """A path for this evaluation's diagram that no earlier evaluation through this callback has used.
 

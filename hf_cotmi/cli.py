@@ -202,9 +202,9 @@ _DESCRIPTIONS = {
 def _description(command: str) -> str:
     """What ``--help`` says a command does (the demo's from ``hf_cotmi.demo``, where its defaults are)."""
     if command == "demo":
-        from .demo import _help_description
+        from .demo import demo_help_description
 
-        return _help_description()
+        return demo_help_description()
     return _DESCRIPTIONS[command]
 
 

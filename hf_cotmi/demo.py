@@ -26,7 +26,14 @@ from .pipeline import _silent, quiet_libraries, run_training
 from .run_arguments import DataArguments, EvaluationArguments, ModelArguments
 from .tasks import SYNTHETIC_TASK
 
-__all__ = ["TRAINING_CURVE", "DemoArguments", "demo_defaults", "run_demo", "execute_demo"]
+__all__ = [
+    "TRAINING_CURVE",
+    "DemoArguments",
+    "demo_defaults",
+    "demo_help_description",
+    "run_demo",
+    "execute_demo",
+]
 
 TRAINING_CURVE = "training_curve.png"
 """The training-curve PNG the demo saves into its output folder (loss and its components over steps)."""
@@ -119,13 +126,16 @@ class DemoArguments:
     )  # fmt: skip
 
 
-def _help_description() -> str:
+def demo_help_description() -> str:
     """The description ``hf-cotmi demo --help`` shows: what the demo does, how long it takes
     (:data:`_DURATION`), and the defaults of ``--student-type causal``, which the option list (showing the
     T5's) does not.
 
+    Returns:
+        One paragraph of text.
+
     Examples:
-        >>> "--student-type causal" in _help_description() and _DURATION in _help_description()
+        >>> "--student-type causal" in demo_help_description() and _DURATION in demo_help_description()
         True
     """
     t5, causal = _SYNTHETIC_TINY, {**_SYNTHETIC_TINY, **_CAUSAL_TINY}

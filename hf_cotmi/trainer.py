@@ -25,7 +25,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
 from .arguments import DSSMITrainingArguments
-from .callbacks import ECECallback, StopOnNonFiniteCallback, _generation_length
+from .callbacks import ECECallback, StopOnNonFiniteCallback
 from .chunked_losses import chunked_dss_losses
 from .collator import EXPL_COLUMNS, PRED_COLUMNS, DSSDataCollator
 from .dataset_rows import sized_rows
@@ -1755,15 +1755,15 @@ class DSSMITrainer(Seq2SeqTrainer):
         the ``evaluate()`` options ``gen_kwargs`` (none of them ``None``), as ``(limit, setting, confidence)``,
         ``confidence`` being the callback's mode.
 
-        The length is the one the callback's generation takes (``_generation_length`` in
-        :mod:`hf_cotmi.callbacks`); without one the model's generation config decides, read as
+        The length is the one the callback's generation takes (:meth:`ECECallback.generation_length
+        <hf_cotmi.callbacks.ECECallback.generation_length>`); without one the model's generation config decides, read as
         :meth:`_generation_limit` reads it. Candidates mode scores the candidates and generates nothing.
         """
         lengths = []
         for callback in self.callback_handler.callbacks:
             if not isinstance(callback, ECECallback) or callback.mode == "candidates":
                 continue
-            found = _generation_length(callback.max_new_tokens, gen_kwargs, self.args)
+            found = callback.generation_length(gen_kwargs, self.args)
             limit, source = (found[1], found[2]) if found is not None else self._generation_limit({})
             lengths.append((limit, source, callback.mode))
         return lengths
