@@ -631,11 +631,6 @@ def _gradient_norm_tensor(model: Any) -> Any:
     return torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
 
 
-def _gradient_norm(model: Any) -> float | None:
-    """:func:`_gradient_norm_tensor` as a float."""
-    return read_floats([_gradient_norm_tensor(model)])[0]
-
-
 def _first_non_finite_parameter(model: Any) -> str | None:
     import torch
 
